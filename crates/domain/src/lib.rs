@@ -1,0 +1,18 @@
+//! cpamp's core: what a usage event is, how a CPA queue payload becomes one,
+//! the keys and secrets the server keeps, and the ports (traits) that storage
+//! implements and the collector and API program against.
+//!
+//! Layout:
+//! - `event`: [`UsageEvent`], one stored row per upstream attempt.
+//! - `decode`: CPA queue payload -> [`event::Decoded`] (event, control message or dead letter).
+//! - `ports`: [`ports::EventSink`], [`ports::SettingsStore`] and the store error type.
+//!
+//! Architecture invariant: this crate does no IO. It never opens a file or a
+//! socket, never reads the environment or the clock except through arguments.
+
+pub mod decode;
+pub mod event;
+pub mod ports;
+
+pub use event::UsageEvent;
+pub use ports::StoreError;
