@@ -138,3 +138,34 @@ pub enum Decoded {
     /// Not a usage payload; kept as a dead letter.
     Dead(DeadLetter),
 }
+
+/// Formats Unix milliseconds as the stored RFC 3339 UTC text: `Z` suffix, fractional
+/// seconds only when non-zero and without trailing zeros (`2026-01-01T00:00:00.12Z`).
+pub fn format_timestamp_ms(timestamp_ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(timestamp_ms) {
+        Ok(timestamp) => timestamp.to_string(),
+        Err(_) => String::from("1970-01-01T00:00:00Z"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_like_go_rfc3339nano() {
+        assert_eq!(
+            format_timestamp_ms(1_767_225_600_000),
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            format_timestamp_ms(1_767_225_600_120),
+            "2026-01-01T00:00:00.12Z"
+        );
+        assert_eq!(
+            format_timestamp_ms(1_767_225_600_007),
+            "2026-01-01T00:00:00.007Z"
+        );
+        assert_eq!(format_timestamp_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+}

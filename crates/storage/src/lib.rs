@@ -1,1 +1,185 @@
-//! placeholder
+//! cpamp persistence: SQLite through sqlx.
+//!
+//! [`SqliteStore`] owns two pools on one database file: a single writer
+//! connection (all writes are serialised through it, so there is never a
+//! write-write conflict) and a small pool of read-only connections for queries.
+//! The database runs in WAL mode with `synchronous=FULL`, so a committed batch
+//! survives a power cut and readers never block the writer.
+//!
+//! Layout:
+//! - `migrations/`: embedded, append-only schema migrations.
+//! - `events`: the ingest transaction (identity ledger, events, dead letters, counters).
+//! - `dims`: the dictionary of repeated text values referenced by events.
+//! - `settings`: the key-value settings table.
+//!
+//! Architecture invariant: this is the only crate that contains SQL.
+
+mod dims;
+mod error;
+mod events;
+mod settings;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpamp_domain::StoreError;
+use cpamp_domain::ports::{StoreCounts, StoreStats};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+
+pub use error::is_unavailable;
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The SQLite database file; created (with its parent directory) if missing.
+    pub path: PathBuf,
+    /// Read-only connections for queries.
+    pub read_connections: u32,
+    /// How long a statement waits for a lock before failing with "database is locked".
+    pub busy_timeout: Duration,
+}
+
+impl Options {
+    pub fn new(path: impl Into<PathBuf>) -> Options {
+        Options {
+            path: path.into(),
+            read_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The SQLite-backed store. Cheap to clone: all clones share the pools.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: SqlitePool,
+    reader: SqlitePool,
+    dims: dims::DimCache,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and runs pending migrations.
+    pub async fn open(options: Options) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = options.path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|error| {
+                    StoreError::unavailable(
+                        format!("cannot create data directory {}", parent.display()),
+                        error,
+                    )
+                })?;
+            }
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(&options.path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true)
+            .pragma("journal_size_limit", "268435456")
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .auto_vacuum(SqliteAutoVacuum::Incremental),
+            )
+            .await
+            .map_err(|error| error::map(error, "open database"))?;
+        MIGRATOR.run(&writer).await.map_err(|error| {
+            StoreError::unavailable(format!("migrate {}", options.path.display()), error)
+        })?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .connect_with(base.read_only(true).pragma("cache_size", "-16384"))
+            .await
+            .map_err(|error| error::map(error, "open read pool"))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: options.path,
+                writer,
+                reader,
+                dims: dims::DimCache::default(),
+            }),
+        })
+    }
+
+    /// The database file this store was opened on.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The journal mode the database reports (`wal` once open).
+    pub async fn journal_mode(&self) -> Result<String, StoreError> {
+        sqlx::query_scalar::<_, String>("PRAGMA journal_mode")
+            .fetch_one(&self.inner.writer)
+            .await
+            .map_err(|error| error::map(error, "read journal mode"))
+    }
+
+    /// Closes both pools, checkpointing the WAL. Further use fails.
+    pub async fn close(&self) {
+        self.inner.reader.close().await;
+        let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.inner.writer)
+            .await;
+        self.inner.writer.close().await;
+    }
+
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.inner.writer
+    }
+
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.inner.reader
+    }
+
+    pub(crate) fn dims(&self) -> &dims::DimCache {
+        &self.inner.dims
+    }
+}
+
+/// The embedded schema migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl StoreStats for SqliteStore {
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT name, value FROM counters")
+            .fetch_all(self.reader())
+            .await
+            .map_err(|error| error::map(error, "read counters"))?;
+        let mut counts = StoreCounts::default();
+        for (name, value) in rows {
+            match name.as_str() {
+                "usage_events" => counts.events = value,
+                "dead_letter_events" => counts.dead_letters = value,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+}

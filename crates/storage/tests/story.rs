@@ -1,0 +1,194 @@
+//! Storage story: one database file through its life — migrate from empty, insert a
+//! batch, see duplicates skipped, keep a dead letter, reopen and find it all again.
+
+use cpamp_domain::event::{DeadLetter, TokenCounts, UsageEvent};
+use cpamp_domain::ports::{BatchOutcome, EventSink, IngestBatch, SettingsStore, StoreStats};
+use cpamp_storage::{Options, SqliteStore};
+
+fn event(request_id: &str, hash_byte: u8, timestamp_ms: i64) -> UsageEvent {
+    UsageEvent {
+        event_hash: format!("{hash_byte:02x}").repeat(32),
+        request_id: Some(request_id.to_string()),
+        timestamp_ms,
+        timestamp: cpamp_domain::event::format_timestamp_ms(timestamp_ms),
+        provider: Some("codex".into()),
+        model: "gpt-5.5".into(),
+        resolved_model: Some("gpt-5.5".into()),
+        endpoint: Some("POST /v1/responses".into()),
+        source: Some("bob***@example.net".into()),
+        tokens: TokenCounts {
+            input: 100,
+            output: 20,
+            total: 120,
+            ..TokenCounts::default()
+        },
+        latency_ms: Some(1500),
+        created_at_ms: timestamp_ms + 10,
+        ..UsageEvent::default()
+    }
+}
+
+fn batch(events: Vec<UsageEvent>, dead_letters: Vec<DeadLetter>) -> IngestBatch {
+    IngestBatch {
+        origin: "http://127.0.0.1:8317".into(),
+        events,
+        dead_letters,
+    }
+}
+
+#[tokio::test]
+async fn a_database_file_keeps_every_event_once_across_reopen() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let path = directory.path().join("nested").join("usage.sqlite");
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("open empty");
+    assert_eq!(store.journal_mode().await.expect("journal mode"), "wal");
+    assert_eq!(store.counts().await.expect("counts").events, 0);
+
+    let first = store
+        .store_batch(batch(
+            vec![
+                event("r1", 1, 1_767_225_600_000),
+                event("r1", 2, 1_767_225_601_000),
+            ],
+            vec![],
+        ))
+        .await
+        .expect("first batch");
+    assert_eq!(
+        first,
+        BatchOutcome {
+            inserted: 2,
+            skipped: 0,
+            dead_lettered: 0
+        }
+    );
+
+    // The same events again, plus a copy inside the same batch and one new event.
+    let dead = DeadLetter {
+        payload: "{\"truncated\":".into(),
+        reason: "invalid JSON at line 1 column 13".into(),
+        created_at_ms: 5,
+    };
+    let second = store
+        .store_batch(batch(
+            vec![
+                event("r1", 1, 1_767_225_600_000),
+                event("r3", 3, 1_767_225_602_000),
+                event("r3", 3, 1_767_225_602_000),
+            ],
+            vec![dead.clone()],
+        ))
+        .await
+        .expect("second batch");
+    assert_eq!(
+        second,
+        BatchOutcome {
+            inserted: 1,
+            skipped: 2,
+            dead_lettered: 1
+        }
+    );
+
+    store
+        .put_setting("bootstrap_state_v1", "{\"version\":1}")
+        .await
+        .expect("setting");
+    store.close().await;
+
+    let reopened = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let counts = reopened.counts().await.expect("counts");
+    assert_eq!((counts.events, counts.dead_letters), (3, 1));
+    assert_eq!(
+        reopened
+            .get_setting("bootstrap_state_v1")
+            .await
+            .expect("read setting")
+            .as_deref(),
+        Some("{\"version\":1}")
+    );
+    assert_eq!(
+        reopened.get_setting("missing").await.expect("read missing"),
+        None
+    );
+
+    // A duplicate after reopening is still recognised.
+    let third = reopened
+        .store_batch(batch(vec![event("r3", 3, 1_767_225_602_000)], vec![]))
+        .await
+        .expect("third batch");
+    assert_eq!(
+        third,
+        BatchOutcome {
+            inserted: 0,
+            skipped: 1,
+            dead_lettered: 0
+        }
+    );
+    reopened.close().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_be_written_stores_nothing_and_can_be_retried() {
+    use sqlx::Connection;
+
+    let directory = tempfile::tempdir().expect("temp dir");
+    let path = directory.path().join("usage.sqlite");
+    let mut options = Options::new(&path);
+    options.busy_timeout = std::time::Duration::from_millis(100);
+    let store = SqliteStore::open(options).await.expect("open");
+    store
+        .store_batch(batch(vec![event("a", 1, 1_000_000)], vec![]))
+        .await
+        .expect("seed");
+
+    // Another process holds the write lock: the batch must fail as a whole.
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("blocker");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock");
+    let pending = batch(
+        vec![event("b", 2, 2_000_000), event("c", 3, 3_000_000)],
+        vec![],
+    );
+    let error = store
+        .store_batch(pending.clone())
+        .await
+        .expect_err("locked database");
+    assert!(cpamp_storage::is_unavailable(&error), "{error}");
+    assert!(error.to_string().contains("locked"), "{error}");
+    assert_eq!(store.counts().await.expect("counts").events, 1);
+
+    // Once the lock is gone the same batch goes in whole, exactly once.
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("unlock");
+    let outcome = store.store_batch(pending.clone()).await.expect("retry");
+    assert_eq!(
+        outcome,
+        BatchOutcome {
+            inserted: 2,
+            skipped: 0,
+            dead_lettered: 0
+        }
+    );
+    let again = store.store_batch(pending).await.expect("replay");
+    assert_eq!(
+        again,
+        BatchOutcome {
+            inserted: 0,
+            skipped: 2,
+            dead_lettered: 0
+        }
+    );
+    assert_eq!(store.counts().await.expect("counts").events, 3);
+    store.close().await;
+}
