@@ -1,0 +1,168 @@
+//! Analytics: the dashboard, monitoring and usage-analytics read model.
+//!
+//! Storage answers with pre-aggregated group rows (from rollups where possible,
+//! raw events otherwise) and latency samples; this module turns them into the
+//! response sections. Every number a response carries is computed here from those
+//! rows, so the rules (success/failure, zero-token calls, cache accounting,
+//! nearest-rank P95, cost at read time) live in one place and are unit-tested
+//! without a database.
+//!
+//! Layout:
+//! - `time`: IANA zones and Go-compatible local buckets.
+//! - `model`: the analytics-model suffix rule.
+//! - `cost`: the price book and the read-time cost of a band of token sums.
+//! - `query`: request types (scope, filters) and the storage port.
+//! - `report`: response types and the section builders.
+
+pub mod cost;
+pub mod model;
+pub mod query;
+pub mod report;
+pub mod time;
+
+pub use model::analytics_model;
+
+/// A request the analytics layer cannot answer as asked. Always the client's fault
+/// (HTTP 400); the message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalyticsError {
+    #[error("invalid time zone: {0}")]
+    InvalidTimeZone(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl AnalyticsError {
+    /// The machine-readable code of the error envelope.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AnalyticsError::InvalidTimeZone(_) => "invalid_time_zone",
+            AnalyticsError::Invalid(_) => "request_failed",
+        }
+    }
+}
+
+/// Nearest-rank percentile over the positive values: sort ascending and take index
+/// `ceil(p * n) - 1`. `None` when there is no positive value. Reorders `values`.
+pub fn nearest_rank(values: &mut [u32], percentile: f64) -> Option<i64> {
+    let mut positive = 0;
+    for index in 0..values.len() {
+        if values[index] > 0 {
+            values.swap(positive, index);
+            positive += 1;
+        }
+    }
+    if positive == 0 {
+        return None;
+    }
+    let slice = &mut values[..positive];
+    let rank = ((percentile * positive as f64).ceil() as usize).clamp(1, positive) - 1;
+    let (_, value, _) = slice.select_nth_unstable(rank);
+    Some(i64::from(*value))
+}
+
+/// Token sums and counts of one group of events. Every field is a plain sum, so
+/// groups merge by addition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub calls: i64,
+    pub failures: i64,
+    /// Σ I: normalized total input (prompt including cache buckets).
+    pub input: i64,
+    pub output: i64,
+    pub reasoning: i64,
+    /// Σ C: compat cached tokens (cached beyond the explicit read/creation buckets).
+    pub cached: i64,
+    pub cache_read: i64,
+    pub cache_creation: i64,
+    pub total: i64,
+    pub latency_sum: i64,
+    pub latency_samples: i64,
+    pub zero_token_calls: i64,
+}
+
+impl Metrics {
+    pub fn add(&mut self, other: &Metrics) {
+        self.calls += other.calls;
+        self.failures += other.failures;
+        self.input += other.input;
+        self.output += other.output;
+        self.reasoning += other.reasoning;
+        self.cached += other.cached;
+        self.cache_read += other.cache_read;
+        self.cache_creation += other.cache_creation;
+        self.total += other.total;
+        self.latency_sum += other.latency_sum;
+        self.latency_samples += other.latency_samples;
+        self.zero_token_calls += other.zero_token_calls;
+    }
+
+    pub fn success(&self) -> i64 {
+        self.calls - self.failures
+    }
+
+    pub fn success_rate(&self) -> f64 {
+        ratio(self.success() as f64, self.calls as f64)
+    }
+
+    pub fn failure_rate(&self) -> f64 {
+        ratio(self.failures as f64, self.calls as f64)
+    }
+
+    /// Mean latency over the samples; `None` without a sample.
+    pub fn average_latency(&self) -> Option<f64> {
+        (self.latency_samples > 0).then(|| self.latency_sum as f64 / self.latency_samples as f64)
+    }
+
+    /// Σ(C + R), each clamped at zero.
+    pub fn cache_hit_tokens(&self) -> i64 {
+        self.cached.max(0) + self.cache_read.max(0)
+    }
+
+    /// (C + R) / I capped at 1; 0 when I ≤ 0.
+    pub fn cache_hit_rate(&self) -> f64 {
+        let input = self.input.max(0);
+        if input <= 0 {
+            return 0.0;
+        }
+        (self.cache_hit_tokens() as f64 / input as f64).min(1.0)
+    }
+}
+
+/// `numerator / denominator`, 0 when the denominator is not positive.
+pub fn ratio(numerator: f64, denominator: f64) -> f64 {
+    if denominator > 0.0 {
+        numerator / denominator
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_p95_ignores_non_positive_values() {
+        let mut values: Vec<u32> = (1..=20).collect();
+        assert_eq!(nearest_rank(&mut values, 0.95), Some(19));
+        let mut values = vec![0, 0, 300];
+        assert_eq!(nearest_rank(&mut values, 0.95), Some(300));
+        let mut values = vec![0, 0];
+        assert_eq!(nearest_rank(&mut values, 0.95), None);
+        let mut values = vec![5, 1, 4, 2, 3];
+        assert_eq!(nearest_rank(&mut values, 0.5), Some(3));
+        // ceil(0.95 * 21) - 1 = 19 -> the 20th smallest.
+        let mut values: Vec<u32> = (1..=21).rev().collect();
+        assert_eq!(nearest_rank(&mut values, 0.95), Some(20));
+    }
+
+    #[test]
+    fn cache_hit_rate_is_capped_and_guarded() {
+        let metrics = Metrics { input: 1000, cached: 400, cache_read: 0, ..Metrics::default() };
+        assert_eq!(metrics.cache_hit_rate(), 0.4);
+        let metrics = Metrics { input: 10, cached: 400, ..Metrics::default() };
+        assert_eq!(metrics.cache_hit_rate(), 1.0);
+        assert_eq!(Metrics::default().cache_hit_rate(), 0.0);
+    }
+}

@@ -1,0 +1,577 @@
+//! What an analytics request asks for (scope and filters), the rows storage answers
+//! with, and the storage port.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::cost::{PriceBook, context_band};
+use super::time::{Granularity, Zone};
+use super::{Metrics, analytics_model};
+use crate::event::TokenCounts;
+use crate::ports::StoreError;
+
+/// Interned text from storage; `""` stands for "not set".
+pub type Text = Arc<str>;
+
+/// `cache_status` filter values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Read,
+    Creation,
+}
+
+impl CacheStatus {
+    /// Trimmed, case-insensitive; any other value means "no cache filter".
+    pub fn parse(text: &str) -> Option<CacheStatus> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "hit" => Some(CacheStatus::Hit),
+            "miss" => Some(CacheStatus::Miss),
+            "read" => Some(CacheStatus::Read),
+            "creation" => Some(CacheStatus::Creation),
+            _ => None,
+        }
+    }
+}
+
+/// The filters of a monitoring request. Lists are trimmed, deduplicated and free of
+/// empty values (see [`Filters::normalize_list`]); an empty list means no filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filters {
+    /// Analytics models (already suffix-normalized).
+    pub models: Vec<String>,
+    /// Lowercased.
+    pub providers: Vec<String>,
+    /// Lowercased.
+    pub accounts: Vec<String>,
+    pub credential_ids: Vec<String>,
+    pub auth_files: Vec<String>,
+    pub auth_indices: Vec<String>,
+    pub api_key_hashes: Vec<String>,
+    pub source_hashes: Vec<String>,
+    pub project_ids: Vec<String>,
+    pub request_types: Vec<String>,
+    pub header_error_kinds: Vec<String>,
+    pub header_error_codes: Vec<String>,
+    pub header_quota_plans: Vec<String>,
+    pub header_trace_ids: Vec<String>,
+    pub include_failed: bool,
+    pub failed_only: bool,
+    pub min_latency_ms: i64,
+    pub cache_status: Option<CacheStatus>,
+}
+
+impl Default for Filters {
+    fn default() -> Filters {
+        Filters {
+            models: Vec::new(),
+            providers: Vec::new(),
+            accounts: Vec::new(),
+            credential_ids: Vec::new(),
+            auth_files: Vec::new(),
+            auth_indices: Vec::new(),
+            api_key_hashes: Vec::new(),
+            source_hashes: Vec::new(),
+            project_ids: Vec::new(),
+            request_types: Vec::new(),
+            header_error_kinds: Vec::new(),
+            header_error_codes: Vec::new(),
+            header_quota_plans: Vec::new(),
+            header_trace_ids: Vec::new(),
+            include_failed: true,
+            failed_only: false,
+            min_latency_ms: 0,
+            cache_status: None,
+        }
+    }
+}
+
+impl Filters {
+    /// Trims, drops empties and duplicates (keeping first-seen order).
+    pub fn normalize_list(values: impl IntoIterator<Item = String>, map: impl Fn(&str) -> String) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for value in values {
+            let value = map(value.trim());
+            if !value.is_empty() && !out.contains(&value) {
+                out.push(value);
+            }
+        }
+        out
+    }
+
+    /// Filters that only rollups keyed by identity can serve are set.
+    fn has_identity_filters(&self) -> bool {
+        !(self.providers.is_empty()
+            && self.accounts.is_empty()
+            && self.credential_ids.is_empty()
+            && self.auth_files.is_empty()
+            && self.auth_indices.is_empty()
+            && self.api_key_hashes.is_empty()
+            && self.source_hashes.is_empty()
+            && self.project_ids.is_empty()
+            && self.request_types.is_empty())
+    }
+
+    /// Filters that need every event looked at are set.
+    fn has_raw_filters(&self) -> bool {
+        !(self.header_error_kinds.is_empty()
+            && self.header_error_codes.is_empty()
+            && self.header_quota_plans.is_empty()
+            && self.header_trace_ids.is_empty())
+            || self.min_latency_ms > 0
+            || self.cache_status.is_some()
+    }
+
+    pub fn matches_failed(&self, failed: bool) -> bool {
+        (self.include_failed || !failed) && (!self.failed_only || failed)
+    }
+
+    pub fn matches_model(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|wanted| wanted == model)
+    }
+
+    pub fn matches_identity(&self, identity: &Identity) -> bool {
+        fn any_eq(values: &[String], value: &str) -> bool {
+            values.is_empty() || values.iter().any(|wanted| wanted == value)
+        }
+        fn any_lower(values: &[String], candidates: &[&str]) -> bool {
+            values.is_empty()
+                || candidates
+                    .iter()
+                    .any(|candidate| !candidate.is_empty() && values.iter().any(|wanted| wanted.eq_ignore_ascii_case(candidate)))
+        }
+        any_lower(&self.providers, &[&identity.provider, &identity.auth_provider])
+            && any_lower(
+                &self.accounts,
+                &[&identity.account, &identity.auth_label, &identity.source, &identity.auth_index],
+            )
+            && any_eq(&self.credential_ids, identity.credential_id())
+            && any_eq(&self.auth_files, &identity.auth_file)
+            && any_eq(&self.auth_indices, &identity.auth_index)
+            && any_eq(&self.api_key_hashes, &identity.api_key_hash)
+            && any_eq(&self.source_hashes, &identity.source_hash)
+            && any_eq(&self.project_ids, &identity.auth_project)
+            && any_eq(&self.request_types, &identity.executor_type)
+    }
+
+    /// Checks the per-event filters (headers, latency, cache status).
+    fn matches_event_details(&self, event: &RawEvent) -> bool {
+        fn any_eq(values: &[String], value: &str) -> bool {
+            values.is_empty() || values.iter().any(|wanted| wanted == value)
+        }
+        if self.min_latency_ms > 0 && event.latency_ms.is_none_or(|latency| latency < self.min_latency_ms) {
+            return false;
+        }
+        let tokens = &event.tokens;
+        let cache_ok = match self.cache_status {
+            None => true,
+            Some(CacheStatus::Hit) => tokens.cached > 0 || tokens.cache > 0 || tokens.cache_read > 0 || tokens.cache_creation > 0,
+            Some(CacheStatus::Miss) => !(tokens.cached > 0 || tokens.cache > 0 || tokens.cache_read > 0 || tokens.cache_creation > 0),
+            Some(CacheStatus::Read) => tokens.cache_read > 0,
+            Some(CacheStatus::Creation) => tokens.cache_creation > 0,
+        };
+        cache_ok
+            && any_eq(&self.header_error_kinds, &event.header_error_kind)
+            && any_eq(&self.header_error_codes, &event.header_error_code)
+            && any_eq(&self.header_quota_plans, &event.header_quota_plan_type)
+            && any_eq(&self.header_trace_ids, event.header_trace_id.as_deref().unwrap_or(""))
+    }
+}
+
+/// Time range `[from_ms, to_ms)`, filters and search: the set of events a section covers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Scope {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub filters: Filters,
+    /// Trimmed and lowercased; empty = no search.
+    pub search_query: String,
+    /// Trimmed and lowercased; empty = none.
+    pub search_api_key_hash: String,
+}
+
+/// Which pre-aggregated level can answer a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Rollups keyed by (model band, failed): time, model and status filters only.
+    Aggregate,
+    /// Rollups keyed by identity and model band: every identity filter too.
+    Identity,
+    /// Raw events: search, header, latency and cache filters.
+    Raw,
+}
+
+impl Scope {
+    pub fn time_only(from_ms: i64, to_ms: i64) -> Scope {
+        Scope { from_ms, to_ms, ..Scope::default() }
+    }
+
+    /// The cheapest level that can answer this scope exactly.
+    pub fn level(&self) -> Level {
+        if !self.search_query.is_empty() || self.filters.has_raw_filters() {
+            Level::Raw
+        } else if self.filters.has_identity_filters() || !self.search_api_key_hash.is_empty() {
+            Level::Identity
+        } else {
+            Level::Aggregate
+        }
+    }
+
+    /// The same scope with every dimension, status, latency and cache filter cleared.
+    pub fn base(&self) -> Scope {
+        Scope {
+            from_ms: self.from_ms,
+            to_ms: self.to_ms,
+            filters: Filters::default(),
+            search_query: self.search_query.clone(),
+            search_api_key_hash: self.search_api_key_hash.clone(),
+        }
+    }
+
+    pub fn with_range(&self, from_ms: i64, to_ms: i64) -> Scope {
+        Scope { from_ms, to_ms, ..self.clone() }
+    }
+
+    pub fn matches_group(&self, model: &str, failed: bool) -> bool {
+        self.filters.matches_failed(failed) && self.filters.matches_model(model)
+    }
+
+    /// The identity part of the scope (identity filters and the API-key search
+    /// when it is an AND condition).
+    pub fn matches_identity(&self, identity: &Identity) -> bool {
+        if !self.search_api_key_hash.is_empty()
+            && self.search_query.is_empty()
+            && !identity.api_key_hash.eq_ignore_ascii_case(&self.search_api_key_hash)
+        {
+            return false;
+        }
+        self.filters.matches_identity(identity)
+    }
+
+    /// Every condition of the scope, for one raw event.
+    pub fn matches_event(&self, event: &RawEvent) -> bool {
+        event.timestamp_ms >= self.from_ms
+            && event.timestamp_ms < self.to_ms
+            && self.matches_group(&event.analytics_model, event.failed)
+            && self.matches_identity(&event.identity)
+            && self.filters.matches_event_details(event)
+            && self.matches_search(event)
+    }
+
+    fn matches_search(&self, event: &RawEvent) -> bool {
+        if self.search_query.is_empty() {
+            return true;
+        }
+        let needle = self.search_query.as_str();
+        let identity = &event.identity;
+        let hash_hit = !self.search_api_key_hash.is_empty()
+            && identity.api_key_hash.eq_ignore_ascii_case(&self.search_api_key_hash);
+        if hash_hit {
+            return true;
+        }
+        // A plain case-insensitive substring test. Unlike the Go server, `%` and `_`
+        // typed by the user are literal characters, not wildcards.
+        let fields: [&str; 29] = [
+            event.request_id.as_deref().unwrap_or(""),
+            &event.event_hash,
+            &event.model,
+            &event.requested_model,
+            &event.analytics_model,
+            &event.resolved_model,
+            &event.endpoint,
+            &event.method,
+            &event.path,
+            &event.client_ip,
+            &event.x_forwarded_for,
+            &event.user_agent,
+            &identity.source,
+            &identity.source_hash,
+            &identity.api_key_hash,
+            &identity.auth_index,
+            &identity.account,
+            &identity.auth_label,
+            &identity.auth_file,
+            &identity.auth_provider,
+            &identity.auth_project,
+            &event.reasoning_effort,
+            &event.service_tier,
+            &identity.executor_type,
+            event.fail_summary.as_deref().unwrap_or(""),
+            &event.header_quota_plan_type,
+            &event.header_error_kind,
+            &event.header_error_code,
+            event.header_trace_id.as_deref().unwrap_or(""),
+        ];
+        fields.iter().any(|field| contains_lowercase(field, needle))
+    }
+}
+
+/// `haystack.to_lowercase().contains(needle)` without allocating for ASCII text.
+fn contains_lowercase(haystack: &str, needle: &str) -> bool {
+    if needle.len() > haystack.len() {
+        return false;
+    }
+    if haystack.is_ascii() && needle.is_ascii() {
+        let hay = haystack.as_bytes();
+        let pin = needle.as_bytes();
+        return hay.windows(pin.len()).any(|window| window.eq_ignore_ascii_case(pin));
+    }
+    haystack.to_lowercase().contains(needle)
+}
+
+/// Who made a call and through which credential: every identity dimension of an
+/// event. `""` means "not set".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub provider: Text,
+    pub executor_type: Text,
+    pub auth_index: Text,
+    pub source: Text,
+    pub source_hash: Text,
+    pub api_key_hash: Text,
+    pub account: Text,
+    pub auth_label: Text,
+    pub auth_file: Text,
+    pub auth_provider: Text,
+    pub auth_project: Text,
+}
+
+impl Identity {
+    /// The first non-empty of auth file, auth index, source hash, source, else `-`.
+    pub fn credential_id(&self) -> &str {
+        [&self.auth_file, &self.auth_index, &self.source_hash, &self.source]
+            .into_iter()
+            .find(|value| !value.is_empty())
+            .map(|value| &**value)
+            .unwrap_or("-")
+    }
+
+    /// Snapshot provider, else the event provider.
+    pub fn effective_provider(&self) -> &str {
+        if self.auth_provider.is_empty() { &self.provider } else { &self.auth_provider }
+    }
+}
+
+/// A group of events with one key, as stored in a rollup (or one raw event).
+#[derive(Debug, Clone)]
+pub struct GroupRow {
+    /// Start of the stored block (a UTC quarter hour, hour or day) or the event
+    /// time for raw rows. Only meaningful when a timeline was requested.
+    pub bucket_ms: i64,
+    /// Set when the request asked for identities.
+    pub identity: Option<Arc<Identity>>,
+    pub model: Text,
+    pub billing_model: Text,
+    pub service_tier: Text,
+    pub context_band: u8,
+    pub failed: bool,
+    pub metrics: Metrics,
+    pub last_seen_ms: i64,
+}
+
+impl GroupRow {
+    pub fn from_event(event: &RawEvent, identity: bool) -> GroupRow {
+        GroupRow {
+            bucket_ms: event.timestamp_ms,
+            identity: identity.then(|| event.identity.clone()),
+            model: event.analytics_model.clone(),
+            billing_model: if event.resolved_model.is_empty() {
+                event.analytics_model.clone()
+            } else {
+                event.resolved_model.clone()
+            },
+            service_tier: event.service_tier.clone(),
+            context_band: context_band(event.normalized_input()),
+            failed: event.failed,
+            metrics: event.metrics(),
+            last_seen_ms: event.timestamp_ms,
+        }
+    }
+}
+
+/// One stored event with every dimension resolved to text.
+#[derive(Debug, Clone, Default)]
+pub struct RawEvent {
+    pub id: i64,
+    /// Lowercase hex.
+    pub event_hash: String,
+    pub request_id: Option<String>,
+    pub timestamp_ms: i64,
+    pub timestamp: String,
+    pub model: Text,
+    pub requested_model: Text,
+    pub resolved_model: Text,
+    pub analytics_model: Text,
+    pub endpoint: Text,
+    pub method: Text,
+    pub path: Text,
+    pub client_ip: Text,
+    pub x_forwarded_for: Text,
+    pub user_agent: Text,
+    pub auth_type: Text,
+    pub identity: Arc<Identity>,
+    pub auth_snapshot_at_ms: Option<i64>,
+    pub reasoning_effort: Text,
+    pub service_tier: Text,
+    pub request_service_tier: Text,
+    pub response_service_tier: Text,
+    pub cache_input_mode: Option<&'static str>,
+    pub tokens: TokenCounts,
+    pub normalized_total_input: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub ttft_ms: Option<i64>,
+    pub failed: bool,
+    pub fail_status_code: Option<i64>,
+    pub fail_summary: Option<String>,
+    pub response_metadata_json: Option<String>,
+    pub header_quota_recover_at_ms: Option<i64>,
+    pub header_quota_used_percent: Option<f64>,
+    pub header_quota_plan_type: Text,
+    pub header_error_kind: Text,
+    pub header_error_code: Text,
+    pub header_trace_id: Option<String>,
+    pub created_at_ms: i64,
+}
+
+impl RawEvent {
+    /// I: normalized total input, else raw input.
+    pub fn normalized_input(&self) -> i64 {
+        self.normalized_total_input.unwrap_or(self.tokens.input)
+    }
+
+    /// C: cached beyond the explicit read/creation buckets, never negative.
+    pub fn compat_cached(&self) -> i64 {
+        let tokens = &self.tokens;
+        (tokens.cached.max(tokens.cache) - tokens.cache_read.max(0) - tokens.cache_creation.max(0)).max(0)
+    }
+
+    /// The effective requested model (requested, else display model).
+    pub fn effective_requested(&self) -> &str {
+        if self.requested_model.is_empty() { &self.model } else { &self.requested_model }
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        metrics_of(
+            self.failed,
+            self.normalized_input(),
+            &self.tokens,
+            self.compat_cached(),
+            self.latency_ms,
+        )
+    }
+}
+
+/// The metrics of one event.
+pub fn metrics_of(failed: bool, input: i64, tokens: &TokenCounts, cached: i64, latency_ms: Option<i64>) -> Metrics {
+    let latency = latency_ms.filter(|latency| *latency > 0);
+    Metrics {
+        calls: 1,
+        failures: i64::from(failed),
+        input,
+        output: tokens.output,
+        reasoning: tokens.reasoning,
+        cached,
+        cache_read: tokens.cache_read,
+        cache_creation: tokens.cache_creation,
+        total: tokens.total,
+        latency_sum: latency.unwrap_or(0),
+        latency_samples: i64::from(latency.is_some()),
+        zero_token_calls: i64::from(tokens.total == 0 && !failed),
+    }
+}
+
+/// The analytics model of a raw model pair, as storage precomputes it.
+pub fn analytics_of(model: &str, requested: &str) -> String {
+    analytics_model(if requested.is_empty() { model } else { requested }).to_string()
+}
+
+/// How fine the group rows must be.
+#[derive(Debug, Clone)]
+pub struct GroupRequest {
+    pub scope: Scope,
+    /// Whether rows must carry their identity.
+    pub identity: bool,
+    /// When set, every row's block must fall into one local bucket of this zone and
+    /// granularity, so rows can be mapped to timeline buckets.
+    pub timeline: Option<(Zone, Granularity)>,
+}
+
+/// Positive latency and TTFT values of one stored block, for percentiles.
+#[derive(Debug, Clone, Default)]
+pub struct SampleBlock {
+    /// Block start (or the event time for raw samples); see [`GroupRow::bucket_ms`].
+    pub bucket_ms: i64,
+    pub latencies: Vec<u32>,
+    pub ttfts: Vec<u32>,
+}
+
+/// Where a page of events starts (exclusive keyset cursor).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub before_ms: i64,
+    pub before_id: i64,
+}
+
+impl Cursor {
+    /// Whether an event at (ts, id) comes after the cursor in newest-first order.
+    pub fn admits(&self, timestamp_ms: i64, id: i64) -> bool {
+        if self.before_ms <= 0 {
+            true
+        } else if self.before_id <= 0 {
+            timestamp_ms < self.before_ms
+        } else {
+            timestamp_ms < self.before_ms || (timestamp_ms == self.before_ms && id < self.before_id)
+        }
+    }
+}
+
+/// Events of a scope, newest first by (timestamp_ms, id).
+#[derive(Debug, Clone, Default)]
+pub struct EventPage {
+    pub items: Vec<RawEvent>,
+    /// More events match after the last item.
+    pub has_more: bool,
+}
+
+/// Per-5-minute call and token counts, for the dashboard health strip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FineBlock {
+    pub bucket_ms: i64,
+    pub failed: bool,
+    pub calls: i64,
+    pub tokens: i64,
+}
+
+/// Read side of the event store for analytics. Every method is a read; none blocks
+/// the writer (WAL readers).
+pub trait AnalyticsStore: Clone + Send + Sync + 'static {
+    /// Group rows covering exactly the events of `request.scope`.
+    fn groups(&self, request: GroupRequest) -> impl Future<Output = Result<Vec<GroupRow>, StoreError>> + Send;
+
+    /// Latency/TTFT samples of the events of `request.scope` (identity is ignored).
+    fn samples(&self, request: GroupRequest) -> impl Future<Output = Result<Vec<SampleBlock>, StoreError>> + Send;
+
+    /// One page of events, newest first, strictly after `cursor`; at most `limit`
+    /// items, `has_more` when at least one more matched.
+    fn events_page(
+        &self,
+        scope: Scope,
+        cursor: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<EventPage, StoreError>> + Send;
+
+    /// Every event of the scope (for sections that need each event, like task
+    /// buckets), newest first, stopping after `cap` events.
+    fn raw_events(&self, scope: Scope, cap: usize) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
+
+    /// Calls and tokens per UTC 5-minute block and status in `[from_ms, to_ms)`;
+    /// both bounds must be multiples of 5 minutes.
+    fn fine_blocks(&self, from_ms: i64, to_ms: i64) -> impl Future<Output = Result<Vec<FineBlock>, StoreError>> + Send;
+
+    /// The current prices.
+    fn price_book(&self) -> impl Future<Output = Result<PriceBook, StoreError>> + Send;
+
+    /// The newest `limit` events (for the CPA-compatible usage payload), newest first.
+    fn newest_events(&self, limit: usize) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
+}

@@ -1,0 +1,266 @@
+//! Time zones and bucketing for analytics, with Go `time.Date` semantics.
+//!
+//! Buckets are instants (Unix ms). An hour bucket is the local wall-clock hour
+//! start converted back to an instant; a day bucket is local midnight. Converting
+//! a wall time back follows Go: an ambiguous wall time (DST fall-back) takes the
+//! earlier instant, and a wall time inside a gap (spring-forward) is read with the
+//! offset in force after the transition, which is also the earlier instant. jiff's
+//! `earlier()` disambiguation gives exactly these two results.
+
+use jiff::Timestamp;
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+
+use super::AnalyticsError;
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const QUARTER_MS: i64 = 15 * MINUTE_MS;
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Timeline granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    /// `hour` or `day` exactly (case-sensitive); anything else means auto:
+    /// hour when the range is at most 24 h, else day.
+    pub fn resolve(requested: Option<&str>, from_ms: i64, to_ms: i64) -> Granularity {
+        match requested {
+            Some("hour") => Granularity::Hour,
+            Some("day") => Granularity::Day,
+            _ if to_ms - from_ms <= DAY_MS => Granularity::Hour,
+            _ => Granularity::Day,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+        }
+    }
+}
+
+/// An IANA time zone used for local buckets and labels.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    tz: TimeZone,
+}
+
+impl Default for Zone {
+    fn default() -> Zone {
+        Zone::utc()
+    }
+}
+
+impl Zone {
+    pub fn utc() -> Zone {
+        Zone { tz: TimeZone::UTC }
+    }
+
+    /// Parses a trimmed IANA name; empty means UTC. `Local` is not accepted: the
+    /// server's own zone is meaningless to a browser client.
+    pub fn parse(name: &str) -> Result<Zone, AnalyticsError> {
+        let name = name.trim();
+        if name.is_empty() || name == "UTC" {
+            return Ok(Zone::utc());
+        }
+        TimeZone::get(name)
+            .map(|tz| Zone { tz })
+            .map_err(|_| AnalyticsError::InvalidTimeZone(name.to_string()))
+    }
+
+    fn local(&self, ms: i64) -> DateTime {
+        let timestamp = Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        self.tz.to_datetime(timestamp)
+    }
+
+    fn instant(&self, local: DateTime) -> i64 {
+        self.tz
+            .to_ambiguous_timestamp(local)
+            .earlier()
+            .map(|timestamp| timestamp.as_millisecond())
+            .unwrap_or(0)
+    }
+
+    /// Start of the local hour containing `ms`, as an instant.
+    pub fn hour_bucket(&self, ms: i64) -> i64 {
+        let local = self.local(ms);
+        let start = local
+            .with()
+            .minute(0)
+            .second(0)
+            .subsec_nanosecond(0)
+            .build()
+            .unwrap_or(local);
+        self.instant(start)
+    }
+
+    /// Local midnight of the day containing `ms`, as an instant.
+    pub fn day_bucket(&self, ms: i64) -> i64 {
+        let local = self.local(ms);
+        self.instant(local.date().to_datetime(jiff::civil::Time::midnight()))
+    }
+
+    pub fn bucket(&self, granularity: Granularity, ms: i64) -> i64 {
+        match granularity {
+            Granularity::Hour => self.hour_bucket(ms),
+            Granularity::Day => self.day_bucket(ms),
+        }
+    }
+
+    /// `HH:mm` for hour buckets, `MM/DD` for day buckets, shown in this zone.
+    pub fn label(&self, granularity: Granularity, bucket_ms: i64) -> String {
+        let local = self.local(bucket_ms);
+        match granularity {
+            Granularity::Hour => format!("{:02}:{:02}", local.hour(), local.minute()),
+            Granularity::Day => format!("{:02}/{:02}", local.month(), local.day()),
+        }
+    }
+
+    /// Local (weekday 0 = Sunday, hour 0-23) of an instant.
+    pub fn weekday_hour(&self, ms: i64) -> (i64, i64) {
+        let local = self.local(ms);
+        (
+            i64::from(local.weekday().to_sunday_zero_offset()),
+            i64::from(local.hour()),
+        )
+    }
+
+    /// Local calendar date as a sortable integer (yyyymmdd).
+    pub fn date_key(&self, ms: i64) -> i64 {
+        let local = self.local(ms);
+        i64::from(local.year()) * 10_000 + i64::from(local.month()) * 100 + i64::from(local.day())
+    }
+
+    /// True when every block of `block_ms` (aligned to UTC) inside `[from, to)` falls
+    /// into a single local bucket, so pre-aggregated blocks can be mapped to local
+    /// buckets without splitting. Checked block by block, so DST and odd offsets
+    /// (+05:30, +05:45) are handled exactly.
+    pub fn lossless(&self, granularity: Granularity, block_ms: i64, from_ms: i64, to_ms: i64) -> bool {
+        let mut block = from_ms.div_euclid(block_ms) * block_ms;
+        while block < to_ms {
+            if self.bucket(granularity, block + block_ms - 1) != self.bucket(granularity, block) {
+                return false;
+            }
+            block += block_ms;
+        }
+        true
+    }
+}
+
+/// Per-block bucket lookup with a cache, for mapping many instants to buckets.
+pub struct Bucketer<'z> {
+    zone: &'z Zone,
+    granularity: Granularity,
+    cache_block: i64,
+    cached: Option<(i64, i64)>,
+    lossless_blocks: std::collections::HashMap<i64, Option<i64>>,
+}
+
+impl<'z> Bucketer<'z> {
+    pub fn new(zone: &'z Zone, granularity: Granularity) -> Bucketer<'z> {
+        Bucketer {
+            zone,
+            granularity,
+            cache_block: QUARTER_MS,
+            cached: None,
+            lossless_blocks: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The bucket of `ms`. Results are cached per UTC quarter hour whenever the
+    /// whole quarter maps to one bucket (true for every real-world offset).
+    pub fn bucket(&mut self, ms: i64) -> i64 {
+        let block = ms.div_euclid(self.cache_block);
+        if let Some((cached_block, bucket)) = self.cached {
+            if cached_block == block {
+                return bucket;
+            }
+        }
+        let entry = *self.lossless_blocks.entry(block).or_insert_with(|| {
+            let start = block * QUARTER_MS;
+            let first = self.zone.bucket(self.granularity, start);
+            (self.zone.bucket(self.granularity, start + QUARTER_MS - 1) == first).then_some(first)
+        });
+        match entry {
+            Some(bucket) => {
+                self.cached = Some((block, bucket));
+                bucket
+            }
+            None => self.zone.bucket(self.granularity, ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(text: &str) -> i64 {
+        text.parse::<Timestamp>().map(|t| t.as_millisecond()).unwrap_or(i64::MIN)
+    }
+
+    #[test]
+    fn new_york_fall_back_hours_share_the_earlier_bucket() {
+        let zone = Zone::parse("America/New_York").unwrap();
+        let first = zone.hour_bucket(ms("2024-11-03T05:30:00Z"));
+        let second = zone.hour_bucket(ms("2024-11-03T06:30:00Z"));
+        assert_eq!(first, ms("2024-11-03T05:00:00Z"));
+        assert_eq!(second, ms("2024-11-03T05:00:00Z"));
+        assert_eq!(zone.label(Granularity::Hour, first), "01:00");
+    }
+
+    #[test]
+    fn santiago_spring_forward_midnight_uses_the_later_offset() {
+        let zone = Zone::parse("America/Santiago").unwrap();
+        let bucket = zone.day_bucket(ms("2024-09-08T12:00:00Z"));
+        assert_eq!(bucket, ms("2024-09-08T03:00:00Z"));
+        assert_eq!(zone.label(Granularity::Day, bucket), "09/07");
+    }
+
+    #[test]
+    fn kolkata_and_kathmandu_buckets_follow_their_offsets() {
+        let kolkata = Zone::parse(" Asia/Kolkata ").unwrap();
+        assert_eq!(kolkata.hour_bucket(ms("2025-01-01T01:10:00Z")), ms("2025-01-01T00:30:00Z"));
+        assert_eq!(kolkata.day_bucket(ms("2025-01-01T20:00:00Z")), ms("2025-01-01T18:30:00Z"));
+        assert_eq!(kolkata.label(Granularity::Hour, ms("2025-01-01T00:30:00Z")), "06:00");
+        let kathmandu = Zone::parse("Asia/Kathmandu").unwrap();
+        assert_eq!(kathmandu.hour_bucket(ms("2025-01-01T01:10:00Z")), ms("2025-01-01T00:15:00Z"));
+        assert_eq!(kathmandu.day_bucket(ms("2025-01-01T20:00:00Z")), ms("2025-01-01T18:15:00Z"));
+        assert!(!kolkata.lossless(Granularity::Hour, HOUR_MS, ms("2025-01-01T00:00:00Z"), ms("2025-01-02T00:00:00Z")));
+        assert!(kolkata.lossless(Granularity::Hour, QUARTER_MS, ms("2025-01-01T00:00:00Z"), ms("2025-01-02T00:00:00Z")));
+        assert!(kathmandu.lossless(Granularity::Day, QUARTER_MS, ms("2025-01-01T00:00:00Z"), ms("2025-01-09T00:00:00Z")));
+    }
+
+    #[test]
+    fn unknown_zone_is_an_error_naming_the_trimmed_input() {
+        match Zone::parse("  Mars/Olympus ") {
+            Err(AnalyticsError::InvalidTimeZone(name)) => assert_eq!(name, "Mars/Olympus"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Zone::parse("").is_ok());
+    }
+
+    #[test]
+    fn granularity_auto_switches_at_24_hours() {
+        assert_eq!(Granularity::resolve(None, 0, DAY_MS), Granularity::Hour);
+        assert_eq!(Granularity::resolve(Some("Hour"), 0, DAY_MS + 1), Granularity::Day);
+        assert_eq!(Granularity::resolve(Some("hour"), 0, 10 * DAY_MS), Granularity::Hour);
+    }
+
+    #[test]
+    fn bucketer_matches_direct_computation() {
+        let zone = Zone::parse("Asia/Kathmandu").unwrap();
+        let mut bucketer = Bucketer::new(&zone, Granularity::Hour);
+        let start = ms("2025-03-01T00:00:00Z");
+        for step in 0..500 {
+            let at = start + step * 7 * MINUTE_MS + 13;
+            assert_eq!(bucketer.bucket(at), zone.hour_bucket(at));
+        }
+    }
+}
