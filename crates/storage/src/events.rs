@@ -44,6 +44,7 @@ async fn write_batch(
     batch: &IngestBatch,
 ) -> Result<BatchOutcome, sqlx::Error> {
     let mut outcome = BatchOutcome::default();
+    let mut rollups = crate::rollup::Accumulator::default();
     let origin_id = if batch.origin.is_empty() {
         None
     } else {
@@ -64,7 +65,9 @@ async fn write_batch(
             outcome.skipped += 1;
             continue;
         }
-        let event_id = insert_event(store, connection, stage, event, &hash, origin_id).await?;
+        let (event_id, dims) =
+            insert_event(store, connection, stage, event, &hash, origin_id).await?;
+        rollups.add(event, dims);
         sqlx::query("UPDATE usage_event_identity_ledger SET event_id = ? WHERE event_hash = ?")
             .bind(event_id)
             .bind(&hash[..])
@@ -83,6 +86,7 @@ async fn write_batch(
         .await?;
         outcome.dead_lettered += 1;
     }
+    crate::rollup::flush(store, connection, stage, rollups).await?;
     bump_counter(connection, "usage_events", outcome.inserted).await?;
     bump_counter(connection, "dead_letter_events", outcome.dead_lettered).await?;
     Ok(outcome)
@@ -147,7 +151,7 @@ async fn insert_event(
     event: &UsageEvent,
     hash: &[u8; 32],
     origin_id: Option<i64>,
-) -> Result<i64, sqlx::Error> {
+) -> Result<(i64, crate::rollup::EventDims), sqlx::Error> {
     let cache = store.dims();
     macro_rules! dim {
         ($kind:expr, $value:expr) => {
@@ -205,7 +209,7 @@ async fn insert_event(
     let tokens = &event.tokens;
     let normalized = &event.normalized;
     let normalized_known = event.cache_input_mode.is_some();
-    sqlx::query_scalar(
+    let event_id = sqlx::query_scalar(
         "INSERT INTO usage_events (\
             event_hash, cpa_source_id, request_id, timestamp_ms, timestamp_text, \
             provider_id, executor_type_id, model_id, requested_model_id, resolved_model_id, \
@@ -283,5 +287,23 @@ async fn insert_event(
     .bind(event.header_trace_id.as_deref().filter(|text| !text.is_empty()))
     .bind(event.created_at_ms)
     .fetch_one(&mut *connection)
-    .await
+    .await?;
+    let dims = crate::rollup::EventDims {
+        model,
+        requested_model,
+        resolved_model,
+        provider,
+        executor_type,
+        auth_index,
+        source,
+        source_hash,
+        api_key_hash,
+        account,
+        auth_label,
+        auth_file,
+        auth_provider,
+        auth_project,
+        service_tier,
+    };
+    Ok((event_id, dims))
 }

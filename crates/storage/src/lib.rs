@@ -17,6 +17,7 @@
 mod dims;
 mod error;
 mod events;
+mod rollup;
 mod settings;
 
 use std::path::{Path, PathBuf};
