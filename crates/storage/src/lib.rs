@@ -11,9 +11,12 @@
 //! - `events`: the ingest transaction (identity ledger, events, dead letters, counters).
 //! - `dims`: the dictionary of repeated text values referenced by events.
 //! - `settings`: the key-value settings table.
+//! - `rollup`: rollups maintained inside the ingest transaction.
+//! - `analytics`: the analytics query side (rollups, raw edges, event pages).
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
+mod analytics;
 mod dims;
 mod error;
 mod events;
@@ -65,6 +68,7 @@ struct Inner {
     writer: SqlitePool,
     reader: SqlitePool,
     dims: dims::DimCache,
+    read_cache: analytics::ReadCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -125,6 +129,7 @@ impl SqliteStore {
                 writer,
                 reader,
                 dims: dims::DimCache::default(),
+                read_cache: analytics::ReadCache::default(),
             }),
         })
     }
@@ -161,6 +166,10 @@ impl SqliteStore {
 
     pub(crate) fn dims(&self) -> &dims::DimCache {
         &self.inner.dims
+    }
+
+    pub(crate) fn read_cache(&self) -> &analytics::ReadCache {
+        &self.inner.read_cache
     }
 }
 

@@ -85,13 +85,20 @@ impl Accumulator {
         } else {
             tokens.input
         };
-        let cached = (tokens.cached.max(tokens.cache) - tokens.cache_read.max(0) - tokens.cache_creation.max(0)).max(0);
+        let cached = (tokens.cached.max(tokens.cache)
+            - tokens.cache_read.max(0)
+            - tokens.cache_creation.max(0))
+        .max(0);
         let effective_model = match event.requested_model.as_deref() {
             Some(requested) if !requested.is_empty() => requested.to_string(),
             _ if event.model.is_empty() => "-".to_string(),
             _ => event.model.clone(),
         };
-        let positive = |value: Option<i64>| value.filter(|v| *v > 0).map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+        let positive = |value: Option<i64>| {
+            value
+                .filter(|v| *v > 0)
+                .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+        };
         self.pending.push(Pending {
             timestamp_ms: event.timestamp_ms,
             dims,
@@ -140,7 +147,11 @@ pub(crate) async fn flush(
     // Analytics model per effective model id.
     let mut analytics_ids: HashMap<i64, i64> = HashMap::new();
     for pending in &accumulator.pending {
-        let effective_id = pending.dims.requested_model.or(pending.dims.model).unwrap_or(0);
+        let effective_id = pending
+            .dims
+            .requested_model
+            .or(pending.dims.model)
+            .unwrap_or(0);
         if analytics_ids.contains_key(&effective_id) {
             continue;
         }
@@ -190,11 +201,21 @@ pub(crate) async fn flush(
     let mut samples: HashMap<(i64, i64, bool), (Vec<u32>, Vec<u32>)> = HashMap::new();
     let steps = [QUARTER_MS, HOUR_MS, DAY_MS];
     for pending in &accumulator.pending {
-        let effective_id = pending.dims.requested_model.or(pending.dims.model).unwrap_or(0);
-        let model = analytics_ids.get(&effective_id).copied().unwrap_or(effective_id);
+        let effective_id = pending
+            .dims
+            .requested_model
+            .or(pending.dims.model)
+            .unwrap_or(0);
+        let model = analytics_ids
+            .get(&effective_id)
+            .copied()
+            .unwrap_or(effective_id);
         let billing = pending.dims.resolved_model.unwrap_or(model);
         let tier = pending.dims.service_tier.unwrap_or(0);
-        let identity_id = identity_ids.get(&pending.dims.identity_key()).copied().unwrap_or(0);
+        let identity_id = identity_ids
+            .get(&pending.dims.identity_key())
+            .copied()
+            .unwrap_or(0);
         let at = pending.timestamp_ms;
         for (level, step) in steps.iter().enumerate() {
             let bucket = floor(at, *step);
@@ -203,15 +224,27 @@ pub(crate) async fn flush(
                 .or_default()
                 .add(&pending.metrics, at);
             identity[level]
-                .entry((bucket, identity_id, model, billing, tier, pending.band, pending.failed))
+                .entry((
+                    bucket,
+                    identity_id,
+                    model,
+                    billing,
+                    tier,
+                    pending.band,
+                    pending.failed,
+                ))
                 .or_default()
                 .add(&pending.metrics, at);
         }
-        let block = fine.entry((floor(at, FINE_MS), pending.failed)).or_default();
+        let block = fine
+            .entry((floor(at, FINE_MS), pending.failed))
+            .or_default();
         block.0 += 1;
         block.1 += pending.metrics.total;
         if pending.latency.is_some() || pending.ttft.is_some() {
-            let entry = samples.entry((floor(at, QUARTER_MS), model, pending.failed)).or_default();
+            let entry = samples
+                .entry((floor(at, QUARTER_MS), model, pending.failed))
+                .or_default();
             entry.0.extend(pending.latency);
             entry.1.extend(pending.ttft);
         }
@@ -315,7 +348,11 @@ fn upsert_sql(table: &str, with_identity: bool) -> String {
     } else {
         "bucket_ms, model_id, billing_model_id, service_tier_id, context_band, failed"
     };
-    let key_marks = if with_identity { "?, ?, ?, ?, ?, ?, ?" } else { "?, ?, ?, ?, ?, ?" };
+    let key_marks = if with_identity {
+        "?, ?, ?, ?, ?, ?, ?"
+    } else {
+        "?, ?, ?, ?, ?, ?"
+    };
     format!(
         "INSERT INTO {table} ({key}, calls, input_tokens, output_tokens, reasoning_tokens, cached_tokens, \
          cache_read_tokens, cache_creation_tokens, total_tokens, latency_sum_ms, latency_samples, \

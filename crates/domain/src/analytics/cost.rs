@@ -143,15 +143,36 @@ mod tests {
         prices.insert(
             "gpt-5".to_string(),
             ModelPrice {
-                base: Rates { prompt: 1.25, completion: 10.0, cache: 0.125, cache_read: Some(0.125), cache_creation: None },
+                base: Rates {
+                    prompt: 1.25,
+                    completion: 10.0,
+                    cache: 0.125,
+                    cache_read: Some(0.125),
+                    cache_creation: None,
+                },
                 context_tiers: Vec::new(),
             },
         );
         let book = PriceBook::new(prices);
-        let sums = Metrics { input: 1000, output: 200, cached: 400, ..Metrics::default() };
-        let band = Band { model: "gpt-5", billing_model: "gpt-5", service_tier: "", context_band: 0 };
+        let sums = Metrics {
+            input: 1000,
+            output: 200,
+            cached: 400,
+            ..Metrics::default()
+        };
+        let band = Band {
+            model: "gpt-5",
+            billing_model: "gpt-5",
+            service_tier: "",
+            context_band: 0,
+        };
         assert_eq!(book.band_cost(band, &sums), Some(0.0028));
-        let unpriced = Band { model: "other", billing_model: "other", service_tier: "", context_band: 0 };
+        let unpriced = Band {
+            model: "other",
+            billing_model: "other",
+            service_tier: "",
+            context_band: 0,
+        };
         assert_eq!(book.band_cost(unpriced, &sums), None);
         assert_eq!(add_cost(Some(1.0), None), None);
     }

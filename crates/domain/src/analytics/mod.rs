@@ -16,6 +16,7 @@
 
 pub mod cost;
 pub mod model;
+pub mod monitoring;
 pub mod query;
 pub mod report;
 pub mod time;
@@ -159,9 +160,18 @@ mod tests {
 
     #[test]
     fn cache_hit_rate_is_capped_and_guarded() {
-        let metrics = Metrics { input: 1000, cached: 400, cache_read: 0, ..Metrics::default() };
+        let metrics = Metrics {
+            input: 1000,
+            cached: 400,
+            cache_read: 0,
+            ..Metrics::default()
+        };
         assert_eq!(metrics.cache_hit_rate(), 0.4);
-        let metrics = Metrics { input: 10, cached: 400, ..Metrics::default() };
+        let metrics = Metrics {
+            input: 10,
+            cached: 400,
+            ..Metrics::default()
+        };
         assert_eq!(metrics.cache_hit_rate(), 1.0);
         assert_eq!(Metrics::default().cache_hit_rate(), 0.0);
     }

@@ -18,7 +18,11 @@ pub fn analytics_model(value: &str) -> &str {
         return value;
     }
     let inner = &body[open + 1..];
-    if EFFORTS.iter().any(|effort| effort.eq_ignore_ascii_case(inner)) || is_go_atoi_non_negative(inner) {
+    if EFFORTS
+        .iter()
+        .any(|effort| effort.eq_ignore_ascii_case(inner))
+        || is_go_atoi_non_negative(inner)
+    {
         &value[..open]
     } else {
         value

@@ -89,7 +89,10 @@ impl Default for Filters {
 
 impl Filters {
     /// Trims, drops empties and duplicates (keeping first-seen order).
-    pub fn normalize_list(values: impl IntoIterator<Item = String>, map: impl Fn(&str) -> String) -> Vec<String> {
+    pub fn normalize_list(
+        values: impl IntoIterator<Item = String>,
+        map: impl Fn(&str) -> String,
+    ) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for value in values {
             let value = map(value.trim());
@@ -137,16 +140,25 @@ impl Filters {
         }
         fn any_lower(values: &[String], candidates: &[&str]) -> bool {
             values.is_empty()
-                || candidates
-                    .iter()
-                    .any(|candidate| !candidate.is_empty() && values.iter().any(|wanted| wanted.eq_ignore_ascii_case(candidate)))
+                || candidates.iter().any(|candidate| {
+                    !candidate.is_empty()
+                        && values
+                            .iter()
+                            .any(|wanted| wanted.eq_ignore_ascii_case(candidate))
+                })
         }
-        any_lower(&self.providers, &[&identity.provider, &identity.auth_provider])
-            && any_lower(
-                &self.accounts,
-                &[&identity.account, &identity.auth_label, &identity.source, &identity.auth_index],
-            )
-            && any_eq(&self.credential_ids, identity.credential_id())
+        any_lower(
+            &self.providers,
+            &[&identity.provider, &identity.auth_provider],
+        ) && any_lower(
+            &self.accounts,
+            &[
+                &identity.account,
+                &identity.auth_label,
+                &identity.source,
+                &identity.auth_index,
+            ],
+        ) && any_eq(&self.credential_ids, identity.credential_id())
             && any_eq(&self.auth_files, &identity.auth_file)
             && any_eq(&self.auth_indices, &identity.auth_index)
             && any_eq(&self.api_key_hashes, &identity.api_key_hash)
@@ -160,14 +172,28 @@ impl Filters {
         fn any_eq(values: &[String], value: &str) -> bool {
             values.is_empty() || values.iter().any(|wanted| wanted == value)
         }
-        if self.min_latency_ms > 0 && event.latency_ms.is_none_or(|latency| latency < self.min_latency_ms) {
+        if self.min_latency_ms > 0
+            && event
+                .latency_ms
+                .is_none_or(|latency| latency < self.min_latency_ms)
+        {
             return false;
         }
         let tokens = &event.tokens;
         let cache_ok = match self.cache_status {
             None => true,
-            Some(CacheStatus::Hit) => tokens.cached > 0 || tokens.cache > 0 || tokens.cache_read > 0 || tokens.cache_creation > 0,
-            Some(CacheStatus::Miss) => !(tokens.cached > 0 || tokens.cache > 0 || tokens.cache_read > 0 || tokens.cache_creation > 0),
+            Some(CacheStatus::Hit) => {
+                tokens.cached > 0
+                    || tokens.cache > 0
+                    || tokens.cache_read > 0
+                    || tokens.cache_creation > 0
+            }
+            Some(CacheStatus::Miss) => {
+                !(tokens.cached > 0
+                    || tokens.cache > 0
+                    || tokens.cache_read > 0
+                    || tokens.cache_creation > 0)
+            }
             Some(CacheStatus::Read) => tokens.cache_read > 0,
             Some(CacheStatus::Creation) => tokens.cache_creation > 0,
         };
@@ -175,7 +201,10 @@ impl Filters {
             && any_eq(&self.header_error_kinds, &event.header_error_kind)
             && any_eq(&self.header_error_codes, &event.header_error_code)
             && any_eq(&self.header_quota_plans, &event.header_quota_plan_type)
-            && any_eq(&self.header_trace_ids, event.header_trace_id.as_deref().unwrap_or(""))
+            && any_eq(
+                &self.header_trace_ids,
+                event.header_trace_id.as_deref().unwrap_or(""),
+            )
     }
 }
 
@@ -204,7 +233,11 @@ pub enum Level {
 
 impl Scope {
     pub fn time_only(from_ms: i64, to_ms: i64) -> Scope {
-        Scope { from_ms, to_ms, ..Scope::default() }
+        Scope {
+            from_ms,
+            to_ms,
+            ..Scope::default()
+        }
     }
 
     /// The cheapest level that can answer this scope exactly.
@@ -230,7 +263,11 @@ impl Scope {
     }
 
     pub fn with_range(&self, from_ms: i64, to_ms: i64) -> Scope {
-        Scope { from_ms, to_ms, ..self.clone() }
+        Scope {
+            from_ms,
+            to_ms,
+            ..self.clone()
+        }
     }
 
     pub fn matches_group(&self, model: &str, failed: bool) -> bool {
@@ -242,7 +279,9 @@ impl Scope {
     pub fn matches_identity(&self, identity: &Identity) -> bool {
         if !self.search_api_key_hash.is_empty()
             && self.search_query.is_empty()
-            && !identity.api_key_hash.eq_ignore_ascii_case(&self.search_api_key_hash)
+            && !identity
+                .api_key_hash
+                .eq_ignore_ascii_case(&self.search_api_key_hash)
         {
             return false;
         }
@@ -266,7 +305,9 @@ impl Scope {
         let needle = self.search_query.as_str();
         let identity = &event.identity;
         let hash_hit = !self.search_api_key_hash.is_empty()
-            && identity.api_key_hash.eq_ignore_ascii_case(&self.search_api_key_hash);
+            && identity
+                .api_key_hash
+                .eq_ignore_ascii_case(&self.search_api_key_hash);
         if hash_hit {
             return true;
         }
@@ -315,7 +356,9 @@ fn contains_lowercase(haystack: &str, needle: &str) -> bool {
     if haystack.is_ascii() && needle.is_ascii() {
         let hay = haystack.as_bytes();
         let pin = needle.as_bytes();
-        return hay.windows(pin.len()).any(|window| window.eq_ignore_ascii_case(pin));
+        return hay
+            .windows(pin.len())
+            .any(|window| window.eq_ignore_ascii_case(pin));
     }
     haystack.to_lowercase().contains(needle)
 }
@@ -340,16 +383,25 @@ pub struct Identity {
 impl Identity {
     /// The first non-empty of auth file, auth index, source hash, source, else `-`.
     pub fn credential_id(&self) -> &str {
-        [&self.auth_file, &self.auth_index, &self.source_hash, &self.source]
-            .into_iter()
-            .find(|value| !value.is_empty())
-            .map(|value| &**value)
-            .unwrap_or("-")
+        [
+            &self.auth_file,
+            &self.auth_index,
+            &self.source_hash,
+            &self.source,
+        ]
+        .into_iter()
+        .find(|value| !value.is_empty())
+        .map(|value| &**value)
+        .unwrap_or("-")
     }
 
     /// Snapshot provider, else the event provider.
     pub fn effective_provider(&self) -> &str {
-        if self.auth_provider.is_empty() { &self.provider } else { &self.auth_provider }
+        if self.auth_provider.is_empty() {
+            &self.provider
+        } else {
+            &self.auth_provider
+        }
     }
 }
 
@@ -443,12 +495,17 @@ impl RawEvent {
     /// C: cached beyond the explicit read/creation buckets, never negative.
     pub fn compat_cached(&self) -> i64 {
         let tokens = &self.tokens;
-        (tokens.cached.max(tokens.cache) - tokens.cache_read.max(0) - tokens.cache_creation.max(0)).max(0)
+        (tokens.cached.max(tokens.cache) - tokens.cache_read.max(0) - tokens.cache_creation.max(0))
+            .max(0)
     }
 
     /// The effective requested model (requested, else display model).
     pub fn effective_requested(&self) -> &str {
-        if self.requested_model.is_empty() { &self.model } else { &self.requested_model }
+        if self.requested_model.is_empty() {
+            &self.model
+        } else {
+            &self.requested_model
+        }
     }
 
     pub fn metrics(&self) -> Metrics {
@@ -463,7 +520,13 @@ impl RawEvent {
 }
 
 /// The metrics of one event.
-pub fn metrics_of(failed: bool, input: i64, tokens: &TokenCounts, cached: i64, latency_ms: Option<i64>) -> Metrics {
+pub fn metrics_of(
+    failed: bool,
+    input: i64,
+    tokens: &TokenCounts,
+    cached: i64,
+    latency_ms: Option<i64>,
+) -> Metrics {
     let latency = latency_ms.filter(|latency| *latency > 0);
     Metrics {
         calls: 1,
@@ -483,7 +546,12 @@ pub fn metrics_of(failed: bool, input: i64, tokens: &TokenCounts, cached: i64, l
 
 /// The analytics model of a raw model pair, as storage precomputes it.
 pub fn analytics_of(model: &str, requested: &str) -> String {
-    analytics_model(if requested.is_empty() { model } else { requested }).to_string()
+    analytics_model(if requested.is_empty() {
+        model
+    } else {
+        requested
+    })
+    .to_string()
 }
 
 /// How fine the group rows must be.
@@ -547,10 +615,16 @@ pub struct FineBlock {
 /// the writer (WAL readers).
 pub trait AnalyticsStore: Clone + Send + Sync + 'static {
     /// Group rows covering exactly the events of `request.scope`.
-    fn groups(&self, request: GroupRequest) -> impl Future<Output = Result<Vec<GroupRow>, StoreError>> + Send;
+    fn groups(
+        &self,
+        request: GroupRequest,
+    ) -> impl Future<Output = Result<Vec<GroupRow>, StoreError>> + Send;
 
     /// Latency/TTFT samples of the events of `request.scope` (identity is ignored).
-    fn samples(&self, request: GroupRequest) -> impl Future<Output = Result<Vec<SampleBlock>, StoreError>> + Send;
+    fn samples(
+        &self,
+        request: GroupRequest,
+    ) -> impl Future<Output = Result<Vec<SampleBlock>, StoreError>> + Send;
 
     /// One page of events, newest first, strictly after `cursor`; at most `limit`
     /// items, `has_more` when at least one more matched.
@@ -563,15 +637,26 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
 
     /// Every event of the scope (for sections that need each event, like task
     /// buckets), newest first, stopping after `cap` events.
-    fn raw_events(&self, scope: Scope, cap: usize) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
+    fn raw_events(
+        &self,
+        scope: Scope,
+        cap: usize,
+    ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
 
     /// Calls and tokens per UTC 5-minute block and status in `[from_ms, to_ms)`;
     /// both bounds must be multiples of 5 minutes.
-    fn fine_blocks(&self, from_ms: i64, to_ms: i64) -> impl Future<Output = Result<Vec<FineBlock>, StoreError>> + Send;
+    fn fine_blocks(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<FineBlock>, StoreError>> + Send;
 
     /// The current prices.
     fn price_book(&self) -> impl Future<Output = Result<PriceBook, StoreError>> + Send;
 
     /// The newest `limit` events (for the CPA-compatible usage payload), newest first.
-    fn newest_events(&self, limit: usize) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
+    fn newest_events(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
 }

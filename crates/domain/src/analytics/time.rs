@@ -141,7 +141,13 @@ impl Zone {
     /// into a single local bucket, so pre-aggregated blocks can be mapped to local
     /// buckets without splitting. Checked block by block, so DST and odd offsets
     /// (+05:30, +05:45) are handled exactly.
-    pub fn lossless(&self, granularity: Granularity, block_ms: i64, from_ms: i64, to_ms: i64) -> bool {
+    pub fn lossless(
+        &self,
+        granularity: Granularity,
+        block_ms: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> bool {
         let mut block = from_ms.div_euclid(block_ms) * block_ms;
         while block < to_ms {
             if self.bucket(granularity, block + block_ms - 1) != self.bucket(granularity, block) {
@@ -202,7 +208,9 @@ mod tests {
     use super::*;
 
     fn ms(text: &str) -> i64 {
-        text.parse::<Timestamp>().map(|t| t.as_millisecond()).unwrap_or(i64::MIN)
+        text.parse::<Timestamp>()
+            .map(|t| t.as_millisecond())
+            .unwrap_or(i64::MIN)
     }
 
     #[test]
@@ -226,15 +234,45 @@ mod tests {
     #[test]
     fn kolkata_and_kathmandu_buckets_follow_their_offsets() {
         let kolkata = Zone::parse(" Asia/Kolkata ").unwrap();
-        assert_eq!(kolkata.hour_bucket(ms("2025-01-01T01:10:00Z")), ms("2025-01-01T00:30:00Z"));
-        assert_eq!(kolkata.day_bucket(ms("2025-01-01T20:00:00Z")), ms("2025-01-01T18:30:00Z"));
-        assert_eq!(kolkata.label(Granularity::Hour, ms("2025-01-01T00:30:00Z")), "06:00");
+        assert_eq!(
+            kolkata.hour_bucket(ms("2025-01-01T01:10:00Z")),
+            ms("2025-01-01T00:30:00Z")
+        );
+        assert_eq!(
+            kolkata.day_bucket(ms("2025-01-01T20:00:00Z")),
+            ms("2025-01-01T18:30:00Z")
+        );
+        assert_eq!(
+            kolkata.label(Granularity::Hour, ms("2025-01-01T00:30:00Z")),
+            "06:00"
+        );
         let kathmandu = Zone::parse("Asia/Kathmandu").unwrap();
-        assert_eq!(kathmandu.hour_bucket(ms("2025-01-01T01:10:00Z")), ms("2025-01-01T00:15:00Z"));
-        assert_eq!(kathmandu.day_bucket(ms("2025-01-01T20:00:00Z")), ms("2025-01-01T18:15:00Z"));
-        assert!(!kolkata.lossless(Granularity::Hour, HOUR_MS, ms("2025-01-01T00:00:00Z"), ms("2025-01-02T00:00:00Z")));
-        assert!(kolkata.lossless(Granularity::Hour, QUARTER_MS, ms("2025-01-01T00:00:00Z"), ms("2025-01-02T00:00:00Z")));
-        assert!(kathmandu.lossless(Granularity::Day, QUARTER_MS, ms("2025-01-01T00:00:00Z"), ms("2025-01-09T00:00:00Z")));
+        assert_eq!(
+            kathmandu.hour_bucket(ms("2025-01-01T01:10:00Z")),
+            ms("2025-01-01T00:15:00Z")
+        );
+        assert_eq!(
+            kathmandu.day_bucket(ms("2025-01-01T20:00:00Z")),
+            ms("2025-01-01T18:15:00Z")
+        );
+        assert!(!kolkata.lossless(
+            Granularity::Hour,
+            HOUR_MS,
+            ms("2025-01-01T00:00:00Z"),
+            ms("2025-01-02T00:00:00Z")
+        ));
+        assert!(kolkata.lossless(
+            Granularity::Hour,
+            QUARTER_MS,
+            ms("2025-01-01T00:00:00Z"),
+            ms("2025-01-02T00:00:00Z")
+        ));
+        assert!(kathmandu.lossless(
+            Granularity::Day,
+            QUARTER_MS,
+            ms("2025-01-01T00:00:00Z"),
+            ms("2025-01-09T00:00:00Z")
+        ));
     }
 
     #[test]
@@ -249,8 +287,14 @@ mod tests {
     #[test]
     fn granularity_auto_switches_at_24_hours() {
         assert_eq!(Granularity::resolve(None, 0, DAY_MS), Granularity::Hour);
-        assert_eq!(Granularity::resolve(Some("Hour"), 0, DAY_MS + 1), Granularity::Day);
-        assert_eq!(Granularity::resolve(Some("hour"), 0, 10 * DAY_MS), Granularity::Hour);
+        assert_eq!(
+            Granularity::resolve(Some("Hour"), 0, DAY_MS + 1),
+            Granularity::Day
+        );
+        assert_eq!(
+            Granularity::resolve(Some("hour"), 0, 10 * DAY_MS),
+            Granularity::Hour
+        );
     }
 
     #[test]

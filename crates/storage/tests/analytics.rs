@@ -1,0 +1,348 @@
+//! Analytics queries against a real SQLite file, checked against expectations
+//! computed directly from the generated events (not through the store).
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+
+use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, PageRequest, monitoring};
+use cpamp_domain::analytics::query::{Cursor, Filters, Scope};
+use cpamp_domain::analytics::report::{DashboardRequest, dashboard};
+use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
+use cpamp_domain::analytics::{analytics_model, nearest_rank};
+use cpamp_domain::event::UsageEvent;
+use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_storage::{Options, SqliteStore};
+use support::synth;
+
+const END_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+async fn seeded(count: usize) -> (tempfile::TempDir, SqliteStore, Vec<UsageEvent>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
+        .await
+        .expect("open store");
+    let events = synth::events(7, count, END_MS, 4);
+    for chunk in events.chunks(250) {
+        store
+            .store_batch(IngestBatch {
+                origin: "http://cpa".into(),
+                events: chunk.to_vec(),
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("store batch");
+    }
+    (dir, store, events)
+}
+
+fn analytics_of(event: &UsageEvent) -> String {
+    analytics_model(event.requested_model.as_deref().unwrap_or(&event.model)).to_string()
+}
+
+fn input_of(event: &UsageEvent) -> i64 {
+    event.normalized.total_input
+}
+
+fn request(scope: Scope, zone: &str, include: Include) -> MonitoringRequest {
+    let granularity = Granularity::resolve(Some("day"), scope.from_ms, scope.to_ms);
+    MonitoringRequest {
+        scope,
+        now_ms: END_MS,
+        zone: Zone::parse(zone).expect("zone"),
+        granularity,
+        include,
+        generated_at_ms: END_MS,
+    }
+}
+
+#[tokio::test]
+async fn summary_timeline_and_p95_match_the_events_in_two_zones() {
+    let (_dir, store, events) = seeded(4000).await;
+    // Unaligned edges exercise raw edges, quarter, hour and day rollups together.
+    let from = END_MS - 3 * DAY_MS - 7 * 60_000 - 13;
+    let to = END_MS - 37 * 60_000 + 5;
+    for zone_name in ["UTC", "Asia/Kolkata", "America/New_York"] {
+        let include = Include {
+            summary: true,
+            compact: true,
+            percentiles: true,
+            timeline: true,
+            model_stats: true,
+            ..Include::default()
+        };
+        let response = monitoring(
+            &store,
+            request(Scope::time_only(from, to), zone_name, include),
+        )
+        .await
+        .expect("query");
+        let selected: Vec<&UsageEvent> = events
+            .iter()
+            .filter(|e| e.timestamp_ms >= from && e.timestamp_ms < to)
+            .collect();
+        let summary = response.summary.expect("summary");
+        assert_eq!(summary.total_calls, selected.len() as i64);
+        assert_eq!(
+            summary.failure_calls,
+            selected.iter().filter(|e| e.failed).count() as i64
+        );
+        assert_eq!(
+            summary.total_tokens,
+            selected.iter().map(|e| e.tokens.total).sum::<i64>()
+        );
+        assert_eq!(
+            summary.input_tokens,
+            selected.iter().map(|e| input_of(e)).sum::<i64>()
+        );
+        assert_eq!(
+            summary.zero_token_calls,
+            selected
+                .iter()
+                .filter(|e| e.tokens.total == 0 && !e.failed)
+                .count() as i64
+        );
+        let mut latencies: Vec<u32> = selected
+            .iter()
+            .filter_map(|e| e.latency_ms)
+            .map(|v| v as u32)
+            .collect();
+        assert_eq!(summary.p95_latency_ms, nearest_rank(&mut latencies, 0.95));
+        let mut ttfts: Vec<u32> = selected
+            .iter()
+            .filter_map(|e| e.ttft_ms)
+            .map(|v| v as u32)
+            .collect();
+        assert_eq!(summary.p95_ttft_ms, nearest_rank(&mut ttfts, 0.95));
+        assert_eq!(
+            summary.total_cost, None,
+            "unpriced models have unknown cost"
+        );
+
+        // Day buckets: local midnight computed with jiff directly.
+        let tz = jiff::tz::TimeZone::get(zone_name).expect("tz");
+        let mut expected: BTreeMap<i64, (i64, i64, Vec<u32>)> = BTreeMap::new();
+        for event in &selected {
+            let zoned = jiff::Timestamp::from_millisecond(event.timestamp_ms)
+                .expect("ts")
+                .to_zoned_datetime(tz.clone());
+            let midnight = zoned
+                .start_of_day()
+                .expect("midnight")
+                .timestamp()
+                .as_millisecond();
+            let entry = expected.entry(midnight).or_default();
+            entry.0 += 1;
+            entry.1 += event.tokens.total;
+            entry.2.extend(event.latency_ms.map(|v| v as u32));
+        }
+        let got: Vec<(i64, i64, i64, Option<i64>)> = response
+            .timeline
+            .iter()
+            .map(|p| (p.bucket_ms, p.calls, p.tokens, p.p95_latency_ms))
+            .collect();
+        let want: Vec<(i64, i64, i64, Option<i64>)> = expected
+            .into_iter()
+            .map(|(bucket, (calls, tokens, mut lat))| {
+                (bucket, calls, tokens, nearest_rank(&mut lat, 0.95))
+            })
+            .collect();
+        assert_eq!(got, want, "timeline in {zone_name}");
+
+        let gpt5 = response
+            .model_stats
+            .iter()
+            .find(|m| m.model == "gpt-5")
+            .expect("gpt-5 row");
+        assert_eq!(
+            gpt5.calls,
+            selected
+                .iter()
+                .filter(|e| analytics_of(e) == "gpt-5")
+                .count() as i64
+        );
+    }
+}
+
+#[tokio::test]
+async fn cursor_pages_have_no_duplicates_or_gaps_under_combined_filters() {
+    let (_dir, store, events) = seeded(3000).await;
+    let from = END_MS - 2 * DAY_MS + 11;
+    let to = END_MS - 5 * 60_000;
+    let filters = Filters {
+        models: vec!["gpt-5".into(), "claude-sonnet-4-5".into()],
+        providers: vec!["openai".into(), "anthropic".into()],
+        include_failed: true,
+        ..Filters::default()
+    };
+    let scope = Scope {
+        from_ms: from,
+        to_ms: to,
+        filters,
+        ..Scope::default()
+    };
+    let mut expected: Vec<&UsageEvent> = events
+        .iter()
+        .filter(|e| e.timestamp_ms >= from && e.timestamp_ms < to)
+        .filter(|e| ["gpt-5", "claude-sonnet-4-5"].contains(&analytics_of(e).as_str()))
+        .collect();
+    expected.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+    let mut seen = Vec::new();
+    let mut cursor = Cursor::default();
+    loop {
+        let include = Include {
+            events_page: Some(PageRequest { limit: 97, cursor }),
+            ..Include::default()
+        };
+        let response = monitoring(&store, request(scope.clone(), "UTC", include))
+            .await
+            .expect("page");
+        let events_section = response.events.expect("events");
+        assert_eq!(events_section.total_count, expected.len() as i64);
+        seen.extend(
+            events_section
+                .items
+                .iter()
+                .map(|item| item.event_hash.clone()),
+        );
+        if !events_section.has_more {
+            assert_eq!(
+                (events_section.next_before_ms, events_section.next_before_id),
+                (0, 0)
+            );
+            break;
+        }
+        cursor = Cursor {
+            before_ms: events_section.next_before_ms,
+            before_id: events_section.next_before_id,
+        };
+    }
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no duplicates");
+    let want: Vec<String> = expected.iter().map(|e| e.event_hash.clone()).collect();
+    assert_eq!(seen, want, "every event once, newest first");
+
+    // Status + identity + latency filters combined (raw path) against a direct count.
+    let filters = Filters {
+        api_key_hashes: vec![events[0].api_key_hash.clone().expect("hash")],
+        include_failed: false,
+        min_latency_ms: 3000,
+        ..Filters::default()
+    };
+    let scope = Scope {
+        from_ms: from,
+        to_ms: to,
+        filters,
+        ..Scope::default()
+    };
+    let include = Include {
+        summary: true,
+        compact: true,
+        ..Include::default()
+    };
+    let response = monitoring(&store, request(scope, "UTC", include))
+        .await
+        .expect("filtered");
+    let want = events
+        .iter()
+        .filter(|e| e.timestamp_ms >= from && e.timestamp_ms < to)
+        .filter(|e| {
+            e.api_key_hash == events[0].api_key_hash
+                && !e.failed
+                && e.latency_ms.is_some_and(|l| l >= 3000)
+        })
+        .count() as i64;
+    assert_eq!(response.summary.expect("summary").total_calls, want);
+}
+
+#[tokio::test]
+async fn dashboard_counts_today_per_hour_and_ten_minutes() {
+    let (_dir, store, events) = seeded(3000).await;
+    // Kathmandu midnight (+05:45) is not hour-aligned in UTC.
+    let today_start = END_MS - DAY_MS + 18 * 3_600_000 + 15 * 60_000 - DAY_MS;
+    let now = today_start + 20 * 3_600_000 + 7 * 60_000 + 3;
+    let summary = dashboard(
+        &store,
+        DashboardRequest {
+            today_start_ms: today_start,
+            now_ms: now,
+            top_models: 5,
+            recent_failures: 5,
+            generated_at_ms: now,
+        },
+    )
+    .await
+    .expect("dashboard");
+    let today: Vec<&UsageEvent> = events
+        .iter()
+        .filter(|e| e.timestamp_ms >= today_start && e.timestamp_ms < now)
+        .collect();
+    assert_eq!(summary.today.total_calls, today.len() as i64);
+    assert_eq!(
+        summary.today.failure_calls,
+        today.iter().filter(|e| e.failed).count() as i64
+    );
+    assert_eq!(
+        summary.today.total_tokens,
+        today.iter().map(|e| e.tokens.total).sum::<i64>()
+    );
+    assert_eq!(summary.traffic_timeline.len(), 24);
+    assert_eq!(summary.today_request_health_timeline.points.len(), 144);
+    for (index, point) in summary.traffic_timeline.iter().enumerate() {
+        let lo = today_start + index as i64 * 3_600_000;
+        let want = today
+            .iter()
+            .filter(|e| e.timestamp_ms >= lo && e.timestamp_ms < lo + 3_600_000)
+            .count() as i64;
+        assert_eq!(point.calls, want, "hour {index}");
+    }
+    for (index, point) in summary
+        .today_request_health_timeline
+        .points
+        .iter()
+        .enumerate()
+    {
+        let lo = today_start + index as i64 * 600_000;
+        let in_bucket: Vec<_> = today
+            .iter()
+            .filter(|e| e.timestamp_ms >= lo && e.timestamp_ms < lo + 600_000)
+            .collect();
+        assert_eq!(
+            point.calls,
+            in_bucket.len() as i64,
+            "ten-minute bucket {index}"
+        );
+        assert_eq!(
+            point.failure,
+            in_bucket.iter().filter(|e| e.failed).count() as i64
+        );
+    }
+    let rolling = events
+        .iter()
+        .filter(|e| e.timestamp_ms >= now - 1_800_000 && e.timestamp_ms < now)
+        .count() as i64;
+    assert_eq!(summary.rolling_30m.total_calls, rolling);
+    let failures: Vec<i64> = today
+        .iter()
+        .filter(|e| e.failed)
+        .map(|e| e.timestamp_ms)
+        .rev()
+        .take(5)
+        .collect();
+    assert_eq!(
+        summary
+            .recent_failures
+            .iter()
+            .map(|f| f.timestamp_ms)
+            .collect::<Vec<_>>(),
+        failures
+    );
+    assert!(
+        summary
+            .recent_failures
+            .iter()
+            .all(|f| f.fail_summary.is_some())
+    );
+    let channel_calls: i64 = summary.channel_health.iter().map(|c| c.calls).sum();
+    assert!(channel_calls <= summary.today.total_calls && !summary.channel_health.is_empty());
+}

@@ -1,0 +1,3 @@
+//! Shared helpers for storage tests.
+
+pub mod synth;
