@@ -38,143 +38,62 @@ CREATE TABLE usage_identities (
             account_id, auth_label_id, auth_file_id, auth_provider_id, auth_project_id)
 );
 
--- Aggregate rollups: no identity, for unfiltered, model- and status-filtered views.
+-- Rollups are packed: one row per UTC block holds every group of that block as
+-- a blob of varint entries (see `crates/storage/src/rollup.rs` for the layout).
+-- A 30-day query then reads a few dozen rows whatever the traffic volume, and
+-- decoding a few thousand entries in memory is cheaper than stepping through as
+-- many SQLite rows.
+--
+-- `agg`: entries keyed by (analytics model, billing model, service tier, context
+-- band, failed): time, model and status scopes.
+-- `ident`: the same keyed by identity as well: identity filters and breakdowns.
+-- `latency`: positive latency and TTFT values per (analytics model, failed), for
+-- exact nearest-rank percentiles without a raw scan.
+
 CREATE TABLE usage_rollup_agg_q (
-    bucket_ms INTEGER NOT NULL,
-    model_id INTEGER NOT NULL,
-    billing_model_id INTEGER NOT NULL,
-    service_tier_id INTEGER NOT NULL,
-    context_band INTEGER NOT NULL,
-    failed INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cache_creation_tokens INTEGER NOT NULL,
-    total_tokens INTEGER NOT NULL,
-    latency_sum_ms INTEGER NOT NULL,
-    latency_samples INTEGER NOT NULL,
-    zero_token_calls INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    PRIMARY KEY (bucket_ms, model_id, billing_model_id, service_tier_id, context_band, failed)
-) WITHOUT ROWID;
+    bucket_ms INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
 
 CREATE TABLE usage_rollup_agg_h (
-    bucket_ms INTEGER NOT NULL,
-    model_id INTEGER NOT NULL,
-    billing_model_id INTEGER NOT NULL,
-    service_tier_id INTEGER NOT NULL,
-    context_band INTEGER NOT NULL,
-    failed INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cache_creation_tokens INTEGER NOT NULL,
-    total_tokens INTEGER NOT NULL,
-    latency_sum_ms INTEGER NOT NULL,
-    latency_samples INTEGER NOT NULL,
-    zero_token_calls INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    PRIMARY KEY (bucket_ms, model_id, billing_model_id, service_tier_id, context_band, failed)
-) WITHOUT ROWID;
+    bucket_ms INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
 
 CREATE TABLE usage_rollup_agg_d (
-    bucket_ms INTEGER NOT NULL,
-    model_id INTEGER NOT NULL,
-    billing_model_id INTEGER NOT NULL,
-    service_tier_id INTEGER NOT NULL,
-    context_band INTEGER NOT NULL,
-    failed INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cache_creation_tokens INTEGER NOT NULL,
-    total_tokens INTEGER NOT NULL,
-    latency_sum_ms INTEGER NOT NULL,
-    latency_samples INTEGER NOT NULL,
-    zero_token_calls INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    PRIMARY KEY (bucket_ms, model_id, billing_model_id, service_tier_id, context_band, failed)
-) WITHOUT ROWID;
+    bucket_ms INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
 
--- Identity rollups: per credential/API-key identity, for channel, account,
--- credential and API-key views and identity filters.
 CREATE TABLE usage_rollup_ident_q (
-    bucket_ms INTEGER NOT NULL,
-    identity_id INTEGER NOT NULL,
-    model_id INTEGER NOT NULL,
-    billing_model_id INTEGER NOT NULL,
-    service_tier_id INTEGER NOT NULL,
-    context_band INTEGER NOT NULL,
-    failed INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cache_creation_tokens INTEGER NOT NULL,
-    total_tokens INTEGER NOT NULL,
-    latency_sum_ms INTEGER NOT NULL,
-    latency_samples INTEGER NOT NULL,
-    zero_token_calls INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    PRIMARY KEY (bucket_ms, identity_id, model_id, billing_model_id, service_tier_id, context_band, failed)
-) WITHOUT ROWID;
+    bucket_ms INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
 
 CREATE TABLE usage_rollup_ident_h (
-    bucket_ms INTEGER NOT NULL,
-    identity_id INTEGER NOT NULL,
-    model_id INTEGER NOT NULL,
-    billing_model_id INTEGER NOT NULL,
-    service_tier_id INTEGER NOT NULL,
-    context_band INTEGER NOT NULL,
-    failed INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cache_creation_tokens INTEGER NOT NULL,
-    total_tokens INTEGER NOT NULL,
-    latency_sum_ms INTEGER NOT NULL,
-    latency_samples INTEGER NOT NULL,
-    zero_token_calls INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    PRIMARY KEY (bucket_ms, identity_id, model_id, billing_model_id, service_tier_id, context_band, failed)
-) WITHOUT ROWID;
+    bucket_ms INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
 
 CREATE TABLE usage_rollup_ident_d (
-    bucket_ms INTEGER NOT NULL,
-    identity_id INTEGER NOT NULL,
-    model_id INTEGER NOT NULL,
-    billing_model_id INTEGER NOT NULL,
-    service_tier_id INTEGER NOT NULL,
-    context_band INTEGER NOT NULL,
-    failed INTEGER NOT NULL,
-    calls INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cache_creation_tokens INTEGER NOT NULL,
-    total_tokens INTEGER NOT NULL,
-    latency_sum_ms INTEGER NOT NULL,
-    latency_samples INTEGER NOT NULL,
-    zero_token_calls INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    PRIMARY KEY (bucket_ms, identity_id, model_id, billing_model_id, service_tier_id, context_band, failed)
-) WITHOUT ROWID;
+    bucket_ms INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
+
+CREATE TABLE usage_rollup_latency_q (
+    bucket_ms INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
+
+CREATE TABLE usage_rollup_latency_h (
+    bucket_ms INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
+
+CREATE TABLE usage_rollup_latency_d (
+    bucket_ms INTEGER PRIMARY KEY,
+    entries BLOB NOT NULL
+);
 
 -- Calls and tokens per UTC 5-minute block: the dashboard's 10-minute health strip
 -- starts at any local midnight (every real offset is a multiple of 15 minutes).
@@ -184,17 +103,6 @@ CREATE TABLE usage_rollup_fine (
     calls INTEGER NOT NULL,
     total_tokens INTEGER NOT NULL,
     PRIMARY KEY (bucket_ms, failed)
-) WITHOUT ROWID;
-
--- Positive latency and TTFT values per UTC quarter hour, analytics model and
--- status, as LEB128 varints: exact nearest-rank percentiles without a raw scan.
-CREATE TABLE usage_rollup_latency (
-    bucket_ms INTEGER NOT NULL,
-    model_id INTEGER NOT NULL,
-    failed INTEGER NOT NULL,
-    latencies BLOB NOT NULL,
-    ttfts BLOB NOT NULL,
-    PRIMARY KEY (bucket_ms, model_id, failed)
 ) WITHOUT ROWID;
 
 -- Model-filtered event pages walk one (effective model, time) range per raw model.

@@ -14,7 +14,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use cpamp_domain::StoreError;
-use cpamp_domain::analytics::Metrics;
 use cpamp_domain::analytics::cost::PriceBook;
 use cpamp_domain::analytics::query::{
     AnalyticsStore, Cursor, EventPage, FineBlock, GroupRequest, GroupRow, Identity, Level,
@@ -25,7 +24,7 @@ use cpamp_domain::event::{TokenCounts, format_timestamp_ms};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use crate::rollup::{FINE_MS, decode_varints};
+use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_samples};
 use crate::{SqliteStore, error};
 
 /// In-memory copies of the immutable lookup tables.
@@ -89,13 +88,6 @@ const EVENT_COLUMNS: &str = "id, event_hash, request_id, timestamp_ms, timestamp
     normalized_total_input_tokens, latency_ms, ttft_ms, failed, fail_status_code, fail_summary, \
     response_metadata_json, header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
     header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms";
-
-const METRIC_COLUMNS: &str = "calls, input_tokens, output_tokens, reasoning_tokens, cached_tokens, cache_read_tokens, \
-    cache_creation_tokens, total_tokens, latency_sum_ms, latency_samples, zero_token_calls, last_seen_ms";
-
-const METRIC_SUMS: &str = "sum(calls), sum(input_tokens), sum(output_tokens), sum(reasoning_tokens), \
-    sum(cached_tokens), sum(cache_read_tokens), sum(cache_creation_tokens), sum(total_tokens), \
-    sum(latency_sum_ms), sum(latency_samples), sum(zero_token_calls), max(last_seen_ms)";
 
 /// Where a segment of a range is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,36 +337,52 @@ impl SqliteStore {
         }
     }
 
-    /// Raw events of `[from, to)` that match the scope, oldest first.
+    /// Calls `each` for every raw event of `[from, to)` that matches the scope,
+    /// oldest first. Reads in keyset chunks so memory stays flat at any range size.
     async fn raw_range(
         &self,
         connection: &mut SqliteConnection,
         scope: &Scope,
         from: i64,
         to: i64,
-    ) -> Result<Vec<RawEvent>, StoreError> {
+        mut each: impl FnMut(&RawEvent),
+    ) -> Result<(), StoreError> {
+        const CHUNK: i64 = 4096;
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?{} ORDER BY timestamp_ms, id",
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE (timestamp_ms, id) > (?, ?) AND timestamp_ms < ?{} \
+             ORDER BY timestamp_ms, id LIMIT {CHUNK}",
             if scope.filters.failed_only {
                 " AND failed = 1"
             } else {
                 ""
             }
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(db("read events"))?;
-        let state = lock_read(self.read_cache());
-        Ok(rows
-            .iter()
-            .map(|row| self.event_from_row(&state, row))
-            .filter(|event| scope.matches_event(event))
-            .collect())
+        let mut after = (from, i64::MIN);
+        loop {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(after.0)
+                .bind(after.1)
+                .bind(to)
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(db("read events"))?;
+            let state = lock_read(self.read_cache());
+            for row in &rows {
+                let event = self.event_from_row(&state, row);
+                after = (event.timestamp_ms, event.id);
+                if scope.matches_event(&event) {
+                    each(&event);
+                }
+            }
+            if (rows.len() as i64) < CHUNK {
+                return Ok(());
+            }
+        }
     }
 
+    /// Reads the packed rollup rows of one segment and turns their entries into
+    /// group rows. Without a timeline, equal keys are merged across buckets.
+    #[allow(clippy::too_many_arguments)]
     async fn rollup_rows(
         &self,
         connection: &mut SqliteConnection,
@@ -387,93 +395,71 @@ impl SqliteStore {
         out: &mut Vec<GroupRow>,
     ) -> Result<(), StoreError> {
         let family = if identity { "ident" } else { "agg" };
-        let identity_column = if identity { "identity_id" } else { "0" };
-        let key = format!(
-            "{identity_column}, model_id, billing_model_id, service_tier_id, context_band, failed"
+        let sql = format!(
+            "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} WHERE bucket_ms >= ? AND bucket_ms < ?",
+            source.suffix()
         );
-        let group_key = if identity {
-            key.clone()
-        } else {
-            "model_id, billing_model_id, service_tier_id, context_band, failed".to_string()
-        };
-        let filters = &request.scope.filters;
-        let mut conditions = String::new();
-        if !model_ids.is_empty() {
-            let list: Vec<String> = model_ids.iter().map(i64::to_string).collect();
-            conditions.push_str(&format!(" AND model_id IN ({})", list.join(",")));
-        }
-        if filters.failed_only {
-            conditions.push_str(" AND failed = 1");
-        }
-        if !filters.include_failed {
-            conditions.push_str(" AND failed = 0");
-        }
-        let table = format!("usage_rollup_{family}_{}", source.suffix());
-        let sql = if request.timeline.is_some() {
-            format!(
-                "SELECT bucket_ms, {key}, {METRIC_COLUMNS} FROM {table} WHERE bucket_ms >= ? AND bucket_ms < ?{conditions}"
-            )
-        } else {
-            format!(
-                "SELECT 0, {key}, {METRIC_SUMS} FROM {table} WHERE bucket_ms >= ? AND bucket_ms < ?{conditions} GROUP BY {group_key}"
-            )
-        };
-        let rows: Vec<SqliteRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(from)
             .bind(to)
             .fetch_all(&mut *connection)
             .await
             .map_err(db("read rollups"))?;
+        let filters = &request.scope.filters;
         let state = lock_read(self.read_cache());
         let mut bucketer = request
             .timeline
             .as_ref()
             .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
-        out.reserve(rows.len());
-        for row in &rows {
-            let int = |index: usize| row.try_get::<i64, _>(index).unwrap_or(0);
-            let group_identity = if identity {
-                match state.identities.get(&int(1)) {
-                    Some(found) => Some(found.clone()),
-                    None => Some(Arc::new(Identity::default())),
-                }
-            } else {
-                None
-            };
-            if let Some(found) = &group_identity {
-                if !request.scope.matches_identity(found) {
-                    continue;
-                }
-            }
-            let failed = int(6) != 0;
-            let calls = int(7);
-            let bucket_ms = match bucketer.as_mut() {
-                Some(bucketer) => bucketer.bucket(int(0)),
+        let mut merged: HashMap<(i64, EntryKey), Sums> = HashMap::new();
+        let mut identity_ok: HashMap<i64, bool> = HashMap::new();
+        for (bucket, blob) in &rows {
+            let local = match bucketer.as_mut() {
+                Some(bucketer) => bucketer.bucket(*bucket),
                 None => 0,
             };
+            decode_entries(*bucket, identity, blob, |key, sums| {
+                if !filters.matches_failed(key.failed)
+                    || (!model_ids.is_empty() && !model_ids.contains(&key.model))
+                {
+                    return;
+                }
+                if identity {
+                    let ok = *identity_ok.entry(key.identity).or_insert_with(|| {
+                        state
+                            .identities
+                            .get(&key.identity)
+                            .is_some_and(|found| request.scope.matches_identity(found))
+                    });
+                    if !ok {
+                        return;
+                    }
+                }
+                merged.entry((local, key)).or_default().merge(&sums);
+            });
+        }
+        out.reserve(merged.len());
+        for ((bucket_ms, key), sums) in merged {
             out.push(GroupRow {
                 bucket_ms,
-                identity: group_identity,
-                model: state.text(Some(int(2))),
-                billing_model: state.text(Some(int(3))),
-                service_tier: state.text(Some(int(4))),
-                context_band: u8::try_from(int(5)).unwrap_or(0),
-                failed,
-                metrics: Metrics {
-                    calls,
-                    failures: if failed { calls } else { 0 },
-                    input: int(8),
-                    output: int(9),
-                    reasoning: int(10),
-                    cached: int(11),
-                    cache_read: int(12),
-                    cache_creation: int(13),
-                    total: int(14),
-                    latency_sum: int(15),
-                    latency_samples: int(16),
-                    zero_token_calls: int(17),
+                identity: if identity {
+                    Some(
+                        state
+                            .identities
+                            .get(&key.identity)
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                } else {
+                    None
                 },
-                last_seen_ms: int(18),
+                model: state.text(Some(key.model)),
+                billing_model: state.text(Some(key.billing)),
+                service_tier: state.text(Some(key.tier)),
+                context_band: key.band,
+                failed: key.failed,
+                metrics: sums.metrics,
+                last_seen_ms: sums.last_seen_ms,
             });
         }
         Ok(())
@@ -500,10 +486,15 @@ impl SqliteStore {
         let level = scope.level();
         let mut out = Vec::new();
         if level == Level::Raw {
-            let events = self
-                .raw_range(&mut connection, scope, scope.from_ms, scope.to_ms)
-                .await?;
-            raw_groups(&events, &request, &mut out);
+            let mut folder = RawFolder::new(&request);
+            self.raw_range(
+                &mut connection,
+                scope,
+                scope.from_ms,
+                scope.to_ms,
+                |event| folder.push(event, &mut out),
+            )
+            .await?;
             return Ok(out);
         }
         let model_ids = self
@@ -517,8 +508,11 @@ impl SqliteStore {
             allowed(request.timeline.as_ref(), scope.from_ms, scope.to_ms);
         for (source, from, to) in plan(scope.from_ms, scope.to_ms, quarter_ok, hour_ok, day_ok) {
             if source == Source::Raw {
-                let events = self.raw_range(&mut connection, scope, from, to).await?;
-                raw_groups(&events, &request, &mut out);
+                let mut folder = RawFolder::new(&request);
+                self.raw_range(&mut connection, scope, from, to, |event| {
+                    folder.push(event, &mut out)
+                })
+                .await?;
             } else {
                 self.rollup_rows(
                     &mut connection,
@@ -544,100 +538,82 @@ impl SqliteStore {
     async fn samples_inner(&self, request: GroupRequest) -> Result<Vec<SampleBlock>, StoreError> {
         let scope = &request.scope;
         let mut connection = self.reader_connection().await?;
-        let mut blocks: Vec<SampleBlock> = Vec::new();
+        let mut blocks: HashMap<i64, SampleBlock> = HashMap::new();
         if scope.from_ms >= scope.to_ms {
-            return Ok(blocks);
+            return Ok(Vec::new());
         }
         let mut bucketer = request
             .timeline
             .as_ref()
             .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
-        let push_event = |blocks: &mut Vec<SampleBlock>, event: &RawEvent, bucket: i64| {
-            let latency = event
-                .latency_ms
-                .filter(|v| *v > 0)
-                .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
-            let ttft = event
-                .ttft_ms
-                .filter(|v| *v > 0)
-                .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
-            if latency.is_none() && ttft.is_none() {
-                return;
-            }
-            blocks.push(SampleBlock {
-                bucket_ms: bucket,
-                latencies: latency.into_iter().collect(),
-                ttfts: ttft.into_iter().collect(),
-            });
-        };
-        let quarter_ok = match request.timeline.as_ref() {
-            None => true,
-            Some((zone, granularity)) => {
-                zone.lossless(*granularity, QUARTER_MS, scope.from_ms, scope.to_ms)
-            }
-        };
-        let (q0, q1) = (
-            ceil_to(scope.from_ms, QUARTER_MS),
-            floor_to(scope.to_ms, QUARTER_MS),
-        );
-        let use_rollup = scope.level() == Level::Aggregate && quarter_ok && q0 < q1;
-        let raw_spans: Vec<(i64, i64)> = if use_rollup {
-            vec![(scope.from_ms, q0), (q1, scope.to_ms)]
+        let segments = if scope.level() == Level::Aggregate {
+            let (quarter_ok, hour_ok, day_ok) =
+                allowed(request.timeline.as_ref(), scope.from_ms, scope.to_ms);
+            plan(scope.from_ms, scope.to_ms, quarter_ok, hour_ok, day_ok)
         } else {
-            vec![(scope.from_ms, scope.to_ms)]
+            vec![(Source::Raw, scope.from_ms, scope.to_ms)]
         };
-        for (from, to) in raw_spans {
-            if from >= to {
+        let model_ids = self
+            .model_ids(&mut connection, &scope.filters.models)
+            .await?;
+        if !scope.filters.models.is_empty() && model_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        for (source, from, to) in segments {
+            if source == Source::Raw {
+                self.raw_range(&mut connection, scope, from, to, |event| {
+                    let bucket = match bucketer.as_mut() {
+                        Some(bucketer) => bucketer.bucket(event.timestamp_ms),
+                        None => 0,
+                    };
+                    let block = blocks.entry(bucket).or_insert_with(|| SampleBlock {
+                        bucket_ms: bucket,
+                        ..SampleBlock::default()
+                    });
+                    let positive = |value: Option<i64>| {
+                        value
+                            .filter(|v| *v > 0)
+                            .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+                    };
+                    block.latencies.extend(positive(event.latency_ms));
+                    block.ttfts.extend(positive(event.ttft_ms));
+                })
+                .await?;
                 continue;
             }
-            for event in self.raw_range(&mut connection, scope, from, to).await? {
-                let bucket = match bucketer.as_mut() {
-                    Some(bucketer) => bucketer.bucket(event.timestamp_ms),
-                    None => 0,
-                };
-                push_event(&mut blocks, &event, bucket);
-            }
-        }
-        if use_rollup {
-            let model_ids = self
-                .model_ids(&mut connection, &scope.filters.models)
-                .await?;
-            if !scope.filters.models.is_empty() && model_ids.is_empty() {
-                return Ok(blocks);
-            }
-            let mut sql = String::from(
-                "SELECT bucket_ms, latencies, ttfts FROM usage_rollup_latency WHERE bucket_ms >= ? AND bucket_ms < ?",
+            let sql = format!(
+                "SELECT bucket_ms, entries FROM usage_rollup_latency_{} WHERE bucket_ms >= ? AND bucket_ms < ?",
+                source.suffix()
             );
-            if !model_ids.is_empty() {
-                let list: Vec<String> = model_ids.iter().map(i64::to_string).collect();
-                sql.push_str(&format!(" AND model_id IN ({})", list.join(",")));
-            }
-            if scope.filters.failed_only {
-                sql.push_str(" AND failed = 1");
-            }
-            if !scope.filters.include_failed {
-                sql.push_str(" AND failed = 0");
-            }
-            let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(q0)
-                .bind(q1)
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(from)
+                .bind(to)
                 .fetch_all(&mut *connection)
                 .await
                 .map_err(db("read latency samples"))?;
-            for (bucket, latencies, ttfts) in rows {
-                let mut block = SampleBlock {
-                    bucket_ms: match bucketer.as_mut() {
-                        Some(bucketer) => bucketer.bucket(bucket),
-                        None => 0,
-                    },
-                    ..SampleBlock::default()
+            let filters = &scope.filters;
+            for (bucket, blob) in rows {
+                let local = match bucketer.as_mut() {
+                    Some(bucketer) => bucketer.bucket(bucket),
+                    None => 0,
                 };
-                decode_varints(&latencies, &mut block.latencies);
-                decode_varints(&ttfts, &mut block.ttfts);
-                blocks.push(block);
+                let block = blocks.entry(local).or_insert_with(|| SampleBlock {
+                    bucket_ms: local,
+                    ..SampleBlock::default()
+                });
+                decode_samples(&blob, |model, failed, latencies, ttfts| {
+                    if filters.matches_failed(failed)
+                        && (model_ids.is_empty() || model_ids.contains(&model))
+                    {
+                        block.latencies.extend_from_slice(latencies);
+                        block.ttfts.extend_from_slice(ttfts);
+                    }
+                });
             }
         }
-        Ok(merge_blocks(blocks))
+        let mut out: Vec<SampleBlock> = blocks.into_values().collect();
+        out.sort_by_key(|block| block.bucket_ms);
+        Ok(out)
     }
 
     async fn events_page_inner(
@@ -780,18 +756,31 @@ impl Stream {
 }
 
 /// Folds raw events into group rows (one per key and local bucket).
-fn raw_groups(events: &[RawEvent], request: &GroupRequest, out: &mut Vec<GroupRow>) {
-    let mut bucketer = request
-        .timeline
-        .as_ref()
-        .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
-    let mut index: HashMap<(i64, usize, Text, Text, Text, u8, bool), usize> = HashMap::new();
-    for event in events {
-        let mut row = GroupRow::from_event(event, request.identity);
-        row.bucket_ms = match bucketer.as_mut() {
+struct RawFolder<'r> {
+    bucketer: Option<Bucketer<'r>>,
+    identity: bool,
+    index: HashMap<(i64, usize, Text, Text, Text, u8, bool), usize>,
+}
+
+impl<'r> RawFolder<'r> {
+    fn new(request: &'r GroupRequest) -> RawFolder<'r> {
+        RawFolder {
+            bucketer: request
+                .timeline
+                .as_ref()
+                .map(|(zone, granularity)| Bucketer::new(zone, *granularity)),
+            identity: request.identity,
+            index: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, event: &RawEvent, out: &mut Vec<GroupRow>) {
+        let mut row = GroupRow::from_event(event, self.identity);
+        row.bucket_ms = match self.bucketer.as_mut() {
             Some(bucketer) => bucketer.bucket(event.timestamp_ms),
             None => 0,
         };
+        // Identities come from the shared cache, so equal identities share a pointer.
         let identity_key = row
             .identity
             .as_ref()
@@ -805,36 +794,18 @@ fn raw_groups(events: &[RawEvent], request: &GroupRequest, out: &mut Vec<GroupRo
             row.context_band,
             row.failed,
         );
-        match index.get(&key) {
+        match self.index.get(&key) {
             Some(position) => {
                 let existing = &mut out[*position];
                 existing.metrics.add(&row.metrics);
                 existing.last_seen_ms = existing.last_seen_ms.max(row.last_seen_ms);
             }
             None => {
-                index.insert(key, out.len());
+                self.index.insert(key, out.len());
                 out.push(row);
             }
         }
     }
-}
-
-/// Merges sample blocks with the same bucket.
-fn merge_blocks(blocks: Vec<SampleBlock>) -> Vec<SampleBlock> {
-    let mut merged: HashMap<i64, SampleBlock> = HashMap::new();
-    for block in blocks {
-        let entry = merged
-            .entry(block.bucket_ms)
-            .or_insert_with(|| SampleBlock {
-                bucket_ms: block.bucket_ms,
-                ..SampleBlock::default()
-            });
-        entry.latencies.extend(block.latencies);
-        entry.ttfts.extend(block.ttfts);
-    }
-    let mut out: Vec<SampleBlock> = merged.into_values().collect();
-    out.sort_by_key(|block| block.bucket_ms);
-    out
 }
 
 impl AnalyticsStore for SqliteStore {

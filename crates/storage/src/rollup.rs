@@ -112,27 +112,43 @@ impl Accumulator {
     }
 }
 
-/// Key of an aggregate row: (bucket, model, billing model, tier, band, failed).
-type AggKey = (i64, i64, i64, i64, u8, bool);
-/// Key of an identity row: (bucket, identity, model, billing model, tier, band, failed).
-type IdentKey = (i64, i64, i64, i64, i64, u8, bool);
+/// The key of one rollup entry. `identity` is 0 in the aggregate rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct EntryKey {
+    pub identity: i64,
+    pub model: i64,
+    pub billing: i64,
+    pub tier: i64,
+    pub band: u8,
+    pub failed: bool,
+}
 
-#[derive(Default, Clone, Copy)]
-struct Sums {
-    metrics: Metrics,
-    last_seen_ms: i64,
+/// The sums of one rollup entry.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Sums {
+    pub metrics: Metrics,
+    pub last_seen_ms: i64,
 }
 
 impl Sums {
-    fn add(&mut self, metrics: &Metrics, at: i64) {
+    pub(crate) fn add(&mut self, metrics: &Metrics, at: i64) {
         self.metrics.add(metrics);
         self.last_seen_ms = self.last_seen_ms.max(at);
     }
+
+    pub(crate) fn merge(&mut self, other: &Sums) {
+        self.add(&other.metrics, other.last_seen_ms);
+    }
 }
+
+type Entries = HashMap<EntryKey, Sums>;
+type Samples = HashMap<(i64, bool), (Vec<u32>, Vec<u32>)>;
 
 fn floor(value: i64, step: i64) -> i64 {
     value.div_euclid(step) * step
 }
+
+const LEVELS: [(i64, &str); 3] = [(QUARTER_MS, "q"), (HOUR_MS, "h"), (DAY_MS, "d")];
 
 /// Writes the batch's rollup rows. Runs inside the batch transaction.
 pub(crate) async fn flush(
@@ -195,11 +211,10 @@ pub(crate) async fn flush(
         identity_ids.insert(key, id);
     }
 
-    let mut aggregate: [HashMap<AggKey, Sums>; 3] = Default::default();
-    let mut identity: [HashMap<IdentKey, Sums>; 3] = Default::default();
+    let mut aggregate: [HashMap<i64, Entries>; 3] = Default::default();
+    let mut identity: [HashMap<i64, Entries>; 3] = Default::default();
+    let mut samples: [HashMap<i64, Samples>; 3] = Default::default();
     let mut fine: HashMap<(i64, bool), (i64, i64)> = HashMap::new();
-    let mut samples: HashMap<(i64, i64, bool), (Vec<u32>, Vec<u32>)> = HashMap::new();
-    let steps = [QUARTER_MS, HOUR_MS, DAY_MS];
     for pending in &accumulator.pending {
         let effective_id = pending
             .dims
@@ -210,77 +225,84 @@ pub(crate) async fn flush(
             .get(&effective_id)
             .copied()
             .unwrap_or(effective_id);
-        let billing = pending.dims.resolved_model.unwrap_or(model);
-        let tier = pending.dims.service_tier.unwrap_or(0);
+        let key = EntryKey {
+            identity: 0,
+            model,
+            billing: pending.dims.resolved_model.unwrap_or(model),
+            tier: pending.dims.service_tier.unwrap_or(0),
+            band: pending.band,
+            failed: pending.failed,
+        };
         let identity_id = identity_ids
             .get(&pending.dims.identity_key())
             .copied()
             .unwrap_or(0);
         let at = pending.timestamp_ms;
-        for (level, step) in steps.iter().enumerate() {
+        for (level, (step, _)) in LEVELS.iter().enumerate() {
             let bucket = floor(at, *step);
             aggregate[level]
-                .entry((bucket, model, billing, tier, pending.band, pending.failed))
+                .entry(bucket)
+                .or_default()
+                .entry(key)
                 .or_default()
                 .add(&pending.metrics, at);
             identity[level]
-                .entry((
-                    bucket,
-                    identity_id,
-                    model,
-                    billing,
-                    tier,
-                    pending.band,
-                    pending.failed,
-                ))
+                .entry(bucket)
+                .or_default()
+                .entry(EntryKey {
+                    identity: identity_id,
+                    ..key
+                })
                 .or_default()
                 .add(&pending.metrics, at);
+            if pending.latency.is_some() || pending.ttft.is_some() {
+                let entry = samples[level]
+                    .entry(bucket)
+                    .or_default()
+                    .entry((model, pending.failed))
+                    .or_default();
+                entry.0.extend(pending.latency);
+                entry.1.extend(pending.ttft);
+            }
         }
         let block = fine
             .entry((floor(at, FINE_MS), pending.failed))
             .or_default();
         block.0 += 1;
         block.1 += pending.metrics.total;
-        if pending.latency.is_some() || pending.ttft.is_some() {
-            let entry = samples
-                .entry((floor(at, QUARTER_MS), model, pending.failed))
-                .or_default();
-            entry.0.extend(pending.latency);
-            entry.1.extend(pending.ttft);
-        }
     }
 
-    for (level, suffix) in ["q", "h", "d"].iter().enumerate() {
-        let sql = upsert_sql(&format!("usage_rollup_agg_{suffix}"), false);
-        for ((bucket, model, billing, tier, band, failed), sums) in &aggregate[level] {
-            bind_metrics(
-                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(bucket)
-                    .bind(model)
-                    .bind(billing)
-                    .bind(tier)
-                    .bind(i64::from(*band))
-                    .bind(i64::from(*failed)),
-                sums,
-            )
-            .execute(&mut *connection)
-            .await?;
+    for (level, (_, suffix)) in LEVELS.iter().enumerate() {
+        for (family, buckets, with_identity) in [
+            ("agg", &aggregate[level], false),
+            ("ident", &identity[level], true),
+        ] {
+            let table = format!("usage_rollup_{family}_{suffix}");
+            for (bucket, entries) in buckets {
+                let mut merged = entries.clone();
+                if let Some(existing) = read_blob(connection, &table, *bucket).await? {
+                    decode_entries(*bucket, with_identity, &existing, |key, sums| {
+                        merged.entry(key).or_default().merge(&sums);
+                    });
+                }
+                let mut blob = Vec::new();
+                encode_entries(*bucket, with_identity, &merged, &mut blob);
+                write_blob(connection, &table, *bucket, blob).await?;
+            }
         }
-        let sql = upsert_sql(&format!("usage_rollup_ident_{suffix}"), true);
-        for ((bucket, identity_id, model, billing, tier, band, failed), sums) in &identity[level] {
-            bind_metrics(
-                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(bucket)
-                    .bind(identity_id)
-                    .bind(model)
-                    .bind(billing)
-                    .bind(tier)
-                    .bind(i64::from(*band))
-                    .bind(i64::from(*failed)),
-                sums,
-            )
-            .execute(&mut *connection)
-            .await?;
+        let table = format!("usage_rollup_latency_{suffix}");
+        for (bucket, groups) in &samples[level] {
+            let mut merged = groups.clone();
+            if let Some(existing) = read_blob(connection, &table, *bucket).await? {
+                decode_samples(&existing, |model, failed, latencies, ttfts| {
+                    let entry = merged.entry((model, failed)).or_default();
+                    entry.0.extend_from_slice(latencies);
+                    entry.1.extend_from_slice(ttfts);
+                });
+            }
+            let mut blob = Vec::new();
+            encode_samples(&merged, &mut blob);
+            write_blob(connection, &table, *bucket, blob).await?;
         }
     }
     for ((bucket, failed), (calls, tokens)) in fine {
@@ -296,113 +318,210 @@ pub(crate) async fn flush(
         .execute(&mut *connection)
         .await?;
     }
-    for ((bucket, model, failed), (latencies, ttfts)) in samples {
-        let existing: Option<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT latencies, ttfts FROM usage_rollup_latency WHERE bucket_ms = ? AND model_id = ? AND failed = ?",
-        )
-        .bind(bucket)
-        .bind(model)
-        .bind(i64::from(failed))
-        .fetch_optional(&mut *connection)
-        .await?;
-        let (mut latency_blob, mut ttft_blob) = existing.unwrap_or_default();
-        encode_varints(&mut latency_blob, &latencies);
-        encode_varints(&mut ttft_blob, &ttfts);
-        sqlx::query(
-            "INSERT INTO usage_rollup_latency (bucket_ms, model_id, failed, latencies, ttfts) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (bucket_ms, model_id, failed) DO UPDATE SET latencies = excluded.latencies, ttfts = excluded.ttfts",
-        )
-        .bind(bucket)
-        .bind(model)
-        .bind(i64::from(failed))
-        .bind(latency_blob)
-        .bind(ttft_blob)
-        .execute(&mut *connection)
-        .await?;
-    }
     Ok(())
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
-
-fn bind_metrics<'q>(query: Query<'q>, sums: &Sums) -> Query<'q> {
-    let m = &sums.metrics;
-    query
-        .bind(m.calls)
-        .bind(m.input)
-        .bind(m.output)
-        .bind(m.reasoning)
-        .bind(m.cached)
-        .bind(m.cache_read)
-        .bind(m.cache_creation)
-        .bind(m.total)
-        .bind(m.latency_sum)
-        .bind(m.latency_samples)
-        .bind(m.zero_token_calls)
-        .bind(sums.last_seen_ms)
+async fn read_blob(
+    connection: &mut SqliteConnection,
+    table: &str,
+    bucket: i64,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    // `table` is one of the fixed rollup table names built above, never input.
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT entries FROM {table} WHERE bucket_ms = ?"
+    )))
+    .bind(bucket)
+    .fetch_optional(&mut *connection)
+    .await
 }
 
-fn upsert_sql(table: &str, with_identity: bool) -> String {
-    let key = if with_identity {
-        "bucket_ms, identity_id, model_id, billing_model_id, service_tier_id, context_band, failed"
-    } else {
-        "bucket_ms, model_id, billing_model_id, service_tier_id, context_band, failed"
-    };
-    let key_marks = if with_identity {
-        "?, ?, ?, ?, ?, ?, ?"
-    } else {
-        "?, ?, ?, ?, ?, ?"
-    };
-    format!(
-        "INSERT INTO {table} ({key}, calls, input_tokens, output_tokens, reasoning_tokens, cached_tokens, \
-         cache_read_tokens, cache_creation_tokens, total_tokens, latency_sum_ms, latency_samples, \
-         zero_token_calls, last_seen_ms) VALUES ({key_marks}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT ({key}) DO UPDATE SET calls = calls + excluded.calls, \
-         input_tokens = input_tokens + excluded.input_tokens, \
-         output_tokens = output_tokens + excluded.output_tokens, \
-         reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, \
-         cached_tokens = cached_tokens + excluded.cached_tokens, \
-         cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens, \
-         cache_creation_tokens = cache_creation_tokens + excluded.cache_creation_tokens, \
-         total_tokens = total_tokens + excluded.total_tokens, \
-         latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, \
-         latency_samples = latency_samples + excluded.latency_samples, \
-         zero_token_calls = zero_token_calls + excluded.zero_token_calls, \
-         last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)"
-    )
+async fn write_blob(
+    connection: &mut SqliteConnection,
+    table: &str,
+    bucket: i64,
+    blob: Vec<u8>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (bucket_ms, entries) VALUES (?, ?) ON CONFLICT (bucket_ms) DO UPDATE SET entries = excluded.entries"
+    )))
+    .bind(bucket)
+    .bind(blob)
+    .execute(&mut *connection)
+    .await
+    .map(|_| ())
 }
 
-/// Appends LEB128 varints.
-pub(crate) fn encode_varints(out: &mut Vec<u8>, values: &[u32]) {
-    for value in values {
-        let mut value = *value;
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+fn put(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Reads one varint; `None` at a truncated end.
+fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value: u64 = 0;
+    let mut shift = 0;
+    while let Some(byte) = bytes.get(*at) {
+        *at += 1;
+        if shift < 64 {
+            value |= u64::from(byte & 0x7f) << shift;
+        }
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+        shift += 7;
+    }
+    None
+}
+
+/// Entry layout (each a zigzag varint): [identity,] model, billing, tier, band,
+/// failed, calls, input, output, reasoning, cached, cache_read, cache_creation,
+/// total, latency_sum, latency_samples, zero_token_calls, last_seen − bucket.
+pub(crate) fn encode_entries(
+    bucket: i64,
+    with_identity: bool,
+    entries: &Entries,
+    out: &mut Vec<u8>,
+) {
+    for (key, sums) in entries {
+        let m = &sums.metrics;
+        if with_identity {
+            put(out, zigzag(key.identity));
+        }
+        for value in [
+            key.model,
+            key.billing,
+            key.tier,
+            i64::from(key.band),
+            i64::from(key.failed),
+            m.calls,
+            m.input,
+            m.output,
+            m.reasoning,
+            m.cached,
+            m.cache_read,
+            m.cache_creation,
+            m.total,
+            m.latency_sum,
+            m.latency_samples,
+            m.zero_token_calls,
+            sums.last_seen_ms - bucket,
+        ] {
+            put(out, zigzag(value));
         }
     }
 }
 
-/// Decodes LEB128 varints, appending to `out`. A truncated tail is ignored.
-pub(crate) fn decode_varints(bytes: &[u8], out: &mut Vec<u32>) {
-    let mut value: u32 = 0;
-    let mut shift = 0;
-    for byte in bytes {
-        if shift < 32 {
-            value |= u32::from(byte & 0x7f) << shift;
+/// Calls `each` for every entry of a blob written by [`encode_entries`].
+pub(crate) fn decode_entries(
+    bucket: i64,
+    with_identity: bool,
+    bytes: &[u8],
+    mut each: impl FnMut(EntryKey, Sums),
+) {
+    let mut at = 0;
+    let fields = if with_identity { 18 } else { 17 };
+    let mut values = [0_i64; 18];
+    'entries: while at < bytes.len() {
+        for slot in values.iter_mut().take(fields) {
+            match take(bytes, &mut at) {
+                Some(value) => *slot = unzigzag(value),
+                None => break 'entries,
+            }
         }
-        if byte & 0x80 == 0 {
-            out.push(value);
-            value = 0;
-            shift = 0;
+        let (identity, v) = if with_identity {
+            (values[0], &values[1..])
         } else {
-            shift += 7;
+            (0, &values[..])
+        };
+        let failed = v[4] != 0;
+        let calls = v[5];
+        each(
+            EntryKey {
+                identity,
+                model: v[0],
+                billing: v[1],
+                tier: v[2],
+                band: u8::try_from(v[3]).unwrap_or(0),
+                failed,
+            },
+            Sums {
+                metrics: Metrics {
+                    calls,
+                    failures: if failed { calls } else { 0 },
+                    input: v[6],
+                    output: v[7],
+                    reasoning: v[8],
+                    cached: v[9],
+                    cache_read: v[10],
+                    cache_creation: v[11],
+                    total: v[12],
+                    latency_sum: v[13],
+                    latency_samples: v[14],
+                    zero_token_calls: v[15],
+                },
+                last_seen_ms: bucket + v[16],
+            },
+        );
+    }
+}
+
+/// Sample layout: per (model, failed) group: model, failed, latency count, TTFT
+/// count, then the latency values and the TTFT values (plain varints).
+pub(crate) fn encode_samples(groups: &Samples, out: &mut Vec<u8>) {
+    for ((model, failed), (latencies, ttfts)) in groups {
+        put(out, zigzag(*model));
+        put(out, u64::from(*failed));
+        put(out, latencies.len() as u64);
+        put(out, ttfts.len() as u64);
+        for value in latencies.iter().chain(ttfts.iter()) {
+            put(out, u64::from(*value));
         }
+    }
+}
+
+/// Calls `each(model, failed, latencies, ttfts)` for every group of a sample blob.
+pub(crate) fn decode_samples(bytes: &[u8], mut each: impl FnMut(i64, bool, &[u32], &[u32])) {
+    let mut at = 0;
+    let mut latencies = Vec::new();
+    let mut ttfts = Vec::new();
+    while at < bytes.len() {
+        let (Some(model), Some(failed), Some(latency_count), Some(ttft_count)) = (
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+        ) else {
+            return;
+        };
+        latencies.clear();
+        ttfts.clear();
+        for index in 0..latency_count + ttft_count {
+            let Some(value) = take(bytes, &mut at) else {
+                return;
+            };
+            let value = u32::try_from(value).unwrap_or(u32::MAX);
+            if index < latency_count {
+                latencies.push(value);
+            } else {
+                ttfts.push(value);
+            }
+        }
+        each(unzigzag(model), failed != 0, &latencies, &ttfts);
     }
 }
 
@@ -411,12 +530,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn varints_round_trip() {
-        let values = [0, 1, 127, 128, 300, 65_535, 1_000_000, u32::MAX];
-        let mut bytes = Vec::new();
-        encode_varints(&mut bytes, &values);
-        let mut decoded = Vec::new();
-        decode_varints(&bytes, &mut decoded);
-        assert_eq!(decoded, values);
+    fn entries_round_trip_with_negative_values() {
+        let mut entries = Entries::new();
+        let key = EntryKey {
+            identity: 7,
+            model: 3,
+            billing: 4,
+            tier: 0,
+            band: 3,
+            failed: true,
+        };
+        let mut sums = Sums::default();
+        sums.add(
+            &Metrics {
+                calls: 1,
+                failures: 1,
+                input: -5,
+                total: 1_000_000,
+                latency_sum: 70,
+                latency_samples: 1,
+                ..Metrics::default()
+            },
+            1_000_123,
+        );
+        entries.insert(key, sums);
+        let mut blob = Vec::new();
+        encode_entries(1_000_000, true, &entries, &mut blob);
+        let mut seen = Vec::new();
+        decode_entries(1_000_000, true, &blob, |key, sums| {
+            seen.push((key, sums.metrics, sums.last_seen_ms))
+        });
+        assert_eq!(seen, vec![(key, sums.metrics, 1_000_123)]);
+    }
+
+    #[test]
+    fn samples_round_trip() {
+        let mut groups = Samples::new();
+        groups.insert((9, false), (vec![1, 300, u32::MAX], vec![42]));
+        let mut blob = Vec::new();
+        encode_samples(&groups, &mut blob);
+        let mut seen = Vec::new();
+        decode_samples(&blob, |model, failed, latencies, ttfts| {
+            seen.push((model, failed, latencies.to_vec(), ttfts.to_vec()))
+        });
+        assert_eq!(seen, vec![(9, false, vec![1, 300, u32::MAX], vec![42])]);
     }
 }

@@ -148,6 +148,24 @@ impl Zone {
         from_ms: i64,
         to_ms: i64,
     ) -> bool {
+        let step = match granularity {
+            Granularity::Hour => HOUR_MS,
+            Granularity::Day => DAY_MS,
+        };
+        if block_ms > step {
+            return false;
+        }
+        // Fast path: without an offset transition in the range, local buckets start
+        // at a fixed offset from UTC, so blocks are lossless exactly when that offset
+        // is a multiple of the block size.
+        let start = Timestamp::from_millisecond(from_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        let transition = self.tz.following(start).next();
+        let fixed =
+            transition.is_none_or(|transition| transition.timestamp().as_millisecond() >= to_ms);
+        if fixed {
+            let offset_ms = i64::from(self.tz.to_offset(start).seconds()) * 1000;
+            return offset_ms.rem_euclid(block_ms) == 0;
+        }
         let mut block = from_ms.div_euclid(block_ms) * block_ms;
         while block < to_ms {
             if self.bucket(granularity, block + block_ms - 1) != self.bucket(granularity, block) {
