@@ -349,8 +349,8 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         const CHUNK: i64 = 4096;
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE (timestamp_ms, id) > (?, ?) AND timestamp_ms < ?{} \
-             ORDER BY timestamp_ms, id LIMIT {CHUNK}",
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE timestamp_ms >= ?1 AND (timestamp_ms > ?1 OR id > ?2) \
+             AND timestamp_ms < ?3{} ORDER BY timestamp_ms, id LIMIT {CHUNK}",
             if scope.filters.failed_only {
                 " AND failed = 1"
             } else {
@@ -651,13 +651,17 @@ impl SqliteStore {
             for (effective, analytics) in &state.analytics {
                 if wanted.contains(analytics) {
                     streams.push(Stream::new(
-                        Some(("coalesce(requested_model_id, model_id) = ?", *effective)),
+                        Some((
+                            "coalesce(requested_model_id, model_id) = ?",
+                            Some(*effective),
+                        )),
                         upper,
                     ));
                 }
             }
         } else if scope.filters.failed_only {
-            streams.push(Stream::new(Some(("failed = ?", 1)), upper));
+            // The literal `failed = 1` lets SQLite use the partial index of failures.
+            streams.push(Stream::new(Some(("failed = 1", None)), upper));
         } else {
             streams.push(Stream::new(None, upper));
         }
@@ -697,14 +701,14 @@ impl SqliteStore {
 
 /// One newest-first walk over events matching an indexed condition.
 struct Stream {
-    condition: Option<(&'static str, i64)>,
+    condition: Option<(&'static str, Option<i64>)>,
     upper: (i64, i64),
     buffer: VecDeque<RawEvent>,
     done: bool,
 }
 
 impl Stream {
-    fn new(condition: Option<(&'static str, i64)>, upper: (i64, i64)) -> Stream {
+    fn new(condition: Option<(&'static str, Option<i64>)>, upper: (i64, i64)) -> Stream {
         Stream {
             condition,
             upper,
@@ -726,14 +730,15 @@ impl Stream {
             .unwrap_or_default();
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM usage_events WHERE {condition}timestamp_ms >= ? \
-             AND (timestamp_ms, id) < (?, ?) ORDER BY timestamp_ms DESC, id DESC LIMIT ?"
+             AND timestamp_ms <= ? AND (timestamp_ms < ? OR id < ?) ORDER BY timestamp_ms DESC, id DESC LIMIT ?"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        if let Some((_, value)) = self.condition {
+        if let Some((_, Some(value))) = self.condition {
             query = query.bind(value);
         }
         let rows = query
             .bind(scope.from_ms)
+            .bind(self.upper.0)
             .bind(self.upper.0)
             .bind(self.upper.1)
             .bind(i64::try_from(chunk).unwrap_or(2000))
