@@ -19,7 +19,7 @@
 //! # async fn example() -> std::io::Result<()> {
 //! use cpamp_testkit::{FakeCpa, FakeCpaOptions};
 //! let cpa = FakeCpa::start(FakeCpaOptions::new("management-key")).await?;
-//! let emitted = cpa.emit(100);
+//! let emitted = cpa.emit(100).await;
 //! assert_eq!(cpa.queued_len(), emitted.len());
 //! # Ok(()) }
 //! ```
@@ -57,6 +57,8 @@ pub struct FakeCpaOptions {
     /// False turns the fake into a plain HTTP server that never sniffs RESP, like an HTTP
     /// reverse proxy in front of CPA: RESP bytes get `HTTP/1.1 400 Bad Request`.
     pub resp_enabled: bool,
+    /// False answers `SUBSCRIBE` with `-ERR unknown command 'subscribe'`, like CPA before v7.0.7.
+    pub subscribe_supported: bool,
     /// Whether subscriptions open with `{"support_refresh":true}` (CPA v7.1.39+).
     pub support_refresh: bool,
     /// `X-CPA-VERSION` on management responses; `None` omits the version headers.
@@ -79,6 +81,7 @@ impl FakeCpaOptions {
             publishing_enabled: true,
             http_queue_supported: true,
             resp_enabled: true,
+            subscribe_supported: true,
             support_refresh: true,
             version: Some("7.2.140".to_string()),
             ban_duration: Duration::from_secs(30 * 60),
@@ -193,9 +196,42 @@ impl FakeCpa {
 
     /// Simulates `count` finished upstream attempts: realistic payloads go to the
     /// subscribers or the queue exactly as CPA's usage plugin would send them.
+    ///
+    /// Requests finish over time, not all in one instant: publishing pauses while a
+    /// subscriber has more than half of its 256-message buffer filled (up to 200 ms per
+    /// pause), so a subscriber that keeps reading is never dropped, while one that stops
+    /// reading still overflows and is dropped as CPA would. Use [`FakeCpa::emit_now`] for
+    /// an instantaneous burst.
+    ///
     /// Returns what was emitted (including events that publishing-off or an overflowing
     /// subscriber discarded, as CPA would).
-    pub fn emit(&self, count: usize) -> Vec<EmittedEvent> {
+    pub async fn emit(&self, count: usize) -> Vec<EmittedEvent> {
+        let emitted = self.generate(count);
+        for chunk in emitted.chunks(32) {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+            while self.shared.queue.fullest_subscriber() > queue::SUBSCRIBER_BUFFER / 2
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            for event in chunk {
+                self.shared.queue.publish(event.payload.clone());
+            }
+            tokio::task::yield_now().await;
+        }
+        emitted
+    }
+
+    /// Publishes `count` events at once, without giving subscribers time to read.
+    pub fn emit_now(&self, count: usize) -> Vec<EmittedEvent> {
+        let emitted = self.generate(count);
+        for event in &emitted {
+            self.shared.queue.publish(event.payload.clone());
+        }
+        emitted
+    }
+
+    fn generate(&self, count: usize) -> Vec<EmittedEvent> {
         let emitted = lock(&self.shared.generator).generate(count);
         let mut counters = lock(&self.shared.counters);
         for event in &emitted {
@@ -210,10 +246,6 @@ impl FakeCpa {
                     counter.0 += 1;
                 }
             }
-        }
-        drop(counters);
-        for event in &emitted {
-            self.shared.queue.publish(event.payload.clone());
         }
         emitted
     }

@@ -144,6 +144,17 @@ impl UsageQueue {
         state.subscribers.len()
     }
 
+    /// Messages waiting in the fullest subscriber buffer.
+    pub(crate) fn fullest_subscriber(&self) -> usize {
+        let state = self.state();
+        state
+            .subscribers
+            .iter()
+            .map(|(_, sender)| SUBSCRIBER_BUFFER - sender.capacity())
+            .max()
+            .unwrap_or(0)
+    }
+
     pub(crate) fn dropped_subscribers(&self) -> u64 {
         self.state().dropped_subscribers
     }

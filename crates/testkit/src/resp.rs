@@ -67,7 +67,9 @@ where
         } else if name == "lpop" || name == "rpop" {
             pop_reply(&name, &args, &shared)
         } else if name == "subscribe" {
-            if args.len() != 2 {
+            if !shared.options.subscribe_supported {
+                error("ERR unknown command 'subscribe'")
+            } else if args.len() != 2 {
                 error("ERR wrong number of arguments for 'subscribe' command")
             } else if !args[1].trim().eq_ignore_ascii_case("usage") {
                 error(&format!("ERR unsupported channel '{}'", args[1].trim()))
