@@ -38,6 +38,11 @@ mod tls;
 pub use http::HttpQueue;
 pub use resp::{RespPop, RespSubscription, go_quote_byte};
 pub use run::Collector;
-pub use settings::{BackoffPolicy, CPA_DEFAULT_PORT, CollectorSettings, ManagementKey, Mode, PopSide, normalize_upstream};
+pub use settings::{
+    BackoffPolicy, CPA_DEFAULT_PORT, CollectorSettings, ManagementKey, Mode, PopSide,
+    normalize_upstream,
+};
 pub use source::{ErrorKind, RawBatch, RawItem, SourceError, Stage, Transport, UsageSource};
-pub use status::{CollectorState, CollectorStatus, RESP_OVER_HTTP_HINT, SINGLE_CONSUMER_NOTE, StatusHandle};
+pub use status::{
+    CollectorState, CollectorStatus, RESP_OVER_HTTP_HINT, SINGLE_CONSUMER_NOTE, StatusHandle,
+};

@@ -36,7 +36,12 @@ pub(crate) type BoxStream = Pin<Box<dyn Stream>>;
 /// Opens TCP, then TLS for `https://` (SNI = host, no ALPN).
 pub(crate) async fn dial(endpoint: &Endpoint, skip_verify: bool) -> Result<BoxStream, String> {
     let authority = endpoint.authority();
-    let tcp = match timeout(DIAL_TIMEOUT, TcpStream::connect((endpoint.host.as_str(), endpoint.port))).await {
+    let tcp = match timeout(
+        DIAL_TIMEOUT,
+        TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+    )
+    .await
+    {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(error)) => return Err(format!("dial tcp {authority}: {error}")),
         Err(_) => return Err(format!("dial tcp {authority}: i/o timeout")),
@@ -73,7 +78,11 @@ impl std::fmt::Display for ReplyError {
             ReplyError::Io(error) => formatter.write_str(error),
             ReplyError::Eof => formatter.write_str("EOF"),
             ReplyError::Timeout => formatter.write_str("i/o timeout"),
-            ReplyError::Prefix(byte) => write!(formatter, "unsupported RESP prefix {}", go_quote_byte(*byte)),
+            ReplyError::Prefix(byte) => write!(
+                formatter,
+                "unsupported RESP prefix {}",
+                go_quote_byte(*byte)
+            ),
             ReplyError::Protocol(error) => write!(formatter, "RESP protocol error: {error}"),
         }
     }
@@ -122,7 +131,10 @@ impl RespConnection {
         let stream = dial(&endpoint, settings.tls_skip_verify)
             .await
             .map_err(|error| SourceError::new(Stage::Connect, error))?;
-        let mut connection = RespConnection { stream, buffer: BytesMut::with_capacity(64 * 1024) };
+        let mut connection = RespConnection {
+            stream,
+            buffer: BytesMut::with_capacity(64 * 1024),
+        };
         let key = settings.management_key.expose().as_bytes();
         let reply = connection
             .command(&[b"AUTH", key])
@@ -166,13 +178,11 @@ impl RespConnection {
         loop {
             if let Some(&first) = self.buffer.first() {
                 match first {
-                    b'+' | b'-' | b':' | b'$' | b'*' => {
-                        match decode_bytes_mut(&mut self.buffer) {
-                            Ok(Some((frame, _, _))) => return Ok(frame),
-                            Ok(None) => {}
-                            Err(error) => return Err(ReplyError::Protocol(error.to_string())),
-                        }
-                    }
+                    b'+' | b'-' | b':' | b'$' | b'*' => match decode_bytes_mut(&mut self.buffer) {
+                        Ok(Some((frame, _, _))) => return Ok(frame),
+                        Ok(None) => {}
+                        Err(error) => return Err(ReplyError::Protocol(error.to_string())),
+                    },
                     // RESP3 null, accepted as Go does.
                     b'_' => {
                         if self.buffer.len() >= 3 {
@@ -219,7 +229,11 @@ fn auth_error(message: &str) -> SourceError {
         || lower.contains("invalid password")
         || lower.contains("invalid username-password");
     let error = SourceError::new(Stage::Auth, message.to_string());
-    if rejected { error.with_kind(ErrorKind::AuthRejected) } else { error }
+    if rejected {
+        error.with_kind(ErrorKind::AuthRejected)
+    } else {
+        error
+    }
 }
 
 /// `LPOP`/`RPOP <queue> <count>` over one authenticated connection, reconnecting after errors.
@@ -230,7 +244,10 @@ pub struct RespPop {
 
 impl RespPop {
     pub fn new(settings: CollectorSettings) -> RespPop {
-        RespPop { settings, connection: None }
+        RespPop {
+            settings,
+            connection: None,
+        }
     }
 
     /// Connects and authenticates now (otherwise the first pop does).
@@ -249,7 +266,11 @@ impl RespPop {
         let count = max_items.max(1).to_string();
         let side: PopSide = self.settings.pop_side;
         let reply = connection
-            .command(&[side.command(), self.settings.queue.as_bytes(), count.as_bytes()])
+            .command(&[
+                side.command(),
+                self.settings.queue.as_bytes(),
+                count.as_bytes(),
+            ])
             .await;
         let reply = match reply {
             Ok(reply) => reply,
@@ -268,13 +289,17 @@ impl RespPop {
             }
             BytesFrame::Array(elements) => {
                 for element in elements {
-                    if let BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) = element {
+                    if let BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) = element
+                    {
                         items.push(RawItem::Payload(bytes));
                     }
                 }
             }
             BytesFrame::Integer(_) => {
-                return Err(SourceError::new(Stage::Consume, "unexpected RESP pop response int64"));
+                return Err(SourceError::new(
+                    Stage::Consume,
+                    "unexpected RESP pop response int64",
+                ));
             }
             BytesFrame::Error(message) => {
                 return Err(SourceError::new(Stage::Consume, message.to_string()));
@@ -324,7 +349,8 @@ impl RespSubscription {
         match &reply {
             BytesFrame::Array(items)
                 if items.len() >= 3
-                    && frame_text(&items[0]).is_some_and(|kind| kind.eq_ignore_ascii_case(b"subscribe"))
+                    && frame_text(&items[0])
+                        .is_some_and(|kind| kind.eq_ignore_ascii_case(b"subscribe"))
                     && frame_text(&items[1]) == Some(channel) => {}
             BytesFrame::Error(message) => {
                 let lower = message.to_ascii_lowercase();
@@ -346,7 +372,13 @@ impl RespSubscription {
         let (sender, messages) = mpsc::unbounded_channel();
         let (unsubscribe, unsubscribe_rx) = oneshot::channel();
         let reader = tokio::spawn(read_subscription(connection, sender, unsubscribe_rx));
-        Ok(RespSubscription { messages, unsubscribe: Some(unsubscribe), reader, pending_error: None, ended: false })
+        Ok(RespSubscription {
+            messages,
+            unsubscribe: Some(unsubscribe),
+            reader,
+            pending_error: None,
+            ended: false,
+        })
     }
 
     /// Sends `UNSUBSCRIBE` and returns every message that arrived before CPA acknowledged
@@ -412,7 +444,10 @@ impl UsageSource for RespSubscription {
             };
         }
         if items.is_empty() {
-            let error = self.pending_error.take().unwrap_or_else(|| "subscription ended".to_string());
+            let error = self
+                .pending_error
+                .take()
+                .unwrap_or_else(|| "subscription ended".to_string());
             return Err(SourceError::new(Stage::Subscribe, error));
         }
         Ok(items)
@@ -486,11 +521,14 @@ async fn read_subscription(
         ping_sent = None;
         match frame {
             BytesFrame::Array(mut items) if !items.is_empty() => {
-                let kind = frame_text(&items[0]).map(<[u8]>::to_ascii_lowercase).unwrap_or_default();
+                let kind = frame_text(&items[0])
+                    .map(<[u8]>::to_ascii_lowercase)
+                    .unwrap_or_default();
                 match kind.as_slice() {
                     b"message" if items.len() >= 3 => {
                         let payload = items.swap_remove(2);
-                        if let BytesFrame::BulkString(payload) | BytesFrame::SimpleString(payload) = payload
+                        if let BytesFrame::BulkString(payload) | BytesFrame::SimpleString(payload) =
+                            payload
                             && !payload.is_empty()
                             && sender.send(SubscriptionEvent::Message(payload)).is_err()
                         {
@@ -503,7 +541,9 @@ async fn read_subscription(
                     }
                     b"subscribe" | b"unsubscribe" | b"pong" => {}
                     _ => {
-                        let _ = sender.send(SubscriptionEvent::Failed(format!("unexpected subscription frame {kind:?}")));
+                        let _ = sender.send(SubscriptionEvent::Failed(format!(
+                            "unexpected subscription frame {kind:?}"
+                        )));
                         return;
                     }
                 }
@@ -514,7 +554,9 @@ async fn read_subscription(
                 return;
             }
             other => {
-                let _ = sender.send(SubscriptionEvent::Failed(format!("unexpected subscription frame {other:?}")));
+                let _ = sender.send(SubscriptionEvent::Failed(format!(
+                    "unexpected subscription frame {other:?}"
+                )));
                 return;
             }
         }
@@ -522,12 +564,16 @@ async fn read_subscription(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 
     #[test]
     fn non_resp_bytes_render_like_go() {
-        assert_eq!(ReplyError::Prefix(b'H').to_string(), "unsupported RESP prefix 'H'");
+        assert_eq!(
+            ReplyError::Prefix(b'H').to_string(),
+            "unsupported RESP prefix 'H'"
+        );
         assert_eq!(go_quote_byte(0x15), "'\\x15'");
         assert_eq!(go_quote_byte(0x00), "'\\x00'");
         assert_eq!(go_quote_byte(0x7f), "'\\x7f'");
@@ -544,9 +590,21 @@ mod tests {
 
     #[test]
     fn auth_replies_are_classified() {
-        assert_eq!(auth_error("ERR invalid management key").kind, ErrorKind::AuthRejected);
-        assert_eq!(auth_error("WRONGPASS invalid username-password pair").kind, ErrorKind::AuthRejected);
-        assert_eq!(auth_error("ERR remote management disabled").kind, ErrorKind::Transient);
-        assert_eq!(auth_error("ERR invalid management key").to_string(), "auth: ERR invalid management key");
+        assert_eq!(
+            auth_error("ERR invalid management key").kind,
+            ErrorKind::AuthRejected
+        );
+        assert_eq!(
+            auth_error("WRONGPASS invalid username-password pair").kind,
+            ErrorKind::AuthRejected
+        );
+        assert_eq!(
+            auth_error("ERR remote management disabled").kind,
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            auth_error("ERR invalid management key").to_string(),
+            "auth: ERR invalid management key"
+        );
     }
 }

@@ -33,7 +33,11 @@ pub struct Collector<S: EventSink> {
 
 impl<S: EventSink> Clone for Collector<S> {
     fn clone(&self) -> Collector<S> {
-        Collector { sink: self.sink.clone(), status: self.status.clone(), current: self.current.clone() }
+        Collector {
+            sink: self.sink.clone(),
+            status: self.status.clone(),
+            current: self.current.clone(),
+        }
     }
 }
 
@@ -54,7 +58,11 @@ impl Run {
 
 impl<S: EventSink> Collector<S> {
     pub fn new(sink: S, status: StatusHandle) -> Collector<S> {
-        Collector { sink, status, current: Default::default() }
+        Collector {
+            sink,
+            status,
+            current: Default::default(),
+        }
     }
 
     pub fn status(&self) -> &StatusHandle {
@@ -90,7 +98,12 @@ impl<S: EventSink> Collector<S> {
             status.warnings.clear();
         });
         let (stop, stop_rx) = watch::channel(false);
-        let context = RunContext { sink: self.sink.clone(), status: self.status.clone(), settings, stop: stop_rx };
+        let context = RunContext {
+            sink: self.sink.clone(),
+            status: self.status.clone(),
+            settings,
+            stop: stop_rx,
+        };
         let task = tokio::spawn(context.run());
         *current = Some(Run { stop, task });
     }
@@ -101,7 +114,8 @@ impl<S: EventSink> Collector<S> {
         if let Some(run) = current.take() {
             run.finish().await;
         }
-        self.status.update(|status| status.state = CollectorState::Stopped);
+        self.status
+            .update(|status| status.state = CollectorState::Stopped);
     }
 
     /// For process shutdown (SIGTERM): the same as [`Collector::stop`].
@@ -210,7 +224,11 @@ impl<S: EventSink> RunContext<S> {
     }
 
     /// HTTP queue or RESP pop: full speed while items come, `poll_interval` when empty.
-    async fn poll<Src: UsageSource>(&mut self, source: &mut Src, fallback_on_unsupported: bool) -> Outcome {
+    async fn poll<Src: UsageSource>(
+        &mut self,
+        source: &mut Src,
+        fallback_on_unsupported: bool,
+    ) -> Outcome {
         let transport = source.transport();
         let mut backoff = Backoff::new(self.settings.backoff);
         let mut watch = ConsumerWatch::new(&self.settings);
@@ -227,7 +245,11 @@ impl<S: EventSink> RunContext<S> {
                     let empty = items.is_empty();
                     self.status.update(|status| {
                         status.auth_rejected = false;
-                        status.consecutive_empty_polls = if empty { status.consecutive_empty_polls + 1 } else { 0 };
+                        status.consecutive_empty_polls = if empty {
+                            status.consecutive_empty_polls + 1
+                        } else {
+                            0
+                        };
                     });
                     if empty {
                         watch.check(&self.status, &self.settings.queue).await;
@@ -244,7 +266,9 @@ impl<S: EventSink> RunContext<S> {
                 }
                 Err(error) => match error.kind {
                     ErrorKind::AuthRejected => return self.park(transport, error).await,
-                    ErrorKind::Unsupported if fallback_on_unsupported => return Outcome::Fallback(error),
+                    ErrorKind::Unsupported if fallback_on_unsupported => {
+                        return Outcome::Fallback(error);
+                    }
                     _ => {
                         self.failed(transport, &error);
                         if self.sleep(backoff.next()).await {
@@ -393,7 +417,8 @@ impl<S: EventSink> RunContext<S> {
                     });
                     let wait = backoff.next();
                     if self.stopping() {
-                        let deadline = *give_up_at.get_or_insert_with(|| Instant::now() + self.settings.shutdown_grace);
+                        let deadline = *give_up_at
+                            .get_or_insert_with(|| Instant::now() + self.settings.shutdown_grace);
                         let now = Instant::now();
                         if now >= deadline {
                             tracing::error!(items = count, %error, "giving up on a batch the store refused during shutdown");
@@ -419,12 +444,25 @@ struct DecodedItems {
 fn decode_items(items: &[RawItem], origin: &str) -> DecodedItems {
     let now = now_ms();
     let mut decoded = DecodedItems {
-        batch: IngestBatch { origin: origin.to_string(), events: Vec::with_capacity(items.len()), dead_letters: Vec::new() },
+        batch: IngestBatch {
+            origin: origin.to_string(),
+            events: Vec::with_capacity(items.len()),
+            dead_letters: Vec::new(),
+        },
         refreshes: 0,
         support_refresh: false,
     };
     for item in items {
         match item {
+            // CPA sends its two control messages as exactly these compact bytes; they belong
+            // to the subscription protocol, so they are recognised here. Any other shape is
+            // left to the domain decoder, which applies the general rule.
+            RawItem::Payload(payload) if payload.as_ref() == br#"{"refresh":true}"# => {
+                decoded.refreshes += 1
+            }
+            RawItem::Payload(payload) if payload.as_ref() == br#"{"support_refresh":true}"# => {
+                decoded.support_refresh = true;
+            }
             RawItem::Payload(payload) => match decode(payload, now) {
                 Decoded::Event(event) => decoded.batch.events.push(*event),
                 Decoded::Dead(dead) => decoded.batch.dead_letters.push(dead),
@@ -443,7 +481,10 @@ fn decode_items(items: &[RawItem], origin: &str) -> DecodedItems {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// 1 s doubling to 30 s by default; `reset` after every success.
@@ -454,7 +495,10 @@ struct Backoff {
 
 impl Backoff {
     fn new(policy: BackoffPolicy) -> Backoff {
-        Backoff { policy, next: policy.initial }
+        Backoff {
+            policy,
+            next: policy.initial,
+        }
     }
 
     fn next(&mut self) -> Duration {
@@ -504,11 +548,17 @@ impl ConsumerWatch {
             return;
         }
         self.last_check = Instant::now();
-        if let Ok(reply) = self.client.get("/v0/management/usage-statistics-enabled").await
+        if let Ok(reply) = self
+            .client
+            .get("/v0/management/usage-statistics-enabled")
+            .await
             && reply.status.is_success()
             && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&reply.body)
         {
-            let off = value.get("usage-statistics-enabled").and_then(serde_json::Value::as_bool) == Some(false);
+            let off = value
+                .get("usage-statistics-enabled")
+                .and_then(serde_json::Value::as_bool)
+                == Some(false);
             status.update(|status| set_warning(&mut status.warnings, PUBLISHING_OFF_WARNING, off));
         }
         let total = match self.client.get("/v0/management/auth-files").await {
@@ -533,7 +583,9 @@ impl ConsumerWatch {
                     self.received
                 )
             });
-            status.update(|status| replace_warning(&mut status.warnings, OTHER_CONSUMER_PREFIX, warning));
+            status.update(|status| {
+                replace_warning(&mut status.warnings, OTHER_CONSUMER_PREFIX, warning)
+            });
         }
         self.baseline = Some(total);
         self.received = 0;
@@ -548,14 +600,20 @@ fn request_total(body: &[u8]) -> Option<u64> {
         files
             .iter()
             .map(|file| {
-                file.get("success").and_then(serde_json::Value::as_u64).unwrap_or(0)
-                    + file.get("failed").and_then(serde_json::Value::as_u64).unwrap_or(0)
+                file.get("success")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+                    + file
+                        .get("failed")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0)
             })
             .sum(),
     )
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 
@@ -570,7 +628,10 @@ mod tests {
 
     #[test]
     fn invalid_items_become_dead_letters() {
-        let items = vec![RawItem::Invalid { raw: "7".into(), reason: "unexpected usage queue item 7".into() }];
+        let items = vec![RawItem::Invalid {
+            raw: "7".into(),
+            reason: "unexpected usage queue item 7".into(),
+        }];
         let decoded = decode_items(&items, "http://cpa");
         assert_eq!(decoded.batch.dead_letters.len(), 1);
         assert_eq!(decoded.batch.dead_letters[0].payload, "7");

@@ -91,7 +91,11 @@ impl ManagementKey {
 
 impl fmt::Debug for ManagementKey {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(if self.0.is_empty() { "ManagementKey(<empty>)" } else { "ManagementKey(<redacted>)" })
+        formatter.write_str(if self.0.is_empty() {
+            "ManagementKey(<empty>)"
+        } else {
+            "ManagementKey(<redacted>)"
+        })
     }
 }
 
@@ -104,7 +108,10 @@ pub struct BackoffPolicy {
 
 impl Default for BackoffPolicy {
     fn default() -> BackoffPolicy {
-        BackoffPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(30) }
+        BackoffPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        }
     }
 }
 
@@ -179,8 +186,9 @@ impl Endpoint {
         if normalized.is_empty() {
             return Err("upstream URL is empty".to_string());
         }
-        let uri: http::Uri =
-            normalized.parse().map_err(|_| format!("invalid upstream URL {upstream:?}"))?;
+        let uri: http::Uri = normalized
+            .parse()
+            .map_err(|_| format!("invalid upstream URL {upstream:?}"))?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
@@ -191,13 +199,21 @@ impl Endpoint {
             .host()
             .filter(|host| !host.is_empty())
             .ok_or_else(|| format!("invalid upstream URL {upstream:?}"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri
             .port_u16()
             .or(default_port)
             .unwrap_or(if tls { 443 } else { 80 });
         let path = uri.path().trim_end_matches('/').to_string();
-        Ok(Endpoint { tls, host, port, path })
+        Ok(Endpoint {
+            tls,
+            host,
+            port,
+            path,
+        })
     }
 
     /// `host:port` for the `Host` header and dialling (IPv6 in brackets).
@@ -211,25 +227,45 @@ impl Endpoint {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 
     #[test]
     fn resp_uses_cpa_port_when_none_is_given() {
         let endpoint = Endpoint::parse("cpa.local", Some(CPA_DEFAULT_PORT)).unwrap();
-        assert_eq!((endpoint.tls, endpoint.host.as_str(), endpoint.port), (false, "cpa.local", 8317));
+        assert_eq!(
+            (endpoint.tls, endpoint.host.as_str(), endpoint.port),
+            (false, "cpa.local", 8317)
+        );
         let endpoint = Endpoint::parse("https://cpa.local/", Some(CPA_DEFAULT_PORT)).unwrap();
         assert_eq!((endpoint.tls, endpoint.port), (true, 8317));
         let endpoint = Endpoint::parse("http://[::1]:9000/base/", Some(CPA_DEFAULT_PORT)).unwrap();
-        assert_eq!((endpoint.host.as_str(), endpoint.port, endpoint.path.as_str()), ("::1", 9000, "/base"));
+        assert_eq!(
+            (
+                endpoint.host.as_str(),
+                endpoint.port,
+                endpoint.path.as_str()
+            ),
+            ("::1", 9000, "/base")
+        );
         assert_eq!(endpoint.authority(), "[::1]:9000");
-        assert_eq!(Endpoint::parse("https://proxy.example", None).unwrap().port, 443);
+        assert_eq!(
+            Endpoint::parse("https://proxy.example", None).unwrap().port,
+            443
+        );
     }
 
     #[test]
     fn url_errors_name_the_problem() {
-        assert_eq!(Endpoint::parse("  ", None).unwrap_err(), "upstream URL is empty");
-        assert_eq!(Endpoint::parse("ftp://x", None).unwrap_err(), "unsupported upstream scheme \"ftp\"");
+        assert_eq!(
+            Endpoint::parse("  ", None).unwrap_err(),
+            "upstream URL is empty"
+        );
+        assert_eq!(
+            Endpoint::parse("ftp://x", None).unwrap_err(),
+            "unsupported upstream scheme \"ftp\""
+        );
     }
 
     #[test]
@@ -238,6 +274,9 @@ mod tests {
         assert_eq!(Mode::parse("polling"), Mode::Auto);
         assert_eq!(PopSide::parse("LPOP"), PopSide::Left);
         assert_eq!(PopSide::parse("whatever"), PopSide::Right);
-        assert_eq!(format!("{:?}", ManagementKey::new("secret")), "ManagementKey(<redacted>)");
+        assert_eq!(
+            format!("{:?}", ManagementKey::new("secret")),
+            "ManagementKey(<redacted>)"
+        );
     }
 }

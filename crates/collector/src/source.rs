@@ -83,7 +83,11 @@ pub struct SourceError {
 
 impl SourceError {
     pub fn new(stage: Stage, message: impl Into<String>) -> SourceError {
-        SourceError { stage, kind: ErrorKind::Transient, message: message.into() }
+        SourceError {
+            stage,
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
     }
 
     pub fn with_kind(mut self, kind: ErrorKind) -> SourceError {
@@ -109,5 +113,8 @@ impl std::error::Error for SourceError {}
 pub trait UsageSource: Send {
     fn transport(&self) -> Transport;
 
-    fn next_batch(&mut self, max_items: u32) -> impl Future<Output = Result<RawBatch, SourceError>> + Send;
+    fn next_batch(
+        &mut self,
+        max_items: u32,
+    ) -> impl Future<Output = Result<RawBatch, SourceError>> + Send;
 }

@@ -91,7 +91,10 @@ impl StatusHandle {
             note: SINGLE_CONSUMER_NOTE,
             ..CollectorStatus::default()
         };
-        StatusHandle { inner: Arc::new(Mutex::new(status)), refresh: Arc::new(watch::channel(0).0) }
+        StatusHandle {
+            inner: Arc::new(Mutex::new(status)),
+            refresh: Arc::new(watch::channel(0).0),
+        }
     }
 
     pub fn snapshot(&self) -> CollectorStatus {
@@ -107,7 +110,9 @@ impl StatusHandle {
         let mut status = self.lock();
         change(&mut status);
         let hint_needed = status.last_error.contains("unsupported RESP prefix 'H'")
-            || status.fallback_reason.contains("unsupported RESP prefix 'H'");
+            || status
+                .fallback_reason
+                .contains("unsupported RESP prefix 'H'");
         set_warning(&mut status.warnings, RESP_OVER_HTTP_HINT, hint_needed);
     }
 
@@ -121,13 +126,18 @@ impl StatusHandle {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CollectorStatus> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl std::fmt::Debug for StatusHandle {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_tuple("StatusHandle").field(&self.snapshot()).finish()
+        formatter
+            .debug_tuple("StatusHandle")
+            .field(&self.snapshot())
+            .finish()
     }
 }
 

@@ -2,6 +2,8 @@
 //! `EventSink` (a test double of the storage port; the SQLite store is exercised by the
 //! server's black-box tests).
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 mod support;
 
 use std::time::Duration;
@@ -29,7 +31,10 @@ async fn collects_every_event_exactly_once(mode: Mode) {
     assert_eq!(status.last_error, "");
     assert_eq!(cpa.failed_auth_count(), 0);
     harness.collector.shutdown().await;
-    assert_eq!(harness.collector.status().snapshot().state, CollectorState::Stopped);
+    assert_eq!(
+        harness.collector.status().snapshot().state,
+        CollectorState::Stopped
+    );
     assert_eq!(harness.sink.sorted_ids(), sorted(expected));
 }
 
@@ -63,7 +68,10 @@ async fn auto_prefers_subscribe_and_drains_the_backlog() {
     let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
     let backlog = emitted_ids(&cpa.emit(120).await);
     let harness = Harness::new();
-    harness.collector.start(settings(&cpa.base_url(), "secret", Mode::Auto)).await;
+    harness
+        .collector
+        .start(settings(&cpa.base_url(), "secret", Mode::Auto))
+        .await;
     harness.wait_for_ids(&backlog).await;
     wait_until("a subscriber", || cpa.subscriber_count() == 1).await;
     let status = harness.collector.status().snapshot();
@@ -71,7 +79,10 @@ async fn auto_prefers_subscribe_and_drains_the_backlog() {
     assert!(status.support_refresh, "support_refresh seen: {status:?}");
     let mut notifications = harness.collector.status().refresh_notifications();
     cpa.broadcast_refresh();
-    tokio::time::timeout(Duration::from_secs(5), notifications.changed()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), notifications.changed())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(harness.collector.status().snapshot().refresh_count, 1);
     harness.collector.shutdown().await;
 }
@@ -83,17 +94,29 @@ async fn resp_against_an_http_server_reports_the_prefix_and_auto_uses_http() {
     let cpa = FakeCpa::start(options).await.unwrap();
 
     let harness = Harness::new();
-    harness.collector.start(settings(&cpa.base_url(), "secret", Mode::Resp)).await;
+    harness
+        .collector
+        .start(settings(&cpa.base_url(), "secret", Mode::Resp))
+        .await;
     wait_until("the RESP error", || {
         harness.collector.status().snapshot().last_error == "auth: unsupported RESP prefix 'H'"
     })
     .await;
     let status = harness.collector.status().snapshot();
     assert_eq!(status.state, CollectorState::Error);
-    assert!(status.warnings.iter().any(|warning| warning == RESP_OVER_HTTP_HINT), "{status:?}");
+    assert!(
+        status
+            .warnings
+            .iter()
+            .any(|warning| warning == RESP_OVER_HTTP_HINT),
+        "{status:?}"
+    );
 
     let expected = emitted_ids(&cpa.emit(50).await);
-    harness.collector.restart(settings(&cpa.base_url(), "secret", Mode::Auto)).await;
+    harness
+        .collector
+        .restart(settings(&cpa.base_url(), "secret", Mode::Auto))
+        .await;
     harness.wait_for_ids(&expected).await;
     let status = harness.collector.status().snapshot();
     assert_eq!(status.transport, "http");
@@ -111,7 +134,10 @@ async fn auto_falls_back_to_resp_pop_when_the_http_queue_is_missing() {
     let settings = settings(&cpa.base_url(), "secret", Mode::Auto);
     let expected = emitted_ids(&cpa.emit(40).await);
     harness.collector.start(settings).await;
-    wait_until("the fallback to RESP", || harness.collector.status().snapshot().transport == "resp").await;
+    wait_until("the fallback to RESP", || {
+        harness.collector.status().snapshot().transport == "resp"
+    })
+    .await;
     harness.wait_for_ids(&expected).await;
     harness.collector.shutdown().await;
 }
@@ -124,11 +150,20 @@ async fn a_rejected_key_is_not_retried_into_a_ban() {
         let mut settings = settings(&cpa.base_url(), "wrong", mode);
         settings.backoff.initial = Duration::from_millis(10);
         harness.collector.start(settings).await;
-        wait_until("the auth error", || harness.collector.status().snapshot().auth_rejected).await;
+        wait_until("the auth error", || {
+            harness.collector.status().snapshot().auth_rejected
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let status = harness.collector.status().snapshot();
-        assert!(status.last_error.starts_with("auth: "), "{mode:?}: {status:?}");
-        assert!(status.last_error.contains("invalid management key"), "{status:?}");
+        assert!(
+            status.last_error.starts_with("auth: "),
+            "{mode:?}: {status:?}"
+        );
+        assert!(
+            status.last_error.contains("invalid management key"),
+            "{status:?}"
+        );
         assert_eq!(cpa.failed_auth_count(), 1, "{mode:?} must try the key once");
         assert!(!cpa.is_banned([127, 0, 0, 1].into()));
         harness.collector.shutdown().await;
@@ -146,14 +181,24 @@ async fn a_failing_store_keeps_the_batch_and_pops_nothing_new() {
     settings.backoff.max = Duration::from_millis(200);
     let mut expected = emitted_ids(&cpa.emit(250).await);
     harness.collector.start(settings).await;
-    wait_until("the store error", || harness.collector.status().snapshot().pending_items == 100).await;
+    wait_until("the store error", || {
+        harness.collector.status().snapshot().pending_items == 100
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let status = harness.collector.status().snapshot();
     assert_eq!(status.state, CollectorState::Error);
-    assert_eq!(status.last_error, "consume: database unavailable: database is locked");
+    assert_eq!(
+        status.last_error,
+        "consume: database unavailable: database is locked"
+    );
     assert!(status.last_consumed_at_ms > 0);
     assert_eq!(status.last_inserted_at_ms, 0);
-    assert_eq!(cpa.queued_len(), 150, "nothing new is popped while a batch is held");
+    assert_eq!(
+        cpa.queued_len(),
+        150,
+        "nothing new is popped while a batch is held"
+    );
     expected.extend(emitted_ids(&cpa.emit(30).await));
     harness.sink.set_failing(false);
     harness.wait_for_ids(&expected).await;
@@ -174,7 +219,10 @@ async fn shutdown_commits_a_held_batch_once_the_store_recovers() {
     harness.collector.start(settings).await;
     wait_until("a subscriber", || cpa.subscriber_count() == 1).await;
     let expected = emitted_ids(&cpa.emit(60).await);
-    wait_until("a held batch", || harness.collector.status().snapshot().pending_items > 0).await;
+    wait_until("a held batch", || {
+        harness.collector.status().snapshot().pending_items > 0
+    })
+    .await;
     let sink = harness.sink.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -200,7 +248,10 @@ async fn subscription_survives_a_cpa_restart() {
     wait_until("a new subscriber", || cpa.subscriber_count() == 1).await;
     expected.extend(emitted_ids(&cpa.emit(80).await));
     harness.wait_for_ids(&expected).await;
-    assert_eq!(harness.collector.status().snapshot().state, CollectorState::Running);
+    assert_eq!(
+        harness.collector.status().snapshot().state,
+        CollectorState::Running
+    );
     harness.collector.shutdown().await;
 }
 
@@ -239,15 +290,27 @@ async fn warns_when_another_consumer_drains_the_queue() {
         use cpamp_collector::UsageSource;
         let _ = rogue.next_batch(1000).await.unwrap();
         let warnings = harness.collector.status().snapshot().warnings;
-        if warnings.iter().any(|warning| warning.starts_with("Another consumer is probably draining")) {
+        if warnings
+            .iter()
+            .any(|warning| warning.starts_with("Another consumer is probably draining"))
+        {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no warning: {warnings:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warning: {warnings:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cpa.set_publishing(false);
     wait_until("the publishing warning", || {
-        harness.collector.status().snapshot().warnings.iter().any(|warning| warning.contains("publishing is off"))
+        harness
+            .collector
+            .status()
+            .snapshot()
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("publishing is off"))
     })
     .await;
     harness.collector.shutdown().await;

@@ -1,6 +1,8 @@
 //! The RESP adapters against a real Redis server (`requirepass`, list pops with a count,
 //! PUBLISH/SUBSCRIBE), started by the test.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 mod support;
 
 use std::time::Duration;
@@ -24,7 +26,11 @@ async fn resp_pop_drains_a_redis_list() {
         let mut args: Vec<&[u8]> = vec![b"RPUSH", b"usage"];
         args.extend(payloads.iter().map(Vec::as_slice));
         let reply = redis.command(&args).await;
-        assert!(reply.ends_with(format!(":{}\r\n", chunk * 100 + 100).as_bytes()), "{}", String::from_utf8_lossy(&reply));
+        assert!(
+            reply.ends_with(format!(":{}\r\n", chunk * 100 + 100).as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
         expected.extend((chunk * 100..chunk * 100 + 100).map(|id| format!("{id:08x}")));
     }
     let harness = Harness::new();
@@ -35,7 +41,10 @@ async fn resp_pop_drains_a_redis_list() {
     harness.wait_for_ids(&expected).await;
     let reply = redis.command(&[b"LLEN", b"usage"]).await;
     assert!(reply.ends_with(b":0\r\n"));
-    assert_eq!(harness.collector.status().snapshot().state, CollectorState::Running);
+    assert_eq!(
+        harness.collector.status().snapshot().state,
+        CollectorState::Running
+    );
     harness.collector.shutdown().await;
 }
 
@@ -45,13 +54,23 @@ async fn subscribe_receives_redis_publishes_and_drains_the_list() {
     let backlog = payload(9999);
     redis.command(&[b"RPUSH", b"usage", &backlog]).await;
     let harness = Harness::new();
-    harness.collector.start(settings(&redis.url(), &redis.password, Mode::Subscribe)).await;
+    harness
+        .collector
+        .start(settings(&redis.url(), &redis.password, Mode::Subscribe))
+        .await;
     let mut expected = vec![format!("{:08x}", 9999)];
     harness.wait_for_ids(&expected).await;
-    wait_until("a Redis subscriber", || harness.collector.status().snapshot().transport == "subscribe").await;
+    wait_until("a Redis subscriber", || {
+        harness.collector.status().snapshot().transport == "subscribe"
+    })
+    .await;
     for id in 0..300 {
         let reply = redis.command(&[b"PUBLISH", b"usage", &payload(id)]).await;
-        assert!(reply.ends_with(b":1\r\n"), "one subscriber receives it: {}", String::from_utf8_lossy(&reply));
+        assert!(
+            reply.ends_with(b":1\r\n"),
+            "one subscriber receives it: {}",
+            String::from_utf8_lossy(&reply)
+        );
         expected.push(format!("{id:08x}"));
     }
     harness.wait_for_ids(&expected).await;
@@ -65,8 +84,14 @@ async fn a_wrong_redis_password_is_reported_and_not_retried() {
     let mut settings = settings(&redis.url(), "wrong", Mode::Resp);
     settings.backoff.initial = Duration::from_millis(10);
     harness.collector.start(settings).await;
-    wait_until("the auth error", || harness.collector.status().snapshot().auth_rejected).await;
+    wait_until("the auth error", || {
+        harness.collector.status().snapshot().auth_rejected
+    })
+    .await;
     let status = harness.collector.status().snapshot();
-    assert!(status.last_error.starts_with("auth: WRONGPASS"), "{status:?}");
+    assert!(
+        status.last_error.starts_with("auth: WRONGPASS"),
+        "{status:?}"
+    );
     harness.collector.shutdown().await;
 }

@@ -52,7 +52,10 @@ impl AuthTable {
 
     /// Decides like CPA: ban check first, then empty key, then wrong key; success resets.
     pub(crate) fn check(&self, ip: IpAddr, provided: &str) -> Result<(), AuthFailure> {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = entries.entry(ip).or_default();
         let now = Instant::now();
         if let Some(until) = entry.banned_until {
@@ -77,7 +80,10 @@ impl AuthTable {
             entry.failures = 0;
             entry.banned_until = Some(now + self.ban_duration);
         }
-        *self.total_failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) += 1;
+        *self
+            .total_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) += 1;
         Err(failure)
     }
 
@@ -90,11 +96,17 @@ impl AuthTable {
     }
 
     pub(crate) fn total_failures(&self) -> u64 {
-        *self.total_failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self
+            .total_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
-        let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         entries
             .get(&ip)
             .and_then(|entry| entry.banned_until)
@@ -102,7 +114,10 @@ impl AuthTable {
     }
 
     pub(crate) fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
     }
 }
 
@@ -120,6 +135,7 @@ pub(crate) fn go_duration_seconds(duration: Duration) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 
@@ -157,7 +173,10 @@ mod tests {
     #[test]
     fn go_duration_rendering() {
         assert_eq!(go_duration_seconds(Duration::from_secs(1800)), "30m0s");
-        assert_eq!(go_duration_seconds(Duration::from_millis(1_799_400)), "29m59s");
+        assert_eq!(
+            go_duration_seconds(Duration::from_millis(1_799_400)),
+            "29m59s"
+        );
         assert_eq!(go_duration_seconds(Duration::from_secs(247)), "4m7s");
         assert_eq!(go_duration_seconds(Duration::from_secs(59)), "59s");
         assert_eq!(go_duration_seconds(Duration::from_secs(3600)), "1h0m0s");

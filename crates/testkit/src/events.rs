@@ -77,10 +77,21 @@ pub const ACCOUNTS: &[Account] = &[
     },
 ];
 
-const CLIENT_KEYS: &[&str] = &["sk-cpa-FAKE-team-alpha", "sk-cpa-FAKE-team-beta", "sk-cpa-FAKE-ci"];
-const USER_AGENTS: &[&str] =
-    &["codex_cli_rs/0.46.0", "claude-cli/2.1.3 (external, cli)", "OpenAI/Python 1.99.1"];
-const ENDPOINTS: &[&str] = &["POST /v1/responses", "POST /v1/chat/completions", "POST /v1/messages"];
+const CLIENT_KEYS: &[&str] = &[
+    "sk-cpa-FAKE-team-alpha",
+    "sk-cpa-FAKE-team-beta",
+    "sk-cpa-FAKE-ci",
+];
+const USER_AGENTS: &[&str] = &[
+    "codex_cli_rs/0.46.0",
+    "claude-cli/2.1.3 (external, cli)",
+    "OpenAI/Python 1.99.1",
+];
+const ENDPOINTS: &[&str] = &[
+    "POST /v1/responses",
+    "POST /v1/chat/completions",
+    "POST /v1/messages",
+];
 
 /// One generated payload.
 #[derive(Debug, Clone)]
@@ -110,7 +121,7 @@ impl EventGenerator {
         for _ in 0..count {
             self.counter += 1;
             let random = splitmix64(self.seed ^ self.counter);
-            let shares_id = self.counter % 25 == 0 && !events.is_empty();
+            let shares_id = self.counter.is_multiple_of(25) && !events.is_empty();
             let request_id = match (shares_id, events.last()) {
                 (true, Some(previous)) => previous.request_id.clone(),
                 // The low 32 bits of a bijective mix of the counter are unique for the
@@ -125,18 +136,33 @@ impl EventGenerator {
 
 fn build(request_id: &str, random: u64, additional_model: bool) -> EmittedEvent {
     let account = ACCOUNTS[(random % ACCOUNTS.len() as u64) as usize];
-    let failed = (random >> 8) % 10 == 0;
+    let failed = (random >> 8).is_multiple_of(10);
     let input = 500 + (random >> 16) % 60_000;
-    let cached = if account.provider == "claude" { 0 } else { input * ((random >> 24) % 90) / 100 };
-    let output = if failed { 0 } else { 50 + (random >> 32) % 4000 };
+    let cached = if account.provider == "claude" {
+        0
+    } else {
+        input * ((random >> 24) % 90) / 100
+    };
+    let output = if failed {
+        0
+    } else {
+        50 + (random >> 32) % 4000
+    };
     let reasoning = output * ((random >> 40) % 50) / 100;
     let input = if failed { 0 } else { input };
     let cached = if failed { 0 } else { cached };
     let latency = 200 + (random >> 44) % 60_000;
-    let model = if additional_model { "gpt-image-2" } else { account.model };
+    let model = if additional_model {
+        "gpt-image-2"
+    } else {
+        account.model
+    };
     let timestamp = jiff::Timestamp::now().to_string();
     let (status_code, body) = if failed {
-        (429, r#"{"error":{"type":"usage_limit_reached","message":"The usage limit has been reached","resets_in_seconds":5120}}"#)
+        (
+            429,
+            r#"{"error":{"type":"usage_limit_reached","message":"The usage limit has been reached","resets_in_seconds":5120}}"#,
+        )
     } else {
         (200, "")
     };
@@ -198,6 +224,7 @@ fn mix32(mut value: u32) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use std::collections::HashSet;
 
@@ -207,7 +234,10 @@ mod tests {
     fn ids_are_unique_except_additional_model_records() {
         let mut generator = EventGenerator::new(7);
         let events = generator.generate(5000);
-        let distinct: HashSet<&str> = events.iter().map(|event| event.request_id.as_str()).collect();
+        let distinct: HashSet<&str> = events
+            .iter()
+            .map(|event| event.request_id.as_str())
+            .collect();
         assert_eq!(distinct.len(), 5000 - 5000 / 25);
         let parsed: serde_json::Value = serde_json::from_slice(&events[0].payload).unwrap();
         assert_eq!(parsed["request_id"], events[0].request_id.as_str());

@@ -33,7 +33,10 @@ pub(crate) async fn handle(
                 .headers
                 .iter()
                 .map(|(name, value)| {
-                    (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+                    (
+                        name.as_str().to_string(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
                 })
                 .collect(),
             body: body.clone(),
@@ -56,14 +59,23 @@ pub(crate) async fn handle(
             .collect();
         json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
     } else if let Some(route) = path.strip_prefix("/v0/management/") {
-        let mut response = management(&parts, route, &body, client_ip(&parts.headers, peer), &shared);
+        let mut response = management(
+            &parts,
+            route,
+            &body,
+            client_ip(&parts.headers, peer),
+            &shared,
+        );
         if let Some(version) = &shared.options.version {
             let headers = response.headers_mut();
             if let Ok(value) = HeaderValue::from_str(version) {
                 headers.insert("x-cpa-version", value);
             }
             headers.insert("x-cpa-commit", HeaderValue::from_static("f4ce0c0"));
-            headers.insert("x-cpa-build-date", HeaderValue::from_static("2026-08-22T14:39:03Z"));
+            headers.insert(
+                "x-cpa-build-date",
+                HeaderValue::from_static("2026-08-22T14:39:03Z"),
+            );
         }
         response
     } else {
@@ -95,14 +107,24 @@ fn management(
             let count = query_value(parts.uri.query(), "count");
             let count = match count.as_deref().map(str::trim) {
                 None | Some("") => Some(1),
-                Some(text) => text.trim_start_matches('+').parse::<i64>().ok().filter(|count| *count > 0),
+                Some(text) => text
+                    .trim_start_matches('+')
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|count| *count > 0),
             };
             let Some(count) = count else {
-                return json_response(StatusCode::BAD_REQUEST, &json!({"error": "count must be a positive integer"}));
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "count must be a positive integer"}),
+                );
             };
-            let items = shared.queue.pop(usize::try_from(count).unwrap_or(usize::MAX));
+            let items = shared
+                .queue
+                .pop(usize::try_from(count).unwrap_or(usize::MAX));
             // Items are stored JSON text, so the array is assembled from them verbatim.
-            let mut out = Vec::with_capacity(items.iter().map(Bytes::len).sum::<usize>() + items.len() + 2);
+            let mut out =
+                Vec::with_capacity(items.iter().map(Bytes::len).sum::<usize>() + items.len() + 2);
             out.push(b'[');
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
@@ -112,7 +134,8 @@ fn management(
                     out.extend_from_slice(item);
                 } else {
                     // CPA emits a stored non-JSON payload as a JSON string element.
-                    let text = serde_json::to_string(&String::from_utf8_lossy(item)).unwrap_or_default();
+                    let text =
+                        serde_json::to_string(&String::from_utf8_lossy(item)).unwrap_or_default();
                     out.extend_from_slice(text.as_bytes());
                 }
             }
@@ -124,7 +147,10 @@ fn management(
             &json!({"usage-statistics-enabled": shared.queue.publishing()}),
         ),
         (&Method::PUT | &Method::PATCH, "usage-statistics-enabled") => {
-            match serde_json::from_slice::<Value>(body).ok().and_then(|value| value.get("value").and_then(Value::as_bool)) {
+            match serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|value| value.get("value").and_then(Value::as_bool))
+            {
                 Some(enabled) => {
                     shared.queue.set_publishing(enabled);
                     // A successful PUT reloads CPA's config, which announces a refresh.
@@ -149,7 +175,9 @@ fn management(
             StatusCode::OK,
             &json!({"api-keys": ["sk-cpa-FAKE-team-alpha", "sk-cpa-FAKE-team-beta", "sk-cpa-FAKE-ci"]}),
         ),
-        (&Method::GET, "auth-files") => json_response(StatusCode::OK, &json!({"files": shared.auth_files()})),
+        (&Method::GET, "auth-files") => {
+            json_response(StatusCode::OK, &json!({"files": shared.auth_files()}))
+        }
         _ => empty(StatusCode::NOT_FOUND),
     }
 }
@@ -176,9 +204,14 @@ fn presented_key(headers: &http::HeaderMap) -> String {
 /// gin's default `ClientIP()`: the left-most `X-Forwarded-For` entry when every entry is an
 /// IP, else `X-Real-IP`, else the TCP peer.
 fn client_ip(headers: &http::HeaderMap, peer: SocketAddr) -> IpAddr {
-    if let Some(forwarded) = headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()) {
-        let parsed: Option<Vec<IpAddr>> =
-            forwarded.split(',').map(|part| part.trim().parse::<IpAddr>().ok()).collect();
+    if let Some(forwarded) = headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+    {
+        let parsed: Option<Vec<IpAddr>> = forwarded
+            .split(',')
+            .map(|part| part.trim().parse::<IpAddr>().ok())
+            .collect();
         if let Some(first) = parsed.and_then(|ips| ips.first().copied()) {
             return first;
         }
@@ -207,9 +240,10 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
 fn raw_json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     response
 }
 

@@ -159,7 +159,9 @@ impl Shared {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A running fake CPA. Dropping it stops the listener and closes every connection.
@@ -182,7 +184,11 @@ impl FakeCpa {
             options,
         });
         let server = tokio::spawn(accept_loop(listener, shared.clone()));
-        Ok(FakeCpa { shared, addr, server: Mutex::new(Some(server)) })
+        Ok(FakeCpa {
+            shared,
+            addr,
+            server: Mutex::new(Some(server)),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

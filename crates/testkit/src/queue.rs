@@ -48,7 +48,9 @@ impl UsageQueue {
 
     fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
         // A panic while holding this lock can only come from a bug in this file; keep serving.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Hands one finished attempt to the queue, as CPA's usage plugin does.
@@ -70,16 +72,18 @@ impl UsageQueue {
         // flushed by its writer, then the connection closes).
         let mut delivered = false;
         let mut dropped = 0;
-        state.subscribers.retain(|(_, sender)| match sender.try_send(payload.clone()) {
-            Ok(()) => {
-                delivered = true;
-                true
-            }
-            Err(_) => {
-                dropped += 1;
-                false
-            }
-        });
+        state
+            .subscribers
+            .retain(|(_, sender)| match sender.try_send(payload.clone()) {
+                Ok(()) => {
+                    delivered = true;
+                    true
+                }
+                Err(_) => {
+                    dropped += 1;
+                    false
+                }
+            });
         state.dropped_subscribers += dropped;
         if !delivered {
             state.lost_events += 1;
@@ -91,7 +95,11 @@ impl UsageQueue {
         let mut state = self.state();
         state.prune(Instant::now());
         let take = count.min(state.items.len());
-        state.items.drain(..take).map(|(_, payload)| payload).collect()
+        state
+            .items
+            .drain(..take)
+            .map(|(_, payload)| payload)
+            .collect()
     }
 
     /// Registers a subscriber. `{"support_refresh":true}` is placed in its buffer first.
@@ -109,7 +117,9 @@ impl UsageQueue {
     }
 
     pub(crate) fn unsubscribe(&self, id: u64) {
-        self.state().subscribers.retain(|(subscriber, _)| *subscriber != id);
+        self.state()
+            .subscribers
+            .retain(|(subscriber, _)| *subscriber != id);
     }
 
     pub(crate) fn broadcast_refresh(&self) {
@@ -194,6 +204,7 @@ impl QueueState {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 

@@ -89,7 +89,9 @@ where
 
 fn pop_reply(name: &str, args: &[String], shared: &Shared) -> BytesFrame {
     if args.len() != 2 && args.len() != 3 {
-        return error(&format!("ERR wrong number of arguments for '{name}' command"));
+        return error(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
     }
     if !args[1].trim().eq_ignore_ascii_case("usage") {
         return error(&format!("ERR unsupported channel '{}'", args[1].trim()));
@@ -214,7 +216,9 @@ where
                     let mut raw = Vec::with_capacity(items.len());
                     for item in items {
                         let bytes = match item {
-                            BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) => bytes,
+                            BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) => {
+                                bytes
+                            }
                             BytesFrame::Integer(value) => Bytes::from(value.to_string()),
                             BytesFrame::Null => Bytes::new(),
                             _ => return Read::Reject("ERR protocol error", true),

@@ -1,7 +1,10 @@
 //! Test support: an in-memory `EventSink`, a harness around the collector, a real Redis
 //! server started per test, and polling helpers.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the support module")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support module"
+)]
 
 use std::collections::HashSet;
 use std::net::TcpListener as StdListener;
@@ -50,7 +53,10 @@ impl MemorySink {
 impl EventSink for MemorySink {
     async fn store_batch(&self, batch: IngestBatch) -> Result<BatchOutcome, StoreError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable { message: "database is locked".into(), source: None });
+            return Err(StoreError::Unavailable {
+                message: "database is locked".into(),
+                source: None,
+            });
         }
         let mut state = self.state.lock().unwrap();
         state.batches += 1;
@@ -66,7 +72,12 @@ impl EventSink for MemorySink {
         for dead in batch.dead_letters {
             let id = serde_json::from_str::<serde_json::Value>(&dead.payload)
                 .ok()
-                .and_then(|value| value.get("request_id").and_then(|id| id.as_str()).map(str::to_string));
+                .and_then(|value| {
+                    value
+                        .get("request_id")
+                        .and_then(|id| id.as_str())
+                        .map(str::to_string)
+                });
             if let Some(id) = id {
                 state.ids.push(id);
             }
@@ -121,13 +132,19 @@ pub fn settings(upstream: &str, key: &str, mode: Mode) -> CollectorSettings {
 }
 
 pub fn emitted_ids(events: &[EmittedEvent]) -> Vec<String> {
-    events.iter().map(|event| event.request_id.clone()).collect()
+    events
+        .iter()
+        .map(|event| event.request_id.clone())
+        .collect()
 }
 
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -142,7 +159,11 @@ pub struct RedisServer {
 impl RedisServer {
     pub async fn start(password: &str) -> RedisServer {
         // Redis cannot listen on port 0, so a free port is found first.
-        let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--requirepass", password])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -152,10 +173,20 @@ impl RedisServer {
             .unwrap_or_else(|error| {
                 panic!("redis-server is required for the RESP tests (install the redis-server package): {error}")
             });
-        let server = RedisServer { child, port, password: password.to_string() };
+        let server = RedisServer {
+            child,
+            port,
+            password: password.to_string(),
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "redis-server did not start on port {port}");
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start on port {port}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         server
@@ -168,14 +199,19 @@ impl RedisServer {
     /// Runs one command with redis-cli semantics over a raw connection (AUTH first).
     pub async fn command(&self, args: &[&[u8]]) -> Vec<u8> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
         let mut out = encode(&[b"AUTH", self.password.as_bytes()]);
         out.extend(encode(args));
         stream.write_all(&out).await.unwrap();
         let mut reply = vec![0u8; 4096];
         let mut read = 0;
         // "+OK\r\n" for AUTH, then at least one more line.
-        while read < 7 || !reply[..read].ends_with(b"\r\n") || reply[..read].iter().filter(|b| **b == b'\n').count() < 2 {
+        while read < 7
+            || !reply[..read].ends_with(b"\r\n")
+            || reply[..read].iter().filter(|b| **b == b'\n').count() < 2
+        {
             let n = stream.read(&mut reply[read..]).await.unwrap();
             assert!(n > 0, "redis closed the connection");
             read += n;
