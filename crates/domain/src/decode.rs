@@ -18,7 +18,9 @@ mod time;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::event::{CacheInputMode, DeadLetter, Decoded, NormalizedTokens, TokenCounts, UsageEvent};
+use crate::event::{
+    CacheInputMode, DeadLetter, Decoded, NormalizedTokens, TokenCounts, UsageEvent,
+};
 
 use json::{Json, Number, member};
 use time::EventTime;
@@ -36,15 +38,44 @@ const CLIENT_IP_LIMIT: usize = 64;
 const FORWARDED_FOR_LIMIT: usize = 2048;
 const USER_AGENT_LIMIT: usize = 1024;
 
-const TIMESTAMP_KEYS: &[&str] = &["timestamp", "time", "created_at", "createdAt", "created", "request_time", "requestTime"];
+const TIMESTAMP_KEYS: &[&str] = &[
+    "timestamp",
+    "time",
+    "created_at",
+    "createdAt",
+    "created",
+    "request_time",
+    "requestTime",
+];
 const REQUESTED_MODEL_KEYS: &[&str] = &["alias", "requested_model", "requestedModel"];
-const RESOLVED_MODEL_KEYS: &[&str] = &["resolved_model", "resolvedModel", "model", "model_name", "modelName"];
-const INPUT_KEYS: &[&str] = &["input_tokens", "inputTokens", "prompt_tokens", "promptTokens"];
-const OUTPUT_KEYS: &[&str] = &["output_tokens", "outputTokens", "completion_tokens", "completionTokens"];
+const RESOLVED_MODEL_KEYS: &[&str] = &[
+    "resolved_model",
+    "resolvedModel",
+    "model",
+    "model_name",
+    "modelName",
+];
+const INPUT_KEYS: &[&str] = &[
+    "input_tokens",
+    "inputTokens",
+    "prompt_tokens",
+    "promptTokens",
+];
+const OUTPUT_KEYS: &[&str] = &[
+    "output_tokens",
+    "outputTokens",
+    "completion_tokens",
+    "completionTokens",
+];
 const REASONING_KEYS: &[&str] = &["reasoning_tokens", "reasoningTokens"];
 const CACHED_KEYS: &[&str] = &["cached_tokens", "cachedTokens"];
 const CACHE_KEYS: &[&str] = &["cache_tokens", "cacheTokens"];
-const CACHE_READ_KEYS: &[&str] = &["cache_read_tokens", "cacheReadTokens", "cache_read_input_tokens", "cacheReadInputTokens"];
+const CACHE_READ_KEYS: &[&str] = &[
+    "cache_read_tokens",
+    "cacheReadTokens",
+    "cache_read_input_tokens",
+    "cacheReadInputTokens",
+];
 const CACHE_CREATION_KEYS: &[&str] = &[
     "cache_creation_tokens",
     "cacheCreationTokens",
@@ -76,7 +107,11 @@ const HEADER_KEYS: &[&str] = &["response_headers", "responseHeaders", "headers"]
 /// reason names the field or the fix.
 pub fn decode(item: &[u8], now_ms: i64) -> Decoded {
     let dead = |reason: String| {
-        Decoded::Dead(DeadLetter { payload: String::from_utf8_lossy(item).into_owned(), reason, created_at_ms: now_ms })
+        Decoded::Dead(DeadLetter {
+            payload: String::from_utf8_lossy(item).into_owned(),
+            reason,
+            created_at_ms: now_ms,
+        })
     };
     // Trailing `\r` (CRLF line endings) and surrounding whitespace are noise.
     let trimmed = item.trim_ascii();
@@ -113,7 +148,12 @@ pub fn decode(item: &[u8], now_ms: i64) -> Decoded {
                     .to_string(),
             );
         }
-        other => return dead(format!("usage payload is not a JSON object (found {})", other.type_name())),
+        other => {
+            return dead(format!(
+                "usage payload is not a JSON object (found {})",
+                other.type_name()
+            ));
+        }
     };
     if let [(key, Json::Bool(true))] = members {
         match key.as_ref() {
@@ -123,7 +163,9 @@ pub fn decode(item: &[u8], now_ms: i64) -> Decoded {
         }
     }
     if !has_usage_fields(members) {
-        return dead("no usage fields: the object has no timestamp, model or token counts".to_string());
+        return dead(
+            "no usage fields: the object has no timestamp, model or token counts".to_string(),
+        );
     }
     match normalize(members, now_ms) {
         Ok(event) => Decoded::Event(Box::new(event)),
@@ -140,12 +182,18 @@ fn has_usage_fields(members: Members<'_, '_>) -> bool {
         || REQUESTED_MODEL_KEYS.iter().any(present)
         || RESOLVED_MODEL_KEYS.iter().any(present)
         || ["tokens", "usage"].iter().any(present)
-        || TOKEN_KEY_GROUPS.iter().any(|group| group.iter().any(present))
+        || TOKEN_KEY_GROUPS
+            .iter()
+            .any(|group| group.iter().any(present))
 }
 
 /// The first key of `keys` present in the object (a JSON `null` counts).
-fn first_present<'o, 'a>(members: Members<'o, 'a>, keys: &[&'static str]) -> Option<(&'static str, &'o Json<'a>)> {
-    keys.iter().find_map(|key| member(members, key).map(|value| (*key, value)))
+fn first_present<'o, 'a>(
+    members: Members<'o, 'a>,
+    keys: &[&'static str],
+) -> Option<(&'static str, &'o Json<'a>)> {
+    keys.iter()
+        .find_map(|key| member(members, key).map(|value| (*key, value)))
 }
 
 /// Text coercion: strings trimmed, numbers in shortest form, booleans as
@@ -173,7 +221,11 @@ fn text_of<'o>(value: &'o Json<'_>) -> Cow<'o, str> {
 fn text_field(members: Members<'_, '_>, keys: &[&'static str]) -> Option<String> {
     let (_, value) = first_present(members, keys)?;
     let text = text_of(value);
-    if text.is_empty() { None } else { Some(text.into_owned()) }
+    if text.is_empty() {
+        None
+    } else {
+        Some(text.into_owned())
+    }
 }
 
 fn out_of_range(prefix: &str, key: &str) -> String {
@@ -186,7 +238,9 @@ fn out_of_range(prefix: &str, key: &str) -> String {
 /// store a wrong count, so the payload is dead-lettered instead).
 fn integer(value: &Json<'_>, prefix: &str, key: &str) -> Result<i64, String> {
     match value {
-        Json::Number(Number::Unsigned(number)) => i64::try_from(*number).map_err(|_| out_of_range(prefix, key)),
+        Json::Number(Number::Unsigned(number)) => {
+            i64::try_from(*number).map_err(|_| out_of_range(prefix, key))
+        }
         Json::Number(Number::Signed(number)) => Ok(*number),
         Json::Number(Number::Float(number)) => {
             let truncated = number.trunc();
@@ -197,7 +251,9 @@ fn integer(value: &Json<'_>, prefix: &str, key: &str) -> Result<i64, String> {
                 Err(out_of_range(prefix, key))
             }
         }
-        Json::String(text) => parse_integer_text(text.trim()).map_err(|()| out_of_range(prefix, key)),
+        Json::String(text) => {
+            parse_integer_text(text.trim()).map_err(|()| out_of_range(prefix, key))
+        }
         Json::Null | Json::Bool(_) | Json::Array(_) | Json::Object(_) => Ok(0),
     }
 }
@@ -216,7 +272,10 @@ fn parse_integer_text(text: &str) -> Result<i64, ()> {
 
 /// `Some(n)` if a key is present with a non-null value, `None` otherwise
 /// (`latency_ms`/`ttft_ms` semantics: a present `0` or `"abc"` is `Some(0)`).
-fn optional_integer(members: Members<'_, '_>, keys: &[&'static str]) -> Result<Option<i64>, String> {
+fn optional_integer(
+    members: Members<'_, '_>,
+    keys: &[&'static str],
+) -> Result<Option<i64>, String> {
     match first_present(members, keys) {
         None | Some((_, Json::Null)) => Ok(None),
         Some((key, value)) => integer(value, "", key).map(Some),
@@ -231,7 +290,10 @@ fn event_time(members: Members<'_, '_>, now_ms: i64) -> Result<EventTime, String
             match text.parse::<i64>() {
                 Ok(number) => time::from_epoch_number(number),
                 Err(error)
-                    if matches!(error.kind(), std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow) =>
+                    if matches!(
+                        error.kind(),
+                        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+                    ) =>
                 {
                     return Err(out_of_range("", key));
                 }
@@ -247,7 +309,10 @@ fn event_time(members: Members<'_, '_>, now_ms: i64) -> Result<EventTime, String
 /// "Now" as an event time. The clock is passed in; a clock outside the years
 /// 0000–9999 cannot happen, but it still yields a usable (if odd) text.
 fn now_time(now_ms: i64) -> EventTime {
-    time::from_millis(now_ms).unwrap_or_else(|| EventTime { ms: now_ms, text: now_ms.to_string() })
+    time::from_millis(now_ms).unwrap_or_else(|| EventTime {
+        ms: now_ms,
+        text: now_ms.to_string(),
+    })
 }
 
 /// Where token counters are looked up, in order: `tokens`, `usage`, top level.
@@ -258,7 +323,13 @@ struct TokenSources<'o, 'a> {
 impl<'o, 'a> TokenSources<'o, 'a> {
     fn new(members: Members<'o, 'a>) -> Self {
         let nested = |key| member(members, key).and_then(Json::as_object);
-        TokenSources { sources: [(nested("tokens"), "tokens."), (nested("usage"), "usage."), (Some(members), "")] }
+        TokenSources {
+            sources: [
+                (nested("tokens"), "tokens."),
+                (nested("usage"), "usage."),
+                (Some(members), ""),
+            ],
+        }
     }
 
     /// The first non-zero value of the keys, searched source by source.
@@ -312,7 +383,8 @@ fn trusted_breakdown(members: Members<'_, '_>) -> Option<Breakdown> {
     if count(breakdown, "schema_version")? != 2 {
         return None;
     }
-    if !matches!(member(breakdown, "quality"), Some(Json::String(quality)) if quality == "complete") {
+    if !matches!(member(breakdown, "quality"), Some(Json::String(quality)) if quality == "complete")
+    {
         return None;
     }
     let input = member(breakdown, "input")?.as_object()?;
@@ -328,11 +400,22 @@ fn trusted_breakdown(members: Members<'_, '_>) -> Option<Breakdown> {
     let total = count(breakdown, "total_tokens")?;
     let input_sum = uncached.checked_add(cache_read)?.checked_add(cache_write)?;
     let output_sum = non_reasoning.checked_add(reasoning)?;
-    let total_sum = input_total.checked_add(output_total)?.checked_add(unclassified)?;
-    if input_sum != input_total || output_sum != output_total || total_sum != total || unclassified != 0 {
+    let total_sum = input_total
+        .checked_add(output_total)?
+        .checked_add(unclassified)?;
+    if input_sum != input_total
+        || output_sum != output_total
+        || total_sum != total
+        || unclassified != 0
+    {
         return None;
     }
-    Some(Breakdown { input_total, uncached, cache_read, cache_write })
+    Some(Breakdown {
+        input_total,
+        uncached,
+        cache_read,
+        cache_write,
+    })
 }
 
 fn contains_any(haystack: &str, needles: &[&str]) -> bool {
@@ -372,8 +455,14 @@ fn infer_cache_mode(
     ) {
         return IncludedInInput;
     }
-    let providers: Vec<String> = providers.iter().map(|provider| provider.to_lowercase()).collect();
-    if providers.iter().any(|provider| contains_any(provider, &["anthropic", "claude"])) {
+    let providers: Vec<String> = providers
+        .iter()
+        .map(|provider| provider.to_lowercase())
+        .collect();
+    if providers
+        .iter()
+        .any(|provider| contains_any(provider, &["anthropic", "claude"]))
+    {
         return SeparateFromInput;
     }
     if providers.iter().any(|provider| {
@@ -398,18 +487,37 @@ fn infer_cache_mode(
         return IncludedInInput;
     }
     let models: Vec<String> = models.iter().map(|model| model.to_lowercase()).collect();
-    if models.iter().any(|model| contains_any(model, &["anthropic", "claude"])) {
+    if models
+        .iter()
+        .any(|model| contains_any(model, &["anthropic", "claude"]))
+    {
         return SeparateFromInput;
     }
     if models.iter().any(|model| {
         contains_any(
             model,
-            &["gpt-", "openai", "codex", "gemini", "vertex", "aistudio", "antigravity", "grok", "xai", "kimi", "moonshot"],
+            &[
+                "gpt-",
+                "openai",
+                "codex",
+                "gemini",
+                "vertex",
+                "aistudio",
+                "antigravity",
+                "grok",
+                "xai",
+                "kimi",
+                "moonshot",
+            ],
         )
     }) {
         return IncludedInInput;
     }
-    if cache_read > 0 || cache_creation > 0 { SeparateFromInput } else { IncludedInInput }
+    if cache_read > 0 || cache_creation > 0 {
+        SeparateFromInput
+    } else {
+        IncludedInInput
+    }
 }
 
 /// The normalised input buckets from raw counters and a cache mode.
@@ -418,7 +526,9 @@ fn normalize_tokens(tokens: &TokenCounts, mode: CacheInputMode) -> NormalizedTok
     let creation = tokens.cache_creation.max(0);
     let input = tokens.input.max(0);
     let legacy_cached = tokens.cached.max(tokens.cache);
-    let legacy_extra = legacy_cached.saturating_sub(read.saturating_add(creation)).max(0);
+    let legacy_extra = legacy_cached
+        .saturating_sub(read.saturating_add(creation))
+        .max(0);
     let cache_read = legacy_extra.saturating_add(read);
     match mode {
         CacheInputMode::SeparateFromInput => NormalizedTokens {
@@ -428,7 +538,10 @@ fn normalize_tokens(tokens: &TokenCounts, mode: CacheInputMode) -> NormalizedTok
             cache_creation: creation,
         },
         CacheInputMode::IncludedInInput => NormalizedTokens {
-            uncached_input: input.saturating_sub(cache_read).saturating_sub(creation).max(0),
+            uncached_input: input
+                .saturating_sub(cache_read)
+                .saturating_sub(creation)
+                .max(0),
             total_input: input,
             cache_read,
             cache_creation: creation,
@@ -438,31 +551,42 @@ fn normalize_tokens(tokens: &TokenCounts, mode: CacheInputMode) -> NormalizedTok
 
 /// The stepwise `failed` rule of server-core §4.7.
 fn is_failed(members: Members<'_, '_>) -> Result<bool, String> {
-    if let Some((_, Json::Bool(failed))) = first_present(members, &["failed", "is_failed", "isFailed"]) {
+    if let Some((_, Json::Bool(failed))) =
+        first_present(members, &["failed", "is_failed", "isFailed"])
+    {
         return Ok(*failed);
     }
     if let Some((_, Json::Bool(success))) = first_present(members, &["success", "ok"]) {
         return Ok(!success);
     }
-    if let Some((key, value)) = first_present(members, &["status", "status_code", "statusCode", "http_status", "httpStatus"]) {
-        if integer(value, "", key)? >= 400 {
-            return Ok(true);
-        }
+    let status_keys = [
+        "status",
+        "status_code",
+        "statusCode",
+        "http_status",
+        "httpStatus",
+    ];
+    if let Some((key, value)) = first_present(members, &status_keys)
+        && integer(value, "", key)? >= 400
+    {
+        return Ok(true);
     }
-    Ok(matches!(first_present(members, &["error", "error_message", "errorMessage"]), Some((_, value)) if *value != Json::Null))
+    Ok(
+        matches!(first_present(members, &["error", "error_message", "errorMessage"]), Some((_, value)) if *value != Json::Null),
+    )
 }
 
 fn fail_status_code(members: Members<'_, '_>) -> Result<Option<i64>, String> {
     let mut status = 0;
-    if let Some(fail) = member(members, "fail").and_then(Json::as_object) {
-        if let Some((key, value)) = first_present(fail, &["status_code", "statusCode"]) {
-            status = integer(value, "fail.", key)?;
-        }
+    if let Some(fail) = member(members, "fail").and_then(Json::as_object)
+        && let Some((key, value)) = first_present(fail, &["status_code", "statusCode"])
+    {
+        status = integer(value, "fail.", key)?;
     }
-    if status == 0 {
-        if let Some((key, value)) = first_present(members, &["fail_status_code", "failStatusCode"]) {
-            status = integer(value, "", key)?;
-        }
+    if status == 0
+        && let Some((key, value)) = first_present(members, &["fail_status_code", "failStatusCode"])
+    {
+        status = integer(value, "", key)?;
     }
     Ok((status > 0).then_some(status))
 }
@@ -478,7 +602,9 @@ fn fail_body_text<'o>(members: Members<'o, '_>) -> Cow<'o, str> {
     if !body.is_empty() {
         return body;
     }
-    first_present(members, &["fail_body", "failBody"]).map(|(_, value)| text_of(value)).unwrap_or_default()
+    first_present(members, &["fail_body", "failBody"])
+        .map(|(_, value)| text_of(value))
+        .unwrap_or_default()
 }
 
 /// Response headers as compact JSON (keys sorted, Go escaping) with
@@ -511,7 +637,9 @@ fn headers_json(headers: &Json<'_>) -> Option<String> {
 
 /// Key classes inside `raw_json`.
 fn is_identity_key(key: &str) -> bool {
-    ["source", "key", "account", "email"].iter().any(|identity| key.trim().eq_ignore_ascii_case(identity))
+    ["source", "key", "account", "email"]
+        .iter()
+        .any(|identity| key.trim().eq_ignore_ascii_case(identity))
 }
 
 /// Writes `raw_json`: compact, keys sorted, HTML-escaped, credential keys
@@ -535,7 +663,9 @@ fn raw_json(members: Members<'_, '_>, body_summary: &str) -> String {
             (_, _) if redact::is_secret_key(key) => json::write_string(&mut out, redact::REDACTED),
             ("fail", Json::Object(fail)) => {
                 out.push('{');
-                for (inner_index, (inner_key, inner_value)) in json::sorted_members(fail).into_iter().enumerate() {
+                for (inner_index, (inner_key, inner_value)) in
+                    json::sorted_members(fail).into_iter().enumerate()
+                {
                     if inner_index > 0 {
                         out.push(',');
                     }
@@ -564,7 +694,10 @@ fn raw_json(members: Members<'_, '_>, body_summary: &str) -> String {
     }
     out.push('}');
     if out.len() > RAW_JSON_LIMIT {
-        return format!("{{\"raw_json_truncated\":true,\"original_bytes\":{}}}", out.len());
+        return format!(
+            "{{\"raw_json_truncated\":true,\"original_bytes\":{}}}",
+            out.len()
+        );
     }
     out
 }
@@ -578,8 +711,15 @@ fn write_sanitized(out: &mut String, text: &str, limit: usize) {
 fn write_redacted(out: &mut String, key: &str, value: &Json<'_>) {
     match value {
         Json::String(text) => {
-            let shown = if is_identity_key(key) { redact::mask_source(text.trim()) } else { redact::redact_secrets(text) };
-            json::write_string(out, &redact::truncate_with_marker(&shown, RAW_JSON_STRING_LIMIT));
+            let shown = if is_identity_key(key) {
+                redact::mask_source(text.trim())
+            } else {
+                redact::redact_secrets(text)
+            };
+            json::write_string(
+                out,
+                &redact::truncate_with_marker(&shown, RAW_JSON_STRING_LIMIT),
+            );
         }
         Json::Array(items) => {
             out.push('[');
@@ -594,7 +734,9 @@ fn write_redacted(out: &mut String, key: &str, value: &Json<'_>) {
         }
         Json::Object(members) => {
             out.push('{');
-            for (index, (inner_key, inner_value)) in json::sorted_members(members).into_iter().enumerate() {
+            for (index, (inner_key, inner_value)) in
+                json::sorted_members(members).into_iter().enumerate()
+            {
                 if index > 0 {
                     out.push(',');
                 }
@@ -614,7 +756,10 @@ fn write_redacted(out: &mut String, key: &str, value: &Json<'_>) {
 
 /// The dedupe hash (server-core §4.8): SHA-256 of eleven `|`-joined fields,
 /// plus the latency when one was reported.
-#[allow(clippy::too_many_arguments, reason = "the hash recipe has this many named inputs")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the hash recipe has this many named inputs"
+)]
 fn event_hash(
     request_id: &str,
     timestamp: &str,
@@ -644,9 +789,15 @@ fn event_hash(
 /// Matches `^(GET|POST|PUT|PATCH|DELETE|OPTIONS|HEAD)\s+(\S+)` (RE2 `\s`).
 fn split_endpoint(endpoint: &str) -> Option<(&str, &str)> {
     let is_space = |byte: u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c');
-    let method_end = endpoint.bytes().position(|byte| !byte.is_ascii_uppercase()).unwrap_or(endpoint.len());
+    let method_end = endpoint
+        .bytes()
+        .position(|byte| !byte.is_ascii_uppercase())
+        .unwrap_or(endpoint.len());
     let method = &endpoint[..method_end];
-    if !matches!(method, "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "HEAD") {
+    if !matches!(
+        method,
+        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "HEAD"
+    ) {
         return None;
     }
     let rest = &endpoint[method_end..];
@@ -660,7 +811,11 @@ fn split_endpoint(endpoint: &str) -> Option<(&str, &str)> {
 }
 
 fn non_empty(text: Cow<'_, str>) -> Option<String> {
-    if text.is_empty() { None } else { Some(text.into_owned()) }
+    if text.is_empty() {
+        None
+    } else {
+        Some(text.into_owned())
+    }
 }
 
 fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String> {
@@ -669,10 +824,14 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
     let request_id = text_field(members, &["request_id", "requestId", "id"]);
     let requested_model = text_field(members, REQUESTED_MODEL_KEYS);
     let resolved_model = text_field(members, RESOLVED_MODEL_KEYS);
-    let model = requested_model.clone().or_else(|| resolved_model.clone()).unwrap_or_else(|| "-".to_string());
+    let model = requested_model
+        .clone()
+        .or_else(|| resolved_model.clone())
+        .unwrap_or_else(|| "-".to_string());
 
     // Method, path and endpoint fill each other in.
-    let mut method = text_field(members, &["method", "http_method", "httpMethod"]).map(|method| method.to_uppercase());
+    let mut method = text_field(members, &["method", "http_method", "httpMethod"])
+        .map(|method| method.to_uppercase());
     let mut path = text_field(members, &["path", "url_path", "urlPath", "route"]);
     let endpoint = match text_field(members, &["endpoint", "api", "request", "operation"]) {
         Some(endpoint) => {
@@ -693,9 +852,12 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
     let auth_type = text_field(members, &["auth_type", "authType"]);
     let auth_index = text_field(members, &["auth_index", "authIndex", "AuthIndex"]);
 
-    let raw_source = first_present(members, &["source", "api_key", "apiKey", "key", "account", "email"])
-        .map(|(_, value)| text_of(value))
-        .unwrap_or_default();
+    let raw_source = first_present(
+        members,
+        &["source", "api_key", "apiKey", "key", "account", "email"],
+    )
+    .map(|(_, value)| text_of(value))
+    .unwrap_or_default();
     let source = non_empty(redact::mask_source(&raw_source));
     let source_hash = (!raw_source.is_empty()).then(|| redact::sha256_hex(&raw_source));
     let api_key_hash = first_present(members, &["api_key", "apiKey", "key"])
@@ -706,27 +868,53 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
     let account_snapshot = text_field(members, &["account_snapshot", "accountSnapshot"]);
     let auth_label_snapshot = text_field(members, &["auth_label_snapshot", "authLabelSnapshot"]);
     let auth_file_snapshot = text_field(members, &["auth_file_snapshot", "authFileSnapshot"]);
-    let auth_provider_snapshot = text_field(members, &["auth_provider_snapshot", "authProviderSnapshot"]);
-    let auth_project_id_snapshot =
-        text_field(members, &["auth_project_id_snapshot", "authProjectIdSnapshot", "project_id", "projectId"]);
-    let auth_snapshot_at_ms = match first_present(members, &["auth_snapshot_at_ms", "authSnapshotAtMs"]) {
-        Some((key, value)) => Some(integer(value, "", key)?).filter(|ms| *ms > 0),
-        None => None,
-    };
+    let auth_provider_snapshot =
+        text_field(members, &["auth_provider_snapshot", "authProviderSnapshot"]);
+    let auth_project_id_snapshot = text_field(
+        members,
+        &[
+            "auth_project_id_snapshot",
+            "authProjectIdSnapshot",
+            "project_id",
+            "projectId",
+        ],
+    );
+    let auth_snapshot_at_ms =
+        match first_present(members, &["auth_snapshot_at_ms", "authSnapshotAtMs"]) {
+            Some((key, value)) => Some(integer(value, "", key)?).filter(|ms| *ms > 0),
+            None => None,
+        };
 
     let client_text = |keys: &[&'static str], limit| {
-        first_present(members, keys).and_then(|(_, value)| redact::sanitize_client_text(&text_of(value), limit))
+        first_present(members, keys)
+            .and_then(|(_, value)| redact::sanitize_client_text(&text_of(value), limit))
     };
     let client_ip = client_text(&["client_ip", "clientIp"], CLIENT_IP_LIMIT);
     let x_forwarded_for = client_text(&["x_forwarded_for", "xForwardedFor"], FORWARDED_FOR_LIMIT);
     let user_agent = client_text(&["user_agent", "userAgent"], USER_AGENT_LIMIT);
 
     let reasoning_effort = text_field(members, &["reasoning_effort", "reasoningEffort"]);
-    let request_tier = text_field(members, &["request_service_tier", "requestServiceTier", "service_tier", "serviceTier"]);
+    let request_tier = text_field(
+        members,
+        &[
+            "request_service_tier",
+            "requestServiceTier",
+            "service_tier",
+            "serviceTier",
+        ],
+    );
     let response_tier = text_field(members, &["response_service_tier", "responseServiceTier"]);
-    let codex_route = [&executor_type, &provider, &auth_provider_snapshot, &auth_type]
-        .iter()
-        .any(|text| text.as_deref().is_some_and(|text| text.to_lowercase().contains("codex")));
+    let codex_route = [
+        &executor_type,
+        &provider,
+        &auth_provider_snapshot,
+        &auth_type,
+    ]
+    .iter()
+    .any(|text| {
+        text.as_deref()
+            .is_some_and(|text| text.to_lowercase().contains("codex"))
+    });
     // Codex bills by the tier the client asked for; other upstreams report it.
     let service_tier = if codex_route {
         request_tier.clone().or_else(|| response_tier.clone())
@@ -762,15 +950,25 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
             None
         }
     });
-    let cache_input_mode = sources.explicit_mode().or(breakdown_mode).unwrap_or_else(|| {
-        infer_cache_mode(
-            executor_type.as_deref().unwrap_or(""),
-            &[provider.as_deref().unwrap_or(""), auth_provider_snapshot.as_deref().unwrap_or("")],
-            &[resolved_model.as_deref().unwrap_or(""), requested_model.as_deref().unwrap_or(""), &model],
-            tokens.cache_read,
-            tokens.cache_creation,
-        )
-    });
+    let cache_input_mode = sources
+        .explicit_mode()
+        .or(breakdown_mode)
+        .unwrap_or_else(|| {
+            infer_cache_mode(
+                executor_type.as_deref().unwrap_or(""),
+                &[
+                    provider.as_deref().unwrap_or(""),
+                    auth_provider_snapshot.as_deref().unwrap_or(""),
+                ],
+                &[
+                    resolved_model.as_deref().unwrap_or(""),
+                    requested_model.as_deref().unwrap_or(""),
+                    &model,
+                ],
+                tokens.cache_read,
+                tokens.cache_creation,
+            )
+        });
     let normalized = normalize_tokens(&tokens, cache_input_mode);
     let given_total = tokens.total;
     if given_total <= 0 {
@@ -780,8 +978,26 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
             .saturating_add(tokens.reasoning.max(0));
     }
 
-    let latency_ms = optional_integer(members, &["latency_ms", "latencyMs", "duration_ms", "durationMs", "elapsed_ms", "elapsedMs"])?;
-    let ttft_ms = optional_integer(members, &["ttft_ms", "ttftMs", "time_to_first_token_ms", "timeToFirstTokenMs"])?;
+    let latency_ms = optional_integer(
+        members,
+        &[
+            "latency_ms",
+            "latencyMs",
+            "duration_ms",
+            "durationMs",
+            "elapsed_ms",
+            "elapsedMs",
+        ],
+    )?;
+    let ttft_ms = optional_integer(
+        members,
+        &[
+            "ttft_ms",
+            "ttftMs",
+            "time_to_first_token_ms",
+            "timeToFirstTokenMs",
+        ],
+    )?;
     let failed = is_failed(members)?;
     let fail_status_code = fail_status_code(members)?;
 

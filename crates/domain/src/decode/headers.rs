@@ -36,7 +36,12 @@ struct Headers<'o, 'a> {
 impl Headers<'_, '_> {
     /// The first non-empty value of a header (last duplicate key wins).
     fn text(&self, name: &str) -> Option<&str> {
-        let value = self.members.iter().rev().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value)?;
+        let value = self
+            .members
+            .iter()
+            .rev()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)?;
         let text = match value {
             Json::String(text) => text.as_ref(),
             Json::Array(items) => items.iter().find_map(|item| match item {
@@ -50,11 +55,15 @@ impl Headers<'_, '_> {
     }
 
     fn clean(&self, name: &str) -> Option<String> {
-        self.text(name).and_then(|text| sanitize_client_text(text, HEADER_TEXT_LIMIT))
+        self.text(name)
+            .and_then(|text| sanitize_client_text(text, HEADER_TEXT_LIMIT))
     }
 
     fn number(&self, name: &str) -> Option<f64> {
-        self.text(name)?.parse::<f64>().ok().filter(|value| value.is_finite())
+        self.text(name)?
+            .parse::<f64>()
+            .ok()
+            .filter(|value| value.is_finite())
     }
 
     fn integer(&self, name: &str) -> Option<i64> {
@@ -77,12 +86,19 @@ impl Window {
         let reset_after_seconds = headers.integer(&format!("X-Codex-{which}-Reset-After-Seconds"));
         let reset_at_ms = match reset_after_seconds {
             Some(seconds) => offset_ms(response_ms, seconds),
-            None => headers.integer(&format!("X-Codex-{which}-Reset-At")).and_then(|seconds| seconds.checked_mul(1000)),
+            None => headers
+                .integer(&format!("X-Codex-{which}-Reset-At"))
+                .and_then(|seconds| seconds.checked_mul(1000)),
         };
         if used_percent.is_none() && window_minutes.is_none() && reset_at_ms.is_none() {
             return None;
         }
-        Some(Window { used_percent, window_minutes, reset_after_seconds, reset_at_ms })
+        Some(Window {
+            used_percent,
+            window_minutes,
+            reset_after_seconds,
+            reset_at_ms,
+        })
     }
 
     fn to_value(&self) -> Value {
@@ -130,7 +146,9 @@ fn retry_after_ms(headers: &Headers<'_, '_>, response_ms: i64) -> Option<i64> {
     if let Ok(seconds) = text.parse::<i64>() {
         return offset_ms(response_ms, seconds);
     }
-    jiff::fmt::rfc2822::parse(text).ok().map(|zoned| zoned.timestamp().as_millisecond())
+    jiff::fmt::rfc2822::parse(text)
+        .ok()
+        .map(|zoned| zoned.timestamp().as_millisecond())
 }
 
 /// Reads the allow-listed headers. `response_ms` is when the headers were
@@ -205,7 +223,10 @@ pub(crate) fn header_facts(headers: &Json<'_>, response_ms: i64) -> HeaderFacts 
     ] {
         insert_i64(&mut rate_limit, key, headers.integer(header));
     }
-    for (header, key) in [("X-Ratelimit-Reset-Requests", "reset_requests"), ("X-Ratelimit-Reset-Tokens", "reset_tokens")] {
+    for (header, key) in [
+        ("X-Ratelimit-Reset-Requests", "reset_requests"),
+        ("X-Ratelimit-Reset-Tokens", "reset_tokens"),
+    ] {
         insert_text(&mut rate_limit, key, headers.clean(header));
     }
     if !rate_limit.is_empty() {
@@ -213,15 +234,20 @@ pub(crate) fn header_facts(headers: &Json<'_>, response_ms: i64) -> HeaderFacts 
     }
 
     // Errors reported in headers.
-    facts.error_kind = headers.clean("X-Error-Type").or_else(|| headers.clean("X-Error-Kind"));
+    facts.error_kind = headers
+        .clean("X-Error-Type")
+        .or_else(|| headers.clean("X-Error-Kind"));
     facts.error_code = headers.clean("X-Error-Code");
     let mut errors = Map::new();
     insert_text(&mut errors, "kind", facts.error_kind.clone());
     insert_text(&mut errors, "code", facts.error_code.clone());
-    if let Some(retry) = headers.text("X-Should-Retry") {
-        if retry.eq_ignore_ascii_case("true") || retry.eq_ignore_ascii_case("false") {
-            errors.insert("should_retry".to_string(), Value::Bool(retry.eq_ignore_ascii_case("true")));
-        }
+    if let Some(retry) = headers.text("X-Should-Retry")
+        && (retry.eq_ignore_ascii_case("true") || retry.eq_ignore_ascii_case("false"))
+    {
+        errors.insert(
+            "should_retry".to_string(),
+            Value::Bool(retry.eq_ignore_ascii_case("true")),
+        );
     }
     if !errors.is_empty() {
         metadata.insert("errors".to_string(), Value::Object(errors));
@@ -272,7 +298,10 @@ mod tests {
         assert_eq!(facts.plan_type.as_deref(), Some("pro"));
         assert_eq!(facts.trace_id.as_deref(), Some("req-1"));
         let metadata = facts.metadata_json.expect("metadata");
-        assert!(!metadata.contains("a=b") && !metadata.to_ascii_lowercase().contains("cookie"), "{metadata}");
+        assert!(
+            !metadata.contains("a=b") && !metadata.to_ascii_lowercase().contains("cookie"),
+            "{metadata}"
+        );
         assert!(metadata.contains(r#""primary":{"reset_after_seconds":100,"reset_at_ms":1100000,"used_percent":12.0,"window_minutes":300}"#), "{metadata}");
     }
 
@@ -281,7 +310,10 @@ mod tests {
         let headers = parse(r#"{"retry-after":"37","X-Codex-Primary-Used-Percent":["100"],"X-Codex-Primary-Reset-After-Seconds":["500"]}"#).expect("valid");
         assert_eq!(header_facts(&headers, 0).recover_at_ms, Some(37_000));
         let headers = parse(r#"{"Retry-After":["Sat, 22 Aug 2026 14:32:11 GMT"]}"#).expect("valid");
-        assert_eq!(header_facts(&headers, 0).recover_at_ms, Some(1_787_409_131_000));
+        assert_eq!(
+            header_facts(&headers, 0).recover_at_ms,
+            Some(1_787_409_131_000)
+        );
     }
 
     #[test]

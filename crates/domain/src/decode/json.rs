@@ -61,15 +61,26 @@ impl<'a> Json<'a> {
 }
 
 /// Looks a key up in an object; the last duplicate wins, as in Go.
-pub(crate) fn member<'o, 'a>(object: &'o [(Cow<'a, str>, Json<'a>)], key: &str) -> Option<&'o Json<'a>> {
-    object.iter().rev().find(|(name, _)| name.as_ref() == key).map(|(_, value)| value)
+pub(crate) fn member<'o, 'a>(
+    object: &'o [(Cow<'a, str>, Json<'a>)],
+    key: &str,
+) -> Option<&'o Json<'a>> {
+    object
+        .iter()
+        .rev()
+        .find(|(name, _)| name.as_ref() == key)
+        .map(|(_, value)| value)
 }
 
 /// Why a payload is not JSON we can read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ParseError {
     /// Syntax error (or a limit of the parser), with its position.
-    Syntax { line: usize, column: usize, message: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// A number literal too large for a double, inside the named field.
     NumberOutOfRange { path: String },
 }
@@ -77,8 +88,15 @@ pub(crate) enum ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseError::Syntax { line, column, message } => {
-                write!(formatter, "invalid JSON at line {line} column {column}: {message}")
+            ParseError::Syntax {
+                line,
+                column,
+                message,
+            } => {
+                write!(
+                    formatter,
+                    "invalid JSON at line {line} column {column}: {message}"
+                )
             }
             ParseError::NumberOutOfRange { path } => {
                 write!(formatter, "{path} is out of the 64-bit integer range")
@@ -94,7 +112,10 @@ impl fmt::Display for ParseError {
 pub(crate) fn parse(text: &str) -> Result<Json<'_>, ParseError> {
     let failure = RefCell::new(None);
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let seed = ValueSeed { failure: &failure, at: None };
+    let seed = ValueSeed {
+        failure: &failure,
+        at: None,
+    };
     let parsed = seed.deserialize(&mut deserializer).and_then(|value| {
         deserializer.end()?;
         Ok(value)
@@ -106,10 +127,10 @@ pub(crate) fn parse(text: &str) -> Result<Json<'_>, ParseError> {
             Some(cut) => message[..cut].to_string(),
             None => message,
         };
-        if cause == "number out of range" {
-            if let Some(path) = failure.borrow_mut().take() {
-                return ParseError::NumberOutOfRange { path };
-            }
+        if cause == "number out of range"
+            && let Some(path) = failure.borrow_mut().take()
+        {
+            return ParseError::NumberOutOfRange { path };
         }
         let message = if cause.contains("hex escape") {
             // serde_json rejects lone UTF-16 surrogates (`\ud800`), which Go
@@ -118,7 +139,11 @@ pub(crate) fn parse(text: &str) -> Result<Json<'_>, ParseError> {
         } else {
             cause
         };
-        ParseError::Syntax { line: error.line(), column: error.column(), message }
+        ParseError::Syntax {
+            line: error.line(),
+            column: error.column(),
+            message,
+        }
     })
 }
 
@@ -232,8 +257,14 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Json<'de>, A::Error> {
         let mut items = Vec::new();
         loop {
-            let node = PathNode { segment: Segment::Index(items.len()), parent: self.at };
-            let seed = ValueSeed { failure: self.failure, at: Some(&node) };
+            let node = PathNode {
+                segment: Segment::Index(items.len()),
+                parent: self.at,
+            };
+            let seed = ValueSeed {
+                failure: self.failure,
+                at: Some(&node),
+            };
             match sequence.next_element_seed(seed) {
                 Ok(Some(item)) => items.push(item),
                 Ok(None) => return Ok(Json::Array(items)),
@@ -248,8 +279,14 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
         let mut members = Vec::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let node = PathNode { segment: Segment::Key(&key), parent: self.at };
-            let seed = ValueSeed { failure: self.failure, at: Some(&node) };
+            let node = PathNode {
+                segment: Segment::Key(&key),
+                parent: self.at,
+            };
+            let seed = ValueSeed {
+                failure: self.failure,
+                at: Some(&node),
+            };
             match map.next_value_seed(seed) {
                 Ok(value) => members.push((key, value)),
                 Err(error) => {
@@ -267,7 +304,10 @@ struct KeySeed;
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Cow<'de, str>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Cow<'de, str>, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
@@ -380,10 +420,17 @@ pub(crate) fn write_compact(out: &mut String, value: &Json<'_>) {
 
 /// The members of an object in Go map order: keys sorted bytewise, and for a
 /// duplicated key only its last occurrence.
-pub(crate) fn sorted_members<'o, 'a>(members: &'o [(Cow<'a, str>, Json<'a>)]) -> Vec<&'o (Cow<'a, str>, Json<'a>)> {
+pub(crate) fn sorted_members<'o, 'a>(
+    members: &'o [(Cow<'a, str>, Json<'a>)],
+) -> Vec<&'o (Cow<'a, str>, Json<'a>)> {
     let mut order: Vec<usize> = (0..members.len()).collect();
     // Stable sort keeps duplicates in document order, so the last one of a run wins.
-    order.sort_by(|left, right| members[*left].0.as_bytes().cmp(members[*right].0.as_bytes()));
+    order.sort_by(|left, right| {
+        members[*left]
+            .0
+            .as_bytes()
+            .cmp(members[*right].0.as_bytes())
+    });
     let mut sorted: Vec<&(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(order.len());
     for index in order {
         let entry = &members[index];
@@ -404,21 +451,38 @@ mod tests {
         let value = parse(r#"{"a":"x","a":"y","b":"q\"uote"}"#).expect("valid JSON");
         let object = value.as_object().expect("object");
         assert_eq!(member(object, "a"), Some(&Json::String(Cow::Borrowed("y"))));
-        assert!(matches!(member(object, "a"), Some(Json::String(Cow::Borrowed(_)))));
-        assert!(matches!(member(object, "b"), Some(Json::String(Cow::Owned(_)))));
+        assert!(matches!(
+            member(object, "a"),
+            Some(Json::String(Cow::Borrowed(_)))
+        ));
+        assert!(matches!(
+            member(object, "b"),
+            Some(Json::String(Cow::Owned(_)))
+        ));
     }
 
     #[test]
     fn overflowing_number_names_its_field() {
         let error = parse(r#"{"a":{"b":[1,2e999]}}"#).expect_err("overflow");
-        assert_eq!(error, ParseError::NumberOutOfRange { path: "a.b[1]".to_string() });
-        assert_eq!(error.to_string(), "a.b[1] is out of the 64-bit integer range");
+        assert_eq!(
+            error,
+            ParseError::NumberOutOfRange {
+                path: "a.b[1]".to_string()
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "a.b[1] is out of the 64-bit integer range"
+        );
     }
 
     #[test]
     fn syntax_errors_carry_position_and_cause() {
         let error = parse(r#"{"a":1"#).expect_err("truncated");
-        assert_eq!(error.to_string(), "invalid JSON at line 1 column 6: EOF while parsing an object");
+        assert_eq!(
+            error.to_string(),
+            "invalid JSON at line 1 column 6: EOF while parsing an object"
+        );
         let error = parse(r#"{"a":1}{"b":2}"#).expect_err("two values");
         assert!(error.to_string().contains("trailing characters"), "{error}");
     }
@@ -427,7 +491,10 @@ mod tests {
     fn deep_nesting_fails_cleanly() {
         let text = format!("{}{}", "[".repeat(600), "]".repeat(600));
         let error = parse(&text).expect_err("too deep");
-        assert!(error.to_string().contains("recursion limit exceeded"), "{error}");
+        assert!(
+            error.to_string().contains("recursion limit exceeded"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -178,15 +178,25 @@ pub(crate) fn summarize(text: &str) -> Option<String> {
         // be too short for the patterns below to recognise it.
         let cut = floor_boundary(trimmed, SUMMARY_SCAN_LIMIT);
         let head = &trimmed[..cut];
-        let token_start = head.rfind(|c: char| c.is_whitespace() || "\"',;&=:{}[]()<>".contains(c)).map_or(0, |i| i + 1);
+        let token_start = head
+            .rfind(|c: char| c.is_whitespace() || "\"',;&=:{}[]()<>".contains(c))
+            .map_or(0, |i| i + 1);
         // A very long run without delimiters is not a key; keep it.
-        if head.len() - token_start <= 256 { &head[..token_start] } else { head }
+        if head.len() - token_start <= 256 {
+            &head[..token_start]
+        } else {
+            head
+        }
     } else {
         trimmed
     };
     let redacted = redact_secrets(scanned);
     let capped = truncate_with_marker(redacted.trim(), SUMMARY_LIMIT);
-    if capped.is_empty() { None } else { Some(capped.into_owned()) }
+    if capped.is_empty() {
+        None
+    } else {
+        Some(capped.into_owned())
+    }
 }
 
 /// Redacts credentials and e-mail local parts from free text.
@@ -241,7 +251,15 @@ fn classify_key(lower: &str) -> Option<KeyKind> {
     }
     let plain = matches!(
         lower,
-        "token" | "key" | "apikey" | "api_key" | "api-key" | "password" | "passwd" | "account_id" | "account-id"
+        "token"
+            | "key"
+            | "apikey"
+            | "api_key"
+            | "api-key"
+            | "password"
+            | "passwd"
+            | "account_id"
+            | "account-id"
     ) || lower.ends_with("api-key")
         || lower.ends_with("api_key")
         || lower.ends_with("access_token")
@@ -273,7 +291,13 @@ fn redact_key_values(text: &str) -> Option<String> {
         }
         let mut lower = text[start..end].to_ascii_lowercase();
         // "API key: …" is written with a space in some error messages.
-        if lower == "api" && bytes.get(end) == Some(&b' ') && text[end + 1..].get(..3).is_some_and(|w| w.eq_ignore_ascii_case("key")) && !bytes.get(end + 4).is_some_and(|b| is_ident_byte(*b)) {
+        if lower == "api"
+            && bytes.get(end) == Some(&b' ')
+            && text[end + 1..]
+                .get(..3)
+                .is_some_and(|w| w.eq_ignore_ascii_case("key"))
+            && !bytes.get(end + 4).is_some_and(|b| is_ident_byte(*b))
+        {
             end += 4;
             lower = "api_key".to_string();
         }
@@ -394,7 +418,9 @@ fn redact_bearer(text: &str) -> Option<String> {
 }
 
 fn find_ascii_case_insensitive(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window.eq_ignore_ascii_case(needle))
+    haystack
+        .windows(needle.len())
+        .position(|window| window.eq_ignore_ascii_case(needle))
 }
 
 /// Key prefixes and the minimum number of characters that must follow them.
@@ -436,7 +462,10 @@ fn redact_key_shapes(text: &str) -> Option<String> {
             let jwt = *prefix == "eyJ";
             let mut end = index + prefix.len();
             while end < bytes.len()
-                && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_' || bytes[end] == b'-' || (jwt && bytes[end] == b'.'))
+                && (bytes[end].is_ascii_alphanumeric()
+                    || bytes[end] == b'_'
+                    || bytes[end] == b'-'
+                    || (jwt && bytes[end] == b'.'))
             {
                 end += 1;
             }
@@ -488,7 +517,8 @@ pub(crate) fn mask_emails(text: &str) -> Option<String> {
             domain_end += 1;
         }
         let domain = text[at + 1..domain_end].trim_end_matches('.');
-        let valid_domain = domain.contains('.') && !domain.starts_with('.') && !domain.starts_with('-');
+        let valid_domain =
+            domain.contains('.') && !domain.starts_with('.') && !domain.starts_with('-');
         if local_start == at || !valid_domain {
             continue;
         }
@@ -513,28 +543,60 @@ mod tests {
         assert_eq!(mask_source("bob.ops@example.net"), "bob***@example.net");
         assert_eq!(mask_source("al@example.com"), "al***@example.com");
         assert_eq!(mask_source("sk-ant-api03-FAKEabcdwxyz"), "m:sk-a...wxyz");
-        assert_eq!(mask_source("AIzaSyFAKE-FAKE-FAKE-FAKE-FAKE000000"), "m:AIza...0000");
-        assert_eq!(mask_source("0123456789abcdef0123456789abcdef"), "m:0123...cdef");
+        assert_eq!(
+            mask_source("AIzaSyFAKE-FAKE-FAKE-FAKE-FAKE000000"),
+            "m:AIza...0000"
+        );
+        assert_eq!(
+            mask_source("0123456789abcdef0123456789abcdef"),
+            "m:0123...cdef"
+        );
         assert_eq!(mask_source("sk-1234"), "m:****");
         assert_eq!(mask_source("my-gcp-project-123"), "my-gcp-project-123");
-        assert_eq!(mask_source("path/with/slash/and/a/very/long/name.json"), "path/with/slash/and/a/very/long/name.json");
+        assert_eq!(
+            mask_source("path/with/slash/and/a/very/long/name.json"),
+            "path/with/slash/and/a/very/long/name.json"
+        );
         // Multi-byte characters are never split.
         assert_eq!(mask_source("éé@example.com"), "é***@example.com");
     }
 
     #[test]
     fn secret_keys() {
-        for key in ["api_key", "API-Key", " apikey ", "Authorization", "Set-Cookie", "cookie", "access_token", "refresh-token", "ID Token", "token", "client_secret", "SecretValue"] {
+        for key in [
+            "api_key",
+            "API-Key",
+            " apikey ",
+            "Authorization",
+            "Set-Cookie",
+            "cookie",
+            "access_token",
+            "refresh-token",
+            "ID Token",
+            "token",
+            "client_secret",
+            "SecretValue",
+        ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["tokens", "access_token_sha256", "source", "key", "total_tokens", "auth_index"] {
+        for key in [
+            "tokens",
+            "access_token_sha256",
+            "source",
+            "key",
+            "total_tokens",
+            "auth_index",
+        ] {
             assert!(!is_secret_key(key), "{key}");
         }
     }
 
     #[test]
     fn client_text_is_sanitised_and_capped() {
-        assert_eq!(sanitize_client_text("  a\t\tb\u{0}c \u{200b} d ", 64).as_deref(), Some("a b c d"));
+        assert_eq!(
+            sanitize_client_text("  a\t\tb\u{0}c \u{200b} d ", 64).as_deref(),
+            Some("a b c d")
+        );
         assert_eq!(sanitize_client_text(" \t ", 64), None);
         let long = "x".repeat(100);
         let capped = sanitize_client_text(&long, 64).expect("text");
@@ -548,19 +610,43 @@ mod tests {
     #[test]
     fn redaction_of_key_values() {
         let cases = [
-            ("Authorization: Bearer abcdefgh12345", "Authorization: [redacted]"),
-            (r#"{"Authorization":"Bearer eyJhbGciOi.x.y"}"#, r#"{"Authorization":"[redacted]"}"#),
+            (
+                "Authorization: Bearer abcdefgh12345",
+                "Authorization: [redacted]",
+            ),
+            (
+                r#"{"Authorization":"Bearer eyJhbGciOi.x.y"}"#,
+                r#"{"Authorization":"[redacted]"}"#,
+            ),
             ("access_token=abc123&x=1", "access_token=[redacted]&x=1"),
-            (r#""refresh_token": "r-123""#, r#""refresh_token": "[redacted]""#),
+            (
+                r#""refresh_token": "r-123""#,
+                r#""refresh_token": "[redacted]""#,
+            ),
             ("id_token: zzz", "id_token: [redacted]"),
             ("x-api-key: 0123abcd", "x-api-key: [redacted]"),
             ("invalid API key: 0123abcd", "invalid API key: [redacted]"),
-            ("?alt=sse&key=AIzaSyFAKE-0000&x=1", "?alt=sse&key=[redacted]&x=1"),
-            (r#"{"Set-Cookie":["__cf_bm=abc; path=/"]}"#, r#"{"Set-Cookie":["[redacted]"]}"#),
+            (
+                "?alt=sse&key=AIzaSyFAKE-0000&x=1",
+                "?alt=sse&key=[redacted]&x=1",
+            ),
+            (
+                r#"{"Set-Cookie":["__cf_bm=abc; path=/"]}"#,
+                r#"{"Set-Cookie":["[redacted]"]}"#,
+            ),
             ("Cookie: a=b; c=d\nnext", "Cookie: [redacted]\nnext"),
-            (r#""ChatGPT-Account-Id":"acc-FAKE-7d2c""#, r#""ChatGPT-Account-Id":"[redacted]""#),
-            (r#""client_secret":"shh""#, r#""client_secret":"[redacted]""#),
-            (r#""type":null,"code":"token_expired""#, r#""type":null,"code":"token_expired""#),
+            (
+                r#""ChatGPT-Account-Id":"acc-FAKE-7d2c""#,
+                r#""ChatGPT-Account-Id":"[redacted]""#,
+            ),
+            (
+                r#""client_secret":"shh""#,
+                r#""client_secret":"[redacted]""#,
+            ),
+            (
+                r#""type":null,"code":"token_expired""#,
+                r#""type":null,"code":"token_expired""#,
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(redact_secrets(input), expected, "{input}");
@@ -572,16 +658,31 @@ mod tests {
         let cases = [
             ("got Bearer abcdefgh1234 back", "got Bearer [redacted] back"),
             ("Bearer short", "Bearer short"),
-            ("key sk-proj-FAKEc2VjcmV0LW5vdC1yZWFsLWtleQ-FAKEFAKE0000. You", "key [redacted]. You"),
+            (
+                "key sk-proj-FAKEc2VjcmV0LW5vdC1yZWFsLWtleQ-FAKEFAKE0000. You",
+                "key [redacted]. You",
+            ),
             ("sk-ant-api03-FAKE0123456789", "[redacted]"),
             ("sk-or-v1-FAKE000000000000fake", "[redacted]"),
             ("sess-abcdefgh12345678", "[redacted]"),
-            ("ghp_abcdefgh12345678 github_pat_11ABCDEFG0123456789", "[redacted] [redacted]"),
+            (
+                "ghp_abcdefgh12345678 github_pat_11ABCDEFG0123456789",
+                "[redacted] [redacted]",
+            ),
             ("AIzaSyFAKE-FAKE-FAKE-FAKE-FAKE000000", "[redacted]"),
-            ("hf_abcdefghijkl pk_live_12345678 rk_test_12345678", "[redacted] [redacted] [redacted]"),
+            (
+                "hf_abcdefghijkl pk_live_12345678 rk_test_12345678",
+                "[redacted] [redacted] [redacted]",
+            ),
             ("xai-FAKE00000000000000", "[redacted]"),
-            ("jwt eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "jwt [redacted]"),
-            ("asksk-notakeyatall disk-space sk-learn", "asksk-notakeyatall disk-space sk-learn"),
+            (
+                "jwt eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+                "jwt [redacted]",
+            ),
+            (
+                "asksk-notakeyatall disk-space sk-learn",
+                "asksk-notakeyatall disk-space sk-learn",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(redact_secrets(input), expected, "{input}");
@@ -590,9 +691,18 @@ mod tests {
 
     #[test]
     fn emails_keep_first_character_and_domain() {
-        assert_eq!(redact_secrets("account=bob.ops@example.net done"), "account=b***@example.net done");
-        assert_eq!(redact_secrets("a@b and x.y@mail.example.cn."), "a@b and x***@mail.example.cn.");
-        assert_eq!(redact_secrets("already b***@example.net"), "already b***@example.net");
+        assert_eq!(
+            redact_secrets("account=bob.ops@example.net done"),
+            "account=b***@example.net done"
+        );
+        assert_eq!(
+            redact_secrets("a@b and x.y@mail.example.cn."),
+            "a@b and x***@mail.example.cn."
+        );
+        assert_eq!(
+            redact_secrets("already b***@example.net"),
+            "already b***@example.net"
+        );
         assert!(matches!(redact_secrets("nothing to see"), Cow::Borrowed(_)));
     }
 

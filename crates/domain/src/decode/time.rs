@@ -24,7 +24,11 @@ const SECONDS_LIMIT: i64 = 10_000_000_000;
 /// An integer from a JSON number or integer string: seconds or milliseconds.
 /// `None` if the instant is outside the years jiff can represent.
 pub(crate) fn from_epoch_number(value: i64) -> Option<EventTime> {
-    let ms = if value < SECONDS_LIMIT { value.checked_mul(1000)? } else { value };
+    let ms = if value < SECONDS_LIMIT {
+        value.checked_mul(1000)?
+    } else {
+        value
+    };
     from_millis(ms)
 }
 
@@ -168,19 +172,46 @@ mod tests {
 
     #[test]
     fn rfc3339_forms_normalise_to_utc() {
-        assert_eq!(text("2026-08-22T22:00:23.007+08:00").as_deref(), Some("2026-08-22T14:00:23.007Z"));
-        assert_eq!(text("2026-05-06T08:30:15.120+08:00").as_deref(), Some("2026-05-06T00:30:15.12Z"));
-        assert_eq!(text("2026-05-06T08:30:15.000Z").as_deref(), Some("2026-05-06T08:30:15Z"));
-        assert_eq!(text("2026-05-06T08:30:15.123456789Z").as_deref(), Some("2026-05-06T08:30:15.123456789Z"));
-        assert_eq!(text("2026-08-22T09:05:00-05:00").as_deref(), Some("2026-08-22T14:05:00Z"));
-        assert_eq!(parse_text("2026-08-22T14:00:23.007999Z").map(|t| t.ms), Some(1_787_407_223_007));
+        assert_eq!(
+            text("2026-08-22T22:00:23.007+08:00").as_deref(),
+            Some("2026-08-22T14:00:23.007Z")
+        );
+        assert_eq!(
+            text("2026-05-06T08:30:15.120+08:00").as_deref(),
+            Some("2026-05-06T00:30:15.12Z")
+        );
+        assert_eq!(
+            text("2026-05-06T08:30:15.000Z").as_deref(),
+            Some("2026-05-06T08:30:15Z")
+        );
+        assert_eq!(
+            text("2026-05-06T08:30:15.123456789Z").as_deref(),
+            Some("2026-05-06T08:30:15.123456789Z")
+        );
+        assert_eq!(
+            text("2026-08-22T09:05:00-05:00").as_deref(),
+            Some("2026-08-22T14:05:00Z")
+        );
+        assert_eq!(
+            parse_text("2026-08-22T14:00:23.007999Z").map(|t| t.ms),
+            Some(1_787_407_223_007)
+        );
     }
 
     #[test]
     fn naive_forms_are_utc() {
-        assert_eq!(text("2026-05-06 08:30:15").as_deref(), Some("2026-05-06T08:30:15Z"));
-        assert_eq!(text("2026-05-06 08:30:15.5").as_deref(), Some("2026-05-06T08:30:15.5Z"));
-        assert_eq!(text("2026-05-06T08:30:15").as_deref(), Some("2026-05-06T08:30:15Z"));
+        assert_eq!(
+            text("2026-05-06 08:30:15").as_deref(),
+            Some("2026-05-06T08:30:15Z")
+        );
+        assert_eq!(
+            text("2026-05-06 08:30:15.5").as_deref(),
+            Some("2026-05-06T08:30:15.5Z")
+        );
+        assert_eq!(
+            text("2026-05-06T08:30:15").as_deref(),
+            Some("2026-05-06T08:30:15Z")
+        );
     }
 
     #[test]
@@ -204,13 +235,22 @@ mod tests {
     #[test]
     fn epoch_numbers_pick_seconds_or_millis() {
         let seconds = from_epoch_number(1_767_225_600).expect("in range");
-        assert_eq!((seconds.ms, seconds.text.as_str()), (1_767_225_600_000, "2026-01-01T00:00:00Z"));
+        assert_eq!(
+            (seconds.ms, seconds.text.as_str()),
+            (1_767_225_600_000, "2026-01-01T00:00:00Z")
+        );
         let millis = from_epoch_number(1_767_225_600_123).expect("in range");
         assert_eq!(millis.text, "2026-01-01T00:00:00.123Z");
         let boundary = from_epoch_number(9_999_999_999).expect("in range");
         assert_eq!(boundary.ms, 9_999_999_999_000);
-        assert_eq!(from_epoch_number(10_000_000_000).map(|t| t.ms), Some(10_000_000_000));
-        assert_eq!(from_epoch_number(-86_400).map(|t| t.text), Some("1969-12-31T00:00:00Z".to_string()));
+        assert_eq!(
+            from_epoch_number(10_000_000_000).map(|t| t.ms),
+            Some(10_000_000_000)
+        );
+        assert_eq!(
+            from_epoch_number(-86_400).map(|t| t.text),
+            Some("1969-12-31T00:00:00Z".to_string())
+        );
         assert_eq!(from_epoch_number(i64::MAX), None);
         assert_eq!(from_epoch_number(i64::MIN), None);
     }
