@@ -25,7 +25,36 @@ use crate::event::{
 use json::{Json, Number, member};
 use time::EventTime;
 
-type Members<'o, 'a> = &'o [(Cow<'a, str>, Json<'a>)];
+/// An object's members, looked up with Go's last-duplicate-wins rule.
+///
+/// The top-level object is sorted once (raw_json needs that order anyway),
+/// so its hundred-odd lookups per payload are binary searches; small nested
+/// objects are scanned.
+#[derive(Clone, Copy)]
+enum Members<'o, 'a> {
+    Plain(&'o [(Cow<'a, str>, Json<'a>)]),
+    Sorted(&'o [&'o (Cow<'a, str>, Json<'a>)]),
+}
+
+impl<'o, 'a> Members<'o, 'a> {
+    fn get(self, key: &str) -> Option<&'o Json<'a>> {
+        match self {
+            Members::Plain(members) => member(members, key),
+            Members::Sorted(sorted) => sorted
+                .binary_search_by(|entry| entry.0.as_bytes().cmp(key.as_bytes()))
+                .ok()
+                .map(|index| &sorted[index].1),
+        }
+    }
+
+    /// Members in Go map order (sorted keys, last duplicate only).
+    fn sorted(self) -> Vec<&'o (Cow<'a, str>, Json<'a>)> {
+        match self {
+            Members::Plain(members) => json::sorted_members(members),
+            Members::Sorted(sorted) => sorted.to_vec(),
+        }
+    }
+}
 
 /// Largest stored local-only failure body (bytes, before `...`).
 const FAIL_BODY_LIMIT: usize = 64 * 1024;
@@ -162,6 +191,8 @@ pub fn decode(item: &[u8], now_ms: i64) -> Decoded {
             _ => {}
         }
     }
+    let sorted = json::sorted_members(members);
+    let members = Members::Sorted(&sorted);
     if !has_usage_fields(members) {
         return dead(
             "no usage fields: the object has no timestamp, model or token counts".to_string(),
@@ -177,7 +208,7 @@ pub fn decode(item: &[u8], now_ms: i64) -> Decoded {
 /// timestamp, model or token field. `{}`, `{"refresh":true,"x":1}` and the
 /// like would otherwise become rows made only of defaults (Go stores them).
 fn has_usage_fields(members: Members<'_, '_>) -> bool {
-    let present = |key: &&str| member(members, key).is_some_and(|value| *value != Json::Null);
+    let present = |key: &&str| members.get(key).is_some_and(|value| *value != Json::Null);
     TIMESTAMP_KEYS.iter().any(present)
         || REQUESTED_MODEL_KEYS.iter().any(present)
         || RESOLVED_MODEL_KEYS.iter().any(present)
@@ -193,7 +224,7 @@ fn first_present<'o, 'a>(
     keys: &[&'static str],
 ) -> Option<(&'static str, &'o Json<'a>)> {
     keys.iter()
-        .find_map(|key| member(members, key).map(|value| (*key, value)))
+        .find_map(|key| members.get(key).map(|value| (*key, value)))
 }
 
 /// Text coercion: strings trimmed, numbers in shortest form, booleans as
@@ -322,7 +353,12 @@ struct TokenSources<'o, 'a> {
 
 impl<'o, 'a> TokenSources<'o, 'a> {
     fn new(members: Members<'o, 'a>) -> Self {
-        let nested = |key| member(members, key).and_then(Json::as_object);
+        let nested = |key| {
+            members
+                .get(key)
+                .and_then(Json::as_object)
+                .map(Members::Plain)
+        };
         TokenSources {
             sources: [
                 (nested("tokens"), "tokens."),
@@ -337,7 +373,7 @@ impl<'o, 'a> TokenSources<'o, 'a> {
         for (source, prefix) in &self.sources {
             let Some(object) = source else { continue };
             for key in keys {
-                if let Some(value) = member(object, key) {
+                if let Some(value) = object.get(key) {
                     let number = integer(value, prefix, key)?;
                     if number != 0 {
                         return Ok(number);
@@ -370,16 +406,19 @@ struct Breakdown {
 /// up. Anything else (unknown versions, `inconsistent`, broken sums) is
 /// ignored and the buckets are derived from `tokens` instead.
 fn trusted_breakdown(members: Members<'_, '_>) -> Option<Breakdown> {
-    fn count(object: Members<'_, '_>, key: &str) -> Option<i64> {
+    fn count(object: &[(Cow<'_, str>, Json<'_>)], key: &str) -> Option<i64> {
         match member(object, key)? {
             Json::Number(Number::Unsigned(value)) => i64::try_from(*value).ok(),
             _ => None,
         }
     }
-    if count(members, "accounting_version")? != 2 {
+    if !matches!(
+        members.get("accounting_version"),
+        Some(Json::Number(Number::Unsigned(2)))
+    ) {
         return None;
     }
-    let breakdown = member(members, "token_breakdown")?.as_object()?;
+    let breakdown = members.get("token_breakdown")?.as_object()?;
     if count(breakdown, "schema_version")? != 2 {
         return None;
     }
@@ -578,8 +617,9 @@ fn is_failed(members: Members<'_, '_>) -> Result<bool, String> {
 
 fn fail_status_code(members: Members<'_, '_>) -> Result<Option<i64>, String> {
     let mut status = 0;
-    if let Some(fail) = member(members, "fail").and_then(Json::as_object)
-        && let Some((key, value)) = first_present(fail, &["status_code", "statusCode"])
+    if let Some(fail) = members.get("fail").and_then(Json::as_object)
+        && let Some((key, value)) =
+            first_present(Members::Plain(fail), &["status_code", "statusCode"])
     {
         status = integer(value, "fail.", key)?;
     }
@@ -594,7 +634,7 @@ fn fail_status_code(members: Members<'_, '_>) -> Result<Option<i64>, String> {
 /// The failure text as sent: `fail.body`, a bare `fail` string (older or
 /// foreign producers), else `fail_body`/`failBody`.
 fn fail_body_text<'o>(members: Members<'o, '_>) -> Cow<'o, str> {
-    let body = match member(members, "fail") {
+    let body = match members.get("fail") {
         Some(Json::Object(fail)) => member(fail, "body").map(text_of).unwrap_or_default(),
         Some(Json::String(text)) => Cow::Borrowed(text.trim()),
         _ => Cow::Borrowed(""),
@@ -653,7 +693,7 @@ fn is_identity_key(key: &str) -> bool {
 fn raw_json(members: Members<'_, '_>, body_summary: &str) -> String {
     let mut out = String::with_capacity(2048);
     out.push('{');
-    for (index, (key, value)) in json::sorted_members(members).into_iter().enumerate() {
+    for (index, (key, value)) in members.sorted().into_iter().enumerate() {
         if index > 0 {
             out.push(',');
         }

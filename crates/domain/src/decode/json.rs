@@ -336,30 +336,41 @@ impl<'de> Visitor<'de> for KeySeed {
 /// `&`, U+2028 and U+2029 escaped as `\uXXXX`, other non-ASCII text raw.
 pub(crate) fn write_string(out: &mut String, text: &str) {
     out.push('"');
+    let bytes = text.as_bytes();
     let mut start = 0;
-    for (index, character) in text.char_indices() {
-        let escape: Option<&str> = match character {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            '\t' => Some("\\t"),
-            '<' => Some("\\u003c"),
-            '>' => Some("\\u003e"),
-            '&' => Some("\\u0026"),
-            '\u{2028}' => Some("\\u2028"),
-            '\u{2029}' => Some("\\u2029"),
-            c if (c as u32) < 0x20 => None,
-            _ => continue,
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        let (escape, width): (Cow<'static, str>, usize) = match byte {
+            b'"' => (Cow::Borrowed("\\\""), 1),
+            b'\\' => (Cow::Borrowed("\\\\"), 1),
+            b'\n' => (Cow::Borrowed("\\n"), 1),
+            b'\r' => (Cow::Borrowed("\\r"), 1),
+            b'\t' => (Cow::Borrowed("\\t"), 1),
+            b'<' => (Cow::Borrowed("\\u003c"), 1),
+            b'>' => (Cow::Borrowed("\\u003e"), 1),
+            b'&' => (Cow::Borrowed("\\u0026"), 1),
+            0x00..=0x1f => (Cow::Owned(format!("\\u{byte:04x}")), 1),
+            // U+2028 and U+2029 are E2 80 A8 / E2 80 A9 in UTF-8.
+            0xe2 if bytes.get(index + 1) == Some(&0x80)
+                && matches!(bytes.get(index + 2), Some(0xa8 | 0xa9)) =>
+            {
+                let escape = if bytes[index + 2] == 0xa8 {
+                    "\\u2028"
+                } else {
+                    "\\u2029"
+                };
+                (Cow::Borrowed(escape), 3)
+            }
+            _ => {
+                index += 1;
+                continue;
+            }
         };
         out.push_str(&text[start..index]);
-        match escape {
-            Some(sequence) => out.push_str(sequence),
-            None => {
-                let _ = write!(out, "\\u{:04x}", character as u32);
-            }
-        }
-        start = index + character.len_utf8();
+        out.push_str(&escape);
+        index += width;
+        start = index;
     }
     out.push_str(&text[start..]);
     out.push('"');

@@ -71,36 +71,65 @@ pub(crate) fn mask_source(value: &str) -> Cow<'_, str> {
 /// True for object keys whose values are credentials and never stored:
 /// compared lower-case after trimming, with `-` and spaces read as `_`.
 pub(crate) fn is_secret_key(key: &str) -> bool {
-    let normalised: String = key
-        .trim()
-        .chars()
-        .map(|character| match character {
-            '-' | ' ' => '_',
-            other => other.to_ascii_lowercase(),
-        })
-        .collect();
+    // Runs for every key of every payload, so it normalises into a stack
+    // buffer instead of allocating.
+    let mut buffer = [0_u8; 64];
+    let Some(normalised) = lower_into(key.trim(), &mut buffer, true) else {
+        return key.to_ascii_lowercase().contains("secret");
+    };
     matches!(
-        normalised.as_str(),
-        "api_key"
-            | "apikey"
-            | "x_api_key"
-            | "x_goog_api_key"
-            | "authorization"
-            | "proxy_authorization"
-            | "cookie"
-            | "set_cookie"
-            | "access_token"
-            | "refresh_token"
-            | "id_token"
-            | "token"
-            | "password"
-    ) || normalised.contains("secret")
+        normalised,
+        b"api_key"
+            | b"apikey"
+            | b"x_api_key"
+            | b"x_goog_api_key"
+            | b"authorization"
+            | b"proxy_authorization"
+            | b"cookie"
+            | b"set_cookie"
+            | b"access_token"
+            | b"refresh_token"
+            | b"id_token"
+            | b"token"
+            | b"password"
+    ) || contains_bytes(normalised, b"secret")
+}
+
+/// ASCII-lowercases `text` into `buffer` (optionally mapping `-` and space to
+/// `_`); `None` if it does not fit.
+fn lower_into<'b>(text: &str, buffer: &'b mut [u8; 64], underscores: bool) -> Option<&'b [u8]> {
+    let bytes = text.as_bytes();
+    let target = buffer.get_mut(..bytes.len())?;
+    for (slot, byte) in target.iter_mut().zip(bytes) {
+        *slot = match byte {
+            b'-' | b' ' if underscores => b'_',
+            other => other.to_ascii_lowercase(),
+        };
+    }
+    Some(target)
+}
+
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 /// Replaces every whitespace or non-printable character with a space,
 /// collapses runs of spaces, trims, and caps the result at `limit` bytes
 /// (cut at a character boundary, `...` appended).
 pub(crate) fn sanitize_client_text(value: &str, limit: usize) -> Option<String> {
+    // Common case: printable ASCII with single inner spaces, nothing to change.
+    let bytes = value.as_bytes();
+    let plain = !bytes.is_empty()
+        && bytes.len() <= limit
+        && bytes.first() != Some(&b' ')
+        && bytes.last() != Some(&b' ')
+        && bytes.iter().all(|byte| (0x20..0x7f).contains(byte))
+        && !bytes.windows(2).any(|pair| pair == b"  ");
+    if plain {
+        return Some(value.to_string());
+    }
     let mut out = String::with_capacity(value.len().min(limit));
     let mut pending_space = false;
     for character in value.chars() {
@@ -211,17 +240,30 @@ pub(crate) fn summarize(text: &str) -> Option<String> {
 ///   `AIza…`, `hf_…`, `pk_…`, `rk_…`, `xai-…` and JWTs (`eyJ…`);
 /// - e-mail addresses become `a***@domain`.
 pub(crate) fn redact_secrets(text: &str) -> Cow<'_, str> {
-    let mut current = Cow::Borrowed(text);
-    if let Some(changed) = redact_key_values(&current) {
-        current = Cow::Owned(changed);
+    // Every pattern needs at least five bytes (`a@b.c`, `key=x`).
+    if text.len() < 5 {
+        return Cow::Borrowed(text);
     }
-    if let Some(changed) = redact_bearer(&current) {
+    let bytes = text.as_bytes();
+    let mut current = Cow::Borrowed(text);
+    if bytes.iter().any(|byte| matches!(byte, b':' | b'=')) {
+        if let Some(changed) = redact_key_values(&current) {
+            current = Cow::Owned(changed);
+        }
+        if let Some(changed) = redact_bearer(&current) {
+            current = Cow::Owned(changed);
+        }
+    } else if bytes.iter().any(|byte| matches!(byte, b'b' | b'B'))
+        && let Some(changed) = redact_bearer(&current)
+    {
         current = Cow::Owned(changed);
     }
     if let Some(changed) = redact_key_shapes(&current) {
         current = Cow::Owned(changed);
     }
-    if let Some(changed) = mask_emails(&current) {
+    if current.as_bytes().contains(&b'@')
+        && let Some(changed) = mask_emails(&current)
+    {
         current = Cow::Owned(changed);
     }
     current
@@ -242,35 +284,39 @@ enum KeyKind {
     Cookie,
 }
 
-fn classify_key(lower: &str) -> Option<KeyKind> {
-    if lower.ends_with("authorization") {
+fn classify_key(lower: &[u8]) -> Option<KeyKind> {
+    if lower.ends_with(b"authorization") {
         return Some(KeyKind::Credentials);
     }
-    if lower == "cookie" || lower == "set-cookie" || lower == "set_cookie" {
+    if matches!(lower, b"cookie" | b"set-cookie" | b"set_cookie") {
         return Some(KeyKind::Cookie);
     }
     let plain = matches!(
         lower,
-        "token"
-            | "key"
-            | "apikey"
-            | "api_key"
-            | "api-key"
-            | "password"
-            | "passwd"
-            | "account_id"
-            | "account-id"
-    ) || lower.ends_with("api-key")
-        || lower.ends_with("api_key")
-        || lower.ends_with("access_token")
-        || lower.ends_with("refresh_token")
-        || lower.ends_with("id_token")
-        || lower.ends_with("auth_token")
-        || lower.ends_with("auth-token")
-        || lower.ends_with("session_token")
-        || lower.ends_with("account-id")
-        || lower.contains("secret")
-        || lower.contains("password");
+        b"token"
+            | b"key"
+            | b"apikey"
+            | b"api_key"
+            | b"api-key"
+            | b"password"
+            | b"passwd"
+            | b"account_id"
+            | b"account-id"
+    ) || [
+        &b"api-key"[..],
+        b"api_key",
+        b"access_token",
+        b"refresh_token",
+        b"id_token",
+        b"auth_token",
+        b"auth-token",
+        b"session_token",
+        b"account-id",
+    ]
+    .iter()
+    .any(|suffix| lower.ends_with(suffix))
+        || contains_bytes(lower, b"secret")
+        || contains_bytes(lower, b"password");
     plain.then_some(KeyKind::Plain)
 }
 
@@ -289,9 +335,18 @@ fn redact_key_values(text: &str) -> Option<String> {
         while end < bytes.len() && is_ident_byte(bytes[end]) {
             end += 1;
         }
-        let mut lower = text[start..end].to_ascii_lowercase();
+        // Identifiers shorter than any key name, or too long to hold one
+        // sensibly, are skipped without allocating.
+        let mut buffer = [0_u8; 64];
+        let Some(mut lower) = (end - start >= 3)
+            .then(|| lower_into(&text[start..end], &mut buffer, false))
+            .flatten()
+        else {
+            index = end;
+            continue;
+        };
         // "API key: …" is written with a space in some error messages.
-        if lower == "api"
+        if lower == b"api"
             && bytes.get(end) == Some(&b' ')
             && text[end + 1..]
                 .get(..3)
@@ -299,9 +354,9 @@ fn redact_key_values(text: &str) -> Option<String> {
             && !bytes.get(end + 4).is_some_and(|b| is_ident_byte(*b))
         {
             end += 4;
-            lower = "api_key".to_string();
+            lower = b"api_key";
         }
-        let Some(kind) = classify_key(&lower) else {
+        let Some(kind) = classify_key(lower) else {
             index = end;
             continue;
         };
