@@ -1,1 +1,88 @@
-fn main() {}
+//! Project automation in plain Rust: `cargo xtask <command>`.
+//!
+//! - `ci`: everything CI runs, in CI's order (fmt check, lint, tests).
+//! - `fmt [--check]`: format the workspace.
+//! - `lint`: clippy with warnings denied, plus the dependency-direction checks.
+//! - `bench <name>`: run a benchmark and print its table (see `bench.rs`).
+
+mod bench;
+mod deps;
+
+use std::process::ExitCode;
+
+use xshell::{Shell, cmd};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = run(&args);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let shell = Shell::new().map_err(|error| error.to_string())?;
+    shell.change_dir(project_root());
+    let command = args.first().map(String::as_str).unwrap_or("help");
+    let rest = &args[args.len().min(1)..];
+    match command {
+        "ci" => ci(&shell),
+        "fmt" => fmt(&shell, rest.iter().any(|arg| arg == "--check")),
+        "lint" => lint(&shell),
+        "test" => test(&shell),
+        "bench" => bench::run(&shell, rest),
+        "help" | "--help" | "-h" => {
+            println!("usage: cargo xtask <ci | fmt [--check] | lint | test | bench <name>>");
+            println!("benchmarks: {}", bench::NAMES.join(", "));
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}; try `cargo xtask help`")),
+    }
+}
+
+fn project_root() -> std::path::PathBuf {
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+fn step(name: &str) {
+    eprintln!("\n== xtask: {name}");
+}
+
+/// The whole CI pipeline, in the order of `.github/workflows/ci.yml`.
+fn ci(shell: &Shell) -> Result<(), String> {
+    fmt(shell, true)?;
+    lint(shell)?;
+    test(shell)
+}
+
+fn fmt(shell: &Shell, check: bool) -> Result<(), String> {
+    step(if check { "fmt --check" } else { "fmt" });
+    let check_flag = if check { Some("--check") } else { None };
+    cmd!(shell, "cargo fmt --all -- {check_flag...}")
+        .run()
+        .map_err(|error| error.to_string())
+}
+
+fn lint(shell: &Shell) -> Result<(), String> {
+    step("clippy");
+    cmd!(
+        shell,
+        "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    )
+    .run()
+    .map_err(|error| error.to_string())?;
+    step("dependency directions");
+    deps::check(shell)
+}
+
+fn test(shell: &Shell) -> Result<(), String> {
+    step("tests");
+    cmd!(shell, "cargo test --workspace --all-targets --locked")
+        .run()
+        .map_err(|error| error.to_string())
+}

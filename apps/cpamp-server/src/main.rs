@@ -1,1 +1,125 @@
-fn main() {}
+//! `cpamp-server`: the Manager Server for CPA.
+//!
+//! With no subcommand it runs the server. Subcommands are offline tools that take
+//! the same process lock, so they refuse to run beside a live server.
+
+use cpamp_server::{config, lock, startup, telemetry};
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cpamp-server",
+    version,
+    about = "Manager Server for CPA: keeps every usage event and serves the panel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Build pending derived data offline. cpamp never defers any, so this only
+    /// checks the database and reports that nothing is pending.
+    CleanupDerived {
+        /// The SQLite database (default: from the configuration).
+        #[arg(long)]
+        db_path: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the documented example configuration file.
+    Example,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(),
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{}", config::EXAMPLE);
+            ExitCode::SUCCESS
+        }
+        Command::CleanupDerived { db_path } => cleanup_derived(db_path),
+    }
+}
+
+fn serve() -> ExitCode {
+    let settings = match config::load(&config::Sources::from_process(true)) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("cpamp-server: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("start runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        // Install the signal handlers before announcing readiness.
+        let shutdown = startup::shutdown_signal();
+        let application = startup::Application::build(settings).await?;
+        application.run_until_stopped(shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cleanup_derived(db_path: Option<std::path::PathBuf>) -> ExitCode {
+    let db_path = match db_path {
+        Some(path) => path,
+        None => match config::load(&config::Sources::from_process(false)) {
+            Ok(settings) => settings.db_path,
+            Err(error) => {
+                eprintln!("cleanup derived data: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if !db_path.is_file() {
+        eprintln!(
+            "cleanup derived data: SQLite database not found at {}; pass --db-path",
+            db_path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match lock::acquire(&db_path) {
+        Ok(_lock) => {
+            println!("No pending derived cleanup jobs.");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "cleanup derived data: acquire offline cleanup lock; stop Manager Server and retry: {error:#}"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -13,7 +13,10 @@
 pub mod analytics;
 pub mod decode;
 pub mod event;
+pub mod keys;
 pub mod ports;
+pub mod secret;
 
 pub use event::UsageEvent;
 pub use ports::StoreError;
+pub use secret::Secret;

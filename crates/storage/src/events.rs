@@ -1,10 +1,11 @@
 //! The ingest transaction: one batch from CPA becomes rows in one transaction.
 //!
-//! Per event, in batch order: claim its hash in the identity ledger (a hash that is
-//! already there means a duplicate, counted as skipped), then insert the event and
-//! point the ledger row at it. Dead letters of the batch are written in the same
-//! transaction, and so are the row counters. Either the whole batch is stored or,
-//! on any error, nothing is, and the caller keeps the batch to retry.
+//! The batch's events claim their hashes in the identity ledger (a hash that is
+//! already there, or repeats inside the batch, is a duplicate and counted as
+//! skipped); the events that claimed a hash are inserted with multi-row statements.
+//! Dead letters of the batch and the row counters are written in the same
+//! transaction. Either the whole batch is stored or, on any error, nothing is, and
+//! the caller keeps the batch to retry.
 
 use cpamp_domain::StoreError;
 use cpamp_domain::event::UsageEvent;
@@ -37,6 +38,20 @@ impl EventSink for SqliteStore {
     }
 }
 
+/// Rows per multi-row `INSERT`: statements are the expensive unit with sqlx, and
+/// 15 rows of 57 columns stay far below SQLite's bound-parameter limit.
+const EVENTS_PER_STATEMENT: usize = 15;
+/// Hashes per ledger claim statement.
+const HASHES_PER_STATEMENT: usize = 300;
+
+/// An event that claimed its hash and will be inserted with this id.
+pub(crate) struct NewEvent<'a> {
+    pub id: i64,
+    pub event: &'a UsageEvent,
+    pub hash: [u8; 32],
+    pub dims: EventDims,
+}
+
 async fn write_batch(
     store: &SqliteStore,
     connection: &mut SqliteConnection,
@@ -44,37 +59,65 @@ async fn write_batch(
     batch: &IngestBatch,
 ) -> Result<BatchOutcome, sqlx::Error> {
     let mut outcome = BatchOutcome::default();
-    let mut rollups = crate::rollup::Accumulator::default();
     let origin_id = if batch.origin.is_empty() {
         None
     } else {
         Some(cpa_source_id(connection, &batch.origin).await?)
     };
+
+    // Ids are assigned here (one writer, so nothing else takes them). Candidates
+    // that turn out to be duplicates leave a harmless gap.
+    let next_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) + 1 FROM usage_events")
+        .fetch_one(&mut *connection)
+        .await?;
+    let mut seen = std::collections::HashSet::with_capacity(batch.events.len());
+    let mut candidates = Vec::with_capacity(batch.events.len());
     for event in &batch.events {
         let hash = decode_hash(&event.event_hash);
-        let claimed = sqlx::query(
-            "INSERT INTO usage_event_identity_ledger (event_hash, event_id, first_seen_at_ms) \
-             VALUES (?, NULL, ?) ON CONFLICT (event_hash) DO NOTHING",
-        )
-        .bind(&hash[..])
-        .bind(event.created_at_ms)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
+        if seen.insert(hash) {
+            candidates.push((next_id + candidates.len() as i64, event, hash));
+        } else {
+            outcome.skipped += 1;
+        }
+    }
+
+    let mut claimed = std::collections::HashSet::with_capacity(candidates.len());
+    for chunk in candidates.chunks(HASHES_PER_STATEMENT) {
+        let mut builder = sqlx::QueryBuilder::new(
+            "INSERT INTO usage_event_identity_ledger (event_hash, event_id, first_seen_at_ms) ",
+        );
+        builder.push_values(chunk, |mut row, (id, event, hash)| {
+            row.push_bind(hash.to_vec())
+                .push_bind(*id)
+                .push_bind(event.created_at_ms);
+        });
+        builder.push(" ON CONFLICT (event_hash) DO NOTHING RETURNING event_id");
+        let ids: Vec<i64> = builder
+            .build_query_scalar()
+            .fetch_all(&mut *connection)
+            .await?;
+        claimed.extend(ids);
+    }
+
+    let mut fresh = Vec::with_capacity(claimed.len());
+    for (id, event, hash) in candidates {
+        if !claimed.contains(&id) {
             outcome.skipped += 1;
             continue;
         }
-        let (event_id, dims) =
-            insert_event(store, connection, stage, event, &hash, origin_id).await?;
-        rollups.add(event, dims);
-        sqlx::query("UPDATE usage_event_identity_ledger SET event_id = ? WHERE event_hash = ?")
-            .bind(event_id)
-            .bind(&hash[..])
-            .execute(&mut *connection)
-            .await?;
-        outcome.inserted += 1;
+        let dims = resolve_dims(store, connection, stage, event).await?;
+        fresh.push(NewEvent {
+            id,
+            event,
+            hash,
+            dims,
+        });
     }
+    for chunk in fresh.chunks(EVENTS_PER_STATEMENT) {
+        insert_events(connection, chunk, origin_id).await?;
+    }
+    outcome.inserted = fresh.len() as u64;
+
     for dead_letter in &batch.dead_letters {
         sqlx::query(
             "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES (?, ?, ?)",
@@ -86,7 +129,7 @@ async fn write_batch(
         .await?;
         outcome.dead_lettered += 1;
     }
-    crate::rollup::flush(store, connection, stage, rollups).await?;
+    crate::rollup::flush(store, connection, stage, &fresh).await?;
     bump_counter(connection, "usage_events", outcome.inserted).await?;
     bump_counter(connection, "dead_letter_events", outcome.dead_lettered).await?;
     Ok(outcome)
@@ -144,14 +187,45 @@ fn timestamp_text(event: &UsageEvent) -> Option<&str> {
     }
 }
 
-async fn insert_event(
+/// Dictionary ids of one event's repeated texts.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EventDims {
+    pub provider: Option<i64>,
+    pub executor_type: Option<i64>,
+    pub model: Option<i64>,
+    pub requested_model: Option<i64>,
+    pub resolved_model: Option<i64>,
+    pub endpoint: Option<i64>,
+    pub method: Option<i64>,
+    pub path: Option<i64>,
+    pub client_ip: Option<i64>,
+    pub x_forwarded_for: Option<i64>,
+    pub user_agent: Option<i64>,
+    pub auth_type: Option<i64>,
+    pub auth_index: Option<i64>,
+    pub source: Option<i64>,
+    pub source_hash: Option<i64>,
+    pub api_key_hash: Option<i64>,
+    pub account: Option<i64>,
+    pub auth_label: Option<i64>,
+    pub auth_file: Option<i64>,
+    pub auth_provider: Option<i64>,
+    pub auth_project: Option<i64>,
+    pub reasoning_effort: Option<i64>,
+    pub service_tier: Option<i64>,
+    pub request_service_tier: Option<i64>,
+    pub response_service_tier: Option<i64>,
+    pub quota_plan_type: Option<i64>,
+    pub error_kind: Option<i64>,
+    pub error_code: Option<i64>,
+}
+
+async fn resolve_dims(
     store: &SqliteStore,
     connection: &mut SqliteConnection,
     stage: &mut DimStage,
     event: &UsageEvent,
-    hash: &[u8; 32],
-    origin_id: Option<i64>,
-) -> Result<(i64, crate::rollup::EventDims), sqlx::Error> {
+) -> Result<EventDims, sqlx::Error> {
     let cache = store.dims();
     macro_rules! dim {
         ($kind:expr, $value:expr) => {
@@ -160,58 +234,61 @@ async fn insert_event(
                 .await?
         };
     }
-    let provider = dim!(DimKind::Provider, event.provider.as_deref());
-    let executor_type = dim!(DimKind::ExecutorType, event.executor_type.as_deref());
-    let model = dim!(
-        DimKind::Model,
-        Some(event.model.as_str())
-            .filter(|m| !m.is_empty())
-            .or(Some("-"))
-    );
-    let requested_model = dim!(DimKind::Model, event.requested_model.as_deref());
-    let resolved_model = dim!(DimKind::Model, event.resolved_model.as_deref());
-    let endpoint = dim!(DimKind::Endpoint, event.endpoint.as_deref());
-    let method = dim!(DimKind::Method, event.method.as_deref());
-    let path = dim!(DimKind::Path, event.path.as_deref());
-    let client_ip = dim!(DimKind::ClientIp, event.client_ip.as_deref());
-    let x_forwarded_for = dim!(DimKind::XForwardedFor, event.x_forwarded_for.as_deref());
-    let user_agent = dim!(DimKind::UserAgent, event.user_agent.as_deref());
-    let auth_type = dim!(DimKind::AuthType, event.auth_type.as_deref());
-    let auth_index = dim!(DimKind::AuthIndex, event.auth_index.as_deref());
-    let source = dim!(DimKind::Source, event.source.as_deref());
-    let source_hash = dim!(DimKind::SourceHash, event.source_hash.as_deref());
-    let api_key_hash = dim!(DimKind::ApiKeyHash, event.api_key_hash.as_deref());
-    let account = dim!(DimKind::Account, event.account_snapshot.as_deref());
-    let auth_label = dim!(DimKind::AuthLabel, event.auth_label_snapshot.as_deref());
-    let auth_file = dim!(DimKind::AuthFile, event.auth_file_snapshot.as_deref());
-    let auth_provider = dim!(
-        DimKind::AuthProvider,
-        event.auth_provider_snapshot.as_deref()
-    );
-    let auth_project = dim!(
-        DimKind::AuthProject,
-        event.auth_project_id_snapshot.as_deref()
-    );
-    let reasoning_effort = dim!(DimKind::ReasoningEffort, event.reasoning_effort.as_deref());
-    let service_tier = dim!(DimKind::ServiceTier, event.service_tier.as_deref());
-    let request_service_tier = dim!(DimKind::ServiceTier, event.request_service_tier.as_deref());
-    let response_service_tier = dim!(DimKind::ServiceTier, event.response_service_tier.as_deref());
-    let quota_plan_type = dim!(
-        DimKind::QuotaPlanType,
-        event.header_quota_plan_type.as_deref()
-    );
-    let error_kind = dim!(DimKind::ErrorKind, event.header_error_kind.as_deref());
-    let error_code = dim!(DimKind::ErrorCode, event.header_error_code.as_deref());
-    let cache_input_mode = event.cache_input_mode.map(|mode| match mode {
-        cpamp_domain::event::CacheInputMode::IncludedInInput => 0_i64,
-        cpamp_domain::event::CacheInputMode::SeparateFromInput => 1_i64,
-    });
-    let tokens = &event.tokens;
-    let normalized = &event.normalized;
-    let normalized_known = event.cache_input_mode.is_some();
-    let event_id = sqlx::query_scalar(
+    let model_name = if event.model.is_empty() {
+        "-"
+    } else {
+        event.model.as_str()
+    };
+    Ok(EventDims {
+        provider: dim!(DimKind::Provider, event.provider.as_deref()),
+        executor_type: dim!(DimKind::ExecutorType, event.executor_type.as_deref()),
+        model: dim!(DimKind::Model, Some(model_name)),
+        requested_model: dim!(DimKind::Model, event.requested_model.as_deref()),
+        resolved_model: dim!(DimKind::Model, event.resolved_model.as_deref()),
+        endpoint: dim!(DimKind::Endpoint, event.endpoint.as_deref()),
+        method: dim!(DimKind::Method, event.method.as_deref()),
+        path: dim!(DimKind::Path, event.path.as_deref()),
+        client_ip: dim!(DimKind::ClientIp, event.client_ip.as_deref()),
+        x_forwarded_for: dim!(DimKind::XForwardedFor, event.x_forwarded_for.as_deref()),
+        user_agent: dim!(DimKind::UserAgent, event.user_agent.as_deref()),
+        auth_type: dim!(DimKind::AuthType, event.auth_type.as_deref()),
+        auth_index: dim!(DimKind::AuthIndex, event.auth_index.as_deref()),
+        source: dim!(DimKind::Source, event.source.as_deref()),
+        source_hash: dim!(DimKind::SourceHash, event.source_hash.as_deref()),
+        api_key_hash: dim!(DimKind::ApiKeyHash, event.api_key_hash.as_deref()),
+        account: dim!(DimKind::Account, event.account_snapshot.as_deref()),
+        auth_label: dim!(DimKind::AuthLabel, event.auth_label_snapshot.as_deref()),
+        auth_file: dim!(DimKind::AuthFile, event.auth_file_snapshot.as_deref()),
+        auth_provider: dim!(
+            DimKind::AuthProvider,
+            event.auth_provider_snapshot.as_deref()
+        ),
+        auth_project: dim!(
+            DimKind::AuthProject,
+            event.auth_project_id_snapshot.as_deref()
+        ),
+        reasoning_effort: dim!(DimKind::ReasoningEffort, event.reasoning_effort.as_deref()),
+        service_tier: dim!(DimKind::ServiceTier, event.service_tier.as_deref()),
+        request_service_tier: dim!(DimKind::ServiceTier, event.request_service_tier.as_deref()),
+        response_service_tier: dim!(DimKind::ServiceTier, event.response_service_tier.as_deref()),
+        quota_plan_type: dim!(
+            DimKind::QuotaPlanType,
+            event.header_quota_plan_type.as_deref()
+        ),
+        error_kind: dim!(DimKind::ErrorKind, event.header_error_kind.as_deref()),
+        error_code: dim!(DimKind::ErrorCode, event.header_error_code.as_deref()),
+    })
+}
+
+/// Inserts up to [`EVENTS_PER_STATEMENT`] events in one statement.
+async fn insert_events(
+    connection: &mut SqliteConnection,
+    rows: &[NewEvent<'_>],
+    origin_id: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    let mut builder = sqlx::QueryBuilder::new(
         "INSERT INTO usage_events (\
-            event_hash, cpa_source_id, request_id, timestamp_ms, timestamp_text, \
+            id, event_hash, cpa_source_id, request_id, timestamp_ms, timestamp_text, \
             provider_id, executor_type_id, model_id, requested_model_id, resolved_model_id, \
             endpoint_id, method_id, path_id, client_ip_id, x_forwarded_for_id, user_agent_id, \
             auth_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
@@ -224,86 +301,86 @@ async fn insert_event(
             normalized_cache_read_tokens, normalized_cache_creation_tokens, \
             latency_ms, ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, \
             header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
-            header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms\
-         ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-                   ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-                   ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(&hash[..])
-    .bind(origin_id)
-    .bind(event.request_id.as_deref().filter(|id| !id.is_empty()))
-    .bind(event.timestamp_ms)
-    .bind(timestamp_text(event))
-    .bind(provider)
-    .bind(executor_type)
-    .bind(model)
-    .bind(requested_model)
-    .bind(resolved_model)
-    .bind(endpoint)
-    .bind(method)
-    .bind(path)
-    .bind(client_ip)
-    .bind(x_forwarded_for)
-    .bind(user_agent)
-    .bind(auth_type)
-    .bind(auth_index)
-    .bind(source)
-    .bind(source_hash)
-    .bind(api_key_hash)
-    .bind(account)
-    .bind(auth_label)
-    .bind(auth_file)
-    .bind(auth_provider)
-    .bind(auth_project)
-    .bind(event.auth_snapshot_at_ms.filter(|value| *value > 0))
-    .bind(reasoning_effort)
-    .bind(service_tier)
-    .bind(request_service_tier)
-    .bind(response_service_tier)
-    .bind(cache_input_mode)
-    .bind(tokens.input)
-    .bind(tokens.output)
-    .bind(tokens.reasoning)
-    .bind(tokens.cached)
-    .bind(tokens.cache)
-    .bind(tokens.cache_read)
-    .bind(tokens.cache_creation)
-    .bind(tokens.total)
-    .bind(normalized_known.then_some(normalized.uncached_input))
-    .bind(normalized_known.then_some(normalized.total_input))
-    .bind(normalized_known.then_some(normalized.cache_read))
-    .bind(normalized_known.then_some(normalized.cache_creation))
-    .bind(event.latency_ms)
-    .bind(event.ttft_ms)
-    .bind(i64::from(event.failed))
-    .bind(event.fail_status_code.filter(|code| *code > 0))
-    .bind(event.fail_summary.as_deref().filter(|text| !text.is_empty()))
-    .bind(event.response_metadata_json.as_deref().filter(|text| !text.is_empty()))
-    .bind(event.header_quota_recover_at_ms.filter(|value| *value > 0))
-    .bind(event.header_quota_used_percent)
-    .bind(quota_plan_type)
-    .bind(error_kind)
-    .bind(error_code)
-    .bind(event.header_trace_id.as_deref().filter(|text| !text.is_empty()))
-    .bind(event.created_at_ms)
-    .fetch_one(&mut *connection)
-    .await?;
-    let dims = crate::rollup::EventDims {
-        model,
-        requested_model,
-        resolved_model,
-        provider,
-        executor_type,
-        auth_index,
-        source,
-        source_hash,
-        api_key_hash,
-        account,
-        auth_label,
-        auth_file,
-        auth_provider,
-        auth_project,
-        service_tier,
-    };
-    Ok((event_id, dims))
+            header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms) ",
+    );
+    builder.push_values(rows, |mut row, new| {
+        let event = new.event;
+        let dims = &new.dims;
+        let tokens = &event.tokens;
+        let normalized = &event.normalized;
+        let known = event.cache_input_mode.is_some();
+        let cache_input_mode = event.cache_input_mode.map(|mode| match mode {
+            cpamp_domain::event::CacheInputMode::IncludedInInput => 0_i64,
+            cpamp_domain::event::CacheInputMode::SeparateFromInput => 1_i64,
+        });
+        row.push_bind(new.id)
+            .push_bind(new.hash.to_vec())
+            .push_bind(origin_id)
+            .push_bind(event.request_id.clone().filter(|id| !id.is_empty()))
+            .push_bind(event.timestamp_ms)
+            .push_bind(timestamp_text(event).map(str::to_owned))
+            .push_bind(dims.provider)
+            .push_bind(dims.executor_type)
+            .push_bind(dims.model)
+            .push_bind(dims.requested_model)
+            .push_bind(dims.resolved_model)
+            .push_bind(dims.endpoint)
+            .push_bind(dims.method)
+            .push_bind(dims.path)
+            .push_bind(dims.client_ip)
+            .push_bind(dims.x_forwarded_for)
+            .push_bind(dims.user_agent)
+            .push_bind(dims.auth_type)
+            .push_bind(dims.auth_index)
+            .push_bind(dims.source)
+            .push_bind(dims.source_hash)
+            .push_bind(dims.api_key_hash)
+            .push_bind(dims.account)
+            .push_bind(dims.auth_label)
+            .push_bind(dims.auth_file)
+            .push_bind(dims.auth_provider)
+            .push_bind(dims.auth_project)
+            .push_bind(event.auth_snapshot_at_ms.filter(|value| *value > 0))
+            .push_bind(dims.reasoning_effort)
+            .push_bind(dims.service_tier)
+            .push_bind(dims.request_service_tier)
+            .push_bind(dims.response_service_tier)
+            .push_bind(cache_input_mode)
+            .push_bind(tokens.input)
+            .push_bind(tokens.output)
+            .push_bind(tokens.reasoning)
+            .push_bind(tokens.cached)
+            .push_bind(tokens.cache)
+            .push_bind(tokens.cache_read)
+            .push_bind(tokens.cache_creation)
+            .push_bind(tokens.total)
+            .push_bind(known.then_some(normalized.uncached_input))
+            .push_bind(known.then_some(normalized.total_input))
+            .push_bind(known.then_some(normalized.cache_read))
+            .push_bind(known.then_some(normalized.cache_creation))
+            .push_bind(event.latency_ms)
+            .push_bind(event.ttft_ms)
+            .push_bind(i64::from(event.failed))
+            .push_bind(event.fail_status_code.filter(|code| *code > 0))
+            .push_bind(event.fail_summary.clone().filter(|text| !text.is_empty()))
+            .push_bind(
+                event
+                    .response_metadata_json
+                    .clone()
+                    .filter(|text| !text.is_empty()),
+            )
+            .push_bind(event.header_quota_recover_at_ms.filter(|value| *value > 0))
+            .push_bind(event.header_quota_used_percent)
+            .push_bind(dims.quota_plan_type)
+            .push_bind(dims.error_kind)
+            .push_bind(dims.error_code)
+            .push_bind(
+                event
+                    .header_trace_id
+                    .clone()
+                    .filter(|text| !text.is_empty()),
+            )
+            .push_bind(event.created_at_ms);
+    });
+    builder.build().execute(connection).await.map(|_| ())
 }

@@ -83,15 +83,17 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database and runs pending migrations.
     pub async fn open(options: Options) -> Result<SqliteStore, StoreError> {
-        if let Some(parent) = options.path.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|error| {
-                    StoreError::unavailable(
-                        format!("cannot create data directory {}", parent.display()),
-                        error,
-                    )
-                })?;
-            }
+        if let Some(parent) = options
+            .path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                StoreError::unavailable(
+                    format!("cannot create data directory {}", parent.display()),
+                    error,
+                )
+            })?;
         }
         let base = SqliteConnectOptions::new()
             .filename(&options.path)

@@ -1,7 +1,7 @@
 //! Rollup maintenance, inside the ingest transaction.
 //!
-//! The batch writer hands every inserted event to an [`Accumulator`] (memory only)
-//! and calls [`flush`] once before commit. `flush` merges the batch's events per
+//! The batch writer calls [`flush`] once with the batch's new events, before
+//! commit. `flush` merges the batch's events per
 //! rollup key and applies one additive upsert per key, so rollups are never stale
 //! (they commit or roll back with the events) and a batch costs a statement per
 //! distinct key, not per event.
@@ -17,47 +17,26 @@ use sqlx::SqliteConnection;
 
 use crate::SqliteStore;
 use crate::dims::{DimKind, DimStage};
+use crate::events::{EventDims, NewEvent};
 
 /// Width of a `usage_rollup_fine` block.
 pub(crate) const FINE_MS: i64 = 5 * 60_000;
 
-/// The dictionary ids the insert resolved for one event.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct EventDims {
-    pub model: Option<i64>,
-    pub requested_model: Option<i64>,
-    pub resolved_model: Option<i64>,
-    pub provider: Option<i64>,
-    pub executor_type: Option<i64>,
-    pub auth_index: Option<i64>,
-    pub source: Option<i64>,
-    pub source_hash: Option<i64>,
-    pub api_key_hash: Option<i64>,
-    pub account: Option<i64>,
-    pub auth_label: Option<i64>,
-    pub auth_file: Option<i64>,
-    pub auth_provider: Option<i64>,
-    pub auth_project: Option<i64>,
-    pub service_tier: Option<i64>,
-}
-
-impl EventDims {
-    fn identity_key(&self) -> [i64; 11] {
-        [
-            self.provider,
-            self.executor_type,
-            self.auth_index,
-            self.source,
-            self.source_hash,
-            self.api_key_hash,
-            self.account,
-            self.auth_label,
-            self.auth_file,
-            self.auth_provider,
-            self.auth_project,
-        ]
-        .map(|id| id.unwrap_or(0))
-    }
+fn identity_key(dims: &EventDims) -> [i64; 11] {
+    [
+        dims.provider,
+        dims.executor_type,
+        dims.auth_index,
+        dims.source,
+        dims.source_hash,
+        dims.api_key_hash,
+        dims.account,
+        dims.auth_label,
+        dims.auth_file,
+        dims.auth_provider,
+        dims.auth_project,
+    ]
+    .map(|id| id.unwrap_or(0))
 }
 
 struct Pending {
@@ -71,14 +50,14 @@ struct Pending {
     ttft: Option<u32>,
 }
 
-/// The events of one batch, waiting for [`flush`].
+/// The rollup-relevant values of the batch's new events.
 #[derive(Default)]
-pub(crate) struct Accumulator {
+struct Accumulator {
     pending: Vec<Pending>,
 }
 
 impl Accumulator {
-    pub(crate) fn add(&mut self, event: &UsageEvent, dims: EventDims) {
+    fn add(&mut self, event: &UsageEvent, dims: EventDims) {
         let tokens = &event.tokens;
         let input = if event.cache_input_mode.is_some() {
             event.normalized.total_input
@@ -155,8 +134,12 @@ pub(crate) async fn flush(
     store: &SqliteStore,
     connection: &mut SqliteConnection,
     stage: &mut DimStage,
-    accumulator: Accumulator,
+    fresh: &[NewEvent<'_>],
 ) -> Result<(), sqlx::Error> {
+    let mut accumulator = Accumulator::default();
+    for new in fresh {
+        accumulator.add(new.event, new.dims);
+    }
     if accumulator.pending.is_empty() {
         return Ok(());
     }
@@ -194,7 +177,7 @@ pub(crate) async fn flush(
     // Identity id per identity tuple.
     let mut identity_ids: HashMap<[i64; 11], i64> = HashMap::new();
     for pending in &accumulator.pending {
-        let key = pending.dims.identity_key();
+        let key = identity_key(&pending.dims);
         if identity_ids.contains_key(&key) {
             continue;
         }
@@ -234,7 +217,7 @@ pub(crate) async fn flush(
             failed: pending.failed,
         };
         let identity_id = identity_ids
-            .get(&pending.dims.identity_key())
+            .get(&identity_key(&pending.dims))
             .copied()
             .unwrap_or(0);
         let at = pending.timestamp_ms;

@@ -1,0 +1,573 @@
+//! Settings: built-in defaults, then the config file, then environment variables
+//! (env > file > defaults), validated in one step from raw values to [`Settings`].
+//!
+//! The environment variable names are a compatibility contract with existing
+//! deployments of the Go server, so each is mapped explicitly. Unlike the Go server,
+//! an invalid value is an error that names the variable and what it accepts, not a
+//! silent fallback to the default.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use config::{Config, File, FileFormat};
+use cpamp_domain::Secret;
+use serde::Deserialize;
+
+/// Default listen address (the Go server's).
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:18317";
+
+/// Collector transport selection (`USAGE_COLLECTOR_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectorMode {
+    Auto,
+    Subscribe,
+    Http,
+    Resp,
+}
+
+impl CollectorMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollectorMode::Auto => "auto",
+            CollectorMode::Subscribe => "subscribe",
+            CollectorMode::Http => "http",
+            CollectorMode::Resp => "resp",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Validated settings. Everything the process needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file that was read, if any.
+    pub config_path: Option<PathBuf>,
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub db_path: PathBuf,
+    /// Normalised CPA base URL from `CPA_UPSTREAM_URL` (empty if unset).
+    pub cpa_upstream_url: String,
+    pub cpa_management_key: Secret,
+    pub admin_key: Secret,
+    pub data_key: Secret,
+    pub data_key_path: PathBuf,
+    pub collector_mode: CollectorMode,
+    pub queue: String,
+    /// `left` or `right`.
+    pub pop_side: String,
+    pub batch_size: u32,
+    pub poll_interval: Duration,
+    pub query_limit: i64,
+    pub panel_path: Option<PathBuf>,
+    pub cors_origins: Vec<String>,
+    pub tls_skip_verify: bool,
+    pub metrics_token: Secret,
+    pub log_format: LogFormat,
+    /// Environment variables that were set (for env-locked settings).
+    pub env_set: Vec<&'static str>,
+}
+
+impl Settings {
+    /// True when `CPA_UPSTREAM_URL` and a CPA Management Key make setup unnecessary.
+    pub fn env_managed_connection(&self) -> bool {
+        !self.cpa_upstream_url.is_empty() && !self.cpa_management_key.is_empty()
+    }
+}
+
+/// Raw values as the config file spells them (camelCase, like the Go server's config.json).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawFile {
+    http_addr: Option<String>,
+    data_dir: Option<String>,
+    db_path: Option<String>,
+    cpa_upstream_url: Option<String>,
+    management_key_file: Option<String>,
+    admin_key_file: Option<String>,
+    data_key_file: Option<String>,
+    data_key_path: Option<String>,
+    collector_mode: Option<String>,
+    queue: Option<String>,
+    pop_side: Option<String>,
+    batch_size: Option<i64>,
+    poll_interval_ms: Option<i64>,
+    query_limit: Option<i64>,
+    panel_path: Option<String>,
+    cors_origins: Option<Vec<String>>,
+    tls_skip_verify: Option<bool>,
+    metrics_token_file: Option<String>,
+    log_format: Option<String>,
+}
+
+/// Where settings come from. Tests pass their own environment map.
+pub struct Sources {
+    pub env: HashMap<String, String>,
+    /// Directory of the running executable (for `config.json` discovery).
+    pub exe_dir: Option<PathBuf>,
+    /// Whether a missing `CPA_MANAGER_CONFIG` file should be created (server mode).
+    pub create_missing_config: bool,
+}
+
+impl Sources {
+    pub fn from_process(create_missing_config: bool) -> Sources {
+        Sources {
+            env: std::env::vars().collect(),
+            exe_dir: std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf)),
+            create_missing_config,
+        }
+    }
+
+    /// An environment value, trimmed; empty counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        self.env
+            .get(name)
+            .map(|value| value.trim().to_string())
+            .filter(|value| !value.is_empty())
+    }
+}
+
+const DEFAULT_CONFIG_CONTENT: &str =
+    "{\n  \"httpAddr\": \"0.0.0.0:18317\",\n  \"dataDir\": \"./data\"\n}\n";
+
+/// Loads and validates settings.
+pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
+    let config_path = discover_config(sources)?;
+    let config_dir = config_path
+        .as_ref()
+        .and_then(|path| path.parent().map(Path::to_path_buf));
+    let file: RawFile = match &config_path {
+        Some(path) => {
+            let format = match path.extension().and_then(|ext| ext.to_str()) {
+                Some("toml") => FileFormat::Toml,
+                _ => FileFormat::Json,
+            };
+            Config::builder()
+                .add_source(File::from(path.as_path()).format(format))
+                .build()
+                .and_then(Config::try_deserialize)
+                .with_context(|| format!("load config: parse config {}", path.display()))?
+        }
+        None => RawFile::default(),
+    };
+    let resolve = |value: &str| -> PathBuf {
+        let path = PathBuf::from(value);
+        match (&config_dir, path.is_absolute()) {
+            (Some(dir), false) => dir.join(path),
+            _ => path,
+        }
+    };
+    let mut env_set = Vec::new();
+    let mut env = |name: &'static str| -> Option<String> {
+        let value = sources.get(name);
+        if value.is_some() {
+            env_set.push(name);
+        }
+        value
+    };
+
+    let http_addr_text = env("HTTP_ADDR")
+        .or(file.http_addr.clone())
+        .unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_string());
+    let http_addr = parse_listen_addr(&http_addr_text)?;
+
+    let data_dir_env = env("USAGE_DATA_DIR");
+    let data_dir = match (&data_dir_env, &file.data_dir, &config_dir) {
+        (Some(dir), _, _) => PathBuf::from(dir),
+        (None, Some(dir), _) => resolve(dir),
+        (None, None, Some(dir)) => dir.join("data"),
+        // Deliberate change from the Go server (which falls back to `/data`): a plain
+        // native run keeps its database in `./data`. The container image sets
+        // USAGE_DATA_DIR=/data explicitly.
+        (None, None, None) => PathBuf::from("./data"),
+    };
+    let db_path = match (env("USAGE_DB_PATH"), &file.db_path, &data_dir_env) {
+        (Some(path), _, _) => PathBuf::from(path),
+        (None, Some(path), None) => resolve(path),
+        _ => data_dir.join("usage.sqlite"),
+    };
+    let data_key_path = env("CPA_MANAGER_DATA_KEY_PATH")
+        .map(PathBuf::from)
+        .or(file.data_key_path.as_deref().map(resolve))
+        .unwrap_or_else(|| data_dir.join("data.key"));
+
+    let cpa_upstream_url = normalize_base_url(
+        &env("CPA_UPSTREAM_URL")
+            .or(file.cpa_upstream_url.clone())
+            .unwrap_or_default(),
+    );
+    let cpa_management_key = secret(
+        env("CPA_MANAGEMENT_KEY"),
+        env("CPA_MANAGEMENT_KEY_FILE"),
+        file.management_key_file.as_deref().map(resolve),
+        "/run/secrets/cpa_management_key",
+        "CPA_MANAGEMENT_KEY_FILE",
+    )?;
+    let admin_key = secret(
+        env("CPA_MANAGER_ADMIN_KEY"),
+        env("CPA_MANAGER_ADMIN_KEY_FILE"),
+        file.admin_key_file.as_deref().map(resolve),
+        "/run/secrets/cpa_admin_key",
+        "CPA_MANAGER_ADMIN_KEY_FILE",
+    )?;
+    let data_key = secret(
+        env("CPA_MANAGER_DATA_KEY"),
+        env("CPA_MANAGER_DATA_KEY_FILE"),
+        file.data_key_file.as_deref().map(resolve),
+        "/run/secrets/cpa_data_key",
+        "CPA_MANAGER_DATA_KEY_FILE",
+    )?;
+    let metrics_token = secret(
+        env("METRICS_TOKEN"),
+        env("METRICS_TOKEN_FILE"),
+        file.metrics_token_file.as_deref().map(resolve),
+        "/run/secrets/cpamp_metrics_token",
+        "METRICS_TOKEN_FILE",
+    )?;
+
+    let collector_mode = match env("USAGE_COLLECTOR_MODE").or(file.collector_mode.clone()) {
+        None => CollectorMode::Auto,
+        Some(mode) => match mode.to_ascii_lowercase().as_str() {
+            "auto" => CollectorMode::Auto,
+            "subscribe" => CollectorMode::Subscribe,
+            "http" => CollectorMode::Http,
+            "resp" => CollectorMode::Resp,
+            _ => bail!(
+                "USAGE_COLLECTOR_MODE (config key collectorMode) must be one of auto, subscribe, http, resp; got {mode:?}"
+            ),
+        },
+    };
+    let queue = env("USAGE_RESP_QUEUE")
+        .or(file.queue.clone())
+        .unwrap_or_else(|| "usage".to_string());
+    let pop_side = match env("USAGE_RESP_POP_SIDE").or(file.pop_side.clone()) {
+        None => "right".to_string(),
+        Some(side) => match side.to_ascii_lowercase().as_str() {
+            "left" | "lpop" => "left".to_string(),
+            "right" | "rpop" => "right".to_string(),
+            _ => bail!(
+                "USAGE_RESP_POP_SIDE (config key popSide) must be left or right; got {side:?}"
+            ),
+        },
+    };
+    let batch_size = positive(
+        env("USAGE_BATCH_SIZE"),
+        file.batch_size,
+        100,
+        "USAGE_BATCH_SIZE",
+        "batchSize",
+    )?;
+    let batch_size = u32::try_from(batch_size).map_err(|_| {
+        anyhow!(
+            "USAGE_BATCH_SIZE must be at most {}; got {batch_size}",
+            u32::MAX
+        )
+    })?;
+    let poll_ms = positive(
+        env("USAGE_POLL_INTERVAL_MS"),
+        file.poll_interval_ms,
+        500,
+        "USAGE_POLL_INTERVAL_MS",
+        "pollIntervalMs",
+    )?;
+    if poll_ms > 3_600_000 {
+        bail!(
+            "USAGE_POLL_INTERVAL_MS must be at most 3600000 (CPA keeps events for at most an hour); got {poll_ms}"
+        );
+    }
+    let query_limit = positive(
+        env("USAGE_QUERY_LIMIT"),
+        file.query_limit,
+        50_000,
+        "USAGE_QUERY_LIMIT",
+        "queryLimit",
+    )?;
+    let panel_path = env("PANEL_PATH")
+        .map(PathBuf::from)
+        .or(file.panel_path.as_deref().map(resolve));
+    let cors_origins = match env("USAGE_CORS_ORIGINS") {
+        Some(csv) => csv
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(String::from)
+            .collect(),
+        None => file
+            .cors_origins
+            .clone()
+            .unwrap_or_else(|| vec!["*".to_string()]),
+    };
+    let tls_skip_verify = match env("USAGE_RESP_TLS_SKIP_VERIFY") {
+        Some(value) => parse_bool("USAGE_RESP_TLS_SKIP_VERIFY", &value)?,
+        None => file.tls_skip_verify.unwrap_or(false),
+    };
+    let log_format = match env("CPAMP_LOG_FORMAT")
+        .or(file.log_format.clone())
+        .as_deref()
+    {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            bail!("CPAMP_LOG_FORMAT (config key logFormat) must be text or json; got {other:?}")
+        }
+    };
+    for (name, accepts) in [
+        ("USAGE_QUOTA_COOLDOWN_ENABLED", "bool"),
+        ("USAGE_ACCOUNT_ACTIONS_ENABLED", "bool"),
+        ("USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE", "bool"),
+        ("USAGE_DASHBOARD_HOURLY_ROLLUP_ENABLED", "bool"),
+    ] {
+        if let Some(value) = env(name) {
+            debug_assert_eq!(accepts, "bool");
+            parse_bool(name, &value)?;
+        }
+    }
+
+    Ok(Settings {
+        config_path,
+        http_addr,
+        data_dir,
+        db_path,
+        cpa_upstream_url,
+        cpa_management_key,
+        admin_key,
+        data_key,
+        data_key_path,
+        collector_mode,
+        queue,
+        pop_side,
+        batch_size,
+        poll_interval: Duration::from_millis(u64::try_from(poll_ms).unwrap_or(500)),
+        query_limit,
+        panel_path,
+        cors_origins,
+        tls_skip_verify,
+        metrics_token,
+        log_format,
+        env_set,
+    })
+}
+
+/// `CPA_MANAGER_CONFIG`, else `config.json` beside the executable if it exists.
+fn discover_config(sources: &Sources) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = sources.get("CPA_MANAGER_CONFIG") {
+        let path = PathBuf::from(path);
+        if !path.exists() {
+            if !sources.create_missing_config {
+                return Ok(None);
+            }
+            if let Some(parent) = path
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("load config: create {}", parent.display()))?;
+            }
+            std::fs::write(&path, DEFAULT_CONFIG_CONTENT)
+                .with_context(|| format!("load config: create {}", path.display()))?;
+        }
+        return Ok(Some(path));
+    }
+    // Deliberate change from the Go server: a missing config.json beside the
+    // executable is not created (that directory is often read-only, e.g.
+    // /usr/local/bin); the defaults below apply instead.
+    Ok(sources
+        .exe_dir
+        .as_ref()
+        .map(|dir| dir.join("config.json"))
+        .filter(|path| path.is_file()))
+}
+
+fn parse_listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = text.to_socket_addrs().with_context(|| {
+        format!(
+            "HTTP_ADDR (config key httpAddr) must be host:port, e.g. 0.0.0.0:18317; got {text:?}"
+        )
+    })?;
+    addrs
+        .next()
+        .ok_or_else(|| anyhow!("HTTP_ADDR {text:?} resolves to no address"))
+}
+
+fn positive(
+    env: Option<String>,
+    file: Option<i64>,
+    default: i64,
+    name: &str,
+    key: &str,
+) -> anyhow::Result<i64> {
+    match (env, file) {
+        (Some(text), _) => match text.parse::<i64>() {
+            Ok(value) if value > 0 => Ok(value),
+            _ => bail!("{name} must be a positive integer; got {text:?}"),
+        },
+        (None, Some(value)) if value > 0 => Ok(value),
+        (None, Some(value)) => bail!("config key {key} must be a positive integer; got {value}"),
+        (None, None) => Ok(default),
+    }
+}
+
+fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!("{name} must be one of true, false, 1, 0, yes, no, on, off; got {value:?}"),
+    }
+}
+
+/// A secret from its value variable, else a file named by env, else by the config
+/// file, else the Docker-secrets default (which may be absent).
+fn secret(
+    value: Option<String>,
+    env_file: Option<String>,
+    config_file: Option<PathBuf>,
+    default_file: &str,
+    file_var: &str,
+) -> anyhow::Result<Secret> {
+    if let Some(value) = value {
+        return Ok(Secret::new(value));
+    }
+    let explicit = env_file.map(PathBuf::from).or(config_file);
+    match explicit {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "{file_var} names {}, which cannot be read; fix the path or unset it",
+                    path.display()
+                )
+            })?;
+            Ok(Secret::new(text.trim()))
+        }
+        None => Ok(std::fs::read_to_string(default_file)
+            .map(|text| Secret::new(text.trim()))
+            .unwrap_or_default()),
+    }
+}
+
+/// CPA base URL normalisation (server-core.md §3.7): trim, add `http://` when there
+/// is no scheme, drop trailing `/`, then one `/v0/management` and one `/v0` suffix.
+pub fn normalize_base_url(raw: &str) -> String {
+    let mut url = raw.trim().to_string();
+    if url.is_empty() {
+        return url;
+    }
+    if !url.contains("://") {
+        url = format!("http://{url}");
+    }
+    let mut url = url.trim_end_matches('/').to_string();
+    if let Some(stripped) = url.strip_suffix("/v0/management") {
+        url = stripped.to_string();
+    }
+    if let Some(stripped) = url.strip_suffix("/v0") {
+        url = stripped.to_string();
+    }
+    url
+}
+
+/// The documented example configuration (`cpamp-server config example`).
+pub const EXAMPLE: &str = include_str!("../../../deploy/cpamp-server.example.json");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(pairs: &[(&str, &str)]) -> Sources {
+        Sources {
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            exe_dir: None,
+            create_missing_config: false,
+        }
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let settings = load(&sources(&[])).expect("defaults");
+        assert_eq!(settings.http_addr.port(), 18317);
+        assert_eq!(settings.db_path, PathBuf::from("./data/usage.sqlite"));
+        assert_eq!(settings.data_key_path, PathBuf::from("./data/data.key"));
+        assert_eq!(settings.batch_size, 100);
+        assert_eq!(settings.poll_interval, Duration::from_millis(500));
+        assert_eq!(settings.query_limit, 50_000);
+        assert_eq!(settings.collector_mode, CollectorMode::Auto);
+        assert_eq!(settings.cors_origins, vec!["*".to_string()]);
+    }
+
+    #[test]
+    fn env_wins_over_the_config_file() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"httpAddr":"127.0.0.1:9000","dataDir":"store","batchSize":7,"queue":"fromfile"}"#,
+        )
+        .expect("write");
+        let path_text = path.display().to_string();
+        let settings = load(&sources(&[
+            ("CPA_MANAGER_CONFIG", &path_text),
+            ("USAGE_BATCH_SIZE", "9"),
+        ]))
+        .expect("load");
+        assert_eq!(settings.http_addr.port(), 9000);
+        assert_eq!(settings.data_dir, directory.path().join("store"));
+        assert_eq!(settings.batch_size, 9);
+        assert_eq!(settings.queue, "fromfile");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_what_it_accepts() {
+        let error = load(&sources(&[("USAGE_BATCH_SIZE", "abc")])).expect_err("invalid");
+        assert!(
+            error
+                .to_string()
+                .contains("USAGE_BATCH_SIZE must be a positive integer"),
+            "{error}"
+        );
+        let error = load(&sources(&[("USAGE_COLLECTOR_MODE", "websocket")])).expect_err("invalid");
+        assert!(
+            error.to_string().contains("auto, subscribe, http, resp"),
+            "{error}"
+        );
+        let error =
+            load(&sources(&[("USAGE_RESP_TLS_SKIP_VERIFY", "maybe")])).expect_err("invalid");
+        assert!(
+            error
+                .to_string()
+                .contains("USAGE_RESP_TLS_SKIP_VERIFY must be one of"),
+            "{error}"
+        );
+        let error = load(&sources(&[("HTTP_ADDR", "nope")])).expect_err("invalid");
+        assert!(error.to_string().contains("HTTP_ADDR"), "{error}");
+    }
+
+    #[test]
+    fn base_urls_are_normalised_like_the_go_server() {
+        assert_eq!(
+            normalize_base_url("cpa:8317/v0/management/"),
+            "http://cpa:8317"
+        );
+        assert_eq!(normalize_base_url("https://h/cpa/v0/"), "https://h/cpa");
+        assert_eq!(normalize_base_url("  "), "");
+        assert_eq!(normalize_base_url("http://h:1//"), "http://h:1");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let settings =
+            load(&sources(&[("CPA_MANAGEMENT_KEY", "mgmt-secret-value")])).expect("load");
+        assert!(!format!("{settings:?}").contains("mgmt-secret-value"));
+    }
+}

@@ -1,0 +1,8 @@
+//! The cpamp-server application: configuration, telemetry, the process lock and
+//! startup wiring. `main.rs` is the thin CLI on top; black-box tests use the same
+//! pieces.
+
+pub mod config;
+pub mod lock;
+pub mod startup;
+pub mod telemetry;

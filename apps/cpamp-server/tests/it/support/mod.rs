@@ -1,0 +1,151 @@
+//! Test harness: run the real binary on port 0 with a temp data directory.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `cpamp-server` process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Every log line the process wrote so far (stderr).
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Extra environment for a server run.
+pub type Env<'a> = &'a [(&'a str, &'a str)];
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_cpamp-server")
+}
+
+/// A command for the binary with a clean, predictable environment.
+pub fn command(data_dir: &Path, env: Env<'_>) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("USAGE_DATA_DIR", data_dir)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+impl ServerProcess {
+    /// Starts the binary and waits until it logs its listening address.
+    pub fn start(data_dir: &Path, env: Env<'_>) -> ServerProcess {
+        let mut child = command(data_dir, env).spawn().expect("spawn cpamp-server");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = sender.send(addr);
+                    sent = true;
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = match receiver.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; log:\n{}",
+                    log.lock().expect("log").join("\n")
+                );
+            }
+        };
+        ServerProcess {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        send_sigterm(self.child.id());
+        wait_with_timeout(&mut self.child, Duration::from_secs(20))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn send_sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A blocking HTTP client for tests.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}

@@ -1,0 +1,157 @@
+//! The JSON error envelope: `{"error": "<human message>", "code": "<stable_code>"}`.
+//!
+//! Codes are set explicitly at each error site (never derived from message text);
+//! the panel and scripts switch on `code`, so codes and their messages are a
+//! compatibility contract with the Go server.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+/// Stable machine codes, as existing clients know them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    ConnectionEnvManaged,
+    AccountProcessingPolicyEnvLocked,
+    CpaConnectionRequiredForMonitoring,
+    CpaConnectionRequired,
+    SetupEnvManaged,
+    InvalidExistingManagementKey,
+    InvalidAdminKey,
+    UsageServiceNotConfigured,
+    CpaUsageRetentionInvalid,
+    PollIntervalExceedsRetention,
+    InvalidTimeZone,
+    ManagementApiValidationFailed,
+    ManagementApiConfigFailed,
+    EnableCpaUsageStatisticsFailed,
+    PricesRequired,
+    ApiKeyAliasesRequired,
+    ApiKeyAliasDuplicate,
+    ModelPriceSyncFailed,
+    MethodNotAllowed,
+    TooManyAttempts,
+    InvalidRequest,
+    NotFound,
+    RequestFailed,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ConnectionEnvManaged => "connection_env_managed",
+            ErrorCode::AccountProcessingPolicyEnvLocked => "account_processing_policy_env_locked",
+            ErrorCode::CpaConnectionRequiredForMonitoring => {
+                "cpa_connection_required_for_monitoring"
+            }
+            ErrorCode::CpaConnectionRequired => "cpa_connection_required",
+            ErrorCode::SetupEnvManaged => "setup_env_managed",
+            ErrorCode::InvalidExistingManagementKey => "invalid_existing_management_key",
+            ErrorCode::InvalidAdminKey => "invalid_admin_key",
+            ErrorCode::UsageServiceNotConfigured => "usage_service_not_configured",
+            ErrorCode::CpaUsageRetentionInvalid => "cpa_usage_retention_invalid",
+            ErrorCode::PollIntervalExceedsRetention => "poll_interval_exceeds_retention",
+            ErrorCode::InvalidTimeZone => "invalid_time_zone",
+            ErrorCode::ManagementApiValidationFailed => "management_api_validation_failed",
+            ErrorCode::ManagementApiConfigFailed => "management_api_config_failed",
+            ErrorCode::EnableCpaUsageStatisticsFailed => "enable_cpa_usage_statistics_failed",
+            ErrorCode::PricesRequired => "prices_required",
+            ErrorCode::ApiKeyAliasesRequired => "api_key_aliases_required",
+            ErrorCode::ApiKeyAliasDuplicate => "api_key_alias_duplicate",
+            ErrorCode::ModelPriceSyncFailed => "model_price_sync_failed",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::TooManyAttempts => "too_many_attempts",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::RequestFailed => "request_failed",
+        }
+    }
+}
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds for a `Retry-After` header (rate limiting).
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::MethodNotAllowed,
+            "method not allowed",
+        )
+    }
+
+    pub fn invalid_admin_key(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidAdminKey,
+            message,
+        )
+    }
+
+    pub fn not_configured() -> ApiError {
+        ApiError::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            ErrorCode::UsageServiceNotConfigured,
+            "usage service is not configured",
+        )
+    }
+
+    /// An internal failure. The cause is logged in full; the client gets a
+    /// short message without internal detail.
+    pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "{context}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::RequestFailed,
+            context.to_string(),
+        )
+    }
+}
+
+impl From<cpamp_domain::StoreError> for ApiError {
+    fn from(error: cpamp_domain::StoreError) -> ApiError {
+        match error {
+            cpamp_domain::StoreError::Invalid(message) => {
+                ApiError::bad_request(ErrorCode::InvalidRequest, message)
+            }
+            cpamp_domain::StoreError::NotFound(message) => {
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
+            }
+            other => ApiError::internal("database request failed", &other),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_secs {
+            response.insert_header(("Retry-After", seconds.to_string()));
+        }
+        response.json(serde_json::json!({ "error": self.message, "code": self.code.as_str() }))
+    }
+}

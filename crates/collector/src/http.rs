@@ -1,0 +1,314 @@
+//! The HTTP queue transport: `GET {cpa}/v0/management/usage-queue?count=N` with the
+//! management key as a Bearer token, over one kept-alive HTTP/1.1 connection (hyper).
+//!
+//! Unlike the Go manager, a response element that cannot be a payload (a number, boolean
+//! or array) becomes a dead letter on its own instead of failing the whole batch, and a
+//! body that is not a JSON array is kept as one dead letter: the items were already
+//! removed from CPA, so dropping them would lose data.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use serde_json::value::RawValue;
+
+use crate::resp::dial;
+use crate::settings::{CollectorSettings, Endpoint};
+use crate::source::{ErrorKind, RawBatch, RawItem, SourceError, Stage, Transport, UsageSource};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A small HTTP/1.1 client for CPA's management API, reconnecting after errors.
+pub(crate) struct ManagementClient {
+    endpoint: Result<Endpoint, String>,
+    authorization: Option<http::HeaderValue>,
+    sender: Option<SendRequest<Empty<Bytes>>>,
+}
+
+/// A response: status line and the whole body.
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub status_line: String,
+    pub body: Bytes,
+}
+
+impl ManagementClient {
+    pub(crate) fn new(settings: &CollectorSettings) -> ManagementClient {
+        let key = settings.management_key.expose();
+        let authorization = if key.is_empty() {
+            None
+        } else {
+            http::HeaderValue::from_str(&format!("Bearer {key}"))
+                .ok()
+                .map(|mut value| {
+                    value.set_sensitive(true);
+                    value
+                })
+        };
+        ManagementClient {
+            endpoint: Endpoint::parse(&settings.upstream, None),
+            authorization,
+            sender: None,
+        }
+    }
+
+    /// GET `path_and_query` below the upstream's path prefix.
+    pub(crate) async fn get(&mut self, path_and_query: &str) -> Result<Reply, String> {
+        let endpoint = self.endpoint.clone()?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.get_inner(&endpoint, path_and_query)).await
+        {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => {
+                self.sender = None;
+                Err(error)
+            }
+            Err(_) => {
+                self.sender = None;
+                Err(format!(
+                    "GET {path_and_query}: timeout after {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                ))
+            }
+        }
+    }
+
+    async fn get_inner(
+        &mut self,
+        endpoint: &Endpoint,
+        path_and_query: &str,
+    ) -> Result<Reply, String> {
+        let ready = match self.sender.as_mut() {
+            Some(sender) => sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !ready {
+            // HTTPS is verified normally; `tlsSkipVerify` applies to RESP only.
+            let stream = dial(endpoint, false).await?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|error| format!("http handshake: {error}"))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            self.sender = Some(sender);
+        }
+        let Some(sender) = self.sender.as_mut() else {
+            return Err("not connected".to_string());
+        };
+        let mut request = Request::get(format!("{}{}", endpoint.path, path_and_query))
+            .header(header::HOST, endpoint.authority())
+            .header(header::ACCEPT, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("cpamp/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|error| error.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| format!("GET {path_and_query}: {error}"))?;
+        let status = response.status();
+        let reason = response
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|reason| String::from_utf8_lossy(reason.as_bytes()).into_owned())
+            .or_else(|| status.canonical_reason().map(str::to_string))
+            .unwrap_or_default();
+        let status_line = format!("{} {}", status.as_u16(), reason)
+            .trim_end()
+            .to_string();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| format!("read response body: {error}"))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            status_line,
+            body,
+        })
+    }
+}
+
+/// The HTTP usage-queue source.
+pub struct HttpQueue {
+    client: ManagementClient,
+}
+
+impl HttpQueue {
+    pub fn new(settings: &CollectorSettings) -> HttpQueue {
+        HttpQueue {
+            client: ManagementClient::new(settings),
+        }
+    }
+}
+
+impl UsageSource for HttpQueue {
+    fn transport(&self) -> Transport {
+        Transport::Http
+    }
+
+    async fn next_batch(&mut self, max_items: u32) -> Result<RawBatch, SourceError> {
+        let path = format!("/v0/management/usage-queue?count={}", max_items.max(1));
+        let reply = self
+            .client
+            .get(&path)
+            .await
+            .map_err(|error| SourceError::new(Stage::Http, error))?;
+        check_status(&reply)?;
+        Ok(parse_queue_body(&reply.body))
+    }
+}
+
+/// Maps a non-2xx reply to the error the run loop acts on.
+pub(crate) fn check_status(reply: &Reply) -> Result<(), SourceError> {
+    let status = reply.status;
+    if status.is_success() {
+        return Ok(());
+    }
+    if matches!(status.as_u16(), 404 | 405 | 501) {
+        return Err(SourceError::new(
+            Stage::Http,
+            format!("http usage queue is unsupported: {}", reply.status_line),
+        )
+        .with_kind(ErrorKind::Unsupported));
+    }
+    let body = String::from_utf8_lossy(&reply.body[..reply.body.len().min(1024)])
+        .trim()
+        .to_string();
+    let mut message = format!("usage queue request failed: {}", reply.status_line);
+    if !body.is_empty() {
+        message.push_str(": ");
+        message.push_str(&body);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        // A wrong key: every further request is one more failed login towards CPA's ban.
+        return Err(SourceError::new(Stage::Auth, message).with_kind(ErrorKind::AuthRejected));
+    }
+    if status == StatusCode::FORBIDDEN {
+        return Err(SourceError::new(Stage::Auth, message));
+    }
+    Err(SourceError::new(Stage::Http, message))
+}
+
+/// Splits a usage-queue body into items: objects as their raw JSON text, strings unwrapped
+/// one level, `null` and blanks skipped, anything else a dead letter of its own.
+pub(crate) fn parse_queue_body(body: &[u8]) -> RawBatch {
+    let mut stream =
+        serde_json::Deserializer::from_slice(body).into_iter::<Option<Vec<&RawValue>>>();
+    let elements = match stream.next() {
+        None | Some(Ok(None)) => return Vec::new(),
+        Some(Ok(Some(elements))) => elements,
+        Some(Err(error)) => {
+            let raw = String::from_utf8_lossy(body).into_owned();
+            if raw.trim().is_empty() {
+                return Vec::new();
+            }
+            return vec![RawItem::Invalid {
+                raw,
+                reason: format!("usage queue response is not a JSON array: {error}"),
+            }];
+        }
+    };
+    let mut items = Vec::with_capacity(elements.len());
+    for element in elements {
+        let text = element.get();
+        match text.as_bytes().first() {
+            Some(b'{') => items.push(RawItem::Payload(Bytes::copy_from_slice(text.as_bytes()))),
+            Some(b'n') => {}
+            Some(b'"') => match serde_json::from_str::<String>(text) {
+                Ok(inner) if inner.trim().is_empty() => {}
+                Ok(inner) => items.push(RawItem::Payload(Bytes::from(inner))),
+                Err(error) => items.push(RawItem::Invalid {
+                    raw: text.to_string(),
+                    reason: error.to_string(),
+                }),
+            },
+            _ => items.push(RawItem::Invalid {
+                raw: text.to_string(),
+                reason: format!("unexpected usage queue item {text}"),
+            }),
+        }
+    }
+    items
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_elements_are_split_without_losing_any() {
+        let body = br#"[{"a":1}, "{\"b\":2}", null, "  ", 7, [1], "\"nested\""]"#;
+        let items = parse_queue_body(body);
+        assert_eq!(items.len(), 5);
+        assert_eq!(
+            items[0],
+            RawItem::Payload(Bytes::from_static(br#"{"a":1}"#))
+        );
+        assert_eq!(
+            items[1],
+            RawItem::Payload(Bytes::from_static(br#"{"b":2}"#))
+        );
+        assert!(
+            matches!(&items[2], RawItem::Invalid { reason, .. } if reason == "unexpected usage queue item 7")
+        );
+        assert!(matches!(&items[3], RawItem::Invalid { raw, .. } if raw == "[1]"));
+        // One level of unwrapping only: the inner text stays a JSON string literal.
+        assert_eq!(
+            items[4],
+            RawItem::Payload(Bytes::from_static(br#""nested""#))
+        );
+    }
+
+    #[test]
+    fn null_and_empty_bodies_are_empty_batches_and_garbage_is_kept() {
+        assert!(parse_queue_body(b"null").is_empty());
+        assert!(parse_queue_body(b"[]").is_empty());
+        let kept = parse_queue_body(b"<html>oops</html>");
+        assert!(matches!(&kept[..], [RawItem::Invalid { raw, .. }] if raw == "<html>oops</html>"));
+    }
+
+    #[test]
+    fn status_mapping() {
+        let reply = |code: u16, body: &'static str| Reply {
+            status: StatusCode::from_u16(code).unwrap(),
+            status_line: format!(
+                "{code} {}",
+                StatusCode::from_u16(code)
+                    .unwrap()
+                    .canonical_reason()
+                    .unwrap()
+            ),
+            body: Bytes::from_static(body.as_bytes()),
+        };
+        let error = check_status(&reply(404, "")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "http: http usage queue is unsupported: 404 Not Found"
+        );
+        assert_eq!(error.kind, ErrorKind::Unsupported);
+        let error = check_status(&reply(502, " upstream down \n")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "http: usage queue request failed: 502 Bad Gateway: upstream down"
+        );
+        let error = check_status(&reply(401, r#"{"error":"invalid management key"}"#)).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::AuthRejected);
+        assert!(
+            error
+                .to_string()
+                .starts_with("auth: usage queue request failed: 401 Unauthorized")
+        );
+    }
+}

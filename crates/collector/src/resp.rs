@@ -1,0 +1,610 @@
+//! RESP transports to CPA's API port: the connection (TCP or TLS, `AUTH` first and
+//! nothing before it), the pop source and the subscription.
+//!
+//! Framing uses `redis-protocol`'s RESP2 codec, the same one the fake CPA serves with.
+//! Before handing bytes to it, the first byte of each reply is checked so that a peer that
+//! is not RESP (an HTTP server answers `HTTP/1.1 400 ...`) yields the error text operators
+//! know from the Go manager: `unsupported RESP prefix 'H'`.
+
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout};
+
+use crate::settings::{CPA_DEFAULT_PORT, CollectorSettings, Endpoint, PopSide};
+use crate::source::{ErrorKind, RawBatch, RawItem, SourceError, Stage, Transport, UsageSource};
+
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Silence after which the subscription sends `PING`.
+const PING_AFTER: Duration = Duration::from_secs(30);
+/// How long a `PING` may go unanswered before the connection counts as dead (40 s of
+/// silence in total, as recommended for CPA, which sends no keep-alives itself).
+const PONG_WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+pub(crate) type BoxStream = Pin<Box<dyn Stream>>;
+
+/// Opens TCP, then TLS for `https://` (SNI = host, no ALPN).
+pub(crate) async fn dial(endpoint: &Endpoint, skip_verify: bool) -> Result<BoxStream, String> {
+    let authority = endpoint.authority();
+    let tcp = match timeout(
+        DIAL_TIMEOUT,
+        TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(error)) => return Err(format!("dial tcp {authority}: {error}")),
+        Err(_) => return Err(format!("dial tcp {authority}: i/o timeout")),
+    };
+    let _ = tcp.set_nodelay(true);
+    if !endpoint.tls {
+        return Ok(Box::pin(tcp));
+    }
+    let config = crate::tls::client_config(skip_verify)?;
+    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+        .map_err(|error| format!("invalid TLS server name {:?}: {error}", endpoint.host))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    match timeout(DIAL_TIMEOUT, connector.connect(name, tcp)).await {
+        Ok(Ok(tls)) => Ok(Box::pin(tls)),
+        Ok(Err(error)) => Err(format!("tls handshake with {authority}: {error}")),
+        Err(_) => Err(format!("tls handshake with {authority}: i/o timeout")),
+    }
+}
+
+/// Why reading a reply failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReplyError {
+    Io(String),
+    Eof,
+    Timeout,
+    /// The reply starts with a byte RESP does not know.
+    Prefix(u8),
+    Protocol(String),
+}
+
+impl std::fmt::Display for ReplyError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplyError::Io(error) => formatter.write_str(error),
+            ReplyError::Eof => formatter.write_str("EOF"),
+            ReplyError::Timeout => formatter.write_str("i/o timeout"),
+            ReplyError::Prefix(byte) => write!(
+                formatter,
+                "unsupported RESP prefix {}",
+                go_quote_byte(*byte)
+            ),
+            ReplyError::Protocol(error) => write!(formatter, "RESP protocol error: {error}"),
+        }
+    }
+}
+
+/// Renders a byte as Go's `%q` renders `rune(b)`: printable characters as themselves,
+/// C escapes, `\xHH` below 0x80 and `\u00HH` for non-printable Latin-1.
+pub fn go_quote_byte(byte: u8) -> String {
+    let mut out = String::from("'");
+    match byte {
+        b'\'' => out.push_str("\\'"),
+        b'\\' => out.push_str("\\\\"),
+        0x07 => out.push_str("\\a"),
+        0x08 => out.push_str("\\b"),
+        0x0c => out.push_str("\\f"),
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        b'\t' => out.push_str("\\t"),
+        0x0b => out.push_str("\\v"),
+        0x20..=0x7e => out.push(char::from(byte)),
+        0x00..=0x7f => {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+        // Go's unicode.IsPrint for U+0080..U+00FF: controls and U+00A0/U+00AD are not printable.
+        0x80..=0xa0 | 0xad => {
+            let _ = write!(out, "\\u{byte:04x}");
+        }
+        _ => out.push(char::from(byte)),
+    }
+    out.push('\'');
+    out
+}
+
+/// One RESP connection with its read buffer.
+pub(crate) struct RespConnection {
+    stream: BoxStream,
+    buffer: BytesMut,
+}
+
+impl RespConnection {
+    /// Dials and authenticates. `AUTH` is the very first command: anything sent before it
+    /// counts as a failed login on CPA.
+    pub(crate) async fn open(settings: &CollectorSettings) -> Result<RespConnection, SourceError> {
+        let endpoint = Endpoint::parse(&settings.upstream, Some(CPA_DEFAULT_PORT))
+            .map_err(|error| SourceError::new(Stage::Connect, error))?;
+        let stream = dial(&endpoint, settings.tls_skip_verify)
+            .await
+            .map_err(|error| SourceError::new(Stage::Connect, error))?;
+        let mut connection = RespConnection {
+            stream,
+            buffer: BytesMut::with_capacity(64 * 1024),
+        };
+        let key = settings.management_key.expose().as_bytes();
+        let reply = connection
+            .command(&[b"AUTH", key])
+            .await
+            .map_err(|error| SourceError::new(Stage::Auth, error.to_string()))?;
+        if let BytesFrame::Error(message) = reply {
+            return Err(auth_error(&message));
+        }
+        Ok(connection)
+    }
+
+    pub(crate) async fn send(&mut self, args: &[&[u8]]) -> Result<(), ReplyError> {
+        let mut out = Vec::with_capacity(16 + args.iter().map(|arg| arg.len() + 16).sum::<usize>());
+        let _ = write!(Adapter(&mut out), "*{}\r\n", args.len());
+        for arg in args {
+            let _ = write!(Adapter(&mut out), "${}\r\n", arg.len());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        let write = async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        };
+        match timeout(COMMAND_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(ReplyError::Io(error.to_string())),
+            Err(_) => Err(ReplyError::Timeout),
+        }
+    }
+
+    pub(crate) async fn command(&mut self, args: &[&[u8]]) -> Result<BytesFrame, ReplyError> {
+        self.send(args).await?;
+        match timeout(COMMAND_TIMEOUT, self.read_reply()).await {
+            Ok(reply) => reply,
+            Err(_) => Err(ReplyError::Timeout),
+        }
+    }
+
+    /// Reads one reply. Cancel-safe: partial data stays in the buffer.
+    pub(crate) async fn read_reply(&mut self) -> Result<BytesFrame, ReplyError> {
+        loop {
+            if let Some(&first) = self.buffer.first() {
+                match first {
+                    b'+' | b'-' | b':' | b'$' | b'*' => match decode_bytes_mut(&mut self.buffer) {
+                        Ok(Some((frame, _, _))) => return Ok(frame),
+                        Ok(None) => {}
+                        Err(error) => return Err(ReplyError::Protocol(error.to_string())),
+                    },
+                    // RESP3 null, accepted as Go does.
+                    b'_' => {
+                        if self.buffer.len() >= 3 {
+                            if &self.buffer[..3] == b"_\r\n" {
+                                let _ = self.buffer.split_to(3);
+                                return Ok(BytesFrame::Null);
+                            }
+                            return Err(ReplyError::Protocol("malformed RESP3 null".into()));
+                        }
+                    }
+                    other => return Err(ReplyError::Prefix(other)),
+                }
+            }
+            if self.buffer.capacity() - self.buffer.len() < 16 * 1024 {
+                self.buffer.reserve(64 * 1024);
+            }
+            match self.stream.read_buf(&mut self.buffer).await {
+                Ok(0) => return Err(ReplyError::Eof),
+                Ok(_) => {}
+                Err(error) => return Err(ReplyError::Io(error.to_string())),
+            }
+        }
+    }
+}
+
+/// `write!` into a `Vec<u8>` without going through `std::io`.
+struct Adapter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Adapter<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
+
+/// Classifies an `AUTH` error reply. A rejected key (CPA: `invalid management key` or
+/// `missing management key`; Redis: `WRONGPASS`/`invalid password`) must not be retried
+/// in a loop; a ban or `remote management disabled` may be retried slowly.
+fn auth_error(message: &str) -> SourceError {
+    let lower = message.to_ascii_lowercase();
+    let rejected = lower.contains("invalid management key")
+        || lower.contains("missing management key")
+        || lower.contains("wrongpass")
+        || lower.contains("invalid password")
+        || lower.contains("invalid username-password");
+    let error = SourceError::new(Stage::Auth, message.to_string());
+    if rejected {
+        error.with_kind(ErrorKind::AuthRejected)
+    } else {
+        error
+    }
+}
+
+/// `LPOP`/`RPOP <queue> <count>` over one authenticated connection, reconnecting after errors.
+pub struct RespPop {
+    settings: CollectorSettings,
+    connection: Option<RespConnection>,
+}
+
+impl RespPop {
+    pub fn new(settings: CollectorSettings) -> RespPop {
+        RespPop {
+            settings,
+            connection: None,
+        }
+    }
+
+    /// Connects and authenticates now (otherwise the first pop does).
+    pub async fn connect(&mut self) -> Result<(), SourceError> {
+        if self.connection.is_none() {
+            self.connection = Some(RespConnection::open(&self.settings).await?);
+        }
+        Ok(())
+    }
+
+    async fn pop(&mut self, max_items: u32) -> Result<RawBatch, SourceError> {
+        self.connect().await?;
+        let Some(connection) = self.connection.as_mut() else {
+            return Err(SourceError::new(Stage::Connect, "not connected"));
+        };
+        let count = max_items.max(1).to_string();
+        let side: PopSide = self.settings.pop_side;
+        let reply = connection
+            .command(&[
+                side.command(),
+                self.settings.queue.as_bytes(),
+                count.as_bytes(),
+            ])
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                self.connection = None;
+                return Err(SourceError::new(Stage::Consume, error.to_string()));
+            }
+        };
+        let mut items = Vec::new();
+        match reply {
+            BytesFrame::Null => {}
+            BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) => {
+                if !bytes.is_empty() {
+                    items.push(RawItem::Payload(bytes));
+                }
+            }
+            BytesFrame::Array(elements) => {
+                for element in elements {
+                    if let BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) = element
+                    {
+                        items.push(RawItem::Payload(bytes));
+                    }
+                }
+            }
+            BytesFrame::Integer(_) => {
+                return Err(SourceError::new(
+                    Stage::Consume,
+                    "unexpected RESP pop response int64",
+                ));
+            }
+            BytesFrame::Error(message) => {
+                return Err(SourceError::new(Stage::Consume, message.to_string()));
+            }
+        }
+        Ok(items)
+    }
+}
+
+impl UsageSource for RespPop {
+    fn transport(&self) -> Transport {
+        Transport::Resp
+    }
+
+    async fn next_batch(&mut self, max_items: u32) -> Result<RawBatch, SourceError> {
+        self.pop(max_items).await
+    }
+}
+
+enum SubscriptionEvent {
+    Message(Bytes),
+    Failed(String),
+    /// The server acknowledged `UNSUBSCRIBE` or closed after it: nothing more will come.
+    Ended,
+}
+
+/// A live `SUBSCRIBE <queue>`. A reader task drains the socket continuously into an
+/// unbounded in-memory channel, so CPA never sees this manager as a slow subscriber even
+/// while storage is stalled (the cost is memory, bounded by CPA's publish rate).
+pub struct RespSubscription {
+    messages: mpsc::UnboundedReceiver<SubscriptionEvent>,
+    unsubscribe: Option<oneshot::Sender<()>>,
+    reader: tokio::task::JoinHandle<()>,
+    pending_error: Option<String>,
+    ended: bool,
+}
+
+impl RespSubscription {
+    /// Connects, authenticates and subscribes; returns once CPA acknowledged.
+    pub async fn open(settings: &CollectorSettings) -> Result<RespSubscription, SourceError> {
+        let mut connection = RespConnection::open(settings).await?;
+        let channel = settings.queue.as_bytes();
+        let reply = connection
+            .command(&[b"SUBSCRIBE", channel])
+            .await
+            .map_err(|error| SourceError::new(Stage::Subscribe, error.to_string()))?;
+        match &reply {
+            BytesFrame::Array(items)
+                if items.len() >= 3
+                    && frame_text(&items[0])
+                        .is_some_and(|kind| kind.eq_ignore_ascii_case(b"subscribe"))
+                    && frame_text(&items[1]) == Some(channel) => {}
+            BytesFrame::Error(message) => {
+                let lower = message.to_ascii_lowercase();
+                let error = if lower.contains("unknown command") || lower.contains("unsupported") {
+                    SourceError::new(Stage::Subscribe, "RESP server does not support SUBSCRIBE")
+                        .with_kind(ErrorKind::Unsupported)
+                } else {
+                    SourceError::new(Stage::Subscribe, message.to_string())
+                };
+                return Err(error);
+            }
+            other => {
+                return Err(SourceError::new(
+                    Stage::Subscribe,
+                    format!("unexpected SUBSCRIBE response: {other:?}"),
+                ));
+            }
+        }
+        let (sender, messages) = mpsc::unbounded_channel();
+        let (unsubscribe, unsubscribe_rx) = oneshot::channel();
+        let reader = tokio::spawn(read_subscription(connection, sender, unsubscribe_rx));
+        Ok(RespSubscription {
+            messages,
+            unsubscribe: Some(unsubscribe),
+            reader,
+            pending_error: None,
+            ended: false,
+        })
+    }
+
+    /// Sends `UNSUBSCRIBE` and returns every message that arrived before CPA acknowledged
+    /// it (or closed, or 2 s passed). From then on CPA queues events again, so the next run
+    /// pops them.
+    pub async fn close(mut self) -> RawBatch {
+        if let Some(unsubscribe) = self.unsubscribe.take() {
+            let _ = unsubscribe.send(());
+        }
+        let mut items = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.messages.recv()).await {
+            match event {
+                SubscriptionEvent::Message(payload) => items.push(RawItem::Payload(payload)),
+                SubscriptionEvent::Failed(_) | SubscriptionEvent::Ended => break,
+            }
+        }
+        self.reader.abort();
+        items
+    }
+}
+
+impl Drop for RespSubscription {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl UsageSource for RespSubscription {
+    fn transport(&self) -> Transport {
+        Transport::Subscribe
+    }
+
+    /// Waits for at least one message, then takes whatever else is already buffered.
+    async fn next_batch(&mut self, max_items: u32) -> Result<RawBatch, SourceError> {
+        if let Some(error) = self.pending_error.take() {
+            return Err(SourceError::new(Stage::Subscribe, error));
+        }
+        if self.ended {
+            return Err(SourceError::new(Stage::Subscribe, "subscription ended"));
+        }
+        let mut items = Vec::new();
+        let first = self.messages.recv().await;
+        let mut next = first;
+        loop {
+            match next {
+                Some(SubscriptionEvent::Message(payload)) => items.push(RawItem::Payload(payload)),
+                Some(SubscriptionEvent::Failed(error)) => {
+                    self.pending_error = Some(error);
+                    break;
+                }
+                Some(SubscriptionEvent::Ended) | None => {
+                    self.ended = true;
+                    break;
+                }
+            }
+            if items.len() >= max_items.max(1) as usize {
+                break;
+            }
+            next = match self.messages.try_recv() {
+                Ok(event) => Some(event),
+                Err(_) => break,
+            };
+        }
+        if items.is_empty() {
+            let error = self
+                .pending_error
+                .take()
+                .unwrap_or_else(|| "subscription ended".to_string());
+            return Err(SourceError::new(Stage::Subscribe, error));
+        }
+        Ok(items)
+    }
+}
+
+fn frame_text(frame: &BytesFrame) -> Option<&[u8]> {
+    match frame {
+        BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) => Some(bytes),
+        _ => None,
+    }
+}
+
+async fn read_subscription(
+    mut connection: RespConnection,
+    sender: mpsc::UnboundedSender<SubscriptionEvent>,
+    mut unsubscribe: oneshot::Receiver<()>,
+) {
+    let mut last_received = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
+    let mut closing: Option<Instant> = None;
+    loop {
+        let wait_until = match (closing, ping_sent) {
+            (Some(deadline), _) => deadline,
+            (None, Some(sent)) => sent + PONG_WAIT,
+            (None, None) => last_received + PING_AFTER,
+        };
+        let frame = tokio::select! {
+            result = tokio::time::timeout_at(wait_until, connection.read_reply()) => result,
+            _ = &mut unsubscribe, if closing.is_none() => {
+                closing = Some(Instant::now() + Duration::from_secs(2));
+                if connection.send(&[b"UNSUBSCRIBE"]).await.is_err() {
+                    let _ = sender.send(SubscriptionEvent::Ended);
+                    return;
+                }
+                continue;
+            }
+        };
+        let frame = match frame {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(error)) => {
+                let event = if closing.is_some() && error == ReplyError::Eof {
+                    SubscriptionEvent::Ended
+                } else {
+                    SubscriptionEvent::Failed(error.to_string())
+                };
+                let _ = sender.send(event);
+                return;
+            }
+            Err(_elapsed) => {
+                if closing.is_some() {
+                    let _ = sender.send(SubscriptionEvent::Ended);
+                    return;
+                }
+                if ping_sent.is_some() {
+                    let _ = sender.send(SubscriptionEvent::Failed(format!(
+                        "no reply from CPA for {} s; reconnecting",
+                        (PING_AFTER + PONG_WAIT).as_secs()
+                    )));
+                    return;
+                }
+                if let Err(error) = connection.send(&[b"PING"]).await {
+                    let _ = sender.send(SubscriptionEvent::Failed(error.to_string()));
+                    return;
+                }
+                ping_sent = Some(Instant::now());
+                continue;
+            }
+        };
+        last_received = Instant::now();
+        ping_sent = None;
+        match frame {
+            BytesFrame::Array(mut items) if !items.is_empty() => {
+                let kind = frame_text(&items[0])
+                    .map(<[u8]>::to_ascii_lowercase)
+                    .unwrap_or_default();
+                match kind.as_slice() {
+                    b"message" if items.len() >= 3 => {
+                        let payload = items.swap_remove(2);
+                        if let BytesFrame::BulkString(payload) | BytesFrame::SimpleString(payload) =
+                            payload
+                            && !payload.is_empty()
+                            && sender.send(SubscriptionEvent::Message(payload)).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    b"unsubscribe" if closing.is_some() => {
+                        let _ = sender.send(SubscriptionEvent::Ended);
+                        return;
+                    }
+                    b"subscribe" | b"unsubscribe" | b"pong" => {}
+                    _ => {
+                        let _ = sender.send(SubscriptionEvent::Failed(format!(
+                            "unexpected subscription frame {kind:?}"
+                        )));
+                        return;
+                    }
+                }
+            }
+            BytesFrame::SimpleString(text) if text.eq_ignore_ascii_case(b"pong") => {}
+            BytesFrame::Error(message) => {
+                let _ = sender.send(SubscriptionEvent::Failed(message.to_string()));
+                return;
+            }
+            other => {
+                let _ = sender.send(SubscriptionEvent::Failed(format!(
+                    "unexpected subscription frame {other:?}"
+                )));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_resp_bytes_render_like_go() {
+        assert_eq!(
+            ReplyError::Prefix(b'H').to_string(),
+            "unsupported RESP prefix 'H'"
+        );
+        assert_eq!(go_quote_byte(0x15), "'\\x15'");
+        assert_eq!(go_quote_byte(0x00), "'\\x00'");
+        assert_eq!(go_quote_byte(0x7f), "'\\x7f'");
+        assert_eq!(go_quote_byte(b'\''), "'\\''");
+        assert_eq!(go_quote_byte(b'\\'), "'\\\\'");
+        assert_eq!(go_quote_byte(b'\n'), "'\\n'");
+        assert_eq!(go_quote_byte(b'<'), "'<'");
+        assert_eq!(go_quote_byte(0xc3), "'Ã'");
+        assert_eq!(go_quote_byte(0xff), "'ÿ'");
+        assert_eq!(go_quote_byte(0x80), "'\\u0080'");
+        assert_eq!(go_quote_byte(0xa0), "'\\u00a0'");
+        assert_eq!(go_quote_byte(0xad), "'\\u00ad'");
+    }
+
+    #[test]
+    fn auth_replies_are_classified() {
+        assert_eq!(
+            auth_error("ERR invalid management key").kind,
+            ErrorKind::AuthRejected
+        );
+        assert_eq!(
+            auth_error("WRONGPASS invalid username-password pair").kind,
+            ErrorKind::AuthRejected
+        );
+        assert_eq!(
+            auth_error("ERR remote management disabled").kind,
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            auth_error("ERR invalid management key").to_string(),
+            "auth: ERR invalid management key"
+        );
+    }
+}

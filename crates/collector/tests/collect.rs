@@ -1,0 +1,317 @@
+//! The collector against the fake CPA and a real Redis, storing into an in-memory
+//! `EventSink` (a test double of the storage port; the SQLite store is exercised by the
+//! server's black-box tests).
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+mod support;
+
+use std::time::Duration;
+
+use cpamp_collector::{CollectorSettings, CollectorState, Mode, RESP_OVER_HTTP_HINT};
+use cpamp_testkit::{FakeCpa, FakeCpaOptions};
+use support::{Harness, emitted_ids, settings, wait_until};
+
+async fn collects_every_event_exactly_once(mode: Mode) {
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let harness = Harness::new();
+    let mut settings = settings(&cpa.base_url(), "secret", mode);
+    settings.batch_size = 250;
+    settings.poll_interval = Duration::from_millis(20);
+    // Some events are queued before the collector starts (drained after subscribing).
+    let mut expected = emitted_ids(&cpa.emit(300).await);
+    harness.collector.start(settings).await;
+    for _ in 0..10 {
+        expected.extend(emitted_ids(&cpa.emit(470).await));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    harness.wait_for_ids(&expected).await;
+    let status = harness.collector.status().snapshot();
+    assert_eq!(status.state, CollectorState::Running, "{status:?}");
+    assert_eq!(status.last_error, "");
+    assert_eq!(cpa.failed_auth_count(), 0);
+    harness.collector.shutdown().await;
+    assert_eq!(
+        harness.collector.status().snapshot().state,
+        CollectorState::Stopped
+    );
+    assert_eq!(harness.sink.sorted_ids(), sorted(expected));
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn http_mode_collects_every_event_once() {
+    collects_every_event_exactly_once(Mode::Http).await;
+}
+
+#[tokio::test]
+async fn resp_mode_collects_every_event_once() {
+    collects_every_event_exactly_once(Mode::Resp).await;
+}
+
+#[tokio::test]
+async fn subscribe_mode_collects_every_event_once() {
+    collects_every_event_exactly_once(Mode::Subscribe).await;
+}
+
+#[tokio::test]
+async fn auto_mode_collects_every_event_once() {
+    collects_every_event_exactly_once(Mode::Auto).await;
+}
+
+#[tokio::test]
+async fn auto_prefers_subscribe_and_drains_the_backlog() {
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let backlog = emitted_ids(&cpa.emit(120).await);
+    let harness = Harness::new();
+    harness
+        .collector
+        .start(settings(&cpa.base_url(), "secret", Mode::Auto))
+        .await;
+    harness.wait_for_ids(&backlog).await;
+    wait_until("a subscriber", || cpa.subscriber_count() == 1).await;
+    let status = harness.collector.status().snapshot();
+    assert_eq!(status.transport, "subscribe");
+    assert!(status.support_refresh, "support_refresh seen: {status:?}");
+    let mut notifications = harness.collector.status().refresh_notifications();
+    cpa.broadcast_refresh();
+    tokio::time::timeout(Duration::from_secs(5), notifications.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(harness.collector.status().snapshot().refresh_count, 1);
+    harness.collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn resp_against_an_http_server_reports_the_prefix_and_auto_uses_http() {
+    let mut options = FakeCpaOptions::new("secret");
+    options.resp_enabled = false;
+    let cpa = FakeCpa::start(options).await.unwrap();
+
+    let harness = Harness::new();
+    harness
+        .collector
+        .start(settings(&cpa.base_url(), "secret", Mode::Resp))
+        .await;
+    wait_until("the RESP error", || {
+        harness.collector.status().snapshot().last_error == "auth: unsupported RESP prefix 'H'"
+    })
+    .await;
+    let status = harness.collector.status().snapshot();
+    assert_eq!(status.state, CollectorState::Error);
+    assert!(
+        status
+            .warnings
+            .iter()
+            .any(|warning| warning == RESP_OVER_HTTP_HINT),
+        "{status:?}"
+    );
+
+    let expected = emitted_ids(&cpa.emit(50).await);
+    harness
+        .collector
+        .restart(settings(&cpa.base_url(), "secret", Mode::Auto))
+        .await;
+    harness.wait_for_ids(&expected).await;
+    let status = harness.collector.status().snapshot();
+    assert_eq!(status.transport, "http");
+    assert_eq!(status.fallback_reason, "auth: unsupported RESP prefix 'H'");
+    harness.collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_resp_pop_when_the_http_queue_is_missing() {
+    let mut options = FakeCpaOptions::new("secret");
+    options.http_queue_supported = false;
+    options.subscribe_supported = false;
+    let cpa = FakeCpa::start(options).await.unwrap();
+    let harness = Harness::new();
+    let settings = settings(&cpa.base_url(), "secret", Mode::Auto);
+    let expected = emitted_ids(&cpa.emit(40).await);
+    harness.collector.start(settings).await;
+    wait_until("the fallback to RESP", || {
+        harness.collector.status().snapshot().transport == "resp"
+    })
+    .await;
+    harness.wait_for_ids(&expected).await;
+    harness.collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rejected_key_is_not_retried_into_a_ban() {
+    for mode in [Mode::Http, Mode::Resp, Mode::Subscribe, Mode::Auto] {
+        let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+        let harness = Harness::new();
+        let mut settings = settings(&cpa.base_url(), "wrong", mode);
+        settings.backoff.initial = Duration::from_millis(10);
+        harness.collector.start(settings).await;
+        wait_until("the auth error", || {
+            harness.collector.status().snapshot().auth_rejected
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = harness.collector.status().snapshot();
+        assert!(
+            status.last_error.starts_with("auth: "),
+            "{mode:?}: {status:?}"
+        );
+        assert!(
+            status.last_error.contains("invalid management key"),
+            "{status:?}"
+        );
+        assert_eq!(cpa.failed_auth_count(), 1, "{mode:?} must try the key once");
+        assert!(!cpa.is_banned([127, 0, 0, 1].into()));
+        harness.collector.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_keeps_the_batch_and_pops_nothing_new() {
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let harness = Harness::new();
+    harness.sink.set_failing(true);
+    let mut settings = settings(&cpa.base_url(), "secret", Mode::Http);
+    settings.batch_size = 100;
+    settings.backoff.initial = Duration::from_millis(50);
+    settings.backoff.max = Duration::from_millis(200);
+    let mut expected = emitted_ids(&cpa.emit(250).await);
+    harness.collector.start(settings).await;
+    wait_until("the store error", || {
+        harness.collector.status().snapshot().pending_items == 100
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let status = harness.collector.status().snapshot();
+    assert_eq!(status.state, CollectorState::Error);
+    assert_eq!(
+        status.last_error,
+        "consume: database unavailable: database is locked"
+    );
+    assert!(status.last_consumed_at_ms > 0);
+    assert_eq!(status.last_inserted_at_ms, 0);
+    assert_eq!(
+        cpa.queued_len(),
+        150,
+        "nothing new is popped while a batch is held"
+    );
+    expected.extend(emitted_ids(&cpa.emit(30).await));
+    harness.sink.set_failing(false);
+    harness.wait_for_ids(&expected).await;
+    let status = harness.collector.status().snapshot();
+    assert_eq!(status.pending_items, 0);
+    assert_eq!(status.last_error, "");
+    assert_eq!(status.total_inserted + status.total_dead_lettered, 280);
+    harness.collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_commits_a_held_batch_once_the_store_recovers() {
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let harness = Harness::new();
+    harness.sink.set_failing(true);
+    let mut settings = settings(&cpa.base_url(), "secret", Mode::Subscribe);
+    settings.backoff.initial = Duration::from_millis(50);
+    harness.collector.start(settings).await;
+    wait_until("a subscriber", || cpa.subscriber_count() == 1).await;
+    let expected = emitted_ids(&cpa.emit(60).await);
+    wait_until("a held batch", || {
+        harness.collector.status().snapshot().pending_items > 0
+    })
+    .await;
+    let sink = harness.sink.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sink.set_failing(false);
+    });
+    harness.collector.shutdown().await;
+    assert_eq!(harness.sink.sorted_ids(), sorted(expected));
+}
+
+#[tokio::test]
+async fn subscription_survives_a_cpa_restart() {
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let harness = Harness::new();
+    let mut settings = settings(&cpa.base_url(), "secret", Mode::Subscribe);
+    settings.backoff.initial = Duration::from_millis(100);
+    harness.collector.start(settings).await;
+    wait_until("a subscriber", || cpa.subscriber_count() == 1).await;
+    let mut expected = emitted_ids(&cpa.emit(200).await);
+    harness.wait_for_ids(&expected).await;
+    cpa.restart(Duration::from_millis(300)).await.unwrap();
+    // Emitted while nobody is subscribed yet: queued, then drained after resubscribing.
+    expected.extend(emitted_ids(&cpa.emit(80).await));
+    wait_until("a new subscriber", || cpa.subscriber_count() == 1).await;
+    expected.extend(emitted_ids(&cpa.emit(80).await));
+    harness.wait_for_ids(&expected).await;
+    assert_eq!(
+        harness.collector.status().snapshot().state,
+        CollectorState::Running
+    );
+    harness.collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn poller_survives_a_cpa_restart() {
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let harness = Harness::new();
+    let mut settings = settings(&cpa.base_url(), "secret", Mode::Http);
+    settings.backoff.initial = Duration::from_millis(100);
+    settings.poll_interval = Duration::from_millis(20);
+    harness.collector.start(settings).await;
+    let mut expected = emitted_ids(&cpa.emit(100).await);
+    harness.wait_for_ids(&expected).await;
+    cpa.restart(Duration::from_millis(400)).await.unwrap();
+    expected.extend(emitted_ids(&cpa.emit(100).await));
+    harness.wait_for_ids(&expected).await;
+    harness.collector.shutdown().await;
+}
+
+#[tokio::test]
+async fn warns_when_another_consumer_drains_the_queue() {
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let harness = Harness::new();
+    let mut settings = settings(&cpa.base_url(), "secret", Mode::Http);
+    settings.poll_interval = Duration::from_millis(50);
+    settings.consumer_check_interval = Duration::from_millis(300);
+    harness.collector.start(settings).await;
+    // A rogue consumer pops everything CPA queues before the collector can.
+    let mut rogue = cpamp_collector::RespPop::new(CollectorSettings {
+        consumer_check_interval: Duration::ZERO,
+        ..support::settings(&cpa.base_url(), "secret", Mode::Resp)
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        cpa.emit(20).await;
+        use cpamp_collector::UsageSource;
+        let _ = rogue.next_batch(1000).await.unwrap();
+        let warnings = harness.collector.status().snapshot().warnings;
+        if warnings
+            .iter()
+            .any(|warning| warning.starts_with("Another consumer is probably draining"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warning: {warnings:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cpa.set_publishing(false);
+    wait_until("the publishing warning", || {
+        harness
+            .collector
+            .status()
+            .snapshot()
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("publishing is off"))
+    })
+    .await;
+    harness.collector.shutdown().await;
+}

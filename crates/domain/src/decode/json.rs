@@ -1,0 +1,530 @@
+//! A small borrowed JSON tree for queue payloads, plus its compact writer.
+//!
+//! `serde_json::Value` would copy every string and sort every object into a
+//! map. Payloads are decoded once per event and read through a fixed set of
+//! key lookups, so a tree that borrows unescaped strings from the input and
+//! keeps objects as ordered pairs is cheaper. It also lets the parser report
+//! *which* field held a number too large for a double (`1e400`), which
+//! `serde_json` alone only reports as a column.
+//!
+//! Duplicate object keys are kept in the tree; lookups take the **last**
+//! occurrence, which is what Go's `encoding/json` does when it fills a map.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+use std::fmt::Write as _;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+/// A JSON number as the parser produced it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Number {
+    /// Non-negative integer literal that fits `u64`.
+    Unsigned(u64),
+    /// Negative integer literal that fits `i64`.
+    Signed(i64),
+    /// Any literal with a fraction or exponent, or an integer beyond `u64`.
+    Float(f64),
+}
+
+/// One JSON value; strings borrow from the input when they hold no escapes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Json<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+}
+
+impl<'a> Json<'a> {
+    /// The members of an object, or `None` for any other type.
+    pub(crate) fn as_object(&self) -> Option<&[(Cow<'a, str>, Json<'a>)]> {
+        match self {
+            Json::Object(members) => Some(members),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            Json::Null => "null",
+            Json::Bool(_) => "boolean",
+            Json::Number(_) => "number",
+            Json::String(_) => "string",
+            Json::Array(_) => "array",
+            Json::Object(_) => "object",
+        }
+    }
+}
+
+/// Looks a key up in an object; the last duplicate wins, as in Go.
+pub(crate) fn member<'o, 'a>(
+    object: &'o [(Cow<'a, str>, Json<'a>)],
+    key: &str,
+) -> Option<&'o Json<'a>> {
+    object
+        .iter()
+        .rev()
+        .find(|(name, _)| name.as_ref() == key)
+        .map(|(_, value)| value)
+}
+
+/// Why a payload is not JSON we can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ParseError {
+    /// Syntax error (or a limit of the parser), with its position.
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A number literal too large for a double, inside the named field.
+    NumberOutOfRange { path: String },
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Syntax {
+                line,
+                column,
+                message,
+            } => {
+                write!(
+                    formatter,
+                    "invalid JSON at line {line} column {column}: {message}"
+                )
+            }
+            ParseError::NumberOutOfRange { path } => {
+                write!(formatter, "{path} is out of the 64-bit integer range")
+            }
+        }
+    }
+}
+
+/// Parses exactly one JSON value (surrounding whitespace allowed).
+///
+/// Nesting is bounded by `serde_json`'s recursion limit (128), so deep input
+/// fails cleanly instead of exhausting the stack.
+pub(crate) fn parse(text: &str) -> Result<Json<'_>, ParseError> {
+    let failure = RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let seed = ValueSeed {
+        failure: &failure,
+        at: None,
+    };
+    let parsed = seed.deserialize(&mut deserializer).and_then(|value| {
+        deserializer.end()?;
+        Ok(value)
+    });
+    parsed.map_err(|error| {
+        let message = error.to_string();
+        // serde_json appends " at line L column C"; keep only the cause.
+        let cause = match message.rfind(" at line ") {
+            Some(cut) => message[..cut].to_string(),
+            None => message,
+        };
+        if cause == "number out of range"
+            && let Some(path) = failure.borrow_mut().take()
+        {
+            return ParseError::NumberOutOfRange { path };
+        }
+        let message = if cause.contains("hex escape") {
+            // serde_json rejects lone UTF-16 surrogates (`\ud800`), which Go
+            // would silently turn into U+FFFD.
+            format!("{cause} (\\u escapes must form valid UTF-16; lone surrogates are rejected)")
+        } else {
+            cause
+        };
+        ParseError::Syntax {
+            line: error.line(),
+            column: error.column(),
+            message,
+        }
+    })
+}
+
+/// One step of the path from the root to the value being parsed.
+#[derive(Clone, Copy)]
+enum Segment<'p> {
+    Key(&'p str),
+    Index(usize),
+}
+
+/// The path as a linked list on the stack, so parsing allocates nothing for it.
+struct PathNode<'p> {
+    segment: Segment<'p>,
+    parent: Option<&'p PathNode<'p>>,
+}
+
+fn render_path(node: &PathNode<'_>) -> String {
+    let mut segments = Vec::new();
+    let mut current = Some(node);
+    while let Some(step) = current {
+        segments.push(step.segment);
+        current = step.parent;
+    }
+    let mut path = String::new();
+    for segment in segments.iter().rev() {
+        match segment {
+            Segment::Key(key) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Index(index) => {
+                let _ = write!(path, "[{index}]");
+            }
+        }
+    }
+    path
+}
+
+struct ValueSeed<'c, 'p> {
+    /// Where the innermost failing value sat; set once, by the deepest container.
+    failure: &'c RefCell<Option<String>>,
+    at: Option<&'p PathNode<'p>>,
+}
+
+impl ValueSeed<'_, '_> {
+    fn note_failure(&self, node: &PathNode<'_>) {
+        let mut failure = self.failure.borrow_mut();
+        if failure.is_none() {
+            *failure = Some(render_path(node));
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
+    type Value = Json<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Json<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
+    type Value = Json<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Json<'de>, E> {
+        if value >= 0 {
+            Ok(Json::Number(Number::Unsigned(value.unsigned_abs())))
+        } else {
+            Ok(Json::Number(Number::Signed(value)))
+        }
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(Number::Unsigned(value)))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(Number::Float(value)))
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Borrowed(value)))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(value.to_string())))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(value)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Json<'de>, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let node = PathNode {
+                segment: Segment::Index(items.len()),
+                parent: self.at,
+            };
+            let seed = ValueSeed {
+                failure: self.failure,
+                at: Some(&node),
+            };
+            match sequence.next_element_seed(seed) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => return Ok(Json::Array(items)),
+                Err(error) => {
+                    self.note_failure(&node);
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut members = Vec::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let node = PathNode {
+                segment: Segment::Key(&key),
+                parent: self.at,
+            };
+            let seed = ValueSeed {
+                failure: self.failure,
+                at: Some(&node),
+            };
+            match map.next_value_seed(seed) {
+                Ok(value) => members.push((key, value)),
+                Err(error) => {
+                    self.note_failure(&node);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Cow<'de, str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(value.to_string()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(value))
+    }
+}
+
+/// Writes a JSON string literal the way Go's `encoding/json` does: `<`, `>`,
+/// `&`, U+2028 and U+2029 escaped as `\uXXXX`, other non-ASCII text raw.
+pub(crate) fn write_string(out: &mut String, text: &str) {
+    out.push('"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        let (escape, width): (Cow<'static, str>, usize) = match byte {
+            b'"' => (Cow::Borrowed("\\\""), 1),
+            b'\\' => (Cow::Borrowed("\\\\"), 1),
+            b'\n' => (Cow::Borrowed("\\n"), 1),
+            b'\r' => (Cow::Borrowed("\\r"), 1),
+            b'\t' => (Cow::Borrowed("\\t"), 1),
+            b'<' => (Cow::Borrowed("\\u003c"), 1),
+            b'>' => (Cow::Borrowed("\\u003e"), 1),
+            b'&' => (Cow::Borrowed("\\u0026"), 1),
+            0x00..=0x1f => (Cow::Owned(format!("\\u{byte:04x}")), 1),
+            // U+2028 and U+2029 are E2 80 A8 / E2 80 A9 in UTF-8.
+            0xe2 if bytes.get(index + 1) == Some(&0x80)
+                && matches!(bytes.get(index + 2), Some(0xa8 | 0xa9)) =>
+            {
+                let escape = if bytes[index + 2] == 0xa8 {
+                    "\\u2028"
+                } else {
+                    "\\u2029"
+                };
+                (Cow::Borrowed(escape), 3)
+            }
+            _ => {
+                index += 1;
+                continue;
+            }
+        };
+        out.push_str(&text[start..index]);
+        out.push_str(&escape);
+        index += width;
+        start = index;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+/// Writes a number in shortest form (integral doubles without a fraction).
+pub(crate) fn write_number(out: &mut String, number: Number) {
+    match number {
+        Number::Unsigned(value) => {
+            let _ = write!(out, "{value}");
+        }
+        Number::Signed(value) => {
+            let _ = write!(out, "{value}");
+        }
+        Number::Float(value) => {
+            let magnitude = value.abs();
+            if magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude) {
+                let _ = write!(out, "{value:e}");
+            } else {
+                let _ = write!(out, "{value}");
+            }
+        }
+    }
+}
+
+/// Compact JSON in document order (used for text coercion of objects/arrays).
+pub(crate) fn write_compact(out: &mut String, value: &Json<'_>) {
+    match value {
+        Json::Null => out.push_str("null"),
+        Json::Bool(true) => out.push_str("true"),
+        Json::Bool(false) => out.push_str("false"),
+        Json::Number(number) => write_number(out, *number),
+        Json::String(text) => write_string(out, text),
+        Json::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_compact(out, item);
+            }
+            out.push(']');
+        }
+        Json::Object(members) => {
+            out.push('{');
+            for (index, (key, item)) in members.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_string(out, key);
+                out.push(':');
+                write_compact(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// The members of an object in Go map order: keys sorted bytewise, and for a
+/// duplicated key only its last occurrence.
+pub(crate) fn sorted_members<'o, 'a>(
+    members: &'o [(Cow<'a, str>, Json<'a>)],
+) -> Vec<&'o (Cow<'a, str>, Json<'a>)> {
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    // Stable sort keeps duplicates in document order, so the last one of a run wins.
+    order.sort_by(|left, right| {
+        members[*left]
+            .0
+            .as_bytes()
+            .cmp(members[*right].0.as_bytes())
+    });
+    let mut sorted: Vec<&(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(order.len());
+    for index in order {
+        let entry = &members[index];
+        match sorted.last_mut() {
+            Some(previous) if previous.0 == entry.0 => *previous = entry,
+            _ => sorted.push(entry),
+        }
+    }
+    sorted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_borrow_and_duplicates_resolve_to_the_last() {
+        let value = parse(r#"{"a":"x","a":"y","b":"q\"uote"}"#).expect("valid JSON");
+        let object = value.as_object().expect("object");
+        assert_eq!(member(object, "a"), Some(&Json::String(Cow::Borrowed("y"))));
+        assert!(matches!(
+            member(object, "a"),
+            Some(Json::String(Cow::Borrowed(_)))
+        ));
+        assert!(matches!(
+            member(object, "b"),
+            Some(Json::String(Cow::Owned(_)))
+        ));
+    }
+
+    #[test]
+    fn overflowing_number_names_its_field() {
+        let error = parse(r#"{"a":{"b":[1,2e999]}}"#).expect_err("overflow");
+        assert_eq!(
+            error,
+            ParseError::NumberOutOfRange {
+                path: "a.b[1]".to_string()
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "a.b[1] is out of the 64-bit integer range"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_position_and_cause() {
+        let error = parse(r#"{"a":1"#).expect_err("truncated");
+        assert_eq!(
+            error.to_string(),
+            "invalid JSON at line 1 column 6: EOF while parsing an object"
+        );
+        let error = parse(r#"{"a":1}{"b":2}"#).expect_err("two values");
+        assert!(error.to_string().contains("trailing characters"), "{error}");
+    }
+
+    #[test]
+    fn deep_nesting_fails_cleanly() {
+        let text = format!("{}{}", "[".repeat(600), "]".repeat(600));
+        let error = parse(&text).expect_err("too deep");
+        assert!(
+            error.to_string().contains("recursion limit exceeded"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn writer_escapes_like_go() {
+        let mut out = String::new();
+        write_string(&mut out, "<a&b>\u{2028}\"\\\n\u{1}é");
+        assert_eq!(out, "\"\\u003ca\\u0026b\\u003e\\u2028\\\"\\\\\\n\\u0001é\"");
+    }
+
+    #[test]
+    fn sorted_members_keep_last_duplicate() {
+        let value = parse(r#"{"b":1,"a":2,"b":3}"#).expect("valid JSON");
+        let object = value.as_object().expect("object");
+        let sorted = sorted_members(object);
+        let mut out = String::new();
+        for (key, item) in sorted {
+            out.push_str(key);
+            write_compact(&mut out, item);
+        }
+        assert_eq!(out, "a2b3");
+    }
+}

@@ -1,0 +1,114 @@
+//! The admin key: generation, argon2id hashing and verification.
+//!
+//! The admin key is cpamp's own login secret (shown once as `cmp_admin_…`). Only an
+//! argon2id PHC string of it is stored. Randomness comes from the caller, so this
+//! module stays free of IO and is deterministic under test.
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+/// Prefix of generated admin keys. Verification never depends on it: keys from
+/// older releases (`cpamp_…`) keep working.
+pub const ADMIN_KEY_PREFIX: &str = "cmp_admin_";
+
+/// Characters of the random part of a generated admin key.
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Length of the random part of a generated admin key.
+pub const ADMIN_KEY_RANDOM_LEN: usize = 32;
+
+/// argon2id parameters: the OWASP floor (19 MiB, 2 passes, 1 lane).
+pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+pub const ARGON2_ITERATIONS: u32 = 2;
+pub const ARGON2_LANES: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("admin key is required")]
+    Empty,
+    #[error("hash admin key: {0}")]
+    Hash(String),
+}
+
+/// Generates `cmp_admin_` + 32 characters drawn uniformly from `[0-9A-Za-z]`.
+pub fn generate_admin_key<R: rand::Rng + ?Sized>(rng: &mut R) -> String {
+    let mut key = String::with_capacity(ADMIN_KEY_PREFIX.len() + ADMIN_KEY_RANDOM_LEN);
+    key.push_str(ADMIN_KEY_PREFIX);
+    while key.len() < ADMIN_KEY_PREFIX.len() + ADMIN_KEY_RANDOM_LEN {
+        let byte = (rng.next_u32() & 0xff) as u8;
+        // Rejection sampling: 248 = 4 * 62, so every character is equally likely.
+        if byte < 248 {
+            key.push(char::from(ALPHABET[usize::from(byte % 62)]));
+        }
+    }
+    key
+}
+
+fn hasher() -> Result<Argon2<'static>, KeyError> {
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_LANES, None)
+        .map_err(|error| KeyError::Hash(error.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Hashes a (trimmed) admin key to an argon2id PHC string with the given 16-byte salt.
+pub fn hash_admin_key(key: &str, salt: &[u8; 16]) -> Result<String, KeyError> {
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    let hash = hasher()?
+        .hash_password_with_salt(key.as_bytes(), salt)
+        .map_err(|error| KeyError::Hash(error.to_string()))?;
+    Ok(hash.to_string())
+}
+
+/// Checks a presented key against a stored PHC string. Comparison is constant-time
+/// (done by the argon2 crate on the derived hashes). Slow by design: run it on a
+/// blocking thread.
+pub fn verify_admin_key(phc: &str, presented: &str) -> bool {
+    let presented = presented.trim();
+    if presented.is_empty() {
+        return false;
+    }
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let Ok(argon2) = hasher() else {
+        return false;
+    };
+    argon2
+        .verify_password(presented.as_bytes(), &parsed)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_have_the_documented_shape() {
+        let mut rng = rand::rng();
+        let key = generate_admin_key(&mut rng);
+        assert!(key.starts_with("cmp_admin_"), "{key}");
+        assert_eq!(key.len(), 42);
+        assert!(key[10..].bytes().all(|byte| byte.is_ascii_alphanumeric()));
+        assert_ne!(key, generate_admin_key(&mut rng));
+    }
+
+    #[test]
+    fn hashes_verify_only_the_right_key_whatever_its_prefix() {
+        let salt = [7u8; 16];
+        let phc = hash_admin_key("cpamp_OldStyleKey123", &salt).expect("hash");
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(verify_admin_key(&phc, "cpamp_OldStyleKey123"));
+        assert!(verify_admin_key(&phc, "  cpamp_OldStyleKey123 "));
+        assert!(!verify_admin_key(&phc, "cpamp_OldStyleKey124"));
+        assert!(!verify_admin_key(&phc, ""));
+        assert!(!verify_admin_key(
+            "not a phc string",
+            "cpamp_OldStyleKey123"
+        ));
+        assert!(matches!(hash_admin_key("  ", &salt), Err(KeyError::Empty)));
+    }
+}

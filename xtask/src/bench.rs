@@ -1,0 +1,142 @@
+//! Benchmarks. Each prints a table; none is a pass/fail test.
+//!
+//! - `ingest`: the store's batch insert rate (100 and 1000 events per batch) next to
+//!   a raw SQLite bulk insert of the same rows.
+//! - `startup`: time from exec to "listening" and to a first `/health` answer of the
+//!   release binary on an empty data directory, and its resident memory then.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use xshell::{Shell, cmd};
+
+pub const NAMES: &[&str] = &["ingest", "startup"];
+
+pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
+    let name = args.first().map(String::as_str).unwrap_or("");
+    let extra = &args[args.len().min(1)..];
+    match name {
+        "ingest" => cmd!(
+            shell,
+            "cargo run --release --locked -p cpamp-storage --example bench_ingest -- {extra...}"
+        )
+        .run()
+        .map_err(|error| error.to_string()),
+        "startup" => startup(shell),
+        _ => Err(format!(
+            "unknown benchmark {name:?}; one of: {}",
+            NAMES.join(", ")
+        )),
+    }
+}
+
+fn startup(shell: &Shell) -> Result<(), String> {
+    cmd!(shell, "cargo build --release --locked -p cpamp-server")
+        .run()
+        .map_err(|error| error.to_string())?;
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    let binary = std::path::Path::new(&target)
+        .join("release")
+        .join("cpamp-server");
+    let runs = 9;
+    let mut listening = Vec::new();
+    let mut healthy = Vec::new();
+    let mut rss_kib = Vec::new();
+    for run in 0..runs {
+        let data =
+            std::env::temp_dir().join(format!("cpamp-bench-startup-{}-{run}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let started = Instant::now();
+        let mut child = Command::new(&binary)
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("USAGE_DATA_DIR", &data)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("spawn {}: {error}", binary.display()))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        // Keep draining stderr on a thread so the server never writes into a closed pipe.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = sender.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+            }
+        });
+        let addr = receiver
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "server did not report its address")?;
+        listening.push(started.elapsed());
+        loop {
+            if let Ok(mut stream) = TcpStream::connect(&addr) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut response = String::new();
+                let _ = stream.read_to_string(&mut response);
+                if response.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err("server never answered /health".into());
+            }
+        }
+        healthy.push(started.elapsed());
+        rss_kib.push(read_rss_kib(child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    listening.sort();
+    healthy.sort();
+    rss_kib.sort_unstable();
+    println!("startup benchmark: release binary, empty data directory, {runs} runs (median / max)");
+    println!("{:<32} {:>10} {:>10}", "measure", "median", "max");
+    println!(
+        "{:<32} {:>8.1}ms {:>8.1}ms",
+        "exec -> listening",
+        ms(listening[runs / 2]),
+        ms(listening[runs - 1])
+    );
+    println!(
+        "{:<32} {:>8.1}ms {:>8.1}ms",
+        "exec -> first /health 200",
+        ms(healthy[runs / 2]),
+        ms(healthy[runs - 1])
+    );
+    println!(
+        "{:<32} {:>8.1}MB {:>8.1}MB",
+        "resident memory after start",
+        rss_kib[runs / 2] as f64 / 1024.0,
+        rss_kib[runs - 1] as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn read_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse().ok())
+        })
+        .unwrap_or(0)
+}
