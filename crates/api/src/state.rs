@@ -1,12 +1,13 @@
 //! Shared application state handed to every handler.
 
+use cpamp_domain::analytics::query::AnalyticsStore;
 use cpamp_domain::ports::{EventSink, SettingsStore, StoreStats};
 
 /// Everything the API needs from storage, as one bound. The binary names the
 /// concrete type once (`configure::<SqliteStore>`).
-pub trait Store: EventSink + SettingsStore + StoreStats {}
+pub trait Store: EventSink + SettingsStore + StoreStats + AnalyticsStore {}
 
-impl<T: EventSink + SettingsStore + StoreStats> Store for T {}
+impl<T: EventSink + SettingsStore + StoreStats + AnalyticsStore> Store for T {}
 
 /// Per-process state shared by all workers (registered as `web::Data<AppState<S>>`;
 /// the [`crate::auth::AdminAuthenticator`] is registered beside it).

@@ -254,8 +254,8 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         ..Filters::default()
     };
 
-    let mut lines = Vec::new();
-    let ours = time(runs, || {
+    // cpamp first, so the peak RSS below belongs to cpamp's queries alone.
+    let dashboard_ms = time(runs, || {
         dashboard(
             &store,
             DashboardRequest {
@@ -268,44 +268,15 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
-    let plain = time(runs, || {
-        baseline(
-            &pool,
-            "SELECT (timestamp_ms - ?1) / 3600000 AS h, model, auth_index, failed, count(*), sum(input_tokens), sum(output_tokens), \
-             sum(cached_tokens), sum(total_tokens), avg(nullif(latency_ms, 0)) FROM plain_events \
-             WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 GROUP BY h, model, auth_index, failed",
-            [today, now],
-        )
-    })
-    .await;
-    lines.push(Line {
-        name: "dashboard summary (today)",
-        target_ms: Some(10.0),
-        ours,
-        plain,
-    });
-
     let scope30 = Scope::time_only(from, END_MS);
-    let ours = time(runs, || {
+    let overview_ms = time(runs, || {
         monitoring(
             &store,
             request(scope30.clone(), "UTC", Granularity::Day, overview_include()),
         )
     })
     .await;
-    let plain_overview = "SELECT (timestamp_ms - ?1) / 86400000 AS d, model, auth_index, api_key_hash, failed, count(*), \
-        sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cache_read_tokens), sum(total_tokens), \
-        avg(nullif(latency_ms, 0)) FROM plain_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 \
-        GROUP BY d, model, auth_index, api_key_hash, failed";
-    let plain = time(runs, || baseline(&pool, plain_overview, [from, END_MS])).await;
-    lines.push(Line {
-        name: "analytics overview 30d (UTC)",
-        target_ms: Some(50.0),
-        ours,
-        plain,
-    });
-
-    let ours = time(runs, || {
+    let kolkata_ms = time(runs, || {
         monitoring(
             &store,
             request(
@@ -317,14 +288,7 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
-    lines.push(Line {
-        name: "analytics overview 30d (Asia/Kolkata)",
-        target_ms: None,
-        ours,
-        plain,
-    });
-
-    let ours = time(runs, || {
+    let shanghai_ms = time(runs, || {
         monitoring(
             &store,
             request(
@@ -336,13 +300,6 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
-    lines.push(Line {
-        name: "analytics overview 30d hourly (Shanghai)",
-        target_ms: None,
-        ours,
-        plain,
-    });
-
     let page_scope = Scope {
         filters: model_filter.clone(),
         ..scope30.clone()
@@ -356,62 +313,30 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         }),
         ..Include::default()
     };
-    let ours = time(runs, || {
+    let page_ms = time(runs, || {
         monitoring(
             &store,
             request(page_scope.clone(), "UTC", Granularity::Day, page_include()),
         )
     })
     .await;
-    let plain = time(runs, || {
-        baseline(
-            &pool,
-            "SELECT * FROM plain_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 AND (model = 'gpt-5' OR model = 'gpt-5(high)') \
-             ORDER BY timestamp_ms DESC, id DESC LIMIT 501",
-            [from, END_MS],
-        )
-    })
-    .await;
-    lines.push(Line {
-        name: "monitoring page 500, model filter",
-        target_ms: Some(20.0),
-        ours,
-        plain,
-    });
-
     let selector_include = || Include {
         filter_options: true,
         filter_selectors: true,
         ..Include::default()
     };
-    let ours = time(runs, || {
+    let selectors_ms = time(runs, || {
         monitoring(
             &store,
             request(scope30.clone(), "UTC", Granularity::Day, selector_include()),
         )
     })
     .await;
-    let plain = time(runs, || {
-        baseline(
-            &pool,
-            "SELECT DISTINCT model, provider, auth_file, account, api_key_hash, auth_index, source, source_hash \
-             FROM plain_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2",
-            [from, END_MS],
-        )
-    })
-    .await;
-    lines.push(Line {
-        name: "filter selectors 30d",
-        target_ms: Some(5.0),
-        ours,
-        plain,
-    });
-
     let key_scope = Scope {
         filters: key_filter,
         ..scope30.clone()
     };
-    let ours = time(runs, || {
+    let key_ms = time(runs, || {
         monitoring(
             &store,
             request(
@@ -423,14 +348,136 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
-    lines.push(Line {
-        name: "overview 30d, API-key filter",
-        target_ms: None,
-        ours,
-        plain: plain_overview_duration(&pool, plain_overview, from, runs).await,
-    });
-
+    let search_scope = Scope {
+        search_query: "claude".into(),
+        ..Scope::time_only(END_MS - DAY_MS, END_MS)
+    };
+    let search_include = || Include {
+        summary: true,
+        compact: true,
+        events_page: Some(PageRequest {
+            limit: 500,
+            cursor: Cursor::default(),
+        }),
+        ..Include::default()
+    };
+    let search_ms = time(runs.min(3), || {
+        monitoring(
+            &store,
+            request(
+                search_scope.clone(),
+                "UTC",
+                Granularity::Hour,
+                search_include(),
+            ),
+        )
+    })
+    .await;
     let query_peak_kb = status_kb("VmHWM:");
+
+    let plain_dashboard = time(runs, || {
+        baseline(
+            &pool,
+            "SELECT (timestamp_ms - ?1) / 3600000 AS h, model, auth_index, failed, count(*), sum(input_tokens), sum(output_tokens), \
+             sum(cached_tokens), sum(total_tokens), avg(nullif(latency_ms, 0)) FROM plain_events \
+             WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 GROUP BY h, model, auth_index, failed",
+            [today, now],
+        )
+    })
+    .await;
+    let plain_overview = "SELECT (timestamp_ms - ?1) / 86400000 AS d, model, auth_index, api_key_hash, failed, count(*), \
+        sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cache_read_tokens), sum(total_tokens), \
+        avg(nullif(latency_ms, 0)) FROM plain_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 \
+        GROUP BY d, model, auth_index, api_key_hash, failed";
+    let plain_overview_ms = time(runs, || baseline(&pool, plain_overview, [from, END_MS])).await;
+    let plain_page = time(runs, || {
+        baseline(
+            &pool,
+            "SELECT * FROM plain_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 AND (model = 'gpt-5' OR model = 'gpt-5(high)') \
+             ORDER BY timestamp_ms DESC, id DESC LIMIT 501",
+            [from, END_MS],
+        )
+    })
+    .await;
+    let plain_selectors = time(runs, || {
+        baseline(
+            &pool,
+            "SELECT DISTINCT model, provider, auth_file, account, api_key_hash, auth_index, source, source_hash \
+             FROM plain_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2",
+            [from, END_MS],
+        )
+    })
+    .await;
+    let plain_key = time(runs, || {
+        baseline(
+            &pool,
+            "SELECT (timestamp_ms - ?1) / 86400000 AS d, model, auth_index, failed, count(*), sum(total_tokens) \
+             FROM plain_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 AND api_key_hash = (SELECT api_key_hash FROM plain_events LIMIT 1) \
+             GROUP BY d, model, auth_index, failed",
+            [from, END_MS],
+        )
+    })
+    .await;
+    let plain_search = time(runs.min(3), || {
+        baseline(
+            &pool,
+            "SELECT * FROM plain_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2 AND (lower(model) LIKE '%claude%' OR lower(requested_model) LIKE '%claude%') \
+             ORDER BY timestamp_ms DESC LIMIT 501",
+            [END_MS - DAY_MS, END_MS],
+        )
+    })
+    .await;
+    let lines = vec![
+        Line {
+            name: "dashboard summary (today)",
+            target_ms: Some(10.0),
+            ours: dashboard_ms,
+            plain: plain_dashboard,
+        },
+        Line {
+            name: "analytics overview 30d (UTC)",
+            target_ms: Some(50.0),
+            ours: overview_ms,
+            plain: plain_overview_ms,
+        },
+        Line {
+            name: "analytics overview 30d (Asia/Kolkata, +05:30)",
+            target_ms: None,
+            ours: kolkata_ms,
+            plain: plain_overview_ms,
+        },
+        Line {
+            name: "analytics overview 30d hourly (Asia/Shanghai)",
+            target_ms: None,
+            ours: shanghai_ms,
+            plain: plain_overview_ms,
+        },
+        Line {
+            name: "monitoring page 500, model filter (+summary)",
+            target_ms: Some(20.0),
+            ours: page_ms,
+            plain: plain_page,
+        },
+        Line {
+            name: "filter selectors 30d",
+            target_ms: Some(5.0),
+            ours: selectors_ms,
+            plain: plain_selectors,
+        },
+        Line {
+            name: "overview 30d, API-key filter",
+            target_ms: None,
+            ours: key_ms,
+            plain: plain_key,
+        },
+        Line {
+            name: "search 'claude' 24h, page 500 (raw path)",
+            target_ms: None,
+            ours: search_ms,
+            plain: plain_search,
+        },
+    ];
+
     println!();
     println!(
         "## {count} events ({DAYS} days, built in {:.1} s, ingest through the batch writer {:.1} s = {:.0} events/s)",
@@ -480,10 +527,6 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
     );
     store.close().await;
     pool.close().await;
-}
-
-async fn plain_overview_duration(pool: &SqlitePool, sql: &str, from: i64, runs: usize) -> Duration {
-    time(runs, || baseline(pool, sql, [from, END_MS])).await
 }
 
 fn main() {

@@ -546,7 +546,7 @@ impl SqliteStore {
             .timeline
             .as_ref()
             .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
-        let segments = if scope.level() == Level::Aggregate {
+        let segments = if scope.level() != Level::Raw {
             let (quarter_ok, hour_ok, day_ok) =
                 allowed(request.timeline.as_ref(), scope.from_ms, scope.to_ms);
             plan(scope.from_ms, scope.to_ms, quarter_ok, hour_ok, day_ok)
@@ -592,6 +592,10 @@ impl SqliteStore {
                 .await
                 .map_err(db("read latency samples"))?;
             let filters = &scope.filters;
+            // Identities are only checked when the scope filters them.
+            let no_identity_filter = scope.level() == Level::Aggregate;
+            let state = lock_read(self.read_cache());
+            let mut identity_ok: HashMap<i64, bool> = HashMap::new();
             for (bucket, blob) in rows {
                 let local = match bucketer.as_mut() {
                     Some(bucketer) => bucketer.bucket(bucket),
@@ -601,8 +605,17 @@ impl SqliteStore {
                     bucket_ms: local,
                     ..SampleBlock::default()
                 });
-                decode_samples(&blob, |model, failed, latencies, ttfts| {
-                    if filters.matches_failed(failed)
+                decode_samples(&blob, |identity, model, failed, latencies, ttfts| {
+                    let identity_ok = no_identity_filter || {
+                        *identity_ok.entry(identity).or_insert_with(|| {
+                            state
+                                .identities
+                                .get(&identity)
+                                .is_some_and(|found| scope.matches_identity(found))
+                        })
+                    };
+                    if identity_ok
+                        && filters.matches_failed(failed)
                         && (model_ids.is_empty() || model_ids.contains(&model))
                     {
                         block.latencies.extend_from_slice(latencies);
@@ -666,7 +679,11 @@ impl SqliteStore {
             streams.push(Stream::new(None, upper));
         }
         let wanted = limit.saturating_add(1);
-        let mut chunk = wanted.clamp(64, 2000);
+        // Each stream first fetches its share of the page (plus slack); streams that
+        // run dry refill with larger chunks.
+        let mut chunk = (wanted / streams.len().max(1))
+            .saturating_add(16)
+            .clamp(32, 2000);
         while page.items.len() < wanted {
             let mut best: Option<usize> = None;
             for index in 0..streams.len() {

@@ -121,7 +121,8 @@ impl Sums {
 }
 
 type Entries = HashMap<EntryKey, Sums>;
-type Samples = HashMap<(i64, bool), (Vec<u32>, Vec<u32>)>;
+/// Latency and TTFT values per (identity, analytics model, failed).
+type Samples = HashMap<(i64, i64, bool), (Vec<u32>, Vec<u32>)>;
 
 fn floor(value: i64, step: i64) -> i64 {
     value.div_euclid(step) * step
@@ -242,7 +243,7 @@ pub(crate) async fn flush(
                 let entry = samples[level]
                     .entry(bucket)
                     .or_default()
-                    .entry((model, pending.failed))
+                    .entry((identity_id, model, pending.failed))
                     .or_default();
                 entry.0.extend(pending.latency);
                 entry.1.extend(pending.ttft);
@@ -277,8 +278,8 @@ pub(crate) async fn flush(
         for (bucket, groups) in &samples[level] {
             let mut merged = groups.clone();
             if let Some(existing) = read_blob(connection, &table, *bucket).await? {
-                decode_samples(&existing, |model, failed, latencies, ttfts| {
-                    let entry = merged.entry((model, failed)).or_default();
+                decode_samples(&existing, |identity, model, failed, latencies, ttfts| {
+                    let entry = merged.entry((identity, model, failed)).or_default();
                     entry.0.extend_from_slice(latencies);
                     entry.1.extend_from_slice(ttfts);
                 });
@@ -463,10 +464,11 @@ pub(crate) fn decode_entries(
     }
 }
 
-/// Sample layout: per (model, failed) group: model, failed, latency count, TTFT
-/// count, then the latency values and the TTFT values (plain varints).
+/// Sample layout: per (identity, model, failed) group: identity, model, failed,
+/// latency count, TTFT count, then the latency values and the TTFT values.
 pub(crate) fn encode_samples(groups: &Samples, out: &mut Vec<u8>) {
-    for ((model, failed), (latencies, ttfts)) in groups {
+    for ((identity, model, failed), (latencies, ttfts)) in groups {
+        put(out, zigzag(*identity));
         put(out, zigzag(*model));
         put(out, u64::from(*failed));
         put(out, latencies.len() as u64);
@@ -477,13 +479,15 @@ pub(crate) fn encode_samples(groups: &Samples, out: &mut Vec<u8>) {
     }
 }
 
-/// Calls `each(model, failed, latencies, ttfts)` for every group of a sample blob.
-pub(crate) fn decode_samples(bytes: &[u8], mut each: impl FnMut(i64, bool, &[u32], &[u32])) {
+/// Calls `each(identity, model, failed, latencies, ttfts)` for every group of a
+/// sample blob.
+pub(crate) fn decode_samples(bytes: &[u8], mut each: impl FnMut(i64, i64, bool, &[u32], &[u32])) {
     let mut at = 0;
     let mut latencies = Vec::new();
     let mut ttfts = Vec::new();
     while at < bytes.len() {
-        let (Some(model), Some(failed), Some(latency_count), Some(ttft_count)) = (
+        let (Some(identity), Some(model), Some(failed), Some(latency_count), Some(ttft_count)) = (
+            take(bytes, &mut at),
             take(bytes, &mut at),
             take(bytes, &mut at),
             take(bytes, &mut at),
@@ -504,7 +508,13 @@ pub(crate) fn decode_samples(bytes: &[u8], mut each: impl FnMut(i64, bool, &[u32
                 ttfts.push(value);
             }
         }
-        each(unzigzag(model), failed != 0, &latencies, &ttfts);
+        each(
+            unzigzag(identity),
+            unzigzag(model),
+            failed != 0,
+            &latencies,
+            &ttfts,
+        );
     }
 }
 
@@ -549,13 +559,13 @@ mod tests {
     #[test]
     fn samples_round_trip() {
         let mut groups = Samples::new();
-        groups.insert((9, false), (vec![1, 300, u32::MAX], vec![42]));
+        groups.insert((5, 9, false), (vec![1, 300, u32::MAX], vec![42]));
         let mut blob = Vec::new();
         encode_samples(&groups, &mut blob);
         let mut seen = Vec::new();
-        decode_samples(&blob, |model, failed, latencies, ttfts| {
-            seen.push((model, failed, latencies.to_vec(), ttfts.to_vec()))
+        decode_samples(&blob, |identity, model, failed, latencies, ttfts| {
+            seen.push((identity, model, failed, latencies.to_vec(), ttfts.to_vec()))
         });
-        assert_eq!(seen, vec![(9, false, vec![1, 300, u32::MAX], vec![42])]);
+        assert_eq!(seen, vec![(5, 9, false, vec![1, 300, u32::MAX], vec![42])]);
     }
 }

@@ -2,6 +2,7 @@
 //! exact local routes first, then local `/v0/management/*` prefixes, then the CPA
 //! management proxy, then the panel and the root redirect.
 
+mod analytics;
 mod health;
 mod panel;
 
@@ -18,5 +19,6 @@ use crate::state::Store;
 )]
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     health::configure(config);
+    analytics::configure::<S>(config);
     panel::configure(config);
 }

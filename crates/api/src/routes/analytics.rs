@@ -1,0 +1,564 @@
+//! Analytics endpoints: `GET /v0/management/dashboard/summary`,
+//! `POST /v0/management/monitoring/analytics` and the CPA-compatible
+//! `GET /v0/management/usage`.
+//!
+//! Handlers only parse and validate; every number comes from
+//! `cpamp_domain::analytics` over the store's `AnalyticsStore` port. Bad input is
+//! always a 400 with a code (the Go server answered some of these with 500), and
+//! unknown JSON fields are ignored so clients of other versions keep working.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use cpamp_domain::analytics::AnalyticsError;
+use cpamp_domain::analytics::analytics_model;
+use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, PageRequest, monitoring};
+use cpamp_domain::analytics::query::{CacheStatus, Cursor, Filters, RawEvent, Scope};
+use cpamp_domain::analytics::report::{DashboardRequest, QueryError, dashboard, response_metadata};
+use cpamp_domain::analytics::time::{Granularity, Zone};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AdminAuth;
+use crate::error::{ApiError, ErrorCode};
+use crate::state::{AppState, Store};
+
+/// Most events a single events page may ask for.
+const MAX_PAGE: i64 = 50_000;
+/// The compatible usage payload never carries more events than this.
+const USAGE_CAP: i64 = 50_000;
+
+pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
+    let not_allowed = || {
+        web::to(|_auth: AdminAuth| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) })
+    };
+    for path in [
+        "/v0/management/dashboard/summary",
+        "/v0/management/dashboard/summary/",
+    ] {
+        config.service(
+            web::resource(path)
+                .route(web::get().to(dashboard_summary::<S>))
+                .default_service(not_allowed()),
+        );
+    }
+    for path in [
+        "/v0/management/monitoring/analytics",
+        "/v0/management/monitoring/analytics/",
+    ] {
+        config.service(
+            web::resource(path)
+                .route(web::post().to(monitoring_analytics::<S>))
+                .default_service(not_allowed()),
+        );
+    }
+    // Go answers every other path under these prefixes with 405 (after auth).
+    config.service(
+        web::resource("/v0/management/dashboard/{tail:.*}").default_service(not_allowed()),
+    );
+    config.service(
+        web::resource("/v0/management/monitoring/{tail:.*}").default_service(not_allowed()),
+    );
+    for path in ["/v0/management/usage", "/v0/management/usage/"] {
+        config.service(
+            web::resource(path)
+                .route(web::get().to(usage::<S>))
+                .default_service(not_allowed()),
+        );
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(ErrorCode::RequestFailed, message)
+}
+
+fn query_error(error: QueryError) -> ApiError {
+    match error {
+        QueryError::Request(error) => request_error(error),
+        QueryError::Store(error) => ApiError::from(error),
+    }
+}
+
+fn request_error(error: AnalyticsError) -> ApiError {
+    let code = match error {
+        AnalyticsError::InvalidTimeZone(_) => ErrorCode::InvalidTimeZone,
+        AnalyticsError::Invalid(_) => ErrorCode::RequestFailed,
+    };
+    ApiError::bad_request(code, error.to_string())
+}
+
+/// Compact JSON followed by one newline, as the Go server writes it.
+fn json<T: Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
+    let mut body =
+        serde_json::to_vec(value).map_err(|error| ApiError::internal("encode response", &error))?;
+    body.push(b'\n');
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+// ---------------------------------------------------------------------------
+// Dashboard
+// ---------------------------------------------------------------------------
+
+fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.trim())
+}
+
+/// Parses the dashboard query string. Public for tests of the rules.
+pub fn dashboard_request(query: &str, server_now_ms: i64) -> Result<DashboardRequest, ApiError> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+        .map_err(|error| bad(format!("invalid query string: {error}")))?
+        .into_inner();
+    let today_start_ms = match query_param(&pairs, "today_start_ms") {
+        None | Some("") => return Err(bad("today_start_ms is required")),
+        Some(text) => match text.parse::<i64>() {
+            Ok(value) if value > 0 => value,
+            _ => return Err(bad("today_start_ms must be a positive integer")),
+        },
+    };
+    let optional = |name: &str, message: &str| -> Result<i64, ApiError> {
+        match query_param(&pairs, name) {
+            None | Some("") => Ok(0),
+            Some(text) => text.parse::<i64>().map_err(|_| bad(message.to_string())),
+        }
+    };
+    let now = optional("now_ms", "now_ms must be an integer")?;
+    let now_ms = if now <= 0 { server_now_ms } else { now };
+    if now_ms < today_start_ms {
+        return Err(bad(
+            "now_ms must be greater than or equal to today_start_ms",
+        ));
+    }
+    let top_models = optional("top_models", "top_models must be an integer")?;
+    let recent_failures = optional("recent_failures", "recent_failures must be an integer")?;
+    let count = |value: i64| {
+        if value <= 0 {
+            5
+        } else {
+            usize::try_from(value).unwrap_or(usize::MAX)
+        }
+    };
+    Ok(DashboardRequest {
+        today_start_ms,
+        now_ms,
+        top_models: count(top_models),
+        recent_failures: count(recent_failures).min(MAX_PAGE as usize),
+        generated_at_ms: server_now_ms,
+    })
+}
+
+async fn dashboard_summary<S: Store>(
+    _auth: AdminAuth,
+    state: web::Data<AppState<S>>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let parsed = dashboard_request(request.query_string(), now_ms())?;
+    let summary = dashboard(&state.store, parsed).await.map_err(query_error)?;
+    json(&summary)
+}
+
+// ---------------------------------------------------------------------------
+// Monitoring
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+struct Body {
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    now_ms: Option<i64>,
+    time_zone: Option<String>,
+    search_query: Option<String>,
+    search_api_key_hash: Option<String>,
+    filters: Option<FiltersBody>,
+    include: Option<IncludeBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FiltersBody {
+    models: Option<Vec<String>>,
+    providers: Option<Vec<String>>,
+    accounts: Option<Vec<String>>,
+    credential_ids: Option<Vec<String>>,
+    auth_files: Option<Vec<String>>,
+    auth_indices: Option<Vec<String>>,
+    api_key_hashes: Option<Vec<String>>,
+    source_hashes: Option<Vec<String>>,
+    project_ids: Option<Vec<String>>,
+    request_types: Option<Vec<String>>,
+    header_error_kinds: Option<Vec<String>>,
+    header_error_codes: Option<Vec<String>>,
+    header_quota_plans: Option<Vec<String>>,
+    header_trace_ids: Option<Vec<String>>,
+    include_failed: Option<bool>,
+    failed_only: Option<bool>,
+    min_latency_ms: Option<i64>,
+    cache_status: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct IncludeBody {
+    granularity: Option<String>,
+    summary: Option<bool>,
+    summary_profile: Option<String>,
+    summary_percentiles: Option<bool>,
+    summary_comparison: Option<bool>,
+    timeline: Option<bool>,
+    anomaly_points: Option<bool>,
+    hourly_distribution: Option<bool>,
+    heatmap: Option<bool>,
+    model_share: Option<bool>,
+    model_stats: Option<bool>,
+    channel_share: Option<bool>,
+    failure_sources: Option<bool>,
+    account_stats: Option<bool>,
+    credential_stats: Option<bool>,
+    credential_timeline: Option<bool>,
+    api_key_timeline: Option<bool>,
+    api_key_stats: Option<bool>,
+    filter_options: Option<bool>,
+    filter_selectors: Option<bool>,
+    task_buckets: Option<bool>,
+    recent_failures: Option<i64>,
+    events_page: Option<PageBody>,
+    drilldown_preview: Option<DrilldownBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PageBody {
+    limit: Option<i64>,
+    before_ms: Option<i64>,
+    before_id: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DrilldownBody {
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn list(values: Option<Vec<String>>) -> Vec<String> {
+    Filters::normalize_list(values.unwrap_or_default(), str::to_string)
+}
+
+fn lower_list(values: Option<Vec<String>>) -> Vec<String> {
+    Filters::normalize_list(values.unwrap_or_default(), str::to_lowercase)
+}
+
+/// Parses and validates a monitoring body. Public for tests of the rules.
+pub fn monitoring_request(bytes: &[u8], server_now_ms: i64) -> Result<MonitoringRequest, ApiError> {
+    // Only the first JSON value counts; trailing bytes are ignored like Go's decoder.
+    let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Body>();
+    let body = match stream.next() {
+        Some(Ok(body)) => body,
+        Some(Err(error)) => return Err(bad(error.to_string())),
+        None => return Err(bad("request body must be a JSON object")),
+    };
+    let (from_ms, to_ms) = (body.from_ms.unwrap_or(0), body.to_ms.unwrap_or(0));
+    if from_ms <= 0 || to_ms <= 0 || from_ms >= to_ms {
+        return Err(bad(
+            "from_ms and to_ms are required and from_ms must be less than to_ms",
+        ));
+    }
+    let zone = Zone::parse(body.time_zone.as_deref().unwrap_or("")).map_err(request_error)?;
+    let filters_body = body.filters.unwrap_or_default();
+    let filters = Filters {
+        models: Filters::normalize_list(filters_body.models.unwrap_or_default(), |value| {
+            analytics_model(value).to_string()
+        }),
+        providers: lower_list(filters_body.providers),
+        accounts: lower_list(filters_body.accounts),
+        credential_ids: list(filters_body.credential_ids),
+        auth_files: list(filters_body.auth_files),
+        auth_indices: list(filters_body.auth_indices),
+        api_key_hashes: list(filters_body.api_key_hashes),
+        source_hashes: list(filters_body.source_hashes),
+        project_ids: list(filters_body.project_ids),
+        request_types: list(filters_body.request_types),
+        header_error_kinds: list(filters_body.header_error_kinds),
+        header_error_codes: list(filters_body.header_error_codes),
+        header_quota_plans: list(filters_body.header_quota_plans),
+        header_trace_ids: list(filters_body.header_trace_ids),
+        include_failed: filters_body.include_failed.unwrap_or(true),
+        failed_only: filters_body.failed_only.unwrap_or(false),
+        min_latency_ms: filters_body.min_latency_ms.unwrap_or(0),
+        cache_status: filters_body
+            .cache_status
+            .as_deref()
+            .and_then(CacheStatus::parse),
+    };
+    let scope = Scope {
+        from_ms,
+        to_ms,
+        filters,
+        search_query: body.search_query.unwrap_or_default().trim().to_lowercase(),
+        search_api_key_hash: body
+            .search_api_key_hash
+            .unwrap_or_default()
+            .trim()
+            .to_lowercase(),
+    };
+    let raw = body.include.unwrap_or_default();
+    let flag = |value: Option<bool>| value.unwrap_or(false);
+    let events_page = match raw.events_page {
+        None => None,
+        Some(page) => {
+            let limit = page.limit.unwrap_or(0);
+            if limit > MAX_PAGE {
+                return Err(bad("events_page.limit must be less than or equal to 50000"));
+            }
+            Some(PageRequest {
+                limit: if limit <= 0 {
+                    100
+                } else {
+                    usize::try_from(limit).unwrap_or(100)
+                },
+                cursor: Cursor {
+                    before_ms: page.before_ms.unwrap_or(0),
+                    before_id: page.before_id.unwrap_or(0),
+                },
+            })
+        }
+    };
+    let drilldown_preview = raw.drilldown_preview.map(|preview| {
+        let limit = preview.limit.unwrap_or(0);
+        let limit = if limit <= 0 { 20 } else { limit.min(100) };
+        (
+            preview.from_ms.unwrap_or(0),
+            preview.to_ms.unwrap_or(0),
+            usize::try_from(limit).unwrap_or(20),
+        )
+    });
+    let include = Include {
+        summary: flag(raw.summary),
+        compact: raw.summary_profile.as_deref() == Some("compact"),
+        percentiles: flag(raw.summary_percentiles),
+        summary_comparison: flag(raw.summary_comparison),
+        timeline: flag(raw.timeline),
+        anomaly_points: flag(raw.anomaly_points),
+        hourly_distribution: flag(raw.hourly_distribution),
+        heatmap: flag(raw.heatmap),
+        model_share: flag(raw.model_share),
+        model_stats: flag(raw.model_stats),
+        channel_share: flag(raw.channel_share),
+        failure_sources: flag(raw.failure_sources),
+        account_stats: flag(raw.account_stats),
+        credential_stats: flag(raw.credential_stats),
+        credential_timeline: flag(raw.credential_timeline),
+        api_key_timeline: flag(raw.api_key_timeline),
+        api_key_stats: flag(raw.api_key_stats),
+        filter_options: flag(raw.filter_options),
+        filter_selectors: flag(raw.filter_selectors),
+        task_buckets: flag(raw.task_buckets),
+        recent_failures: usize::try_from(raw.recent_failures.unwrap_or(0).clamp(0, MAX_PAGE))
+            .unwrap_or(0),
+        events_page,
+        drilldown_preview,
+    };
+    Ok(MonitoringRequest {
+        granularity: Granularity::resolve(raw.granularity.as_deref(), from_ms, to_ms),
+        scope,
+        now_ms: body.now_ms.filter(|now| *now > 0).unwrap_or(server_now_ms),
+        zone,
+        include,
+        generated_at_ms: server_now_ms,
+    })
+}
+
+async fn monitoring_analytics<S: Store>(
+    _auth: AdminAuth,
+    state: web::Data<AppState<S>>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let request = monitoring_request(&body, now_ms())?;
+    let response = monitoring(&state.store, request)
+        .await
+        .map_err(query_error)?;
+    json(&response)
+}
+
+// ---------------------------------------------------------------------------
+// CPA-compatible usage payload
+// ---------------------------------------------------------------------------
+
+fn is_empty(value: &str) -> bool {
+    value.is_empty()
+}
+
+#[derive(Serialize)]
+struct UsagePayload {
+    total_requests: i64,
+    success_count: i64,
+    failure_count: i64,
+    total_tokens: i64,
+    apis: BTreeMap<String, UsageApi>,
+}
+
+#[derive(Serialize, Default)]
+struct UsageApi {
+    models: BTreeMap<String, UsageModel>,
+}
+
+#[derive(Serialize, Default)]
+struct UsageModel {
+    details: Vec<UsageDetail>,
+}
+
+#[derive(Serialize)]
+struct UsageTokens {
+    input_tokens: i64,
+    output_tokens: i64,
+    reasoning_tokens: i64,
+    cached_tokens: i64,
+    cache_tokens: i64,
+    cache_read_tokens: i64,
+    cache_creation_tokens: i64,
+    total_tokens: i64,
+}
+
+#[derive(Serialize)]
+struct UsageDetail {
+    timestamp: String,
+    source: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    auth_index: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    api_key_hash: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    account_snapshot: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    auth_label_snapshot: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    auth_file_snapshot: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    auth_provider_snapshot: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    auth_project_id_snapshot: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_snapshot_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttft_ms: Option<i64>,
+    #[serde(skip_serializing_if = "is_empty")]
+    requested_model: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    resolved_model: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    reasoning_effort: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    service_tier: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    request_service_tier: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    response_service_tier: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    cache_input_mode: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    executor_type: String,
+    tokens: UsageTokens,
+    failed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fail_status_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fail_summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_metadata: Option<Box<serde_json::value::RawValue>>,
+}
+
+fn usage_detail(event: &RawEvent) -> UsageDetail {
+    let identity = &event.identity;
+    let cached = event.compat_cached();
+    UsageDetail {
+        timestamp: event.timestamp.clone(),
+        source: identity.source.to_string(),
+        auth_index: identity.auth_index.to_string(),
+        api_key_hash: identity.api_key_hash.to_string(),
+        account_snapshot: identity.account.to_string(),
+        auth_label_snapshot: identity.auth_label.to_string(),
+        auth_file_snapshot: identity.auth_file.to_string(),
+        auth_provider_snapshot: identity.auth_provider.to_string(),
+        auth_project_id_snapshot: identity.auth_project.to_string(),
+        auth_snapshot_at_ms: event.auth_snapshot_at_ms.filter(|value| *value != 0),
+        latency_ms: event.latency_ms,
+        ttft_ms: event.ttft_ms,
+        requested_model: event.effective_requested().to_string(),
+        resolved_model: event.resolved_model.to_string(),
+        reasoning_effort: event.reasoning_effort.to_string(),
+        service_tier: event.service_tier.to_string(),
+        request_service_tier: event.request_service_tier.to_string(),
+        response_service_tier: event.response_service_tier.to_string(),
+        cache_input_mode: event.cache_input_mode.unwrap_or("").to_string(),
+        executor_type: identity.executor_type.to_string(),
+        tokens: UsageTokens {
+            input_tokens: event.tokens.input,
+            output_tokens: event.tokens.output,
+            reasoning_tokens: event.tokens.reasoning,
+            cached_tokens: cached,
+            cache_tokens: cached,
+            cache_read_tokens: event.tokens.cache_read,
+            cache_creation_tokens: event.tokens.cache_creation,
+            total_tokens: event.tokens.total,
+        },
+        failed: event.failed,
+        fail_status_code: event.fail_status_code.filter(|code| *code != 0),
+        fail_summary: event.fail_summary.clone().filter(|text| !text.is_empty()),
+        response_metadata: response_metadata(event.response_metadata_json.as_deref()),
+    }
+}
+
+async fn usage<S: Store>(
+    _auth: AdminAuth,
+    state: web::Data<AppState<S>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = if state.query_limit <= 0 {
+        USAGE_CAP
+    } else {
+        state.query_limit.min(USAGE_CAP)
+    };
+    let events = state
+        .store
+        .newest_events(usize::try_from(limit).unwrap_or(50_000))
+        .await
+        .map_err(ApiError::from)?;
+    let mut payload = UsagePayload {
+        total_requests: 0,
+        success_count: 0,
+        failure_count: 0,
+        total_tokens: 0,
+        apis: BTreeMap::new(),
+    };
+    for event in &events {
+        payload.total_requests += 1;
+        payload.failure_count += i64::from(event.failed);
+        payload.total_tokens += event.tokens.total;
+        let endpoint = if event.endpoint.is_empty() {
+            "-".to_string()
+        } else {
+            event.endpoint.to_string()
+        };
+        let model = if event.analytics_model.is_empty() {
+            "-".to_string()
+        } else {
+            event.analytics_model.to_string()
+        };
+        payload
+            .apis
+            .entry(endpoint)
+            .or_default()
+            .models
+            .entry(model)
+            .or_default()
+            .details
+            .push(usage_detail(event));
+    }
+    payload.success_count = payload.total_requests - payload.failure_count;
+    json(&payload)
+}
