@@ -15,6 +15,8 @@ use std::sync::{Arc, RwLock};
 
 use cpamp_domain::StoreError;
 use cpamp_domain::analytics::cost::PriceBook;
+use cpamp_domain::analytics::cost::context_band;
+use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::query::{
     AnalyticsStore, Cursor, EventPage, FineBlock, GroupRequest, GroupRow, Identity, Level,
     RawEvent, SampleBlock, Scope, Text,
@@ -380,6 +382,102 @@ impl SqliteStore {
         }
     }
 
+    /// Like [`Self::raw_range`] for scopes without raw-level filters: reads only the
+    /// columns rollups are made of and folds them straight into group rows (and
+    /// latency samples), skipping texts, hashes and timestamp formatting.
+    async fn raw_lean(
+        &self,
+        connection: &mut SqliteConnection,
+        request: &GroupRequest,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(GroupRow, Option<i64>, Option<i64>),
+    ) -> Result<(), StoreError> {
+        const CHUNK: i64 = 4096;
+        let scope = &request.scope;
+        let sql = format!(
+            "SELECT id, timestamp_ms, failed, model_id, requested_model_id, resolved_model_id, service_tier_id, \
+             provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
+             account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
+             auth_project_id_snapshot_id, input_tokens, output_tokens, reasoning_tokens, cached_tokens, cache_tokens, \
+             cache_read_tokens, cache_creation_tokens, total_tokens, normalized_total_input_tokens, latency_ms, ttft_ms \
+             FROM usage_events WHERE timestamp_ms >= ?1 AND (timestamp_ms > ?1 OR id > ?2) AND timestamp_ms < ?3{} \
+             ORDER BY timestamp_ms, id LIMIT {CHUNK}",
+            if scope.filters.failed_only {
+                " AND failed = 1"
+            } else {
+                ""
+            }
+        );
+        let mut after = (from, i64::MIN);
+        loop {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(after.0)
+                .bind(after.1)
+                .bind(to)
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(db("read events"))?;
+            let state = lock_read(self.read_cache());
+            for row in &rows {
+                let id = |index: usize| row.try_get::<Option<i64>, _>(index).ok().flatten();
+                let int = |index: usize| id(index).unwrap_or(0);
+                let timestamp_ms = int(1);
+                after = (timestamp_ms, int(0));
+                let failed = int(2) != 0;
+                let effective = id(4).or(id(3)).unwrap_or(0);
+                let model = state
+                    .analytics
+                    .get(&effective)
+                    .copied()
+                    .unwrap_or(effective);
+                let model_text = state.text(Some(model));
+                if !scope.matches_group(&model_text, failed) {
+                    continue;
+                }
+                let key: [i64; 11] = std::array::from_fn(|offset| int(7 + offset));
+                let identity = state.identity_by_key.get(&key).cloned().unwrap_or_default();
+                if !scope.matches_identity(&identity) {
+                    continue;
+                }
+                let tokens = TokenCounts {
+                    input: int(18),
+                    output: int(19),
+                    reasoning: int(20),
+                    cached: int(21),
+                    cache: int(22),
+                    cache_read: int(23),
+                    cache_creation: int(24),
+                    total: int(25),
+                };
+                let input = id(26).unwrap_or(tokens.input);
+                let cached = (tokens.cached.max(tokens.cache)
+                    - tokens.cache_read.max(0)
+                    - tokens.cache_creation.max(0))
+                .max(0);
+                let latency = id(27);
+                let group = GroupRow {
+                    bucket_ms: timestamp_ms,
+                    identity: request.identity.then_some(identity),
+                    billing_model: match id(5) {
+                        Some(resolved) => state.text(Some(resolved)),
+                        None => model_text.clone(),
+                    },
+                    model: model_text,
+                    service_tier: state.text(id(6)),
+                    context_band: context_band(input),
+                    failed,
+                    metrics: metrics_of(failed, input, &tokens, cached, latency),
+                    last_seen_ms: timestamp_ms,
+                };
+                each(group, latency, id(28));
+            }
+            if (rows.len() as i64) < CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
     /// Reads the packed rollup rows of one segment and turns their entries into
     /// group rows. Without a timeline, equal keys are merged across buckets.
     #[allow(clippy::too_many_arguments)]
@@ -509,8 +607,8 @@ impl SqliteStore {
         for (source, from, to) in plan(scope.from_ms, scope.to_ms, quarter_ok, hour_ok, day_ok) {
             if source == Source::Raw {
                 let mut folder = RawFolder::new(&request);
-                self.raw_range(&mut connection, scope, from, to, |event| {
-                    folder.push(event, &mut out)
+                self.raw_lean(&mut connection, &request, from, to, |row, _, _| {
+                    folder.push_row(row, &mut out)
                 })
                 .await?;
             } else {
@@ -560,6 +658,27 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         for (source, from, to) in segments {
+            if source == Source::Raw && scope.level() != Level::Raw {
+                let positive = |value: Option<i64>| {
+                    value
+                        .filter(|v| *v > 0)
+                        .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+                };
+                self.raw_lean(&mut connection, &request, from, to, |row, latency, ttft| {
+                    let bucket = match bucketer.as_mut() {
+                        Some(bucketer) => bucketer.bucket(row.bucket_ms),
+                        None => 0,
+                    };
+                    let block = blocks.entry(bucket).or_insert_with(|| SampleBlock {
+                        bucket_ms: bucket,
+                        ..SampleBlock::default()
+                    });
+                    block.latencies.extend(positive(latency));
+                    block.ttfts.extend(positive(ttft));
+                })
+                .await?;
+                continue;
+            }
             if source == Source::Raw {
                 self.raw_range(&mut connection, scope, from, to, |event| {
                     let bucket = match bucketer.as_mut() {
@@ -797,9 +916,13 @@ impl<'r> RawFolder<'r> {
     }
 
     fn push(&mut self, event: &RawEvent, out: &mut Vec<GroupRow>) {
-        let mut row = GroupRow::from_event(event, self.identity);
+        self.push_row(GroupRow::from_event(event, self.identity), out);
+    }
+
+    /// Adds a row whose `bucket_ms` is still the event time.
+    fn push_row(&mut self, mut row: GroupRow, out: &mut Vec<GroupRow>) {
         row.bucket_ms = match self.bucketer.as_mut() {
-            Some(bucketer) => bucketer.bucket(event.timestamp_ms),
+            Some(bucketer) => bucketer.bucket(row.bucket_ms),
             None => 0,
         };
         // Identities come from the shared cache, so equal identities share a pointer.
