@@ -2,6 +2,9 @@
 //!
 //! - `ingest`: the store's batch insert rate (100 and 1000 events per batch) next to
 //!   a raw SQLite bulk insert of the same rows.
+//! - `analytics`: dashboard, overview, event-page and selector queries on a synthetic
+//!   30-day dataset (100k and 1M events) next to a plain `GROUP BY` baseline, plus
+//!   bytes per event and the query process's peak RSS.
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
 //!   release binary on an empty data directory, and its resident memory then.
 
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use xshell::{Shell, cmd};
 
-pub const NAMES: &[&str] = &["ingest", "startup"];
+pub const NAMES: &[&str] = &["analytics", "ingest", "startup"];
 
 pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
     let name = args.first().map(String::as_str).unwrap_or("");
@@ -21,6 +24,12 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
         "ingest" => cmd!(
             shell,
             "cargo run --release --locked -p cpamp-storage --example bench_ingest -- {extra...}"
+        )
+        .run()
+        .map_err(|error| error.to_string()),
+        "analytics" => cmd!(
+            shell,
+            "cargo run --release --locked -p cpamp-storage --example bench_analytics -- {extra...}"
         )
         .run()
         .map_err(|error| error.to_string()),

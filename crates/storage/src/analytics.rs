@@ -80,6 +80,9 @@ fn db(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |source| error::map(source, context)
 }
 
+/// Rollup blobs read per round trip.
+const BLOB_CHUNK: i64 = 256;
+
 const EVENT_COLUMNS: &str = "id, event_hash, request_id, timestamp_ms, timestamp_text, provider_id, executor_type_id, \
     model_id, requested_model_id, resolved_model_id, endpoint_id, method_id, path_id, client_ip_id, \
     x_forwarded_for_id, user_agent_id, auth_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
@@ -494,48 +497,63 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let family = if identity { "ident" } else { "agg" };
         let sql = format!(
-            "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} WHERE bucket_ms >= ? AND bucket_ms < ?",
+            "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} WHERE bucket_ms >= ? AND bucket_ms < ? \
+             ORDER BY bucket_ms LIMIT {BLOB_CHUNK}",
             source.suffix()
         );
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(db("read rollups"))?;
         let filters = &request.scope.filters;
-        let state = lock_read(self.read_cache());
         let mut bucketer = request
             .timeline
             .as_ref()
             .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
         let mut merged: HashMap<(i64, EntryKey), Sums> = HashMap::new();
         let mut identity_ok: HashMap<i64, bool> = HashMap::new();
-        for (bucket, blob) in &rows {
-            let local = match bucketer.as_mut() {
-                Some(bucketer) => bucketer.bucket(*bucket),
-                None => 0,
+        // Blobs are read a bounded number at a time, so memory stays flat.
+        let mut cursor = from;
+        loop {
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(cursor)
+                .bind(to)
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(db("read rollups"))?;
+            let Some(last) = rows.last().map(|row| row.0) else {
+                break;
             };
-            decode_entries(*bucket, identity, blob, |key, sums| {
-                if !filters.matches_failed(key.failed)
-                    || (!model_ids.is_empty() && !model_ids.contains(&key.model))
-                {
-                    return;
-                }
-                if identity {
-                    let ok = *identity_ok.entry(key.identity).or_insert_with(|| {
-                        state
-                            .identities
-                            .get(&key.identity)
-                            .is_some_and(|found| request.scope.matches_identity(found))
-                    });
-                    if !ok {
+            let full = rows.len() as i64 == BLOB_CHUNK;
+            cursor = last + 1;
+            let state = lock_read(self.read_cache());
+            for (bucket, blob) in &rows {
+                let local = match bucketer.as_mut() {
+                    Some(bucketer) => bucketer.bucket(*bucket),
+                    None => 0,
+                };
+                decode_entries(*bucket, identity, blob, |key, sums| {
+                    if !filters.matches_failed(key.failed)
+                        || (!model_ids.is_empty() && !model_ids.contains(&key.model))
+                    {
                         return;
                     }
-                }
-                merged.entry((local, key)).or_default().merge(&sums);
-            });
+                    if identity {
+                        let ok = *identity_ok.entry(key.identity).or_insert_with(|| {
+                            state
+                                .identities
+                                .get(&key.identity)
+                                .is_some_and(|found| request.scope.matches_identity(found))
+                        });
+                        if !ok {
+                            return;
+                        }
+                    }
+                    merged.entry((local, key)).or_default().merge(&sums);
+                });
+            }
+            drop(state);
+            if !full {
+                break;
+            }
         }
+        let state = lock_read(self.read_cache());
         out.reserve(merged.len());
         for ((bucket_ms, key), sums) in merged {
             out.push(GroupRow {
@@ -701,46 +719,58 @@ impl SqliteStore {
                 continue;
             }
             let sql = format!(
-                "SELECT bucket_ms, entries FROM usage_rollup_latency_{} WHERE bucket_ms >= ? AND bucket_ms < ?",
+                "SELECT bucket_ms, entries FROM usage_rollup_latency_{} WHERE bucket_ms >= ? AND bucket_ms < ? \
+                 ORDER BY bucket_ms LIMIT {BLOB_CHUNK}",
                 source.suffix()
             );
-            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(from)
-                .bind(to)
-                .fetch_all(&mut *connection)
-                .await
-                .map_err(db("read latency samples"))?;
-            let filters = &scope.filters;
-            // Identities are only checked when the scope filters them.
-            let no_identity_filter = scope.level() == Level::Aggregate;
-            let state = lock_read(self.read_cache());
-            let mut identity_ok: HashMap<i64, bool> = HashMap::new();
-            for (bucket, blob) in rows {
-                let local = match bucketer.as_mut() {
-                    Some(bucketer) => bucketer.bucket(bucket),
-                    None => 0,
+            let mut cursor = from;
+            loop {
+                let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(cursor)
+                    .bind(to)
+                    .fetch_all(&mut *connection)
+                    .await
+                    .map_err(db("read latency samples"))?;
+                let Some(last) = rows.last().map(|row| row.0) else {
+                    break;
                 };
-                let block = blocks.entry(local).or_insert_with(|| SampleBlock {
-                    bucket_ms: local,
-                    ..SampleBlock::default()
-                });
-                decode_samples(&blob, |identity, model, failed, latencies, ttfts| {
-                    let identity_ok = no_identity_filter || {
-                        *identity_ok.entry(identity).or_insert_with(|| {
-                            state
-                                .identities
-                                .get(&identity)
-                                .is_some_and(|found| scope.matches_identity(found))
-                        })
+                let full = rows.len() as i64 == BLOB_CHUNK;
+                cursor = last + 1;
+                let filters = &scope.filters;
+                // Identities are only checked when the scope filters them.
+                let no_identity_filter = scope.level() == Level::Aggregate;
+                let state = lock_read(self.read_cache());
+                let mut identity_ok: HashMap<i64, bool> = HashMap::new();
+                for (bucket, blob) in rows {
+                    let local = match bucketer.as_mut() {
+                        Some(bucketer) => bucketer.bucket(bucket),
+                        None => 0,
                     };
-                    if identity_ok
-                        && filters.matches_failed(failed)
-                        && (model_ids.is_empty() || model_ids.contains(&model))
-                    {
-                        block.latencies.extend_from_slice(latencies);
-                        block.ttfts.extend_from_slice(ttfts);
-                    }
-                });
+                    let block = blocks.entry(local).or_insert_with(|| SampleBlock {
+                        bucket_ms: local,
+                        ..SampleBlock::default()
+                    });
+                    decode_samples(&blob, |identity, model, failed, latencies, ttfts| {
+                        let identity_ok = no_identity_filter || {
+                            *identity_ok.entry(identity).or_insert_with(|| {
+                                state
+                                    .identities
+                                    .get(&identity)
+                                    .is_some_and(|found| scope.matches_identity(found))
+                            })
+                        };
+                        if identity_ok
+                            && filters.matches_failed(failed)
+                            && (model_ids.is_empty() || model_ids.contains(&model))
+                        {
+                            block.latencies.extend_from_slice(latencies);
+                            block.ttfts.extend_from_slice(ttfts);
+                        }
+                    });
+                }
+                if !full {
+                    break;
+                }
             }
         }
         let mut out: Vec<SampleBlock> = blocks.into_values().collect();
@@ -798,18 +828,24 @@ impl SqliteStore {
             streams.push(Stream::new(None, upper));
         }
         let wanted = limit.saturating_add(1);
-        // Each stream first fetches its share of the page (plus slack); streams that
-        // run dry refill with larger chunks.
-        let mut chunk = (wanted / streams.len().max(1))
+        // Each stream first fetches its share of the page (plus slack). A stream that
+        // runs dry refills with what the page still needs, doubling each time so a
+        // heavily filtered stream still reaches its matches in few round trips.
+        let first = (wanted / streams.len().max(1))
             .saturating_add(16)
             .clamp(32, 2000);
+        for stream in &mut streams {
+            stream.next_chunk = first;
+        }
         while page.items.len() < wanted {
             let mut best: Option<usize> = None;
+            let remaining = (wanted - page.items.len()).saturating_add(16);
             for index in 0..streams.len() {
                 while streams[index].buffer.is_empty() && !streams[index].done {
-                    streams[index]
-                        .fill(self, &mut connection, &scope, chunk)
-                        .await?;
+                    let stream = &mut streams[index];
+                    let chunk = stream.next_chunk.min(remaining.max(32)).clamp(32, 4000);
+                    stream.fill(self, &mut connection, &scope, chunk).await?;
+                    stream.next_chunk = stream.next_chunk.saturating_mul(2).min(4000);
                 }
                 if let Some(head) = streams[index].buffer.front() {
                     let better = match best {
@@ -827,7 +863,6 @@ impl SqliteStore {
             if let Some(event) = streams[best].buffer.pop_front() {
                 page.items.push(event);
             }
-            chunk = 2000;
         }
         page.has_more = page.items.len() > limit;
         page.items.truncate(limit);
@@ -841,6 +876,8 @@ struct Stream {
     upper: (i64, i64),
     buffer: VecDeque<RawEvent>,
     done: bool,
+    /// Rows the next refill asks for; doubles on every refill.
+    next_chunk: usize,
 }
 
 impl Stream {
@@ -850,6 +887,7 @@ impl Stream {
             upper,
             buffer: VecDeque::new(),
             done: false,
+            next_chunk: 0,
         }
     }
 

@@ -122,7 +122,7 @@ impl SqliteStore {
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(300)))
-            .connect_with(base.read_only(true).pragma("cache_size", "-16384"))
+            .connect_with(base.read_only(true).pragma("cache_size", "-4096"))
             .await
             .map_err(|error| error::map(error, "open read pool"))?;
         Ok(SqliteStore {

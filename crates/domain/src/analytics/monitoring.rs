@@ -1027,16 +1027,15 @@ fn timeline_points(
             .add(row, row_cost(book, row));
     }
     let mut p95: HashMap<i64, (Option<i64>, Option<i64>)> = HashMap::new();
+    let mut scratch: Vec<u32> = Vec::new();
     for block in samples {
-        let mut latencies = block.latencies.clone();
-        let mut ttfts = block.ttfts.clone();
-        p95.insert(
-            block.bucket_ms,
-            (
-                nearest_rank(&mut latencies, 0.95),
-                nearest_rank(&mut ttfts, 0.95),
-            ),
-        );
+        // One scratch buffer, so percentiles never double the samples in memory.
+        scratch.clear();
+        scratch.extend_from_slice(&block.latencies);
+        let latency = nearest_rank(&mut scratch, 0.95);
+        scratch.clear();
+        scratch.extend_from_slice(&block.ttfts);
+        p95.insert(block.bucket_ms, (latency, nearest_rank(&mut scratch, 0.95)));
     }
     buckets
         .into_iter()
