@@ -277,6 +277,7 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
+    eprintln!("peak RSS after dashboard_ms: {} kB", status_kb("VmHWM:"));
     let scope30 = Scope::time_only(from, END_MS);
     let overview_ms = time(runs, || {
         monitoring(
@@ -285,6 +286,7 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
+    eprintln!("peak RSS after overview_ms: {} kB", status_kb("VmHWM:"));
     let kolkata_ms = time(runs, || {
         monitoring(
             &store,
@@ -297,6 +299,7 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
+    eprintln!("peak RSS after kolkata_ms: {} kB", status_kb("VmHWM:"));
     let shanghai_ms = time(runs, || {
         monitoring(
             &store,
@@ -309,6 +312,7 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
+    eprintln!("peak RSS after shanghai_ms: {} kB", status_kb("VmHWM:"));
     let page_scope = Scope {
         filters: model_filter.clone(),
         ..scope30.clone()
@@ -329,6 +333,7 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
+    eprintln!("peak RSS after page_ms: {} kB", status_kb("VmHWM:"));
     let selector_include = || Include {
         filter_options: true,
         filter_selectors: true,
@@ -341,6 +346,7 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
+    eprintln!("peak RSS after selectors_ms: {} kB", status_kb("VmHWM:"));
     let key_scope = Scope {
         filters: key_filter,
         ..scope30.clone()
@@ -357,6 +363,7 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
+    eprintln!("peak RSS after key_ms: {} kB", status_kb("VmHWM:"));
     let search_scope = Scope {
         search_query: "claude".into(),
         ..Scope::time_only(END_MS - DAY_MS, END_MS)
@@ -382,6 +389,7 @@ async fn run_size(dir: &Path, count: usize, runs: usize) {
         )
     })
     .await;
+    eprintln!("peak RSS after search_ms: {} kB", status_kb("VmHWM:"));
     let query_peak_kb = status_kb("VmHWM:");
 
     let plain_dashboard = time(runs, || {

@@ -352,7 +352,7 @@ impl SqliteStore {
         to: i64,
         mut each: impl FnMut(&RawEvent),
     ) -> Result<(), StoreError> {
-        const CHUNK: i64 = 4096;
+        const CHUNK: i64 = 1024;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM usage_events WHERE timestamp_ms >= ?1 AND (timestamp_ms > ?1 OR id > ?2) \
              AND timestamp_ms < ?3{} ORDER BY timestamp_ms, id LIMIT {CHUNK}",
@@ -396,7 +396,7 @@ impl SqliteStore {
         to: i64,
         mut each: impl FnMut(GroupRow, Option<i64>, Option<i64>),
     ) -> Result<(), StoreError> {
-        const CHUNK: i64 = 4096;
+        const CHUNK: i64 = 1024;
         let scope = &request.scope;
         let sql = format!(
             "SELECT id, timestamp_ms, failed, model_id, requested_model_id, resolved_model_id, service_tier_id, \
@@ -843,9 +843,9 @@ impl SqliteStore {
             for index in 0..streams.len() {
                 while streams[index].buffer.is_empty() && !streams[index].done {
                     let stream = &mut streams[index];
-                    let chunk = stream.next_chunk.min(remaining.max(32)).clamp(32, 4000);
+                    let chunk = stream.next_chunk.min(remaining.max(32)).clamp(32, 1000);
                     stream.fill(self, &mut connection, &scope, chunk).await?;
-                    stream.next_chunk = stream.next_chunk.saturating_mul(2).min(4000);
+                    stream.next_chunk = stream.next_chunk.saturating_mul(2).min(1000);
                 }
                 if let Some(head) = streams[index].buffer.front() {
                     let better = match best {

@@ -30,8 +30,20 @@ fn worked_example() -> Vec<UsageEvent> {
         source_hash: Some("sh1".into()),
         api_key_hash: Some("kh1".into()),
         cache_input_mode: Some(CacheInputMode::IncludedInInput),
-        tokens: TokenCounts { input: 1000, output: 200, reasoning: 50, cached: 400, total: 1250, ..TokenCounts::default() },
-        normalized: NormalizedTokens { uncached_input: 600, total_input: 1000, cache_read: 400, cache_creation: 0 },
+        tokens: TokenCounts {
+            input: 1000,
+            output: 200,
+            reasoning: 50,
+            cached: 400,
+            total: 1250,
+            ..TokenCounts::default()
+        },
+        normalized: NormalizedTokens {
+            uncached_input: 600,
+            total_input: 1000,
+            cache_read: 400,
+            cache_creation: 0,
+        },
         latency_ms: Some(1200),
         ttft_ms: Some(300),
         created_at_ms: 1_735_693_200_500,
@@ -58,11 +70,20 @@ fn worked_example() -> Vec<UsageEvent> {
 fn seeded_server() -> (tempfile::TempDir, ServerProcess) {
     let data = tempfile::tempdir().expect("tempdir");
     let db = data.path().join("usage.sqlite");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        let store = cpamp_storage::SqliteStore::open(cpamp_storage::Options::new(&db)).await.expect("open");
+        let store = cpamp_storage::SqliteStore::open(cpamp_storage::Options::new(&db))
+            .await
+            .expect("open");
         store
-            .store_batch(IngestBatch { origin: "http://cpa".into(), events: worked_example(), dead_letters: Vec::new() })
+            .store_batch(IngestBatch {
+                origin: "http://cpa".into(),
+                events: worked_example(),
+                dead_letters: Vec::new(),
+            })
             .await
             .expect("seed");
         store.close().await;
@@ -72,7 +93,11 @@ fn seeded_server() -> (tempfile::TempDir, ServerProcess) {
 }
 
 fn get(server: &ServerProcess, path: &str) -> (u16, Value) {
-    let response = client().get(server.url(path)).bearer_auth(ADMIN_KEY).send().expect("get");
+    let response = client()
+        .get(server.url(path))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("get");
     let status = response.status().as_u16();
     (status, response.json().unwrap_or(Value::Null))
 }
@@ -104,14 +129,25 @@ fn dashboard_monitoring_and_usage_answer_the_worked_example() {
                "cached_tokens":400,"cache_read_tokens":0,"cache_creation_tokens":0,"reasoning_tokens":50,"total_tokens":1250,
                "total_cost":null,"average_latency_ms":675.0,"zero_token_calls":0})
     );
-    assert_eq!(dashboard["rolling_30m"], json!({"rpm":1.0/30.0,"tpm":0.0,"total_calls":1,"total_tokens":0}));
-    assert_eq!(dashboard["top_models_today"], json!([{"model":"gpt-5","calls":2,"tokens":1250,"cost":null,"success_rate":0.5}]));
-    assert_eq!(dashboard["traffic_timeline"].as_array().map(Vec::len), Some(24));
+    assert_eq!(
+        dashboard["rolling_30m"],
+        json!({"rpm":1.0/30.0,"tpm":0.0,"total_calls":1,"total_tokens":0})
+    );
+    assert_eq!(
+        dashboard["top_models_today"],
+        json!([{"model":"gpt-5","calls":2,"tokens":1250,"cost":null,"success_rate":0.5}])
+    );
+    assert_eq!(
+        dashboard["traffic_timeline"].as_array().map(Vec::len),
+        Some(24)
+    );
     assert_eq!(
         dashboard["traffic_timeline"][1],
         json!({"bucket_ms":1735693200000_i64,"calls":2,"tokens":1250,"success":1,"failure":1,"calls_share":1.0,"tokens_share":1.0,"failure_rate":0.5})
     );
-    let points = dashboard["today_request_health_timeline"]["points"].as_array().expect("points");
+    let points = dashboard["today_request_health_timeline"]["points"]
+        .as_array()
+        .expect("points");
     assert_eq!(points.len(), 144);
     assert_eq!(points[6]["tone"], "good");
     assert_eq!(points[9]["tone"], "bad");
@@ -172,13 +208,22 @@ fn dashboard_monitoring_and_usage_answer_the_worked_example() {
 
     let next = body.replace(
         r#""before_ms":null,"before_id":null"#,
-        &format!(r#""before_ms":{},"before_id":{}"#, events["next_before_ms"], events["next_before_id"]),
+        &format!(
+            r#""before_ms":{},"before_id":{}"#,
+            events["next_before_ms"], events["next_before_id"]
+        ),
     );
     let (status, second) = post(&server, "/v0/management/monitoring/analytics", &next);
     assert_eq!(status, 200);
     assert_eq!(second["events"]["items"][0]["request_id"], "req-1");
     assert_eq!(second["events"]["has_more"], false);
-    assert_eq!((second["events"]["next_before_ms"].clone(), second["events"]["next_before_id"].clone()), (json!(0), json!(0)));
+    assert_eq!(
+        (
+            second["events"]["next_before_ms"].clone(),
+            second["events"]["next_before_id"].clone()
+        ),
+        (json!(0), json!(0))
+    );
 
     let (status, usage) = get(&server, "/v0/management/usage");
     assert_eq!(status, 200);
@@ -201,12 +246,36 @@ fn bad_input_is_a_400_with_a_code_never_a_500() {
         ("{not json", "request_failed", None),
         (r#"{"from_ms":"1","to_ms":2}"#, "request_failed", None),
         (r#"{"from_ms":1.5,"to_ms":2}"#, "request_failed", None),
-        (r#"{"from_ms":5,"to_ms":5}"#, "request_failed", Some("from_ms and to_ms are required and from_ms must be less than to_ms")),
-        (r#"{"to_ms":5}"#, "request_failed", Some("from_ms and to_ms are required and from_ms must be less than to_ms")),
-        (r#"{"from_ms":1,"to_ms":5,"time_zone":"Mars/Olympus"}"#, "invalid_time_zone", Some("invalid time zone: Mars/Olympus")),
-        (r#"{"from_ms":1,"to_ms":5,"include":{"events_page":{"limit":50001}}}"#, "request_failed", Some("events_page.limit must be less than or equal to 50000")),
-        (r#"{"from_ms":1,"to_ms":5,"filters":{"models":"gpt-5"}}"#, "request_failed", None),
-        (r#"{"from_ms":1,"to_ms":5,"include":{"summary":"yes"}}"#, "request_failed", None),
+        (
+            r#"{"from_ms":5,"to_ms":5}"#,
+            "request_failed",
+            Some("from_ms and to_ms are required and from_ms must be less than to_ms"),
+        ),
+        (
+            r#"{"to_ms":5}"#,
+            "request_failed",
+            Some("from_ms and to_ms are required and from_ms must be less than to_ms"),
+        ),
+        (
+            r#"{"from_ms":1,"to_ms":5,"time_zone":"Mars/Olympus"}"#,
+            "invalid_time_zone",
+            Some("invalid time zone: Mars/Olympus"),
+        ),
+        (
+            r#"{"from_ms":1,"to_ms":5,"include":{"events_page":{"limit":50001}}}"#,
+            "request_failed",
+            Some("events_page.limit must be less than or equal to 50000"),
+        ),
+        (
+            r#"{"from_ms":1,"to_ms":5,"filters":{"models":"gpt-5"}}"#,
+            "request_failed",
+            None,
+        ),
+        (
+            r#"{"from_ms":1,"to_ms":5,"include":{"summary":"yes"}}"#,
+            "request_failed",
+            None,
+        ),
     ] {
         let (status, error) = post(&server, path, body);
         assert_eq!(status, 400, "{body}: {error}");
@@ -215,31 +284,60 @@ fn bad_input_is_a_400_with_a_code_never_a_500() {
             assert_eq!(error["error"], message);
         }
     }
-    let (status, ok) = post(&server, path, r#"{"from_ms":1,"to_ms":5,"filters":null,"include":null,"extra":{"x":1}}"#);
+    let (status, ok) = post(
+        &server,
+        path,
+        r#"{"from_ms":1,"to_ms":5,"filters":null,"include":null,"extra":{"x":1}}"#,
+    );
     assert_eq!(status, 200);
     assert_eq!(ok["granularity"], "day");
 
     for (query, message) in [
         ("", "today_start_ms is required"),
-        ("today_start_ms=abc", "today_start_ms must be a positive integer"),
-        ("today_start_ms=-5", "today_start_ms must be a positive integer"),
+        (
+            "today_start_ms=abc",
+            "today_start_ms must be a positive integer",
+        ),
+        (
+            "today_start_ms=-5",
+            "today_start_ms must be a positive integer",
+        ),
         ("today_start_ms=100&now_ms=x", "now_ms must be an integer"),
-        ("today_start_ms=100&now_ms=50", "now_ms must be greater than or equal to today_start_ms"),
-        ("today_start_ms=100&top_models=1.5", "top_models must be an integer"),
-        ("today_start_ms=100&recent_failures=z", "recent_failures must be an integer"),
+        (
+            "today_start_ms=100&now_ms=50",
+            "now_ms must be greater than or equal to today_start_ms",
+        ),
+        (
+            "today_start_ms=100&top_models=1.5",
+            "top_models must be an integer",
+        ),
+        (
+            "today_start_ms=100&recent_failures=z",
+            "recent_failures must be an integer",
+        ),
     ] {
-        let (status, error) = get(&server, &format!("/v0/management/dashboard/summary?{query}"));
+        let (status, error) = get(
+            &server,
+            &format!("/v0/management/dashboard/summary?{query}"),
+        );
         assert_eq!(status, 400, "{query}");
         assert_eq!(error, json!({"error": message, "code": "request_failed"}));
     }
 
     let (status, error) = get(&server, path);
-    assert_eq!((status, error["code"].clone()), (405, json!("method_not_allowed")));
+    assert_eq!(
+        (status, error["code"].clone()),
+        (405, json!("method_not_allowed"))
+    );
     let (status, _) = get(&server, "/v0/management/monitoring/unknown");
     assert_eq!(status, 405);
     let (status, _) = get(&server, "/v0/management/dashboard/other");
     assert_eq!(status, 405);
-    let unauthenticated = client().post(server.url(path)).body("{}").send().expect("post");
+    let unauthenticated = client()
+        .post(server.url(path))
+        .body("{}")
+        .send()
+        .expect("post");
     assert_eq!(unauthenticated.status(), 401);
     let _ = server.terminate();
 }

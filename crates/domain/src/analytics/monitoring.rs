@@ -1626,7 +1626,7 @@ pub async fn monitoring<S: AnalyticsStore>(
             Ok(Vec::new())
         }
     };
-    let (main_rows, identity_rows, samples) =
+    let (main_rows, identity_rows, mut samples) =
         futures_util::future::try_join3(main_rows, identity_rows, samples).await?;
 
     let totals = {
@@ -1651,14 +1651,16 @@ pub async fn monitoring<S: AnalyticsStore>(
         let m = totals.metrics;
         let (mut p95_latency, mut p95_ttft, mut p50, mut p99) = (None, None, None, None);
         if full || include.percentiles {
-            let mut latencies: Vec<u32> = samples
-                .iter()
-                .flat_map(|block| block.latencies.iter().copied())
-                .collect();
-            let mut ttfts: Vec<u32> = samples
-                .iter()
-                .flat_map(|block| block.ttfts.iter().copied())
-                .collect();
+            // The timeline already took its per-bucket percentiles; move the samples
+            // out block by block so they are never held twice.
+            let mut latencies: Vec<u32> = Vec::new();
+            let mut ttfts: Vec<u32> = Vec::new();
+            for block in &mut samples {
+                latencies.append(&mut block.latencies);
+                block.latencies.shrink_to_fit();
+                ttfts.append(&mut block.ttfts);
+                block.ttfts.shrink_to_fit();
+            }
             p95_latency = nearest_rank(&mut latencies, 0.95);
             p50 = nearest_rank(&mut latencies, 0.50);
             p99 = nearest_rank(&mut latencies, 0.99);
