@@ -80,6 +80,12 @@ fn db(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |source| error::map(source, context)
 }
 
+/// `usage_identities` row: id and the eleven dimension ids.
+type IdentityRow = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
+
+/// Raw-fold key: (bucket, identity pointer, model, billing model, tier, band, failed).
+type FoldKey = (i64, usize, Text, Text, Text, u8, bool);
+
 /// Rollup blobs read per round trip.
 const BLOB_CHUNK: i64 = 256;
 
@@ -188,7 +194,7 @@ impl SqliteStore {
                 .fetch_all(&mut *connection)
                 .await
                 .map_err(db("read dims"))?;
-        let identities: Vec<(i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        let identities: Vec<IdentityRow> = sqlx::query_as(
             "SELECT id, provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
              account_id, auth_label_id, auth_file_id, auth_provider_id, auth_project_id \
              FROM usage_identities WHERE id > ? ORDER BY id",
@@ -266,7 +272,7 @@ impl SqliteStore {
         let text = |index: usize| state.text(id(index));
         let string = |index: usize| row.try_get::<Option<String>, _>(index).ok().flatten();
         let timestamp_ms = int(3);
-        let key = [5, 6, 17, 18, 19, 20, 21, 22, 23, 24, 25].map(|index| int(index));
+        let key = [5, 6, 17, 18, 19, 20, 21, 22, 23, 24, 25].map(&int);
         let identity = state.identity_by_key.get(&key).cloned().unwrap_or_else(|| {
             Arc::new(Identity {
                 provider: text(5),
@@ -938,7 +944,7 @@ impl Stream {
 struct RawFolder<'r> {
     bucketer: Option<Bucketer<'r>>,
     identity: bool,
-    index: HashMap<(i64, usize, Text, Text, Text, u8, bool), usize>,
+    index: HashMap<FoldKey, usize>,
 }
 
 impl<'r> RawFolder<'r> {

@@ -186,7 +186,7 @@ async fn cursor_pages_have_no_duplicates_or_gaps_under_combined_filters() {
         .filter(|e| e.timestamp_ms >= from && e.timestamp_ms < to)
         .filter(|e| ["gpt-5", "claude-sonnet-4-5"].contains(&analytics_of(e).as_str()))
         .collect();
-    expected.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+    expected.sort_by_key(|event| std::cmp::Reverse(event.timestamp_ms));
     let mut seen = Vec::new();
     let mut cursor = Cursor::default();
     loop {

@@ -290,7 +290,7 @@ fn bad_input_is_a_400_with_a_code_never_a_500() {
         r#"{"from_ms":1,"to_ms":5,"filters":null,"include":null,"extra":{"x":1}}"#,
     );
     assert_eq!(status, 200);
-    assert_eq!(ok["granularity"], "day");
+    assert_eq!(ok["granularity"], "hour");
 
     for (query, message) in [
         ("", "today_start_ms is required"),

@@ -812,9 +812,9 @@ fn api_key_id(identity: &Identity) -> String {
     )
 }
 
-fn grouped<'r>(
+fn grouped(
     book: &PriceBook,
-    rows: &'r [GroupRow],
+    rows: &[GroupRow],
     key: impl Fn(&Identity) -> String,
     contexts: bool,
 ) -> BTreeMap<String, GroupAcc> {
@@ -1938,14 +1938,15 @@ pub async fn monitoring<S: AnalyticsStore>(
         };
         response.events = Some(events_section(page, total_count));
     }
-    if let Some((from_ms, to_ms, limit)) = include.drilldown_preview {
-        if from_ms > 0 && to_ms > from_ms {
-            let page = store
-                .events_page(scope.with_range(from_ms, to_ms), Cursor::default(), limit)
-                .await?;
-            let count = page.items.len() as i64;
-            response.drilldown_preview = Some(events_section(page, count));
-        }
+    if let Some((from_ms, to_ms, limit)) = include.drilldown_preview
+        && from_ms > 0
+        && to_ms > from_ms
+    {
+        let page = store
+            .events_page(scope.with_range(from_ms, to_ms), Cursor::default(), limit)
+            .await?;
+        let count = page.items.len() as i64;
+        response.drilldown_preview = Some(events_section(page, count));
     }
     Ok(response)
 }

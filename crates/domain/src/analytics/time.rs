@@ -201,10 +201,10 @@ impl<'z> Bucketer<'z> {
     /// whole quarter maps to one bucket (true for every real-world offset).
     pub fn bucket(&mut self, ms: i64) -> i64 {
         let block = ms.div_euclid(self.cache_block);
-        if let Some((cached_block, bucket)) = self.cached {
-            if cached_block == block {
-                return bucket;
-            }
+        if let Some((cached_block, bucket)) = self.cached
+            && cached_block == block
+        {
+            return bucket;
         }
         let entry = *self.lossless_blocks.entry(block).or_insert_with(|| {
             let start = block * QUARTER_MS;
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn new_york_fall_back_hours_share_the_earlier_bucket() {
-        let zone = Zone::parse("America/New_York").unwrap();
+        let zone = Zone::parse("America/New_York").expect("zone");
         let first = zone.hour_bucket(ms("2024-11-03T05:30:00Z"));
         let second = zone.hour_bucket(ms("2024-11-03T06:30:00Z"));
         assert_eq!(first, ms("2024-11-03T05:00:00Z"));
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn santiago_spring_forward_midnight_uses_the_later_offset() {
-        let zone = Zone::parse("America/Santiago").unwrap();
+        let zone = Zone::parse("America/Santiago").expect("zone");
         let bucket = zone.day_bucket(ms("2024-09-08T12:00:00Z"));
         assert_eq!(bucket, ms("2024-09-08T03:00:00Z"));
         assert_eq!(zone.label(Granularity::Day, bucket), "09/07");
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn kolkata_and_kathmandu_buckets_follow_their_offsets() {
-        let kolkata = Zone::parse(" Asia/Kolkata ").unwrap();
+        let kolkata = Zone::parse(" Asia/Kolkata ").expect("zone");
         assert_eq!(
             kolkata.hour_bucket(ms("2025-01-01T01:10:00Z")),
             ms("2025-01-01T00:30:00Z")
@@ -264,7 +264,7 @@ mod tests {
             kolkata.label(Granularity::Hour, ms("2025-01-01T00:30:00Z")),
             "06:00"
         );
-        let kathmandu = Zone::parse("Asia/Kathmandu").unwrap();
+        let kathmandu = Zone::parse("Asia/Kathmandu").expect("zone");
         assert_eq!(
             kathmandu.hour_bucket(ms("2025-01-01T01:10:00Z")),
             ms("2025-01-01T00:15:00Z")
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn bucketer_matches_direct_computation() {
-        let zone = Zone::parse("Asia/Kathmandu").unwrap();
+        let zone = Zone::parse("Asia/Kathmandu").expect("zone");
         let mut bucketer = Bucketer::new(&zone, Granularity::Hour);
         let start = ms("2025-03-01T00:00:00Z");
         for step in 0..500 {
