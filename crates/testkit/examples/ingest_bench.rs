@@ -15,10 +15,21 @@ use cpamp_testkit::{FakeCpa, FakeCpaOptions};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let events: usize = args.next().and_then(|value| value.parse().ok()).unwrap_or(50_000);
-    let batch: u32 = args.next().and_then(|value| value.parse().ok()).unwrap_or(1_000);
-    println!("live ingest: {events} events, batch {batch}, fake CPA in-process, SQLite in a temp dir");
-    println!("{:<10} {:>10} {:>12} {:>14} {:>14}", "transport", "seconds", "events/s", "peak RSS MiB", "end RSS MiB");
+    let events: usize = args
+        .next()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(50_000);
+    let batch: u32 = args
+        .next()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1_000);
+    println!(
+        "live ingest: {events} events, batch {batch}, fake CPA in-process, SQLite in a temp dir"
+    );
+    println!(
+        "{:<10} {:>10} {:>12} {:>14} {:>14}",
+        "transport", "seconds", "events/s", "peak RSS MiB", "end RSS MiB"
+    );
     for mode in [Mode::Http, Mode::Resp, Mode::Subscribe] {
         let row = run(mode, events, batch).await?;
         println!(
@@ -71,12 +82,17 @@ async fn run(mode: Mode, events: usize, batch: u32) -> Result<Row, Box<dyn std::
     loop {
         let snapshot = status.snapshot();
         peak = peak.max(rss_mib("VmRSS"));
-        let stored = snapshot.total_inserted + snapshot.total_skipped + snapshot.total_dead_lettered;
+        let stored =
+            snapshot.total_inserted + snapshot.total_skipped + snapshot.total_dead_lettered;
         if stored >= events as u64 {
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
-            return Err(format!("{}: only {stored} of {events} stored: {snapshot:?}", mode.as_str()).into());
+            return Err(format!(
+                "{}: only {stored} of {events} stored: {snapshot:?}",
+                mode.as_str()
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -84,7 +100,11 @@ async fn run(mode: Mode, events: usize, batch: u32) -> Result<Row, Box<dyn std::
     let end = rss_mib("VmRSS");
     collector.shutdown().await;
     store.close().await;
-    Ok(Row { elapsed, peak_rss_mib: peak.max(end), end_rss_mib: end })
+    Ok(Row {
+        elapsed,
+        peak_rss_mib: peak.max(end),
+        end_rss_mib: end,
+    })
 }
 
 /// A `/proc/self/status` memory figure in MiB (0 where unavailable).
