@@ -2,6 +2,7 @@
 //! startup wiring. `main.rs` is the thin CLI on top; black-box tests use the same
 //! pieces.
 
+pub mod adoption;
 pub mod config;
 pub mod lock;
 pub mod startup;

@@ -33,6 +33,7 @@ impl Application {
         let store = SqliteStore::open(Options::new(&lock.db_path))
             .await
             .context("open sqlite")?;
+        crate::adoption::spawn(store.clone());
 
         let seed = settings.admin_key.expose();
         let (authenticator, bootstrap) = ensure_admin_credential(&store, Some(seed), now_ms())

@@ -17,6 +17,7 @@
 mod dims;
 mod error;
 mod events;
+mod legacy;
 mod settings;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use sqlx::sqlite::{
 };
 
 pub use error::is_unavailable;
+pub use legacy::AdoptionStep;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -110,9 +112,13 @@ impl SqliteStore {
             )
             .await
             .map_err(|error| error::map(error, "open database"))?;
+        let adopting_go_database = legacy::prepare(&writer).await?;
         MIGRATOR.run(&writer).await.map_err(|error| {
             StoreError::unavailable(format!("migrate {}", options.path.display()), error)
         })?;
+        if adopting_go_database {
+            legacy::copy_small_tables(&writer).await?;
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
