@@ -4,6 +4,7 @@
 
 pub mod adoption;
 pub mod config;
+pub mod data_key;
 pub mod lock;
 pub mod startup;
 pub mod telemetry;

@@ -10,6 +10,7 @@
 //! Architecture invariant: this crate does no IO. It never opens a file or a
 //! socket, never reads the environment or the clock except through arguments.
 
+pub mod crypto;
 pub mod decode;
 pub mod event;
 pub mod keys;
