@@ -6,5 +6,6 @@ pub mod adoption;
 pub mod config;
 pub mod data_key;
 pub mod lock;
+pub mod reset;
 pub mod startup;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 //! With no subcommand it runs the server. Subcommands are offline tools that take
 //! the same process lock, so they refuse to run beside a live server.
 
-use cpamp_server::{config, lock, startup, telemetry};
+use cpamp_server::{config, lock, reset, startup, telemetry};
 
 use std::process::ExitCode;
 
@@ -28,6 +28,20 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Replace the admin key offline (the server must be stopped). Without a key
+    /// option a new key is generated and printed once.
+    #[command(alias = "reset-admin-password")]
+    ResetAdminKey {
+        /// Use this admin key (never echoed).
+        #[arg(long, conflicts_with = "admin_key_file")]
+        admin_key: Option<String>,
+        /// Read the admin key from this file (trimmed).
+        #[arg(long)]
+        admin_key_file: Option<std::path::PathBuf>,
+        /// The SQLite database (default: from the configuration).
+        #[arg(long)]
+        db_path: Option<std::path::PathBuf>,
     },
     /// Build pending derived data offline. cpamp never defers any, so this only
     /// checks the database and reports that nothing is pending.
@@ -55,6 +69,17 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CleanupDerived { db_path } => cleanup_derived(db_path),
+        Command::ResetAdminKey {
+            admin_key,
+            admin_key_file,
+            db_path,
+        } => match reset::run(admin_key, admin_key_file, db_path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("reset admin key: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

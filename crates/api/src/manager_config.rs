@@ -367,6 +367,8 @@ pub struct Update {
     pub collector: Option<CollectorValues>,
     /// Only `queryLimit` (editable even when env-managed).
     pub query_limit: Option<i64>,
+    /// Only the monitoring switch.
+    pub enabled: Option<bool>,
     pub codex_inspection: Option<Value>,
 }
 
@@ -398,6 +400,9 @@ pub async fn save<S: Store>(
     }
     if let Some(limit) = update.query_limit {
         stored.collector.query_limit = Some(limit);
+    }
+    if let Some(enabled) = update.enabled {
+        stored.collector.enabled = Some(enabled);
     }
     if let Some(codex) = update.codex_inspection {
         stored.codex_inspection = codex;

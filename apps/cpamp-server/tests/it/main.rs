@@ -2,4 +2,5 @@
 //! inside, the same `Application` in-process) against real SQLite files.
 
 mod process;
+mod setup;
 mod support;

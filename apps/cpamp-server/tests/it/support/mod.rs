@@ -149,3 +149,62 @@ pub fn client() -> reqwest::blocking::Client {
         .build()
         .expect("client")
 }
+
+/// A fake CPA running on its own runtime for the length of a test.
+pub struct Cpa {
+    pub fake: cpamp_testkit::FakeCpa,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Cpa {
+    pub fn start(options: cpamp_testkit::FakeCpaOptions) -> Cpa {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let fake = runtime
+            .block_on(cpamp_testkit::FakeCpa::start(options))
+            .expect("fake CPA");
+        Cpa { fake, runtime }
+    }
+
+    pub fn emit(&self, count: usize) {
+        self.runtime.block_on(self.fake.emit(count));
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The admin key a test seeds through `CPA_MANAGER_ADMIN_KEY`.
+pub const ADMIN_KEY: &str = "cmp_admin_TestKey0123456789abcdefABCDEF01";
+
+/// JSON body and status of a request.
+pub fn json_of(response: reqwest::blocking::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, value)
+}
+
+/// True when `needle` occurs in the database files or in `log`.
+pub fn leaks(data_dir: &Path, log: &str, needle: &str) -> bool {
+    let mut found = log.contains(needle);
+    for name in ["usage.sqlite", "usage.sqlite-wal"] {
+        let bytes = std::fs::read(data_dir.join(name)).unwrap_or_default();
+        found |= bytes
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes());
+    }
+    found
+}
