@@ -1,6 +1,8 @@
 //! Black-box tests: the real `cpamp-server` binary (and, where a test needs to reach
 //! inside, the same `Application` in-process) against real SQLite files.
 
+mod auth;
 mod process;
+mod reset_key;
 mod setup;
 mod support;
