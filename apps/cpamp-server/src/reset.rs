@@ -83,6 +83,15 @@ pub fn run(
         .build()
         .context("start runtime")?;
     runtime.block_on(async {
+        let known = cpamp_storage::has_manager_tables(&lock.db_path)
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        if !known {
+            bail!(
+                "SQLite database at {} does not look like a CPA Manager Plus Manager Server database",
+                lock.db_path.display()
+            );
+        }
         let store = SqliteStore::open(Options::new(&lock.db_path))
             .await
             .context("open sqlite")?;

@@ -209,12 +209,23 @@ Manager Server APIs and the /management.html login need the CPAMP Admin Key (cmp
 shown once in the server log at first start; do not mix these keys. \
 If the admin key is lost, stop the server and run `cpamp-server reset-admin-key`.";
 
+/// The message of a 401 when a CPA client API key (seen in usage events) was presented.
+pub const CPA_API_KEY_PRESENTED: &str = "invalid admin key: this is a CPA API Key, used for model \
+calls such as /v1/models. Manager Server APIs and the /management.html login need the CPAMP \
+Admin Key (cmp_admin_...), shown once in the server log at first start; do not mix these keys.";
+
 /// What the admin check needs from the rest of the application, as an object so the
 /// extractor stays independent of the store type. Registered as
 /// `web::Data<dyn AuthBackend>`.
 pub trait AuthBackend: Send + Sync {
     /// True when `token` is the CPA Management Key of the connection in effect.
     fn is_cpa_management_key<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = bool> + 'a>>;
+
+    /// True when `token` is a CPA client API key seen in usage events.
+    fn is_cpa_client_api_key<'a>(
         &'a self,
         token: &'a str,
     ) -> Pin<Box<dyn Future<Output = bool> + 'a>>;
@@ -291,15 +302,16 @@ pub async fn check_admin(
     if let (Some(limiter), Some(client)) = (limiter, client) {
         limiter.record_failure(client);
     }
-    let cpa_key = match (backend, token) {
-        (Some(backend), Some(token)) => backend.is_cpa_management_key(token).await,
-        _ => false,
+    let message = match (backend, token) {
+        (Some(backend), Some(token)) if backend.is_cpa_management_key(token).await => {
+            CPA_KEY_PRESENTED
+        }
+        (Some(backend), Some(token)) if backend.is_cpa_client_api_key(token).await => {
+            CPA_API_KEY_PRESENTED
+        }
+        _ => INVALID_ADMIN_KEY,
     };
-    Err(ApiError::invalid_admin_key(if cpa_key {
-        CPA_KEY_PRESENTED
-    } else {
-        INVALID_ADMIN_KEY
-    }))
+    Err(ApiError::invalid_admin_key(message))
 }
 
 fn too_many_attempts(wait: Duration) -> ApiError {

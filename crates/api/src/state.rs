@@ -3,15 +3,15 @@
 use cpamp_collector::{Collector, Mode, PopSide};
 use cpamp_domain::Secret;
 use cpamp_domain::crypto::{DataKey, SealError};
-use cpamp_domain::ports::{EventSink, SettingsStore, StoreStats};
+use cpamp_domain::ports::{EventSink, KeyHints, SettingsStore, StoreStats};
 
 use crate::auth::LoginLimiter;
 
 /// Everything the API needs from storage, as one bound. The binary names the
 /// concrete type once (`configure::<SqliteStore>`).
-pub trait Store: EventSink + SettingsStore + StoreStats {}
+pub trait Store: EventSink + SettingsStore + StoreStats + KeyHints {}
 
-impl<T: EventSink + SettingsStore + StoreStats> Store for T {}
+impl<T: EventSink + SettingsStore + StoreStats + KeyHints> Store for T {}
 
 /// Per-process state shared by all workers (registered as `web::Data<AppState<S>>`;
 /// the [`crate::auth::AdminAuthenticator`] is registered beside it).
@@ -123,6 +123,20 @@ impl<S: Store> crate::auth::AuthBackend for AppState<S> {
                 Ok(effective) => crate::auth::same_secret(token, effective.management_key.expose()),
                 Err(_) => false,
             }
+        })
+    }
+
+    fn is_cpa_client_api_key<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + 'a>> {
+        Box::pin(async move {
+            use sha2::Digest;
+            let hash = hex::encode(sha2::Sha256::digest(token.trim().as_bytes()));
+            self.store
+                .is_known_api_key_hash(&hash)
+                .await
+                .unwrap_or(false)
         })
     }
 

@@ -17,6 +17,7 @@
 mod dims;
 mod error;
 mod events;
+mod hints;
 mod legacy;
 mod settings;
 
@@ -190,4 +191,25 @@ impl StoreStats for SqliteStore {
         }
         Ok(counts)
     }
+}
+
+/// True when the SQLite file at `path` holds a Manager Server database (cpamp's or
+/// the Go server's): it has both a `settings` and a `usage_events` table. Opens the
+/// file read-only and changes nothing, so offline tools can check before they write.
+pub async fn has_manager_tables(path: &Path) -> Result<bool, StoreError> {
+    use sqlx::ConnectOptions;
+    let mut connection = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .map_err(|error| error::map(error, "open database"))?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('settings', 'usage_events')",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .map_err(|error| error::map(error, "inspect schema"))?;
+    let _ = sqlx::Connection::close(connection).await;
+    Ok(tables == 2)
 }

@@ -85,6 +85,40 @@ fn a_wrong_key_gets_401_and_the_cpa_key_gets_a_message_naming_the_admin_key() {
         let response = client().get(server.url(path)).send().expect("public");
         assert_eq!(response.status(), 200, "{path}");
     }
+
+    // A CPA client API key seen in collected events is named as such, too. A fresh
+    // client address keeps these tries clear of the failure limit.
+    cpa.emit(30);
+    assert!(
+        crate::support::eventually(Duration::from_secs(20), || {
+            crate::support::stored_events(data.path()) >= 30
+        }),
+        "events were not collected"
+    );
+    let fresh = client_from([127, 0, 0, 3]);
+    let client_keys = [
+        "sk-cpa-FAKE-team-alpha",
+        "sk-cpa-FAKE-team-beta",
+        "sk-cpa-FAKE-ci",
+    ];
+    let named = client_keys.iter().any(|key| {
+        let (status, body) = json_of(
+            fresh
+                .get(server.url("/usage-service/config"))
+                .bearer_auth(key)
+                .send()
+                .expect("config"),
+        );
+        status == 401
+            && body["code"] == "invalid_admin_key"
+            && body["error"].as_str().is_some_and(|message| {
+                message.contains("CPA API Key") && message.contains("CPAMP Admin Key")
+            })
+    });
+    assert!(
+        named,
+        "no client API key was recognised after events were collected"
+    );
     assert!(server.terminate().success());
 }
 

@@ -106,3 +106,39 @@ fn reset_refuses_while_running_and_replaces_the_key_when_stopped() {
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("SQLite database not found at"), "{stderr}");
 }
+
+#[test]
+fn reset_refuses_a_sqlite_file_that_is_not_a_manager_database() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let other = data.path().join("other.sqlite");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}?mode=rwc", other.display());
+        let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("create");
+        sqlx::query("CREATE TABLE notes (body TEXT)")
+            .execute(&mut connection)
+            .await
+            .expect("table");
+        connection.close().await.expect("close");
+    });
+    let before = std::fs::read(&other).expect("read");
+
+    let output = command(data.path(), &[])
+        .args(["reset-admin-key", "--db-path", &other.display().to_string()])
+        .output()
+        .expect("reset");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not look like a CPA Manager Plus Manager Server database"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&other).expect("read"),
+        before,
+        "the file must stay untouched"
+    );
+}

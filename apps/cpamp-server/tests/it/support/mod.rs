@@ -208,3 +208,27 @@ pub fn leaks(data_dir: &Path, log: &str, needle: &str) -> bool {
     }
     found
 }
+
+/// The number of stored events, read from the database file the way an operator
+/// would (a separate read-only connection; the server keeps running).
+pub fn stored_events(data_dir: &Path) -> i64 {
+    let path = data_dir.join("usage.sqlite");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}?mode=ro", path.display());
+        let Ok(mut connection) = sqlx::SqliteConnection::connect(&url).await else {
+            return 0;
+        };
+        let count: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'usage_events'")
+                .fetch_optional(&mut connection)
+                .await
+                .ok()
+                .flatten();
+        let _ = connection.close().await;
+        count.unwrap_or(0)
+    })
+}
