@@ -138,11 +138,18 @@ impl Application {
             }
             () = shutdown => {
                 tracing::info!("shutting down");
-                handle.stop(true).await;
-                let _ = server_task.await;
+                // The collector stops taking events at once and commits what it holds
+                // while the HTTP server finishes the requests in flight.
+                let http = async {
+                    handle.stop(true).await;
+                    let _ = server_task.await;
+                };
+                tokio::join!(collector.shutdown(), http);
                 Ok(())
             }
         };
+        // After an unexpected HTTP stop the collector is still running; a second
+        // shutdown is a no-op.
         collector.shutdown().await;
         store.close().await;
         drop(lock);

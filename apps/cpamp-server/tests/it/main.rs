@@ -2,6 +2,7 @@
 //! inside, the same `Application` in-process) against real SQLite files.
 
 mod auth;
+mod ingest;
 mod process;
 mod reset_key;
 mod setup;

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod live;
+
 /// A running `cpamp-server` process.
 pub struct ServerProcess {
     pub child: Child,
@@ -46,7 +48,15 @@ pub fn command(data_dir: &Path, env: Env<'_>) -> Command {
 impl ServerProcess {
     /// Starts the binary and waits until it logs its listening address.
     pub fn start(data_dir: &Path, env: Env<'_>) -> ServerProcess {
-        let mut child = command(data_dir, env).spawn().expect("spawn cpamp-server");
+        ServerProcess::start_with_args(data_dir, &[], env)
+    }
+
+    /// Starts the binary with command-line arguments (a subcommand such as `demo`).
+    pub fn start_with_args(data_dir: &Path, args: &[&str], env: Env<'_>) -> ServerProcess {
+        let mut child = command(data_dir, env)
+            .args(args)
+            .spawn()
+            .expect("spawn cpamp-server");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (sender, receiver) = std::sync::mpsc::channel();
