@@ -1,5 +1,6 @@
 //! Benchmarks. Each prints a table; none is a pass/fail test.
 //!
+//! - `decode`: CPA payloads decoded per second on one core.
 //! - `ingest`: the store's batch insert rate (100 and 1000 events per batch) next to
 //!   a raw SQLite bulk insert of the same rows.
 //! - `analytics`: dashboard, overview, event-page and selector queries on a synthetic
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use xshell::{Shell, cmd};
 
-pub const NAMES: &[&str] = &["analytics", "ingest", "startup"];
+pub const NAMES: &[&str] = &["analytics", "decode", "ingest", "startup"];
 
 pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
     let name = args.first().map(String::as_str).unwrap_or("");
@@ -30,6 +31,12 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
         "analytics" => cmd!(
             shell,
             "cargo run --release --locked -p cpamp-storage --example bench_analytics -- {extra...}"
+        )
+        .run()
+        .map_err(|error| error.to_string()),
+        "decode" => cmd!(
+            shell,
+            "cargo run --release --locked -p cpamp-domain --example bench_decode -- {extra...}"
         )
         .run()
         .map_err(|error| error.to_string()),

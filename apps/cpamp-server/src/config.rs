@@ -455,25 +455,8 @@ fn secret(
     }
 }
 
-/// CPA base URL normalisation (server-core.md §3.7): trim, add `http://` when there
-/// is no scheme, drop trailing `/`, then one `/v0/management` and one `/v0` suffix.
-pub fn normalize_base_url(raw: &str) -> String {
-    let mut url = raw.trim().to_string();
-    if url.is_empty() {
-        return url;
-    }
-    if !url.contains("://") {
-        url = format!("http://{url}");
-    }
-    let mut url = url.trim_end_matches('/').to_string();
-    if let Some(stripped) = url.strip_suffix("/v0/management") {
-        url = stripped.to_string();
-    }
-    if let Some(stripped) = url.strip_suffix("/v0") {
-        url = stripped.to_string();
-    }
-    url
-}
+/// CPA base URL normalisation (server-core.md §3.7); one implementation for config and API.
+pub use cpamp_api::connection::normalize_base_url;
 
 /// The documented example configuration (`cpamp-server config example`).
 pub const EXAMPLE: &str = include_str!("../../../deploy/cpamp-server.example.json");

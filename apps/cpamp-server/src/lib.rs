@@ -2,7 +2,11 @@
 //! startup wiring. `main.rs` is the thin CLI on top; black-box tests use the same
 //! pieces.
 
+pub mod adoption;
 pub mod config;
+pub mod data_key;
+pub mod demo;
 pub mod lock;
+pub mod reset;
 pub mod startup;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 //! With no subcommand it runs the server. Subcommands are offline tools that take
 //! the same process lock, so they refuse to run beside a live server.
 
-use cpamp_server::{config, lock, startup, telemetry};
+use cpamp_server::{config, demo, lock, reset, startup, telemetry};
 
 use std::process::ExitCode;
 
@@ -24,10 +24,28 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve,
+    /// Run the server against a built-in fake CPA that emits made-up usage events, so the
+    /// panel shows data without a CPA. Data goes to ./data/demo unless USAGE_DATA_DIR or
+    /// USAGE_DB_PATH is set; CPA_UPSTREAM_URL and the CPA Management Key are ignored.
+    Demo,
     /// Print configuration helpers.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Replace the admin key offline (the server must be stopped). Without a key
+    /// option a new key is generated and printed once.
+    #[command(alias = "reset-admin-password")]
+    ResetAdminKey {
+        /// Use this admin key (never echoed).
+        #[arg(long, conflicts_with = "admin_key_file")]
+        admin_key: Option<String>,
+        /// Read the admin key from this file (trimmed).
+        #[arg(long)]
+        admin_key_file: Option<std::path::PathBuf>,
+        /// The SQLite database (default: from the configuration).
+        #[arg(long)]
+        db_path: Option<std::path::PathBuf>,
     },
     /// Build pending derived data offline. cpamp never defers any, so this only
     /// checks the database and reports that nothing is pending.
@@ -48,6 +66,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
+        Command::Demo => demo(),
         Command::Config {
             command: ConfigCommand::Example,
         } => {
@@ -55,6 +74,17 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CleanupDerived { db_path } => cleanup_derived(db_path),
+        Command::ResetAdminKey {
+            admin_key,
+            admin_key_file,
+            db_path,
+        } => match reset::run(admin_key, admin_key_file, db_path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("reset admin key: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -82,6 +112,41 @@ fn serve() -> ExitCode {
         let shutdown = startup::shutdown_signal();
         let application = startup::Application::build(settings).await?;
         application.run_until_stopped(shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo() -> ExitCode {
+    let mut sources = config::Sources::from_process(false);
+    demo::use_demo_data_dir(&mut sources);
+    let settings = match config::load(&sources) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("cpamp-server demo: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("start runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        // Install the signal handlers before announcing readiness.
+        let shutdown = startup::shutdown_signal();
+        demo::run(settings, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

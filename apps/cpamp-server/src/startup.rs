@@ -1,9 +1,10 @@
 //! Startup and wiring: the one place that picks concrete types.
 //!
-//! [`Application::build`] takes the process lock, opens SQLite, bootstraps the
-//! admin credential, binds the HTTP listener (so port 0 works and readiness needs
-//! no sleep) and builds the actix server. [`Application::run_until_stopped`] serves
-//! until the shutdown future resolves, then stops gracefully.
+//! [`Application::build`] takes the process lock, loads or creates the data key, opens
+//! SQLite, bootstraps the admin credential, binds the HTTP listener (so port 0 works and
+//! readiness needs no sleep), builds the actix server and starts the collector for the
+//! connection in effect. [`Application::run_until_stopped`] serves until the shutdown
+//! future resolves, then stops the collector (committing what it holds) and the server.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -11,8 +12,10 @@ use std::net::{SocketAddr, TcpListener};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use cpamp_api::AppState;
-use cpamp_api::auth::{CredentialBootstrap, ensure_admin_credential};
+use cpamp_api::auth::{AuthBackend, CredentialBootstrap, LoginLimiter, ensure_admin_credential};
 use cpamp_api::routes::PanelPath;
+use cpamp_api::state::{EnvConnection, StartupConfig};
+use cpamp_collector::{Collector, Mode, PopSide, StatusHandle};
 use cpamp_storage::{Options, SqliteStore};
 
 use crate::config::Settings;
@@ -23,6 +26,7 @@ pub struct Application {
     local_addr: SocketAddr,
     server: actix_web::dev::Server,
     store: SqliteStore,
+    collector: Collector<SqliteStore>,
     lock: ProcessLock,
 }
 
@@ -30,9 +34,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let lock =
             lock::acquire(&settings.db_path).context("acquire manager database process lock")?;
+        let data_key = crate::data_key::load(&settings, now_ms())?;
         let store = SqliteStore::open(Options::new(&lock.db_path))
             .await
             .context("open sqlite")?;
+        crate::adoption::spawn(store.clone());
 
         let seed = settings.admin_key.expose();
         let (authenticator, bootstrap) = ensure_admin_credential(&store, Some(seed), now_ms())
@@ -60,17 +66,31 @@ impl Application {
             .with_context(|| format!("http listen on {}", settings.http_addr))?;
         let local_addr = listener.local_addr().context("http listen")?;
 
+        let startup = startup_config(&settings);
+        let collector = Collector::new(
+            store.clone(),
+            StatusHandle::new(startup.collector_mode.as_str(), &startup.queue),
+        );
         let state = web::Data::new(AppState {
             store: store.clone(),
             started_at_ms: now_ms(),
             db_path: lock.db_path.display().to_string(),
             query_limit: settings.query_limit.min(50_000),
+            startup,
+            data_key,
+            collector: collector.clone(),
+            config_lock: tokio::sync::Mutex::new(()),
+            login_limiter: LoginLimiter::default(),
         });
+        let backend: web::Data<dyn AuthBackend> =
+            web::Data::from(state.clone().into_inner() as std::sync::Arc<dyn AuthBackend>);
         let authenticator = web::Data::new(authenticator);
         let panel_path = web::Data::new(PanelPath(settings.panel_path.clone()));
+        let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(app_state.clone())
+                .app_data(backend.clone())
                 .app_data(authenticator.clone())
                 .app_data(panel_path.clone())
                 .configure(cpamp_api::configure::<SqliteStore>)
@@ -81,10 +101,16 @@ impl Application {
         .shutdown_timeout(10)
         .run();
         tracing::info!(addr = %local_addr, db_path = %lock.db_path.display(), "cpa-manager-plus listening on {local_addr}");
+        // The collector runs with the connection in effect: env-managed, else the saved
+        // manager config, else the legacy setup row (server-core §3.6, §4.1).
+        if let Err(error) = cpamp_api::connection::apply_collector(&state).await {
+            tracing::error!(%error, "start usage collector");
+        }
         Ok(Application {
             local_addr,
             server,
             store,
+            collector,
             lock,
         })
     }
@@ -99,6 +125,7 @@ impl Application {
         let Application {
             server,
             store,
+            collector,
             lock,
             ..
         } = self;
@@ -111,15 +138,41 @@ impl Application {
             }
             () = shutdown => {
                 tracing::info!("shutting down");
-                handle.stop(true).await;
-                let _ = server_task.await;
+                // The collector stops taking events at once and commits what it holds
+                // while the HTTP server finishes the requests in flight.
+                let http = async {
+                    handle.stop(true).await;
+                    let _ = server_task.await;
+                };
+                tokio::join!(collector.shutdown(), http);
                 Ok(())
             }
         };
+        // After an unexpected HTTP stop the collector is still running; a second
+        // shutdown is a no-op.
+        collector.shutdown().await;
         store.close().await;
         drop(lock);
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Connection and collector values from env and config file.
+fn startup_config(settings: &Settings) -> StartupConfig {
+    let env_connection = settings.env_managed_connection().then(|| EnvConnection {
+        base_url: settings.cpa_upstream_url.clone(),
+        management_key: settings.cpa_management_key.clone(),
+    });
+    StartupConfig {
+        env_connection,
+        collector_mode: Mode::parse(settings.collector_mode.as_str()),
+        queue: settings.queue.clone(),
+        pop_side: PopSide::parse(&settings.pop_side),
+        batch_size: settings.batch_size,
+        poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(500),
+        query_limit: settings.query_limit,
+        tls_skip_verify: settings.tls_skip_verify,
     }
 }
 

@@ -67,6 +67,10 @@ impl ErrorCode {
     }
 }
 
+/// The 428 message before setup is complete. It starts with the Go server's text
+/// (clients match on it) and says what to do.
+pub const NOT_CONFIGURED_MESSAGE: &str = "usage service is not configured: open /management.html and finish setup (CPA URL and CPA Management Key), then retry";
+
 /// An error answered to an API client.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -112,7 +116,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::PRECONDITION_REQUIRED,
             ErrorCode::UsageServiceNotConfigured,
-            "usage service is not configured",
+            NOT_CONFIGURED_MESSAGE,
         )
     }
 

@@ -8,7 +8,10 @@
 //! it never sees SQL or sqlx — storage is reached through the domain ports.
 
 pub mod auth;
+pub mod connection;
+pub mod cpa_client;
 pub mod error;
+pub mod manager_config;
 pub mod routes;
 pub mod state;
 

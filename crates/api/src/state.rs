@@ -1,13 +1,18 @@
 //! Shared application state handed to every handler.
 
+use cpamp_collector::{Collector, Mode, PopSide};
+use cpamp_domain::Secret;
 use cpamp_domain::analytics::query::AnalyticsStore;
-use cpamp_domain::ports::{EventSink, SettingsStore, StoreStats};
+use cpamp_domain::crypto::{DataKey, SealError};
+use cpamp_domain::ports::{EventSink, KeyHints, SettingsStore, StoreStats};
+
+use crate::auth::LoginLimiter;
 
 /// Everything the API needs from storage, as one bound. The binary names the
 /// concrete type once (`configure::<SqliteStore>`).
-pub trait Store: EventSink + SettingsStore + StoreStats + AnalyticsStore {}
+pub trait Store: EventSink + SettingsStore + StoreStats + KeyHints + AnalyticsStore {}
 
-impl<T: EventSink + SettingsStore + StoreStats + AnalyticsStore> Store for T {}
+impl<T: EventSink + SettingsStore + StoreStats + KeyHints + AnalyticsStore> Store for T {}
 
 /// Per-process state shared by all workers (registered as `web::Data<AppState<S>>`;
 /// the [`crate::auth::AdminAuthenticator`] is registered beside it).
@@ -19,4 +24,142 @@ pub struct AppState<S: Store> {
     pub db_path: String,
     /// `USAGE_QUERY_LIMIT`: most events the compatible usage endpoint and export return.
     pub query_limit: i64,
+    /// Connection and collector values from env/config file, the defaults under the
+    /// saved manager config.
+    pub startup: StartupConfig,
+    /// The key that seals the saved CPA Management Key.
+    pub data_key: DataKeyState,
+    /// The one collector of this process. Setup and config changes restart or stop it.
+    pub collector: Collector<S>,
+    /// Serialises changes of the CPA connection (setup, config PUT) and the collector
+    /// restarts that follow them, so two saves never interleave.
+    pub config_lock: tokio::sync::Mutex<()>,
+    /// Failed admin logins per client address.
+    pub login_limiter: LoginLimiter,
+}
+
+/// The env-managed CPA connection (`CPA_UPSTREAM_URL` + `CPA_MANAGEMENT_KEY(_FILE)`).
+#[derive(Debug, Clone)]
+pub struct EnvConnection {
+    /// Normalised base URL.
+    pub base_url: String,
+    pub management_key: Secret,
+}
+
+/// Values from the environment and config file (server-core §1.3).
+#[derive(Debug, Clone)]
+pub struct StartupConfig {
+    pub env_connection: Option<EnvConnection>,
+    pub collector_mode: Mode,
+    pub queue: String,
+    pub pop_side: PopSide,
+    pub batch_size: u32,
+    pub poll_interval_ms: u64,
+    pub query_limit: i64,
+    pub tls_skip_verify: bool,
+}
+
+impl Default for StartupConfig {
+    fn default() -> StartupConfig {
+        StartupConfig {
+            env_connection: None,
+            collector_mode: Mode::Auto,
+            queue: "usage".to_string(),
+            pop_side: PopSide::Right,
+            batch_size: 100,
+            poll_interval_ms: 500,
+            query_limit: 50_000,
+            tls_skip_verify: false,
+        }
+    }
+}
+
+/// Where the data key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKeyOrigin {
+    /// `CPA_MANAGER_DATA_KEY` / `_FILE` / config `dataKeyFile`.
+    Env,
+    /// An existing `data.key` file.
+    File,
+    /// Created at this start (first start, or the previous file was missing or unusable).
+    Created,
+}
+
+/// The data key in use.
+#[derive(Debug, Clone)]
+pub struct DataKeyState {
+    key: DataKey,
+    pub origin: DataKeyOrigin,
+}
+
+impl DataKeyState {
+    pub fn new(key: DataKey, origin: DataKeyOrigin) -> DataKeyState {
+        DataKeyState { key, origin }
+    }
+
+    /// Seals a secret for a settings field under a fresh random nonce.
+    pub fn seal(&self, field: &str, plaintext: &str) -> String {
+        let mut nonce = [0u8; 12];
+        rand::fill(&mut nonce);
+        self.key.seal(field, plaintext, nonce)
+    }
+
+    pub fn open(&self, field: &str, stored: &str) -> Result<String, SealError> {
+        self.key.open(field, stored)
+    }
+}
+
+impl<S: Store> crate::auth::AuthBackend for AppState<S> {
+    fn is_cpa_management_key<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + 'a>> {
+        Box::pin(async move {
+            if let Some(env) = &self.startup.env_connection
+                && crate::auth::same_secret(token, env.management_key.expose())
+            {
+                return true;
+            }
+            match crate::manager_config::load(self).await {
+                Ok(effective) => crate::auth::same_secret(token, effective.management_key.expose()),
+                Err(_) => false,
+            }
+        })
+    }
+
+    fn is_cpa_client_api_key<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + 'a>> {
+        Box::pin(async move {
+            use sha2::Digest;
+            let hash = hex::encode(sha2::Sha256::digest(token.trim().as_bytes()));
+            self.store
+                .is_known_api_key_hash(&hash)
+                .await
+                .unwrap_or(false)
+        })
+    }
+
+    fn upgrade_credential<'a>(
+        &'a self,
+        authenticator: &'a crate::auth::AdminAuthenticator,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
+        Box::pin(async move {
+            let now = jiff::Timestamp::now().as_millisecond();
+            let source = "upgraded";
+            match crate::auth::replace_credential(&self.store, key, source, now, false).await {
+                Ok(record) => {
+                    authenticator.upgrade(record.phc);
+                    tracing::info!("admin credential re-hashed with argon2id");
+                }
+                Err(error) => tracing::warn!(%error, "re-hash legacy admin credential"),
+            }
+        })
+    }
+
+    fn limiter(&self) -> &LoginLimiter {
+        &self.login_limiter
+    }
 }

@@ -13,9 +13,11 @@
 //! - [`UsageSource`] and its three adapters: [`HttpQueue`], [`RespPop`], [`RespSubscription`].
 //!
 //! Guarantees:
-//! - A batch received from CPA is stored in one transaction. If the store fails, the same
-//!   batch is retried with backoff (1 s doubling to 30 s) and nothing new is popped; state
-//!   is `error` with `lastError` `consume: <store error>` meanwhile.
+//! - A batch received from CPA is stored in one transaction. Storing runs beside popping
+//!   and decoding (one batch commits while the next is taken), so at most three batches
+//!   are held. If the store fails, the same batch is retried with backoff (1 s doubling to
+//!   30 s) and popping stops once the pipeline is full; state is `error` with `lastError`
+//!   `consume: <store error>` meanwhile. `shutdown` commits what is held before returning.
 //! - `AUTH` is the first RESP command; a rejected key pauses the run instead of
 //!   retrying into CPA's 30-minute IP ban.
 //! - After every (re)subscription the queue is drained with pops, because CPA queues

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::{DeadLetter, Decoded};
 use cpamp_domain::ports::{EventSink, IngestBatch};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -103,6 +103,7 @@ impl<S: EventSink> Collector<S> {
             status: self.status.clone(),
             settings,
             stop: stop_rx,
+            commits: None,
         };
         let task = tokio::spawn(context.run());
         *current = Some(Run { stop, task });
@@ -135,11 +136,43 @@ struct RunContext<S> {
     status: StatusHandle,
     settings: CollectorSettings,
     stop: watch::Receiver<bool>,
+    /// Batches handed to the committer; `None` until the run starts.
+    commits: Option<mpsc::Sender<Received>>,
+}
+
+/// A batch taken from CPA: the raw items (kept for retries) and their first decoding.
+struct Received {
+    items: Vec<RawItem>,
+    decoded: DecodedItems,
 }
 
 impl<S: EventSink> RunContext<S> {
     async fn run(mut self) {
         tracing::info!(upstream = %self.settings.upstream, mode = self.settings.mode.as_str(), "collector starting");
+        // Storing runs beside taking and decoding: while one batch commits, the next is
+        // popped and decoded. The channel holds one batch, so at most three batches are
+        // held in memory, and when storing fails popping stops after at most two more.
+        let (commits, received) = mpsc::channel(1);
+        self.commits = Some(commits);
+        let committer = tokio::spawn(
+            Committer {
+                sink: self.sink.clone(),
+                status: self.status.clone(),
+                settings: self.settings.clone(),
+                stop: self.stop.clone(),
+            }
+            .run(received),
+        );
+        self.transports().await;
+        // Closing the channel lets the committer finish what it holds, then end.
+        self.commits = None;
+        if let Err(error) = committer.await {
+            tracing::error!(%error, "collector committer ended abnormally");
+        }
+        tracing::info!("collector run finished");
+    }
+
+    async fn transports(&mut self) {
         match self.settings.mode {
             Mode::Subscribe => {
                 self.subscribe(false).await;
@@ -166,7 +199,6 @@ impl<S: EventSink> RunContext<S> {
                 }
             }
         }
-        tracing::info!("collector run finished");
     }
 
     fn stopping(&self) -> bool {
@@ -365,9 +397,9 @@ impl<S: EventSink> RunContext<S> {
         }
     }
 
-    /// Stores one received batch, retrying the same items until the store commits them.
-    /// Nothing new is taken meanwhile. Returns false only if the run is stopping and the
-    /// store still refused the batch after `shutdown_grace`.
+    /// Hands one received batch to the committer, decoding it on the way. Waits while the
+    /// committer is busy, so nothing new is popped while a batch cannot be stored. Returns
+    /// false when the committer has ended (it gave up during shutdown).
     async fn deliver(&self, items: Vec<RawItem>) -> bool {
         if items.is_empty() {
             return true;
@@ -377,21 +409,68 @@ impl<S: EventSink> RunContext<S> {
             status.last_consumed_at_ms = now_ms();
             status.total_consumed += count as u64;
         });
+        let decoded = decode_items(&items, &self.settings.upstream);
+        for _ in 0..decoded.refreshes {
+            self.status.refreshed();
+        }
+        if decoded.support_refresh {
+            self.status.update(|status| status.support_refresh = true);
+        }
+        match &self.commits {
+            Some(commits) => commits.send(Received { items, decoded }).await.is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Stores received batches in order, each in one transaction, retrying a refused batch
+/// until the store commits it.
+struct Committer<S> {
+    sink: S,
+    status: StatusHandle,
+    settings: CollectorSettings,
+    stop: watch::Receiver<bool>,
+}
+
+impl<S: EventSink> Committer<S> {
+    async fn run(self, mut received: mpsc::Receiver<Received>) {
+        while let Some(batch) = received.recv().await {
+            if !self.commit(batch).await {
+                // Shutdown with a store that still refuses writes: the rest cannot be stored.
+                let mut lost = 0;
+                while let Ok(batch) = received.try_recv() {
+                    lost += batch.items.len();
+                }
+                if lost > 0 {
+                    tracing::error!(
+                        items = lost,
+                        "batches received from CPA could not be stored before shutdown"
+                    );
+                }
+                return;
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Returns false only if the run is stopping and the store still refused the batch
+    /// after `shutdown_grace`.
+    async fn commit(&self, received: Received) -> bool {
+        let Received { items, decoded } = received;
+        let count = items.len();
+        let mut batch = Some(decoded.batch);
         let mut backoff = Backoff::new(self.settings.backoff);
         let mut give_up_at: Option<Instant> = None;
-        let mut announced = false;
         loop {
-            let decoded = decode_items(&items, &self.settings.upstream);
-            if !announced {
-                announced = true;
-                for _ in 0..decoded.refreshes {
-                    self.status.refreshed();
-                }
-                if decoded.support_refresh {
-                    self.status.update(|status| status.support_refresh = true);
-                }
-            }
-            match self.sink.store_batch(decoded.batch).await {
+            // The first attempt uses the decoding done while popping; retries decode the
+            // kept raw items again (the store consumed the previous attempt's batch).
+            let attempt = batch
+                .take()
+                .unwrap_or_else(|| decode_items(&items, &self.settings.upstream).batch);
+            match self.sink.store_batch(attempt).await {
                 Ok(outcome) => {
                     self.status.update(|status| {
                         status.total_inserted += outcome.inserted;
@@ -427,7 +506,11 @@ impl<S: EventSink> RunContext<S> {
                         tokio::time::sleep(wait.min(deadline - now)).await;
                     } else {
                         // A stop request cuts the wait short; the batch is retried at once.
-                        self.sleep(wait).await;
+                        let mut stop = self.stop.clone();
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.wait_for(|stopping| *stopping) => {}
+                        }
                     }
                 }
             }

@@ -6,9 +6,9 @@
 //! behaviour is chosen and marked in a comment. The decisions for malformed
 //! input are listed in `docs/ingest.md`.
 //!
-//! Secrets never leave this module in clear text except in `fail_body`, which
-//! is local-only: `source` is masked, API keys are hashed, `fail_summary` is
-//! redacted, and `raw_json` has credential keys replaced and identities masked.
+//! Secrets never leave this module in clear text: `source` is masked, API keys
+//! are hashed and `fail_summary` is redacted. The raw payload and raw failure
+//! body are not kept at all.
 
 mod headers;
 mod json;
@@ -27,9 +27,8 @@ use time::EventTime;
 
 /// An object's members, looked up with Go's last-duplicate-wins rule.
 ///
-/// The top-level object is sorted once (raw_json needs that order anyway),
-/// so its hundred-odd lookups per payload are binary searches; small nested
-/// objects are scanned.
+/// The top-level object is sorted once, so its hundred-odd lookups per payload
+/// are binary searches; small nested objects are scanned.
 #[derive(Clone, Copy)]
 enum Members<'o, 'a> {
     Plain(&'o [(Cow<'a, str>, Json<'a>)]),
@@ -46,22 +45,10 @@ impl<'o, 'a> Members<'o, 'a> {
                 .map(|index| &sorted[index].1),
         }
     }
-
-    /// Members in Go map order (sorted keys, last duplicate only).
-    fn sorted(self) -> Vec<&'o (Cow<'a, str>, Json<'a>)> {
-        match self {
-            Members::Plain(members) => json::sorted_members(members),
-            Members::Sorted(sorted) => sorted.to_vec(),
-        }
-    }
 }
 
-/// Largest stored local-only failure body (bytes, before `...`).
+/// Largest failure body considered for the summary (bytes, before `...`).
 const FAIL_BODY_LIMIT: usize = 64 * 1024;
-/// Longest string value kept in `raw_json` (bytes, before `...`).
-const RAW_JSON_STRING_LIMIT: usize = 16 * 1024;
-/// Largest `raw_json`; a bigger document is replaced by a small marker object.
-const RAW_JSON_LIMIT: usize = 256 * 1024;
 /// Byte caps of the client metadata columns (Go parity).
 const CLIENT_IP_LIMIT: usize = 64;
 const FORWARDED_FOR_LIMIT: usize = 2048;
@@ -675,125 +662,6 @@ fn headers_json(headers: &Json<'_>) -> Option<String> {
     }
 }
 
-/// Key classes inside `raw_json`.
-fn is_identity_key(key: &str) -> bool {
-    ["source", "key", "account", "email"]
-        .iter()
-        .any(|identity| key.trim().eq_ignore_ascii_case(identity))
-}
-
-/// Writes `raw_json`: compact, keys sorted, HTML-escaped, credential keys
-/// replaced by `[redacted]`, identities masked like the `source` column,
-/// failure bodies replaced by their summary and every other string redacted
-/// and capped.
-///
-/// Deviation from Go: Go keeps `source`/`key`/`account`/`email` verbatim, so
-/// an upstream API key sent as `source` survives in `raw_json`. Here they are
-/// masked, so no clear credential is stored outside `fail_body`.
-fn raw_json(members: Members<'_, '_>, body_summary: &str) -> String {
-    let mut out = String::with_capacity(2048);
-    out.push('{');
-    for (index, (key, value)) in members.sorted().into_iter().enumerate() {
-        if index > 0 {
-            out.push(',');
-        }
-        json::write_string(&mut out, key);
-        out.push(':');
-        match (key.as_ref(), value) {
-            (_, _) if redact::is_secret_key(key) => json::write_string(&mut out, redact::REDACTED),
-            ("fail", Json::Object(fail)) => {
-                out.push('{');
-                for (inner_index, (inner_key, inner_value)) in
-                    json::sorted_members(fail).into_iter().enumerate()
-                {
-                    if inner_index > 0 {
-                        out.push(',');
-                    }
-                    json::write_string(&mut out, inner_key);
-                    out.push(':');
-                    if inner_key == "body" {
-                        json::write_string(&mut out, body_summary);
-                    } else {
-                        write_redacted(&mut out, inner_key, inner_value);
-                    }
-                }
-                out.push('}');
-            }
-            ("fail_body" | "failBody", _) => json::write_string(&mut out, body_summary),
-            ("client_ip" | "clientIp", Json::String(text)) => {
-                write_sanitized(&mut out, text, CLIENT_IP_LIMIT);
-            }
-            ("x_forwarded_for" | "xForwardedFor", Json::String(text)) => {
-                write_sanitized(&mut out, text, FORWARDED_FOR_LIMIT);
-            }
-            ("user_agent" | "userAgent", Json::String(text)) => {
-                write_sanitized(&mut out, text, USER_AGENT_LIMIT);
-            }
-            _ => write_redacted(&mut out, key, value),
-        }
-    }
-    out.push('}');
-    if out.len() > RAW_JSON_LIMIT {
-        return format!(
-            "{{\"raw_json_truncated\":true,\"original_bytes\":{}}}",
-            out.len()
-        );
-    }
-    out
-}
-
-fn write_sanitized(out: &mut String, text: &str, limit: usize) {
-    let clean = redact::sanitize_client_text(text, limit).unwrap_or_default();
-    json::write_string(out, &redact::redact_secrets(&clean));
-}
-
-/// Writes a value under `key`, redacting at every depth.
-fn write_redacted(out: &mut String, key: &str, value: &Json<'_>) {
-    match value {
-        Json::String(text) => {
-            let shown = if is_identity_key(key) {
-                redact::mask_source(text.trim())
-            } else {
-                redact::redact_secrets(text)
-            };
-            json::write_string(
-                out,
-                &redact::truncate_with_marker(&shown, RAW_JSON_STRING_LIMIT),
-            );
-        }
-        Json::Array(items) => {
-            out.push('[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                // Array items inherit the key, so `"Set-Cookie":["…"]` stays covered.
-                write_redacted(out, key, item);
-            }
-            out.push(']');
-        }
-        Json::Object(members) => {
-            out.push('{');
-            for (index, (inner_key, inner_value)) in
-                json::sorted_members(members).into_iter().enumerate()
-            {
-                if index > 0 {
-                    out.push(',');
-                }
-                json::write_string(out, inner_key);
-                out.push(':');
-                if redact::is_secret_key(inner_key) {
-                    json::write_string(out, redact::REDACTED);
-                } else {
-                    write_redacted(out, inner_key, inner_value);
-                }
-            }
-            out.push('}');
-        }
-        Json::Null | Json::Bool(_) | Json::Number(_) => json::write_compact(out, value),
-    }
-}
-
 /// The dedupe hash (server-core §4.8): SHA-256 of eleven `|`-joined fields,
 /// plus the latency when one was reported.
 #[allow(
@@ -1043,11 +911,10 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
 
     let headers_value = first_present(members, HEADER_KEYS).map(|(_, value)| value);
     let body = fail_body_text(members);
-    let body_summary = redact::summarize(&body).unwrap_or_default();
     // Deviation from Go: Go appends the response headers to the failure body
     // of every event, so successful rows get a non-empty `fail_summary`.
     // Headers now have their own columns; a success keeps no failure text.
-    let (fail_body, fail_summary) = if failed {
+    let fail_summary = if failed {
         let mut full = redact::truncate_with_marker(&body, FAIL_BODY_LIMIT).into_owned();
         if let Some(headers) = headers_value.and_then(headers_json) {
             if !full.is_empty() {
@@ -1055,11 +922,9 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
             }
             full.push_str(&headers);
         }
-        let summary = redact::summarize(&full);
-        let capped = redact::truncate_with_marker(&full, FAIL_BODY_LIMIT).into_owned();
-        (non_empty(Cow::Owned(capped)), summary)
+        redact::summarize(&full)
     } else {
-        (None, None)
+        None
     };
 
     // Headers were received at the first byte (or at the end when unknown).
@@ -1123,7 +988,6 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
         failed,
         fail_status_code,
         fail_summary,
-        fail_body,
         response_metadata_json: facts.metadata_json,
         header_quota_recover_at_ms: facts.recover_at_ms,
         header_quota_used_percent: facts.used_percent,
@@ -1131,7 +995,6 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
         header_error_kind: facts.error_kind,
         header_error_code: facts.error_code,
         header_trace_id: facts.trace_id,
-        raw_json: Some(raw_json(members, &body_summary)),
         created_at_ms: now_ms,
     })
 }

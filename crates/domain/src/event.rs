@@ -5,8 +5,9 @@
 /// Every text field that may be absent is an `Option`; the decoder maps empty
 /// strings to `None` so storage writes SQL `NULL` for them.
 /// Secrets never reach this type: `source` is masked, API keys only appear as
-/// hashes, and the failure body only as its redacted summary plus the local-only
-/// `fail_body` (which APIs and exports never return).
+/// hashes, and the failure body only as its redacted, size-capped summary. The raw
+/// payload and the raw failure body are deliberately not kept (the Go server stored
+/// them as `raw_json`/`fail_body` but never showed them; they can hold secrets).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageEvent {
     /// Lowercase hex SHA-256 of the dedupe pre-hash string; unique per stored row.
@@ -54,8 +55,6 @@ pub struct UsageEvent {
     pub fail_status_code: Option<i64>,
     /// Redacted, size-capped failure text; safe to show.
     pub fail_summary: Option<String>,
-    /// Local-only raw failure text (size-capped); never returned by any API or export.
-    pub fail_body: Option<String>,
     pub response_metadata_json: Option<String>,
     pub header_quota_recover_at_ms: Option<i64>,
     pub header_quota_used_percent: Option<f64>,
@@ -63,8 +62,6 @@ pub struct UsageEvent {
     pub header_error_kind: Option<String>,
     pub header_error_code: Option<String>,
     pub header_trace_id: Option<String>,
-    /// Local-only redacted payload; never returned by any API or export.
-    pub raw_json: Option<String>,
     /// Wall-clock ms when the payload was normalised.
     pub created_at_ms: i64,
 }

@@ -82,6 +82,63 @@ pub fn verify_admin_key(phc: &str, presented: &str) -> bool {
         .is_ok()
 }
 
+/// Checks a presented key against a credential record of the Go server (version 1):
+/// `HMAC-SHA256(key = salt, message = trimmed admin key)`, or PBKDF2-HMAC-SHA256 with
+/// `iterations` rounds when that is above 1. `salt` and `expected` are the decoded
+/// record fields. The final comparison is constant-time.
+pub fn verify_legacy_admin_key(
+    salt: &[u8],
+    expected: &[u8],
+    iterations: u32,
+    presented: &str,
+) -> bool {
+    use hmac::{KeyInit, Mac};
+    type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+    let presented = presented.trim();
+    if presented.is_empty() || expected.len() != 32 {
+        return false;
+    }
+    let derived: [u8; 32] = if iterations <= 1 {
+        let Ok(mut mac) = HmacSha256::new_from_slice(salt) else {
+            return false;
+        };
+        mac.update(presented.as_bytes());
+        mac.finalize().into_bytes().into()
+    } else {
+        // PBKDF2 with a 32-byte output is exactly one block: U1 = HMAC(P, S || 1),
+        // Ui = HMAC(P, Ui-1), result = U1 xor ... xor Uc.
+        let Ok(mac) = HmacSha256::new_from_slice(presented.as_bytes()) else {
+            return false;
+        };
+        let mut round = mac.clone();
+        round.update(salt);
+        round.update(&1u32.to_be_bytes());
+        let mut block: [u8; 32] = round.finalize().into_bytes().into();
+        let mut result = block;
+        for _ in 1..iterations {
+            let mut round = mac.clone();
+            round.update(&block);
+            block = round.finalize().into_bytes().into();
+            for (out, byte) in result.iter_mut().zip(block.iter()) {
+                *out ^= byte;
+            }
+        }
+        result
+    };
+    constant_time_eq(&derived, expected)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    if left.len() != right.len() {
+        return false;
+    }
+    left.iter()
+        .zip(right.iter())
+        .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+        == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +167,49 @@ mod tests {
             "cpamp_OldStyleKey123"
         ));
         assert!(matches!(hash_admin_key("  ", &salt), Err(KeyError::Empty)));
+    }
+
+    #[test]
+    fn go_records_verify_with_hmac_sha256() {
+        use hmac::{KeyInit, Mac};
+        let salt = [5u8; 16];
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&salt).expect("hmac");
+        mac.update(b"cpamp_GoGeneratedKey");
+        let expected: [u8; 32] = mac.finalize().into_bytes().into();
+        assert!(verify_legacy_admin_key(
+            &salt,
+            &expected,
+            1,
+            " cpamp_GoGeneratedKey "
+        ));
+        assert!(!verify_legacy_admin_key(
+            &salt,
+            &expected,
+            1,
+            "cpamp_GoGeneratedKez"
+        ));
+        assert!(!verify_legacy_admin_key(&salt, &expected, 1, ""));
+        assert!(!verify_legacy_admin_key(
+            &salt,
+            &expected[..31],
+            1,
+            "cpamp_GoGeneratedKey"
+        ));
+        // PBKDF2 with one round equals a single HMAC over salt || 1 keyed by the password;
+        // two rounds must differ from it.
+        assert!(!verify_legacy_admin_key(
+            &salt,
+            &expected,
+            2,
+            "cpamp_GoGeneratedKey"
+        ));
+        // PBKDF2-HMAC-SHA256 reference vectors (password "password", salt "salt").
+        let two = hex::decode("ae4d0c95af6b46d32d0adff928f06dd02a303f8ef3c251dfd6e2d85a95474c43")
+            .expect("hex");
+        assert!(verify_legacy_admin_key(b"salt", &two, 2, "password"));
+        let many = hex::decode("c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a")
+            .expect("hex");
+        assert!(verify_legacy_admin_key(b"salt", &many, 4096, "password"));
+        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
     }
 }

@@ -11,6 +11,7 @@
 //! socket, never reads the environment or the clock except through arguments.
 
 pub mod analytics;
+pub mod crypto;
 pub mod decode;
 pub mod event;
 pub mod keys;

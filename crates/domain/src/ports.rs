@@ -94,3 +94,14 @@ pub struct StoreCounts {
 pub trait StoreStats: Clone + Send + Sync + 'static {
     fn counts(&self) -> impl Future<Output = Result<StoreCounts, StoreError>> + Send;
 }
+
+/// Facts about keys seen in events, used to explain a failed login without
+/// revealing anything stored.
+pub trait KeyHints: Clone + Send + Sync + 'static {
+    /// True when events were recorded with a CPA client API key whose SHA-256
+    /// (lowercase hex) is `api_key_hash`.
+    fn is_known_api_key_hash(
+        &self,
+        api_key_hash: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}

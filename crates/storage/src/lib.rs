@@ -20,6 +20,8 @@ mod analytics;
 mod dims;
 mod error;
 mod events;
+mod hints;
+mod legacy;
 mod rollup;
 mod settings;
 
@@ -35,6 +37,7 @@ use sqlx::sqlite::{
 };
 
 pub use error::is_unavailable;
+pub use legacy::AdoptionStep;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -115,9 +118,13 @@ impl SqliteStore {
             )
             .await
             .map_err(|error| error::map(error, "open database"))?;
+        let adopting_go_database = legacy::prepare(&writer).await?;
         MIGRATOR.run(&writer).await.map_err(|error| {
             StoreError::unavailable(format!("migrate {}", options.path.display()), error)
         })?;
+        if adopting_go_database {
+            legacy::copy_small_tables(&writer).await?;
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
@@ -194,4 +201,25 @@ impl StoreStats for SqliteStore {
         }
         Ok(counts)
     }
+}
+
+/// True when the SQLite file at `path` holds a Manager Server database (cpamp's or
+/// the Go server's): it has both a `settings` and a `usage_events` table. Opens the
+/// file read-only and changes nothing, so offline tools can check before they write.
+pub async fn has_manager_tables(path: &Path) -> Result<bool, StoreError> {
+    use sqlx::ConnectOptions;
+    let mut connection = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .map_err(|error| error::map(error, "open database"))?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('settings', 'usage_events')",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .map_err(|error| error::map(error, "inspect schema"))?;
+    let _ = sqlx::Connection::close(connection).await;
+    Ok(tables == 2)
 }

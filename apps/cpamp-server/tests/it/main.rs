@@ -2,5 +2,9 @@
 //! inside, the same `Application` in-process) against real SQLite files.
 
 mod analytics;
+mod auth;
+mod ingest;
 mod process;
+mod reset_key;
+mod setup;
 mod support;

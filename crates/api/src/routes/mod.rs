@@ -5,6 +5,8 @@
 mod analytics;
 mod health;
 mod panel;
+mod service;
+mod setup;
 
 pub use panel::PanelPath;
 
@@ -13,12 +15,10 @@ use actix_web::web;
 use crate::state::Store;
 
 /// Registers every route. Each module owns one resource.
-#[allow(
-    clippy::extra_unused_type_parameters,
-    reason = "store-backed resources register here with S"
-)]
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     health::configure(config);
     analytics::configure::<S>(config);
+    service::configure::<S>(config);
+    setup::configure::<S>(config);
     panel::configure(config);
 }

@@ -299,7 +299,6 @@ impl Generator {
             fail_status_code: failed.then_some(status),
             fail_summary: failed
                 .then(|| format!("upstream returned {status}: rate limited, retry later")),
-            fail_body: None,
             response_metadata_json: None,
             header_quota_recover_at_ms: None,
             header_quota_used_percent: None,
@@ -314,7 +313,6 @@ impl Generator {
             }),
             header_error_code: None,
             header_trace_id: None,
-            raw_json: None,
             created_at_ms: timestamp_ms + 500,
         }
     }

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod live;
+
 /// A running `cpamp-server` process.
 pub struct ServerProcess {
     pub child: Child,
@@ -46,7 +48,15 @@ pub fn command(data_dir: &Path, env: Env<'_>) -> Command {
 impl ServerProcess {
     /// Starts the binary and waits until it logs its listening address.
     pub fn start(data_dir: &Path, env: Env<'_>) -> ServerProcess {
-        let mut child = command(data_dir, env).spawn().expect("spawn cpamp-server");
+        ServerProcess::start_with_args(data_dir, &[], env)
+    }
+
+    /// Starts the binary with command-line arguments (a subcommand such as `demo`).
+    pub fn start_with_args(data_dir: &Path, args: &[&str], env: Env<'_>) -> ServerProcess {
+        let mut child = command(data_dir, env)
+            .args(args)
+            .spawn()
+            .expect("spawn cpamp-server");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -148,4 +158,87 @@ pub fn client() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
+}
+
+/// A fake CPA running on its own runtime for the length of a test.
+pub struct Cpa {
+    pub fake: cpamp_testkit::FakeCpa,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Cpa {
+    pub fn start(options: cpamp_testkit::FakeCpaOptions) -> Cpa {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let fake = runtime
+            .block_on(cpamp_testkit::FakeCpa::start(options))
+            .expect("fake CPA");
+        Cpa { fake, runtime }
+    }
+
+    pub fn emit(&self, count: usize) {
+        self.runtime.block_on(self.fake.emit(count));
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The admin key a test seeds through `CPA_MANAGER_ADMIN_KEY`.
+pub const ADMIN_KEY: &str = "cmp_admin_TestKey0123456789abcdefABCDEF01";
+
+/// JSON body and status of a request.
+pub fn json_of(response: reqwest::blocking::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, value)
+}
+
+/// True when `needle` occurs in the database files or in `log`.
+pub fn leaks(data_dir: &Path, log: &str, needle: &str) -> bool {
+    let mut found = log.contains(needle);
+    for name in ["usage.sqlite", "usage.sqlite-wal"] {
+        let bytes = std::fs::read(data_dir.join(name)).unwrap_or_default();
+        found |= bytes
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes());
+    }
+    found
+}
+
+/// The number of stored events, read from the database file the way an operator
+/// would (a separate read-only connection; the server keeps running).
+pub fn stored_events(data_dir: &Path) -> i64 {
+    let path = data_dir.join("usage.sqlite");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}?mode=ro", path.display());
+        let Ok(mut connection) = sqlx::SqliteConnection::connect(&url).await else {
+            return 0;
+        };
+        let count: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'usage_events'")
+                .fetch_optional(&mut connection)
+                .await
+                .ok()
+                .flatten();
+        let _ = connection.close().await;
+        count.unwrap_or(0)
+    })
 }

@@ -1,0 +1,181 @@
+//! A database written by the Go Manager Server keeps working: its settings and dead
+//! letters are there at once, its events are adopted in the background with their
+//! hashes, and a payload CPA delivers again still dedupes against them.
+
+use cpamp_domain::decode::decode;
+use cpamp_domain::event::Decoded;
+use cpamp_domain::ports::{EventSink, IngestBatch, SettingsStore, StoreStats};
+use cpamp_storage::{AdoptionStep, Options, SqliteStore};
+use sqlx::Connection;
+
+/// The worked example of the dedupe hash (a current CPA payload) and its hash.
+const PAYLOAD: &str = r#"{"timestamp":"2026-08-22T22:00:23.007+08:00","latency_ms":64110,"source":"bob.ops@example.net","auth_index":"85ad019fd40e1278","tokens":{"input_tokens":91877,"output_tokens":6210,"reasoning_tokens":4096,"cached_tokens":88320,"cache_read_tokens":88320,"total_tokens":98087},"failed":false,"provider":"codex","model":"gpt-5.5","alias":"fast","endpoint":"POST /v1/responses","request_id":"9b1e04fa"}"#;
+const PAYLOAD_HASH: &str = "95889cb1b091c4f4442dd5d36504408d3004cb7e2a043537f12a0ed318a6dbf9";
+
+async fn write_go_database(path: &std::path::Path) {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut go = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("create Go db");
+    let statements = [
+        "PRAGMA journal_mode=WAL",
+        // A subset of Go's columns, as an older Go release would have them.
+        "CREATE TABLE usage_events (id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT, \
+         event_hash TEXT NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, timestamp TEXT NOT NULL, \
+         provider TEXT, model TEXT NOT NULL, requested_model TEXT, resolved_model TEXT, endpoint TEXT, \
+         auth_index TEXT, source TEXT, source_hash TEXT, api_key_hash TEXT, cache_input_mode TEXT, \
+         input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0, \
+         reasoning_tokens INTEGER NOT NULL DEFAULT 0, cached_tokens INTEGER NOT NULL DEFAULT 0, \
+         total_tokens INTEGER NOT NULL DEFAULT 0, normalized_total_input_tokens INTEGER, \
+         latency_ms INTEGER, failed INTEGER NOT NULL DEFAULT 0, fail_status_code INTEGER, \
+         fail_summary TEXT, fail_body TEXT, raw_json TEXT, created_at_ms INTEGER NOT NULL)",
+        "CREATE INDEX idx_usage_events_timestamp ON usage_events(timestamp_ms)",
+        "CREATE TABLE usage_event_identity_ledger (event_hash TEXT PRIMARY KEY, raw_event_id INTEGER, \
+         timestamp_ms INTEGER NOT NULL, bucket_ms INTEGER NOT NULL, aggregate_schema_version INTEGER NOT NULL DEFAULT 0, \
+         aggregate_structure_revision TEXT NOT NULL DEFAULT '', first_seen_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL)",
+        "CREATE TABLE dead_letter_events (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, error TEXT NOT NULL, created_at_ms INTEGER NOT NULL)",
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at_ms INTEGER NOT NULL)",
+        "CREATE TABLE api_key_aliases (api_key_hash TEXT PRIMARY KEY, alias TEXT NOT NULL, updated_at_ms INTEGER NOT NULL)",
+        "INSERT INTO settings VALUES ('manager_config_v1', '{\"cpaConnection\":{\"cpaBaseUrl\":\"http://cpa:8317\"}}', 1)",
+        "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES ('not json', 'invalid character', 5)",
+        "INSERT INTO api_key_aliases VALUES ('kh1', 'ci-bot', 1)",
+    ];
+    for statement in statements {
+        sqlx::query(statement)
+            .execute(&mut go)
+            .await
+            .expect(statement);
+    }
+    for (index, hash) in [PAYLOAD_HASH.to_string(), "ab".repeat(32), "cd".repeat(32)]
+        .iter()
+        .enumerate()
+    {
+        let index = index as i64;
+        sqlx::query(
+            "INSERT INTO usage_events (request_id, event_hash, timestamp_ms, timestamp, provider, model, \
+             resolved_model, endpoint, source, input_tokens, output_tokens, total_tokens, latency_ms, failed, \
+             fail_status_code, fail_summary, fail_body, raw_json, created_at_ms) \
+             VALUES (?, ?, ?, ?, 'codex', 'fast', 'gpt-5.5', 'POST /v1/responses', 'bob***@example.net', 100, 20, 120, 900, ?, ?, ?, 'secret body', '{}', ?)",
+        )
+        .bind(format!("go-{index}"))
+        .bind(hash)
+        .bind(1_787_000_000_000 + index * 1000)
+        .bind(cpamp_domain::event::format_timestamp_ms(1_787_000_000_000 + index * 1000))
+        .bind(index == 2)
+        .bind((index == 2).then_some(429))
+        .bind((index == 2).then_some("rate limited"))
+        .bind(1_787_000_000_500 + index * 1000)
+        .execute(&mut go)
+        .await
+        .expect("insert Go event");
+        sqlx::query("INSERT INTO usage_event_identity_ledger VALUES (?, ?, 0, 0, 0, '', 1, 1)")
+            .bind(hash)
+            .bind(index + 1)
+            .execute(&mut go)
+            .await
+            .expect("ledger");
+    }
+    // A hash whose event Go no longer stores.
+    sqlx::query("INSERT INTO usage_event_identity_ledger VALUES (?, NULL, 0, 0, 0, '', 1, 1)")
+        .bind("ef".repeat(32))
+        .execute(&mut go)
+        .await
+        .expect("orphan ledger row");
+    go.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_go_database_is_adopted_in_place() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("usage.sqlite");
+    write_go_database(&path).await;
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("open Go database");
+    // Settings and dead letters are there at once.
+    assert!(
+        store
+            .get_setting("manager_config_v1")
+            .await
+            .expect("setting")
+            .is_some()
+    );
+    assert_eq!(store.counts().await.expect("counts").dead_letters, 1);
+
+    // Events arrive in batches through the ingest path.
+    assert_eq!(
+        store.adopt_legacy_events(2).await.expect("step"),
+        AdoptionStep::Copied {
+            rows: 2,
+            inserted: 2
+        }
+    );
+    assert_eq!(
+        store.adopt_legacy_events(2).await.expect("step"),
+        AdoptionStep::Copied {
+            rows: 1,
+            inserted: 1
+        }
+    );
+    assert_eq!(
+        store.adopt_legacy_events(2).await.expect("step"),
+        AdoptionStep::Finished
+    );
+    assert_eq!(
+        store.adopt_legacy_events(2).await.expect("step"),
+        AdoptionStep::Nothing
+    );
+    assert_eq!(store.counts().await.expect("counts").events, 3);
+
+    // CPA delivering the same payload again is recognised by its hash.
+    let Decoded::Event(event) = decode(PAYLOAD.as_bytes(), 1) else {
+        panic!("payload must decode")
+    };
+    assert_eq!(event.event_hash, PAYLOAD_HASH);
+    let outcome = store
+        .store_batch(IngestBatch {
+            origin: "http://cpa:8317".into(),
+            events: vec![*event],
+            dead_letters: vec![],
+        })
+        .await
+        .expect("store");
+    assert_eq!((outcome.inserted, outcome.skipped), (0, 1));
+    store.close().await;
+
+    // The Go event tables are gone, other Go tables stay for later features, and
+    // the raw bodies Go kept were not carried over.
+    let mut check = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("check");
+    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'legacy_go_%' ORDER BY name")
+        .fetch_all(&mut check)
+        .await
+        .expect("tables");
+    assert_eq!(tables, vec!["legacy_go_api_key_aliases".to_string()]);
+    let orphan: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM usage_event_identity_ledger WHERE event_id IS NULL",
+    )
+    .fetch_one(&mut check)
+    .await
+    .expect("ledger");
+    assert_eq!(
+        orphan, 1,
+        "hashes of events Go no longer stored keep deduping"
+    );
+    let database = std::fs::read(&path).expect("read");
+    assert!(!database.windows(11).any(|window| window == b"secret body"));
+
+    // Reopening does not adopt anything twice.
+    drop(check);
+    let reopened = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    assert_eq!(
+        reopened.adopt_legacy_events(10).await.expect("step"),
+        AdoptionStep::Nothing
+    );
+    assert_eq!(reopened.counts().await.expect("counts").events, 3);
+    reopened.close().await;
+}
