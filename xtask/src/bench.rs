@@ -6,6 +6,8 @@
 //! - `analytics`: dashboard, overview, event-page and selector queries on a synthetic
 //!   30-day dataset (100k and 1M events) next to a plain `GROUP BY` baseline, plus
 //!   bytes per event and the query process's peak RSS.
+//! - `ingest-live`: events/s from the fake CPA into committed SQLite rows per transport
+//!   (HTTP queue, RESP pop, SUBSCRIBE) and the resident memory while doing it.
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
 //!   release binary on an empty data directory, and its resident memory then.
 
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use xshell::{Shell, cmd};
 
-pub const NAMES: &[&str] = &["analytics", "decode", "ingest", "startup"];
+pub const NAMES: &[&str] = &["analytics", "decode", "ingest", "ingest-live", "startup"];
 
 pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
     let name = args.first().map(String::as_str).unwrap_or("");
@@ -31,6 +33,12 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
         "analytics" => cmd!(
             shell,
             "cargo run --release --locked -p cpamp-storage --example bench_analytics -- {extra...}"
+        )
+        .run()
+        .map_err(|error| error.to_string()),
+        "ingest-live" => cmd!(
+            shell,
+            "cargo run --release --locked -p cpamp-testkit --example ingest_bench -- {extra...}"
         )
         .run()
         .map_err(|error| error.to_string()),
