@@ -5,7 +5,8 @@
 //! Layout:
 //! - `event`: [`UsageEvent`], one stored row per upstream attempt.
 //! - `decode`: CPA queue payload -> [`event::Decoded`] (event, control message or dead letter).
-//! - `ports`: [`ports::EventSink`], [`ports::SettingsStore`] and the store error type.
+//! - `ports`: [`ports::EventSink`], [`ports::SettingsStore`], [`ports::GapStore`],
+//!   [`ports::DatabaseStats`] and the store error type.
 //!
 //! Architecture invariant: this crate does no IO. It never opens a file or a
 //! socket, never reads the environment or the clock except through arguments.

@@ -105,3 +105,119 @@ pub trait KeyHints: Clone + Send + Sync + 'static {
         api_key_hash: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
+
+/// Sizes and the last WAL checkpoint of the database files (`/status.database`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DatabaseReport {
+    pub database_bytes: u64,
+    pub wal_bytes: u64,
+    pub shm_bytes: u64,
+    /// The WAL size SQLite truncates the log to after a checkpoint.
+    pub journal_size_limit_bytes: u64,
+    pub checkpoint: CheckpointReport,
+}
+
+impl DatabaseReport {
+    pub fn total_bytes(&self) -> u64 {
+        self.database_bytes
+            .saturating_add(self.wal_bytes)
+            .saturating_add(self.shm_bytes)
+    }
+}
+
+/// The outcome of the last WAL maintenance run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckpointReport {
+    /// `pending` before the first run, then `passive` or `truncate`.
+    pub mode: String,
+    pub busy: i64,
+    pub log_frames: i64,
+    pub checkpointed_frames: i64,
+    pub executed_at_ms: i64,
+    pub duration_ms: i64,
+    pub last_truncate_attempt_at_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Cheap health figures of the database files.
+pub trait DatabaseStats: Clone + Send + Sync + 'static {
+    /// Current file sizes with the last checkpoint outcome. Reads file metadata only.
+    fn database_report(&self) -> impl Future<Output = Result<DatabaseReport, StoreError>> + Send;
+}
+
+/// Why the collector was not receiving during a gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapCause {
+    /// The server itself was not running (from the last heartbeat to the next start).
+    ServerDown,
+    /// CPA could not be reached (connection refused, DNS, timeout).
+    CpaUnreachable,
+    /// CPA refused the management key.
+    AuthRejected,
+    /// Events were received but could not be stored.
+    StoreFailed,
+    /// Any other collector error.
+    CollectorError,
+}
+
+impl GapCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapCause::ServerDown => "server_down",
+            GapCause::CpaUnreachable => "cpa_unreachable",
+            GapCause::AuthRejected => "auth_rejected",
+            GapCause::StoreFailed => "store_failed",
+            GapCause::CollectorError => "collector_error",
+        }
+    }
+
+    pub fn parse(text: &str) -> GapCause {
+        match text {
+            "server_down" => GapCause::ServerDown,
+            "cpa_unreachable" => GapCause::CpaUnreachable,
+            "auth_rejected" => GapCause::AuthRejected,
+            "store_failed" => GapCause::StoreFailed,
+            _ => GapCause::CollectorError,
+        }
+    }
+}
+
+/// A period during which the collector was not receiving events from CPA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionGap {
+    pub id: i64,
+    pub start_ms: i64,
+    /// `None` while the gap is still open.
+    pub end_ms: Option<i64>,
+    pub cause: GapCause,
+    /// What was observed (for example the collector's last error), without secrets.
+    pub detail: String,
+}
+
+/// The record of collection gaps and the heartbeat that reveals server downtime.
+pub trait GapStore: Clone + Send + Sync + 'static {
+    /// Opens a gap unless one is open already; returns the open gap's id either way.
+    fn open_gap(
+        &self,
+        start_ms: i64,
+        cause: GapCause,
+        detail: &str,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Closes every open gap at `end_ms` (never before its start).
+    fn close_open_gaps(&self, end_ms: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gaps overlapping `[from_ms, to_ms]`, newest first, at most `limit`.
+    fn gaps(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<CollectionGap>, StoreError>> + Send;
+
+    /// Records that the collector was receiving at `at_ms`.
+    fn heartbeat(&self, at_ms: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The last recorded heartbeat, if any.
+    fn last_heartbeat(&self) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+}

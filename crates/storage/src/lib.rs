@@ -13,6 +13,8 @@
 //! - `settings`: the key-value settings table.
 //! - `rollup`: rollups maintained inside the ingest transaction.
 //! - `analytics`: the analytics query side (rollups, raw edges, event pages).
+//! - `gaps`: collection gaps and the collector heartbeat.
+//! - `maintenance`: WAL checkpoints and the database file report.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
@@ -20,8 +22,10 @@ mod analytics;
 mod dims;
 mod error;
 mod events;
+mod gaps;
 mod hints;
 mod legacy;
+mod maintenance;
 mod rollup;
 mod settings;
 
@@ -38,6 +42,7 @@ use sqlx::sqlite::{
 
 pub use error::is_unavailable;
 pub use legacy::AdoptionStep;
+pub use maintenance::{JOURNAL_SIZE_LIMIT_BYTES, MAINTENANCE_INTERVAL};
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -72,6 +77,7 @@ struct Inner {
     reader: SqlitePool,
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
+    maintenance: maintenance::MaintenanceState,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -139,6 +145,7 @@ impl SqliteStore {
                 reader,
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
+                maintenance: maintenance::MaintenanceState::default(),
             }),
         })
     }
@@ -179,6 +186,10 @@ impl SqliteStore {
 
     pub(crate) fn read_cache(&self) -> &analytics::ReadCache {
         &self.inner.read_cache
+    }
+
+    pub(crate) fn maintenance(&self) -> &maintenance::MaintenanceState {
+        &self.inner.maintenance
     }
 }
 

@@ -1,0 +1,115 @@
+//! The `collection_gaps` and `collector_heartbeat` tables behind [`GapStore`].
+
+use cpamp_domain::StoreError;
+use cpamp_domain::ports::{CollectionGap, GapCause, GapStore};
+
+use crate::{SqliteStore, error};
+
+/// Longest `detail` kept per gap; it is a diagnostic sentence, not a log.
+const DETAIL_LIMIT: usize = 512;
+
+impl GapStore for SqliteStore {
+    async fn open_gap(
+        &self,
+        start_ms: i64,
+        cause: GapCause,
+        detail: &str,
+    ) -> Result<i64, StoreError> {
+        let detail = truncate(detail, DETAIL_LIMIT);
+        let mut transaction = self
+            .writer()
+            .begin()
+            .await
+            .map_err(|error| error::map(error, "begin gap"))?;
+        let open: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM collection_gaps WHERE end_ms IS NULL")
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(|error| error::map(error, "read open gap"))?;
+        let id = match open {
+            Some(id) => id,
+            None => sqlx::query_scalar(
+                "INSERT INTO collection_gaps (start_ms, end_ms, cause, detail) VALUES (?, NULL, ?, ?) RETURNING id",
+            )
+            .bind(start_ms)
+            .bind(cause.as_str())
+            .bind(detail)
+            .fetch_one(&mut *transaction)
+            .await
+            .map_err(|error| error::map(error, "open gap"))?,
+        };
+        transaction
+            .commit()
+            .await
+            .map_err(|error| error::map(error, "commit gap"))?;
+        Ok(id)
+    }
+
+    async fn close_open_gaps(&self, end_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE collection_gaps SET end_ms = MAX(start_ms, ?) WHERE end_ms IS NULL")
+            .bind(end_ms)
+            .execute(self.writer())
+            .await
+            .map(|_| ())
+            .map_err(|error| error::map(error, "close gap"))
+    }
+
+    async fn gaps(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CollectionGap>, StoreError> {
+        let rows: Vec<(i64, i64, Option<i64>, String, String)> = sqlx::query_as(
+            "SELECT id, start_ms, end_ms, cause, detail FROM collection_gaps \
+             WHERE start_ms <= ? AND (end_ms IS NULL OR end_ms >= ?) \
+             ORDER BY start_ms DESC, id DESC LIMIT ?",
+        )
+        .bind(to_ms)
+        .bind(from_ms)
+        .bind(i64::from(limit))
+        .fetch_all(self.reader())
+        .await
+        .map_err(|error| error::map(error, "read gaps"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, start_ms, end_ms, cause, detail)| CollectionGap {
+                id,
+                start_ms,
+                end_ms,
+                cause: GapCause::parse(&cause),
+                detail,
+            })
+            .collect())
+    }
+
+    async fn heartbeat(&self, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO collector_heartbeat (id, at_ms) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET at_ms = MAX(at_ms, excluded.at_ms)",
+        )
+        .bind(at_ms)
+        .execute(self.writer())
+        .await
+        .map(|_| ())
+        .map_err(|error| error::map(error, "write heartbeat"))
+    }
+
+    async fn last_heartbeat(&self) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT at_ms FROM collector_heartbeat WHERE id = 1")
+            .fetch_optional(self.reader())
+            .await
+            .map_err(|error| error::map(error, "read heartbeat"))
+    }
+}
+
+fn truncate(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
