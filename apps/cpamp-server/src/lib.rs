@@ -6,6 +6,7 @@ pub mod adoption;
 pub mod config;
 pub mod data_key;
 pub mod demo;
+pub mod doctor;
 pub mod lock;
 pub mod reset;
 pub mod startup;

@@ -3,7 +3,7 @@
 //! With no subcommand it runs the server. Subcommands are offline tools that take
 //! the same process lock, so they refuse to run beside a live server.
 
-use cpamp_server::{config, demo, lock, reset, startup, telemetry};
+use cpamp_server::{config, demo, doctor, lock, reset, startup, telemetry};
 
 use std::process::ExitCode;
 
@@ -49,6 +49,20 @@ enum Command {
     },
     /// Build pending derived data offline. cpamp never defers any, so this only
     /// checks the database and reports that nothing is pending.
+    /// Diagnose "monitoring has no data": checks every known cause from this host's
+    /// network position. With the server running (and the admin key given) it reports the
+    /// live server's diagnosis; otherwise it checks what it can offline.
+    Doctor {
+        /// The CPAMP Admin Key (default: CPA_MANAGER_ADMIN_KEY).
+        #[arg(long, env = "CPA_MANAGER_ADMIN_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
+        /// The running server (default: from HTTP_ADDR, on 127.0.0.1).
+        #[arg(long)]
+        server_url: Option<String>,
+        /// Print the diagnosis as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     CleanupDerived {
         /// The SQLite database (default: from the configuration).
         #[arg(long)]
@@ -85,6 +99,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Doctor {
+            admin_key,
+            server_url,
+            json,
+        } => doctor::run(admin_key, server_url, json),
     }
 }
 

@@ -9,10 +9,14 @@
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use cpamp_api::AppState;
 use cpamp_api::auth::{AuthBackend, CredentialBootstrap, LoginLimiter, ensure_admin_credential};
+use cpamp_api::gaps::GapTracker;
+use cpamp_api::middleware::{CorsOrigins, cors, count_requests};
+use cpamp_api::monitor::{HostFacts, Monitor};
 use cpamp_api::routes::PanelPath;
 use cpamp_api::state::{EnvConnection, StartupConfig};
 use cpamp_collector::{Collector, Mode, PopSide, StatusHandle};
@@ -28,6 +32,8 @@ pub struct Application {
     store: SqliteStore,
     collector: Collector<SqliteStore>,
     lock: ProcessLock,
+    gap_tracker: GapTracker,
+    maintenance: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -39,6 +45,7 @@ impl Application {
             .await
             .context("open sqlite")?;
         crate::adoption::spawn(store.clone());
+        let maintenance = store.spawn_wal_maintenance();
 
         let seed = settings.admin_key.expose();
         let (authenticator, bootstrap) = ensure_admin_credential(&store, Some(seed), now_ms())
@@ -86,6 +93,11 @@ impl Application {
             web::Data::from(state.clone().into_inner() as std::sync::Arc<dyn AuthBackend>);
         let authenticator = web::Data::new(authenticator);
         let panel_path = web::Data::new(PanelPath(settings.panel_path.clone()));
+        let monitor = web::Data::new(Monitor::new(
+            host_facts(&settings, &lock.db_path),
+            settings.metrics_token.clone(),
+        ));
+        let cors_origins = web::Data::new(CorsOrigins(settings.cors_origins.clone()));
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -93,6 +105,10 @@ impl Application {
                 .app_data(backend.clone())
                 .app_data(authenticator.clone())
                 .app_data(panel_path.clone())
+                .app_data(monitor.clone())
+                .app_data(cors_origins.clone())
+                .wrap(from_fn(cors))
+                .wrap(from_fn(count_requests))
                 .configure(cpamp_api::configure::<SqliteStore>)
         })
         .listen(listener)
@@ -101,6 +117,10 @@ impl Application {
         .shutdown_timeout(10)
         .run();
         tracing::info!(addr = %local_addr, db_path = %lock.db_path.display(), "cpa-manager-plus listening on {local_addr}");
+        // The gap tracker looks for downtime since the last heartbeat before the
+        // collector starts receiving again.
+        let gap_tracker =
+            GapTracker::start(store.clone(), collector.status().clone(), now_ms).await;
         // The collector runs with the connection in effect: env-managed, else the saved
         // manager config, else the legacy setup row (server-core §3.6, §4.1).
         if let Err(error) = cpamp_api::connection::apply_collector(&state).await {
@@ -112,6 +132,8 @@ impl Application {
             store,
             collector,
             lock,
+            gap_tracker,
+            maintenance,
         })
     }
 
@@ -127,8 +149,11 @@ impl Application {
             store,
             collector,
             lock,
+            gap_tracker,
+            maintenance,
             ..
         } = self;
+        let mut gap_tracker = Some(gap_tracker);
         let handle = server.handle();
         let mut server_task = tokio::spawn(server);
         let result = tokio::select! {
@@ -144,13 +169,24 @@ impl Application {
                     handle.stop(true).await;
                     let _ = server_task.await;
                 };
-                tokio::join!(collector.shutdown(), http);
+                // The gap tracker writes its final heartbeat (the next start measures
+                // downtime from here) while the collector stops taking events.
+                let tracker = async {
+                    if let Some(tracker) = gap_tracker.take() {
+                        tracker.shutdown().await;
+                    }
+                };
+                tokio::join!(tracker, collector.shutdown(), http);
                 Ok(())
             }
         };
         // After an unexpected HTTP stop the collector is still running; a second
         // shutdown is a no-op.
+        if let Some(tracker) = gap_tracker.take() {
+            tracker.shutdown().await;
+        }
         collector.shutdown().await;
+        maintenance.abort();
         store.close().await;
         drop(lock);
         tracing::info!("stopped");
@@ -173,6 +209,48 @@ fn startup_config(settings: &Settings) -> StartupConfig {
         poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(500),
         query_limit: settings.query_limit,
         tls_skip_verify: settings.tls_skip_verify,
+    }
+}
+
+/// Where the data lives and whether it looks mounted, for the doctor.
+pub fn host_facts(settings: &Settings, db_path: &std::path::Path) -> HostFacts {
+    let mut candidates: Vec<std::path::PathBuf> = vec!["/data/usage.sqlite".into()];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+    {
+        candidates.push(dir.join("data").join("usage.sqlite"));
+    }
+    if let Ok(dir) = std::env::current_dir() {
+        candidates.push(dir.join("data").join("usage.sqlite"));
+    }
+    if let Some(dir) = settings
+        .config_path
+        .as_ref()
+        .and_then(|path| path.parent().map(std::path::Path::to_path_buf))
+    {
+        candidates.push(dir.join("data").join("usage.sqlite"));
+    }
+    let own = std::fs::canonicalize(db_path).unwrap_or_else(|_| db_path.to_path_buf());
+    let mut volume_hints = Vec::new();
+    for candidate in candidates {
+        let Ok(canonical) = std::fs::canonicalize(&candidate) else {
+            continue;
+        };
+        if canonical == own || volume_hints.iter().any(|(path, _)| path == &canonical) {
+            continue;
+        }
+        if let Ok(meta) = std::fs::metadata(&canonical)
+            && meta.is_file()
+        {
+            volume_hints.push((canonical, meta.len()));
+        }
+    }
+    HostFacts {
+        data_dir: settings.data_dir.clone(),
+        in_container: cpamp_api::monitor::detect_container(),
+        data_dir_is_mount: cpamp_api::monitor::is_mount_point(&settings.data_dir),
+        volume_hints,
     }
 }
 

@@ -10,8 +10,13 @@
 pub mod auth;
 pub mod connection;
 pub mod cpa_client;
+pub mod cpa_http;
+pub mod doctor;
 pub mod error;
+pub mod gaps;
 pub mod manager_config;
+pub mod middleware;
+pub mod monitor;
 pub mod routes;
 pub mod state;
 

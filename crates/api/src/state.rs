@@ -4,15 +4,29 @@ use cpamp_collector::{Collector, Mode, PopSide};
 use cpamp_domain::Secret;
 use cpamp_domain::analytics::query::AnalyticsStore;
 use cpamp_domain::crypto::{DataKey, SealError};
-use cpamp_domain::ports::{EventSink, KeyHints, SettingsStore, StoreStats};
+use cpamp_domain::ports::{
+    DatabaseStats, EventSink, GapStore, KeyHints, SettingsStore, StoreStats,
+};
 
 use crate::auth::LoginLimiter;
 
 /// Everything the API needs from storage, as one bound. The binary names the
 /// concrete type once (`configure::<SqliteStore>`).
-pub trait Store: EventSink + SettingsStore + StoreStats + KeyHints + AnalyticsStore {}
+pub trait Store:
+    EventSink + SettingsStore + StoreStats + KeyHints + AnalyticsStore + GapStore + DatabaseStats
+{
+}
 
-impl<T: EventSink + SettingsStore + StoreStats + KeyHints + AnalyticsStore> Store for T {}
+impl<T> Store for T where
+    T: EventSink
+        + SettingsStore
+        + StoreStats
+        + KeyHints
+        + AnalyticsStore
+        + GapStore
+        + DatabaseStats
+{
+}
 
 /// Per-process state shared by all workers (registered as `web::Data<AppState<S>>`;
 /// the [`crate::auth::AdminAuthenticator`] is registered beside it).

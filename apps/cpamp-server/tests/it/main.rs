@@ -4,7 +4,9 @@
 mod analytics;
 mod auth;
 mod ingest;
+mod metrics;
 mod process;
 mod reset_key;
 mod setup;
+mod status;
 mod support;

@@ -4,9 +4,11 @@
 
 mod analytics;
 mod health;
+mod metrics;
 mod panel;
 mod service;
 mod setup;
+pub mod status;
 
 pub use panel::PanelPath;
 
@@ -20,5 +22,7 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     analytics::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);
+    status::configure::<S>(config);
+    metrics::configure::<S>(config);
     panel::configure(config);
 }

@@ -1,0 +1,147 @@
+//! What the server knows about itself at run time, for `/status`, `/metrics` and the
+//! doctor: the collector's live status, the collector settings in force, where the data
+//! lives, what was last learned about CPA, and HTTP request counts.
+//!
+//! Registered once as `web::Data<Monitor>` beside the `AppState`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cpamp_domain::Secret;
+
+use crate::doctor::Diagnosis;
+
+/// Facts fixed at startup.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// The data directory (`USAGE_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Whether this process runs inside a container (Docker, Podman, Kubernetes).
+    pub in_container: bool,
+    /// Whether the data directory is its own mount point (a mounted volume).
+    pub data_dir_is_mount: bool,
+    /// Other places where a cpamp database usually lives, with their sizes, for the
+    /// "fresh empty data directory next to a filled one" check.
+    pub volume_hints: Vec<(PathBuf, u64)>,
+}
+
+/// The collector settings in force.
+#[derive(Debug, Clone)]
+pub struct CollectorPlan {
+    /// `auto`, `subscribe`, `http` or `resp`.
+    pub mode: String,
+    pub poll_interval: Duration,
+    /// False when request monitoring is switched off or no connection exists.
+    pub enabled: bool,
+}
+
+/// What the last probe learned about CPA.
+#[derive(Debug, Clone, Default)]
+pub struct CpaFacts {
+    /// `redis-usage-queue-retention-seconds` (None until CPA answered).
+    pub retention_secs: Option<i64>,
+    pub version: Option<String>,
+}
+
+/// Shared monitoring state. Cheap to read; every lock is held only to copy a value.
+pub struct Monitor {
+    pub host: HostFacts,
+    /// `METRICS_TOKEN`: a second credential accepted by `/metrics` only.
+    pub metrics_token: Secret,
+    cpa: Mutex<CpaFacts>,
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    diagnosis: Mutex<Option<(Instant, Diagnosis)>>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Monitor { .. }")
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Monitor {
+    pub fn new(host: HostFacts, metrics_token: Secret) -> Monitor {
+        Monitor {
+            host,
+            metrics_token,
+            cpa: Mutex::new(CpaFacts::default()),
+            requests: Mutex::new(BTreeMap::new()),
+            diagnosis: Mutex::new(None),
+        }
+    }
+
+    pub fn cpa_facts(&self) -> CpaFacts {
+        lock(&self.cpa).clone()
+    }
+
+    pub fn set_cpa_facts(&self, facts: CpaFacts) {
+        *lock(&self.cpa) = facts;
+    }
+
+    /// Counts one answered HTTP request.
+    pub fn count_request(&self, route: &str, method: &str, status: u16) {
+        *lock(&self.requests)
+            .entry((route.to_string(), method.to_string(), status))
+            .or_insert(0) += 1;
+    }
+
+    /// `(route, method, status) -> count`, sorted.
+    pub fn request_counts(&self) -> Vec<((String, String, u16), u64)> {
+        lock(&self.requests)
+            .iter()
+            .map(|(key, count)| (key.clone(), *count))
+            .collect()
+    }
+
+    /// The cached diagnosis if it is younger than `max_age`.
+    pub fn cached_diagnosis(&self, max_age: Duration) -> Option<Diagnosis> {
+        lock(&self.diagnosis)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, diagnosis)| diagnosis.clone())
+    }
+
+    pub fn store_diagnosis(&self, diagnosis: Diagnosis) {
+        *lock(&self.diagnosis) = Some((Instant::now(), diagnosis));
+    }
+}
+
+/// Detects a container from the usual markers.
+pub fn detect_container() -> bool {
+    std::path::Path::new("/.dockerenv").exists()
+        || std::path::Path::new("/run/.containerenv").exists()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::fs::read_to_string("/proc/1/cgroup")
+            .is_ok_and(|text| text.contains("docker") || text.contains("kubepods"))
+}
+
+/// True when `dir` is listed as a mount point in `/proc/self/mountinfo`.
+pub fn is_mount_point(dir: &std::path::Path) -> bool {
+    let Ok(canonical) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    text.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|mount| unescape_mount(mount) == canonical.as_os_str().to_string_lossy())
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mount(text: &str) -> String {
+    text.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
