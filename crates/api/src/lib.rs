@@ -17,6 +17,7 @@ pub mod gaps;
 pub mod manager_config;
 pub mod middleware;
 pub mod monitor;
+pub mod proxy;
 pub mod routes;
 pub mod state;
 

@@ -6,6 +6,7 @@ mod auth;
 mod ingest;
 mod metrics;
 mod process;
+mod proxy;
 mod reset_key;
 mod setup;
 mod status;

@@ -25,4 +25,6 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     status::configure::<S>(config);
     metrics::configure::<S>(config);
     panel::configure(config);
+    // Last: the CPA proxy is the default service, so every local route above wins.
+    crate::proxy::configure::<S>(config);
 }

@@ -1,0 +1,286 @@
+//! The CPA proxy (server-core §6): every `/v0/management/*` path cpamp does not serve
+//! itself goes to CPA with the saved CPA Management Key in place of the admin key, and
+//! `GET /v1/models` / `/models` go to CPA with the caller's own credential.
+//!
+//! It is registered as the application's default service, so every local route (exact
+//! or prefix) wins, whoever registers it and in whatever order.
+//!
+//! Rules:
+//! - Deny by default: a management request is forwarded only after the admin key was
+//!   verified, and the CPA key is attached only then. (The Go server forwarded the
+//!   caller's credential to "plugin" paths when admin auth failed; cpamp does not.)
+//! - Bodies stream both ways; hop-by-hop headers and the `X-CPAMP-Auth-File-*`
+//!   bookkeeping headers are dropped; `X-Forwarded-For` gets the client address.
+//! - Dialling CPA times out after 10 s; an established exchange has no overall timeout,
+//!   so long streams work.
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http_body_util::{BodyStream, Either, Empty, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+
+use crate::auth::AdminAuth;
+use crate::cpa_http::{self, Target};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::{AppState, Store};
+
+/// Request headers never forwarded (hop-by-hop, RFC 9110 §7.6.1, plus cpamp's own).
+const DROPPED_REQUEST_HEADERS: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "x-cpamp-auth-file-physical-name",
+    "x-cpamp-auth-file-delete-identities",
+    "x-cpamp-auth-file-mutation-identity",
+    "x-cpamp-auth-file-write-identities",
+    "x-cpamp-auth-file-write-content-sha256",
+];
+
+/// Response headers never copied back.
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Registers the proxy as the default service (after every local route).
+pub fn configure<S: Store>(config: &mut web::ServiceConfig) {
+    config.default_service(web::to(dispatch::<S>));
+}
+
+/// How the upstream request is authorised.
+enum Credential {
+    /// Replace `Authorization` with the saved CPA Management Key.
+    Management(String),
+    /// Forward the caller's `Authorization` untouched (CPA API key for `/v1/models`).
+    Caller,
+}
+
+async fn dispatch<S: Store>(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState<S>>,
+) -> Result<HttpResponse, ApiError> {
+    let path = request.path().to_string();
+    if path.starts_with("/v0/management/") {
+        // Admin first: nothing about the CPA connection is read for an unauthenticated
+        // caller.
+        AdminAuth::from_request(&request, &mut Payload::None).await?;
+        let connection = crate::connection::resolve(&state)
+            .await?
+            .ok_or_else(ApiError::not_configured)?;
+        let key = connection.management_key.expose().to_string();
+        return forward(
+            &request,
+            payload,
+            &connection.base_url,
+            Credential::Management(key),
+        )
+        .await;
+    }
+    if matches!(
+        path.as_str(),
+        "/v1/models" | "/v1/models/" | "/models" | "/models/"
+    ) {
+        if request.method() != actix_web::http::Method::GET {
+            return Err(ApiError::method_not_allowed());
+        }
+        let connection = crate::connection::resolve(&state)
+            .await?
+            .ok_or_else(ApiError::not_configured)?;
+        return forward(&request, payload, &connection.base_url, Credential::Caller).await;
+    }
+    Ok(HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("404 page not found\n"))
+}
+
+fn unreachable(base_url: &str, cause: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorCode::RequestFailed,
+        format!(
+            "CPA at {base_url} is unreachable: {cause}; run `cpamp-server doctor` or see /status"
+        ),
+    )
+}
+
+type ProxyBody = Either<
+    Empty<Bytes>,
+    StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>,
+>;
+
+async fn forward(
+    request: &HttpRequest,
+    payload: web::Payload,
+    base_url: &str,
+    credential: Credential,
+) -> Result<HttpResponse, ApiError> {
+    let target = Target::parse(base_url).map_err(|error| unreachable(base_url, &error))?;
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{}{}?{query}", target.path, request.path()),
+        None => format!("{}{}", target.path, request.path()),
+    };
+    let mut builder = http::Request::builder()
+        .method(request.method().as_str())
+        .uri(path_and_query)
+        .header(http::header::HOST, target.host_header());
+    // `Connection` may name further hop-by-hop headers.
+    let listed: Vec<String> = request
+        .headers()
+        .get_all(actix_web::http::header::CONNECTION)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut forwarded_for = None;
+    for (name, value) in request.headers() {
+        let lower = name.as_str();
+        if DROPPED_REQUEST_HEADERS.contains(&lower) || listed.iter().any(|item| item == lower) {
+            continue;
+        }
+        if lower == "authorization" && matches!(credential, Credential::Management(_)) {
+            continue;
+        }
+        if lower == "x-forwarded-for" {
+            forwarded_for = value.to_str().ok().map(str::to_string);
+            continue;
+        }
+        builder = builder.header(name.as_str(), value.as_bytes());
+    }
+    if let Credential::Management(key) = &credential {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            unreachable(
+                base_url,
+                "the saved CPA Management Key is not a valid header",
+            )
+        })?;
+        value.set_sensitive(true);
+        builder = builder.header(http::header::AUTHORIZATION, value);
+    }
+    if let Some(peer) = request.peer_addr() {
+        let client = peer.ip().to_string();
+        let value = match forwarded_for {
+            Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client}"),
+            _ => client,
+        };
+        builder = builder.header("x-forwarded-for", value);
+    }
+    let has_body = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .is_some_and(|length| length > 0)
+        || request
+            .headers()
+            .get(actix_web::http::header::TRANSFER_ENCODING)
+            .is_some();
+    // The actix payload is not `Send`; it is pumped into a channel from this worker's
+    // thread so the hyper connection task only sees `Send` parts.
+    let body: ProxyBody = if has_body {
+        let (sender, receiver) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        actix_web::rt::spawn(pump(payload, sender));
+        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        Either::Right(StreamBody::new(stream.boxed()))
+    } else {
+        Either::Left(Empty::new())
+    };
+    let upstream = builder
+        .body(body)
+        .map_err(|error| unreachable(base_url, &error.to_string()))?;
+
+    let io = cpa_http::dial(&target)
+        .await
+        .map_err(|error| unreachable(base_url, &error))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|error| unreachable(base_url, &error.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "CPA proxy connection ended");
+        }
+    });
+    let response = sender
+        .send_request(upstream)
+        .await
+        .map_err(|error| unreachable(base_url, &error.to_string()))?;
+    let (parts, incoming) = response.into_parts();
+    let status = StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut reply = HttpResponse::build(status);
+    let listed: Vec<String> = parts
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in &parts.headers {
+        let lower = name.as_str();
+        if DROPPED_RESPONSE_HEADERS.contains(&lower) || listed.iter().any(|item| item == lower) {
+            continue;
+        }
+        reply.append_header((name.as_str(), value.as_bytes()));
+    }
+    let stream = BodyStream::new(incoming)
+        .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })
+        .map_err(std::io::Error::other);
+    Ok(reply.streaming(stream))
+}
+
+/// Copies the client's request body into the upstream channel.
+async fn pump(
+    mut payload: web::Payload,
+    sender: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
+) {
+    while let Some(chunk) = payload.next().await {
+        let item = chunk
+            .map(Frame::data)
+            .map_err(|error| std::io::Error::other(error.to_string()));
+        let failed = item.is_err();
+        if sender.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unreachable_error_names_the_url_and_the_doctor() {
+        let error = unreachable(
+            "http://127.0.0.1:8317",
+            "dial tcp 127.0.0.1:8317: connection refused",
+        );
+        assert_eq!(error.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(error.code, ErrorCode::RequestFailed);
+        assert_eq!(
+            error.message,
+            "CPA at http://127.0.0.1:8317 is unreachable: dial tcp 127.0.0.1:8317: connection refused; run `cpamp-server doctor` or see /status"
+        );
+    }
+}
