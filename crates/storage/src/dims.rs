@@ -40,16 +40,34 @@ pub enum DimKind {
     ErrorCode = 24,
 }
 
-/// Process-wide cache of (kind, value) -> id.
+/// Process-wide cache of (kind, value) -> id, and of the other small id tables the
+/// ingest transaction consults (rows of those tables are never deleted, so a
+/// cached id stays valid).
 #[derive(Default)]
 pub(crate) struct DimCache {
     known: Mutex<HashMap<(u8, String), i64>>,
+    others: Mutex<IdMaps>,
 }
 
 /// Ids resolved during one transaction; merged into the cache after commit.
 #[derive(Default)]
 pub(crate) struct DimStage {
     staged: HashMap<(u8, String), i64>,
+    pub(crate) others: IdMaps,
+}
+
+/// Ids of `cpa_sources`, `usage_model_analytics` and `usage_identities` rows.
+#[derive(Default)]
+pub(crate) struct IdMaps {
+    pub(crate) origins: HashMap<String, i64>,
+    pub(crate) analytics: HashMap<i64, i64>,
+    pub(crate) identities: HashMap<[i64; 11], i64>,
+}
+
+impl IdMaps {
+    fn is_empty(&self) -> bool {
+        self.origins.is_empty() && self.analytics.is_empty() && self.identities.is_empty()
+    }
 }
 
 impl DimCache {
@@ -64,14 +82,46 @@ impl DimCache {
     }
 
     pub(crate) fn commit(&self, stage: DimStage) {
-        if stage.staged.is_empty() {
-            return;
+        if !stage.staged.is_empty() {
+            let mut known = self
+                .known
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            known.extend(stage.staged);
         }
-        let mut known = self
-            .known
+        if !stage.others.is_empty() {
+            let mut others = self
+                .others
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            others.origins.extend(stage.others.origins);
+            others.analytics.extend(stage.others.analytics);
+            others.identities.extend(stage.others.identities);
+        }
+    }
+
+    pub(crate) fn origin(&self, base_url: &str) -> Option<i64> {
+        let others = self
+            .others
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        known.extend(stage.staged);
+        others.origins.get(base_url).copied()
+    }
+
+    pub(crate) fn analytics(&self, effective_model: i64) -> Option<i64> {
+        let others = self
+            .others
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        others.analytics.get(&effective_model).copied()
+    }
+
+    pub(crate) fn identity(&self, key: &[i64; 11]) -> Option<i64> {
+        let others = self
+            .others
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        others.identities.get(key).copied()
     }
 }
 

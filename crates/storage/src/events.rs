@@ -62,7 +62,14 @@ async fn write_batch(
     let origin_id = if batch.origin.is_empty() {
         None
     } else {
-        Some(cpa_source_id(connection, &batch.origin).await?)
+        match store.dims().origin(&batch.origin) {
+            Some(id) => Some(id),
+            None => {
+                let id = cpa_source_id(connection, &batch.origin).await?;
+                stage.others.origins.insert(batch.origin.clone(), id);
+                Some(id)
+            }
+        }
     };
 
     // Ids are assigned here (one writer, so nothing else takes them). Candidates

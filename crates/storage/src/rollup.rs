@@ -155,6 +155,14 @@ pub(crate) async fn flush(
         if analytics_ids.contains_key(&effective_id) {
             continue;
         }
+        if let Some(known) = store
+            .dims()
+            .analytics(effective_id)
+            .or_else(|| stage.others.analytics.get(&effective_id).copied())
+        {
+            analytics_ids.insert(effective_id, known);
+            continue;
+        }
         let analytics = analytics_model(&pending.effective_model);
         let analytics_id = if analytics == pending.effective_model {
             effective_id
@@ -173,6 +181,7 @@ pub(crate) async fn flush(
         .bind(analytics_id)
         .execute(&mut *connection)
         .await?;
+        stage.others.analytics.insert(effective_id, analytics_id);
         analytics_ids.insert(effective_id, analytics_id);
     }
     // Identity id per identity tuple.
@@ -180,6 +189,14 @@ pub(crate) async fn flush(
     for pending in &accumulator.pending {
         let key = identity_key(&pending.dims);
         if identity_ids.contains_key(&key) {
+            continue;
+        }
+        if let Some(known) = store
+            .dims()
+            .identity(&key)
+            .or_else(|| stage.others.identities.get(&key).copied())
+        {
+            identity_ids.insert(key, known);
             continue;
         }
         let mut query = sqlx::query_scalar::<_, i64>(
@@ -192,6 +209,7 @@ pub(crate) async fn flush(
             query = query.bind(id);
         }
         let id = query.fetch_one(&mut *connection).await?;
+        stage.others.identities.insert(key, id);
         identity_ids.insert(key, id);
     }
 
