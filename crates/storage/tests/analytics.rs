@@ -346,3 +346,233 @@ async fn dashboard_counts_today_per_hour_and_ten_minutes() {
     let channel_calls: i64 = summary.channel_health.iter().map(|c| c.calls).sum();
     assert!(channel_calls <= summary.today.total_calls && !summary.channel_health.is_empty());
 }
+
+fn credential_key(event: &UsageEvent) -> (String, String) {
+    (
+        event.auth_file_snapshot.clone().unwrap_or_default(),
+        event.auth_index.clone().unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn header_snapshots_are_the_latest_header_event_per_credential() {
+    use cpamp_domain::analytics::accounts::header_snapshots;
+    let (_dir, store, events) = seeded(3_000).await;
+    let days = 2;
+    let from = END_MS - days * DAY_MS;
+    // Expected: per (file, index), the newest event in the window with header
+    // metadata (the generator sets an error kind on failures only).
+    let mut latest: BTreeMap<(String, String), &UsageEvent> = BTreeMap::new();
+    for event in &events {
+        if event.timestamp_ms < from
+            || event.timestamp_ms > END_MS
+            || event.header_error_kind.is_none()
+        {
+            continue;
+        }
+        let entry = latest.entry(credential_key(event)).or_insert(event);
+        if event.timestamp_ms > entry.timestamp_ms {
+            *entry = event;
+        }
+    }
+    let mut expected: Vec<&UsageEvent> = latest.into_values().collect();
+    expected.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+    assert!(
+        expected.len() >= 6,
+        "the seed must cover several credentials"
+    );
+
+    let answer = header_snapshots(&store, END_MS, days, 1000)
+        .await
+        .expect("snapshots");
+    assert_eq!((answer.from_ms, answer.to_ms), (from, END_MS));
+    let got: Vec<(String, i64, String)> = answer
+        .items
+        .iter()
+        .map(|item| {
+            (
+                item.event_hash.clone(),
+                item.timestamp_ms,
+                item.header_error_kind.clone(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64, String)> = expected
+        .iter()
+        .map(|event| {
+            (
+                event.event_hash.clone(),
+                event.timestamp_ms,
+                event.header_error_kind.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    let first = &answer.items[0];
+    assert_eq!(
+        first.auth_file_snapshot,
+        expected[0].auth_file_snapshot.clone().unwrap_or_default()
+    );
+    assert_eq!(
+        first.auth_index,
+        expected[0].auth_index.clone().unwrap_or_default()
+    );
+
+    let limited = header_snapshots(&store, END_MS, days, 3)
+        .await
+        .expect("limited");
+    assert_eq!(limited.items.len(), 3);
+    assert_eq!(limited.items[2].event_hash, want[2].0);
+}
+
+#[tokio::test]
+async fn account_history_and_window_usage_match_the_events_of_the_credential() {
+    use cpamp_domain::analytics::accounts::{
+        AccountTarget, HistoryTarget, ModelScope, Period, UsageWindow, account_history,
+        account_window_usage,
+    };
+    let (_dir, store, events) = seeded(3_000).await;
+    let target = AccountTarget {
+        auth_file_snapshot: "openai-1.json".into(),
+        auth_provider_snapshot: "OpenAI".into(),
+        auth_index: "idx-1".into(),
+        ..AccountTarget::default()
+    };
+    assert_eq!(
+        target.key(),
+        "usage-account-history:2:file-index:6F70656E61692D312E6A736F6E:6964782D31"
+    );
+    let mine: Vec<&UsageEvent> = events
+        .iter()
+        .filter(|event| credential_key(event) == ("openai-1.json".into(), "idx-1".into()))
+        .collect();
+    assert!(mine.len() > 50);
+    let failures = mine.iter().filter(|event| event.failed).count() as i64;
+    let tokens: i64 = mine.iter().map(|event| event.tokens.total).sum();
+    let mut newest: Vec<&UsageEvent> = mine.clone();
+    newest.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+
+    let nobody = AccountTarget {
+        auth_file_snapshot: "missing.json".into(),
+        auth_provider_snapshot: "openai".into(),
+        ..AccountTarget::default()
+    };
+    let history = account_history(
+        &store,
+        END_MS,
+        &[
+            HistoryTarget {
+                row_key: "r1".into(),
+                target: target.clone(),
+            },
+            HistoryTarget {
+                row_key: "r2".into(),
+                target: nobody.clone(),
+            },
+        ],
+    )
+    .await
+    .expect("history");
+    assert_eq!(history.checkpoint.latest_id, events.len() as i64);
+    assert!(!history.checkpoint.pending);
+    let item = &history.items[0];
+    assert_eq!(item.row_key, "r1");
+    assert!(item.matched);
+    assert_eq!(item.total_requests, mine.len() as i64);
+    assert_eq!(item.failure_calls, failures);
+    assert_eq!(item.success_calls, mine.len() as i64 - failures);
+    assert_eq!(item.total_tokens, tokens);
+    assert_eq!(
+        item.first_seen_ms,
+        mine.iter().map(|e| e.timestamp_ms).min()
+    );
+    assert_eq!(item.last_seen_ms, mine.iter().map(|e| e.timestamp_ms).max());
+    assert_eq!(item.sync_status, "ready");
+    let recent: Vec<i64> = item
+        .recent_requests
+        .as_ref()
+        .expect("recent requests")
+        .iter()
+        .map(|request| request.timestamp_ms)
+        .collect();
+    let want: Vec<i64> = newest
+        .iter()
+        .take(10)
+        .map(|event| event.timestamp_ms)
+        .collect();
+    assert_eq!(recent, want);
+    assert_eq!(
+        item.latest_request.as_ref().map(|r| r.timestamp_ms),
+        want.first().copied()
+    );
+    let empty = &history.items[1];
+    assert!(!empty.matched);
+    assert_eq!(
+        (empty.total_requests, empty.success_rate, empty.sync_status),
+        (0, None, "empty")
+    );
+
+    // A window over the middle two days, scoped to one billing model.
+    let (from, to) = (
+        END_MS - 3 * DAY_MS + 3_600_000 * 5 + 7,
+        END_MS - DAY_MS - 1_234,
+    );
+    let in_window: Vec<&&UsageEvent> = mine
+        .iter()
+        .filter(|event| event.timestamp_ms >= from && event.timestamp_ms < to)
+        .collect();
+    let wanted = |event: &UsageEvent| event.resolved_model.as_deref() == Some("gpt-5-2025-08-07");
+    let matched: Vec<&&&UsageEvent> = in_window.iter().filter(|event| wanted(event)).collect();
+    let window = |scope: ModelScope| UsageWindow {
+        request_key: "k".into(),
+        row_key: "r1".into(),
+        window_key: String::new(),
+        provider_window_id: "w".into(),
+        period: Period::Current,
+        from_ms: from,
+        to_ms: to,
+        scope,
+        target: target.clone(),
+    };
+    let models =
+        ModelScope::parse("models", "", &["GPT-5-2025-08-07".into()], None).expect("scope");
+    let product = ModelScope::parse("product", "p", &[], None).expect("scope");
+    let usage = account_window_usage(
+        &store,
+        END_MS,
+        &[window(models), window(ModelScope::all()), window(product)],
+    )
+    .await
+    .expect("window usage");
+    let scoped = &usage.items[0];
+    assert_eq!(scoped.total_requests, matched.len() as i64);
+    assert_eq!(
+        scoped.failure_calls,
+        matched.iter().filter(|e| e.failed).count() as i64
+    );
+    assert_eq!(
+        scoped.total_tokens,
+        matched.iter().map(|e| e.tokens.total).sum::<i64>()
+    );
+    assert_eq!(
+        scoped.unmatched_requests,
+        (in_window.len() - matched.len()) as i64
+    );
+    assert_eq!(scoped.scope_match_status, "partial");
+    assert_eq!(
+        scoped.last_seen_ms,
+        matched.iter().map(|e| e.timestamp_ms).max()
+    );
+    let all = &usage.items[1];
+    assert_eq!(
+        (all.total_requests, all.unmatched_requests),
+        (in_window.len() as i64, 0)
+    );
+    assert_eq!(all.scope_match_status, "complete");
+    let incomplete = &usage.items[2];
+    assert_eq!(
+        (incomplete.total_requests, incomplete.scope_match_status),
+        (0, "unmatched")
+    );
+    assert_eq!(incomplete.sync_status, "empty");
+}

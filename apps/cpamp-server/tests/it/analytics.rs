@@ -341,3 +341,187 @@ fn bad_input_is_a_400_with_a_code_never_a_500() {
     assert_eq!(unauthenticated.status(), 401);
     let _ = server.terminate();
 }
+
+/// Two calls through one file-backed credential an hour and a minute ago, the
+/// older one carrying quota headers, the newer one a rate-limit failure.
+fn recent_credential_server() -> (tempfile::TempDir, ServerProcess, i64, i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0);
+    let (old_ms, new_ms) = (now - 3_600_000, now - 60_000);
+    let mut events = worked_example();
+    for (event, at) in events.iter_mut().zip([old_ms, new_ms]) {
+        event.timestamp_ms = at;
+        event.timestamp = String::new();
+        event.created_at_ms = at + 500;
+        event.auth_file_snapshot = Some("codex-a.json".into());
+        event.auth_provider_snapshot = Some("codex".into());
+    }
+    events[0].response_metadata_json = Some(r#"{"quota":{"plan_type":"plus"}}"#.into());
+    events[0].header_quota_plan_type = Some("plus".into());
+    events[0].header_quota_used_percent = Some(42.5);
+    events[1].header_error_kind = Some("rate_limit".into());
+    events[1].header_trace_id = Some("trace-9".into());
+    let data = tempfile::tempdir().expect("tempdir");
+    let db = data.path().join("usage.sqlite");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = cpamp_storage::SqliteStore::open(cpamp_storage::Options::new(&db))
+            .await
+            .expect("open");
+        store
+            .store_batch(IngestBatch {
+                origin: "http://cpa".into(),
+                events,
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("seed");
+        store.close().await;
+    });
+    let server = ServerProcess::start(data.path(), &[("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY)]);
+    (data, server, old_ms, new_ms)
+}
+
+#[test]
+fn header_snapshots_account_history_and_window_usage_through_the_binary() {
+    let (_data, server, old_ms, new_ms) = recent_credential_server();
+
+    let (status, snapshots) = get(
+        &server,
+        "/v0/management/monitoring/header-snapshots?days=1&limit=5",
+    );
+    assert_eq!(status, 200, "{snapshots}");
+    let items = snapshots["items"].as_array().expect("items");
+    // One credential: only its newest header event is listed.
+    assert_eq!(items.len(), 1, "{snapshots}");
+    assert_eq!(items[0]["event_hash"], "22".repeat(32));
+    assert_eq!(items[0]["timestamp_ms"], new_ms);
+    assert_eq!(items[0]["auth_file_snapshot"], "codex-a.json");
+    assert_eq!(items[0]["header_error_kind"], "rate_limit");
+    assert_eq!(items[0]["header_trace_id"], "trace-9");
+    assert!(items[0].get("header_quota_plan_type").is_none());
+    // Wire key order (a `Value` sorts keys, so read the text).
+    let text = client()
+        .get(server.url("/v0/management/monitoring/header-snapshots"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .and_then(|response| response.text())
+        .expect("raw snapshots");
+    let order: Vec<usize> = [
+        "\"generated_at_ms\":",
+        "\"from_ms\":",
+        "\"to_ms\":",
+        "\"items\":",
+        "\"event_hash\":",
+        "\"timestamp_ms\":",
+        "\"model\":",
+        "\"auth_file_snapshot\":",
+        "\"header_error_kind\":",
+        "\"header_trace_id\":",
+    ]
+    .iter()
+    .map(|key| text.find(key).unwrap_or(usize::MAX))
+    .collect();
+    assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "{text}");
+    for query in ["days=abc", "days=-1", "limit=1.5"] {
+        let (status, error) = get(
+            &server,
+            &format!("/v0/management/monitoring/header-snapshots?{query}"),
+        );
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (400, Some("request_failed")),
+            "{query}"
+        );
+    }
+
+    let (status, history) = post(
+        &server,
+        "/v0/management/monitoring/account-history",
+        r#"{"accounts":[{"row_key":"a","auth_file_snapshot":"codex-a.json","auth_provider_snapshot":"codex","auth_index":"a1"}],"catch_up":true}"#,
+    );
+    assert_eq!(status, 200, "{history}");
+    let item = &history["items"][0];
+    assert_eq!(
+        item["account_key"],
+        "usage-account-history:2:file-index:636F6465782D612E6A736F6E:6131"
+    );
+    assert_eq!(item["total_requests"], 2);
+    assert_eq!(item["success_calls"], 1);
+    assert_eq!(item["failure_calls"], 1);
+    assert_eq!(item["total_tokens"], 1250);
+    assert_eq!(item["success_rate"], 0.5);
+    assert_eq!(item["first_seen_ms"], old_ms);
+    assert_eq!(item["last_seen_ms"], new_ms);
+    assert_eq!(item["sync_status"], "ready");
+    assert_eq!(item["latest_request"]["fail_status_code"], 429);
+    assert_eq!(item["recent_requests"].as_array().map(Vec::len), Some(2));
+    assert_eq!(history["checkpoint"]["latest_id"], 2);
+    assert_eq!(history["checkpoint"]["pending"], false);
+
+    let (status, usage) = post(
+        &server,
+        "/v0/management/monitoring/account-window-usage",
+        &format!(
+            r#"{{"windows":[{{"row_key":"a","provider_window_id":"5h","from_ms":{},"to_ms":{},"auth_file_snapshot":"codex-a.json","auth_provider_snapshot":"codex","auth_index":"a1","model_scope":{{"kind":"family","key":"codex_main"}}}}],"other":1}}"#,
+            old_ms - 1,
+            new_ms
+        ),
+    );
+    assert_eq!(status, 200, "{usage}");
+    let window = &usage["items"][0];
+    // `to_ms` is exclusive: only the older call is inside.
+    assert_eq!(window["total_requests"], 1);
+    assert_eq!(window["request_key"], "a\u{0}5h\u{0}codex_main\u{0}current");
+    assert_eq!(window["period"], "current");
+    assert_eq!(window["scope_match_status"], "complete");
+    assert_eq!(window["last_seen_ms"], old_ms);
+
+    for (path, body) in [
+        ("account-history", r#"{"accounts":[]}"#),
+        (
+            "account-history",
+            r#"{"accounts":[{"row_key":"a","source":"x","bogus":1}]}"#,
+        ),
+        ("account-history", r#"{"accounts":[{"row_key":"a"}]}"#),
+        (
+            "account-history",
+            r#"{"accounts":[{"row_key":"a","auth_file_snapshot":"f.json"}]}"#,
+        ),
+        (
+            "account-history",
+            r#"{"accounts":[{"row_key":"a","source":"x"},{"row_key":"a","source":"y"}]}"#,
+        ),
+        ("account-history", "{broken"),
+        (
+            "account-window-usage",
+            r#"{"windows":[{"row_key":"a","provider_window_id":"w","from_ms":5,"to_ms":5,"source":"x"}]}"#,
+        ),
+        (
+            "account-window-usage",
+            r#"{"windows":[{"row_key":"a","provider_window_id":"w","from_ms":1,"to_ms":5,"source":"x","period":"later"}]}"#,
+        ),
+        (
+            "account-window-usage",
+            r#"{"windows":[{"row_key":"a","provider_window_id":"w","from_ms":1,"to_ms":5,"source":"x","model_scope":{"kind":"vendor"}}]}"#,
+        ),
+        (
+            "account-window-usage",
+            r#"{"windows":[{"row_key":"a","from_ms":1,"to_ms":5,"source":"x"}]}"#,
+        ),
+    ] {
+        let (status, error) = post(&server, &format!("/v0/management/monitoring/{path}"), body);
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (400, Some("request_failed")),
+            "{path} {body}: {error}"
+        );
+    }
+    let (status, _) = get(&server, "/v0/management/monitoring/account-history");
+    assert_eq!(status, 405);
+}

@@ -51,6 +51,7 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
                 .default_service(not_allowed()),
         );
     }
+    super::accounts::configure::<S>(config);
     // Go answers every other path under these prefixes with 405 (after auth).
     config.service(
         web::resource("/v0/management/dashboard/{tail:.*}").default_service(not_allowed()),
@@ -67,15 +68,15 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     }
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(super) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(ErrorCode::RequestFailed, message)
 }
 
-fn query_error(error: QueryError) -> ApiError {
+pub(super) fn query_error(error: QueryError) -> ApiError {
     match error {
         QueryError::Request(error) => request_error(error),
         QueryError::Store(error) => ApiError::from(error),
@@ -91,7 +92,7 @@ fn request_error(error: AnalyticsError) -> ApiError {
 }
 
 /// Compact JSON followed by one newline, as the Go server writes it.
-fn json<T: Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
+pub(super) fn json<T: Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
     let mut body =
         serde_json::to_vec(value).map_err(|error| ApiError::internal("encode response", &error))?;
     body.push(b'\n');
@@ -104,7 +105,7 @@ fn json<T: Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
 // Dashboard
 // ---------------------------------------------------------------------------
 
-fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(key, _)| key == name)

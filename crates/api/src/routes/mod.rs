@@ -2,6 +2,7 @@
 //! exact local routes first, then local `/v0/management/*` prefixes, then the CPA
 //! management proxy, then the panel and the root redirect.
 
+mod accounts;
 mod analytics;
 mod health;
 mod metrics;

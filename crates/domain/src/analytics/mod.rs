@@ -14,6 +14,7 @@
 //! - `query`: request types (scope, filters) and the storage port.
 //! - `report`: response types and the section builders.
 
+pub mod accounts;
 pub mod cost;
 pub mod model;
 pub mod monitoring;

@@ -654,6 +654,21 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
     /// The current prices.
     fn price_book(&self) -> impl Future<Output = Result<PriceBook, StoreError>> + Send;
 
+    /// Calls `each` for the events of `[from_ms, to_ms)` that carry any header
+    /// metadata (metadata JSON, quota recover time or used percent, plan type,
+    /// error kind or code, trace id), newest first, until `each` returns false.
+    fn header_events<F>(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        each: F,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send
+    where
+        F: FnMut(&RawEvent) -> bool + Send;
+
+    /// The highest stored event id (0 when there is none).
+    fn latest_event_id(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
     /// The newest `limit` events (for the CPA-compatible usage payload), newest first.
     fn newest_events(
         &self,
