@@ -10,7 +10,7 @@
 //! Dictionary texts, identities and the analytics-model map are immutable once
 //! written, so they are cached in memory and topped up incrementally by id.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use cpamp_domain::StoreError;
@@ -18,8 +18,8 @@ use cpamp_domain::analytics::cost::PriceBook;
 use cpamp_domain::analytics::cost::context_band;
 use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::query::{
-    AnalyticsStore, Cursor, EventPage, FineBlock, GroupRequest, GroupRow, Identity, Level,
-    RawEvent, SampleBlock, Scope, Text,
+    AnalyticsStore, Cursor, EventPage, Filters, FineBlock, GroupRequest, GroupRow, HeaderValues,
+    Identity, Level, RawEvent, SampleBlock, Scope, Text,
 };
 use cpamp_domain::analytics::time::{Bucketer, DAY_MS, Granularity, HOUR_MS, QUARTER_MS, Zone};
 use cpamp_domain::event::{TokenCounts, format_timestamp_ms};
@@ -997,6 +997,9 @@ impl<'r> RawFolder<'r> {
     }
 }
 
+/// Error kind, error code and plan type ids, and the trace id, of one event.
+type HeaderRow = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
+
 impl AnalyticsStore for SqliteStore {
     async fn groups(&self, request: GroupRequest) -> Result<Vec<GroupRow>, StoreError> {
         self.groups_inner(request).await
@@ -1089,6 +1092,66 @@ impl AnalyticsStore for SqliteStore {
                 return Ok(());
             }
         }
+    }
+
+    async fn header_values(&self, scope: Scope) -> Result<HeaderValues, StoreError> {
+        let mut connection = self.reader_connection().await?;
+        let mut sets: [BTreeSet<String>; 4] = Default::default();
+        if scope.level() == Level::Aggregate && scope.filters == Filters::default() {
+            // Time-only scope: one pass over the range, ids resolved from the cache.
+            let rows: Vec<HeaderRow> = sqlx::query_as(
+                "SELECT DISTINCT header_error_kind_id, header_error_code_id, header_quota_plan_type_id, \
+                 header_trace_id FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ? \
+                 AND (header_error_kind_id IS NOT NULL OR header_error_code_id IS NOT NULL \
+                 OR header_quota_plan_type_id IS NOT NULL OR coalesce(header_trace_id, '') <> '')",
+            )
+            .bind(scope.from_ms)
+            .bind(scope.to_ms)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(db("read header values"))?;
+            let state = lock_read(self.read_cache());
+            for (kind, code, plan, trace) in rows {
+                for (set, text) in sets.iter_mut().zip([
+                    state.text(kind).to_string(),
+                    state.text(code).to_string(),
+                    state.text(plan).to_string(),
+                    trace.unwrap_or_default(),
+                ]) {
+                    if !text.is_empty() {
+                        set.insert(text);
+                    }
+                }
+            }
+        } else {
+            self.raw_range(
+                &mut connection,
+                &scope,
+                scope.from_ms,
+                scope.to_ms,
+                |event| {
+                    for (set, text) in sets.iter_mut().zip([
+                        &*event.header_error_kind,
+                        &*event.header_error_code,
+                        &*event.header_quota_plan_type,
+                        event.header_trace_id.as_deref().unwrap_or(""),
+                    ]) {
+                        if !text.is_empty() && !set.contains(text) {
+                            set.insert(text.to_string());
+                        }
+                    }
+                },
+            )
+            .await?;
+        }
+        let [error_kinds, error_codes, quota_plans, trace_ids] =
+            sets.map(|set| set.into_iter().collect::<Vec<_>>());
+        Ok(HeaderValues {
+            error_kinds,
+            error_codes,
+            quota_plans,
+            trace_ids,
+        })
     }
 
     async fn latest_event_id(&self) -> Result<i64, StoreError> {

@@ -376,7 +376,7 @@ async fn header_snapshots_are_the_latest_header_event_per_credential() {
         }
     }
     let mut expected: Vec<&UsageEvent> = latest.into_values().collect();
-    expected.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+    expected.sort_by_key(|event| std::cmp::Reverse(event.timestamp_ms));
     assert!(
         expected.len() >= 6,
         "the seed must cover several credentials"
@@ -418,6 +418,27 @@ async fn header_snapshots_are_the_latest_header_event_per_credential() {
         expected[0].auth_index.clone().unwrap_or_default()
     );
 
+    // Filter options list the header values of the range, whatever the filters.
+    let mut scope = Scope::time_only(from, END_MS);
+    scope.filters.failed_only = true;
+    let include = Include {
+        filter_options: true,
+        ..Include::default()
+    };
+    let response = monitoring(&store, request(scope, "UTC", include))
+        .await
+        .expect("options");
+    let options = response.filter_options.expect("filter options");
+    let kinds: Vec<String> = events
+        .iter()
+        .filter(|event| event.timestamp_ms >= from && event.timestamp_ms < END_MS)
+        .filter_map(|event| event.header_error_kind.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(options.header_error_kinds, kinds);
+    assert!(options.header_error_codes.is_empty() && options.header_trace_ids.is_empty());
+
     let limited = header_snapshots(&store, END_MS, days, 3)
         .await
         .expect("limited");
@@ -450,7 +471,7 @@ async fn account_history_and_window_usage_match_the_events_of_the_credential() {
     let failures = mine.iter().filter(|event| event.failed).count() as i64;
     let tokens: i64 = mine.iter().map(|event| event.tokens.total).sum();
     let mut newest: Vec<&UsageEvent> = mine.clone();
-    newest.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+    newest.sort_by_key(|event| std::cmp::Reverse(event.timestamp_ms));
 
     let nobody = AccountTarget {
         auth_file_snapshot: "missing.json".into(),

@@ -794,9 +794,8 @@ pub async fn account_window_usage<S: AnalyticsStore>(
     let mut items = Vec::with_capacity(windows.len());
     for window in windows {
         let range = (window.from_ms, window.to_ms);
-        if !ranges.contains_key(&range) {
-            let rows = keyed_rows(store, window.from_ms, window.to_ms).await?;
-            ranges.insert(range, rows);
+        if let std::collections::hash_map::Entry::Vacant(slot) = ranges.entry(range) {
+            slot.insert(keyed_rows(store, window.from_ms, window.to_ms).await?);
         }
         let key = window.target.key();
         let mut totals = Totals::default();

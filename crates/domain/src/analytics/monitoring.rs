@@ -437,6 +437,14 @@ pub struct FilterOptions {
     pub project_ids: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request_types: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header_error_kinds: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header_error_codes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header_quota_plans: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header_trace_ids: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_count: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1904,7 +1912,14 @@ pub async fn monitoring<S: AnalyticsStore>(
         response.filter_options = Some(if include.filter_selectors {
             selectors(&rows)
         } else {
-            options(&book, &rows)
+            let mut options = options(&book, &rows);
+            drop(rows);
+            let headers = store.header_values(scope.base()).await?;
+            options.header_error_kinds = headers.error_kinds;
+            options.header_error_codes = headers.error_codes;
+            options.header_quota_plans = headers.quota_plans;
+            options.header_trace_ids = headers.trace_ids;
+            options
         });
     }
     if include.recent_failures > 0 {

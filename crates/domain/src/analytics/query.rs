@@ -611,6 +611,15 @@ pub struct FineBlock {
     pub tokens: i64,
 }
 
+/// Distinct, non-empty header values of a scope, each list sorted ascending.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderValues {
+    pub error_kinds: Vec<String>,
+    pub error_codes: Vec<String>,
+    pub quota_plans: Vec<String>,
+    pub trace_ids: Vec<String>,
+}
+
 /// Read side of the event store for analytics. Every method is a read; none blocks
 /// the writer (WAL readers).
 pub trait AnalyticsStore: Clone + Send + Sync + 'static {
@@ -665,6 +674,12 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send
     where
         F: FnMut(&RawEvent) -> bool + Send;
+
+    /// The distinct header values of the events of `scope`.
+    fn header_values(
+        &self,
+        scope: Scope,
+    ) -> impl Future<Output = Result<HeaderValues, StoreError>> + Send;
 
     /// The highest stored event id (0 when there is none).
     fn latest_event_id(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
