@@ -26,7 +26,7 @@ use cpamp_domain::event::{TokenCounts, format_timestamp_ms};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_samples};
+use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_pairs, decode_samples};
 use crate::{SqliteStore, error};
 
 /// In-memory copies of the immutable lookup tables.
@@ -657,6 +657,105 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Whole UTC days come from the per-day pair blobs (or, for days written
+    /// before those existed, the day's identity rollup); the partial days at the
+    /// edges and scopes that need more than time come from group rows.
+    async fn identity_models_inner(
+        &self,
+        scope: Scope,
+    ) -> Result<Vec<(Arc<Identity>, Text)>, StoreError> {
+        let mut pairs: HashSet<(i64, i64)> = HashSet::new();
+        let mut out: Vec<(Arc<Identity>, Text)> = Vec::new();
+        // Interned pointers identify equal identities and texts cheaply.
+        let mut seen: HashSet<(usize, usize)> = HashSet::new();
+        let mut push_rows = |rows: Vec<GroupRow>, out: &mut Vec<(Arc<Identity>, Text)>| {
+            for row in rows {
+                let Some(identity) = row.identity else {
+                    continue;
+                };
+                if seen.insert((
+                    Arc::as_ptr(&identity) as usize,
+                    Arc::as_ptr(&row.model).cast::<u8>() as usize,
+                )) {
+                    out.push((identity, row.model));
+                }
+            }
+        };
+        let (d0, d1) = (
+            ceil_to(scope.from_ms, DAY_MS),
+            floor_to(scope.to_ms, DAY_MS),
+        );
+        let time_only = scope.level() == Level::Aggregate && scope.filters == Filters::default();
+        if !time_only || d0 >= d1 {
+            let rows = self
+                .groups_inner(GroupRequest {
+                    scope,
+                    identity: true,
+                    timeline: None,
+                })
+                .await?;
+            push_rows(rows, &mut out);
+            return Ok(out);
+        }
+        for (from, to) in [(scope.from_ms, d0), (d1, scope.to_ms)] {
+            if from < to {
+                let rows = self
+                    .groups_inner(GroupRequest {
+                        scope: scope.with_range(from, to),
+                        identity: true,
+                        timeline: None,
+                    })
+                    .await?;
+                push_rows(rows, &mut out);
+            }
+        }
+        let mut connection = self.reader_connection().await?;
+        let mut cursor = d0;
+        loop {
+            let rows: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT d.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN d.entries END \
+                 FROM usage_rollup_ident_d d LEFT JOIN usage_rollup_pairs_d p ON p.bucket_ms = d.bucket_ms \
+                 WHERE d.bucket_ms >= ? AND d.bucket_ms < ? ORDER BY d.bucket_ms LIMIT {BLOB_CHUNK}"
+            )))
+            .bind(cursor)
+            .bind(d1)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(db("read identity model pairs"))?;
+            let Some(last) = rows.last().map(|row| row.0) else {
+                break;
+            };
+            let full = rows.len() as i64 == BLOB_CHUNK;
+            cursor = last + 1;
+            for (bucket, pair_blob, entry_blob) in &rows {
+                if let Some(blob) = pair_blob {
+                    decode_pairs(blob, |identity, model| {
+                        pairs.insert((identity, model));
+                    });
+                } else if let Some(blob) = entry_blob {
+                    decode_entries(*bucket, true, blob, |key, _| {
+                        pairs.insert((key.identity, key.model));
+                    });
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let state = lock_read(self.read_cache());
+        for (identity, model) in pairs {
+            let identity = state.identities.get(&identity).cloned().unwrap_or_default();
+            let model = state.text(Some(model));
+            if seen.insert((
+                Arc::as_ptr(&identity) as usize,
+                Arc::as_ptr(&model).cast::<u8>() as usize,
+            )) {
+                out.push((identity, model));
+            }
+        }
+        Ok(out)
+    }
+
     async fn samples_inner(&self, request: GroupRequest) -> Result<Vec<SampleBlock>, StoreError> {
         let scope = &request.scope;
         let mut connection = self.reader_connection().await?;
@@ -1003,6 +1102,13 @@ type HeaderRow = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
 impl AnalyticsStore for SqliteStore {
     async fn groups(&self, request: GroupRequest) -> Result<Vec<GroupRow>, StoreError> {
         self.groups_inner(request).await
+    }
+
+    async fn identity_models(
+        &self,
+        scope: Scope,
+    ) -> Result<Vec<(Arc<Identity>, Text)>, StoreError> {
+        self.identity_models_inner(scope).await
     }
 
     async fn samples(&self, request: GroupRequest) -> Result<Vec<SampleBlock>, StoreError> {

@@ -307,6 +307,22 @@ pub(crate) async fn flush(
             write_blob(connection, &table, *bucket, blob).await?;
         }
     }
+    // Which (identity, model) pairs each day holds, for filter selectors.
+    let day = LEVELS.len() - 1;
+    for (bucket, entries) in &identity[day] {
+        let mut pairs: std::collections::BTreeSet<(i64, i64)> = entries
+            .keys()
+            .map(|key| (key.identity, key.model))
+            .collect();
+        if let Some(existing) = read_blob(connection, "usage_rollup_pairs_d", *bucket).await? {
+            decode_pairs(&existing, |identity, model| {
+                pairs.insert((identity, model));
+            });
+        }
+        let mut blob = Vec::new();
+        encode_pairs(&pairs, &mut blob);
+        write_blob(connection, "usage_rollup_pairs_d", *bucket, blob).await?;
+    }
     for ((bucket, failed), (calls, tokens)) in fine {
         sqlx::query(
             "INSERT INTO usage_rollup_fine (bucket_ms, failed, calls, total_tokens) VALUES (?, ?, ?, ?) \
@@ -533,6 +549,25 @@ pub(crate) fn decode_samples(bytes: &[u8], mut each: impl FnMut(i64, i64, bool, 
             &latencies,
             &ttfts,
         );
+    }
+}
+
+/// Pair layout: (identity, model) as zigzag varints, in ascending order.
+pub(crate) fn encode_pairs(pairs: &std::collections::BTreeSet<(i64, i64)>, out: &mut Vec<u8>) {
+    for (identity, model) in pairs {
+        put(out, zigzag(*identity));
+        put(out, zigzag(*model));
+    }
+}
+
+/// Calls `each(identity, model)` for every pair of a blob written by [`encode_pairs`].
+pub(crate) fn decode_pairs(bytes: &[u8], mut each: impl FnMut(i64, i64)) {
+    let mut at = 0;
+    while at < bytes.len() {
+        let (Some(identity), Some(model)) = (take(bytes, &mut at), take(bytes, &mut at)) else {
+            return;
+        };
+        each(unzigzag(identity), unzigzag(model));
     }
 }
 

@@ -597,3 +597,90 @@ async fn account_history_and_window_usage_match_the_events_of_the_credential() {
     );
     assert_eq!(incomplete.sync_status, "empty");
 }
+
+#[tokio::test]
+async fn filter_selectors_list_the_models_and_identities_of_the_range() {
+    let (dir, store, events) = seeded(2_000).await;
+    // Partial days at both edges and two whole days in the middle.
+    let (from, to) = (
+        END_MS - 3 * DAY_MS - 5 * 3_600_000 - 17,
+        END_MS - 7 * 3_600_000 + 3,
+    );
+    let inside: Vec<&UsageEvent> = events
+        .iter()
+        .filter(|event| event.timestamp_ms >= from && event.timestamp_ms < to)
+        .collect();
+    let distinct = |values: Vec<String>| -> Vec<String> {
+        values
+            .into_iter()
+            .filter(|value| !value.is_empty())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let want_models = distinct(inside.iter().map(|event| analytics_of(event)).collect());
+    let want_files = distinct(
+        inside
+            .iter()
+            .map(|event| event.auth_file_snapshot.clone().unwrap_or_default())
+            .collect(),
+    );
+    let want_keys = distinct(
+        inside
+            .iter()
+            .map(|event| {
+                event
+                    .api_key_hash
+                    .clone()
+                    .unwrap_or_default()
+                    .to_lowercase()
+            })
+            .collect(),
+    );
+    let want_accounts = distinct(
+        inside
+            .iter()
+            .map(|event| event.account_snapshot.clone().unwrap_or_default())
+            .collect(),
+    );
+    let include = Include {
+        filter_options: true,
+        filter_selectors: true,
+        ..Include::default()
+    };
+    let check = |response: cpamp_domain::analytics::monitoring::MonitoringResponse| {
+        let options = response.filter_options.expect("selectors");
+        assert_eq!(options.models.as_deref(), Some(&want_models[..]));
+        assert_eq!(options.auth_files, want_files);
+        assert_eq!(options.api_key_hashes.as_deref(), Some(&want_keys[..]));
+        assert_eq!(options.accounts.as_deref(), Some(&want_accounts[..]));
+        assert_eq!(options.account_count, Some(want_accounts.len() as i64));
+    };
+    let response = monitoring(
+        &store,
+        request(Scope::time_only(from, to), "UTC", include.clone()),
+    )
+    .await
+    .expect("selectors");
+    check(response);
+
+    // Days written before the pair table existed are read from the identity rollup.
+    store.close().await;
+    let url = format!("sqlite://{}", dir.path().join("cpamp.db").display());
+    let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("connect");
+    let removed = sqlx::query("DELETE FROM usage_rollup_pairs_d")
+        .execute(&mut connection)
+        .await
+        .expect("delete pairs");
+    assert!(removed.rows_affected() >= 4);
+    drop(connection);
+    let store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
+        .await
+        .expect("reopen");
+    let response = monitoring(&store, request(Scope::time_only(from, to), "UTC", include))
+        .await
+        .expect("selectors from identity rollups");
+    check(response);
+}

@@ -332,12 +332,12 @@ async fn keyed_rows<S: AnalyticsStore>(
             timeline: None,
         })
         .await?;
-    let mut keys: HashMap<*const Identity, String> = HashMap::new();
+    let mut keys: HashMap<usize, String> = HashMap::new();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let key = match &row.identity {
             Some(identity) => keys
-                .entry(Arc::as_ptr(identity))
+                .entry(Arc::as_ptr(identity) as usize)
                 .or_insert_with(|| AccountTarget::of_identity(identity).key())
                 .clone(),
             None => String::new(),
@@ -478,13 +478,13 @@ pub async fn account_history<S: AnalyticsStore>(
             timeline: Some((super::time::Zone::utc(), super::time::Granularity::Hour)),
         })
         .await?;
-    let mut row_keys: HashMap<*const Identity, String> = HashMap::new();
+    let mut row_keys: HashMap<usize, String> = HashMap::new();
     for row in &rows {
         let Some(identity) = &row.identity else {
             continue;
         };
         let key = row_keys
-            .entry(Arc::as_ptr(identity))
+            .entry(Arc::as_ptr(identity) as usize)
             .or_insert_with(|| AccountTarget::of_identity(identity).key());
         if let Some(total) = totals.get_mut(key.as_str()) {
             total.add(&book, row);

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::cost::{PriceBook, add_cost};
 use super::query::{
-    AnalyticsStore, Cursor, GroupRequest, GroupRow, Identity, RawEvent, SampleBlock, Scope,
+    AnalyticsStore, Cursor, GroupRequest, GroupRow, Identity, RawEvent, SampleBlock, Scope, Text,
 };
 use super::report::{
     QueryError, RecentFailure, recent_failure_item, response_metadata, row_cost_pub as row_cost,
@@ -1183,9 +1183,9 @@ fn sorted_distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
-fn selectors(rows: &[GroupRow]) -> FilterOptions {
-    let identities = || rows.iter().filter_map(|row| row.identity.as_deref());
-    let models = sorted_distinct(rows.iter().map(|row| &*row.model));
+fn selectors(pairs: &[(Arc<Identity>, Text)]) -> FilterOptions {
+    let identities = || pairs.iter().map(|(identity, _)| &**identity);
+    let models = sorted_distinct(pairs.iter().map(|(_, model)| &**model));
     let api_key_hashes: Vec<String> = identities()
         .map(|identity| identity.api_key_hash.to_lowercase())
         .filter(|hash| !hash.is_empty())
@@ -1194,10 +1194,7 @@ fn selectors(rows: &[GroupRow]) -> FilterOptions {
         .collect();
     let mut accounts: BTreeMap<String, GroupAcc> = BTreeMap::new();
     let mut api_key_ids: BTreeSet<String> = BTreeSet::new();
-    for row in rows {
-        let Some(identity) = &row.identity else {
-            continue;
-        };
+    for (identity, _) in pairs {
         let entry = accounts.entry(account_id(identity)).or_default();
         // Identity only: no counts.
         if entry.first.is_none() {
@@ -1900,7 +1897,10 @@ pub async fn monitoring<S: AnalyticsStore>(
             );
         }
     }
-    if include.filter_selectors || include.filter_options {
+    if include.filter_selectors {
+        let pairs = store.identity_models(scope.base()).await?;
+        response.filter_options = Some(selectors(&pairs));
+    } else if include.filter_options {
         let base = scope.base();
         let rows = store
             .groups(GroupRequest {
@@ -1909,9 +1909,7 @@ pub async fn monitoring<S: AnalyticsStore>(
                 timeline: None,
             })
             .await?;
-        response.filter_options = Some(if include.filter_selectors {
-            selectors(&rows)
-        } else {
+        response.filter_options = Some({
             let mut options = options(&book, &rows);
             drop(rows);
             let headers = store.header_values(scope.base()).await?;

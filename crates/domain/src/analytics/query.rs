@@ -629,6 +629,13 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
         request: GroupRequest,
     ) -> impl Future<Output = Result<Vec<GroupRow>, StoreError>> + Send;
 
+    /// Every distinct (identity, analytics model) pair of the events of `scope`,
+    /// without sums: what filter selectors are made of.
+    fn identity_models(
+        &self,
+        scope: Scope,
+    ) -> impl Future<Output = Result<Vec<(Arc<Identity>, Text)>, StoreError>> + Send;
+
     /// Latency/TTFT samples of the events of `request.scope` (identity is ignored).
     fn samples(
         &self,
