@@ -63,6 +63,51 @@ pub fn nearest_rank(values: &mut [u32], percentile: f64) -> Option<i64> {
     Some(i64::from(*value))
 }
 
+/// [`nearest_rank`] over the positive values of several slices taken together,
+/// without copying them into one buffer: a two-pass radix select (high 16 bits,
+/// then low 16 bits of the value), so memory stays at two small histograms
+/// whatever the number of values.
+pub fn nearest_rank_in(slices: &[&[u32]], percentile: f64) -> Option<i64> {
+    let values = || {
+        slices
+            .iter()
+            .flat_map(|slice| slice.iter().copied())
+            .filter(|v| *v > 0)
+    };
+    let mut high = vec![0_u64; 1 << 16];
+    let mut positive: u64 = 0;
+    for value in values() {
+        high[(value >> 16) as usize] += 1;
+        positive += 1;
+    }
+    if positive == 0 {
+        return None;
+    }
+    // 1-based nearest rank, as in `nearest_rank`.
+    let rank = ((percentile * positive as f64).ceil() as u64).clamp(1, positive);
+    let mut below = 0;
+    let mut top = 0_u32;
+    for (index, count) in high.iter().enumerate() {
+        if below + count >= rank {
+            top = index as u32;
+            break;
+        }
+        below += count;
+    }
+    let mut low = high;
+    low.iter_mut().for_each(|count| *count = 0);
+    for value in values().filter(|value| value >> 16 == top) {
+        low[(value & 0xffff) as usize] += 1;
+    }
+    for (index, count) in low.iter().enumerate() {
+        if below + count >= rank {
+            return Some(i64::from((top << 16) | index as u32));
+        }
+        below += count;
+    }
+    None
+}
+
 /// Token sums and counts of one group of events. Every field is a plain sum, so
 /// groups merge by addition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,6 +188,41 @@ pub fn ratio(numerator: f64, denominator: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_rank_in_slices_equals_nearest_rank_of_their_concatenation() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..40 {
+            let parts: Vec<Vec<u32>> = (0..(round % 5 + 1))
+                .map(|_| {
+                    (0..(next() % 300))
+                        .map(|_| match next() % 4 {
+                            0 => 0,
+                            1 => (next() % 70_000) as u32,
+                            2 => (next() % 200) as u32,
+                            _ => next() as u32,
+                        })
+                        .collect()
+                })
+                .collect();
+            let slices: Vec<&[u32]> = parts.iter().map(Vec::as_slice).collect();
+            let mut all: Vec<u32> = parts.concat();
+            for percentile in [0.5, 0.95, 0.99, 1.0, 0.0001] {
+                assert_eq!(
+                    nearest_rank_in(&slices, percentile),
+                    nearest_rank(&mut all, percentile),
+                    "round {round}, p {percentile}"
+                );
+            }
+        }
+        assert_eq!(nearest_rank_in(&[&[0, 0], &[]], 0.95), None);
+    }
 
     #[test]
     fn nearest_rank_p95_ignores_non_positive_values() {

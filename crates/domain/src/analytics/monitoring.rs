@@ -13,7 +13,7 @@ use super::report::{
     QueryError, RecentFailure, recent_failure_item, response_metadata, row_cost_pub as row_cost,
 };
 use super::time::{DAY_MS, Granularity, HOUR_MS, MINUTE_MS, Zone};
-use super::{Metrics, nearest_rank, ratio};
+use super::{Metrics, nearest_rank, nearest_rank_in, ratio};
 
 fn is_empty_str(value: &str) -> bool {
     value.is_empty()
@@ -1631,8 +1631,12 @@ pub async fn monitoring<S: AnalyticsStore>(
             Ok(Vec::new())
         }
     };
-    let (main_rows, identity_rows, mut samples) =
-        futures_util::future::try_join3(main_rows, identity_rows, samples).await?;
+    // One after the other: run at once, the three reads' transient buffers (blob
+    // chunks, merge maps, page caches of three connections) peak together, and
+    // memory is the scarcer resource on the small hosts this runs on.
+    let main_rows = main_rows.await?;
+    let identity_rows = identity_rows.await?;
+    let samples = samples.await?;
 
     let totals = {
         let mut acc = Acc {
@@ -1656,20 +1660,14 @@ pub async fn monitoring<S: AnalyticsStore>(
         let m = totals.metrics;
         let (mut p95_latency, mut p95_ttft, mut p50, mut p99) = (None, None, None, None);
         if full || include.percentiles {
-            // The timeline already took its per-bucket percentiles; move the samples
-            // out block by block so they are never held twice.
-            let mut latencies: Vec<u32> = Vec::new();
-            let mut ttfts: Vec<u32> = Vec::new();
-            for block in &mut samples {
-                latencies.append(&mut block.latencies);
-                block.latencies.shrink_to_fit();
-                ttfts.append(&mut block.ttfts);
-                block.ttfts.shrink_to_fit();
-            }
-            p95_latency = nearest_rank(&mut latencies, 0.95);
-            p50 = nearest_rank(&mut latencies, 0.50);
-            p99 = nearest_rank(&mut latencies, 0.99);
-            p95_ttft = nearest_rank(&mut ttfts, 0.95);
+            // Selected across the blocks in place: the samples are never copied
+            // into one buffer, which would double them in memory.
+            let latencies: Vec<&[u32]> = samples.iter().map(|b| b.latencies.as_slice()).collect();
+            let ttfts: Vec<&[u32]> = samples.iter().map(|b| b.ttfts.as_slice()).collect();
+            p95_latency = nearest_rank_in(&latencies, 0.95);
+            p50 = nearest_rank_in(&latencies, 0.50);
+            p99 = nearest_rank_in(&latencies, 0.99);
+            p95_ttft = nearest_rank_in(&ttfts, 0.95);
         }
         let mut summary = Summary {
             total_calls: m.calls,
