@@ -712,7 +712,7 @@ impl SqliteStore {
         let mut connection = self.reader_connection().await?;
         let mut cursor = d0;
         loop {
-            let rows: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            let rows: Vec<PairRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT d.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN d.entries END \
                  FROM usage_rollup_ident_d d LEFT JOIN usage_rollup_pairs_d p ON p.bucket_ms = d.bucket_ms \
                  WHERE d.bucket_ms >= ? AND d.bucket_ms < ? ORDER BY d.bucket_ms LIMIT {BLOB_CHUNK}"
@@ -1095,6 +1095,9 @@ impl<'r> RawFolder<'r> {
         }
     }
 }
+
+/// A day's bucket, its pair blob, and its identity rollup when it has no pair blob.
+type PairRow = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Error kind, error code and plan type ids, and the trace id, of one event.
 type HeaderRow = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
