@@ -108,46 +108,39 @@ fn main() -> ExitCode {
 }
 
 fn serve() -> ExitCode {
-    let settings = match config::load(&config::Sources::from_process(true)) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("cpamp-server: {error:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    telemetry::init(settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!("start runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        // Install the signal handlers before announcing readiness.
-        let shutdown = startup::shutdown_signal();
-        let application = startup::Application::build(settings).await?;
-        application.run_until_stopped(shutdown).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_server(
+        "cpamp-server",
+        config::Sources::from_process(true),
+        |settings| async move {
+            // Install the signal handlers before announcing readiness.
+            let shutdown = startup::shutdown_signal();
+            let application = startup::Application::build(settings).await?;
+            application.run_until_stopped(shutdown).await
+        },
+    )
 }
 
 fn demo() -> ExitCode {
     let mut sources = config::Sources::from_process(false);
     demo::use_demo_data_dir(&mut sources);
+    run_server("cpamp-server demo", sources, |settings| async move {
+        // Install the signal handlers before announcing readiness.
+        let shutdown = startup::shutdown_signal();
+        demo::run(settings, shutdown).await
+    })
+}
+
+/// Loads settings, installs tracing, and runs `body` on a multi-threaded runtime;
+/// any error is reported on stderr (before tracing exists) or in the log.
+fn run_server<Body, Run>(label: &str, sources: config::Sources, body: Body) -> ExitCode
+where
+    Body: FnOnce(config::Settings) -> Run,
+    Run: std::future::Future<Output = anyhow::Result<()>>,
+{
     let settings = match config::load(&sources) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("cpamp-server demo: {error:#}");
+            eprintln!("{label}: {error:#}");
             return ExitCode::FAILURE;
         }
     };
@@ -162,12 +155,7 @@ fn demo() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        // Install the signal handlers before announcing readiness.
-        let shutdown = startup::shutdown_signal();
-        demo::run(settings, shutdown).await
-    });
-    match result {
+    match runtime.block_on(body(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
