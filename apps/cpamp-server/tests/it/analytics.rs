@@ -459,6 +459,8 @@ fn header_snapshots_account_history_and_window_usage_through_the_binary() {
     assert_eq!(item["first_seen_ms"], old_ms);
     assert_eq!(item["last_seen_ms"], new_ms);
     assert_eq!(item["sync_status"], "ready");
+    // No prices are stored: the cost is unknown, never 0.
+    assert_eq!(item["total_cost"], serde_json::Value::Null);
     assert_eq!(item["latest_request"]["fail_status_code"], 429);
     assert_eq!(item["recent_requests"].as_array().map(Vec::len), Some(2));
     assert_eq!(history["checkpoint"]["latest_id"], 2);
@@ -481,6 +483,7 @@ fn header_snapshots_account_history_and_window_usage_through_the_binary() {
     assert_eq!(window["period"], "current");
     assert_eq!(window["scope_match_status"], "complete");
     assert_eq!(window["last_seen_ms"], old_ms);
+    assert_eq!(window["total_cost"], serde_json::Value::Null);
 
     for (path, body) in [
         ("account-history", r#"{"accounts":[]}"#),

@@ -399,7 +399,8 @@ pub struct HistoryItem {
     pub success_calls: i64,
     pub failure_calls: i64,
     pub total_tokens: i64,
-    pub total_cost: f64,
+    /// `null` when a matching request's model has no price (unknown, never 0).
+    pub total_cost: Option<f64>,
     pub success_rate: Option<f64>,
     pub first_seen_ms: Option<i64>,
     pub last_seen_ms: Option<i64>,
@@ -429,14 +430,27 @@ fn request_item(event: &RawEvent) -> HistoryRequestItem {
     }
 }
 
-#[derive(Default)]
 struct Totals {
     calls: i64,
     failures: i64,
     tokens: i64,
-    cost: f64,
+    /// `None` once any row had no price: the sum is then unknown.
+    cost: Option<f64>,
     first_block: Option<i64>,
     last_seen: Option<i64>,
+}
+
+impl Default for Totals {
+    fn default() -> Totals {
+        Totals {
+            calls: 0,
+            failures: 0,
+            tokens: 0,
+            cost: Some(0.0),
+            first_block: None,
+            last_seen: None,
+        }
+    }
 }
 
 impl Totals {
@@ -444,7 +458,10 @@ impl Totals {
         self.calls += row.metrics.calls;
         self.failures += row.metrics.failures;
         self.tokens += row.metrics.total;
-        self.cost += row_cost_pub(book, row).unwrap_or(0.0);
+        self.cost = match (self.cost, row_cost_pub(book, row)) {
+            (Some(sum), Some(cost)) => Some(sum + cost),
+            _ => None,
+        };
         self.first_block = Some(
             self.first_block
                 .map_or(row.bucket_ms, |b| b.min(row.bucket_ms)),
@@ -767,7 +784,8 @@ pub struct WindowItem {
     pub success_calls: i64,
     pub failure_calls: i64,
     pub total_tokens: i64,
-    pub total_cost: f64,
+    /// `null` when a matching request's model has no price (unknown, never 0).
+    pub total_cost: Option<f64>,
     pub success_rate: Option<f64>,
     pub last_seen_ms: Option<i64>,
     pub sync_status: &'static str,
