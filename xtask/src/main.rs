@@ -7,6 +7,7 @@
 
 mod bench;
 mod deps;
+mod tidy;
 
 use std::process::ExitCode;
 
