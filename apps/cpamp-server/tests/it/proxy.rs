@@ -213,12 +213,43 @@ fn an_unreachable_cpa_is_a_502_naming_it_and_no_setup_is_a_428() {
     assert_eq!(response.status(), 428);
     let body: Value = response.json().expect("json");
     assert_eq!(body["code"], "usage_service_not_configured");
-    assert_eq!(
-        client()
-            .get(server.url("/v1/models"))
-            .send()
-            .expect("models")
-            .status(),
-        428
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|message| message.contains("/management.html")),
+        "{body}"
     );
+    // Every proxied endpoint, whatever the method, says the same before setup.
+    for (method, path) in [
+        ("GET", "/v0/management/auth-files"),
+        ("PUT", "/v0/management/usage-statistics-enabled"),
+        ("PATCH", "/v0/management/auth-files/status"),
+        ("DELETE", "/v0/management/api-keys?index=0"),
+        ("POST", "/v0/management/api-call"),
+        ("GET", "/v0/management/latest-version"),
+    ] {
+        let response = client()
+            .request(method.parse().expect("method"), server.url(path))
+            .bearer_auth(ADMIN)
+            .body("{}")
+            .send()
+            .expect("proxy");
+        assert_eq!(response.status(), 428, "{method} {path}");
+        let body: Value = response.json().expect("json");
+        assert_eq!(
+            body["code"], "usage_service_not_configured",
+            "{method} {path}"
+        );
+    }
+    for path in ["/v1/models", "/models"] {
+        assert_eq!(
+            client()
+                .get(server.url(path))
+                .send()
+                .expect("models")
+                .status(),
+            428,
+            "{path}"
+        );
+    }
 }
