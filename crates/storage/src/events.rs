@@ -20,22 +20,47 @@ impl EventSink for SqliteStore {
         if batch.events.is_empty() && batch.dead_letters.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        let mut transaction = self
+        let mut connection = self
             .writer()
-            .begin()
+            .acquire()
             .await
             .map_err(|error| error::map(error, "begin batch"))?;
         let mut stage = DimStage::default();
-        let outcome = write_batch(self, &mut transaction, &mut stage, &batch)
-            .await
-            .map_err(|error| error::map(error, "store batch"))?;
-        transaction
-            .commit()
-            .await
-            .map_err(|error| error::map(error, "commit batch"))?;
-        self.dims().commit(stage);
-        Ok(outcome)
+        let result = store_in_transaction(self, &mut connection, &mut stage, &batch).await;
+        match result {
+            Ok(outcome) => {
+                self.dims().commit(stage);
+                Ok(outcome)
+            }
+            Err(error) => {
+                // A failed COMMIT (IO error, disk full, read-only file) can leave
+                // SQLite's transaction open on this connection; reusing it would
+                // silently nest every later batch inside a transaction that never
+                // commits. Close it instead: the pool opens a fresh one next time.
+                connection.close_on_drop();
+                Err(error)
+            }
+        }
     }
+}
+
+async fn store_in_transaction(
+    store: &SqliteStore,
+    connection: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    stage: &mut DimStage,
+    batch: &IngestBatch,
+) -> Result<BatchOutcome, StoreError> {
+    let mut transaction = sqlx::Connection::begin(&mut **connection)
+        .await
+        .map_err(|error| error::map(error, "begin batch"))?;
+    let outcome = write_batch(store, &mut transaction, stage, batch)
+        .await
+        .map_err(|error| error::map(error, "store batch"))?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| error::map(error, "commit batch"))?;
+    Ok(outcome)
 }
 
 /// Rows per multi-row `INSERT`: statements are the expensive unit with sqlx, and

@@ -192,3 +192,82 @@ async fn a_batch_that_cannot_be_written_stores_nothing_and_can_be_retried() {
     assert_eq!(store.counts().await.expect("counts").events, 3);
     store.close().await;
 }
+
+/// Makes files immutable (writes fail even for root, as on a read-only mount) until dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(paths: Vec<std::path::PathBuf>) -> Immutable {
+        for path in &paths {
+            let status = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status();
+            assert!(
+                status.is_ok_and(|status| status.success()),
+                "`chattr +i {}` failed: this test needs e2fsprogs' chattr on a filesystem with the immutable flag",
+                path.display()
+            );
+        }
+        Immutable(paths)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(path)
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_on_a_read_only_file_is_not_reported_as_stored_later() {
+    use sqlx::Connection;
+
+    let directory = tempfile::tempdir().expect("temp dir");
+    let path = directory.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    store
+        .store_batch(batch(vec![event("a", 1, 1_000_000)], vec![]))
+        .await
+        .expect("seed");
+
+    let wal = directory.path().join("usage.sqlite-wal");
+    let refused = batch(
+        vec![event("b", 2, 2_000_000), event("c", 3, 3_000_000)],
+        vec![],
+    );
+    {
+        let _read_only = Immutable::set(vec![wal.clone(), path.clone()]);
+        let error = store
+            .store_batch(refused.clone())
+            .await
+            .expect_err("read-only files");
+        assert!(cpamp_storage::is_unavailable(&error), "{error}");
+    }
+
+    // Writable again: later batches and the retried one must really be on disk.
+    let later = store
+        .store_batch(batch(vec![event("d", 4, 4_000_000)], vec![]))
+        .await
+        .expect("later batch");
+    assert_eq!(later.inserted, 1);
+    let retried = store.store_batch(refused).await.expect("retry");
+    assert_eq!(retried.inserted, 2);
+
+    let mut fresh = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("fresh connection");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_events")
+        .fetch_one(&mut fresh)
+        .await
+        .expect("count");
+    assert_eq!(rows, 4, "rows another connection sees");
+    assert_eq!(store.counts().await.expect("counts").events, 4);
+    fresh.close().await.expect("close");
+    store.close().await;
+}

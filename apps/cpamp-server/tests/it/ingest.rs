@@ -109,6 +109,73 @@ fn locked_database_during_ingest_loses_nothing() {
     assert!(server.terminate().success());
 }
 
+/// The database files become read-only during ingest (immutable, so even root cannot
+/// write, as on a read-only mount) and writable again: every popped event is stored,
+/// and nothing is reported as stored that is not on disk.
+#[test]
+fn read_only_database_files_during_ingest_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cpa = LiveCpa::start(|_| {});
+    let server = start_server(&dir, &cpa, "subscribe", &[]);
+    let db = db_path(dir.path());
+    let mut emitted: Vec<EmittedEvent> = cpa.emit(300);
+    assert!(
+        wait_until(STORE_TIMEOUT, || stored_total(&db) == 300),
+        "first events not stored; log:\n{}",
+        server.log_text()
+    );
+
+    let files = ["usage.sqlite", "usage.sqlite-wal", "usage.sqlite-shm"]
+        .map(|name| dir.path().join(name))
+        .to_vec();
+    let read_only = Immutable::set(files);
+    emitted.extend(cpa.emit_bursts(600, 200, Duration::from_millis(100)));
+    assert!(
+        server.wait_for_log("storing a batch failed", Duration::from_secs(15)),
+        "the store never reported the read-only files; log:\n{}",
+        server.log_text()
+    );
+    assert_eq!(stored_total(&db), 300, "nothing commits to read-only files");
+    drop(read_only);
+
+    emitted.extend(cpa.emit(300));
+    assert_stored_exactly_once(&db, &expected_counts(&emitted), STORE_TIMEOUT, || {
+        server.log_text()
+    });
+    assert!(server.terminate().success());
+}
+
+/// Makes files immutable until dropped (writes fail even for root).
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(paths: Vec<std::path::PathBuf>) -> Immutable {
+        for path in &paths {
+            let status = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status();
+            assert!(
+                status.is_ok_and(|status| status.success()),
+                "`chattr +i {}` failed: this test needs e2fsprogs' chattr on a filesystem with the immutable flag",
+                path.display()
+            );
+        }
+        Immutable(paths)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(path)
+                .status();
+        }
+    }
+}
+
 /// CPA restarts mid-stream (its queue is lost, as with a real restart): the collector
 /// reconnects and stores everything emitted before the stop and after the restart.
 fn cpa_restart_is_survived(mode: &str) {
