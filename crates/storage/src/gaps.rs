@@ -16,32 +16,28 @@ impl GapStore for SqliteStore {
         detail: &str,
     ) -> Result<i64, StoreError> {
         let detail = truncate(detail, DETAIL_LIMIT);
-        let mut transaction = self
-            .writer()
-            .begin()
-            .await
-            .map_err(|error| error::map(error, "begin gap"))?;
-        let open: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM collection_gaps WHERE end_ms IS NULL")
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(|error| error::map(error, "read open gap"))?;
-        let id = match open {
+        // Single autocommit statements, no explicit transaction: gaps are opened
+        // exactly when writes are failing, and a statement that fails is rolled back
+        // by SQLite itself, leaving nothing open on the shared writer connection.
+        // Only the gap tracker opens gaps, so nothing else can interleave.
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO collection_gaps (start_ms, end_ms, cause, detail) \
+             SELECT ?, NULL, ?, ? WHERE NOT EXISTS (SELECT 1 FROM collection_gaps WHERE end_ms IS NULL) \
+             RETURNING id",
+        )
+        .bind(start_ms)
+        .bind(cause.as_str())
+        .bind(detail)
+        .fetch_optional(self.writer())
+        .await
+        .map_err(|error| error::map(error, "open gap"))?;
+        let id = match inserted {
             Some(id) => id,
-            None => sqlx::query_scalar(
-                "INSERT INTO collection_gaps (start_ms, end_ms, cause, detail) VALUES (?, NULL, ?, ?) RETURNING id",
-            )
-            .bind(start_ms)
-            .bind(cause.as_str())
-            .bind(detail)
-            .fetch_one(&mut *transaction)
-            .await
-            .map_err(|error| error::map(error, "open gap"))?,
+            None => sqlx::query_scalar("SELECT id FROM collection_gaps WHERE end_ms IS NULL")
+                .fetch_one(self.writer())
+                .await
+                .map_err(|error| error::map(error, "read open gap"))?,
         };
-        transaction
-            .commit()
-            .await
-            .map_err(|error| error::map(error, "commit gap"))?;
         Ok(id)
     }
 
