@@ -193,37 +193,6 @@ async fn a_batch_that_cannot_be_written_stores_nothing_and_can_be_retried() {
     store.close().await;
 }
 
-/// Makes files immutable (writes fail even for root, as on a read-only mount) until dropped.
-struct Immutable(Vec<std::path::PathBuf>);
-
-impl Immutable {
-    fn set(paths: Vec<std::path::PathBuf>) -> Immutable {
-        for path in &paths {
-            let status = std::process::Command::new("chattr")
-                .arg("+i")
-                .arg(path)
-                .status();
-            assert!(
-                status.is_ok_and(|status| status.success()),
-                "`chattr +i {}` failed: this test needs e2fsprogs' chattr on a filesystem with the immutable flag",
-                path.display()
-            );
-        }
-        Immutable(paths)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::process::Command::new("chattr")
-                .arg("-i")
-                .arg(path)
-                .status();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_commit_that_fails_on_a_read_only_file_is_not_reported_as_stored_later() {
     use sqlx::Connection;
@@ -242,7 +211,7 @@ async fn a_commit_that_fails_on_a_read_only_file_is_not_reported_as_stored_later
         vec![],
     );
     {
-        let _read_only = Immutable::set(vec![wal.clone(), path.clone()]);
+        let _read_only = cpamp_testkit::ReadOnlyFiles::set(vec![wal.clone(), path.clone()]);
         let error = store
             .store_batch(refused.clone())
             .await

@@ -26,6 +26,7 @@
 
 pub mod auth;
 pub mod events;
+mod files;
 mod http;
 pub mod queue;
 mod resp;
@@ -42,6 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use events::{Account, EmittedEvent, EventGenerator};
+pub use files::ReadOnlyFiles;
 
 /// How the fake behaves. Start from [`FakeCpaOptions::new`] and adjust fields.
 #[derive(Debug, Clone)]

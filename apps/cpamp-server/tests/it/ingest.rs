@@ -128,7 +128,7 @@ fn read_only_database_files_during_ingest_lose_nothing() {
     let files = ["usage.sqlite", "usage.sqlite-wal", "usage.sqlite-shm"]
         .map(|name| dir.path().join(name))
         .to_vec();
-    let read_only = Immutable::set(files);
+    let read_only = cpamp_testkit::ReadOnlyFiles::set(files);
     emitted.extend(cpa.emit_bursts(600, 200, Duration::from_millis(100)));
     assert!(
         server.wait_for_log("storing a batch failed", Duration::from_secs(15)),
@@ -143,37 +143,6 @@ fn read_only_database_files_during_ingest_lose_nothing() {
         server.log_text()
     });
     assert!(server.terminate().success());
-}
-
-/// Makes files immutable until dropped (writes fail even for root).
-struct Immutable(Vec<std::path::PathBuf>);
-
-impl Immutable {
-    fn set(paths: Vec<std::path::PathBuf>) -> Immutable {
-        for path in &paths {
-            let status = std::process::Command::new("chattr")
-                .arg("+i")
-                .arg(path)
-                .status();
-            assert!(
-                status.is_ok_and(|status| status.success()),
-                "`chattr +i {}` failed: this test needs e2fsprogs' chattr on a filesystem with the immutable flag",
-                path.display()
-            );
-        }
-        Immutable(paths)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::process::Command::new("chattr")
-                .arg("-i")
-                .arg(path)
-                .status();
-        }
-    }
 }
 
 /// CPA restarts mid-stream (its queue is lost, as with a real restart): the collector

@@ -1290,50 +1290,26 @@ fn group_timeline(
             ])
             .unwrap_or("")
             .to_string();
+            // API-key timelines carry no credential details.
+            let identity_text = |value: &str| {
+                if api_keys {
+                    String::new()
+                } else {
+                    value.to_string()
+                }
+            };
             let point = GroupTimelinePoint {
                 id: (!api_keys).then(|| group.clone()),
                 label: (!api_keys).then_some(label),
                 api_key_hash: api_keys.then(|| group.clone()),
-                auth_file_snapshot: if api_keys {
-                    String::new()
-                } else {
-                    identity.auth_file.to_string()
-                },
-                auth_index: if api_keys {
-                    String::new()
-                } else {
-                    identity.auth_index.to_string()
-                },
-                source: if api_keys {
-                    String::new()
-                } else {
-                    identity.source.to_string()
-                },
-                source_hash: if api_keys {
-                    String::new()
-                } else {
-                    identity.source_hash.to_string()
-                },
-                account_snapshot: if api_keys {
-                    String::new()
-                } else {
-                    identity.account.to_string()
-                },
-                auth_label_snapshot: if api_keys {
-                    String::new()
-                } else {
-                    identity.auth_label.to_string()
-                },
-                auth_provider_snapshot: if api_keys {
-                    String::new()
-                } else {
-                    identity.effective_provider().to_string()
-                },
-                auth_project_id_snapshot: if api_keys {
-                    String::new()
-                } else {
-                    identity.auth_project.to_string()
-                },
+                auth_file_snapshot: identity_text(&identity.auth_file),
+                auth_index: identity_text(&identity.auth_index),
+                source: identity_text(&identity.source),
+                source_hash: identity_text(&identity.source_hash),
+                account_snapshot: identity_text(&identity.account),
+                auth_label_snapshot: identity_text(&identity.auth_label),
+                auth_provider_snapshot: identity_text(identity.effective_provider()),
+                auth_project_id_snapshot: identity_text(&identity.auth_project),
                 bucket_ms,
                 bucket_label: zone.label(granularity, bucket_ms),
                 calls: m.calls,
