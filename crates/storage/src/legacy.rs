@@ -367,9 +367,7 @@ impl SqliteStore {
         transaction
             .commit()
             .await
-            .map_err(|error| error::map(error, "commit adoption"))?;
-        tracing::info!("adopted every event of the Go database");
-        Ok(())
+            .map_err(|error| error::map(error, "commit adoption"))
     }
 }
 

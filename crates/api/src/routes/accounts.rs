@@ -23,39 +23,24 @@ use crate::error::ApiError;
 use crate::state::{AppState, Store};
 
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
-    let not_allowed = || {
-        web::to(|_auth: AdminAuth| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) })
+    // Each path answers with and without a trailing slash; other methods get 405
+    // after auth, as in Go.
+    let mut register = |path: &str, route: fn() -> actix_web::Route| {
+        for path in [path.to_string(), format!("{path}/")] {
+            config.service(web::resource(path).route(route()).default_service(web::to(
+                |_auth: AdminAuth| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) },
+            )));
+        }
     };
-    for path in [
-        "/v0/management/monitoring/header-snapshots",
-        "/v0/management/monitoring/header-snapshots/",
-    ] {
-        config.service(
-            web::resource(path)
-                .route(web::get().to(snapshots::<S>))
-                .default_service(not_allowed()),
-        );
-    }
-    for path in [
-        "/v0/management/monitoring/account-history",
-        "/v0/management/monitoring/account-history/",
-    ] {
-        config.service(
-            web::resource(path)
-                .route(web::post().to(history::<S>))
-                .default_service(not_allowed()),
-        );
-    }
-    for path in [
-        "/v0/management/monitoring/account-window-usage",
-        "/v0/management/monitoring/account-window-usage/",
-    ] {
-        config.service(
-            web::resource(path)
-                .route(web::post().to(window_usage::<S>))
-                .default_service(not_allowed()),
-        );
-    }
+    register("/v0/management/monitoring/header-snapshots", || {
+        web::get().to(snapshots::<S>)
+    });
+    register("/v0/management/monitoring/account-history", || {
+        web::post().to(history::<S>)
+    });
+    register("/v0/management/monitoring/account-window-usage", || {
+        web::post().to(window_usage::<S>)
+    });
 }
 
 /// A non-negative integer query parameter with a default and a maximum.
