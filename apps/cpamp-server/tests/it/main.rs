@@ -6,6 +6,7 @@ mod auth;
 mod enrichment;
 mod ingest;
 mod metrics;
+mod owned_routes;
 mod process;
 mod proxy;
 mod reset_key;
