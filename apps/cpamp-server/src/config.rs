@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use config::{Config, File, FileFormat};
+use cpamp_api::state::{AutomationStartup, StartupSwitch};
 use cpamp_domain::Secret;
 use serde::Deserialize;
 
@@ -74,6 +75,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Environment variables that were set (for env-locked settings).
     pub env_set: Vec<&'static str>,
+    /// The account processing switches (quota cooldown, account actions, auto-disable).
+    pub automation: cpamp_api::state::AutomationStartup,
 }
 
 impl Settings {
@@ -106,6 +109,9 @@ struct RawFile {
     tls_skip_verify: Option<bool>,
     metrics_token_file: Option<String>,
     log_format: Option<String>,
+    quota_cooldown_enabled: Option<bool>,
+    account_actions_enabled: Option<bool>,
+    account_actions_auto_disable: Option<bool>,
 }
 
 /// Where settings come from. Tests pass their own environment map.
@@ -321,17 +327,35 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             bail!("CPAMP_LOG_FORMAT (config key logFormat) must be text or json; got {other:?}")
         }
     };
-    for (name, accepts) in [
-        ("USAGE_QUOTA_COOLDOWN_ENABLED", "bool"),
-        ("USAGE_ACCOUNT_ACTIONS_ENABLED", "bool"),
-        ("USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE", "bool"),
-        ("USAGE_DASHBOARD_HOURLY_ROLLUP_ENABLED", "bool"),
-    ] {
-        if let Some(value) = env(name) {
-            debug_assert_eq!(accepts, "bool");
-            parse_bool(name, &value)?;
-        }
+    if let Some(value) = env("USAGE_DASHBOARD_HOURLY_ROLLUP_ENABLED") {
+        parse_bool("USAGE_DASHBOARD_HOURLY_ROLLUP_ENABLED", &value)?;
     }
+    // Each switch: the environment (which locks it against the policy API), else the
+    // config file, else off.
+    let mut switch =
+        |name: &'static str, from_file: Option<bool>| -> anyhow::Result<StartupSwitch> {
+            Ok(match env(name) {
+                Some(value) => StartupSwitch {
+                    value: parse_bool(name, &value)?,
+                    from_env: true,
+                },
+                None => StartupSwitch {
+                    value: from_file.unwrap_or(false),
+                    from_env: false,
+                },
+            })
+        };
+    let automation = AutomationStartup {
+        quota_cooldown: switch("USAGE_QUOTA_COOLDOWN_ENABLED", file.quota_cooldown_enabled)?,
+        account_actions: switch(
+            "USAGE_ACCOUNT_ACTIONS_ENABLED",
+            file.account_actions_enabled,
+        )?,
+        auto_disable: switch(
+            "USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE",
+            file.account_actions_auto_disable,
+        )?,
+    };
 
     Ok(Settings {
         config_path,
@@ -355,6 +379,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         metrics_token,
         log_format,
         env_set,
+        automation,
     })
 }
 

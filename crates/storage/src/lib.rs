@@ -15,10 +15,12 @@
 //! - `analytics`: the analytics query side (rollups, raw edges, event pages).
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
+//! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
 mod analytics;
+mod automation;
 mod dims;
 mod error;
 mod events;
@@ -133,6 +135,13 @@ impl SqliteStore {
         })?;
         if adopting_go_database {
             legacy::copy_small_tables(&writer).await?;
+            let mut connection = writer
+                .acquire()
+                .await
+                .map_err(|error| error::map(error, "adopt Go automation tables"))?;
+            automation::adopt_go_tables(&mut connection)
+                .await
+                .map_err(|error| error::map(error, "adopt Go automation tables"))?;
         }
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))

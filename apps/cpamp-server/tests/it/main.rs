@@ -3,6 +3,7 @@
 
 mod analytics;
 mod auth;
+mod automation;
 mod enrichment;
 mod ingest;
 mod metrics;
