@@ -10,30 +10,12 @@ use cpamp_testkit::events::ACCOUNTS;
 use cpamp_testkit::{Account, PayloadSpec};
 use serde_json::{Value, json};
 
-use crate::support::live::{LiveCpa, db_path, env_refs, stored_total, wait_until};
+use crate::support::live::{LiveCpa, db_path, stored_total, wait_until};
 use crate::support::{ADMIN_KEY, ServerProcess, client, json_of};
 
 const ALICE: Account = ACCOUNTS[0];
 const BOB: Account = ACCOUNTS[1];
 const DAVE: Account = ACCOUNTS[5];
-
-fn start(dir: &tempfile::TempDir, cpa: &LiveCpa, extra: &[(&str, &str)]) -> ServerProcess {
-    let mut env = cpa.server_env("auto");
-    env.push(("CPA_MANAGER_ADMIN_KEY".into(), ADMIN_KEY.into()));
-    env.extend(
-        extra
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string())),
-    );
-    let server = ServerProcess::start(dir.path(), &env_refs(&env));
-    assert!(
-        server.wait_for_log("collector starting", Duration::from_secs(10)),
-        "{}",
-        server.log_text()
-    );
-    assert!(cpa.wait_for_subscriber(Duration::from_secs(10)));
-    server
-}
 
 /// A Codex 429 whose five-hour window is full and resets in `reset_secs`.
 fn usage_limit(account: Account, request_id: &str, reset_secs: u64) -> PayloadSpec {
@@ -113,7 +95,7 @@ fn now_ms() -> i64 {
 fn a_codex_usage_limit_disables_the_account_until_its_quota_resets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cpa = LiveCpa::start(|_| {});
-    let server = start(&dir, &cpa, &[("USAGE_QUOTA_COOLDOWN_ENABLED", "true")]);
+    let server = cpa.start_server(&dir, &[("USAGE_QUOTA_COOLDOWN_ENABLED", "true")]);
 
     cpa.cpa
         .push_raw(usage_limit(ALICE, "d0000001", 3).payload());
@@ -198,7 +180,7 @@ fn a_codex_usage_limit_disables_the_account_until_its_quota_resets() {
 fn a_manual_disable_during_a_cooldown_is_never_undone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cpa = LiveCpa::start(|_| {});
-    let server = start(&dir, &cpa, &[]);
+    let server = cpa.start_server(&dir, &[]);
     let db = db_path(dir.path());
 
     // Off by default: a usage limit is stored and nothing else happens.
@@ -265,7 +247,7 @@ fn a_restart_in_the_middle_of_a_cooldown_restores_on_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cpa = LiveCpa::start(|_| {});
     let env = [("USAGE_QUOTA_COOLDOWN_ENABLED", "true")];
-    let server = start(&dir, &cpa, &env);
+    let server = cpa.start_server(&dir, &env);
     cpa.cpa
         .push_raw(usage_limit(ALICE, "f0000001", 5).payload());
     assert!(wait_until(Duration::from_secs(10), || disabled(
@@ -281,7 +263,7 @@ fn a_restart_in_the_middle_of_a_cooldown_restores_on_time() {
         "the restart must happen before the reset"
     );
 
-    let server = start(&dir, &cpa, &env);
+    let server = cpa.start_server(&dir, &env);
     assert_eq!(
         cooldowns(&server).len(),
         1,
@@ -319,7 +301,7 @@ fn candidates(server: &ServerProcess, query: &str) -> Value {
 fn an_auth_failure_makes_one_pending_candidate_and_auto_disable_waits_for_its_switch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cpa = LiveCpa::start(|_| {});
-    let server = start(&dir, &cpa, &[("USAGE_ACCOUNT_ACTIONS_ENABLED", "true")]);
+    let server = cpa.start_server(&dir, &[("USAGE_ACCOUNT_ACTIONS_ENABLED", "true")]);
     let db = db_path(dir.path());
 
     cpa.cpa.push_raw(revoked(BOB, "a1000001").payload());
@@ -413,27 +395,20 @@ fn an_auth_failure_makes_one_pending_candidate_and_auto_disable_waits_for_its_sw
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["item"]["status"], "deleted");
     assert_eq!(cpa.cpa.deleted_auth_files(), [DAVE.file_name]);
-    let (status, _) = send(
-        &server,
-        "POST",
-        "/v0/management/account-action-candidates/99999/ignore",
-        None,
-    );
-    assert_eq!(status, 404);
-    let (status, _) = send(
-        &server,
-        "POST",
-        "/v0/management/account-action-candidates/abc/ignore",
-        None,
-    );
-    assert_eq!(status, 400);
-    let (status, _) = send(
-        &server,
-        "GET",
-        "/v0/management/account-action-candidates/1/ignore",
-        None,
-    );
-    assert_eq!(status, 405);
+    for (method, path, expected) in [
+        ("POST", "99999/ignore", 404),
+        ("POST", "abc/ignore", 400),
+        ("GET", "1/ignore", 405),
+        ("POST", "1/auth-file", 405),
+    ] {
+        let (status, body) = send(
+            &server,
+            method,
+            &format!("/v0/management/account-action-candidates/{path}"),
+            None,
+        );
+        assert_eq!(status, expected, "{method} {path}: {body}");
+    }
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
 }

@@ -15,7 +15,7 @@ use cpamp_domain::event::UsageEvent;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::audit::{Actor, Outcome, Subject};
+use super::audit::{Actor, Note, Outcome, Subject};
 use super::cooldowns::{client, release_file};
 use super::cpa::CpaError;
 use super::gate::{self, Expected, ResolveError};
@@ -164,8 +164,14 @@ pub(crate) async fn run<S: Store>(state: web::Data<AppState<S>>, mut jobs: mpsc:
 /// Disables an eligible candidate's credential; never restored automatically.
 async fn auto_disable<S: Store>(state: &AppState<S>, candidate: &Candidate) {
     let automation = &state.automation;
-    let subject = subject_of(candidate);
-    let reason = format!("{}: {}", candidate.reason_code, candidate.reason);
+    let note = Note::new(
+        &automation.audit,
+        &state.store,
+        Actor::AccountActions,
+        subject_of(candidate),
+        reason_of(candidate),
+    );
+    let note = &note;
     let fail = |message: String| async move {
         if let Err(error) = state
             .store
@@ -174,17 +180,7 @@ async fn auto_disable<S: Store>(state: &AppState<S>, candidate: &Candidate) {
         {
             tracing::warn!(%error, "recording an account action error failed");
         }
-        automation
-            .audit
-            .record(
-                &state.store,
-                (Actor::AccountActions, "disable"),
-                &subject_of(candidate),
-                &reason_of(candidate),
-                Outcome::Failed,
-                &message,
-            )
-            .await;
+        note.say("disable", Outcome::Failed, &message).await;
     };
     let Some(client) = client(state).await else {
         fail("CPA runtime config is unavailable for auto-disable".into()).await;
@@ -211,16 +207,7 @@ async fn auto_disable<S: Store>(state: &AppState<S>, candidate: &Candidate) {
         }
     };
     if resolved.entry.disabled {
-        automation
-            .audit
-            .record(
-                &state.store,
-                (Actor::AccountActions, "disable"),
-                &subject,
-                &reason,
-                Outcome::Skipped,
-                "already disabled",
-            )
+        note.say("disable", Outcome::Skipped, "already disabled")
             .await;
         return;
     }
@@ -241,17 +228,12 @@ async fn auto_disable<S: Store>(state: &AppState<S>, candidate: &Candidate) {
         .await;
         return;
     }
-    automation
-        .audit
-        .record(
-            &state.store,
-            (Actor::AccountActions, "disable"),
-            &subject,
-            &reason,
-            Outcome::Ok,
-            "CPA confirmed; stays disabled until enabled by hand",
-        )
-        .await;
+    note.say(
+        "disable",
+        Outcome::Ok,
+        "CPA confirmed; stays disabled until enabled by hand",
+    )
+    .await;
 }
 
 fn reason_of(candidate: &Candidate) -> String {
@@ -362,8 +344,13 @@ async fn change_in_cpa<S: Store>(
         Err(ResolveError::Cpa(error)) => return Err(cpa_failed(&error)),
         Err(error) => return Err(no_longer_matches(&error)),
     };
-    let subject = subject_of(candidate);
-    let reason = reason_of(candidate);
+    let note = Note::new(
+        &automation.audit,
+        &state.store,
+        Actor::Operator,
+        subject_of(candidate),
+        reason_of(candidate),
+    );
     let (verb, result) = match action {
         ManualAction::Enable => (
             "enable",
@@ -398,17 +385,7 @@ async fn change_in_cpa<S: Store>(
         Ok(()) => "CPA confirmed".to_string(),
         Err(error) => error.to_string(),
     };
-    automation
-        .audit
-        .record(
-            &state.store,
-            (Actor::Operator, verb),
-            &subject,
-            &reason,
-            outcome,
-            &detail,
-        )
-        .await;
+    note.say(verb, outcome, &detail).await;
     result.map_err(|error| cpa_failed(&error))?;
     // The operator decided about this credential: no cooldown may undo it.
     release_file(

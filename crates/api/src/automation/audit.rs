@@ -119,3 +119,44 @@ impl AuditLog {
             .clone()
     }
 }
+
+/// One decision about one account, written when its outcome is known.
+pub struct Note<'a, S> {
+    log: &'a AuditLog,
+    store: &'a S,
+    actor: Actor,
+    subject: Subject,
+    reason: String,
+}
+
+impl<'a, S: AuditStore> Note<'a, S> {
+    pub fn new(
+        log: &'a AuditLog,
+        store: &'a S,
+        actor: Actor,
+        subject: Subject,
+        reason: String,
+    ) -> Note<'a, S> {
+        Note {
+            log,
+            store,
+            actor,
+            subject,
+            reason,
+        }
+    }
+
+    /// Writes the entry: `action` ended with `outcome`; `detail` is CPA's answer or why.
+    pub async fn say(&self, action: &str, outcome: Outcome, detail: &str) {
+        self.log
+            .record(
+                self.store,
+                (self.actor, action),
+                &self.subject,
+                &self.reason,
+                outcome,
+                detail,
+            )
+            .await;
+    }
+}

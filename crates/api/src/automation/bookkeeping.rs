@@ -66,11 +66,8 @@ pub fn targets(kind: Kind, request: &HttpRequest, body: &[u8]) -> Targets {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let object = json.as_ref().and_then(Value::as_object);
     if kind == Kind::Delete {
-        let query = request.query_string();
-        for pair in query.split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value);
-            match key {
+        for (key, value) in decode_pairs(request.query_string()) {
+            match key.as_str() {
                 "all" if matches!(value.to_ascii_lowercase().as_str(), "true" | "1" | "*") => {
                     targets.all = true;
                 }
@@ -78,12 +75,13 @@ pub fn targets(kind: Kind, request: &HttpRequest, body: &[u8]) -> Targets {
                 _ => {}
             }
         }
-        if let Some(physical) = request
+        // The panel sends the name `encodeURIComponent`-encoded.
+        if let Some((_, physical)) = request
             .headers()
             .get("x-cpamp-auth-file-physical-name")
             .and_then(|value| value.to_str().ok())
-            .map(percent_decode)
-            .filter(|name| !name.trim().is_empty())
+            .and_then(|value| decode_pairs(&format!("name={value}")).pop())
+            .filter(|(_, name)| !name.trim().is_empty())
         {
             targets.names.push(physical.trim().to_string());
         }
@@ -110,28 +108,11 @@ pub fn targets(kind: Kind, request: &HttpRequest, body: &[u8]) -> Targets {
     targets
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'+' => out.push(b' '),
-            b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(byte) => {
-                        out.push(byte);
-                        index += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// `key=value` pairs of a query string, percent-decoded; malformed input gives none.
+fn decode_pairs(query: &str) -> Vec<(String, String)> {
+    web::Query::<Vec<(String, String)>>::from_query(query)
+        .map(web::Query::into_inner)
+        .unwrap_or_default()
 }
 
 async fn read_body(mut payload: web::Payload) -> Result<Bytes, ApiError> {

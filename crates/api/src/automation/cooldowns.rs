@@ -21,7 +21,7 @@ use cpamp_domain::automation::cooldown::{Owner, Trigger};
 use cpamp_domain::automation::store::{CooldownEnd, NewCooldown};
 use tokio::sync::mpsc;
 
-use super::audit::{Actor, Outcome, Subject};
+use super::audit::{Actor, Note, Outcome, Subject};
 use super::cpa::CpaClient;
 use super::gate::{self, Expected, ResolveError};
 use crate::state::{AppState, Store};
@@ -136,6 +136,13 @@ async fn start<S: Store>(state: &AppState<S>, trigger: Trigger) {
     if trigger.recover_at_ms <= now_ms() {
         return;
     }
+    let note = Note::new(
+        &automation.audit,
+        &state.store,
+        Actor::QuotaCooldown,
+        subject,
+        reason,
+    );
     let Some(client) = client(state).await else {
         tracing::warn!(auth_file = %trigger.auth_file, "no CPA connection; quota cooldown not started");
         return;
@@ -148,17 +155,12 @@ async fn start<S: Store>(state: &AppState<S>, trigger: Trigger) {
         account_id: String::new(),
     };
     if !expected.is_stable() {
-        automation
-            .audit
-            .record(
-                &state.store,
-                (Actor::QuotaCooldown, "disable"),
-                &subject,
-                &reason,
-                Outcome::Skipped,
-                "the credential has no auth index or provider and account to tell it apart",
-            )
-            .await;
+        note.say(
+            "disable",
+            Outcome::Skipped,
+            "the credential has no auth index or provider and account to tell it apart",
+        )
+        .await;
         return;
     }
     let _guard = automation
@@ -172,17 +174,7 @@ async fn start<S: Store>(state: &AppState<S>, trigger: Trigger) {
                 ResolveError::Cpa(_) => Outcome::Failed,
                 _ => Outcome::Skipped,
             };
-            automation
-                .audit
-                .record(
-                    &state.store,
-                    (Actor::QuotaCooldown, "disable"),
-                    &subject,
-                    &reason,
-                    outcome,
-                    &error.to_string(),
-                )
-                .await;
+            note.say("disable", outcome, &error.to_string()).await;
             return;
         }
     };
@@ -231,32 +223,22 @@ async fn start<S: Store>(state: &AppState<S>, trigger: Trigger) {
             }
         };
         if !own {
-            automation
-                .audit
-                .record(
-                    &state.store,
-                    (Actor::QuotaCooldown, "disable"),
-                    &subject,
-                    &reason,
-                    Outcome::Skipped,
-                    "already disabled by someone else; automation does not take it over",
-                )
-                .await;
+            note.say(
+                "disable",
+                Outcome::Skipped,
+                "already disabled by someone else; automation does not take it over",
+            )
+            .await;
             return;
         }
         match state.store.upsert_cooldown(cooldown, now_ms()).await {
             Ok(row) => {
-                automation
-                    .audit
-                    .record(
-                        &state.store,
-                        (Actor::QuotaCooldown, "extend"),
-                        &subject,
-                        &reason,
-                        Outcome::Ok,
-                        &format!("restores at {}", at_text(row.recover_at_ms)),
-                    )
-                    .await;
+                note.say(
+                    "extend",
+                    Outcome::Ok,
+                    &format!("restores at {}", at_text(row.recover_at_ms)),
+                )
+                .await;
             }
             Err(error) => tracing::warn!(%error, "extending a quota cooldown failed"),
         }
@@ -264,53 +246,34 @@ async fn start<S: Store>(state: &AppState<S>, trigger: Trigger) {
         return;
     }
     if let Err(error) = gate::set_disabled(&client, &resolved, true).await {
-        automation
-            .audit
-            .record(
-                &state.store,
-                (Actor::QuotaCooldown, "disable"),
-                &subject,
-                &reason,
-                Outcome::Failed,
-                &error.to_string(),
-            )
+        note.say("disable", Outcome::Failed, &error.to_string())
             .await;
         return;
     }
     match state.store.upsert_cooldown(cooldown, now_ms()).await {
         Ok(row) => {
-            automation
-                .audit
-                .record(
-                    &state.store,
-                    (Actor::QuotaCooldown, "disable"),
-                    &subject,
-                    &reason,
-                    Outcome::Ok,
-                    &format!("CPA confirmed; restores at {}", at_text(row.recover_at_ms)),
-                )
-                .await;
+            note.say(
+                "disable",
+                Outcome::Ok,
+                &format!("CPA confirmed; restores at {}", at_text(row.recover_at_ms)),
+            )
+            .await;
         }
         Err(error) => {
             // Without the record nobody would restore it: undo the disable.
             let undo = gate::set_disabled(&client, &resolved, false).await;
-            automation
-                .audit
-                .record(
-                    &state.store,
-                    (Actor::QuotaCooldown, "disable"),
-                    &subject,
-                    &reason,
-                    Outcome::Failed,
-                    &format!(
-                        "the cooldown could not be saved ({error}); re-enabled: {}",
-                        match undo {
-                            Ok(()) => "yes".to_string(),
-                            Err(undo) => format!("no ({undo})"),
-                        }
-                    ),
-                )
-                .await;
+            note.say(
+                "disable",
+                Outcome::Failed,
+                &format!(
+                    "the cooldown could not be saved ({error}); re-enabled: {}",
+                    match undo {
+                        Ok(()) => "yes".to_string(),
+                        Err(undo) => format!("no ({undo})"),
+                    }
+                ),
+            )
+            .await;
         }
     }
     automation.cooldown_wake.notify_one();
@@ -354,6 +317,13 @@ async fn recover_due<S: Store>(state: &AppState<S>, retry_at: &mut HashMap<i64, 
             cooldown.reason_code,
             at_text(cooldown.recover_at_ms)
         );
+        let note = Note::new(
+            &automation.audit,
+            &state.store,
+            Actor::QuotaCooldown,
+            subject,
+            reason,
+        );
         let end = |end: CooldownEnd, note: String| {
             let store = state.store.clone();
             let id = cooldown.id;
@@ -389,105 +359,58 @@ async fn recover_due<S: Store>(state: &AppState<S>, retry_at: &mut HashMap<i64, 
         let resolved = match gate::resolve(&client, &expected).await {
             Ok(resolved) => resolved,
             Err(ResolveError::Cpa(error)) => {
-                let message = error.to_string();
-                retry_at.insert(cooldown.id, now_ms() + RETRY_AFTER_MS);
-                if let Err(error) = state
-                    .store
-                    .record_cooldown_error(cooldown.id, &message, now_ms())
-                    .await
-                {
-                    tracing::warn!(%error, "recording a quota cooldown error failed");
-                }
-                automation
-                    .audit
-                    .record(
-                        &state.store,
-                        (Actor::QuotaCooldown, "enable"),
-                        &subject,
-                        &reason,
-                        Outcome::Failed,
-                        &message,
-                    )
-                    .await;
+                retry_later(state, &note, retry_at, cooldown.id, &error.to_string()).await;
                 continue;
             }
             Err(error) => {
-                let note = match error {
+                let why = match error {
                     ResolveError::Mismatch(_) => {
                         "auth file identity changed before cooldown recovery"
                     }
                     ResolveError::NotFound => "auth file missing or auth index mismatch",
                     _ => "auth file status change scope is ambiguous",
                 };
-                end(CooldownEnd::Skipped, format!("{note}: {error}")).await;
-                automation
-                    .audit
-                    .record(
-                        &state.store,
-                        (Actor::QuotaCooldown, "enable"),
-                        &subject,
-                        &reason,
-                        Outcome::Skipped,
-                        &error.to_string(),
-                    )
+                end(CooldownEnd::Skipped, format!("{why}: {error}")).await;
+                note.say("enable", Outcome::Skipped, &error.to_string())
                     .await;
                 continue;
             }
         };
         if !resolved.entry.disabled {
             end(CooldownEnd::Recovered, "already enabled".into()).await;
-            automation
-                .audit
-                .record(
-                    &state.store,
-                    (Actor::QuotaCooldown, "enable"),
-                    &subject,
-                    &reason,
-                    Outcome::Skipped,
-                    "already enabled in CPA",
-                )
+            note.say("enable", Outcome::Skipped, "already enabled in CPA")
                 .await;
             continue;
         }
         match gate::set_disabled(&client, &resolved, false).await {
             Ok(()) => {
                 end(CooldownEnd::Recovered, String::new()).await;
-                automation
-                    .audit
-                    .record(
-                        &state.store,
-                        (Actor::QuotaCooldown, "enable"),
-                        &subject,
-                        &reason,
-                        Outcome::Ok,
-                        "CPA confirmed",
-                    )
-                    .await;
+                note.say("enable", Outcome::Ok, "CPA confirmed").await;
             }
             Err(error) => {
-                let message = error.to_string();
-                retry_at.insert(cooldown.id, now_ms() + RETRY_AFTER_MS);
-                if let Err(error) = state
-                    .store
-                    .record_cooldown_error(cooldown.id, &message, now_ms())
-                    .await
-                {
-                    tracing::warn!(%error, "recording a quota cooldown error failed");
-                }
-                automation
-                    .audit
-                    .record(
-                        &state.store,
-                        (Actor::QuotaCooldown, "enable"),
-                        &subject,
-                        &reason,
-                        Outcome::Failed,
-                        &message,
-                    )
-                    .await;
+                retry_later(state, &note, retry_at, cooldown.id, &error.to_string()).await;
             }
         }
     }
+}
+
+/// Records a failed recovery; it is tried again after [`RETRY_AFTER_MS`].
+async fn retry_later<S: Store>(
+    state: &AppState<S>,
+    note: &Note<'_, S>,
+    retry_at: &mut HashMap<i64, i64>,
+    id: i64,
+    message: &str,
+) {
+    retry_at.insert(id, now_ms() + RETRY_AFTER_MS);
+    if let Err(error) = state
+        .store
+        .record_cooldown_error(id, message, now_ms())
+        .await
+    {
+        tracing::warn!(%error, "recording a quota cooldown error failed");
+    }
+    note.say("enable", Outcome::Failed, message).await;
 }
 
 /// A person changed `file`'s status (or deleted it) through the panel: every active

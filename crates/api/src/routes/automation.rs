@@ -16,10 +16,10 @@ use cpamp_domain::automation::cooldown::XAI_FREE_USAGE_CODE;
 use cpamp_domain::automation::store::{AuditQuery, Candidate, Cooldown};
 use serde_json::{Map, Value, json};
 
-use crate::auth::{self, AdminAuth, AdminAuthenticator, AuthBackend};
+use crate::auth::{AdminAuth, AdminAuthenticator};
 use crate::automation::actions::{ManualAction, manual};
 use crate::automation::policy;
-use crate::connection::{self, Resolution};
+use crate::connection;
 use crate::error::{ApiError, ErrorCode};
 use crate::manager_config;
 use crate::state::{AppState, Store};
@@ -72,16 +72,8 @@ async fn get_policy<S: Store>(
 ) -> Result<HttpResponse, ApiError> {
     // Like the config page: open before setup, so the panel can show it.
     let effective = manager_config::load(&state).await?;
-    if let Resolution::Configured(_) = connection::resolution_of(&effective) {
-        let backend: &dyn AuthBackend = state.get_ref();
-        auth::check_admin(
-            &authenticator,
-            Some(backend),
-            request.peer_addr().map(|addr| addr.ip()),
-            auth::bearer_token(&request).as_deref(),
-        )
-        .await?;
-    }
+    let resolution = connection::resolution_of(&effective);
+    super::service::admin_once_configured(&request, &state, &authenticator, &resolution).await?;
     let saved = policy::load_overrides(&state.store).await?;
     let view = policy::resolve(&state.startup.automation, &saved);
     Ok(HttpResponse::Ok().json(view.to_json()))
