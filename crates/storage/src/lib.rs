@@ -16,6 +16,7 @@
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
 //! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
+//! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
@@ -28,6 +29,7 @@ mod gaps;
 mod hints;
 mod legacy;
 mod maintenance;
+mod prices;
 mod rollup;
 mod settings;
 
@@ -83,6 +85,7 @@ struct Inner {
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
+    prices: prices::PriceCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -143,6 +146,7 @@ impl SqliteStore {
                 .await
                 .map_err(|error| error::map(error, "adopt Go automation tables"))?;
         }
+        legacy::adopt_prices_and_aliases(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
@@ -161,6 +165,7 @@ impl SqliteStore {
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
+                prices: prices::PriceCache::default(),
             }),
         })
     }
