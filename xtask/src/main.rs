@@ -4,8 +4,11 @@
 //! - `fmt [--check]`: format the workspace.
 //! - `lint`: clippy with warnings denied, plus the dependency-direction checks.
 //! - `bench <name>`: run a benchmark and print its table (see `bench.rs`).
+//! - `deploy-check`: hadolint, shellcheck and `systemd-analyze` on `deploy/` (see `deploy.rs`).
+//! - `dist [--debug]`: the native release archive in `target/dist/`.
 
 mod bench;
+mod deploy;
 mod deps;
 mod tidy;
 
@@ -36,8 +39,13 @@ fn run(args: &[String]) -> Result<(), String> {
         "lint" => lint(&shell),
         "test" => test(&shell),
         "bench" => bench::run(&shell, rest),
+        "deploy-check" => deploy::check(&shell),
+        "dist" => deploy::dist(&shell, rest),
+        "dist-check" => deploy::dist_check(&shell),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci | fmt [--check] | lint | test | bench <name>>");
+            println!(
+                "usage: cargo xtask <ci | fmt [--check] | lint | test | bench <name> | deploy-check | dist [--debug]>"
+            );
             println!("benchmarks: {}", bench::NAMES.join(", "));
             Ok(())
         }
@@ -58,7 +66,9 @@ fn step(name: &str) {
 fn ci(shell: &Shell) -> Result<(), String> {
     fmt(shell, true)?;
     lint(shell)?;
-    test(shell)
+    test(shell)?;
+    deploy::check(shell)?;
+    deploy::dist_check(shell)
 }
 
 fn fmt(shell: &Shell, check: bool) -> Result<(), String> {

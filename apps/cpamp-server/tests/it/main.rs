@@ -3,6 +3,7 @@
 
 mod analytics;
 mod auth;
+mod deploy;
 mod ingest;
 mod metrics;
 mod process;
