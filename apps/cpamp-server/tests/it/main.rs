@@ -3,6 +3,7 @@
 
 mod analytics;
 mod auth;
+mod cli;
 mod deploy;
 mod ingest;
 mod metrics;
