@@ -7,6 +7,7 @@ mod cli;
 mod deploy;
 mod ingest;
 mod metrics;
+mod owned_routes;
 mod process;
 mod proxy;
 mod reset_key;
