@@ -5,6 +5,7 @@ mod analytics;
 mod auth;
 mod cli;
 mod deploy;
+mod enrichment;
 mod ingest;
 mod metrics;
 mod owned_routes;
