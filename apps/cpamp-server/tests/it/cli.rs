@@ -194,7 +194,6 @@ fn configuration_the_earlier_server_accepted_starts_with_named_warnings() {
             ("USAGE_RESP_TLS_SKIP_VERIFY", "enabled"),
             ("USAGE_BATCH_SIZE", "lots"),
             ("CPA_MANAGER_PPROF_ADDR", "127.0.0.1:6060"),
-            ("USAGE_IMPORT_MAX_SESSIONS", "4"),
         ],
     );
     let log = server.log_text();
@@ -202,7 +201,6 @@ fn configuration_the_earlier_server_accepted_starts_with_named_warnings() {
         "USAGE_RESP_TLS_SKIP_VERIFY is \"enabled\"",
         "USAGE_BATCH_SIZE must be a positive integer",
         "CPA_MANAGER_PPROF_ADDR=\"127.0.0.1:6060\" is accepted but not applied",
-        "USAGE_IMPORT_MAX_SESSIONS",
     ] {
         assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
     }
