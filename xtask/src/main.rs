@@ -10,6 +10,7 @@
 mod bench;
 mod deploy;
 mod deps;
+mod reference;
 mod tidy;
 
 use std::process::ExitCode;

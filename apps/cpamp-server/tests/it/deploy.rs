@@ -366,6 +366,24 @@ fn reverse_proxy_examples_match_the_compose_names_and_stream() {
         assert!(nginx.contains(streaming), "nginx lacks {streaming}");
     }
 
+    // Every path cpamp documents (not CPA's pass-through ones) reaches cpamp on one
+    // domain.
+    for operation in cpamp_api::routes::openapi::OPERATIONS {
+        let path = operation.path;
+        if operation.access == cpamp_api::routes::openapi::Access::CpaApiKey || path == "/" {
+            continue;
+        }
+        let routed = nginx.lines().map(str::trim).any(|line| {
+            let exact = line.starts_with(&format!("location = {path} "));
+            let prefix = line
+                .strip_prefix("location ^~ ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|prefix| path.starts_with(prefix));
+            (exact || prefix) && line.contains("http://cpamp")
+        });
+        assert!(routed, "nginx.conf does not send {path} to cpamp");
+    }
+
     let caddy = read("deploy/reverse-proxy/Caddyfile");
     let matcher = caddy
         .lines()
@@ -381,6 +399,17 @@ fn reverse_proxy_examples_match_the_compose_names_and_stream() {
             matcher.split_whitespace().any(|word| word == pattern),
             "Caddy does not send {path} to cpamp"
         );
+    }
+    for operation in cpamp_api::routes::openapi::OPERATIONS {
+        let path = operation.path;
+        if operation.access == cpamp_api::routes::openapi::Access::CpaApiKey || path == "/" {
+            continue;
+        }
+        let routed = matcher.split_whitespace().skip(1).any(|word| match word.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => word == path,
+        });
+        assert!(routed, "the Caddyfile does not send {path} to cpamp");
     }
     assert!(caddy.contains(&format!("reverse_proxy {upstream_cpamp}")));
     assert!(caddy.contains(&format!("reverse_proxy {upstream_cpa}")));
