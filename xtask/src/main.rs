@@ -10,6 +10,7 @@
 mod bench;
 mod deploy;
 mod deps;
+#[cfg(test)]
 mod reference;
 mod tidy;
 

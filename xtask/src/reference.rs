@@ -30,7 +30,12 @@ pub fn documented(page: &str) -> Documented {
                 variables.insert(token.to_string());
             }
         }
-        let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
         if !line.trim_start().starts_with('|') {
             key_column = None;
             continue;
@@ -82,7 +87,8 @@ pub fn variables_read(root: &Path) -> BTreeSet<String> {
             names.insert("RUST_LOG".to_string());
         }
     }
-    let script = std::fs::read_to_string(root.join("deploy/docker-entrypoint.sh")).unwrap_or_default();
+    let script =
+        std::fs::read_to_string(root.join("deploy/docker-entrypoint.sh")).unwrap_or_default();
     for piece in script.split("${").skip(1) {
         let name: String = piece
             .chars()
@@ -98,7 +104,8 @@ pub fn variables_read(root: &Path) -> BTreeSet<String> {
 /// Config-file keys the server reads: `RawFile`'s fields and the keys listed as
 /// accepted but not applied.
 pub fn keys_read(root: &Path) -> BTreeSet<String> {
-    let config = std::fs::read_to_string(root.join("apps/cpamp-server/src/config.rs")).unwrap_or_default();
+    let config =
+        std::fs::read_to_string(root.join("apps/cpamp-server/src/config.rs")).unwrap_or_default();
     let mut keys = BTreeSet::new();
     let body = config
         .split("struct RawFile {")
@@ -119,13 +126,17 @@ pub fn keys_read(root: &Path) -> BTreeSet<String> {
         }
         if let Some((field, _)) = line.split_once(':') {
             let field = field.trim_start_matches("pub ").trim();
-            if !field.is_empty() && field.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            if !field.is_empty()
+                && field
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
                 keys.insert(rename.take().unwrap_or_else(|| camel_case(field)));
             }
         }
     }
-    let compat =
-        std::fs::read_to_string(root.join("apps/cpamp-server/src/config/compat.rs")).unwrap_or_default();
+    let compat = std::fs::read_to_string(root.join("apps/cpamp-server/src/config/compat.rs"))
+        .unwrap_or_default();
     let code = compat.split("#[cfg(test)]").next().unwrap_or(&compat);
     for piece in code.split("key: Some(\"").skip(1) {
         if let Some(key) = piece.split('"').next() {
@@ -210,7 +221,10 @@ mod tests {
     #[test]
     fn configuration_reference_lists_every_config_key_the_server_reads_and_no_other() {
         let read = keys_read(&crate::project_root());
-        assert!(read.contains("httpAddr") && read.contains("pprofAddr"), "{read:?}");
+        assert!(
+            read.contains("httpAddr") && read.contains("pprofAddr"),
+            "{read:?}"
+        );
         let documented = documented(&page()).keys;
         let missing: Vec<&String> = read.difference(&documented).collect();
         let stale: Vec<&String> = documented.difference(&read).collect();
@@ -218,7 +232,10 @@ mod tests {
             missing.is_empty(),
             "config keys missing from the Config key column of docs/configuration.md: {missing:?}"
         );
-        assert!(stale.is_empty(), "documented config keys the server does not read: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "documented config keys the server does not read: {stale:?}"
+        );
     }
 
     #[test]
@@ -227,11 +244,26 @@ mod tests {
             "text `NOT_A_TABLE_VAR`\n\n| Variable | Config key | Default | Meaning |\n|---|---|---|---|\n| `HTTP_ADDR` | `httpAddr` | `0.0.0.0:18317` | x |\n| `RUST_LOG` | — | `info` | y |\n\nafter `plainWord`\n",
         );
         assert_eq!(
-            parsed.variables.iter().map(String::as_str).collect::<Vec<_>>(),
+            parsed
+                .variables
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
             ["HTTP_ADDR", "NOT_A_TABLE_VAR", "RUST_LOG"]
         );
-        assert_eq!(parsed.keys.iter().map(String::as_str).collect::<Vec<_>>(), ["httpAddr"]);
-        assert!(is_env_name("USAGE_BATCH_SIZE") && !is_env_name("usage") && !is_env_name("GET") && !is_env_name("A_"));
-        assert_eq!(camel_case("usage_import_chunk_bytes"), "usageImportChunkBytes");
+        assert_eq!(
+            parsed.keys.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["httpAddr"]
+        );
+        assert!(
+            is_env_name("USAGE_BATCH_SIZE")
+                && !is_env_name("usage")
+                && !is_env_name("GET")
+                && !is_env_name("A_")
+        );
+        assert_eq!(
+            camel_case("usage_import_chunk_bytes"),
+            "usageImportChunkBytes"
+        );
     }
 }

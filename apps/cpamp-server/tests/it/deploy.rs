@@ -405,10 +405,13 @@ fn reverse_proxy_examples_match_the_compose_names_and_stream() {
         if operation.access == cpamp_api::routes::openapi::Access::CpaApiKey || path == "/" {
             continue;
         }
-        let routed = matcher.split_whitespace().skip(1).any(|word| match word.strip_suffix('*') {
-            Some(prefix) => path.starts_with(prefix),
-            None => word == path,
-        });
+        let routed = matcher
+            .split_whitespace()
+            .skip(1)
+            .any(|word| match word.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => word == path,
+            });
         assert!(routed, "the Caddyfile does not send {path} to cpamp");
     }
     assert!(caddy.contains(&format!("reverse_proxy {upstream_cpamp}")));

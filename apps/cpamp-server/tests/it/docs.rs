@@ -50,7 +50,10 @@ const VERIFIED_OTHERWISE: &[(&str, &str)] = &[
         "docker compose --profile with-cpa up -d",
         "deploy::compose_offers_both_variants_with_the_earlier_names (services per profile)",
     ),
-    ("docker compose up -d", "deploy::compose_offers_both_variants_with_the_earlier_names"),
+    (
+        "docker compose up -d",
+        "deploy::compose_offers_both_variants_with_the_earlier_names",
+    ),
     (
         "sudo install -m 0755 cpamp-server /usr/local/bin/cpamp-server",
         "`cargo xtask deploy-check` places the binary at the unit's ExecStart path and verifies the unit",
@@ -59,7 +62,10 @@ const VERIFIED_OTHERWISE: &[(&str, &str)] = &[
         "sudo install -m 0644 cpamp-server.service /etc/systemd/system/cpamp-server.service",
         "`cargo xtask deploy-check`: systemd-analyze verify and security on that unit",
     ),
-    ("sudo systemctl daemon-reload", "needs a running systemd; the unit is verified by `cargo xtask deploy-check`"),
+    (
+        "sudo systemctl daemon-reload",
+        "needs a running systemd; the unit is verified by `cargo xtask deploy-check`",
+    ),
     (
         "sudo systemctl enable --now cpamp-server",
         "needs a running systemd; the unit is verified by `cargo xtask deploy-check`",
@@ -72,7 +78,10 @@ const VERIFIED_OTHERWISE: &[(&str, &str)] = &[
 
 /// A command's first word decides how it runs.
 fn is_server_binary(word: &str) -> bool {
-    matches!(word, "cpamp-server" | "./cpamp-server" | "./cpa-manager-plus" | "cpa-manager-plus")
+    matches!(
+        word,
+        "cpamp-server" | "./cpamp-server" | "./cpa-manager-plus" | "cpa-manager-plus"
+    )
 }
 
 /// Shell commands in fenced `sh`/`bash`/`shell` blocks: continuation lines joined,
@@ -132,7 +141,10 @@ fn split_env(command: &str) -> (Vec<(String, String)>, Vec<String>) {
 }
 
 fn crate_env_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_')
 }
 
 /// Whitespace-separated words with single and double quotes removed (enough for the
@@ -164,12 +176,14 @@ struct Runner {
     root: tempfile::TempDir,
     work: PathBuf,
     server: Option<Server>,
-    admin_key: Option<String>,
+    /// The admin key of each data directory, as the commands printed them.
+    admin_keys: std::collections::HashMap<PathBuf, String>,
 }
 
 struct Server {
     child: Child,
     addr: String,
+    data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -181,7 +195,12 @@ impl Runner {
         for name in ["cpamp-server", "cpa-manager-plus"] {
             std::os::unix::fs::symlink(binary(), work.join(name)).expect("symlink");
         }
-        Runner { root, work, server: None, admin_key: None }
+        Runner {
+            root,
+            work,
+            server: None,
+            admin_keys: std::collections::HashMap::new(),
+        }
     }
 
     /// Moves absolute paths under the throwaway root and fills in placeholders.
@@ -193,7 +212,9 @@ impl Runner {
                 out.push(' ');
             }
             let (head, tail) = match piece.split_once('=') {
-                Some((name, value)) if crate_env_name(name) => (format!("{name}="), value.to_string()),
+                Some((name, value)) if crate_env_name(name) => {
+                    (format!("{name}="), value.to_string())
+                }
                 _ => (String::new(), piece.to_string()),
             };
             if tail.starts_with('/') && !tail.starts_with("//") {
@@ -202,8 +223,17 @@ impl Runner {
                 out.push_str(&format!("{head}{tail}"));
             }
         }
-        let addr = self.server.as_ref().map(|server| server.addr.clone()).unwrap_or_default();
-        let key = self.admin_key.clone().unwrap_or_default();
+        let addr = self
+            .server
+            .as_ref()
+            .map(|server| server.addr.clone())
+            .unwrap_or_default();
+        let key = self
+            .server
+            .as_ref()
+            .and_then(|server| self.admin_keys.get(&server.data_dir))
+            .cloned()
+            .unwrap_or_default();
         out.replace("localhost:18317", &addr)
             .replace("127.0.0.1:18317", &addr)
             .replace("<host>:18317", &addr)
@@ -217,12 +247,21 @@ impl Runner {
             .arg(command)
             .current_dir(&self.work)
             .env_clear()
-            .env("PATH", format!("{}:{}", self.work.display(), std::env::var("PATH").unwrap_or_default()))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    self.work.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
             .env("HOME", self.root.path())
             // A running server's address, so the doctor finds it; else port 0.
             .env(
                 "HTTP_ADDR",
-                self.server.as_ref().map_or("127.0.0.1:0", |server| server.addr.as_str()),
+                self.server
+                    .as_ref()
+                    .map_or("127.0.0.1:0", |server| server.addr.as_str()),
             )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null());
@@ -249,9 +288,16 @@ impl Runner {
         let words: Vec<&str> = localised.split(' ').collect();
         let assignments = words
             .iter()
-            .take_while(|word| word.split_once('=').is_some_and(|(name, _)| crate_env_name(name)))
+            .take_while(|word| {
+                word.split_once('=')
+                    .is_some_and(|(name, _)| crate_env_name(name))
+            })
             .count();
-        let exec = format!("{} exec {}", words[..assignments].join(" "), words[assignments..].join(" "));
+        let exec = format!(
+            "{} exec {}",
+            words[..assignments].join(" "),
+            words[assignments..].join(" ")
+        );
         let mut child = self
             .shell(exec.trim())
             .stdout(Stdio::null())
@@ -265,7 +311,12 @@ impl Runner {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = sender.send(addr.split_whitespace().next().unwrap_or_default().to_string());
+                    let _ = sender.send(
+                        addr.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
                 }
                 sink.lock().expect("log").push(line);
             }
@@ -281,21 +332,55 @@ impl Runner {
             }
         };
         let text = log.lock().expect("log").join("\n");
+        let data_dir = self.data_dir_of(command);
         for phrase in ["admin key generated: ", "log in with the CPAMP Admin Key "] {
-            if let Some(key) = text.split(phrase).nth(1).and_then(|rest| rest.split_whitespace().next()) {
-                self.admin_key = Some(key.to_string());
+            if let Some(key) = text
+                .split(phrase)
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                self.admin_keys.insert(data_dir.clone(), key.to_string());
             }
         }
-        self.server = Some(Server { child, addr, log });
+        self.server = Some(Server {
+            child,
+            addr,
+            data_dir,
+            log,
+        });
+    }
+
+    /// The data directory a server command uses: its `USAGE_DATA_DIR`, else `./data`;
+    /// the demo's lies below it.
+    fn data_dir_of(&self, command: &str) -> PathBuf {
+        let (env, words) = split_env(command);
+        let base = env
+            .iter()
+            .find(|(name, _)| name == "USAGE_DATA_DIR")
+            .map(|(_, value)| PathBuf::from(self.localise(value)))
+            .unwrap_or_else(|| self.work.join("data"));
+        if words.iter().any(|word| word == "demo") {
+            base.join("demo")
+        } else {
+            base
+        }
     }
 
     /// Runs a command to completion; `ok` says which exit codes count as success.
     fn run_to_end(&self, document: &str, command: &str, ok: &[i32]) -> String {
         let localised = self.localise(command);
-        let mut child = self.shell(&localised).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut child = self
+            .shell(&localised)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         let deadline = Instant::now() + Duration::from_secs(60);
         while child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "{document}: `{command}` did not finish");
+            assert!(
+                Instant::now() < deadline,
+                "{document}: `{command}` did not finish"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let output = child.wait_with_output().expect("output");
@@ -331,17 +416,40 @@ impl Runner {
                 self.run(document, format!("cpamp-server {args}").trim());
             }
             word if is_server_binary(word) => {
-                let subcommand = words.iter().skip(1).find(|word| !word.starts_with('-')).map(String::as_str);
+                let subcommand = words
+                    .iter()
+                    .skip(1)
+                    .find(|word| !word.starts_with('-'))
+                    .map(String::as_str);
                 match subcommand {
                     None | Some("serve") | Some("demo") => self.start_server(document, command),
                     Some("doctor") => {
                         self.ensure_server(document);
                         self.run_to_end(document, command, &[0, 1]);
                     }
-                    Some("reset-admin-key") | Some("reset-admin-password") | Some("cleanup-derived") => {
+                    Some("reset-admin-key")
+                    | Some("reset-admin-password")
+                    | Some("cleanup-derived") => {
                         self.prepare_database(document, command);
                         self.stop_server();
-                        self.run_to_end(document, command, &[0]);
+                        let stdout = self.run_to_end(document, command, &[0]);
+                        let printed = stdout
+                            .split("New admin key: ")
+                            .nth(1)
+                            .and_then(|rest| rest.split_whitespace().next());
+                        if let Some(key) = printed {
+                            let db_dir = words
+                                .iter()
+                                .position(|word| word == "--db-path")
+                                .and_then(|at| words.get(at + 1))
+                                .and_then(|path| {
+                                    Path::new(&self.localise(path))
+                                        .parent()
+                                        .map(Path::to_path_buf)
+                                })
+                                .unwrap_or_else(|| self.data_dir_of(command));
+                            self.admin_keys.insert(db_dir, key.to_string());
+                        }
                     }
                     Some(_) => {
                         self.run_to_end(document, command, &[0]);
@@ -361,14 +469,14 @@ impl Runner {
 
     /// An offline tool needs a database: the one at its `--db-path`, else the default.
     fn prepare_database(&mut self, document: &str, command: &str) {
-        let localised = self.localise(command);
-        let (env, words) = split_env(&localised);
+        // Paths as the document writes them; `localise` moves them when running.
+        let (env, words) = split_env(command);
         let db_path = words
             .iter()
             .position(|word| word == "--db-path" || word == "-db-path")
             .and_then(|at| words.get(at + 1));
         let exists = match db_path {
-            Some(path) => Path::new(path).is_file(),
+            Some(path) => Path::new(&self.localise(path)).is_file(),
             None => self.server.is_some() || self.work.join("data/usage.sqlite").is_file(),
         };
         if exists {
@@ -395,10 +503,14 @@ fn every_documented_command_is_run_or_verified_otherwise() {
     let mut seen_listed = Vec::new();
     let mut ran = 0;
     for document in DOCUMENTS {
-        let text = std::fs::read_to_string(root.join(document)).unwrap_or_else(|error| panic!("{document}: {error}"));
+        let text = std::fs::read_to_string(root.join(document))
+            .unwrap_or_else(|error| panic!("{document}: {error}"));
         let mut runner = Runner::new();
         for command in commands(&text) {
-            if let Some((listed, _)) = VERIFIED_OTHERWISE.iter().find(|(listed, _)| *listed == command) {
+            if let Some((listed, _)) = VERIFIED_OTHERWISE
+                .iter()
+                .find(|(listed, _)| *listed == command)
+            {
                 seen_listed.push(*listed);
                 continue;
             }
@@ -421,6 +533,9 @@ fn commands_are_read_from_shell_blocks_only() {
     let markdown = "```sh\ncargo run -p x          # comment\nA=1 \\\n  b --c\n# only a comment\n```\n```text\nnot a command\n```\n";
     assert_eq!(commands(markdown), ["cargo run -p x", "A=1 b --c"]);
     let (env, rest) = split_env("CPA_MANAGER_ADMIN_KEY='k v' ./cpa-manager-plus reset-admin-key");
-    assert_eq!(env, [("CPA_MANAGER_ADMIN_KEY".to_string(), "k v".to_string())]);
+    assert_eq!(
+        env,
+        [("CPA_MANAGER_ADMIN_KEY".to_string(), "k v".to_string())]
+    );
     assert_eq!(rest, ["./cpa-manager-plus", "reset-admin-key"]);
 }

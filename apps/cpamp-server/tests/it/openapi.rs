@@ -20,10 +20,17 @@ fn every_documented_operation_is_served_by_cpamp() {
     let data = tempfile::tempdir().expect("tempdir");
     let server = start_server(data.path(), &cpa.base_url(), CPA_KEY, &[]);
 
-    let response = client().get(server.url("/openapi.json")).send().expect("openapi");
+    let response = client()
+        .get(server.url("/openapi.json"))
+        .send()
+        .expect("openapi");
     assert_eq!(response.status(), 200, "the reference needs no key");
     let document: Value = response.json().expect("json");
-    assert!(document["openapi"].as_str().is_some_and(|version| version.starts_with("3.")));
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|version| version.starts_with("3."))
+    );
     assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
 
     let mut probed = 0;
@@ -33,9 +40,12 @@ fn every_documented_operation_is_served_by_cpamp() {
             if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
                 continue;
             }
-            let concrete = path.replace('{', "").replace('}', "");
+            let concrete = path.replace(['{', '}'], "");
             let response = client()
-                .request(method.to_uppercase().parse().expect("method"), server.url(&concrete))
+                .request(
+                    method.to_uppercase().parse().expect("method"),
+                    server.url(&concrete),
+                )
                 .bearer_auth(ADMIN)
                 .header("Content-Type", "application/json")
                 .body("{}")
@@ -43,9 +53,15 @@ fn every_documented_operation_is_served_by_cpamp() {
                 .expect("request");
             let status = response.status().as_u16();
             let text = response.text().expect("body");
-            let forwarded = cpa.recorded_requests().into_iter().any(|request| request.path == concrete);
+            let forwarded = cpa
+                .recorded_requests()
+                .into_iter()
+                .any(|request| request.path == concrete);
             let passes_through = operation["tags"][0] == "cpa";
-            assert_eq!(forwarded, passes_through, "{method} {path}: forwarded to CPA = {forwarded}");
+            assert_eq!(
+                forwarded, passes_through,
+                "{method} {path}: forwarded to CPA = {forwarded}"
+            );
             if pending {
                 assert_eq!(status, 501, "{method} {path}: {text}");
             } else {
@@ -57,5 +73,8 @@ fn every_documented_operation_is_served_by_cpamp() {
             probed += 1;
         }
     }
-    assert!(probed >= cpamp_api::routes::openapi::OPERATIONS.len(), "{probed}");
+    assert!(
+        probed >= cpamp_api::routes::openapi::OPERATIONS.len(),
+        "{probed}"
+    );
 }

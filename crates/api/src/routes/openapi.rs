@@ -58,25 +58,139 @@ use Access::{Admin, CpaApiKey, Public};
 
 /// Every operation cpamp serves itself, plus CPA's pass-through model lists.
 pub const OPERATIONS: &[Operation] = &[
-    op("get", "/health", Public, "service", "Liveness: `{\"ok\":true,\"service\":\"cpa-manager-plus\"}`"),
-    op("get", "/openapi.json", Public, "service", "This API reference (OpenAPI 3.1)"),
-    op("get", "/management.html", Public, "service", "The web panel"),
-    op("get", "/", Public, "service", "Redirects to /management.html"),
-    op("get", "/status", Admin, "service", "Collector state, counts, database files, gaps and the doctor's diagnosis"),
-    op("get", "/metrics", Admin, "service", "Prometheus metrics (the admin key or METRICS_TOKEN)"),
-    op("get", "/usage-service/info", Public, "setup", "Whether setup is needed and why; no secrets"),
-    op("post", "/setup", Public, "setup", "First setup: check the CPA URL and CPA Management Key on CPA and save them (the admin key once a credential exists)"),
-    op("get", "/usage-service/config", Admin, "setup", "The saved CPA connection and collector settings; the CPA Management Key only masked"),
-    op("put", "/usage-service/config", Admin, "setup", "Change the CPA connection or collector settings"),
-    op("get", "/v0/management/usage", Admin, "analytics", "The compatible usage payload of the Go server (at most USAGE_QUERY_LIMIT events)"),
-    op("get", "/v0/management/dashboard/summary", Admin, "analytics", "Dashboard totals, series and breakdowns for a time range"),
-    op("post", "/v0/management/monitoring/analytics", Admin, "analytics", "Request monitoring: sections, filters and event pages"),
-    op("get", "/v0/management/monitoring/header-snapshots", Admin, "analytics", "Recent response-header snapshots (rate-limit headers) per account"),
-    op("post", "/v0/management/monitoring/account-history", Admin, "analytics", "Per-account usage history"),
-    op("post", "/v0/management/monitoring/account-window-usage", Admin, "analytics", "Per-account usage inside quota windows"),
-    op("get", "/v0/management/collector-gaps", Admin, "service", "Periods in which the collector received nothing, with their cause"),
-    op("get", "/v1/models", CpaApiKey, "cpa", "CPA's model list, forwarded with the caller's CPA API Key"),
-    op("get", "/models", CpaApiKey, "cpa", "CPA's model list, forwarded with the caller's CPA API Key"),
+    op(
+        "get",
+        "/health",
+        Public,
+        "service",
+        "Liveness: `{\"ok\":true,\"service\":\"cpa-manager-plus\"}`",
+    ),
+    op(
+        "get",
+        "/openapi.json",
+        Public,
+        "service",
+        "This API reference (OpenAPI 3.1)",
+    ),
+    op(
+        "get",
+        "/management.html",
+        Public,
+        "service",
+        "The web panel",
+    ),
+    op(
+        "get",
+        "/",
+        Public,
+        "service",
+        "Redirects to /management.html",
+    ),
+    op(
+        "get",
+        "/status",
+        Admin,
+        "service",
+        "Collector state, counts, database files, gaps and the doctor's diagnosis",
+    ),
+    op(
+        "get",
+        "/metrics",
+        Admin,
+        "service",
+        "Prometheus metrics (the admin key or METRICS_TOKEN)",
+    ),
+    op(
+        "get",
+        "/usage-service/info",
+        Public,
+        "setup",
+        "Whether setup is needed and why; no secrets",
+    ),
+    op(
+        "post",
+        "/setup",
+        Public,
+        "setup",
+        "First setup: check the CPA URL and CPA Management Key on CPA and save them (the admin key once a credential exists)",
+    ),
+    op(
+        "get",
+        "/usage-service/config",
+        Admin,
+        "setup",
+        "The saved CPA connection and collector settings; the CPA Management Key only masked",
+    ),
+    op(
+        "put",
+        "/usage-service/config",
+        Admin,
+        "setup",
+        "Change the CPA connection or collector settings",
+    ),
+    op(
+        "get",
+        "/v0/management/usage",
+        Admin,
+        "analytics",
+        "The compatible usage payload of the Go server (at most USAGE_QUERY_LIMIT events)",
+    ),
+    op(
+        "get",
+        "/v0/management/dashboard/summary",
+        Admin,
+        "analytics",
+        "Dashboard totals, series and breakdowns for a time range",
+    ),
+    op(
+        "post",
+        "/v0/management/monitoring/analytics",
+        Admin,
+        "analytics",
+        "Request monitoring: sections, filters and event pages",
+    ),
+    op(
+        "get",
+        "/v0/management/monitoring/header-snapshots",
+        Admin,
+        "analytics",
+        "Recent response-header snapshots (rate-limit headers) per account",
+    ),
+    op(
+        "post",
+        "/v0/management/monitoring/account-history",
+        Admin,
+        "analytics",
+        "Per-account usage history",
+    ),
+    op(
+        "post",
+        "/v0/management/monitoring/account-window-usage",
+        Admin,
+        "analytics",
+        "Per-account usage inside quota windows",
+    ),
+    op(
+        "get",
+        "/v0/management/collector-gaps",
+        Admin,
+        "service",
+        "Periods in which the collector received nothing, with their cause",
+    ),
+    op(
+        "get",
+        "/v1/models",
+        CpaApiKey,
+        "cpa",
+        "CPA's model list, forwarded with the caller's CPA API Key",
+    ),
+    op(
+        "get",
+        "/models",
+        CpaApiKey,
+        "cpa",
+        "CPA's model list, forwarded with the caller's CPA API Key",
+    ),
 ];
 
 /// Documented paths that the ownership table does not list: the root redirect and
@@ -208,7 +322,9 @@ mod tests {
             );
             if route.state == RouteState::Served {
                 assert!(
-                    OPERATIONS.iter().any(|operation| route.covers(operation.path)),
+                    OPERATIONS
+                        .iter()
+                        .any(|operation| route.covers(operation.path)),
                     "{} is served: document its operations in OPERATIONS",
                     route.path
                 );
@@ -232,9 +348,15 @@ mod tests {
     fn registered_paths() -> Vec<String> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes");
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(&dir).expect("routes dir").filter_map(Result::ok) {
+        for entry in std::fs::read_dir(&dir)
+            .expect("routes dir")
+            .filter_map(Result::ok)
+        {
             let path = entry.path();
-            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("");
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or("");
             if !name.ends_with(".rs") || name == "owned.rs" {
                 continue;
             }
@@ -248,10 +370,18 @@ mod tests {
                     let call = ["resource(", "register(", "scope("]
                         .iter()
                         .any(|call| before.ends_with(call));
-                    let array_item = index == 1 && before.is_empty() && pieces[index + 1].trim() == ",";
+                    let array_item = index == 1
+                        && before.is_empty()
+                        && pieces
+                            .get(index + 1)
+                            .is_some_and(|after| after.trim() == ",");
                     if literal.starts_with('/') && (call || array_item) {
                         let trimmed = literal.trim_end_matches('/');
-                        found.push(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() });
+                        found.push(if trimmed.is_empty() {
+                            "/".to_string()
+                        } else {
+                            trimmed.to_string()
+                        });
                     }
                 }
             }
@@ -284,11 +414,11 @@ mod tests {
         let mut ids = Vec::new();
         for item in document["paths"].as_object().expect("paths").values() {
             for (method, operation) in item.as_object().expect("path item") {
-                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
-                    if let Some(id) = operation["operationId"].as_str() {
-                        assert!(!ids.contains(&id.to_string()), "duplicate operationId {id}");
-                        ids.push(id.to_string());
-                    }
+                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str())
+                    && let Some(id) = operation["operationId"].as_str()
+                {
+                    assert!(!ids.contains(&id.to_string()), "duplicate operationId {id}");
+                    ids.push(id.to_string());
                 }
             }
         }
