@@ -15,6 +15,7 @@
 //! - `analytics`: the analytics query side (rollups, raw edges, event pages).
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
+//! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
@@ -26,6 +27,7 @@ mod gaps;
 mod hints;
 mod legacy;
 mod maintenance;
+mod prices;
 mod rollup;
 mod settings;
 
@@ -81,6 +83,7 @@ struct Inner {
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
+    prices: prices::PriceCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -134,6 +137,7 @@ impl SqliteStore {
         if adopting_go_database {
             legacy::copy_small_tables(&writer).await?;
         }
+        legacy::adopt_prices_and_aliases(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
@@ -152,6 +156,7 @@ impl SqliteStore {
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
+                prices: prices::PriceCache::default(),
             }),
         })
     }
