@@ -394,7 +394,10 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
     };
     let automation = AutomationStartup {
         quota_cooldown: switch("USAGE_QUOTA_COOLDOWN_ENABLED", file.quota_cooldown_enabled),
-        account_actions: switch("USAGE_ACCOUNT_ACTIONS_ENABLED", file.account_actions_enabled),
+        account_actions: switch(
+            "USAGE_ACCOUNT_ACTIONS_ENABLED",
+            file.account_actions_enabled,
+        ),
         auto_disable: switch(
             "USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE",
             file.account_actions_auto_disable,
