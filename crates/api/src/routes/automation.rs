@@ -59,10 +59,38 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
                 .default_service(not_allowed()),
         );
     }
-    config.service(
-        web::resource("/v0/management/account-action-candidates/{tail:.+}")
-            .default_service(web::to(candidate_action::<S>)),
-    );
+    for (path, action) in [
+        (
+            "/v0/management/account-action-candidates/{id}/ignore",
+            ManualAction::Ignore,
+        ),
+        (
+            "/v0/management/account-action-candidates/{id}/resolve",
+            ManualAction::Resolve,
+        ),
+        (
+            "/v0/management/account-action-candidates/{id}/enable",
+            ManualAction::Enable,
+        ),
+        (
+            "/v0/management/account-action-candidates/{id}/auth-file",
+            ManualAction::DeleteAuthFile,
+        ),
+    ] {
+        let method = if action == ManualAction::DeleteAuthFile {
+            actix_web::http::Method::DELETE
+        } else {
+            actix_web::http::Method::POST
+        };
+        for path in [path.to_string(), format!("{path}/")] {
+            config.service(
+                web::resource(path)
+                    .app_data(web::Data::new(action))
+                    .route(web::method(method.clone()).to(candidate_action::<S>))
+                    .default_service(not_allowed()),
+            );
+        }
+    }
 }
 
 async fn get_policy<S: Store>(
@@ -229,31 +257,17 @@ async fn candidate_action<S: Store>(
     _admin: AdminAuth,
     request: HttpRequest,
     state: web::Data<AppState<S>>,
+    action: web::Data<ManualAction>,
 ) -> Result<HttpResponse, ApiError> {
-    let tail = request
+    let id = request
         .match_info()
-        .get("tail")
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_string();
-    let Some((id, action)) = tail.split_once('/') else {
-        return Err(ApiError::method_not_allowed());
-    };
-    if action.contains('/') {
-        return Err(ApiError::method_not_allowed());
-    }
-    let id = id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError::bad_request(ErrorCode::RequestFailed, "candidate id is required")
-    })?;
-    let method = request.method().clone();
-    let action = match (action, method.as_str()) {
-        ("ignore", "POST") => ManualAction::Ignore,
-        ("resolve", "POST") => ManualAction::Resolve,
-        ("enable", "POST") => ManualAction::Enable,
-        ("auth-file", "DELETE") => ManualAction::DeleteAuthFile,
-        _ => return Err(ApiError::method_not_allowed()),
-    };
-    let candidate = manual(&state, id, action).await?;
+        .get("id")
+        .and_then(|id| id.trim().parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(ErrorCode::RequestFailed, "candidate id is required")
+        })?;
+    let candidate = manual(&state, id, **action).await?;
     Ok(HttpResponse::Ok().json(json!({ "item": candidate_json(&candidate) })))
 }
 
