@@ -15,10 +15,13 @@
 //! - `analytics`: the analytics query side (rollups, raw edges, event pages).
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
+//! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
+//! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
 mod analytics;
+mod automation;
 mod dims;
 mod error;
 mod events;
@@ -26,6 +29,7 @@ mod gaps;
 mod hints;
 mod legacy;
 mod maintenance;
+mod prices;
 mod rollup;
 mod settings;
 
@@ -81,6 +85,7 @@ struct Inner {
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
+    prices: prices::PriceCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -133,7 +138,15 @@ impl SqliteStore {
         })?;
         if adopting_go_database {
             legacy::copy_small_tables(&writer).await?;
+            let mut connection = writer
+                .acquire()
+                .await
+                .map_err(|error| error::map(error, "adopt Go automation tables"))?;
+            automation::adopt_go_tables(&mut connection)
+                .await
+                .map_err(|error| error::map(error, "adopt Go automation tables"))?;
         }
+        legacy::adopt_prices_and_aliases(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
@@ -152,6 +165,7 @@ impl SqliteStore {
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
+                prices: prices::PriceCache::default(),
             }),
         })
     }

@@ -4,8 +4,10 @@
 
 mod accounts;
 mod analytics;
+mod automation;
 mod health;
 mod metrics;
+pub mod openapi;
 pub mod owned;
 mod panel;
 mod service;
@@ -22,11 +24,13 @@ use crate::state::Store;
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     health::configure(config);
     analytics::configure::<S>(config);
+    automation::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);
     status::configure::<S>(config);
     metrics::configure::<S>(config);
     panel::configure(config);
+    openapi::configure(config);
     // After every resource module: the fallbacks of all Manager-owned paths, so none
     // of them ever reaches the proxy.
     owned::configure(config);

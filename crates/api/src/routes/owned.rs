@@ -89,6 +89,7 @@ const fn owned(
 pub const OWNED_ROUTES: &[OwnedRoute] = &[
     // Exact routes outside the management API.
     owned("/health", Exact, Served, Public, "the health check"),
+    owned("/openapi.json", Exact, Served, Public, "the API reference"),
     owned("/status", Exact, Served, Admin, "the status report"),
     owned("/metrics", Exact, Served, Admin, "metrics"),
     owned("/setup", Exact, Served, Public, "setup"),
@@ -103,16 +104,23 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/usage-service/account-processing-policy",
         Exact,
-        Pending,
+        Served,
         Admin,
         "the account processing policy",
     ),
     owned(
         "/usage-service/quota-cooldowns",
         Exact,
-        Pending,
+        Served,
         Admin,
         "quota cooldowns",
+    ),
+    owned(
+        "/usage-service/automation-audit",
+        Exact,
+        Served,
+        Admin,
+        "the automation audit log",
     ),
     owned("/management.html", Exact, Served, Public, "the panel"),
     // Management API heads the Manager answers itself.
@@ -133,7 +141,7 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/v0/management/account-action-candidates",
         Subtree,
-        Pending,
+        Served,
         Admin,
         "the account action queue",
     ),
