@@ -7,6 +7,7 @@ use cpamp_domain::crypto::{DataKey, SealError};
 use cpamp_domain::ports::{
     DatabaseStats, EventSink, GapStore, KeyHints, SettingsStore, StoreStats,
 };
+use cpamp_domain::prices::PriceStore;
 
 use crate::auth::LoginLimiter;
 use crate::automation::Automation;
@@ -15,7 +16,14 @@ use crate::automation::ingest::IngestSink;
 /// Everything the API needs from storage, as one bound. The binary names the
 /// concrete type once (`configure::<SqliteStore>`).
 pub trait Store:
-    EventSink + SettingsStore + StoreStats + KeyHints + AnalyticsStore + GapStore + DatabaseStats
+    EventSink
+    + SettingsStore
+    + StoreStats
+    + KeyHints
+    + AnalyticsStore
+    + GapStore
+    + DatabaseStats
+    + PriceStore
 {
 }
 
@@ -27,6 +35,7 @@ impl<T> Store for T where
         + AnalyticsStore
         + GapStore
         + DatabaseStats
+        + PriceStore
 {
 }
 

@@ -7,6 +7,7 @@ mod enrichment;
 mod ingest;
 mod metrics;
 mod owned_routes;
+mod prices;
 mod process;
 mod proxy;
 mod reset_key;

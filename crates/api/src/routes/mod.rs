@@ -3,11 +3,13 @@
 //! management proxy, then the panel and the root redirect.
 
 mod accounts;
+mod aliases;
 mod analytics;
 mod health;
 mod metrics;
 pub mod owned;
 mod panel;
+pub mod prices;
 mod service;
 mod setup;
 pub mod status;
@@ -22,6 +24,8 @@ use crate::state::Store;
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     health::configure(config);
     analytics::configure::<S>(config);
+    prices::configure::<S>(config);
+    aliases::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);
     status::configure::<S>(config);
