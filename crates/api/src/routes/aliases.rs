@@ -16,25 +16,14 @@ use crate::error::{ApiError, ErrorCode};
 use crate::state::{AppState, Store};
 
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
-    let not_allowed = || {
-        web::to(|_auth: AdminAuth| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) })
-    };
     config.service(
-        web::resource([
-            "/v0/management/api-key-aliases",
-            "/v0/management/api-key-aliases/",
-        ])
-        .route(web::get().to(list::<S>))
-        .route(web::put().to(put::<S>))
-        .default_service(not_allowed()),
+        super::resource("/v0/management/api-key-aliases")
+            .route(web::get().to(list::<S>))
+            .route(web::put().to(put::<S>)),
     );
     config.service(
-        web::resource([
-            "/v0/management/api-key-aliases/{hash}",
-            "/v0/management/api-key-aliases/{hash}/",
-        ])
-        .route(web::delete().to(delete::<S>))
-        .default_service(not_allowed()),
+        super::resource("/v0/management/api-key-aliases/{hash}")
+            .route(web::delete().to(delete::<S>)),
     );
 }
 

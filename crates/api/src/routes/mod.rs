@@ -7,6 +7,7 @@ mod aliases;
 mod analytics;
 mod health;
 mod metrics;
+pub mod openapi;
 pub mod owned;
 mod panel;
 pub mod prices;
@@ -16,9 +17,18 @@ pub mod status;
 
 pub use panel::PanelPath;
 
-use actix_web::web;
+use actix_web::{HttpResponse, web};
 
+use crate::auth::AdminAuth;
+use crate::error::ApiError;
 use crate::state::Store;
+
+/// A resource at `path` and `path/` whose other methods answer 405 after the admin key.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource([path.to_string(), format!("{path}/")]).default_service(web::to(
+        |_auth: AdminAuth| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) },
+    ))
+}
 
 /// Registers every route. Each module owns one resource.
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
@@ -31,6 +41,7 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     status::configure::<S>(config);
     metrics::configure::<S>(config);
     panel::configure(config);
+    openapi::configure(config);
     // After every resource module: the fallbacks of all Manager-owned paths, so none
     // of them ever reaches the proxy.
     owned::configure(config);

@@ -26,31 +26,22 @@ use crate::state::{AppState, Store};
 const MAX_PRICES_BODY: usize = 32 * 1024 * 1024;
 
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
-    let both = |path: &str| [path.to_string(), format!("{path}/")];
-    let not_allowed = || {
-        web::to(|_auth: AdminAuth| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) })
-    };
     config.service(
-        web::resource(both("/v0/management/model-prices"))
+        super::resource("/v0/management/model-prices")
             .app_data(web::PayloadConfig::new(MAX_PRICES_BODY))
             .route(web::get().to(list::<S>))
-            .route(web::put().to(replace::<S>))
-            .default_service(not_allowed()),
+            .route(web::put().to(replace::<S>)),
     );
     config.service(
-        web::resource(both("/v0/management/model-prices/usage-summary"))
-            .route(web::get().to(usage_summary::<S>))
-            .default_service(not_allowed()),
+        super::resource("/v0/management/model-prices/usage-summary")
+            .route(web::get().to(usage_summary::<S>)),
     );
     config.service(
-        web::resource(both("/v0/management/model-prices/sync"))
-            .route(web::post().to(sync::<S>))
-            .default_service(not_allowed()),
+        super::resource("/v0/management/model-prices/sync").route(web::post().to(sync::<S>)),
     );
     config.service(
-        web::resource(both("/v0/management/model-prices/explain"))
-            .route(web::get().to(explain_event::<S>))
-            .default_service(not_allowed()),
+        super::resource("/v0/management/model-prices/explain")
+            .route(web::get().to(explain_event::<S>)),
     );
 }
 
