@@ -5,6 +5,7 @@
 mod accounts;
 mod aliases;
 mod analytics;
+mod automation;
 mod health;
 mod metrics;
 pub mod openapi;
@@ -34,8 +35,12 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     health::configure(config);
     analytics::configure::<S>(config);
+<<<<<<< HEAD
     prices::configure::<S>(config);
     aliases::configure::<S>(config);
+=======
+    automation::configure::<S>(config);
+>>>>>>> main
     service::configure::<S>(config);
     setup::configure::<S>(config);
     status::configure::<S>(config);
