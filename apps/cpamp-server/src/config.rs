@@ -120,15 +120,12 @@ struct RawFile {
     tls_skip_verify: Option<bool>,
     metrics_token_file: Option<String>,
     log_format: Option<String>,
-<<<<<<< HEAD
     model_price_sync_models_dev_url: Option<String>,
     model_price_sync_lite_llm_url: Option<String>,
     model_price_sync_open_router_url: Option<String>,
-=======
     quota_cooldown_enabled: Option<bool>,
     account_actions_enabled: Option<bool>,
     account_actions_auto_disable: Option<bool>,
->>>>>>> main
 }
 
 /// Where settings come from. Tests pass their own environment map.
@@ -388,7 +385,6 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             bail!("CPAMP_LOG_FORMAT (config key logFormat) must be text or json; got {other:?}")
         }
     };
-<<<<<<< HEAD
     let mut price_source = |name: &'static str, key: &str, file: &Option<String>, default: &str| {
         let value = env(name)
             .or(file.clone())
@@ -414,7 +410,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             &file.model_price_sync_open_router_url,
             cpamp_api::price_sync::OPENROUTER_URL,
         )?,
-=======
+    };
     // Each switch: the environment (which locks it against the policy API), else the
     // config file, else off.
     let mut switch = |name: &'static str, from_file: Option<bool>| match env(name) {
@@ -437,7 +433,6 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             "USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE",
             file.account_actions_auto_disable,
         ),
->>>>>>> main
     };
 
     Ok(Settings {

@@ -24,13 +24,10 @@ pub trait Store:
     + AnalyticsStore
     + GapStore
     + DatabaseStats
-<<<<<<< HEAD
     + PriceStore
-=======
     + CooldownStore
     + CandidateStore
     + AuditStore
->>>>>>> main
 {
 }
 
@@ -42,13 +39,10 @@ impl<T> Store for T where
         + AnalyticsStore
         + GapStore
         + DatabaseStats
-<<<<<<< HEAD
         + PriceStore
-=======
         + CooldownStore
         + CandidateStore
         + AuditStore
->>>>>>> main
 {
 }
 

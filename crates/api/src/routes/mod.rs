@@ -35,12 +35,9 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     health::configure(config);
     analytics::configure::<S>(config);
-<<<<<<< HEAD
     prices::configure::<S>(config);
     aliases::configure::<S>(config);
-=======
     automation::configure::<S>(config);
->>>>>>> main
     service::configure::<S>(config);
     setup::configure::<S>(config);
     status::configure::<S>(config);
