@@ -7,6 +7,7 @@ mod aliases;
 mod analytics;
 mod automation;
 mod health;
+mod inspection;
 mod metrics;
 pub mod openapi;
 pub mod owned;
@@ -38,6 +39,7 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     prices::configure::<S>(config);
     aliases::configure::<S>(config);
     automation::configure::<S>(config);
+    inspection::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);
     status::configure::<S>(config);
