@@ -19,6 +19,7 @@ pub mod manager_config;
 pub mod middleware;
 pub mod monitor;
 pub mod plugins;
+pub mod price_sync;
 pub mod proxy;
 pub mod routes;
 pub mod state;

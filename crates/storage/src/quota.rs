@@ -2,84 +2,12 @@
 //! logical windows they move, and one row per reported window.
 
 use cpamp_domain::StoreError;
-use cpamp_domain::automation::quota::{Observation, QuotaStore, StoredWindow, WindowInput};
+use cpamp_domain::automation::quota::{
+    Observation, QuotaStore, StoredWindow, WindowInput, decode_list, encode_list,
+};
 use sqlx::{Sqlite, Transaction};
 
 use crate::{SqliteStore, error};
-
-fn json_list(items: &[String]) -> String {
-    if items.is_empty() {
-        String::new()
-    } else {
-        serde_json_list(items)
-    }
-}
-
-/// A JSON array of strings, written by hand (storage has no JSON library).
-fn serde_json_list(items: &[String]) -> String {
-    let mut out = String::from("[");
-    for (index, item) in items.iter().enumerate() {
-        if index > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        for character in item.chars() {
-            match character {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                control if (control as u32) < 0x20 => {
-                    out.push_str(&format!("\\u{:04x}", control as u32));
-                }
-                other => out.push(other),
-            }
-        }
-        out.push('"');
-    }
-    out.push(']');
-    out
-}
-
-/// Reads back what [`serde_json_list`] wrote (plain strings only).
-fn parse_list(text: &str) -> Vec<String> {
-    let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
-    if inner.trim().is_empty() {
-        return Vec::new();
-    }
-    let mut items = Vec::new();
-    let mut current = String::new();
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut chars = inner.chars().peekable();
-    while let Some(character) = chars.next() {
-        if !in_string {
-            if character == '"' {
-                in_string = true;
-                current.clear();
-            }
-            continue;
-        }
-        if escaped {
-            match character {
-                'u' => {
-                    let code: String = (0..4).filter_map(|_| chars.next()).collect();
-                    if let Some(decoded) = u32::from_str_radix(&code, 16).ok().and_then(char::from_u32) {
-                        current.push(decoded);
-                    }
-                }
-                other => current.push(other),
-            }
-            escaped = false;
-        } else if character == '\\' {
-            escaped = true;
-        } else if character == '"' {
-            in_string = false;
-            items.push(std::mem::take(&mut current));
-        } else {
-            current.push(character);
-        }
-    }
-    items
-}
 
 async fn apply(
     transaction: &mut Transaction<'_, Sqlite>,
@@ -175,12 +103,12 @@ async fn apply(
         .bind(&observation.account_key)
         .bind(&observation.provider)
         .bind(&window.provider_window_id)
-        .bind(json_list(&window.provider_window_aliases))
+        .bind(encode_list(&window.provider_window_aliases))
         .bind(&window.window_kind)
         .bind(&window.window_mode)
         .bind(&window.model_scope_kind)
         .bind(&window.model_scope_key)
-        .bind(json_list(&window.model_ids))
+        .bind(encode_list(&window.model_ids))
         .bind(&observation.source)
         .bind(&observation.source_observation_id)
         .bind(at)
@@ -353,12 +281,12 @@ impl QuotaStore for SqliteStore {
                 provider: row.provider,
                 input: WindowInput {
                     provider_window_id: row.provider_window_id,
-                    provider_window_aliases: parse_list(&row.provider_window_aliases_json),
+                    provider_window_aliases: decode_list(&row.provider_window_aliases_json),
                     window_kind: row.window_kind,
                     window_mode: row.window_mode,
                     model_scope_kind: row.model_scope_kind,
                     model_scope_key: row.model_scope_key,
-                    model_ids: parse_list(&row.model_ids_json),
+                    model_ids: decode_list(&row.model_ids_json),
                     boundary_accuracy: row.boundary_accuracy,
                     cycle_start_ms: row.cycle_start_ms,
                     cycle_end_ms: row.cycle_end_ms,
@@ -387,18 +315,5 @@ impl QuotaStore for SqliteStore {
             });
         }
         Ok(windows)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn string_lists_round_trip() {
-        let items = vec!["gpt-5".to_string(), "say \"hi\"\\".to_string(), "tab\there".to_string()];
-        assert_eq!(parse_list(&json_list(&items)), items);
-        assert!(parse_list("").is_empty());
-        assert_eq!(json_list(&[]), "");
     }
 }

@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod owned_routes;
 mod plugins;
+mod prices;
 mod process;
 mod proxy;
 mod reset_key;

@@ -171,6 +171,20 @@ pub trait QuotaStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<StoredWindow>, StoreError>> + Send;
 }
 
+/// A list of strings as stored: a JSON array, or empty text for none.
+pub fn encode_list(items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(items).unwrap_or_default()
+    }
+}
+
+/// Reads [`encode_list`]'s text; anything unreadable is an empty list.
+pub fn decode_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
 /// Codex's own window names: `primary` is the five-hour window, `secondary` the weekly
 /// (or monthly) one.
 pub fn canonical_codex_window(id: &str, window_kind: &str) -> String {
@@ -211,6 +225,14 @@ mod tests {
         };
         assert_eq!(one.scope_fingerprint(), two.scope_fingerprint());
         assert_eq!(one.scope_fingerprint().len(), 64);
+    }
+
+    #[test]
+    fn lists_round_trip() {
+        let items = vec!["gpt-5".to_string(), "say \"hi\"".to_string()];
+        assert_eq!(decode_list(&encode_list(&items)), items);
+        assert_eq!(encode_list(&[]), "");
+        assert!(decode_list("").is_empty());
     }
 
     #[test]
