@@ -13,7 +13,8 @@
 //!   `config`, `auth-files`, `api-keys`), `/healthz`, `/`, `/v1/models`.
 //!
 //! Layout: `queue` (queue and subscribers), `auth` (key check and bans), `resp` and `http`
-//! (the two protocols), `events` (realistic payloads).
+//! (the two protocols), `events` (realistic payloads), `traffic` (CPA 7.2 payloads with
+//! response headers and nanosecond timestamps at any instant, for benchmarks at scale).
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -30,6 +31,7 @@ mod files;
 mod http;
 pub mod queue;
 mod resp;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use events::{Account, EmittedEvent, EventGenerator};
 pub use files::ReadOnlyFiles;
+pub use traffic::Traffic;
 
 /// How the fake behaves. Start from [`FakeCpaOptions::new`] and adjust fields.
 #[derive(Debug, Clone)]
