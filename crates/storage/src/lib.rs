@@ -13,6 +13,7 @@
 //! - `settings`: the key-value settings table.
 //! - `rollup`: rollups maintained inside the ingest transaction.
 //! - `analytics`: the analytics query side (rollups, raw edges, event pages).
+//! - `snapshots`: the newest header event per credential, kept at ingest.
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
 //!
@@ -28,6 +29,7 @@ mod legacy;
 mod maintenance;
 mod rollup;
 mod settings;
+mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

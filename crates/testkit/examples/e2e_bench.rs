@@ -45,6 +45,8 @@ struct Args {
     runs: usize,
     live_minutes: u64,
     live_rate: u64,
+    /// Keep the data directory here instead of deleting it (for inspection).
+    keep: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -55,6 +57,7 @@ fn args() -> Args {
         runs: 7,
         live_minutes: 6,
         live_rate: 2_000,
+        keep: None,
     };
     let mut list = std::env::args().skip(1);
     while let Some(arg) = list.next() {
@@ -66,8 +69,9 @@ fn args() -> Args {
             "--live" => out.live = true,
             "--live-minutes" => out.live_minutes = value().parse().expect("--live-minutes M"),
             "--live-rate" => out.live_rate = value().parse().expect("--live-rate R"),
+            "--keep" => out.keep = Some(PathBuf::from(value())),
             other => panic!(
-                "unknown option {other:?}; use --server PATH, --size N, --runs R, --live, --live-minutes M, --live-rate R"
+                "unknown option {other:?}; use --server PATH, --size N, --runs R, --live, --live-minutes M, --live-rate R, --keep DIR"
             ),
         }
     }
@@ -638,7 +642,9 @@ fn main() {
     let mut options = FakeCpaOptions::new(CPA_KEY);
     options.retention = Duration::from_secs(3600);
     let cpa = runtime.block_on(FakeCpa::start(options)).expect("fake CPA");
-    let data = std::env::temp_dir().join(format!("cpamp-bench-e2e-{}", std::process::id()));
+    let data = args.keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("cpamp-bench-e2e-{}", std::process::id()))
+    });
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).expect("data dir");
     let server = Server::start(&args.server, &data, &cpa.base_url());
@@ -768,5 +774,7 @@ fn main() {
     }
     server.stop();
     cpa.stop();
-    let _ = std::fs::remove_dir_all(&data);
+    if args.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&data);
+    }
 }
