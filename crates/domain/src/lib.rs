@@ -5,6 +5,7 @@
 //! Layout:
 //! - `event`: [`UsageEvent`], one stored row per upstream attempt.
 //! - `decode`: CPA queue payload -> [`event::Decoded`] (event, control message or dead letter).
+//! - `prices`: model prices, their sync sources and matching, API key aliases.
 //! - `ports`: [`ports::EventSink`], [`ports::SettingsStore`], [`ports::GapStore`],
 //!   [`ports::DatabaseStats`] and the store error type.
 //!
@@ -12,11 +13,13 @@
 //! socket, never reads the environment or the clock except through arguments.
 
 pub mod analytics;
+pub mod automation;
 pub mod crypto;
 pub mod decode;
 pub mod event;
 pub mod keys;
 pub mod ports;
+pub mod prices;
 pub mod secret;
 
 pub use event::UsageEvent;

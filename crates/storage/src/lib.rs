@@ -16,6 +16,7 @@
 //! - `snapshots`: the newest header event per credential, kept at ingest.
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
+//! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
@@ -27,6 +28,7 @@ mod gaps;
 mod hints;
 mod legacy;
 mod maintenance;
+mod prices;
 mod rollup;
 mod settings;
 mod snapshots;
@@ -83,6 +85,7 @@ struct Inner {
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
+    prices: prices::PriceCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -136,6 +139,7 @@ impl SqliteStore {
         if adopting_go_database {
             legacy::copy_small_tables(&writer).await?;
         }
+        legacy::adopt_prices_and_aliases(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
@@ -154,6 +158,7 @@ impl SqliteStore {
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
+                prices: prices::PriceCache::default(),
             }),
         })
     }

@@ -62,7 +62,8 @@ async fn a_database_file_keeps_every_event_once_across_reopen() {
         BatchOutcome {
             inserted: 2,
             skipped: 0,
-            dead_lettered: 0
+            dead_lettered: 0,
+            fresh: vec![0, 1],
         }
     );
 
@@ -88,7 +89,8 @@ async fn a_database_file_keeps_every_event_once_across_reopen() {
         BatchOutcome {
             inserted: 1,
             skipped: 2,
-            dead_lettered: 1
+            dead_lettered: 1,
+            fresh: vec![1],
         }
     );
 
@@ -126,7 +128,8 @@ async fn a_database_file_keeps_every_event_once_across_reopen() {
         BatchOutcome {
             inserted: 0,
             skipped: 1,
-            dead_lettered: 0
+            dead_lettered: 0,
+            fresh: vec![],
         }
     );
     reopened.close().await;
@@ -177,7 +180,8 @@ async fn a_batch_that_cannot_be_written_stores_nothing_and_can_be_retried() {
         BatchOutcome {
             inserted: 2,
             skipped: 0,
-            dead_lettered: 0
+            dead_lettered: 0,
+            fresh: vec![0, 1],
         }
     );
     let again = store.store_batch(pending).await.expect("replay");
@@ -186,7 +190,8 @@ async fn a_batch_that_cannot_be_written_stores_nothing_and_can_be_retried() {
         BatchOutcome {
             inserted: 0,
             skipped: 2,
-            dead_lettered: 0
+            dead_lettered: 0,
+            fresh: vec![],
         }
     );
     assert_eq!(store.counts().await.expect("counts").events, 3);
