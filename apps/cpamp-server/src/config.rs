@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use config::{Config, File, FileFormat};
+use cpamp_api::state::{AutomationStartup, StartupSwitch};
 use cpamp_domain::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +80,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Environment variables that were set (for env-locked settings).
     pub env_set: Vec<&'static str>,
+    /// The account processing switches (quota cooldown, account actions, auto-disable).
+    pub automation: cpamp_api::state::AutomationStartup,
     /// Values read leniently or not applied, each naming its variable or key; logged at
     /// start and shown by the doctor.
     pub warnings: Vec<String>,
@@ -115,6 +118,9 @@ struct RawFile {
     tls_skip_verify: Option<bool>,
     metrics_token_file: Option<String>,
     log_format: Option<String>,
+    quota_cooldown_enabled: Option<bool>,
+    account_actions_enabled: Option<bool>,
+    account_actions_auto_disable: Option<bool>,
 }
 
 /// Where settings come from. Tests pass their own environment map.
@@ -374,6 +380,29 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             bail!("CPAMP_LOG_FORMAT (config key logFormat) must be text or json; got {other:?}")
         }
     };
+    // Each switch: the environment (which locks it against the policy API), else the
+    // config file, else off.
+    let mut switch = |name: &'static str, from_file: Option<bool>| match env(name) {
+        Some(value) => StartupSwitch {
+            value: lenient_bool(name, &value, &mut warnings),
+            from_env: true,
+        },
+        None => StartupSwitch {
+            value: from_file.unwrap_or(false),
+            from_env: false,
+        },
+    };
+    let automation = AutomationStartup {
+        quota_cooldown: switch("USAGE_QUOTA_COOLDOWN_ENABLED", file.quota_cooldown_enabled),
+        account_actions: switch(
+            "USAGE_ACCOUNT_ACTIONS_ENABLED",
+            file.account_actions_enabled,
+        ),
+        auto_disable: switch(
+            "USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE",
+            file.account_actions_auto_disable,
+        ),
+    };
 
     Ok(Settings {
         config_path,
@@ -397,6 +426,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         metrics_token,
         log_format,
         env_set,
+        automation,
         warnings,
     })
 }

@@ -16,11 +16,13 @@
 //! - `snapshots`: the newest header event per credential, kept at ingest.
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
+//! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
 //! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
 mod analytics;
+mod automation;
 mod dims;
 mod error;
 mod events;
@@ -138,6 +140,13 @@ impl SqliteStore {
         })?;
         if adopting_go_database {
             legacy::copy_small_tables(&writer).await?;
+            let mut connection = writer
+                .acquire()
+                .await
+                .map_err(|error| error::map(error, "adopt Go automation tables"))?;
+            automation::adopt_go_tables(&mut connection)
+                .await
+                .map_err(|error| error::map(error, "adopt Go automation tables"))?;
         }
         legacy::adopt_prices_and_aliases(&writer).await?;
         let reader = SqlitePoolOptions::new()

@@ -56,21 +56,6 @@ pub const NOT_APPLIED: &[NotApplied] = &[
         instead: "this version does not take usage imports in sessions yet; the limit applies \
                   once it does",
     },
-    NotApplied {
-        env: "USAGE_QUOTA_COOLDOWN_ENABLED",
-        key: Some("quotaCooldownEnabled"),
-        instead: "this version has no quota cooldowns yet; the switch applies once it does",
-    },
-    NotApplied {
-        env: "USAGE_ACCOUNT_ACTIONS_ENABLED",
-        key: Some("accountActionsEnabled"),
-        instead: "this version has no account actions yet; the switch applies once it does",
-    },
-    NotApplied {
-        env: "USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE",
-        key: Some("accountActionsAutoDisable"),
-        instead: "this version has no account actions yet; the switch applies once it does",
-    },
 ];
 
 /// Warnings for the [`NOT_APPLIED`] settings that are present, from the environment

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod analytics;
+mod automation;
 mod health;
 mod metrics;
 pub mod openapi;
@@ -23,6 +24,7 @@ use crate::state::Store;
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     health::configure(config);
     analytics::configure::<S>(config);
+    automation::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);
     status::configure::<S>(config);

@@ -104,16 +104,23 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/usage-service/account-processing-policy",
         Exact,
-        Pending,
+        Served,
         Admin,
         "the account processing policy",
     ),
     owned(
         "/usage-service/quota-cooldowns",
         Exact,
-        Pending,
+        Served,
         Admin,
         "quota cooldowns",
+    ),
+    owned(
+        "/usage-service/automation-audit",
+        Exact,
+        Served,
+        Admin,
+        "the automation audit log",
     ),
     owned("/management.html", Exact, Served, Public, "the panel"),
     // Management API heads the Manager answers itself.
@@ -134,7 +141,7 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/v0/management/account-action-candidates",
         Subtree,
-        Pending,
+        Served,
         Admin,
         "the account action queue",
     ),
