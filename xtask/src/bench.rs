@@ -12,6 +12,8 @@
 //!   events (`--size`, 1M by default; `--live` for a steady stream into today),
 //!   then every panel request timed over HTTP with RSS before and after, targets
 //!   printed beside the figures (`crates/testkit/examples/e2e_bench.rs`).
+//! - `panel`: the dashboard's first meaningful paint in Chromium against the release
+//!   server on a 1M-event database, beside an empty one (see `frontend.rs`).
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
 //!   release binary on an empty data directory, and its resident memory then.
 
@@ -28,6 +30,7 @@ pub const NAMES: &[&str] = &[
     "e2e",
     "ingest",
     "ingest-live",
+    "panel",
     "startup",
 ];
 
@@ -75,6 +78,7 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
             .run()
             .map_err(|error| error.to_string())
         }
+        "panel" => crate::frontend::bench(shell, extra),
         _ => Err(format!(
             "unknown benchmark {name:?}; one of: {}",
             NAMES.join(", ")

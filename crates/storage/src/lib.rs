@@ -17,6 +17,7 @@
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
 //! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
+//! - `inspection`: server inspection runs, results, logs, the run lease and ownership.
 //! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
@@ -28,6 +29,7 @@ mod error;
 mod events;
 mod gaps;
 mod hints;
+mod inspection;
 mod legacy;
 mod maintenance;
 mod prices;
