@@ -9,6 +9,7 @@ use cpamp_domain::crypto::{DataKey, SealError};
 use cpamp_domain::ports::{
     DatabaseStats, EventSink, GapStore, KeyHints, SettingsStore, StoreStats,
 };
+use cpamp_domain::prices::PriceStore;
 
 use crate::auth::LoginLimiter;
 use crate::automation::Automation;
@@ -24,6 +25,7 @@ pub trait Store:
     + AnalyticsStore
     + GapStore
     + DatabaseStats
+    + PriceStore
     + CooldownStore
     + CandidateStore
     + AuditStore
@@ -39,6 +41,7 @@ impl<T> Store for T where
         + AnalyticsStore
         + GapStore
         + DatabaseStats
+        + PriceStore
         + CooldownStore
         + CandidateStore
         + AuditStore
