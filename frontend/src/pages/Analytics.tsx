@@ -582,7 +582,7 @@ function Heatmap({ cells, scope, filters }: { cells: HeatmapCell[]; scope: Scope
   const format = (value: number) => (metric === 'cost' ? f.money(value) : metric === 'failure_rate' ? f.percent(value) : f.compact(value));
   const focus = {
     requests: [...shown].sort((left, right) => right.calls - left.calls).slice(0, 3),
-    cost: [...shown].sort((left, right) => (right.cost ?? 0) - (left.cost ?? 0)).slice(0, 3),
+    cost: shown.filter((cell) => (cell.cost ?? 0) > 0).sort((left, right) => (right.cost ?? 0) - (left.cost ?? 0)).slice(0, 3),
     risk: shown.filter((cell) => cell.calls >= 10 && cell.failure_rate > 0).sort((left, right) => right.failure_rate - left.failure_rate).slice(0, 3),
   };
   const cellName = (cell: HeatmapCell) => `${weekdayNames[cell.weekday]} ${String(cell.hour).padStart(2, '0')}:00`;
