@@ -132,6 +132,25 @@ export interface MaintenanceStatus {
   databaseMaintenance: { required: boolean; performanceDegraded?: boolean; reasons: string[]; command?: string };
 }
 
+// ---- shared parts of the analytics shapes ----
+
+/** Token sums every aggregate carries (input is the normalised total, cached the legacy bucket). */
+export interface TokenSums {
+  input_tokens: number;
+  output_tokens: number;
+  cached_tokens: number;
+  cache_read_tokens: number;
+  cache_creation_tokens: number;
+}
+
+/** Call counts of an aggregate by outcome. */
+export interface CallCounts {
+  total_calls: number;
+  success_calls: number;
+  failure_calls: number;
+  success_rate: number;
+}
+
 // ---- dashboard ----
 
 export interface RecentFailure {
@@ -156,16 +175,8 @@ export interface RecentFailure {
 export interface DashboardSummary {
   generated_at_ms: number;
   window: { today_start_ms: number; now_ms: number; rolling_30m_start_ms: number };
-  today: {
-    total_calls: number;
-    success_calls: number;
-    failure_calls: number;
-    success_rate: number;
-    input_tokens: number;
-    output_tokens: number;
-    cached_tokens: number;
-    cache_read_tokens: number;
-    cache_creation_tokens: number;
+  today: CallCounts &
+    TokenSums & {
     reasoning_tokens: number;
     total_tokens: number;
     total_cost: number | null;
@@ -281,16 +292,7 @@ export interface AnalyticsRequest {
   include: Include;
 }
 
-export interface Summary {
-  total_calls: number;
-  success_calls: number;
-  failure_calls: number;
-  success_rate: number;
-  input_tokens: number;
-  output_tokens: number;
-  cached_tokens: number;
-  cache_read_tokens: number;
-  cache_creation_tokens: number;
+export interface Summary extends CallCounts, TokenSums {
   cache_hit_rate: number;
   reasoning_tokens: number;
   total_tokens: number;
@@ -315,18 +317,13 @@ export interface SummaryComparison {
   total_cost: number | null;
 }
 
-export interface TimelinePoint {
+export interface TimelinePoint extends TokenSums {
   bucket_ms: number;
   label: string;
   calls: number;
   tokens: number;
   success: number;
   failure: number;
-  input_tokens: number;
-  output_tokens: number;
-  cached_tokens: number;
-  cache_read_tokens: number;
-  cache_creation_tokens: number;
   cache_hit_rate: number;
   reasoning_tokens: number;
   total_tokens: number;
@@ -350,17 +347,12 @@ export interface AnomalyPoint {
   failure_rate: number;
 }
 
-export interface ModelStat {
+export interface ModelStat extends TokenSums {
   model: string;
   calls: number;
   success_calls: number;
   failure_calls: number;
   success_rate: number;
-  input_tokens: number;
-  output_tokens: number;
-  cached_tokens: number;
-  cache_read_tokens: number;
-  cache_creation_tokens: number;
   cache_hit_rate: number;
   total_tokens: number;
   cost: number | null;
@@ -378,7 +370,7 @@ export interface IdentityFields {
   source_hash?: string;
 }
 
-export interface GroupStat extends IdentityFields {
+export interface GroupStat extends IdentityFields, TokenSums {
   id: string;
   api_key_hash?: string;
   auth_indices?: string[];
@@ -388,11 +380,6 @@ export interface GroupStat extends IdentityFields {
   success_calls: number;
   failure_calls: number;
   success_rate: number;
-  input_tokens: number;
-  output_tokens: number;
-  cached_tokens: number;
-  cache_read_tokens: number;
-  cache_creation_tokens: number;
   total_tokens: number;
   cost: number | null;
   average_latency_ms: number | null;
