@@ -105,6 +105,9 @@ impl Application {
             settings.metrics_token.clone(),
         ));
         let cors_origins = web::Data::new(CorsOrigins(settings.cors_origins.clone()));
+        let price_sync = web::Data::new(cpamp_api::price_sync::PriceSync::new(
+            settings.price_sources.clone(),
+        ));
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -113,6 +116,7 @@ impl Application {
                 .app_data(authenticator.clone())
                 .app_data(panel_path.clone())
                 .app_data(monitor.clone())
+                .app_data(price_sync.clone())
                 .app_data(cors_origins.clone())
                 .wrap(from_fn(cors))
                 .wrap(from_fn(count_requests))

@@ -3,11 +3,13 @@
 use cpamp_collector::{Collector, Mode, PopSide};
 use cpamp_domain::Secret;
 use cpamp_domain::analytics::query::AnalyticsStore;
+use cpamp_domain::automation::runs::InspectionStore;
 use cpamp_domain::automation::store::{AuditStore, CandidateStore, CooldownStore};
 use cpamp_domain::crypto::{DataKey, SealError};
 use cpamp_domain::ports::{
     DatabaseStats, EventSink, GapStore, KeyHints, SettingsStore, StoreStats,
 };
+use cpamp_domain::prices::PriceStore;
 
 use crate::auth::LoginLimiter;
 use crate::automation::Automation;
@@ -23,9 +25,11 @@ pub trait Store:
     + AnalyticsStore
     + GapStore
     + DatabaseStats
+    + PriceStore
     + CooldownStore
     + CandidateStore
     + AuditStore
+    + InspectionStore
 {
 }
 
@@ -37,9 +41,11 @@ impl<T> Store for T where
         + AnalyticsStore
         + GapStore
         + DatabaseStats
+        + PriceStore
         + CooldownStore
         + CandidateStore
         + AuditStore
+        + InspectionStore
 {
 }
 

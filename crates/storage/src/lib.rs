@@ -13,9 +13,11 @@
 //! - `settings`: the key-value settings table.
 //! - `rollup`: rollups maintained inside the ingest transaction.
 //! - `analytics`: the analytics query side (rollups, raw edges, event pages).
+//! - `snapshots`: the newest header event per credential, kept at ingest.
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
 //! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
+//! - `inspection`: server inspection runs, results, logs, the run lease and ownership.
 //! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
@@ -27,11 +29,13 @@ mod error;
 mod events;
 mod gaps;
 mod hints;
+mod inspection;
 mod legacy;
 mod maintenance;
 mod prices;
 mod rollup;
 mod settings;
+mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -18,7 +18,8 @@ pub use history::{
     MAX_HISTORY_TARGETS, account_history,
 };
 pub use snapshots::{
-    HeaderSnapshot, HeaderSnapshots, SNAPSHOT_DAYS, SNAPSHOT_LIMIT, header_snapshots, snapshot_key,
+    HeaderSnapshot, HeaderSnapshots, SNAPSHOT_DAYS, SNAPSHOT_LIMIT, credential_key,
+    header_snapshots, snapshot_key,
 };
 pub use target::{AccountTarget, normalize_provider};
 pub use windows::{
@@ -26,9 +27,11 @@ pub use windows::{
     account_window_usage,
 };
 
+use std::collections::BTreeSet;
+
 use super::cost::PriceBook;
 use super::query::GroupRow;
-use super::totals::{Totals, row_cost};
+use super::totals::{Totals, row_cost, unpriced_models};
 
 /// Totals of one account (or window): the sums, whether any row matched, and the
 /// block of its earliest row.
@@ -37,11 +40,18 @@ struct AccountTotals {
     totals: Totals,
     matched_rows: bool,
     first_block: Option<i64>,
+    /// Models whose missing price makes the cost unknown.
+    unpriced: BTreeSet<String>,
 }
 
 impl AccountTotals {
     fn add(&mut self, book: &PriceBook, row: &GroupRow) {
-        self.totals.add(row, row_cost(book, row));
+        let cost = row_cost(book, row);
+        if cost.is_none() {
+            self.unpriced
+                .extend(unpriced_models(book, std::slice::from_ref(row)));
+        }
+        self.totals.add(row, cost);
         self.matched_rows = true;
         self.first_block = Some(
             self.first_block
