@@ -182,7 +182,6 @@ export interface DashboardSummary {
     total_cost: number | null;
     average_latency_ms: number | null;
     zero_token_calls: number;
-    unpriced_models?: string[];
   };
   rolling_30m: { rpm: number; tpm: number; total_calls: number; total_tokens: number };
   top_models_today: { model: string; calls: number; tokens: number; cost: number | null; success_rate: number }[];
@@ -237,6 +236,8 @@ export interface DashboardSummary {
   }[];
   failure_sources?: unknown[];
   recent_failures: RecentFailure[];
+  /** Billing models without a price: why a cost in the answer is null. */
+  unpriced_models?: string[];
 }
 
 // ---- monitoring analytics ----
@@ -302,8 +303,6 @@ export interface Summary extends CallCounts, TokenSums {
   p95_latency_ms: number | null;
   p95_ttft_ms: number | null;
   zero_token_calls: number;
-  /** Models without a price (their cost makes the total unknown). */
-  unpriced_models?: string[];
 }
 
 export interface SummaryComparison {
@@ -512,6 +511,8 @@ export interface FilterSelectors {
 
 export interface AnalyticsResponse {
   generated_at_ms: number;
+  /** Billing models without a price: why a cost in the answer is null. */
+  unpriced_models?: string[];
   granularity: 'hour' | 'day';
   summary?: Summary;
   summary_comparison?: SummaryComparison;
@@ -576,6 +577,8 @@ export interface SyncResult {
   candidates?: { model: string; candidates: { sourceModelId: string; score: number; reason: string; price: ModelPrice }[] }[];
   unmatched?: string[];
   preserved?: string[];
+  /** Pinned prices a match would have replaced (left alone). */
+  pinned?: string[];
   proxyUsed?: boolean;
   sourceResults?: { source: string; models: number; skipped: number; error?: string }[];
   prices: PriceBook;
