@@ -36,7 +36,7 @@ pub(crate) struct ReadCache {
 }
 
 #[derive(Default)]
-struct CacheState {
+pub(crate) struct CacheState {
     texts: HashMap<i64, Text>,
     max_dim: i64,
     identities: HashMap<i64, Arc<Identity>>,
@@ -60,7 +60,7 @@ impl CacheState {
     }
 }
 
-fn lock_read(cache: &ReadCache) -> std::sync::RwLockReadGuard<'_, CacheState> {
+pub(crate) fn lock_read(cache: &ReadCache) -> std::sync::RwLockReadGuard<'_, CacheState> {
     // A poisoned lock only means a panic during a plain map insert; the maps are
     // still consistent.
     cache
@@ -89,7 +89,7 @@ type FoldKey = (i64, usize, Text, Text, Text, u8, bool);
 /// Rollup blobs read per round trip.
 const BLOB_CHUNK: i64 = 256;
 
-const EVENT_COLUMNS: &str = "id, event_hash, request_id, timestamp_ms, timestamp_text, provider_id, executor_type_id, \
+pub(crate) const EVENT_COLUMNS: &str = "id, event_hash, request_id, timestamp_ms, timestamp_text, provider_id, executor_type_id, \
     model_id, requested_model_id, resolved_model_id, endpoint_id, method_id, path_id, client_ip_id, \
     x_forwarded_for_id, user_agent_id, auth_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
     account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
@@ -266,7 +266,7 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    fn event_from_row(&self, state: &CacheState, row: &SqliteRow) -> RawEvent {
+    pub(crate) fn event_from_row(&self, state: &CacheState, row: &SqliteRow) -> RawEvent {
         let id = |index: usize| row.try_get::<Option<i64>, _>(index).ok().flatten();
         let int = |index: usize| id(index).unwrap_or(0);
         let text = |index: usize| state.text(id(index));
@@ -587,7 +587,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn reader_connection(
+    pub(crate) async fn reader_connection(
         &self,
     ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
         let mut connection = self
@@ -1158,48 +1158,13 @@ impl AnalyticsStore for SqliteStore {
         self.cached_price_book().await
     }
 
-    async fn header_events<F>(
+    async fn latest_header_events(
         &self,
         from_ms: i64,
         to_ms: i64,
-        mut each: F,
-    ) -> Result<(), StoreError>
-    where
-        F: FnMut(&RawEvent) -> bool + Send,
-    {
-        const CHUNK: i64 = 512;
-        let mut connection = self.reader_connection().await?;
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE timestamp_ms >= ?1 \
-             AND (timestamp_ms < ?2 OR (timestamp_ms = ?2 AND id < ?3)) \
-             AND (coalesce(response_metadata_json, '') <> '' OR header_quota_recover_at_ms IS NOT NULL \
-             OR header_quota_used_percent IS NOT NULL OR header_quota_plan_type_id IS NOT NULL \
-             OR header_error_kind_id IS NOT NULL OR header_error_code_id IS NOT NULL \
-             OR coalesce(header_trace_id, '') <> '') \
-             ORDER BY timestamp_ms DESC, id DESC LIMIT {CHUNK}"
-        );
-        // Exclusive keyset bound, newest first: `to_ms` itself is outside the range.
-        let mut before = (to_ms, i64::MIN);
-        loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(from_ms)
-                .bind(before.0)
-                .bind(before.1)
-                .fetch_all(&mut *connection)
-                .await
-                .map_err(db("read header events"))?;
-            let state = lock_read(self.read_cache());
-            for row in &rows {
-                let event = self.event_from_row(&state, row);
-                before = (event.timestamp_ms, event.id);
-                if !each(&event) {
-                    return Ok(());
-                }
-            }
-            if (rows.len() as i64) < CHUNK {
-                return Ok(());
-            }
-        }
+        limit: usize,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        self.latest_header_events_inner(from_ms, to_ms, limit).await
     }
 
     async fn header_values(&self, scope: Scope) -> Result<HeaderValues, StoreError> {

@@ -13,6 +13,7 @@
 //! - `settings`: the key-value settings table.
 //! - `rollup`: rollups maintained inside the ingest transaction.
 //! - `analytics`: the analytics query side (rollups, raw edges, event pages).
+//! - `snapshots`: the newest header event per credential, kept at ingest.
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
 //! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
@@ -34,6 +35,7 @@ mod maintenance;
 mod prices;
 mod rollup;
 mod settings;
+mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
