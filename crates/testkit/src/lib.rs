@@ -34,6 +34,7 @@ pub mod auth;
 mod credentials;
 pub mod events;
 mod files;
+pub mod go_schema;
 mod http;
 pub mod queue;
 mod resp;
