@@ -149,7 +149,7 @@ async fn live(
 async fn offline(settings: &Settings) -> Result<(String, Value), String> {
     let db_path = &settings.db_path;
     let mut extra = Vec::new();
-    let (counts, gaps) = if db_path.is_file() {
+    let (counts, gaps, automation) = if db_path.is_file() {
         let store = SqliteStore::open(Options::new(db_path))
             .await
             .map_err(|error| format!("open {}: {error}", db_path.display()))?;
@@ -158,8 +158,11 @@ async fn offline(settings: &Settings) -> Result<(String, Value), String> {
             .gaps(i64::MIN, i64::MAX, 50)
             .await
             .map_err(|error| error.to_string())?;
+        let automation = cpamp_api::doctor::automation_facts(&store)
+            .await
+            .map_err(|error| error.to_string())?;
         store.close().await;
-        (counts, gaps)
+        (counts, gaps, automation)
     } else {
         extra.push(Finding {
             code: "database_missing",
@@ -173,7 +176,7 @@ async fn offline(settings: &Settings) -> Result<(String, Value), String> {
             hints: Vec::new(),
             gap: None,
         });
-        (Default::default(), Vec::new())
+        (Default::default(), Vec::new(), Default::default())
     };
     let connection = settings.env_managed_connection().then(|| CpaTarget {
         base_url: settings.cpa_upstream_url.clone(),
@@ -191,6 +194,7 @@ async fn offline(settings: &Settings) -> Result<(String, Value), String> {
         host: startup::host_facts(settings, db_path),
         counts,
         gaps,
+        automation,
         now_ms: startup::now_ms(),
     };
     let (mut diagnosis, _) = diagnose(&input).await;

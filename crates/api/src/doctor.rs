@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use cpamp_collector::{CollectorState, CollectorStatus, RESP_OVER_HTTP_HINT};
 use cpamp_domain::Secret;
-use cpamp_domain::ports::{CollectionGap, StoreCounts};
+use cpamp_domain::automation::runs::{InspectionStore, Ownership};
+use cpamp_domain::automation::store::{Candidate, CandidateStore, Cooldown, CooldownStore};
+use cpamp_domain::ports::{CollectionGap, StoreCounts, StoreError};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -123,7 +125,107 @@ pub struct DoctorInput {
     pub counts: StoreCounts,
     /// Recent gaps, newest first.
     pub gaps: Vec<CollectionGap>,
+    /// Accounts account automation keeps disabled.
+    pub automation: AutomationFacts,
     pub now_ms: i64,
+}
+
+/// Accounts account automation keeps disabled, and until when.
+#[derive(Debug, Clone, Default)]
+pub struct AutomationFacts {
+    /// Active quota cooldowns (restored at `recover_at_ms`).
+    pub cooldowns: Vec<Cooldown>,
+    /// Pending candidates whose account auto-disable turned off (never restored
+    /// automatically).
+    pub auto_disabled: Vec<Candidate>,
+    /// Accounts an automatic inspection disabled.
+    pub inspection_owned: Vec<Ownership>,
+}
+
+/// Reads what [`AutomationFacts`] reports from the store.
+pub async fn automation_facts<S>(store: &S) -> Result<AutomationFacts, StoreError>
+where
+    S: CooldownStore + CandidateStore + InspectionStore,
+{
+    let cooldowns = store.active_cooldowns().await?;
+    let (pending, _) = store.candidates(Some("pending"), 500).await?;
+    Ok(AutomationFacts {
+        cooldowns,
+        auto_disabled: pending
+            .into_iter()
+            .filter(|candidate| candidate.auto_disabled_at_ms.is_some())
+            .collect(),
+        inspection_owned: store.ownerships().await?,
+    })
+}
+
+/// A cooldown this late is reported as overdue (restores are tried at least every 15 s).
+const RESTORE_OVERDUE_MS: i64 = 60_000;
+
+fn check_automation(facts: &AutomationFacts, now_ms: i64, findings: &mut Vec<Finding>) {
+    let mut lines = Vec::new();
+    let mut overdue = Vec::new();
+    for cooldown in &facts.cooldowns {
+        let name = if cooldown.auth_index.is_empty() {
+            cooldown.auth_file_name.clone()
+        } else {
+            format!("{} ({})", cooldown.auth_file_name, cooldown.auth_index)
+        };
+        lines.push(format!(
+            "{name}: quota cooldown ({}), restored at {}",
+            cooldown.reason_code,
+            format_ms(cooldown.recover_at_ms)
+        ));
+        if now_ms - cooldown.recover_at_ms > RESTORE_OVERDUE_MS {
+            overdue.push(format!(
+                "{name} was due at {}{}",
+                format_ms(cooldown.recover_at_ms),
+                if cooldown.last_error.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (last attempt: {})", cooldown.last_error)
+                }
+            ));
+        }
+    }
+    for candidate in &facts.auto_disabled {
+        lines.push(format!(
+            "{}: disabled by the account action queue ({}), never restored automatically; enable it on the Issues page",
+            candidate.auth_file_name, candidate.reason_code
+        ));
+    }
+    for owned in &facts.inspection_owned {
+        lines.push(format!(
+            "{}: disabled by server inspection (run {}), restored only by a later run with autoRecoverEnabled",
+            owned.auth_file_name, owned.run_id
+        ));
+    }
+    if !lines.is_empty() {
+        let mut finding = Finding::new(
+            "automation_disabled_accounts",
+            Severity::Info,
+            format!(
+                "{} account(s) are disabled in CPA by cpamp's account automation.",
+                lines.len()
+            ),
+            "Nothing to do unless one should run now: enable it in the panel (a change made there ends the automation's claim).",
+        );
+        finding.hints = lines;
+        findings.push(finding);
+    }
+    if !overdue.is_empty() {
+        let mut finding = Finding::new(
+            "automation_restore_overdue",
+            Severity::Warning,
+            format!(
+                "{} quota cooldown(s) are past their reset and the account is still disabled.",
+                overdue.len()
+            ),
+            "Check that CPA is reachable with the saved CPA Management Key (restores are retried every 15 s), or enable the account in the panel.",
+        );
+        finding.hints = overdue;
+        findings.push(finding);
+    }
 }
 
 /// Runs every check. Returns the diagnosis and what was learned about CPA.
@@ -151,6 +253,7 @@ pub async fn diagnose(input: &DoctorInput) -> (Diagnosis, CpaFacts) {
         check_collector(collector, input, &mut findings);
     }
     check_gaps(&input.gaps, retention, input.now_ms, &mut findings);
+    check_automation(&input.automation, input.now_ms, &mut findings);
     check_data_dir(input, &mut findings);
     let ok = !findings
         .iter()
@@ -754,6 +857,7 @@ mod tests {
             host: HostFacts::default(),
             counts: StoreCounts::default(),
             gaps: Vec::new(),
+            automation: AutomationFacts::default(),
             now_ms: 1_767_225_600_000,
         }
     }

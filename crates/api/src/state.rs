@@ -3,6 +3,7 @@
 use cpamp_collector::{Collector, Mode, PopSide};
 use cpamp_domain::Secret;
 use cpamp_domain::analytics::query::AnalyticsStore;
+use cpamp_domain::automation::quota::QuotaStore;
 use cpamp_domain::automation::runs::InspectionStore;
 use cpamp_domain::automation::store::{AuditStore, CandidateStore, CooldownStore};
 use cpamp_domain::crypto::{DataKey, SealError};
@@ -30,6 +31,7 @@ pub trait Store:
     + CandidateStore
     + AuditStore
     + InspectionStore
+    + QuotaStore
 {
 }
 
@@ -46,6 +48,7 @@ impl<T> Store for T where
         + CandidateStore
         + AuditStore
         + InspectionStore
+        + QuotaStore
 {
 }
 

@@ -18,6 +18,7 @@
 //! - `maintenance`: WAL checkpoints and the database file report.
 //! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
 //! - `inspection`: server inspection runs, results, logs, the run lease and ownership.
+//! - `quota`: quota snapshot observations, logical windows and reported windows.
 //! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
@@ -33,6 +34,7 @@ mod inspection;
 mod legacy;
 mod maintenance;
 mod prices;
+mod quota;
 mod rollup;
 mod settings;
 mod snapshots;

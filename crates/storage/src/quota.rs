@@ -15,12 +15,11 @@ async fn apply(
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
     let hash = observation.hash();
-    let known: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM account_quota_observations WHERE observation_hash = ?",
-    )
-    .bind(&hash)
-    .fetch_optional(&mut **transaction)
-    .await?;
+    let known: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM account_quota_observations WHERE observation_hash = ?")
+            .bind(&hash)
+            .fetch_optional(&mut **transaction)
+            .await?;
     if known.is_some() {
         return Ok(0);
     }
@@ -229,7 +228,11 @@ impl QuotaStore for SqliteStore {
         let mut transaction = self.writer().begin().await.map_err(map)?;
         let mut inserted = Vec::with_capacity(observations.len());
         for observation in &observations {
-            inserted.push(apply(&mut transaction, observation, now_ms).await.map_err(map)?);
+            inserted.push(
+                apply(&mut transaction, observation, now_ms)
+                    .await
+                    .map_err(map)?,
+            );
         }
         transaction.commit().await.map_err(map)?;
         Ok(inserted)

@@ -264,7 +264,7 @@ fn a_restart_in_the_middle_of_a_cooldown_restores_on_time() {
     let env = [("USAGE_QUOTA_COOLDOWN_ENABLED", "true")];
     let server = cpa.start_server(&dir, &env);
     cpa.cpa
-        .push_raw(usage_limit(ALICE, "f0000001", 5).payload());
+        .push_raw(usage_limit(ALICE, "f0000001", 8).payload());
     assert!(wait_until(Duration::from_secs(10), || disabled(
         &cpa, ALICE
     )));
@@ -275,8 +275,37 @@ fn a_restart_in_the_middle_of_a_cooldown_restores_on_time() {
     let recover_at = cooldowns(&server)[0]["recoverAtMs"]
         .as_i64()
         .expect("recoverAtMs");
+    // The live doctor names the account and when it comes back.
+    let (status, report) = get(&server, "/status");
+    assert_eq!(status, 200, "{report}");
+    let finding = report["diagnosis"]["findings"]
+        .as_array()
+        .and_then(|findings| {
+            findings
+                .iter()
+                .find(|finding| finding["code"] == "automation_disabled_accounts")
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no automation finding: {report:#}"));
+    assert!(
+        finding["hints"][0]
+            .as_str()
+            .is_some_and(|hint| hint.contains(ALICE.file_name) && hint.contains("restored at")),
+        "{finding}"
+    );
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
+    // So does the offline doctor while the server is stopped.
+    let offline_env = cpa.server_env("auto");
+    let output = crate::support::command(dir.path(), &crate::support::live::env_refs(&offline_env))
+        .arg("doctor")
+        .output()
+        .expect("doctor");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("automation_disabled_accounts") && text.contains(ALICE.file_name),
+        "{text}"
+    );
     assert!(
         recover_at > now_ms(),
         "the restart must happen before the reset"

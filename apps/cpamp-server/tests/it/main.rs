@@ -17,6 +17,7 @@ mod plugins;
 mod prices;
 mod process;
 mod proxy;
+mod quota;
 mod reset_key;
 mod setup;
 mod status;

@@ -35,12 +35,13 @@ impl<S: EventSink> IngestSink<S> {
 impl<S: EventSink> EventSink for IngestSink<S> {
     async fn store_batch(&self, mut batch: IngestBatch) -> Result<BatchOutcome, StoreError> {
         self.automation.enricher.enrich(&mut batch);
-        // Only failures can trigger automation; keep them to hand over once stored.
+        // Only failures and Codex quota headers matter to automation; keep them to hand
+        // over once stored.
         let failures: Vec<(usize, cpamp_domain::UsageEvent)> = batch
             .events
             .iter()
             .enumerate()
-            .filter(|(_, event)| event.failed)
+            .filter(|(_, event)| event.failed || super::quota_evidence::carries_evidence(event))
             .map(|(index, event)| (index, event.clone()))
             .collect();
         let outcome = self.store.store_batch(batch).await?;

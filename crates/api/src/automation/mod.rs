@@ -13,6 +13,7 @@
 //! - `cooldowns`: quota cooldowns and their recovery.
 //! - `actions`: the account action queue and its manual actions.
 //! - `audit`: the audit log of automatic account changes.
+//! - `quota_evidence`: quota snapshots from Codex response headers.
 //! - `inspection`: server inspection runs, their lease, cancel and schedule.
 //! - `bookkeeping`: auth-file changes made through the proxy (locked, and ending claims).
 //!
@@ -31,6 +32,7 @@ pub mod gate;
 pub mod ingest;
 pub mod inspection;
 pub mod policy;
+pub mod quota_evidence;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -150,7 +152,7 @@ impl Automation {
         tokio::spawn(actions::run(state.clone(), action_receiver));
         tokio::spawn(inspection::schedule(state.clone()));
         tokio::spawn(dispatch(
-            automation.switches.clone(),
+            state.clone(),
             collected,
             cooldown_jobs,
             action_jobs,
@@ -158,16 +160,27 @@ impl Automation {
     }
 }
 
-/// Routes each newly stored failure to the workers whose switch is on at that moment.
-async fn dispatch(
-    switches: Arc<Switches>,
+/// Routes each newly stored event: failures to the workers whose switch is on at that
+/// moment, Codex quota headers into quota snapshots.
+async fn dispatch<S: Store>(
+    state: web::Data<AppState<S>>,
     mut collected: mpsc::Receiver<Vec<UsageEvent>>,
     cooldowns: mpsc::Sender<Trigger>,
     actions: mpsc::Sender<actions::Job>,
 ) {
+    let switches = state.automation.switches.clone();
     while let Some(events) = collected.recv().await {
         let now = jiff::Timestamp::now().as_millisecond();
-        for event in events {
+        let evidence: Vec<_> = events
+            .iter()
+            .filter_map(quota_evidence::observation_of)
+            .collect();
+        if !evidence.is_empty()
+            && let Err(error) = state.store.write_observations(evidence, now).await
+        {
+            tracing::warn!(%error, "storing quota snapshots from response headers failed");
+        }
+        for event in events.into_iter().filter(|event| event.failed) {
             if switches.quota_cooldown()
                 && let Some(trigger) = detect(&event, now)
                 && cooldowns.try_send(trigger).is_err()

@@ -116,7 +116,9 @@ pub fn observation_of(event: &UsageEvent) -> Option<Observation> {
     // The five-hour window runs inside the long one.
     let long = windows
         .iter()
-        .find(|window| window.provider_window_id == "weekly" || window.provider_window_id == "monthly")
+        .find(|window| {
+            window.provider_window_id == "weekly" || window.provider_window_id == "monthly"
+        })
         .map(|window| window.provider_window_id.clone());
     if let Some(long) = long {
         for window in &mut windows {
@@ -164,10 +166,17 @@ mod tests {
         let observation = observation_of(&event).expect("observation");
         assert_eq!(observation.source_observation_id, "req-1");
         assert_eq!(observation.inventory_scope_key, "codex:rate-limits");
-        let ids: Vec<&str> = observation.windows.iter().map(|window| window.provider_window_id.as_str()).collect();
+        let ids: Vec<&str> = observation
+            .windows
+            .iter()
+            .map(|window| window.provider_window_id.as_str())
+            .collect();
         assert_eq!(ids, ["five-hour", "weekly"]);
         let five = &observation.windows[0];
-        assert_eq!((five.window_mode.as_str(), five.boundary_accuracy.as_str()), ("fixed", "derived"));
+        assert_eq!(
+            (five.window_mode.as_str(), five.boundary_accuracy.as_str()),
+            ("fixed", "derived")
+        );
         assert_eq!(five.cycle_start_ms, Some(1_600_000 - 18_000_000));
         assert_eq!(five.container_provider_window_id, "weekly");
         assert_eq!(observation.windows[1].boundary_accuracy, "exact");

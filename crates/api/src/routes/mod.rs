@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod owned;
 mod panel;
 pub mod prices;
+mod quota;
 mod service;
 mod setup;
 pub mod status;
@@ -40,6 +41,7 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     aliases::configure::<S>(config);
     automation::configure::<S>(config);
     inspection::configure::<S>(config);
+    quota::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);
     status::configure::<S>(config);

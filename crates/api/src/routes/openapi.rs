@@ -234,6 +234,20 @@ pub const OPERATIONS: &[Operation] = &[
         "A CPA plugin's page, asset or API (any method CPA accepts): forwarded to CPA with the CPA Management Key for an admin, else with the caller's own credential; a plugin's `management_origin` and `X-Codex-Invite-Origin` are set to CPA's origin",
     ),
     op(
+        "post",
+        "/v0/management/quota-snapshots",
+        Admin,
+        "automation",
+        "Record observations of accounts' quota windows (idempotent per observation)",
+    ),
+    op(
+        "post",
+        "/v0/management/quota-snapshots/query",
+        Admin,
+        "automation",
+        "Each account's current quota windows, with availability and cycles",
+    ),
+    op(
         "get",
         "/v0/management/usage",
         Admin,

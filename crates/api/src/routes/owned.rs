@@ -169,7 +169,7 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/v0/management/quota-snapshots",
         Subtree,
-        Pending,
+        Served,
         Admin,
         "quota snapshots",
     ),

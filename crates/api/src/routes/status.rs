@@ -129,6 +129,7 @@ pub async fn diagnosis<S: Store>(
         host: monitor.host.clone(),
         counts: state.store.counts().await?,
         gaps: state.store.gaps(i64::MIN, i64::MAX, 50).await?,
+        automation: doctor::automation_facts(&state.store).await?,
         now_ms: now_ms(),
     };
     let (diagnosis, facts) = doctor::diagnose(&input).await;

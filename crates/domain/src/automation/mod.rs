@@ -12,6 +12,7 @@
 //! - `jsonscan`: JSON values inside failure text, reset times in their many spellings.
 //! - `store`: the automation ports (cooldowns, candidates, audit log).
 //! - `inspection`: server inspection's configuration, probe verdicts and quota windows.
+//! - `quota`: quota snapshot observations and their port.
 //! - `runs`: inspection runs, results, logs, lease and ownership, and their port.
 //!
 //! Everything here is pure: callers fetch from CPA and pass the clock in.
@@ -22,5 +23,6 @@ pub mod credential_policy;
 pub mod enrich;
 pub mod inspection;
 pub mod jsonscan;
+pub mod quota;
 pub mod runs;
 pub mod store;

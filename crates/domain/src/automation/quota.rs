@@ -199,13 +199,14 @@ pub fn canonical_codex_window(id: &str, window_kind: &str) -> String {
 /// Whether a window's figures are out of date at `now_ms`.
 pub fn is_stale(window: &StoredWindow, now_ms: i64) -> bool {
     let input = &window.input;
-    match input.window_mode.as_str() {
+    let expired = match input.window_mode.as_str() {
         "fixed" | "calendar" => input.cycle_end_ms.is_some_and(|end| end <= now_ms),
         "rolling" => input
             .duration_seconds
             .is_some_and(|duration| window.observed_at_ms + duration * 1000 < now_ms),
         _ => false,
-    } || matches!(window.availability.as_str(), "pending_absent" | "inactive")
+    };
+    expired || matches!(window.availability.as_str(), "pending_absent" | "inactive")
 }
 
 #[cfg(test)]
