@@ -41,12 +41,41 @@ impl StoreError {
     }
 }
 
-/// One batch taken from CPA: the events to store and the items that could not be decoded.
+/// Where the events of a batch come from.
+///
+/// Only [`BatchOrigin::Collector`] batches are news: automation (quota cooldowns,
+/// account actions) reacts to their newly stored events and to nothing else, so an
+/// import of old history or the adoption of a Go database never disables an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOrigin {
+    /// Collected live from CPA at this normalised base URL.
+    Collector(String),
+    /// Read from an export file (API, import session or `cpamp-server import`).
+    Import,
+    /// Copied from a Go server database being adopted.
+    Adoption,
+}
+
+impl BatchOrigin {
+    /// The CPA base URL of a collected batch.
+    pub fn cpa_base_url(&self) -> Option<&str> {
+        match self {
+            BatchOrigin::Collector(base_url) if !base_url.is_empty() => Some(base_url),
+            _ => None,
+        }
+    }
+
+    /// True for events collected live from CPA (the only ones automation acts on).
+    pub fn is_collected(&self) -> bool {
+        matches!(self, BatchOrigin::Collector(_))
+    }
+}
+
+/// One batch of events to store, with the items that could not be decoded.
 /// Both are written in one transaction, so a batch is either stored whole or not at all.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IngestBatch {
-    /// Which CPA connection the batch came from (its normalised base URL).
-    pub origin: String,
+    pub origin: BatchOrigin,
     pub events: Vec<UsageEvent>,
     pub dead_letters: Vec<DeadLetter>,
 }

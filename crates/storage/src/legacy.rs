@@ -17,7 +17,7 @@
 
 use cpamp_domain::StoreError;
 use cpamp_domain::event::{CacheInputMode, NormalizedTokens, TokenCounts, UsageEvent};
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use crate::{SqliteStore, error};
@@ -273,7 +273,7 @@ impl SqliteStore {
         let count = events.len() as u64;
         let outcome = self
             .store_batch(IngestBatch {
-                origin: String::new(),
+                origin: BatchOrigin::Adoption,
                 events,
                 dead_letters: Vec::new(),
             })

@@ -11,7 +11,7 @@ use cpamp_domain::analytics::report::{DashboardRequest, dashboard};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
 use cpamp_domain::analytics::{analytics_model, nearest_rank};
 use cpamp_domain::event::UsageEvent;
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use support::synth;
 
@@ -26,7 +26,7 @@ async fn seeded(count: usize) -> (tempfile::TempDir, SqliteStore, Vec<UsageEvent
     for chunk in events.chunks(250) {
         store
             .store_batch(IngestBatch {
-                origin: "http://cpa".into(),
+                origin: BatchOrigin::Collector("http://cpa".into()),
                 events: chunk.to_vec(),
                 dead_letters: Vec::new(),
             })
