@@ -5,6 +5,7 @@
 //! Layout:
 //! - `event`: [`UsageEvent`], one stored row per upstream attempt.
 //! - `decode`: CPA queue payload -> [`event::Decoded`] (event, control message or dead letter).
+//! - `transfer`: usage export lines and the import reader (formats, legacy snapshots).
 //! - `ports`: [`ports::EventSink`], [`ports::SettingsStore`], [`ports::GapStore`],
 //!   [`ports::DatabaseStats`] and the store error type.
 //!
@@ -18,6 +19,7 @@ pub mod event;
 pub mod keys;
 pub mod ports;
 pub mod secret;
+pub mod transfer;
 
 pub use event::UsageEvent;
 pub use ports::StoreError;
