@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::{DeadLetter, Decoded};
-use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -718,6 +718,9 @@ mod tests {
         let decoded = decode_items(&items, "http://cpa");
         assert_eq!(decoded.batch.dead_letters.len(), 1);
         assert_eq!(decoded.batch.dead_letters[0].payload, "7");
-        assert_eq!(decoded.batch.origin, BatchOrigin::Collector("http://cpa".into()));
+        assert_eq!(
+            decoded.batch.origin,
+            BatchOrigin::Collector("http://cpa".into())
+        );
     }
 }

@@ -18,7 +18,7 @@ use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, PageReques
 use cpamp_domain::analytics::query::{Cursor, Filters, Scope};
 use cpamp_domain::analytics::report::{DashboardRequest, dashboard};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
-use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use cpamp_domain::event::{CacheInputMode, NormalizedTokens, TokenCounts, UsageEvent};
-use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use sqlx::Connection;
 

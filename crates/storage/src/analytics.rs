@@ -36,7 +36,7 @@ pub(crate) struct ReadCache {
 }
 
 #[derive(Default)]
-struct CacheState {
+pub(crate) struct CacheState {
     texts: HashMap<i64, Text>,
     max_dim: i64,
     identities: HashMap<i64, Arc<Identity>>,
@@ -48,6 +48,19 @@ struct CacheState {
 }
 
 impl CacheState {
+    /// The effective model ids (`coalesce(requested_model_id, model_id)`) whose
+    /// analytics model is one of `analytics_ids`.
+    pub(crate) fn effective_models_of(&self, analytics_ids: &HashSet<i64>) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .analytics
+            .iter()
+            .filter(|(_, analytics)| analytics_ids.contains(analytics))
+            .map(|(effective, _)| *effective)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     fn text(&self, id: Option<i64>) -> Text {
         match id {
             Some(id) if id > 0 => self
@@ -60,7 +73,7 @@ impl CacheState {
     }
 }
 
-fn lock_read(cache: &ReadCache) -> std::sync::RwLockReadGuard<'_, CacheState> {
+pub(crate) fn lock_read(cache: &ReadCache) -> std::sync::RwLockReadGuard<'_, CacheState> {
     // A poisoned lock only means a panic during a plain map insert; the maps are
     // still consistent.
     cache
@@ -89,7 +102,7 @@ type FoldKey = (i64, usize, Text, Text, Text, u8, bool);
 /// Rollup blobs read per round trip.
 const BLOB_CHUNK: i64 = 256;
 
-const EVENT_COLUMNS: &str = "id, event_hash, request_id, timestamp_ms, timestamp_text, provider_id, executor_type_id, \
+pub(crate) const EVENT_COLUMNS: &str = "id, event_hash, request_id, timestamp_ms, timestamp_text, provider_id, executor_type_id, \
     model_id, requested_model_id, resolved_model_id, endpoint_id, method_id, path_id, client_ip_id, \
     x_forwarded_for_id, user_agent_id, auth_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
     account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
@@ -182,7 +195,10 @@ fn allowed(timeline: Option<&(Zone, Granularity)>, from: i64, to: i64) -> (bool,
 
 impl SqliteStore {
     /// Tops up the lookup caches with rows written since the last call.
-    async fn refresh(&self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
+    pub(crate) async fn refresh(
+        &self,
+        connection: &mut SqliteConnection,
+    ) -> Result<(), StoreError> {
         let cache = self.read_cache();
         let (max_dim, max_identity, max_seq) = {
             let state = lock_read(cache);
@@ -248,7 +264,7 @@ impl SqliteStore {
     }
 
     /// Dictionary ids (kind Model) of the wanted analytics models.
-    async fn model_ids(
+    pub(crate) async fn model_ids(
         &self,
         connection: &mut SqliteConnection,
         models: &[String],
@@ -266,7 +282,7 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    fn event_from_row(&self, state: &CacheState, row: &SqliteRow) -> RawEvent {
+    pub(crate) fn event_from_row(&self, state: &CacheState, row: &SqliteRow) -> RawEvent {
         let id = |index: usize| row.try_get::<Option<i64>, _>(index).ok().flatten();
         let int = |index: usize| id(index).unwrap_or(0);
         let text = |index: usize| state.text(id(index));

@@ -17,7 +17,7 @@
 
 use cpamp_domain::StoreError;
 use cpamp_domain::event::{CacheInputMode, NormalizedTokens, TokenCounts, UsageEvent};
-use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use crate::{SqliteStore, error};

@@ -11,7 +11,7 @@ use cpamp_domain::analytics::report::{DashboardRequest, dashboard};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
 use cpamp_domain::analytics::{analytics_model, nearest_rank};
 use cpamp_domain::event::UsageEvent;
-use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use support::synth;
 

@@ -4,7 +4,7 @@
 
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::Decoded;
-use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch, StoreStats};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, StoreStats};
 use cpamp_storage::{Options, SqliteStore};
 
 const GOOD: &[u8] = include_bytes!("../../domain/tests/fixtures/cpa/usage-events.jsonl");

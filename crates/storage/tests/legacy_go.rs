@@ -4,7 +4,7 @@
 
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::Decoded;
-use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch, SettingsStore, StoreStats};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, SettingsStore, StoreStats};
 use cpamp_storage::{AdoptionStep, Options, SqliteStore};
 use sqlx::Connection;
 

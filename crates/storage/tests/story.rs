@@ -2,7 +2,9 @@
 //! batch, see duplicates skipped, keep a dead letter, reopen and find it all again.
 
 use cpamp_domain::event::{DeadLetter, TokenCounts, UsageEvent};
-use cpamp_domain::ports::{BatchOutcome, EventSink, BatchOrigin, IngestBatch, SettingsStore, StoreStats};
+use cpamp_domain::ports::{
+    BatchOrigin, BatchOutcome, EventSink, IngestBatch, SettingsStore, StoreStats,
+};
 use cpamp_storage::{Options, SqliteStore};
 
 fn event(request_id: &str, hash_byte: u8, timestamp_ms: i64) -> UsageEvent {

@@ -13,7 +13,8 @@
 //!   `config`, `auth-files`, `api-keys`), `/healthz`, `/`, `/v1/models`.
 //!
 //! Layout: `queue` (queue and subscribers), `auth` (key check and bans), `resp` and `http`
-//! (the two protocols), `events` (realistic payloads).
+//! (the two protocols), `events` (realistic payloads), `corpus` (a long stream of varied,
+//! unique payloads for round trips and benchmarks).
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod auth;
+pub mod corpus;
 pub mod events;
 mod files;
 mod http;

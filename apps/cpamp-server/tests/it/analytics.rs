@@ -3,7 +3,7 @@
 //! exist yet, so every cost is `null` (unknown), never 0.
 
 use cpamp_domain::event::{CacheInputMode, NormalizedTokens, TokenCounts, UsageEvent};
-use cpamp_domain::ports::{EventSink, BatchOrigin, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use serde_json::{Value, json};
 
 use crate::support::{ServerProcess, client};

@@ -12,20 +12,22 @@ use std::borrow::Cow;
 
 use super::json::{self, Json, Number};
 use super::{
-    Members, TokenSources, event_time, fail_status_code, first_present, infer_cache_mode,
-    integer, normalize_tokens, optional_integer, redact, split_endpoint, text_field, text_of,
-    time,
+    Members, TokenSources, event_time, fail_status_code, first_present, infer_cache_mode, integer,
+    normalize_tokens, optional_integer, redact, split_endpoint, text_field, text_of, time,
 };
-use crate::event::{TokenCounts, UsageEvent};
 #[cfg(test)]
 use crate::event::CacheInputMode;
+use crate::event::{TokenCounts, UsageEvent};
 
 /// Largest `response_metadata` object kept (bytes of compact JSON).
 const METADATA_LIMIT: usize = 64 * 1024;
 
 /// The event of an exported record (an object with a non-empty `event_hash`).
+/// `text` is the record's JSON text when known: its `response_metadata` object
+/// is then kept byte for byte, as the exporter stored it.
 pub(crate) fn decode_exported(
     members: &[(Cow<'_, str>, Json<'_>)],
+    text: Option<&str>,
     now_ms: i64,
 ) -> Result<UsageEvent, String> {
     let sorted = json::sorted_members(members);
@@ -88,8 +90,10 @@ pub(crate) fn decode_exported(
     let auth_file_snapshot = text_field(members, &["auth_file_snapshot", "authFileSnapshot"]);
     let auth_provider_snapshot =
         text_field(members, &["auth_provider_snapshot", "authProviderSnapshot"]);
-    let auth_project_id_snapshot =
-        text_field(members, &["auth_project_id_snapshot", "authProjectIdSnapshot"]);
+    let auth_project_id_snapshot = text_field(
+        members,
+        &["auth_project_id_snapshot", "authProjectIdSnapshot"],
+    );
     let auth_snapshot_at_ms =
         optional_integer(members, &["auth_snapshot_at_ms", "authSnapshotAtMs"])?
             .filter(|ms| *ms > 0);
@@ -186,9 +190,11 @@ pub(crate) fn decode_exported(
             Number::Float(value) => *value,
         })
         .filter(|value| value.is_finite()),
-        Some((key, Json::String(text))) => Some(text.trim().parse::<f64>().map_err(|_| {
-            format!("{key} must be a number; got {:?}", text.trim())
-        })?)
+        Some((key, Json::String(text))) => Some(
+            text.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{key} must be a number; got {:?}", text.trim()))?,
+        )
         .filter(|value| value.is_finite()),
         Some((key, other)) => {
             return Err(format!(
@@ -204,12 +210,21 @@ pub(crate) fn decode_exported(
     let header_trace_id = text_field(members, &["header_trace_id", "headerTraceId"]);
     let response_metadata_json = match first_present(
         members,
-        &["response_metadata", "responseMetadata", "response_metadata_json"],
+        &[
+            "response_metadata",
+            "responseMetadata",
+            "response_metadata_json",
+        ],
     ) {
-        Some((_, value @ Json::Object(members))) if !members.is_empty() => {
-            let mut out = String::new();
-            json::write_compact(&mut out, value);
-            Some(out)
+        Some((key, value @ Json::Object(members))) if !members.is_empty() => {
+            match text.and_then(|text| json::raw_member(text, key)) {
+                Some(raw) if raw.starts_with('{') => Some(raw.to_string()),
+                _ => {
+                    let mut out = String::new();
+                    json::write_compact(&mut out, value);
+                    Some(out)
+                }
+            }
         }
         Some((_, Json::String(text))) => metadata_from_text(text),
         _ => None,
@@ -328,7 +343,7 @@ mod tests {
     fn decode_line(line: &str) -> Result<UsageEvent, String> {
         let parsed = json::parse(line).expect("json");
         let members = parsed.as_object().expect("object");
-        decode_exported(members, 42)
+        decode_exported(members, Some(line), 42)
     }
 
     #[test]
@@ -345,7 +360,10 @@ mod tests {
         assert_eq!(event.tokens.cached, 400);
         assert_eq!(event.tokens.total, 1250);
         assert_eq!(event.latency_ms, Some(1200));
-        assert_eq!(event.cache_input_mode, Some(CacheInputMode::IncludedInInput));
+        assert_eq!(
+            event.cache_input_mode,
+            Some(CacheInputMode::IncludedInInput)
+        );
         // Short values in hash columns are not hashes: they are hashed.
         assert_eq!(event.source_hash.as_deref().map(str::len), Some(64));
         assert!(event.fail_summary.is_none());
@@ -379,8 +397,9 @@ mod tests {
         assert!(event.failed);
         let summary = event.fail_summary.expect("summary");
         assert!(!summary.contains("abcdefghijklmnop"), "{summary}");
-        let masked = decode_line(r#"{"event_hash":"e","timestamp_ms":1,"source":"a***@example.com"}"#)
-            .expect("event");
+        let masked =
+            decode_line(r#"{"event_hash":"e","timestamp_ms":1,"source":"a***@example.com"}"#)
+                .expect("event");
         assert_eq!(masked.source.as_deref(), Some("a***@example.com"));
     }
 
@@ -404,13 +423,23 @@ mod tests {
             r#"{"event_hash":"e","timestamp_ms":1,"response_metadata":{"quota": {"used_percent": 12.5, "kind":"a<b"}},"header_quota_used_percent":0}"#,
         )
         .expect("event");
+        // Kept byte for byte from the record's text.
         assert_eq!(
             event.response_metadata_json.as_deref(),
-            Some(r#"{"quota":{"used_percent":12.5,"kind":"a\u003cb"}}"#)
+            Some(r#"{"quota": {"used_percent": 12.5, "kind":"a<b"}}"#)
+        );
+        let parsed =
+            json::parse(r#"{"event_hash":"e","response_metadata":{"a" : 1.0}}"#).expect("json");
+        let without_text =
+            decode_exported(parsed.as_object().expect("object"), None, 1).expect("event");
+        assert_eq!(
+            without_text.response_metadata_json.as_deref(),
+            Some(r#"{"a":1}"#)
         );
         assert_eq!(event.header_quota_used_percent, Some(0.0));
-        let error = decode_line(r#"{"event_hash":"e","timestamp_ms":1,"header_quota_used_percent":[1]}"#)
-            .expect_err("invalid");
+        let error =
+            decode_line(r#"{"event_hash":"e","timestamp_ms":1,"header_quota_used_percent":[1]}"#)
+                .expect_err("invalid");
         assert!(error.contains("header_quota_used_percent"), "{error}");
         let error = decode_line(r#"{"event_hash":"e","input_tokens":"99999999999999999999"}"#)
             .expect_err("invalid");

@@ -209,7 +209,8 @@ fn visit_fields(event: &RawEvent, mut visit: impl FnMut(Value<'_>)) {
     visit(text(event.header_trace_id.as_deref().unwrap_or("")));
     visit(Value::Int(event.created_at_ms));
     visit(
-        response_metadata(event.response_metadata_json.as_deref()).map_or(Value::Absent, Value::Raw),
+        response_metadata(event.response_metadata_json.as_deref())
+            .map_or(Value::Absent, Value::Raw),
     );
 }
 
@@ -394,7 +395,10 @@ mod tests {
         assert!(!out.contains("ttft_ms"), "{out}");
         assert!(out.contains("\"failed\":true,\"fail_status_code\":429,\"fail_summary\":\"rate \\u003climited\\u003e\",\"header_quota_used_percent\":0,"), "{out}");
         assert!(!out.contains("header_quota_recover_at_ms"), "{out}");
-        assert!(out.contains("\"cache_input_mode\":\"included_in_input\",\"input_tokens\""), "{out}");
+        assert!(
+            out.contains("\"cache_input_mode\":\"included_in_input\",\"input_tokens\""),
+            "{out}"
+        );
         assert!(out.ends_with("\"created_at_ms\":1735693200500,\"response_metadata\":{\"quota\":{\"used\":1e-7}}}\n"), "{out}");
 
         event.response_metadata_json = Some("{not json}".into());
@@ -413,7 +417,10 @@ mod tests {
         write_csv(&mut row, &event);
         assert!(row.ends_with("\r\n"));
         assert!(row.contains(",\"a \"\"quoted\"\", multi\nline\","), "{row}");
-        assert!(row.starts_with("req-1,eh1,1735693200000,2025-01-01T01:00:00Z,openai,"), "{row}");
+        assert!(
+            row.starts_with("req-1,eh1,1735693200000,2025-01-01T01:00:00Z,openai,"),
+            "{row}"
+        );
     }
 
     #[test]

@@ -204,7 +204,13 @@ impl Reader<'_, '_> {
     }
 
     /// One record (an object that is not a snapshot): exported or CPA-style.
-    fn record(&mut self, value: &Json<'_>, location: Location) -> Result<(), ImportError> {
+    /// `text` is the record's JSON text.
+    fn record(
+        &mut self,
+        value: &Json<'_>,
+        text: &str,
+        location: Location,
+    ) -> Result<(), ImportError> {
         let Json::Object(members) = value else {
             self.report.fail(
                 location,
@@ -213,7 +219,7 @@ impl Reader<'_, '_> {
             return Ok(());
         };
         let decoded = if has_event_hash(members) {
-            decode_exported(members, self.now_ms)
+            decode_exported(members, Some(text), self.now_ms)
         } else {
             decode_object(members, self.now_ms)
         };
@@ -246,7 +252,7 @@ impl Reader<'_, '_> {
             }
         };
         match json::parse(text) {
-            Ok(value) => self.record(&value, Location::Line(number)),
+            Ok(value) => self.record(&value, text, Location::Line(number)),
             Err(error) => {
                 self.report.fail(Location::Line(number), error.to_string());
                 Ok(())
@@ -296,7 +302,11 @@ impl Reader<'_, '_> {
 
     /// Looks at the first object: `Some(format)` when it is a snapshot to read,
     /// `None` after importing it as a record (the input continues as JSONL).
-    fn first_object(&mut self, bytes: &[u8], line: u64) -> Result<Option<ImportFormat>, ImportError> {
+    fn first_object(
+        &mut self,
+        bytes: &[u8],
+        line: u64,
+    ) -> Result<Option<ImportFormat>, ImportError> {
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
             Err(_) => {
@@ -317,7 +327,7 @@ impl Reader<'_, '_> {
         };
         match classify(members) {
             Shape::Record => {
-                self.record(&value, Location::Line(line))?;
+                self.record(&value, text, Location::Line(line))?;
                 Ok(None)
             }
             Shape::Snapshot(format) => Ok(Some(format)),
@@ -392,8 +402,11 @@ fn classify(members: &[(Cow<'_, str>, Json<'_>)]) -> Shape {
     }
     let non_empty_object =
         |value: Option<&Json<'_>>| matches!(value, Some(Json::Object(inner)) if !inner.is_empty());
-    let has_summary =
-        |object: &[(Cow<'_, str>, Json<'_>)]| SUMMARY_KEYS.iter().any(|key| json::member(object, key).is_some());
+    let has_summary = |object: &[(Cow<'_, str>, Json<'_>)]| {
+        SUMMARY_KEYS
+            .iter()
+            .any(|key| json::member(object, key).is_some())
+    };
     if let Some(Json::Object(usage)) = json::member(members, "usage") {
         if non_empty_object(json::member(usage, "apis")) {
             return Shape::Snapshot(ImportFormat::LegacyUsageExport);
@@ -578,7 +591,9 @@ impl<'de> serde::de::Visitor<'de> for ArraySeed<'_, '_, '_> {
         while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
             index += 1;
             let outcome = match json::parse(raw.get()) {
-                Ok(value) => self.reader.record(&value, Location::Element(index)),
+                Ok(value) => self
+                    .reader
+                    .record(&value, raw.get(), Location::Element(index)),
                 Err(error) => {
                     self.reader
                         .report

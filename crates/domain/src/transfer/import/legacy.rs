@@ -92,7 +92,9 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_, '_> {
             };
             // A pre-classified snapshot reads only its own key.
             let wanted = self.reader.report.format;
-            if wanted.is_some_and(|wanted| wanted != ImportFormat::UsageServiceJsonl && wanted != format) {
+            if wanted
+                .is_some_and(|wanted| wanted != ImportFormat::UsageServiceJsonl && wanted != format)
+            {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
@@ -164,7 +166,10 @@ impl<'r, 's> Walk<'_, 'r, 's> {
         let mut timestamp_text = String::new();
         json::write_compact(&mut timestamp_text, timestamp);
         let mut members = detail.clone();
-        members.push((Cow::Borrowed("endpoint"), Json::String(Cow::Borrowed(endpoint))));
+        members.push((
+            Cow::Borrowed("endpoint"),
+            Json::String(Cow::Borrowed(endpoint)),
+        ));
         let names_model = ["requested_model", "requestedModel", "alias"]
             .iter()
             .any(|key| json::member(&detail, key).is_some_and(|value| *value != Json::Null));

@@ -23,7 +23,10 @@ fn exported(hash: &str, ms: i64) -> String {
 fn empty_input_is_an_error_without_a_format() {
     for input in ["", "  \n\t\r\n", "\u{feff}\n"] {
         let (report, events) = read(input);
-        assert!(matches!(report.error, Some(ImportError::Empty)), "{input:?}");
+        assert!(
+            matches!(report.error, Some(ImportError::Empty)),
+            "{input:?}"
+        );
         assert_eq!(report.format, None);
         assert!(events.is_empty());
     }
@@ -99,7 +102,11 @@ fn control_messages_and_empty_objects_are_not_records() {
 #[test]
 fn overlong_lines_are_one_failure_each() {
     let long = format!("{{\"model\":\"{}\"}}", "x".repeat(MAX_LINE_BYTES + 10));
-    let input = format!("{}\n{long}\n{}\n", exported(&"1".repeat(64), 1), exported(&"2".repeat(64), 2));
+    let input = format!(
+        "{}\n{long}\n{}\n",
+        exported(&"1".repeat(64), 1),
+        exported(&"2".repeat(64), 2)
+    );
     let (report, events) = read(&input);
     assert_eq!(events.len(), 2);
     assert_eq!(report.failed, 1);
@@ -174,7 +181,12 @@ fn legacy_snapshots_become_events_with_the_go_counting_rules() {
         assert_eq!(first.method.as_deref(), Some("POST"));
         assert_eq!(first.model, "gpt-5");
         assert_eq!(first.tokens.input, 1000);
-        assert!(first.request_id.as_deref().is_some_and(|id| id.starts_with("legacy:") && id.len() == 23));
+        assert!(
+            first
+                .request_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("legacy:") && id.len() == 23)
+        );
         assert_eq!(events[1].model, "gpt-5(high)");
         assert!(events[1].failed);
     }
@@ -187,19 +199,32 @@ fn legacy_snapshots_become_events_with_the_go_counting_rules() {
 #[test]
 fn summaries_and_snapshots_without_details_are_unsupported() {
     for (input, format) in [
-        (r#"{"total_requests":5,"success_count":5}"#, ImportFormat::LegacyUsagePayload),
-        (r#"{"usage":{"total_requests":5,"apis":{}}}"#, ImportFormat::LegacyUsageExport),
+        (
+            r#"{"total_requests":5,"success_count":5}"#,
+            ImportFormat::LegacyUsagePayload,
+        ),
+        (
+            r#"{"usage":{"total_requests":5,"apis":{}}}"#,
+            ImportFormat::LegacyUsageExport,
+        ),
     ] {
         let (report, events) = read(input);
         assert!(events.is_empty());
-        assert!(matches!(report.error, Some(ImportError::NoDetails)), "{input}");
+        assert!(
+            matches!(report.error, Some(ImportError::NoDetails)),
+            "{input}"
+        );
         assert_eq!(report.format, Some(format));
         assert_eq!(report.unsupported, 1);
     }
     let (report, _) = read(r#"{"apis":{"POST /x":{"models":{"m":{"details":[]}}}}}"#);
     assert!(matches!(report.error, Some(ImportError::NoDetails)));
     let (report, _) = read(&(legacy_snapshot(false) + "\n{\"more\":1}"));
-    assert!(matches!(report.error, Some(ImportError::Syntax(_))), "{:?}", report.error);
+    assert!(
+        matches!(report.error, Some(ImportError::Syntax(_))),
+        "{:?}",
+        report.error
+    );
 }
 
 #[test]
@@ -250,8 +275,17 @@ fn the_sink_can_stop_the_import() {
 #[test]
 fn arbitrary_bytes_never_panic() {
     let samples: &[&[u8]] = &[
-        b"{", b"[", b"}", b"{\"usage\":", b"{\"apis\":{\"a\":{\"models\":{\"m\":{\"details\":[{\"timestamp\":", b"\xff\xfe{}", b"[\xff]",
-        b"{\"event_hash\":1}", b"{\"apis\":[]}", b"\"str\"", b"{\"a\":\"\\",
+        b"{",
+        b"[",
+        b"}",
+        b"{\"usage\":",
+        b"{\"apis\":{\"a\":{\"models\":{\"m\":{\"details\":[{\"timestamp\":",
+        b"\xff\xfe{}",
+        b"[\xff]",
+        b"{\"event_hash\":1}",
+        b"{\"apis\":[]}",
+        b"\"str\"",
+        b"{\"a\":\"\\",
     ];
     for sample in samples {
         let _ = read_import(*sample, NOW, &mut |_| ControlFlow::Continue(()));
