@@ -5,6 +5,7 @@ mod analytics;
 mod auth;
 mod ingest;
 mod metrics;
+mod owned_routes;
 mod process;
 mod proxy;
 mod reset_key;

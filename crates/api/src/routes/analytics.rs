@@ -52,13 +52,8 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
         );
     }
     super::accounts::configure::<S>(config);
-    // Go answers every other path under these prefixes with 405 (after auth).
-    config.service(
-        web::resource("/v0/management/dashboard/{tail:.*}").default_service(not_allowed()),
-    );
-    config.service(
-        web::resource("/v0/management/monitoring/{tail:.*}").default_service(not_allowed()),
-    );
+    // Other paths under `/dashboard` and `/monitoring` get 405 from the ownership
+    // table (`routes::owned`), as in Go.
     for path in ["/v0/management/usage", "/v0/management/usage/"] {
         config.service(
             web::resource(path)

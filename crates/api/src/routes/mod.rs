@@ -6,6 +6,7 @@ mod accounts;
 mod analytics;
 mod health;
 mod metrics;
+pub mod owned;
 mod panel;
 mod service;
 mod setup;
@@ -26,6 +27,9 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     status::configure::<S>(config);
     metrics::configure::<S>(config);
     panel::configure(config);
+    // After every resource module: the fallbacks of all Manager-owned paths, so none
+    // of them ever reaches the proxy.
+    owned::configure(config);
     // Last: the CPA proxy is the default service, so every local route above wins.
     crate::proxy::configure::<S>(config);
 }
