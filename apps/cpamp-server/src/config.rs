@@ -72,6 +72,8 @@ pub struct Settings {
     pub tls_skip_verify: bool,
     pub metrics_token: Secret,
     pub log_format: LogFormat,
+    /// Limits of resumable import sessions (`USAGE_IMPORT_*`).
+    pub import_sessions: ImportSessionLimits,
     /// Environment variables that were set (for env-locked settings).
     pub env_set: Vec<&'static str>,
 }
@@ -81,6 +83,16 @@ impl Settings {
     pub fn env_managed_connection(&self) -> bool {
         !self.cpa_upstream_url.is_empty() && !self.cpa_management_key.is_empty()
     }
+}
+
+/// `USAGE_IMPORT_CHUNK_BYTES`, `USAGE_IMPORT_DISK_QUOTA_BYTES`,
+/// `USAGE_IMPORT_MAX_SESSIONS`, `USAGE_IMPORT_SESSION_TTL_MINUTES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSessionLimits {
+    pub chunk_bytes: u64,
+    pub disk_quota_bytes: u64,
+    pub max_sessions: usize,
+    pub ttl_minutes: u64,
 }
 
 /// Raw values as the config file spells them (camelCase, like the Go server's config.json).
@@ -106,6 +118,11 @@ struct RawFile {
     tls_skip_verify: Option<bool>,
     metrics_token_file: Option<String>,
     log_format: Option<String>,
+    usage_import_chunk_bytes: Option<i64>,
+    usage_import_disk_quota_bytes: Option<i64>,
+    usage_import_max_sessions: Option<i64>,
+    #[serde(rename = "usageImportSessionTTLMinutes", alias = "usageImportSessionTtlMinutes")]
+    usage_import_session_ttl_minutes: Option<i64>,
 }
 
 /// Where settings come from. Tests pass their own environment map.
@@ -321,6 +338,36 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             bail!("CPAMP_LOG_FORMAT (config key logFormat) must be text or json; got {other:?}")
         }
     };
+    let import_sessions = import_session_limits(
+        positive(
+            env("USAGE_IMPORT_CHUNK_BYTES"),
+            file.usage_import_chunk_bytes,
+            4 * 1024 * 1024,
+            "USAGE_IMPORT_CHUNK_BYTES",
+            "usageImportChunkBytes",
+        )?,
+        positive(
+            env("USAGE_IMPORT_DISK_QUOTA_BYTES"),
+            file.usage_import_disk_quota_bytes,
+            16 * 1024 * 1024 * 1024,
+            "USAGE_IMPORT_DISK_QUOTA_BYTES",
+            "usageImportDiskQuotaBytes",
+        )?,
+        positive(
+            env("USAGE_IMPORT_MAX_SESSIONS"),
+            file.usage_import_max_sessions,
+            2,
+            "USAGE_IMPORT_MAX_SESSIONS",
+            "usageImportMaxSessions",
+        )?,
+        positive(
+            env("USAGE_IMPORT_SESSION_TTL_MINUTES"),
+            file.usage_import_session_ttl_minutes,
+            1440,
+            "USAGE_IMPORT_SESSION_TTL_MINUTES",
+            "usageImportSessionTTLMinutes",
+        )?,
+    )?;
     for (name, accepts) in [
         ("USAGE_QUOTA_COOLDOWN_ENABLED", "bool"),
         ("USAGE_ACCOUNT_ACTIONS_ENABLED", "bool"),
@@ -354,7 +401,40 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         tls_skip_verify,
         metrics_token,
         log_format,
+        import_sessions,
         env_set,
+    })
+}
+
+/// Checks the import-session limits against each other and sensible bounds.
+fn import_session_limits(
+    chunk_bytes: i64,
+    disk_quota_bytes: i64,
+    max_sessions: i64,
+    ttl_minutes: i64,
+) -> anyhow::Result<ImportSessionLimits> {
+    const CHUNK_MAX: i64 = 64 * 1024 * 1024;
+    if chunk_bytes > CHUNK_MAX {
+        bail!(
+            "USAGE_IMPORT_CHUNK_BYTES must be at most {CHUNK_MAX} (64 MiB: a chunk is one HTTP request); got {chunk_bytes}"
+        );
+    }
+    if disk_quota_bytes < chunk_bytes {
+        bail!(
+            "USAGE_IMPORT_DISK_QUOTA_BYTES ({disk_quota_bytes}) must be at least USAGE_IMPORT_CHUNK_BYTES ({chunk_bytes})"
+        );
+    }
+    if max_sessions > 1000 {
+        bail!("USAGE_IMPORT_MAX_SESSIONS must be at most 1000; got {max_sessions}");
+    }
+    if ttl_minutes > 525_600 {
+        bail!("USAGE_IMPORT_SESSION_TTL_MINUTES must be at most 525600 (a year); got {ttl_minutes}");
+    }
+    Ok(ImportSessionLimits {
+        chunk_bytes: chunk_bytes as u64,
+        disk_quota_bytes: disk_quota_bytes as u64,
+        max_sessions: max_sessions as usize,
+        ttl_minutes: ttl_minutes as u64,
     })
 }
 
@@ -545,6 +625,58 @@ mod tests {
         assert_eq!(normalize_base_url("https://h/cpa/v0/"), "https://h/cpa");
         assert_eq!(normalize_base_url("  "), "");
         assert_eq!(normalize_base_url("http://h:1//"), "http://h:1");
+    }
+
+    #[test]
+    fn import_session_limits_are_read_and_validated() {
+        let settings = load(&sources(&[])).expect("defaults");
+        assert_eq!(
+            settings.import_sessions,
+            ImportSessionLimits {
+                chunk_bytes: 4_194_304,
+                disk_quota_bytes: 17_179_869_184,
+                max_sessions: 2,
+                ttl_minutes: 1440,
+            }
+        );
+        let settings = load(&sources(&[
+            ("USAGE_IMPORT_CHUNK_BYTES", "1048576"),
+            ("USAGE_IMPORT_DISK_QUOTA_BYTES", "1073741824"),
+            ("USAGE_IMPORT_MAX_SESSIONS", "4"),
+            ("USAGE_IMPORT_SESSION_TTL_MINUTES", "60"),
+        ]))
+        .expect("load");
+        assert_eq!(settings.import_sessions.chunk_bytes, 1_048_576);
+        assert_eq!(settings.import_sessions.max_sessions, 4);
+        assert_eq!(settings.import_sessions.ttl_minutes, 60);
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"usageImportChunkBytes":2048,"usageImportDiskQuotaBytes":4096,"usageImportMaxSessions":3,"usageImportSessionTTLMinutes":7}"#,
+        )
+        .expect("write");
+        let path_text = path.display().to_string();
+        let settings = load(&sources(&[("CPA_MANAGER_CONFIG", &path_text)])).expect("load");
+        assert_eq!(
+            settings.import_sessions,
+            ImportSessionLimits {
+                chunk_bytes: 2048,
+                disk_quota_bytes: 4096,
+                max_sessions: 3,
+                ttl_minutes: 7,
+            }
+        );
+        for (name, value, needle) in [
+            ("USAGE_IMPORT_CHUNK_BYTES", "0", "USAGE_IMPORT_CHUNK_BYTES must be a positive integer"),
+            ("USAGE_IMPORT_CHUNK_BYTES", "999999999", "at most 67108864"),
+            ("USAGE_IMPORT_DISK_QUOTA_BYTES", "1000", "must be at least USAGE_IMPORT_CHUNK_BYTES"),
+            ("USAGE_IMPORT_MAX_SESSIONS", "two", "USAGE_IMPORT_MAX_SESSIONS must be a positive integer"),
+            ("USAGE_IMPORT_SESSION_TTL_MINUTES", "-5", "USAGE_IMPORT_SESSION_TTL_MINUTES must be a positive integer"),
+        ] {
+            let error = load(&sources(&[(name, value)])).expect_err(name);
+            assert!(error.to_string().contains(needle), "{name}={value}: {error}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod monitor;
 pub mod proxy;
 pub mod routes;
 pub mod state;
+pub mod transfer;
 
 pub use error::{ApiError, ErrorCode};
 pub use state::{AppState, Store};

@@ -5,7 +5,8 @@ use cpamp_domain::Secret;
 use cpamp_domain::analytics::query::AnalyticsStore;
 use cpamp_domain::crypto::{DataKey, SealError};
 use cpamp_domain::ports::{
-    DatabaseStats, EventSink, GapStore, KeyHints, SettingsStore, StoreStats,
+    DatabaseBackup, DatabaseStats, EventSink, EventStream, GapStore, KeyHints, SettingsStore,
+    StoreStats,
 };
 
 use crate::auth::LoginLimiter;
@@ -13,7 +14,15 @@ use crate::auth::LoginLimiter;
 /// Everything the API needs from storage, as one bound. The binary names the
 /// concrete type once (`configure::<SqliteStore>`).
 pub trait Store:
-    EventSink + SettingsStore + StoreStats + KeyHints + AnalyticsStore + GapStore + DatabaseStats
+    EventSink
+    + SettingsStore
+    + StoreStats
+    + KeyHints
+    + AnalyticsStore
+    + GapStore
+    + DatabaseStats
+    + EventStream
+    + DatabaseBackup
 {
 }
 
@@ -25,6 +34,8 @@ impl<T> Store for T where
         + AnalyticsStore
         + GapStore
         + DatabaseStats
+        + EventStream
+        + DatabaseBackup
 {
 }
 

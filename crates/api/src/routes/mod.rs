@@ -11,6 +11,7 @@ mod panel;
 mod service;
 mod setup;
 pub mod status;
+pub mod transfer;
 
 pub use panel::PanelPath;
 
@@ -21,6 +22,8 @@ use crate::state::Store;
 /// Registers every route. Each module owns one resource.
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     health::configure(config);
+    // Before analytics: the export and import paths sit under `/usage`.
+    transfer::configure::<S>(config);
     analytics::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);

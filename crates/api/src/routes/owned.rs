@@ -114,6 +114,13 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
         Admin,
         "quota cooldowns",
     ),
+    owned(
+        "/usage-service/backups",
+        Subtree,
+        Served,
+        Admin,
+        "backups",
+    ),
     owned("/management.html", Exact, Served, Public, "the panel"),
     // Management API heads the Manager answers itself.
     owned(
@@ -168,21 +175,21 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/v0/management/usage/export",
         Exact,
-        Pending,
+        Served,
         Admin,
         "usage export",
     ),
     owned(
         "/v0/management/usage/import",
         Exact,
-        Pending,
+        Served,
         Admin,
         "usage import",
     ),
     owned(
         "/v0/management/usage/import-sessions",
         Subtree,
-        Pending,
+        Served,
         Admin,
         "chunked usage import sessions",
     ),
