@@ -121,7 +121,10 @@ struct RawFile {
     usage_import_chunk_bytes: Option<i64>,
     usage_import_disk_quota_bytes: Option<i64>,
     usage_import_max_sessions: Option<i64>,
-    #[serde(rename = "usageImportSessionTTLMinutes", alias = "usageImportSessionTtlMinutes")]
+    #[serde(
+        rename = "usageImportSessionTTLMinutes",
+        alias = "usageImportSessionTtlMinutes"
+    )]
     usage_import_session_ttl_minutes: Option<i64>,
 }
 
@@ -428,7 +431,9 @@ fn import_session_limits(
         bail!("USAGE_IMPORT_MAX_SESSIONS must be at most 1000; got {max_sessions}");
     }
     if ttl_minutes > 525_600 {
-        bail!("USAGE_IMPORT_SESSION_TTL_MINUTES must be at most 525600 (a year); got {ttl_minutes}");
+        bail!(
+            "USAGE_IMPORT_SESSION_TTL_MINUTES must be at most 525600 (a year); got {ttl_minutes}"
+        );
     }
     Ok(ImportSessionLimits {
         chunk_bytes: chunk_bytes as u64,
@@ -668,14 +673,33 @@ mod tests {
             }
         );
         for (name, value, needle) in [
-            ("USAGE_IMPORT_CHUNK_BYTES", "0", "USAGE_IMPORT_CHUNK_BYTES must be a positive integer"),
+            (
+                "USAGE_IMPORT_CHUNK_BYTES",
+                "0",
+                "USAGE_IMPORT_CHUNK_BYTES must be a positive integer",
+            ),
             ("USAGE_IMPORT_CHUNK_BYTES", "999999999", "at most 67108864"),
-            ("USAGE_IMPORT_DISK_QUOTA_BYTES", "1000", "must be at least USAGE_IMPORT_CHUNK_BYTES"),
-            ("USAGE_IMPORT_MAX_SESSIONS", "two", "USAGE_IMPORT_MAX_SESSIONS must be a positive integer"),
-            ("USAGE_IMPORT_SESSION_TTL_MINUTES", "-5", "USAGE_IMPORT_SESSION_TTL_MINUTES must be a positive integer"),
+            (
+                "USAGE_IMPORT_DISK_QUOTA_BYTES",
+                "1000",
+                "must be at least USAGE_IMPORT_CHUNK_BYTES",
+            ),
+            (
+                "USAGE_IMPORT_MAX_SESSIONS",
+                "two",
+                "USAGE_IMPORT_MAX_SESSIONS must be a positive integer",
+            ),
+            (
+                "USAGE_IMPORT_SESSION_TTL_MINUTES",
+                "-5",
+                "USAGE_IMPORT_SESSION_TTL_MINUTES must be a positive integer",
+            ),
         ] {
             let error = load(&sources(&[(name, value)])).expect_err(name);
-            assert!(error.to_string().contains(needle), "{name}={value}: {error}");
+            assert!(
+                error.to_string().contains(needle),
+                "{name}={value}: {error}"
+            );
         }
     }
 

@@ -8,6 +8,8 @@ pub mod data_key;
 pub mod demo;
 pub mod doctor;
 pub mod lock;
+pub mod remote;
 pub mod reset;
 pub mod startup;
 pub mod telemetry;
+pub mod transfer;

@@ -114,13 +114,7 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
         Admin,
         "quota cooldowns",
     ),
-    owned(
-        "/usage-service/backups",
-        Subtree,
-        Served,
-        Admin,
-        "backups",
-    ),
+    owned("/usage-service/backups", Subtree, Served, Admin, "backups"),
     owned("/management.html", Exact, Served, Public, "the panel"),
     // Management API heads the Manager answers itself.
     owned(

@@ -7,7 +7,9 @@ use std::io::BufReader;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, ContentDisposition, DispositionParam, DispositionType};
+use actix_web::http::header::{
+    CONTENT_DISPOSITION, CONTENT_LENGTH, ContentDisposition, DispositionParam, DispositionType,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use cpamp_domain::ports::{EventPages, EventSelection};
@@ -20,7 +22,9 @@ use crate::error::{ApiError, ErrorCode};
 use crate::state::{AppState, Store};
 use crate::transfer::Transfer;
 use crate::transfer::backup::{self, BackupError};
-use crate::transfer::import::{ChannelReader, ImportFailure, ImportProgress, ImportResult, run_import};
+use crate::transfer::import::{
+    ChannelReader, ImportFailure, ImportProgress, ImportResult, run_import,
+};
 use crate::transfer::sessions::{SessionError, SessionErrorKind};
 
 /// Largest body of `POST /usage/import` (larger files go through import sessions).
@@ -36,14 +40,20 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     let not_allowed = || {
         web::to(|_auth: AdminAuth| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) })
     };
-    for path in ["/v0/management/usage/export", "/v0/management/usage/export/"] {
+    for path in [
+        "/v0/management/usage/export",
+        "/v0/management/usage/export/",
+    ] {
         config.service(
             web::resource(path)
                 .route(web::get().to(export::<S>))
                 .default_service(not_allowed()),
         );
     }
-    for path in ["/v0/management/usage/import", "/v0/management/usage/import/"] {
+    for path in [
+        "/v0/management/usage/import",
+        "/v0/management/usage/import/",
+    ] {
         config.service(
             web::resource(path)
                 .route(web::post().to(import::<S>))
@@ -80,7 +90,11 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     // Unknown actions and deeper paths: plain-text 404, as the Go server.
     config.service(
         web::resource(format!("{SESSIONS}/{{tail:.*}}")).default_service(web::to(
-            |_auth: AdminAuth| async { HttpResponse::NotFound().content_type("text/plain; charset=utf-8").body("404 page not found\n") },
+            |_auth: AdminAuth| async {
+                HttpResponse::NotFound()
+                    .content_type("text/plain; charset=utf-8")
+                    .body("404 page not found\n")
+            },
         )),
     );
     config.service(
@@ -90,10 +104,13 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
             .default_service(not_allowed()),
     );
     config.service(
-        web::resource(["/usage-service/backups/{name}", "/usage-service/backups/{name}/"])
-            .route(web::get().to(get_backup))
-            .route(web::delete().to(delete_backup))
-            .default_service(not_allowed()),
+        web::resource([
+            "/usage-service/backups/{name}",
+            "/usage-service/backups/{name}/",
+        ])
+        .route(web::get().to(get_backup))
+        .route(web::delete().to(delete_backup))
+        .default_service(not_allowed()),
     );
     config.service(
         web::resource("/usage-service/backups/{name}/{file}")
@@ -111,13 +128,16 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 fn transfer_state(request: &HttpRequest) -> Result<web::Data<Transfer>, ApiError> {
-    request.app_data::<web::Data<Transfer>>().cloned().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::RequestFailed,
-            "usage transfer is not configured on this server",
-        )
-    })
+    request
+        .app_data::<web::Data<Transfer>>()
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::RequestFailed,
+                "usage transfer is not configured on this server",
+            )
+        })
 }
 
 // ---------------------------------------------------------------------------
@@ -134,10 +154,11 @@ pub fn export_request(query: &str) -> Result<(EventSelection, ExportFormat), Api
     let mut selection = EventSelection::default();
     let mut format = ExportFormat::Jsonl;
     let integer = |name: &str, value: &str| -> Result<i64, ApiError> {
-        value
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| invalid(format!("{name} must be an integer (Unix milliseconds for times); got {value:?}")))
+        value.trim().parse::<i64>().map_err(|_| {
+            invalid(format!(
+                "{name} must be an integer (Unix milliseconds for times); got {value:?}"
+            ))
+        })
     };
     for (name, value) in &pairs {
         let list = || {
@@ -148,7 +169,9 @@ pub fn export_request(query: &str) -> Result<(EventSelection, ExportFormat), Api
                 .map(String::from)
         };
         match name.as_str() {
-            "from_ms" if !value.trim().is_empty() => selection.from_ms = Some(integer(name, value)?),
+            "from_ms" if !value.trim().is_empty() => {
+                selection.from_ms = Some(integer(name, value)?)
+            }
             "to_ms" if !value.trim().is_empty() => selection.to_ms = Some(integer(name, value)?),
             "model" | "models" => selection.models.extend(list()),
             "api_key_hash" | "api_key_hashes" => {
@@ -164,13 +187,16 @@ pub fn export_request(query: &str) -> Result<(EventSelection, ExportFormat), Api
             "limit" if !value.trim().is_empty() => {
                 let limit = integer(name, value)?;
                 if limit <= 0 {
-                    return Err(invalid("limit must be a positive number of events (the newest are exported)"));
+                    return Err(invalid(
+                        "limit must be a positive number of events (the newest are exported)",
+                    ));
                 }
                 selection.newest = Some(limit as u64);
             }
             "format" if !value.trim().is_empty() => {
-                format = ExportFormat::parse(value)
-                    .ok_or_else(|| invalid(format!("format must be jsonl or csv; got {value:?}")))?;
+                format = ExportFormat::parse(value).ok_or_else(|| {
+                    invalid(format!("format must be jsonl or csv; got {value:?}"))
+                })?;
             }
             _ => {}
         }
@@ -223,7 +249,9 @@ async fn export<S: Store>(
                 // client sees as an incomplete download.
                 tracing::error!(%error, "usage export stream failed");
                 Some((
-                    Err(actix_web::error::ErrorInternalServerError("usage export failed")),
+                    Err(actix_web::error::ErrorInternalServerError(
+                        "usage export failed",
+                    )),
                     None,
                 ))
             }
@@ -247,7 +275,12 @@ async fn export<S: Store>(
 // ---------------------------------------------------------------------------
 
 /// An import result answered with an error: the counts so far plus `error` and `code`.
-fn import_error(status: StatusCode, code: ErrorCode, message: &str, result: &ImportResult) -> HttpResponse {
+fn import_error(
+    status: StatusCode,
+    code: ErrorCode,
+    message: &str,
+    result: &ImportResult,
+) -> HttpResponse {
     let mut body = serde_json::json!({ "error": message, "code": code.as_str() });
     if let (Some(object), Ok(serde_json::Value::Object(fields))) =
         (body.as_object_mut(), serde_json::to_value(result))
@@ -309,7 +342,9 @@ async fn import<S: Store>(
                     }
                     Ok(bytes)
                 }
-                Err(error) => Err(std::io::Error::other(format!("the upload broke off: {error}"))),
+                Err(error) => Err(std::io::Error::other(format!(
+                    "the upload broke off: {error}"
+                ))),
             };
             let failed = item.is_err();
             if sender.send(item).await.is_err() || failed {
@@ -319,12 +354,16 @@ async fn import<S: Store>(
         true
     };
     let (within_limit, outcome) =
-        futures_util::future::join(pump, run_import(&state.store, reader, now_ms(), progress)).await;
+        futures_util::future::join(pump, run_import(&state.store, reader, now_ms(), progress))
+            .await;
     let result = outcome.result;
     match outcome.failure {
         None => Ok(HttpResponse::Ok().json(&result)),
         Some(ImportFailure::Read(error))
-            if !within_limit || error.get_ref().is_some_and(|inner| inner.is::<BodyTooLarge>()) =>
+            if !within_limit
+                || error
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<BodyTooLarge>()) =>
         {
             Ok(import_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -373,13 +412,30 @@ async fn import<S: Store>(
 
 fn session_error(error: SessionError) -> ApiError {
     let (status, code) = match error.kind {
-        SessionErrorKind::InvalidRequest => (StatusCode::BAD_REQUEST, ErrorCode::UsageImportSessionInvalidRequest),
-        SessionErrorKind::NotFound => (StatusCode::NOT_FOUND, ErrorCode::UsageImportSessionNotFound),
+        SessionErrorKind::InvalidRequest => (
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UsageImportSessionInvalidRequest,
+        ),
+        SessionErrorKind::NotFound => {
+            (StatusCode::NOT_FOUND, ErrorCode::UsageImportSessionNotFound)
+        }
         SessionErrorKind::Conflict => (StatusCode::CONFLICT, ErrorCode::UsageImportSessionConflict),
-        SessionErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::UsageImportSessionTooLarge),
-        SessionErrorKind::QuotaExceeded => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::UsageImportSessionQuotaExceeded),
-        SessionErrorKind::LimitExceeded => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::UsageImportSessionLimitExceeded),
-        SessionErrorKind::Unavailable => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::UsageImportSessionUnavailable),
+        SessionErrorKind::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UsageImportSessionTooLarge,
+        ),
+        SessionErrorKind::QuotaExceeded => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::UsageImportSessionQuotaExceeded,
+        ),
+        SessionErrorKind::LimitExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::UsageImportSessionLimitExceeded,
+        ),
+        SessionErrorKind::Unavailable => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::UsageImportSessionUnavailable,
+        ),
     };
     ApiError::new(status, code, error.message)
 }
@@ -409,7 +465,8 @@ async fn create_session(
     let transfer = transfer_state(&request)?;
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|error| session_invalid(format!("read request body: {error}")))?;
+        let chunk =
+            chunk.map_err(|error| session_invalid(format!("read request body: {error}")))?;
         if body.len() + chunk.len() > SESSION_CREATE_LIMIT_BYTES {
             return Err(session_invalid("the request body is larger than 64 KiB"));
         }
@@ -422,7 +479,12 @@ async fn create_session(
     })?;
     let view = transfer
         .sessions
-        .create(&create.filename, create.size_bytes, create.resume_key.as_deref(), now_ms())
+        .create(
+            &create.filename,
+            create.size_bytes,
+            create.resume_key.as_deref(),
+            now_ms(),
+        )
         .map_err(session_error)?;
     Ok(HttpResponse::Created().json(view))
 }
@@ -433,7 +495,10 @@ async fn get_session(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let transfer = transfer_state(&request)?;
-    let view = transfer.sessions.get(&id, now_ms()).map_err(session_error)?;
+    let view = transfer
+        .sessions
+        .get(&id, now_ms())
+        .map_err(session_error)?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -506,7 +571,10 @@ async fn receive_chunk(
         if written > upload.limit {
             return Err(SessionError {
                 kind: SessionErrorKind::TooLarge,
-                message: format!("the chunk is larger than the {} bytes accepted at this offset", upload.limit),
+                message: format!(
+                    "the chunk is larger than the {} bytes accepted at this offset",
+                    upload.limit
+                ),
             });
         }
         file.write_all(&chunk).await.map_err(io)?;
@@ -536,7 +604,10 @@ async fn complete_session<S: Store>(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let transfer = transfer_state(&request)?;
-    let (view, job) = transfer.sessions.complete(&id, now_ms()).map_err(session_error)?;
+    let (view, job) = transfer
+        .sessions
+        .complete(&id, now_ms())
+        .map_err(session_error)?;
     if let Some(job) = job {
         let store = state.store.clone();
         let transfer = transfer.clone();
@@ -578,14 +649,20 @@ async fn cancel_session(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let transfer = transfer_state(&request)?;
-    let mut view = transfer.sessions.cancel(&id, now_ms()).map_err(session_error)?;
+    let mut view = transfer
+        .sessions
+        .cancel(&id, now_ms())
+        .map_err(session_error)?;
     // A chunk upload in flight notices the cancel and rolls itself back.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while transfer.sessions.chunk_running(&id) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     if view.status != "processing" {
-        view = transfer.sessions.get(&id, now_ms()).map_err(session_error)?;
+        view = transfer
+            .sessions
+            .get(&id, now_ms())
+            .map_err(session_error)?;
     }
     let status = if view.status == "processing" {
         StatusCode::ACCEPTED
@@ -601,7 +678,9 @@ async fn cancel_session(
 
 fn backup_error(error: BackupError) -> ApiError {
     match error {
-        BackupError::Invalid(message) => ApiError::new(StatusCode::CONFLICT, ErrorCode::BackupFailed, message),
+        BackupError::Invalid(message) => {
+            ApiError::new(StatusCode::CONFLICT, ErrorCode::BackupFailed, message)
+        }
         other => {
             tracing::error!(error = %other, "backup failed");
             ApiError::new(
@@ -704,7 +783,13 @@ async fn download_backup_file(
     let transfer = transfer_state(&request)?;
     let (name, file) = path.into_inner();
     let dir = backup_dir(&transfer, &name)?;
-    if ![backup::DATABASE_FILE, backup::DATA_KEY_FILE, backup::MANIFEST_FILE].contains(&file.as_str()) {
+    if ![
+        backup::DATABASE_FILE,
+        backup::DATA_KEY_FILE,
+        backup::MANIFEST_FILE,
+    ]
+    .contains(&file.as_str())
+    {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,

@@ -57,7 +57,7 @@ pub struct Manifest {
     pub schema_version: i64,
     /// Usage events in the copy.
     pub events: i64,
-    /// `included` or `external` (see [`DataKeySource`]).
+    /// `included`, `external` (see [`DataKeySource`]) or `none` (no key file existed).
     pub data_key: String,
     pub files: Vec<BackupFile>,
 }
@@ -92,7 +92,9 @@ pub fn is_backup_name(name: &str) -> bool {
     name.strip_prefix("cpamp-backup-").is_some_and(|rest| {
         !rest.is_empty()
             && rest.len() <= 40
-            && rest.bytes().all(|byte| byte.is_ascii_digit() || byte == b'-')
+            && rest
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || byte == b'-')
     })
 }
 
@@ -121,14 +123,16 @@ async fn fill<S: DatabaseBackup>(
     let facts = store.backup_into(&database).await?;
     let mut files = vec![describe(&database)?];
     let data_key_state = match data_key {
+        // No key file yet (the server never started): nothing is sealed with one.
+        DataKeySource::File(path) if !path.exists() => "none",
         DataKeySource::File(path) => {
             let bytes = std::fs::read(path).map_err(io(format!(
                 "read the data key {} (it decrypts the saved CPA Management Key)",
                 path.display()
             )))?;
             let target = dir.join(DATA_KEY_FILE);
-            let mut file = create_private_file(&target)
-                .map_err(io(format!("create {}", target.display())))?;
+            let mut file =
+                create_private_file(&target).map_err(io(format!("create {}", target.display())))?;
             std::io::Write::write_all(&mut file, &bytes)
                 .and_then(|()| file.sync_all())
                 .map_err(io(format!("write {}", target.display())))?;
@@ -195,14 +199,16 @@ fn create_private_dir(dir: &Path) -> Result<(), BackupError> {
                 )))
             }
         }
-        Err(error) => Err(BackupError::Io(format!("create {}: {error}", dir.display()))),
+        Err(error) => Err(BackupError::Io(format!(
+            "create {}: {error}",
+            dir.display()
+        ))),
     }
 }
 
 /// Size and SHA-256 of a file.
 pub fn describe(path: &Path) -> Result<BackupFile, BackupError> {
-    let mut file =
-        std::fs::File::open(path).map_err(io(format!("open {}", path.display())))?;
+    let mut file = std::fs::File::open(path).map_err(io(format!("open {}", path.display())))?;
     let mut hasher = sha2::Sha256::new();
     let mut buffer = vec![0u8; 1024 * 1024];
     let mut bytes = 0u64;
@@ -243,7 +249,10 @@ pub fn verify(dir: &Path) -> Result<Manifest, BackupError> {
     }
     for file in &manifest.files {
         if file.name.contains(['/', '\\']) || file.name.starts_with('.') {
-            return Err(BackupError::Invalid(format!("invalid file name {:?} in the manifest", file.name)));
+            return Err(BackupError::Invalid(format!(
+                "invalid file name {:?} in the manifest",
+                file.name
+            )));
         }
         let actual = describe(&dir.join(&file.name))?;
         if actual.bytes != file.bytes || actual.sha256 != file.sha256 {
@@ -254,7 +263,9 @@ pub fn verify(dir: &Path) -> Result<Manifest, BackupError> {
         }
     }
     if !manifest.files.iter().any(|file| file.name == DATABASE_FILE) {
-        return Err(BackupError::Invalid("the manifest lists no usage.sqlite".to_string()));
+        return Err(BackupError::Invalid(
+            "the manifest lists no usage.sqlite".to_string(),
+        ));
     }
     Ok(manifest)
 }
@@ -270,7 +281,12 @@ pub fn list(dir: &Path) -> Vec<Manifest> {
         .filter_map(|entry| std::fs::read(entry.path().join(MANIFEST_FILE)).ok())
         .filter_map(|bytes| serde_json::from_slice::<Manifest>(&bytes).ok())
         .collect();
-    manifests.sort_by(|left, right| right.created_at_ms.cmp(&left.created_at_ms).then(right.name.cmp(&left.name)));
+    manifests.sort_by(|left, right| {
+        right
+            .created_at_ms
+            .cmp(&left.created_at_ms)
+            .then(right.name.cmp(&left.name))
+    });
     manifests
 }
 
@@ -281,10 +297,19 @@ mod tests {
 
     #[test]
     fn names_are_timestamps_and_nothing_else_passes() {
-        assert_eq!(backup_name(1_767_225_600_000), "cpamp-backup-20260101-000000");
+        assert_eq!(
+            backup_name(1_767_225_600_000),
+            "cpamp-backup-20260101-000000"
+        );
         assert!(is_backup_name("cpamp-backup-20260101-000000"));
         assert!(is_backup_name("cpamp-backup-20260101-000000-2"));
-        for bad in ["cpamp-backup-", "../x", "cpamp-backup-../../etc", "cpamp-backup-1/2", "other"] {
+        for bad in [
+            "cpamp-backup-",
+            "../x",
+            "cpamp-backup-../../etc",
+            "cpamp-backup-1/2",
+            "other",
+        ] {
             assert!(!is_backup_name(bad), "{bad}");
         }
     }

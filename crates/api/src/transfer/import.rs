@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cpamp_domain::event::UsageEvent;
 use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
-use cpamp_domain::transfer::import::{ImportError, ImportIssue, ImportReport, Location, read_import};
+use cpamp_domain::transfer::import::{
+    ImportError, ImportIssue, ImportReport, Location, read_import,
+};
 use serde::{Deserialize, Serialize};
 
 /// Events per stored batch (one transaction each).
@@ -132,8 +134,13 @@ fn result_of(report: &ImportReport, added: u64, skipped: u64) -> ImportResult {
         total: report.events,
         failed: report.failed,
         unsupported: report.unsupported,
-        warnings: (!report.warnings.is_empty())
-            .then(|| report.warnings.iter().map(|text| text.to_string()).collect()),
+        warnings: (!report.warnings.is_empty()).then(|| {
+            report
+                .warnings
+                .iter()
+                .map(|text| text.to_string())
+                .collect()
+        }),
         errors: report.issues.iter().map(ImportErrorItem::from).collect(),
     }
 }
@@ -188,8 +195,12 @@ where
             .await;
         match outcome {
             Ok(outcome) => {
-                progress.added.fetch_add(outcome.inserted, Ordering::Relaxed);
-                progress.skipped.fetch_add(outcome.skipped, Ordering::Relaxed);
+                progress
+                    .added
+                    .fetch_add(outcome.inserted, Ordering::Relaxed);
+                progress
+                    .skipped
+                    .fetch_add(outcome.skipped, Ordering::Relaxed);
             }
             Err(error) => {
                 store_error = Some(error);

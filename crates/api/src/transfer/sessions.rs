@@ -267,7 +267,10 @@ impl ImportSessions {
 
     fn save(&self, stored: &Stored) -> Result<(), SessionError> {
         let text = serde_json::to_vec(stored).map_err(|error| {
-            SessionError::new(SessionErrorKind::Unavailable, format!("encode session: {error}"))
+            SessionError::new(
+                SessionErrorKind::Unavailable,
+                format!("encode session: {error}"),
+            )
         })?;
         write_atomically(&self.meta_path(&stored.id), &text)
             .map_err(|error| SessionError::io("write session state", &error))
@@ -317,7 +320,12 @@ impl ImportSessions {
         let filename = clean_filename(filename);
         let resume_key = match resume_key.map(str::trim).filter(|key| !key.is_empty()) {
             None => None,
-            Some(key) if key.len() == 32 && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+            Some(key)
+                if key.len() == 32
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
                 Some(key.to_string())
             }
             Some(_) => {
@@ -442,7 +450,10 @@ impl ImportSessions {
         if stored.status != Status::Uploading {
             return Err(SessionError::new(
                 SessionErrorKind::Conflict,
-                format!("session is {}; chunks are accepted only while uploading", stored.status.as_str()),
+                format!(
+                    "session is {}; chunks are accepted only while uploading",
+                    stored.status.as_str()
+                ),
             ));
         }
         if offset != stored.received_bytes {
@@ -474,7 +485,9 @@ impl ImportSessions {
             Some(length) if length > limit => {
                 return Err(SessionError::new(
                     SessionErrorKind::TooLarge,
-                    format!("the chunk is {length} bytes; at most {limit} are accepted at this offset"),
+                    format!(
+                        "the chunk is {length} bytes; at most {limit} are accepted at this offset"
+                    ),
                 ));
             }
             _ => {}
@@ -547,7 +560,10 @@ impl ImportSessions {
         match stored.status {
             Status::Processing | Status::Completed => return Ok((stored.view(), None)),
             Status::Cancelled => {
-                return Err(SessionError::new(SessionErrorKind::Conflict, "the session was cancelled"));
+                return Err(SessionError::new(
+                    SessionErrorKind::Conflict,
+                    "the session was cancelled",
+                ));
             }
             Status::Failed if !stored.retryable => {
                 return Err(SessionError::new(
@@ -605,7 +621,9 @@ impl ImportSessions {
 
     /// Records the outcome of a job.
     pub fn finish_import(&self, job: &ImportJob, outcome: ImportOutcome, now_ms: i64) {
-        let Ok(mut sessions) = self.lock() else { return };
+        let Ok(mut sessions) = self.lock() else {
+            return;
+        };
         let Some(entry) = sessions.get_mut(&job.id) else {
             return;
         };
@@ -658,7 +676,9 @@ impl ImportSessions {
             Status::Processing => {
                 stored.cancel_requested = true;
                 if let Some(progress) = &entry.activity.import {
-                    progress.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    progress
+                        .stop
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 self.touch(stored, now_ms);
                 let snapshot = stored.clone();
@@ -691,7 +711,9 @@ impl ImportSessions {
 
     /// Removes expired sessions that nothing is working on.
     pub fn cleanup(&self, now_ms: i64) {
-        let Ok(mut sessions) = self.lock() else { return };
+        let Ok(mut sessions) = self.lock() else {
+            return;
+        };
         let expired: Vec<String> = sessions
             .values()
             .filter(|entry| {
@@ -832,11 +854,7 @@ fn not_found(id: &str) -> SessionError {
 /// The base name, without NUL, at most 240 characters; `usage-import.jsonl` if empty.
 fn clean_filename(name: &str) -> String {
     let name: String = name.chars().filter(|c| *c != '\0').collect();
-    let base = name
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or("")
-        .trim();
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("").trim();
     let base: String = base.chars().take(240).collect();
     if base.is_empty() || base == "." || base == ".." {
         "usage-import.jsonl".to_string()
@@ -908,9 +926,17 @@ mod tests {
 
     fn upload(sessions: &ImportSessions, id: &str, bytes: &[u8], now: i64) -> SessionView {
         let upload = sessions
-            .begin_chunk(id, sessions.get(id, now).unwrap().received_bytes, Some(bytes.len() as u64), now)
+            .begin_chunk(
+                id,
+                sessions.get(id, now).unwrap().received_bytes,
+                Some(bytes.len() as u64),
+                now,
+            )
             .unwrap();
-        let mut file = std::fs::OpenOptions::new().append(true).open(&upload.data).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&upload.data)
+            .unwrap();
         std::io::Write::write_all(&mut file, bytes).unwrap();
         sessions
             .finish_chunk(&upload, Ok(bytes.len() as u64), now)
@@ -928,12 +954,18 @@ mod tests {
         let error = sessions.create("a", 5, Some("XYZ"), 1_000).unwrap_err();
         assert_eq!(error.kind, SessionErrorKind::InvalidRequest);
         let key = "0123456789abcdef0123456789abcdef";
-        let first = sessions.create("../dir/usage.jsonl", 60, Some(key), 1_000).unwrap();
+        let first = sessions
+            .create("../dir/usage.jsonl", 60, Some(key), 1_000)
+            .unwrap();
         assert_eq!(first.filename, "usage.jsonl");
         assert_eq!(first.chunk_size_bytes, 10);
-        let again = sessions.create("usage.jsonl", 60, Some(key), 1_001).unwrap();
+        let again = sessions
+            .create("usage.jsonl", 60, Some(key), 1_001)
+            .unwrap();
         assert_eq!(again.id, first.id);
-        let error = sessions.create("other.jsonl", 60, Some(key), 1_001).unwrap_err();
+        let error = sessions
+            .create("other.jsonl", 60, Some(key), 1_001)
+            .unwrap_err();
         assert_eq!(error.kind, SessionErrorKind::Conflict);
         let error = sessions.create("b", 50, None, 1_000).unwrap_err();
         assert_eq!(error.kind, SessionErrorKind::QuotaExceeded);
@@ -947,16 +979,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sessions(dir.path());
         let session = store.create("f.jsonl", 15, None, 1_000).unwrap();
-        let error = store.begin_chunk(&session.id, 5, Some(5), 1_000).unwrap_err();
+        let error = store
+            .begin_chunk(&session.id, 5, Some(5), 1_000)
+            .unwrap_err();
         assert_eq!(error.message, "offset mismatch: expected 0");
-        let error = store.begin_chunk(&session.id, 0, Some(11), 1_000).unwrap_err();
+        let error = store
+            .begin_chunk(&session.id, 0, Some(11), 1_000)
+            .unwrap_err();
         assert_eq!(error.kind, SessionErrorKind::TooLarge);
         let view = upload(&store, &session.id, b"0123456789", 1_000);
         assert_eq!((view.status, view.received_bytes), ("uploading", 10));
         let error = store.complete(&session.id, 1_000).unwrap_err();
         assert!(error.message.starts_with("upload is not complete"));
-        let error = store.begin_chunk(&session.id, 10, Some(6), 1_000).unwrap_err();
-        assert_eq!(error.kind, SessionErrorKind::TooLarge, "only 5 bytes remain");
+        let error = store
+            .begin_chunk(&session.id, 10, Some(6), 1_000)
+            .unwrap_err();
+        assert_eq!(
+            error.kind,
+            SessionErrorKind::TooLarge,
+            "only 5 bytes remain"
+        );
         drop(store);
 
         // A restart finds the session where it was.
@@ -986,7 +1028,13 @@ mod tests {
         assert!(!store.data_path(&session.id).exists());
         // Expired sessions are removed.
         store.cleanup(1_400 + 1440 * 60_000);
-        assert_eq!(store.get(&session.id, 1_400 + 1440 * 60_000).unwrap_err().kind, SessionErrorKind::NotFound);
+        assert_eq!(
+            store
+                .get(&session.id, 1_400 + 1440 * 60_000)
+                .unwrap_err()
+                .kind,
+            SessionErrorKind::NotFound
+        );
         assert!(!store.meta_path(&session.id).exists());
     }
 
@@ -999,7 +1047,10 @@ mod tests {
         let view = store.cancel(&session.id, 1_001).unwrap();
         assert_eq!(view.status, "cancelled");
         assert!(!store.data_path(&session.id).exists());
-        assert_eq!(store.complete(&session.id, 1_002).unwrap_err().kind, SessionErrorKind::Conflict);
+        assert_eq!(
+            store.complete(&session.id, 1_002).unwrap_err().kind,
+            SessionErrorKind::Conflict
+        );
         // Two new sessions fit again (the cancelled one holds nothing).
         store.create("g", 20, None, 1_003).unwrap();
         store.create("h", 20, None, 1_003).unwrap();
