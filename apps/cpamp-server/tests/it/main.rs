@@ -12,3 +12,4 @@ mod reset_key;
 mod setup;
 mod status;
 mod support;
+mod transfer;

@@ -212,13 +212,12 @@ where
     drop(receiver);
     let report = match reader.await {
         Ok(report) => report,
-        Err(error) => {
-            let mut report = ImportReport::default();
-            report.error = Some(ImportError::Read(std::io::Error::other(format!(
+        Err(error) => ImportReport {
+            error: Some(ImportError::Read(std::io::Error::other(format!(
                 "import reader failed: {error}"
-            ))));
-            report
-        }
+            )))),
+            ..ImportReport::default()
+        },
     };
     let added = progress.added.load(Ordering::Relaxed);
     let skipped = progress.skipped.load(Ordering::Relaxed);

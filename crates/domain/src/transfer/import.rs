@@ -173,15 +173,27 @@ impl Reader<'_, '_> {
         match first {
             b'[' => self.read_array(input),
             b'{' => {
+                let first_line = line;
                 let scanned = scan_first_value(input, &mut line)?;
                 match scanned {
-                    FirstValue::Complete(bytes) => {
-                        if let Some(format) = self.first_object(&bytes, line)? {
-                            self.read_legacy(&bytes[..], Some(format))?;
-                            return expect_only_whitespace(input);
-                        }
-                        self.read_lines(input, line)
+                    FirstValue::BrokenLine(bytes) => {
+                        // A JSONL file whose first line is broken.
+                        self.line(&bytes, first_line)?;
+                        self.read_lines(input, first_line + 1)
                     }
+                    FirstValue::Complete(bytes) => match self.first_object(&bytes, line)? {
+                        First::Snapshot(format) => {
+                            self.read_legacy(&bytes[..], Some(format))?;
+                            expect_only_whitespace(input)
+                        }
+                        First::Record => self.read_lines(input, line),
+                        // Not one JSON value after all: read it all as JSONL.
+                        First::NotJson => {
+                            let mut replay = std::io::Read::chain(&bytes[..], input);
+                            let mut buffered = std::io::BufReader::new(&mut replay);
+                            self.read_lines(&mut buffered, first_line)
+                        }
+                    },
                     FirstValue::TooLarge(head) => {
                         // Only a snapshot can be this large; read it as one.
                         let chained = std::io::Read::chain(&head[..], input);
@@ -300,37 +312,24 @@ impl Reader<'_, '_> {
         expect_only_whitespace(input)
     }
 
-    /// Looks at the first object: `Some(format)` when it is a snapshot to read,
-    /// `None` after importing it as a record (the input continues as JSONL).
-    fn first_object(
-        &mut self,
-        bytes: &[u8],
-        line: u64,
-    ) -> Result<Option<ImportFormat>, ImportError> {
-        let text = match std::str::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(_) => {
-                self.report
-                    .fail(Location::Line(line), "line is not valid UTF-8".to_string());
-                return Ok(None);
-            }
+    /// Looks at the first object: a snapshot to read, a record (imported now;
+    /// the input continues as JSONL) or no JSON value at all.
+    fn first_object(&mut self, bytes: &[u8], line: u64) -> Result<First, ImportError> {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Ok(First::NotJson);
         };
-        let value = match json::parse(text) {
-            Ok(value) => value,
-            Err(error) => {
-                self.report.fail(Location::Line(line), error.to_string());
-                return Ok(None);
-            }
+        let Ok(value) = json::parse(text) else {
+            return Ok(First::NotJson);
         };
         let Json::Object(members) = &value else {
-            return Ok(None);
+            return Ok(First::NotJson);
         };
         match classify(members) {
             Shape::Record => {
                 self.record(&value, text, Location::Line(line))?;
-                Ok(None)
+                Ok(First::Record)
             }
-            Shape::Snapshot(format) => Ok(Some(format)),
+            Shape::Snapshot(format) => Ok(First::Snapshot(format)),
             Shape::Empty(format) => {
                 self.report.format = Some(format);
                 self.report.unsupported += 1;
@@ -385,6 +384,12 @@ fn has_event_hash(members: &[(Cow<'_, str>, Json<'_>)]) -> bool {
         matches!(json::member(members, key), Some(Json::String(text)) if !text.trim().is_empty())
             || matches!(json::member(members, key), Some(Json::Number(_)))
     })
+}
+
+enum First {
+    Snapshot(ImportFormat),
+    Record,
+    NotJson,
 }
 
 enum Shape {
@@ -504,6 +509,9 @@ fn expect_only_whitespace<R: BufRead>(input: &mut R) -> Result<(), ImportError> 
 enum FirstValue {
     /// The whole first value.
     Complete(Vec<u8>),
+    /// The first line is not JSON (nor the start of a multi-line value); the
+    /// reader is positioned after its newline.
+    BrokenLine(Vec<u8>),
     /// The first [`MAX_LINE_BYTES`] of a larger value; the reader is positioned after them.
     TooLarge(Vec<u8>),
 }
@@ -516,6 +524,7 @@ fn scan_first_value<R: BufRead>(input: &mut R, line: &mut u64) -> std::io::Resul
     let mut depth = 0_usize;
     let mut in_string = false;
     let mut escaped = false;
+    let mut checked_first_line = false;
     loop {
         let available = input.fill_buf()?;
         if available.is_empty() {
@@ -546,7 +555,19 @@ fn scan_first_value<R: BufRead>(input: &mut R, line: &mut u64) -> std::io::Resul
                         break;
                     }
                 }
-                b'\n' => *line += 1,
+                b'\n' => {
+                    if !checked_first_line {
+                        checked_first_line = true;
+                        let mut head = bytes.clone();
+                        head.extend_from_slice(&available[..index]);
+                        if !is_json_prefix(&head) {
+                            input.consume(index + 1);
+                            *line += 1;
+                            return Ok(FirstValue::BrokenLine(head));
+                        }
+                    }
+                    *line += 1;
+                }
                 _ => {}
             }
         }
@@ -562,6 +583,15 @@ fn scan_first_value<R: BufRead>(input: &mut R, line: &mut u64) -> std::io::Resul
         if end.is_some() {
             return Ok(FirstValue::Complete(bytes));
         }
+    }
+}
+
+/// True when `bytes` is valid JSON so far: complete, or cut off before its end
+/// (a multi-line value). False for a syntax error.
+fn is_json_prefix(bytes: &[u8]) -> bool {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        Ok(_) => true,
+        Err(error) => error.is_eof(),
     }
 }
 

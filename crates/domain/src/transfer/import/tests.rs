@@ -62,6 +62,26 @@ fn malformed_lines_are_counted_with_their_line_numbers_and_never_stop_the_rest()
 }
 
 #[test]
+fn a_broken_first_line_is_one_failure_and_the_rest_imports() {
+    for broken in [
+        "{\"event_hash\": broken",
+        "{\"a\":1,",
+        "{\"a\":[1,}",
+        "{\"a\":\"\\x\"}",
+    ] {
+        let input = format!(
+            "{broken}\n{}\n{}\n",
+            exported(&"e".repeat(64), 1),
+            exported(&"f".repeat(64), 2)
+        );
+        let (report, events) = read(&input);
+        assert_eq!(events.len(), 2, "{broken}: {:?}", report.issues);
+        assert_eq!(report.failed, 1);
+        assert_eq!(report.issues[0].location, Location::Line(1));
+    }
+}
+
+#[test]
 fn raw_cpa_records_and_exported_records_mix_in_one_file() {
     let input = format!(
         "{}\r\n{}\n",
