@@ -1,12 +1,16 @@
 //! Project automation in plain Rust: `cargo xtask <command>`.
 //!
-//! - `ci`: everything CI runs, in CI's order (fmt check, lint, tests).
+//! - `ci`: everything CI runs, in CI's order (fmt check, lint, tests, the panel's build
+//!   check, unit tests and end-to-end tests).
 //! - `fmt [--check]`: format the workspace.
 //! - `lint`: clippy with warnings denied, plus the dependency-direction checks.
 //! - `bench <name>`: run a benchmark and print its table (see `bench.rs`).
+//! - `frontend [--check]`: build the web panel, or prove the committed build is fresh
+//!   (see `frontend.rs`); `e2e`: the panel's end-to-end tests in Chromium.
 
 mod bench;
 mod deps;
+mod frontend;
 mod tidy;
 
 use std::process::ExitCode;
@@ -36,8 +40,12 @@ fn run(args: &[String]) -> Result<(), String> {
         "lint" => lint(&shell),
         "test" => test(&shell),
         "bench" => bench::run(&shell, rest),
+        "frontend" => frontend::run(&shell, rest),
+        "e2e" => frontend::e2e(&shell),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci | fmt [--check] | lint | test | bench <name>>");
+            println!(
+                "usage: cargo xtask <ci | fmt [--check] | lint | test | bench <name> | frontend [--check] | e2e>"
+            );
             println!("benchmarks: {}", bench::NAMES.join(", "));
             Ok(())
         }
@@ -45,12 +53,12 @@ fn run(args: &[String]) -> Result<(), String> {
     }
 }
 
-fn project_root() -> std::path::PathBuf {
+pub(crate) fn project_root() -> std::path::PathBuf {
     let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
 }
 
-fn step(name: &str) {
+pub(crate) fn step(name: &str) {
     eprintln!("\n== xtask: {name}");
 }
 
@@ -58,7 +66,9 @@ fn step(name: &str) {
 fn ci(shell: &Shell) -> Result<(), String> {
     fmt(shell, true)?;
     lint(shell)?;
-    test(shell)
+    test(shell)?;
+    frontend::run(shell, &["--check".to_string()])?;
+    frontend::e2e(shell)
 }
 
 fn fmt(shell: &Shell, check: bool) -> Result<(), String> {

@@ -14,6 +14,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use cpamp_api::AppState;
 use cpamp_api::auth::{AuthBackend, CredentialBootstrap, LoginLimiter, ensure_admin_credential};
+use cpamp_api::automation::Automation;
+use cpamp_api::automation::ingest::IngestSink;
 use cpamp_api::gaps::GapTracker;
 use cpamp_api::middleware::{CorsOrigins, cors, count_requests};
 use cpamp_api::monitor::{HostFacts, Monitor};
@@ -33,7 +35,7 @@ pub struct Application {
     local_addr: SocketAddr,
     server: actix_web::dev::Server,
     store: SqliteStore,
-    collector: Collector<SqliteStore>,
+    collector: Collector<IngestSink<SqliteStore>>,
     lock: ProcessLock,
     gap_tracker: GapTracker,
     maintenance: tokio::task::JoinHandle<()>,
@@ -78,10 +80,14 @@ impl Application {
         let local_addr = listener.local_addr().context("http listen")?;
 
         let startup = startup_config(&settings);
+        let automation = Automation::default();
         let collector = Collector::new(
-            store.clone(),
+            IngestSink::new(store.clone(), automation.enricher.clone()),
             StatusHandle::new(startup.collector_mode.as_str(), &startup.queue),
         );
+        automation
+            .enricher
+            .follow_refreshes(collector.status().refresh_notifications());
         let state = web::Data::new(AppState {
             store: store.clone(),
             started_at_ms: now_ms(),
@@ -90,6 +96,7 @@ impl Application {
             startup,
             data_key,
             collector: collector.clone(),
+            automation,
             config_lock: tokio::sync::Mutex::new(()),
             login_limiter: LoginLimiter::default(),
         });

@@ -120,6 +120,14 @@ pub async fn apply_collector<S: Store>(state: &AppState<S>) -> Result<(), ApiErr
     let effective = manager_config::load(state).await?;
     match collector_settings(&effective) {
         Some(settings) => {
+            // The first auth-file listing of this connection is fetched before the first
+            // pop, so the first events are labelled too.
+            if let Resolution::Configured(connection) = resolution_of(&effective) {
+                state
+                    .automation
+                    .collector_connection(Some(&connection))
+                    .await;
+            }
             tracing::info!(
                 upstream = %settings.upstream,
                 mode = settings.mode.as_str(),
@@ -136,6 +144,7 @@ pub async fn apply_collector<S: Store>(state: &AppState<S>) -> Result<(), ApiErr
                 );
             }
             state.collector.stop().await;
+            state.automation.collector_connection(None).await;
         }
     }
     Ok(())

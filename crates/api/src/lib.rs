@@ -8,6 +8,7 @@
 //! it never sees SQL or sqlx — storage is reached through the domain ports.
 
 pub mod auth;
+pub mod automation;
 pub mod connection;
 pub mod cpa_client;
 pub mod cpa_http;

@@ -10,6 +10,8 @@ use cpamp_domain::ports::{
 };
 
 use crate::auth::LoginLimiter;
+use crate::automation::Automation;
+use crate::automation::ingest::IngestSink;
 
 /// Everything the API needs from storage, as one bound. The binary names the
 /// concrete type once (`configure::<SqliteStore>`).
@@ -55,7 +57,10 @@ pub struct AppState<S: Store> {
     /// The key that seals the saved CPA Management Key.
     pub data_key: DataKeyState,
     /// The one collector of this process. Setup and config changes restart or stop it.
-    pub collector: Collector<S>,
+    /// It stores through the ingest pipeline, which labels events with CPA's auth files.
+    pub collector: Collector<IngestSink<S>>,
+    /// Account automation services (enrichment, …).
+    pub automation: Automation,
     /// Serialises changes of the CPA connection (setup, config PUT) and the collector
     /// restarts that follow them, so two saves never interleave.
     pub config_lock: tokio::sync::Mutex<()>,

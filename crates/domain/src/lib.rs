@@ -13,6 +13,7 @@
 //! socket, never reads the environment or the clock except through arguments.
 
 pub mod analytics;
+pub mod automation;
 pub mod crypto;
 pub mod decode;
 pub mod event;

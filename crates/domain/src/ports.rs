@@ -81,13 +81,16 @@ pub struct IngestBatch {
 }
 
 /// What storing a batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
     /// Events stored for the first time.
     pub inserted: u64,
     /// Events already known (same event hash); not stored again.
     pub skipped: u64,
     pub dead_lettered: u64,
+    /// Positions in the batch's `events` of the events stored for the first time, in
+    /// batch order. Work that must happen once per event (account automation) follows it.
+    pub fresh: Vec<usize>,
 }
 
 /// Appends usage events. Idempotent: an event whose hash is known is skipped.

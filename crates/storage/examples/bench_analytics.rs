@@ -14,9 +14,9 @@ mod synth;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cpamp_domain::analytics::dashboard::{DashboardRequest, dashboard};
 use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, PageRequest, monitoring};
 use cpamp_domain::analytics::query::{Cursor, Filters, Scope};
-use cpamp_domain::analytics::report::{DashboardRequest, dashboard};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
 use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};

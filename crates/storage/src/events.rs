@@ -105,10 +105,10 @@ async fn write_batch(
         .await?;
     let mut seen = std::collections::HashSet::with_capacity(batch.events.len());
     let mut candidates = Vec::with_capacity(batch.events.len());
-    for event in &batch.events {
+    for (index, event) in batch.events.iter().enumerate() {
         let hash = decode_hash(&event.event_hash);
         if seen.insert(hash) {
-            candidates.push((next_id + candidates.len() as i64, event, hash));
+            candidates.push((next_id + candidates.len() as i64, event, hash, index));
         } else {
             outcome.skipped += 1;
         }
@@ -119,7 +119,7 @@ async fn write_batch(
         let mut builder = sqlx::QueryBuilder::new(
             "INSERT INTO usage_event_identity_ledger (event_hash, event_id, first_seen_at_ms) ",
         );
-        builder.push_values(chunk, |mut row, (id, event, hash)| {
+        builder.push_values(chunk, |mut row, (id, event, hash, _)| {
             row.push_bind(hash.to_vec())
                 .push_bind(*id)
                 .push_bind(event.created_at_ms);
@@ -133,11 +133,12 @@ async fn write_batch(
     }
 
     let mut fresh = Vec::with_capacity(claimed.len());
-    for (id, event, hash) in candidates {
+    for (id, event, hash, index) in candidates {
         if !claimed.contains(&id) {
             outcome.skipped += 1;
             continue;
         }
+        outcome.fresh.push(index);
         let dims = resolve_dims(store, connection, stage, event).await?;
         fresh.push(NewEvent {
             id,

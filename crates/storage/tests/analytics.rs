@@ -5,9 +5,9 @@ mod support;
 
 use std::collections::{BTreeMap, HashSet};
 
+use cpamp_domain::analytics::dashboard::{DashboardRequest, dashboard};
 use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, PageRequest, monitoring};
 use cpamp_domain::analytics::query::{Cursor, Filters, Scope};
-use cpamp_domain::analytics::report::{DashboardRequest, dashboard};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
 use cpamp_domain::analytics::{analytics_model, nearest_rank};
 use cpamp_domain::event::UsageEvent;
@@ -92,7 +92,7 @@ async fn summary_timeline_and_p95_match_the_events_in_two_zones() {
             selected.iter().map(|e| e.tokens.total).sum::<i64>()
         );
         assert_eq!(
-            summary.input_tokens,
+            summary.token_sums.input_tokens,
             selected.iter().map(|e| input_of(e)).sum::<i64>()
         );
         assert_eq!(
@@ -155,7 +155,7 @@ async fn summary_timeline_and_p95_match_the_events_in_two_zones() {
             .find(|m| m.model == "gpt-5")
             .expect("gpt-5 row");
         assert_eq!(
-            gpt5.calls,
+            gpt5.counts.calls,
             selected
                 .iter()
                 .filter(|e| analytics_of(e) == "gpt-5")
@@ -393,7 +393,7 @@ async fn header_snapshots_are_the_latest_header_event_per_credential() {
             (
                 item.event_hash.clone(),
                 item.timestamp_ms,
-                item.header_error_kind.clone(),
+                item.headers.header_error_kind.clone(),
             )
         })
         .collect();
@@ -410,12 +410,15 @@ async fn header_snapshots_are_the_latest_header_event_per_credential() {
     assert_eq!(got, want);
     let first = &answer.items[0];
     assert_eq!(
-        first.auth_file_snapshot,
-        expected[0].auth_file_snapshot.clone().unwrap_or_default()
+        &*first.identity.auth_file_snapshot,
+        expected[0]
+            .auth_file_snapshot
+            .as_deref()
+            .unwrap_or_default()
     );
     assert_eq!(
-        first.auth_index,
-        expected[0].auth_index.clone().unwrap_or_default()
+        &*first.identity.auth_index,
+        expected[0].auth_index.as_deref().unwrap_or_default()
     );
 
     // Filter options list the header values of the range, whatever the filters.

@@ -64,7 +64,8 @@ async fn a_database_file_keeps_every_event_once_across_reopen() {
         BatchOutcome {
             inserted: 2,
             skipped: 0,
-            dead_lettered: 0
+            dead_lettered: 0,
+            fresh: vec![0, 1],
         }
     );
 
@@ -90,7 +91,8 @@ async fn a_database_file_keeps_every_event_once_across_reopen() {
         BatchOutcome {
             inserted: 1,
             skipped: 2,
-            dead_lettered: 1
+            dead_lettered: 1,
+            fresh: vec![1],
         }
     );
 
@@ -128,7 +130,8 @@ async fn a_database_file_keeps_every_event_once_across_reopen() {
         BatchOutcome {
             inserted: 0,
             skipped: 1,
-            dead_lettered: 0
+            dead_lettered: 0,
+            fresh: vec![],
         }
     );
     reopened.close().await;
@@ -179,7 +182,8 @@ async fn a_batch_that_cannot_be_written_stores_nothing_and_can_be_retried() {
         BatchOutcome {
             inserted: 2,
             skipped: 0,
-            dead_lettered: 0
+            dead_lettered: 0,
+            fresh: vec![0, 1],
         }
     );
     let again = store.store_batch(pending).await.expect("replay");
@@ -188,7 +192,8 @@ async fn a_batch_that_cannot_be_written_stores_nothing_and_can_be_retried() {
         BatchOutcome {
             inserted: 0,
             skipped: 2,
-            dead_lettered: 0
+            dead_lettered: 0,
+            fresh: vec![],
         }
     );
     assert_eq!(store.counts().await.expect("counts").events, 3);

@@ -207,6 +207,131 @@ fn build(request_id: &str, random: u64, additional_model: bool) -> EmittedEvent 
     }
 }
 
+/// One payload with a chosen outcome, for tests of what a particular success or failure
+/// triggers (quota headers, usage-limit bodies, revoked tokens).
+#[derive(Debug, Clone)]
+pub struct PayloadSpec {
+    pub account: Account,
+    pub request_id: String,
+    pub status_code: u16,
+    pub body: String,
+    /// Upstream response headers, as CPA forwards them.
+    pub headers: Vec<(String, String)>,
+    pub timestamp: jiff::Timestamp,
+}
+
+impl PayloadSpec {
+    /// A successful attempt on `account`.
+    pub fn success(account: Account, request_id: &str) -> PayloadSpec {
+        PayloadSpec {
+            account,
+            request_id: request_id.to_string(),
+            status_code: 200,
+            body: String::new(),
+            headers: Vec::new(),
+            timestamp: jiff::Timestamp::now(),
+        }
+    }
+
+    /// A failed attempt answered with `status_code` and `body`.
+    pub fn failure(
+        account: Account,
+        request_id: &str,
+        status_code: u16,
+        body: &str,
+    ) -> PayloadSpec {
+        PayloadSpec {
+            status_code,
+            body: body.to_string(),
+            ..PayloadSpec::success(account, request_id)
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> PayloadSpec {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The payload as CPA v7.2.140 publishes it.
+    pub fn payload(&self) -> Bytes {
+        let failed = self.status_code >= 400;
+        let mut headers = serde_json::Map::new();
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), json!([value]));
+        }
+        let payload = json!({
+            "timestamp": self.timestamp.to_string(),
+            "latency_ms": 850,
+            "ttft_ms": if failed { 0 } else { 120 },
+            "source": self.account.source,
+            "auth_index": self.account.auth_index,
+            "tokens": {
+                "input_tokens": if failed { 0 } else { 1200 },
+                "output_tokens": if failed { 0 } else { 300 },
+                "reasoning_tokens": 0,
+                "cached_tokens": 0,
+                "cache_read_tokens": 0,
+                "cache_read_tokens_present": true,
+                "cache_creation_tokens": 0,
+                "total_tokens": if failed { 0 } else { 1500 },
+            },
+            "failed": failed,
+            "generate": true,
+            "fail": {"status_code": self.status_code, "body": self.body},
+            "response_headers": headers,
+            "provider": self.account.provider,
+            "executor_type": self.account.executor,
+            "model": self.account.model,
+            "alias": self.account.model,
+            "endpoint": "POST /v1/responses",
+            "auth_type": self.account.auth_type,
+            "api_key": CLIENT_KEYS[0],
+            "request_id": self.request_id,
+        });
+        Bytes::from(payload.to_string())
+    }
+}
+
+/// An `errors` channel event in CPA's shape (cpa-peer §7) for a failed attempt on
+/// `account`, with the credential state CPA applied after it.
+pub fn error_event(
+    account: &Account,
+    status_code: u16,
+    body: &str,
+    quota_exceeded: bool,
+) -> serde_json::Value {
+    let now = jiff::Timestamp::now();
+    let retry = now
+        .checked_add(jiff::SignedDuration::from_secs(300))
+        .unwrap_or(now)
+        .to_string();
+    let mut auth_status = json!({
+        "status": "error",
+        "status_message": if quota_exceeded { "quota exhausted" } else { "request failed" },
+        "disabled": false,
+        "unavailable": true,
+        "next_retry_after": retry,
+    });
+    if quota_exceeded && let Some(object) = auth_status.as_object_mut() {
+        object.insert(
+            "quota".to_string(),
+            json!({"exceeded": true, "reason": "quota", "next_recover_at": retry, "backoff_level": 1}),
+        );
+    }
+    json!({
+        "timestamp": now.to_string(),
+        "provider": account.provider,
+        "model": account.model,
+        "auth_id": account.file_name,
+        "auth_index": account.auth_index,
+        "status_code": status_code,
+        "body": body,
+        "code": if status_code == 429 { "rate_limit" } else { "request_failed" },
+        "retryable": status_code == 429,
+        "auth_status": auth_status,
+    })
+}
+
 fn splitmix64(mut value: u64) -> u64 {
     value = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
     value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

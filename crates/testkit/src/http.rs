@@ -1,6 +1,7 @@
 //! The HTTP side of the fake CPA: the management API routes a manager uses (usage queue,
-//! publishing switch, config, auth files, API keys), `/healthz`, `/` and `/v1/models`,
-//! with CPA's key check, version headers and request recording.
+//! publishing switch, config, auth files and their status, `api-call`, API keys),
+//! `/healthz`, `/` and `/v1/models`, with CPA's key check, version headers and request
+//! recording.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -65,7 +66,8 @@ pub(crate) async fn handle(
             &body,
             client_ip(&parts.headers, peer),
             &shared,
-        );
+        )
+        .await;
         if let Some(version) = &shared.options.version {
             let headers = response.headers_mut();
             if let Ok(value) = HeaderValue::from_str(version) {
@@ -87,7 +89,7 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-fn management(
+async fn management(
     parts: &http::request::Parts,
     route: &str,
     body: &Bytes,
@@ -176,7 +178,53 @@ fn management(
             &json!({"api-keys": ["sk-cpa-FAKE-team-alpha", "sk-cpa-FAKE-team-beta", "sk-cpa-FAKE-ci"]}),
         ),
         (&Method::GET, "auth-files") => {
-            json_response(StatusCode::OK, &json!({"files": shared.auth_files()}))
+            let (delay, failure) = {
+                let credentials = crate::lock(&shared.credentials);
+                (credentials.list_delay, credentials.list_failure)
+            };
+            tokio::time::sleep(delay).await;
+            if let Some(status) = failure {
+                return json_response(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &json!({"error": "failed to list auth files"}),
+                );
+            }
+            let name = query_value(parts.uri.query(), "name").unwrap_or_default();
+            let index = query_value(parts.uri.query(), "auth_index").unwrap_or_default();
+            let list = crate::lock(&shared.credentials).list(name.trim(), index.trim());
+            json_response(StatusCode::OK, &list)
+        }
+        (&Method::PATCH, "auth-files/status") => {
+            let result = crate::lock(&shared.credentials).patch_status(body);
+            if result.is_ok() {
+                // CPA reloads the credential, which announces a refresh to subscribers.
+                shared.queue.broadcast_refresh();
+            }
+            reply(result)
+        }
+        (&Method::DELETE, "auth-files") => {
+            let names: Vec<String> = query_values(parts.uri.query(), "name");
+            let all = query_value(parts.uri.query(), "all")
+                .is_some_and(|all| matches!(all.as_str(), "true" | "1" | "*"));
+            let result = crate::lock(&shared.credentials).delete(&names, all);
+            if result.is_ok() {
+                shared.queue.broadcast_refresh();
+            }
+            reply(result)
+        }
+        (&Method::GET, "auth-files/download") => {
+            let name = query_value(parts.uri.query(), "name").unwrap_or_default();
+            reply(crate::lock(&shared.credentials).download(name.trim()))
+        }
+        (&Method::POST, "api-call") => {
+            let answer = crate::lock(&shared.credentials).api_call(body);
+            match answer {
+                Ok(answer) => {
+                    tokio::time::sleep(answer.delay).await;
+                    json_response(StatusCode::OK, &crate::credentials::api_call_reply(&answer))
+                }
+                Err(failure) => reply(Err(failure)),
+            }
         }
         _ => empty(StatusCode::NOT_FOUND),
     }
@@ -227,10 +275,56 @@ fn client_ip(headers: &http::HeaderMap, peer: SocketAddr) -> IpAddr {
 }
 
 fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| value.to_string())
-    })
+    query_values(query, name).into_iter().next()
+}
+
+/// Every value of a query parameter, percent-decoded.
+fn query_values(query: Option<&str>, name: &str) -> Vec<String> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'+' => out.push(b' '),
+            b'%' if index + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        index += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A credential call's result as CPA answers it: the JSON body, or `{"error": …}`.
+fn reply(result: Result<Value, crate::credentials::Failure>) -> Response<Full<Bytes>> {
+    match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err((status, message)) => json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &json!({"error": message}),
+        ),
+    }
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {

@@ -10,11 +10,16 @@
 //! - management-key auth shared by HTTP and RESP, with per-IP failure counting and the
 //!   ban after five failures; pre-AUTH RESP commands count as failures;
 //! - the management routes a manager calls (`usage-queue`, `usage-statistics-enabled`,
-//!   `config`, `auth-files`, `api-keys`), `/healthz`, `/`, `/v1/models`.
+//!   `config`, `api-keys`), `/healthz`, `/`, `/v1/models`;
+//! - credentials: `auth-files` (list with CPA's field names and filters, `status`,
+//!   `DELETE`, `download`) and `api-call` with scripted upstream answers, so automation can
+//!   be tested end to end (see `credentials`);
+//! - the `errors` pub/sub channel (never queued; discarded without a subscriber).
 //!
-//! Layout: `queue` (queue and subscribers), `auth` (key check and bans), `resp` and `http`
-//! (the two protocols), `events` (realistic payloads), `corpus` (a long stream of varied,
-//! unique payloads for round trips and benchmarks).
+//! Layout: `queue` (queue, subscribers, errors channel), `auth` (key check and bans), `resp`
+//! and `http` (the two protocols), `events` (realistic payloads), `credentials` (auth files
+//! and `api-call`), `corpus` (a long stream of varied, unique payloads for round trips and
+//! benchmarks).
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -27,6 +32,7 @@
 
 pub mod auth;
 pub mod corpus;
+mod credentials;
 pub mod events;
 mod files;
 mod http;
@@ -40,11 +46,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use events::{Account, EmittedEvent, EventGenerator};
+pub use credentials::{ApiCallAnswer, ApiCallRecord, AuthFile, StatusChange};
+pub use events::{Account, EmittedEvent, EventGenerator, PayloadSpec, error_event};
 pub use files::ReadOnlyFiles;
 
 /// How the fake behaves. Start from [`FakeCpaOptions::new`] and adjust fields.
@@ -121,44 +128,15 @@ pub(crate) struct Shared {
     options: FakeCpaOptions,
     queue: queue::UsageQueue,
     auth: auth::AuthTable,
+    errors: queue::ErrorChannel,
     generator: Mutex<EventGenerator>,
-    /// Per-credential success/failure counters, as `GET auth-files` reports them.
-    counters: Mutex<Vec<(u64, u64)>>,
+    credentials: Mutex<credentials::Credentials>,
     recorded: Mutex<Vec<RecordedRequest>>,
 }
 
 impl Shared {
     fn record(&self, request: RecordedRequest) {
         lock(&self.recorded).push(request);
-    }
-
-    fn auth_files(&self) -> Vec<Value> {
-        let counters = lock(&self.counters);
-        events::ACCOUNTS
-            .iter()
-            .zip(counters.iter())
-            .filter(|(account, _)| !account.file_name.is_empty())
-            .map(|(account, (success, failed))| {
-                json!({
-                    "id": account.file_name,
-                    "auth_index": account.auth_index,
-                    "name": account.file_name,
-                    "type": account.provider,
-                    "provider": account.provider,
-                    "label": account.source,
-                    "email": account.source,
-                    "account": account.source,
-                    "status": "active",
-                    "status_message": "",
-                    "disabled": false,
-                    "unavailable": false,
-                    "runtime_only": false,
-                    "source": "file",
-                    "success": success,
-                    "failed": failed,
-                })
-            })
-            .collect()
     }
 }
 
@@ -182,8 +160,9 @@ impl FakeCpa {
         let shared = Arc::new(Shared {
             queue: queue::UsageQueue::new(options.retention, options.publishing_enabled),
             auth: auth::AuthTable::new(options.management_key.clone(), options.ban_duration),
+            errors: queue::ErrorChannel::new(),
             generator: Mutex::new(EventGenerator::new(options.seed)),
-            counters: Mutex::new(vec![(0, 0); events::ACCOUNTS.len()]),
+            credentials: Mutex::new(credentials::Credentials::new(credentials::default_files())),
             recorded: Mutex::new(Vec::new()),
             options,
         });
@@ -243,19 +222,9 @@ impl FakeCpa {
 
     fn generate(&self, count: usize) -> Vec<EmittedEvent> {
         let emitted = lock(&self.shared.generator).generate(count);
-        let mut counters = lock(&self.shared.counters);
+        let mut credentials = lock(&self.shared.credentials);
         for event in &emitted {
-            if let Some(index) = events::ACCOUNTS
-                .iter()
-                .position(|account| account.auth_index == event.account.auth_index)
-            {
-                let counter = &mut counters[index];
-                if event.failed {
-                    counter.1 += 1;
-                } else {
-                    counter.0 += 1;
-                }
-            }
+            credentials.count_request(event.account.auth_index, event.failed);
         }
         emitted
     }
@@ -305,6 +274,117 @@ impl FakeCpa {
         self.shared.queue.broadcast_refresh();
     }
 
+    /// The credentials `GET auth-files` lists now, in insertion order.
+    pub fn auth_files(&self) -> Vec<AuthFile> {
+        lock(&self.shared.credentials).files.clone()
+    }
+
+    /// The credential with this runtime id or file name.
+    pub fn auth_file(&self, name: &str) -> Option<AuthFile> {
+        lock(&self.shared.credentials)
+            .files
+            .iter()
+            .find(|file| file.id == name || file.name == name)
+            .cloned()
+    }
+
+    /// Replaces every credential.
+    pub fn set_auth_files(&self, files: Vec<AuthFile>) {
+        lock(&self.shared.credentials).files = files;
+    }
+
+    /// Adds a credential, or replaces the one with the same runtime id.
+    pub fn upsert_auth_file(&self, file: AuthFile) {
+        let mut credentials = lock(&self.shared.credentials);
+        match credentials
+            .files
+            .iter_mut()
+            .find(|known| known.id == file.id)
+        {
+            Some(known) => *known = file,
+            None => credentials.files.push(file),
+        }
+    }
+
+    /// Changes a credential's status the way an operator does in CPA's own UI: no
+    /// status change is recorded as coming through the management API.
+    pub fn set_disabled_directly(&self, name: &str, disabled: bool) -> bool {
+        let mut credentials = lock(&self.shared.credentials);
+        match credentials
+            .files
+            .iter_mut()
+            .find(|file| file.id == name || file.name == name)
+        {
+            Some(file) => {
+                file.disabled = disabled;
+                file.status = if disabled { "disabled" } else { "active" }.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The status changes applied through `PATCH auth-files/status`, oldest first.
+    pub fn status_changes(&self) -> Vec<StatusChange> {
+        lock(&self.shared.credentials).status_changes.clone()
+    }
+
+    /// Physical files removed through `DELETE auth-files`, oldest first.
+    pub fn deleted_auth_files(&self) -> Vec<String> {
+        lock(&self.shared.credentials).deleted.clone()
+    }
+
+    /// Makes `GET auth-files` answer only after `delay` (a CPA that is slow to list).
+    pub fn set_auth_files_delay(&self, delay: Duration) {
+        lock(&self.shared.credentials).list_delay = delay;
+    }
+
+    /// Makes `GET auth-files` fail with `status` (`None` restores normal answers).
+    pub fn set_auth_files_failure(&self, status: Option<u16>) {
+        lock(&self.shared.credentials).list_failure = status;
+    }
+
+    /// Scripts the upstream answer of `api-call` for requests with this auth index
+    /// (empty: any) whose URL contains `url_contains`. `times: None` answers forever;
+    /// rules are tried in the order they were added. Unscripted calls fail as an
+    /// unreachable upstream does (502 `request failed`).
+    pub fn script_api_call(
+        &self,
+        auth_index: &str,
+        url_contains: &str,
+        answer: ApiCallAnswer,
+        times: Option<u32>,
+    ) {
+        lock(&self.shared.credentials)
+            .api_rules
+            .push(credentials::ApiCallRule {
+                auth_index: auth_index.to_string(),
+                url_contains: url_contains.to_string(),
+                answer,
+                times,
+            });
+    }
+
+    /// The `api-call` requests received so far, after `$TOKEN$` substitution.
+    pub fn api_calls(&self) -> Vec<ApiCallRecord> {
+        lock(&self.shared.credentials).api_calls.clone()
+    }
+
+    /// Publishes one event on the `errors` channel; returns false when no subscriber
+    /// received it (CPA discards it then).
+    pub fn publish_error(&self, event: &Value) -> bool {
+        self.shared.errors.publish(Bytes::from(event.to_string()))
+    }
+
+    pub fn error_subscriber_count(&self) -> usize {
+        self.shared.errors.subscriber_count()
+    }
+
+    /// Error events published while nobody was subscribed.
+    pub fn discarded_errors(&self) -> u64 {
+        self.shared.errors.discarded()
+    }
+
     /// The HTTP requests received so far (only with `record_requests`).
     pub fn recorded_requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.recorded).clone()
@@ -317,6 +397,7 @@ impl FakeCpa {
             server.abort();
         }
         self.shared.queue.clear();
+        self.shared.errors.clear();
         self.shared.auth.clear();
     }
 
@@ -389,4 +470,58 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+                .await
+                .expect("a reply in time")
+                .unwrap();
+            assert!(read > 0, "closed; got {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buffer[..read]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_errors_channel_reaches_subscribers_only() {
+        let cpa = FakeCpa::start(FakeCpaOptions::new("k")).await.unwrap();
+        let account = events::ACCOUNTS[0];
+        let event = error_event(&account, 429, "quota", true);
+        assert!(!cpa.publish_error(&event), "nobody listens: discarded");
+        assert_eq!(cpa.discarded_errors(), 1);
+
+        let mut stream = TcpStream::connect(cpa.addr()).await.unwrap();
+        stream
+            .write_all(b"*2\r\n$4\r\nAUTH\r\n$1\r\nk\r\n*2\r\n$9\r\nSUBSCRIBE\r\n$6\r\nerrors\r\n")
+            .await
+            .unwrap();
+        read_until(&mut stream, "errors").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while cpa.error_subscriber_count() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(cpa.publish_error(&event));
+        let frames = read_until(&mut stream, "auth_status").await;
+        assert!(
+            frames.contains("\"auth_id\":\"codex-alice.dev@example.com.json\""),
+            "{frames}"
+        );
+        assert!(
+            !frames.contains("support_refresh"),
+            "no opening message on errors"
+        );
+        // Errors are never queued for pops.
+        assert_eq!(cpa.queued_len(), 0);
+    }
 }

@@ -190,6 +190,84 @@ impl UsageQueue {
     }
 }
 
+/// CPA's `errors` channel (v7.1.44+): pub/sub only, never queued, no opening control
+/// message, and the same 256-message drop rule as usage subscribers.
+pub(crate) struct ErrorChannel {
+    inner: Mutex<ErrorState>,
+}
+
+#[derive(Default)]
+struct ErrorState {
+    subscribers: Vec<(u64, mpsc::Sender<Bytes>)>,
+    next_subscriber_id: u64,
+    published: u64,
+    discarded: u64,
+}
+
+impl ErrorChannel {
+    pub(crate) fn new() -> ErrorChannel {
+        ErrorChannel {
+            inner: Mutex::new(ErrorState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ErrorState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends one error event to every subscriber; with none it is discarded, as CPA does.
+    pub(crate) fn publish(&self, payload: Bytes) -> bool {
+        let mut state = self.state();
+        state.published += 1;
+        let mut delivered = false;
+        state
+            .subscribers
+            .retain(|(_, sender)| match sender.try_send(payload.clone()) {
+                Ok(()) => {
+                    delivered = true;
+                    true
+                }
+                Err(_) => false,
+            });
+        if !delivered {
+            state.discarded += 1;
+        }
+        delivered
+    }
+
+    pub(crate) fn subscribe(&self) -> (u64, mpsc::Receiver<Bytes>) {
+        let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let mut state = self.state();
+        state.next_subscriber_id += 1;
+        let id = state.next_subscriber_id;
+        state.subscribers.push((id, sender));
+        (id, receiver)
+    }
+
+    pub(crate) fn unsubscribe(&self, id: u64) {
+        self.state()
+            .subscribers
+            .retain(|(subscriber, _)| *subscriber != id);
+    }
+
+    pub(crate) fn subscriber_count(&self) -> usize {
+        let mut state = self.state();
+        state.subscribers.retain(|(_, sender)| !sender.is_closed());
+        state.subscribers.len()
+    }
+
+    /// Error events that reached no subscriber.
+    pub(crate) fn discarded(&self) -> u64 {
+        self.state().discarded
+    }
+
+    pub(crate) fn clear(&self) {
+        self.state().subscribers.clear();
+    }
+}
+
 impl QueueState {
     /// Lazy expiry: CPA drops old items from the head only when something is enqueued or popped.
     fn prune(&mut self, now: Instant) {

@@ -1,5 +1,5 @@
 //! The RESP side of the fake CPA: `AUTH`, `LPOP`/`RPOP <queue> [count]` and
-//! `SUBSCRIBE usage` with CPA's replies, including its quirks (RPOP also pops the oldest
+//! `SUBSCRIBE usage|errors` with CPA's replies, including its quirks (RPOP also pops the oldest
 //! items, an empty counted pop is `*0`, every pre-AUTH command is a failed login).
 
 use std::net::IpAddr;
@@ -71,12 +71,25 @@ where
                 error("ERR unknown command 'subscribe'")
             } else if args.len() != 2 {
                 error("ERR wrong number of arguments for 'subscribe' command")
-            } else if !args[1].trim().eq_ignore_ascii_case("usage") {
-                error(&format!("ERR unsupported channel '{}'", args[1].trim()))
-            } else {
-                let channel = args[1].trim().to_string();
-                subscription(stream, buffer, channel, shared).await;
+            } else if args[1].trim().eq_ignore_ascii_case("usage") {
+                let (id, messages) = shared.queue.subscribe(shared.options.support_refresh);
+                let name = args[1].trim().to_string();
+                subscription(stream, buffer, (Channel::Usage(id), name), messages, shared).await;
                 return;
+            } else if args[1].trim().eq_ignore_ascii_case("errors") {
+                let (id, messages) = shared.errors.subscribe();
+                let name = args[1].trim().to_string();
+                subscription(
+                    stream,
+                    buffer,
+                    (Channel::Errors(id), name),
+                    messages,
+                    shared,
+                )
+                .await;
+                return;
+            } else {
+                error(&format!("ERR unsupported channel '{}'", args[1].trim()))
             }
         } else {
             error(&format!("ERR unknown command '{name}'"))
@@ -118,19 +131,24 @@ fn pop_reply(name: &str, args: &[String], shared: &Shared) -> BytesFrame {
 /// Subscription mode: message frames from the subscriber buffer interleaved with replies
 /// to PING/UNSUBSCRIBE/QUIT. Writing blocks on the socket, exactly like CPA's writer, so a
 /// client that stops reading fills its 256-message buffer and gets dropped.
-async fn subscription<S>(mut stream: S, mut buffer: BytesMut, channel: String, shared: Arc<Shared>)
-where
+async fn subscription<S>(
+    mut stream: S,
+    mut buffer: BytesMut,
+    (channel, name): (Channel, String),
+    mut messages: tokio::sync::mpsc::Receiver<Bytes>,
+    shared: Arc<Shared>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (id, mut messages) = shared.queue.subscribe(shared.options.support_refresh);
-    let channel_bytes = Bytes::from(channel.clone());
+    // The acknowledgement echoes the channel name as the client spelled it.
+    let channel_bytes = Bytes::from(name);
     let ack = BytesFrame::Array(vec![
         bulk(b"subscribe"),
         BytesFrame::BulkString(channel_bytes.clone()),
         BytesFrame::Integer(1),
     ]);
     if write_frame(&mut stream, &ack).await.is_err() {
-        shared.queue.unsubscribe(id);
+        channel.unsubscribe(&shared);
         return;
     }
     loop {
@@ -171,7 +189,7 @@ where
                         }
                     }
                     "unsubscribe" => {
-                        shared.queue.unsubscribe(id);
+                        channel.unsubscribe(&shared);
                         let frame = BytesFrame::Array(vec![
                             bulk(b"unsubscribe"),
                             BytesFrame::BulkString(channel_bytes.clone()),
@@ -194,8 +212,24 @@ where
             }
         }
     }
-    shared.queue.unsubscribe(id);
+    channel.unsubscribe(&shared);
     let _ = stream.shutdown().await;
+}
+
+/// The channel a subscription listens to, with its subscriber id.
+#[derive(Clone, Copy)]
+enum Channel {
+    Usage(u64),
+    Errors(u64),
+}
+
+impl Channel {
+    fn unsubscribe(self, shared: &Shared) {
+        match self {
+            Channel::Usage(id) => shared.queue.unsubscribe(id),
+            Channel::Errors(id) => shared.errors.unsubscribe(id),
+        }
+    }
 }
 
 async fn read_command<S>(stream: &mut S, buffer: &mut BytesMut) -> Read

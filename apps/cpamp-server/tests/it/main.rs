@@ -3,6 +3,7 @@
 
 mod analytics;
 mod auth;
+mod enrichment;
 mod ingest;
 mod metrics;
 mod owned_routes;

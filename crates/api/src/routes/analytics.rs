@@ -11,10 +11,13 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use cpamp_domain::analytics::AnalyticsError;
+use cpamp_domain::analytics::QueryError;
 use cpamp_domain::analytics::analytics_model;
+use cpamp_domain::analytics::dashboard::{DashboardRequest, dashboard};
+use cpamp_domain::analytics::headers::response_metadata;
+use cpamp_domain::analytics::identity::{IdentityFields, UsageDetailKeys};
 use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, PageRequest, monitoring};
 use cpamp_domain::analytics::query::{CacheStatus, Cursor, Filters, RawEvent, Scope};
-use cpamp_domain::analytics::report::{DashboardRequest, QueryError, dashboard, response_metadata};
 use cpamp_domain::analytics::time::{Granularity, Zone};
 use serde::{Deserialize, Serialize};
 
@@ -422,21 +425,8 @@ struct UsageTokens {
 #[derive(Serialize)]
 struct UsageDetail {
     timestamp: String,
-    source: String,
-    #[serde(skip_serializing_if = "is_empty")]
-    auth_index: String,
-    #[serde(skip_serializing_if = "is_empty")]
-    api_key_hash: String,
-    #[serde(skip_serializing_if = "is_empty")]
-    account_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty")]
-    auth_label_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty")]
-    auth_file_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty")]
-    auth_provider_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty")]
-    auth_project_id_snapshot: String,
+    #[serde(flatten)]
+    identity: IdentityFields<UsageDetailKeys>,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_snapshot_at_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -474,14 +464,11 @@ fn usage_detail(event: &RawEvent) -> UsageDetail {
     let cached = event.compat_cached();
     UsageDetail {
         timestamp: event.timestamp.clone(),
-        source: identity.source.to_string(),
-        auth_index: identity.auth_index.to_string(),
-        api_key_hash: identity.api_key_hash.to_string(),
-        account_snapshot: identity.account.to_string(),
-        auth_label_snapshot: identity.auth_label.to_string(),
-        auth_file_snapshot: identity.auth_file.to_string(),
-        auth_provider_snapshot: identity.auth_provider.to_string(),
-        auth_project_id_snapshot: identity.auth_project.to_string(),
+        identity: IdentityFields {
+            // The stored snapshot only: no fallback to the event provider.
+            auth_provider_snapshot: identity.auth_provider.clone(),
+            ..IdentityFields::of(identity)
+        },
         auth_snapshot_at_ms: event.auth_snapshot_at_ms.filter(|value| *value != 0),
         latency_ms: event.latency_ms,
         ttft_ms: event.ttft_ms,

@@ -74,6 +74,8 @@ async fn info<S: Store>(state: web::Data<AppState<S>>) -> Result<HttpResponse, A
         "dataKeyReady": !matches!(resolution, Resolution::NeedsReentry { .. }),
         "hasHistoricalData": has_history,
         "connectionSource": effective.source.as_str(),
+        // The panel's System page shows it; the Go server had no such field.
+        "version": env!("CARGO_PKG_VERSION"),
     });
     if let Resolution::NeedsReentry { reason, .. } = &resolution {
         body["setupReason"] = json!(format!(

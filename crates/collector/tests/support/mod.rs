@@ -61,10 +61,11 @@ impl EventSink for MemorySink {
         let mut state = self.state.lock().unwrap();
         state.batches += 1;
         let mut outcome = BatchOutcome::default();
-        for event in batch.events {
+        for (index, event) in batch.events.into_iter().enumerate() {
             if state.hashes.insert(event.event_hash.clone()) {
                 state.ids.push(event.request_id.clone().unwrap_or_default());
                 outcome.inserted += 1;
+                outcome.fresh.push(index);
             } else {
                 outcome.skipped += 1;
             }

@@ -7,22 +7,50 @@
 //! nearest-rank P95, cost at read time) live in one place and are unit-tested
 //! without a database.
 //!
+//! Response types derive `serde::Serialize` in wire key order rather than being
+//! mirrored by DTOs in the API crate: the shapes are large and purely data, and
+//! one definition keeps key order and omission rules next to the rules that fill
+//! them.
+//!
 //! Layout:
 //! - `time`: IANA zones and Go-compatible local buckets.
 //! - `model`: the analytics-model suffix rule.
 //! - `cost`: the price book and the read-time cost of a band of token sums.
-//! - `query`: request types (scope, filters) and the storage port.
-//! - `report`: response types and the section builders.
+//! - `query`: request types (scope, filters), the rows storage answers with, and
+//!   the storage port.
+//! - `totals`: summing rows (metrics, cost, last seen).
+//! - `identity`: the credential/client-key fields response rows carry, one
+//!   flattened type with a per-row-kind key layout.
+//! - `headers`: the response-header metadata rows carry, one flattened type.
+//! - `failures`: failed requests as failure lists show them.
+//! - `dashboard`: `GET /dashboard/summary`.
+//! - `monitoring/`: `POST /monitoring/analytics`, one section per file.
+//! - `accounts/`: header snapshots, account history, account window usage.
 
 pub mod accounts;
 pub mod cost;
+pub mod dashboard;
+pub mod failures;
+pub mod headers;
+pub mod identity;
 pub mod model;
 pub mod monitoring;
 pub mod query;
-pub mod report;
 pub mod time;
+pub mod totals;
 
 pub use model::analytics_model;
+
+use crate::ports::StoreError;
+
+/// Why a query failed: the request (400) or the store (500/503).
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Request(#[from] AnalyticsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// A request the analytics layer cannot answer as asked. Always the client's fault
 /// (HTTP 400); the message says what to change.
@@ -129,23 +157,27 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Adds `other`, saturating at the `i64` bounds: a stored absurd value (a
+    /// token count of `i64::MAX`, say) can pin a sum but never wrap it or fail a
+    /// read.
     pub fn add(&mut self, other: &Metrics) {
-        self.calls += other.calls;
-        self.failures += other.failures;
-        self.input += other.input;
-        self.output += other.output;
-        self.reasoning += other.reasoning;
-        self.cached += other.cached;
-        self.cache_read += other.cache_read;
-        self.cache_creation += other.cache_creation;
-        self.total += other.total;
-        self.latency_sum += other.latency_sum;
-        self.latency_samples += other.latency_samples;
-        self.zero_token_calls += other.zero_token_calls;
+        let sum = |a: &mut i64, b: i64| *a = a.saturating_add(b);
+        sum(&mut self.calls, other.calls);
+        sum(&mut self.failures, other.failures);
+        sum(&mut self.input, other.input);
+        sum(&mut self.output, other.output);
+        sum(&mut self.reasoning, other.reasoning);
+        sum(&mut self.cached, other.cached);
+        sum(&mut self.cache_read, other.cache_read);
+        sum(&mut self.cache_creation, other.cache_creation);
+        sum(&mut self.total, other.total);
+        sum(&mut self.latency_sum, other.latency_sum);
+        sum(&mut self.latency_samples, other.latency_samples);
+        sum(&mut self.zero_token_calls, other.zero_token_calls);
     }
 
     pub fn success(&self) -> i64 {
-        self.calls - self.failures
+        self.calls.saturating_sub(self.failures)
     }
 
     pub fn success_rate(&self) -> f64 {
@@ -163,7 +195,7 @@ impl Metrics {
 
     /// Σ(C + R), each clamped at zero.
     pub fn cache_hit_tokens(&self) -> i64 {
-        self.cached.max(0) + self.cache_read.max(0)
+        self.cached.max(0).saturating_add(self.cache_read.max(0))
     }
 
     /// (C + R) / I capped at 1; 0 when I ≤ 0.

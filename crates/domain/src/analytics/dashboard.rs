@@ -1,108 +1,18 @@
-//! Response types (serialized as the wire JSON, keys in wire order) and the
-//! builders that compute every section from store rows.
-//!
-//! The types derive `serde::Serialize` here rather than being mirrored by DTOs in
-//! the API crate: the shapes are large and purely data, and one definition keeps
-//! the key order and omission rules next to the rules that fill them.
+//! `GET /v0/management/dashboard/summary`: today's totals, models, traffic,
+//! health strip, token mix, channels and failures.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::cost::{Band, PriceBook, add_cost};
-use super::query::{
-    AnalyticsStore, Cursor, FineBlock, GroupRequest, GroupRow, Identity, RawEvent, Scope,
-};
+use super::cost::PriceBook;
+use super::failures::{RecentFailure, recent_failure_item};
+use super::identity::{ChannelKeys, FailureSourceKeys, IdentityFields};
+use super::query::{AnalyticsStore, Cursor, FineBlock, GroupRequest, GroupRow, Identity, Scope};
 use super::time::{DAY_MS, HOUR_MS, MINUTE_MS};
-use super::{AnalyticsError, Metrics, ratio};
+use super::totals::{TokenSums, Totals, cost_key, group_by, row_cost};
+use super::{QueryError, ratio};
 use crate::ports::StoreError;
-
-/// Why a query failed: the request (400) or the store (500/503).
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    #[error(transparent)]
-    Request(#[from] AnalyticsError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-fn is_empty_str(value: &str) -> bool {
-    value.is_empty()
-}
-
-/// The read-time cost of one group row under `book`.
-pub fn row_cost_pub(book: &PriceBook, row: &GroupRow) -> Option<f64> {
-    row_cost(book, row)
-}
-
-fn row_cost(book: &PriceBook, row: &GroupRow) -> Option<f64> {
-    book.band_cost(
-        Band {
-            model: &row.model,
-            billing_model: &row.billing_model,
-            service_tier: &row.service_tier,
-            context_band: row.context_band,
-        },
-        &row.metrics,
-    )
-}
-
-/// Metrics and cost of a set of rows.
-#[derive(Debug, Clone, Copy)]
-struct Totals {
-    metrics: Metrics,
-    cost: Option<f64>,
-    last_seen_ms: i64,
-}
-
-impl Default for Totals {
-    fn default() -> Totals {
-        Totals {
-            metrics: Metrics::default(),
-            cost: Some(0.0),
-            last_seen_ms: 0,
-        }
-    }
-}
-
-impl Totals {
-    fn add(&mut self, row: &GroupRow, cost: Option<f64>) {
-        self.metrics.add(&row.metrics);
-        self.cost = add_cost(self.cost, cost);
-        self.last_seen_ms = self.last_seen_ms.max(row.last_seen_ms);
-    }
-}
-
-fn total(book: &PriceBook, rows: &[GroupRow]) -> Totals {
-    let mut totals = Totals::default();
-    for row in rows {
-        totals.add(row, row_cost(book, row));
-    }
-    totals
-}
-
-/// Per-key totals in key order.
-fn group_by<K: Ord + Clone>(
-    book: &PriceBook,
-    rows: &[GroupRow],
-    key: impl Fn(&GroupRow) -> K,
-) -> BTreeMap<K, Totals> {
-    let mut out: BTreeMap<K, Totals> = BTreeMap::new();
-    for row in rows {
-        out.entry(key(row))
-            .or_default()
-            .add(row, row_cost(book, row));
-    }
-    out
-}
-
-fn cost_key(cost: Option<f64>) -> f64 {
-    cost.unwrap_or(-1.0)
-}
-
-// ---------------------------------------------------------------------------
-// Dashboard
-// ---------------------------------------------------------------------------
 
 /// `GET /dashboard/summary` parameters, already validated.
 #[derive(Debug, Clone)]
@@ -144,11 +54,8 @@ pub struct DashboardToday {
     pub success_calls: i64,
     pub failure_calls: i64,
     pub success_rate: f64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cached_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_creation_tokens: i64,
+    #[serde(flatten)]
+    pub token_sums: TokenSums,
     pub reasoning_tokens: i64,
     pub total_tokens: i64,
     pub total_cost: Option<f64>,
@@ -239,15 +146,9 @@ pub struct TokenMix {
 
 #[derive(Debug, Serialize)]
 pub struct ChannelHealth {
-    pub auth_index: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub source: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub account_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub auth_label_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub auth_provider_snapshot: String,
+    /// The auth index is `-` when empty.
+    #[serde(flatten)]
+    pub identity: IdentityFields<ChannelKeys>,
     pub calls: i64,
     pub failures: i64,
     pub failure_rate: f64,
@@ -260,105 +161,14 @@ pub struct ChannelHealth {
 
 #[derive(Debug, Serialize)]
 pub struct DashboardFailureSource {
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub source: String,
-    pub source_hash: String,
-    pub auth_index: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub account_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub auth_label_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub auth_provider_snapshot: String,
+    #[serde(flatten)]
+    pub identity: IdentityFields<FailureSourceKeys>,
     pub calls: i64,
     pub failures: i64,
     pub failure_rate: f64,
     pub last_seen_ms: i64,
     pub average_latency_ms: Option<f64>,
     pub tone: &'static str,
-}
-
-/// A failed request as shown in failure lists: the redacted summary only, never a
-/// raw body; no client IP, forwarded-for or user agent.
-#[derive(Debug, Serialize)]
-pub struct RecentFailure {
-    pub timestamp_ms: i64,
-    pub model: String,
-    pub api_key_hash: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub source: String,
-    pub source_hash: String,
-    pub auth_index: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub account_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub auth_label_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub auth_provider_snapshot: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub auth_project_id_snapshot: String,
-    pub endpoint: String,
-    pub duration_ms: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fail_status_code: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fail_summary: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_metadata: Option<Box<serde_json::value::RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub header_quota_recover_at_ms: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub header_quota_used_percent: Option<f64>,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub header_quota_plan_type: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub header_error_kind: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub header_error_code: String,
-    #[serde(skip_serializing_if = "is_empty_str")]
-    pub header_trace_id: String,
-}
-
-/// The stored response metadata when it is a valid JSON object.
-pub fn response_metadata(text: Option<&str>) -> Option<Box<serde_json::value::RawValue>> {
-    let text = text?.trim();
-    if !(text.starts_with('{') && text.ends_with('}')) {
-        return None;
-    }
-    serde_json::value::RawValue::from_string(text.to_string()).ok()
-}
-
-/// A failed event as a [`RecentFailure`]; `provider_fallback` fills the provider
-/// snapshot from the event provider (monitoring does, the dashboard does not).
-pub fn recent_failure_item(event: &RawEvent, provider_fallback: bool) -> RecentFailure {
-    let identity = &event.identity;
-    RecentFailure {
-        timestamp_ms: event.timestamp_ms,
-        model: event.analytics_model.to_string(),
-        api_key_hash: identity.api_key_hash.to_string(),
-        source: identity.source.to_string(),
-        source_hash: identity.source_hash.to_string(),
-        auth_index: identity.auth_index.to_string(),
-        account_snapshot: identity.account.to_string(),
-        auth_label_snapshot: identity.auth_label.to_string(),
-        auth_provider_snapshot: if provider_fallback {
-            identity.effective_provider().to_string()
-        } else {
-            identity.auth_provider.to_string()
-        },
-        auth_project_id_snapshot: identity.auth_project.to_string(),
-        endpoint: event.endpoint.to_string(),
-        duration_ms: event.latency_ms,
-        fail_status_code: event.fail_status_code,
-        fail_summary: event.fail_summary.clone().filter(|text| !text.is_empty()),
-        response_metadata: response_metadata(event.response_metadata_json.as_deref()),
-        header_quota_recover_at_ms: event.header_quota_recover_at_ms,
-        header_quota_used_percent: event.header_quota_used_percent,
-        header_quota_plan_type: event.header_quota_plan_type.to_string(),
-        header_error_kind: event.header_error_kind.to_string(),
-        header_error_code: event.header_error_code.to_string(),
-        header_trace_id: event.header_trace_id.clone().unwrap_or_default(),
-    }
 }
 
 /// Lexicographic max of non-empty values.
@@ -387,11 +197,19 @@ impl Snapshots {
         max_text(&mut self.provider, &identity.provider);
     }
 
-    fn provider(&self) -> String {
-        if self.auth_provider.is_empty() {
-            self.provider.clone()
+    /// The identity fields of the group (keys and hashes are set by the caller).
+    fn fields<L>(&self) -> IdentityFields<L> {
+        let provider = if self.auth_provider.is_empty() {
+            &self.provider
         } else {
-            self.auth_provider.clone()
+            &self.auth_provider
+        };
+        IdentityFields {
+            source: self.source.as_str().into(),
+            account_snapshot: self.account.as_str().into(),
+            auth_label_snapshot: self.label.as_str().into(),
+            auth_provider_snapshot: provider.as_str().into(),
+            ..IdentityFields::default()
         }
     }
 }
@@ -437,9 +255,9 @@ pub async fn dashboard<S: AnalyticsStore>(
     )
     .await?;
 
-    let today = total(&book, &today_rows);
+    let today = Totals::of(&book, &today_rows);
     let m = &today.metrics;
-    let rolling = total(&book, &rolling_rows).metrics;
+    let rolling = Totals::of(&book, &rolling_rows).metrics;
 
     // Models, merged over bands.
     let models = group_by(&book, &today_rows, |row| row.model.to_string());
@@ -607,11 +425,8 @@ pub async fn dashboard<S: AnalyticsStore>(
     })
     .collect();
 
-    DashboardSummaryParts {
-        book: &book,
-        rows: &today_rows,
-    }
-    .finish(DashboardSummary {
+    let (channel_health, failure_sources) = channels_and_failures(&book, &today_rows);
+    Ok(DashboardSummary {
         generated_at_ms,
         window: DashboardWindow {
             today_start_ms: start,
@@ -623,11 +438,7 @@ pub async fn dashboard<S: AnalyticsStore>(
             success_calls: m.success(),
             failure_calls: m.failures,
             success_rate: m.success_rate(),
-            input_tokens: m.input,
-            output_tokens: m.output,
-            cached_tokens: m.cached,
-            cache_read_tokens: m.cache_read,
-            cache_creation_tokens: m.cache_creation,
+            token_sums: TokenSums::of(m),
             reasoning_tokens: m.reasoning,
             total_tokens: m.total,
             total_cost: today.cost,
@@ -646,8 +457,8 @@ pub async fn dashboard<S: AnalyticsStore>(
         hourly_activity,
         today_request_health_timeline: health,
         token_mix,
-        channel_health: Vec::new(),
-        failure_sources: Vec::new(),
+        channel_health,
+        failure_sources,
         recent_failures: failures
             .items
             .iter()
@@ -656,120 +467,113 @@ pub async fn dashboard<S: AnalyticsStore>(
     })
 }
 
-struct DashboardSummaryParts<'a> {
-    book: &'a PriceBook,
-    rows: &'a [GroupRow],
-}
-
-impl DashboardSummaryParts<'_> {
-    fn finish(self, mut summary: DashboardSummary) -> Result<DashboardSummary, QueryError> {
-        // Channels: by auth index.
-        let mut channels: BTreeMap<String, (Totals, Snapshots)> = BTreeMap::new();
-        let mut sources: BTreeMap<(String, String), (Totals, Snapshots)> = BTreeMap::new();
-        for row in self.rows {
-            let Some(identity) = &row.identity else {
-                continue;
-            };
-            let cost = row_cost(self.book, row);
-            let key = if identity.auth_index.is_empty() {
-                "-".to_string()
-            } else {
-                identity.auth_index.to_string()
-            };
-            let entry = channels.entry(key).or_default();
-            entry.0.add(row, cost);
-            entry.1.add(identity);
-            let entry = sources
-                .entry((
-                    identity.source_hash.to_string(),
-                    identity.auth_index.to_string(),
-                ))
-                .or_default();
-            entry.0.add(row, cost);
-            entry.1.add(identity);
-        }
-        let mut channel_health: Vec<ChannelHealth> = channels
-            .into_iter()
-            .map(|(auth_index, (totals, snapshots))| {
-                let m = totals.metrics;
-                let success_rate = m.success_rate();
-                let latency = m.average_latency();
-                let latency_value = latency.unwrap_or(0.0);
-                let tone = if success_rate < 0.85 || m.failures >= 5 || latency_value >= 30_000.0 {
-                    "bad"
-                } else if success_rate < 0.95 || m.failures > 0 || latency_value >= 15_000.0 {
-                    "warn"
-                } else {
-                    "good"
-                };
-                ChannelHealth {
-                    auth_index,
-                    source: snapshots.source.clone(),
-                    account_snapshot: snapshots.account.clone(),
-                    auth_label_snapshot: snapshots.label.clone(),
-                    auth_provider_snapshot: snapshots.provider(),
-                    calls: m.calls,
-                    failures: m.failures,
-                    failure_rate: m.failure_rate(),
-                    success_rate,
-                    tokens: m.total,
-                    cost: totals.cost,
-                    average_latency_ms: latency,
-                    tone,
-                }
-            })
-            .collect();
-        let severity = |tone: &str| match tone {
-            "bad" => 0,
-            "warn" => 1,
-            _ => 2,
+/// The five worst channels and the five biggest failure sources of the day.
+fn channels_and_failures(
+    book: &PriceBook,
+    rows: &[GroupRow],
+) -> (Vec<ChannelHealth>, Vec<DashboardFailureSource>) {
+    // Channels: by auth index.
+    let mut channels: BTreeMap<String, (Totals, Snapshots)> = BTreeMap::new();
+    let mut sources: BTreeMap<(String, String), (Totals, Snapshots)> = BTreeMap::new();
+    for row in rows {
+        let Some(identity) = &row.identity else {
+            continue;
         };
-        channel_health.sort_by(|a, b| {
-            severity(a.tone)
-                .cmp(&severity(b.tone))
-                .then_with(|| b.failures.cmp(&a.failures))
-                .then_with(|| b.calls.cmp(&a.calls))
-                .then_with(|| a.auth_index.cmp(&b.auth_index))
-        });
-        channel_health.truncate(5);
-        let mut failure_sources: Vec<DashboardFailureSource> = sources
-            .into_iter()
-            .filter(|(_, (totals, _))| totals.metrics.failures > 0)
-            .map(|((source_hash, auth_index), (totals, snapshots))| {
-                let m = totals.metrics;
-                let failure_rate = m.failure_rate();
-                DashboardFailureSource {
-                    source: snapshots.source.clone(),
-                    source_hash,
-                    auth_index,
-                    account_snapshot: snapshots.account.clone(),
-                    auth_label_snapshot: snapshots.label.clone(),
-                    auth_provider_snapshot: snapshots.provider(),
-                    calls: m.calls,
-                    failures: m.failures,
-                    failure_rate,
-                    last_seen_ms: totals.last_seen_ms,
-                    average_latency_ms: m.average_latency(),
-                    tone: if failure_rate >= 0.5 || m.failures >= 5 {
-                        "bad"
-                    } else {
-                        "warn"
-                    },
-                }
-            })
-            .collect();
-        failure_sources.sort_by(|a, b| {
-            b.failures
-                .cmp(&a.failures)
-                .then_with(|| b.last_seen_ms.cmp(&a.last_seen_ms))
-                .then_with(|| a.source_hash.cmp(&b.source_hash))
-                .then_with(|| a.auth_index.cmp(&b.auth_index))
-        });
-        failure_sources.truncate(5);
-        summary.channel_health = channel_health;
-        summary.failure_sources = failure_sources;
-        Ok(summary)
+        let cost = row_cost(book, row);
+        let key = if identity.auth_index.is_empty() {
+            "-".to_string()
+        } else {
+            identity.auth_index.to_string()
+        };
+        let entry = channels.entry(key).or_default();
+        entry.0.add(row, cost);
+        entry.1.add(identity);
+        let entry = sources
+            .entry((
+                identity.source_hash.to_string(),
+                identity.auth_index.to_string(),
+            ))
+            .or_default();
+        entry.0.add(row, cost);
+        entry.1.add(identity);
     }
+    let mut channel_health: Vec<ChannelHealth> = channels
+        .into_iter()
+        .map(|(auth_index, (totals, snapshots))| {
+            let m = totals.metrics;
+            let success_rate = m.success_rate();
+            let latency = m.average_latency();
+            let latency_value = latency.unwrap_or(0.0);
+            let tone = if success_rate < 0.85 || m.failures >= 5 || latency_value >= 30_000.0 {
+                "bad"
+            } else if success_rate < 0.95 || m.failures > 0 || latency_value >= 15_000.0 {
+                "warn"
+            } else {
+                "good"
+            };
+            ChannelHealth {
+                identity: IdentityFields {
+                    auth_index: auth_index.into(),
+                    ..snapshots.fields()
+                },
+                calls: m.calls,
+                failures: m.failures,
+                failure_rate: m.failure_rate(),
+                success_rate,
+                tokens: m.total,
+                cost: totals.cost,
+                average_latency_ms: latency,
+                tone,
+            }
+        })
+        .collect();
+    let severity = |tone: &str| match tone {
+        "bad" => 0,
+        "warn" => 1,
+        _ => 2,
+    };
+    channel_health.sort_by(|a, b| {
+        severity(a.tone)
+            .cmp(&severity(b.tone))
+            .then_with(|| b.failures.cmp(&a.failures))
+            .then_with(|| b.calls.cmp(&a.calls))
+            .then_with(|| a.identity.auth_index.cmp(&b.identity.auth_index))
+    });
+    channel_health.truncate(5);
+    let mut failure_sources: Vec<DashboardFailureSource> = sources
+        .into_iter()
+        .filter(|(_, (totals, _))| totals.metrics.failures > 0)
+        .map(|((source_hash, auth_index), (totals, snapshots))| {
+            let m = totals.metrics;
+            let failure_rate = m.failure_rate();
+            DashboardFailureSource {
+                identity: IdentityFields {
+                    source_hash: source_hash.into(),
+                    auth_index: auth_index.into(),
+                    ..snapshots.fields()
+                },
+                calls: m.calls,
+                failures: m.failures,
+                failure_rate,
+                last_seen_ms: totals.last_seen_ms,
+                average_latency_ms: m.average_latency(),
+                tone: if failure_rate >= 0.5 || m.failures >= 5 {
+                    "bad"
+                } else {
+                    "warn"
+                },
+            }
+        })
+        .collect();
+    failure_sources.sort_by(|a, b| {
+        b.failures
+            .cmp(&a.failures)
+            .then_with(|| b.last_seen_ms.cmp(&a.last_seen_ms))
+            .then_with(|| a.identity.source_hash.cmp(&b.identity.source_hash))
+            .then_with(|| a.identity.auth_index.cmp(&b.identity.auth_index))
+    });
+    failure_sources.truncate(5);
+    (channel_health, failure_sources)
 }
 
 /// Calls/tokens per 5-minute block in `[from, to)`: stored blocks for whole blocks,

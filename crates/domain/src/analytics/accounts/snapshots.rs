@@ -1,0 +1,118 @@
+//! `GET /v0/management/monitoring/header-snapshots`: the latest header metadata
+//! per credential.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::analytics::QueryError;
+use crate::analytics::headers::HeaderFields;
+use crate::analytics::identity::{IdentityFields, SnapshotKeys};
+use crate::analytics::query::{AnalyticsStore, RawEvent};
+use crate::analytics::time::DAY_MS;
+
+fn is_empty_str(value: &str) -> bool {
+    value.is_empty()
+}
+
+/// Default and largest `days` of the header-snapshot window.
+pub const SNAPSHOT_DAYS: (i64, i64) = (30, 365);
+/// Default and largest `limit` of header snapshots.
+pub const SNAPSHOT_LIMIT: (i64, i64) = (1000, 5000);
+
+/// One credential's latest header metadata.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderSnapshot {
+    pub event_hash: String,
+    pub timestamp_ms: i64,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    pub model: String,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    pub analytics_model: String,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    pub requested_model: String,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    pub resolved_model: String,
+    #[serde(flatten)]
+    pub identity: IdentityFields<SnapshotKeys>,
+    #[serde(flatten)]
+    pub headers: HeaderFields,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeaderSnapshots {
+    pub generated_at_ms: i64,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub items: Vec<HeaderSnapshot>,
+}
+
+/// The credential a snapshot belongs to: `file::index`, `file::<file>`,
+/// `auth::<index>`, `account::<lowercase account>`, `source::<hash>`, else
+/// `event::<hash>` (an event with no identity at all stands for itself).
+pub fn snapshot_key(event: &RawEvent) -> String {
+    let identity = &event.identity;
+    let file = identity.auth_file.trim();
+    let index = identity.auth_index.trim();
+    let account = identity.account.trim();
+    let source_hash = identity.source_hash.trim();
+    if !file.is_empty() && !index.is_empty() {
+        format!("{file}::{index}")
+    } else if !file.is_empty() {
+        format!("file::{file}")
+    } else if !index.is_empty() {
+        format!("auth::{index}")
+    } else if !account.is_empty() {
+        format!("account::{}", account.to_lowercase())
+    } else if !source_hash.is_empty() {
+        format!("source::{source_hash}")
+    } else {
+        format!("event::{}", event.event_hash)
+    }
+}
+
+fn snapshot_item(event: &RawEvent, headers: HeaderFields) -> HeaderSnapshot {
+    HeaderSnapshot {
+        event_hash: event.event_hash.clone(),
+        timestamp_ms: event.timestamp_ms,
+        model: event.model.to_string(),
+        analytics_model: event.analytics_model.to_string(),
+        requested_model: event.effective_requested().to_string(),
+        resolved_model: event.resolved_model.to_string(),
+        identity: IdentityFields::of(&event.identity),
+        headers,
+    }
+}
+
+/// The latest header snapshot per credential over `[now − days, now]`, newest
+/// first, at most `limit` items. `days` and `limit` are already validated.
+pub async fn header_snapshots<S: AnalyticsStore>(
+    store: &S,
+    now_ms: i64,
+    days: i64,
+    limit: usize,
+) -> Result<HeaderSnapshots, QueryError> {
+    let from_ms = now_ms - days * DAY_MS;
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut items = Vec::new();
+    // Events arrive newest first, so the first event of each key is its latest
+    // and the first `limit` distinct keys are exactly the answer.
+    store
+        .header_events(from_ms, now_ms.saturating_add(1), |event| {
+            if items.len() >= limit {
+                return false;
+            }
+            let headers = HeaderFields::of(event);
+            if headers.is_set() && seen.insert(snapshot_key(event), ()).is_none() {
+                items.push(snapshot_item(event, headers));
+            }
+            items.len() < limit
+        })
+        .await?;
+    Ok(HeaderSnapshots {
+        generated_at_ms: now_ms,
+        from_ms,
+        to_ms: now_ms,
+        items,
+    })
+}

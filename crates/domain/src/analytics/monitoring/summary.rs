@@ -1,0 +1,215 @@
+//! `summary` (compact or full profile, optional exact percentiles) and
+//! `summary_comparison` (the same scope over the previous window).
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::tasks::{TaskBucket, task_buckets};
+use crate::analytics::cost::PriceBook;
+use crate::analytics::query::{AnalyticsStore, GroupRequest, GroupRow, SampleBlock, Scope};
+use crate::analytics::time::{Granularity, MINUTE_MS, Zone};
+use crate::analytics::totals::{TokenSums, Totals};
+use crate::analytics::{Metrics, nearest_rank_in, ratio};
+use crate::ports::StoreError;
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub total_calls: i64,
+    pub success_calls: i64,
+    pub failure_calls: i64,
+    pub success_rate: f64,
+    #[serde(flatten)]
+    pub token_sums: TokenSums,
+    pub cache_hit_rate: f64,
+    pub reasoning_tokens: i64,
+    pub total_tokens: i64,
+    pub total_cost: Option<f64>,
+    pub average_cost_per_call: Option<f64>,
+    pub average_latency_ms: Option<f64>,
+    pub p95_latency_ms: Option<i64>,
+    pub p95_ttft_ms: Option<i64>,
+    pub p50_latency_ms: Option<i64>,
+    pub p99_latency_ms: Option<i64>,
+    pub zero_token_calls: i64,
+    pub rpm_30m: f64,
+    pub tpm_30m: f64,
+    pub avg_daily_requests: f64,
+    pub avg_daily_tokens: f64,
+    pub approx_tasks: i64,
+    pub approx_task_failures: i64,
+    pub approx_task_success_rate: f64,
+    pub zero_token_models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub total_calls: i64,
+    pub success_calls: i64,
+    pub failure_calls: i64,
+    pub success_rate: f64,
+    pub total_tokens: i64,
+    pub total_cost: Option<f64>,
+}
+
+/// What the summary is computed from.
+pub(super) struct SummaryInput<'a> {
+    pub scope: &'a Scope,
+    pub zone: &'a Zone,
+    pub granularity: Granularity,
+    /// The anchor of the rolling 30 minutes.
+    pub now_ms: i64,
+    /// The full profile (rolling 30 minutes, active days, zero-token models, tasks).
+    pub full: bool,
+    /// Exact P50/P95/P99 latency and P95 TTFT (always in the full profile).
+    pub percentiles: bool,
+    /// The scope's rows, bucketed by `granularity`.
+    pub rows: &'a [GroupRow],
+    pub totals: &'a Totals,
+    pub samples: &'a [SampleBlock],
+}
+
+/// The summary, and the task buckets when the full profile computed them.
+pub(super) async fn summary<S: AnalyticsStore>(
+    store: &S,
+    input: SummaryInput<'_>,
+) -> Result<(Summary, Option<Vec<TaskBucket>>), StoreError> {
+    let SummaryInput {
+        scope,
+        zone,
+        granularity,
+        now_ms,
+        full,
+        percentiles,
+        rows,
+        totals,
+        samples,
+    } = input;
+    let m = totals.metrics;
+    let (mut p95_latency, mut p95_ttft, mut p50, mut p99) = (None, None, None, None);
+    if full || percentiles {
+        // Selected across the blocks in place: the samples are never copied into
+        // one buffer, which would double them in memory.
+        let latencies: Vec<&[u32]> = samples.iter().map(|b| b.latencies.as_slice()).collect();
+        let ttfts: Vec<&[u32]> = samples.iter().map(|b| b.ttfts.as_slice()).collect();
+        p95_latency = nearest_rank_in(&latencies, 0.95);
+        p50 = nearest_rank_in(&latencies, 0.50);
+        p99 = nearest_rank_in(&latencies, 0.99);
+        p95_ttft = nearest_rank_in(&ttfts, 0.95);
+    }
+    let mut summary = Summary {
+        total_calls: m.calls,
+        success_calls: m.success(),
+        failure_calls: m.failures,
+        success_rate: m.success_rate(),
+        token_sums: TokenSums::of(&m),
+        cache_hit_rate: m.cache_hit_rate(),
+        reasoning_tokens: m.reasoning,
+        total_tokens: m.total,
+        total_cost: totals.cost,
+        average_cost_per_call: totals.cost.map(|cost| ratio(cost, m.calls as f64)),
+        average_latency_ms: m.average_latency(),
+        p95_latency_ms: p95_latency,
+        p95_ttft_ms: p95_ttft,
+        p50_latency_ms: p50,
+        p99_latency_ms: p99,
+        zero_token_calls: m.zero_token_calls,
+        rpm_30m: 0.0,
+        tpm_30m: 0.0,
+        avg_daily_requests: 0.0,
+        avg_daily_tokens: 0.0,
+        approx_tasks: 0,
+        approx_task_failures: 0,
+        approx_task_success_rate: 0.0,
+        zero_token_models: None,
+    };
+    if !full {
+        return Ok((summary, None));
+    }
+    let rolling = store
+        .groups(GroupRequest {
+            scope: scope.with_range(now_ms - 30 * MINUTE_MS, now_ms),
+            identity: false,
+            timeline: None,
+        })
+        .await?;
+    let mut rolling_metrics = Metrics::default();
+    for row in &rolling {
+        rolling_metrics.add(&row.metrics);
+    }
+    summary.rpm_30m = rolling_metrics.calls as f64 / 30.0;
+    summary.tpm_30m = rolling_metrics.total as f64 / 30.0;
+    let day_rows = if granularity == Granularity::Day {
+        None
+    } else {
+        Some(
+            store
+                .groups(GroupRequest {
+                    scope: scope.clone(),
+                    identity: false,
+                    timeline: Some((zone.clone(), Granularity::Day)),
+                })
+                .await?,
+        )
+    };
+    let days: BTreeSet<i64> = day_rows
+        .as_deref()
+        .unwrap_or(rows)
+        .iter()
+        .filter(|row| row.metrics.calls > 0)
+        .map(|row| row.bucket_ms)
+        .collect();
+    let active_days = days.len().max(1) as f64;
+    summary.avg_daily_requests = m.calls as f64 / active_days;
+    summary.avg_daily_tokens = m.total as f64 / active_days;
+    let zero_token_models: BTreeSet<&str> = rows
+        .iter()
+        .filter(|row| row.metrics.zero_token_calls > 0 && !row.model.is_empty())
+        .map(|row| &*row.model)
+        .collect();
+    summary.zero_token_models = Some(zero_token_models.into_iter().map(str::to_string).collect());
+    let events = store.raw_events(scope.clone(), usize::MAX).await?;
+    let tasks = task_buckets(&events);
+    summary.approx_tasks = tasks.len() as i64;
+    summary.approx_task_failures = tasks.iter().filter(|task| task.failure > 0).count() as i64;
+    summary.approx_task_success_rate = ratio(
+        (summary.approx_tasks - summary.approx_task_failures) as f64,
+        summary.approx_tasks as f64,
+    );
+    Ok((summary, Some(tasks)))
+}
+
+/// The same scope over `[from − span, from)`; `None` when that window would start
+/// at or before 0.
+pub(super) async fn comparison<S: AnalyticsStore>(
+    store: &S,
+    book: &PriceBook,
+    scope: &Scope,
+) -> Result<Option<Comparison>, StoreError> {
+    let span = scope.to_ms - scope.from_ms;
+    let start = scope.from_ms - span;
+    if start <= 0 {
+        return Ok(None);
+    }
+    let rows = store
+        .groups(GroupRequest {
+            scope: scope.with_range(start, scope.from_ms),
+            identity: false,
+            timeline: None,
+        })
+        .await?;
+    let totals = Totals::of(book, &rows);
+    let m = totals.metrics;
+    Ok(Some(Comparison {
+        from_ms: start,
+        to_ms: scope.from_ms,
+        total_calls: m.calls,
+        success_calls: m.success(),
+        failure_calls: m.failures,
+        success_rate: m.success_rate(),
+        total_tokens: m.total,
+        total_cost: totals.cost,
+    }))
+}

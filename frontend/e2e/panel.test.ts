@@ -1,0 +1,259 @@
+// The operator's path through the panel, against the real server and the fake CPA:
+// setup wizard → login → dashboard → monitor filter → redacted failure → prices → export
+// → Chinese and dark → logout, with screenshots of every page in both themes at desktop
+// and phone width, no console error anywhere, and one broken card leaving the rest intact.
+import { readFileSync } from 'node:fs';
+
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { Page } from 'playwright-core';
+
+import {
+  launchChromium,
+  screenshotPath,
+  settle,
+  startFakeCpa,
+  startServer,
+  watchConsole,
+  type Browser,
+  type ConsoleProblem,
+  type FakeCpa,
+  type Server,
+} from './harness';
+
+let cpa: FakeCpa;
+let server: Server;
+let browser: Browser;
+let page: Page;
+const problems: ConsoleProblem[] = [];
+/** URL parts whose failed responses are expected at this moment of the test. */
+let allowed: string[] = [];
+/** Routes this server does not have yet: the panel shows "not available" for them. */
+const MISSING_ROUTES = ['/v0/management/model-prices', '/v0/management/api-key-aliases', '/v0/management/usage/export', '/v0/management/usage/import-sessions'];
+
+const DESKTOP = { width: 1280, height: 860 };
+const PHONE = { width: 390, height: 844 };
+let emitted = 0;
+let secrets: string[] = [];
+let secretRequest = '';
+
+/** Opens a page with a fresh load (a hash change alone would keep the old page's data). */
+async function go(hash: string) {
+  const target = `${server.url}/management.html${hash}`;
+  if (page.url() === target) await page.reload();
+  else await page.goto(target);
+  await settle(page);
+}
+
+async function refreshUntil(check: () => Promise<boolean>, what: string) {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await page.getByTestId('refresh-all').click();
+    await settle(page);
+    await page.waitForTimeout(500);
+  }
+  throw new Error(`never saw ${what}`);
+}
+
+beforeAll(async () => {
+  cpa = await startFakeCpa();
+  server = await startServer();
+  browser = await launchChromium();
+  page = browser.context.pages()[0] ?? (await browser.context.newPage());
+  watchConsole(page, problems, () => [...allowed, ...MISSING_ROUTES]);
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop();
+  await cpa?.stop();
+});
+
+describe('the panel', () => {
+  test('serves one self-contained page with a strict content security policy', async () => {
+    const response = await fetch(`${server.url}/management.html`);
+    const html = await response.text();
+    const built = readFileSync(new URL('../dist/management.html', import.meta.url), 'utf8');
+    expect(html, 'the binary embeds the panel just built; rebuild it with cargo build').toBe(built);
+    const policy = response.headers.get('content-security-policy') ?? '';
+    expect(policy).toContain("script-src 'sha256-");
+    expect(policy).not.toContain('unsafe');
+    expect(html).not.toMatch(/<script[^>]+src=|<link[^>]+stylesheet/);
+  });
+
+  test('first start shows the setup wizard, which saves the connection and logs in', async () => {
+    await go('');
+    await expect(page.getByTestId('setup-step-adminKey').isVisible()).resolves.toBe(true);
+    await page.screenshot({ path: screenshotPath('setup-light-desktop') });
+
+    // A wrong admin key is named as such before anything is saved.
+    allowed = ['/status'];
+    await page.getByTestId('setup-admin-key').fill('cmp_admin_wrong');
+    await page.getByTestId('setup-next').click();
+    await page.getByRole('alert').waitFor();
+    allowed = [];
+
+    await page.getByTestId('setup-admin-key').fill(server.adminKey);
+    await page.getByTestId('setup-next').click();
+    await page.getByTestId('setup-url').fill(cpa.url.replace('http://', ''));
+    await expect(page.getByText(`Will be saved as ${cpa.url}`).isVisible()).resolves.toBe(true);
+    await page.getByTestId('setup-next').click();
+    await page.getByTestId('setup-management-key').fill(cpa.key);
+    await page.getByTestId('setup-next').click();
+    await expect(page.getByTestId('setup-monitoring').isChecked()).resolves.toBe(true);
+    await page.getByTestId('setup-next').click();
+    await page.getByTestId('setup-mode').selectOption('http');
+    await page.getByTestId('setup-poll').fill('200');
+    await page.getByTestId('setup-next').click();
+    const review = await page.getByTestId('setup-review').innerText();
+    expect(review).not.toContain(cpa.key);
+    expect(review).not.toContain(server.adminKey);
+    await page.screenshot({ path: screenshotPath('setup-review-light-desktop') });
+    await page.getByTestId('setup-next').click();
+    await page.getByTestId('page-dashboard').waitFor();
+  });
+
+  test('the dashboard shows the emitted events', async () => {
+    const batch = await cpa.command('emit 60');
+    const secret = await cpa.command('fail-secret');
+    emitted = Number(batch.emitted) + 1;
+    secrets = secret.secrets as string[];
+    secretRequest = secret.request_id as string;
+    await refreshUntil(async () => (await page.getByTestId('kpi-calls').locator('.stat-value').innerText()) === String(emitted), `${emitted} calls today`);
+    await expect(page.getByTestId('traffic-chart').locator('canvas').count()).resolves.toBeGreaterThan(0);
+    await expect(page.getByTestId('health-strip').locator('.tone-bad, .tone-warn').count()).resolves.toBeGreaterThan(0);
+    await expect(page.getByTestId('recent-failures').innerText()).resolves.toContain('claude-sonnet-4-6');
+  });
+
+  test('a monitoring filter narrows the event table', async () => {
+    await go('#/monitoring?tab=realtime');
+    const rows = page.getByTestId('event-table').locator('tbody tr');
+    await expect.poll(() => rows.count(), { timeout: 20_000 }).toBe(emitted);
+    await page.getByTestId('filter-model').selectOption('claude-sonnet-4-6');
+    await expect.poll(async () => {
+      const count = await rows.count();
+      return count > 0 && count < emitted;
+    }, { timeout: 20_000 }).toBe(true);
+    await settle(page);
+    const models = await page.getByTestId('event-table').locator('tbody tr td:nth-child(2)').allInnerTexts();
+    expect(new Set(models)).toEqual(new Set(['claude-sonnet-4-6']));
+  });
+
+  test("a failed request's detail shows a redacted summary", async () => {
+    await page.getByTestId('filter-status').getByRole('radio', { name: 'Failed' }).click();
+    await page.getByTestId('filter-search').fill(secretRequest);
+    const rows = page.getByTestId('event-table').locator('tbody tr');
+    await expect.poll(() => rows.count(), { timeout: 20_000 }).toBe(1);
+    // Keyboard: the row opens with Enter and the drawer closes with Escape.
+    await rows.first().focus();
+    await page.keyboard.press('Enter');
+    const summary = await page.getByTestId('fail-summary').innerText();
+    expect(summary).toContain('[redacted]');
+    for (const secret of secrets) expect(summary).not.toContain(secret.replace('Bearer ', ''));
+    await page.screenshot({ path: screenshotPath('request-detail-light-desktop') });
+    await page.keyboard.press('Escape');
+    await expect(page.getByTestId('event-detail').count()).resolves.toBe(0);
+    await page.getByTestId('filter-clear').click();
+  });
+
+  test('the price page says plainly that this server has no price API yet', async () => {
+    await go('#/model-prices');
+    await expect(page.getByTestId('page-prices').getByTestId('unavailable').first().isVisible()).resolves.toBe(true);
+  });
+
+  test('export says plainly that this server has no export API yet', async () => {
+    await go('#/transfer');
+    await page.getByTestId('export-run').click();
+    await page.getByTestId('page-transfer').getByTestId('unavailable').first().waitFor();
+  });
+
+  test('a server error on one card leaves the others working', async () => {
+    await page.route('**/v0/management/dashboard/summary**', (route) =>
+      route.fulfill({ status: 500, contentType: 'application/json', body: '{"error":"boom","code":"request_failed"}' }),
+    );
+    allowed = ['/v0/management/dashboard/summary'];
+    await go('#/');
+    await expect(page.locator('#card-today').getAttribute('data-state')).resolves.toBe('error');
+    await expect(page.locator('#card-collector').getAttribute('data-state')).resolves.toBe('ready');
+    await expect(page.locator('#card-keys').getAttribute('data-state')).resolves.toBe('ready');
+    await page.unroute('**/v0/management/dashboard/summary**');
+    allowed = [];
+  });
+
+  test('every page in light and dark, at desktop and phone width', async () => {
+    const pages: [string, string][] = [
+      ['dashboard', '#/'],
+      ['monitor', '#/monitoring?tab=realtime'],
+      ['monitor-accounts', '#/monitoring?tab=accounts'],
+      ['analytics', '#/usage-analytics?tab=overview'],
+      ['analytics-trends', '#/usage-analytics?tab=trends'],
+      ['analytics-models', '#/usage-analytics?tab=models'],
+      ['analytics-heatmap', '#/usage-analytics?tab=heatmap'],
+      ['prices', '#/model-prices'],
+      ['transfer', '#/transfer'],
+      ['system', '#/system'],
+    ];
+    for (const theme of ['light', 'dark'] as const) {
+      await go('#/');
+      await page.getByTestId('theme-select').selectOption(theme);
+      for (const [width, viewport] of [['desktop', DESKTOP], ['phone', PHONE]] as const) {
+        await page.setViewportSize(viewport);
+        for (const [name, hash] of pages) {
+          await go(hash);
+          await page.screenshot({ path: screenshotPath(`${name}-${theme}-${width}`), fullPage: true });
+        }
+      }
+    }
+    await page.setViewportSize(PHONE);
+    await go('#/');
+    const menu = page.getByRole('button', { name: 'Menu' });
+    await menu.click();
+    await page.locator('.sidebar').getByRole('link', { name: 'System' }).click();
+    await page.getByTestId('page-system').waitFor();
+    await expect(menu.getAttribute('aria-expanded')).resolves.toBe('false');
+    await page.setViewportSize(DESKTOP);
+  });
+
+  test('Chinese and the dark theme are applied everywhere and remembered', async () => {
+    await go('#/');
+    await page.getByTestId('language-select').selectOption('zh');
+    await page.getByTestId('theme-select').selectOption('dark');
+    await expect(page.locator('.sidebar').innerText()).resolves.toContain('仪表盘');
+    await expect(page.locator('html').getAttribute('data-theme')).resolves.toBe('dark');
+    await expect(page.locator('html').getAttribute('lang')).resolves.toBe('zh-CN');
+    await page.reload();
+    await settle(page);
+    await expect(page.getByTestId('kpi-calls').innerText()).resolves.toContain('调用次数');
+    await expect(page.locator('html').getAttribute('data-theme')).resolves.toBe('dark');
+    await page.screenshot({ path: screenshotPath('dashboard-zh-dark-desktop'), fullPage: true });
+  });
+
+  test('logout, the wrong-key message, and login again', async () => {
+    await page.getByTestId('logout').click();
+    await page.getByTestId('login-form').waitFor();
+    await page.getByTestId('language-select').selectOption('en');
+    await page.getByTestId('theme-select').selectOption('light');
+    await page.screenshot({ path: screenshotPath('login-light-desktop') });
+    await page.setViewportSize(PHONE);
+    await page.screenshot({ path: screenshotPath('login-light-phone') });
+    await page.setViewportSize(DESKTOP);
+    const session = await page.evaluate(() => [sessionStorage.getItem('cpamp.session'), localStorage.getItem('cpamp.session')]);
+    expect(session).toEqual([null, null]);
+
+    allowed = ['/status'];
+    await page.getByTestId('login-key').fill(cpa.key);
+    await page.getByTestId('login-submit').click();
+    await expect(page.getByRole('alert').innerText()).resolves.toContain('That is the CPA Management Key');
+    allowed = [];
+
+    await page.getByTestId('login-key').fill(server.adminKey);
+    await page.getByTestId('login-submit').click();
+    await page.getByTestId('page-dashboard').waitFor();
+    await page.getByTestId('logout').click();
+    await page.getByTestId('login-form').waitFor();
+  });
+
+  test('no console error on any page', () => {
+    expect(problems).toEqual([]);
+  });
+});
