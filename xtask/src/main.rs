@@ -7,10 +7,15 @@
 //! - `bench <name>`: run a benchmark and print its table (see `bench.rs`).
 //! - `frontend [--check]`: build the web panel, or prove the committed build is fresh
 //!   (see `frontend.rs`); `e2e`: the panel's end-to-end tests in Chromium.
+//! - `deploy-check`: hadolint, shellcheck and `systemd-analyze` on `deploy/` (see `deploy.rs`).
+//! - `dist [--debug]`: the native release archive in `target/dist/`.
 
 mod bench;
+mod deploy;
 mod deps;
 mod frontend;
+#[cfg(test)]
+mod reference;
 mod tidy;
 
 use std::process::ExitCode;
@@ -42,9 +47,12 @@ fn run(args: &[String]) -> Result<(), String> {
         "bench" => bench::run(&shell, rest),
         "frontend" => frontend::run(&shell, rest),
         "e2e" => frontend::e2e(&shell),
+        "deploy-check" => deploy::check(&shell),
+        "dist" => deploy::dist(&shell, rest),
+        "dist-check" => deploy::dist_check(&shell),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <ci | fmt [--check] | lint | test | bench <name> | frontend [--check] | e2e>"
+                "usage: cargo xtask <ci | fmt [--check] | lint | test | bench <name> | frontend [--check] | e2e | deploy-check | dist [--debug]>"
             );
             println!("benchmarks: {}", bench::NAMES.join(", "));
             Ok(())
@@ -68,7 +76,9 @@ fn ci(shell: &Shell) -> Result<(), String> {
     lint(shell)?;
     test(shell)?;
     frontend::run(shell, &["--check".to_string()])?;
-    frontend::e2e(shell)
+    frontend::e2e(shell)?;
+    deploy::check(shell)?;
+    deploy::dist_check(shell)
 }
 
 fn fmt(shell: &Shell, check: bool) -> Result<(), String> {

@@ -2,9 +2,14 @@
 //! (env > file > defaults), validated in one step from raw values to [`Settings`].
 //!
 //! The environment variable names are a compatibility contract with existing
-//! deployments of the Go server, so each is mapped explicitly. Unlike the Go server,
-//! an invalid value is an error that names the variable and what it accepts, not a
-//! silent fallback to the default.
+//! deployments of the Go server, so each is mapped explicitly. A value the Go server
+//! read leniently (a word where a number belongs, an odd boolean, an unknown collector
+//! mode, an unreadable secret file) is read the same way but with a warning that names
+//! the variable, so a deployment that started before still starts. A cpamp-only value
+//! that is invalid stops the start with a message naming the variable and what it
+//! accepts. Go settings that cpamp does not apply are listed in [`compat`].
+
+pub mod compat;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use config::{Config, File, FileFormat};
 use cpamp_domain::Secret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Default listen address (the Go server's).
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:18317";
@@ -76,6 +81,9 @@ pub struct Settings {
     pub import_sessions: ImportSessionLimits,
     /// Environment variables that were set (for env-locked settings).
     pub env_set: Vec<&'static str>,
+    /// Values read leniently or not applied, each naming its variable or key; logged at
+    /// start and shown by the doctor.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -96,7 +104,8 @@ pub struct ImportSessionLimits {
 }
 
 /// Raw values as the config file spells them (camelCase, like the Go server's config.json).
-#[derive(Debug, Default, Deserialize)]
+/// Serialising a default value lists every known key (see [`known_file_keys`]).
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 struct RawFile {
     http_addr: Option<String>,
@@ -121,10 +130,7 @@ struct RawFile {
     usage_import_chunk_bytes: Option<i64>,
     usage_import_disk_quota_bytes: Option<i64>,
     usage_import_max_sessions: Option<i64>,
-    #[serde(
-        rename = "usageImportSessionTTLMinutes",
-        alias = "usageImportSessionTtlMinutes"
-    )]
+    #[serde(rename = "usageImportSessionTTLMinutes")]
     usage_import_session_ttl_minutes: Option<i64>,
 }
 
@@ -166,20 +172,44 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
     let config_dir = config_path
         .as_ref()
         .and_then(|path| path.parent().map(Path::to_path_buf));
-    let file: RawFile = match &config_path {
+    let mut warnings = Vec::new();
+    let (file, file_keys): (RawFile, Vec<String>) = match &config_path {
         Some(path) => {
             let format = match path.extension().and_then(|ext| ext.to_str()) {
                 Some("toml") => FileFormat::Toml,
                 _ => FileFormat::Json,
             };
-            Config::builder()
+            let parsed = Config::builder()
                 .add_source(File::from(path.as_path()).format(format))
                 .build()
-                .and_then(Config::try_deserialize)
-                .with_context(|| format!("load config: parse config {}", path.display()))?
+                .with_context(|| format!("load config: parse config {}", path.display()))?;
+            let keys = parsed
+                .clone()
+                .try_deserialize::<std::collections::BTreeMap<String, config::Value>>()
+                .map(|map| map.into_keys().collect())
+                .unwrap_or_default();
+            let file = parsed
+                .try_deserialize()
+                .with_context(|| format!("load config: parse config {}", path.display()))?;
+            (file, keys)
         }
-        None => RawFile::default(),
+        None => (RawFile::default(), Vec::new()),
     };
+    let known = known_file_keys();
+    for key in &file_keys {
+        let listed = compat::NOT_APPLIED
+            .iter()
+            .any(|setting| setting.key == Some(key.as_str()));
+        if !listed && !known.contains(key) {
+            warnings.push(format!(
+                "config key {key} is not a cpamp setting and is ignored (see docs/configuration.md)"
+            ));
+        }
+    }
+    warnings.extend(compat::not_applied_warnings(
+        |name| sources.get(name),
+        |key| file_keys.iter().any(|present| present == key),
+    ));
     let resolve = |value: &str| -> PathBuf {
         let path = PathBuf::from(value);
         match (&config_dir, path.is_absolute()) {
@@ -232,28 +262,32 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         file.management_key_file.as_deref().map(resolve),
         "/run/secrets/cpa_management_key",
         "CPA_MANAGEMENT_KEY_FILE",
-    )?;
+        &mut warnings,
+    );
     let admin_key = secret(
         env("CPA_MANAGER_ADMIN_KEY"),
         env("CPA_MANAGER_ADMIN_KEY_FILE"),
         file.admin_key_file.as_deref().map(resolve),
         "/run/secrets/cpa_admin_key",
         "CPA_MANAGER_ADMIN_KEY_FILE",
-    )?;
+        &mut warnings,
+    );
     let data_key = secret(
         env("CPA_MANAGER_DATA_KEY"),
         env("CPA_MANAGER_DATA_KEY_FILE"),
         file.data_key_file.as_deref().map(resolve),
         "/run/secrets/cpa_data_key",
         "CPA_MANAGER_DATA_KEY_FILE",
-    )?;
+        &mut warnings,
+    );
     let metrics_token = secret(
         env("METRICS_TOKEN"),
         env("METRICS_TOKEN_FILE"),
         file.metrics_token_file.as_deref().map(resolve),
         "/run/secrets/cpamp_metrics_token",
         "METRICS_TOKEN_FILE",
-    )?;
+        &mut warnings,
+    );
 
     let collector_mode = match env("USAGE_COLLECTOR_MODE").or(file.collector_mode.clone()) {
         None => CollectorMode::Auto,
@@ -262,9 +296,13 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             "subscribe" => CollectorMode::Subscribe,
             "http" => CollectorMode::Http,
             "resp" => CollectorMode::Resp,
-            _ => bail!(
-                "USAGE_COLLECTOR_MODE (config key collectorMode) must be one of auto, subscribe, http, resp; got {mode:?}"
-            ),
+            _ => {
+                warnings.push(format!(
+                    "USAGE_COLLECTOR_MODE (config key collectorMode) is {mode:?}, not one of auto, subscribe, \
+                     http, resp; using auto, as the earlier server did"
+                ));
+                CollectorMode::Auto
+            }
         },
     };
     let queue = env("USAGE_RESP_QUEUE")
@@ -275,9 +313,13 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         Some(side) => match side.to_ascii_lowercase().as_str() {
             "left" | "lpop" => "left".to_string(),
             "right" | "rpop" => "right".to_string(),
-            _ => bail!(
-                "USAGE_RESP_POP_SIDE (config key popSide) must be left or right; got {side:?}"
-            ),
+            _ => {
+                warnings.push(format!(
+                    "USAGE_RESP_POP_SIDE (config key popSide) is {side:?}, not left or right; popping from \
+                     the right, as the earlier server did"
+                ));
+                "right".to_string()
+            }
         },
     };
     let batch_size = positive(
@@ -286,7 +328,8 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         100,
         "USAGE_BATCH_SIZE",
         "batchSize",
-    )?;
+        &mut warnings,
+    );
     let batch_size = u32::try_from(batch_size).map_err(|_| {
         anyhow!(
             "USAGE_BATCH_SIZE must be at most {}; got {batch_size}",
@@ -299,19 +342,26 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         500,
         "USAGE_POLL_INTERVAL_MS",
         "pollIntervalMs",
-    )?;
-    if poll_ms > 3_600_000 {
-        bail!(
-            "USAGE_POLL_INTERVAL_MS must be at most 3600000 (CPA keeps events for at most an hour); got {poll_ms}"
-        );
-    }
+        &mut warnings,
+    );
+    // CPA keeps events for at most an hour: a longer idle wait would lose them.
+    let poll_ms = if poll_ms > MAX_POLL_INTERVAL_MS {
+        warnings.push(format!(
+            "USAGE_POLL_INTERVAL_MS (config key pollIntervalMs) is {poll_ms}, longer than CPA's longest queue \
+             retention; using {MAX_POLL_INTERVAL_MS} so no event expires unread"
+        ));
+        MAX_POLL_INTERVAL_MS
+    } else {
+        poll_ms
+    };
     let query_limit = positive(
         env("USAGE_QUERY_LIMIT"),
         file.query_limit,
         50_000,
         "USAGE_QUERY_LIMIT",
         "queryLimit",
-    )?;
+        &mut warnings,
+    );
     let panel_path = env("PANEL_PATH")
         .map(PathBuf::from)
         .or(file.panel_path.as_deref().map(resolve));
@@ -328,7 +378,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             .unwrap_or_else(|| vec!["*".to_string()]),
     };
     let tls_skip_verify = match env("USAGE_RESP_TLS_SKIP_VERIFY") {
-        Some(value) => parse_bool("USAGE_RESP_TLS_SKIP_VERIFY", &value)?,
+        Some(value) => lenient_bool("USAGE_RESP_TLS_SKIP_VERIFY", &value, &mut warnings),
         None => file.tls_skip_verify.unwrap_or(false),
     };
     let log_format = match env("CPAMP_LOG_FORMAT")
@@ -348,40 +398,34 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             4 * 1024 * 1024,
             "USAGE_IMPORT_CHUNK_BYTES",
             "usageImportChunkBytes",
-        )?,
+            &mut warnings,
+        ),
         positive(
             env("USAGE_IMPORT_DISK_QUOTA_BYTES"),
             file.usage_import_disk_quota_bytes,
             16 * 1024 * 1024 * 1024,
             "USAGE_IMPORT_DISK_QUOTA_BYTES",
             "usageImportDiskQuotaBytes",
-        )?,
+            &mut warnings,
+        ),
         positive(
             env("USAGE_IMPORT_MAX_SESSIONS"),
             file.usage_import_max_sessions,
             2,
             "USAGE_IMPORT_MAX_SESSIONS",
             "usageImportMaxSessions",
-        )?,
+            &mut warnings,
+        ),
         positive(
             env("USAGE_IMPORT_SESSION_TTL_MINUTES"),
             file.usage_import_session_ttl_minutes,
             1440,
             "USAGE_IMPORT_SESSION_TTL_MINUTES",
             "usageImportSessionTTLMinutes",
-        )?,
-    )?;
-    for (name, accepts) in [
-        ("USAGE_QUOTA_COOLDOWN_ENABLED", "bool"),
-        ("USAGE_ACCOUNT_ACTIONS_ENABLED", "bool"),
-        ("USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE", "bool"),
-        ("USAGE_DASHBOARD_HOURLY_ROLLUP_ENABLED", "bool"),
-    ] {
-        if let Some(value) = env(name) {
-            debug_assert_eq!(accepts, "bool");
-            parse_bool(name, &value)?;
-        }
-    }
+            &mut warnings,
+        ),
+        &mut warnings,
+    );
 
     Ok(Settings {
         config_path,
@@ -406,41 +450,66 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         log_format,
         import_sessions,
         env_set,
+        warnings,
     })
 }
 
-/// Checks the import-session limits against each other and sensible bounds.
+/// Keeps the import-session limits within what works: a chunk is one HTTP request
+/// (at most 64 MiB), the quota holds at least one chunk, and the session count and
+/// lifetime stay sane. An out-of-range value is clamped with a warning naming it.
 fn import_session_limits(
     chunk_bytes: i64,
     disk_quota_bytes: i64,
     max_sessions: i64,
     ttl_minutes: i64,
-) -> anyhow::Result<ImportSessionLimits> {
+    warnings: &mut Vec<String>,
+) -> ImportSessionLimits {
     const CHUNK_MAX: i64 = 64 * 1024 * 1024;
-    if chunk_bytes > CHUNK_MAX {
-        bail!(
-            "USAGE_IMPORT_CHUNK_BYTES must be at most {CHUNK_MAX} (64 MiB: a chunk is one HTTP request); got {chunk_bytes}"
-        );
-    }
-    if disk_quota_bytes < chunk_bytes {
-        bail!(
-            "USAGE_IMPORT_DISK_QUOTA_BYTES ({disk_quota_bytes}) must be at least USAGE_IMPORT_CHUNK_BYTES ({chunk_bytes})"
-        );
-    }
-    if max_sessions > 1000 {
-        bail!("USAGE_IMPORT_MAX_SESSIONS must be at most 1000; got {max_sessions}");
-    }
-    if ttl_minutes > 525_600 {
-        bail!(
-            "USAGE_IMPORT_SESSION_TTL_MINUTES must be at most 525600 (a year); got {ttl_minutes}"
-        );
-    }
-    Ok(ImportSessionLimits {
+    const SESSIONS_MAX: i64 = 1000;
+    const TTL_MAX_MINUTES: i64 = 525_600;
+    let mut clamp = |value: i64, limit: i64, name: &str, why: &str| {
+        if value > limit {
+            warnings.push(format!(
+                "{name} is {value}, more than {limit} ({why}); using {limit}"
+            ));
+            limit
+        } else {
+            value
+        }
+    };
+    let chunk_bytes = clamp(
+        chunk_bytes,
+        CHUNK_MAX,
+        "USAGE_IMPORT_CHUNK_BYTES",
+        "64 MiB: a chunk is one HTTP request",
+    );
+    let max_sessions = clamp(
+        max_sessions,
+        SESSIONS_MAX,
+        "USAGE_IMPORT_MAX_SESSIONS",
+        "the most that makes sense",
+    );
+    let ttl_minutes = clamp(
+        ttl_minutes,
+        TTL_MAX_MINUTES,
+        "USAGE_IMPORT_SESSION_TTL_MINUTES",
+        "a year",
+    );
+    let disk_quota_bytes = if disk_quota_bytes < chunk_bytes {
+        warnings.push(format!(
+            "USAGE_IMPORT_DISK_QUOTA_BYTES ({disk_quota_bytes}) is smaller than USAGE_IMPORT_CHUNK_BYTES \
+             ({chunk_bytes}); using {chunk_bytes}"
+        ));
+        chunk_bytes
+    } else {
+        disk_quota_bytes
+    };
+    ImportSessionLimits {
         chunk_bytes: chunk_bytes as u64,
         disk_quota_bytes: disk_quota_bytes as u64,
         max_sessions: max_sessions as usize,
         ttl_minutes: ttl_minutes as u64,
-    })
+    }
 }
 
 /// `CPA_MANAGER_CONFIG`, else `config.json` beside the executable if it exists.
@@ -485,58 +554,97 @@ fn parse_listen_addr(text: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("HTTP_ADDR {text:?} resolves to no address"))
 }
 
+/// The longest idle wait between polls: CPA's longest queue retention.
+const MAX_POLL_INTERVAL_MS: i64 = 3_600_000;
+
+/// A positive integer read like the Go server read it: a value that is not one falls
+/// back to the config file's value, then to the default, with a warning naming it.
 fn positive(
     env: Option<String>,
     file: Option<i64>,
     default: i64,
     name: &str,
     key: &str,
-) -> anyhow::Result<i64> {
-    match (env, file) {
-        (Some(text), _) => match text.parse::<i64>() {
-            Ok(value) if value > 0 => Ok(value),
-            _ => bail!("{name} must be a positive integer; got {text:?}"),
+    warnings: &mut Vec<String>,
+) -> i64 {
+    let fallback = match file {
+        Some(value) if value > 0 => value,
+        Some(value) => {
+            warnings.push(format!(
+                "config key {key} must be a positive integer; got {value}, using {default}"
+            ));
+            default
+        }
+        None => default,
+    };
+    match env {
+        Some(text) => match text.parse::<i64>() {
+            Ok(value) if value > 0 => value,
+            _ => {
+                warnings.push(format!(
+                    "{name} must be a positive integer; got {text:?}, using {fallback}"
+                ));
+                fallback
+            }
         },
-        (None, Some(value)) if value > 0 => Ok(value),
-        (None, Some(value)) => bail!("config key {key} must be a positive integer; got {value}"),
-        (None, None) => Ok(default),
+        None => fallback,
     }
 }
 
-fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
+/// A boolean read like the Go server read it: `1`, `true`, `yes`, `on` are true and
+/// anything else is false; a value that is not a usual spelling of false gets a warning.
+fn lenient_bool(name: &str, value: &str, warnings: &mut Vec<String>) -> bool {
     match value.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => bail!("{name} must be one of true, false, 1, 0, yes, no, on, off; got {value:?}"),
+        "1" | "true" | "yes" | "on" => true,
+        "0" | "false" | "no" | "off" => false,
+        _ => {
+            warnings.push(format!(
+                "{name} is {value:?}, not one of true, false, 1, 0, yes, no, on, off; read as false, as \
+                 the earlier server did"
+            ));
+            false
+        }
+    }
+}
+
+/// Every config-file key cpamp applies (the fields of `RawFile`, as spelled in the file).
+pub fn known_file_keys() -> Vec<String> {
+    match serde_json::to_value(RawFile::default()) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(key, _)| key).collect(),
+        _ => Vec::new(),
     }
 }
 
 /// A secret from its value variable, else a file named by env, else by the config
-/// file, else the Docker-secrets default (which may be absent).
+/// file, else the Docker-secrets default (which may be absent). A named file that cannot
+/// be read counts as unset, as with the Go server, but with a warning naming it.
 fn secret(
     value: Option<String>,
     env_file: Option<String>,
     config_file: Option<PathBuf>,
     default_file: &str,
     file_var: &str,
-) -> anyhow::Result<Secret> {
+    warnings: &mut Vec<String>,
+) -> Secret {
     if let Some(value) = value {
-        return Ok(Secret::new(value));
+        return Secret::new(value);
     }
     let explicit = env_file.map(PathBuf::from).or(config_file);
     match explicit {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "{file_var} names {}, which cannot be read; fix the path or unset it",
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => Secret::new(text.trim()),
+            Err(error) => {
+                warnings.push(format!(
+                    "{file_var} names {}, which cannot be read ({error}); treated as unset. Fix the path or \
+                     unset it",
                     path.display()
-                )
-            })?;
-            Ok(Secret::new(text.trim()))
-        }
-        None => Ok(std::fs::read_to_string(default_file)
+                ));
+                Secret::default()
+            }
+        },
+        None => std::fs::read_to_string(default_file)
             .map(|text| Secret::new(text.trim()))
-            .unwrap_or_default()),
+            .unwrap_or_default(),
     }
 }
 
@@ -596,29 +704,85 @@ mod tests {
     }
 
     #[test]
-    fn invalid_values_name_the_variable_and_what_it_accepts() {
-        let error = load(&sources(&[("USAGE_BATCH_SIZE", "abc")])).expect_err("invalid");
+    fn values_the_go_server_read_leniently_start_with_a_warning_naming_them() {
+        let settings = load(&sources(&[
+            ("USAGE_BATCH_SIZE", "abc"),
+            ("USAGE_POLL_INTERVAL_MS", "-5"),
+            ("USAGE_COLLECTOR_MODE", "websocket"),
+            ("USAGE_RESP_POP_SIDE", "middle"),
+            ("USAGE_RESP_TLS_SKIP_VERIFY", "enabled"),
+            ("CPA_MANAGEMENT_KEY_FILE", "/nonexistent/cpamp-test/key"),
+        ]))
+        .expect("a start that worked before still works");
+        assert_eq!(settings.batch_size, 100);
+        assert_eq!(settings.poll_interval, Duration::from_millis(500));
+        assert_eq!(settings.collector_mode, CollectorMode::Auto);
+        assert_eq!(settings.pop_side, "right");
         assert!(
-            error
-                .to_string()
-                .contains("USAGE_BATCH_SIZE must be a positive integer"),
-            "{error}"
+            !settings.tls_skip_verify,
+            "an odd boolean reads as false, as before"
         );
-        let error = load(&sources(&[("USAGE_COLLECTOR_MODE", "websocket")])).expect_err("invalid");
-        assert!(
-            error.to_string().contains("auto, subscribe, http, resp"),
-            "{error}"
-        );
-        let error =
-            load(&sources(&[("USAGE_RESP_TLS_SKIP_VERIFY", "maybe")])).expect_err("invalid");
-        assert!(
-            error
-                .to_string()
-                .contains("USAGE_RESP_TLS_SKIP_VERIFY must be one of"),
-            "{error}"
-        );
+        assert!(settings.cpa_management_key.is_empty());
+        let warnings = settings.warnings.join("\n");
+        for expected in [
+            "USAGE_BATCH_SIZE must be a positive integer; got \"abc\", using 100",
+            "USAGE_POLL_INTERVAL_MS must be a positive integer; got \"-5\", using 500",
+            "USAGE_COLLECTOR_MODE (config key collectorMode) is \"websocket\"",
+            "USAGE_RESP_POP_SIDE (config key popSide) is \"middle\"",
+            "USAGE_RESP_TLS_SKIP_VERIFY is \"enabled\"",
+            "CPA_MANAGEMENT_KEY_FILE names /nonexistent/cpamp-test/key",
+        ] {
+            assert!(
+                warnings.contains(expected),
+                "missing {expected:?} in:\n{warnings}"
+            );
+        }
+        assert_eq!(settings.warnings.len(), 6, "{warnings}");
+
+        let clamped = load(&sources(&[("USAGE_POLL_INTERVAL_MS", "7200000")])).expect("load");
+        assert_eq!(clamped.poll_interval, Duration::from_secs(3600));
+        assert!(clamped.warnings[0].contains("longer than CPA's longest queue retention"));
+        assert!(load(&sources(&[])).expect("defaults").warnings.is_empty());
+    }
+
+    #[test]
+    fn invalid_cpamp_values_name_the_variable_and_what_it_accepts() {
         let error = load(&sources(&[("HTTP_ADDR", "nope")])).expect_err("invalid");
         assert!(error.to_string().contains("HTTP_ADDR"), "{error}");
+        let error = load(&sources(&[("CPAMP_LOG_FORMAT", "xml")])).expect_err("invalid");
+        assert!(
+            error.to_string().contains("must be text or json"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn config_file_keys_that_are_unknown_or_not_applied_are_named() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"httpAddr":"127.0.0.1:0","pprofAddr":"127.0.0.1:6060","batchSise":5,"batchSize":0}"#,
+        )
+        .expect("write");
+        let path_text = path.display().to_string();
+        let settings = load(&sources(&[("CPA_MANAGER_CONFIG", &path_text)])).expect("load");
+        let warnings = settings.warnings.join("\n");
+        assert!(
+            warnings.contains("config key batchSise is not a cpamp setting"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("config key pprofAddr is accepted but not applied"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("config key batchSize must be a positive integer; got 0, using 100"),
+            "{warnings}"
+        );
+        assert_eq!(settings.warnings.len(), 3, "{warnings}");
+        assert_eq!(settings.batch_size, 100);
+        assert!(known_file_keys().contains(&"httpAddr".to_string()));
     }
 
     #[test]
@@ -672,35 +836,55 @@ mod tests {
                 ttl_minutes: 7,
             }
         );
-        for (name, value, needle) in [
+        // Values the Go server read leniently fall back with a warning naming them.
+        for (name, value, needle, chunk) in [
             (
                 "USAGE_IMPORT_CHUNK_BYTES",
                 "0",
                 "USAGE_IMPORT_CHUNK_BYTES must be a positive integer",
+                4_194_304,
             ),
-            ("USAGE_IMPORT_CHUNK_BYTES", "999999999", "at most 67108864"),
             (
-                "USAGE_IMPORT_DISK_QUOTA_BYTES",
-                "1000",
-                "must be at least USAGE_IMPORT_CHUNK_BYTES",
+                "USAGE_IMPORT_CHUNK_BYTES",
+                "999999999",
+                "more than 67108864",
+                67_108_864,
             ),
             (
                 "USAGE_IMPORT_MAX_SESSIONS",
                 "two",
                 "USAGE_IMPORT_MAX_SESSIONS must be a positive integer",
+                4_194_304,
             ),
             (
                 "USAGE_IMPORT_SESSION_TTL_MINUTES",
                 "-5",
                 "USAGE_IMPORT_SESSION_TTL_MINUTES must be a positive integer",
+                4_194_304,
             ),
         ] {
-            let error = load(&sources(&[(name, value)])).expect_err(name);
+            let settings = load(&sources(&[(name, value)])).expect(name);
             assert!(
-                error.to_string().contains(needle),
-                "{name}={value}: {error}"
+                settings
+                    .warnings
+                    .iter()
+                    .any(|warning| warning.contains(needle)),
+                "{name}={value}: {:?}",
+                settings.warnings
+            );
+            assert_eq!(
+                settings.import_sessions.chunk_bytes, chunk,
+                "{name}={value}"
             );
         }
+        let settings = load(&sources(&[("USAGE_IMPORT_DISK_QUOTA_BYTES", "1000")])).expect("load");
+        assert_eq!(settings.import_sessions.disk_quota_bytes, 4_194_304);
+        assert!(
+            settings
+                .warnings
+                .iter()
+                .any(|warning| warning.contains("smaller than USAGE_IMPORT_CHUNK_BYTES"))
+        );
     }
 
     #[test]

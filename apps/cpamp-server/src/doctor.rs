@@ -23,7 +23,12 @@ use crate::{lock, startup};
 /// not run.
 pub fn run(admin_key: Option<String>, server_url: Option<String>, json: bool) -> ExitCode {
     let settings = match config::load(&config::Sources::from_process(false)) {
-        Ok(settings) => settings,
+        Ok(settings) => {
+            for warning in &settings.warnings {
+                eprintln!("warning: configuration: {warning}");
+            }
+            settings
+        }
         Err(error) => {
             eprintln!("doctor: {error:#}");
             return ExitCode::from(2);

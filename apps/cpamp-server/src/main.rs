@@ -13,7 +13,13 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "cpamp-server",
     version,
-    about = "Manager Server for CPA: keeps every usage event and serves the panel"
+    about = "Manager Server for CPA: keeps every usage event CPA publishes and serves the panel",
+    long_about = "Manager Server for CPA (CLIProxyAPI): collects every usage event CPA publishes, keeps it in \
+                  SQLite and serves the web panel at http://<host>:18317/management.html.\n\n\
+                  Without a subcommand it runs the server. Settings come from the environment and an optional \
+                  config file (docs/configuration.md; `cpamp-server config example`). The offline tools take the \
+                  database's process lock, so they refuse to run beside a live server. Also installed as \
+                  `cpa-manager-plus`, the earlier server's name, whose commands and flags (`-db-path`) work unchanged."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,50 +28,79 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server (the default).
+    /// Run the server (the default when no subcommand is given).
+    ///
+    /// Opens (or creates) the database in the data directory, prints the CPAMP Admin Key
+    /// once on the very first start, listens on HTTP_ADDR (default 0.0.0.0:18317) and
+    /// collects from CPA once a connection is saved in setup or given by CPA_UPSTREAM_URL
+    /// and CPA_MANAGEMENT_KEY. SIGTERM or Ctrl-C stops it after storing what it holds.
     Serve,
-    /// Run the server against a built-in fake CPA that emits made-up usage events, so the
-    /// panel shows data without a CPA. Data goes to ./data/demo unless USAGE_DATA_DIR or
-    /// USAGE_DB_PATH is set; CPA_UPSTREAM_URL and the CPA Management Key are ignored.
-    Demo,
+    /// Run the server against a built-in fake CPA that emits made-up usage events.
+    ///
+    /// The panel fills with data without a CPA. The demo keeps its own database in
+    /// <data dir>/demo (or --data-dir), apart from real data, ignores CPA_UPSTREAM_URL and
+    /// the CPA Management Key, and prints the URL and its admin key on every start.
+    Demo {
+        /// Keep the demo database here instead of <data dir>/demo.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
+    },
     /// Print configuration helpers.
+    ///
+    /// `config example` prints a config file with every key at its default; save it as
+    /// config.json beside the binary or point CPA_MANAGER_CONFIG at it.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Replace the admin key offline (the server must be stopped). Without a key
-    /// option a new key is generated and printed once.
+    /// Replace the CPAMP Admin Key offline; the server must be stopped.
+    ///
+    /// Without a key option a new key is generated and printed once. A given key is never
+    /// echoed. Only the admin credential changes: the CPA connection, data.key and usage data
+    /// stay as they are. Also available as `reset-admin-password`.
     #[command(alias = "reset-admin-password")]
     ResetAdminKey {
         /// Use this admin key (never echoed).
-        #[arg(long, conflicts_with = "admin_key_file")]
+        #[arg(long, conflicts_with = "admin_key_file", value_name = "KEY")]
         admin_key: Option<String>,
         /// Read the admin key from this file (trimmed).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         admin_key_file: Option<std::path::PathBuf>,
         /// The SQLite database (default: from the configuration).
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         db_path: Option<std::path::PathBuf>,
     },
-    /// Build pending derived data offline. cpamp never defers any, so this only
-    /// checks the database and reports that nothing is pending.
-    /// Diagnose "monitoring has no data": checks every known cause from this host's
-    /// network position. With the server running (and the admin key given) it reports the
-    /// live server's diagnosis; otherwise it checks what it can offline.
+    /// Diagnose "monitoring has no data" from this host's network position.
+    ///
+    /// Checks every known cause: the CPA URL as seen from here, the CPA Management Key,
+    /// CPA's version and usage publishing, the collector mode, queue retention, gaps and
+    /// the data directory. With the server running (and the admin key given) it prints the
+    /// live server's diagnosis; otherwise it checks what it can offline. Exit code 0: no
+    /// errors; 1: error findings; 2: the doctor could not run.
     Doctor {
         /// The CPAMP Admin Key (default: CPA_MANAGER_ADMIN_KEY).
-        #[arg(long, env = "CPA_MANAGER_ADMIN_KEY", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "CPA_MANAGER_ADMIN_KEY",
+            hide_env_values = true,
+            value_name = "KEY"
+        )]
         admin_key: Option<String>,
         /// The running server (default: from HTTP_ADDR, on 127.0.0.1).
-        #[arg(long)]
+        #[arg(long, value_name = "URL")]
         server_url: Option<String>,
         /// Print the diagnosis as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Build pending derived data offline; the server must be stopped.
+    ///
+    /// Kept for the earlier server's maintenance scripts. cpamp builds every derived table
+    /// and index while it stores events, so nothing is ever pending: the command checks the
+    /// database and the lock and reports that.
     CleanupDerived {
         /// The SQLite database (default: from the configuration).
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         db_path: Option<std::path::PathBuf>,
     },
     /// Export usage events (NDJSON, oldest first; or CSV) to a file or standard output.
@@ -173,10 +208,10 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(go_style_flags(std::env::args_os().collect()));
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
-        Command::Demo => demo(),
+        Command::Demo { data_dir } => demo(data_dir),
         Command::Config {
             command: ConfigCommand::Example,
         } => {
@@ -253,6 +288,37 @@ fn finish(label: &str, result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// The earlier server parsed flags with Go's `flag` package, which also accepts one dash
+/// (`-db-path x`, `-admin-key-file=f`). Rewrites such an argument to `--` when it names a
+/// long option of the subcommand, so its scripts keep working.
+fn go_style_flags(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let Some(subcommand) = args
+        .get(1)
+        .and_then(|arg| arg.to_str())
+        .and_then(|name| command.find_subcommand(name))
+    else {
+        return args;
+    };
+    let mut longs: Vec<String> = subcommand
+        .get_arguments()
+        .filter_map(|argument| argument.get_long().map(str::to_string))
+        .collect();
+    longs.push("help".to_string());
+    for arg in args.iter_mut().skip(2) {
+        let Some(text) = arg.to_str() else { continue };
+        let Some(rest) = text.strip_prefix('-').filter(|rest| !rest.starts_with('-')) else {
+            continue;
+        };
+        let name = rest.split('=').next().unwrap_or(rest);
+        if longs.iter().any(|long| long == name) {
+            *arg = format!("--{rest}").into();
+        }
+    }
+    args
+}
+
 fn serve() -> ExitCode {
     run_server(
         "cpamp-server",
@@ -266,14 +332,17 @@ fn serve() -> ExitCode {
     )
 }
 
-fn demo() -> ExitCode {
-    let mut sources = config::Sources::from_process(false);
-    demo::use_demo_data_dir(&mut sources);
-    run_server("cpamp-server demo", sources, |settings| async move {
-        // Install the signal handlers before announcing readiness.
-        let shutdown = startup::shutdown_signal();
-        demo::run(settings, shutdown).await
-    })
+fn demo(data_dir: Option<std::path::PathBuf>) -> ExitCode {
+    run_server(
+        "cpamp-server demo",
+        config::Sources::from_process(false),
+        |mut settings| async move {
+            demo::use_demo_data_dir(&mut settings, data_dir)?;
+            // Install the signal handlers before announcing readiness.
+            let shutdown = startup::shutdown_signal();
+            demo::run(settings, shutdown).await
+        },
+    )
 }
 
 /// Loads settings, installs tracing, and runs `body` on a multi-threaded runtime;
@@ -291,6 +360,9 @@ where
         }
     };
     telemetry::init(settings.log_format);
+    for warning in &settings.warnings {
+        tracing::warn!("configuration: {warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -314,7 +386,10 @@ fn cleanup_derived(db_path: Option<std::path::PathBuf>) -> ExitCode {
     let db_path = match db_path {
         Some(path) => path,
         None => match config::load(&config::Sources::from_process(false)) {
-            Ok(settings) => settings.db_path,
+            Ok(settings) => {
+                print_warnings(&settings);
+                settings.db_path
+            }
             Err(error) => {
                 eprintln!("cleanup derived data: {error:#}");
                 return ExitCode::FAILURE;
@@ -339,5 +414,12 @@ fn cleanup_derived(db_path: Option<std::path::PathBuf>) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Configuration warnings of an offline tool, on stderr (it installs no log subscriber).
+pub(crate) fn print_warnings(settings: &config::Settings) {
+    for warning in &settings.warnings {
+        eprintln!("warning: configuration: {warning}");
     }
 }

@@ -364,25 +364,40 @@ fn unreachable_finding(base: &str, target: &Target, error: &str, in_container: b
         "cpa_unreachable",
         Severity::Error,
         format!("CPA at {base} cannot be reached from this server: {error}."),
-        "Use a CPA URL that is reachable from the Manager Server's own network position (container or host), \
-         for example http://cli-proxy-api:8317 on a shared Docker network.",
+        if in_container {
+            "Use a CPA URL that is reachable from inside this container, for example \
+             http://cli-proxy-api:8317 on a shared Docker network."
+        } else {
+            "Use a CPA URL that is reachable from this host, and check that CPA is running and listens there."
+        },
     );
-    if target.is_loopback() {
-        finding.hints.push(
-            "Inside a Docker container 127.0.0.1 and localhost mean the container itself, not the host running \
-             CPA."
-                .to_string(),
-        );
-        finding.hints.push(
-            "If CPA runs on the Linux host, start cpamp with --add-host=host.docker.internal:host-gateway and use \
-             http://host.docker.internal:8317 as the CPA URL."
-                .to_string(),
-        );
+    match (in_container, target.is_loopback()) {
+        (true, true) => {
+            finding.hints.push(
+                "Inside a Docker container 127.0.0.1 and localhost mean the container itself, not the host \
+                 running CPA."
+                    .to_string(),
+            );
+            finding.hints.push(
+                "If CPA runs on the Linux host, start cpamp with --add-host=host.docker.internal:host-gateway \
+                 and use http://host.docker.internal:8317 as the CPA URL."
+                    .to_string(),
+            );
+        }
+        (false, true) => finding.hints.push(format!(
+            "Nothing answers at {base} on this host: start CPA, or use the address and port from its config \
+             (`host` and `port`, 8317 by default)."
+        )),
+        _ => {}
     }
-    if in_container || target.is_loopback() {
+    if in_container {
         finding.hints.push(format!(
             "Test from inside the container: docker exec -it cpa-manager-plus sh, then wget -qO- {base}/healthz"
         ));
+    } else {
+        finding
+            .hints
+            .push(format!("Test from this host: curl {base}/healthz"));
     }
     finding
 }
@@ -623,12 +638,21 @@ fn check_data_dir(input: &DoctorInput, findings: &mut Vec<Finding>) {
             "data_dir_not_mounted",
             Severity::Warning,
             format!(
-                "This server's database in {data_dir} has no events, but {} ({size} bytes) exists: the expected \
-                 data volume is probably not mounted here.",
-                path.display()
+                "This server's database in {data_dir} has no events, but {} ({size} bytes) exists: {}",
+                path.display(),
+                if input.host.in_container {
+                    "the expected data volume is probably not mounted here."
+                } else {
+                    "the server probably runs with another data directory than before."
+                }
             ),
-            "Mount the volume that holds your data at the data directory (for example -v \
-             cpa-manager-plus-data:/data, or the old cpa-manager-data volume), or copy the old data in.",
+            if input.host.in_container {
+                "Mount the volume that holds your data at the data directory (for example -v \
+                 cpa-manager-plus-data:/data, or the old cpa-manager-data volume), or copy the old data in."
+            } else {
+                "Point USAGE_DATA_DIR (or USAGE_DB_PATH) at the directory that holds your data, or stop the server \
+                 and copy that data directory over this one."
+            },
         ));
     } else if input.host.in_container && !input.host.data_dir_is_mount {
         findings.push(Finding::new(
@@ -839,6 +863,25 @@ mod tests {
             .find(|finding| finding.code == "data_dir_not_mounted")
             .unwrap();
         assert!(finding.observed.contains("/srv/cpamp/data/usage.sqlite"));
+        assert!(
+            finding.fix.contains("USAGE_DATA_DIR"),
+            "native advice: {}",
+            finding.fix
+        );
+        assert!(!finding.fix.contains("-v ") && !finding.observed.contains("volume"));
+
+        input.host.in_container = true;
+        let (diagnosis, _) = diagnose(&input).await;
+        let finding = diagnosis
+            .findings
+            .iter()
+            .find(|finding| finding.code == "data_dir_not_mounted")
+            .unwrap();
+        assert!(
+            finding.fix.contains("-v cpa-manager-plus-data:/data"),
+            "{}",
+            finding.fix
+        );
 
         input.counts.events = 1;
         let (diagnosis, _) = diagnose(&input).await;
@@ -848,5 +891,39 @@ mod tests {
                 .iter()
                 .all(|f| f.code != "data_dir_not_mounted")
         );
+    }
+
+    #[tokio::test]
+    async fn container_advice_appears_only_inside_a_container() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let mut input = input();
+        input.connection = Some(CpaTarget {
+            base_url: base.clone(),
+            management_key: Secret::new("key"),
+        });
+        input.host.data_dir = "/srv/cpamp".into();
+        let native = serde_json::to_string(&diagnose(&input).await.0).unwrap();
+        assert!(native.contains("cpa_unreachable"), "{native}");
+        assert!(native.contains(&format!("curl {base}/healthz")), "{native}");
+        for container_word in ["container", "docker", "host.docker.internal", "volume"] {
+            assert!(
+                !native.to_lowercase().contains(container_word),
+                "native diagnosis speaks of {container_word}: {native}"
+            );
+        }
+
+        input.host.in_container = true;
+        let contained = serde_json::to_string(&diagnose(&input).await.0).unwrap();
+        assert!(
+            contained.contains("host.docker.internal:host-gateway"),
+            "{contained}"
+        );
+        assert!(
+            contained.contains("docker exec -it cpa-manager-plus sh"),
+            "{contained}"
+        );
+        assert!(contained.contains("is not a mounted volume"), "{contained}");
     }
 }

@@ -114,13 +114,35 @@ impl Monitor {
     }
 }
 
-/// Detects a container from the usual markers.
+/// Whether this process serves as a container's main process (Docker, Podman,
+/// Kubernetes): a container marker is present and PID 1 is cpamp itself or a container
+/// init. cpamp started by hand inside some other container (a development container) is
+/// treated as a native run: that container's lifecycle is not its data's, and the
+/// doctor's container advice would mislead.
 pub fn detect_container() -> bool {
-    std::path::Path::new("/.dockerenv").exists()
+    let markers = std::path::Path::new("/.dockerenv").exists()
         || std::path::Path::new("/run/.containerenv").exists()
         || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
         || std::fs::read_to_string("/proc/1/cgroup")
-            .is_ok_and(|text| text.contains("docker") || text.contains("kubepods"))
+            .is_ok_and(|text| text.contains("docker") || text.contains("kubepods"));
+    let pid1 = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+    markers && is_container_main(std::process::id(), pid1.trim())
+}
+
+/// PID 1 names (`/proc/1/comm`, at most 15 bytes) that make cpamp a container's service:
+/// itself (also as `cpa-manager-plus`) or an init that container runtimes put in front.
+const CONTAINER_MAIN: &[&str] = &[
+    "cpamp-server",
+    "cpa-manager-plu",
+    "docker-init",
+    "tini",
+    "dumb-init",
+    "catatonit",
+];
+
+/// True when this process (`own_pid`) is PID 1 or PID 1 is one of [`CONTAINER_MAIN`].
+pub fn is_container_main(own_pid: u32, pid1_comm: &str) -> bool {
+    own_pid == 1 || CONTAINER_MAIN.contains(&pid1_comm)
 }
 
 /// True when `dir` is listed as a mount point in `/proc/self/mountinfo`.
@@ -144,4 +166,28 @@ fn unescape_mount(text: &str) -> String {
         .replace("\\011", "\t")
         .replace("\\012", "\n")
         .replace("\\134", "\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_container_whose_main_process_is_cpamp_counts() {
+        assert!(is_container_main(1, "cpamp-server"));
+        assert!(
+            is_container_main(7, "cpamp-server"),
+            "doctor run with docker exec"
+        );
+        assert!(is_container_main(7, "cpa-manager-plu"));
+        assert!(is_container_main(7, "docker-init"), "docker run --init");
+        assert!(
+            !is_container_main(4242, "process_api"),
+            "a development container"
+        );
+        assert!(
+            !is_container_main(4242, "systemd"),
+            "a host or a system container"
+        );
+    }
 }

@@ -1171,8 +1171,7 @@ impl AnalyticsStore for SqliteStore {
     }
 
     async fn price_book(&self) -> Result<PriceBook, StoreError> {
-        // No price table exists yet: every model is unpriced, so every cost is unknown.
-        Ok(PriceBook::default())
+        self.cached_price_book().await
     }
 
     async fn header_events<F>(

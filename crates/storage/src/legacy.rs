@@ -13,11 +13,14 @@
 //! so an existing admin key and CPA connection are read as before.
 //! Progress is kept in the `legacy_go_adoption` setting; an interrupted adoption
 //! resumes where it stopped. When every event is adopted, the Go event tables are
-//! dropped; other Go tables (prices, aliases, ...) stay for later features.
+//! dropped. Model prices (with their tiers; manual prices become pinned) and API key
+//! aliases are copied at open by [`adopt_prices_and_aliases`], also for databases
+//! adopted by an earlier version; other Go tables stay for later features.
 
 use cpamp_domain::StoreError;
 use cpamp_domain::event::{CacheInputMode, NormalizedTokens, TokenCounts, UsageEvent};
 use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
+use cpamp_domain::prices::aliases;
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use crate::{SqliteStore, error};
@@ -144,6 +147,143 @@ pub(crate) async fn copy_small_tables(writer: &SqlitePool) -> Result<(), StoreEr
         .commit()
         .await
         .map_err(|error| error::map(error, "commit adoption"))
+}
+
+/// Copies Go's model prices, their tiers and API key aliases into cpamp's tables and
+/// drops the Go tables, in one transaction. Does nothing when they are gone.
+/// Manual Go prices (source empty or `manual`) become pinned, so a sync never
+/// overwrites them. An alias that differs from an earlier one only in case (Go did
+/// not always refuse those) is kept with its hash prefix appended, never dropped.
+pub(crate) async fn adopt_prices_and_aliases(writer: &SqlitePool) -> Result<(), StoreError> {
+    let mut transaction = writer
+        .begin()
+        .await
+        .map_err(|error| error::map(error, "begin price adoption"))?;
+    let mut adopted_prices = 0;
+    if table_exists(&mut transaction, "legacy_go_model_prices").await? {
+        let columns = column_names(&mut transaction, "legacy_go_model_prices").await?;
+        let column = |name: &str, fallback: &str| {
+            if columns.iter().any(|present| present == name) {
+                format!("\"{name}\"")
+            } else {
+                fallback.to_string()
+            }
+        };
+        // Go's own upgrade rules for price rows written before the configured flags.
+        let select = format!(
+            "SELECT model, prompt_per_1m, completion_per_1m, cache_per_1m, {read}, {creation}, {prompt_flag}, \
+             {completion_flag}, {read_flag}, {creation_flag}, coalesce({source}, ''), coalesce({source_model}, ''), \
+             coalesce({raw}, ''), CASE WHEN trim(coalesce({source}, '')) IN ('', 'manual') THEN 1 ELSE 0 END, \
+             updated_at_ms, {synced} FROM legacy_go_model_prices WHERE trim(model) <> ''",
+            read = column("cache_read_per_1m", "0"),
+            creation = column("cache_creation_per_1m", "0"),
+            prompt_flag = column("prompt_configured", "1"),
+            completion_flag = column("completion_configured", "1"),
+            read_flag = column("cache_read_configured", "(cache_read_per_1m != 0)"),
+            creation_flag = column("cache_creation_configured", "(cache_creation_per_1m != 0)"),
+            source = column("source", "NULL"),
+            source_model = column("source_model_id", "NULL"),
+            raw = column("raw_json", "NULL"),
+            synced = column("synced_at_ms", "NULL"),
+        );
+        adopted_prices = sqlx::query(AssertSqlSafe(format!(
+            "INSERT OR IGNORE INTO model_prices (model, prompt_per_1m, completion_per_1m, cache_per_1m, \
+             cache_read_per_1m, cache_creation_per_1m, prompt_configured, completion_configured, \
+             cache_read_configured, cache_creation_configured, source, source_model_id, raw_json, pinned, \
+             updated_at_ms, synced_at_ms) {select}"
+        )))
+        .execute(&mut *transaction)
+        .await
+        .map_err(|error| error::map(error, "adopt Go prices"))?
+        .rows_affected();
+        for (table, key) in [
+            ("model_price_context_tiers", "threshold_tokens"),
+            ("model_price_service_tiers", "mode, service_tier"),
+        ] {
+            let legacy = format!("{LEGACY_PREFIX}{table}");
+            if !table_exists(&mut transaction, &legacy).await? {
+                continue;
+            }
+            let columns = "prompt_per_1m, completion_per_1m, cache_per_1m, cache_read_per_1m, \
+                 cache_creation_per_1m, prompt_configured, completion_configured, cache_configured, \
+                 cache_read_configured, cache_creation_configured";
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT OR IGNORE INTO {table} (model, {key}, {columns}) \
+                 SELECT model, {key}, {columns} FROM {legacy} WHERE model IN (SELECT model FROM model_prices)"
+            )))
+            .execute(&mut *transaction)
+            .await
+            .map_err(|error| error::map(error, "adopt Go price tiers"))?;
+            sqlx::query(AssertSqlSafe(format!("DROP TABLE {legacy}")))
+                .execute(&mut *transaction)
+                .await
+                .map_err(|error| error::map(error, "drop Go price tiers"))?;
+        }
+        sqlx::query("DROP TABLE legacy_go_model_prices")
+            .execute(&mut *transaction)
+            .await
+            .map_err(|error| error::map(error, "drop Go prices"))?;
+    }
+    let mut adopted_aliases = 0;
+    if table_exists(&mut transaction, "legacy_go_api_key_aliases").await? {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT api_key_hash, alias, updated_at_ms FROM legacy_go_api_key_aliases ORDER BY updated_at_ms, api_key_hash",
+        )
+        .fetch_all(&mut *transaction)
+        .await
+        .map_err(|error| error::map(error, "read Go aliases"))?;
+        let mut taken = std::collections::HashSet::new();
+        for (hash, alias, updated_at_ms) in rows {
+            let hash = hash.trim().to_ascii_lowercase();
+            let mut alias = alias.trim().to_string();
+            if hash.is_empty() || alias.is_empty() {
+                continue;
+            }
+            if !taken.insert(aliases::alias_key(&alias)) {
+                alias = format!("{alias} ({})", &hash[..hash.len().min(8)]);
+                taken.insert(aliases::alias_key(&alias));
+                tracing::warn!(alias = %alias, "a Go API key alias differed from another only in case; kept with its hash prefix");
+            }
+            adopted_aliases += sqlx::query(
+                "INSERT OR IGNORE INTO api_key_aliases (api_key_hash, alias, alias_key, updated_at_ms) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&hash)
+            .bind(&alias)
+            .bind(aliases::alias_key(&alias))
+            .bind(updated_at_ms)
+            .execute(&mut *transaction)
+            .await
+            .map_err(|error| error::map(error, "adopt Go alias"))?
+            .rows_affected();
+        }
+        sqlx::query("DROP TABLE legacy_go_api_key_aliases")
+            .execute(&mut *transaction)
+            .await
+            .map_err(|error| error::map(error, "drop Go aliases"))?;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(|error| error::map(error, "commit price adoption"))?;
+    if adopted_prices > 0 || adopted_aliases > 0 {
+        tracing::info!(
+            prices = adopted_prices,
+            aliases = adopted_aliases,
+            "adopted model prices and API key aliases of the Go database"
+        );
+    }
+    Ok(())
+}
+
+async fn column_names(
+    connection: &mut sqlx::SqliteConnection,
+    table: &str,
+) -> Result<Vec<String>, StoreError> {
+    sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+        .bind(table)
+        .fetch_all(connection)
+        .await
+        .map_err(|error| error::map(error, "inspect Go table"))
 }
 
 async fn table_exists(

@@ -17,6 +17,7 @@
 //! - `maintenance`: WAL checkpoints and the database file report.
 //! - `stream`: event streams from one read snapshot (export, compatible usage payload).
 //! - `backup`: consistent online copies of the database (`VACUUM INTO`).
+//! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
@@ -29,6 +30,7 @@ mod gaps;
 mod hints;
 mod legacy;
 mod maintenance;
+mod prices;
 mod rollup;
 mod settings;
 mod stream;
@@ -89,6 +91,7 @@ struct Inner {
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
+    prices: prices::PriceCache,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -142,6 +145,7 @@ impl SqliteStore {
         if adopting_go_database {
             legacy::copy_small_tables(&writer).await?;
         }
+        legacy::adopt_prices_and_aliases(&writer).await?;
         // 2 MiB of page cache per reader: rollup reads touch a few MiB at most
         // and re-read pages come from the OS page cache, so a larger cache
         // per connection mostly adds to the process's resident memory.
@@ -162,6 +166,7 @@ impl SqliteStore {
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
+                prices: prices::PriceCache::default(),
             }),
         })
     }

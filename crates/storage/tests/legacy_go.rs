@@ -5,6 +5,7 @@
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::Decoded;
 use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, SettingsStore, StoreStats};
+use cpamp_domain::prices::{PriceStore, Rate};
 use cpamp_storage::{AdoptionStep, Options, SqliteStore};
 use sqlx::Connection;
 
@@ -39,6 +40,29 @@ async fn write_go_database(path: &std::path::Path) {
         "INSERT INTO settings VALUES ('manager_config_v1', '{\"cpaConnection\":{\"cpaBaseUrl\":\"http://cpa:8317\"}}', 1)",
         "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES ('not json', 'invalid character', 5)",
         "INSERT INTO api_key_aliases VALUES ('kh1', 'ci-bot', 1)",
+        "INSERT INTO api_key_aliases VALUES ('KH2', 'CI-Bot', 2)",
+        // Prices as the current Go release keeps them, with both kinds of tiers.
+        "CREATE TABLE model_prices (model text primary key, prompt_per_1m real not null, completion_per_1m real not null, \
+         cache_per_1m real not null, cache_read_per_1m real not null default 0, cache_creation_per_1m real not null default 0, \
+         prompt_configured integer not null default 0, completion_configured integer not null default 0, \
+         cache_read_configured integer not null default 0, cache_creation_configured integer not null default 0, \
+         source text, source_model_id text, raw_json text, updated_at_ms integer not null, synced_at_ms integer)",
+        "CREATE TABLE model_price_context_tiers (model text not null, threshold_tokens integer not null, \
+         prompt_per_1m real not null default 0, completion_per_1m real not null default 0, cache_per_1m real not null default 0, \
+         cache_read_per_1m real not null default 0, cache_creation_per_1m real not null default 0, \
+         prompt_configured integer not null default 0, completion_configured integer not null default 0, \
+         cache_configured integer not null default 0, cache_read_configured integer not null default 0, \
+         cache_creation_configured integer not null default 0, primary key (model, threshold_tokens))",
+        "CREATE TABLE model_price_service_tiers (model text not null, mode text not null, service_tier text not null, \
+         prompt_per_1m real not null default 0, completion_per_1m real not null default 0, cache_per_1m real not null default 0, \
+         cache_read_per_1m real not null default 0, cache_creation_per_1m real not null default 0, \
+         prompt_configured integer not null default 0, completion_configured integer not null default 0, \
+         cache_configured integer not null default 0, cache_read_configured integer not null default 0, \
+         cache_creation_configured integer not null default 0, primary key (model, mode, service_tier))",
+        "INSERT INTO model_prices VALUES ('gpt-5.5', 5, 40, 0.5, 0.5, 0, 1, 1, 1, 0, 'models.dev', 'openai/gpt-5.5', '{}', 10, 11)",
+        "INSERT INTO model_prices VALUES ('my-alias', 1, 2, 0, 0, 0, 1, 1, 0, 0, 'manual', NULL, NULL, 12, NULL)",
+        "INSERT INTO model_price_context_tiers (model, threshold_tokens, prompt_per_1m, prompt_configured) VALUES ('gpt-5.5', 272000, 10, 1)",
+        "INSERT INTO model_price_service_tiers (model, mode, service_tier, prompt_per_1m, prompt_configured) VALUES ('gpt-5.5', 'fast', 'priority', 12.5, 1)",
     ];
     for statement in statements {
         sqlx::query(statement)
@@ -93,6 +117,28 @@ async fn a_go_database_is_adopted_in_place() {
     let store = SqliteStore::open(Options::new(&path))
         .await
         .expect("open Go database");
+    // Prices (with tiers; the manual one pinned) and aliases are there at once.
+    let prices = store.prices().await.expect("prices");
+    assert_eq!(prices.len(), 2);
+    let synced = &prices["gpt-5.5"];
+    assert_eq!(synced.rates.prompt.value, 5.0);
+    assert_eq!(synced.rates.cache_read, Rate::set(0.5));
+    assert_eq!(synced.source, "models.dev");
+    assert_eq!(synced.source_model_id, "openai/gpt-5.5");
+    assert_eq!(synced.synced_at_ms, Some(11));
+    assert!(!synced.pinned);
+    assert_eq!(synced.context_tiers[0].threshold_tokens, 272_000);
+    assert_eq!(synced.context_tiers[0].rates.prompt, Rate::set(10.0));
+    assert_eq!(synced.service_tiers[0].mode, "fast");
+    assert_eq!(synced.service_tiers[0].rates.prompt, Rate::set(12.5));
+    assert!(prices["my-alias"].pinned, "manual prices are pinned");
+    let aliases = store.api_key_aliases().await.expect("aliases");
+    let aliases: Vec<_> = aliases
+        .iter()
+        .map(|alias| (alias.api_key_hash.as_str(), alias.alias.as_str()))
+        .collect();
+    assert_eq!(aliases, vec![("kh1", "ci-bot"), ("kh2", "CI-Bot (kh2)")]);
+
     // Settings and dead letters are there at once.
     assert!(
         store
@@ -144,8 +190,8 @@ async fn a_go_database_is_adopted_in_place() {
     assert_eq!((outcome.inserted, outcome.skipped), (0, 1));
     store.close().await;
 
-    // The Go event tables are gone, other Go tables stay for later features, and
-    // the raw bodies Go kept were not carried over.
+    // The Go event, price and alias tables are gone, and the raw bodies Go kept
+    // were not carried over.
     let mut check = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .expect("check");
@@ -153,7 +199,7 @@ async fn a_go_database_is_adopted_in_place() {
         .fetch_all(&mut check)
         .await
         .expect("tables");
-    assert_eq!(tables, vec!["legacy_go_api_key_aliases".to_string()]);
+    assert_eq!(tables, Vec::<String>::new());
     let orphan: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM usage_event_identity_ledger WHERE event_id IS NULL",
     )
@@ -177,5 +223,6 @@ async fn a_go_database_is_adopted_in_place() {
         AdoptionStep::Nothing
     );
     assert_eq!(reopened.counts().await.expect("counts").events, 3);
+    assert_eq!(reopened.prices().await.expect("prices").len(), 2);
     reopened.close().await;
 }

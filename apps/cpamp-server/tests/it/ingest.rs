@@ -272,7 +272,9 @@ fn sigterm_commits_what_the_collector_holds() {
 fn demo_mode_shows_data_without_a_cpa() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start_with_args(dir.path(), &["demo"], &[]);
-    let db = db_path(dir.path());
+    // The demo keeps its data apart, even when USAGE_DATA_DIR names the real directory.
+    let db = db_path(&dir.path().join("demo"));
+    assert!(!dir.path().join("usage.sqlite").exists());
     assert!(
         wait_until(STORE_TIMEOUT, || stored_total(&db) >= 100),
         "demo stored nothing; log:\n{}",

@@ -3,9 +3,13 @@
 
 mod analytics;
 mod auth;
+mod cli;
+mod deploy;
+mod docs;
 mod enrichment;
 mod ingest;
 mod metrics;
+mod openapi;
 mod owned_routes;
 mod process;
 mod proxy;

@@ -111,13 +111,13 @@ fn sigterm_stops_the_server_cleanly_and_releases_the_lock() {
 #[test]
 fn invalid_configuration_is_refused_with_the_variable_named() {
     let data = tempfile::tempdir().expect("tempdir");
-    let output = command(data.path(), &[("USAGE_POLL_INTERVAL_MS", "soon")])
+    let output = command(data.path(), &[("CPAMP_LOG_FORMAT", "xml")])
         .output()
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("USAGE_POLL_INTERVAL_MS must be a positive integer"),
+        stderr.contains("CPAMP_LOG_FORMAT (config key logFormat) must be text or json"),
         "stderr: {stderr}"
     );
     assert!(

@@ -6,6 +6,7 @@ mod accounts;
 mod analytics;
 mod health;
 mod metrics;
+pub mod openapi;
 pub mod owned;
 mod panel;
 mod service;
@@ -30,6 +31,7 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     status::configure::<S>(config);
     metrics::configure::<S>(config);
     panel::configure(config);
+    openapi::configure(config);
     // After every resource module: the fallbacks of all Manager-owned paths, so none
     // of them ever reaches the proxy.
     owned::configure(config);

@@ -89,6 +89,7 @@ const fn owned(
 pub const OWNED_ROUTES: &[OwnedRoute] = &[
     // Exact routes outside the management API.
     owned("/health", Exact, Served, Public, "the health check"),
+    owned("/openapi.json", Exact, Served, Public, "the API reference"),
     owned("/status", Exact, Served, Admin, "the status report"),
     owned("/metrics", Exact, Served, Admin, "metrics"),
     owned("/setup", Exact, Served, Public, "setup"),
