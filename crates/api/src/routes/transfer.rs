@@ -694,11 +694,9 @@ fn backup_error(error: BackupError) -> ApiError {
 
 fn backup_dir(transfer: &Transfer, name: &str) -> Result<std::path::PathBuf, ApiError> {
     if !backup::is_backup_name(name) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            format!("backup {name:?} not found"),
-        ));
+        return Err(invalid(format!(
+            "{name:?} is not a backup name; backups are named cpamp-backup-YYYYMMDD-HHMMSS (GET /usage-service/backups lists them)"
+        )));
     }
     let dir = transfer.backups_dir.join(name);
     if !dir.join(backup::MANIFEST_FILE).is_file() {

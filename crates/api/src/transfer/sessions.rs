@@ -420,6 +420,7 @@ impl ImportSessions {
 
     /// `GET /import-sessions/{id}`.
     pub fn get(&self, id: &str, now_ms: i64) -> Result<SessionView, SessionError> {
+        check_id(id)?;
         self.cleanup(now_ms);
         let sessions = self.lock()?;
         sessions
@@ -437,6 +438,7 @@ impl ImportSessions {
         declared_length: Option<u64>,
         now_ms: i64,
     ) -> Result<ChunkUpload, SessionError> {
+        check_id(id)?;
         self.cleanup(now_ms);
         let mut sessions = self.lock()?;
         let entry = sessions.get_mut(id).ok_or_else(|| not_found(id))?;
@@ -553,6 +555,7 @@ impl ImportSessions {
         id: &str,
         now_ms: i64,
     ) -> Result<(SessionView, Option<ImportJob>), SessionError> {
+        check_id(id)?;
         self.cleanup(now_ms);
         let mut sessions = self.lock()?;
         let entry = sessions.get_mut(id).ok_or_else(|| not_found(id))?;
@@ -667,6 +670,7 @@ impl ImportSessions {
     /// back; a running import is asked to stop and the session stays
     /// `processing` (answered with 202) until it has.
     pub fn cancel(&self, id: &str, now_ms: i64) -> Result<SessionView, SessionError> {
+        check_id(id)?;
         self.cleanup(now_ms);
         let mut sessions = self.lock()?;
         let entry = sessions.get_mut(id).ok_or_else(|| not_found(id))?;
@@ -842,6 +846,22 @@ impl ImportSessions {
 
 fn ttl_ms(config: &SessionConfig) -> i64 {
     i64::try_from(config.ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Session ids are 32 lowercase hex characters; anything else is a bad request.
+fn check_id(id: &str) -> Result<(), SessionError> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(SessionError::new(
+            SessionErrorKind::InvalidRequest,
+            format!("{id:?} is not a session id (32 lowercase hexadecimal characters)"),
+        ))
+    }
 }
 
 fn not_found(id: &str) -> SessionError {
