@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use config::{Config, File, FileFormat};
+use cpamp_api::state::{AutomationStartup, StartupSwitch};
 use cpamp_domain::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +82,8 @@ pub struct Settings {
     pub import_sessions: ImportSessionLimits,
     /// Environment variables that were set (for env-locked settings).
     pub env_set: Vec<&'static str>,
+    /// The account processing switches (quota cooldown, account actions, auto-disable).
+    pub automation: cpamp_api::state::AutomationStartup,
     /// Values read leniently or not applied, each naming its variable or key; logged at
     /// start and shown by the doctor.
     pub warnings: Vec<String>,
@@ -132,6 +135,9 @@ struct RawFile {
     usage_import_max_sessions: Option<i64>,
     #[serde(rename = "usageImportSessionTTLMinutes")]
     usage_import_session_ttl_minutes: Option<i64>,
+    quota_cooldown_enabled: Option<bool>,
+    account_actions_enabled: Option<bool>,
+    account_actions_auto_disable: Option<bool>,
 }
 
 /// Where settings come from. Tests pass their own environment map.
@@ -426,6 +432,29 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         ),
         &mut warnings,
     );
+    // Each switch: the environment (which locks it against the policy API), else the
+    // config file, else off.
+    let mut switch = |name: &'static str, from_file: Option<bool>| match env(name) {
+        Some(value) => StartupSwitch {
+            value: lenient_bool(name, &value, &mut warnings),
+            from_env: true,
+        },
+        None => StartupSwitch {
+            value: from_file.unwrap_or(false),
+            from_env: false,
+        },
+    };
+    let automation = AutomationStartup {
+        quota_cooldown: switch("USAGE_QUOTA_COOLDOWN_ENABLED", file.quota_cooldown_enabled),
+        account_actions: switch(
+            "USAGE_ACCOUNT_ACTIONS_ENABLED",
+            file.account_actions_enabled,
+        ),
+        auto_disable: switch(
+            "USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE",
+            file.account_actions_auto_disable,
+        ),
+    };
 
     Ok(Settings {
         config_path,
@@ -450,6 +479,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         log_format,
         import_sessions,
         env_set,
+        automation,
         warnings,
     })
 }

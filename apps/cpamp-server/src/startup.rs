@@ -82,7 +82,7 @@ impl Application {
         let startup = startup_config(&settings);
         let automation = Automation::default();
         let collector = Collector::new(
-            IngestSink::new(store.clone(), automation.enricher.clone()),
+            IngestSink::new(store.clone(), automation.clone()),
             StatusHandle::new(startup.collector_mode.as_str(), &startup.queue),
         );
         automation
@@ -135,6 +135,9 @@ impl Application {
         // collector starts receiving again.
         let gap_tracker =
             GapTracker::start(store.clone(), collector.status().clone(), now_ms).await;
+        // Automation workers start before the collector, so no collected failure
+        // misses them (and due quota cooldowns are restored at once).
+        Automation::start(state.clone()).await;
         // The collector runs with the connection in effect: env-managed, else the saved
         // manager config, else the legacy setup row (server-core §3.6, §4.1).
         if let Err(error) = cpamp_api::connection::apply_collector(&state).await {
@@ -277,6 +280,7 @@ fn startup_config(settings: &Settings) -> StartupConfig {
         poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(500),
         query_limit: settings.query_limit,
         tls_skip_verify: settings.tls_skip_verify,
+        automation: settings.automation,
     }
 }
 

@@ -67,7 +67,7 @@ pub fn configure<S: Store>(config: &mut web::ServiceConfig) {
 }
 
 /// How the upstream request is authorised.
-enum Credential {
+pub(crate) enum Credential {
     /// Replace `Authorization` with the saved CPA Management Key.
     Management(String),
     /// Forward the caller's `Authorization` untouched (CPA API key for `/v1/models`).
@@ -88,6 +88,19 @@ async fn dispatch<S: Store>(
             .await?
             .ok_or_else(ApiError::not_configured)?;
         let key = connection.management_key.expose().to_string();
+        // Auth-file status changes and deletes are serialised with account automation
+        // and end its claims on the credential.
+        if let Some(kind) = crate::automation::bookkeeping::classify(request.method(), &path) {
+            return crate::automation::bookkeeping::forward(
+                kind,
+                &request,
+                payload,
+                &state,
+                &connection.base_url,
+                key,
+            )
+            .await;
+        }
         return forward(
             &request,
             payload,
@@ -128,7 +141,7 @@ type ProxyBody = Either<
     StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>,
 >;
 
-async fn forward(
+pub(crate) async fn forward(
     request: &HttpRequest,
     payload: web::Payload,
     base_url: &str,

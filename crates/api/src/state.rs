@@ -3,6 +3,7 @@
 use cpamp_collector::{Collector, Mode, PopSide};
 use cpamp_domain::Secret;
 use cpamp_domain::analytics::query::AnalyticsStore;
+use cpamp_domain::automation::store::{AuditStore, CandidateStore, CooldownStore};
 use cpamp_domain::crypto::{DataKey, SealError};
 use cpamp_domain::ports::{
     DatabaseBackup, DatabaseStats, EventSink, EventStream, GapStore, KeyHints, SettingsStore,
@@ -25,6 +26,9 @@ pub trait Store:
     + DatabaseStats
     + EventStream
     + DatabaseBackup
+    + CooldownStore
+    + CandidateStore
+    + AuditStore
 {
 }
 
@@ -38,6 +42,9 @@ impl<T> Store for T where
         + DatabaseStats
         + EventStream
         + DatabaseBackup
+        + CooldownStore
+        + CandidateStore
+        + AuditStore
 {
 }
 
@@ -87,6 +94,25 @@ pub struct StartupConfig {
     pub poll_interval_ms: u64,
     pub query_limit: i64,
     pub tls_skip_verify: bool,
+    /// The account processing switches from env and config file.
+    pub automation: AutomationStartup,
+}
+
+/// One automation switch as the environment or config file set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartupSwitch {
+    pub value: bool,
+    /// Set by its environment variable, which locks it against changes through the API.
+    pub from_env: bool,
+}
+
+/// `USAGE_QUOTA_COOLDOWN_ENABLED`, `USAGE_ACCOUNT_ACTIONS_ENABLED` and
+/// `USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE` (or their config-file keys).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AutomationStartup {
+    pub quota_cooldown: StartupSwitch,
+    pub account_actions: StartupSwitch,
+    pub auto_disable: StartupSwitch,
 }
 
 impl Default for StartupConfig {
@@ -100,6 +126,7 @@ impl Default for StartupConfig {
             poll_interval_ms: 500,
             query_limit: 50_000,
             tls_skip_verify: false,
+            automation: AutomationStartup::default(),
         }
     }
 }

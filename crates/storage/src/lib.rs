@@ -17,11 +17,13 @@
 //! - `maintenance`: WAL checkpoints and the database file report.
 //! - `stream`: event streams from one read snapshot (export, compatible usage payload).
 //! - `backup`: consistent online copies of the database (`VACUUM INTO`).
+//! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
 //! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
 
 mod analytics;
+mod automation;
 mod backup;
 mod dims;
 mod error;
@@ -144,6 +146,13 @@ impl SqliteStore {
         })?;
         if adopting_go_database {
             legacy::copy_small_tables(&writer).await?;
+            let mut connection = writer
+                .acquire()
+                .await
+                .map_err(|error| error::map(error, "adopt Go automation tables"))?;
+            automation::adopt_go_tables(&mut connection)
+                .await
+                .map_err(|error| error::map(error, "adopt Go automation tables"))?;
         }
         legacy::adopt_prices_and_aliases(&writer).await?;
         // 2 MiB of page cache per reader: rollup reads touch a few MiB at most

@@ -2,6 +2,7 @@
 //! letters are there at once, its events are adopted in the background with their
 //! hashes, and a payload CPA delivers again still dedupes against them.
 
+use cpamp_domain::automation::store::{CandidateStore, CooldownStore};
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::Decoded;
 use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, SettingsStore, StoreStats};
@@ -40,6 +41,27 @@ async fn write_go_database(path: &std::path::Path) {
         "INSERT INTO settings VALUES ('manager_config_v1', '{\"cpaConnection\":{\"cpaBaseUrl\":\"http://cpa:8317\"}}', 1)",
         "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES ('not json', 'invalid character', 5)",
         "INSERT INTO api_key_aliases VALUES ('kh1', 'ci-bot', 1)",
+        // Account automation: one active and one ended cooldown, one pending candidate.
+        "CREATE TABLE quota_cooldowns (id INTEGER PRIMARY KEY AUTOINCREMENT, auth_file_name TEXT NOT NULL, \
+         auth_index TEXT, account_snapshot TEXT, provider TEXT, reason_code TEXT, window_kind TEXT, \
+         evidence_json TEXT, recover_at_ms INTEGER NOT NULL, owner TEXT NOT NULL, event_hash TEXT, \
+         pre_disabled_state INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, disabled_at_ms INTEGER, \
+         recovered_at_ms INTEGER, last_error TEXT, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL)",
+        "CREATE UNIQUE INDEX idx_quota_cooldowns_active ON quota_cooldowns(auth_file_name, owner) WHERE status = 'active'",
+        "INSERT INTO quota_cooldowns (auth_file_name, auth_index, account_snapshot, provider, reason_code, window_kind, \
+         recover_at_ms, owner, status, disabled_at_ms, created_at_ms, updated_at_ms) VALUES \
+         ('codex-a.json', '3f9c', 'a@example.com', 'codex', 'codex_usage_limit_reached', 'weekly', 1900000000000, \
+          'cpamp_usage_429', 'active', 1787000000000, 1787000000000, 1787000000000), \
+         ('codex-b.json', NULL, NULL, 'codex', NULL, NULL, 1787000000000, 'cpamp_usage_429', 'recovered', 1, 1, 1)",
+        "CREATE TABLE account_action_candidates (id INTEGER PRIMARY KEY AUTOINCREMENT, action_type TEXT NOT NULL, \
+         status TEXT NOT NULL, provider TEXT, auth_file_name TEXT NOT NULL, auth_index TEXT, account_snapshot TEXT, \
+         account_id_snapshot TEXT, auth_label TEXT, reason_code TEXT, reason TEXT NOT NULL, \
+         auto_disable_eligible INTEGER NOT NULL DEFAULT 0, auto_disabled_at_ms INTEGER, evidence_json TEXT, \
+         last_error TEXT, first_seen_at_ms INTEGER NOT NULL, last_seen_at_ms INTEGER NOT NULL, \
+         hit_count INTEGER NOT NULL DEFAULT 1, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL)",
+        "INSERT INTO account_action_candidates (action_type, status, provider, auth_file_name, auth_index, reason_code, \
+         reason, auto_disable_eligible, first_seen_at_ms, last_seen_at_ms, hit_count, created_at_ms, updated_at_ms) \
+         VALUES ('reauth', 'pending', 'codex', 'codex-c.json', '77', 'token_revoked', 'reauthorize', 1, 5, 9, 4, 5, 9)",
         "INSERT INTO api_key_aliases VALUES ('KH2', 'CI-Bot', 2)",
         // Prices as the current Go release keeps them, with both kinds of tiers.
         "CREATE TABLE model_prices (model text primary key, prompt_per_1m real not null, completion_per_1m real not null, \
@@ -148,6 +170,23 @@ async fn a_go_database_is_adopted_in_place() {
             .is_some()
     );
     assert_eq!(store.counts().await.expect("counts").dead_letters, 1);
+    // Go's cooldowns (restores still due) and pending candidates carry on.
+    let cooldowns = store.active_cooldowns().await.expect("cooldowns");
+    assert_eq!(cooldowns.len(), 1);
+    assert_eq!(
+        (
+            cooldowns[0].auth_file_name.as_str(),
+            cooldowns[0].auth_index.as_str(),
+            cooldowns[0].recover_at_ms
+        ),
+        ("codex-a.json", "3f9c", 1_900_000_000_000)
+    );
+    let (candidates, pending) = store.candidates(None, 10).await.expect("candidates");
+    assert_eq!((candidates.len(), pending), (1, 1));
+    assert_eq!(
+        (candidates[0].hit_count, candidates[0].reason_code.as_str()),
+        (4, "token_revoked")
+    );
 
     // Events arrive in batches through the ingest path.
     assert_eq!(

@@ -32,21 +32,6 @@ pub const NOT_APPLIED: &[NotApplied] = &[
         instead: "cpamp writes its hour and day rollups in the same transaction as every stored \
                   batch, so they are always current and there is no worker to switch off",
     },
-    NotApplied {
-        env: "USAGE_QUOTA_COOLDOWN_ENABLED",
-        key: Some("quotaCooldownEnabled"),
-        instead: "this version has no quota cooldowns yet; the switch applies once it does",
-    },
-    NotApplied {
-        env: "USAGE_ACCOUNT_ACTIONS_ENABLED",
-        key: Some("accountActionsEnabled"),
-        instead: "this version has no account actions yet; the switch applies once it does",
-    },
-    NotApplied {
-        env: "USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE",
-        key: Some("accountActionsAutoDisable"),
-        instead: "this version has no account actions yet; the switch applies once it does",
-    },
 ];
 
 /// Warnings for the [`NOT_APPLIED`] settings that are present, from the environment
@@ -196,16 +181,18 @@ mod tests {
     fn present_settings_warn_with_their_name_and_what_to_use() {
         let warnings = not_applied_warnings(
             |name| (name == "CPA_MANAGER_PPROF_ADDR").then(|| "127.0.0.1:6060".to_string()),
-            |key| key == "accountActionsEnabled",
+            |_| false,
         );
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].starts_with(
                 "CPA_MANAGER_PPROF_ADDR=\"127.0.0.1:6060\" is accepted but not applied"
             )
         );
         assert!(warnings[0].contains("/metrics"));
-        assert!(warnings[1].starts_with("config key accountActionsEnabled is accepted"));
+        let warnings = not_applied_warnings(|_| None, |key| key == "pprofAddr");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("config key pprofAddr is accepted but not applied"));
         assert!(not_applied_warnings(|_| None, |_| false).is_empty());
     }
 }

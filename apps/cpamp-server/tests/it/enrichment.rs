@@ -8,7 +8,7 @@ use cpamp_testkit::events::ACCOUNTS;
 use cpamp_testkit::{Account, AuthFile, PayloadSpec};
 use serde_json::Value;
 
-use crate::support::live::{LiveCpa, db_path, env_refs, stored_total, wait_until};
+use crate::support::live::{LiveCpa, db_path, stored_total, wait_until};
 use crate::support::{ADMIN_KEY, ServerProcess, client, json_of};
 
 const ALICE: Account = ACCOUNTS[0];
@@ -22,19 +22,6 @@ const ERIN: Account = Account {
     auth_type: "oauth",
     file_name: "codex-erin@example.com.json",
 };
-
-fn start(dir: &tempfile::TempDir, cpa: &LiveCpa) -> ServerProcess {
-    let mut env = cpa.server_env("auto");
-    env.push(("CPA_MANAGER_ADMIN_KEY".into(), ADMIN_KEY.into()));
-    let server = ServerProcess::start(dir.path(), &env_refs(&env));
-    assert!(
-        server.wait_for_log("collector starting", Duration::from_secs(10)),
-        "{}",
-        server.log_text()
-    );
-    assert!(cpa.wait_for_subscriber(Duration::from_secs(10)));
-    server
-}
 
 /// A Codex answer with quota headers, so header snapshots list its credential.
 fn codex_event(account: Account, request_id: &str) -> PayloadSpec {
@@ -91,7 +78,7 @@ fn history(server: &ServerProcess, account: Account) -> Value {
 fn events_are_labelled_from_auth_files_and_account_history_matches() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cpa = LiveCpa::start(|options| options.record_requests = true);
-    let server = start(&dir, &cpa);
+    let server = cpa.start_server(&dir, &[]);
 
     for id in ["a0000001", "a0000002"] {
         cpa.cpa.push_raw(codex_event(ALICE, id).payload());
@@ -144,7 +131,7 @@ fn a_slow_or_silent_auth_file_listing_delays_no_batch() {
     let cpa = LiveCpa::start(|_| {});
     // CPA accepts the listing request but never answers it.
     cpa.cpa.set_auth_files_delay(Duration::from_secs(3600));
-    let server = start(&dir, &cpa);
+    let server = cpa.start_server(&dir, &[]);
     let db = db_path(dir.path());
 
     // Each event is stored promptly although every listing hangs (the Go server waited

@@ -3,6 +3,7 @@
 
 mod analytics;
 mod auth;
+mod automation;
 mod cli;
 mod deploy;
 mod docs;

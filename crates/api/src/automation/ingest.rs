@@ -1,40 +1,57 @@
 //! The ingest pipeline around the store: every batch the collector hands over is labelled
-//! with CPA's auth files before it is stored ([`super::enrich`]).
+//! with CPA's auth files before it is stored ([`super::enrich`]), and the failures stored
+//! for the first time are handed to account automation afterwards.
 //!
 //! [`IngestSink`] wraps the store's [`EventSink`], so the collector stays unaware of
-//! automation, and imports (which do not go through the collector) are never enriched.
-
-use std::sync::Arc;
+//! automation. Imports and adoption do not go through the collector, so they are never
+//! enriched and never trigger automation.
 
 use cpamp_domain::StoreError;
 use cpamp_domain::ports::{BatchOutcome, EventSink, IngestBatch};
 
-use super::enrich::Enricher;
+use super::Automation;
 
-/// The collector's sink: enrichment, then the store.
+/// The collector's sink: enrichment, the store, then automation.
 pub struct IngestSink<S> {
     store: S,
-    enricher: Arc<Enricher>,
+    automation: Automation,
 }
 
 impl<S: Clone> Clone for IngestSink<S> {
     fn clone(&self) -> IngestSink<S> {
         IngestSink {
             store: self.store.clone(),
-            enricher: self.enricher.clone(),
+            automation: self.automation.clone(),
         }
     }
 }
 
 impl<S: EventSink> IngestSink<S> {
-    pub fn new(store: S, enricher: Arc<Enricher>) -> IngestSink<S> {
-        IngestSink { store, enricher }
+    pub fn new(store: S, automation: Automation) -> IngestSink<S> {
+        IngestSink { store, automation }
     }
 }
 
 impl<S: EventSink> EventSink for IngestSink<S> {
     async fn store_batch(&self, mut batch: IngestBatch) -> Result<BatchOutcome, StoreError> {
-        self.enricher.enrich(&mut batch);
-        self.store.store_batch(batch).await
+        self.automation.enricher.enrich(&mut batch);
+        // Only failures can trigger automation; keep them to hand over once stored.
+        let failures: Vec<(usize, cpamp_domain::UsageEvent)> = batch
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| event.failed)
+            .map(|(index, event)| (index, event.clone()))
+            .collect();
+        let outcome = self.store.store_batch(batch).await?;
+        if !failures.is_empty() {
+            let fresh: Vec<cpamp_domain::UsageEvent> = failures
+                .into_iter()
+                .filter(|(index, _)| outcome.fresh.binary_search(index).is_ok())
+                .map(|(_, event)| event)
+                .collect();
+            self.automation.collected(fresh);
+        }
+        Ok(outcome)
     }
 }

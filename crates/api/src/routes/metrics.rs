@@ -226,6 +226,49 @@ async fn metrics<S: Store>(
             count as f64,
         );
     }
+    out.family(
+        "cpamp_automation_actions_total",
+        "counter",
+        "Account automation decisions since the process started, by actor (quota_cooldown, account_actions, inspection, operator), action and outcome (ok, failed, skipped).",
+    );
+    for ((actor, action, outcome), count) in state.automation.audit.counts() {
+        out.sample(
+            "cpamp_automation_actions_total",
+            &[("actor", actor), ("action", &action), ("outcome", outcome)],
+            count as f64,
+        );
+    }
+    let enricher = state.automation.enricher.stats();
+    out.family(
+        "cpamp_enrichment_events_total",
+        "counter",
+        "Usage events labelled with CPA's auth files since the process started.",
+    );
+    out.sample(
+        "cpamp_enrichment_events_total",
+        &[],
+        enricher.enriched_events as f64,
+    );
+    out.family(
+        "cpamp_enrichment_failed_fetches_total",
+        "counter",
+        "Failed CPA auth-file listings for enrichment since the process started.",
+    );
+    out.sample(
+        "cpamp_enrichment_failed_fetches_total",
+        &[],
+        enricher.failed_fetches as f64,
+    );
+    out.family(
+        "cpamp_automation_dropped_events_total",
+        "counter",
+        "Stored failures account automation skipped because its workers were behind.",
+    );
+    out.sample(
+        "cpamp_automation_dropped_events_total",
+        &[],
+        state.automation.dropped_events() as f64,
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(out.text))

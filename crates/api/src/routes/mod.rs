@@ -4,6 +4,7 @@
 
 mod accounts;
 mod analytics;
+mod automation;
 mod health;
 mod metrics;
 pub mod openapi;
@@ -26,6 +27,7 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     // Before analytics: the export and import paths sit under `/usage`.
     transfer::configure::<S>(config);
     analytics::configure::<S>(config);
+    automation::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);
     status::configure::<S>(config);

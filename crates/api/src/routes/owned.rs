@@ -104,18 +104,25 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/usage-service/account-processing-policy",
         Exact,
-        Pending,
+        Served,
         Admin,
         "the account processing policy",
     ),
     owned(
         "/usage-service/quota-cooldowns",
         Exact,
-        Pending,
+        Served,
         Admin,
         "quota cooldowns",
     ),
     owned("/usage-service/backups", Subtree, Served, Admin, "backups"),
+    owned(
+        "/usage-service/automation-audit",
+        Exact,
+        Served,
+        Admin,
+        "the automation audit log",
+    ),
     owned("/management.html", Exact, Served, Public, "the panel"),
     // Management API heads the Manager answers itself.
     owned(
@@ -135,7 +142,7 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/v0/management/account-action-candidates",
         Subtree,
-        Pending,
+        Served,
         Admin,
         "the account action queue",
     ),

@@ -94,16 +94,7 @@ async fn get_config<S: Store>(
     let effective = manager_config::load(&state).await?;
     let resolution = connection::resolution_of(&effective);
     // Before setup (no usable key) the page is open, so the panel can show the form.
-    if let Resolution::Configured(_) = resolution {
-        let backend: &dyn AuthBackend = state.get_ref();
-        auth::check_admin(
-            &authenticator,
-            Some(backend),
-            request.peer_addr().map(|addr| addr.ip()),
-            auth::bearer_token(&request).as_deref(),
-        )
-        .await?;
-    }
+    admin_once_configured(&request, &state, &authenticator, &resolution).await?;
     let mut body = json!({
         "config": effective.to_response(),
         "source": effective.source.as_str(),
@@ -115,6 +106,27 @@ async fn get_config<S: Store>(
         body["cpaUsage"] = usage.to_json();
     }
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// The admin key, required only once a CPA connection is set up: the reads the panel
+/// needs to show its setup form stay open before that.
+pub(crate) async fn admin_once_configured<S: Store>(
+    request: &HttpRequest,
+    state: &AppState<S>,
+    authenticator: &AdminAuthenticator,
+    resolution: &Resolution,
+) -> Result<(), ApiError> {
+    if let Resolution::Configured(_) = resolution {
+        let backend: &dyn AuthBackend = state;
+        auth::check_admin(
+            authenticator,
+            Some(backend),
+            request.peer_addr().map(|addr| addr.ip()),
+            auth::bearer_token(request).as_deref(),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]

@@ -54,6 +54,31 @@ impl LiveCpa {
         ]
     }
 
+    /// Starts the real server collecting from this fake with `SUBSCRIBE` (so CPA's
+    /// refresh announcements arrive), the test admin key and `extra` environment, and
+    /// waits until it is subscribed.
+    pub fn start_server(
+        &self,
+        dir: &tempfile::TempDir,
+        extra: &[(&str, &str)],
+    ) -> super::ServerProcess {
+        let mut env = self.server_env("auto");
+        env.push(("CPA_MANAGER_ADMIN_KEY".into(), super::ADMIN_KEY.into()));
+        env.extend(
+            extra
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
+        );
+        let server = super::ServerProcess::start(dir.path(), &env_refs(&env));
+        assert!(
+            server.wait_for_log("collector starting", Duration::from_secs(10)),
+            "{}",
+            server.log_text()
+        );
+        assert!(self.wait_for_subscriber(Duration::from_secs(10)));
+        server
+    }
+
     /// Emits `count` events as CPA would, over time.
     pub fn emit(&self, count: usize) -> Vec<EmittedEvent> {
         runtime().block_on(self.cpa.emit(count))
