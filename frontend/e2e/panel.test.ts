@@ -154,6 +154,8 @@ describe('the panel', () => {
     await page.keyboard.press('Escape');
     await expect(page.getByTestId('event-detail').count()).resolves.toBe(0);
     await page.getByTestId('filter-clear').click();
+    await expect(page.getByTestId('filter-model').inputValue()).resolves.toBe('');
+    await expect.poll(() => rows.count(), { timeout: 20_000 }).toBe(emitted);
   });
 
   test('the price page says plainly that this server has no price API yet', async () => {
@@ -199,6 +201,7 @@ describe('the panel', () => {
       ['system', '#/system'],
     ];
     for (const theme of ['light', 'dark'] as const) {
+      await page.setViewportSize(DESKTOP);
       await go('#/');
       await page.getByTestId('theme-select').selectOption(theme);
       for (const [width, viewport] of [['desktop', DESKTOP], ['phone', PHONE]] as const) {
@@ -213,6 +216,8 @@ describe('the panel', () => {
     await go('#/');
     const menu = page.getByRole('button', { name: 'Menu' });
     await menu.click();
+    // On a phone the language and theme pickers live in the drawer.
+    await expect(page.getByTestId('theme-select-drawer').isVisible()).resolves.toBe(true);
     await page.locator('.sidebar').getByRole('link', { name: 'System' }).click();
     await page.getByTestId('page-system').waitFor();
     await expect(menu.getAttribute('aria-expanded')).resolves.toBe('false');

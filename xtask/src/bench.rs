@@ -8,6 +8,8 @@
 //!   bytes per event and the query process's peak RSS.
 //! - `ingest-live`: events/s from the fake CPA into committed SQLite rows per transport
 //!   (HTTP queue, RESP pop, SUBSCRIBE) and the resident memory while doing it.
+//! - `panel`: the dashboard's first meaningful paint in Chromium against the release
+//!   server on a 1M-event database, beside an empty one (see `frontend.rs`).
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
 //!   release binary on an empty data directory, and its resident memory then.
 
@@ -18,7 +20,14 @@ use std::time::{Duration, Instant};
 
 use xshell::{Shell, cmd};
 
-pub const NAMES: &[&str] = &["analytics", "decode", "ingest", "ingest-live", "startup"];
+pub const NAMES: &[&str] = &[
+    "analytics",
+    "decode",
+    "ingest",
+    "ingest-live",
+    "panel",
+    "startup",
+];
 
 pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
     let name = args.first().map(String::as_str).unwrap_or("");
@@ -49,6 +58,7 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
         .run()
         .map_err(|error| error.to_string()),
         "startup" => startup(shell),
+        "panel" => crate::frontend::bench(shell, extra),
         _ => Err(format!(
             "unknown benchmark {name:?}; one of: {}",
             NAMES.join(", ")

@@ -8,6 +8,9 @@
 //!   differs from the committed file; also type-checks and runs the unit tests (vitest).
 //! - `e2e`: builds the server and the fake CPA, installs Debian's Chromium when it is
 //!   missing, and drives the panel through the operator's path (playwright-core).
+//! - `bench panel [--size N] [--data-dir DIR] [--runs R]`: the dashboard's first
+//!   meaningful paint in Chromium against the release server on a database of N
+//!   synthetic events (1,000,000; filled once into DIR), beside an empty database.
 //!
 //! A clone needs no Node to build or run the server: only these commands use it.
 
@@ -193,4 +196,53 @@ pub fn ensure_chromium(shell: &Shell) -> Result<(), String> {
             "{CHROMIUM} is still missing after installing chromium"
         ))
     }
+}
+
+/// `cargo xtask bench panel`: first meaningful paint of the dashboard on a large database.
+pub fn bench(shell: &Shell, args: &[String]) -> Result<(), String> {
+    let mut size = "1000000".to_string();
+    let mut data_dir: Option<PathBuf> = None;
+    let mut runs = "7".to_string();
+    let mut list = args.iter();
+    while let Some(arg) = list.next() {
+        let mut value = || {
+            list.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--size" => size = value()?.replace('_', ""),
+            "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
+            "--runs" => runs = value()?,
+            other => {
+                return Err(format!(
+                    "unknown option {other:?}; use --size N, --data-dir DIR, --runs R"
+                ));
+            }
+        }
+    }
+    ensure_packages(shell)?;
+    ensure_chromium(shell)?;
+    cmd!(
+        shell,
+        "cargo build --release --locked -p cpamp-server -p cpamp-storage -p cpamp-testkit --bin cpamp-server --example fill_synthetic --example fake_cpa"
+    )
+    .run()
+    .map_err(|error| error.to_string())?;
+    let release = target_dir().join("release");
+    let data_dir = data_dir.unwrap_or_else(|| target_dir().join(format!("bench-panel-{size}")));
+    let database = data_dir.join("usage.sqlite");
+    let fill = release.join("examples/fill_synthetic");
+    cmd!(shell, "{fill} {database} {size}")
+        .run()
+        .map_err(|error| error.to_string())?;
+    let _dir = shell.push_dir(crate::project_root().join("frontend"));
+    cmd!(shell, "npm run --silent bench")
+        .env("CPAMP_SERVER_BIN", release.join("cpamp-server"))
+        .env("CPAMP_FAKE_CPA_BIN", release.join("examples/fake_cpa"))
+        .env("CPAMP_CHROMIUM", CHROMIUM)
+        .env("CPAMP_BENCH_DATA_DIR", &data_dir)
+        .env("CPAMP_BENCH_RUNS", runs)
+        .run()
+        .map_err(|error| error.to_string())
 }

@@ -15,6 +15,7 @@
 
 use cpamp_collector::{Mode, PopSide};
 use cpamp_domain::Secret;
+use cpamp_domain::automation::inspection::InspectionConfig;
 use cpamp_domain::crypto::SealError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -173,7 +174,7 @@ impl EffectiveConfig {
         let mut config = json!({
             "cpaConnection": connection,
             "collector": collector,
-            "codexInspection": codex_defaults_over(&self.codex_inspection),
+            "codexInspection": InspectionConfig::from_stored(&self.codex_inspection).to_json(),
             "externalUsageService": {"enabled": false},
         });
         if let Some(updated) = self.updated_at_ms {
@@ -181,30 +182,6 @@ impl EffectiveConfig {
         }
         config
     }
-}
-
-/// Codex inspection defaults (the feature lives elsewhere; its document is kept as sent).
-fn codex_defaults_over(saved: &Value) -> Value {
-    let mut value = json!({
-        "enabled": false,
-        "schedule": {"mode": "interval", "timePoints": [], "intervalMinutes": 60, "timeZone": ""},
-        "targetTypes": ["codex"],
-        "targetType": "codex",
-        "workers": 4,
-        "deleteWorkers": 4,
-        "timeout": 15000,
-        "retries": 0,
-        "usedPercentThreshold": 100,
-        "sampleSize": 0,
-        "autoActionMode": "none",
-        "autoRecoverEnabled": false,
-    });
-    if let (Some(target), Some(saved)) = (value.as_object_mut(), saved.as_object()) {
-        for (name, member) in saved {
-            target.insert(name.clone(), member.clone());
-        }
-    }
-    value
 }
 
 /// Startup defaults for the collector fields (§1.3), before anything saved is applied.

@@ -3,6 +3,7 @@
 use cpamp_collector::{Collector, Mode, PopSide};
 use cpamp_domain::Secret;
 use cpamp_domain::analytics::query::AnalyticsStore;
+use cpamp_domain::automation::runs::InspectionStore;
 use cpamp_domain::automation::store::{AuditStore, CandidateStore, CooldownStore};
 use cpamp_domain::crypto::{DataKey, SealError};
 use cpamp_domain::ports::{
@@ -29,6 +30,7 @@ pub trait Store:
     + CooldownStore
     + CandidateStore
     + AuditStore
+    + InspectionStore
 {
 }
 
@@ -45,6 +47,7 @@ impl<T> Store for T where
         + CooldownStore
         + CandidateStore
         + AuditStore
+        + InspectionStore
 {
 }
 

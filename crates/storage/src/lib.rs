@@ -18,6 +18,7 @@
 //! - `stream`: event streams from one read snapshot (export, compatible usage payload).
 //! - `backup`: consistent online copies of the database (`VACUUM INTO`).
 //! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
+//! - `inspection`: server inspection runs, results, logs, the run lease and ownership.
 //! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
@@ -30,6 +31,7 @@ mod error;
 mod events;
 mod gaps;
 mod hints;
+mod inspection;
 mod legacy;
 mod maintenance;
 mod prices;

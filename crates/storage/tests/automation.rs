@@ -243,3 +243,93 @@ async fn the_audit_log_pages_newest_first() {
     assert_eq!(page[0].actor, "operator");
     assert_eq!(store.prune_audit(3).await.expect("prune"), 2);
 }
+
+#[tokio::test]
+async fn one_inspection_run_holds_the_lease_at_a_time() {
+    use cpamp_domain::automation::runs::{InspectionStore, NewRun, StartRefusal};
+    let (_directory, store) = open().await;
+    let run = |key: &str| NewRun {
+        trigger_type: if key.is_empty() {
+            "manual"
+        } else {
+            "scheduled"
+        }
+        .into(),
+        trigger_key: key.into(),
+        settings_json: "{}".into(),
+        owner_id: "host:1".into(),
+    };
+    let first = store
+        .begin_run(run(""), 1_000, 30_000)
+        .await
+        .expect("begin")
+        .expect("started");
+    assert_eq!(first.status, "running");
+    assert_eq!(
+        store
+            .begin_run(run(""), 2_000, 30_000)
+            .await
+            .expect("begin"),
+        Err(StartRefusal::AlreadyRunning)
+    );
+    assert!(
+        store
+            .renew_lease(first.id, "host:1", 20_000, 30_000)
+            .await
+            .expect("renew")
+    );
+    assert!(
+        !store
+            .renew_lease(first.id, "other:2", 20_000, 30_000)
+            .await
+            .expect("renew")
+    );
+    // The owner vanished: once the lease expires a new run may start, and the old one
+    // is marked interrupted.
+    let second = store
+        .begin_run(run("interval:60:1"), 60_000, 30_000)
+        .await
+        .expect("begin")
+        .expect("started");
+    let old = store.run(first.id).await.expect("read").expect("run");
+    assert_eq!(old.status, "interrupted");
+    assert!(!old.error.is_empty());
+    let mut finished = second.clone();
+    finished.status = "completed".into();
+    finished.finished_at_ms = Some(61_000);
+    store.finish_run(finished).await.expect("finish");
+    assert_eq!(
+        store.lease().await.expect("lease"),
+        None,
+        "finishing releases the lease"
+    );
+    assert_eq!(
+        store
+            .begin_run(run("interval:60:1"), 62_000, 30_000)
+            .await
+            .expect("begin"),
+        Err(StartRefusal::TriggerHandled)
+    );
+    let third = store
+        .begin_run(run(""), 63_000, 30_000)
+        .await
+        .expect("begin")
+        .expect("started");
+    assert_eq!(
+        store.interrupt_stale_runs(64_000).await.expect("recover"),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        store.interrupt_stale_runs(i64::MAX).await.expect("recover"),
+        vec![third.id]
+    );
+    let ids: Vec<i64> = store
+        .runs(10)
+        .await
+        .expect("runs")
+        .iter()
+        .map(|run| run.id)
+        .collect();
+    assert_eq!(ids, [third.id, second.id, first.id]);
+    assert_eq!(store.prune_runs(1, 0).await.expect("prune"), 2);
+}

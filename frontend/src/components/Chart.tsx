@@ -82,7 +82,9 @@ export function TimeChart({
     const step = granularity === 'day' ? DAY_INCREMENTS[0]! : HOUR_INCREMENTS[0]!;
     const tickFormat = (value: number) =>
       granularity === 'day' ? formatter.day(value) : formatter.hour(value);
-    const axisValue = (value: number, spec?: SeriesSpec) => (spec?.format ? spec.format(value) : formatter.compact(value));
+    // Counts have no fractions: an axis step between whole numbers stays unlabelled.
+    const axisValue = (value: number, spec?: SeriesSpec) =>
+      spec?.format ? spec.format(value) : Number.isInteger(value) ? formatter.compact(value) : '';
     const leftSpec = series.find((spec) => (spec.scale ?? 'y') === 'y');
     const rightSpec = series.find((spec) => spec.scale === 'y2');
     const options: uPlot.Options = {

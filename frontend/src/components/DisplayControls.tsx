@@ -3,7 +3,8 @@ import { t } from '../lib/i18n';
 import { settings, updateSettings, type Language, type ThemeChoice } from '../lib/settings';
 import { useStore } from '../lib/store';
 
-export function DisplayControls() {
+/** `place` tells the two copies in the shell apart (header on wide screens, drawer on phones). */
+export function DisplayControls({ place = '' }: { place?: string }) {
   const prefs = useStore(settings);
   return (
     <>
@@ -12,7 +13,7 @@ export function DisplayControls() {
         <select
           value={prefs.language}
           onChange={(event) => updateSettings({ language: event.currentTarget.value as Language })}
-          data-testid="language-select"
+          data-testid={`language-select${place}`}
         >
           <option value="en">English</option>
           <option value="zh">简体中文</option>
@@ -23,7 +24,7 @@ export function DisplayControls() {
         <select
           value={prefs.theme}
           onChange={(event) => updateSettings({ theme: event.currentTarget.value as ThemeChoice })}
-          data-testid="theme-select"
+          data-testid={`theme-select${place}`}
         >
           <option value="auto">{t('shell.themeAuto')}</option>
           <option value="light">{t('shell.themeLight')}</option>

@@ -95,6 +95,9 @@ export function Shell({ children }: { children: ComponentChildren }) {
             </div>
           ))}
         </nav>
+        <div class="drawer-display">
+          <DisplayControls place="-drawer" />
+        </div>
       </aside>
       <div class="scrim" onClick={() => setDrawerOpen(false)} aria-hidden="true" />
       <div class="main-column">
@@ -122,7 +125,9 @@ export function Shell({ children }: { children: ComponentChildren }) {
               <span class="hide-narrow">{t('shell.refresh')}</span>
               <span class="visually-hidden narrow-only">{t('shell.refresh')}</span>
             </button>
-            <DisplayControls />
+            <span class="display-wide">
+              <DisplayControls />
+            </span>
             <button type="button" class="button" onClick={() => logOut()} data-testid="logout">
               {t('shell.logout')}
             </button>

@@ -6,12 +6,28 @@ import { useAliases } from '../lib/aliases';
 import { api } from '../lib/endpoints';
 import { statusOf } from '../lib/events';
 import { DASH, fmt } from '../lib/format';
-import { t } from '../lib/i18n';
+import { t, tMaybe } from '../lib/i18n';
 import { firstNonBlank, identityLabel, keyLabel } from '../lib/labels';
 import { useResource } from '../lib/resource';
-import type { Summary, SummaryComparison, UsageEvent } from '../lib/types';
+import type { CostExplanation, Summary, SummaryComparison, UsageEvent } from '../lib/types';
 import { DataTable } from './Table';
 import { Badge, Card, Dialog, Stat } from './ui';
+
+/**
+ * A notice when the collector is not collecting (monitoring switched off or no CPA
+ * connection), so an empty page is not mistaken for "no traffic".
+ */
+export function CollectionBanner() {
+  const status = useResource('collection-state', (signal) => api.status(signal));
+  const collector = status.data?.collector;
+  if (!collector || (collector.collector !== 'stopped' && collector.collector !== 'error')) return null;
+  return (
+    <div class="banner warn span-full" role="status" data-testid="collection-banner">
+      {collector.collector === 'stopped' ? t('monitor.collectionStopped') : t('monitor.collectionError', { error: collector.lastError ?? '' })}{' '}
+      <a href="#/system">{t('monitor.openSystem')}</a>
+    </div>
+  );
+}
 
 export function SummaryStats({ summary, comparison }: { summary: Summary; comparison?: SummaryComparison }) {
   const f = fmt();
@@ -210,31 +226,60 @@ function CostExplanation({ eventHash }: { eventHash: string }) {
   const explanation = useResource(`explain:${eventHash}`, (signal) => api.explainCost(eventHash, signal));
   return (
     <Card title={t('detail.cost')} resource={explanation} unavailableWhat={t('detail.costWhat')} class="flat">
-      {explanation.data !== undefined && <Explanation value={explanation.data} />}
+      {explanation.data && <Explanation value={explanation.data} />}
     </Card>
   );
 }
 
-/** Renders the server's explanation: scalars as a list, nested parts as JSON. */
-export function Explanation({ value }: { value: unknown }) {
+/** How one request's cost came about: the price found, the rule, and a line per token class. */
+export function Explanation({ value }: { value: CostExplanation }) {
   const f = fmt();
-  if (!value || typeof value !== 'object') return <p>{String(value ?? DASH)}</p>;
-  const entries = Object.entries(value as Record<string, unknown>);
-  const scalars = entries.filter(([, item]) => item === null || typeof item !== 'object');
-  const nested = entries.filter(([, item]) => item !== null && typeof item === 'object');
+  const price = value.price;
   return (
-    <div data-testid="cost-explanation">
+    <div class="stack" data-testid="cost-explanation">
       <dl class="detail-list">
-        {scalars.map(([name, item]) => (
-          <Row key={name} label={name} value={name.toLowerCase().includes('cost') && typeof item === 'number' ? f.money(item) : item === null ? DASH : String(item)} />
-        ))}
+        <dt>{t('explain.cost')}</dt>
+        <dd data-testid="explained-cost">{f.money(value.cost)}</dd>
+        <dt>{t('explain.billingModel')}</dt>
+        <dd>{value.billing_model || DASH}</dd>
+        {value.service_tier && (
+          <>
+            <dt>{t('detail.serviceTier')}</dt>
+            <dd>{value.service_tier}</dd>
+          </>
+        )}
+        {price && (
+          <>
+            <dt>{t('explain.price')}</dt>
+            <dd>
+              {price.key} <span class="muted small">({tMaybe(`explain.matched.${price.matched_by}`) ?? price.matched_by})</span>
+            </dd>
+            <dt>{t('explain.rule')}</dt>
+            <dd>
+              {tMaybe(`explain.rule.${price.rule}`) ?? price.rule}
+              {price.context_threshold_tokens ? ` · ${t('prices.contextTier', { tokens: f.compact(price.context_threshold_tokens) })}` : ''}
+              {price.service_tier_rule ? ` · ${price.service_tier_rule.serviceTier || price.service_tier_rule.mode}` : ''}
+              {price.tier_multiplier !== 1 ? ` · ×${price.tier_multiplier}` : ''}
+            </dd>
+          </>
+        )}
       </dl>
-      {nested.map(([name, item]) => (
-        <details key={name}>
-          <summary>{name}</summary>
-          <pre class="json">{JSON.stringify(item, null, 2)}</pre>
-        </details>
-      ))}
+      {!value.priced && <p class="banner warn">{value.unpriced_reason ?? t('explain.unpriced')}</p>}
+      {price?.approximate && <p class="muted small">{t('explain.approximate')}</p>}
+      {price && price.lines.length > 0 && (
+        <DataTable
+          label={t('detail.cost')}
+          rows={price.lines}
+          rowKey={(line) => line.class}
+          columns={[
+            { key: 'class', header: t('explain.class'), cell: (line) => tMaybe(`explain.class.${line.class}`) ?? line.class },
+            { key: 'tokens', header: t('col.tokens'), numeric: true, cell: (line) => f.int(line.tokens) },
+            { key: 'rate', header: t('explain.rate'), numeric: true, cell: (line) => `$${Number(line.rate.toFixed(6))}${line.multiplier !== 1 ? ` ×${line.multiplier}` : ''}` },
+            { key: 'cost', header: t('col.cost'), numeric: true, cell: (line) => f.money(line.cost) },
+          ]}
+        />
+      )}
+      <p class="muted small">{t('explain.reasoning')}</p>
     </div>
   );
 }

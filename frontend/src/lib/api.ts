@@ -66,9 +66,12 @@ export class ApiError extends Error {
     this.name = 'ApiError';
   }
 
-  /** The route does not exist on this server (yet): 404, 405 or 501. */
+  /**
+   * The route does not exist on this server (yet): 404, 405 or 501. A 404 with the code
+   * `not_found` is a missing record on a route that exists, not a missing route.
+   */
   get unavailable(): boolean {
-    return this.status === 404 || this.status === 405 || this.status === 501;
+    return (this.status === 404 && this.code !== 'not_found') || this.status === 405 || this.status === 501;
   }
 }
 

@@ -4,6 +4,8 @@ import type {
   AnalyticsRequest,
   AnalyticsResponse,
   ApiKeyAlias,
+  BackupManifest,
+  CostExplanation,
   DashboardSummary,
   Gap,
   ImportSession,
@@ -67,7 +69,7 @@ export const api = {
     }),
 
   explainCost: (eventHash: string, signal?: Signal) =>
-    request<unknown>('/v0/management/model-prices/explain', { query: { event_hash: eventHash }, signal }),
+    request<CostExplanation>('/v0/management/model-prices/explain', { query: { event_hash: eventHash }, signal }),
 
   aliases: (signal?: Signal) => request<{ items: ApiKeyAlias[] }>('/v0/management/api-key-aliases', { signal }),
 
@@ -101,6 +103,18 @@ export const api = {
 
   completeImport: (id: string) =>
     request<ImportSession>(`/v0/management/usage/import-sessions/${id}/complete`, { method: 'POST' }),
+
+  backups: (signal?: Signal) =>
+    request<{ directory: string; items: BackupManifest[] }>('/usage-service/backups', { signal }),
+
+  createBackup: () => request<BackupManifest>('/usage-service/backups', { method: 'POST' }),
+
+  deleteBackup: (name: string) =>
+    request<{ deleted: string }>(`/usage-service/backups/${encodeURIComponent(name)}`, { method: 'DELETE' }),
+
+  /** One file of a backup, as a download. */
+  backupFile: (name: string, file: string, signal?: Signal) =>
+    send(`/usage-service/backups/${encodeURIComponent(name)}/${encodeURIComponent(file)}`, { signal, headers: { Accept: '*/*' } }),
 
   cancelImport: (id: string) =>
     request<ImportSession>(`/v0/management/usage/import-sessions/${id}`, { method: 'DELETE' }),

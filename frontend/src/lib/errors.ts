@@ -8,7 +8,7 @@ export class InputError extends Error {
 }
 
 /** Codes that only say "this route does not exist here". */
-const UNAVAILABLE_CODES = new Set(['', 'method_not_allowed', 'not_found', 'not_implemented']);
+const UNAVAILABLE_CODES = new Set(['', 'method_not_allowed', 'not_implemented']);
 
 export interface Described {
   title: string;

@@ -171,6 +171,7 @@ export interface DashboardSummary {
     total_cost: number | null;
     average_latency_ms: number | null;
     zero_token_calls: number;
+    unpriced_models?: string[];
   };
   rolling_30m: { rpm: number; tpm: number; total_calls: number; total_tokens: number };
   top_models_today: { model: string; calls: number; tokens: number; cost: number | null; success_rate: number }[];
@@ -299,6 +300,7 @@ export interface Summary {
   p95_latency_ms: number | null;
   p95_ttft_ms: number | null;
   zero_token_calls: number;
+  /** Models without a price (their cost makes the total unknown). */
   unpriced_models?: string[];
 }
 
@@ -608,6 +610,52 @@ export interface ImportResult {
   failed: number;
   unsupported: number;
   warnings: string[] | null;
+  /** The first unreadable records with their place in the file. */
+  errors?: { line?: number; element?: number; endpoint?: string; model?: string; detail?: number; error: string }[];
+}
+
+export interface BackupManifest {
+  format: string;
+  version: number;
+  name: string;
+  created_at_ms: number;
+  cpamp_version?: string;
+  schema_version?: number;
+  events: number;
+  data_key: 'included' | 'external' | 'none';
+  files: { name: string; bytes: number; sha256: string }[];
+  path?: string;
+}
+
+/** The cost of one request, step by step (`model-prices/explain`). */
+export interface CostExplanation {
+  event_hash: string;
+  timestamp_ms: number;
+  model: string;
+  requested_model: string;
+  resolved_model: string;
+  analytics_model: string;
+  billing_model: string;
+  service_tier: string;
+  cache_input_mode: string;
+  tokens: { input: number; output: number; reasoning: number; cached: number; cache_read: number; cache_creation: number; prompt: number };
+  context_band: { floor_tokens: number; ceiling_tokens: number | null };
+  cost: number | null;
+  priced: boolean;
+  unpriced_reason?: string;
+  price?: {
+    key: string;
+    matched_by: string;
+    behaviour_model: string;
+    rule: string;
+    context_threshold_tokens?: number;
+    service_tier_rule?: { mode: string; serviceTier: string };
+    tier_multiplier: number;
+    approximate: boolean;
+    rates: { prompt: number; completion: number; cache: number; cache_read: number; cache_creation: number };
+    lines: { class: string; tokens: number; rate: number; multiplier: number; cost: number }[];
+  };
+  reasoning: string;
 }
 
 export interface ImportSession {

@@ -19,7 +19,7 @@ import { TimeChart, type ChartColor, type SeriesSpec } from '../components/Chart
 import { FilterBar } from '../components/FilterBar';
 import { RangePicker } from '../components/RangePicker';
 import { DataTable } from '../components/Table';
-import { EventDetail, EventTable, SummaryStats } from '../components/Usage';
+import { CollectionBanner, EventDetail, EventTable, SummaryStats } from '../components/Usage';
 import { Badge, Card, Empty, Segmented, ShareBar, Tabs } from '../components/ui';
 
 type Tab = 'overview' | 'trends' | 'models' | 'apiKeys' | 'credentials' | 'heatmap';
@@ -134,6 +134,7 @@ export function AnalyticsPage() {
 
   return (
     <div class="page" data-testid="page-analytics">
+      <CollectionBanner />
       <div class="toolbar">
         <RangePicker<AnalyticsRange> value={state.range} custom={state.custom} choices={['24h', 'today', 'yesterday', '7d', '30d', 'custom']} onChange={(range, custom) => update({ range, custom })} />
         <Segmented<GranularityChoice>

@@ -96,7 +96,13 @@ function TodayStats({ data }: { data: DashboardSummary }) {
       <Stat label={t('dashboard.calls')} value={f.int(today.total_calls)} hint={t('dashboard.failuresCount', { count: f.int(today.failure_calls) })} testId="kpi-calls" />
       <Stat label={t('dashboard.successRate')} value={today.total_calls ? f.percent(today.success_rate) : '—'} tone={tone} testId="kpi-success" />
       <Stat label={t('dashboard.tokens')} value={f.compact(today.total_tokens)} hint={t('dashboard.tokensHint', { input: f.compact(today.input_tokens), output: f.compact(today.output_tokens) })} testId="kpi-tokens" />
-      <Stat label={t('dashboard.cost')} value={f.money(today.total_cost)} testId="kpi-cost" />
+      <Stat
+        label={t('dashboard.cost')}
+        value={f.money(today.total_cost)}
+        hint={today.unpriced_models?.length ? t('summary.unpriced', { models: today.unpriced_models.slice(0, 3).join(', ') }) : undefined}
+        tone={today.unpriced_models?.length ? 'warn' : undefined}
+        testId="kpi-cost"
+      />
       <Stat label={t('dashboard.latency')} value={f.duration(today.average_latency_ms)} testId="kpi-latency" />
       <Stat label={t('dashboard.rpm')} value={f.compact(Math.round(data.rolling_30m.rpm * 10) / 10)} hint={t('dashboard.rolling')} testId="kpi-rpm" />
       <Stat label={t('dashboard.tpm')} value={f.compact(Math.round(data.rolling_30m.tpm))} hint={t('dashboard.rolling')} testId="kpi-tpm" />

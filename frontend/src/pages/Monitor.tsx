@@ -18,7 +18,7 @@ import type { GroupStat, Include, UsageEvent } from '../lib/types';
 import { TimeChart, type SeriesSpec, type Span } from '../components/Chart';
 import { FilterBar } from '../components/FilterBar';
 import { DataTable } from '../components/Table';
-import { EventDetail, EventTable, SummaryStats } from '../components/Usage';
+import { CollectionBanner, EventDetail, EventTable, SummaryStats } from '../components/Usage';
 import { Card, Checkbox, Dialog, Empty, Segmented, SelectField, Tabs } from '../components/ui';
 import { RangePicker } from '../components/RangePicker';
 
@@ -156,6 +156,7 @@ export function MonitorPage() {
 
   return (
     <div class="page" data-testid="page-monitor">
+      <CollectionBanner />
       <div class="toolbar">
         <RangePicker<MonitorRange>
           value={state.range}

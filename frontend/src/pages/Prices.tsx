@@ -393,7 +393,7 @@ function ExplainCard() {
           {t('prices.explain')}
         </button>
       </form>
-      {asked && explanation.data !== undefined && <Explanation value={explanation.data} />}
+      {asked && explanation.data && <Explanation value={explanation.data} />}
     </Card>
   );
 }

@@ -12,6 +12,7 @@ import { useAliases } from '../lib/aliases';
 import { useResource } from '../lib/resource';
 import { activeTimeZone } from '../lib/settings';
 import { exportQuery, filenameOf, type ExportForm } from '../lib/transfer';
+import { DataTable } from '../components/Table';
 import { Card, ErrorNote, Segmented, SelectField, Unavailable } from '../components/ui';
 import { toast } from '../components/Toast';
 
@@ -30,6 +31,7 @@ function ExportCard() {
   const aliases = useAliases();
   const [form, setForm] = useState<ExportForm>({ range: 'all', model: '', apiKey: '', format: 'jsonl' });
   const [received, setReceived] = useState<number | null>(null);
+  const [expected, setExpected] = useState<number | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [unavailable, setUnavailable] = useState(false);
   const controller = useRef<AbortController | null>(null);
@@ -39,6 +41,18 @@ function ExportCard() {
   });
   const f = fmt();
   useEffect(() => () => controller.current?.abort(), []);
+  // Whether this server exports at all: one event asked for, its type checked, the rest dropped.
+  const probe = useResource('export-probe', async (signal) => {
+    try {
+      const response = await api.exportUsage({ limit: 1 }, signal);
+      await response.body?.cancel();
+      return /ndjson|jsonl|csv/i.test(response.headers.get('Content-Type') ?? '');
+    } catch (failure) {
+      if (failure instanceof ApiError && failure.unavailable) return false;
+      throw failure;
+    }
+  });
+  const offered = !unavailable && probe.data !== false;
 
   const run = async () => {
     setError(null);
@@ -54,6 +68,8 @@ function ExportCard() {
         setReceived(null);
         return;
       }
+      const events = Number(response.headers.get('X-Usage-Export-Events'));
+      setExpected(Number.isFinite(events) && response.headers.has('X-Usage-Export-Events') ? events : null);
       const parts: BlobPart[] = [];
       let total = 0;
       const reader = response.body!.getReader();
@@ -67,6 +83,7 @@ function ExportCard() {
       const name = filenameOf(response.headers.get('Content-Disposition'), form.format === 'csv' ? 'usage-events.csv' : 'usage-events.jsonl');
       saveBlob(new Blob(parts, { type }), name);
       toast(t('transfer.exported', { size: f.bytes(total) }));
+      setExpected(null);
     } catch (failure) {
       if (failure instanceof ApiError && failure.unavailable) setUnavailable(true);
       else if (!(failure instanceof DOMException && failure.name === 'AbortError')) setError(failure);
@@ -79,7 +96,7 @@ function ExportCard() {
   const selectors = options.data?.filter_options;
   return (
     <Card title={t('transfer.exportTitle')} subtitle={t('transfer.exportHint')} class="span-full">
-      {unavailable ? (
+      {!offered ? (
         <Unavailable what={t('transfer.exportWhat')} />
       ) : (
         <div class="stack">
@@ -110,7 +127,11 @@ function ExportCard() {
           </div>
           <div class="form-actions">
             <button type="button" class="button primary" onClick={run} disabled={received !== null} data-testid="export-run">
-              {received !== null ? t('transfer.exporting', { size: f.bytes(received) }) : t('transfer.export')}
+              {received !== null
+                ? expected !== null
+                  ? t('transfer.exportingEvents', { size: f.bytes(received), events: f.int(expected) })
+                  : t('transfer.exporting', { size: f.bytes(received) })
+                : t('transfer.export')}
             </button>
             {received !== null && (
               <button type="button" class="button" onClick={() => controller.current?.abort()}>
@@ -217,6 +238,23 @@ function ImportCard() {
               )}
             </dl>
           )}
+          {result?.errors && result.errors.length > 0 && (
+            <details data-testid="import-errors">
+              <summary>{t('transfer.errorList', { count: f.int(result.errors.length) })}</summary>
+              <ul class="plain-list small mono">
+                {result.errors.map((item, index) => (
+                  <li key={index}>
+                    {item.line !== undefined
+                      ? t('transfer.atLine', { line: item.line })
+                      : item.element !== undefined
+                        ? t('transfer.atElement', { element: item.element })
+                        : [item.endpoint, item.model, item.detail].filter((part) => part !== undefined).join(' › ')}
+                    : {item.error}
+                  </li>
+                ))}
+              </ul>
+            </details>
+          )}
         </div>
       )}
     </Card>
@@ -225,19 +263,107 @@ function ImportCard() {
 
 function BackupCard() {
   const status = useResource('status', (signal) => api.status(signal));
+  const backups = useResource('backups', (signal) => api.backups(signal));
+  const [creating, setCreating] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const f = fmt();
   const dbPath = status.data?.dbPath;
   const dir = useMemo(() => (dbPath ? dbPath.replace(/[/\\][^/\\]*$/, '') : ''), [dbPath]);
+  const unavailable = backups.error instanceof ApiError && backups.error.unavailable;
+
+  const create = async () => {
+    setCreating(true);
+    setError(null);
+    try {
+      const manifest = await api.createBackup();
+      toast(t('transfer.backupCreated', { name: manifest.name }));
+      backups.reload();
+    } catch (failure) {
+      setError(failure);
+    } finally {
+      setCreating(false);
+    }
+  };
+  const download = async (name: string, file: string) => {
+    setError(null);
+    try {
+      const response = await api.backupFile(name, file);
+      saveBlob(await response.blob(), `${name}-${file}`);
+    } catch (failure) {
+      setError(failure);
+    }
+  };
+  const remove = async (name: string) => {
+    setError(null);
+    try {
+      await api.deleteBackup(name);
+      toast(t('transfer.backupDeleted', { name }));
+      backups.reload();
+    } catch (failure) {
+      setError(failure);
+    }
+  };
+
   return (
-    <Card title={t('transfer.backupTitle')}>
+    <Card
+      title={t('transfer.backupTitle')}
+      class="span-2"
+      actions={
+        !unavailable && (
+          <button type="button" class="button primary" onClick={create} disabled={creating || backups.loading} data-testid="backup-create">
+            {creating ? t('transfer.backupCreating') : t('transfer.backupCreate')}
+          </button>
+        )
+      }
+    >
       <div class="stack">
-        <p>{t('transfer.backupBody')}</p>
-        <ul class="plain-list mono">
-          <li>usage.sqlite</li>
-          <li>usage.sqlite-wal</li>
-          <li>usage.sqlite-shm</li>
-          <li>data.key</li>
-        </ul>
+        {unavailable ? (
+          <>
+            <p>{t('transfer.backupBody')}</p>
+            <ul class="plain-list mono">
+              <li>usage.sqlite</li>
+              <li>usage.sqlite-wal</li>
+              <li>usage.sqlite-shm</li>
+              <li>data.key</li>
+            </ul>
+          </>
+        ) : (
+          <p>{t('transfer.backupOnline', { dir: backups.data?.directory ?? '…' })}</p>
+        )}
         {dir && <p class="small">{t('transfer.backupDir', { dir })}</p>}
+        {error !== null && <ErrorNote error={error} />}
+        {!unavailable && backups.data && (
+          <DataTable
+            label={t('transfer.backupTitle')}
+            rows={backups.data.items}
+            rowKey={(item) => item.name}
+            empty={t('transfer.backupNone')}
+            testId="backup-table"
+            columns={[
+              { key: 'name', header: t('transfer.backupName'), cell: (item) => <span class="mono">{item.name}</span> },
+              { key: 'created', header: t('transfer.backupWhen'), cell: (item) => f.dateTime(item.created_at_ms) },
+              { key: 'events', header: t('system.events'), numeric: true, cell: (item) => f.int(item.events) },
+              { key: 'size', header: t('system.totalSize'), numeric: true, cell: (item) => f.bytes(item.files.reduce((sum, file) => sum + file.bytes, 0)) },
+              { key: 'key', header: 'data.key', cell: (item) => t(`transfer.dataKey.${item.data_key}`) },
+              {
+                key: 'actions',
+                header: t('prices.actions'),
+                cell: (item) => (
+                  <span class="row-actions">
+                    {item.files.map((file) => (
+                      <button type="button" class="button small" key={file.name} onClick={() => void download(item.name, file.name)}>
+                        {file.name}
+                      </button>
+                    ))}
+                    <button type="button" class="button small danger" onClick={() => void remove(item.name)}>
+                      {t('common.delete')}
+                    </button>
+                  </span>
+                ),
+              },
+            ]}
+          />
+        )}
         <p class="muted small">{t('transfer.backupKey')}</p>
       </div>
     </Card>

@@ -9,6 +9,7 @@ mod deploy;
 mod docs;
 mod enrichment;
 mod ingest;
+mod inspection;
 mod metrics;
 mod openapi;
 mod owned_routes;

@@ -189,6 +189,14 @@ pub(crate) async fn forward<S: Store>(
         for name in &names {
             if accepted {
                 release_file(state, name, targets.auth_index.as_deref(), what).await;
+                // Inspection may only re-enable what it disabled itself.
+                if let Err(error) = state
+                    .store
+                    .remove_ownership(name, targets.auth_index.as_deref())
+                    .await
+                {
+                    tracing::warn!(%error, "removing inspection ownership failed");
+                }
             }
             let subject = Subject {
                 auth_file_name: name.clone(),

@@ -13,6 +13,7 @@
 //! - `cooldowns`: quota cooldowns and their recovery.
 //! - `actions`: the account action queue and its manual actions.
 //! - `audit`: the audit log of automatic account changes.
+//! - `inspection`: server inspection runs, their lease, cancel and schedule.
 //! - `bookkeeping`: auth-file changes made through the proxy (locked, and ending claims).
 //!
 //! Every status change automation makes goes through `coordinator` + `gate` and is written
@@ -28,6 +29,7 @@ pub mod cpa;
 pub mod enrich;
 pub mod gate;
 pub mod ingest;
+pub mod inspection;
 pub mod policy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +66,7 @@ pub struct Automation {
     pub audit: AuditLog,
     /// Wakes the cooldown worker (a new cooldown, a changed connection).
     pub cooldown_wake: Arc<Notify>,
+    pub inspector: Arc<inspection::Inspector>,
     collected: mpsc::Sender<Vec<UsageEvent>>,
     dropped: Arc<AtomicU64>,
     pending: Arc<Mutex<Option<mpsc::Receiver<Vec<UsageEvent>>>>>,
@@ -78,6 +81,7 @@ impl Default for Automation {
             coordinator: MutationCoordinator::default(),
             audit: AuditLog::default(),
             cooldown_wake: Arc::default(),
+            inspector: Arc::default(),
             collected,
             dropped: Arc::default(),
             pending: Arc::new(Mutex::new(Some(receiver))),
@@ -144,6 +148,7 @@ impl Automation {
         let (action_jobs, action_receiver) = mpsc::channel(WORKER_QUEUE);
         tokio::spawn(cooldowns::run(state.clone(), cooldown_receiver));
         tokio::spawn(actions::run(state.clone(), action_receiver));
+        tokio::spawn(inspection::schedule(state.clone()));
         tokio::spawn(dispatch(
             automation.switches.clone(),
             collected,

@@ -6,6 +6,7 @@ mod accounts;
 mod analytics;
 mod automation;
 mod health;
+mod inspection;
 mod metrics;
 pub mod openapi;
 pub mod owned;
@@ -28,6 +29,7 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     transfer::configure::<S>(config);
     analytics::configure::<S>(config);
     automation::configure::<S>(config);
+    inspection::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);
     status::configure::<S>(config);

@@ -149,7 +149,7 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/v0/management/codex-inspection",
         Subtree,
-        Pending,
+        Served,
         Admin,
         "server inspection",
     ),

@@ -10,6 +10,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use cpamp_domain::Secret;
+use cpamp_domain::automation::inspection::{ConfigError, InspectionConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -177,12 +178,29 @@ async fn put_config<S: Store>(
 ) -> Result<HttpResponse, ApiError> {
     let body: PutBody = decode_body(&body)?;
     let submitted = body.config;
-    if let Some(codex) = &submitted.codex_inspection {
-        check_time_zone(codex)?;
-    }
 
     let _guard = state.config_lock.lock().await;
     let current = manager_config::load(&state).await?;
+    // The inspection block is normalised onto what is saved (a bad time zone or target
+    // type is a 400 naming it; the Go server answered 500 for the latter).
+    let codex_inspection = match &submitted.codex_inspection {
+        Some(codex) => Some(
+            InspectionConfig::normalize(
+                codex,
+                &InspectionConfig::from_stored(&current.codex_inspection),
+            )
+            .map_err(|error| match error {
+                ConfigError::TimeZone(..) => {
+                    ApiError::bad_request(ErrorCode::InvalidTimeZone, error.to_string())
+                }
+                ConfigError::TargetTypes(_) => {
+                    ApiError::bad_request(ErrorCode::RequestFailed, error.to_string())
+                }
+            })?
+            .to_json(),
+        ),
+        None => None,
+    };
 
     // Connection: replaced only when a URL or key is submitted. The masked key that GET
     // returns (or an empty key) means "keep the saved key".
@@ -295,7 +313,7 @@ async fn put_config<S: Store>(
             collector: (!env_managed).then(|| collector.clone()),
             query_limit: env_managed.then_some(collector.query_limit),
             enabled: None,
-            codex_inspection: submitted.codex_inspection,
+            codex_inspection,
         },
         jiff::Timestamp::now().as_millisecond(),
     )
@@ -306,22 +324,4 @@ async fn put_config<S: Store>(
         "config": saved.to_response(),
         "source": saved.source.as_str(),
     })))
-}
-
-/// The only codex-inspection check that belongs here: its time zone must exist.
-fn check_time_zone(codex: &Value) -> Result<(), ApiError> {
-    let Some(zone) = codex
-        .pointer("/schedule/timeZone")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|zone| !zone.is_empty())
-    else {
-        return Ok(());
-    };
-    jiff::tz::TimeZone::get(zone).map(|_| ()).map_err(|error| {
-        ApiError::bad_request(
-            ErrorCode::InvalidTimeZone,
-            format!("invalid time zone {zone:?}: {error}"),
-        )
-    })
 }

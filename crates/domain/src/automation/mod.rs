@@ -11,6 +11,8 @@
 //! - `credential_policy`: which authentication failures become account-action candidates.
 //! - `jsonscan`: JSON values inside failure text, reset times in their many spellings.
 //! - `store`: the automation ports (cooldowns, candidates, audit log).
+//! - `inspection`: server inspection's configuration, probe verdicts and quota windows.
+//! - `runs`: inspection runs, results, logs, lease and ownership, and their port.
 //!
 //! Everything here is pure: callers fetch from CPA and pass the clock in.
 
@@ -18,5 +20,7 @@ pub mod authfile;
 pub mod cooldown;
 pub mod credential_policy;
 pub mod enrich;
+pub mod inspection;
 pub mod jsonscan;
+pub mod runs;
 pub mod store;
