@@ -28,7 +28,7 @@ const problems: ConsoleProblem[] = [];
 /** URL parts whose failed responses are expected at this moment of the test. */
 let allowed: string[] = [];
 /** Routes this server does not have yet: the panel shows "not available" for them. */
-const MISSING_ROUTES = ['/v0/management/model-prices', '/v0/management/api-key-aliases'];
+const MISSING_ROUTES: string[] = [];
 
 const DESKTOP = { width: 1280, height: 860 };
 const PHONE = { width: 390, height: 844 };
@@ -158,9 +158,18 @@ describe('the panel', () => {
     await expect.poll(() => rows.count(), { timeout: 20_000 }).toBe(emitted);
   });
 
-  test('the price page says plainly that this server has no price API yet', async () => {
+  test('a price added on the price page is saved, pinned and listed', async () => {
     await go('#/model-prices');
-    await expect(page.getByTestId('page-prices').getByTestId('unavailable').first().isVisible()).resolves.toBe(true);
+    await page.getByTestId('price-add').click();
+    await page.getByTestId('price-input-model').fill('e2e-priced-model');
+    await page.getByTestId('price-input-prompt').fill('1.5');
+    await page.getByTestId('price-input-completion').fill('6');
+    await page.getByTestId('price-save').click();
+    await page.getByTestId('price-table').getByText('e2e-priced-model').first().waitFor();
+    const saved = await fetch(`${server.url}/v0/management/model-prices`, {
+      headers: { Authorization: `Bearer ${server.adminKey}` },
+    }).then((response) => response.json());
+    expect(saved.prices['e2e-priced-model']).toMatchObject({ prompt: 1.5, completion: 6, pinned: true });
   });
 
   test('export downloads the stored events as NDJSON', async () => {

@@ -80,6 +80,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Limits of resumable import sessions (`USAGE_IMPORT_*`).
     pub import_sessions: ImportSessionLimits,
+    /// Model price sync sources (`MODEL_PRICE_SYNC_*_URL`; `off` disables one).
+    pub price_sources: cpamp_api::price_sync::SourceUrls,
     /// Environment variables that were set (for env-locked settings).
     pub env_set: Vec<&'static str>,
     /// The account processing switches (quota cooldown, account actions, auto-disable).
@@ -135,6 +137,9 @@ struct RawFile {
     usage_import_max_sessions: Option<i64>,
     #[serde(rename = "usageImportSessionTTLMinutes")]
     usage_import_session_ttl_minutes: Option<i64>,
+    model_price_sync_models_dev_url: Option<String>,
+    model_price_sync_lite_llm_url: Option<String>,
+    model_price_sync_open_router_url: Option<String>,
     quota_cooldown_enabled: Option<bool>,
     account_actions_enabled: Option<bool>,
     account_actions_auto_disable: Option<bool>,
@@ -432,6 +437,32 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         ),
         &mut warnings,
     );
+    let mut price_source = |name: &'static str, key: &str, file: &Option<String>, default: &str| {
+        let value = env(name)
+            .or(file.clone())
+            .unwrap_or_else(|| default.to_string());
+        price_source_url(name, key, &value)
+    };
+    let price_sources = cpamp_api::price_sync::SourceUrls {
+        models_dev: price_source(
+            "MODEL_PRICE_SYNC_MODELS_DEV_URL",
+            "modelPriceSyncModelsDevUrl",
+            &file.model_price_sync_models_dev_url,
+            cpamp_api::price_sync::MODELS_DEV_URL,
+        )?,
+        litellm: price_source(
+            "MODEL_PRICE_SYNC_LITELLM_URL",
+            "modelPriceSyncLiteLlmUrl",
+            &file.model_price_sync_lite_llm_url,
+            cpamp_api::price_sync::LITELLM_URL,
+        )?,
+        openrouter: price_source(
+            "MODEL_PRICE_SYNC_OPENROUTER_URL",
+            "modelPriceSyncOpenRouterUrl",
+            &file.model_price_sync_open_router_url,
+            cpamp_api::price_sync::OPENROUTER_URL,
+        )?,
+    };
     // Each switch: the environment (which locks it against the policy API), else the
     // config file, else off.
     let mut switch = |name: &'static str, from_file: Option<bool>| match env(name) {
@@ -478,6 +509,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         metrics_token,
         log_format,
         import_sessions,
+        price_sources,
         env_set,
         automation,
         warnings,
@@ -540,6 +572,23 @@ fn import_session_limits(
         max_sessions: max_sessions as usize,
         ttl_minutes: ttl_minutes as u64,
     }
+}
+
+/// A price source URL: `http(s)://…`, or `off` to disable the source.
+fn price_source_url(name: &str, key: &str, value: &str) -> anyhow::Result<Option<String>> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let valid = value.parse::<http::Uri>().ok().is_some_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+    });
+    if !valid {
+        bail!(
+            "{name} (config key {key}) must be an http:// or https:// URL, or off to disable the source; got {value:?}"
+        );
+    }
+    Ok(Some(value.to_string()))
 }
 
 /// `CPA_MANAGER_CONFIG`, else `config.json` beside the executable if it exists.
@@ -813,6 +862,39 @@ mod tests {
         assert_eq!(settings.warnings.len(), 3, "{warnings}");
         assert_eq!(settings.batch_size, 100);
         assert!(known_file_keys().contains(&"httpAddr".to_string()));
+    }
+
+    #[test]
+    fn price_sources_default_to_the_public_lists_and_can_be_moved_or_switched_off() {
+        let settings = load(&sources(&[])).expect("defaults");
+        assert_eq!(
+            settings.price_sources.models_dev.as_deref(),
+            Some(cpamp_api::price_sync::MODELS_DEV_URL)
+        );
+        let settings = load(&sources(&[
+            (
+                "MODEL_PRICE_SYNC_LITELLM_URL",
+                "http://127.0.0.1:9/prices.json",
+            ),
+            ("MODEL_PRICE_SYNC_OPENROUTER_URL", "OFF"),
+        ]))
+        .expect("load");
+        assert_eq!(
+            settings.price_sources.litellm.as_deref(),
+            Some("http://127.0.0.1:9/prices.json")
+        );
+        assert_eq!(settings.price_sources.openrouter, None);
+        let error = load(&sources(&[(
+            "MODEL_PRICE_SYNC_MODELS_DEV_URL",
+            "ftp://x/y",
+        )]))
+        .expect_err("invalid");
+        assert!(
+            error
+                .to_string()
+                .contains("MODEL_PRICE_SYNC_MODELS_DEV_URL (config key modelPriceSyncModelsDevUrl) must be an http:// or https:// URL, or off"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod data_key;
 pub mod demo;
 pub mod doctor;
 pub mod lock;
+pub mod prices;
 pub mod remote;
 pub mod reset;
 pub mod startup;

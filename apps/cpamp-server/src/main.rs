@@ -3,7 +3,7 @@
 //! With no subcommand it runs the server. Subcommands are offline tools that take
 //! the same process lock, so they refuse to run beside a live server.
 
-use cpamp_server::{config, demo, doctor, lock, reset, startup, telemetry, transfer};
+use cpamp_server::{config, demo, doctor, lock, prices, reset, startup, telemetry, transfer};
 
 use std::process::ExitCode;
 
@@ -103,6 +103,11 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         db_path: Option<std::path::PathBuf>,
     },
+    /// Model prices offline (the server must be stopped).
+    Prices {
+        #[command(subcommand)]
+        command: PricesCommand,
+    },
     /// Export usage events (NDJSON, oldest first; or CSV) to a file or standard output.
     ///
     /// With the server stopped it reads the database directly; while the server runs
@@ -181,6 +186,23 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum PricesCommand {
+    /// Import prices from FILE: a price book ({"prices": {...}}, as GET
+    /// /v0/management/model-prices answers) or a downloaded models.dev, LiteLLM or
+    /// OpenRouter price list, matched as a sync would (pinned prices are kept).
+    Import {
+        /// The JSON file.
+        file: std::path::PathBuf,
+        /// What the file holds (default: detected from its content).
+        #[arg(long, value_enum)]
+        format: Option<prices::Format>,
+        /// The SQLite database (default: from the configuration).
+        #[arg(long)]
+        db_path: Option<std::path::PathBuf>,
+    },
+}
+
 /// How a command reaches the running server when it holds the database lock.
 #[derive(Debug, clap::Args)]
 struct OnlineArgs {
@@ -219,6 +241,20 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CleanupDerived { db_path } => cleanup_derived(db_path),
+        Command::Prices {
+            command:
+                PricesCommand::Import {
+                    file,
+                    format,
+                    db_path,
+                },
+        } => match prices::import(file, format, db_path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("import prices: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::ResetAdminKey {
             admin_key,
             admin_key_file,

@@ -111,6 +111,9 @@ impl Application {
         let cors_origins = web::Data::new(CorsOrigins(settings.cors_origins.clone()));
         let transfer = web::Data::new(transfer_state(&settings, &lock.db_path, &state));
         let session_cleanup = spawn_session_cleanup(transfer.clone());
+        let price_sync = web::Data::new(cpamp_api::price_sync::PriceSync::new(
+            settings.price_sources.clone(),
+        ));
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -119,6 +122,7 @@ impl Application {
                 .app_data(authenticator.clone())
                 .app_data(panel_path.clone())
                 .app_data(monitor.clone())
+                .app_data(price_sync.clone())
                 .app_data(cors_origins.clone())
                 .app_data(transfer.clone())
                 .wrap(from_fn(cors))

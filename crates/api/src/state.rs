@@ -10,6 +10,7 @@ use cpamp_domain::ports::{
     DatabaseBackup, DatabaseStats, EventSink, EventStream, GapStore, KeyHints, SettingsStore,
     StoreStats,
 };
+use cpamp_domain::prices::PriceStore;
 
 use crate::auth::LoginLimiter;
 use crate::automation::Automation;
@@ -27,6 +28,7 @@ pub trait Store:
     + DatabaseStats
     + EventStream
     + DatabaseBackup
+    + PriceStore
     + CooldownStore
     + CandidateStore
     + AuditStore
@@ -44,6 +46,7 @@ impl<T> Store for T where
         + DatabaseStats
         + EventStream
         + DatabaseBackup
+        + PriceStore
         + CooldownStore
         + CandidateStore
         + AuditStore

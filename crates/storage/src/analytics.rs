@@ -1304,6 +1304,25 @@ impl AnalyticsStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// The stored event with this hash (64 hex characters), through the identity
+    /// ledger's primary key.
+    pub(crate) async fn event_by_hash(&self, hash: &[u8]) -> Result<Option<RawEvent>, StoreError> {
+        let mut connection = self.reader_connection().await?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE id = \
+             (SELECT event_id FROM usage_event_identity_ledger WHERE event_hash = ?)"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(hash)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(db("read event by hash"))?;
+        let state = lock_read(self.read_cache());
+        Ok(row.map(|row| self.event_from_row(&state, &row)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

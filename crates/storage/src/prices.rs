@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cpamp_domain::StoreError;
 use cpamp_domain::analytics::cost::PriceBook;
+use cpamp_domain::analytics::query::RawEvent;
 use cpamp_domain::prices::aliases::{self, AliasError, AliasPut, ApiKeyAlias};
 use cpamp_domain::prices::{ContextTier, ModelPrice, PriceStore, Rate, Rates, ServiceTierRule};
 use sqlx::{Row, SqliteConnection};
@@ -180,6 +181,13 @@ impl PriceStore for SqliteStore {
             .await
             .map_err(|error| error::map(error, "commit aliases"))?;
         Ok(Ok(()))
+    }
+
+    async fn event_by_hash(&self, event_hash: &str) -> Result<Option<RawEvent>, StoreError> {
+        match hex::decode(event_hash.trim()) {
+            Ok(hash) if hash.len() == 32 => SqliteStore::event_by_hash(self, &hash).await,
+            _ => Ok(None),
+        }
     }
 
     async fn delete_api_key_alias(&self, api_key_hash: &str) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@ mod inspection;
 mod metrics;
 mod openapi;
 mod owned_routes;
+mod prices;
 mod process;
 mod proxy;
 mod reset_key;

@@ -18,7 +18,17 @@ fn every_documented_operation_is_served_by_cpamp() {
     options.record_requests = true;
     let cpa = start_cpa(&runtime, options);
     let data = tempfile::tempdir().expect("tempdir");
-    let server = start_server(data.path(), &cpa.base_url(), CPA_KEY, &[]);
+    // Price sync sources off: posting to the sync path must not reach the internet.
+    let server = start_server(
+        data.path(),
+        &cpa.base_url(),
+        CPA_KEY,
+        &[
+            ("MODEL_PRICE_SYNC_MODELS_DEV_URL", "off"),
+            ("MODEL_PRICE_SYNC_LITELLM_URL", "off"),
+            ("MODEL_PRICE_SYNC_OPENROUTER_URL", "off"),
+        ],
+    );
 
     let response = client()
         .get(server.url("/openapi.json"))

@@ -20,7 +20,17 @@ fn every_owned_path_is_answered_by_cpamp_and_never_forwarded_to_cpa() {
     options.record_requests = true;
     let cpa = start_cpa(&runtime, options);
     let data = tempfile::tempdir().expect("tempdir");
-    let server = start_server(data.path(), &cpa.base_url(), CPA_KEY, &[]);
+    // Price sync sources off: probing the sync path must not reach the internet.
+    let server = start_server(
+        data.path(),
+        &cpa.base_url(),
+        CPA_KEY,
+        &[
+            ("MODEL_PRICE_SYNC_MODELS_DEV_URL", "off"),
+            ("MODEL_PRICE_SYNC_LITELLM_URL", "off"),
+            ("MODEL_PRICE_SYNC_OPENROUTER_URL", "off"),
+        ],
+    );
 
     let mut probed = 0;
     for route in OWNED_ROUTES {

@@ -3,6 +3,7 @@
 //! management proxy, then the panel and the root redirect.
 
 mod accounts;
+mod aliases;
 mod analytics;
 mod automation;
 mod health;
@@ -11,6 +12,7 @@ mod metrics;
 pub mod openapi;
 pub mod owned;
 mod panel;
+pub mod prices;
 mod service;
 mod setup;
 pub mod status;
@@ -18,9 +20,18 @@ pub mod transfer;
 
 pub use panel::PanelPath;
 
-use actix_web::web;
+use actix_web::{HttpResponse, web};
 
+use crate::auth::AdminAuth;
+use crate::error::ApiError;
 use crate::state::Store;
+
+/// A resource at `path` and `path/` whose other methods answer 405 after the admin key.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource([path.to_string(), format!("{path}/")]).default_service(web::to(
+        |_auth: AdminAuth| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) },
+    ))
+}
 
 /// Registers every route. Each module owns one resource.
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
@@ -28,6 +39,8 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     // Before analytics: the export and import paths sit under `/usage`.
     transfer::configure::<S>(config);
     analytics::configure::<S>(config);
+    prices::configure::<S>(config);
+    aliases::configure::<S>(config);
     automation::configure::<S>(config);
     inspection::configure::<S>(config);
     service::configure::<S>(config);

@@ -128,14 +128,14 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/v0/management/model-prices",
         Subtree,
-        Pending,
+        Served,
         Admin,
         "model prices",
     ),
     owned(
         "/v0/management/api-key-aliases",
         Subtree,
-        Pending,
+        Served,
         Admin,
         "API key aliases",
     ),

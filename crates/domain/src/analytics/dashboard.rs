@@ -10,7 +10,7 @@ use super::failures::{RecentFailure, recent_failure_item};
 use super::identity::{ChannelKeys, FailureSourceKeys, IdentityFields};
 use super::query::{AnalyticsStore, Cursor, FineBlock, GroupRequest, GroupRow, Identity, Scope};
 use super::time::{DAY_MS, HOUR_MS, MINUTE_MS};
-use super::totals::{TokenSums, Totals, cost_key, group_by, row_cost};
+use super::totals::{TokenSums, Totals, cost_key, group_by, row_cost, unpriced_models};
 use super::{QueryError, ratio};
 use crate::ports::StoreError;
 
@@ -39,6 +39,9 @@ pub struct DashboardSummary {
     pub channel_health: Vec<ChannelHealth>,
     pub failure_sources: Vec<DashboardFailureSource>,
     pub recent_failures: Vec<RecentFailure>,
+    /// Models without a price behind a `null` cost today (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unpriced_models: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -426,6 +429,7 @@ pub async fn dashboard<S: AnalyticsStore>(
     .collect();
 
     let (channel_health, failure_sources) = channels_and_failures(&book, &today_rows);
+    let unpriced_models = unpriced_models(&book, &today_rows);
     Ok(DashboardSummary {
         generated_at_ms,
         window: DashboardWindow {
@@ -464,6 +468,7 @@ pub async fn dashboard<S: AnalyticsStore>(
             .iter()
             .map(|event| recent_failure_item(event, false))
             .collect(),
+        unpriced_models,
     })
 }
 

@@ -16,6 +16,7 @@
 //! - `time`: IANA zones and Go-compatible local buckets.
 //! - `model`: the analytics-model suffix rule.
 //! - `cost`: the price book and the read-time cost of a band of token sums.
+//! - `explain`: the cost of one request, line by line.
 //! - `query`: request types (scope, filters), the rows storage answers with, and
 //!   the storage port.
 //! - `totals`: summing rows (metrics, cost, last seen).
@@ -30,6 +31,7 @@
 pub mod accounts;
 pub mod cost;
 pub mod dashboard;
+pub mod explain;
 pub mod failures;
 pub mod headers;
 pub mod identity;

@@ -20,6 +20,22 @@ pub fn row_cost(book: &PriceBook, row: &GroupRow) -> Option<f64> {
     )
 }
 
+/// The billing models of `rows` that carry tokens but have no price (what makes a
+/// cost `null`), sorted.
+pub fn unpriced_models(book: &PriceBook, rows: &[GroupRow]) -> Vec<String> {
+    book.unpriced(rows.iter().map(|row| {
+        (
+            Band {
+                model: &row.model,
+                billing_model: &row.billing_model,
+                service_tier: &row.service_tier,
+                context_band: row.context_band,
+            },
+            &row.metrics,
+        )
+    }))
+}
+
 /// Metrics, cost and last-seen time of a set of rows. The cost is `None` once any
 /// row had no price (the sum is then unknown); with no row it is `Some(0.0)`.
 #[derive(Debug, Clone, Copy)]

@@ -8,12 +8,20 @@
 //!
 //! Layout:
 //! - this file: [`ModelPrice`] and its parts, [`validate`], [`PriceStore`];
+//! - `sources`: the three sync sources' JSON formats (models.dev, LiteLLM,
+//!   OpenRouter) turned into price entries;
+//! - `matching`: which source entry a model id means (unique strong match only) and
+//!   the scored candidates shown when none is certain;
+//! - `sync`: what a sync writes (failure preservation, pinned prices, validation);
 //! - `aliases`: API key aliases (hash normalisation, alias rules, the upsert plan).
 //!
 //! The cost formula itself lives with the analytics read model
 //! (`analytics::cost`), which prices token sums with these records.
 
 pub mod aliases;
+pub mod matching;
+pub mod sources;
+pub mod sync;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -264,6 +272,12 @@ pub trait PriceStore: Clone + Send + Sync + 'static {
         request: aliases::AliasPut,
         now_ms: i64,
     ) -> impl Future<Output = Result<Result<(), aliases::AliasError>, StoreError>> + Send;
+
+    /// The stored event with this hash (lowercase hex), for explaining its cost.
+    fn event_by_hash(
+        &self,
+        event_hash: &str,
+    ) -> impl Future<Output = Result<Option<crate::analytics::query::RawEvent>, StoreError>> + Send;
 
     /// Deletes the alias of a hash; deleting a missing alias succeeds.
     fn delete_api_key_alias(

@@ -77,6 +77,9 @@ pub struct AccountHistory {
     pub generated_at_ms: i64,
     pub checkpoint: Checkpoint,
     pub items: Vec<HistoryItem>,
+    /// Models without a price behind a `null` total_cost (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unpriced_models: Vec<String>,
 }
 
 fn request_item(event: &RawEvent) -> HistoryRequestItem {
@@ -127,8 +130,10 @@ pub async fn account_history<S: AnalyticsStore>(
     }
     drop(rows);
     let mut items = Vec::with_capacity(targets.len());
+    let mut unpriced = std::collections::BTreeSet::new();
     for (target, key) in targets.iter().zip(&keys) {
-        let total = totals.remove(key.as_str()).unwrap_or_default();
+        let mut total = totals.remove(key.as_str()).unwrap_or_default();
+        unpriced.append(&mut total.unpriced);
         let first_seen_ms = match total.first_block {
             Some(block) => first_call(store, key, block).await?,
             None => None,
@@ -166,6 +171,7 @@ pub async fn account_history<S: AnalyticsStore>(
             processed: 0,
         },
         items,
+        unpriced_models: unpriced.into_iter().collect(),
     })
 }
 

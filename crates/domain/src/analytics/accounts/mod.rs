@@ -26,9 +26,11 @@ pub use windows::{
     account_window_usage,
 };
 
+use std::collections::BTreeSet;
+
 use super::cost::PriceBook;
 use super::query::GroupRow;
-use super::totals::{Totals, row_cost};
+use super::totals::{Totals, row_cost, unpriced_models};
 
 /// Totals of one account (or window): the sums, whether any row matched, and the
 /// block of its earliest row.
@@ -37,11 +39,18 @@ struct AccountTotals {
     totals: Totals,
     matched_rows: bool,
     first_block: Option<i64>,
+    /// Models whose missing price makes the cost unknown.
+    unpriced: BTreeSet<String>,
 }
 
 impl AccountTotals {
     fn add(&mut self, book: &PriceBook, row: &GroupRow) {
-        self.totals.add(row, row_cost(book, row));
+        let cost = row_cost(book, row);
+        if cost.is_none() {
+            self.unpriced
+                .extend(unpriced_models(book, std::slice::from_ref(row)));
+        }
+        self.totals.add(row, cost);
         self.matched_rows = true;
         self.first_block = Some(
             self.first_block

@@ -220,6 +220,9 @@ pub struct WindowItem {
 pub struct WindowUsage {
     pub generated_at_ms: i64,
     pub items: Vec<WindowItem>,
+    /// Models without a price behind a `null` total_cost (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unpriced_models: Vec<String>,
 }
 
 /// Usage per window, matched on the account key and `[from_ms, to_ms)`.
@@ -233,6 +236,7 @@ pub async fn account_window_usage<S: AnalyticsStore>(
     // Windows of many rows share their ranges; each range is read once.
     let mut ranges: HashMap<(i64, i64), Vec<(String, GroupRow)>> = HashMap::new();
     let mut items = Vec::with_capacity(windows.len());
+    let mut unpriced = std::collections::BTreeSet::new();
     for window in windows {
         let range = (window.from_ms, window.to_ms);
         if let std::collections::hash_map::Entry::Vacant(slot) = ranges.entry(range) {
@@ -253,6 +257,7 @@ pub async fn account_window_usage<S: AnalyticsStore>(
                 }
             }
         }
+        unpriced.append(&mut totals.unpriced);
         let scope_match_status = if !window.scope.complete {
             "unmatched"
         } else if unmatched > 0 {
@@ -284,5 +289,6 @@ pub async fn account_window_usage<S: AnalyticsStore>(
     Ok(WindowUsage {
         generated_at_ms: now_ms,
         items,
+        unpriced_models: unpriced.into_iter().collect(),
     })
 }

@@ -43,7 +43,7 @@ use super::QueryError;
 use super::failures::{RecentFailure, recent_failure_item};
 use super::query::{AnalyticsStore, Cursor, GroupRequest, Scope};
 use super::time::{Granularity, Zone};
-use super::totals::Totals;
+use super::totals::{Totals, unpriced_models};
 
 /// Which sections to compute.
 #[derive(Debug, Clone, Default)]
@@ -134,6 +134,9 @@ pub struct MonitoringResponse {
     pub events: Option<EventsSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drilldown_preview: Option<EventsSection>,
+    /// Models without a price behind a `null` cost (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unpriced_models: Vec<String>,
 }
 
 /// Answers a monitoring request.
@@ -213,6 +216,11 @@ pub async fn monitoring<S: AnalyticsStore>(
     };
 
     let totals = Totals::of(&book, &main_rows);
+    let mut unpriced = unpriced_models(&book, &main_rows);
+    unpriced.extend(unpriced_models(&book, &identity_rows));
+    unpriced.sort();
+    unpriced.dedup();
+    response.unpriced_models = unpriced;
     let points = if include.timeline || include.anomaly_points {
         timeline::timeline_points(&book, &main_rows, &samples, &zone, granularity)
     } else {
