@@ -8,6 +8,10 @@
 //!   bytes per event and the query process's peak RSS.
 //! - `ingest-live`: events/s from the fake CPA into committed SQLite rows per transport
 //!   (HTTP queue, RESP pop, SUBSCRIBE) and the resident memory while doing it.
+//! - `e2e`: the release binary fed by the fake CPA's HTTP queue with N realistic
+//!   events (`--size`, 1M by default; `--live` for a steady stream into today),
+//!   then every panel request timed over HTTP with RSS before and after, targets
+//!   printed beside the figures (`crates/testkit/examples/e2e_bench.rs`).
 //! - `panel`: the dashboard's first meaningful paint in Chromium against the release
 //!   server on a 1M-event database, beside an empty one (see `frontend.rs`).
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
@@ -23,6 +27,7 @@ use xshell::{Shell, cmd};
 pub const NAMES: &[&str] = &[
     "analytics",
     "decode",
+    "e2e",
     "ingest",
     "ingest-live",
     "panel",
@@ -58,6 +63,21 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
         .run()
         .map_err(|error| error.to_string()),
         "startup" => startup(shell),
+        "e2e" => {
+            cmd!(shell, "cargo build --release --locked -p cpamp-server")
+                .run()
+                .map_err(|error| error.to_string())?;
+            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+            let server = std::path::Path::new(&target)
+                .join("release")
+                .join("cpamp-server");
+            cmd!(
+                shell,
+                "cargo run --release --locked -p cpamp-testkit --example e2e_bench -- --server {server} {extra...}"
+            )
+            .run()
+            .map_err(|error| error.to_string())
+        }
         "panel" => crate::frontend::bench(shell, extra),
         _ => Err(format!(
             "unknown benchmark {name:?}; one of: {}",

@@ -603,7 +603,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn reader_connection(
+    pub(crate) async fn reader_connection(
         &self,
     ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
         let mut connection = self
@@ -1174,48 +1174,13 @@ impl AnalyticsStore for SqliteStore {
         self.cached_price_book().await
     }
 
-    async fn header_events<F>(
+    async fn latest_header_events(
         &self,
         from_ms: i64,
         to_ms: i64,
-        mut each: F,
-    ) -> Result<(), StoreError>
-    where
-        F: FnMut(&RawEvent) -> bool + Send,
-    {
-        const CHUNK: i64 = 512;
-        let mut connection = self.reader_connection().await?;
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE timestamp_ms >= ?1 \
-             AND (timestamp_ms < ?2 OR (timestamp_ms = ?2 AND id < ?3)) \
-             AND (coalesce(response_metadata_json, '') <> '' OR header_quota_recover_at_ms IS NOT NULL \
-             OR header_quota_used_percent IS NOT NULL OR header_quota_plan_type_id IS NOT NULL \
-             OR header_error_kind_id IS NOT NULL OR header_error_code_id IS NOT NULL \
-             OR coalesce(header_trace_id, '') <> '') \
-             ORDER BY timestamp_ms DESC, id DESC LIMIT {CHUNK}"
-        );
-        // Exclusive keyset bound, newest first: `to_ms` itself is outside the range.
-        let mut before = (to_ms, i64::MIN);
-        loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(from_ms)
-                .bind(before.0)
-                .bind(before.1)
-                .fetch_all(&mut *connection)
-                .await
-                .map_err(db("read header events"))?;
-            let state = lock_read(self.read_cache());
-            for row in &rows {
-                let event = self.event_from_row(&state, row);
-                before = (event.timestamp_ms, event.id);
-                if !each(&event) {
-                    return Ok(());
-                }
-            }
-            if (rows.len() as i64) < CHUNK {
-                return Ok(());
-            }
-        }
+        limit: usize,
+    ) -> Result<Vec<RawEvent>, StoreError> {
+        self.latest_header_events_inner(from_ms, to_ms, limit).await
     }
 
     async fn header_values(&self, scope: Scope) -> Result<HeaderValues, StoreError> {

@@ -164,6 +164,7 @@ async fn write_batch(
         outcome.dead_lettered += 1;
     }
     crate::rollup::flush(store, connection, stage, &fresh).await?;
+    crate::snapshots::note_latest(connection, &fresh).await?;
     bump_counter(connection, "usage_events", outcome.inserted).await?;
     bump_counter(connection, "dead_letter_events", outcome.dead_lettered).await?;
     Ok(outcome)

@@ -13,6 +13,7 @@
 //! - `settings`: the key-value settings table.
 //! - `rollup`: rollups maintained inside the ingest transaction.
 //! - `analytics`: the analytics query side (rollups, raw edges, event pages).
+//! - `snapshots`: the newest header event per credential, kept at ingest.
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
 //! - `stream`: event streams from one read snapshot (export, compatible usage payload).
@@ -37,6 +38,7 @@ mod maintenance;
 mod prices;
 mod rollup;
 mod settings;
+mod snapshots;
 mod stream;
 
 use std::path::{Path, PathBuf};

@@ -687,3 +687,35 @@ async fn filter_selectors_list_the_models_and_identities_of_the_range() {
         .expect("selectors from identity rollups");
     check(response);
 }
+
+#[tokio::test]
+async fn a_late_older_header_event_does_not_replace_the_newest() {
+    use cpamp_domain::analytics::accounts::header_snapshots;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
+        .await
+        .expect("open store");
+    let mut events = synth::events(3, 400, END_MS, 1);
+    events.retain(|event| event.header_error_kind.is_some());
+    let mut newer = events.first().cloned().expect("a failure with headers");
+    newer.timestamp_ms = END_MS - 60_000;
+    let mut older = newer.clone();
+    older.event_hash = "ee".repeat(32);
+    older.timestamp_ms = END_MS - 3_600_000;
+    for event in [newer.clone(), older] {
+        store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://cpa".into()),
+                events: vec![event],
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("store");
+    }
+    let answer = header_snapshots(&store, END_MS, 1, 10)
+        .await
+        .expect("snapshots");
+    assert_eq!(answer.items.len(), 1);
+    assert_eq!(answer.items[0].event_hash, newer.event_hash);
+    assert_eq!(answer.items[0].timestamp_ms, newer.timestamp_ms);
+}

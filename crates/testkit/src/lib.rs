@@ -18,8 +18,9 @@
 //!
 //! Layout: `queue` (queue, subscribers, errors channel), `auth` (key check and bans), `resp`
 //! and `http` (the two protocols), `events` (realistic payloads), `credentials` (auth files
-//! and `api-call`), `corpus` (a long stream of varied, unique payloads for round trips and
-//! benchmarks).
+//! and `api-call`), `traffic` (CPA 7.2 payloads with response headers and nanosecond
+//! timestamps at any instant, for benchmarks at scale), `corpus` (a long stream of varied,
+//! unique payloads for round trips and benchmarks).
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -38,6 +39,7 @@ mod files;
 mod http;
 pub mod queue;
 mod resp;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -53,6 +55,7 @@ use tokio::task::{JoinHandle, JoinSet};
 pub use credentials::{ApiCallAnswer, ApiCallRecord, AuthFile, StatusChange};
 pub use events::{Account, EmittedEvent, EventGenerator, PayloadSpec, error_event};
 pub use files::ReadOnlyFiles;
+pub use traffic::Traffic;
 
 /// How the fake behaves. Start from [`FakeCpaOptions::new`] and adjust fields.
 #[derive(Debug, Clone)]

@@ -5,10 +5,13 @@
 //! returns a raw key. Every refusal is a 400 whose code says why
 //! (`api_key_aliases_required`, `api_key_alias_duplicate`, else `request_failed`).
 
+use std::collections::HashMap;
+
 use actix_web::{HttpResponse, web};
 use cpamp_domain::StoreError;
 use cpamp_domain::prices::aliases::{AliasError, AliasItem, AliasPut, ApiKeyAlias, normalize_hash};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::analytics::{json, now_ms};
 use crate::auth::AdminAuth;
@@ -145,4 +148,85 @@ async fn delete<S: Store>(
     })?;
     state.store.delete_api_key_alias(&hash).await?;
     json(&serde_json::json!({ "ok": true }))
+}
+
+/// `value` as the JSON answer, with each client key's alias shown beside it: every
+/// object with an `api_key_hash` that has an alias gains `"api_key_alias"`, and each
+/// heatmap `api_key_contributors` entry gains its `"label"`. Without aliases the
+/// answer is serialized directly.
+pub(crate) async fn json_with_aliases<S: Store, T: Serialize>(
+    store: &S,
+    value: &T,
+) -> Result<HttpResponse, ApiError> {
+    let aliases = store.api_key_aliases().await?;
+    if aliases.is_empty() {
+        return json(value);
+    }
+    let by_hash: HashMap<&str, &str> = aliases
+        .iter()
+        .map(|alias| (alias.api_key_hash.as_str(), alias.alias.as_str()))
+        .collect();
+    let mut tree = serde_json::to_value(value)
+        .map_err(|error| ApiError::internal("encode response", &error))?;
+    annotate(&mut tree, &by_hash, false);
+    json(&tree)
+}
+
+fn annotate(value: &mut Value, aliases: &HashMap<&str, &str>, contributors: bool) {
+    match value {
+        Value::Object(object) => {
+            let hash = object
+                .get("api_key_hash")
+                .and_then(Value::as_str)
+                .map(|hash| hash.trim().to_ascii_lowercase());
+            if let Some(alias) = hash.and_then(|hash| aliases.get(hash.as_str()).copied()) {
+                object.insert("api_key_alias".to_string(), Value::from(alias));
+            }
+            if contributors
+                && let Some(alias) = object.get("key").and_then(Value::as_str).and_then(|key| {
+                    aliases
+                        .get(key.trim().to_ascii_lowercase().as_str())
+                        .copied()
+                })
+            {
+                object.insert("label".to_string(), Value::from(alias));
+            }
+            for (key, child) in object.iter_mut() {
+                annotate(child, aliases, key == "api_key_contributors");
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                annotate(item, aliases, contributors);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_are_shown_beside_key_hashes_and_as_contributor_labels() {
+        let hash = "ab".repeat(32);
+        let aliases = HashMap::from([(hash.as_str(), "CI bot")]);
+        let mut answer = serde_json::json!({
+            "api_key_stats": [{"id": hash, "api_key_hash": hash.to_uppercase()}, {"api_key_hash": "other"}],
+            "heatmap": [{"api_key_contributors": [{"key": hash}], "model_contributors": [{"key": hash}]}],
+        });
+        annotate(&mut answer, &aliases, false);
+        assert_eq!(answer["api_key_stats"][0]["api_key_alias"], "CI bot");
+        assert!(answer["api_key_stats"][1].get("api_key_alias").is_none());
+        assert_eq!(
+            answer["heatmap"][0]["api_key_contributors"][0]["label"],
+            "CI bot"
+        );
+        assert!(
+            answer["heatmap"][0]["model_contributors"][0]
+                .get("label")
+                .is_none()
+        );
+    }
 }

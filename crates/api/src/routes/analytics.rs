@@ -160,7 +160,7 @@ async fn dashboard_summary<S: Store>(
 ) -> Result<HttpResponse, ApiError> {
     let parsed = dashboard_request(request.query_string(), now_ms())?;
     let summary = dashboard(&state.store, parsed).await.map_err(query_error)?;
-    json(&summary)
+    super::aliases::json_with_aliases(&state.store, &summary).await
 }
 
 // ---------------------------------------------------------------------------
@@ -380,7 +380,7 @@ async fn monitoring_analytics<S: Store>(
     let response = monitoring(&state.store, request)
         .await
         .map_err(query_error)?;
-    json(&response)
+    super::aliases::json_with_aliases(&state.store, &response).await
 }
 
 // ---------------------------------------------------------------------------

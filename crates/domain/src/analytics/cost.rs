@@ -215,7 +215,7 @@ impl PriceBook {
         for key in prices.keys() {
             for (index, name) in [
                 (&mut folded, key.to_ascii_lowercase()),
-                (&mut slugs, slug(key)),
+                (&mut slugs, slug(key).into_owned()),
             ] {
                 index
                     .entry(name)
@@ -306,11 +306,11 @@ impl PriceBook {
         ] {
             for (name, _) in candidates.clone() {
                 let folded = if how == PriceMatch::CaseInsensitive {
-                    name.to_ascii_lowercase()
+                    lower(name)
                 } else {
                     slug(name)
                 };
-                if let Some(Some(key)) = index.get(&folded)
+                if let Some(Some(key)) = index.get(folded.as_ref())
                     && let Some(price) = self.inner.prices.get(key)
                 {
                     return Some((Cow::Borrowed(key.as_str()), Cow::Borrowed(price), how));
@@ -355,12 +355,23 @@ fn behaviour_model<'a>(band: Band<'a>) -> &'a str {
     }
 }
 
-/// Lowercased name after the last `/`.
-fn slug(model: &str) -> String {
-    let lower = model.trim().to_ascii_lowercase();
-    match lower.rfind('/') {
-        Some(index) => lower[index + 1..].to_string(),
-        None => lower,
+/// Lowercased name after the last `/` (borrowed when already lowercase: this runs
+/// for every priced row).
+fn slug(model: &str) -> Cow<'_, str> {
+    let trimmed = model.trim();
+    let tail = match trimmed.rfind('/') {
+        Some(index) => &trimmed[index + 1..],
+        None => trimmed,
+    };
+    lower(tail)
+}
+
+/// ASCII-lowercased, borrowed when already lowercase.
+fn lower(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -427,8 +438,8 @@ fn has_long_context_premium(slug: &str) -> bool {
 
 /// The multiplier of a service tier when no explicit rule prices it.
 pub fn tier_multiplier(behaviour_model: &str, tier: &str) -> f64 {
-    let tier = tier.trim().to_ascii_lowercase();
-    match tier.as_str() {
+    let tier = lower(tier.trim());
+    match tier.as_ref() {
         "flex" | "batch" => 0.5,
         "priority" | "fast" => {
             let slug = slug(behaviour_model);
@@ -486,7 +497,7 @@ fn price_band(
     lines: &mut Option<Vec<Line>>,
 ) -> Priced {
     let behaviour = slug(behaviour_model(band));
-    let tier = band.service_tier.trim().to_ascii_lowercase();
+    let tier = lower(band.service_tier.trim());
     let range = band_range(band.context_band);
     let (active, approximate) = context_tier(price, range);
     let long = range.floor >= LONG_CONTEXT_TOKENS;

@@ -670,17 +670,19 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
     /// The current prices.
     fn price_book(&self) -> impl Future<Output = Result<PriceBook, StoreError>> + Send;
 
-    /// Calls `each` for the events of `[from_ms, to_ms)` that carry any header
-    /// metadata (metadata JSON, quota recover time or used percent, plan type,
-    /// error kind or code, trace id), newest first, until `each` returns false.
-    fn header_events<F>(
+    /// The newest event carrying header metadata (metadata JSON, quota recover
+    /// time or used percent, plan type, error kind or code, trace id) of each
+    /// credential, keyed by `accounts::snapshot_key`, whose time is in
+    /// `[from_ms, to_ms)`: newest first, at most `limit` credentials. Kept current
+    /// at ingest, so the cost does not depend on how many events the range holds.
+    /// A credential whose newest header event is dated at or after `to_ms` is left
+    /// out (it reappears once that time has passed).
+    fn latest_header_events(
         &self,
         from_ms: i64,
         to_ms: i64,
-        each: F,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send
-    where
-        F: FnMut(&RawEvent) -> bool + Send;
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
 
     /// The distinct header values of the events of `scope`.
     fn header_values(

@@ -231,6 +231,38 @@ fn prices_api_shapes_and_costs_in_every_answer() {
     assert_eq!(cost_of("mystery-alias"), Value::Null);
     assert_eq!(monitoring["unpriced_models"], json!(["mystery-model-2025"]));
 
+    // A client key's alias shows wherever its hash does.
+    let hash = hash_api_key(RAW_CLIENT_KEY);
+    let alias = json!({"items": [{"apiKeyHash": hash, "alias": "CI bot"}]});
+    assert_eq!(
+        call(
+            &server,
+            "PUT",
+            "/v0/management/api-key-aliases",
+            Some(&alias.to_string())
+        )
+        .0,
+        200
+    );
+    let (_, monitoring) = call(
+        &server,
+        "POST",
+        "/v0/management/monitoring/analytics",
+        Some(monitoring_body),
+    );
+    assert_eq!(
+        monitoring["api_key_stats"][0]["api_key_hash"],
+        hash.as_str()
+    );
+    assert_eq!(monitoring["api_key_stats"][0]["api_key_alias"], "CI bot");
+    let (_, dashboard) = call(
+        &server,
+        "GET",
+        &format!("/v0/management/dashboard/summary?{DAY}"),
+        None,
+    );
+    assert_eq!(dashboard["recent_failures"][0]["api_key_alias"], "CI bot");
+
     // A price under the client's alias name prices the request too.
     let both = json!({"prices": {
         "gpt-5": {"prompt": 1.25, "completion": 10, "cache": 0.125, "cacheRead": 0.125, "source": "manual"},

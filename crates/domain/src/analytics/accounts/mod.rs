@@ -18,7 +18,8 @@ pub use history::{
     MAX_HISTORY_TARGETS, account_history,
 };
 pub use snapshots::{
-    HeaderSnapshot, HeaderSnapshots, SNAPSHOT_DAYS, SNAPSHOT_LIMIT, header_snapshots, snapshot_key,
+    HeaderSnapshot, HeaderSnapshots, SNAPSHOT_DAYS, SNAPSHOT_LIMIT, credential_key,
+    header_snapshots, snapshot_key,
 };
 pub use target::{AccountTarget, normalize_provider};
 pub use windows::{

@@ -1,7 +1,7 @@
 //! `GET /v0/management/monitoring/header-snapshots`: the latest header metadata
 //! per credential.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use serde::Serialize;
 
@@ -52,10 +52,28 @@ pub struct HeaderSnapshots {
 /// `event::<hash>` (an event with no identity at all stands for itself).
 pub fn snapshot_key(event: &RawEvent) -> String {
     let identity = &event.identity;
-    let file = identity.auth_file.trim();
-    let index = identity.auth_index.trim();
-    let account = identity.account.trim();
-    let source_hash = identity.source_hash.trim();
+    credential_key(
+        &identity.auth_file,
+        &identity.auth_index,
+        &identity.account,
+        &identity.source_hash,
+        &event.event_hash,
+    )
+}
+
+/// [`snapshot_key`] from the raw field values (storage keys its table of latest
+/// header events by it at ingest).
+pub fn credential_key(
+    auth_file: &str,
+    auth_index: &str,
+    account: &str,
+    source_hash: &str,
+    event_hash: &str,
+) -> String {
+    let file = auth_file.trim();
+    let index = auth_index.trim();
+    let account = account.trim();
+    let source_hash = source_hash.trim();
     if !file.is_empty() && !index.is_empty() {
         format!("{file}::{index}")
     } else if !file.is_empty() {
@@ -67,7 +85,7 @@ pub fn snapshot_key(event: &RawEvent) -> String {
     } else if !source_hash.is_empty() {
         format!("source::{source_hash}")
     } else {
-        format!("event::{}", event.event_hash)
+        format!("event::{event_hash}")
     }
 }
 
@@ -93,22 +111,17 @@ pub async fn header_snapshots<S: AnalyticsStore>(
     limit: usize,
 ) -> Result<HeaderSnapshots, QueryError> {
     let from_ms = now_ms - days * DAY_MS;
-    let mut seen: HashMap<String, ()> = HashMap::new();
-    let mut items = Vec::new();
-    // Events arrive newest first, so the first event of each key is its latest
-    // and the first `limit` distinct keys are exactly the answer.
-    store
-        .header_events(from_ms, now_ms.saturating_add(1), |event| {
-            if items.len() >= limit {
-                return false;
-            }
-            let headers = HeaderFields::of(event);
-            if headers.is_set() && seen.insert(snapshot_key(event), ()).is_none() {
-                items.push(snapshot_item(event, headers));
-            }
-            items.len() < limit
-        })
+    let events = store
+        .latest_header_events(from_ms, now_ms.saturating_add(1), limit)
         .await?;
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut items = Vec::new();
+    for event in &events {
+        let headers = HeaderFields::of(event);
+        if items.len() < limit && headers.is_set() && seen.insert(snapshot_key(event)) {
+            items.push(snapshot_item(event, headers));
+        }
+    }
     Ok(HeaderSnapshots {
         generated_at_ms: now_ms,
         from_ms,
