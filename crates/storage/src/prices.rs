@@ -321,21 +321,15 @@ async fn write_price(
     model: &str,
     price: &ModelPrice,
 ) -> Result<(), StoreError> {
-    let rates = &price.rates;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO model_prices (model, {RATE_COLUMNS}, source, source_model_id, raw_json, pinned, \
-         updated_at_ms, synced_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )))
-    .bind(model)
-    .bind(rates.prompt.value)
-    .bind(rates.completion.value)
-    .bind(rates.cache.value)
-    .bind(rates.cache_read.value)
-    .bind(rates.cache_creation.value)
-    .bind(flag(rates.prompt))
-    .bind(flag(rates.completion))
-    .bind(flag(rates.cache_read))
-    .bind(flag(rates.cache_creation))
+    bind_rates(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO model_prices (model, {RATE_COLUMNS}, source, source_model_id, raw_json, pinned, \
+             updated_at_ms, synced_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(model),
+        &price.rates,
+        false,
+    )
     .bind(&price.source)
     .bind(&price.source_model_id)
     .bind(&price.raw_json)
@@ -354,6 +348,7 @@ async fn write_price(
             .bind(model)
             .bind(tier.threshold_tokens),
             &tier.rates,
+            true,
         )
         .execute(&mut *connection)
         .await
@@ -369,6 +364,7 @@ async fn write_price(
             .bind(&rule.mode)
             .bind(&rule.service_tier),
             &rule.rates,
+            true,
         )
         .execute(&mut *connection)
         .await
@@ -379,8 +375,10 @@ async fn write_price(
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
-fn bind_rates<'q>(query: Query<'q>, rates: &Rates) -> Query<'q> {
-    query
+/// Binds the rates in [`RATE_COLUMNS`] order, then `cache_configured` for tiers and
+/// rules (a base price has no such column).
+fn bind_rates<'q>(query: Query<'q>, rates: &Rates, cache_flag: bool) -> Query<'q> {
+    let query = query
         .bind(rates.prompt.value)
         .bind(rates.completion.value)
         .bind(rates.cache.value)
@@ -389,6 +387,10 @@ fn bind_rates<'q>(query: Query<'q>, rates: &Rates) -> Query<'q> {
         .bind(flag(rates.prompt))
         .bind(flag(rates.completion))
         .bind(flag(rates.cache_read))
-        .bind(flag(rates.cache_creation))
-        .bind(flag(rates.cache))
+        .bind(flag(rates.cache_creation));
+    if cache_flag {
+        query.bind(flag(rates.cache))
+    } else {
+        query
+    }
 }

@@ -37,7 +37,6 @@ async fn write_go_database(path: &std::path::Path) {
          aggregate_structure_revision TEXT NOT NULL DEFAULT '', first_seen_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL)",
         "CREATE TABLE dead_letter_events (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, error TEXT NOT NULL, created_at_ms INTEGER NOT NULL)",
         "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at_ms INTEGER NOT NULL)",
-        "CREATE TABLE api_key_aliases (api_key_hash TEXT PRIMARY KEY, alias TEXT NOT NULL, updated_at_ms INTEGER NOT NULL)",
         "INSERT INTO settings VALUES ('manager_config_v1', '{\"cpaConnection\":{\"cpaBaseUrl\":\"http://cpa:8317\"}}', 1)",
         "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES ('not json', 'invalid character', 5)",
         "INSERT INTO api_key_aliases VALUES ('kh1', 'ci-bot', 1)",
@@ -63,31 +62,11 @@ async fn write_go_database(path: &std::path::Path) {
          reason, auto_disable_eligible, first_seen_at_ms, last_seen_at_ms, hit_count, created_at_ms, updated_at_ms) \
          VALUES ('reauth', 'pending', 'codex', 'codex-c.json', '77', 'token_revoked', 'reauthorize', 1, 5, 9, 4, 5, 9)",
         "INSERT INTO api_key_aliases VALUES ('KH2', 'CI-Bot', 2)",
-        // Prices as the current Go release keeps them, with both kinds of tiers.
-        "CREATE TABLE model_prices (model text primary key, prompt_per_1m real not null, completion_per_1m real not null, \
-         cache_per_1m real not null, cache_read_per_1m real not null default 0, cache_creation_per_1m real not null default 0, \
-         prompt_configured integer not null default 0, completion_configured integer not null default 0, \
-         cache_read_configured integer not null default 0, cache_creation_configured integer not null default 0, \
-         source text, source_model_id text, raw_json text, updated_at_ms integer not null, synced_at_ms integer)",
-        "CREATE TABLE model_price_context_tiers (model text not null, threshold_tokens integer not null, \
-         prompt_per_1m real not null default 0, completion_per_1m real not null default 0, cache_per_1m real not null default 0, \
-         cache_read_per_1m real not null default 0, cache_creation_per_1m real not null default 0, \
-         prompt_configured integer not null default 0, completion_configured integer not null default 0, \
-         cache_configured integer not null default 0, cache_read_configured integer not null default 0, \
-         cache_creation_configured integer not null default 0, primary key (model, threshold_tokens))",
-        "CREATE TABLE model_price_service_tiers (model text not null, mode text not null, service_tier text not null, \
-         prompt_per_1m real not null default 0, completion_per_1m real not null default 0, cache_per_1m real not null default 0, \
-         cache_read_per_1m real not null default 0, cache_creation_per_1m real not null default 0, \
-         prompt_configured integer not null default 0, completion_configured integer not null default 0, \
-         cache_configured integer not null default 0, cache_read_configured integer not null default 0, \
-         cache_creation_configured integer not null default 0, primary key (model, mode, service_tier))",
-        "INSERT INTO model_prices VALUES ('gpt-5.5', 5, 40, 0.5, 0.5, 0, 1, 1, 1, 0, 'models.dev', 'openai/gpt-5.5', '{}', 10, 11)",
-        "INSERT INTO model_prices VALUES ('my-alias', 1, 2, 0, 0, 0, 1, 1, 0, 0, 'manual', NULL, NULL, 12, NULL)",
-        "INSERT INTO model_price_context_tiers (model, threshold_tokens, prompt_per_1m, prompt_configured) VALUES ('gpt-5.5', 272000, 10, 1)",
-        "INSERT INTO model_price_service_tiers (model, mode, service_tier, prompt_per_1m, prompt_configured) VALUES ('gpt-5.5', 'fast', 'priority', 12.5, 1)",
     ];
-    for statement in statements {
-        sqlx::query(statement)
+    let tables = cpamp_testkit::go_schema::PRICE_AND_ALIAS_TABLES;
+    let rows = cpamp_testkit::go_schema::PRICE_ROWS;
+    for statement in tables.iter().chain(&statements).chain(&rows) {
+        sqlx::query(*statement)
             .execute(&mut go)
             .await
             .expect(statement);
@@ -153,7 +132,7 @@ async fn a_go_database_is_adopted_in_place() {
     assert_eq!(synced.context_tiers[0].rates.prompt, Rate::set(10.0));
     assert_eq!(synced.service_tiers[0].mode, "fast");
     assert_eq!(synced.service_tiers[0].rates.prompt, Rate::set(12.5));
-    assert!(prices["my-alias"].pinned, "manual prices are pinned");
+    assert!(prices["house"].pinned, "manual prices are pinned");
     let aliases = store.api_key_aliases().await.expect("aliases");
     let aliases: Vec<_> = aliases
         .iter()

@@ -36,6 +36,7 @@ pub mod corpus;
 mod credentials;
 pub mod events;
 mod files;
+pub mod go_schema;
 mod http;
 pub mod queue;
 mod resp;

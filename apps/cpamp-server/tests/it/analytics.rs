@@ -10,7 +10,7 @@ use crate::support::{ServerProcess, client};
 
 const ADMIN_KEY: &str = "cpamp-analytics-test-admin-key-0123456789";
 
-fn worked_example() -> Vec<UsageEvent> {
+pub(crate) fn worked_example() -> Vec<UsageEvent> {
     let base = UsageEvent {
         event_hash: "11".repeat(32),
         request_id: Some("req-1".into()),

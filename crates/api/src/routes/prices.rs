@@ -145,28 +145,13 @@ pub struct ServiceTierJson {
     pub rates: RatesJson,
 }
 
-/// One price on the wire (analytics.md §5.1 plus `pinned`).
+/// One price on the wire (analytics.md §5.1 plus `pinned`). The base rates have no
+/// `cacheConfigured` (the base `cache` rate counts as configured when above 0).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PriceJson {
-    #[serde(default)]
-    pub prompt: f64,
-    #[serde(default)]
-    pub completion: f64,
-    #[serde(default)]
-    pub cache: f64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cache_read: f64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cache_creation: f64,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub prompt_configured: bool,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub completion_configured: bool,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub cache_read_configured: bool,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub cache_creation_configured: bool,
+    #[serde(flatten)]
+    pub rates: RatesJson,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -192,17 +177,8 @@ fn is_zero_ms(value: &i64) -> bool {
 
 impl PriceJson {
     pub fn of(price: &ModelPrice) -> PriceJson {
-        let rates = &price.rates;
         PriceJson {
-            prompt: rates.prompt.value,
-            completion: rates.completion.value,
-            cache: rates.cache.value,
-            cache_read: rates.cache_read.value,
-            cache_creation: rates.cache_creation.value,
-            prompt_configured: rates.prompt.flag,
-            completion_configured: rates.completion.flag,
-            cache_read_configured: rates.cache_read.flag,
-            cache_creation_configured: rates.cache_creation.flag,
+            rates: RatesJson::of(&base_rates(price.rates)),
             source: price.source.clone(),
             source_model_id: price.source_model_id.clone(),
             raw_json: price.raw_json.clone(),
@@ -232,28 +208,7 @@ impl PriceJson {
     /// The domain price; `pinned` defaults to "the source is manual".
     pub fn to_price(&self) -> ModelPrice {
         ModelPrice {
-            rates: Rates {
-                prompt: Rate {
-                    value: self.prompt,
-                    flag: self.prompt_configured,
-                },
-                completion: Rate {
-                    value: self.completion,
-                    flag: self.completion_configured,
-                },
-                cache: Rate {
-                    value: self.cache,
-                    flag: false,
-                },
-                cache_read: Rate {
-                    value: self.cache_read,
-                    flag: self.cache_read_configured,
-                },
-                cache_creation: Rate {
-                    value: self.cache_creation,
-                    flag: self.cache_creation_configured,
-                },
-            },
+            rates: base_rates(self.rates.to_rates()),
             context_tiers: self
                 .context_tiers
                 .iter()
@@ -280,6 +235,17 @@ impl PriceJson {
             updated_at_ms: self.updated_at_ms,
             synced_at_ms: self.synced_at_ms,
         }
+    }
+}
+
+/// Base rates keep no flag for the legacy cache rate.
+fn base_rates(rates: Rates) -> Rates {
+    Rates {
+        cache: Rate {
+            flag: false,
+            ..rates.cache
+        },
+        ..rates
     }
 }
 

@@ -6,8 +6,9 @@
 
 use serde::Serialize;
 
-use super::cost::{Band, PriceBook, PriceRule, Quote, band_range, context_band};
+use super::cost::{PriceBook, PriceRule, Quote, band_range, context_band};
 use super::query::{GroupRow, RawEvent};
+use super::totals::band_of;
 use crate::prices::Rates;
 
 /// Why reasoning tokens never appear as a billed line.
@@ -160,12 +161,7 @@ fn price(quote: Quote) -> ExplainedPrice {
 /// Explains the cost of one stored event under `book`.
 pub fn explain(book: &PriceBook, event: &RawEvent) -> Explanation {
     let row = GroupRow::from_event(event, false);
-    let band = Band {
-        model: &row.model,
-        billing_model: &row.billing_model,
-        service_tier: &row.service_tier,
-        context_band: row.context_band,
-    };
+    let band = band_of(&row);
     let sums = &row.metrics;
     let range = band_range(context_band(sums.input));
     let quote = if sums.input <= 0

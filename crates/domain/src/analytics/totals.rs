@@ -9,31 +9,23 @@ use super::query::GroupRow;
 /// The read-time cost of one group row under `book`; `None` when its model has no
 /// price.
 pub fn row_cost(book: &PriceBook, row: &GroupRow) -> Option<f64> {
-    book.band_cost(
-        Band {
-            model: &row.model,
-            billing_model: &row.billing_model,
-            service_tier: &row.service_tier,
-            context_band: row.context_band,
-        },
-        &row.metrics,
-    )
+    book.band_cost(band_of(row), &row.metrics)
+}
+
+/// The price-relevant key of a group row.
+pub fn band_of(row: &GroupRow) -> Band<'_> {
+    Band {
+        model: &row.model,
+        billing_model: &row.billing_model,
+        service_tier: &row.service_tier,
+        context_band: row.context_band,
+    }
 }
 
 /// The billing models of `rows` that carry tokens but have no price (what makes a
 /// cost `null`), sorted.
 pub fn unpriced_models(book: &PriceBook, rows: &[GroupRow]) -> Vec<String> {
-    book.unpriced(rows.iter().map(|row| {
-        (
-            Band {
-                model: &row.model,
-                billing_model: &row.billing_model,
-                service_tier: &row.service_tier,
-                context_band: row.context_band,
-            },
-            &row.metrics,
-        )
-    }))
+    book.unpriced(rows.iter().map(|row| (band_of(row), &row.metrics)))
 }
 
 /// Metrics, cost and last-seen time of a set of rows. The cost is `None` once any

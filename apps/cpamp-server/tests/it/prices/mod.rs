@@ -5,7 +5,7 @@
 
 mod sources;
 
-use cpamp_domain::event::{CacheInputMode, NormalizedTokens, TokenCounts, UsageEvent};
+use cpamp_domain::event::UsageEvent;
 use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_domain::prices::aliases::hash_api_key;
 use serde_json::{Value, json};
@@ -17,50 +17,16 @@ const ADMIN_KEY: &str = "cpamp-prices-test-admin-key-0123456789abc";
 const RAW_CLIENT_KEY: &str = "sk-prices-test-client-key-do-not-store-0001";
 const DAY: &str = "today_start_ms=1735689600000&now_ms=1735696800000";
 
+/// The analytics spec's worked example (a priced success and a failure without
+/// tokens), with a real client-key hash and an auth file, plus one request whose
+/// resolved model has no price.
 fn events() -> Vec<UsageEvent> {
-    let priced = UsageEvent {
-        event_hash: "11".repeat(32),
-        request_id: Some("req-1".into()),
-        timestamp_ms: 1_735_693_200_000,
-        timestamp: "2025-01-01T01:00:00Z".into(),
-        provider: Some("openai".into()),
-        model: "gpt-5(high)".into(),
-        requested_model: Some("gpt-5(high)".into()),
-        auth_index: Some("a1".into()),
-        auth_file_snapshot: Some("codex-a.json".into()),
-        auth_provider_snapshot: Some("codex".into()),
-        api_key_hash: Some(hash_api_key(RAW_CLIENT_KEY)),
-        cache_input_mode: Some(CacheInputMode::IncludedInInput),
-        tokens: TokenCounts {
-            input: 1000,
-            output: 200,
-            reasoning: 50,
-            cached: 400,
-            total: 1250,
-            ..TokenCounts::default()
-        },
-        normalized: NormalizedTokens {
-            uncached_input: 600,
-            total_input: 1000,
-            cache_read: 400,
-            cache_creation: 0,
-        },
-        latency_ms: Some(1200),
-        created_at_ms: 1_735_693_200_500,
-        ..UsageEvent::default()
-    };
-    let failure = UsageEvent {
-        event_hash: "22".repeat(32),
-        request_id: Some("req-2".into()),
-        timestamp_ms: 1_735_695_000_000,
-        timestamp: "2025-01-01T01:30:00Z".into(),
-        tokens: TokenCounts::default(),
-        normalized: NormalizedTokens::default(),
-        failed: true,
-        fail_status_code: Some(429),
-        created_at_ms: 1_735_695_000_500,
-        ..priced.clone()
-    };
+    let mut events = crate::analytics::worked_example();
+    for event in &mut events {
+        event.api_key_hash = Some(hash_api_key(RAW_CLIENT_KEY));
+        event.auth_file_snapshot = Some("codex-a.json".into());
+        event.auth_provider_snapshot = Some("codex".into());
+    }
     let unpriced = UsageEvent {
         event_hash: "33".repeat(32),
         request_id: Some("req-3".into()),
@@ -70,9 +36,10 @@ fn events() -> Vec<UsageEvent> {
         requested_model: Some("mystery-alias".into()),
         resolved_model: Some("mystery-model-2025".into()),
         created_at_ms: 1_735_695_600_500,
-        ..priced.clone()
+        ..events[0].clone()
     };
-    vec![priced, failure, unpriced]
+    events.push(unpriced);
+    events
 }
 
 fn seed(data: &std::path::Path, events: Vec<UsageEvent>) {
@@ -838,34 +805,18 @@ fn write_go_database(path: &std::path::Path) {
         let mut go = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
             .await
             .expect("create");
-        for statement in [
+        let core = [
             "CREATE TABLE usage_events (id INTEGER PRIMARY KEY AUTOINCREMENT, event_hash TEXT NOT NULL UNIQUE, \
              timestamp_ms INTEGER NOT NULL, timestamp TEXT NOT NULL, model TEXT NOT NULL, created_at_ms INTEGER NOT NULL)",
             "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at_ms INTEGER NOT NULL)",
-            "CREATE TABLE model_prices (model text primary key, prompt_per_1m real not null, completion_per_1m real not null, \
-             cache_per_1m real not null, cache_read_per_1m real not null default 0, cache_creation_per_1m real not null default 0, \
-             prompt_configured integer not null default 0, completion_configured integer not null default 0, \
-             cache_read_configured integer not null default 0, cache_creation_configured integer not null default 0, \
-             source text, source_model_id text, raw_json text, updated_at_ms integer not null, synced_at_ms integer)",
-            "CREATE TABLE model_price_context_tiers (model text not null, threshold_tokens integer not null, \
-             prompt_per_1m real not null default 0, completion_per_1m real not null default 0, cache_per_1m real not null default 0, \
-             cache_read_per_1m real not null default 0, cache_creation_per_1m real not null default 0, \
-             prompt_configured integer not null default 0, completion_configured integer not null default 0, \
-             cache_configured integer not null default 0, cache_read_configured integer not null default 0, \
-             cache_creation_configured integer not null default 0, primary key (model, threshold_tokens))",
-            "CREATE TABLE model_price_service_tiers (model text not null, mode text not null, service_tier text not null, \
-             prompt_per_1m real not null default 0, completion_per_1m real not null default 0, cache_per_1m real not null default 0, \
-             cache_read_per_1m real not null default 0, cache_creation_per_1m real not null default 0, \
-             prompt_configured integer not null default 0, completion_configured integer not null default 0, \
-             cache_configured integer not null default 0, cache_read_configured integer not null default 0, \
-             cache_creation_configured integer not null default 0, primary key (model, mode, service_tier))",
-            "CREATE TABLE api_key_aliases (api_key_hash text primary key, alias text not null, updated_at_ms integer not null)",
-            "INSERT INTO model_prices VALUES ('gpt-5.5', 5, 40, 0.5, 0.5, 0, 1, 1, 1, 0, 'models.dev', 'openai/gpt-5.5', '{}', 10, 11)",
-            "INSERT INTO model_prices VALUES ('house', 1, 2, 0, 0, 0, 1, 1, 0, 0, '', NULL, NULL, 12, NULL)",
-            "INSERT INTO model_price_context_tiers (model, threshold_tokens, prompt_per_1m, prompt_configured) VALUES ('gpt-5.5', 272000, 10, 1)",
-            "INSERT INTO model_price_service_tiers (model, mode, service_tier, prompt_per_1m, prompt_configured) VALUES ('gpt-5.5', 'fast', 'priority', 12.5, 1)",
-        ] {
-            sqlx::query(statement).execute(&mut go).await.expect(statement);
+        ];
+        let tables = cpamp_testkit::go_schema::PRICE_AND_ALIAS_TABLES;
+        let rows = cpamp_testkit::go_schema::PRICE_ROWS;
+        for statement in core.iter().chain(&tables).chain(&rows) {
+            sqlx::query(*statement)
+                .execute(&mut go)
+                .await
+                .expect(statement);
         }
         sqlx::query("INSERT INTO api_key_aliases VALUES (?, 'ci-bot', 7)")
             .bind("ab".repeat(32))
