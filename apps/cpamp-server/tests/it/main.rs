@@ -22,3 +22,4 @@ mod reset_key;
 mod setup;
 mod status;
 mod support;
+mod transfer;
