@@ -11,7 +11,7 @@ use cpamp_testkit::{Account, PayloadSpec};
 use serde_json::{Value, json};
 
 use crate::support::live::{LiveCpa, db_path, stored_total, wait_until};
-use crate::support::{ADMIN_KEY, ServerProcess, client, json_of};
+use crate::support::{ADMIN_KEY, ServerProcess, client, json_of, now_ms};
 
 const ALICE: Account = ACCOUNTS[0];
 const BOB: Account = ACCOUNTS[1];
@@ -82,13 +82,6 @@ fn audit(server: &ServerProcess, actor: &str) -> Vec<Value> {
     );
     assert_eq!(status, 200, "{body}");
     body["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[test]

@@ -9,7 +9,7 @@ use cpamp_testkit::events::ACCOUNTS;
 use serde_json::{Value, json};
 
 use crate::support::live::{LiveCpa, wait_until};
-use crate::support::{ADMIN_KEY, ServerProcess, client, json_of};
+use crate::support::{ADMIN_KEY, ServerProcess, client, json_of, now_ms};
 
 fn post(server: &ServerProcess, path: &str, body: &Value) -> (u16, Value) {
     json_of(
@@ -30,13 +30,6 @@ fn query(server: &ServerProcess, account: Value, include_inactive: bool) -> Valu
     );
     assert_eq!(status, 200, "{body}");
     body["items"][0].clone()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[test]

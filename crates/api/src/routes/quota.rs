@@ -60,6 +60,33 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(ErrorCode::RequestFailed, message)
 }
 
+/// A strict body, or 400 with the parser's words.
+fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| invalid(error.to_string()))
+}
+
+/// Between 1 and `max` items of `what`.
+fn check_count(what: &str, count: usize, max: usize) -> Result<(), ApiError> {
+    if count == 0 {
+        return Err(invalid(format!("{what} are required")));
+    }
+    if count > max {
+        return Err(invalid(format!(
+            "{what} must be less than or equal to {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// Storage failures are the server's problem, not the request's (the Go server said 400).
+fn storage_failed(error: cpamp_domain::StoreError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::RequestFailed,
+        error.to_string(),
+    )
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AccountInput {
@@ -500,14 +527,8 @@ async fn write<S: Store>(
     state: web::Data<AppState<S>>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: WriteBody =
-        serde_json::from_slice(&body).map_err(|error| invalid(error.to_string()))?;
-    if body.entries.is_empty() {
-        return Err(invalid("entries are required"));
-    }
-    if body.entries.len() > MAX_ENTRIES {
-        return Err(invalid("entries must be less than or equal to 400"));
-    }
+    let body: WriteBody = decode(&body)?;
+    check_count("entries", body.entries.len(), MAX_ENTRIES)?;
     let mutations: usize = body
         .entries
         .iter()
@@ -530,13 +551,7 @@ async fn write<S: Store>(
         .store
         .write_observations(observations, now)
         .await
-        .map_err(|error| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::RequestFailed,
-                error.to_string(),
-            )
-        })?;
+        .map_err(storage_failed)?;
     let items: Vec<Value> = keys
         .into_iter()
         .zip(inserted)
@@ -679,14 +694,8 @@ async fn query<S: Store>(
     state: web::Data<AppState<S>>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body: QueryBody =
-        serde_json::from_slice(&body).map_err(|error| invalid(error.to_string()))?;
-    if body.accounts.is_empty() {
-        return Err(invalid("accounts are required"));
-    }
-    if body.accounts.len() > MAX_QUERY_ACCOUNTS {
-        return Err(invalid("accounts must be less than or equal to 200"));
-    }
+    let body: QueryBody = decode(&body)?;
+    check_count("accounts", body.accounts.len(), MAX_QUERY_ACCOUNTS)?;
     let now = body
         .now_ms
         .filter(|now| *now > 0)
@@ -709,13 +718,7 @@ async fn query<S: Store>(
             .store
             .account_windows(&key, &provider)
             .await
-            .map_err(|error| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorCode::RequestFailed,
-                    error.to_string(),
-                )
-            })?;
+            .map_err(storage_failed)?;
         windows.retain(|window| {
             !placeholder(window) && (body.include_inactive || window.availability != "inactive")
         });
