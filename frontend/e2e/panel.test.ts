@@ -246,6 +246,20 @@ describe('the panel', () => {
     await page.getByTestId('filter-clear').click();
   });
 
+  test('an alias saved for a client key replaces its hash wherever the key appears', async () => {
+    await go('#/model-prices');
+    const table = page.getByTestId('alias-table');
+    const first = table.locator('tbody tr').first();
+    await first.waitFor();
+    await first.locator('input').fill('CI bot');
+    await first.getByRole('button', { name: 'Save' }).click();
+    await expect.poll(() => first.locator('input').inputValue()).toBe('CI bot');
+    await go('#/monitoring?tab=keys');
+    await expect.poll(() => page.getByTestId('group-table-keys').innerText(), { timeout: 20_000 }).toContain('CI bot');
+    await go('#/usage-analytics?tab=apiKeys');
+    await expect.poll(() => page.getByTestId('page-analytics').innerText(), { timeout: 20_000 }).toContain('CI bot');
+  });
+
   test('export says plainly that this server has no export API yet', async () => {
     await go('#/transfer');
     await page.getByTestId('page-transfer').getByTestId('unavailable').first().waitFor();
