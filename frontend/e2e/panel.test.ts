@@ -1,5 +1,5 @@
 // The operator's path through the panel, against the real server and the fake CPA:
-// setup wizard → login → dashboard → monitor filter → redacted failure → prices → export
+// setup wizard → login → dashboard → monitor filter → redacted failure → prices → export download
 // → Chinese and dark → logout, with screenshots of every page in both themes at desktop
 // and phone width, no console error anywhere, and one broken card leaving the rest intact.
 import { readFileSync } from 'node:fs';
@@ -41,17 +41,14 @@ const problems: ConsoleProblem[] = [];
 /** URL parts whose failed responses are expected at this moment of the test. */
 let allowed: string[] = [];
 /** Routes this server does not have yet: the panel shows "not available" for them. */
-const MISSING_ROUTES = [
-  '/v0/management/usage/export',
-  '/v0/management/usage/import-sessions',
-  '/usage-service/backups',
-];
+const MISSING_ROUTES: string[] = [];
 
 const DESKTOP = { width: 1280, height: 860 };
 const PHONE = { width: 390, height: 844 };
 let emitted = 0;
 let secrets: string[] = [];
 let secretRequest = '';
+let exported = '';
 
 /** Opens a page with a fresh load (a hash change alone would keep the old page's data). */
 async function go(hash: string) {
@@ -260,10 +257,36 @@ describe('the panel', () => {
     await expect.poll(() => page.getByTestId('page-analytics').innerText(), { timeout: 20_000 }).toContain('CI bot');
   });
 
-  test('export says plainly that this server has no export API yet', async () => {
+  test('export downloads the stored events as NDJSON', async () => {
     await go('#/transfer');
-    await page.getByTestId('page-transfer').getByTestId('unavailable').first().waitFor();
-    await expect(page.getByTestId('export-run').count()).resolves.toBe(0);
+    const download = page.waitForEvent('download');
+    await page.getByTestId('export-run').click();
+    const file = await download;
+    expect(file.suggestedFilename()).toBe('usage-events.jsonl');
+    exported = (await file.path())!;
+    const lines = readFileSync(exported, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(emitted);
+    for (const line of lines) expect(JSON.parse(line).event_hash).toMatch(/^[0-9a-f]{64}$/);
+    // Only redacted summaries leave the server.
+    for (const secret of secrets) expect(readFileSync(exported, 'utf8')).not.toContain(secret.replace('Bearer ', ''));
+  });
+
+  test('importing the export again through an import session adds nothing', async () => {
+    await page.getByTestId('import-file').setInputFiles(exported);
+    await page.getByTestId('import-start').click();
+    const result = page.getByTestId('import-result');
+    await result.waitFor({ timeout: 60_000 });
+    const text = await result.innerText();
+    expect(text).toMatch(new RegExp(`Added\\s+0`));
+    expect(text).toMatch(new RegExp(`Already stored\\s+${emitted}`));
+  });
+
+  test('a backup is taken while collecting and listed with its files', async () => {
+    await page.getByTestId('backup-create').click();
+    const table = page.getByTestId('backup-table');
+    await table.locator('tbody tr').first().waitFor({ timeout: 60_000 });
+    await expect(table.innerText()).resolves.toContain('usage.sqlite');
+    await page.screenshot({ path: screenshotPath('transfer-done-light-desktop'), fullPage: true });
   });
 
   test('a server error on one card leaves the others working', async () => {
