@@ -1,5 +1,6 @@
 // Starts the real cpamp binary, the fake CPA and Debian's Chromium for end-to-end tests.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -215,4 +216,33 @@ export function screenshotPath(name: string): string {
 export async function settle(page: Page): Promise<void> {
   await page.waitForFunction(() => !document.querySelector('[aria-busy="true"], .card-loading, .splash'), undefined, { timeout: 30_000 });
   await page.waitForTimeout(150);
+}
+
+export interface PriceSource {
+  url: string;
+  requests: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * A local price list in LiteLLM's format (USD per token) on a free port, so a price sync
+ * needs no internet: `models` maps a model id to its input and output price per 1M tokens.
+ */
+export async function startPriceSource(models: Record<string, [number, number]>): Promise<PriceSource> {
+  const body = JSON.stringify(
+    Object.fromEntries(
+      Object.entries(models).map(([id, [input, output]]) => [id, { input_cost_per_token: input / 1e6, output_cost_per_token: output / 1e6 }]),
+    ),
+  );
+  const source: PriceSource = { url: '', requests: 0, stop: async () => undefined };
+  const server = createServer((_request, response) => {
+    source.requests += 1;
+    response.writeHead(200, { 'Content-Type': 'application/json' });
+    response.end(body);
+  });
+  await new Promise<void>((resolvePromise) => server.listen(0, '127.0.0.1', resolvePromise));
+  const address = server.address() as { port: number };
+  source.url = `http://127.0.0.1:${address.port}/model_prices.json`;
+  source.stop = () => new Promise<void>((resolvePromise) => server.close(() => resolvePromise()));
+  return source;
 }

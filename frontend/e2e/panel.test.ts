@@ -12,16 +12,29 @@ import {
   screenshotPath,
   settle,
   startFakeCpa,
+  startPriceSource,
   startServer,
   watchConsole,
   type Browser,
   type ConsoleProblem,
   type FakeCpa,
+  type PriceSource,
   type Server,
 } from './harness';
 
 let cpa: FakeCpa;
 let server: Server;
+let prices: PriceSource;
+/** What the fake CPA's models cost (input, output; USD per 1M tokens) in the local price list. */
+const PRICE_LIST: Record<string, [number, number]> = {
+  'gpt-5.5': [1.25, 10],
+  'gpt-5.5-mini': [0.25, 2],
+  'claude-sonnet-4-6': [3, 15],
+  'gemini-2.5-pro': [1.25, 10],
+  'deepseek/deepseek-chat': [0.27, 1.1],
+  'grok-4': [3, 15],
+  'gpt-image-2': [5, 40],
+};
 let browser: Browser;
 let page: Page;
 const problems: ConsoleProblem[] = [];
@@ -61,7 +74,13 @@ async function refreshUntil(check: () => Promise<boolean>, what: string) {
 
 beforeAll(async () => {
   cpa = await startFakeCpa();
-  server = await startServer();
+  prices = await startPriceSource(PRICE_LIST);
+  // Price syncs read the local list only: no test reaches the internet.
+  server = await startServer({
+    MODEL_PRICE_SYNC_MODELS_DEV_URL: 'off',
+    MODEL_PRICE_SYNC_LITELLM_URL: prices.url,
+    MODEL_PRICE_SYNC_OPENROUTER_URL: 'off',
+  });
   browser = await launchChromium();
   page = browser.context.pages()[0] ?? (await browser.context.newPage());
   watchConsole(page, problems, () => [...allowed, ...MISSING_ROUTES]);
@@ -71,7 +90,14 @@ afterAll(async () => {
   await browser?.close();
   await server?.stop();
   await cpa?.stop();
+  await prices?.stop();
 });
+
+/** The dashboard's cost today, in dollars; NaN while it is unknown (`—`). */
+async function dashboardCost(): Promise<number> {
+  const text = await page.getByTestId('kpi-cost').locator('.stat-value').innerText();
+  return Number(text.replace(/[^0-9.]/g, '')) || Number.NaN;
+}
 
 describe('the panel', () => {
   test('serves one self-contained page with a strict content security policy', async () => {
@@ -174,6 +200,50 @@ describe('the panel', () => {
       headers: { Authorization: `Bearer ${server.adminKey}` },
     }).then((response) => response.json());
     expect(saved.prices['e2e-priced-model']).toMatchObject({ prompt: 1.5, completion: 6, pinned: true });
+  });
+
+  test('a price sync reports what it matched, a price edit changes the shown cost, one request explains its cost', async () => {
+    await go('#/');
+    await expect(page.getByTestId('kpi-cost').innerText()).resolves.toContain('No price for');
+    expect(await dashboardCost()).toBeNaN();
+
+    await go('#/model-prices');
+    await page.getByTestId('price-sync').click();
+    const report = page.getByTestId('sync-report');
+    await report.waitFor();
+    expect(prices.requests).toBeGreaterThan(0);
+    await expect(report.innerText()).resolves.toContain('litellm');
+    await page.keyboard.press('Escape');
+
+    await go('#/');
+    await refreshUntil(async () => !Number.isNaN(await dashboardCost()), 'a known cost for today');
+    const before = await dashboardCost();
+    expect(before).toBeGreaterThan(0);
+
+    await go('#/model-prices');
+    await page.getByTestId('price-edit-gpt-5.5').click();
+    await page.getByTestId('price-input-prompt').fill('125');
+    await page.getByTestId('price-input-completion').fill('1000');
+    await page.getByTestId('price-save').click();
+    await page.getByTestId('price-editor').waitFor({ state: 'detached' });
+
+    await go('#/');
+    await refreshUntil(async () => (await dashboardCost()) > before, 'a higher cost after the price edit');
+
+    // The request detail explains the cost of one gpt-5.5 request with the edited price.
+    await go('#/monitoring?tab=realtime');
+    await page.getByTestId('filter-model').selectOption('gpt-5.5');
+    await page.getByTestId('filter-status').getByRole('radio', { name: 'Success' }).click();
+    const row = page.getByTestId('event-table').locator('tbody tr').first();
+    await expect.poll(async () => (await row.locator('td:nth-child(2)').innerText()) === 'gpt-5.5', { timeout: 20_000 }).toBe(true);
+    await row.click();
+    const explanation = page.getByTestId('cost-explanation');
+    await explanation.waitFor();
+    await expect(explanation.innerText()).resolves.toContain('gpt-5.5');
+    await expect(page.getByTestId('explained-cost').innerText()).resolves.toMatch(/\$\d/);
+    await page.screenshot({ path: screenshotPath('request-cost-light-desktop') });
+    await page.keyboard.press('Escape');
+    await page.getByTestId('filter-clear').click();
   });
 
   test('export says plainly that this server has no export API yet', async () => {

@@ -43,6 +43,8 @@ describe('numbers and money', () => {
     expect(en.duration(185_000)).toBe('3 min 5 s');
     expect(en.duration(7_200_000)).toBe('2 h');
     expect(en.duration(null)).toBe(DASH);
+    expect(zh.duration(185_000)).toBe('3 分 5 秒');
+    expect(zh.duration(850)).toBe('850 毫秒');
   });
 
   test('bytes in powers of 1024', () => {

@@ -2,19 +2,8 @@ import { beforeEach, expect, test, vi } from 'vitest';
 
 import { ImportRunner, resumeKeyFor, type FileLike, type ImportApi } from '../src/lib/importer';
 import type { ImportSession } from '../src/lib/types';
+import { MemoryStorage } from './support';
 
-class MemoryStorage {
-  values = new Map<string, string>();
-  getItem(key: string) {
-    return this.values.get(key) ?? null;
-  }
-  setItem(key: string, value: string) {
-    this.values.set(key, value);
-  }
-  removeItem(key: string) {
-    this.values.delete(key);
-  }
-}
 
 let storage: MemoryStorage;
 beforeEach(() => {

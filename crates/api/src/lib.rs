@@ -18,6 +18,7 @@ pub mod gaps;
 pub mod manager_config;
 pub mod middleware;
 pub mod monitor;
+pub mod plugins;
 pub mod price_sync;
 pub mod proxy;
 pub mod routes;

@@ -90,6 +90,15 @@ async fn dispatch<S: Store>(
         let key = connection.management_key.expose().to_string();
         // Auth-file status changes and deletes are serialised with account automation
         // and end its claims on the credential.
+        if crate::plugins::is_management_plugin_path(&path) {
+            return crate::plugins::forward(
+                &request,
+                payload,
+                &connection.base_url,
+                Credential::Management(key),
+            )
+            .await;
+        }
         if let Some(kind) = crate::automation::bookkeeping::classify(request.method(), &path) {
             return crate::automation::bookkeeping::forward(
                 kind,
@@ -103,9 +112,10 @@ async fn dispatch<S: Store>(
         }
         return forward(
             &request,
-            payload,
+            ForwardBody::Stream(payload),
             &connection.base_url,
             Credential::Management(key),
+            &[],
         )
         .await;
     }
@@ -119,7 +129,17 @@ async fn dispatch<S: Store>(
         let connection = crate::connection::resolve(&state)
             .await?
             .ok_or_else(ApiError::not_configured)?;
-        return forward(&request, payload, &connection.base_url, Credential::Caller).await;
+        return forward(
+            &request,
+            ForwardBody::Stream(payload),
+            &connection.base_url,
+            Credential::Caller,
+            &[],
+        )
+        .await;
+    }
+    if crate::plugins::is_resource_path(&path) {
+        return crate::plugins::resource(&request, payload, &state).await;
     }
     Ok(HttpResponse::NotFound()
         .content_type("text/plain; charset=utf-8")
@@ -136,16 +156,25 @@ fn unreachable(base_url: &str, cause: &str) -> ApiError {
     )
 }
 
+/// What is sent upstream: the caller's body as it streams in, or a body cpamp read (and
+/// perhaps rewrote), which is sent with its own `Content-Length`.
+pub(crate) enum ForwardBody {
+    Stream(web::Payload),
+    Bytes(Bytes),
+}
+
 type ProxyBody = Either<
     Empty<Bytes>,
     StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>,
 >;
 
+/// Forwards `request` to CPA; `overrides` (lower-case names) replace request headers.
 pub(crate) async fn forward(
     request: &HttpRequest,
-    payload: web::Payload,
+    body: ForwardBody,
     base_url: &str,
     credential: Credential,
+    overrides: &[(&str, String)],
 ) -> Result<HttpResponse, ApiError> {
     let target = Target::parse(base_url).map_err(|error| unreachable(base_url, &error))?;
     let path_and_query = match request.uri().query() {
@@ -173,6 +202,11 @@ pub(crate) async fn forward(
         if lower == "authorization" && matches!(credential, Credential::Management(_)) {
             continue;
         }
+        if overrides.iter().any(|(name, _)| *name == lower)
+            || (lower == "content-length" && matches!(body, ForwardBody::Bytes(_)))
+        {
+            continue;
+        }
         if lower == "x-forwarded-for" {
             forwarded_for = value.to_str().ok().map(str::to_string);
             continue;
@@ -197,28 +231,44 @@ pub(crate) async fn forward(
         };
         builder = builder.header("x-forwarded-for", value);
     }
-    let has_body = request
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .is_some_and(|length| length > 0)
-        || request
-            .headers()
-            .get(actix_web::http::header::TRANSFER_ENCODING)
-            .is_some();
-    // The actix payload is not `Send`; it is pumped into a channel from this worker's
-    // thread so the hyper connection task only sees `Send` parts.
-    let body: ProxyBody = if has_body {
-        let (sender, receiver) =
-            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        actix_web::rt::spawn(pump(payload, sender));
-        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|item| (item, receiver))
-        });
-        Either::Right(StreamBody::new(stream.boxed()))
-    } else {
-        Either::Left(Empty::new())
+    for (name, value) in overrides {
+        builder = builder.header(*name, value.as_str());
+    }
+    let body: ProxyBody = match body {
+        ForwardBody::Bytes(bytes) if bytes.is_empty() => {
+            builder = builder.header(http::header::CONTENT_LENGTH, 0);
+            Either::Left(Empty::new())
+        }
+        ForwardBody::Bytes(bytes) => {
+            builder = builder.header(http::header::CONTENT_LENGTH, bytes.len());
+            let frame = futures_util::stream::once(async move { Ok(Frame::data(bytes)) });
+            Either::Right(StreamBody::new(frame.boxed()))
+        }
+        ForwardBody::Stream(payload) => {
+            let has_body = request
+                .headers()
+                .get(actix_web::http::header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .is_some_and(|length| length > 0)
+                || request
+                    .headers()
+                    .get(actix_web::http::header::TRANSFER_ENCODING)
+                    .is_some();
+            if has_body {
+                // The actix payload is not `Send`; it is pumped into a channel from this
+                // worker's thread so the hyper connection task only sees `Send` parts.
+                let (sender, receiver) =
+                    tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+                actix_web::rt::spawn(pump(payload, sender));
+                let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+                    receiver.recv().await.map(|item| (item, receiver))
+                });
+                Either::Right(StreamBody::new(stream.boxed()))
+            } else {
+                Either::Left(Empty::new())
+            }
+        }
     };
     let upstream = builder
         .body(body)

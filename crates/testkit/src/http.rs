@@ -59,6 +59,9 @@ pub(crate) async fn handle(
             .map(|account| json!({"id": account.model, "object": "model", "created": 1_767_225_600, "owned_by": account.provider}))
             .collect();
         json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+    } else if path == "/v0/resource/plugins" || path.starts_with("/v0/resource/plugins/") {
+        // A plugin's page or API: answers what it received, so tests see what CPA got.
+        plugin_echo(&parts, &body)
     } else if let Some(route) = path.strip_prefix("/v0/management/") {
         let mut response = management(
             &parts,
@@ -177,6 +180,7 @@ async fn management(
             StatusCode::OK,
             &json!({"api-keys": ["sk-cpa-FAKE-team-alpha", "sk-cpa-FAKE-team-beta", "sk-cpa-FAKE-ci"]}),
         ),
+        (_, route) if route.starts_with("codex-team-invite") => plugin_echo(parts, body),
         (&Method::GET, "auth-files") => {
             let (delay, failure) = {
                 let credentials = crate::lock(&shared.credentials);
@@ -228,6 +232,29 @@ async fn management(
         }
         _ => empty(StatusCode::NOT_FOUND),
     }
+}
+
+/// What a plugin (the fake's `codex-team-invite` management plugin, or any plugin
+/// resource) received: method, path, its origin header, whether it got a credential, and
+/// the JSON body.
+fn plugin_echo(parts: &http::request::Parts, body: &Bytes) -> Response<Full<Bytes>> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "plugin": parts.uri.path(),
+            "method": parts.method.as_str(),
+            "inviteOrigin": header("x-codex-invite-origin"),
+            "authorization": header("authorization").map(|value| value.split(' ').next().unwrap_or_default().to_string()),
+            "body": serde_json::from_slice::<Value>(body).unwrap_or(Value::Null),
+        }),
+    )
 }
 
 /// CPA reads `Authorization: Bearer <key>` (scheme case-insensitive, key not trimmed; any

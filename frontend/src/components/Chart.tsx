@@ -5,6 +5,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 
 import { fmt } from '../lib/format';
+import { t } from '../lib/i18n';
 import { activeTimeZone } from '../lib/settings';
 import { themeVersion } from '../lib/theme';
 import { useStore } from '../lib/store';
@@ -133,7 +134,7 @@ export function TimeChart({
           : []),
       ],
       series: [
-        { label: '', value: (_u, value) => (value == null ? '' : formatter.dateTime(value)) },
+        { label: t('col.time'), value: (_u, value) => (value == null ? '' : formatter.dateTime(value)) },
         ...series.map((spec): uPlot.Series => {
           const color = cssVar(`--chart-${spec.color}`);
           const base: uPlot.Series = {

@@ -48,6 +48,8 @@ export function Shell({ children }: { children: ComponentChildren }) {
   useEffect(() => setDrawerOpen(false), [current.path]);
   useEffect(() => {
     if (!drawerOpen) return;
+    // Keyboard users land in the drawer they opened.
+    document.querySelector<HTMLElement>('#sidebar a')?.focus();
     const onKey = (event: KeyboardEvent) => event.key === 'Escape' && setDrawerOpen(false);
     document.addEventListener('keydown', onKey);
     return () => document.removeEventListener('keydown', onKey);

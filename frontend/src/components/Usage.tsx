@@ -29,7 +29,7 @@ export function CollectionBanner() {
   );
 }
 
-export function SummaryStats({ summary, comparison }: { summary: Summary; comparison?: SummaryComparison }) {
+export function SummaryStats({ summary, comparison, unpriced = [] }: { summary: Summary; comparison?: SummaryComparison; unpriced?: string[] }) {
   const f = fmt();
   const change = (current: number, previous: number | null | undefined) => {
     if (previous === null || previous === undefined) return undefined;
@@ -37,7 +37,6 @@ export function SummaryStats({ summary, comparison }: { summary: Summary; compar
     const ratio = (current - previous) / previous;
     return t('summary.vsPrevious', { change: `${ratio >= 0 ? '+' : ''}${f.percent(ratio)}` });
   };
-  const unpriced = summary.unpriced_models ?? [];
   return (
     <div class="stats-grid" data-testid="summary-stats">
       <Stat label={t('summary.calls')} value={f.int(summary.total_calls)} hint={change(summary.total_calls, comparison?.total_calls)} testId="summary-calls" />
@@ -146,7 +145,7 @@ export function EventDetail({ event, onClose }: { event: UsageEvent; onClose: ()
     <Dialog title={t('detail.title')} onClose={onClose} kind="drawer" testId="event-detail">
       <dl class="detail-list">
         <Row label={t('detail.time')} value={f.dateTime(event.timestamp_ms)} />
-        <Row label={t('col.status')} value={<Badge tone={event.failed ? 'bad' : 'good'}>{event.failed ? t('status.failed') : t('status.ok')}{event.fail_status_code ? ` · ${event.fail_status_code}` : ''}</Badge>} />
+        <Row label={t('col.status')} value={<Badge tone={event.failed ? 'bad' : 'good'}>{event.failed ? t('status.failed') : t('status.ok')}{event.failed && event.fail_status_code ? ` · ${event.fail_status_code}` : ''}</Badge>} />
         <Row label={t('detail.requestId')} value={event.request_id} mono />
         <Row label={t('detail.endpoint')} value={event.endpoint} mono />
         <Row label={t('col.latency')} value={f.duration(event.latency_ms)} />

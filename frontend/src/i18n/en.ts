@@ -451,7 +451,7 @@ export const en = {
   'prices.reportSources': 'Sources used',
   'prices.reportImported': 'Imported',
   'prices.reportSkipped': 'Skipped',
-  'prices.reportProxy': 'Through CPA’s proxy',
+  'prices.reportPinned': 'Kept (pinned):',
   'prices.reportSourceLine': '{models} models, {skipped} skipped',
   'prices.reportMatched': '{count} models matched',
   'prices.reportCandidates': 'Possible matches (choose one)',

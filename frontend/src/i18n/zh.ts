@@ -453,7 +453,7 @@ export const zh: Record<keyof typeof en, string> = {
   'prices.reportSources': '使用的来源',
   'prices.reportImported': '已导入',
   'prices.reportSkipped': '已跳过',
-  'prices.reportProxy': '通过 CPA 代理',
+  'prices.reportPinned': '已保留（已固定）：',
   'prices.reportSourceLine': '{models} 个模型，跳过 {skipped} 个',
   'prices.reportMatched': '匹配了 {count} 个模型',
   'prices.reportCandidates': '可能的匹配（请选择一个）',

@@ -3,6 +3,9 @@ import { activeTimeZone, locale } from './settings';
 
 export const DASH = '—';
 
+const EN_UNITS = { ms: 'ms', s: 's', min: 'min', h: 'h' };
+const ZH_UNITS = { ms: '毫秒', s: '秒', min: '分', h: '小时' };
+
 export class Formatter {
   private readonly integer: Intl.NumberFormat;
   private readonly compactNumber: Intl.NumberFormat;
@@ -78,20 +81,21 @@ export class Formatter {
     }).format(usd);
   }
 
-  /** Milliseconds as `850 ms`, `1.2 s`, `3 min 5 s`. */
+  /** Milliseconds as `850 ms`, `1.2 s`, `3 min 5 s` (`850 毫秒`, `1.2 秒`, `3 分 5 秒`). */
   duration(ms: number | null | undefined): string {
     if (!isNumber(ms)) return DASH;
-    if (Math.abs(ms) < 1000) return `${this.integer.format(Math.round(ms))} ms`;
+    const unit = this.locale.startsWith('zh') ? ZH_UNITS : EN_UNITS;
+    if (Math.abs(ms) < 1000) return `${this.integer.format(Math.round(ms))} ${unit.ms}`;
     const seconds = ms / 1000;
     if (Math.abs(seconds) < 60) {
-      return `${new Intl.NumberFormat(this.locale, { maximumFractionDigits: 1 }).format(seconds)} s`;
+      return `${new Intl.NumberFormat(this.locale, { maximumFractionDigits: 1 }).format(seconds)} ${unit.s}`;
     }
     const minutes = Math.floor(seconds / 60);
     const rest = Math.round(seconds - minutes * 60);
-    if (minutes < 60) return rest ? `${minutes} min ${rest} s` : `${minutes} min`;
+    if (minutes < 60) return rest ? `${minutes} ${unit.min} ${rest} ${unit.s}` : `${minutes} ${unit.min}`;
     const hours = Math.floor(minutes / 60);
     const restMinutes = minutes - hours * 60;
-    return restMinutes ? `${hours} h ${restMinutes} min` : `${hours} h`;
+    return restMinutes ? `${hours} ${unit.h} ${restMinutes} ${unit.min}` : `${hours} ${unit.h}`;
   }
 
   /** Bytes as `512 B`, `1.5 MB` (powers of 1024). */

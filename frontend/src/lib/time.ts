@@ -115,59 +115,34 @@ export interface TimeRange {
 export type MonitorRange = 'today' | 'yesterday' | '7d' | '14d' | '30d' | 'all' | 'custom';
 export type AnalyticsRange = '24h' | 'today' | 'yesterday' | '7d' | '30d' | 'custom';
 
+/** The ranges both pages offer the same way; `undefined` for the others. */
+function commonRange(range: string, nowMs: number, timeZone: string, custom: TimeRange | undefined, fallback: TimeRange): TimeRange | undefined {
+  const today = startOfDay(nowMs, timeZone);
+  if (range === 'today') return { fromMs: today, toMs: nowMs + 1 };
+  if (range === 'yesterday') return { fromMs: addDays(today, -1, timeZone), toMs: today };
+  if (range === 'custom') return custom && custom.toMs > custom.fromMs ? custom : fallback;
+  return undefined;
+}
+
 /**
  * Request Monitor ranges: calendar days counted back from local midnight; `all` starts
- * at 1 ms. The end is `now` (exclusive ranges end just after now so the newest event counts).
+ * at 1 ms. The end is just after `now` (ranges are half-open, so the newest event counts).
  */
-export function monitorRange(
-  range: MonitorRange,
-  nowMs: number,
-  timeZone: string,
-  custom?: TimeRange,
-): TimeRange {
+export function monitorRange(range: MonitorRange, nowMs: number, timeZone: string, custom?: TimeRange): TimeRange {
   const today = startOfDay(nowMs, timeZone);
-  const end = nowMs + 1;
-  switch (range) {
-    case 'today':
-      return { fromMs: today, toMs: end };
-    case 'yesterday':
-      return { fromMs: addDays(today, -1, timeZone), toMs: today };
-    case '7d':
-      return { fromMs: addDays(today, -6, timeZone), toMs: end };
-    case '14d':
-      return { fromMs: addDays(today, -13, timeZone), toMs: end };
-    case '30d':
-      return { fromMs: addDays(today, -29, timeZone), toMs: end };
-    case 'all':
-      return { fromMs: 1, toMs: end };
-    case 'custom':
-      return custom && custom.toMs > custom.fromMs ? custom : { fromMs: today, toMs: end };
-  }
+  const common = commonRange(range, nowMs, timeZone, custom, { fromMs: today, toMs: nowMs + 1 });
+  if (common) return common;
+  const days = range === '7d' ? 6 : range === '14d' ? 13 : range === '30d' ? 29 : null;
+  return { fromMs: days === null ? 1 : addDays(today, -days, timeZone), toMs: nowMs + 1 };
 }
 
 /** Usage Analytics ranges: rolling windows plus calendar days. */
-export function analyticsRange(
-  range: AnalyticsRange,
-  nowMs: number,
-  timeZone: string,
-  custom?: TimeRange,
-): TimeRange {
-  const today = startOfDay(nowMs, timeZone);
-  const end = nowMs + 1;
-  switch (range) {
-    case '24h':
-      return { fromMs: nowMs - DAY_MS, toMs: end };
-    case 'today':
-      return { fromMs: today, toMs: end };
-    case 'yesterday':
-      return { fromMs: addDays(today, -1, timeZone), toMs: today };
-    case '7d':
-      return { fromMs: nowMs - 7 * DAY_MS, toMs: end };
-    case '30d':
-      return { fromMs: nowMs - 30 * DAY_MS, toMs: end };
-    case 'custom':
-      return custom && custom.toMs > custom.fromMs ? custom : { fromMs: nowMs - DAY_MS, toMs: end };
-  }
+export function analyticsRange(range: AnalyticsRange, nowMs: number, timeZone: string, custom?: TimeRange): TimeRange {
+  const last24h = { fromMs: nowMs - DAY_MS, toMs: nowMs + 1 };
+  const common = commonRange(range, nowMs, timeZone, custom, last24h);
+  if (common) return common;
+  const days = range === '7d' ? 7 : range === '30d' ? 30 : 1;
+  return { fromMs: nowMs - days * DAY_MS, toMs: nowMs + 1 };
 }
 
 export type Granularity = 'hour' | 'day';

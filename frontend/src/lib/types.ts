@@ -132,6 +132,25 @@ export interface MaintenanceStatus {
   databaseMaintenance: { required: boolean; performanceDegraded?: boolean; reasons: string[]; command?: string };
 }
 
+// ---- shared parts of the analytics shapes ----
+
+/** Token sums every aggregate carries (input is the normalised total, cached the legacy bucket). */
+export interface TokenSums {
+  input_tokens: number;
+  output_tokens: number;
+  cached_tokens: number;
+  cache_read_tokens: number;
+  cache_creation_tokens: number;
+}
+
+/** Call counts of an aggregate by outcome. */
+export interface CallCounts {
+  total_calls: number;
+  success_calls: number;
+  failure_calls: number;
+  success_rate: number;
+}
+
 // ---- dashboard ----
 
 export interface RecentFailure {
@@ -156,22 +175,13 @@ export interface RecentFailure {
 export interface DashboardSummary {
   generated_at_ms: number;
   window: { today_start_ms: number; now_ms: number; rolling_30m_start_ms: number };
-  today: {
-    total_calls: number;
-    success_calls: number;
-    failure_calls: number;
-    success_rate: number;
-    input_tokens: number;
-    output_tokens: number;
-    cached_tokens: number;
-    cache_read_tokens: number;
-    cache_creation_tokens: number;
+  today: CallCounts &
+    TokenSums & {
     reasoning_tokens: number;
     total_tokens: number;
     total_cost: number | null;
     average_latency_ms: number | null;
     zero_token_calls: number;
-    unpriced_models?: string[];
   };
   rolling_30m: { rpm: number; tpm: number; total_calls: number; total_tokens: number };
   top_models_today: { model: string; calls: number; tokens: number; cost: number | null; success_rate: number }[];
@@ -226,6 +236,8 @@ export interface DashboardSummary {
   }[];
   failure_sources?: unknown[];
   recent_failures: RecentFailure[];
+  /** Billing models without a price: why a cost in the answer is null. */
+  unpriced_models?: string[];
 }
 
 // ---- monitoring analytics ----
@@ -281,16 +293,7 @@ export interface AnalyticsRequest {
   include: Include;
 }
 
-export interface Summary {
-  total_calls: number;
-  success_calls: number;
-  failure_calls: number;
-  success_rate: number;
-  input_tokens: number;
-  output_tokens: number;
-  cached_tokens: number;
-  cache_read_tokens: number;
-  cache_creation_tokens: number;
+export interface Summary extends CallCounts, TokenSums {
   cache_hit_rate: number;
   reasoning_tokens: number;
   total_tokens: number;
@@ -300,8 +303,6 @@ export interface Summary {
   p95_latency_ms: number | null;
   p95_ttft_ms: number | null;
   zero_token_calls: number;
-  /** Models without a price (their cost makes the total unknown). */
-  unpriced_models?: string[];
 }
 
 export interface SummaryComparison {
@@ -315,18 +316,13 @@ export interface SummaryComparison {
   total_cost: number | null;
 }
 
-export interface TimelinePoint {
+export interface TimelinePoint extends TokenSums {
   bucket_ms: number;
   label: string;
   calls: number;
   tokens: number;
   success: number;
   failure: number;
-  input_tokens: number;
-  output_tokens: number;
-  cached_tokens: number;
-  cache_read_tokens: number;
-  cache_creation_tokens: number;
   cache_hit_rate: number;
   reasoning_tokens: number;
   total_tokens: number;
@@ -350,17 +346,12 @@ export interface AnomalyPoint {
   failure_rate: number;
 }
 
-export interface ModelStat {
+export interface ModelStat extends TokenSums {
   model: string;
   calls: number;
   success_calls: number;
   failure_calls: number;
   success_rate: number;
-  input_tokens: number;
-  output_tokens: number;
-  cached_tokens: number;
-  cache_read_tokens: number;
-  cache_creation_tokens: number;
   cache_hit_rate: number;
   total_tokens: number;
   cost: number | null;
@@ -378,7 +369,7 @@ export interface IdentityFields {
   source_hash?: string;
 }
 
-export interface GroupStat extends IdentityFields {
+export interface GroupStat extends IdentityFields, TokenSums {
   id: string;
   api_key_hash?: string;
   auth_indices?: string[];
@@ -388,11 +379,6 @@ export interface GroupStat extends IdentityFields {
   success_calls: number;
   failure_calls: number;
   success_rate: number;
-  input_tokens: number;
-  output_tokens: number;
-  cached_tokens: number;
-  cache_read_tokens: number;
-  cache_creation_tokens: number;
   total_tokens: number;
   cost: number | null;
   average_latency_ms: number | null;
@@ -525,6 +511,8 @@ export interface FilterSelectors {
 
 export interface AnalyticsResponse {
   generated_at_ms: number;
+  /** Billing models without a price: why a cost in the answer is null. */
+  unpriced_models?: string[];
   granularity: 'hour' | 'day';
   summary?: Summary;
   summary_comparison?: SummaryComparison;
@@ -589,6 +577,8 @@ export interface SyncResult {
   candidates?: { model: string; candidates: { sourceModelId: string; score: number; reason: string; price: ModelPrice }[] }[];
   unmatched?: string[];
   preserved?: string[];
+  /** Pinned prices a match would have replaced (left alone). */
+  pinned?: string[];
   proxyUsed?: boolean;
   sourceResults?: { source: string; models: number; skipped: number; error?: string }[];
   prices: PriceBook;

@@ -151,7 +151,7 @@ export function AnalyticsPage() {
       <FilterBar value={state.filters} onChange={(next) => update({ filters: next })} options={selectors.data?.filter_options} />
       <Tabs<Tab> label={t('analytics.tabs')} value={tab} onChange={(next) => navigate('/usage-analytics', { tab: next }, true)} tabs={TABS.map((value) => ({ value, label: t(`analytics.tab.${value}`) }))} />
       <Card title={t('analytics.summary')} resource={main} class="span-full">
-        {response?.summary && <SummaryStats summary={response.summary} comparison={response.summary_comparison} />}
+        {response?.summary && <SummaryStats summary={response.summary} comparison={response.summary_comparison} unpriced={response.unpriced_models} />}
       </Card>
       {response && scope && (
         <div class="tab-content" role="tabpanel" data-testid={`analytics-tab-${tab}`}>
@@ -412,7 +412,7 @@ function Models({ response, scope, selected, onSelect, detail }: { response: Ana
         <Card title={t('analytics.modelDetail', { model: selected })} class="span-full">
           {detail ? (
             <div class="stack">
-              {detail.summary && <SummaryStats summary={detail.summary} />}
+              {detail.summary && <SummaryStats summary={detail.summary} unpriced={detail.unpriced_models} />}
               <TrendChart points={detail.timeline ?? []} granularity={scope.granularity} metric="cost" />
               <DataTable
                 label={t('analytics.keysOfModel')}
@@ -582,7 +582,7 @@ function Heatmap({ cells, scope, filters }: { cells: HeatmapCell[]; scope: Scope
   const format = (value: number) => (metric === 'cost' ? f.money(value) : metric === 'failure_rate' ? f.percent(value) : f.compact(value));
   const focus = {
     requests: [...shown].sort((left, right) => right.calls - left.calls).slice(0, 3),
-    cost: [...shown].sort((left, right) => (right.cost ?? 0) - (left.cost ?? 0)).slice(0, 3),
+    cost: shown.filter((cell) => (cell.cost ?? 0) > 0).sort((left, right) => (right.cost ?? 0) - (left.cost ?? 0)).slice(0, 3),
     risk: shown.filter((cell) => cell.calls >= 10 && cell.failure_rate > 0).sort((left, right) => right.failure_rate - left.failure_rate).slice(0, 3),
   };
   const cellName = (cell: HeatmapCell) => `${weekdayNames[cell.weekday]} ${String(cell.hour).padStart(2, '0')}:00`;

@@ -99,8 +99,8 @@ function TodayStats({ data }: { data: DashboardSummary }) {
       <Stat
         label={t('dashboard.cost')}
         value={f.money(today.total_cost)}
-        hint={today.unpriced_models?.length ? t('summary.unpriced', { models: today.unpriced_models.slice(0, 3).join(', ') }) : undefined}
-        tone={today.unpriced_models?.length ? 'warn' : undefined}
+        hint={data.unpriced_models?.length ? t('summary.unpriced', { models: data.unpriced_models.slice(0, 3).join(', ') }) : undefined}
+        tone={data.unpriced_models?.length ? 'warn' : undefined}
         testId="kpi-cost"
       />
       <Stat label={t('dashboard.latency')} value={f.duration(today.average_latency_ms)} testId="kpi-latency" />

@@ -185,7 +185,7 @@ export function MonitorPage() {
       </div>
       <FilterBar value={state.filters} onChange={(next) => update({ filters: next })} options={selectors.data?.filter_options} />
       <Card title={t('monitor.summary')} resource={main} class="span-full">
-        {summary && <SummaryStats summary={summary} />}
+        {summary && <SummaryStats summary={summary} unpriced={response?.unpriced_models} />}
         {summary && summary.total_calls === 0 && <Empty>{t('monitor.emptyScope')}</Empty>}
       </Card>
       <Card title={t('monitor.timeline')} subtitle={gapSpans.length ? t('monitor.gapsShown', { count: gapSpans.length }) : t('monitor.gapsNone')} resource={main} class="span-full">

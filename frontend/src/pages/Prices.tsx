@@ -314,8 +314,6 @@ function SyncReport({ report, book, onClose, onChoose }: { report: SyncResult; b
         <dd>{f.int(report.imported)}</dd>
         <dt>{t('prices.reportSkipped')}</dt>
         <dd>{f.int(report.skipped)}</dd>
-        <dt>{t('prices.reportProxy')}</dt>
-        <dd>{report.proxyUsed ? t('common.yes') : t('common.no')}</dd>
       </dl>
       {(report.sourceResults ?? []).length > 0 && (
         <ul class="plain-list">
@@ -364,6 +362,11 @@ function SyncReport({ report, book, onClose, onChoose }: { report: SyncResult; b
       {(report.unmatched ?? []).length > 0 && (
         <p class="small">
           <strong>{t('prices.reportUnmatched')}</strong> {report.unmatched!.join(', ')}
+        </p>
+      )}
+      {(report.pinned ?? []).length > 0 && (
+        <p class="small">
+          <strong>{t('prices.reportPinned')}</strong> {report.pinned!.join(', ')}
         </p>
       )}
       {(report.preserved ?? []).length > 0 && (

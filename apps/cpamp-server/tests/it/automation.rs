@@ -104,6 +104,10 @@ fn a_codex_usage_limit_disables_the_account_until_its_quota_resets() {
         "{}",
         server.log_text()
     );
+    // CPA confirms the disable before the server records the cooldown.
+    assert!(wait_until(Duration::from_secs(5), || cooldowns(&server)
+        .len()
+        == 1));
     let items = cooldowns(&server);
     assert_eq!(items.len(), 1, "{items:?}");
     let cooldown = &items[0];
@@ -133,7 +137,14 @@ fn a_codex_usage_limit_disables_the_account_until_its_quota_resets() {
         "restored {} ms late",
         restored_at - recover_at
     );
-    assert!(cooldowns(&server).is_empty());
+    // CPA confirms the enable before the server records it.
+    assert!(wait_until(Duration::from_secs(5), || cooldowns(&server).is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || audit(
+        &server,
+        "quota_cooldown"
+    )
+    .len()
+        == 2));
     let changes: Vec<bool> = cpa
         .cpa
         .status_changes()
@@ -209,6 +220,10 @@ fn a_manual_disable_during_a_cooldown_is_never_undone() {
     assert!(wait_until(Duration::from_secs(10), || disabled(
         &cpa, ALICE
     )));
+    // CPA confirms the disable before the server records the cooldown.
+    assert!(wait_until(Duration::from_secs(5), || cooldowns(&server)
+        .len()
+        == 1));
     let recover_at = cooldowns(&server)[0]["recoverAtMs"]
         .as_i64()
         .expect("recoverAtMs");
@@ -253,6 +268,10 @@ fn a_restart_in_the_middle_of_a_cooldown_restores_on_time() {
     assert!(wait_until(Duration::from_secs(10), || disabled(
         &cpa, ALICE
     )));
+    // CPA confirms the disable before the server records the cooldown.
+    assert!(wait_until(Duration::from_secs(5), || cooldowns(&server)
+        .len()
+        == 1));
     let recover_at = cooldowns(&server)[0]["recoverAtMs"]
         .as_i64()
         .expect("recoverAtMs");
@@ -346,6 +365,10 @@ fn an_auth_failure_makes_one_pending_candidate_and_auto_disable_waits_for_its_sw
         "{}",
         server.log_text()
     );
+    // CPA confirms the disable before the server marks the candidate.
+    assert!(wait_until(Duration::from_secs(5), || {
+        candidates(&server, "?status=pending")["items"][0]["autoDisabledAtMs"].is_i64()
+    }));
     let list = candidates(&server, "?status=pending");
     assert_eq!(list["pendingCount"], 1, "still one candidate: {list}");
     let candidate = list["items"][0].clone();

@@ -13,6 +13,7 @@ mod inspection;
 mod metrics;
 mod openapi;
 mod owned_routes;
+mod plugins;
 mod prices;
 mod process;
 mod proxy;

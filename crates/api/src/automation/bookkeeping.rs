@@ -5,10 +5,13 @@
 //! Covered: `PATCH /v0/management/auth-files/status`, `PATCH /v0/management/auth-files`
 //! with a `disabled` member, and `DELETE /v0/management/auth-files` (by `?name=`, the
 //! `X-CPAMP-Auth-File-Physical-Name` header or a JSON body; `?all=true` locks every file).
+//! The panel's `cpamp_*` body members are removed before CPA sees the request, as the
+//! Go server did. (The Go server also verified the `X-CPAMP-Auth-File-*` identity
+//! headers against CPA's listing before forwarding; cpamp drops those headers and does
+//! not verify them yet.)
 
-use actix_web::dev::Payload;
 use actix_web::http::{Method, StatusCode};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -136,6 +139,22 @@ async fn read_body(mut payload: web::Payload) -> Result<Bytes, ApiError> {
     Ok(body.freeze())
 }
 
+/// The panel adds `cpamp_*` members to status changes for the Manager; CPA never sees
+/// them. Anything that is not a JSON object goes as it came.
+fn strip_cpamp_fields(body: Bytes) -> Bytes {
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    let before = object.len();
+    object.retain(|key, _| !key.starts_with("cpamp_"));
+    if object.len() == before {
+        return body;
+    }
+    serde_json::to_vec(&Value::Object(object))
+        .map(Bytes::from)
+        .unwrap_or(body)
+}
+
 /// Forwards an auth-file change under the coordinator's lock and, when CPA accepted it,
 /// ends automation's claims on the files it touched.
 pub(crate) async fn forward<S: Store>(
@@ -157,15 +176,12 @@ pub(crate) async fn forward<S: Store>(
             .lock_files(targets.names.iter().map(String::as_str))
             .await
     };
-    let mut replay = Payload::from(body);
-    let replay = web::Payload::from_request(request, &mut replay)
-        .await
-        .map_err(|error| ApiError::bad_request(ErrorCode::RequestFailed, error.to_string()))?;
     let response = crate::proxy::forward(
         request,
-        replay,
+        crate::proxy::ForwardBody::Bytes(strip_cpamp_fields(body)),
         base_url,
         crate::proxy::Credential::Management(key),
+        &[],
     )
     .await?;
     let changes_status = kind != Kind::Patch || targets.disabled.is_some();

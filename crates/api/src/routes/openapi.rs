@@ -228,6 +228,13 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/v0/resource/plugins/{path}",
+        Public,
+        "cpa",
+        "A CPA plugin's page, asset or API (any method CPA accepts): forwarded to CPA with the CPA Management Key for an admin, else with the caller's own credential; a plugin's `management_origin` and `X-Codex-Invite-Origin` are set to CPA's origin",
+    ),
+    op(
+        "get",
         "/v0/management/usage",
         Admin,
         "analytics",
@@ -349,7 +356,7 @@ pub const OPERATIONS: &[Operation] = &[
 
 /// Documented paths that the ownership table does not list: the root redirect and
 /// CPA's pass-through model lists.
-pub const UNOWNED_PATHS: &[&str] = &["/", "/v1/models", "/models"];
+pub const UNOWNED_PATHS: &[&str] = &["/", "/v1/models", "/models", "/v0/resource/plugins/{path}"];
 
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config.service(web::resource("/openapi.json").route(web::get().to(openapi)));

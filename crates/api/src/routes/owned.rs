@@ -208,15 +208,6 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
         Admin,
         "collection gaps",
     ),
-    // CPA plugin assets go through the Manager's plugin proxy (origin rewrite), never
-    // the plain management proxy.
-    owned(
-        "/v0/resource/plugins",
-        Subtree,
-        Pending,
-        Public,
-        "the plugin resource proxy",
-    ),
 ];
 
 /// Registers the fallback of every owned path. Call after every resource module and

@@ -1,0 +1,319 @@
+//! The quota snapshot tables behind [`QuotaStore`] (migration 0062): observations, the
+//! logical windows they move, and one row per reported window.
+
+use cpamp_domain::StoreError;
+use cpamp_domain::automation::quota::{
+    Observation, QuotaStore, StoredWindow, WindowInput, decode_list, encode_list,
+};
+use sqlx::{Sqlite, Transaction};
+
+use crate::{SqliteStore, error};
+
+async fn apply(
+    transaction: &mut Transaction<'_, Sqlite>,
+    observation: &Observation,
+    now_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    let hash = observation.hash();
+    let known: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM account_quota_observations WHERE observation_hash = ?",
+    )
+    .bind(&hash)
+    .fetch_optional(&mut **transaction)
+    .await?;
+    if known.is_some() {
+        return Ok(0);
+    }
+    let newest: Option<i64> = sqlx::query_scalar(
+        "SELECT max(observed_at_ms) FROM account_quota_observations WHERE account_key = ? \
+         AND provider = ? AND inventory_scope_key = ? AND lifecycle_applied = 1",
+    )
+    .bind(&observation.account_key)
+    .bind(&observation.provider)
+    .bind(&observation.inventory_scope_key)
+    .fetch_one(&mut **transaction)
+    .await?;
+    // Only evidence at least as new as what moved the windows moves them again.
+    let applies = newest.is_none_or(|newest| observation.observed_at_ms >= newest);
+    let observation_id: i64 = sqlx::query_scalar(
+        "INSERT INTO account_quota_observations (observation_hash, account_key, provider, source, \
+         source_observation_id, inventory_scope_key, inventory_mode, observed_at_ms, window_count, \
+         lifecycle_applied, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&hash)
+    .bind(&observation.account_key)
+    .bind(&observation.provider)
+    .bind(&observation.source)
+    .bind(&observation.source_observation_id)
+    .bind(&observation.inventory_scope_key)
+    .bind(&observation.inventory_mode)
+    .bind(observation.observed_at_ms)
+    .bind(observation.windows.len() as i64)
+    .bind(applies)
+    .bind(now_ms)
+    .fetch_one(&mut **transaction)
+    .await?;
+    let at = observation.observed_at_ms;
+    let mut reported = Vec::with_capacity(observation.windows.len());
+    for window in &observation.windows {
+        let fingerprint = window.scope_fingerprint();
+        let window_id: i64 = if applies {
+            sqlx::query_scalar(
+                "INSERT INTO account_quota_windows (account_key, provider, provider_window_id, \
+                 scope_fingerprint, inventory_scope_key, availability, generation, first_seen_at_ms, \
+                 last_seen_at_ms, last_observation_id) VALUES (?, ?, ?, ?, ?, 'active', 1, ?, ?, ?) \
+                 ON CONFLICT (account_key, provider, provider_window_id, scope_fingerprint) DO UPDATE SET \
+                 generation = generation + (availability = 'inactive'), availability = 'active', \
+                 missing_since_ms = NULL, deactivated_at_ms = NULL, \
+                 last_seen_at_ms = max(last_seen_at_ms, excluded.last_seen_at_ms), \
+                 inventory_scope_key = excluded.inventory_scope_key, \
+                 last_observation_id = excluded.last_observation_id RETURNING id",
+            )
+        } else {
+            sqlx::query_scalar(
+                "INSERT INTO account_quota_windows (account_key, provider, provider_window_id, \
+                 scope_fingerprint, inventory_scope_key, availability, generation, first_seen_at_ms, \
+                 last_seen_at_ms, last_observation_id) VALUES (?, ?, ?, ?, ?, 'active', 1, ?, ?, ?) \
+                 ON CONFLICT (account_key, provider, provider_window_id, scope_fingerprint) DO UPDATE SET \
+                 first_seen_at_ms = min(first_seen_at_ms, excluded.first_seen_at_ms) RETURNING id",
+            )
+        }
+        .bind(&observation.account_key)
+        .bind(&observation.provider)
+        .bind(&window.provider_window_id)
+        .bind(&fingerprint)
+        .bind(&observation.inventory_scope_key)
+        .bind(at)
+        .bind(at)
+        .bind(observation_id)
+        .fetch_one(&mut **transaction)
+        .await?;
+        reported.push(window_id);
+        sqlx::query(
+            "INSERT INTO account_quota_snapshots (observation_id, window_id, account_key, provider, \
+             provider_window_id, provider_window_aliases_json, window_kind, window_mode, model_scope_kind, \
+             model_scope_key, model_ids_json, source, source_observation_id, observed_at_ms, \
+             boundary_accuracy, cycle_start_ms, cycle_end_ms, duration_seconds, used_percent, \
+             remaining_percent, used_value, limit_value, quota_unit, reset_credits_available, \
+             reset_credits_json, plan_type, relationship_kind, container_provider_window_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(observation_id)
+        .bind(window_id)
+        .bind(&observation.account_key)
+        .bind(&observation.provider)
+        .bind(&window.provider_window_id)
+        .bind(encode_list(&window.provider_window_aliases))
+        .bind(&window.window_kind)
+        .bind(&window.window_mode)
+        .bind(&window.model_scope_kind)
+        .bind(&window.model_scope_key)
+        .bind(encode_list(&window.model_ids))
+        .bind(&observation.source)
+        .bind(&observation.source_observation_id)
+        .bind(at)
+        .bind(&window.boundary_accuracy)
+        .bind(window.cycle_start_ms)
+        .bind(window.cycle_end_ms)
+        .bind(window.duration_seconds)
+        .bind(window.used_percent)
+        .bind(window.remaining_percent)
+        .bind(window.used_value)
+        .bind(window.limit_value)
+        .bind(&window.quota_unit)
+        .bind(window.reset_credits_available)
+        .bind(&window.reset_credits_json)
+        .bind(&window.plan_type)
+        .bind(&window.relationship_kind)
+        .bind(&window.container_provider_window_id)
+        .execute(&mut **transaction)
+        .await?;
+    }
+    if applies && observation.inventory_mode == "complete" {
+        // Absence is inferred only from complete inventories of the same scope: the first
+        // miss marks a window pending, a later one deactivates it.
+        let others: Vec<(i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, availability, missing_since_ms FROM account_quota_windows WHERE account_key = ? \
+             AND provider = ? AND inventory_scope_key = ? AND availability <> 'inactive'",
+        )
+        .bind(&observation.account_key)
+        .bind(&observation.provider)
+        .bind(&observation.inventory_scope_key)
+        .fetch_all(&mut **transaction)
+        .await?;
+        for (id, availability, missing_since) in others {
+            if reported.contains(&id) {
+                continue;
+            }
+            if availability == "active" {
+                sqlx::query(
+                    "UPDATE account_quota_windows SET availability = 'pending_absent', missing_since_ms = ? WHERE id = ?",
+                )
+                .bind(at)
+                .bind(id)
+                .execute(&mut **transaction)
+                .await?;
+            } else if missing_since.is_some_and(|since| at > since) {
+                sqlx::query(
+                    "UPDATE account_quota_windows SET availability = 'inactive', deactivated_at_ms = missing_since_ms WHERE id = ?",
+                )
+                .bind(id)
+                .execute(&mut **transaction)
+                .await?;
+            }
+        }
+    }
+    if applies && observation.inventory_mode == "delta" {
+        for removal in &observation.removals {
+            sqlx::query(
+                "UPDATE account_quota_windows SET availability = 'inactive', deactivated_at_ms = ? \
+                 WHERE account_key = ? AND provider = ? AND provider_window_id = ? \
+                 AND (? = '' OR scope_fingerprint = ?)",
+            )
+            .bind(at)
+            .bind(&observation.account_key)
+            .bind(&observation.provider)
+            .bind(&removal.provider_window_id)
+            .bind(&removal.scope_fingerprint)
+            .bind(&removal.scope_fingerprint)
+            .execute(&mut **transaction)
+            .await?;
+        }
+    }
+    Ok(observation.windows.len() as u64)
+}
+
+#[derive(sqlx::FromRow)]
+struct WindowRow {
+    window_id: i64,
+    provider: String,
+    availability: String,
+    generation: i64,
+    first_seen_at_ms: i64,
+    last_seen_at_ms: i64,
+    missing_since_ms: Option<i64>,
+    deactivated_at_ms: Option<i64>,
+    provider_window_id: String,
+    provider_window_aliases_json: String,
+    window_kind: String,
+    window_mode: String,
+    model_scope_kind: String,
+    model_scope_key: String,
+    model_ids_json: String,
+    source: String,
+    source_observation_id: String,
+    observed_at_ms: i64,
+    boundary_accuracy: String,
+    cycle_start_ms: Option<i64>,
+    cycle_end_ms: Option<i64>,
+    duration_seconds: Option<i64>,
+    used_percent: Option<f64>,
+    remaining_percent: Option<f64>,
+    used_value: Option<f64>,
+    limit_value: Option<f64>,
+    quota_unit: String,
+    reset_credits_available: Option<f64>,
+    reset_credits_json: String,
+    plan_type: String,
+    relationship_kind: String,
+    container_provider_window_id: String,
+}
+
+impl QuotaStore for SqliteStore {
+    async fn write_observations(
+        &self,
+        observations: Vec<Observation>,
+        now_ms: i64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let map = |error| error::map(error, "store quota snapshots");
+        let mut transaction = self.writer().begin().await.map_err(map)?;
+        let mut inserted = Vec::with_capacity(observations.len());
+        for observation in &observations {
+            inserted.push(apply(&mut transaction, observation, now_ms).await.map_err(map)?);
+        }
+        transaction.commit().await.map_err(map)?;
+        Ok(inserted)
+    }
+
+    async fn account_windows(
+        &self,
+        account_key: &str,
+        provider: &str,
+    ) -> Result<Vec<StoredWindow>, StoreError> {
+        let map = |error| error::map(error, "read quota snapshots");
+        let rows: Vec<WindowRow> = sqlx::query_as(
+            "SELECT w.id AS window_id, w.provider, w.availability, w.generation, w.first_seen_at_ms, \
+             w.last_seen_at_ms, w.missing_since_ms, w.deactivated_at_ms, s.provider_window_id, \
+             s.provider_window_aliases_json, s.window_kind, s.window_mode, s.model_scope_kind, \
+             s.model_scope_key, s.model_ids_json, s.source, s.source_observation_id, s.observed_at_ms, \
+             s.boundary_accuracy, s.cycle_start_ms, s.cycle_end_ms, s.duration_seconds, s.used_percent, \
+             s.remaining_percent, s.used_value, s.limit_value, s.quota_unit, s.reset_credits_available, \
+             s.reset_credits_json, s.plan_type, s.relationship_kind, s.container_provider_window_id \
+             FROM account_quota_windows w JOIN account_quota_snapshots s ON s.id = ( \
+                SELECT id FROM account_quota_snapshots WHERE window_id = w.id \
+                ORDER BY observed_at_ms DESC, id DESC LIMIT 1) \
+             WHERE w.account_key = ? AND w.provider = ? ORDER BY w.id",
+        )
+        .bind(account_key)
+        .bind(provider)
+        .fetch_all(self.reader())
+        .await
+        .map_err(map)?;
+        let mut windows = Vec::with_capacity(rows.len());
+        for row in rows {
+            // The newest report of an earlier cycle, for "previous window" figures.
+            let previous: Option<(Option<i64>, i64, Option<f64>)> = match row.cycle_start_ms.or(row.cycle_end_ms) {
+                Some(boundary) => sqlx::query_as(
+                    "SELECT cycle_start_ms, cycle_end_ms, used_percent FROM account_quota_snapshots \
+                     WHERE window_id = ? AND cycle_end_ms IS NOT NULL AND cycle_end_ms <= ? \
+                     AND cycle_end_ms < ? ORDER BY observed_at_ms DESC, id DESC LIMIT 1",
+                )
+                .bind(row.window_id)
+                .bind(boundary)
+                .bind(row.cycle_end_ms.unwrap_or(i64::MAX))
+                .fetch_optional(self.reader())
+                .await
+                .map_err(map)?,
+                None => None,
+            };
+            windows.push(StoredWindow {
+                logical_window_id: row.window_id,
+                provider: row.provider,
+                input: WindowInput {
+                    provider_window_id: row.provider_window_id,
+                    provider_window_aliases: decode_list(&row.provider_window_aliases_json),
+                    window_kind: row.window_kind,
+                    window_mode: row.window_mode,
+                    model_scope_kind: row.model_scope_kind,
+                    model_scope_key: row.model_scope_key,
+                    model_ids: decode_list(&row.model_ids_json),
+                    boundary_accuracy: row.boundary_accuracy,
+                    cycle_start_ms: row.cycle_start_ms,
+                    cycle_end_ms: row.cycle_end_ms,
+                    duration_seconds: row.duration_seconds,
+                    used_percent: row.used_percent,
+                    remaining_percent: row.remaining_percent,
+                    used_value: row.used_value,
+                    limit_value: row.limit_value,
+                    quota_unit: row.quota_unit,
+                    reset_credits_available: row.reset_credits_available,
+                    reset_credits_json: row.reset_credits_json,
+                    plan_type: row.plan_type,
+                    relationship_kind: row.relationship_kind,
+                    container_provider_window_id: row.container_provider_window_id,
+                },
+                source: row.source,
+                source_observation_id: row.source_observation_id,
+                observed_at_ms: row.observed_at_ms,
+                availability: row.availability,
+                generation: row.generation,
+                first_seen_at_ms: row.first_seen_at_ms,
+                last_seen_at_ms: row.last_seen_at_ms,
+                missing_since_ms: row.missing_since_ms,
+                deactivated_at_ms: row.deactivated_at_ms,
+                previous_cycle: previous,
+            });
+        }
+        Ok(windows)
+    }
+}
