@@ -451,24 +451,9 @@ async fn cpa_proxy<S: Store>(state: &AppState<S>) -> Result<Route, ApiError> {
     let Some(connection) = crate::connection::resolve(state).await? else {
         return Ok(Route::Direct);
     };
-    let reply = crate::cpa_http::exchange(
-        &connection.base_url,
-        http::Method::GET,
-        "/v0/management/config",
-        Some(connection.management_key.expose()),
-        None,
-        PROXY_LOOKUP_TIMEOUT,
-    )
-    .await;
-    let proxy_url = match reply {
-        Ok(reply) if reply.status.is_success() => {
-            serde_json::from_slice::<serde_json::Value>(&reply.body)
-                .ok()
-                .and_then(|config| config.get("proxy-url")?.as_str().map(str::to_string))
-                .unwrap_or_default()
-        }
-        Ok(_) | Err(_) => String::new(),
-    };
+    let proxy_url = crate::cpa_client::proxy_url(&connection, PROXY_LOOKUP_TIMEOUT)
+        .await
+        .unwrap_or_default();
     Route::parse(&proxy_url).map_err(|error| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
