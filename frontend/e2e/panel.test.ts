@@ -1,5 +1,5 @@
 // The operator's path through the panel, against the real server and the fake CPA:
-// setup wizard → login → dashboard → monitor filter → redacted failure → prices → export
+// setup wizard → login → dashboard → monitor filter → redacted failure → prices → export download
 // → Chinese and dark → logout, with screenshots of every page in both themes at desktop
 // and phone width, no console error anywhere, and one broken card leaving the rest intact.
 import { readFileSync } from 'node:fs';
@@ -41,11 +41,7 @@ const problems: ConsoleProblem[] = [];
 /** URL parts whose failed responses are expected at this moment of the test. */
 let allowed: string[] = [];
 /** Routes this server does not have yet: the panel shows "not available" for them. */
-const MISSING_ROUTES = [
-  '/v0/management/usage/export',
-  '/v0/management/usage/import-sessions',
-  '/usage-service/backups',
-];
+const MISSING_ROUTES: string[] = [];
 
 const DESKTOP = { width: 1280, height: 860 };
 const PHONE = { width: 390, height: 844 };
@@ -246,10 +242,15 @@ describe('the panel', () => {
     await page.getByTestId('filter-clear').click();
   });
 
-  test('export says plainly that this server has no export API yet', async () => {
+  test('export downloads the stored events as NDJSON', async () => {
     await go('#/transfer');
-    await page.getByTestId('page-transfer').getByTestId('unavailable').first().waitFor();
-    await expect(page.getByTestId('export-run').count()).resolves.toBe(0);
+    const download = page.waitForEvent('download');
+    await page.getByTestId('export-run').click();
+    const file = await download;
+    expect(file.suggestedFilename()).toBe('usage-events.jsonl');
+    const lines = readFileSync((await file.path())!, 'utf8').trim().split('\n');
+    expect(lines.length).toBeGreaterThan(0);
+    for (const line of lines) expect(JSON.parse(line).event_hash).toMatch(/^[0-9a-f]{64}$/);
   });
 
   test('a server error on one card leaves the others working', async () => {

@@ -78,6 +78,8 @@ pub struct Settings {
     pub tls_skip_verify: bool,
     pub metrics_token: Secret,
     pub log_format: LogFormat,
+    /// Limits of resumable import sessions (`USAGE_IMPORT_*`).
+    pub import_sessions: ImportSessionLimits,
     /// Model price sync sources (`MODEL_PRICE_SYNC_*_URL`; `off` disables one).
     pub price_sources: cpamp_api::price_sync::SourceUrls,
     /// Environment variables that were set (for env-locked settings).
@@ -94,6 +96,16 @@ impl Settings {
     pub fn env_managed_connection(&self) -> bool {
         !self.cpa_upstream_url.is_empty() && !self.cpa_management_key.is_empty()
     }
+}
+
+/// `USAGE_IMPORT_CHUNK_BYTES`, `USAGE_IMPORT_DISK_QUOTA_BYTES`,
+/// `USAGE_IMPORT_MAX_SESSIONS`, `USAGE_IMPORT_SESSION_TTL_MINUTES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSessionLimits {
+    pub chunk_bytes: u64,
+    pub disk_quota_bytes: u64,
+    pub max_sessions: usize,
+    pub ttl_minutes: u64,
 }
 
 /// Raw values as the config file spells them (camelCase, like the Go server's config.json).
@@ -120,6 +132,11 @@ struct RawFile {
     tls_skip_verify: Option<bool>,
     metrics_token_file: Option<String>,
     log_format: Option<String>,
+    usage_import_chunk_bytes: Option<i64>,
+    usage_import_disk_quota_bytes: Option<i64>,
+    usage_import_max_sessions: Option<i64>,
+    #[serde(rename = "usageImportSessionTTLMinutes")]
+    usage_import_session_ttl_minutes: Option<i64>,
     model_price_sync_models_dev_url: Option<String>,
     model_price_sync_lite_llm_url: Option<String>,
     model_price_sync_open_router_url: Option<String>,
@@ -385,6 +402,41 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             bail!("CPAMP_LOG_FORMAT (config key logFormat) must be text or json; got {other:?}")
         }
     };
+    let import_sessions = import_session_limits(
+        positive(
+            env("USAGE_IMPORT_CHUNK_BYTES"),
+            file.usage_import_chunk_bytes,
+            4 * 1024 * 1024,
+            "USAGE_IMPORT_CHUNK_BYTES",
+            "usageImportChunkBytes",
+            &mut warnings,
+        ),
+        positive(
+            env("USAGE_IMPORT_DISK_QUOTA_BYTES"),
+            file.usage_import_disk_quota_bytes,
+            16 * 1024 * 1024 * 1024,
+            "USAGE_IMPORT_DISK_QUOTA_BYTES",
+            "usageImportDiskQuotaBytes",
+            &mut warnings,
+        ),
+        positive(
+            env("USAGE_IMPORT_MAX_SESSIONS"),
+            file.usage_import_max_sessions,
+            2,
+            "USAGE_IMPORT_MAX_SESSIONS",
+            "usageImportMaxSessions",
+            &mut warnings,
+        ),
+        positive(
+            env("USAGE_IMPORT_SESSION_TTL_MINUTES"),
+            file.usage_import_session_ttl_minutes,
+            1440,
+            "USAGE_IMPORT_SESSION_TTL_MINUTES",
+            "usageImportSessionTTLMinutes",
+            &mut warnings,
+        ),
+        &mut warnings,
+    );
     let mut price_source = |name: &'static str, key: &str, file: &Option<String>, default: &str| {
         let value = env(name)
             .or(file.clone())
@@ -456,11 +508,70 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         tls_skip_verify,
         metrics_token,
         log_format,
+        import_sessions,
         price_sources,
         env_set,
         automation,
         warnings,
     })
+}
+
+/// Keeps the import-session limits within what works: a chunk is one HTTP request
+/// (at most 64 MiB), the quota holds at least one chunk, and the session count and
+/// lifetime stay sane. An out-of-range value is clamped with a warning naming it.
+fn import_session_limits(
+    chunk_bytes: i64,
+    disk_quota_bytes: i64,
+    max_sessions: i64,
+    ttl_minutes: i64,
+    warnings: &mut Vec<String>,
+) -> ImportSessionLimits {
+    const CHUNK_MAX: i64 = 64 * 1024 * 1024;
+    const SESSIONS_MAX: i64 = 1000;
+    const TTL_MAX_MINUTES: i64 = 525_600;
+    let mut clamp = |value: i64, limit: i64, name: &str, why: &str| {
+        if value > limit {
+            warnings.push(format!(
+                "{name} is {value}, more than {limit} ({why}); using {limit}"
+            ));
+            limit
+        } else {
+            value
+        }
+    };
+    let chunk_bytes = clamp(
+        chunk_bytes,
+        CHUNK_MAX,
+        "USAGE_IMPORT_CHUNK_BYTES",
+        "64 MiB: a chunk is one HTTP request",
+    );
+    let max_sessions = clamp(
+        max_sessions,
+        SESSIONS_MAX,
+        "USAGE_IMPORT_MAX_SESSIONS",
+        "the most that makes sense",
+    );
+    let ttl_minutes = clamp(
+        ttl_minutes,
+        TTL_MAX_MINUTES,
+        "USAGE_IMPORT_SESSION_TTL_MINUTES",
+        "a year",
+    );
+    let disk_quota_bytes = if disk_quota_bytes < chunk_bytes {
+        warnings.push(format!(
+            "USAGE_IMPORT_DISK_QUOTA_BYTES ({disk_quota_bytes}) is smaller than USAGE_IMPORT_CHUNK_BYTES \
+             ({chunk_bytes}); using {chunk_bytes}"
+        ));
+        chunk_bytes
+    } else {
+        disk_quota_bytes
+    };
+    ImportSessionLimits {
+        chunk_bytes: chunk_bytes as u64,
+        disk_quota_bytes: disk_quota_bytes as u64,
+        max_sessions: max_sessions as usize,
+        ttl_minutes: ttl_minutes as u64,
+    }
 }
 
 /// A price source URL: `http(s)://…`, or `off` to disable the source.
@@ -795,6 +906,97 @@ mod tests {
         assert_eq!(normalize_base_url("https://h/cpa/v0/"), "https://h/cpa");
         assert_eq!(normalize_base_url("  "), "");
         assert_eq!(normalize_base_url("http://h:1//"), "http://h:1");
+    }
+
+    #[test]
+    fn import_session_limits_are_read_and_validated() {
+        let settings = load(&sources(&[])).expect("defaults");
+        assert_eq!(
+            settings.import_sessions,
+            ImportSessionLimits {
+                chunk_bytes: 4_194_304,
+                disk_quota_bytes: 17_179_869_184,
+                max_sessions: 2,
+                ttl_minutes: 1440,
+            }
+        );
+        let settings = load(&sources(&[
+            ("USAGE_IMPORT_CHUNK_BYTES", "1048576"),
+            ("USAGE_IMPORT_DISK_QUOTA_BYTES", "1073741824"),
+            ("USAGE_IMPORT_MAX_SESSIONS", "4"),
+            ("USAGE_IMPORT_SESSION_TTL_MINUTES", "60"),
+        ]))
+        .expect("load");
+        assert_eq!(settings.import_sessions.chunk_bytes, 1_048_576);
+        assert_eq!(settings.import_sessions.max_sessions, 4);
+        assert_eq!(settings.import_sessions.ttl_minutes, 60);
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"usageImportChunkBytes":2048,"usageImportDiskQuotaBytes":4096,"usageImportMaxSessions":3,"usageImportSessionTTLMinutes":7}"#,
+        )
+        .expect("write");
+        let path_text = path.display().to_string();
+        let settings = load(&sources(&[("CPA_MANAGER_CONFIG", &path_text)])).expect("load");
+        assert_eq!(
+            settings.import_sessions,
+            ImportSessionLimits {
+                chunk_bytes: 2048,
+                disk_quota_bytes: 4096,
+                max_sessions: 3,
+                ttl_minutes: 7,
+            }
+        );
+        // Values the Go server read leniently fall back with a warning naming them.
+        for (name, value, needle, chunk) in [
+            (
+                "USAGE_IMPORT_CHUNK_BYTES",
+                "0",
+                "USAGE_IMPORT_CHUNK_BYTES must be a positive integer",
+                4_194_304,
+            ),
+            (
+                "USAGE_IMPORT_CHUNK_BYTES",
+                "999999999",
+                "more than 67108864",
+                67_108_864,
+            ),
+            (
+                "USAGE_IMPORT_MAX_SESSIONS",
+                "two",
+                "USAGE_IMPORT_MAX_SESSIONS must be a positive integer",
+                4_194_304,
+            ),
+            (
+                "USAGE_IMPORT_SESSION_TTL_MINUTES",
+                "-5",
+                "USAGE_IMPORT_SESSION_TTL_MINUTES must be a positive integer",
+                4_194_304,
+            ),
+        ] {
+            let settings = load(&sources(&[(name, value)])).expect(name);
+            assert!(
+                settings
+                    .warnings
+                    .iter()
+                    .any(|warning| warning.contains(needle)),
+                "{name}={value}: {:?}",
+                settings.warnings
+            );
+            assert_eq!(
+                settings.import_sessions.chunk_bytes, chunk,
+                "{name}={value}"
+            );
+        }
+        let settings = load(&sources(&[("USAGE_IMPORT_DISK_QUOTA_BYTES", "1000")])).expect("load");
+        assert_eq!(settings.import_sessions.disk_quota_bytes, 4_194_304);
+        assert!(
+            settings
+                .warnings
+                .iter()
+                .any(|warning| warning.contains("smaller than USAGE_IMPORT_CHUNK_BYTES"))
+        );
     }
 
     #[test]

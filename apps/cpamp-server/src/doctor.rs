@@ -47,7 +47,7 @@ pub fn run(admin_key: Option<String>, server_url: Option<String>, json: bool) ->
     runtime.block_on(async move {
         let held = lock::acquire(&settings.db_path);
         let outcome = match held {
-            Err(error) if format!("{error:#}").contains("already held") => {
+            Err(error) if lock::held_elsewhere(&error) => {
                 live(&settings, admin_key, server_url).await
             }
             Err(error) => Err(format!("{error:#}")),
@@ -87,28 +87,8 @@ async fn live(
     admin_key: Option<String>,
     server_url: Option<String>,
 ) -> Result<(String, Value), String> {
-    let key = admin_key
-        .filter(|key| !key.trim().is_empty())
-        .or_else(|| {
-            let seeded = settings.admin_key.expose();
-            (!seeded.is_empty()).then(|| seeded.to_string())
-        })
-        .ok_or_else(|| {
-            "the server is running; pass --admin-key <CPAMP Admin Key> (or set CPA_MANAGER_ADMIN_KEY) so the \
-             doctor can read its live status"
-                .to_string()
-        })?;
-    let url = server_url.unwrap_or_else(|| {
-        let addr = settings.http_addr;
-        let host = match addr.ip() {
-            ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
-            ip if ip.is_unspecified() => "[::1]".to_string(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            std::net::IpAddr::V4(ip) => ip.to_string(),
-        };
-        format!("http://{host}:{}", addr.port())
-    });
-    let url = url.trim_end_matches('/').to_string();
+    let key = crate::remote::admin_key(settings, admin_key, "the doctor")?;
+    let url = crate::remote::server_url(settings, server_url);
     let reply = cpa_http::exchange(
         &url,
         http::Method::GET,

@@ -9,6 +9,8 @@ pub mod demo;
 pub mod doctor;
 pub mod lock;
 pub mod prices;
+pub mod remote;
 pub mod reset;
 pub mod startup;
 pub mod telemetry;
+pub mod transfer;

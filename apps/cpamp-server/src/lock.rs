@@ -45,6 +45,12 @@ pub fn acquire(db_path: &Path) -> anyhow::Result<ProcessLock> {
     }
 }
 
+/// True when `acquire` failed because another process holds the lock (a running
+/// server), as opposed to a path or permission problem.
+pub fn held_elsewhere(error: &anyhow::Error) -> bool {
+    format!("{error:#}").contains("process lock is already held")
+}
+
 /// Absolute, cleaned database path with symlinks in its directory resolved.
 pub fn canonical_db_path(db_path: &Path) -> anyhow::Result<PathBuf> {
     let absolute = if db_path.is_absolute() {

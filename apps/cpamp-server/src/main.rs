@@ -3,7 +3,7 @@
 //! With no subcommand it runs the server. Subcommands are offline tools that take
 //! the same process lock, so they refuse to run beside a live server.
 
-use cpamp_server::{config, demo, doctor, lock, prices, reset, startup, telemetry};
+use cpamp_server::{config, demo, doctor, lock, prices, reset, startup, telemetry, transfer};
 
 use std::process::ExitCode;
 
@@ -108,6 +108,82 @@ enum Command {
         #[command(subcommand)]
         command: PricesCommand,
     },
+    /// Export usage events (NDJSON, oldest first; or CSV) to a file or standard output.
+    ///
+    /// With the server stopped it reads the database directly; while the server runs
+    /// (it holds the database lock) it downloads from the server's API with the admin
+    /// key. Either way the export is one consistent snapshot. Import it with
+    /// `cpamp-server import FILE`.
+    Export {
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+        /// Only events at or after this time (Unix ms).
+        #[arg(long)]
+        from_ms: Option<i64>,
+        /// Only events before this time (Unix ms).
+        #[arg(long)]
+        to_ms: Option<i64>,
+        /// Only this analytics model (repeatable).
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Only this client API key, as its SHA-256 hex (repeatable).
+        #[arg(long = "api-key-hash")]
+        api_key_hashes: Vec<String>,
+        /// Only the newest N events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// jsonl (default) or csv.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        #[command(flatten)]
+        online: OnlineArgs,
+        /// The SQLite database when the server is stopped (default: from the configuration).
+        #[arg(long)]
+        db_path: Option<std::path::PathBuf>,
+    },
+    /// Import usage events from a file: cpamp's or the Go server's export (JSONL/NDJSON),
+    /// a JSON array, CPA records or a legacy usage snapshot. Events already stored are
+    /// skipped, so importing the same file twice adds nothing.
+    ///
+    /// With the server stopped it writes to the database directly; while the server runs
+    /// it uploads the file through the server's resumable import sessions with the admin
+    /// key.
+    Import {
+        /// The file to import.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        online: OnlineArgs,
+        /// The SQLite database when the server is stopped (default: from the configuration).
+        #[arg(long)]
+        db_path: Option<std::path::PathBuf>,
+    },
+    /// Write a backup directory: a consistent copy of the database, data.key and a
+    /// manifest with checksums. Safe while the server runs and collects.
+    ///
+    /// With the server stopped it copies the database directly; while the server runs it
+    /// asks the server (admin key) to write the backup and downloads it into DIR.
+    Backup {
+        /// The backup directory to create (must not exist, or be empty).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[command(flatten)]
+        online: OnlineArgs,
+        /// The SQLite database when the server is stopped (default: from the configuration).
+        #[arg(long)]
+        db_path: Option<std::path::PathBuf>,
+    },
+    /// Restore a backup directory written by `backup` (the server must be stopped). The
+    /// current database files (and a different data.key) are kept beside it as
+    /// `*.before-restore-<time>`.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// The SQLite database to restore into (default: from the configuration).
+        #[arg(long)]
+        db_path: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +201,26 @@ enum PricesCommand {
         #[arg(long)]
         db_path: Option<std::path::PathBuf>,
     },
+}
+
+/// How a command reaches the running server when it holds the database lock.
+#[derive(Debug, clap::Args)]
+struct OnlineArgs {
+    /// The CPAMP Admin Key, used only when the server is running (default: CPA_MANAGER_ADMIN_KEY).
+    #[arg(long, env = "CPA_MANAGER_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// The running server (default: from HTTP_ADDR, on 127.0.0.1).
+    #[arg(long)]
+    server_url: Option<String>,
+}
+
+impl From<OnlineArgs> for transfer::Online {
+    fn from(args: OnlineArgs) -> transfer::Online {
+        transfer::Online {
+            admin_key: args.admin_key,
+            server_url: args.server_url,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +271,56 @@ fn main() -> ExitCode {
             server_url,
             json,
         } => doctor::run(admin_key, server_url, json),
+        Command::Export {
+            out,
+            from_ms,
+            to_ms,
+            models,
+            api_key_hashes,
+            limit,
+            format,
+            online,
+            db_path,
+        } => {
+            let Some(format) = cpamp_domain::transfer::export::ExportFormat::parse(&format) else {
+                eprintln!("export: --format must be jsonl or csv; got {format:?}");
+                return ExitCode::FAILURE;
+            };
+            let options = transfer::ExportOptions {
+                out,
+                selection: cpamp_domain::ports::EventSelection {
+                    from_ms,
+                    to_ms,
+                    models,
+                    api_key_hashes,
+                    newest: limit,
+                    ..Default::default()
+                },
+                format: Some(format),
+            };
+            finish("export", transfer::export(options, online.into(), db_path))
+        }
+        Command::Import {
+            file,
+            online,
+            db_path,
+        } => finish("import", transfer::import(file, online.into(), db_path)),
+        Command::Backup {
+            out,
+            online,
+            db_path,
+        } => finish("backup", transfer::backup(out, online.into(), db_path)),
+        Command::Restore { from, db_path } => finish("restore", transfer::restore(from, db_path)),
+    }
+}
+
+fn finish(label: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{label}: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -20,7 +20,10 @@ use cpamp_api::gaps::GapTracker;
 use cpamp_api::middleware::{CorsOrigins, cors, count_requests};
 use cpamp_api::monitor::{HostFacts, Monitor};
 use cpamp_api::routes::PanelPath;
-use cpamp_api::state::{EnvConnection, StartupConfig};
+use cpamp_api::state::{DataKeyOrigin, EnvConnection, StartupConfig};
+use cpamp_api::transfer::Transfer;
+use cpamp_api::transfer::backup::DataKeySource;
+use cpamp_api::transfer::sessions::{ImportSessions, SessionConfig};
 use cpamp_collector::{Collector, Mode, PopSide, StatusHandle};
 use cpamp_storage::{Options, SqliteStore};
 
@@ -36,6 +39,7 @@ pub struct Application {
     lock: ProcessLock,
     gap_tracker: GapTracker,
     maintenance: tokio::task::JoinHandle<()>,
+    session_cleanup: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -105,6 +109,8 @@ impl Application {
             settings.metrics_token.clone(),
         ));
         let cors_origins = web::Data::new(CorsOrigins(settings.cors_origins.clone()));
+        let transfer = web::Data::new(transfer_state(&settings, &lock.db_path, &state));
+        let session_cleanup = spawn_session_cleanup(transfer.clone());
         let price_sync = web::Data::new(cpamp_api::price_sync::PriceSync::new(
             settings.price_sources.clone(),
         ));
@@ -118,6 +124,7 @@ impl Application {
                 .app_data(monitor.clone())
                 .app_data(price_sync.clone())
                 .app_data(cors_origins.clone())
+                .app_data(transfer.clone())
                 .wrap(from_fn(cors))
                 .wrap(from_fn(count_requests))
                 .configure(cpamp_api::configure::<SqliteStore>)
@@ -148,6 +155,7 @@ impl Application {
             lock,
             gap_tracker,
             maintenance,
+            session_cleanup,
         })
     }
 
@@ -165,6 +173,7 @@ impl Application {
             lock,
             gap_tracker,
             maintenance,
+            session_cleanup,
             ..
         } = self;
         let mut gap_tracker = Some(gap_tracker);
@@ -201,11 +210,63 @@ impl Application {
         }
         collector.shutdown().await;
         maintenance.abort();
+        session_cleanup.abort();
         store.close().await;
         drop(lock);
         tracing::info!("stopped");
         result
     }
+}
+
+/// Import sessions in `<data dir>/usage-imports` (the database's directory when
+/// only `USAGE_DB_PATH` is set) and backups in `<data dir>/backups`.
+fn transfer_state(
+    settings: &Settings,
+    db_path: &std::path::Path,
+    state: &AppState<SqliteStore>,
+) -> Transfer {
+    let data_dir = if settings.env_set.contains(&"USAGE_DB_PATH")
+        && !settings.env_set.contains(&"USAGE_DATA_DIR")
+        && settings.config_path.is_none()
+    {
+        db_path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| settings.data_dir.clone())
+    } else {
+        settings.data_dir.clone()
+    };
+    let limits = settings.import_sessions;
+    let config = SessionConfig {
+        dir: data_dir.join("usage-imports"),
+        chunk_bytes: limits.chunk_bytes,
+        disk_quota_bytes: limits.disk_quota_bytes,
+        max_sessions: limits.max_sessions,
+        ttl: std::time::Duration::from_secs(limits.ttl_minutes.saturating_mul(60)),
+    };
+    let data_key = match state.data_key.origin {
+        DataKeyOrigin::Env => DataKeySource::External,
+        DataKeyOrigin::File | DataKeyOrigin::Created => {
+            DataKeySource::File(settings.data_key_path.clone())
+        }
+    };
+    Transfer {
+        sessions: ImportSessions::open(config, now_ms()),
+        backups_dir: data_dir.join("backups"),
+        data_key,
+        backup_lock: tokio::sync::Mutex::new(()),
+    }
+}
+
+/// Removes expired import sessions every min(TTL/4, 15 min).
+fn spawn_session_cleanup(transfer: web::Data<Transfer>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let interval = transfer.sessions.config().cleanup_interval();
+        loop {
+            tokio::time::sleep(interval).await;
+            transfer.sessions.cleanup(now_ms());
+        }
+    })
 }
 
 /// Connection and collector values from env and config file.

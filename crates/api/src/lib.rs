@@ -23,6 +23,7 @@ pub mod price_sync;
 pub mod proxy;
 pub mod routes;
 pub mod state;
+pub mod transfer;
 
 pub use error::{ApiError, ErrorCode};
 pub use state::{AppState, Store};

@@ -7,7 +7,8 @@ use cpamp_domain::automation::runs::InspectionStore;
 use cpamp_domain::automation::store::{AuditStore, CandidateStore, CooldownStore};
 use cpamp_domain::crypto::{DataKey, SealError};
 use cpamp_domain::ports::{
-    DatabaseStats, EventSink, GapStore, KeyHints, SettingsStore, StoreStats,
+    DatabaseBackup, DatabaseStats, EventSink, EventStream, GapStore, KeyHints, SettingsStore,
+    StoreStats,
 };
 use cpamp_domain::prices::PriceStore;
 
@@ -25,6 +26,8 @@ pub trait Store:
     + AnalyticsStore
     + GapStore
     + DatabaseStats
+    + EventStream
+    + DatabaseBackup
     + PriceStore
     + CooldownStore
     + CandidateStore
@@ -41,6 +44,8 @@ impl<T> Store for T where
         + AnalyticsStore
         + GapStore
         + DatabaseStats
+        + EventStream
+        + DatabaseBackup
         + PriceStore
         + CooldownStore
         + CandidateStore

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::{DeadLetter, Decoded};
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -528,7 +528,7 @@ fn decode_items(items: &[RawItem], origin: &str) -> DecodedItems {
     let now = now_ms();
     let mut decoded = DecodedItems {
         batch: IngestBatch {
-            origin: origin.to_string(),
+            origin: BatchOrigin::Collector(origin.to_string()),
             events: Vec::with_capacity(items.len()),
             dead_letters: Vec::new(),
         },
@@ -718,6 +718,9 @@ mod tests {
         let decoded = decode_items(&items, "http://cpa");
         assert_eq!(decoded.batch.dead_letters.len(), 1);
         assert_eq!(decoded.batch.dead_letters[0].payload, "7");
-        assert_eq!(decoded.batch.origin, "http://cpa");
+        assert_eq!(
+            decoded.batch.origin,
+            BatchOrigin::Collector("http://cpa".into())
+        );
     }
 }

@@ -10,9 +10,10 @@
 //! are hashed and `fail_summary` is redacted. The raw payload and raw failure
 //! body are not kept at all.
 
+mod exported;
 mod headers;
-mod json;
-mod redact;
+pub(crate) mod json;
+pub(crate) mod redact;
 mod time;
 
 use std::borrow::Cow;
@@ -178,18 +179,29 @@ pub fn decode(item: &[u8], now_ms: i64) -> Decoded {
             _ => {}
         }
     }
-    let sorted = json::sorted_members(members);
-    let members = Members::Sorted(&sorted);
-    if !has_usage_fields(members) {
-        return dead(
-            "no usage fields: the object has no timestamp, model or token counts".to_string(),
-        );
-    }
-    match normalize(members, now_ms) {
+    match decode_object(members, now_ms) {
         Ok(event) => Decoded::Event(Box::new(event)),
         Err(reason) => dead(reason),
     }
 }
+
+/// A usage event from the members of a CPA-style JSON object (queue payload or
+/// an import record without an event hash); the error names the field or the fix.
+pub(crate) fn decode_object(
+    members: &[(Cow<'_, str>, Json<'_>)],
+    now_ms: i64,
+) -> Result<UsageEvent, String> {
+    let sorted = json::sorted_members(members);
+    let members = Members::Sorted(&sorted);
+    if !has_usage_fields(members) {
+        return Err(
+            "no usage fields: the object has no timestamp, model or token counts".to_string(),
+        );
+    }
+    normalize(members, now_ms)
+}
+
+pub(crate) use exported::decode_exported;
 
 /// An object is a usage payload only if it carries at least one non-null
 /// timestamp, model or token field. `{}`, `{"refresh":true,"x":1}` and the

@@ -5,6 +5,7 @@
 //! Layout:
 //! - `event`: [`UsageEvent`], one stored row per upstream attempt.
 //! - `decode`: CPA queue payload -> [`event::Decoded`] (event, control message or dead letter).
+//! - `transfer`: usage export lines and the import reader (formats, legacy snapshots).
 //! - `prices`: model prices, their sync sources and matching, API key aliases.
 //! - `ports`: [`ports::EventSink`], [`ports::SettingsStore`], [`ports::GapStore`],
 //!   [`ports::DatabaseStats`] and the store error type.
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod ports;
 pub mod prices;
 pub mod secret;
+pub mod transfer;
 
 pub use event::UsageEvent;
 pub use ports::StoreError;

@@ -41,12 +41,41 @@ impl StoreError {
     }
 }
 
-/// One batch taken from CPA: the events to store and the items that could not be decoded.
+/// Where the events of a batch come from.
+///
+/// Only [`BatchOrigin::Collector`] batches are news: automation (quota cooldowns,
+/// account actions) reacts to their newly stored events and to nothing else, so an
+/// import of old history or the adoption of a Go database never disables an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOrigin {
+    /// Collected live from CPA at this normalised base URL.
+    Collector(String),
+    /// Read from an export file (API, import session or `cpamp-server import`).
+    Import,
+    /// Copied from a Go server database being adopted.
+    Adoption,
+}
+
+impl BatchOrigin {
+    /// The CPA base URL of a collected batch.
+    pub fn cpa_base_url(&self) -> Option<&str> {
+        match self {
+            BatchOrigin::Collector(base_url) if !base_url.is_empty() => Some(base_url),
+            _ => None,
+        }
+    }
+
+    /// True for events collected live from CPA (the only ones automation acts on).
+    pub fn is_collected(&self) -> bool {
+        matches!(self, BatchOrigin::Collector(_))
+    }
+}
+
+/// One batch of events to store, with the items that could not be decoded.
 /// Both are written in one transaction, so a batch is either stored whole or not at all.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IngestBatch {
-    /// Which CPA connection the batch came from (its normalised base URL).
-    pub origin: String,
+    pub origin: BatchOrigin,
     pub events: Vec<UsageEvent>,
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -223,4 +252,72 @@ pub trait GapStore: Clone + Send + Sync + 'static {
 
     /// The last recorded heartbeat, if any.
     fn last_heartbeat(&self) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+}
+
+/// The order of an event stream, by `(timestamp_ms, id)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StreamOrder {
+    #[default]
+    OldestFirst,
+    NewestFirst,
+}
+
+/// Which events an [`EventStream`] reads. Every filter left empty matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventSelection {
+    /// Inclusive lower bound on `timestamp_ms`.
+    pub from_ms: Option<i64>,
+    /// Exclusive upper bound on `timestamp_ms`.
+    pub to_ms: Option<i64>,
+    /// Analytics models (reasoning suffix removed), exact.
+    pub models: Vec<String>,
+    /// Lowercase hex SHA-256 of client API keys.
+    pub api_key_hashes: Vec<String>,
+    /// Only the newest `n` events of the selection (still delivered in `order`).
+    pub newest: Option<u64>,
+    pub order: StreamOrder,
+}
+
+/// A stream of events being read from one database snapshot.
+pub trait EventPages: Send + 'static {
+    /// How many events the stream delivers in all (counted in the same snapshot).
+    fn total(&self) -> u64;
+
+    /// The next page of events in order; an empty page once the stream is done.
+    fn next_page(
+        &mut self,
+    ) -> impl Future<Output = Result<Vec<crate::analytics::query::RawEvent>, StoreError>> + Send;
+}
+
+/// Reads any number of events with constant memory, from one consistent
+/// snapshot: the stream sees exactly the events committed before it opened,
+/// however long it is read and whatever is stored meanwhile.
+pub trait EventStream: Clone + Send + Sync + 'static {
+    type Pages: EventPages;
+
+    fn open_event_stream(
+        &self,
+        selection: EventSelection,
+    ) -> impl Future<Output = Result<Self::Pages, StoreError>> + Send;
+}
+
+/// What a finished database backup holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupFacts {
+    /// Size of the copied database file.
+    pub bytes: u64,
+    /// Usage events in the copy.
+    pub events: i64,
+    /// The newest schema migration of the copy.
+    pub schema_version: i64,
+}
+
+/// Consistent copies of the live database, taken while it keeps taking writes.
+pub trait DatabaseBackup: Clone + Send + Sync + 'static {
+    /// Writes a consistent copy of the database to `path` (a new file, created
+    /// with owner-only permissions) and checks it with `PRAGMA integrity_check`.
+    fn backup_into(
+        &self,
+        path: &std::path::Path,
+    ) -> impl Future<Output = Result<BackupFacts, StoreError>> + Send;
 }

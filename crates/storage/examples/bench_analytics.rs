@@ -18,7 +18,7 @@ use cpamp_domain::analytics::dashboard::{DashboardRequest, dashboard};
 use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, PageRequest, monitoring};
 use cpamp_domain::analytics::query::{Cursor, Filters, Scope};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
@@ -158,7 +158,7 @@ async fn build(dir: &Path, count: usize) -> (PathBuf, PathBuf, Duration) {
         let start = Instant::now();
         store
             .store_batch(IngestBatch {
-                origin: "http://127.0.0.1:8317".into(),
+                origin: BatchOrigin::Collector("http://127.0.0.1:8317".into()),
                 events,
                 dead_letters: Vec::new(),
             })

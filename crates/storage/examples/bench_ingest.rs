@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use cpamp_domain::event::{CacheInputMode, NormalizedTokens, TokenCounts, UsageEvent};
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use sqlx::Connection;
 
@@ -100,7 +100,7 @@ async fn ours(dir: &std::path::Path, batch_size: usize, total: u64) -> f64 {
     for chunk in events.chunks(batch_size) {
         let outcome = store
             .store_batch(IngestBatch {
-                origin: "http://127.0.0.1:8317".into(),
+                origin: BatchOrigin::Collector("http://127.0.0.1:8317".into()),
                 events: chunk.to_vec(),
                 dead_letters: vec![],
             })

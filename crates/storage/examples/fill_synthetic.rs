@@ -18,7 +18,7 @@ mod synth;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cpamp_domain::ports::{EventSink, IngestBatch, StoreStats};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, StoreStats};
 use cpamp_storage::{Options, SqliteStore};
 
 const DAYS: i64 = 30;
@@ -56,7 +56,7 @@ async fn main() {
         }
         store
             .store_batch(IngestBatch {
-                origin: "http://127.0.0.1:8317".into(),
+                origin: BatchOrigin::Collector("http://127.0.0.1:8317".into()),
                 events,
                 dead_letters: Vec::new(),
             })

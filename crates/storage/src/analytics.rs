@@ -48,6 +48,19 @@ pub(crate) struct CacheState {
 }
 
 impl CacheState {
+    /// The effective model ids (`coalesce(requested_model_id, model_id)`) whose
+    /// analytics model is one of `analytics_ids`.
+    pub(crate) fn effective_models_of(&self, analytics_ids: &HashSet<i64>) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .analytics
+            .iter()
+            .filter(|(_, analytics)| analytics_ids.contains(analytics))
+            .map(|(effective, _)| *effective)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     fn text(&self, id: Option<i64>) -> Text {
         match id {
             Some(id) if id > 0 => self
@@ -182,7 +195,10 @@ fn allowed(timeline: Option<&(Zone, Granularity)>, from: i64, to: i64) -> (bool,
 
 impl SqliteStore {
     /// Tops up the lookup caches with rows written since the last call.
-    async fn refresh(&self, connection: &mut SqliteConnection) -> Result<(), StoreError> {
+    pub(crate) async fn refresh(
+        &self,
+        connection: &mut SqliteConnection,
+    ) -> Result<(), StoreError> {
         let cache = self.read_cache();
         let (max_dim, max_identity, max_seq) = {
             let state = lock_read(cache);
@@ -248,7 +264,7 @@ impl SqliteStore {
     }
 
     /// Dictionary ids (kind Model) of the wanted analytics models.
-    async fn model_ids(
+    pub(crate) async fn model_ids(
         &self,
         connection: &mut SqliteConnection,
         models: &[String],

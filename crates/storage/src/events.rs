@@ -84,17 +84,18 @@ async fn write_batch(
     batch: &IngestBatch,
 ) -> Result<BatchOutcome, sqlx::Error> {
     let mut outcome = BatchOutcome::default();
-    let origin_id = if batch.origin.is_empty() {
-        None
-    } else {
-        match store.dims().origin(&batch.origin) {
+    // Imported and adopted events keep `cpa_source_id` NULL: they were not
+    // collected from a CPA connection.
+    let origin_id = match batch.origin.cpa_base_url() {
+        None => None,
+        Some(base_url) => match store.dims().origin(base_url) {
             Some(id) => Some(id),
             None => {
-                let id = cpa_source_id(connection, &batch.origin).await?;
-                stage.others.origins.insert(batch.origin.clone(), id);
+                let id = cpa_source_id(connection, base_url).await?;
+                stage.others.origins.insert(base_url.to_string(), id);
                 Some(id)
             }
-        }
+        },
     };
 
     // Ids are assigned here (one writer, so nothing else takes them). Candidates

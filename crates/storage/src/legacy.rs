@@ -19,7 +19,7 @@
 
 use cpamp_domain::StoreError;
 use cpamp_domain::event::{CacheInputMode, NormalizedTokens, TokenCounts, UsageEvent};
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_domain::prices::aliases;
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
@@ -413,7 +413,7 @@ impl SqliteStore {
         let count = events.len() as u64;
         let outcome = self
             .store_batch(IngestBatch {
-                origin: String::new(),
+                origin: BatchOrigin::Adoption,
                 events,
                 dead_letters: Vec::new(),
             })

@@ -16,6 +16,8 @@
 //! - `snapshots`: the newest header event per credential, kept at ingest.
 //! - `gaps`: collection gaps and the collector heartbeat.
 //! - `maintenance`: WAL checkpoints and the database file report.
+//! - `stream`: event streams from one read snapshot (export, compatible usage payload).
+//! - `backup`: consistent online copies of the database (`VACUUM INTO`).
 //! - `automation`: quota cooldowns, account-action candidates and the automation audit log.
 //! - `inspection`: server inspection runs, results, logs, the run lease and ownership.
 //! - `prices`: model prices, API key aliases and the cached price book.
@@ -24,6 +26,7 @@
 
 mod analytics;
 mod automation;
+mod backup;
 mod dims;
 mod error;
 mod events;
@@ -36,6 +39,7 @@ mod prices;
 mod rollup;
 mod settings;
 mod snapshots;
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,9 +52,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+pub use backup::check_copy;
 pub use error::is_unavailable;
 pub use legacy::AdoptionStep;
 pub use maintenance::{JOURNAL_SIZE_LIMIT_BYTES, MAINTENANCE_INTERVAL};
+pub use stream::SqliteEventPages;
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -86,6 +92,8 @@ struct Inner {
     path: PathBuf,
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Options of a read-only connection, for long reads outside the pool.
+    read_options: SqliteConnectOptions,
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
@@ -151,14 +159,15 @@ impl SqliteStore {
                 .map_err(|error| error::map(error, "adopt Go automation tables"))?;
         }
         legacy::adopt_prices_and_aliases(&writer).await?;
+        // 2 MiB of page cache per reader: rollup reads touch a few MiB at most
+        // and re-read pages come from the OS page cache, so a larger cache
+        // per connection mostly adds to the process's resident memory.
+        let read_options = base.read_only(true).pragma("cache_size", "-2048");
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(300)))
-            // 2 MiB of page cache per reader: rollup reads touch a few MiB at most
-            // and re-read pages come from the OS page cache, so a larger cache
-            // per connection mostly adds to the process's resident memory.
-            .connect_with(base.read_only(true).pragma("cache_size", "-2048"))
+            .connect_with(read_options.clone())
             .await
             .map_err(|error| error::map(error, "open read pool"))?;
         Ok(SqliteStore {
@@ -166,6 +175,7 @@ impl SqliteStore {
                 path: options.path,
                 writer,
                 reader,
+                read_options,
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
@@ -202,6 +212,17 @@ impl SqliteStore {
 
     pub(crate) fn reader(&self) -> &SqlitePool {
         &self.inner.reader
+    }
+
+    /// A read-only connection of its own, for reads that hold a snapshot for long
+    /// (streams, backups) without taking a slot of the query pool.
+    pub(crate) async fn dedicated_reader(&self) -> Result<sqlx::SqliteConnection, StoreError> {
+        use sqlx::ConnectOptions;
+        self.inner
+            .read_options
+            .connect()
+            .await
+            .map_err(|error| error::map(error, "open read connection"))
     }
 
     pub(crate) fn dims(&self) -> &dims::DimCache {

@@ -11,7 +11,7 @@ use cpamp_domain::analytics::query::{Cursor, Filters, Scope};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
 use cpamp_domain::analytics::{analytics_model, nearest_rank};
 use cpamp_domain::event::UsageEvent;
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use support::synth;
 
@@ -26,7 +26,7 @@ async fn seeded(count: usize) -> (tempfile::TempDir, SqliteStore, Vec<UsageEvent
     for chunk in events.chunks(250) {
         store
             .store_batch(IngestBatch {
-                origin: "http://cpa".into(),
+                origin: BatchOrigin::Collector("http://cpa".into()),
                 events: chunk.to_vec(),
                 dead_letters: Vec::new(),
             })
@@ -705,7 +705,7 @@ async fn a_late_older_header_event_does_not_replace_the_newest() {
     for event in [newer.clone(), older] {
         store
             .store_batch(IngestBatch {
-                origin: "http://cpa".into(),
+                origin: BatchOrigin::Collector("http://cpa".into()),
                 events: vec![event],
                 dead_letters: Vec::new(),
             })

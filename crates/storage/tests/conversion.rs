@@ -10,7 +10,7 @@ mod synth;
 
 use cpamp_domain::analytics::accounts::header_snapshots;
 use cpamp_domain::analytics::time::DAY_MS;
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use sqlx::Connection;
 
@@ -22,7 +22,7 @@ async fn seeded(path: &std::path::Path, count: usize) -> SqliteStore {
     for chunk in events.chunks(200) {
         store
             .store_batch(IngestBatch {
-                origin: "http://cpa".into(),
+                origin: BatchOrigin::Collector("http://cpa".into()),
                 events: chunk.to_vec(),
                 dead_letters: Vec::new(),
             })

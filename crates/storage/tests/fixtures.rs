@@ -4,7 +4,7 @@
 
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::Decoded;
-use cpamp_domain::ports::{EventSink, IngestBatch, StoreStats};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, StoreStats};
 use cpamp_storage::{Options, SqliteStore};
 
 const GOOD: &[u8] = include_bytes!("../../domain/tests/fixtures/cpa/usage-events.jsonl");
@@ -13,8 +13,9 @@ const NOW_MS: i64 = 1_767_225_600_000;
 
 fn batch_of(file: &[u8]) -> IngestBatch {
     let mut batch = IngestBatch {
-        origin: "http://127.0.0.1:8317".into(),
-        ..IngestBatch::default()
+        origin: BatchOrigin::Collector("http://127.0.0.1:8317".into()),
+        events: Vec::new(),
+        dead_letters: Vec::new(),
     };
     for line in file.split(|byte| *byte == b'\n') {
         match decode(line, NOW_MS) {

@@ -5,7 +5,7 @@
 use cpamp_domain::automation::store::{CandidateStore, CooldownStore};
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::Decoded;
-use cpamp_domain::ports::{EventSink, IngestBatch, SettingsStore, StoreStats};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, SettingsStore, StoreStats};
 use cpamp_domain::prices::{PriceStore, Rate};
 use cpamp_storage::{AdoptionStep, Options, SqliteStore};
 use sqlx::Connection;
@@ -199,7 +199,7 @@ async fn a_go_database_is_adopted_in_place() {
     assert_eq!(event.event_hash, PAYLOAD_HASH);
     let outcome = store
         .store_batch(IngestBatch {
-            origin: "http://cpa:8317".into(),
+            origin: BatchOrigin::Collector("http://cpa:8317".into()),
             events: vec![*event],
             dead_letters: vec![],
         })

@@ -2,7 +2,9 @@
 //! batch, see duplicates skipped, keep a dead letter, reopen and find it all again.
 
 use cpamp_domain::event::{DeadLetter, TokenCounts, UsageEvent};
-use cpamp_domain::ports::{BatchOutcome, EventSink, IngestBatch, SettingsStore, StoreStats};
+use cpamp_domain::ports::{
+    BatchOrigin, BatchOutcome, EventSink, IngestBatch, SettingsStore, StoreStats,
+};
 use cpamp_storage::{Options, SqliteStore};
 
 fn event(request_id: &str, hash_byte: u8, timestamp_ms: i64) -> UsageEvent {
@@ -30,7 +32,7 @@ fn event(request_id: &str, hash_byte: u8, timestamp_ms: i64) -> UsageEvent {
 
 fn batch(events: Vec<UsageEvent>, dead_letters: Vec<DeadLetter>) -> IngestBatch {
     IngestBatch {
-        origin: "http://127.0.0.1:8317".into(),
+        origin: BatchOrigin::Collector("http://127.0.0.1:8317".into()),
         events,
         dead_letters,
     }

@@ -19,7 +19,8 @@
 //! Layout: `queue` (queue, subscribers, errors channel), `auth` (key check and bans), `resp`
 //! and `http` (the two protocols), `events` (realistic payloads), `credentials` (auth files
 //! and `api-call`), `traffic` (CPA 7.2 payloads with response headers and nanosecond
-//! timestamps at any instant, for benchmarks at scale).
+//! timestamps at any instant, for benchmarks at scale), `corpus` (a long stream of varied,
+//! unique payloads for round trips and benchmarks).
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -31,6 +32,7 @@
 //! ```
 
 pub mod auth;
+pub mod corpus;
 mod credentials;
 pub mod events;
 mod files;

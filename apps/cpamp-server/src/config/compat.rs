@@ -32,30 +32,6 @@ pub const NOT_APPLIED: &[NotApplied] = &[
         instead: "cpamp writes its hour and day rollups in the same transaction as every stored \
                   batch, so they are always current and there is no worker to switch off",
     },
-    NotApplied {
-        env: "USAGE_IMPORT_CHUNK_BYTES",
-        key: Some("usageImportChunkBytes"),
-        instead: "this version does not take usage imports in sessions yet; the limit applies \
-                  once it does",
-    },
-    NotApplied {
-        env: "USAGE_IMPORT_DISK_QUOTA_BYTES",
-        key: Some("usageImportDiskQuotaBytes"),
-        instead: "this version does not take usage imports in sessions yet; the limit applies \
-                  once it does",
-    },
-    NotApplied {
-        env: "USAGE_IMPORT_MAX_SESSIONS",
-        key: Some("usageImportMaxSessions"),
-        instead: "this version does not take usage imports in sessions yet; the limit applies \
-                  once it does",
-    },
-    NotApplied {
-        env: "USAGE_IMPORT_SESSION_TTL_MINUTES",
-        key: Some("usageImportSessionTTLMinutes"),
-        instead: "this version does not take usage imports in sessions yet; the limit applies \
-                  once it does",
-    },
 ];
 
 /// Warnings for the [`NOT_APPLIED`] settings that are present, from the environment
@@ -205,16 +181,18 @@ mod tests {
     fn present_settings_warn_with_their_name_and_what_to_use() {
         let warnings = not_applied_warnings(
             |name| (name == "CPA_MANAGER_PPROF_ADDR").then(|| "127.0.0.1:6060".to_string()),
-            |key| key == "usageImportMaxSessions",
+            |_| false,
         );
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].starts_with(
                 "CPA_MANAGER_PPROF_ADDR=\"127.0.0.1:6060\" is accepted but not applied"
             )
         );
         assert!(warnings[0].contains("/metrics"));
-        assert!(warnings[1].starts_with("config key usageImportMaxSessions is accepted"));
+        let warnings = not_applied_warnings(|_| None, |key| key == "pprofAddr");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("config key pprofAddr is accepted but not applied"));
         assert!(not_applied_warnings(|_| None, |_| false).is_empty());
     }
 }

@@ -3,7 +3,7 @@
 //! exist yet, so every cost is `null` (unknown), never 0.
 
 use cpamp_domain::event::{CacheInputMode, NormalizedTokens, TokenCounts, UsageEvent};
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use serde_json::{Value, json};
 
 use crate::support::{ServerProcess, client};
@@ -80,7 +80,7 @@ fn seeded_server() -> (tempfile::TempDir, ServerProcess) {
             .expect("open");
         store
             .store_batch(IngestBatch {
-                origin: "http://cpa".into(),
+                origin: BatchOrigin::Collector("http://cpa".into()),
                 events: worked_example(),
                 dead_letters: Vec::new(),
             })
@@ -375,7 +375,7 @@ fn recent_credential_server() -> (tempfile::TempDir, ServerProcess, i64, i64) {
             .expect("open");
         store
             .store_batch(IngestBatch {
-                origin: "http://cpa".into(),
+                origin: BatchOrigin::Collector("http://cpa".into()),
                 events,
                 dead_letters: Vec::new(),
             })

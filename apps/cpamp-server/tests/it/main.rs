@@ -21,3 +21,4 @@ mod reset_key;
 mod setup;
 mod status;
 mod support;
+mod transfer;

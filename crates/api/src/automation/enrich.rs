@@ -159,8 +159,9 @@ impl Enricher {
             let Some(client) = &state.client else {
                 return;
             };
-            // A batch taken from an earlier connection is not labelled from this one.
-            if client.base_url() != batch.origin {
+            // Only collected batches are enriched, and a batch taken from an earlier
+            // connection is not labelled from this one.
+            if batch.origin.cpa_base_url() != Some(client.base_url()) {
                 return;
             }
             let now = Instant::now();

@@ -16,6 +16,7 @@ pub mod prices;
 mod service;
 mod setup;
 pub mod status;
+pub mod transfer;
 
 pub use panel::PanelPath;
 
@@ -35,6 +36,8 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
 /// Registers every route. Each module owns one resource.
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     health::configure(config);
+    // Before analytics: the export and import paths sit under `/usage`.
+    transfer::configure::<S>(config);
     analytics::configure::<S>(config);
     prices::configure::<S>(config);
     aliases::configure::<S>(config);

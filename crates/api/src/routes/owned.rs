@@ -115,6 +115,7 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
         Admin,
         "quota cooldowns",
     ),
+    owned("/usage-service/backups", Subtree, Served, Admin, "backups"),
     owned(
         "/usage-service/automation-audit",
         Exact,
@@ -176,21 +177,21 @@ pub const OWNED_ROUTES: &[OwnedRoute] = &[
     owned(
         "/v0/management/usage/export",
         Exact,
-        Pending,
+        Served,
         Admin,
         "usage export",
     ),
     owned(
         "/v0/management/usage/import",
         Exact,
-        Pending,
+        Served,
         Admin,
         "usage import",
     ),
     owned(
         "/v0/management/usage/import-sessions",
         Subtree,
-        Pending,
+        Served,
         Admin,
         "chunked usage import sessions",
     ),

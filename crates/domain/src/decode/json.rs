@@ -332,6 +332,87 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 }
 
+/// The exact text of a top-level member's value in `text`, which must be a
+/// JSON object that [`parse`] accepted; the last duplicate wins. Used where a
+/// value must be kept byte for byte (a stored metadata object).
+pub(crate) fn raw_member<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    let bytes = text.as_bytes();
+    let mut found = None;
+    let mut depth = 0_usize;
+    let mut index = 0;
+    // Start of the last string that closed at depth 1 (a key candidate).
+    let mut last_string: Option<(usize, usize)> = None;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'"' => {
+                let start = index + 1;
+                index += 1;
+                while index < bytes.len() && bytes[index] != b'"' {
+                    if bytes[index] == b'\\' {
+                        index += 1;
+                    }
+                    index += 1;
+                }
+                if depth == 1 {
+                    last_string = Some((start, index));
+                }
+            }
+            b':' if depth == 1 => {
+                if let Some((start, end)) = last_string.take()
+                    && &text[start..end] == key
+                {
+                    let value_start = index + 1;
+                    let value_end = value_end(bytes, value_start);
+                    found = Some(text[value_start..value_end].trim());
+                    index = value_end;
+                    continue;
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        index += 1;
+    }
+    found
+}
+
+/// Where the value starting at `start` (after optional whitespace) ends.
+fn value_end(bytes: &[u8], start: usize) -> usize {
+    let mut depth = 0_usize;
+    let mut index = start;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'"' => {
+                index += 1;
+                while index < bytes.len() && bytes[index] != b'"' {
+                    if bytes[index] == b'\\' {
+                        index += 1;
+                    }
+                    index += 1;
+                }
+                if depth == 0 {
+                    return (index + 1).min(bytes.len());
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                if depth == 0 {
+                    return index;
+                }
+                depth -= 1;
+                if depth == 0 {
+                    return index + 1;
+                }
+            }
+            b',' if depth == 0 => return index,
+            _ => {}
+        }
+        index += 1;
+    }
+    bytes.len()
+}
+
 /// Writes a JSON string literal the way Go's `encoding/json` does: `<`, `>`,
 /// `&`, U+2028 and U+2029 escaped as `\uXXXX`, other non-ASCII text raw.
 pub(crate) fn write_string(out: &mut String, text: &str) {
@@ -456,6 +537,19 @@ pub(crate) fn sorted_members<'o, 'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_members_are_cut_out_byte_for_byte() {
+        let text = r#"{"a":"x:\"}","meta" : {"n":12.0,"s":"}\"{"} ,"b":[1,{"meta":2}],"meta2":3}"#;
+        assert_eq!(raw_member(text, "meta"), Some(r#"{"n":12.0,"s":"}\"{"}"#));
+        assert_eq!(raw_member(text, "meta2"), Some("3"));
+        assert_eq!(raw_member(text, "a"), Some(r#""x:\"}""#));
+        assert_eq!(raw_member(text, "missing"), None);
+        assert_eq!(
+            raw_member(r#"{"k":1,"k":{"z":true}}"#, "k"),
+            Some(r#"{"z":true}"#)
+        );
+    }
 
     #[test]
     fn strings_borrow_and_duplicates_resolve_to_the_last() {

@@ -363,7 +363,12 @@ fn redact_key_values(text: &str) -> Option<String> {
         match value_span(bytes, end, kind) {
             Some((value_start, value_end)) => {
                 let value = &text[value_start..value_end];
+                // `key=[redacted]`: the `[` was skipped as a list opener.
+                let already_redacted = text
+                    .get(value_start.saturating_sub(1)..)
+                    .is_some_and(|rest| rest.starts_with(REDACTED));
                 let keep = value.is_empty()
+                    || already_redacted
                     || value == REDACTED
                     || value == "null"
                     || value == "true"
@@ -772,5 +777,20 @@ mod tests {
         let body = format!("{} sk-proj-{}", "y ".repeat(4090), "S".repeat(64));
         let summary = summarize(&body).expect("summary");
         assert!(!summary.contains("SSSS"), "{summary}");
+    }
+
+    #[test]
+    fn summaries_are_stable_when_summarised_again() {
+        // An imported export carries summaries that are redacted once more.
+        for body in [
+            "GET /x?alt=sse&key=AIzaSyFAKE0000000000000000000 failed",
+            "Authorization: Bearer abcdefghijklmnopqrstuvwxyz",
+            r#"{"error":{"message":"bad api_key: sk-proj-abcdefghijklmnop","email":"bob.ops@example.net"}}"#,
+            "cookie: session=abc; other=1\nnext line",
+            &format!("{} tail", "z".repeat(5000)),
+        ] {
+            let once = summarize(body).expect("summary");
+            assert_eq!(summarize(&once).as_deref(), Some(once.as_str()), "{body}");
+        }
     }
 }

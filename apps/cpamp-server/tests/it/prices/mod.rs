@@ -6,7 +6,7 @@
 mod sources;
 
 use cpamp_domain::event::UsageEvent;
-use cpamp_domain::ports::{EventSink, IngestBatch};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_domain::prices::aliases::hash_api_key;
 use serde_json::{Value, json};
 
@@ -54,7 +54,7 @@ fn seed(data: &std::path::Path, events: Vec<UsageEvent>) {
             .expect("open");
         store
             .store_batch(IngestBatch {
-                origin: "http://cpa".into(),
+                origin: BatchOrigin::Collector("http://cpa".into()),
                 events,
                 dead_letters: Vec::new(),
             })

@@ -1,0 +1,241 @@
+//! Event streams: any number of events read page by page from one snapshot.
+//!
+//! A stream owns a read-only connection of its own (so a long download never
+//! holds a slot of the query pool) with a transaction open for its whole life:
+//! SQLite's WAL snapshot isolation then guarantees it sees exactly the events
+//! committed before it opened, while the writer keeps committing. Pages are
+//! read by keyset on `(timestamp_ms, id)`, so memory stays flat at any size.
+//!
+//! Holding the snapshot keeps the WAL from being reset until the stream ends;
+//! WAL maintenance catches up afterwards. Streams end (and release it) when
+//! read to the end or dropped.
+
+use std::collections::HashSet;
+
+use cpamp_domain::StoreError;
+use cpamp_domain::analytics::query::RawEvent;
+use cpamp_domain::ports::{EventPages, EventSelection, EventStream, StreamOrder};
+use sqlx::SqliteConnection;
+
+use crate::analytics::{EVENT_COLUMNS, lock_read};
+use crate::{SqliteStore, error};
+
+/// Events per page.
+const PAGE: i64 = 1024;
+
+fn db(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |source| error::map(source, context)
+}
+
+/// An open stream (see the module documentation).
+pub struct SqliteEventPages {
+    store: SqliteStore,
+    connection: Option<SqliteConnection>,
+    /// `WHERE` conditions every page adds its keyset bound to.
+    filter: String,
+    order: StreamOrder,
+    /// The last delivered `(timestamp_ms, id)`, or the starting bound.
+    after: (i64, i64),
+    total: u64,
+    remaining: u64,
+}
+
+impl std::fmt::Debug for SqliteEventPages {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SqliteEventPages")
+            .field("total", &self.total)
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+impl EventStream for SqliteStore {
+    type Pages = SqliteEventPages;
+
+    async fn open_event_stream(
+        &self,
+        selection: EventSelection,
+    ) -> Result<SqliteEventPages, StoreError> {
+        let mut connection = self.dedicated_reader().await?;
+        // The snapshot starts with the first read after BEGIN and lasts until the
+        // stream ends: every later statement sees the same database.
+        sqlx::query("BEGIN")
+            .execute(&mut connection)
+            .await
+            .map_err(db("begin snapshot"))?;
+        self.refresh(&mut connection).await?;
+        let Some(filter) = self.filter_sql(&mut connection, &selection).await? else {
+            return Ok(self.empty_stream(selection.order));
+        };
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM usage_events WHERE {filter}"
+        )))
+        .fetch_one(&mut connection)
+        .await
+        .map_err(db("count events"))?;
+        let mut total = u64::try_from(count).unwrap_or(0);
+        let mut filter = filter;
+        let start = match selection.order {
+            StreamOrder::OldestFirst => (i64::MIN, i64::MIN),
+            StreamOrder::NewestFirst => (i64::MAX, i64::MAX),
+        };
+        if let Some(newest) = selection.newest
+            && newest < total
+        {
+            total = newest;
+            if newest == 0 {
+                return Ok(self.empty_stream(selection.order));
+            }
+            // The oldest event that is still among the newest `n`.
+            let cutoff: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT timestamp_ms, id FROM usage_events WHERE {filter} \
+                 ORDER BY timestamp_ms DESC, id DESC LIMIT 1 OFFSET ?"
+            )))
+            .bind(i64::try_from(newest - 1).unwrap_or(i64::MAX))
+            .fetch_one(&mut connection)
+            .await
+            .map_err(db("find the newest events"))?;
+            filter.push_str(&format!(
+                " AND (timestamp_ms > {0} OR (timestamp_ms = {0} AND id >= {1}))",
+                cutoff.0, cutoff.1
+            ));
+        }
+        Ok(SqliteEventPages {
+            store: self.clone(),
+            connection: Some(connection),
+            filter,
+            order: selection.order,
+            after: start,
+            total,
+            remaining: total,
+        })
+    }
+}
+
+impl SqliteStore {
+    fn empty_stream(&self, order: StreamOrder) -> SqliteEventPages {
+        SqliteEventPages {
+            store: self.clone(),
+            connection: None,
+            filter: String::new(),
+            order,
+            after: (0, 0),
+            total: 0,
+            remaining: 0,
+        }
+    }
+
+    /// The selection as SQL conditions (ids are inlined integers), or `None`
+    /// when a filter names only values that were never stored.
+    async fn filter_sql(
+        &self,
+        connection: &mut SqliteConnection,
+        selection: &EventSelection,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conditions = vec![format!(
+            "timestamp_ms >= {} AND timestamp_ms < {}",
+            selection.from_ms.unwrap_or(i64::MIN),
+            selection.to_ms.unwrap_or(i64::MAX)
+        )];
+        if !selection.models.is_empty() {
+            let analytics: HashSet<i64> = self
+                .model_ids(connection, &selection.models)
+                .await?
+                .into_iter()
+                .collect();
+            let effective = lock_read(self.read_cache()).effective_models_of(&analytics);
+            if effective.is_empty() {
+                return Ok(None);
+            }
+            conditions.push(format!(
+                "coalesce(requested_model_id, model_id) IN ({})",
+                join_ids(&effective)
+            ));
+        }
+        if !selection.api_key_hashes.is_empty() {
+            let mut ids = Vec::new();
+            for hash in &selection.api_key_hashes {
+                let id: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM dims WHERE kind = ? AND value = ?")
+                        .bind(crate::dims::DimKind::ApiKeyHash as i64)
+                        .bind(hash.trim().to_ascii_lowercase())
+                        .fetch_optional(&mut *connection)
+                        .await
+                        .map_err(db("read key ids"))?;
+                ids.extend(id);
+            }
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            conditions.push(format!("api_key_hash_id IN ({})", join_ids(&ids)));
+        }
+        Ok(Some(conditions.join(" AND ")))
+    }
+}
+
+fn join_ids(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+impl EventPages for SqliteEventPages {
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    async fn next_page(&mut self) -> Result<Vec<RawEvent>, StoreError> {
+        if self.remaining == 0 {
+            self.finish().await;
+            return Ok(Vec::new());
+        }
+        let Some(connection) = self.connection.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let (keyset, order) = match self.order {
+            StreamOrder::OldestFirst => (
+                "timestamp_ms >= ?1 AND (timestamp_ms > ?1 OR id > ?2)",
+                "timestamp_ms, id",
+            ),
+            StreamOrder::NewestFirst => (
+                "timestamp_ms <= ?1 AND (timestamp_ms < ?1 OR id < ?2)",
+                "timestamp_ms DESC, id DESC",
+            ),
+        };
+        let limit = i64::try_from(self.remaining).unwrap_or(PAGE).min(PAGE);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE {} AND {keyset} ORDER BY {order} LIMIT {limit}",
+            self.filter
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(self.after.0)
+            .bind(self.after.1)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(db("read events"))?;
+        let events: Vec<RawEvent> = {
+            let state = lock_read(self.store.read_cache());
+            rows.iter()
+                .map(|row| self.store.event_from_row(&state, row))
+                .collect()
+        };
+        if let Some(last) = events.last() {
+            self.after = (last.timestamp_ms, last.id);
+        }
+        self.remaining = self.remaining.saturating_sub(events.len() as u64);
+        if events.is_empty() {
+            self.remaining = 0;
+            self.finish().await;
+        }
+        Ok(events)
+    }
+}
+
+impl SqliteEventPages {
+    /// Ends the snapshot and closes the connection.
+    async fn finish(&mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            let _ = sqlx::query("COMMIT").execute(&mut connection).await;
+            let _ = sqlx::Connection::close(connection).await;
+        }
+    }
+}
