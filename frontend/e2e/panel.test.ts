@@ -48,6 +48,7 @@ const PHONE = { width: 390, height: 844 };
 let emitted = 0;
 let secrets: string[] = [];
 let secretRequest = '';
+let exported = '';
 
 /** Opens a page with a fresh load (a hash change alone would keep the old page's data). */
 async function go(hash: string) {
@@ -242,15 +243,50 @@ describe('the panel', () => {
     await page.getByTestId('filter-clear').click();
   });
 
+  test('an alias saved for a client key replaces its hash wherever the key appears', async () => {
+    await go('#/model-prices');
+    const table = page.getByTestId('alias-table');
+    const first = table.locator('tbody tr').first();
+    await first.waitFor();
+    await first.locator('input').fill('CI bot');
+    await first.getByRole('button', { name: 'Save' }).click();
+    await expect.poll(() => first.locator('input').inputValue()).toBe('CI bot');
+    await go('#/monitoring?tab=keys');
+    await expect.poll(() => page.getByTestId('group-table-keys').innerText(), { timeout: 20_000 }).toContain('CI bot');
+    await go('#/usage-analytics?tab=apiKeys');
+    await expect.poll(() => page.getByTestId('page-analytics').innerText(), { timeout: 20_000 }).toContain('CI bot');
+  });
+
   test('export downloads the stored events as NDJSON', async () => {
     await go('#/transfer');
     const download = page.waitForEvent('download');
     await page.getByTestId('export-run').click();
     const file = await download;
     expect(file.suggestedFilename()).toBe('usage-events.jsonl');
-    const lines = readFileSync((await file.path())!, 'utf8').trim().split('\n');
-    expect(lines.length).toBeGreaterThan(0);
+    exported = (await file.path())!;
+    const lines = readFileSync(exported, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(emitted);
     for (const line of lines) expect(JSON.parse(line).event_hash).toMatch(/^[0-9a-f]{64}$/);
+    // Only redacted summaries leave the server.
+    for (const secret of secrets) expect(readFileSync(exported, 'utf8')).not.toContain(secret.replace('Bearer ', ''));
+  });
+
+  test('importing the export again through an import session adds nothing', async () => {
+    await page.getByTestId('import-file').setInputFiles(exported);
+    await page.getByTestId('import-start').click();
+    const result = page.getByTestId('import-result');
+    await result.waitFor({ timeout: 60_000 });
+    const text = await result.innerText();
+    expect(text).toMatch(new RegExp(`Added\\s+0`));
+    expect(text).toMatch(new RegExp(`Already stored\\s+${emitted}`));
+  });
+
+  test('a backup is taken while collecting and listed with its files', async () => {
+    await page.getByTestId('backup-create').click();
+    const table = page.getByTestId('backup-table');
+    await table.locator('tbody tr').first().waitFor({ timeout: 60_000 });
+    await expect(table.innerText()).resolves.toContain('usage.sqlite');
+    await page.screenshot({ path: screenshotPath('transfer-done-light-desktop'), fullPage: true });
   });
 
   test('a server error on one card leaves the others working', async () => {

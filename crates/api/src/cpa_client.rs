@@ -5,6 +5,8 @@
 //!   `redis-usage-queue-retention-seconds`;
 //! - C: `PUT {base}/v0/management/usage-statistics-enabled` `{"value":true}`.
 //!
+//! Price syncs read CPA's `proxy-url` from the same config ([`proxy_url`]).
+//!
 //! `https://` bases are verified against the system roots (rustls with ring).
 
 use std::sync::Arc;
@@ -68,6 +70,21 @@ pub async fn usage_settings(connection: &CpaConnection) -> Result<CpaUsage, Call
         .as_object()
         .ok_or_else(|| CallError::Body("decode CPA config: not a JSON object".to_string()))?;
     Ok(parse_usage(object))
+}
+
+/// CPA's own outgoing proxy (`proxy-url` of its config), for price syncs; `None` when
+/// CPA does not answer within `timeout` or sets none.
+pub async fn proxy_url(connection: &CpaConnection, timeout: Duration) -> Option<String> {
+    let body = tokio::time::timeout(
+        timeout,
+        call(connection, Method::GET, "/v0/management/config", None),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let value: Value = serde_json::from_slice(&body).ok()?;
+    let proxy = value.get("proxy-url")?.as_str()?.trim();
+    (!proxy.is_empty()).then(|| proxy.to_string())
 }
 
 /// Call C.

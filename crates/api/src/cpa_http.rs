@@ -125,18 +125,24 @@ pub async fn dial(target: &Target) -> Result<Box<dyn Io>, String> {
         if !target.tls {
             return Ok(Box::new(tcp) as Box<dyn Io>);
         }
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-            .map_err(|error| format!("invalid TLS server name {:?}: {error}", target.host))?;
-        let tls = tokio_rustls::TlsConnector::from(tls_config())
-            .connect(name, tcp)
-            .await
-            .map_err(|error| format!("tls handshake with {authority}: {error}"))?;
-        Ok(Box::new(tls) as Box<dyn Io>)
+        tls(Box::new(tcp), &target.host).await
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(result) => result,
         Err(_) => Err(format!("dial tcp {authority}: i/o timeout")),
     }
+}
+
+/// Starts TLS with `host` over an open stream (a direct connection or a proxy tunnel),
+/// verifying its certificate against the system roots.
+pub async fn tls(stream: Box<dyn Io>, host: &str) -> Result<Box<dyn Io>, String> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|error| format!("invalid TLS server name {host:?}: {error}"))?;
+    let tls = tokio_rustls::TlsConnector::from(tls_config())
+        .connect(name, stream)
+        .await
+        .map_err(|error| format!("tls handshake with {host}: {error}"))?;
+    Ok(Box::new(tls) as Box<dyn Io>)
 }
 
 /// A complete response from CPA.

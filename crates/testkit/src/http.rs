@@ -169,7 +169,7 @@ async fn management(
             StatusCode::OK,
             &json!({
                 "debug": false,
-                "proxy-url": "",
+                "proxy-url": shared.options.proxy_url,
                 "request-log": false,
                 "usage-statistics-enabled": shared.queue.publishing(),
                 "redis-usage-queue-retention-seconds": shared.queue.retention().as_secs(),

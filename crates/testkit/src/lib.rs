@@ -86,6 +86,8 @@ pub struct FakeCpaOptions {
     pub bind: SocketAddr,
     /// Seed for the payload generator.
     pub seed: u64,
+    /// `proxy-url` in the management config (empty: none).
+    pub proxy_url: String,
 }
 
 impl FakeCpaOptions {
@@ -103,6 +105,7 @@ impl FakeCpaOptions {
             record_requests: false,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             seed: 0x00c0_ffee,
+            proxy_url: String::new(),
         }
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::analytics::{json, now_ms};
 use crate::auth::AdminAuth;
 use crate::error::{ApiError, ErrorCode};
-use crate::price_sync::PriceSync;
+use crate::price_sync::{PriceSync, Route};
 use crate::state::{AppState, Store};
 
 /// Largest accepted PUT body (a synced book with raw metadata runs to a few MiB).
@@ -441,6 +441,28 @@ struct SyncResult<'a> {
     prices: BTreeMap<&'a str, PriceJson>,
 }
 
+/// How long reading CPA's `proxy-url` may take before the sync goes direct.
+const PROXY_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The proxy CPA itself uses (`proxy-url` of its config), as the Go server did; direct
+/// when there is no CPA connection or CPA does not answer in time. An invalid proxy URL
+/// fails the sync (502) rather than silently going around the proxy.
+async fn cpa_proxy<S: Store>(state: &AppState<S>) -> Result<Route, ApiError> {
+    let Some(connection) = crate::connection::resolve(state).await? else {
+        return Ok(Route::Direct);
+    };
+    let proxy_url = crate::cpa_client::proxy_url(&connection, PROXY_LOOKUP_TIMEOUT)
+        .await
+        .unwrap_or_default();
+    Route::parse(&proxy_url).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::ModelPriceSyncFailed,
+            format!("model price sync failed; existing prices were not changed: {error}"),
+        )
+    })
+}
+
 fn candidate_json(candidate: Candidate) -> CandidateJson {
     CandidateJson {
         source_model_id: candidate.source_model_id,
@@ -464,7 +486,8 @@ async fn sync<S: Store>(
     let models = body.models.unwrap_or_default();
     let _running = sources.running.lock().await;
     let now = now_ms();
-    let fetched = sources.fetch(&models, now).await;
+    let route = cpa_proxy(&state).await?;
+    let fetched = sources.fetch(&models, now, &route).await;
     if fetched.succeeded.is_empty() {
         let failures: Vec<String> = fetched
             .outcomes
@@ -522,7 +545,7 @@ async fn sync<S: Store>(
         unmatched: plan.unmatched,
         preserved: plan.preserved,
         pinned,
-        proxy_used: false,
+        proxy_used: !route.is_direct(),
         source_results: fetched
             .outcomes
             .into_iter()

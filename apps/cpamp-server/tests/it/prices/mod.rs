@@ -11,7 +11,7 @@ use cpamp_domain::prices::aliases::hash_api_key;
 use serde_json::{Value, json};
 
 use crate::support::{ServerProcess, client, command};
-use sources::SourceServer;
+use sources::{ConnectProxy, SourceServer};
 
 const ADMIN_KEY: &str = "cpamp-prices-test-admin-key-0123456789abc";
 const RAW_CLIENT_KEY: &str = "sk-prices-test-client-key-do-not-store-0001";
@@ -825,4 +825,83 @@ fn write_go_database(path: &std::path::Path) {
             .expect("alias");
         go.close().await.expect("close");
     });
+}
+
+#[test]
+fn sync_goes_through_the_proxy_cpa_uses() {
+    use cpamp_testkit::FakeCpaOptions;
+    let sources = SourceServer::start();
+    sources.serve("/litellm", LITELLM, None);
+    let proxy = ConnectProxy::start();
+    let runtime = crate::status::runtime();
+    let mut options = FakeCpaOptions::new("cpa-key-for-proxy-tests");
+    options.proxy_url = proxy.url();
+    let cpa = crate::status::start_cpa(&runtime, options);
+    let data = tempfile::tempdir().expect("tempdir");
+    let litellm = sources.url("/litellm");
+    let server = crate::status::start_server(
+        data.path(),
+        &cpa.base_url(),
+        "cpa-key-for-proxy-tests",
+        &[
+            ("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY),
+            ("MODEL_PRICE_SYNC_MODELS_DEV_URL", "off"),
+            ("MODEL_PRICE_SYNC_LITELLM_URL", &litellm),
+            ("MODEL_PRICE_SYNC_OPENROUTER_URL", "off"),
+        ],
+    );
+    let (status, result) = call(
+        &server,
+        "POST",
+        "/v0/management/model-prices/sync",
+        Some("{}"),
+    );
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["proxyUsed"], true);
+    assert_eq!(result["source"], "litellm");
+    assert_eq!(result["prices"]["gpt-5"]["source"], "litellm");
+    let source_authority = litellm
+        .trim_start_matches("http://")
+        .trim_end_matches("/litellm")
+        .to_string();
+    assert_eq!(proxy.targets(), vec![source_authority]);
+    assert_eq!(
+        sources.hits("/litellm").len(),
+        1,
+        "the source was reached through the tunnel"
+    );
+    drop(server);
+
+    // A proxy URL cpamp cannot use fails the sync instead of going around the proxy.
+    let mut options = FakeCpaOptions::new("cpa-key-for-proxy-tests");
+    options.proxy_url = "gopher://user:secret@proxy.lan:70".into();
+    let cpa = crate::status::start_cpa(&runtime, options);
+    let server = crate::status::start_server(
+        data.path(),
+        &cpa.base_url(),
+        "cpa-key-for-proxy-tests",
+        &[
+            ("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY),
+            ("MODEL_PRICE_SYNC_MODELS_DEV_URL", "off"),
+            ("MODEL_PRICE_SYNC_LITELLM_URL", &litellm),
+            ("MODEL_PRICE_SYNC_OPENROUTER_URL", "off"),
+        ],
+    );
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/v0/management/model-prices/sync",
+        Some("{}"),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (502, Some("model_price_sync_failed")),
+        "{body}"
+    );
+    let message = body["error"].as_str().expect("message");
+    assert!(
+        message.contains("invalid proxy URL") && !message.contains("secret"),
+        "{message}"
+    );
+    assert_eq!(sources.hits("/litellm").len(), 1, "nothing was fetched");
 }

@@ -134,3 +134,69 @@ impl SourceServer {
             .collect()
     }
 }
+
+/// A local HTTP proxy that accepts `CONNECT host:port` and tunnels to it, recording
+/// every target it was asked for.
+pub struct ConnectProxy {
+    addr: SocketAddr,
+    targets: Arc<Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> ConnectProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&targets);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(client) = stream else { continue };
+                let seen = Arc::clone(&seen);
+                std::thread::spawn(move || tunnel(client, &seen));
+            }
+        });
+        ConnectProxy { addr, targets }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn targets(&self) -> Vec<String> {
+        self.targets.lock().expect("targets").clone()
+    }
+}
+
+fn tunnel(mut client: std::net::TcpStream, seen: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(client.try_clone().expect("clone"));
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else {
+        let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n");
+        return;
+    };
+    seen.lock().expect("targets").push(target.to_string());
+    let Ok(upstream) = std::net::TcpStream::connect(target) else {
+        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+        return;
+    };
+    let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+    let (mut upstream_read, mut client_write) = (
+        upstream.try_clone().expect("clone"),
+        client.try_clone().expect("clone"),
+    );
+    let forward = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut reader, &mut { upstream });
+    });
+    let _ = std::io::copy(&mut upstream_read, &mut client_write);
+    let _ = forward.join();
+}

@@ -4,7 +4,8 @@
 //! its own timeout, with `If-None-Match` when an earlier answer carried an `ETag`
 //! (a `304` reuses that answer's parse). When requested models are given and every
 //! one already has an automatic match, later sources are not asked. Deciding what
-//! to save is `cpamp_domain::prices::sync`'s job; this module only fetches.
+//! to save is `cpamp_domain::prices::sync`'s job; this module only fetches. Sources
+//! are reached directly or through CPA's own proxy (`proxy`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,11 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 
-use crate::cpa_http::{Target, dial};
+use crate::cpa_http::Target;
+
+mod proxy;
+
+pub use proxy::Route;
 
 /// The public default URLs.
 pub const MODELS_DEV_URL: &str = "https://models.dev/catalog.json";
@@ -94,8 +99,8 @@ impl PriceSync {
         }
     }
 
-    /// Asks the sources in order; stops early once `models` are all matched.
-    pub async fn fetch(&self, models: &[String], now_ms: i64) -> Fetched {
+    /// Asks the sources in order over `route`; stops early once `models` are all matched.
+    pub async fn fetch(&self, models: &[String], now_ms: i64, route: &Route) -> Fetched {
         let mut entries: Vec<SourceEntry> = Vec::new();
         let mut canonical = Canonical::default();
         let mut outcomes = Vec::new();
@@ -111,7 +116,7 @@ impl PriceSync {
                 outcomes.push(outcome);
                 continue;
             };
-            match self.fetch_one(name, url, now_ms).await {
+            match self.fetch_one(name, url, now_ms, route).await {
                 Ok(parsed) => {
                     outcome.models = parsed.entries.len();
                     outcome.skipped = parsed.skipped;
@@ -146,9 +151,11 @@ impl PriceSync {
         name: &'static str,
         url: &str,
         now_ms: i64,
+        route: &Route,
     ) -> Result<Arc<ParsedSource>, String> {
         let etag = self.cached(name, url).map(|(etag, _)| etag);
-        let reply = match tokio::time::timeout(self.timeout, get(url, etag.as_deref())).await {
+        let reply = match tokio::time::timeout(self.timeout, get(url, etag.as_deref(), route)).await
+        {
             Ok(reply) => reply?,
             Err(_) => {
                 return Err(format!(
@@ -202,8 +209,8 @@ struct Reply {
     body: Bytes,
 }
 
-/// `GET url` with redirects followed, the body read up to [`MAX_BODY_BYTES`].
-async fn get(url: &str, etag: Option<&str>) -> Result<Reply, String> {
+/// `GET url` over `route` with redirects followed, the body read up to [`MAX_BODY_BYTES`].
+async fn get(url: &str, etag: Option<&str>, route: &Route) -> Result<Reply, String> {
     let mut url = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
         let uri: http::Uri = url
@@ -214,7 +221,8 @@ async fn get(url: &str, etag: Option<&str>) -> Result<Reply, String> {
         };
         let target = Target::parse(&format!("{scheme}://{authority}"))
             .map_err(|_| format!("invalid source URL {url:?}"))?;
-        let io = dial(&target)
+        let io = route
+            .open(&target)
             .await
             .map_err(|error| format!("GET {url}: {error}"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
