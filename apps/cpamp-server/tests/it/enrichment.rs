@@ -74,10 +74,25 @@ fn history(server: &ServerProcess, account: Account) -> Value {
     body["items"][0].clone()
 }
 
+/// `cpamp_enrichment_credentials` from `/metrics`.
+fn enrichment_credentials(server: &ServerProcess) -> u64 {
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .and_then(|response| response.text())
+        .expect("metrics");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("cpamp_enrichment_credentials "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no credentials gauge in {metrics}"))
+}
+
 #[test]
 fn events_are_labelled_from_auth_files_and_account_history_matches() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cpa = LiveCpa::start(|options| options.record_requests = true);
+    let cpa = LiveCpa::start(|_| {});
     let server = cpa.start_server(&dir, &[]);
 
     for id in ["a0000001", "a0000002"] {
@@ -99,14 +114,9 @@ fn events_are_labelled_from_auth_files_and_account_history_matches() {
     assert_eq!(alice["total_requests"], 2, "{alice}");
 
     // CPA gains a credential and announces it; the next events name it.
-    let listings = || {
-        cpa.cpa
-            .recorded_requests()
-            .iter()
-            .filter(|request| request.path == "/v0/management/auth-files")
-            .count()
-    };
-    let before = listings();
+    // Labels come from the listing the server holds, which is fetched in the background
+    // (ingest never waits for CPA): wait until the server holds the new credential.
+    let before = enrichment_credentials(&server);
     cpa.cpa.upsert_auth_file(AuthFile::new(
         ERIN.file_name,
         ERIN.auth_index,
@@ -114,7 +124,9 @@ fn events_are_labelled_from_auth_files_and_account_history_matches() {
         ERIN.source,
     ));
     cpa.cpa.broadcast_refresh();
-    assert!(wait_until(Duration::from_secs(10), || listings() > before));
+    assert!(wait_until(Duration::from_secs(10), || {
+        enrichment_credentials(&server) == before + 1
+    }));
     cpa.cpa.push_raw(codex_event(ERIN, "a0000004").payload());
     assert!(wait_until(Duration::from_secs(20), || stored_total(&db) == 4));
     let snapshot = snapshot_of(&server, ERIN.file_name).expect("erin's snapshot");

@@ -250,6 +250,16 @@ async fn metrics<S: Store>(
         enricher.enriched_events as f64,
     );
     out.family(
+        "cpamp_enrichment_credentials",
+        "gauge",
+        "Credentials in the auth-file listing enrichment currently uses.",
+    );
+    out.sample(
+        "cpamp_enrichment_credentials",
+        &[],
+        enricher.credentials as f64,
+    );
+    out.family(
         "cpamp_enrichment_failed_fetches_total",
         "counter",
         "Failed CPA auth-file listings for enrichment since the process started.",
