@@ -80,6 +80,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Limits of resumable import sessions (`USAGE_IMPORT_*`).
     pub import_sessions: ImportSessionLimits,
+    /// What the collector may hold while the store refuses writes
+    /// (`USAGE_HOLD_MEMORY_ITEMS`, `USAGE_INBOX_MAX_BYTES`, `CPA_QUEUE_RETENTION_SECONDS`).
+    pub hold: cpamp_collector::HoldLimits,
     /// Model price sync sources (`MODEL_PRICE_SYNC_*_URL`; `off` disables one).
     pub price_sources: cpamp_api::price_sync::SourceUrls,
     /// Environment variables that were set (for env-locked settings).
@@ -137,6 +140,9 @@ struct RawFile {
     usage_import_max_sessions: Option<i64>,
     #[serde(rename = "usageImportSessionTTLMinutes")]
     usage_import_session_ttl_minutes: Option<i64>,
+    usage_hold_memory_items: Option<i64>,
+    usage_inbox_max_bytes: Option<i64>,
+    cpa_queue_retention_seconds: Option<i64>,
     model_price_sync_models_dev_url: Option<String>,
     model_price_sync_lite_llm_url: Option<String>,
     model_price_sync_open_router_url: Option<String>,
@@ -437,6 +443,32 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         ),
         &mut warnings,
     );
+    let hold = hold_limits(
+        positive(
+            env("USAGE_HOLD_MEMORY_ITEMS"),
+            file.usage_hold_memory_items,
+            20_000,
+            "USAGE_HOLD_MEMORY_ITEMS",
+            "usageHoldMemoryItems",
+            &mut warnings,
+        ),
+        positive(
+            env("USAGE_INBOX_MAX_BYTES"),
+            file.usage_inbox_max_bytes,
+            1024 * 1024 * 1024,
+            "USAGE_INBOX_MAX_BYTES",
+            "usageInboxMaxBytes",
+            &mut warnings,
+        ),
+        positive(
+            env("CPA_QUEUE_RETENTION_SECONDS"),
+            file.cpa_queue_retention_seconds,
+            60,
+            "CPA_QUEUE_RETENTION_SECONDS",
+            "cpaQueueRetentionSeconds",
+            &mut warnings,
+        ),
+    );
     let mut price_source = |name: &'static str, key: &str, file: &Option<String>, default: &str| {
         let value = env(name)
             .or(file.clone())
@@ -509,11 +541,31 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         metrics_token,
         log_format,
         import_sessions,
+        hold,
         price_sources,
         env_set,
         automation,
         warnings,
     })
+}
+
+/// The collector's holding limits: store retries wait at most a twelfth of CPA's queue
+/// retention, so a store that recovers is used long before CPA drops anything.
+fn hold_limits(
+    memory_items: i64,
+    inbox_max_bytes: i64,
+    retention_seconds: i64,
+) -> cpamp_collector::HoldLimits {
+    let defaults = cpamp_collector::HoldLimits::default();
+    let retention = Duration::from_secs(u64::try_from(retention_seconds).unwrap_or(60));
+    cpamp_collector::HoldLimits {
+        memory_items: usize::try_from(memory_items).unwrap_or(defaults.memory_items),
+        inbox_max_bytes: u64::try_from(inbox_max_bytes).unwrap_or(defaults.inbox_max_bytes),
+        store_retry: cpamp_collector::BackoffPolicy {
+            initial: defaults.store_retry.initial,
+            max: cpamp_collector::HoldLimits::store_retry_for(retention),
+        },
+    }
 }
 
 /// Keeps the import-session limits within what works: a chunk is one HTTP request

@@ -24,7 +24,7 @@ use cpamp_api::state::{DataKeyOrigin, EnvConnection, StartupConfig};
 use cpamp_api::transfer::Transfer;
 use cpamp_api::transfer::backup::DataKeySource;
 use cpamp_api::transfer::sessions::{ImportSessions, SessionConfig};
-use cpamp_collector::{Collector, Mode, PopSide, StatusHandle};
+use cpamp_collector::{Collector, Inbox, Mode, PopSide, StatusHandle};
 use cpamp_storage::{Options, SqliteStore};
 
 use crate::config::Settings;
@@ -81,9 +81,25 @@ impl Application {
 
         let startup = startup_config(&settings);
         let automation = Automation::default();
-        let collector = Collector::new(
+        // Every batch taken from CPA is synced to the inbox beside the database before
+        // anything else happens to it; what a killed process left there is stored first.
+        let inbox_path = inbox_path(&lock.db_path);
+        let (inbox, recovery) = Inbox::open(&inbox_path)
+            .context("open the collector inbox (delete it only if it holds nothing you need)")?;
+        if recovery.discarded_bytes > 0 {
+            tracing::warn!(
+                bytes = recovery.discarded_bytes,
+                path = %inbox_path.display(),
+                "cut a torn record off the end of the collector inbox (a write interrupted by a crash)"
+            );
+        }
+        let interrupted_read_at_ms = recovery.interrupted_read_at_ms;
+        let collector = Collector::with_inbox(
             IngestSink::new(store.clone(), automation.clone()),
             StatusHandle::new(startup.collector_mode.as_str(), &startup.queue),
+            settings.hold,
+            inbox,
+            recovery,
         );
         automation
             .enricher
@@ -137,8 +153,16 @@ impl Application {
         tracing::info!(addr = %local_addr, db_path = %lock.db_path.display(), "cpa-manager-plus listening on {local_addr}");
         // The gap tracker looks for downtime since the last heartbeat before the
         // collector starts receiving again.
-        let gap_tracker =
-            GapTracker::start(store.clone(), collector.status().clone(), now_ms).await;
+        let gap_tracker = GapTracker::start(
+            store.clone(),
+            collector.status().clone(),
+            now_ms,
+            interrupted_read_at_ms,
+        )
+        .await;
+        // What the previous process left in the inbox is stored even if no collector
+        // run starts (no connection configured yet).
+        collector.resume().await;
         // Automation workers start before the collector, so no collected failure
         // misses them (and due quota cooldowns are restored at once).
         Automation::start(state.clone()).await;
@@ -360,4 +384,11 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
         }
         let _ = interrupt.await;
     }
+}
+
+/// The collector inbox beside the database: `<database>.inbox`.
+pub fn inbox_path(db_path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(".inbox");
+    std::path::PathBuf::from(name)
 }

@@ -594,10 +594,10 @@ fn check_collector(collector: &CollectorStatus, input: &DoctorInput, findings: &
              usage queue.",
         ));
     }
-    // The collector sets `pending_items` only after the store refused a batch. Its
-    // `lastError` may already be cleared by the next poll (HTTP mode clears it at the
-    // start of every poll), so the held items are the reliable signal.
-    let store_failing = collector.pending_items > 0 || collector.last_error.starts_with("consume:");
+    // The collector keeps the store's error in `store_error` (and the held items in
+    // `pending_items`) until a batch commits; a RESP pop reply error also starts with
+    // `consume:` but is not the store's.
+    let store_failing = collector.pending_items > 0 || !collector.store_error.is_empty();
     if collector.last_consumed_at_ms > 0
         && collector.last_consumed_at_ms > collector.last_inserted_at_ms
         && store_failing
@@ -608,7 +608,7 @@ fn check_collector(collector: &CollectorStatus, input: &DoctorInput, findings: &
             Severity::Error,
             format!(
                 "lastConsumedAt ({}) advances but lastInsertedAt ({}) does not: events are read from CPA but \
-                 SQLite writes fail ({cause}); {} events are held in memory{}.",
+                 SQLite writes fail ({cause}); {} events are held (in memory or the collector inbox){}.",
                 format_ms(collector.last_consumed_at_ms),
                 if collector.last_inserted_at_ms > 0 {
                     format_ms(collector.last_inserted_at_ms)

@@ -34,10 +34,15 @@ pub struct GapTracker {
 
 impl GapTracker {
     /// Checks for downtime since the last heartbeat, then starts sampling `status`.
+    /// `interrupted_read_at_ms` is when the previous process began a read from CPA it
+    /// never finished (it was killed inside it; see the collector's inbox): whatever that
+    /// read carried is lost, so a gap opens there even after a restart too quick to count
+    /// as downtime.
     pub async fn start<S: GapStore>(
         store: S,
         status: StatusHandle,
         now_ms: fn() -> i64,
+        interrupted_read_at_ms: Option<i64>,
     ) -> GapTracker {
         let started_ms = now_ms();
         let mut open = match store.gaps(i64::MIN, i64::MAX, 1).await {
@@ -63,6 +68,18 @@ impl GapTracker {
                     Ok(_) => open = true,
                     Err(error) => tracing::warn!(%error, "record server downtime gap"),
                 }
+            }
+        }
+        if !open && let Some(read_at) = interrupted_read_at_ms {
+            let detail = format!(
+                "the Manager Server was stopped abruptly while reading from CPA at {} and started again at {}; the \
+                 events CPA handed over in that read, if any, were lost",
+                crate::doctor::format_ms(read_at),
+                crate::doctor::format_ms(started_ms),
+            );
+            match store.open_gap(read_at, GapCause::ServerDown, &detail).await {
+                Ok(_) => open = true,
+                Err(error) => tracing::warn!(%error, "record an interrupted read as a gap"),
             }
         }
         let (stop, stopped) = watch::channel(false);
@@ -224,7 +241,9 @@ pub fn classify(snapshot: &CollectorStatus) -> GapCause {
     let error = snapshot.last_error.to_ascii_lowercase();
     if snapshot.auth_rejected || error.starts_with("auth:") {
         GapCause::AuthRejected
-    } else if error.starts_with("consume:") || snapshot.pending_items > 0 {
+    } else if !snapshot.store_error.is_empty() || snapshot.pending_items > 0 {
+        // Only the store's own refusal: a RESP pop reply error (`consume: EOF`, a dropped
+        // CPA connection) shares the `consume:` prefix but is a CPA-side failure.
         GapCause::StoreFailed
     } else if [
         "refused",

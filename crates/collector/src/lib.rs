@@ -29,7 +29,9 @@
 //! Architecture invariant: no SQL, no web framework; storage is reached only through the
 //! domain's `EventSink` port.
 
+mod holding;
 mod http;
+mod inbox;
 mod resp;
 mod run;
 mod settings;
@@ -37,7 +39,9 @@ mod source;
 mod status;
 mod tls;
 
+pub use holding::HoldLimits;
 pub use http::HttpQueue;
+pub use inbox::{Inbox, InboxError, Recovery};
 pub use resp::{RespPop, RespSubscription, go_quote_byte};
 pub use run::Collector;
 pub use settings::{

@@ -2,20 +2,25 @@
 //! paces polls, backs off on errors and never lets go of a batch it received before the
 //! store committed it.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::{DeadLetter, Decoded};
 use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::holding::{Committer, HoldLimits, Holding};
 use crate::http::{HttpQueue, ManagementClient};
+use crate::inbox::{Inbox, Recovery};
 use crate::resp::{RespPop, RespSubscription};
 use crate::settings::{BackoffPolicy, CollectorSettings, Mode, normalize_upstream};
 use crate::source::{ErrorKind, RawItem, SourceError, Transport, UsageSource};
-use crate::status::{CollectorState, StatusHandle, replace_warning, set_warning};
+use crate::status::{
+    CollectorState, STORE_ERROR_PREFIX, StatusHandle, replace_warning, set_warning,
+};
 
 const AUTH_REJECTED_WARNING: &str = "CPA rejected the management key. Collection is paused so that retries do not get \
 this server's IP banned by CPA (five failed logins ban an IP for 30 minutes); save the correct CPA Management Key to \
@@ -28,7 +33,9 @@ produces no usage events; enable it in CPA or through setup.";
 pub struct Collector<S: EventSink> {
     sink: S,
     status: StatusHandle,
-    current: std::sync::Arc<tokio::sync::Mutex<Option<Run>>>,
+    current: Arc<tokio::sync::Mutex<Option<Run>>>,
+    holding: Arc<Holding>,
+    committer: Arc<tokio::sync::Mutex<Option<CommitterTask>>>,
 }
 
 impl<S: EventSink> Clone for Collector<S> {
@@ -37,8 +44,18 @@ impl<S: EventSink> Clone for Collector<S> {
             sink: self.sink.clone(),
             status: self.status.clone(),
             current: self.current.clone(),
+            holding: self.holding.clone(),
+            committer: self.committer.clone(),
         }
     }
+}
+
+/// The committer, which outlives runs: batches held by one run are stored while the next
+/// one pops.
+struct CommitterTask {
+    finish: watch::Sender<Option<Duration>>,
+    task: JoinHandle<()>,
+    grace: Duration,
 }
 
 struct Run {
@@ -57,12 +74,80 @@ impl Run {
 }
 
 impl<S: EventSink> Collector<S> {
+    /// A collector that holds received batches in memory only (default limits).
     pub fn new(sink: S, status: StatusHandle) -> Collector<S> {
+        Collector::with_holding(sink, status, Holding::new(HoldLimits::default()))
+    }
+
+    /// A collector that holds received batches in memory only, within `limits`.
+    pub fn with_limits(sink: S, status: StatusHandle, limits: HoldLimits) -> Collector<S> {
+        Collector::with_holding(sink, status, Holding::new(limits))
+    }
+
+    /// A collector that syncs every received batch to `inbox` before anything else
+    /// happens to it; the batches in `recovery` (left by the previous process) are stored
+    /// first, once [`Collector::resume`] or the first start runs the committer.
+    pub fn with_inbox(
+        sink: S,
+        status: StatusHandle,
+        limits: HoldLimits,
+        inbox: Inbox,
+        recovery: Recovery,
+    ) -> Collector<S> {
+        let held = recovery.held_items();
+        if held > 0 {
+            tracing::info!(
+                items = held,
+                "storing events the previous process received but had not stored"
+            );
+        }
+        let collector =
+            Collector::with_holding(sink, status, Holding::with_inbox(limits, inbox, recovery));
+        collector
+            .status
+            .update(|status| status.held_items = collector.holding.held_items());
+        collector
+    }
+
+    fn with_holding(sink: S, status: StatusHandle, holding: Holding) -> Collector<S> {
         Collector {
             sink,
             status,
             current: Default::default(),
+            holding: Arc::new(holding),
+            committer: Default::default(),
         }
+    }
+
+    /// Starts storing what is held (what a previous process left in the inbox) even
+    /// before, or without, a collector run. Idempotent.
+    pub async fn resume(&self) {
+        self.ensure_committer(None).await;
+    }
+
+    async fn ensure_committer(&self, grace: Option<Duration>) {
+        let mut committer = self.committer.lock().await;
+        if let Some(task) = committer.as_mut() {
+            if let Some(grace) = grace {
+                task.grace = grace;
+            }
+            return;
+        }
+        let (finish, finish_rx) = watch::channel(None);
+        let task = tokio::spawn(
+            Committer {
+                sink: self.sink.clone(),
+                holding: self.holding.clone(),
+                status: self.status.clone(),
+                finish: finish_rx,
+            }
+            .run(),
+        );
+        *committer = Some(CommitterTask {
+            finish,
+            task,
+            grace: grace.unwrap_or(Duration::from_secs(15)),
+        });
     }
 
     pub fn status(&self) -> &StatusHandle {
@@ -83,27 +168,28 @@ impl<S: EventSink> Collector<S> {
         }
         settings.upstream = normalize_upstream(&settings.upstream);
         settings.batch_size = settings.batch_size.max(1);
+        self.ensure_committer(Some(settings.shutdown_grace)).await;
         self.status.update(|status| {
             status.state = CollectorState::Starting;
             status.upstream = settings.upstream.clone();
             status.mode = settings.mode.as_str().to_string();
             status.transport.clear();
             status.queue = settings.queue.clone();
-            status.last_error.clear();
+            if status.store_error.is_empty() {
+                status.last_error.clear();
+            }
             status.fallback_reason.clear();
             status.auth_rejected = false;
-            status.pending_items = 0;
             status.consecutive_empty_polls = 0;
             status.support_refresh = false;
             status.warnings.clear();
         });
         let (stop, stop_rx) = watch::channel(false);
         let context = RunContext {
-            sink: self.sink.clone(),
             status: self.status.clone(),
             settings,
             stop: stop_rx,
-            commits: None,
+            holding: self.holding.clone(),
         };
         let task = tokio::spawn(context.run());
         *current = Some(Run { stop, task });
@@ -119,9 +205,23 @@ impl<S: EventSink> Collector<S> {
             .update(|status| status.state = CollectorState::Stopped);
     }
 
-    /// For process shutdown (SIGTERM): the same as [`Collector::stop`].
+    /// For process shutdown (SIGTERM): stops taking events, then commits what is held,
+    /// giving up `shutdown_grace` after the store first refuses (what was synced to the
+    /// inbox is stored at the next start).
     pub async fn shutdown(&self) {
         self.stop().await;
+        let committer = self.committer.lock().await.take();
+        if let Some(CommitterTask {
+            finish,
+            task,
+            grace,
+        }) = committer
+        {
+            let _ = finish.send(Some(grace));
+            if let Err(error) = task.await {
+                tracing::error!(%error, "collector committer ended abnormally");
+            }
+        }
     }
 }
 
@@ -131,44 +231,18 @@ enum Outcome {
     Fallback(SourceError),
 }
 
-struct RunContext<S> {
-    sink: S,
+struct RunContext {
     status: StatusHandle,
     settings: CollectorSettings,
     stop: watch::Receiver<bool>,
-    /// Batches handed to the committer; `None` until the run starts.
-    commits: Option<mpsc::Sender<Received>>,
+    /// Where received batches go; the committer stores them beside popping.
+    holding: Arc<Holding>,
 }
 
-/// A batch taken from CPA: the raw items (kept for retries) and their first decoding.
-struct Received {
-    items: Vec<RawItem>,
-    decoded: DecodedItems,
-}
-
-impl<S: EventSink> RunContext<S> {
+impl RunContext {
     async fn run(mut self) {
         tracing::info!(upstream = %self.settings.upstream, mode = self.settings.mode.as_str(), "collector starting");
-        // Storing runs beside taking and decoding: while one batch commits, the next is
-        // popped and decoded. The channel holds one batch, so at most three batches are
-        // held in memory, and when storing fails popping stops after at most two more.
-        let (commits, received) = mpsc::channel(1);
-        self.commits = Some(commits);
-        let committer = tokio::spawn(
-            Committer {
-                sink: self.sink.clone(),
-                status: self.status.clone(),
-                settings: self.settings.clone(),
-                stop: self.stop.clone(),
-            }
-            .run(received),
-        );
         self.transports().await;
-        // Closing the channel lets the committer finish what it holds, then end.
-        self.commits = None;
-        if let Err(error) = committer.await {
-            tracing::error!(%error, "collector committer ended abnormally");
-        }
         tracing::info!("collector run finished");
     }
 
@@ -223,11 +297,18 @@ impl<S: EventSink> RunContext<S> {
         });
     }
 
+    /// The transport works. A store that refuses writes keeps state `error` and its
+    /// `lastError` until a batch commits.
     fn running(&self, transport: Transport) {
         self.status.update(|status| {
-            status.state = CollectorState::Running;
             status.transport = transport.as_str().to_string();
-            status.last_error.clear();
+            if status.store_error.is_empty() {
+                status.state = CollectorState::Running;
+                status.last_error.clear();
+            } else {
+                status.state = CollectorState::Error;
+                status.last_error = format!("{STORE_ERROR_PREFIX}{}", status.store_error);
+            }
         });
     }
 
@@ -269,12 +350,25 @@ impl<S: EventSink> RunContext<S> {
                 return Outcome::Stopped;
             }
             // A pop is never cancelled midway: CPA may already have removed the items.
-            match source.next_batch(self.settings.batch_size).await {
-                Ok(items) => {
+            // The inbox marks the read, so a kill inside it shows as a gap at the next
+            // start; what the read brings is synced before the mark is cleared.
+            self.holding.reading(true);
+            let popped = source.next_batch(self.settings.batch_size).await;
+            let popped = popped.map(|items| (items.len(), items));
+            let popped = match popped {
+                Ok((count, items)) => {
+                    self.hold(items).await;
+                    Ok(count)
+                }
+                Err(error) => Err(error),
+            };
+            self.holding.reading(false);
+            match popped {
+                Ok(count) => {
                     // The Go manager never reset its HTTP backoff; recover at full speed instead.
                     backoff.reset();
                     self.running(transport);
-                    let empty = items.is_empty();
+                    let empty = count == 0;
                     self.status.update(|status| {
                         status.auth_rejected = false;
                         status.consecutive_empty_polls = if empty {
@@ -290,8 +384,8 @@ impl<S: EventSink> RunContext<S> {
                         }
                         continue;
                     }
-                    watch.received(items.len());
-                    if !self.deliver(items).await {
+                    watch.received(count);
+                    if !self.holding.wait_for_room(&mut self.stop.clone()).await {
                         return Outcome::Stopped;
                     }
                     watch.check(&self.status, &self.settings.queue).await;
@@ -320,7 +414,7 @@ impl<S: EventSink> RunContext<S> {
             if self.stopping() {
                 return Outcome::Stopped;
             }
-            let mut subscription = match RespSubscription::open(&self.settings).await {
+            let subscription = match RespSubscription::open(&self.settings).await {
                 Ok(subscription) => subscription,
                 Err(error) if error.kind == ErrorKind::AuthRejected => {
                     return self.park(Transport::Subscribe, error).await;
@@ -337,39 +431,59 @@ impl<S: EventSink> RunContext<S> {
             subscribed_once = true;
             backoff.reset();
             self.running(Transport::Subscribe);
-            // Subscribing first means new events now reach us; popping afterwards picks up
-            // what CPA queued before, so a reconnect or a transport switch loses nothing
-            // CPA still holds.
-            if !self.drain_queue().await {
-                let rest = subscription.close().await;
-                self.deliver(rest).await;
-                return Outcome::Stopped;
+            // While subscribed, CPA may push at any moment: the inbox marks the whole
+            // subscription as one read.
+            self.holding.reading(true);
+            let outcome = self.stream(subscription, &mut backoff).await;
+            self.holding.reading(false);
+            if let Some(outcome) = outcome {
+                return outcome;
             }
-            loop {
-                let mut stop = self.stop.clone();
-                let next = tokio::select! {
-                    batch = subscription.next_batch(self.settings.batch_size) => Some(batch),
-                    _ = stop.wait_for(|stopping| *stopping) => None,
-                };
-                match next {
-                    None => {
+        }
+    }
+
+    /// Drains CPA's queue, then holds every message of `subscription` until it fails
+    /// (`None`: resubscribe) or the run stops.
+    async fn stream(
+        &mut self,
+        mut subscription: RespSubscription,
+        backoff: &mut Backoff,
+    ) -> Option<Outcome> {
+        // Subscribing first means new events now reach us; popping afterwards picks up
+        // what CPA queued before, so a reconnect or a transport switch loses nothing
+        // CPA still holds.
+        if !self.drain_queue().await {
+            let rest = subscription.close().await;
+            self.hold(rest).await;
+            return Some(Outcome::Stopped);
+        }
+        loop {
+            let mut stop = self.stop.clone();
+            let next = tokio::select! {
+                batch = subscription.next_batch(self.settings.batch_size) => Some(batch),
+                _ = stop.wait_for(|stopping| *stopping) => None,
+            };
+            match next {
+                None => {
+                    let rest = subscription.close().await;
+                    self.hold(rest).await;
+                    return Some(Outcome::Stopped);
+                }
+                Some(Ok(items)) => {
+                    self.hold(items).await;
+                    if !self.holding.wait_for_room(&mut self.stop.clone()).await {
                         let rest = subscription.close().await;
-                        self.deliver(rest).await;
-                        return Outcome::Stopped;
+                        self.hold(rest).await;
+                        return Some(Outcome::Stopped);
                     }
-                    Some(Ok(items)) => {
-                        if !self.deliver(items).await {
-                            return Outcome::Stopped;
-                        }
+                }
+                Some(Err(error)) => {
+                    self.failed(Transport::Subscribe, &error);
+                    drop(subscription);
+                    if self.sleep(backoff.next()).await {
+                        return Some(Outcome::Stopped);
                     }
-                    Some(Err(error)) => {
-                        self.failed(Transport::Subscribe, &error);
-                        drop(subscription);
-                        if self.sleep(backoff.next()).await {
-                            return Outcome::Stopped;
-                        }
-                        break;
-                    }
+                    return None;
                 }
             }
         }
@@ -385,7 +499,8 @@ impl<S: EventSink> RunContext<S> {
             match pop.next_batch(self.settings.batch_size).await {
                 Ok(items) if items.is_empty() => return true,
                 Ok(items) => {
-                    if !self.deliver(items).await {
+                    self.hold(items).await;
+                    if !self.holding.wait_for_room(&mut self.stop.clone()).await {
                         return false;
                     }
                 }
@@ -397,14 +512,22 @@ impl<S: EventSink> RunContext<S> {
         }
     }
 
-    /// Hands one received batch to the committer, decoding it on the way. Waits while the
-    /// committer is busy, so nothing new is popped while a batch cannot be stored. Returns
-    /// false when the committer has ended (it gave up during shutdown).
-    async fn deliver(&self, items: Vec<RawItem>) -> bool {
+    /// Syncs one received batch to the inbox and queues it for the committer first (the
+    /// kill window ends here), then decodes it: CPA's refresh announcements act at once
+    /// and the committer's first attempt reuses the decoding.
+    async fn hold(&self, items: Vec<RawItem>) {
         if items.is_empty() {
-            return true;
+            return;
         }
         let count = items.len();
+        let holding = self.holding.clone();
+        let origin = self.settings.upstream.clone();
+        let kept = items.clone();
+        let held = tokio::task::spawn_blocking(move || {
+            let seq = holding.hold(&origin, kept);
+            (seq, holding.held_items())
+        })
+        .await;
         self.status.update(|status| {
             status.last_consumed_at_ms = now_ms();
             status.total_consumed += count as u64;
@@ -416,115 +539,28 @@ impl<S: EventSink> RunContext<S> {
         if decoded.support_refresh {
             self.status.update(|status| status.support_refresh = true);
         }
-        match &self.commits {
-            Some(commits) => commits.send(Received { items, decoded }).await.is_ok(),
-            None => false,
-        }
-    }
-}
-
-/// Stores received batches in order, each in one transaction, retrying a refused batch
-/// until the store commits it.
-struct Committer<S> {
-    sink: S,
-    status: StatusHandle,
-    settings: CollectorSettings,
-    stop: watch::Receiver<bool>,
-}
-
-impl<S: EventSink> Committer<S> {
-    async fn run(self, mut received: mpsc::Receiver<Received>) {
-        while let Some(batch) = received.recv().await {
-            if !self.commit(batch).await {
-                // Shutdown with a store that still refuses writes: the rest cannot be stored.
-                let mut lost = 0;
-                while let Ok(batch) = received.try_recv() {
-                    lost += batch.items.len();
-                }
-                if lost > 0 {
-                    tracing::error!(
-                        items = lost,
-                        "batches received from CPA could not be stored before shutdown"
-                    );
-                }
-                return;
-            }
-        }
-    }
-
-    fn stopping(&self) -> bool {
-        *self.stop.borrow()
-    }
-
-    /// Returns false only if the run is stopping and the store still refused the batch
-    /// after `shutdown_grace`.
-    async fn commit(&self, received: Received) -> bool {
-        let Received { items, decoded } = received;
-        let count = items.len();
-        let mut batch = Some(decoded.batch);
-        let mut backoff = Backoff::new(self.settings.backoff);
-        let mut give_up_at: Option<Instant> = None;
-        loop {
-            // The first attempt uses the decoding done while popping; retries decode the
-            // kept raw items again (the store consumed the previous attempt's batch).
-            let attempt = batch
-                .take()
-                .unwrap_or_else(|| decode_items(&items, &self.settings.upstream).batch);
-            match self.sink.store_batch(attempt).await {
-                Ok(outcome) => {
-                    self.status.update(|status| {
-                        status.total_inserted += outcome.inserted;
-                        status.total_skipped += outcome.skipped;
-                        status.total_dead_lettered += outcome.dead_lettered;
-                        if outcome.inserted + outcome.skipped > 0 {
-                            status.last_inserted_at_ms = now_ms();
-                        }
-                        status.pending_items = 0;
-                        if status.last_error.starts_with("consume: ") {
-                            status.last_error.clear();
-                            status.state = CollectorState::Running;
-                        }
-                    });
-                    return true;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, items = count, "storing a batch failed; keeping it and retrying");
-                    self.status.update(|status| {
-                        status.state = CollectorState::Error;
-                        status.last_error = format!("consume: {error}");
-                        status.pending_items = count;
-                    });
-                    let wait = backoff.next();
-                    if self.stopping() {
-                        let deadline = *give_up_at
-                            .get_or_insert_with(|| Instant::now() + self.settings.shutdown_grace);
-                        let now = Instant::now();
-                        if now >= deadline {
-                            tracing::error!(items = count, %error, "giving up on a batch the store refused during shutdown");
-                            return false;
-                        }
-                        tokio::time::sleep(wait.min(deadline - now)).await;
-                    } else {
-                        // A stop request cuts the wait short; the batch is retried at once.
-                        let mut stop = self.stop.clone();
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = stop.wait_for(|stopping| *stopping) => {}
-                        }
+        match held {
+            Ok((seq, held)) => {
+                self.holding.attach_decoded(seq, decoded.batch);
+                self.status.update(|status| {
+                    status.held_items = held;
+                    if !status.store_error.is_empty() {
+                        status.pending_items = held;
                     }
-                }
+                });
             }
+            Err(error) => tracing::error!(%error, "holding a received batch failed"),
         }
     }
 }
 
-struct DecodedItems {
-    batch: IngestBatch,
-    refreshes: u64,
-    support_refresh: bool,
+pub(crate) struct DecodedItems {
+    pub batch: IngestBatch,
+    pub refreshes: u64,
+    pub support_refresh: bool,
 }
 
-fn decode_items(items: &[RawItem], origin: &str) -> DecodedItems {
+pub(crate) fn decode_items(items: &[RawItem], origin: &str) -> DecodedItems {
     let now = now_ms();
     let mut decoded = DecodedItems {
         batch: IngestBatch {

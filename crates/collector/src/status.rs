@@ -15,6 +15,15 @@ pub const RESP_OVER_HTTP_HINT: &str = "The upstream answered RESP with HTTP: it 
 API port. Use collector mode `http`, or point the URL at CPA's port directly (default 8317), not through an HTTP \
 reverse proxy.";
 
+/// `lastError` of a store that refuses writes (the stage name the Go server used).
+pub(crate) const STORE_ERROR_PREFIX: &str = "consume: ";
+
+/// A refused store write and what is held meanwhile.
+pub(crate) struct StoreHealth {
+    pub error: String,
+    pub held_items: usize,
+}
+
 /// `collector.collector` in `/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CollectorState {
@@ -57,8 +66,13 @@ pub struct CollectorStatus {
     pub total_dead_lettered: u64,
     /// `<stage>: <error>`; "" when the last attempt succeeded.
     pub last_error: String,
-    /// Items received from CPA and held in memory because the store refused them.
+    /// Items received from CPA and held because the store refused them (0 while it
+    /// accepts writes).
     pub pending_items: usize,
+    /// Items received from CPA and not yet stored (in memory or in the inbox), at any time.
+    pub held_items: usize,
+    /// The store's error while it refuses writes; "" once a batch commits.
+    pub store_error: String,
     /// CPA rejected the management key; the run is paused until restarted with new settings.
     pub auth_rejected: bool,
     /// Why `auto` left a transport (for example the RESP error that made it use HTTP).
@@ -114,6 +128,43 @@ impl StatusHandle {
                 .fallback_reason
                 .contains("unsupported RESP prefix 'H'");
         set_warning(&mut status.warnings, RESP_OVER_HTTP_HINT, hint_needed);
+    }
+
+    /// The store committed a batch; `held` items remain.
+    pub(crate) fn stored(&self, outcome: &cpamp_domain::ports::BatchOutcome, held: usize) {
+        let now = crate::run::now_ms();
+        self.update(|status| {
+            status.total_inserted += outcome.inserted;
+            status.total_skipped += outcome.skipped;
+            status.total_dead_lettered += outcome.dead_lettered;
+            if outcome.inserted + outcome.skipped > 0 {
+                status.last_inserted_at_ms = now;
+            }
+            status.held_items = held;
+            status.pending_items = 0;
+            if !status.store_error.is_empty() {
+                status.store_error.clear();
+                if status.last_error.starts_with(STORE_ERROR_PREFIX) {
+                    status.last_error.clear();
+                    if status.state == CollectorState::Error {
+                        status.state = CollectorState::Running;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The store refused a batch.
+    pub(crate) fn store_failed(&self, health: StoreHealth) {
+        self.update(|status| {
+            if status.state != CollectorState::Stopped {
+                status.state = CollectorState::Error;
+            }
+            status.last_error = format!("{STORE_ERROR_PREFIX}{}", health.error);
+            status.store_error = health.error;
+            status.pending_items = health.held_items;
+            status.held_items = health.held_items;
+        });
     }
 
     pub(crate) fn refreshed(&self) {

@@ -8,9 +8,10 @@ mod support;
 
 use std::time::Duration;
 
+use cpamp_collector::HoldLimits;
 use cpamp_collector::{CollectorSettings, CollectorState, Mode, RESP_OVER_HTTP_HINT};
 use cpamp_testkit::{FakeCpa, FakeCpaOptions};
-use support::{Harness, emitted_ids, settings, wait_until};
+use support::{Harness, MemorySink, emitted_ids, fast_limits, settings, wait_until};
 
 async fn collects_every_event_exactly_once(mode: Mode) {
     let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
@@ -174,19 +175,22 @@ async fn a_rejected_key_is_not_retried_into_a_ban() {
     }
 }
 
+/// Without an inbox, a store that refuses writes does not stop collecting at once: batches
+/// are held in memory up to the limit, then popping pauses; nothing is lost either way.
 #[tokio::test]
-async fn a_failing_store_keeps_the_batch_and_pops_nothing_new() {
+async fn a_failing_store_keeps_collecting_up_to_the_memory_limit() {
     let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
-    let harness = Harness::new();
+    let harness = Harness::with_limits(HoldLimits {
+        memory_items: 300,
+        ..fast_limits()
+    });
     harness.sink.set_failing(true);
     let mut settings = settings(&cpa.base_url(), "secret", Mode::Http);
     settings.batch_size = 100;
-    settings.backoff.initial = Duration::from_millis(50);
-    settings.backoff.max = Duration::from_millis(200);
     let mut expected = emitted_ids(&cpa.emit(600).await);
     harness.collector.start(settings).await;
     wait_until("the store error", || {
-        harness.collector.status().snapshot().pending_items == 100
+        harness.collector.status().snapshot().pending_items == 300
     })
     .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -196,23 +200,101 @@ async fn a_failing_store_keeps_the_batch_and_pops_nothing_new() {
         status.last_error,
         "consume: database unavailable: database is locked"
     );
+    assert_eq!(
+        status.store_error,
+        "database unavailable: database is locked"
+    );
+    assert_eq!(status.held_items, 300);
     assert!(status.last_consumed_at_ms > 0);
     assert_eq!(status.last_inserted_at_ms, 0);
-    // One batch is being retried, one waits for the committer and one more was popped and
-    // decoded meanwhile; after that popping stops.
     assert_eq!(
         cpa.queued_len(),
         300,
-        "nothing new is popped while a batch is held"
+        "popping pauses once the memory limit is reached"
     );
     expected.extend(emitted_ids(&cpa.emit(30).await));
     harness.sink.set_failing(false);
     harness.wait_for_ids(&expected).await;
     let status = harness.collector.status().snapshot();
     assert_eq!(status.pending_items, 0);
+    assert_eq!(status.held_items, 0);
     assert_eq!(status.last_error, "");
+    assert_eq!(status.store_error, "");
+    assert_eq!(status.state, CollectorState::Running);
     assert_eq!(status.total_inserted + status.total_dead_lettered, 630);
     harness.collector.shutdown().await;
+}
+
+/// With an inbox, a refusing store does not stop collecting: everything CPA queues is
+/// taken (beyond the memory limit it lives in the inbox only) and stored on recovery.
+#[tokio::test]
+async fn with_an_inbox_a_failing_store_empties_cpa_and_spills_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let harness = Harness::with_inbox(
+        MemorySink::default(),
+        &dir.path().join("inbox"),
+        HoldLimits {
+            memory_items: 100,
+            ..fast_limits()
+        },
+    );
+    harness.sink.set_failing(true);
+    let mut settings = settings(&cpa.base_url(), "secret", Mode::Resp);
+    settings.batch_size = 100;
+    let expected = emitted_ids(&cpa.emit(1_000).await);
+    harness.collector.start(settings).await;
+    wait_until("everything taken from CPA", || {
+        harness.collector.status().snapshot().held_items == 1_000
+    })
+    .await;
+    assert_eq!(cpa.queued_len(), 0);
+    assert!(std::fs::metadata(dir.path().join("inbox")).unwrap().len() > 0);
+    harness.sink.set_failing(false);
+    harness.wait_for_ids(&expected).await;
+    wait_until("the inbox emptied", || {
+        std::fs::metadata(dir.path().join("inbox")).unwrap().len() == 0
+    })
+    .await;
+    harness.collector.shutdown().await;
+}
+
+/// Shutdown while the store refuses writes past the grace: the committer gives up, the
+/// held batches stay in the inbox, and the next collector on that inbox stores them
+/// (each once) before anything new.
+#[tokio::test]
+async fn shutdown_gives_up_after_the_grace_and_the_next_start_stores_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox");
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let sink = MemorySink::default();
+    let first = Harness::with_inbox(sink.clone(), &path, fast_limits());
+    sink.set_failing(true);
+    let mut run = settings(&cpa.base_url(), "secret", Mode::Http);
+    run.shutdown_grace = Duration::from_millis(300);
+    let mut expected = emitted_ids(&cpa.emit(250).await);
+    first.collector.start(run.clone()).await;
+    wait_until("all held", || {
+        first.collector.status().snapshot().pending_items == 250
+    })
+    .await;
+    let started = std::time::Instant::now();
+    first.collector.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sink.id_count(), 0);
+    drop(first);
+
+    sink.set_failing(false);
+    let second = Harness::with_inbox(sink.clone(), &path, fast_limits());
+    assert_eq!(second.collector.status().snapshot().held_items, 250);
+    expected.extend(emitted_ids(&cpa.emit(50).await));
+    second.collector.start(run).await;
+    second.wait_for_ids(&expected).await;
+    second.collector.shutdown().await;
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod cli;
 mod deploy;
 mod docs;
 mod enrichment;
+mod faults;
 mod ingest;
 mod inspection;
 mod metrics;

@@ -260,8 +260,17 @@ fn status_reports_every_field_and_lastinsertedat_stops_when_sqlite_refuses_write
         diagnosed["observed"]
             .as_str()
             .expect("observed")
-            .contains("events are held in memory"),
+            .contains("5 events are held (in memory or the collector inbox)"),
         "{diagnosed:#}"
+    );
+    // The store's error and the held items show while the failure lasts.
+    assert_eq!(stalled["collector"]["heldItems"], 5, "{stalled:#}");
+    assert_eq!(stalled["collector"]["pendingItems"], 5, "{stalled:#}");
+    assert!(
+        stalled["collector"]["storeError"]
+            .as_str()
+            .is_some_and(|error| error.contains("database is locked")),
+        "{stalled:#}"
     );
 
     // The CLI doctor run beside the server reports the same cause.

@@ -533,12 +533,7 @@ fn hashes(db: &Path) -> std::collections::HashSet<String> {
 fn integrity(db: &Path) -> String {
     use sqlx::Connection;
     runtime().block_on(async {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(db)
-            .read_only(true);
-        let mut connection = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .expect("open");
+        let mut connection = crate::support::live::read_only(db).await;
         let result: String = sqlx::query_scalar("PRAGMA integrity_check")
             .fetch_one(&mut connection)
             .await

@@ -154,11 +154,15 @@ pub(crate) fn collector_json(collector: &CollectorStatus, dead_letters: i64) -> 
         "totalConsumed": collector.total_consumed,
         "deadLetters": dead_letters,
         "pendingItems": collector.pending_items,
+        "heldItems": collector.held_items,
         "warnings": collector.warnings,
         "note": collector.note,
     });
     if !collector.last_error.is_empty() {
         value["lastError"] = json!(collector.last_error);
+    }
+    if !collector.store_error.is_empty() {
+        value["storeError"] = json!(collector.store_error);
     }
     value
 }

@@ -13,14 +13,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cpamp_collector::{Collector, CollectorSettings, ManagementKey, Mode, StatusHandle};
+use cpamp_collector::{
+    BackoffPolicy, Collector, CollectorSettings, HoldLimits, Inbox, ManagementKey, Mode,
+    StatusHandle,
+};
 use cpamp_domain::StoreError;
 use cpamp_domain::ports::{BatchOutcome, EventSink, IngestBatch};
 use cpamp_testkit::EmittedEvent;
 
 /// Stores batches in memory, idempotent on the event hash like the real store. Dead
 /// letters are kept too; their payload's `request_id` counts as received, so the tests
-/// hold whether or not the decoder accepts a payload.
+/// hold whether or not the decoder accepts a payload. Besides what it keeps, it records
+/// every event that reached it in an accepted batch (`reached_ids`), so a collector that
+/// sends a batch twice is caught even though the dedupe hides it from what is kept.
 #[derive(Clone, Default)]
 pub struct MemorySink {
     state: Arc<Mutex<SinkState>>,
@@ -31,6 +36,7 @@ pub struct MemorySink {
 struct SinkState {
     hashes: HashSet<String>,
     ids: Vec<String>,
+    reached: Vec<String>,
     batches: usize,
 }
 
@@ -41,6 +47,13 @@ impl MemorySink {
 
     pub fn sorted_ids(&self) -> Vec<String> {
         let mut ids = self.state.lock().unwrap().ids.clone();
+        ids.sort();
+        ids
+    }
+
+    /// Every event of every accepted batch, duplicates included, sorted.
+    pub fn reached_ids(&self) -> Vec<String> {
+        let mut ids = self.state.lock().unwrap().reached.clone();
         ids.sort();
         ids
     }
@@ -62,6 +75,8 @@ impl EventSink for MemorySink {
         state.batches += 1;
         let mut outcome = BatchOutcome::default();
         for (index, event) in batch.events.into_iter().enumerate() {
+            let id = event.request_id.clone().unwrap_or_default();
+            state.reached.push(id);
             if state.hashes.insert(event.event_hash.clone()) {
                 state.ids.push(event.request_id.clone().unwrap_or_default());
                 outcome.inserted += 1;
@@ -80,7 +95,8 @@ impl EventSink for MemorySink {
                         .map(str::to_string)
                 });
             if let Some(id) = id {
-                state.ids.push(id);
+                state.ids.push(id.clone());
+                state.reached.push(id);
             }
             outcome.dead_lettered += 1;
         }
@@ -95,8 +111,27 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Harness {
+        Harness::with_limits(fast_limits())
+    }
+
+    /// Holding in memory only, within `limits`.
+    pub fn with_limits(limits: HoldLimits) -> Harness {
         let sink = MemorySink::default();
-        let collector = Collector::new(sink.clone(), StatusHandle::new("auto", "usage"));
+        let collector =
+            Collector::with_limits(sink.clone(), StatusHandle::new("auto", "usage"), limits);
+        Harness { sink, collector }
+    }
+
+    /// With a durable inbox at `path` (replaying what is in it), storing into `sink`.
+    pub fn with_inbox(sink: MemorySink, path: &std::path::Path, limits: HoldLimits) -> Harness {
+        let (inbox, recovery) = Inbox::open(path).unwrap();
+        let collector = Collector::with_inbox(
+            sink.clone(),
+            StatusHandle::new("auto", "usage"),
+            limits,
+            inbox,
+            recovery,
+        );
         Harness { sink, collector }
     }
 
@@ -120,6 +155,11 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(self.sink.sorted_ids(), expected, "every event exactly once");
+        assert_eq!(
+            self.sink.reached_ids(),
+            expected,
+            "every event reached the store exactly once"
+        );
     }
 }
 
@@ -130,6 +170,17 @@ pub fn settings(upstream: &str, key: &str, mode: Mode) -> CollectorSettings {
     settings.backoff.initial = Duration::from_millis(100);
     settings.backoff.max = Duration::from_secs(1);
     settings
+}
+
+/// Default holding with store retries quick enough for tests.
+pub fn fast_limits() -> HoldLimits {
+    HoldLimits {
+        store_retry: BackoffPolicy {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        },
+        ..HoldLimits::default()
+    }
 }
 
 pub fn emitted_ids(events: &[EmittedEvent]) -> Vec<String> {

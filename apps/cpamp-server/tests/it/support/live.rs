@@ -154,16 +154,21 @@ pub fn expected_counts<'a>(
     counts
 }
 
+/// A read-only connection to the server's database, beside the running server.
+pub async fn read_only(db: &Path) -> SqliteConnection {
+    let options = SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(5));
+    SqliteConnection::connect_with(&options)
+        .await
+        .expect("open the server's database read-only")
+}
+
 /// Stored records per request id, read through a read-only connection beside the server.
 pub fn stored_counts(db: &Path) -> BTreeMap<String, i64> {
     runtime().block_on(async {
-        let options = SqliteConnectOptions::new()
-            .filename(db)
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(5));
-        let mut connection = SqliteConnection::connect_with(&options)
-            .await
-            .expect("open the server's database read-only");
+        let mut connection = read_only(db).await;
         let rows: Vec<(Option<String>, i64)> =
             sqlx::query_as("SELECT request_id, COUNT(*) FROM usage_events GROUP BY request_id")
                 .fetch_all(&mut connection)

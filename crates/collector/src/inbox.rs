@@ -1,0 +1,651 @@
+//! The durable inbox: every batch taken from CPA is appended to a file and synced to disk
+//! before anything else happens to it, so a hard kill (`kill -9`, an OOM kill, a power
+//! cut) loses nothing that was received. The file is replayed when the collector starts
+//! and trimmed once the store committed what it holds.
+//!
+//! The file is a sequence of records, each `kind (1 byte) | body length (u32 LE) |
+//! CRC-32 of the body (u32 LE) | body`:
+//! - `B` a batch: `seq (u64) | received at ms (i64) | origin (u16 length + UTF-8) | item
+//!   count (u32) | items`, each item `0 | length (u32) | bytes` for a payload or `1 |
+//!   length | raw | length | reason` for an item that cannot be a payload. Synced.
+//! - `C` committed: `seq (u64)`; every batch up to `seq` is stored. Not synced (a lost
+//!   marker only replays a stored batch, which the store's dedupe by event hash skips).
+//! - `R` a read from CPA began: `at ms (i64)`; `I` it ended: `at ms`. A file whose last
+//!   `R` has no `I` after it belongs to a process that was killed while reading from CPA:
+//!   whatever that read carried was lost (CPA's pop is destructive), which the caller
+//!   records as a gap. Not synced: they survive a killed process, not a power cut.
+//!
+//! A torn or corrupt tail (a write cut short) ends the replay there and is cut off.
+//! Raw payloads can hold secrets, so the file is created with mode 0600 and emptied as
+//! soon as everything in it is stored.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::source::RawItem;
+
+const HEADER: usize = 9;
+const KIND_BATCH: u8 = b'B';
+const KIND_COMMITTED: u8 = b'C';
+const KIND_READ_BEGAN: u8 = b'R';
+const KIND_READ_ENDED: u8 = b'I';
+/// A file larger than this with something stored in it is rewritten with only what is
+/// still held.
+const COMPACT_AT: u64 = 16 * 1024 * 1024;
+
+/// Where a held batch sits in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A batch found in the file at start and not yet stored.
+#[derive(Debug)]
+pub(crate) struct RecoveredBatch {
+    pub seq: u64,
+    pub origin: String,
+    pub items: Vec<RawItem>,
+    pub location: Location,
+}
+
+/// What the previous process left.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub(crate) batches: Vec<RecoveredBatch>,
+    /// Unix ms at which a read from CPA began that the previous process never finished.
+    pub interrupted_read_at_ms: Option<i64>,
+    /// Bytes of a torn or corrupt tail that were cut off.
+    pub discarded_bytes: u64,
+}
+
+impl Recovery {
+    /// Events (items) the previous process received and had not stored.
+    pub fn held_items(&self) -> usize {
+        self.batches.iter().map(|batch| batch.items.len()).sum()
+    }
+}
+
+/// An inbox file failure, with the path.
+#[derive(Debug, thiserror::Error)]
+#[error("collector inbox {path}: {message}")]
+pub struct InboxError {
+    pub path: String,
+    pub message: String,
+}
+
+/// The open inbox file.
+pub struct Inbox {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// Where the open `R` record starts, while a read is in progress.
+    reading_since: Option<(u64, i64)>,
+    /// Bytes of batches still held (for compaction).
+    held_bytes: u64,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Inbox")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Inbox {
+    /// Opens (or creates) the inbox at `path` and reads what the previous process left.
+    pub fn open(path: &Path) -> Result<(Inbox, Recovery), InboxError> {
+        let error = |message: String| InboxError {
+            path: path.display().to_string(),
+            message,
+        };
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(path)
+            .map_err(|cause| error(format!("open: {cause}")))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|cause| error(format!("read: {cause}")))?;
+        let (recovery, valid_len) = scan(&bytes);
+        let mut recovery = recovery;
+        recovery.discarded_bytes = bytes.len() as u64 - valid_len;
+        if recovery.discarded_bytes > 0 {
+            file.set_len(valid_len)
+                .map_err(|cause| error(format!("cut a torn tail: {cause}")))?;
+        }
+        file.seek(SeekFrom::Start(valid_len))
+            .map_err(|cause| error(format!("seek: {cause}")))?;
+        let held_bytes = recovery
+            .batches
+            .iter()
+            .map(|batch| batch.location.len)
+            .sum();
+        let mut inbox = Inbox {
+            path: path.to_path_buf(),
+            file,
+            len: valid_len,
+            reading_since: None,
+            held_bytes,
+        };
+        // The file starts afresh with only what is held: stored batches and markers go,
+        // so an interrupted read is reported once.
+        let locations = inbox
+            .rewrite(&recovery.batches)
+            .map_err(|cause| error(format!("rewrite: {cause}")))?;
+        for (batch, location) in recovery.batches.iter_mut().zip(locations) {
+            batch.location = location;
+        }
+        Ok((inbox, recovery))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends one batch and syncs it to disk. On failure the file is cut back, so a
+    /// later append starts on a record boundary.
+    pub(crate) fn append(
+        &mut self,
+        seq: u64,
+        received_at_ms: i64,
+        origin: &str,
+        items: &[RawItem],
+    ) -> std::io::Result<Location> {
+        let body = encode_batch(seq, received_at_ms, origin, items);
+        let offset = self.len;
+        let result = self
+            .write_record(KIND_BATCH, &body)
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                let len = (HEADER + body.len()) as u64;
+                self.held_bytes += len;
+                Ok(Location { offset, len })
+            }
+            Err(error) => {
+                self.cut_back(offset);
+                Err(error)
+            }
+        }
+    }
+
+    /// Reads a held batch back (one that was not kept in memory).
+    pub(crate) fn read(&mut self, location: Location) -> std::io::Result<Vec<RawItem>> {
+        let mut record = vec![0u8; location.len as usize];
+        self.file.seek(SeekFrom::Start(location.offset))?;
+        let read = self.file.read_exact(&mut record);
+        self.file.seek(SeekFrom::Start(self.len))?;
+        read?;
+        match parse_record(&record) {
+            Some((KIND_BATCH, body, _)) => decode_batch(body)
+                .map(|batch| batch.items)
+                .ok_or_else(|| std::io::Error::other("held batch does not decode")),
+            _ => Err(std::io::Error::other("held batch record is damaged")),
+        }
+    }
+
+    /// Records that everything up to `seq` is stored. With nothing held any more the file
+    /// is emptied; a large file holding little is rewritten with what is held.
+    pub(crate) fn committed(
+        &mut self,
+        seq: u64,
+        location: Option<Location>,
+        still_held: &[(u64, Location)],
+    ) -> std::io::Result<Vec<(u64, Location)>> {
+        if let Some(location) = location {
+            self.held_bytes = self.held_bytes.saturating_sub(location.len);
+        }
+        if still_held.is_empty() {
+            self.file.set_len(0)?;
+            self.len = 0;
+            self.file.seek(SeekFrom::Start(0))?;
+            self.held_bytes = 0;
+            if let Some((_, at_ms)) = self.reading_since {
+                self.read_began(at_ms)?;
+            }
+            return Ok(Vec::new());
+        }
+        self.write_record(KIND_COMMITTED, &seq.to_le_bytes())?;
+        if self.len > COMPACT_AT && self.held_bytes < self.len / 2 {
+            return self.compact(still_held);
+        }
+        Ok(still_held.to_vec())
+    }
+
+    /// Marks the start of a read from CPA (a pop, or a subscription being open).
+    pub(crate) fn read_began(&mut self, at_ms: i64) -> std::io::Result<()> {
+        let offset = self.len;
+        self.write_record(KIND_READ_BEGAN, &at_ms.to_le_bytes())?;
+        self.reading_since = Some((offset, at_ms));
+        Ok(())
+    }
+
+    /// Marks the end of a read. A read that brought nothing and left nothing after its
+    /// mark is simply cut off again, so idle polling does not grow the file.
+    pub(crate) fn read_ended(&mut self, at_ms: i64) -> std::io::Result<()> {
+        let Some((offset, _)) = self.reading_since.take() else {
+            return Ok(());
+        };
+        if self.len == offset + (HEADER + 8) as u64 {
+            self.file.set_len(offset)?;
+            self.len = offset;
+            self.file.seek(SeekFrom::Start(offset))?;
+            return Ok(());
+        }
+        self.write_record(KIND_READ_ENDED, &at_ms.to_le_bytes())
+    }
+
+    fn write_record(&mut self, kind: u8, body: &[u8]) -> std::io::Result<()> {
+        let mut record = Vec::with_capacity(HEADER + body.len());
+        record.push(kind);
+        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        record.extend_from_slice(body);
+        let offset = self.len;
+        if let Err(error) = self.file.write_all(&record) {
+            self.cut_back(offset);
+            return Err(error);
+        }
+        self.len += record.len() as u64;
+        Ok(())
+    }
+
+    fn cut_back(&mut self, offset: u64) {
+        if self.file.set_len(offset).is_ok() {
+            self.len = offset;
+        }
+        let _ = self.file.seek(SeekFrom::Start(self.len));
+    }
+
+    /// Rewrites the file with only the held batches (copied record by record from their
+    /// current locations), then swaps it in atomically.
+    fn compact(&mut self, held: &[(u64, Location)]) -> std::io::Result<Vec<(u64, Location)>> {
+        let mut records = Vec::with_capacity(held.len());
+        for (seq, location) in held {
+            let mut record = vec![0u8; location.len as usize];
+            self.file.seek(SeekFrom::Start(location.offset))?;
+            self.file.read_exact(&mut record)?;
+            records.push((*seq, record));
+        }
+        let relocated = self.replace_with(records.iter().map(|(_, record)| record.as_slice()))?;
+        Ok(held.iter().map(|(seq, _)| *seq).zip(relocated).collect())
+    }
+
+    /// Replaces the file with the recovered batches re-encoded (dropping markers and
+    /// stored batches).
+    fn rewrite(&mut self, batches: &[RecoveredBatch]) -> std::io::Result<Vec<Location>> {
+        let records: Vec<Vec<u8>> = batches
+            .iter()
+            .map(|batch| {
+                let body = encode_batch(batch.seq, 0, &batch.origin, &batch.items);
+                let mut record = Vec::with_capacity(HEADER + body.len());
+                record.push(KIND_BATCH);
+                record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+                record.extend_from_slice(&body);
+                record
+            })
+            .collect();
+        self.replace_with(records.iter().map(Vec::as_slice))
+    }
+
+    fn replace_with<'a>(
+        &mut self,
+        records: impl Iterator<Item = &'a [u8]>,
+    ) -> std::io::Result<Vec<Location>> {
+        let temporary = self.path.with_extension("inbox-compact");
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut out = options.open(&temporary)?;
+        let mut locations = Vec::new();
+        let mut offset = 0u64;
+        for record in records {
+            out.write_all(record)?;
+            locations.push(Location {
+                offset,
+                len: record.len() as u64,
+            });
+            offset += record.len() as u64;
+        }
+        out.sync_all()?;
+        std::fs::rename(&temporary, &self.path)?;
+        if let Some(parent) = self.path.parent()
+            && let Ok(directory) = File::open(parent)
+        {
+            let _ = directory.sync_all();
+        }
+        let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        self.file = file;
+        self.len = offset;
+        self.held_bytes = offset;
+        if let Some((_, at_ms)) = self.reading_since {
+            self.read_began(at_ms)?;
+        }
+        Ok(locations)
+    }
+}
+
+/// Reads records until the end or the first damaged one; returns what is held and the
+/// length of the valid prefix.
+fn scan(bytes: &[u8]) -> (Recovery, u64) {
+    let mut recovery = Recovery::default();
+    let mut offset = 0usize;
+    let mut committed: Option<u64> = None;
+    let mut reading: Option<i64> = None;
+    while offset < bytes.len() {
+        let Some((kind, body, len)) = parse_record(&bytes[offset..]) else {
+            break;
+        };
+        match kind {
+            KIND_BATCH => {
+                let Some(batch) = decode_batch(body) else {
+                    break;
+                };
+                recovery.batches.push(RecoveredBatch {
+                    seq: batch.seq,
+                    origin: batch.origin,
+                    items: batch.items,
+                    location: Location {
+                        offset: offset as u64,
+                        len: len as u64,
+                    },
+                });
+            }
+            KIND_COMMITTED | KIND_READ_BEGAN | KIND_READ_ENDED => {
+                let Ok(value) = <[u8; 8]>::try_from(body) else {
+                    break;
+                };
+                match kind {
+                    KIND_COMMITTED => {
+                        let seq = u64::from_le_bytes(value);
+                        committed = Some(committed.map_or(seq, |old| old.max(seq)));
+                    }
+                    KIND_READ_BEGAN => reading = Some(i64::from_le_bytes(value)),
+                    _ => reading = None,
+                }
+            }
+            _ => break,
+        }
+        offset += len;
+    }
+    if let Some(committed) = committed {
+        recovery.batches.retain(|batch| batch.seq > committed);
+    }
+    recovery.interrupted_read_at_ms = reading;
+    (recovery, offset as u64)
+}
+
+/// `(kind, body, record length)` of the record at the start of `bytes`, if it is whole
+/// and its checksum matches.
+fn parse_record(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
+    if bytes.len() < HEADER {
+        return None;
+    }
+    let kind = bytes[0];
+    let len = u32::from_le_bytes(bytes[1..5].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes[5..9].try_into().ok()?);
+    let body = bytes.get(HEADER..HEADER.checked_add(len)?)?;
+    (crc32fast::hash(body) == crc).then_some((kind, body, HEADER + len))
+}
+
+struct DecodedBatch {
+    seq: u64,
+    origin: String,
+    items: Vec<RawItem>,
+}
+
+fn encode_batch(seq: u64, received_at_ms: i64, origin: &str, items: &[RawItem]) -> Vec<u8> {
+    let size: usize = items
+        .iter()
+        .map(|item| match item {
+            RawItem::Payload(bytes) => 5 + bytes.len(),
+            RawItem::Invalid { raw, reason } => 9 + raw.len() + reason.len(),
+        })
+        .sum();
+    let origin = &origin.as_bytes()[..origin.len().min(u16::MAX as usize)];
+    let mut body = Vec::with_capacity(26 + origin.len() + size);
+    body.extend_from_slice(&seq.to_le_bytes());
+    body.extend_from_slice(&received_at_ms.to_le_bytes());
+    body.extend_from_slice(&(origin.len() as u16).to_le_bytes());
+    body.extend_from_slice(origin);
+    body.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for item in items {
+        match item {
+            RawItem::Payload(bytes) => {
+                body.push(0);
+                put_bytes(&mut body, bytes);
+            }
+            RawItem::Invalid { raw, reason } => {
+                body.push(1);
+                put_bytes(&mut body, raw.as_bytes());
+                put_bytes(&mut body, reason.as_bytes());
+            }
+        }
+    }
+    body
+}
+
+fn put_bytes(body: &mut Vec<u8>, bytes: &[u8]) {
+    body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    body.extend_from_slice(bytes);
+}
+
+fn decode_batch(body: &[u8]) -> Option<DecodedBatch> {
+    let mut reader = Reader { bytes: body };
+    let seq = u64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+    let _received_at_ms = i64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+    let origin_len = u16::from_le_bytes(reader.take(2)?.try_into().ok()?) as usize;
+    let origin = String::from_utf8(reader.take(origin_len)?.to_vec()).ok()?;
+    let count = u32::from_le_bytes(reader.take(4)?.try_into().ok()?) as usize;
+    let mut items = Vec::with_capacity(count.min(body.len()));
+    for _ in 0..count {
+        match reader.take(1)?[0] {
+            0 => items.push(RawItem::Payload(Bytes::copy_from_slice(reader.sized()?))),
+            1 => {
+                let raw = String::from_utf8_lossy(reader.sized()?).into_owned();
+                let reason = String::from_utf8_lossy(reader.sized()?).into_owned();
+                items.push(RawItem::Invalid { raw, reason });
+            }
+            _ => return None,
+        }
+    }
+    reader
+        .bytes
+        .is_empty()
+        .then_some(DecodedBatch { seq, origin, items })
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        if self.bytes.len() < len {
+            return None;
+        }
+        let (head, tail) = self.bytes.split_at(len);
+        self.bytes = tail;
+        Some(head)
+    }
+
+    fn sized(&mut self) -> Option<&'a [u8]> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        self.take(len)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    fn payload(text: &str) -> RawItem {
+        RawItem::Payload(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    fn invalid() -> RawItem {
+        RawItem::Invalid {
+            raw: "7".into(),
+            reason: "unexpected usage queue item 7".into(),
+        }
+    }
+
+    #[test]
+    fn held_batches_are_replayed_and_stored_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (mut inbox, recovery) = Inbox::open(&path).unwrap();
+        assert!(recovery.batches.is_empty());
+        let first = inbox
+            .append(1, 10, "http://cpa", &[payload("{\"a\":1}"), invalid()])
+            .unwrap();
+        let second = inbox
+            .append(2, 11, "http://cpa", &[payload("{\"b\":2}")])
+            .unwrap();
+        let third = inbox
+            .append(3, 12, "http://other", &[payload("{\"c\":3}")])
+            .unwrap();
+        inbox
+            .committed(1, Some(first), &[(2, second), (3, third)])
+            .unwrap();
+        drop(inbox);
+
+        let (mut inbox, recovery) = Inbox::open(&path).unwrap();
+        let seqs: Vec<u64> = recovery.batches.iter().map(|batch| batch.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+        assert_eq!(recovery.batches[1].origin, "http://other");
+        assert_eq!(recovery.batches[0].items, [payload("{\"b\":2}")]);
+        assert_eq!(recovery.interrupted_read_at_ms, None);
+        assert_eq!(recovery.held_items(), 2);
+        // A batch can be read back from where it sits.
+        let location = recovery.batches[1].location;
+        assert_eq!(inbox.read(location).unwrap(), [payload("{\"c\":3}")]);
+        inbox.committed(3, Some(location), &[]).unwrap();
+        assert!(inbox.is_empty());
+        drop(inbox);
+        let (_, recovery) = Inbox::open(&path).unwrap();
+        assert!(recovery.batches.is_empty());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_what_precedes_it_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (mut inbox, _) = Inbox::open(&path).unwrap();
+        inbox.append(1, 10, "o", &[payload("{\"a\":1}")]).unwrap();
+        let whole = inbox.len();
+        inbox.append(2, 11, "o", &[payload("{\"b\":2}")]).unwrap();
+        drop(inbox);
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in whole as usize + 1..bytes.len() {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let (inbox, recovery) = Inbox::open(&path).unwrap();
+            assert_eq!(recovery.batches.len(), 1, "cut at {cut}");
+            assert_eq!(recovery.discarded_bytes, cut as u64 - whole);
+            assert_eq!(inbox.len(), whole);
+        }
+        // A flipped byte inside the last record is damage too.
+        let mut damaged = bytes.clone();
+        let last = damaged.len() - 2;
+        damaged[last] ^= 0xff;
+        std::fs::write(&path, &damaged).unwrap();
+        let (_, recovery) = Inbox::open(&path).unwrap();
+        assert_eq!(recovery.batches.len(), 1);
+    }
+
+    #[test]
+    fn an_unfinished_read_is_reported_once_and_idle_reads_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (mut inbox, _) = Inbox::open(&path).unwrap();
+        for at in 0..100 {
+            inbox.read_began(at).unwrap();
+            inbox.read_ended(at).unwrap();
+        }
+        assert!(inbox.is_empty(), "empty reads grow the file");
+        inbox.read_began(500).unwrap();
+        inbox.append(1, 500, "o", &[payload("{}")]).unwrap();
+        inbox.read_ended(501).unwrap();
+        inbox.read_began(777).unwrap();
+        drop(inbox);
+        let (inbox, recovery) = Inbox::open(&path).unwrap();
+        assert_eq!(recovery.interrupted_read_at_ms, Some(777));
+        assert_eq!(recovery.batches.len(), 1);
+        drop(inbox);
+        let (_, recovery) = Inbox::open(&path).unwrap();
+        assert_eq!(recovery.interrupted_read_at_ms, None, "reported twice");
+        assert_eq!(recovery.batches.len(), 1);
+    }
+
+    #[test]
+    fn emptying_while_a_read_is_open_keeps_the_read_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (mut inbox, _) = Inbox::open(&path).unwrap();
+        inbox.read_began(42).unwrap();
+        let location = inbox.append(1, 43, "o", &[payload("{}")]).unwrap();
+        inbox.committed(1, Some(location), &[]).unwrap();
+        drop(inbox);
+        let (_, recovery) = Inbox::open(&path).unwrap();
+        assert!(recovery.batches.is_empty());
+        assert_eq!(recovery.interrupted_read_at_ms, Some(42));
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_the_held_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (mut inbox, _) = Inbox::open(&path).unwrap();
+        let big = "x".repeat(1024 * 1024);
+        let mut held = Vec::new();
+        for seq in 1..=20u64 {
+            let location = inbox.append(seq, 0, "o", &[payload(&big)]).unwrap();
+            held.push((seq, location));
+        }
+        // Store the first 18 one by one: the file shrinks to the last two.
+        for _ in 0..18 {
+            let (seq, location) = held.remove(0);
+            held = inbox.committed(seq, Some(location), &held).unwrap();
+        }
+        assert!(
+            inbox.len() < 12 * 1024 * 1024,
+            "not compacted: {}",
+            inbox.len()
+        );
+        for (_, location) in &held {
+            assert_eq!(inbox.read(*location).unwrap(), [payload(&big)]);
+        }
+        drop(inbox);
+        let (_, recovery) = Inbox::open(&path).unwrap();
+        let seqs: Vec<u64> = recovery.batches.iter().map(|batch| batch.seq).collect();
+        assert_eq!(seqs, [19, 20]);
+    }
+}
