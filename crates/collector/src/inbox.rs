@@ -73,7 +73,9 @@ impl Recovery {
 #[derive(Debug, thiserror::Error)]
 #[error("collector inbox {path}: {message}")]
 pub struct InboxError {
+    /// The inbox file.
     pub path: String,
+    /// What failed (open, read, rewrite), with the OS error.
     pub message: String,
 }
 
@@ -150,6 +152,7 @@ impl Inbox {
         Ok((inbox, recovery))
     }
 
+    /// The inbox file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -159,6 +162,7 @@ impl Inbox {
         self.len
     }
 
+    /// True when the file holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
