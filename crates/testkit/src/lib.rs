@@ -22,13 +22,27 @@
 //! timestamps at any instant, for benchmarks at scale), `corpus` (a long stream of varied,
 //! unique payloads for round trips and benchmarks).
 //!
-//! ```no_run
-//! # async fn example() -> std::io::Result<()> {
+//! # Example: a fake CPA with queued usage events
+//!
+//! The fake listens on a free local port; point a collector (or any CPA client) at
+//! [`FakeCpa::base_url`] with the management key given here. `cpamp-collector`'s crate
+//! documentation consumes this queue.
+//!
+//! ```
 //! use cpamp_testkit::{FakeCpa, FakeCpaOptions};
-//! let cpa = FakeCpa::start(FakeCpaOptions::new("management-key")).await?;
-//! let emitted = cpa.emit(100).await;
-//! assert_eq!(cpa.queued_len(), emitted.len());
-//! # Ok(()) }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let cpa = FakeCpa::start(FakeCpaOptions::new("management-key")).await?;
+//!     assert!(cpa.base_url().starts_with("http://127.0.0.1:"));
+//!     // Realistic CPA payloads, queued as CPA queues them.
+//!     let emitted = cpa.emit(100).await;
+//!     assert_eq!(cpa.queued_len(), emitted.len());
+//!     assert!(emitted.iter().all(|event| !event.request_id.is_empty()));
+//!     // Nobody has tried a wrong key yet, so nobody is banned.
+//!     assert_eq!(cpa.failed_auth_count(), 0);
+//!     Ok(())
+//! }
 //! ```
 
 pub mod auth;
