@@ -10,6 +10,7 @@ mod docs;
 mod enrichment;
 mod ingest;
 mod inspection;
+mod login_cost;
 mod metrics;
 mod openapi;
 mod owned_routes;
