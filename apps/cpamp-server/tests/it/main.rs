@@ -18,6 +18,7 @@ mod plugins;
 mod prices;
 mod process;
 mod proxy;
+mod proxy_paths;
 mod quota;
 mod reset_key;
 mod setup;
