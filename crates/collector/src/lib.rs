@@ -93,6 +93,8 @@
 //! }
 //! ```
 
+#![warn(missing_docs)]
+
 mod http;
 mod resp;
 mod run;
