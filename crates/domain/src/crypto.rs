@@ -12,6 +12,8 @@
 //! the CPA connection once). Nonces come from the caller, which keeps this module free
 //! of IO and deterministic under test.
 
+#![warn(missing_docs)]
+
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -64,6 +66,7 @@ pub enum SealError {
 }
 
 impl DataKey {
+    /// A data key from its 32 bytes (the contents of `data.key`).
     pub fn from_bytes(bytes: [u8; 32]) -> DataKey {
         DataKey(bytes)
     }

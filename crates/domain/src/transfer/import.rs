@@ -48,6 +48,7 @@ pub enum ImportFormat {
 }
 
 impl ImportFormat {
+    /// The format's name in import results.
     pub fn as_str(self) -> &'static str {
         match self {
             ImportFormat::UsageServiceJsonl => "usage_service_jsonl",
@@ -81,7 +82,9 @@ pub enum Location {
 /// A record that could not be imported, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportIssue {
+    /// Where in the input the record is.
     pub location: Location,
+    /// Why it could not be imported.
     pub message: String,
 }
 
@@ -117,6 +120,7 @@ pub struct ImportReport {
     pub failed: u64,
     /// Legacy models without details and summaries without any.
     pub unsupported: u64,
+    /// Notes about the input (a legacy format's limits).
     pub warnings: Vec<&'static str>,
     /// The first [`MAX_ISSUES`] failed records with their location.
     pub issues: Vec<ImportIssue>,
