@@ -318,6 +318,7 @@ pub trait AuthBackend: Send + Sync {
         key: &'a str,
     ) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
 
+    /// The failed-login limiter of this server.
     fn limiter(&self) -> &LoginLimiter;
 }
 

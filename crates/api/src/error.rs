@@ -182,6 +182,7 @@ impl ApiError {
         )
     }
 
+    /// The 428 `usage_service_not_configured` answer before setup is complete.
     pub fn not_configured() -> ApiError {
         ApiError::new(
             StatusCode::PRECONDITION_REQUIRED,

@@ -73,8 +73,11 @@ pub enum Location {
     Element(u64),
     /// Inside a legacy snapshot: endpoint, model and (1-based) detail, when known.
     Legacy {
+        /// The endpoint the record is listed under.
         endpoint: String,
+        /// The model, when the record is inside one.
         model: Option<String>,
+        /// 1-based position among the model's details.
         detail: Option<u64>,
     },
 }
@@ -91,6 +94,7 @@ pub struct ImportIssue {
 /// Why reading stopped before the end of the input.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    /// The input holds nothing to import.
     #[error("empty usage import payload")]
     Empty,
     /// The input itself could not be read (for example the upload broke off).
