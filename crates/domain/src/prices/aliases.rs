@@ -52,12 +52,16 @@ pub struct AliasPut {
 /// Why a PUT was refused; nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AliasError {
+    /// The hash is not 64 hex characters.
     #[error("valid apiKeyHash is required: {0:?} is not 64 hexadecimal characters")]
     InvalidHash(String),
+    /// The alias is empty.
     #[error("alias is required (apiKeyHash {0})")]
     AliasRequired(String),
+    /// The alias is longer than `MAX_ALIAS_CHARS`.
     #[error("alias must be 120 characters or less (apiKeyHash {0})")]
     AliasTooLong(String),
+    /// Another key holds the alias (compared case-insensitively).
     #[error("api key alias already exists: {0:?} is the alias of another API key")]
     Duplicate(String),
 }
