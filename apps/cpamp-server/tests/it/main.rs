@@ -8,6 +8,7 @@ mod cli;
 mod deploy;
 mod docs;
 mod enrichment;
+mod http_limits;
 mod ingest;
 mod inspection;
 mod login_cost;
