@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::{ADMIN_KEY, ServerProcess};
 
-fn start() -> (tempfile::TempDir, ServerProcess) {
+/// The server with small limits; `head_timeout` in seconds.
+fn start(head_timeout: &str) -> (tempfile::TempDir, ServerProcess) {
     let data = tempfile::tempdir().expect("tempdir");
     let server = ServerProcess::start(
         data.path(),
         &[
             ("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY),
-            ("HTTP_READ_HEADER_TIMEOUT_SECS", "1"),
+            ("HTTP_READ_HEADER_TIMEOUT_SECS", head_timeout),
             ("HTTP_BODY_READ_TIMEOUT_SECS", "1"),
             ("HTTP_KEEP_ALIVE_SECS", "2"),
             ("HTTP_MAX_REQUESTS_PER_CONNECTION", "2"),
@@ -58,7 +59,7 @@ fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
 
 #[test]
 fn a_stalled_body_or_head_is_dropped_after_its_timeout() {
-    let (_data, server) = start();
+    let (_data, server) = start("1");
     // Complete headers, then a body that stops after 9 of its 100 bytes.
     let mut stream = connect_from([127, 0, 0, 41], server.addr);
     write!(
@@ -92,7 +93,7 @@ fn a_stalled_body_or_head_is_dropped_after_its_timeout() {
 
 #[test]
 fn a_keep_alive_connection_closes_after_its_last_request_and_when_idle() {
-    let (_data, server) = start();
+    let (_data, server) = start("1");
     let mut stream = connect_from([127, 0, 0, 42], server.addr);
     let request = "GET /health HTTP/1.1\r\nHost: cpamp\r\n\r\n";
     stream.write_all(request.as_bytes()).expect("first");
@@ -116,7 +117,8 @@ fn a_keep_alive_connection_closes_after_its_last_request_and_when_idle() {
 
 #[test]
 fn one_address_cannot_hold_more_than_its_cap_of_connections() {
-    let (_data, server) = start();
+    // Idle connections must stay open for the length of the test, even on a busy machine.
+    let (_data, server) = start("60");
     let held: Vec<TcpStream> = (0..3)
         .map(|_| connect_from([127, 0, 0, 43], server.addr))
         .collect();
