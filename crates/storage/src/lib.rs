@@ -159,6 +159,18 @@ impl SqliteStore {
             automation::adopt_go_tables(&mut connection)
                 .await
                 .map_err(|error| error::map(error, "adopt Go automation tables"))?;
+            drop(connection);
+            let mut transaction = writer
+                .begin()
+                .await
+                .map_err(|error| error::map(error, "adopt Go quota snapshots"))?;
+            quota::adopt_go_snapshots(&mut transaction, settings::now_ms())
+                .await
+                .map_err(|error| error::map(error, "adopt Go quota snapshots"))?;
+            transaction
+                .commit()
+                .await
+                .map_err(|error| error::map(error, "adopt Go quota snapshots"))?;
         }
         legacy::adopt_prices_and_aliases(&writer).await?;
         // 2 MiB of page cache per reader: rollup reads touch a few MiB at most
