@@ -535,7 +535,7 @@ impl LoginLimiter {
     }
 
     /// Admits a check for `client`: `Ok(None)` when `remembered` says no check is
-    /// needed, 429 when the address is blocked or stays full for [`ADMISSION_WAIT`].
+    /// needed, 429 when the address is blocked or stays full for `ADMISSION_WAIT`.
     pub async fn admit(
         &self,
         client: IpAddr,

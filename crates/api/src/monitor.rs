@@ -140,7 +140,7 @@ const CONTAINER_MAIN: &[&str] = &[
     "catatonit",
 ];
 
-/// True when this process (`own_pid`) is PID 1 or PID 1 is one of [`CONTAINER_MAIN`].
+/// True when this process (`own_pid`) is PID 1 or PID 1 is one of the container init processes in `CONTAINER_MAIN`.
 pub fn is_container_main(own_pid: u32, pid1_comm: &str) -> bool {
     own_pid == 1 || CONTAINER_MAIN.contains(&pid1_comm)
 }

@@ -13,7 +13,7 @@
 //! unauthenticated caller learns nothing beyond `401`.
 //!
 //! To serve a pending path: register its resources in your module's `configure`,
-//! called from `routes::configure` before [`configure`], and flip the entry to
+//! called from `routes::configure` before this module's `configure`, and flip the entry to
 //! `Served`. Resources registered earlier win, so the table's fallback only sees what
 //! your module leaves out. The black-box test `owned_routes` (in
 //! `apps/cpamp-server/tests/it/`) walks this table and fails when a path reaches CPA,
