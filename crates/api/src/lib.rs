@@ -35,6 +35,8 @@
 //! assert!(reference["paths"]["/v0/management/usage"].is_object());
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod automation;
 pub mod connection;

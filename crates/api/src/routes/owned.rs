@@ -59,9 +59,13 @@ pub enum RouteAuth {
 /// One Manager-owned path (or subtree).
 #[derive(Debug, Clone, Copy)]
 pub struct OwnedRoute {
+    /// The path (exact, or the root of a subtree).
     pub path: &'static str,
+    /// Which paths the entry covers.
     pub matches: PathMatch,
+    /// Whether it is served or answers 501.
     pub state: RouteState,
+    /// Who may reach its fallback.
     pub auth: RouteAuth,
     /// What the path is for, in the 501 message ("quota snapshots are not ...").
     pub feature: &'static str,
