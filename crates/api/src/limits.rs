@@ -53,6 +53,7 @@ impl Default for ConnectionLimits {
 /// Open connections per client address, shared by every worker.
 #[derive(Debug, Default)]
 pub struct ConnectionTracker {
+    /// The limits applied.
     pub limits: ConnectionLimits,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -87,6 +88,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ConnectionTracker {
+    /// A tracker applying `limits`, shared by every worker.
     pub fn new(limits: ConnectionLimits) -> Arc<ConnectionTracker> {
         Arc::new(ConnectionTracker {
             limits,
