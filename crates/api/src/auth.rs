@@ -50,21 +50,29 @@ pub const CREDENTIAL_KEY: &str = "admin_credential_v1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialRecord {
+    /// 2 for argon2id (written by cpamp), 1 for the Go server's salted HMAC-SHA256.
     pub version: u32,
+    /// The algorithm's name (`argon2id` in version 2).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub algorithm: String,
+    /// Version 2: the argon2id PHC string.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phc: String,
     /// Version 1 only: base64 (no padding) salt, key hash and PBKDF2 rounds.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub salt: String,
+    /// Version 1: the key hash (base64, no padding).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key_hash: String,
+    /// Version 1: the PBKDF2 rounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u32>,
+    /// Unix ms when the credential was first set.
     pub created_at_ms: i64,
+    /// Unix ms of the last replacement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_at_ms: Option<i64>,
+    /// What set the credential (`generated` on first start, `env`, a reset, the demo).
     pub source: String,
 }
 
@@ -135,6 +143,7 @@ impl std::fmt::Debug for AdminAuthenticator {
 }
 
 impl AdminAuthenticator {
+    /// Checks keys against the argon2id PHC string `phc`.
     pub fn new(phc: String) -> AdminAuthenticator {
         AdminAuthenticator::with(Credential::Argon2id(phc))
     }
@@ -309,6 +318,7 @@ pub trait AuthBackend: Send + Sync {
         key: &'a str,
     ) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
 
+    /// The failed-login limiter of this server.
     fn limiter(&self) -> &LoginLimiter;
 }
 
@@ -484,6 +494,7 @@ impl Drop for Slot<'_> {
 }
 
 impl LoginLimiter {
+    /// Blocks an address for `window` after `max_failures` failed admin key attempts.
     pub fn new(max_failures: u32, window: Duration) -> LoginLimiter {
         LoginLimiter {
             max_failures,
@@ -535,7 +546,7 @@ impl LoginLimiter {
     }
 
     /// Admits a check for `client`: `Ok(None)` when `remembered` says no check is
-    /// needed, 429 when the address is blocked or stays full for [`ADMISSION_WAIT`].
+    /// needed, 429 when the address is blocked or stays full for `ADMISSION_WAIT`.
     pub async fn admit(
         &self,
         client: IpAddr,
@@ -590,12 +601,14 @@ impl LoginLimiter {
         self.released.notify_waiters();
     }
 
+    /// Counts a failed attempt from `client` that was checked elsewhere.
     pub fn record_failure(&self, client: IpAddr) {
         if let Admission::Admitted = self.try_begin(client) {
             self.finish(client, Some(false));
         }
     }
 
+    /// Clears `client`'s failures after a successful attempt.
     pub fn record_success(&self, client: IpAddr) {
         let mut attempts = lock(&self.attempts);
         if let Some(entry) = attempts.get_mut(&client) {
@@ -648,6 +661,7 @@ impl TrustedProxies {
         Ok(TrustedProxies { ranges })
     }
 
+    /// No proxy is trusted.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }

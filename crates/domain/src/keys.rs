@@ -4,6 +4,8 @@
 //! argon2id PHC string of it is stored. Randomness comes from the caller, so this
 //! module stays free of IO and is deterministic under test.
 
+#![warn(missing_docs)]
+
 use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -20,13 +22,18 @@ pub const ADMIN_KEY_RANDOM_LEN: usize = 32;
 
 /// argon2id parameters: the OWASP floor (19 MiB, 2 passes, 1 lane).
 pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+/// argon2id passes.
 pub const ARGON2_ITERATIONS: u32 = 2;
+/// argon2id lanes (parallelism).
 pub const ARGON2_LANES: u32 = 1;
 
+/// Why an admin key could not be hashed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The key is empty.
     #[error("admin key is required")]
     Empty,
+    /// The hasher failed (the message says why).
     #[error("hash admin key: {0}")]
     Hash(String),
 }

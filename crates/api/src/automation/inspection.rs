@@ -118,6 +118,7 @@ impl Inspector {
         }
     }
 
+    /// This process's id as the owner of inspection runs and the run lease.
     pub fn owner_id(&self) -> &str {
         &self.owner_id
     }

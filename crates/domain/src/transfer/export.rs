@@ -92,6 +92,7 @@ impl ExportFormat {
         }
     }
 
+    /// The HTTP `Content-Type` of the format.
     pub fn content_type(self) -> &'static str {
         match self {
             ExportFormat::Jsonl => "application/x-ndjson",
