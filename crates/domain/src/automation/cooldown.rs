@@ -341,6 +341,17 @@ fn keyed_reset(value: &Value, keys: &[&str], base_ms: i64, relative: bool) -> Op
     }
 }
 
+/// The reset time and evidence (`ProviderUsageMetadata`: `actual`, `limit`, `model`
+/// when xAI's message names them) of a native xAI failure that reports its included
+/// free usage exhausted (402 or 429 with `subscription:free-usage-exhausted`).
+pub fn xai_free_usage(event: &UsageEvent, now_ms: i64) -> Option<(i64, Value)> {
+    let status = event.fail_status_code?;
+    if !event.failed || !(status == 402 || status == 429) || !is_native_xai(event) {
+        return None;
+    }
+    xai_reset(event, now_ms)
+}
+
 /// Reset and evidence of an xAI free-usage failure.
 fn xai_reset(event: &UsageEvent, now_ms: i64) -> Option<(i64, Value)> {
     let summary = event.fail_summary.as_deref().unwrap_or("");
