@@ -74,7 +74,8 @@ impl Run {
 }
 
 impl<S: EventSink> Collector<S> {
-    /// A collector that holds received batches in memory only (default limits).
+    /// A stopped collector that will store into `sink` and report through `status`,
+    /// holding received batches in memory only (default limits).
     pub fn new(sink: S, status: StatusHandle) -> Collector<S> {
         Collector::with_holding(sink, status, Holding::new(HoldLimits::default()))
     }
@@ -150,6 +151,7 @@ impl<S: EventSink> Collector<S> {
         });
     }
 
+    /// The live status this collector reports to (`/status` `collector.*`).
     pub fn status(&self) -> &StatusHandle {
         &self.status
     }
