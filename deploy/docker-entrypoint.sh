@@ -40,7 +40,7 @@ done
 
 # cpamp's own files, where an earlier image may have written them as root. Symbolic links
 # are left alone.
-for file in "$db_path" "$db_path-wal" "$db_path-shm" "$db_path.manager.lock" "$key_path"; do
+for file in "$db_path" "$db_path-wal" "$db_path-shm" "$db_path.manager.lock" "$db_path.inbox" "$key_path"; do
     if [ -f "$file" ] && [ ! -L "$file" ]; then
         chown "$user:$group" "$file"
     fi

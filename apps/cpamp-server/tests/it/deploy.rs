@@ -467,7 +467,12 @@ fn entrypoint_hands_root_owned_data_to_the_service_user() {
     // An earlier image's volume: every file written by a server running as root.
     let server = ServerProcess::start(data.path(), &[]);
     assert!(server.terminate().success());
-    let owned_by_root = ["usage.sqlite", "usage.sqlite.manager.lock", "data.key"];
+    let owned_by_root = [
+        "usage.sqlite",
+        "usage.sqlite.manager.lock",
+        "usage.sqlite.inbox",
+        "data.key",
+    ];
     for file in owned_by_root {
         assert_eq!(
             std::fs::metadata(data.path().join(file)).expect(file).uid(),
