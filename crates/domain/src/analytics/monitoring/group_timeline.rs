@@ -38,6 +38,9 @@ pub struct GroupTimelinePoint {
     pub failure_rate: f64,
 }
 
+/// One group in one bucket: its totals and its most recent identity.
+type Cell = (Totals, Newest<Arc<Identity>>);
+
 pub(super) fn group_timeline(
     book: &PriceBook,
     rows: &[GroupRow],
@@ -46,7 +49,7 @@ pub(super) fn group_timeline(
     key: impl Fn(&Identity) -> Option<String>,
     api_keys: bool,
 ) -> Vec<GroupTimelinePoint> {
-    let mut cells: BTreeMap<(i64, String), (Totals, Newest<Arc<Identity>>)> = BTreeMap::new();
+    let mut cells: BTreeMap<(i64, String), Cell> = BTreeMap::new();
     let mut first_seen: HashMap<String, i64> = HashMap::new();
     for row in rows {
         let Some(identity) = &row.identity else {
