@@ -86,6 +86,9 @@ pub struct Settings {
     pub env_set: Vec<&'static str>,
     /// The account processing switches (quota cooldown, account actions, auto-disable).
     pub automation: cpamp_api::state::AutomationStartup,
+    /// Reverse proxies whose `X-Forwarded-For` names the client
+    /// (`CPA_MANAGER_TRUSTED_PROXIES`).
+    pub trusted_proxies: cpamp_api::auth::TrustedProxies,
     /// Values read leniently or not applied, each naming its variable or key; logged at
     /// start and shown by the doctor.
     pub warnings: Vec<String>,
@@ -486,6 +489,15 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             file.account_actions_auto_disable,
         ),
     };
+    let trusted_proxies = match env("CPA_MANAGER_TRUSTED_PROXIES") {
+        Some(text) => cpamp_api::auth::TrustedProxies::parse(&text).map_err(|error| {
+            anyhow!(
+                "CPA_MANAGER_TRUSTED_PROXIES: {error}; list the reverse proxies' addresses or CIDR \
+                 ranges separated by commas, e.g. 127.0.0.1,10.0.0.0/8"
+            )
+        })?,
+        None => cpamp_api::auth::TrustedProxies::default(),
+    };
 
     Ok(Settings {
         config_path,
@@ -512,6 +524,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         price_sources,
         env_set,
         automation,
+        trusted_proxies,
         warnings,
     })
 }

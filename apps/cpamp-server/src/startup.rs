@@ -98,7 +98,7 @@ impl Application {
             collector: collector.clone(),
             automation,
             config_lock: tokio::sync::Mutex::new(()),
-            login_limiter: LoginLimiter::default(),
+            login_limiter: LoginLimiter::default().trusting(settings.trusted_proxies.clone()),
         });
         let backend: web::Data<dyn AuthBackend> =
             web::Data::from(state.clone().into_inner() as std::sync::Arc<dyn AuthBackend>);

@@ -10,6 +10,8 @@
 //! are hashed and `fail_summary` is redacted. The raw payload and raw failure
 //! body are not kept at all.
 
+#![warn(missing_docs)]
+
 mod exported;
 mod headers;
 pub(crate) mod json;
