@@ -61,7 +61,15 @@ impl CacheState {
         ids
     }
 
-    fn text(&self, id: Option<i64>) -> Text {
+    /// The analytics model of an event with these model ids (`requested_model_id`
+    /// wins over `model_id`); empty when it has neither.
+    pub(crate) fn analytics_model(&self, model_id: Option<i64>, requested_id: Option<i64>) -> Text {
+        let effective = requested_id.or(model_id).unwrap_or(0);
+        let analytics = self.analytics.get(&effective).copied().unwrap_or(effective);
+        self.text(Some(analytics))
+    }
+
+    pub(crate) fn text(&self, id: Option<i64>) -> Text {
         match id {
             Some(id) if id > 0 => self
                 .texts
@@ -306,8 +314,6 @@ impl SqliteStore {
         });
         let model_id = id(7);
         let requested_id = id(8);
-        let effective = requested_id.or(model_id).unwrap_or(0);
-        let analytics = state.analytics.get(&effective).copied().or(Some(effective));
         let hash: Vec<u8> = row.try_get(1).unwrap_or_default();
         RawEvent {
             id: int(0),
@@ -318,7 +324,7 @@ impl SqliteStore {
             model: state.text(model_id),
             requested_model: state.text(requested_id),
             resolved_model: text(9),
-            analytics_model: state.text(analytics),
+            analytics_model: state.analytics_model(model_id, requested_id),
             endpoint: text(10),
             method: text(11),
             path: text(12),

@@ -27,3 +27,4 @@ mod setup;
 mod status;
 mod support;
 mod transfer;
+mod usage_payload;

@@ -210,6 +210,12 @@ impl Metrics {
     }
 }
 
+/// The key an endpoint or analytics model is listed under in CPA's usage
+/// payload (`GET /v0/management/usage`): the text itself, `-` when empty.
+pub fn usage_payload_key(value: &str) -> &str {
+    if value.is_empty() { "-" } else { value }
+}
+
 /// `numerator / denominator`, 0 when the denominator is not positive.
 pub fn ratio(numerator: f64, denominator: f64) -> f64 {
     if denominator > 0.0 {
