@@ -74,7 +74,7 @@ fn usage_at_its_cap_is_the_newest_events_nested_and_streamed_in_bounded_memory()
     });
     // What the answer must hold: the newest 50,000, per endpoint and model, newest first.
     let mut newest: Vec<&UsageEvent> = events.iter().collect();
-    newest.sort_by(|a, b| b.timestamp_ms.cmp(&a.timestamp_ms));
+    newest.sort_by_key(|event| std::cmp::Reverse(event.timestamp_ms));
     newest.truncate(CAP);
     let mut want: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for event in &newest {
