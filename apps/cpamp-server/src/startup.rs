@@ -141,6 +141,7 @@ impl Application {
                 .app_data(reads.clone())
                 .wrap(from_fn(cors))
                 .wrap(from_fn(count_requests))
+                .wrap(from_fn(cpamp_api::reads::invalidate_after_writes))
                 .wrap(from_fn(cpamp_api::limits::enforce))
                 .configure(cpamp_api::configure::<SqliteStore>)
         })

@@ -10,7 +10,8 @@
 //!   the answer is `503 server_busy` with `Retry-After: 1` at once;
 //! - joins a request to a computation already running for the same route and input
 //!   (single flight), and answers from the last answer for [`FRESH_FOR`] as long as no
-//!   event was stored since (the data version the caller passes);
+//!   event was stored since (the data version the caller passes) and no write request
+//!   (a price, an alias, an import, …) was answered since ([`invalidate_after_writes`]);
 //! - drops a computation when every request waiting for it has gone (the client closed
 //!   its connection), so no work runs for nobody.
 
@@ -21,7 +22,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpResponse;
-use actix_web::http::StatusCode;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared, WeakShared};
@@ -73,6 +77,7 @@ enum Entry {
     Done {
         at: Instant,
         version: u64,
+        generation: u64,
         answer: Bytes,
     },
 }
@@ -84,6 +89,8 @@ pub struct Reads {
     waiting: AtomicUsize,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
     counts: Counts,
+    /// Bumped by every answered write request: copies from before are not reused.
+    generation: AtomicU64,
 }
 
 /// What the gate did since the process started (reported by `/metrics`).
@@ -140,6 +147,7 @@ impl Reads {
             waiting: AtomicUsize::new(0),
             entries: Mutex::new(HashMap::new()),
             counts: Counts::default(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -153,6 +161,11 @@ impl Reads {
         &self.counts
     }
 
+    /// Forgets every kept answer (something they may depend on was written).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// The JSON answer for `key`: a fresh copy of the last answer (same `version`), the
     /// computation already running for it, or `compute` run in its turn.
     pub async fn answer<F>(
@@ -164,14 +177,16 @@ impl Reads {
     where
         F: Future<Output = Result<Bytes, ApiError>> + Send + 'static,
     {
+        let generation = self.generation.load(Ordering::Acquire);
         let flight = {
             let mut entries = lock(&self.entries);
             let joined = match entries.get(&key) {
                 Some(Entry::Done {
                     at,
                     version: stored,
+                    generation: written,
                     answer,
-                }) if *stored == version && at.elapsed() < FRESH_FOR => {
+                }) if *stored == version && *written == generation && at.elapsed() < FRESH_FOR => {
                     self.counts.shared.fetch_add(1, Ordering::Relaxed);
                     return Ok(json(answer.clone()));
                 }
@@ -207,6 +222,7 @@ impl Reads {
                     Entry::Done {
                         at: Instant::now(),
                         version,
+                        generation,
                         answer: answer.clone(),
                     },
                 );
@@ -247,6 +263,27 @@ impl Reads {
         drop(turn);
         outcome
     }
+}
+
+/// Middleware: after any answered request that may write (not GET, HEAD or OPTIONS,
+/// and not the monitoring query, which is a POST that only reads), kept analytics
+/// answers are forgotten, so a saved price or alias shows in the next answer.
+pub async fn invalidate_after_writes(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let writes = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) && request.path() != "/v0/management/monitoring/analytics";
+    let reads = writes
+        .then(|| request.app_data::<actix_web::web::Data<Reads>>().cloned())
+        .flatten();
+    let response = next.call(request).await;
+    if let Some(reads) = reads {
+        reads.invalidate();
+    }
+    response
 }
 
 fn json(body: Bytes) -> HttpResponse {
