@@ -14,6 +14,11 @@
 //!   printed beside the figures (`crates/testkit/examples/e2e_bench.rs`).
 //! - `panel`: the dashboard's first meaningful paint in Chromium against the release
 //!   server on a 1M-event database, beside an empty one (see `frontend.rs`).
+//! - `export`, `import`: the release server's NDJSON and CSV export (events/s, bytes
+//!   per event, resident memory at its peak) and the offline and HTTP import of that
+//!   file with a byte-for-byte round trip, on `target/bench-transfer-N` filled once by
+//!   `fill_synthetic` (`--size N`, 1M by default), beside the `sqlite3` shell reading
+//!   and importing the same rows (`crates/testkit/examples/transfer_bench.rs`).
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
 //!   release binary on an empty data directory, and its resident memory then.
 
@@ -28,6 +33,8 @@ pub const NAMES: &[&str] = &[
     "analytics",
     "decode",
     "e2e",
+    "export",
+    "import",
     "ingest",
     "ingest-live",
     "panel",
@@ -79,11 +86,47 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
             .map_err(|error| error.to_string())
         }
         "panel" => crate::frontend::bench(shell, extra),
+        "export" | "import" => transfer(shell, name, extra),
         _ => Err(format!(
             "unknown benchmark {name:?}; one of: {}",
             NAMES.join(", ")
         )),
     }
+}
+
+fn transfer(shell: &Shell, name: &str, args: &[String]) -> Result<(), String> {
+    let mut size = "1000000".to_string();
+    let mut list = args.iter();
+    while let Some(arg) = list.next() {
+        match arg.as_str() {
+            "--size" => {
+                size = list.next().ok_or("--size needs a value")?.replace('_', "");
+            }
+            other => return Err(format!("unknown option {other:?}; use --size N")),
+        }
+    }
+    size.parse::<u64>()
+        .map_err(|_| format!("--size {size:?} is not a number"))?;
+    cmd!(
+        shell,
+        "cargo build --release --locked -p cpamp-server -p cpamp-storage -p cpamp-testkit --bin cpamp-server --example fill_synthetic --example transfer_bench"
+    )
+    .run()
+    .map_err(|error| error.to_string())?;
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    let release = std::path::Path::new(&target).join("release");
+    let source = std::path::Path::new(&target).join(format!("bench-transfer-{size}"));
+    std::fs::create_dir_all(&source).map_err(|error| format!("{}: {error}", source.display()))?;
+    let fill = release.join("examples/fill_synthetic");
+    let database = source.join("usage.sqlite");
+    cmd!(shell, "{fill} {database} {size}")
+        .run()
+        .map_err(|error| error.to_string())?;
+    let bench = release.join("examples/transfer_bench");
+    let server = release.join("cpamp-server");
+    cmd!(shell, "{bench} {name} --server {server} --source {source}")
+        .run()
+        .map_err(|error| error.to_string())
 }
 
 fn startup(shell: &Shell) -> Result<(), String> {

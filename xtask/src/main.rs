@@ -3,7 +3,10 @@
 //! - `ci`: everything CI runs, in CI's order (fmt check, lint, tests, the panel's build
 //!   check, unit tests and end-to-end tests).
 //! - `fmt [--check]`: format the workspace.
-//! - `lint`: clippy with warnings denied, plus the dependency-direction checks.
+//! - `lint`: clippy with warnings denied, the dependency-direction checks, and
+//!   `cargo doc --workspace --no-deps` with rustdoc warnings denied.
+//! - `test`: every test target, the doctests (the library crates' examples) and the
+//!   embedding example `cpamp-collector/examples/embed.rs`.
 //! - `bench <name>`: run a benchmark and print its table (see `bench.rs`).
 //! - `frontend [--check]`: build the web panel, or prove the committed build is fresh
 //!   (see `frontend.rs`); `e2e`: the panel's end-to-end tests in Chromium.
@@ -98,12 +101,28 @@ fn lint(shell: &Shell) -> Result<(), String> {
     .run()
     .map_err(|error| error.to_string())?;
     step("dependency directions");
-    deps::check(shell)
+    deps::check(shell)?;
+    step("doc (warnings are errors)");
+    cmd!(shell, "cargo doc --workspace --no-deps --locked")
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .run()
+        .map_err(|error| error.to_string())
 }
 
 fn test(shell: &Shell) -> Result<(), String> {
     step("tests");
     cmd!(shell, "cargo test --workspace --all-targets --locked")
         .run()
-        .map_err(|error| error.to_string())
+        .map_err(|error| error.to_string())?;
+    step("doctests (the crate examples)");
+    cmd!(shell, "cargo test --workspace --doc --locked")
+        .run()
+        .map_err(|error| error.to_string())?;
+    step("embedding example (collector + storage, no web framework)");
+    cmd!(
+        shell,
+        "cargo run --locked -p cpamp-collector --example embed"
+    )
+    .run()
+    .map_err(|error| error.to_string())
 }

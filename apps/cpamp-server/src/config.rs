@@ -86,6 +86,11 @@ pub struct Settings {
     pub env_set: Vec<&'static str>,
     /// The account processing switches (quota cooldown, account actions, auto-disable).
     pub automation: cpamp_api::state::AutomationStartup,
+    /// Reverse proxies whose `X-Forwarded-For` names the client
+    /// (`CPA_MANAGER_TRUSTED_PROXIES`).
+    pub trusted_proxies: cpamp_api::auth::TrustedProxies,
+    /// Timeouts and per-client limits of the HTTP server (`HTTP_*`).
+    pub http: HttpLimits,
     /// Values read leniently or not applied, each naming its variable or key; logged at
     /// start and shown by the doctor.
     pub warnings: Vec<String>,
@@ -96,6 +101,17 @@ impl Settings {
     pub fn env_managed_connection(&self) -> bool {
         !self.cpa_upstream_url.is_empty() && !self.cpa_management_key.is_empty()
     }
+}
+
+/// `HTTP_READ_HEADER_TIMEOUT_SECS`, `HTTP_BODY_READ_TIMEOUT_SECS`, `HTTP_KEEP_ALIVE_SECS`,
+/// `HTTP_MAX_REQUESTS_PER_CONNECTION`, `HTTP_MAX_CONNECTIONS_PER_ADDRESS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub read_header_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub keep_alive: Duration,
+    pub max_requests_per_connection: u32,
+    pub max_connections_per_address: usize,
 }
 
 /// `USAGE_IMPORT_CHUNK_BYTES`, `USAGE_IMPORT_DISK_QUOTA_BYTES`,
@@ -127,6 +143,11 @@ struct RawFile {
     batch_size: Option<i64>,
     poll_interval_ms: Option<i64>,
     query_limit: Option<i64>,
+    http_read_header_timeout_secs: Option<i64>,
+    http_body_read_timeout_secs: Option<i64>,
+    http_keep_alive_secs: Option<i64>,
+    http_max_requests_per_connection: Option<i64>,
+    http_max_connections_per_address: Option<i64>,
     panel_path: Option<String>,
     cors_origins: Option<Vec<String>>,
     tls_skip_verify: Option<bool>,
@@ -373,6 +394,48 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         "queryLimit",
         &mut warnings,
     );
+    let [read_header, body_read, keep_alive, requests, connections] = [
+        (
+            "HTTP_READ_HEADER_TIMEOUT_SECS",
+            "httpReadHeaderTimeoutSecs",
+            file.http_read_header_timeout_secs,
+            10,
+        ),
+        (
+            "HTTP_BODY_READ_TIMEOUT_SECS",
+            "httpBodyReadTimeoutSecs",
+            file.http_body_read_timeout_secs,
+            30,
+        ),
+        (
+            "HTTP_KEEP_ALIVE_SECS",
+            "httpKeepAliveSecs",
+            file.http_keep_alive_secs,
+            30,
+        ),
+        (
+            "HTTP_MAX_REQUESTS_PER_CONNECTION",
+            "httpMaxRequestsPerConnection",
+            file.http_max_requests_per_connection,
+            1000,
+        ),
+        (
+            "HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+            "httpMaxConnectionsPerAddress",
+            file.http_max_connections_per_address,
+            256,
+        ),
+    ]
+    .map(|(name, key, from_file, default)| {
+        positive(env(name), from_file, default, name, key, &mut warnings).unsigned_abs()
+    });
+    let http = HttpLimits {
+        read_header_timeout: Duration::from_secs(read_header),
+        body_read_timeout: Duration::from_secs(body_read),
+        keep_alive: Duration::from_secs(keep_alive),
+        max_requests_per_connection: u32::try_from(requests).unwrap_or(u32::MAX),
+        max_connections_per_address: usize::try_from(connections).unwrap_or(usize::MAX),
+    };
     let panel_path = env("PANEL_PATH")
         .map(PathBuf::from)
         .or(file.panel_path.as_deref().map(resolve));
@@ -486,6 +549,15 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             file.account_actions_auto_disable,
         ),
     };
+    let trusted_proxies = match env("CPA_MANAGER_TRUSTED_PROXIES") {
+        Some(text) => cpamp_api::auth::TrustedProxies::parse(&text).map_err(|error| {
+            anyhow!(
+                "CPA_MANAGER_TRUSTED_PROXIES: {error}; list the reverse proxies' addresses or CIDR \
+                 ranges separated by commas, e.g. 127.0.0.1,10.0.0.0/8"
+            )
+        })?,
+        None => cpamp_api::auth::TrustedProxies::default(),
+    };
 
     Ok(Settings {
         config_path,
@@ -512,6 +584,8 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         price_sources,
         env_set,
         automation,
+        trusted_proxies,
+        http,
         warnings,
     })
 }

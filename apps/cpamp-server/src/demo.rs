@@ -92,7 +92,7 @@ async fn align_demo_credential(settings: &Settings) -> anyhow::Result<()> {
     let result = async {
         let (authenticator, _) =
             auth::ensure_admin_credential(&store, Some(key), startup::now_ms()).await?;
-        if !authenticator.verify(key).await {
+        if authenticator.verify(key).await != Ok(true) {
             auth::replace_credential(&store, key, "demo", startup::now_ms(), true).await?;
         }
         Ok::<(), cpamp_api::ApiError>(())

@@ -98,7 +98,7 @@ impl Application {
             collector: collector.clone(),
             automation,
             config_lock: tokio::sync::Mutex::new(()),
-            login_limiter: LoginLimiter::default(),
+            login_limiter: LoginLimiter::default().trusting(settings.trusted_proxies.clone()),
         });
         let backend: web::Data<dyn AuthBackend> =
             web::Data::from(state.clone().into_inner() as std::sync::Arc<dyn AuthBackend>);
@@ -114,6 +114,14 @@ impl Application {
         let price_sync = web::Data::new(cpamp_api::price_sync::PriceSync::new(
             settings.price_sources.clone(),
         ));
+        let connections =
+            cpamp_api::limits::ConnectionTracker::new(cpamp_api::limits::ConnectionLimits {
+                per_address: settings.http.max_connections_per_address,
+                requests_per_connection: settings.http.max_requests_per_connection,
+                body_read_timeout: settings.http.body_read_timeout,
+            });
+        let counted = std::sync::Arc::clone(&connections);
+        let connections = web::Data::from(connections);
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -125,10 +133,15 @@ impl Application {
                 .app_data(price_sync.clone())
                 .app_data(cors_origins.clone())
                 .app_data(transfer.clone())
+                .app_data(connections.clone())
                 .wrap(from_fn(cors))
                 .wrap(from_fn(count_requests))
+                .wrap(from_fn(cpamp_api::limits::enforce))
                 .configure(cpamp_api::configure::<SqliteStore>)
         })
+        .on_connect(move |connection, data| counted.on_connect(connection, data))
+        .client_request_timeout(settings.http.read_header_timeout)
+        .keep_alive(settings.http.keep_alive)
         .listen(listener)
         .context("http listen")?
         .disable_signals()

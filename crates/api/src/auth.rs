@@ -1,13 +1,23 @@
 //! Admin authentication: every Manager API requires `Authorization: Bearer <admin key>`.
 //!
 //! The stored credential is an argon2id PHC string under settings key
-//! `admin_credential_v1`. Verifying argon2 is slow on purpose, so it runs on the
-//! blocking pool, and keys that verified once are remembered (as a salted SHA-256,
-//! never in plain text) so the panel's many requests don't each pay for it.
+//! `admin_credential_v1`. Verifying argon2 is slow on purpose (19 MiB and tens of
+//! milliseconds per check), so its cost is bounded three ways:
+//! - keys that verified once are remembered as a digest keyed with a per-process random
+//!   key (never in plain text, and never a key that failed), so the panel's many
+//!   requests don't each pay for a check;
+//! - failures are counted per client address *before* the check ([`LoginLimiter`]):
+//!   checks in flight count as failures to come, so an address never has more than
+//!   five checks running or failed in a window; a request beyond that waits briefly
+//!   for one to finish and then gets 429 with `Retry-After`;
+//! - at most [`MAX_CONCURRENT_VERIFICATIONS`] checks run at once in the whole process,
+//!   on the blocking pool; a request that cannot get a turn within a few seconds (or
+//!   finds too many already waiting) gets 503 with `Retry-After`.
 //!
-//! Failed attempts are counted per client address ([`LoginLimiter`]): after five
-//! failures within 15 minutes that address gets 429 with `Retry-After` until the
-//! window has passed. A rejected key that is the saved CPA Management Key gets a 401
+//! After five failures within 15 minutes an address gets 429 until the window has
+//! passed. The address is the TCP peer, or, when the peer is a configured trusted
+//! reverse proxy ([`TrustedProxies`]), the client that proxy names in
+//! `X-Forwarded-For`. A rejected key that is the saved CPA Management Key gets a 401
 //! whose message says which key is needed, because mixing the keys up is the most
 //! common support question. Credentials written by the Go server (`version: 1`,
 //! HMAC-SHA256) keep working and are re-hashed to argon2id on first use.
@@ -17,6 +27,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Payload;
@@ -39,21 +50,29 @@ pub const CREDENTIAL_KEY: &str = "admin_credential_v1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialRecord {
+    /// 2 for argon2id (written by cpamp), 1 for the Go server's salted HMAC-SHA256.
     pub version: u32,
+    /// The algorithm's name (`argon2id` in version 2).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub algorithm: String,
+    /// Version 2: the argon2id PHC string.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phc: String,
     /// Version 1 only: base64 (no padding) salt, key hash and PBKDF2 rounds.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub salt: String,
+    /// Version 1: the key hash (base64, no padding).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key_hash: String,
+    /// Version 1: the PBKDF2 rounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u32>,
+    /// Unix ms when the credential was first set.
     pub created_at_ms: i64,
+    /// Unix ms of the last replacement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_at_ms: Option<i64>,
+    /// What set the credential (`generated` on first start, `env`, a reset, the demo).
     pub source: String,
 }
 
@@ -91,12 +110,30 @@ impl CredentialRecord {
     }
 }
 
+/// Most argon2 checks running at once in the process (each holds 19 MiB while it runs).
+pub const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
+/// Most requests waiting for a check at once; beyond this the answer is 503 at once.
+const MAX_WAITING_VERIFICATIONS: usize = 64;
+/// How long a request waits for its turn to run a check before it gets 503.
+const VERIFICATION_WAIT: Duration = Duration::from_secs(5);
+
+/// No argon2 check could be run now (too many running or waiting): answer 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
 /// Checks presented admin keys against the stored credential.
 pub struct AdminAuthenticator {
     credential: Mutex<Credential>,
-    /// Random per-process salt for the remembered-key digests.
+    /// Random per-process key of the remembered-key digests.
     pepper: [u8; 32],
+    /// Digests of keys that verified (only ever the admin key's).
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// Turns to run an argon2 check.
+    turns: tokio::sync::Semaphore,
+    /// Requests waiting for a turn.
+    waiting: AtomicUsize,
+    /// argon2 (or Go-era HMAC) checks run since start.
+    checks: AtomicU64,
 }
 
 impl std::fmt::Debug for AdminAuthenticator {
@@ -106,6 +143,7 @@ impl std::fmt::Debug for AdminAuthenticator {
 }
 
 impl AdminAuthenticator {
+    /// Checks keys against the argon2id PHC string `phc`.
     pub fn new(phc: String) -> AdminAuthenticator {
         AdminAuthenticator::with(Credential::Argon2id(phc))
     }
@@ -125,6 +163,9 @@ impl AdminAuthenticator {
             credential: Mutex::new(credential),
             pepper,
             verified: Mutex::new(HashSet::new()),
+            turns: tokio::sync::Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
+            waiting: AtomicUsize::new(0),
+            checks: AtomicU64::new(0),
         }
     }
 
@@ -145,19 +186,41 @@ impl AdminAuthenticator {
         hasher.finalize().into()
     }
 
-    /// True if `token` is the admin key.
-    pub async fn verify(&self, token: &str) -> bool {
+    /// True if `token` verified before (no check runs).
+    pub fn is_remembered(&self, token: &str) -> bool {
+        let token = token.trim();
+        !token.is_empty() && lock(&self.verified).contains(&self.digest(token))
+    }
+
+    /// The number of argon2 (or Go-era HMAC) checks run since the process started.
+    pub fn checks_run(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
+    /// True if `token` is the admin key. A remembered key costs no check; otherwise the
+    /// request waits for one of [`MAX_CONCURRENT_VERIFICATIONS`] turns, or gets
+    /// [`Busy`] when too many are waiting or the wait runs out.
+    pub async fn verify(&self, token: &str) -> Result<bool, Busy> {
         let token = token.trim();
         if token.is_empty() {
-            return false;
+            return Ok(false);
         }
         let digest = self.digest(token);
-        {
-            let verified = lock(&self.verified);
-            if verified.contains(&digest) {
-                return true;
-            }
+        if lock(&self.verified).contains(&digest) {
+            return Ok(true);
         }
+        let turn = {
+            let _waiting = Waiting::enter(&self.waiting).ok_or(Busy)?;
+            tokio::time::timeout(VERIFICATION_WAIT, self.turns.acquire())
+                .await
+                .map_err(|_| Busy)?
+                .map_err(|_| Busy)?
+        };
+        // Another request may have verified the same key while this one waited.
+        if lock(&self.verified).contains(&digest) {
+            return Ok(true);
+        }
+        self.checks.fetch_add(1, Ordering::Relaxed);
         let credential = lock(&self.credential).clone();
         let token = token.to_owned();
         let ok = tokio::task::spawn_blocking(move || match credential {
@@ -170,6 +233,7 @@ impl AdminAuthenticator {
         })
         .await
         .unwrap_or(false);
+        drop(turn);
         if ok {
             let mut verified = lock(&self.verified);
             // The set only ever holds the admin key's digest (one entry per process
@@ -178,7 +242,24 @@ impl AdminAuthenticator {
                 verified.insert(digest);
             }
         }
-        ok
+        Ok(ok)
+    }
+}
+
+/// One request counted among those waiting for a check, while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Option<Waiting<'a>> {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        let waiting = Waiting(count);
+        (before < MAX_WAITING_VERIFICATIONS).then_some(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -237,7 +318,18 @@ pub trait AuthBackend: Send + Sync {
         key: &'a str,
     ) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
 
+    /// The failed-login limiter of this server.
     fn limiter(&self) -> &LoginLimiter;
+}
+
+/// The client address a request is counted under: the TCP peer, or, when the peer is a
+/// trusted reverse proxy, the client it names in `X-Forwarded-For`.
+pub fn client_address(request: &HttpRequest) -> Option<IpAddr> {
+    let peer = request.peer_addr()?.ip().to_canonical();
+    match request.app_data::<web::Data<dyn AuthBackend>>() {
+        Some(backend) => Some(backend.limiter().trusted.client(peer, request.headers())),
+        None => Some(peer),
+    }
 }
 
 /// Proof that the request carried the admin key. Add it as a handler argument.
@@ -252,7 +344,7 @@ impl FromRequest for AdminAuth {
         let authenticator = request.app_data::<web::Data<AdminAuthenticator>>().cloned();
         let backend = request.app_data::<web::Data<dyn AuthBackend>>().cloned();
         let token = bearer_token(request);
-        let client = request.peer_addr().map(|addr| addr.ip());
+        let client = client_address(request);
         Box::pin(async move {
             let Some(authenticator) = authenticator else {
                 return Err(ApiError::internal(
@@ -281,26 +373,30 @@ pub async fn check_admin(
     token: Option<&str>,
 ) -> Result<(), ApiError> {
     let limiter = backend.map(AuthBackend::limiter);
-    if let (Some(limiter), Some(client)) = (limiter, client)
-        && let Some(wait) = limiter.blocked_for(client)
-    {
-        return Err(too_many_attempts(wait));
+    let remembered = || token.is_some_and(|token| authenticator.is_remembered(token));
+    let mut slot = match (limiter, client) {
+        (Some(limiter), Some(client)) => limiter.admit(client, remembered).await?,
+        _ => None,
+    };
+    let verified = match token {
+        Some(_) if slot.is_none() && remembered() => true,
+        Some(token) => authenticator.verify(token).await.map_err(|Busy| busy())?,
+        None => false,
+    };
+    if let Some(slot) = slot.as_mut() {
+        slot.outcome = Some(verified);
     }
-    if let Some(token) = token
-        && authenticator.verify(token).await
-    {
+    drop(slot);
+    if verified {
         if let (Some(limiter), Some(client)) = (limiter, client) {
             limiter.record_success(client);
         }
         if authenticator.is_legacy()
-            && let Some(backend) = backend
+            && let (Some(backend), Some(token)) = (backend, token)
         {
             backend.upgrade_credential(authenticator, token).await;
         }
         return Ok(());
-    }
-    if let (Some(limiter), Some(client)) = (limiter, client) {
-        limiter.record_failure(client);
     }
     let message = match (backend, token) {
         (Some(backend), Some(token)) if backend.is_cpa_management_key(token).await => {
@@ -325,21 +421,48 @@ fn too_many_attempts(wait: Duration) -> ApiError {
     error
 }
 
+fn busy() -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ServerBusy,
+        "the server is busy checking other admin key attempts; retry in a second",
+    );
+    error.retry_after_secs = Some(1);
+    error
+}
+
 /// Failures allowed per address and window before requests are refused.
 pub const MAX_FAILURES: u32 = 5;
 /// The failure window.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Most addresses tracked at once; expired windows are dropped beyond this.
 const MAX_TRACKED: usize = 10_000;
+/// How long a request waits for a check of the same address to finish when that
+/// address already has as many checks running as it has failures left.
+const ADMISSION_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+struct Attempts {
+    failures: u32,
+    since: Instant,
+    /// Checks running now: each may be a failure to come.
+    in_flight: u32,
+}
 
 /// Failed admin-key attempts per client address in a fixed 15-minute window that
-/// starts at the first failure. The address is the TCP peer, not `X-Forwarded-For`,
-/// which a client could set to anything to escape the count.
+/// starts at the first failure, with the checks in flight counted as failures to come.
+/// The address is the TCP peer, or the forwarded client behind a trusted proxy
+/// ([`client_address`]); `X-Forwarded-For` from anyone else is ignored, since a client
+/// could set it to anything to escape the count.
 #[derive(Debug)]
 pub struct LoginLimiter {
     max_failures: u32,
     window: Duration,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    attempts: Mutex<HashMap<IpAddr, Attempts>>,
+    /// Signalled whenever a check ends.
+    released: tokio::sync::Notify,
+    /// The reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted: TrustedProxies,
 }
 
 impl Default for LoginLimiter {
@@ -348,39 +471,255 @@ impl Default for LoginLimiter {
     }
 }
 
+/// What the limiter says about a new check for an address.
+enum Admission {
+    Blocked(Duration),
+    Full,
+    Admitted,
+}
+
+/// A check admitted for an address; ending it (dropped, also when the client goes away)
+/// records its outcome and lets a waiting request of the same address in.
+pub struct Slot<'a> {
+    limiter: &'a LoginLimiter,
+    client: IpAddr,
+    /// `Some(true)` verified, `Some(false)` failed, `None` not decided (no count).
+    outcome: Option<bool>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.limiter.finish(self.client, self.outcome);
+    }
+}
+
 impl LoginLimiter {
+    /// Blocks an address for `window` after `max_failures` failed admin key attempts.
     pub fn new(max_failures: u32, window: Duration) -> LoginLimiter {
         LoginLimiter {
             max_failures,
             window,
-            failures: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
+            trusted: TrustedProxies::default(),
         }
+    }
+
+    /// The limiter believing `X-Forwarded-For` from `trusted` proxies.
+    pub fn trusting(mut self, trusted: TrustedProxies) -> LoginLimiter {
+        self.trusted = trusted;
+        self
     }
 
     /// How long `client` must still wait, if it is blocked.
     pub fn blocked_for(&self, client: IpAddr) -> Option<Duration> {
-        let failures = lock(&self.failures);
-        let (count, since) = failures.get(&client)?;
-        let elapsed = since.elapsed();
-        (*count >= self.max_failures && elapsed < self.window).then(|| self.window - elapsed)
+        let attempts = lock(&self.attempts);
+        let entry = attempts.get(&client)?;
+        let elapsed = entry.since.elapsed();
+        (entry.failures >= self.max_failures && elapsed < self.window)
+            .then(|| self.window - elapsed)
     }
 
-    pub fn record_failure(&self, client: IpAddr) {
-        let mut failures = lock(&self.failures);
-        if failures.len() >= MAX_TRACKED {
+    fn try_begin(&self, client: IpAddr) -> Admission {
+        let mut attempts = lock(&self.attempts);
+        if attempts.len() >= MAX_TRACKED {
             let window = self.window;
-            failures.retain(|_, (_, since)| since.elapsed() < window);
+            attempts.retain(|_, entry| entry.in_flight > 0 || entry.since.elapsed() < window);
         }
-        let entry = failures.entry(client).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.window {
-            *entry = (0, Instant::now());
+        let entry = attempts.entry(client).or_insert(Attempts {
+            failures: 0,
+            since: Instant::now(),
+            in_flight: 0,
+        });
+        let elapsed = entry.since.elapsed();
+        if elapsed >= self.window {
+            entry.failures = 0;
+            entry.since = Instant::now();
+        } else if entry.failures >= self.max_failures {
+            return Admission::Blocked(self.window - elapsed);
         }
-        entry.0 = entry.0.saturating_add(1);
+        if entry.failures.saturating_add(entry.in_flight) >= self.max_failures {
+            return Admission::Full;
+        }
+        entry.in_flight += 1;
+        Admission::Admitted
     }
 
-    pub fn record_success(&self, client: IpAddr) {
-        lock(&self.failures).remove(&client);
+    /// Admits a check for `client`: `Ok(None)` when `remembered` says no check is
+    /// needed, 429 when the address is blocked or stays full for `ADMISSION_WAIT`.
+    pub async fn admit(
+        &self,
+        client: IpAddr,
+        remembered: impl Fn() -> bool,
+    ) -> Result<Option<Slot<'_>>, ApiError> {
+        if let Some(wait) = self.blocked_for(client) {
+            return Err(too_many_attempts(wait));
+        }
+        if remembered() {
+            return Ok(None);
+        }
+        let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
+        loop {
+            let released = self.released.notified();
+            match self.try_begin(client) {
+                Admission::Blocked(wait) => return Err(too_many_attempts(wait)),
+                Admission::Admitted => {
+                    return Ok(Some(Slot {
+                        limiter: self,
+                        client,
+                        outcome: None,
+                    }));
+                }
+                Admission::Full => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return Err(too_many_attempts(Duration::from_secs(1)));
+                    }
+                    // A check that just ended may have been the same key, now remembered.
+                    if remembered() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
     }
+
+    fn finish(&self, client: IpAddr, outcome: Option<bool>) {
+        {
+            let mut attempts = lock(&self.attempts);
+            if let Some(entry) = attempts.get_mut(&client) {
+                entry.in_flight = entry.in_flight.saturating_sub(1);
+                match outcome {
+                    Some(false) => entry.failures = entry.failures.saturating_add(1),
+                    Some(true) => entry.failures = 0,
+                    None => {}
+                }
+                if entry.failures == 0 && entry.in_flight == 0 {
+                    attempts.remove(&client);
+                }
+            }
+        }
+        self.released.notify_waiters();
+    }
+
+    /// Counts a failed attempt from `client` that was checked elsewhere.
+    pub fn record_failure(&self, client: IpAddr) {
+        if let Admission::Admitted = self.try_begin(client) {
+            self.finish(client, Some(false));
+        }
+    }
+
+    /// Clears `client`'s failures after a successful attempt.
+    pub fn record_success(&self, client: IpAddr) {
+        let mut attempts = lock(&self.attempts);
+        if let Some(entry) = attempts.get_mut(&client) {
+            entry.failures = 0;
+            if entry.in_flight == 0 {
+                attempts.remove(&client);
+            }
+        }
+    }
+}
+
+/// The reverse proxies whose `X-Forwarded-For` is believed (`CPA_MANAGER_TRUSTED_PROXIES`):
+/// addresses and CIDR ranges. Empty by default: then the TCP peer is the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    ranges: Vec<(IpAddr, u8)>,
+}
+
+impl TrustedProxies {
+    /// Parses a comma-separated list such as `127.0.0.1, 10.0.0.0/8, ::1`.
+    pub fn parse(text: &str) -> Result<TrustedProxies, String> {
+        let mut ranges = Vec::new();
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            let (address, bits) = match item.split_once('/') {
+                Some((address, bits)) => (address, Some(bits)),
+                None => (item, None),
+            };
+            let address: IpAddr = address.trim().parse().map_err(|_| {
+                format!("{item:?} is not an IP address or CIDR range (such as 10.0.0.0/8)")
+            })?;
+            let address = address.to_canonical();
+            let max = if address.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                None => max,
+                Some(bits) => match bits.trim().parse::<u8>() {
+                    Ok(bits) if bits <= max => bits,
+                    _ => {
+                        return Err(format!(
+                            "{item:?} has a prefix length other than 0 to {max}"
+                        ));
+                    }
+                },
+            };
+            ranges.push((address, bits));
+        }
+        Ok(TrustedProxies { ranges })
+    }
+
+    /// No proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// True if `address` is one of the trusted proxies.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.ranges
+            .iter()
+            .any(|(range, bits)| match (range, address) {
+                (IpAddr::V4(range), IpAddr::V4(address)) => {
+                    prefix_matches(&range.octets(), &address.octets(), *bits)
+                }
+                (IpAddr::V6(range), IpAddr::V6(address)) => {
+                    prefix_matches(&range.octets(), &address.octets(), *bits)
+                }
+                _ => false,
+            })
+    }
+
+    /// The client of a request from `peer`: `peer` itself unless it is trusted; then the
+    /// nearest address in `X-Forwarded-For` (read from the right) that is not a trusted
+    /// proxy. An entry that is not an address ends the walk at the last trusted hop.
+    pub fn client(&self, peer: IpAddr, headers: &actix_web::http::header::HeaderMap) -> IpAddr {
+        let mut client = peer.to_canonical();
+        if !self.contains(client) {
+            return client;
+        }
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in hops.iter().rev() {
+            let Ok(address) = hop.parse::<IpAddr>() else {
+                break;
+            };
+            client = address.to_canonical();
+            if !self.contains(client) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+fn prefix_matches(range: &[u8], address: &[u8], bits: u8) -> bool {
+    let full = usize::from(bits / 8);
+    let rest = bits % 8;
+    if range[..full] != address[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    (range[full] & mask) == (address[full] & mask)
 }
 
 /// Compares a presented token with a known secret without revealing, through timing,
@@ -535,8 +874,71 @@ mod tests {
         let record = legacy_record("cpamp_GoKey0123");
         let authenticator = AdminAuthenticator::from_record(&record).expect("record");
         assert!(authenticator.is_legacy());
-        assert!(authenticator.verify("cpamp_GoKey0123").await);
-        assert!(!authenticator.verify("cpamp_GoKey0124").await);
+        assert_eq!(authenticator.verify("cpamp_GoKey0123").await, Ok(true));
+        assert_eq!(authenticator.verify("cpamp_GoKey0124").await, Ok(false));
+        // The right key is remembered; a wrong one never is.
+        assert!(authenticator.is_remembered("cpamp_GoKey0123"));
+        assert!(!authenticator.is_remembered("cpamp_GoKey0124"));
+        assert_eq!(authenticator.checks_run(), 2);
+        assert_eq!(authenticator.verify("cpamp_GoKey0124").await, Ok(false));
+        assert_eq!(authenticator.checks_run(), 3);
+    }
+
+    #[tokio::test]
+    async fn checks_in_flight_count_as_failures_to_come() {
+        let limiter = LoginLimiter::new(2, Duration::from_secs(60));
+        let client: IpAddr = [10, 0, 0, 9].into();
+        let first = limiter.admit(client, || false).await.expect("first");
+        let second = limiter.admit(client, || false).await.expect("second");
+        // Two checks running: a third waits, and once both failed it is refused.
+        let third = limiter.admit(client, || false);
+        let fail = async {
+            tokio::task::yield_now().await;
+            let mut first = first.expect("slot");
+            first.outcome = Some(false);
+            drop(first);
+            let mut second = second.expect("slot");
+            second.outcome = Some(false);
+            drop(second);
+        };
+        let (third, ()) = tokio::join!(third, fail);
+        let error = third.err().expect("refused");
+        assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(limiter.blocked_for(client).is_some());
+        // A remembered key needs no slot, but a blocked address stays blocked.
+        assert!(limiter.admit(client, || true).await.is_err());
+        let other: IpAddr = [10, 0, 0, 10].into();
+        assert!(limiter.admit(other, || true).await.expect("ok").is_none());
+    }
+
+    #[test]
+    fn forwarded_clients_are_believed_only_from_trusted_proxies() {
+        use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+        let trusted = TrustedProxies::parse(" 127.0.0.1, 10.0.0.0/8 ,::1").expect("parse");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_static("6.6.6.6, 203.0.113.7, 10.1.2.3"),
+        );
+        let proxy: IpAddr = [127, 0, 0, 1].into();
+        let stranger: IpAddr = [192, 0, 2, 1].into();
+        assert_eq!(
+            trusted.client(proxy, &headers),
+            IpAddr::from([203, 0, 113, 7])
+        );
+        assert_eq!(trusted.client(stranger, &headers), stranger);
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        assert_eq!(
+            trusted.client(mapped, &headers),
+            IpAddr::from([203, 0, 113, 7])
+        );
+        assert_eq!(trusted.client(proxy, &HeaderMap::new()), proxy);
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("proxy.local").is_err());
+        assert!(TrustedProxies::parse("").expect("empty").is_empty());
+        let wide = TrustedProxies::parse("172.16.0.0/12").expect("parse");
+        assert!(wide.contains([172, 31, 255, 1].into()));
+        assert!(!wide.contains([172, 32, 0, 1].into()));
     }
 
     mod hmac_check {

@@ -25,6 +25,7 @@ pub enum ConnectionSource {
 }
 
 impl ConnectionSource {
+    /// The source as `/usage-service/info` names it.
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectionSource::Env => "env",
@@ -38,19 +39,25 @@ impl ConnectionSource {
 pub struct CpaConnection {
     /// Normalised base URL (no trailing `/`, no `/v0/management`).
     pub base_url: String,
+    /// CPA's management key.
     pub management_key: Secret,
+    /// Where the connection comes from.
     pub source: ConnectionSource,
 }
 
 /// The connection state in detail.
 #[derive(Debug, Clone)]
 pub enum Resolution {
+    /// A usable connection.
     Configured(CpaConnection),
     /// A connection is saved but its key cannot be opened with the current data key.
     NeedsReentry {
+        /// The saved CPA URL.
         base_url: String,
+        /// Why the saved key cannot be opened.
         reason: SealError,
     },
+    /// Nothing saved and no connection in the environment.
     NotConfigured,
 }
 

@@ -38,13 +38,16 @@ pub enum CallError {
 /// What call B reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpaUsage {
+    /// CPA's `usage-statistics-enabled` switch.
     pub usage_statistics_enabled: bool,
+    /// How long CPA keeps queued usage events.
     pub retention_seconds: i64,
     /// CPA did not report a usable retention; 60 s (CPA's default) is assumed.
     pub retention_source_default: bool,
 }
 
 impl CpaUsage {
+    /// The figures as `/setup` and `/usage-service/*` answer them.
     pub fn to_json(self) -> Value {
         serde_json::json!({
             "usageStatisticsEnabled": self.usage_statistics_enabled,

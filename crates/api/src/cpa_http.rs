@@ -25,15 +25,18 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// Where a CPA base URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// `https://`: TLS with certificate checks.
     pub tls: bool,
     /// Host without IPv6 brackets.
     pub host: String,
+    /// The port (the scheme's default when the URL names none).
     pub port: u16,
     /// Path prefix of the base URL (empty or starting with `/`, no trailing `/`).
     pub path: String,
 }
 
 impl Target {
+    /// Parses an `http://` or `https://` base URL; the error says what is wrong with it.
     pub fn parse(base_url: &str) -> Result<Target, String> {
         let uri: http::Uri = base_url
             .trim()
@@ -148,8 +151,11 @@ pub async fn tls(stream: Box<dyn Io>, host: &str) -> Result<Box<dyn Io>, String>
 /// A complete response from CPA.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// CPA's status code.
     pub status: StatusCode,
+    /// CPA's response headers.
     pub headers: HeaderMap,
+    /// The whole response body.
     pub body: Bytes,
 }
 

@@ -40,6 +40,7 @@ pub enum Severity {
     Error,
     /// Collection works but something is degraded or was lost.
     Warning,
+    /// Worth knowing; nothing to fix.
     Info,
 }
 
@@ -47,7 +48,9 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GapRef {
+    /// Unix ms where the gap starts.
     pub start_ms: i64,
+    /// Unix ms where it ends; `None` while it is open.
     pub end_ms: Option<i64>,
 }
 
@@ -55,14 +58,18 @@ pub struct GapRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
+    /// A stable identifier of the cause (scripts switch on it).
     pub code: &'static str,
+    /// How serious it is.
     pub severity: Severity,
     /// What was observed, with the values seen.
     pub observed: String,
     /// The fix, in one sentence.
     pub fix: String,
+    /// Further steps, most likely first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hints: Vec<String>,
+    /// The collection gap the finding explains, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap: Option<GapRef>,
 }
@@ -84,13 +91,19 @@ impl Finding {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CpaReport {
+    /// The CPA URL checked.
     pub url: String,
+    /// CPA answered.
     pub reachable: bool,
+    /// CPA accepted the management key.
     pub key_accepted: bool,
+    /// CPA's version, when it reports one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// CPA's `usage-statistics-enabled` switch, when it could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_statistics_enabled: Option<bool>,
+    /// How long CPA keeps queued usage events, when it could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_seconds: Option<i64>,
 }
@@ -101,32 +114,42 @@ pub struct CpaReport {
 pub struct Diagnosis {
     /// True when no finding is an error.
     pub ok: bool,
+    /// Unix ms of the check.
     pub checked_at_ms: i64,
+    /// What was learned about CPA; `None` when no connection is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpa: Option<CpaReport>,
+    /// Every cause found.
     pub findings: Vec<Finding>,
 }
 
 /// The CPA connection to check.
 #[derive(Debug, Clone)]
 pub struct CpaTarget {
+    /// CPA's base URL.
     pub base_url: String,
+    /// CPA's management key.
     pub management_key: Secret,
 }
 
 /// Everything the doctor looks at.
 #[derive(Debug, Clone)]
 pub struct DoctorInput {
+    /// The CPA connection in effect; `None` when none is configured.
     pub connection: Option<CpaTarget>,
     /// The live collector status; `None` when the server is not running (offline CLI).
     pub collector: Option<CollectorStatus>,
+    /// The collector settings in effect.
     pub plan: CollectorPlan,
+    /// What the doctor knows about the host (container, data directory).
     pub host: HostFacts,
+    /// Stored events and dead letters.
     pub counts: StoreCounts,
     /// Recent gaps, newest first.
     pub gaps: Vec<CollectionGap>,
     /// Accounts account automation keeps disabled.
     pub automation: AutomationFacts,
+    /// The current time, Unix ms.
     pub now_ms: i64,
 }
 

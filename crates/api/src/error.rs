@@ -10,44 +10,82 @@ use actix_web::{HttpResponse, ResponseError};
 /// Stable machine codes, as existing clients know them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// 409: the CPA connection comes from environment variables and cannot be changed here.
     ConnectionEnvManaged,
+    /// 409: an account-processing switch is set by an environment variable.
     AccountProcessingPolicyEnvLocked,
+    /// 400: request monitoring was enabled without a CPA URL and management key.
     CpaConnectionRequiredForMonitoring,
+    /// 400: a CPA URL and management key are required.
     CpaConnectionRequired,
+    /// 409: setup is managed by environment variables.
     SetupEnvManaged,
+    /// 401: changing a saved setup needs its current CPA management key.
     InvalidExistingManagementKey,
+    /// 401: the admin key is missing or wrong.
     InvalidAdminKey,
+    /// 428: setup is not finished yet (no CPA connection).
     UsageServiceNotConfigured,
+    /// 400: CPA reports a usage-queue retention of 0 seconds or less.
     CpaUsageRetentionInvalid,
+    /// 400: the poll interval is longer than CPA keeps queued events.
     PollIntervalExceedsRetention,
+    /// 400: the time zone is not an IANA name or a fixed offset.
     InvalidTimeZone,
+    /// CPA could not be reached, or did not accept the URL and management key.
     ManagementApiValidationFailed,
+    /// CPA's usage settings could not be read from its management API.
     ManagementApiConfigFailed,
+    /// CPA refused to turn usage statistics on.
     EnableCpaUsageStatisticsFailed,
+    /// 400: a price write without prices.
     PricesRequired,
+    /// 400: an alias write without aliases.
     ApiKeyAliasesRequired,
+    /// 400: two aliases for the same API key.
     ApiKeyAliasDuplicate,
+    /// A price source could not be fetched or read.
     ModelPriceSyncFailed,
+    /// 405: the path exists but not with this method.
     MethodNotAllowed,
+    /// 501: a Manager path whose feature this server does not serve.
     NotImplemented,
+    /// 400: the import file could not be read.
     UsageImportInvalid,
+    /// 413: the import is over the size limit.
     UsageImportTooLarge,
+    /// 400: an import-session request is malformed.
     UsageImportSessionInvalidRequest,
+    /// 404: no import session with this id.
     UsageImportSessionNotFound,
+    /// 409: the upload conflicts with the session's state (offset, finished session).
     UsageImportSessionConflict,
+    /// 413: the upload is over the session size limit.
     UsageImportSessionTooLarge,
+    /// 507: import sessions would use more disk than allowed.
     UsageImportSessionQuotaExceeded,
+    /// 429: too many open import sessions.
     UsageImportSessionLimitExceeded,
+    /// 500: import sessions cannot be stored (disk error).
     UsageImportSessionUnavailable,
+    /// A backup could not be written.
     BackupFailed,
+    /// 409: another backup is running.
     BackupInProgress,
+    /// 429: too many failed admin key attempts from this address.
     TooManyAttempts,
+    /// 503: the server is busy checking other admin key attempts.
+    ServerBusy,
+    /// 400: the request is malformed; the message names the field.
     InvalidRequest,
+    /// 404: nothing with this id or path.
     NotFound,
+    /// The request could not be carried out in the current state (the message says why).
     RequestFailed,
 }
 
 impl ErrorCode {
+    /// The code as it appears in the `code` member of the error body.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::ConnectionEnvManaged => "connection_env_managed",
@@ -84,6 +122,7 @@ impl ErrorCode {
             ErrorCode::BackupFailed => "backup_failed",
             ErrorCode::BackupInProgress => "backup_in_progress",
             ErrorCode::TooManyAttempts => "too_many_attempts",
+            ErrorCode::ServerBusy => "server_busy",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::NotFound => "not_found",
             ErrorCode::RequestFailed => "request_failed",
@@ -99,14 +138,18 @@ pub const NOT_CONFIGURED_MESSAGE: &str = "usage service is not configured: open 
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
+    /// The HTTP status answered.
     pub status: StatusCode,
+    /// The stable code clients switch on.
     pub code: ErrorCode,
+    /// A human message naming the fix; never secrets or internal details.
     pub message: String,
     /// Seconds for a `Retry-After` header (rate limiting).
     pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
+    /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
@@ -116,10 +159,12 @@ impl ApiError {
         }
     }
 
+    /// A 400 with this code and message.
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// The 405 `method_not_allowed` answer.
     pub fn method_not_allowed() -> ApiError {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -128,6 +173,7 @@ impl ApiError {
         )
     }
 
+    /// A 401 `invalid_admin_key` with this message.
     pub fn invalid_admin_key(message: impl Into<String>) -> ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -136,6 +182,7 @@ impl ApiError {
         )
     }
 
+    /// The 428 `usage_service_not_configured` answer before setup is complete.
     pub fn not_configured() -> ApiError {
         ApiError::new(
             StatusCode::PRECONDITION_REQUIRED,

@@ -36,21 +36,28 @@ pub const SETUP_KEY_FIELD: &str = "cpamp/settings/setup/managementKey";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredConfig {
+    /// `cpaConnection`: the CPA URL and the sealed management key.
     #[serde(default)]
     pub cpa_connection: StoredConnection,
+    /// `collector`: the saved collector settings.
     #[serde(default)]
     pub collector: StoredCollector,
+    /// `codexInspection`: the inspection settings, as the panel saved them.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub codex_inspection: Value,
+    /// `updatedAtMs`: Unix ms of the last save.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at_ms: Option<i64>,
+    /// Members this server does not know, kept on every save.
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
 
+/// `cpaConnection` as stored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredConnection {
+    /// `cpaBaseUrl`: CPA's base URL.
     #[serde(default)]
     pub cpa_base_url: String,
     /// Sealed (`enc:v2:…`), or plaintext/`enc:v1:` in databases of older releases.
@@ -58,23 +65,32 @@ pub struct StoredConnection {
     pub management_key: String,
 }
 
+/// `collector` as stored; a missing member takes the startup value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredCollector {
+    /// `enabled`: the Request Monitoring switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// `collectorMode`: `auto`, `subscribe`, `http` or `resp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collector_mode: Option<String>,
+    /// `queue`: RESP list key and channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// `popSide`: `left` or `right`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pop_side: Option<String>,
+    /// `batchSize`: items per pop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<i64>,
+    /// `pollIntervalMs`: wait after an empty pop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval_ms: Option<i64>,
+    /// `queryLimit`: most events the compatible usage endpoint returns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_limit: Option<i64>,
+    /// `tlsSkipVerify`: skip certificate checks for RESP over TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_skip_verify: Option<bool>,
 }
@@ -83,12 +99,16 @@ pub struct StoredCollector {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredSetup {
+    /// `cpaBaseUrl`: CPA's base URL.
     #[serde(default)]
     pub cpa_base_url: String,
+    /// `managementKey`: sealed like the manager config's, or plaintext from older releases.
     #[serde(default)]
     pub management_key: String,
+    /// `queue`: RESP list key and channel.
     #[serde(default)]
     pub queue: String,
+    /// `popSide`: `left` or `right`.
     #[serde(default)]
     pub pop_side: String,
 }
@@ -98,11 +118,14 @@ pub struct StoredSetup {
 pub enum ConfigSource {
     /// Nothing saved and no env connection.
     None,
+    /// The saved manager config (or the legacy `setup` row).
     Db,
+    /// `CPA_UPSTREAM_URL` and `CPA_MANAGEMENT_KEY`.
     Env,
 }
 
 impl ConfigSource {
+    /// The source as `/usage-service/config` names it ("" for none).
     pub fn as_str(self) -> &'static str {
         match self {
             ConfigSource::None => "",
@@ -117,26 +140,38 @@ impl ConfigSource {
 pub struct CollectorValues {
     /// The panel's "Request Monitoring" switch.
     pub enabled: bool,
+    /// Which transports the collector may use.
     pub mode: Mode,
+    /// RESP list key and channel.
     pub queue: String,
+    /// Which RESP pop command is sent.
     pub pop_side: PopSide,
+    /// Items per pop.
     pub batch_size: u32,
+    /// Wait after an empty pop, in ms.
     pub poll_interval_ms: u64,
+    /// Most events the compatible usage endpoint and export return.
     pub query_limit: i64,
+    /// Skip certificate checks for RESP over TLS.
     pub tls_skip_verify: bool,
 }
 
 /// The configuration in effect, with the CPA Management Key opened.
 #[derive(Debug, Clone)]
 pub struct EffectiveConfig {
+    /// CPA's normalised base URL ("" when none).
     pub base_url: String,
     /// Empty when none is saved or the saved one cannot be opened.
     pub management_key: Secret,
     /// Set when a key is saved but cannot be opened with the current data key.
     pub key_unreadable: Option<SealError>,
+    /// The collector settings in effect.
     pub collector: CollectorValues,
+    /// The saved inspection settings (`null` when none).
     pub codex_inspection: Value,
+    /// Unix ms of the last save.
     pub updated_at_ms: Option<i64>,
+    /// Where the connection comes from.
     pub source: ConfigSource,
 }
 
@@ -213,6 +248,7 @@ async fn read_doc<S: Store, T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The saved manager config as stored, or `None` when nothing is saved.
 pub async fn read_stored<S: Store>(state: &AppState<S>) -> Result<Option<StoredConfig>, ApiError> {
     read_doc(state, MANAGER_CONFIG_KEY).await
 }
@@ -340,12 +376,15 @@ fn open_into<S: Store>(
 /// (used in env-managed mode, where the env key must never reach SQLite).
 #[derive(Debug, Clone)]
 pub struct Update {
+    /// The new CPA URL and management key; `None` keeps the saved ones.
     pub connection: Option<(String, Secret)>,
+    /// New collector settings; `None` keeps the saved ones.
     pub collector: Option<CollectorValues>,
     /// Only `queryLimit` (editable even when env-managed).
     pub query_limit: Option<i64>,
     /// Only the monitoring switch.
     pub enabled: Option<bool>,
+    /// New inspection settings; `None` keeps the saved ones.
     pub codex_inspection: Option<Value>,
 }
 

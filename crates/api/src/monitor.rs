@@ -32,6 +32,7 @@ pub struct HostFacts {
 pub struct CollectorPlan {
     /// `auto`, `subscribe`, `http` or `resp`.
     pub mode: String,
+    /// Wait after an empty pop.
     pub poll_interval: Duration,
     /// False when request monitoring is switched off or no connection exists.
     pub enabled: bool,
@@ -42,11 +43,13 @@ pub struct CollectorPlan {
 pub struct CpaFacts {
     /// `redis-usage-queue-retention-seconds` (None until CPA answered).
     pub retention_secs: Option<i64>,
+    /// CPA's version, when it reported one.
     pub version: Option<String>,
 }
 
 /// Shared monitoring state. Cheap to read; every lock is held only to copy a value.
 pub struct Monitor {
+    /// What is known about the host (container, data directory).
     pub host: HostFacts,
     /// `METRICS_TOKEN`: a second credential accepted by `/metrics` only.
     pub metrics_token: Secret,
@@ -68,6 +71,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Monitor {
+    /// Monitoring state for this host, with `METRICS_TOKEN` (empty: none).
     pub fn new(host: HostFacts, metrics_token: Secret) -> Monitor {
         Monitor {
             host,
@@ -78,10 +82,12 @@ impl Monitor {
         }
     }
 
+    /// What the last probe learned about CPA.
     pub fn cpa_facts(&self) -> CpaFacts {
         lock(&self.cpa).clone()
     }
 
+    /// Keeps what a probe learned about CPA.
     pub fn set_cpa_facts(&self, facts: CpaFacts) {
         *lock(&self.cpa) = facts;
     }
@@ -109,6 +115,7 @@ impl Monitor {
             .map(|(_, diagnosis)| diagnosis.clone())
     }
 
+    /// Caches a fresh diagnosis.
     pub fn store_diagnosis(&self, diagnosis: Diagnosis) {
         *lock(&self.diagnosis) = Some((Instant::now(), diagnosis));
     }
@@ -140,7 +147,7 @@ const CONTAINER_MAIN: &[&str] = &[
     "catatonit",
 ];
 
-/// True when this process (`own_pid`) is PID 1 or PID 1 is one of [`CONTAINER_MAIN`].
+/// True when this process (`own_pid`) is PID 1 or PID 1 is one of the container init processes in `CONTAINER_MAIN`.
 pub fn is_container_main(own_pid: u32, pid1_comm: &str) -> bool {
     own_pid == 1 || CONTAINER_MAIN.contains(&pid1_comm)
 }

@@ -45,6 +45,13 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-cpamp-auth-file-mutation-identity",
     "x-cpamp-auth-file-write-identities",
     "x-cpamp-auth-file-write-content-sha256",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
 ];
 
 /// Response headers never copied back.
@@ -70,8 +77,11 @@ pub fn configure<S: Store>(config: &mut web::ServiceConfig) {
 pub(crate) enum Credential {
     /// Replace `Authorization` with the saved CPA Management Key.
     Management(String),
-    /// Forward the caller's `Authorization` untouched (CPA API key for `/v1/models`).
+    /// Forward the caller's `Authorization` untouched (plugin assets).
     Caller,
+    /// Forward the caller's `Authorization` unless it carries the admin key
+    /// (`/v1/models`: a CPA API key is what CPA expects there).
+    ClientKey,
 }
 
 async fn dispatch<S: Store>(
@@ -79,7 +89,7 @@ async fn dispatch<S: Store>(
     payload: web::Payload,
     state: web::Data<AppState<S>>,
 ) -> Result<HttpResponse, ApiError> {
-    let path = request.path().to_string();
+    let path = forwardable_path(request.path())?;
     if path.starts_with("/v0/management/") {
         // Admin first: nothing about the CPA connection is read for an unauthenticated
         // caller.
@@ -133,7 +143,7 @@ async fn dispatch<S: Store>(
             &request,
             ForwardBody::Stream(payload),
             &connection.base_url,
-            Credential::Caller,
+            Credential::ClientKey,
             &[],
         )
         .await;
@@ -176,10 +186,16 @@ pub(crate) async fn forward(
     credential: Credential,
     overrides: &[(&str, String)],
 ) -> Result<HttpResponse, ApiError> {
+    let path = forwardable_path(request.path())?;
     let target = Target::parse(base_url).map_err(|error| unreachable(base_url, &error))?;
     let path_and_query = match request.uri().query() {
-        Some(query) => format!("{}{}?{query}", target.path, request.path()),
-        None => format!("{}{}", target.path, request.path()),
+        Some(query) => format!("{}{path}?{query}", target.path),
+        None => format!("{}{path}", target.path),
+    };
+    let drop_authorization = match &credential {
+        Credential::Management(_) => true,
+        Credential::Caller => false,
+        Credential::ClientKey => carries_admin_key(request),
     };
     let mut builder = http::Request::builder()
         .method(request.method().as_str())
@@ -193,22 +209,17 @@ pub(crate) async fn forward(
         .flat_map(|value| value.split(','))
         .map(|name| name.trim().to_ascii_lowercase())
         .collect();
-    let mut forwarded_for = None;
     for (name, value) in request.headers() {
         let lower = name.as_str();
         if DROPPED_REQUEST_HEADERS.contains(&lower) || listed.iter().any(|item| item == lower) {
             continue;
         }
-        if lower == "authorization" && matches!(credential, Credential::Management(_)) {
+        if lower == "authorization" && drop_authorization {
             continue;
         }
         if overrides.iter().any(|(name, _)| *name == lower)
             || (lower == "content-length" && matches!(body, ForwardBody::Bytes(_)))
         {
-            continue;
-        }
-        if lower == "x-forwarded-for" {
-            forwarded_for = value.to_str().ok().map(str::to_string);
             continue;
         }
         builder = builder.header(name.as_str(), value.as_bytes());
@@ -223,13 +234,8 @@ pub(crate) async fn forward(
         value.set_sensitive(true);
         builder = builder.header(http::header::AUTHORIZATION, value);
     }
-    if let Some(peer) = request.peer_addr() {
-        let client = peer.ip().to_string();
-        let value = match forwarded_for {
-            Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client}"),
-            _ => client,
-        };
-        builder = builder.header("x-forwarded-for", value);
+    if let Some(client) = crate::auth::client_address(request) {
+        builder = builder.header("x-forwarded-for", client.to_string());
     }
     for (name, value) in overrides {
         builder = builder.header(*name, value.as_str());
@@ -313,6 +319,81 @@ pub(crate) async fn forward(
     Ok(reply.streaming(stream))
 }
 
+/// True when the request's bearer token is the admin key: remembered from a login, or
+/// shaped like one (`cmp_admin_…`, or `cpamp_…` of older releases). Costs no hash, so an
+/// open route cannot be used to make the server run argon2.
+fn carries_admin_key(request: &HttpRequest) -> bool {
+    let Some(token) = crate::auth::bearer_token(request) else {
+        return false;
+    };
+    token.starts_with(cpamp_domain::keys::ADMIN_KEY_PREFIX)
+        || token.starts_with("cpamp_")
+        || request
+            .app_data::<web::Data<crate::auth::AdminAuthenticator>>()
+            .is_some_and(|authenticator| authenticator.is_remembered(&token))
+}
+
+/// The path to forward: `raw` (as received, still percent-encoded) with repeated slashes
+/// collapsed; 400 when a segment is a dot segment (also percent-encoded) or holds an
+/// encoded `/` or `\\`, which CPA or a server behind it could resolve to another path
+/// than the one cpamp authorised.
+pub(crate) fn forwardable_path(raw: &str) -> Result<String, ApiError> {
+    let mut path = String::with_capacity(raw.len());
+    for (index, segment) in raw.split('/').enumerate() {
+        let decoded = percent_decoded(segment);
+        let refused = decoded == b"."
+            || decoded == b".."
+            || decoded.contains(&b'/')
+            || decoded.contains(&b'\\');
+        if refused {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "path {raw:?} has a dot segment or an encoded slash; cpamp forwards only \
+                     resolved paths: send the path without \".\", \"..\", %2e, %2f or %5c segments"
+                ),
+            ));
+        }
+        if index > 0 && segment.is_empty() {
+            continue;
+        }
+        if index > 0 {
+            path.push('/');
+        }
+        path.push_str(segment);
+    }
+    if raw.len() > 1 && raw.ends_with('/') {
+        path.push('/');
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+/// `%XX` sequences decoded (others left as they are), for checking segments.
+fn percent_decoded(segment: &str) -> Vec<u8> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = |byte: u8| char::from(byte).to_digit(16);
+        if bytes[index] == b'%'
+            && let (Some(high), Some(low)) = (
+                bytes.get(index + 1).and_then(|byte| hex(*byte)),
+                bytes.get(index + 2).and_then(|byte| hex(*byte)),
+            )
+        {
+            out.push((high * 16 + low) as u8);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    out
+}
+
 /// Copies the client's request body into the upstream channel.
 async fn pump(
     mut payload: web::Payload,
@@ -332,6 +413,36 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_normalised_and_dot_segments_refused() {
+        assert_eq!(
+            forwardable_path("/v0/management/config").expect("plain"),
+            "/v0/management/config"
+        );
+        assert_eq!(
+            forwardable_path("/v0//management///auth-files/").expect("slashes"),
+            "/v0/management/auth-files/"
+        );
+        assert_eq!(forwardable_path("/models/").expect("models"), "/models/");
+        assert_eq!(
+            forwardable_path("/v0/management/a%20b.json").expect("encoded"),
+            "/v0/management/a%20b.json"
+        );
+        for bad in [
+            "/v0/management/../../etc/passwd",
+            "/v0/management/./config",
+            "/v0/management/%2e%2e/%2E%2E/etc/passwd",
+            "/v0/management/.%2e/x",
+            "/v0/management/%2e/x",
+            "/v0/management/a%2fb",
+            "/v0/management/a%5C..",
+            "/v0/management/..",
+        ] {
+            let error = forwardable_path(bad).expect_err(bad);
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
 
     #[test]
     fn the_unreachable_error_names_the_url_and_the_doctor() {

@@ -60,6 +60,7 @@ impl<T> Store for T where
 /// Per-process state shared by all workers (registered as `web::Data<AppState<S>>`;
 /// the [`crate::auth::AdminAuthenticator`] is registered beside it).
 pub struct AppState<S: Store> {
+    /// The store every route reads and writes through.
     pub store: S,
     /// Unix ms when the application was built; reported by `/usage-service/info`.
     pub started_at_ms: i64,
@@ -89,19 +90,28 @@ pub struct AppState<S: Store> {
 pub struct EnvConnection {
     /// Normalised base URL.
     pub base_url: String,
+    /// CPA's management key.
     pub management_key: Secret,
 }
 
 /// Values from the environment and config file (server-core §1.3).
 #[derive(Debug, Clone)]
 pub struct StartupConfig {
+    /// The CPA connection from the environment, which overrides a saved one.
     pub env_connection: Option<EnvConnection>,
+    /// `USAGE_COLLECTOR_MODE`: which transports the collector may use.
     pub collector_mode: Mode,
+    /// The RESP list key and channel.
     pub queue: String,
+    /// Which RESP pop command is sent.
     pub pop_side: PopSide,
+    /// Items per pop.
     pub batch_size: u32,
+    /// Wait after an empty pop, in ms.
     pub poll_interval_ms: u64,
+    /// Most events the compatible usage endpoint and export return.
     pub query_limit: i64,
+    /// Skip certificate checks for RESP over TLS.
     pub tls_skip_verify: bool,
     /// The account processing switches from env and config file.
     pub automation: AutomationStartup,
@@ -110,6 +120,7 @@ pub struct StartupConfig {
 /// One automation switch as the environment or config file set it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StartupSwitch {
+    /// Whether the switch is on.
     pub value: bool,
     /// Set by its environment variable, which locks it against changes through the API.
     pub from_env: bool,
@@ -119,8 +130,11 @@ pub struct StartupSwitch {
 /// `USAGE_ACCOUNT_ACTIONS_AUTO_DISABLE` (or their config-file keys).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AutomationStartup {
+    /// Quota cooldowns.
     pub quota_cooldown: StartupSwitch,
+    /// The account action queue.
     pub account_actions: StartupSwitch,
+    /// Automatic disabling of queued credentials.
     pub auto_disable: StartupSwitch,
 }
 
@@ -155,10 +169,12 @@ pub enum DataKeyOrigin {
 #[derive(Debug, Clone)]
 pub struct DataKeyState {
     key: DataKey,
+    /// Where the key came from (backups include `data.key` only when it is a file).
     pub origin: DataKeyOrigin,
 }
 
 impl DataKeyState {
+    /// The data key `key`, which came from `origin`.
     pub fn new(key: DataKey, origin: DataKeyOrigin) -> DataKeyState {
         DataKeyState { key, origin }
     }
@@ -170,6 +186,7 @@ impl DataKeyState {
         self.key.seal(field, plaintext, nonce)
     }
 
+    /// Opens a secret sealed for `field`; fails when another key or field sealed it.
     pub fn open(&self, field: &str, stored: &str) -> Result<String, SealError> {
         self.key.open(field, stored)
     }

@@ -145,6 +145,8 @@ pub struct HttpQueue {
 }
 
 impl HttpQueue {
+    /// A source that pops CPA's HTTP usage queue (`GET /v0/management/usage-queue`) at the
+    /// settings' upstream with their management key.
     pub fn new(settings: &CollectorSettings) -> HttpQueue {
         HttpQueue {
             client: ManagementClient::new(settings),

@@ -28,6 +28,72 @@
 //!
 //! Architecture invariant: no SQL, no web framework; storage is reached only through the
 //! domain's `EventSink` port.
+//!
+//! # Example: consume a CPA usage queue into an in-memory sink
+//!
+//! Any [`EventSink`](cpamp_domain::ports::EventSink) can take the events: here a vector
+//! behind a mutex, fed from the fake CPA of `cpamp-testkit` (point
+//! [`CollectorSettings::new`] at a real CPA's base URL and management key instead).
+//! `cpamp-storage`'s `SqliteStore` is the sink cpamp-server uses; the example program
+//! `examples/embed.rs` collects into it.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//!
+//! use cpamp_collector::{Collector, CollectorSettings, ManagementKey, Mode, StatusHandle};
+//! use cpamp_domain::{StoreError, UsageEvent};
+//! use cpamp_domain::ports::{BatchOutcome, EventSink, IngestBatch};
+//! use cpamp_testkit::{FakeCpa, FakeCpaOptions};
+//!
+//! /// Keeps events in memory. A sink must be idempotent on the event hash: the
+//! /// collector retries a batch whose commit it could not confirm.
+//! #[derive(Clone, Default)]
+//! struct MemorySink(Arc<Mutex<Vec<UsageEvent>>>);
+//!
+//! impl EventSink for MemorySink {
+//!     async fn store_batch(&self, batch: IngestBatch) -> Result<BatchOutcome, StoreError> {
+//!         let mut events = self.0.lock().expect("not poisoned");
+//!         let mut outcome = BatchOutcome::default();
+//!         for (index, event) in batch.events.into_iter().enumerate() {
+//!             if events.iter().any(|known| known.event_hash == event.event_hash) {
+//!                 outcome.skipped += 1;
+//!             } else {
+//!                 events.push(event);
+//!                 outcome.inserted += 1;
+//!                 outcome.fresh.push(index);
+//!             }
+//!         }
+//!         outcome.dead_lettered = batch.dead_letters.len() as u64;
+//!         Ok(outcome)
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let cpa = FakeCpa::start(FakeCpaOptions::new("management-key")).await?;
+//!     let sink = MemorySink::default();
+//!     let collector = Collector::new(sink.clone(), StatusHandle::new("http", "usage"));
+//!
+//!     let key = ManagementKey::new("management-key");
+//!     let mut settings = CollectorSettings::new(cpa.base_url(), key);
+//!     settings.mode = Mode::Http; // CPA's `GET /v0/management/usage-queue`
+//!     settings.poll_interval = Duration::from_millis(20);
+//!     collector.start(settings).await;
+//!
+//!     let emitted = cpa.emit(50).await;
+//!     while sink.0.lock().expect("not poisoned").len() < emitted.len() {
+//!         tokio::time::sleep(Duration::from_millis(10)).await;
+//!     }
+//!     // Stop popping and commit whatever is still held.
+//!     collector.shutdown().await;
+//!     assert_eq!(cpa.queued_len(), 0, "every event was taken off CPA's queue");
+//!     assert_eq!(sink.0.lock().expect("not poisoned").len(), emitted.len());
+//!     Ok(())
+//! }
+//! ```
+
+#![warn(missing_docs)]
 
 mod http;
 mod resp;

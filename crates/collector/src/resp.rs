@@ -243,6 +243,8 @@ pub struct RespPop {
 }
 
 impl RespPop {
+    /// A source that pops the RESP list `settings.queue` (`LPOP`/`RPOP` with a count);
+    /// it connects and authenticates on the first pop unless [`RespPop::connect`] did.
     pub fn new(settings: CollectorSettings) -> RespPop {
         RespPop {
             settings,

@@ -57,6 +57,7 @@ impl Run {
 }
 
 impl<S: EventSink> Collector<S> {
+    /// A stopped collector that will store into `sink` and report through `status`.
     pub fn new(sink: S, status: StatusHandle) -> Collector<S> {
         Collector {
             sink,
@@ -65,6 +66,7 @@ impl<S: EventSink> Collector<S> {
         }
     }
 
+    /// The live status this collector reports to (`/status` `collector.*`).
     pub fn status(&self) -> &StatusHandle {
         &self.status
     }

@@ -12,8 +12,12 @@ pub enum Mode {
     /// SUBSCRIBE, else HTTP queue, else RESP pop.
     #[default]
     Auto,
+    /// `SUBSCRIBE` to the queue channel (CPA's pub/sub over RESP), draining the queue with
+    /// pops after every (re)subscription.
     Subscribe,
+    /// Only pop CPA's HTTP usage queue (`GET /v0/management/usage-queue`).
     Http,
+    /// Only pop the RESP list (`LPOP`/`RPOP`).
     Resp,
 }
 
@@ -28,6 +32,7 @@ impl Mode {
         }
     }
 
+    /// The mode's name as configuration and `/status` spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Auto => "auto",
@@ -42,7 +47,9 @@ impl Mode {
 /// Redis list `Left` pops the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PopSide {
+    /// `LPOP`.
     Left,
+    /// `RPOP` (the default).
     #[default]
     Right,
 }
@@ -56,6 +63,7 @@ impl PopSide {
         }
     }
 
+    /// The side's name as configuration spells it (`left`/`right`).
     pub fn as_str(self) -> &'static str {
         match self {
             PopSide::Left => "left",
@@ -76,14 +84,17 @@ impl PopSide {
 pub struct ManagementKey(String);
 
 impl ManagementKey {
+    /// Wraps a key.
     pub fn new(key: impl Into<String>) -> ManagementKey {
         ManagementKey(key.into())
     }
 
+    /// The key itself, for the `Authorization` header or RESP `AUTH`; never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
 
+    /// Whether no key was given.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -102,7 +113,9 @@ impl fmt::Debug for ManagementKey {
 /// Error backoff: `initial` doubling up to `max`, reset after every success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffPolicy {
+    /// The first wait after a failure.
     pub initial: Duration,
+    /// The longest wait between retries.
     pub max: Duration,
 }
 
@@ -120,10 +133,13 @@ impl Default for BackoffPolicy {
 pub struct CollectorSettings {
     /// CPA base URL; normalised by [`normalize_upstream`] when the run starts.
     pub upstream: String,
+    /// CPA's management key, sent as a bearer token (HTTP) or with `AUTH` (RESP).
     pub management_key: ManagementKey,
+    /// Which transports to use; `Auto` tries subscribe, then HTTP, then RESP pop.
     pub mode: Mode,
     /// RESP list key and pub/sub channel (`usage`).
     pub queue: String,
+    /// Which RESP pop command is sent.
     pub pop_side: PopSide,
     /// Items requested per pop (at least 1).
     pub batch_size: u32,
@@ -131,6 +147,7 @@ pub struct CollectorSettings {
     pub poll_interval: Duration,
     /// Skip certificate checks for RESP over TLS (`https://` upstreams) only.
     pub tls_skip_verify: bool,
+    /// Waits between retries after transport or store failures.
     pub backoff: BackoffPolicy,
     /// How long `shutdown` keeps retrying a batch the store refuses before giving up.
     pub shutdown_grace: Duration,
@@ -139,6 +156,9 @@ pub struct CollectorSettings {
 }
 
 impl CollectorSettings {
+    /// Settings for `upstream` with CPA's defaults: mode `auto`, queue `usage`, `RPOP`, 100
+    /// items per pop, 500 ms between empty polls, 1 s to 30 s backoff, a 15 s shutdown
+    /// grace, and a consumer check every minute.
     pub fn new(upstream: impl Into<String>, management_key: ManagementKey) -> CollectorSettings {
         CollectorSettings {
             upstream: upstream.into(),

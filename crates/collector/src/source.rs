@@ -9,12 +9,16 @@ use bytes::Bytes;
 /// The transport a source uses, as `/status` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// RESP `SUBSCRIBE` to the queue channel.
     Subscribe,
+    /// The HTTP usage queue.
     Http,
+    /// RESP pops of the queue list.
     Resp,
 }
 
 impl Transport {
+    /// The transport's name as `/status` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Subscribe => "subscribe",
@@ -31,7 +35,12 @@ pub enum RawItem {
     Payload(Bytes),
     /// Something that arrived but cannot be a payload (for example a number inside the HTTP
     /// array); it becomes a dead letter with this reason instead of being dropped.
-    Invalid { raw: String, reason: String },
+    Invalid {
+        /// What arrived, as text.
+        raw: String,
+        /// Why it cannot be a payload.
+        reason: String,
+    },
 }
 
 /// Items taken from CPA in one read. Once a source returned a batch, CPA no longer holds
@@ -41,14 +50,20 @@ pub type RawBatch = Vec<RawItem>;
 /// Where a failure happened; the prefix of `lastError`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Opening the TCP (or TLS) connection.
     Connect,
+    /// RESP `AUTH` with the management key.
     Auth,
+    /// RESP `SUBSCRIBE` or reading the subscription.
     Subscribe,
+    /// An HTTP request to the usage queue.
     Http,
+    /// Decoding or storing a batch (the store failed).
     Consume,
 }
 
 impl Stage {
+    /// The stage's name, the prefix of `lastError`.
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Connect => "connect",
@@ -76,12 +91,16 @@ pub enum ErrorKind {
 /// A transport failure: `<stage>: <message>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceError {
+    /// Where the failure happened.
     pub stage: Stage,
+    /// What the run loop should do about it.
     pub kind: ErrorKind,
+    /// What went wrong, without secrets.
     pub message: String,
 }
 
 impl SourceError {
+    /// A transient failure at `stage` (retried with backoff).
     pub fn new(stage: Stage, message: impl Into<String>) -> SourceError {
         SourceError {
             stage,
@@ -90,6 +109,7 @@ impl SourceError {
         }
     }
 
+    /// The same failure with another kind (unsupported transport, rejected key).
     pub fn with_kind(mut self, kind: ErrorKind) -> SourceError {
         self.kind = kind;
         self
@@ -111,8 +131,10 @@ impl std::error::Error for SourceError {}
 /// be cancelled once started (the pop may already have removed items from CPA); the
 /// subscription's is cancel-safe.
 pub trait UsageSource: Send {
+    /// The transport this source uses.
     fn transport(&self) -> Transport;
 
+    /// The next batch of at most `max_items` items (see the trait's cancellation rules).
     fn next_batch(
         &mut self,
         max_items: u32,

@@ -18,14 +18,20 @@ reverse proxy.";
 /// `collector.collector` in `/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CollectorState {
+    /// Not running: before the first start or after `stop`/`shutdown`.
     #[default]
     Stopped,
+    /// A run was started (or `auto` moved on to the next transport) and is connecting to CPA.
     Starting,
+    /// Taking events off CPA's queue.
     Running,
+    /// The last attempt failed; `last_error` says why. The run retries with backoff, or
+    /// pauses when CPA rejected the key (`auth_rejected`).
     Error,
 }
 
 impl CollectorState {
+    /// The state's name as `/status` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             CollectorState::Stopped => "stopped",
@@ -39,6 +45,7 @@ impl CollectorState {
 /// A snapshot of the collector (server-core §3.9 `collector.*` plus diagnostics).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CollectorStatus {
+    /// Whether the collector runs, starts, stopped or fails.
     pub state: CollectorState,
     /// CPA base URL of the current run; "" before the first start.
     pub upstream: String,
@@ -46,14 +53,19 @@ pub struct CollectorStatus {
     pub mode: String,
     /// Active transport (`subscribe`/`http`/`resp`); "" until chosen.
     pub transport: String,
+    /// RESP list key and pub/sub channel in use.
     pub queue: String,
     /// Unix ms of the last non-empty read from CPA; 0 = never.
     pub last_consumed_at_ms: i64,
     /// Unix ms of the last commit that inserted or skipped at least one event; 0 = never.
     pub last_inserted_at_ms: i64,
+    /// Items received from CPA since the process started.
     pub total_consumed: u64,
+    /// Events stored for the first time.
     pub total_inserted: u64,
+    /// Events already stored (same event hash) and skipped.
     pub total_skipped: u64,
+    /// Items kept as dead letters (not decodable as a usage event).
     pub total_dead_lettered: u64,
     /// `<stage>: <error>`; "" when the last attempt succeeded.
     pub last_error: String,
@@ -97,6 +109,7 @@ impl StatusHandle {
         }
     }
 
+    /// A copy of the current status.
     pub fn snapshot(&self) -> CollectorStatus {
         self.lock().clone()
     }

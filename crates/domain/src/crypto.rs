@@ -12,6 +12,8 @@
 //! the CPA connection once). Nonces come from the caller, which keeps this module free
 //! of IO and deterministic under test.
 
+#![warn(missing_docs)]
+
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -45,8 +47,10 @@ impl std::fmt::Debug for DataKey {
 /// Why the text of a data key file is not a data key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DataKeyError {
+    /// The file holds nothing (whitespace only).
     #[error("data key is empty")]
     Empty,
+    /// Neither 32 raw bytes nor base64 of 32 bytes.
     #[error("data key must be 32 bytes or base64-encoded 32 bytes")]
     WrongSize,
 }
@@ -57,13 +61,16 @@ pub enum SealError {
     /// A Go-era AES-GCM value; it has to be entered again.
     #[error("secret was encrypted by an older release (enc:v1) and must be entered again")]
     LegacyEnvelope,
+    /// Not the `enc:v2:<nonce>:<ciphertext>` envelope this release writes.
     #[error("invalid encrypted secret format")]
     Format,
+    /// Another data key sealed it, it was sealed for another field, or it is damaged.
     #[error("decrypt secret: invalid data key or corrupted ciphertext")]
     Decrypt,
 }
 
 impl DataKey {
+    /// A data key from its 32 bytes (the contents of `data.key`).
     pub fn from_bytes(bytes: [u8; 32]) -> DataKey {
         DataKey(bytes)
     }

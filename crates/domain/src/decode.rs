@@ -10,6 +10,8 @@
 //! are hashed and `fail_summary` is redacted. The raw payload and raw failure
 //! body are not kept at all.
 
+#![warn(missing_docs)]
+
 mod exported;
 mod headers;
 pub(crate) mod json;
@@ -198,7 +200,70 @@ pub(crate) fn decode_object(
             "no usage fields: the object has no timestamp, model or token counts".to_string(),
         );
     }
-    normalize(members, now_ms)
+    normalize(members, now_ms).and_then(plausible)
+}
+
+/// Largest token count one request may report in any field (raw or normalised): a
+/// thousand times the largest context windows. Above it the number is a producer bug or
+/// an attack, and summing a few such values would overflow 64 bits.
+pub const MAX_TOKENS_PER_EVENT: i64 = 1_000_000_000_000;
+/// Largest latency or time to first token, in ms (about 11.6 days).
+pub const MAX_DURATION_MS: i64 = 1_000_000_000;
+/// Largest quota-used percentage taken from response headers.
+pub const MAX_QUOTA_USED_PERCENT: f64 = 1_000_000.0;
+
+/// The event, or the reason it is absurd (dead-lettered, so nothing is lost and no sum
+/// can be poisoned). Negative counts within the bounds stay allowed (Go parity: analytics
+/// clamp them to 0).
+pub(crate) fn plausible(event: UsageEvent) -> Result<UsageEvent, String> {
+    let tokens = &event.tokens;
+    let normalized = &event.normalized;
+    let counts = [
+        ("tokens.input_tokens", tokens.input),
+        ("tokens.output_tokens", tokens.output),
+        ("tokens.reasoning_tokens", tokens.reasoning),
+        ("tokens.cached_tokens", tokens.cached),
+        ("tokens.cache_tokens", tokens.cache),
+        ("tokens.cache_read_tokens", tokens.cache_read),
+        ("tokens.cache_creation_tokens", tokens.cache_creation),
+        ("tokens.total_tokens", tokens.total),
+        (
+            "normalized uncached input tokens",
+            normalized.uncached_input,
+        ),
+        ("normalized total input tokens", normalized.total_input),
+        ("normalized cache read tokens", normalized.cache_read),
+        (
+            "normalized cache creation tokens",
+            normalized.cache_creation,
+        ),
+    ];
+    for (field, value) in counts {
+        if value.unsigned_abs() > MAX_TOKENS_PER_EVENT.unsigned_abs() {
+            return Err(format!(
+                "{field} is {value}, beyond {MAX_TOKENS_PER_EVENT} tokens for one request: \
+                 not stored so it cannot distort totals"
+            ));
+        }
+    }
+    for (field, value) in [("latency_ms", event.latency_ms), ("ttft_ms", event.ttft_ms)] {
+        if let Some(value) = value
+            && value.unsigned_abs() > MAX_DURATION_MS.unsigned_abs()
+        {
+            return Err(format!(
+                "{field} is {value}, beyond {MAX_DURATION_MS} ms for one request: \
+                 not stored so it cannot distort latency figures"
+            ));
+        }
+    }
+    if let Some(percent) = event.header_quota_used_percent
+        && !(percent.is_finite() && percent.abs() <= MAX_QUOTA_USED_PERCENT)
+    {
+        return Err(format!(
+            "the quota-used percentage header is {percent}, beyond {MAX_QUOTA_USED_PERCENT}"
+        ));
+    }
+    Ok(event)
 }
 
 pub(crate) use exported::decode_exported;
@@ -1009,4 +1074,59 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
         header_trace_id: facts.trace_id,
         created_at_ms: now_ms,
     })
+}
+
+#[cfg(test)]
+mod plausibility_tests {
+    use super::*;
+
+    fn payload(tokens: &str, latency: &str) -> String {
+        format!(
+            r#"{{"timestamp":"2026-08-22T14:00:11Z","model":"gpt-5","tokens":{tokens},"latency_ms":{latency}}}"#
+        )
+    }
+
+    fn reason(item: &str) -> String {
+        match decode(item.as_bytes(), 1) {
+            Decoded::Dead(dead) => dead.reason,
+            other => panic!("not dead: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn absurd_numbers_are_dead_letters_naming_the_field_and_the_bound() {
+        let max = i64::MAX;
+        let cases = [
+            (
+                format!(r#"{{"input_tokens":{max}}}"#),
+                "10",
+                "tokens.input_tokens is 9223372036854775807, beyond 1000000000000",
+            ),
+            (
+                r#"{"output_tokens":5000000000000000000}"#.to_string(),
+                "10",
+                "tokens.output_tokens is 5000000000000000000",
+            ),
+            (
+                r#"{"input_tokens":-2000000000000}"#.to_string(),
+                "10",
+                "tokens.input_tokens is -2000000000000",
+            ),
+            (
+                r#"{"input_tokens":5}"#.to_string(),
+                "1000000000001",
+                "latency_ms is 1000000000001, beyond 1000000000 ms",
+            ),
+        ];
+        for (tokens, latency, expected) in cases {
+            let text = reason(&payload(&tokens, latency));
+            assert!(text.starts_with(expected), "{text}");
+        }
+        // At the bounds the event is stored.
+        let item = payload(
+            r#"{"input_tokens":1000000000000,"output_tokens":-3}"#,
+            "1000000000",
+        );
+        assert!(matches!(decode(item.as_bytes(), 1), Decoded::Event(_)));
+    }
 }

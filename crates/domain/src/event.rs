@@ -1,5 +1,7 @@
 //! The stored shape of one usage event (one upstream attempt reported by CPA).
 
+#![warn(missing_docs)]
+
 /// One row of `usage_events`, already normalised, masked and redacted.
 ///
 /// Every text field that may be absent is an `Option`; the decoder maps empty
@@ -12,55 +14,94 @@
 pub struct UsageEvent {
     /// Lowercase hex SHA-256 of the dedupe pre-hash string; unique per stored row.
     pub event_hash: String,
+    /// CPA's request id; several attempts of one request share it.
     pub request_id: Option<String>,
     /// Request start, Unix milliseconds.
     pub timestamp_ms: i64,
     /// Request start as RFC 3339 UTC text (Go `RFC3339Nano` style).
     pub timestamp: String,
+    /// The upstream provider (`codex`, `claude`, `gemini`, …).
     pub provider: Option<String>,
+    /// CPA's executor that made the attempt (`CodexExecutor`, …).
     pub executor_type: Option<String>,
     /// Display model: requested model (alias) if known, else resolved model, else `-`.
     pub model: String,
+    /// The model the client asked for (an alias, possibly with a reasoning suffix).
     pub requested_model: Option<String>,
+    /// The model CPA sent upstream.
     pub resolved_model: Option<String>,
+    /// CPA's endpoint, `METHOD /path` (for example `POST /v1/chat/completions`).
     pub endpoint: Option<String>,
+    /// The client's HTTP method.
     pub method: Option<String>,
+    /// The client's request path.
     pub path: Option<String>,
+    /// The client's address as CPA saw it.
     pub client_ip: Option<String>,
+    /// The client's `X-Forwarded-For`, sanitised and size-capped.
     pub x_forwarded_for: Option<String>,
+    /// The client's `User-Agent`, sanitised and size-capped.
     pub user_agent: Option<String>,
+    /// How the credential authenticates upstream (`oauth`, `apikey`).
     pub auth_type: Option<String>,
+    /// CPA's stable index of the credential used.
     pub auth_index: Option<String>,
     /// Masked credential identity (never the raw key or full e-mail).
     pub source: Option<String>,
+    /// Hex SHA-256 of the unmasked source, so masked sources stay distinct.
     pub source_hash: Option<String>,
+    /// Hex SHA-256 of the client's API key (the key itself is never kept).
     pub api_key_hash: Option<String>,
+    /// The credential's account at ingest time (from CPA's auth-file listing).
     pub account_snapshot: Option<String>,
+    /// The credential's label at ingest time.
     pub auth_label_snapshot: Option<String>,
+    /// The credential's auth file name at ingest time.
     pub auth_file_snapshot: Option<String>,
+    /// The credential's provider at ingest time.
     pub auth_provider_snapshot: Option<String>,
+    /// The credential's project id at ingest time (Gemini).
     pub auth_project_id_snapshot: Option<String>,
+    /// Unix ms of the auth-file listing the snapshots come from.
     pub auth_snapshot_at_ms: Option<i64>,
+    /// The reasoning effort the client asked for (`low`, `medium`, `high`, …).
     pub reasoning_effort: Option<String>,
     /// Effective service tier.
     pub service_tier: Option<String>,
+    /// The service tier the client asked for.
     pub request_service_tier: Option<String>,
+    /// The service tier the upstream reported.
     pub response_service_tier: Option<String>,
+    /// How the provider counts cache tokens; decides `normalized`.
     pub cache_input_mode: Option<CacheInputMode>,
+    /// Token counters as reported.
     pub tokens: TokenCounts,
+    /// Input buckets after cache accounting (what cost is computed from).
     pub normalized: NormalizedTokens,
+    /// Time to the complete answer, ms.
     pub latency_ms: Option<i64>,
+    /// Time to the first token, ms (streaming).
     pub ttft_ms: Option<i64>,
+    /// The attempt failed.
     pub failed: bool,
+    /// The upstream HTTP status of a failed attempt.
     pub fail_status_code: Option<i64>,
     /// Redacted, size-capped failure text; safe to show.
     pub fail_summary: Option<String>,
+    /// Facts parsed from allow-listed upstream response headers, as a compact JSON object
+    /// (`quota`, `rate_limit`, `errors`, `trace`, `response`); never the raw headers.
     pub response_metadata_json: Option<String>,
+    /// Unix ms when an exhausted quota resets, from the response headers.
     pub header_quota_recover_at_ms: Option<i64>,
+    /// Quota used, percent, from the response headers.
     pub header_quota_used_percent: Option<f64>,
+    /// The account's plan (`plus`, `pro`, …), from the response headers.
     pub header_quota_plan_type: Option<String>,
+    /// The upstream's error kind header, if any.
     pub header_error_kind: Option<String>,
+    /// The upstream's error code header, if any.
     pub header_error_code: Option<String>,
+    /// The upstream's request or trace id, for support requests.
     pub header_trace_id: Option<String>,
     /// Wall-clock ms when the payload was normalised.
     pub created_at_ms: i64,
@@ -69,33 +110,48 @@ pub struct UsageEvent {
 /// Raw token counters as CPA reported them (unclamped).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenCounts {
+    /// `input_tokens`.
     pub input: i64,
+    /// `output_tokens` (reasoning included).
     pub output: i64,
+    /// `reasoning_tokens` (part of `output`).
     pub reasoning: i64,
+    /// `cached_tokens`.
     pub cached: i64,
+    /// `cache_tokens` (older CPA releases).
     pub cache: i64,
+    /// `cache_read_tokens`.
     pub cache_read: i64,
+    /// `cache_creation_tokens`.
     pub cache_creation: i64,
+    /// `total_tokens`.
     pub total: i64,
 }
 
 /// Token buckets after cache-accounting normalisation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NormalizedTokens {
+    /// Input billed at the prompt rate (cache buckets taken out).
     pub uncached_input: i64,
+    /// All input, cache buckets included.
     pub total_input: i64,
+    /// Input read from the cache (legacy cached counts beyond the explicit buckets included).
     pub cache_read: i64,
+    /// Input written to the cache.
     pub cache_creation: i64,
 }
 
 /// Whether the provider counts cache tokens inside `input_tokens` or beside them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheInputMode {
+    /// `input_tokens` already includes the cache buckets (OpenAI style).
     IncludedInInput,
+    /// The cache buckets come on top of `input_tokens` (Anthropic style).
     SeparateFromInput,
 }
 
 impl CacheInputMode {
+    /// The mode as stored (`included_in_input`, `separate_from_input`).
     pub fn as_str(self) -> &'static str {
         match self {
             CacheInputMode::IncludedInInput => "included_in_input",
@@ -103,6 +159,7 @@ impl CacheInputMode {
         }
     }
 
+    /// The stored name back to a mode; `None` for anything else.
     pub fn parse(text: &str) -> Option<CacheInputMode> {
         match text {
             "included_in_input" => Some(CacheInputMode::IncludedInInput),
@@ -117,7 +174,9 @@ impl CacheInputMode {
 pub struct DeadLetter {
     /// The original queue item, untrimmed (lossily decoded if it was not UTF-8).
     pub payload: String,
+    /// Why it is not an event.
     pub reason: String,
+    /// Unix ms when it was received.
     pub created_at_ms: i64,
 }
 

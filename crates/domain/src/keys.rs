@@ -4,9 +4,11 @@
 //! argon2id PHC string of it is stored. Randomness comes from the caller, so this
 //! module stays free of IO and is deterministic under test.
 
+#![warn(missing_docs)]
+
+use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 /// Prefix of generated admin keys. Verification never depends on it: keys from
 /// older releases (`cpamp_…`) keep working.
@@ -20,13 +22,18 @@ pub const ADMIN_KEY_RANDOM_LEN: usize = 32;
 
 /// argon2id parameters: the OWASP floor (19 MiB, 2 passes, 1 lane).
 pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+/// argon2id passes.
 pub const ARGON2_ITERATIONS: u32 = 2;
+/// argon2id lanes (parallelism).
 pub const ARGON2_LANES: u32 = 1;
 
+/// Why an admin key could not be hashed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The key is empty.
     #[error("admin key is required")]
     Empty,
+    /// The hasher failed (the message says why).
     #[error("hash admin key: {0}")]
     Hash(String),
 }
@@ -63,9 +70,17 @@ pub fn hash_admin_key(key: &str, salt: &[u8; 16]) -> Result<String, KeyError> {
     Ok(hash.to_string())
 }
 
-/// Checks a presented key against a stored PHC string. Comparison is constant-time
-/// (done by the argon2 crate on the derived hashes). Slow by design: run it on a
-/// blocking thread.
+/// Bytes reserved for argon2's working memory: more than the largest size (32 MiB on
+/// 64-bit targets) up to which glibc's `malloc` raises its mmap threshold after a free.
+/// The buffer is therefore always a mapping of its own that goes back to the operating
+/// system when the check ends, instead of staying behind in a per-thread arena (a few
+/// failed logins used to leave 19 MiB per blocking thread resident). Only the blocks the
+/// parameters need are ever touched, so resident memory is that size, not the reserve.
+const WORKING_MEMORY_RESERVE_BYTES: usize = 33 * 1024 * 1024;
+
+/// Checks a presented key against a stored PHC string. Comparison is constant-time.
+/// Slow by design: run it on a blocking thread, and bound how many run at once (each
+/// needs [`ARGON2_MEMORY_KIB`] of working memory while it runs, returned afterwards).
 pub fn verify_admin_key(phc: &str, presented: &str) -> bool {
     let presented = presented.trim();
     if presented.is_empty() {
@@ -74,12 +89,34 @@ pub fn verify_admin_key(phc: &str, presented: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
-    let Ok(argon2) = hasher() else {
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
         return false;
     };
-    argon2
-        .verify_password(presented.as_bytes(), &parsed)
-        .is_ok()
+    let version = match parsed.version {
+        Some(number) => match Version::try_from(number) {
+            Ok(version) => version,
+            Err(_) => return false,
+        },
+        None => Version::V0x13,
+    };
+    let (Ok(params), Some(salt), Some(expected)) =
+        (Params::try_from(&parsed), parsed.salt, parsed.hash)
+    else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params);
+    let blocks = argon2.params().block_count();
+    let mut memory: Vec<Block> =
+        Vec::with_capacity(blocks.max(WORKING_MEMORY_RESERVE_BYTES / Block::SIZE));
+    memory.resize(blocks, Block::new());
+    let mut derived = vec![0u8; expected.len()];
+    if argon2
+        .hash_password_into_with_memory(presented.as_bytes(), &salt, &mut derived, &mut memory[..])
+        .is_err()
+    {
+        return false;
+    }
+    constant_time_eq(&derived, expected.as_bytes())
 }
 
 /// Checks a presented key against a credential record of the Go server (version 1):

@@ -3,6 +3,8 @@
 //! Methods return `impl Future + Send` so callers can spawn them; consumers are
 //! generic over the concrete store, which only the binary names.
 
+#![warn(missing_docs)]
+
 use std::future::Future;
 
 use crate::event::{DeadLetter, UsageEvent};
@@ -23,13 +25,16 @@ pub enum StoreError {
     /// The operation may succeed when retried later.
     #[error("database unavailable: {message}")]
     Unavailable {
+        /// What failed, without secrets.
         message: String,
+        /// The underlying error, when there is one.
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
 
 impl StoreError {
+    /// An `Unavailable` error with `message` and its cause.
     pub fn unavailable(
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
@@ -75,8 +80,11 @@ impl BatchOrigin {
 /// Both are written in one transaction, so a batch is either stored whole or not at all.
 #[derive(Debug, Clone)]
 pub struct IngestBatch {
+    /// Where the batch comes from (only collected batches may trigger automation).
     pub origin: BatchOrigin,
+    /// Decoded events, in queue order.
     pub events: Vec<UsageEvent>,
+    /// Items that could not be decoded, kept with their reason.
     pub dead_letters: Vec<DeadLetter>,
 }
 
@@ -87,6 +95,7 @@ pub struct BatchOutcome {
     pub inserted: u64,
     /// Events already known (same event hash); not stored again.
     pub skipped: u64,
+    /// Dead letters stored.
     pub dead_lettered: u64,
     /// Positions in the batch's `events` of the events stored for the first time, in
     /// batch order. Work that must happen once per event (account automation) follows it.
@@ -95,6 +104,7 @@ pub struct BatchOutcome {
 
 /// Appends usage events. Idempotent: an event whose hash is known is skipped.
 pub trait EventSink: Clone + Send + Sync + 'static {
+    /// Stores the whole batch in one transaction, or nothing of it.
     fn store_batch(
         &self,
         batch: IngestBatch,
@@ -103,11 +113,13 @@ pub trait EventSink: Clone + Send + Sync + 'static {
 
 /// Small key-value settings (JSON documents) kept beside the events.
 pub trait SettingsStore: Clone + Send + Sync + 'static {
+    /// The JSON document stored under `key`, if any.
     fn get_setting(
         &self,
         key: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
+    /// Stores `value` under `key`, replacing what was there.
     fn put_setting(
         &self,
         key: &str,
@@ -118,12 +130,15 @@ pub trait SettingsStore: Clone + Send + Sync + 'static {
 /// Counts that are cheap to read at any table size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreCounts {
+    /// Stored usage events.
     pub events: i64,
+    /// Stored dead letters.
     pub dead_letters: i64,
 }
 
 /// Cheap health figures of the store, for `/status` and `/metrics`.
 pub trait StoreStats: Clone + Send + Sync + 'static {
+    /// Stored events and dead letters.
     fn counts(&self) -> impl Future<Output = Result<StoreCounts, StoreError>> + Send;
 }
 
@@ -141,15 +156,20 @@ pub trait KeyHints: Clone + Send + Sync + 'static {
 /// Sizes and the last WAL checkpoint of the database files (`/status.database`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DatabaseReport {
+    /// Size of the main database file.
     pub database_bytes: u64,
+    /// Size of the write-ahead log.
     pub wal_bytes: u64,
+    /// Size of the shared-memory index file.
     pub shm_bytes: u64,
     /// The WAL size SQLite truncates the log to after a checkpoint.
     pub journal_size_limit_bytes: u64,
+    /// The last WAL checkpoint.
     pub checkpoint: CheckpointReport,
 }
 
 impl DatabaseReport {
+    /// The three files together.
     pub fn total_bytes(&self) -> u64 {
         self.database_bytes
             .saturating_add(self.wal_bytes)
@@ -162,12 +182,19 @@ impl DatabaseReport {
 pub struct CheckpointReport {
     /// `pending` before the first run, then `passive` or `truncate`.
     pub mode: String,
+    /// SQLite's busy flag of the last checkpoint (1: readers kept it from finishing).
     pub busy: i64,
+    /// Frames in the WAL at the last checkpoint.
     pub log_frames: i64,
+    /// Frames copied into the database by it.
     pub checkpointed_frames: i64,
+    /// Unix ms of the last checkpoint.
     pub executed_at_ms: i64,
+    /// How long it took.
     pub duration_ms: i64,
+    /// Unix ms of the last attempt to truncate the WAL.
     pub last_truncate_attempt_at_ms: Option<i64>,
+    /// Why the last maintenance run failed, if it did.
     pub error: Option<String>,
 }
 
@@ -193,6 +220,7 @@ pub enum GapCause {
 }
 
 impl GapCause {
+    /// The cause as stored and reported.
     pub fn as_str(self) -> &'static str {
         match self {
             GapCause::ServerDown => "server_down",
@@ -203,6 +231,7 @@ impl GapCause {
         }
     }
 
+    /// The stored name back to a cause; anything unknown is `CollectorError`.
     pub fn parse(text: &str) -> GapCause {
         match text {
             "server_down" => GapCause::ServerDown,
@@ -217,10 +246,13 @@ impl GapCause {
 /// A period during which the collector was not receiving events from CPA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionGap {
+    /// The gap's row id.
     pub id: i64,
+    /// Unix ms when receiving stopped.
     pub start_ms: i64,
     /// `None` while the gap is still open.
     pub end_ms: Option<i64>,
+    /// Why.
     pub cause: GapCause,
     /// What was observed (for example the collector's last error), without secrets.
     pub detail: String,
@@ -257,8 +289,10 @@ pub trait GapStore: Clone + Send + Sync + 'static {
 /// The order of an event stream, by `(timestamp_ms, id)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StreamOrder {
+    /// By time, oldest first (export order).
     #[default]
     OldestFirst,
+    /// By time, newest first.
     NewestFirst,
 }
 
@@ -275,6 +309,7 @@ pub struct EventSelection {
     pub api_key_hashes: Vec<String>,
     /// Only the newest `n` events of the selection (still delivered in `order`).
     pub newest: Option<u64>,
+    /// Oldest or newest first.
     pub order: StreamOrder,
 }
 
@@ -293,8 +328,10 @@ pub trait EventPages: Send + 'static {
 /// snapshot: the stream sees exactly the events committed before it opened,
 /// however long it is read and whatever is stored meanwhile.
 pub trait EventStream: Clone + Send + Sync + 'static {
+    /// The stream this store hands out.
     type Pages: EventPages;
 
+    /// Opens a stream of the events `selection` picks, from one read snapshot.
     fn open_event_stream(
         &self,
         selection: EventSelection,

@@ -1,5 +1,7 @@
 //! [`Secret`]: a string that never shows itself in `Debug` or `Display`.
 
+#![warn(missing_docs)]
+
 /// A secret value (admin key, CPA Management Key, data key material).
 /// Its `Debug` prints only whether it is set, so it can sit in settings structs
 /// that are logged.
@@ -7,6 +9,7 @@
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
     }
@@ -16,6 +19,7 @@ impl Secret {
         &self.0
     }
 
+    /// No value is set.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

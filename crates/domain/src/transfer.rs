@@ -6,5 +6,7 @@
 //! Both are pure: the reader takes any `BufRead`, the writers append to a
 //! `String`. Streaming, batching and storage live in the api crate and the binary.
 
+#![warn(missing_docs)]
+
 pub mod export;
 pub mod import;

@@ -1186,11 +1186,26 @@ fn out_of_range_numbers_name_their_field() {
             other => panic!("{payload}: {other:?}"),
         }
     }
-    // Limits themselves are fine; unused huge fields are kept, not fatal.
+    // Values that fit 64 bits but no request can have are dead letters too (see
+    // docs/ingest.md, "Absurd values"); the bounds themselves are fine.
+    match decode(
+        br#"{"model":"m","latency_ms":9223372036854775807,"ttft_ms":-9223372036854775808}"#,
+        NOW_MS,
+    ) {
+        Decoded::Dead(letter) => assert!(
+            letter
+                .reason
+                .starts_with("latency_ms is 9223372036854775807, beyond 1000000000 ms"),
+            "{}",
+            letter.reason
+        ),
+        other => panic!("{other:?}"),
+    }
     check(
-        &json(r#"{"model":"m","latency_ms":9223372036854775807,"ttft_ms":-9223372036854775808}"#),
-        "latency=9223372036854775807; ttft=-9223372036854775808",
+        &json(r#"{"model":"m","latency_ms":1000000000,"ttft_ms":-1000000000}"#),
+        "latency=1000000000; ttft=-1000000000",
     );
+    // Unused huge fields are kept, not fatal.
     check(&json(r#"{"model":"m","cost":1e30}"#), "model=m");
 }
 

@@ -34,7 +34,12 @@ pub enum AdoptionStep {
     /// There is no Go database to adopt (or it was adopted completely before).
     Nothing,
     /// A batch was copied; call again.
-    Copied { rows: u64, inserted: u64 },
+    Copied {
+        /// Go event rows read in this step.
+        rows: u64,
+        /// Of those, events cpamp did not hold yet (the rest were already stored).
+        inserted: u64,
+    },
     /// The last rows were copied and the Go event tables dropped.
     Finished,
 }

@@ -24,6 +24,48 @@
 //! - `prices`: model prices, API key aliases and the cached price book.
 //!
 //! Architecture invariant: this is the only crate that contains SQL.
+//!
+//! # Example: store a decoded CPA payload and read it back
+//!
+//! [`SqliteStore`] implements the domain's ports (`EventSink`, `StoreStats`,
+//! `SettingsStore`, `AnalyticsStore`, …), so an embedding program hands it to the
+//! collector as its sink and reads through the same ports. A batch is stored whole or not
+//! at all, and storing the same event twice keeps one copy.
+//!
+//! ```
+//! use cpamp_domain::event::Decoded;
+//! use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, StoreStats};
+//! use cpamp_storage::{Options, SqliteStore};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let dir = tempfile::tempdir()?;
+//!     let store = SqliteStore::open(Options::new(dir.path().join("usage.sqlite"))).await?;
+//!
+//!     let payload = br#"{"timestamp":"2026-08-22T14:00:31Z","model":"gpt-5.5",
+//!         "request_id":"r-1","tokens":{"input_tokens":900,"output_tokens":100}}"#;
+//!     let Decoded::Event(event) = cpamp_domain::decode::decode(payload, 1_787_407_231_000)
+//!     else {
+//!         panic!("a usage payload decodes to an event");
+//!     };
+//!     let batch = |event| IngestBatch {
+//!         origin: BatchOrigin::Collector("http://127.0.0.1:8317".to_string()),
+//!         events: vec![event],
+//!         dead_letters: Vec::new(),
+//!     };
+//!     let first = store.store_batch(batch((*event).clone())).await?;
+//!     assert_eq!(first.inserted, 1);
+//!     // CPA can hand the same event out twice (a retried pop): it is stored once.
+//!     let again = store.store_batch(batch(*event)).await?;
+//!     assert_eq!((again.inserted, again.skipped), (0, 1));
+//!
+//!     assert_eq!(store.counts().await?.events, 1);
+//!     store.close().await;
+//!     Ok(())
+//! }
+//! ```
+
+#![warn(missing_docs)]
 
 mod analytics;
 mod automation;
@@ -72,6 +114,8 @@ pub struct Options {
 }
 
 impl Options {
+    /// Options for the database file at `path`: two read connections and a 5 s busy
+    /// timeout.
     pub fn new(path: impl Into<PathBuf>) -> Options {
         Options {
             path: path.into(),
@@ -159,6 +203,18 @@ impl SqliteStore {
             automation::adopt_go_tables(&mut connection)
                 .await
                 .map_err(|error| error::map(error, "adopt Go automation tables"))?;
+            drop(connection);
+            let mut transaction = writer
+                .begin()
+                .await
+                .map_err(|error| error::map(error, "adopt Go quota snapshots"))?;
+            quota::adopt_go_snapshots(&mut transaction, settings::now_ms())
+                .await
+                .map_err(|error| error::map(error, "adopt Go quota snapshots"))?;
+            transaction
+                .commit()
+                .await
+                .map_err(|error| error::map(error, "adopt Go quota snapshots"))?;
         }
         legacy::adopt_prices_and_aliases(&writer).await?;
         // 2 MiB of page cache per reader: rollup reads touch a few MiB at most

@@ -320,3 +320,113 @@ impl QuotaStore for SqliteStore {
         Ok(windows)
     }
 }
+
+/// The inventory scope an observation without one belongs to (automation spec §2.2).
+fn default_inventory_scope(provider: &str) -> String {
+    if provider == "codex" {
+        "codex:rate-limits".to_string()
+    } else {
+        format!("{provider}:quota-windows")
+    }
+}
+
+/// Reports kept per window and source when a Go database is adopted: the query reads
+/// at most the 8 newest of each, so older ones would never be shown.
+const ADOPTED_PER_WINDOW: i64 = 8;
+
+/// Replays the quota snapshots of an adopted Go database (moved aside as
+/// `legacy_go_account_quota_snapshots`) as observations, oldest first, so the
+/// windows, their newest reports and the previous cycles show as they did; then
+/// drops that table. Only the newest reports of each window and source are kept, and
+/// every replayed observation is `partial`: absence is never inferred from them.
+pub(crate) async fn adopt_go_snapshots(
+    transaction: &mut Transaction<'_, Sqlite>,
+    now_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    let exists: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+         AND name = 'legacy_go_account_quota_snapshots'",
+    )
+    .fetch_one(&mut **transaction)
+    .await?;
+    if exists == 0 {
+        return Ok(0);
+    }
+    let rows = sqlx::query(
+        "SELECT account_key, provider, provider_window_id, window_kind, window_mode, model_scope_kind, \
+         coalesce(model_scope_key, '') AS model_scope_key, coalesce(model_ids_json, '') AS model_ids_json, \
+         source, coalesce(source_observation_id, '') AS source_observation_id, observed_at_ms, \
+         boundary_accuracy, cycle_start_ms, cycle_end_ms, duration_seconds, used_percent, \
+         remaining_percent, used_value, limit_value, coalesce(quota_unit, '') AS quota_unit, \
+         CAST(reset_credits_available AS REAL) AS reset_credits_available, \
+         coalesce(reset_credits_json, '') AS reset_credits_json, coalesce(plan_type, '') AS plan_type \
+         FROM (SELECT *, row_number() OVER (PARTITION BY account_key, provider, provider_window_id, \
+         model_scope_kind, coalesce(model_scope_key, ''), coalesce(model_ids_json, ''), source \
+         ORDER BY observed_at_ms DESC, id DESC) AS newest FROM legacy_go_account_quota_snapshots \
+         WHERE trim(account_key) <> '' AND trim(provider) <> '') \
+         WHERE newest <= ? ORDER BY observed_at_ms, account_key, provider, source, source_observation_id, id",
+    )
+    .bind(ADOPTED_PER_WINDOW)
+    .fetch_all(&mut **transaction)
+    .await?;
+    let mut observations: Vec<Observation> = Vec::new();
+    for row in &rows {
+        use sqlx::Row as _;
+        let account_key: String = row.try_get("account_key")?;
+        let provider: String = row.try_get("provider")?;
+        let source: String = row.try_get("source")?;
+        let source_observation_id: String = row.try_get("source_observation_id")?;
+        let observed_at_ms: i64 = row.try_get("observed_at_ms")?;
+        let window = WindowInput {
+            provider_window_id: row.try_get("provider_window_id")?,
+            window_kind: row.try_get("window_kind")?,
+            window_mode: row.try_get("window_mode")?,
+            model_scope_kind: row.try_get("model_scope_kind")?,
+            model_scope_key: row.try_get("model_scope_key")?,
+            model_ids: decode_list(&row.try_get::<String, _>("model_ids_json")?),
+            boundary_accuracy: row.try_get("boundary_accuracy")?,
+            cycle_start_ms: row.try_get("cycle_start_ms")?,
+            cycle_end_ms: row.try_get("cycle_end_ms")?,
+            duration_seconds: row.try_get("duration_seconds")?,
+            used_percent: row.try_get("used_percent")?,
+            remaining_percent: row.try_get("remaining_percent")?,
+            used_value: row.try_get("used_value")?,
+            limit_value: row.try_get("limit_value")?,
+            quota_unit: row.try_get("quota_unit")?,
+            reset_credits_available: row.try_get("reset_credits_available")?,
+            reset_credits_json: row.try_get("reset_credits_json")?,
+            plan_type: row.try_get("plan_type")?,
+            ..WindowInput::default()
+        };
+        match observations.last_mut() {
+            Some(last)
+                if last.account_key == account_key
+                    && last.provider == provider
+                    && last.source == source
+                    && last.source_observation_id == source_observation_id
+                    && last.observed_at_ms == observed_at_ms =>
+            {
+                last.windows.push(window);
+            }
+            _ => observations.push(Observation {
+                inventory_scope_key: default_inventory_scope(&provider),
+                account_key,
+                provider,
+                source,
+                source_observation_id,
+                inventory_mode: "partial".into(),
+                observed_at_ms,
+                windows: vec![window],
+                removals: Vec::new(),
+            }),
+        }
+    }
+    let mut inserted = 0;
+    for observation in &observations {
+        inserted += apply(transaction, observation, now_ms).await?;
+    }
+    sqlx::query("DROP TABLE legacy_go_account_quota_snapshots")
+        .execute(&mut **transaction)
+        .await?;
+    Ok(inserted)
+}

@@ -276,7 +276,7 @@ pub(crate) async fn flush(
             .entry((floor(at, FINE_MS), pending.failed))
             .or_default();
         block.0 += 1;
-        block.1 += pending.metrics.total;
+        block.1 = block.1.saturating_add(pending.metrics.total);
     }
 
     for (level, (_, suffix)) in LEVELS.iter().enumerate() {
@@ -322,7 +322,12 @@ pub(crate) async fn flush(
         sqlx::query(
             "INSERT INTO usage_rollup_fine (bucket_ms, failed, calls, total_tokens) VALUES (?, ?, ?, ?) \
              ON CONFLICT (bucket_ms, failed) DO UPDATE SET calls = calls + excluded.calls, \
-             total_tokens = total_tokens + excluded.total_tokens",
+             total_tokens = CASE \
+               WHEN excluded.total_tokens > 0 AND total_tokens > 9223372036854775807 - excluded.total_tokens \
+                 THEN 9223372036854775807 \
+               WHEN excluded.total_tokens < 0 AND total_tokens < (-9223372036854775807 - 1) - excluded.total_tokens \
+                 THEN -9223372036854775807 - 1 \
+               ELSE total_tokens + excluded.total_tokens END",
         )
         .bind(bucket)
         .bind(i64::from(failed))

@@ -68,18 +68,28 @@ impl EventStream for SqliteStore {
         let Some(filter) = self.filter_sql(&mut connection, &selection).await? else {
             return Ok(self.empty_stream(selection.order));
         };
+        let (from_ms, to_ms) = (filter.from_ms, filter.to_ms);
+        let whole = filter.conditions.join(" AND ");
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM usage_events WHERE {filter}"
+            "SELECT count(*) FROM usage_events WHERE {whole}"
         )))
         .fetch_one(&mut connection)
         .await
         .map_err(db("count events"))?;
         let mut total = u64::try_from(count).unwrap_or(0);
-        let mut filter = filter;
-        let start = match selection.order {
-            StreamOrder::OldestFirst => (i64::MIN, i64::MIN),
-            StreamOrder::NewestFirst => (i64::MAX, i64::MAX),
+        // Pages carry their time bound in the keyset alone: given a second bound on
+        // `timestamp_ms` in the same direction, SQLite may walk the index from the
+        // selection's start on every page, which makes a large export quadratic.
+        let mut conditions = filter.conditions;
+        let (mut start, bound) = match selection.order {
+            StreamOrder::OldestFirst => ((from_ms, i64::MIN), format!("timestamp_ms < {to_ms}")),
+            StreamOrder::NewestFirst => (
+                (to_ms.saturating_sub(1), i64::MAX),
+                format!("timestamp_ms >= {from_ms}"),
+            ),
         };
+        conditions[0] = bound;
+        let mut filter = conditions.join(" AND ");
         if let Some(newest) = selection.newest
             && newest < total
         {
@@ -89,17 +99,21 @@ impl EventStream for SqliteStore {
             }
             // The oldest event that is still among the newest `n`.
             let cutoff: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT timestamp_ms, id FROM usage_events WHERE {filter} \
+                "SELECT timestamp_ms, id FROM usage_events WHERE {whole} \
                  ORDER BY timestamp_ms DESC, id DESC LIMIT 1 OFFSET ?"
             )))
             .bind(i64::try_from(newest - 1).unwrap_or(i64::MAX))
             .fetch_one(&mut connection)
             .await
             .map_err(db("find the newest events"))?;
-            filter.push_str(&format!(
-                " AND (timestamp_ms > {0} OR (timestamp_ms = {0} AND id >= {1}))",
-                cutoff.0, cutoff.1
-            ));
+            match selection.order {
+                // The oldest of the newest `n` is where the pages start.
+                StreamOrder::OldestFirst => start = (cutoff.0, cutoff.1.saturating_sub(1)),
+                StreamOrder::NewestFirst => filter.push_str(&format!(
+                    " AND (timestamp_ms > {0} OR (timestamp_ms = {0} AND id >= {1}))",
+                    cutoff.0, cutoff.1
+                )),
+            }
         }
         Ok(SqliteEventPages {
             store: self.clone(),
@@ -132,12 +146,10 @@ impl SqliteStore {
         &self,
         connection: &mut SqliteConnection,
         selection: &EventSelection,
-    ) -> Result<Option<String>, StoreError> {
-        let mut conditions = vec![format!(
-            "timestamp_ms >= {} AND timestamp_ms < {}",
-            selection.from_ms.unwrap_or(i64::MIN),
-            selection.to_ms.unwrap_or(i64::MAX)
-        )];
+    ) -> Result<Option<Filter>, StoreError> {
+        let from_ms = selection.from_ms.unwrap_or(i64::MIN);
+        let to_ms = selection.to_ms.unwrap_or(i64::MAX);
+        let mut conditions = vec![range_sql(from_ms, to_ms)];
         if !selection.models.is_empty() {
             let analytics: HashSet<i64> = self
                 .model_ids(connection, &selection.models)
@@ -170,8 +182,23 @@ impl SqliteStore {
             }
             conditions.push(format!("api_key_hash_id IN ({})", join_ids(&ids)));
         }
-        Ok(Some(conditions.join(" AND ")))
+        Ok(Some(Filter {
+            from_ms,
+            to_ms,
+            conditions,
+        }))
     }
+}
+
+/// A selection as SQL: its time range (also the first condition) and every condition.
+struct Filter {
+    from_ms: i64,
+    to_ms: i64,
+    conditions: Vec<String>,
+}
+
+fn range_sql(from_ms: i64, to_ms: i64) -> String {
+    format!("timestamp_ms >= {from_ms} AND timestamp_ms < {to_ms}")
 }
 
 fn join_ids(ids: &[i64]) -> String {

@@ -1,7 +1,10 @@
 //! A database written by the Go Manager Server keeps working: its settings and dead
 //! letters are there at once, its events are adopted in the background with their
-//! hashes, and a payload CPA delivers again still dedupes against them.
+//! hashes, and a payload CPA delivers again still dedupes against them. Its prices,
+//! aliases, cooldowns, candidates and quota snapshots carry on.
 
+use cpamp_domain::analytics::accounts::AccountTarget;
+use cpamp_domain::automation::quota::QuotaStore;
 use cpamp_domain::automation::store::{CandidateStore, CooldownStore};
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::Decoded;
@@ -100,6 +103,78 @@ async fn write_go_database(path: &std::path::Path) {
             .await
             .expect("ledger");
     }
+    // Quota snapshots (Go's table): two reports of the five-hour window a cycle
+    // apart, one of the weekly window, and ten old reports that are never shown.
+    sqlx::query(
+        "CREATE TABLE account_quota_snapshots (id integer primary key autoincrement, \
+         observation_id integer, logical_window_id integer, activation_id integer, cycle_id integer, \
+         account_key text not null, provider text not null, provider_window_id text not null, \
+         window_kind text not null, window_mode text not null, model_scope_kind text not null, \
+         model_scope_key text, model_ids_json text, scope_fingerprint text not null default '', \
+         content_hash text not null default '', source text not null, source_observation_id text, \
+         observed_at_ms integer not null, boundary_accuracy text not null, cycle_start_ms integer, \
+         cycle_end_ms integer, duration_seconds integer, used_percent real, remaining_percent real, \
+         used_value real, limit_value real, quota_unit text, reset_credits_available integer, \
+         reset_credits_json text, plan_type text, created_at_ms integer not null)",
+    )
+    .execute(&mut go)
+    .await
+    .expect("Go quota snapshot table");
+    let key = codex_account_key();
+    let hour = 3_600_000_i64;
+    let mut reports: Vec<(&str, i64, i64, i64, f64)> = vec![
+        (
+            "five-hour",
+            1_787_000_000_000,
+            1_787_000_000_000 + 5 * hour,
+            18_000,
+            90.0,
+        ),
+        (
+            "five-hour",
+            1_787_000_000_000 + 6 * hour,
+            1_787_000_000_000 + 10 * hour,
+            18_000,
+            15.0,
+        ),
+        (
+            "weekly",
+            1_787_000_000_000 + 6 * hour,
+            1_787_000_000_000 + 168 * hour,
+            604_800,
+            40.0,
+        ),
+    ];
+    for old in 0..10 {
+        reports.push((
+            "five-hour",
+            1_786_000_000_000 + old * hour,
+            1_786_000_000_000 + old * hour + 5 * hour,
+            18_000,
+            1.0,
+        ));
+    }
+    for (window, observed, end, seconds, used) in reports {
+        sqlx::query(
+            "INSERT INTO account_quota_snapshots (account_key, provider, provider_window_id, window_kind, \
+             window_mode, model_scope_kind, model_scope_key, source, source_observation_id, observed_at_ms, \
+             boundary_accuracy, cycle_start_ms, cycle_end_ms, duration_seconds, used_percent, plan_type, \
+             reset_credits_available, created_at_ms) VALUES (?, 'codex', ?, '', 'fixed', 'family', 'codex_main', \
+             'response_header', ?, ?, 'exact', ?, ?, ?, ?, 'plus', 2, ?)",
+        )
+        .bind(&key)
+        .bind(window)
+        .bind(format!("req-{observed}"))
+        .bind(observed)
+        .bind(end - seconds * 1000)
+        .bind(end)
+        .bind(seconds)
+        .bind(used)
+        .bind(observed)
+        .execute(&mut go)
+        .await
+        .expect("Go quota snapshot");
+    }
     // A hash whose event Go no longer stores.
     sqlx::query("INSERT INTO usage_event_identity_ledger VALUES (?, NULL, 0, 0, 0, '', 1, 1)")
         .bind("ef".repeat(32))
@@ -107,6 +182,17 @@ async fn write_go_database(path: &std::path::Path) {
         .await
         .expect("orphan ledger row");
     go.close().await.expect("close");
+}
+
+/// The account key the panel asks for: Codex account `codex-a.json`, auth index `3f9c`.
+fn codex_account_key() -> String {
+    AccountTarget {
+        auth_file_snapshot: "codex-a.json".into(),
+        auth_provider_snapshot: "codex".into(),
+        auth_index: "3f9c".into(),
+        ..AccountTarget::default()
+    }
+    .key()
 }
 
 #[tokio::test]
@@ -165,6 +251,53 @@ async fn a_go_database_is_adopted_in_place() {
     assert_eq!(
         (candidates[0].hit_count, candidates[0].reason_code.as_str()),
         (4, "token_revoked")
+    );
+
+    // Quota snapshots: each window with its newest report and the previous cycle.
+    let windows = store
+        .account_windows(&codex_account_key(), "codex")
+        .await
+        .expect("quota windows");
+    let mut shown: Vec<_> = windows
+        .iter()
+        .map(|window| {
+            (
+                window.input.provider_window_id.as_str(),
+                window.input.used_percent,
+                window.availability.as_str(),
+                window.source.as_str(),
+                window.previous_cycle.map(|(_, end, used)| (end, used)),
+            )
+        })
+        .collect();
+    shown.sort_by(|a, b| a.0.cmp(b.0));
+    let hour = 3_600_000_i64;
+    assert_eq!(
+        shown,
+        vec![
+            (
+                "five-hour",
+                Some(15.0),
+                "active",
+                "response_header",
+                Some((1_787_000_000_000 + 5 * hour, Some(90.0)))
+            ),
+            ("weekly", Some(40.0), "active", "response_header", None),
+        ]
+    );
+    assert_eq!(windows[0].input.reset_credits_available, Some(2.0));
+    let reports: i64 = sqlx::query_scalar("SELECT count(*) FROM account_quota_snapshots")
+        .fetch_one(
+            &mut sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("connect"),
+        )
+        .await
+        .expect("count");
+    assert_eq!(
+        reports,
+        3 + 8 - 2,
+        "the 8 newest five-hour reports and the weekly one"
     );
 
     // Events arrive in batches through the ingest path.

@@ -22,6 +22,7 @@ pub struct Corpus {
 }
 
 impl Corpus {
+    /// A corpus of `count` payloads, the first at `start_ms`, each `step_ms` after the last.
     pub fn new(count: u64, start_ms: i64, step_ms: i64) -> Corpus {
         let mut templates: Vec<Value> = CAPTURED
             .lines()

@@ -21,22 +21,37 @@ use serde_json::{Map, Value, json};
 /// ordinary files and differ for credentials a plugin expanded from one file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthFile {
+    /// CPA's runtime id.
     pub id: String,
+    /// The physical auth file name.
     pub name: String,
+    /// The `auth_index` usage payloads carry for this credential.
     pub auth_index: String,
+    /// The provider (`codex`, `claude`, `gemini`, …).
     pub provider: String,
+    /// The label CPA shows.
     pub label: String,
+    /// The account e-mail, if known.
     pub email: Option<String>,
+    /// The account name, if known.
     pub account: Option<String>,
+    /// CPA's `account_type` field (`email` for e-mail accounts), if set.
     pub account_type: Option<String>,
+    /// The Google Cloud project id (Gemini credentials).
     pub project_id: Option<String>,
+    /// Whether CPA routes no requests to this credential.
     pub disabled: bool,
+    /// `active`, `disabled`, … as CPA reports it.
     pub status: String,
+    /// Why the status was set (for example `disabled via management API`).
     pub status_message: String,
     /// Codex id-token claims CPA decodes into `id_token`.
     pub chatgpt_account_id: Option<String>,
+    /// The ChatGPT plan from the id token (`plus`, `pro`, …).
     pub plan_type: Option<String>,
+    /// Successful requests CPA counted for this credential.
     pub success: u64,
+    /// Failed requests CPA counted for this credential.
     pub failed: u64,
     /// Further members copied into the listing as they are.
     pub extra: Map<String, Value>,
@@ -150,22 +165,29 @@ impl AuthFile {
 pub struct StatusChange {
     /// The runtime id of the credential that changed.
     pub id: String,
+    /// The physical auth file name.
     pub name: String,
+    /// The credential's `auth_index`.
     pub auth_index: String,
+    /// The new state: true when it was disabled.
     pub disabled: bool,
 }
 
 /// A scripted upstream answer for `api-call`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiCallAnswer {
+    /// The upstream HTTP status code.
     pub status_code: u16,
+    /// The upstream response body.
     pub body: String,
+    /// The upstream response headers, in order.
     pub header: Vec<(String, String)>,
     /// How long the upstream takes to answer.
     pub delay: Duration,
 }
 
 impl ApiCallAnswer {
+    /// An answer with `status_code` and `body` as JSON.
     pub fn json(status_code: u16, body: &Value) -> ApiCallAnswer {
         ApiCallAnswer {
             status_code,
@@ -175,6 +197,7 @@ impl ApiCallAnswer {
         }
     }
 
+    /// The same answer after `delay`.
     pub fn delayed(mut self, delay: Duration) -> ApiCallAnswer {
         self.delay = delay;
         self
@@ -184,10 +207,15 @@ impl ApiCallAnswer {
 /// One `api-call` the fake received, after `$TOKEN$` substitution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiCallRecord {
+    /// The credential the call was made with.
     pub auth_index: String,
+    /// The HTTP method requested.
     pub method: String,
+    /// The upstream URL requested.
     pub url: String,
+    /// The request headers, with `$TOKEN$` replaced by the credential's token.
     pub header: Vec<(String, String)>,
+    /// The request body.
     pub data: String,
 }
 

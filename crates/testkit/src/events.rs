@@ -11,15 +11,23 @@ use serde_json::json;
 /// One credential CPA could route to.
 #[derive(Debug, Clone, Copy)]
 pub struct Account {
+    /// The provider name payloads carry (`codex`, `claude`, …).
     pub provider: &'static str,
+    /// CPA's executor type (`CodexExecutor`, …).
     pub executor: &'static str,
+    /// The model requested through this credential.
     pub model: &'static str,
+    /// The `source` field (an e-mail or a masked API key).
     pub source: &'static str,
+    /// The `auth_index` payloads carry.
     pub auth_index: &'static str,
+    /// `oauth` or `apikey`.
     pub auth_type: &'static str,
+    /// The credential's auth file name in the fake's `auth-files` listing.
     pub file_name: &'static str,
 }
 
+/// The credentials the generator spreads its payloads over.
 pub const ACCOUNTS: &[Account] = &[
     Account {
         provider: "codex",
@@ -96,9 +104,13 @@ const ENDPOINTS: &[&str] = &[
 /// One generated payload.
 #[derive(Debug, Clone)]
 pub struct EmittedEvent {
+    /// The payload's `request_id`.
     pub request_id: String,
+    /// The credential the attempt used.
     pub account: Account,
+    /// Whether the attempt failed.
     pub failed: bool,
+    /// The JSON payload exactly as queued.
     pub payload: Bytes,
 }
 
@@ -110,6 +122,7 @@ pub struct EventGenerator {
 }
 
 impl EventGenerator {
+    /// A generator whose output depends only on `seed`.
     pub fn new(seed: u64) -> EventGenerator {
         EventGenerator { counter: 0, seed }
     }
@@ -211,12 +224,17 @@ fn build(request_id: &str, random: u64, additional_model: bool) -> EmittedEvent 
 /// triggers (quota headers, usage-limit bodies, revoked tokens).
 #[derive(Debug, Clone)]
 pub struct PayloadSpec {
+    /// The credential the attempt used.
     pub account: Account,
+    /// The payload's `request_id`.
     pub request_id: String,
+    /// The upstream status code (200 for a success).
     pub status_code: u16,
+    /// The upstream failure body ("" for a success).
     pub body: String,
     /// Upstream response headers, as CPA forwards them.
     pub headers: Vec<(String, String)>,
+    /// The attempt's time.
     pub timestamp: jiff::Timestamp,
 }
 
@@ -247,6 +265,7 @@ impl PayloadSpec {
         }
     }
 
+    /// Adds an upstream response header.
     pub fn header(mut self, name: &str, value: &str) -> PayloadSpec {
         self.headers.push((name.to_string(), value.to_string()));
         self

@@ -22,14 +22,30 @@
 //! timestamps at any instant, for benchmarks at scale), `corpus` (a long stream of varied,
 //! unique payloads for round trips and benchmarks).
 //!
-//! ```no_run
-//! # async fn example() -> std::io::Result<()> {
-//! use cpamp_testkit::{FakeCpa, FakeCpaOptions};
-//! let cpa = FakeCpa::start(FakeCpaOptions::new("management-key")).await?;
-//! let emitted = cpa.emit(100).await;
-//! assert_eq!(cpa.queued_len(), emitted.len());
-//! # Ok(()) }
+//! # Example: a fake CPA with queued usage events
+//!
+//! The fake listens on a free local port; point a collector (or any CPA client) at
+//! [`FakeCpa::base_url`] with the management key given here. `cpamp-collector`'s crate
+//! documentation consumes this queue.
+//!
 //! ```
+//! use cpamp_testkit::{FakeCpa, FakeCpaOptions};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let cpa = FakeCpa::start(FakeCpaOptions::new("management-key")).await?;
+//!     assert!(cpa.base_url().starts_with("http://127.0.0.1:"));
+//!     // Realistic CPA payloads, queued as CPA queues them.
+//!     let emitted = cpa.emit(100).await;
+//!     assert_eq!(cpa.queued_len(), emitted.len());
+//!     assert!(emitted.iter().all(|event| !event.request_id.is_empty()));
+//!     // Nobody has tried a wrong key yet, so nobody is banned.
+//!     assert_eq!(cpa.failed_auth_count(), 0);
+//!     Ok(())
+//! }
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod auth;
 pub mod corpus;
@@ -91,6 +107,9 @@ pub struct FakeCpaOptions {
 }
 
 impl FakeCpaOptions {
+    /// Options for a fake CPA 7.2.140 that accepts `management_key`, on a free port of
+    /// 127.0.0.1: a 60 s queue retention, publishing on, HTTP queue, RESP and `SUBSCRIBE`
+    /// supported, a 30-minute ban, no request recording.
     pub fn new(management_key: impl Into<String>) -> FakeCpaOptions {
         FakeCpaOptions {
             management_key: management_key.into(),
@@ -113,15 +132,20 @@ impl FakeCpaOptions {
 /// One HTTP request the fake received.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
+    /// The HTTP method (`GET`, `PATCH`, …).
     pub method: String,
+    /// The path without the query string.
     pub path: String,
+    /// The raw query string ("" when there is none).
     pub query: String,
     /// Header names lower-cased, values lossily decoded, in arrival order.
     pub headers: Vec<(String, String)>,
+    /// The request body as received.
     pub body: Bytes,
 }
 
 impl RecordedRequest {
+    /// The first value of the header `name` (compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -161,6 +185,7 @@ pub struct FakeCpa {
 }
 
 impl FakeCpa {
+    /// Binds `options.bind` and serves HTTP and RESP there until dropped.
     pub async fn start(options: FakeCpaOptions) -> std::io::Result<FakeCpa> {
         let listener = TcpListener::bind(options.bind).await?;
         let addr = listener.local_addr()?;
@@ -181,6 +206,7 @@ impl FakeCpa {
         })
     }
 
+    /// The address the fake listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -241,10 +267,12 @@ impl FakeCpa {
         self.shared.queue.publish(payload.into())
     }
 
+    /// Events waiting in the usage queue (expired ones are pruned lazily, as CPA does).
     pub fn queued_len(&self) -> usize {
         self.shared.queue.len()
     }
 
+    /// Live subscribers of the usage channel.
     pub fn subscriber_count(&self) -> usize {
         self.shared.queue.subscriber_count()
     }
@@ -264,14 +292,18 @@ impl FakeCpa {
         self.shared.auth.total_failures()
     }
 
+    /// Whether `ip` is banned for too many failed management logins.
     pub fn is_banned(&self, ip: std::net::IpAddr) -> bool {
         self.shared.auth.is_banned(ip)
     }
 
+    /// Turns usage publishing on or off (CPA's `usage-statistics-enabled`); while off,
+    /// events are discarded.
     pub fn set_publishing(&self, enabled: bool) {
         self.shared.queue.set_publishing(enabled);
     }
 
+    /// How long a queued event is kept before it is pruned (CPA keeps a minute).
     pub fn set_retention(&self, retention: Duration) {
         self.shared.queue.set_retention(retention);
     }
@@ -383,6 +415,7 @@ impl FakeCpa {
         self.shared.errors.publish(Bytes::from(event.to_string()))
     }
 
+    /// Live subscribers of the `errors` channel.
     pub fn error_subscriber_count(&self) -> usize {
         self.shared.errors.subscriber_count()
     }

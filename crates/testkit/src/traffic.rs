@@ -143,6 +143,7 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// A generator whose output depends only on `seed`.
     pub fn new(seed: u64) -> Traffic {
         Traffic {
             seed,

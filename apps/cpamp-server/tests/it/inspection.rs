@@ -145,6 +145,40 @@ fn an_inspection_reports_each_account_runs_once_at_a_time_and_honours_cancel() {
     assert_eq!(dave_result["action"], "disable");
     assert_eq!(dave_result["errorKind"], "http_status");
     assert!(!detail["logs"].as_array().expect("logs").is_empty());
+    // Each Codex result is quota evidence: the Accounts page's windows come from it.
+    let (status, snapshots) = send(
+        &server,
+        "POST",
+        "/v0/management/quota-snapshots/query",
+        Some(
+            json!({"accounts": [{"row_key": "alice", "provider": "codex",
+            "account": {"auth_file_snapshot": alice.file_name, "auth_index": alice.auth_index}}]}),
+        ),
+    );
+    assert_eq!(status, 200, "{snapshots}");
+    let windows = &snapshots["items"][0]["windows"];
+    let summary: Vec<(&str, &str, f64)> = windows
+        .as_array()
+        .expect("windows")
+        .iter()
+        .map(|window| {
+            (
+                window["provider_window_id"].as_str().unwrap_or(""),
+                window["source"].as_str().unwrap_or(""),
+                window["used_percent"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("five-hour", "inspection", 40.0),
+            ("weekly", "inspection", 100.0)
+        ],
+        "{snapshots}"
+    );
+    assert_eq!(windows[1]["boundary_accuracy"], "derived", "{windows}");
+    assert_eq!(windows[1]["availability"], "active", "{windows}");
     // The probe used the credential's token through CPA.
     let calls = cpa.cpa.api_calls();
     let probe = calls

@@ -1,6 +1,7 @@
 //! Black-box tests: the real `cpamp-server` binary (and, where a test needs to reach
 //! inside, the same `Application` in-process) against real SQLite files.
 
+mod absurd_numbers;
 mod analytics;
 mod auth;
 mod automation;
@@ -8,8 +9,10 @@ mod cli;
 mod deploy;
 mod docs;
 mod enrichment;
+mod http_limits;
 mod ingest;
 mod inspection;
+mod login_cost;
 mod metrics;
 mod openapi;
 mod owned_routes;
@@ -17,6 +20,7 @@ mod plugins;
 mod prices;
 mod process;
 mod proxy;
+mod proxy_paths;
 mod quota;
 mod reset_key;
 mod setup;

@@ -243,9 +243,13 @@ fn reason_of(candidate: &Candidate) -> String {
 /// A manual action on a candidate (`POST …/{id}/{action}` or `DELETE …/{id}/auth-file`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManualAction {
+    /// Mark the candidate ignored; nothing changes in CPA.
     Ignore,
+    /// Mark the candidate resolved; nothing changes in CPA.
     Resolve,
+    /// Enable the credential in CPA and mark the candidate resolved.
     Enable,
+    /// Delete the credential's auth file in CPA and mark the candidate deleted.
     DeleteAuthFile,
 }
 

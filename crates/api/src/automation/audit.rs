@@ -10,14 +10,18 @@ use cpamp_domain::automation::store::{AuditEntry, AuditStore};
 /// Who acted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Actor {
+    /// Quota cooldowns.
     QuotaCooldown,
+    /// The account action queue (auto-disable).
     AccountActions,
+    /// Server inspection.
     Inspection,
     /// A person, through the panel or the API.
     Operator,
 }
 
 impl Actor {
+    /// The actor as the audit log names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Actor::QuotaCooldown => "quota_cooldown",
@@ -31,12 +35,16 @@ impl Actor {
 /// How it went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {
+    /// The action was carried out.
     Ok,
+    /// The action was tried and failed.
     Failed,
+    /// The action was not needed or not allowed.
     Skipped,
 }
 
 impl Outcome {
+    /// The outcome as the audit log names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -49,9 +57,13 @@ impl Outcome {
 /// What was acted on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject {
+    /// The credential's auth file name.
     pub auth_file_name: String,
+    /// The credential's `auth_index`.
     pub auth_index: String,
+    /// The credential's provider.
     pub provider: String,
+    /// The account (e-mail or name), when known.
     pub account: String,
 }
 
@@ -112,6 +124,7 @@ impl AuditLog {
         }
     }
 
+    /// Entries written since the process started, per (actor, action, outcome).
     pub fn counts(&self) -> AuditCounts {
         self.counts
             .lock()
@@ -130,6 +143,7 @@ pub struct Note<'a, S> {
 }
 
 impl<'a, S: AuditStore> Note<'a, S> {
+    /// A note by `actor` about `subject`, for `reason`; written when its outcome is known.
     pub fn new(
         log: &'a AuditLog,
         store: &'a S,

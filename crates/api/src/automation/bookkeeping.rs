@@ -27,9 +27,11 @@ pub const BODY_LIMIT: usize = (10 << 20) + (64 << 10);
 /// What kind of auth-file change a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// `PATCH /auth-files/status`.
     Status,
     /// `PATCH /auth-files`: a status change only when the body has `disabled`.
     Patch,
+    /// `DELETE /auth-files`.
     Delete,
 }
 
@@ -47,8 +49,11 @@ pub fn classify(method: &Method, path: &str) -> Option<Kind> {
 /// The files a change names, and whether it covers every file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Targets {
+    /// The auth file names named.
     pub names: Vec<String>,
+    /// The `auth_index` named, if any.
     pub auth_index: Option<String>,
+    /// The change covers every auth file.
     pub all: bool,
     /// `Some(disabled)` for a status change.
     pub disabled: Option<bool>,

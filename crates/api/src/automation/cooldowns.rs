@@ -10,7 +10,7 @@
 //!   after a restart at once, so a cooldown that ran out while the server was down is
 //!   restored at start. It uses the saved CPA connection directly.
 //! - A status change of the credential through the panel (the proxy) during a cooldown
-//!   releases it ([`release_file`]): automation then leaves the credential alone, so a
+//!   releases it (`release_file`): automation then leaves the credential alone, so a
 //!   manual disable is never undone. (The Go server re-enabled it anyway.)
 
 use std::collections::HashMap;

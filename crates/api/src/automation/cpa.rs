@@ -32,8 +32,11 @@ pub enum CpaError {
     /// CPA answered with an error status.
     #[error("{call}: HTTP {status} {body}")]
     Status {
+        /// The call that failed.
         call: String,
+        /// CPA's HTTP status.
         status: u16,
+        /// CPA's answer (shortened).
         body: String,
     },
     /// CPA answered 2xx with something that is not what it sends.
@@ -57,7 +60,9 @@ impl CpaError {
 /// One listed credential: its identity and the raw entry CPA sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedFile {
+    /// The credential's identity.
     pub entry: AuthFileEntry,
+    /// The entry exactly as CPA listed it.
     pub raw: Map<String, Value>,
 }
 
@@ -65,10 +70,15 @@ pub struct ListedFile {
 /// replaced by CPA).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiCall {
+    /// The credential whose token CPA uses.
     pub auth_index: String,
+    /// The upstream HTTP method.
     pub method: String,
+    /// The upstream URL.
     pub url: String,
+    /// Request headers; `$TOKEN$` in a value is replaced by CPA.
     pub header: Vec<(String, String)>,
+    /// The request body.
     pub data: Option<String>,
 }
 
@@ -98,6 +108,7 @@ impl std::fmt::Debug for CpaClient {
 }
 
 impl CpaClient {
+    /// A client of the CPA at `connection`.
     pub fn new(connection: &CpaConnection) -> CpaClient {
         CpaClient {
             base_url: connection.base_url.clone(),
@@ -105,6 +116,7 @@ impl CpaClient {
         }
     }
 
+    /// The CPA base URL this client talks to.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }

@@ -57,9 +57,13 @@ struct State {
 /// Figures for `/status` and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnricherStats {
+    /// Credentials in the cached listing.
     pub credentials: usize,
+    /// Events labelled from the listing since start.
     pub enriched_events: u64,
+    /// Listing fetches that failed since start.
     pub failed_fetches: u64,
+    /// Why the last fetch failed, if it did.
     pub last_error: Option<String>,
 }
 
@@ -183,6 +187,7 @@ impl Enricher {
         }
     }
 
+    /// The cache's figures now.
     pub fn stats(&self) -> EnricherStats {
         let state = self.state();
         EnricherStats {

@@ -14,10 +14,15 @@ use super::cpa::{CALL_TIMEOUT, CpaClient, CpaError};
 /// The credential a caller believes it acts on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expected {
+    /// The auth file name.
     pub file: String,
+    /// The credential's `auth_index`.
     pub auth_index: String,
+    /// The provider.
     pub provider: String,
+    /// The account recorded with the event.
     pub account_snapshot: String,
+    /// The provider's account id (for example Codex's ChatGPT account id).
     pub account_id: String,
 }
 
@@ -44,12 +49,16 @@ impl Expected {
 /// Why no single credential could be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
+    /// CPA lists no such credential.
     #[error("auth file not found in CPA")]
     NotFound,
+    /// The listed credential is not the one expected (identity changed).
     #[error("CPA auth file identity mismatch: {0}")]
     Mismatch(String),
+    /// Several credentials match; changing one could hit the wrong one.
     #[error("auth file status change scope is ambiguous: {0}")]
     Ambiguous(String),
+    /// CPA's listing could not be read.
     #[error(transparent)]
     Cpa(#[from] CpaError),
 }
@@ -57,6 +66,7 @@ pub enum ResolveError {
 /// The credential to change, as CPA lists it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
+    /// The credential as listed.
     pub entry: AuthFileEntry,
     /// What CPA's status and delete calls take: the runtime id, else the file name.
     pub selector: String,

@@ -27,6 +27,7 @@ impl<S: Clone> Clone for IngestSink<S> {
 }
 
 impl<S: EventSink> IngestSink<S> {
+    /// A sink that labels events, stores them in `store` and passes new failures to `automation`.
     pub fn new(store: S, automation: Automation) -> IngestSink<S> {
         IngestSink { store, automation }
     }

@@ -23,7 +23,7 @@ use actix_web::web;
 use cpamp_domain::automation::authfile::AuthFileEntry;
 use cpamp_domain::automation::inspection::{
     Action, InspectionConfig, codex_inventory_observed, codex_quota_windows, decide_codex,
-    decide_xai, scheduled_trigger,
+    decide_xai, inspection_observation, scheduled_trigger,
 };
 use cpamp_domain::automation::runs::{NewRun, Ownership, Run, RunLog, RunResult, StartRefusal};
 use futures_util::StreamExt;
@@ -118,6 +118,7 @@ impl Inspector {
         }
     }
 
+    /// This process's id as the owner of inspection runs and the run lease.
     pub fn owner_id(&self) -> &str {
         &self.owner_id
     }
@@ -686,6 +687,16 @@ async fn inspect<S: Store>(
             .save_result(result.clone())
             .await
             .unwrap_or_default();
+        // A stored Codex result is quota evidence too (source `inspection`).
+        if result.id > 0
+            && let Some(observation) = inspection_observation(&result, now_ms())
+            && let Err(error) = state
+                .store
+                .write_observations(vec![observation], now_ms())
+                .await
+        {
+            tracing::warn!(%error, file = %result.file_name, "storing quota snapshots from an inspection result failed");
+        }
         let level = match result.action.as_str() {
             "delete" | "reauth" => "error",
             "disable" => "warning",

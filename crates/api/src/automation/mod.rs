@@ -62,12 +62,17 @@ const WORKER_QUEUE: usize = 256;
 /// The automation services of one process. Cheap to clone.
 #[derive(Clone)]
 pub struct Automation {
+    /// The auth-file cache that labels new events.
     pub enricher: Arc<Enricher>,
+    /// The account processing switches in effect.
     pub switches: Arc<Switches>,
+    /// The per-file lock every account status change holds.
     pub coordinator: MutationCoordinator,
+    /// The automation audit log.
     pub audit: AuditLog,
     /// Wakes the cooldown worker (a new cooldown, a changed connection).
     pub cooldown_wake: Arc<Notify>,
+    /// Server inspection (runs, lease, schedule).
     pub inspector: Arc<inspection::Inspector>,
     collected: mpsc::Sender<Vec<UsageEvent>>,
     dropped: Arc<AtomicU64>,

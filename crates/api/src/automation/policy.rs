@@ -27,12 +27,17 @@ pub const SETTINGS_KEY: &str = "automation_settings_v1";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Overrides {
+    /// `codexQuotaCooldownEnabled`: disable a Codex credential that hit its quota until it resets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codex_quota_cooldown_enabled: Option<bool>,
+    /// `authIssueQueueEnabled`: the account action queue collects credentials with auth
+    /// problems (the Issues page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_issue_queue_enabled: Option<bool>,
+    /// `authIssueAutoDisableEnabled`: disable queued credentials automatically.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_issue_auto_disable_enabled: Option<bool>,
+    /// `updatedAtMs`: Unix ms of the last save.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at_ms: Option<i64>,
 }
@@ -46,10 +51,12 @@ pub struct Switches {
 }
 
 impl Switches {
+    /// Quota cooldowns act.
     pub fn quota_cooldown(&self) -> bool {
         self.quota_cooldown.load(Ordering::Relaxed)
     }
 
+    /// The account action queue takes failures.
     pub fn queue(&self) -> bool {
         self.queue.load(Ordering::Relaxed)
     }
@@ -59,6 +66,7 @@ impl Switches {
         self.queue() && self.auto_disable.load(Ordering::Relaxed)
     }
 
+    /// Takes the switches of a freshly resolved policy.
     pub fn apply(&self, view: &PolicyView) {
         self.quota_cooldown
             .store(view.quota_cooldown.configured, Ordering::Relaxed);
@@ -71,12 +79,16 @@ impl Switches {
 /// Where a switch's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// The built-in default or the config file.
     Startup,
+    /// An environment variable (locked against changes through the API).
     Env,
+    /// Saved through the API.
     Database,
 }
 
 impl Source {
+    /// The source as the endpoint names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Startup => "startup",
@@ -89,18 +101,26 @@ impl Source {
 /// One switch resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capability {
+    /// Whether the switch is on.
     pub configured: bool,
+    /// Where the value comes from.
     pub source: Source,
+    /// The environment variable that sets it.
     pub env_key: &'static str,
+    /// The config-file key that sets it.
     pub config_file_key: &'static str,
 }
 
 /// The whole policy as the endpoint reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyView {
+    /// Quota cooldowns.
     pub quota_cooldown: Capability,
+    /// The account action queue.
     pub queue: Capability,
+    /// Automatic disabling of queued credentials (acts only with the queue on).
     pub auto_disable: Capability,
+    /// Unix ms of the last save through the API.
     pub updated_at_ms: Option<i64>,
 }
 
@@ -151,6 +171,7 @@ pub fn resolve(startup: &AutomationStartup, saved: &Overrides) -> PolicyView {
 }
 
 impl PolicyView {
+    /// The policy as `GET` answers it.
     pub fn to_json(&self) -> Value {
         let field = |capability: &Capability, enabled: bool, depends_on: Option<&str>| {
             let mut value = json!({
@@ -207,10 +228,13 @@ pub async fn load_overrides<S: SettingsStore>(store: &S) -> Result<Overrides, Ap
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Patch {
+    /// New `codexQuotaCooldownEnabled`.
     #[serde(default)]
     pub codex_quota_cooldown_enabled: Option<bool>,
+    /// New `authIssueQueueEnabled`.
     #[serde(default)]
     pub auth_issue_queue_enabled: Option<bool>,
+    /// New `authIssueAutoDisableEnabled`.
     #[serde(default)]
     pub auth_issue_auto_disable_enabled: Option<bool>,
 }

@@ -28,8 +28,10 @@ pub use proxy::Route;
 
 /// The public default URLs.
 pub const MODELS_DEV_URL: &str = "https://models.dev/catalog.json";
+/// LiteLLM's price and context-window table.
 pub const LITELLM_URL: &str =
     "https://raw.githubusercontent.com/BerriAI/litellm/main/model_prices_and_context_window.json";
+/// OpenRouter's model list with prices.
 pub const OPENROUTER_URL: &str = "https://openrouter.ai/api/v1/models";
 
 /// How long one source may take.
@@ -41,8 +43,11 @@ const MAX_REDIRECTS: usize = 5;
 /// Where the sources are; `None` disables a source.
 #[derive(Debug, Clone)]
 pub struct SourceUrls {
+    /// models.dev's catalog.
     pub models_dev: Option<String>,
+    /// LiteLLM's price table.
     pub litellm: Option<String>,
+    /// OpenRouter's model list.
     pub openrouter: Option<String>,
 }
 
@@ -73,7 +78,9 @@ pub struct PriceSync {
 
 /// Every source's answer, merged.
 pub struct Fetched {
+    /// The prices found, merged over the sources.
     pub catalog: Catalog,
+    /// How each source went, in source order.
     pub outcomes: Vec<SourceOutcome>,
     /// Sources that answered, in order.
     pub succeeded: Vec<String>,
@@ -82,10 +89,12 @@ pub struct Fetched {
 }
 
 impl PriceSync {
+    /// Sources at `urls`, each allowed `SOURCE_TIMEOUT`.
     pub fn new(urls: SourceUrls) -> PriceSync {
         PriceSync::with_timeout(urls, SOURCE_TIMEOUT)
     }
 
+    /// Sources at `urls`, each allowed `timeout`.
     pub fn with_timeout(urls: SourceUrls, timeout: Duration) -> PriceSync {
         PriceSync {
             sources: vec![

@@ -13,16 +13,22 @@ use crate::cpa_http::{Io, Target, dial, tls};
 /// How to reach a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// No proxy.
     Direct,
     /// An HTTP(S) proxy: `CONNECT host:port`.
     Http {
+        /// The proxy's address.
         proxy: Target,
         /// `Basic …` when the proxy URL carried credentials.
         authorization: Option<String>,
     },
+    /// A SOCKS5 proxy; the source's host name is resolved by the proxy.
     Socks5 {
+        /// The proxy's host.
         host: String,
+        /// The proxy's port.
         port: u16,
+        /// User name and password when the proxy URL carried them.
         credentials: Option<(String, String)>,
     },
 }
@@ -79,6 +85,7 @@ impl Route {
         }
     }
 
+    /// No proxy is used.
     pub fn is_direct(&self) -> bool {
         *self == Route::Direct
     }

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use actix_web::{HttpRequest, HttpResponse, web};
 use cpamp_collector::CollectorState;
 
-use crate::auth::{AdminAuthenticator, bearer_token};
+use crate::auth::{AdminAuthenticator, AuthBackend, bearer_token, client_address};
 use crate::error::ApiError;
 use crate::monitor::Monitor;
 use crate::state::{AppState, Store};
@@ -24,18 +24,28 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     );
 }
 
-async fn authorized(request: &HttpRequest, monitor: &Monitor) -> bool {
-    let Some(token) = bearer_token(request) else {
-        return false;
-    };
+/// The scrape token, else the admin key under the same failure limit as every other
+/// admin check.
+async fn authorize(request: &HttpRequest, monitor: &Monitor) -> Result<(), ApiError> {
+    let token = bearer_token(request);
     let expected = monitor.metrics_token.expose();
-    if !expected.is_empty() && constant_time_eq(token.as_bytes(), expected.as_bytes()) {
-        return true;
+    if let Some(token) = &token
+        && !expected.is_empty()
+        && constant_time_eq(token.as_bytes(), expected.as_bytes())
+    {
+        return Ok(());
     }
-    match request.app_data::<web::Data<AdminAuthenticator>>() {
-        Some(authenticator) => authenticator.verify(&token).await,
-        None => false,
-    }
+    let Some(authenticator) = request.app_data::<web::Data<AdminAuthenticator>>() else {
+        return Err(ApiError::invalid_admin_key(crate::auth::INVALID_ADMIN_KEY));
+    };
+    let backend = request.app_data::<web::Data<dyn AuthBackend>>();
+    crate::auth::check_admin(
+        authenticator,
+        backend.map(|data| &***data),
+        client_address(request),
+        token.as_deref(),
+    )
+    .await
 }
 
 fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
@@ -52,9 +62,7 @@ async fn metrics<S: Store>(
     state: web::Data<AppState<S>>,
     monitor: web::Data<Monitor>,
 ) -> Result<HttpResponse, ApiError> {
-    if !authorized(&request, &monitor).await {
-        return Err(ApiError::invalid_admin_key("invalid admin key"));
-    }
+    authorize(&request, &monitor).await?;
     let counts = state.store.counts().await?;
     let database = state.store.database_report().await?;
     let gaps = state.store.gaps(i64::MIN, i64::MAX, 1).await?;
@@ -279,6 +287,18 @@ async fn metrics<S: Store>(
         &[],
         state.automation.dropped_events() as f64,
     );
+    if let Some(authenticator) = request.app_data::<web::Data<AdminAuthenticator>>() {
+        out.family(
+            "cpamp_admin_key_checks_total",
+            "counter",
+            "Admin key hash checks (argon2id) run since the process started; remembered keys and refused attempts run none.",
+        );
+        out.sample(
+            "cpamp_admin_key_checks_total",
+            &[],
+            authenticator.checks_run() as f64,
+        );
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(out.text))

@@ -32,9 +32,11 @@ pub struct Operation {
     pub method: &'static str,
     /// The path, with `{name}` for a path parameter.
     pub path: &'static str,
+    /// Which credential the operation needs.
     pub access: Access,
     /// Groups operations in the reference.
     pub tag: &'static str,
+    /// One line saying what the operation does.
     pub summary: &'static str,
 }
 

@@ -13,7 +13,7 @@
 //! unauthenticated caller learns nothing beyond `401`.
 //!
 //! To serve a pending path: register its resources in your module's `configure`,
-//! called from `routes::configure` before [`configure`], and flip the entry to
+//! called from `routes::configure` before this module's `configure`, and flip the entry to
 //! `Served`. Resources registered earlier win, so the table's fallback only sees what
 //! your module leaves out. The black-box test `owned_routes` (in
 //! `apps/cpamp-server/tests/it/`) walks this table and fails when a path reaches CPA,
@@ -59,9 +59,13 @@ pub enum RouteAuth {
 /// One Manager-owned path (or subtree).
 #[derive(Debug, Clone, Copy)]
 pub struct OwnedRoute {
+    /// The path (exact, or the root of a subtree).
     pub path: &'static str,
+    /// Which paths the entry covers.
     pub matches: PathMatch,
+    /// Whether it is served or answers 501.
     pub state: RouteState,
+    /// Who may reach its fallback.
     pub auth: RouteAuth,
     /// What the path is for, in the 501 message ("quota snapshots are not ...").
     pub feature: &'static str,

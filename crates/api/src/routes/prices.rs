@@ -61,24 +61,34 @@ fn is_false(value: &bool) -> bool {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RatesJson {
+    /// `prompt`: uncached input, per million tokens.
     #[serde(default)]
     pub prompt: f64,
+    /// `completion`: output (reasoning included), per million tokens.
     #[serde(default)]
     pub completion: f64,
+    /// `cache`: the legacy cached-input rate, per million tokens.
     #[serde(default)]
     pub cache: f64,
+    /// `cacheRead`: cache reads, per million tokens.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_read: f64,
+    /// `cacheCreation`: cache writes, per million tokens.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_creation: f64,
+    /// `promptConfigured`: `prompt` was given (so an explicit 0 stays 0).
     #[serde(default, skip_serializing_if = "is_false")]
     pub prompt_configured: bool,
+    /// `completionConfigured`: `completion` was given.
     #[serde(default, skip_serializing_if = "is_false")]
     pub completion_configured: bool,
+    /// `cacheConfigured`: `cache` was given.
     #[serde(default, skip_serializing_if = "is_false")]
     pub cache_configured: bool,
+    /// `cacheReadConfigured`: `cacheRead` was given (else it falls back, see the price docs).
     #[serde(default, skip_serializing_if = "is_false")]
     pub cache_read_configured: bool,
+    /// `cacheCreationConfigured`: `cacheCreation` was given (else the prompt rate applies).
     #[serde(default, skip_serializing_if = "is_false")]
     pub cache_creation_configured: bool,
 }
@@ -125,22 +135,30 @@ impl RatesJson {
     }
 }
 
+/// A context tier on the wire: rates for bands above `thresholdTokens` of input.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContextTierJson {
+    /// `thresholdTokens`: the tier applies above this many input tokens.
     #[serde(default)]
     pub threshold_tokens: i64,
+    /// The tier's rates, over the base rates.
     #[serde(flatten)]
     pub rates: RatesJson,
 }
 
+/// A service-tier rule on the wire: rates for requests whose service tier equals
+/// `mode` or `serviceTier`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceTierJson {
+    /// `mode`: a tier name the rule matches (models.dev's `fast` also matches `priority`).
     #[serde(default)]
     pub mode: String,
+    /// `serviceTier`: the other tier name the rule matches.
     #[serde(default)]
     pub service_tier: String,
+    /// The rule's rates.
     #[serde(flatten)]
     pub rates: RatesJson,
 }
@@ -150,20 +168,28 @@ pub struct ServiceTierJson {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PriceJson {
+    /// The base rates.
     #[serde(flatten)]
     pub rates: RatesJson,
+    /// `source`: `models.dev`, `litellm`, `openrouter`, `sync` or `manual`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
+    /// `sourceModelId`: the model's id at the source.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source_model_id: String,
+    /// `rawJson`: the source's record, as fetched.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub raw_json: String,
+    /// `contextTiers`, by threshold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context_tiers: Vec<ContextTierJson>,
+    /// `serviceTiers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_tiers: Vec<ServiceTierJson>,
+    /// `updatedAtMs`: Unix ms of the last change.
     #[serde(default, skip_serializing_if = "is_zero_ms")]
     pub updated_at_ms: i64,
+    /// `syncedAtMs`: Unix ms of the last sync that set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_at_ms: Option<i64>,
     /// Never changed by a sync. Absent on input: pinned when the source is manual.
@@ -176,6 +202,7 @@ fn is_zero_ms(value: &i64) -> bool {
 }
 
 impl PriceJson {
+    /// The wire form of a stored price.
     pub fn of(price: &ModelPrice) -> PriceJson {
         PriceJson {
             rates: RatesJson::of(&base_rates(price.rates)),

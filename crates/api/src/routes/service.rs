@@ -122,7 +122,7 @@ pub(crate) async fn admin_once_configured<S: Store>(
         auth::check_admin(
             authenticator,
             Some(backend),
-            request.peer_addr().map(|addr| addr.ip()),
+            auth::client_address(request),
             auth::bearer_token(request).as_deref(),
         )
         .await?;

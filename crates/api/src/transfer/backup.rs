@@ -22,7 +22,9 @@ use super::sessions::{create_private_file, write_atomically};
 
 /// File names inside a backup directory.
 pub const DATABASE_FILE: &str = "usage.sqlite";
+/// The data key's copy (only when it is a file).
 pub const DATA_KEY_FILE: &str = "data.key";
+/// The manifest (`Manifest`).
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The manifest's `format`.
 pub const FORMAT: &str = "cpamp-backup";
@@ -39,17 +41,24 @@ pub enum DataKeySource {
 /// One file of a backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BackupFile {
+    /// The file name inside the backup directory.
     pub name: String,
+    /// Its size.
     pub bytes: u64,
+    /// Its SHA-256, hex.
     pub sha256: String,
 }
 
 /// `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
+    /// Always `cpamp-backup`.
     pub format: String,
+    /// The manifest format's version.
     pub version: u32,
+    /// The backup directory's name.
     pub name: String,
+    /// Unix ms when the backup was made.
     pub created_at_ms: i64,
     /// The cpamp version that wrote the backup.
     pub cpamp_version: String,
@@ -59,16 +68,20 @@ pub struct Manifest {
     pub events: i64,
     /// `included`, `external` (see [`DataKeySource`]) or `none` (no key file existed).
     pub data_key: String,
+    /// Every file of the backup with its size and checksum.
     pub files: Vec<BackupFile>,
 }
 
 /// Why a backup failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// A file could not be read or written.
     #[error("{0}")]
     Io(String),
+    /// The database copy failed.
     #[error(transparent)]
     Store(#[from] cpamp_domain::StoreError),
+    /// The backup directory or its manifest is not a usable backup.
     #[error("{0}")]
     Invalid(String),
 }

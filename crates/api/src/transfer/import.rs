@@ -25,7 +25,9 @@ pub const BATCH_EVENTS: usize = 2000;
 /// Live counters of a running import, readable from other tasks (progress bars).
 #[derive(Debug, Default)]
 pub struct ImportProgress {
+    /// Events stored for the first time so far.
     pub added: AtomicU64,
+    /// Events already stored (same event hash) so far.
     pub skipped: AtomicU64,
     /// Set to stop the import at the next event (cancel).
     pub stop: AtomicBool,
@@ -58,7 +60,9 @@ impl std::fmt::Display for ImportFailure {
 /// What an import did.
 #[derive(Debug)]
 pub struct ImportOutcome {
+    /// The counts, whether or not the import finished.
     pub result: ImportResult,
+    /// Why the import ended early; `None` when it read the whole input.
     pub failure: Option<ImportFailure>,
 }
 
@@ -67,12 +71,17 @@ pub struct ImportOutcome {
 pub struct ImportResult {
     /// `usage_service_jsonl`, `legacy_usage_export`, `legacy_usage_payload`, or `""`.
     pub format: String,
+    /// Events stored for the first time.
     pub added: u64,
+    /// Events already stored (same event hash).
     pub skipped: u64,
     /// Events read and handed to storage (`added + skipped` when all were stored).
     pub total: u64,
+    /// Records (lines, elements, details) that could not be read.
     pub failed: u64,
+    /// Legacy records without details, which hold nothing to import.
     pub unsupported: u64,
+    /// Notes about the input (for example a legacy format's limits).
     pub warnings: Option<Vec<String>>,
     #[serde(default)]
     /// The first failed records with their location (`line`, `element` or the
@@ -83,16 +92,22 @@ pub struct ImportResult {
 /// One failed record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImportErrorItem {
+    /// 1-based line of a JSONL input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
+    /// 1-based element of a JSON array.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub element: Option<u64>,
+    /// Endpoint of a legacy snapshot record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Model of a legacy snapshot record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// 1-based detail of a legacy snapshot record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<u64>,
+    /// Why the record could not be imported.
     pub error: String,
 }
 
@@ -247,6 +262,7 @@ pub struct ChannelReader {
 }
 
 impl ChannelReader {
+    /// Reads the chunks `receiver` yields, in order, as one byte stream.
     pub fn new(
         receiver: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
     ) -> ChannelReader {

@@ -10,9 +10,11 @@ use std::path::PathBuf;
 
 /// Shared state of the transfer routes (registered as `web::Data<Transfer>`).
 pub struct Transfer {
+    /// The resumable import sessions.
     pub sessions: sessions::ImportSessions,
     /// `<data dir>/backups`.
     pub backups_dir: PathBuf,
+    /// Where the data key lives, for backups.
     pub data_key: backup::DataKeySource,
     /// One backup at a time.
     pub backup_lock: tokio::sync::Mutex<()>,

@@ -34,11 +34,16 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
+    /// Default largest chunk: 4 MiB.
     pub const DEFAULT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+    /// Default disk quota of all sessions together: 16 GiB.
     pub const DEFAULT_DISK_QUOTA_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+    /// Default most active sessions: 2.
     pub const DEFAULT_MAX_SESSIONS: usize = 2;
+    /// Default idle lifetime: one day.
     pub const DEFAULT_TTL_MINUTES: u64 = 1440;
 
+    /// Sessions kept in `dir` with the default limits.
     pub fn new(dir: PathBuf) -> SessionConfig {
         SessionConfig {
             dir,
@@ -60,11 +65,17 @@ impl SessionConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Chunks are being received.
     Uploading,
+    /// Every byte arrived; the import can start.
     Ready,
+    /// The import is running.
     Processing,
+    /// The import finished; `result` holds its counts.
     Completed,
+    /// The import stopped with `error`; `retryable` says whether it can run again.
     Failed,
+    /// Cancelled by the client.
     Cancelled,
 }
 
@@ -107,18 +118,30 @@ struct Stored {
 /// A session as the API shows it (never the resume key).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SessionView {
+    /// The session id.
     pub id: String,
+    /// The file name the client gave.
     pub filename: String,
+    /// The state (`uploading`, `ready`, `processing`, `completed`, `failed`, `cancelled`).
     pub status: &'static str,
+    /// The announced file size.
     pub size_bytes: u64,
+    /// Bytes received so far (where the next chunk starts).
     pub received_bytes: u64,
+    /// The largest chunk the server accepts.
     pub chunk_size_bytes: u64,
+    /// Unix ms of creation.
     pub created_at_ms: i64,
+    /// Unix ms of the last change.
     pub updated_at_ms: i64,
+    /// Unix ms after which an idle session is removed.
     pub expires_at_ms: i64,
+    /// Whether a failed import may be started again.
     pub retryable: bool,
+    /// Why the import failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The import's counts once it finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<ImportResult>,
 }
@@ -153,18 +176,28 @@ impl Stored {
 /// Why a session call failed; each kind has its HTTP status and code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionErrorKind {
+    /// The request is malformed (400).
     InvalidRequest,
+    /// No such session (404).
     NotFound,
+    /// The session's state or offset does not allow this (409).
     Conflict,
+    /// Over the size limit (413).
     TooLarge,
+    /// Over the disk quota of all sessions (507).
     QuotaExceeded,
+    /// Too many active sessions (429).
     LimitExceeded,
+    /// The session directory cannot be used (500).
     Unavailable,
 }
 
+/// A session call's failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionError {
+    /// What kind of failure, for the status and code.
     pub kind: SessionErrorKind,
+    /// What went wrong and what to do.
     pub message: String,
 }
 
@@ -207,18 +240,24 @@ pub struct ImportSessions {
 /// A session ready to be imported: where its data is.
 #[derive(Debug)]
 pub struct ImportJob {
+    /// The session id.
     pub id: String,
+    /// The uploaded file.
     pub data: PathBuf,
+    /// Shared progress of the import, shown while it runs.
     pub progress: Arc<ImportProgress>,
 }
 
-/// A chunk upload in progress: the caller streams the body into `file`.
+/// A chunk upload in progress: the caller streams the body into `data` at `offset`.
 #[derive(Debug)]
 pub struct ChunkUpload {
+    /// The session id.
     pub id: String,
+    /// Where in the file the chunk starts.
     pub offset: u64,
     /// Most bytes the chunk may hold.
     pub limit: u64,
+    /// The session's data file the chunk is written into.
     pub data: PathBuf,
 }
 
@@ -240,6 +279,7 @@ impl ImportSessions {
         sessions
     }
 
+    /// The limits these sessions run under.
     pub fn config(&self) -> &SessionConfig {
         &self.config
     }

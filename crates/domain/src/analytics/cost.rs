@@ -56,6 +56,8 @@
 //! applied from the first bound above it, and costs computed that way are flagged as
 //! approximate (see [`Quote::approximate`]).
 
+#![warn(missing_docs)]
+
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
@@ -112,14 +114,18 @@ pub struct Band<'a> {
     pub model: &'a str,
     /// Resolved model, else the analytics model.
     pub billing_model: &'a str,
+    /// The effective service tier ("" for none).
     pub service_tier: &'a str,
+    /// The input-size band ([`context_band`] of the normalized input).
     pub context_band: u8,
 }
 
 /// How the price of a band was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PriceMatch {
+    /// An exact price key equal to the billing model.
     BillingModel,
+    /// An exact price key equal to the analytics model.
     AnalyticsModel,
     /// A unique key equal to a candidate ignoring ASCII case.
     CaseInsensitive,
@@ -130,6 +136,7 @@ pub enum PriceMatch {
 }
 
 impl PriceMatch {
+    /// The match as price explanations name it.
     pub fn as_str(self) -> &'static str {
         match self {
             PriceMatch::BillingModel => "billing_model",
@@ -144,13 +151,26 @@ impl PriceMatch {
 /// Which rule priced a band (see the module docs for the order).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PriceRule {
-    ContextTier { threshold_tokens: i64 },
+    /// A configured context tier above `threshold_tokens` of input.
+    ContextTier {
+        /// The tier's threshold, input tokens.
+        threshold_tokens: i64,
+    },
+    /// The GPT-5.4/5.5/5.6 long-context premium (input above 272k tokens).
     LongContextPremium,
-    ServiceTier { mode: String, service_tier: String },
+    /// A service-tier rule for the request's tier.
+    ServiceTier {
+        /// The rule's `mode`.
+        mode: String,
+        /// The rule's `service_tier`.
+        service_tier: String,
+    },
+    /// The base rates.
     Base,
 }
 
 impl PriceRule {
+    /// The rule as price explanations name it.
     pub fn as_str(&self) -> &'static str {
         match self {
             PriceRule::ContextTier { .. } => "context_tier",
@@ -166,27 +186,34 @@ impl PriceRule {
 pub struct Line {
     /// `prompt`, `cached`, `cache_read`, `cache_creation` or `output`.
     pub class: &'static str,
+    /// Tokens billed in this class.
     pub tokens: i64,
     /// USD per 1M tokens.
     pub rate: f64,
     /// Everything the rate is multiplied by (premium × tier multiplier).
     pub multiplier: f64,
+    /// This class's cost, USD.
     pub cost: f64,
 }
 
 /// The full account of one band's cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quote {
+    /// The band's cost, USD.
     pub cost: f64,
     /// The price-table key used, or the built-in family name.
     pub price_key: String,
+    /// How the price was found.
     pub matched_by: PriceMatch,
+    /// The model whose name drives the GPT-family rules (the billing model).
     pub behaviour_model: String,
+    /// Which rule priced the band.
     pub rule: PriceRule,
     /// The service-tier multiplier applied on top of the rates (1 when none).
     pub tier_multiplier: f64,
     /// The rates actually used (after tiers, overlays and GPT-5.6 completion).
     pub rates: Rates,
+    /// The cost per token class.
     pub lines: Vec<Line>,
     /// A context tier threshold lies inside the band's input range, so events of
     /// this band may belong to different tiers (see the module docs).
@@ -209,6 +236,7 @@ struct BookInner {
 }
 
 impl PriceBook {
+    /// A book of `prices`, keyed by model name.
     pub fn new(prices: HashMap<String, ModelPrice>) -> PriceBook {
         let mut folded: HashMap<String, Option<String>> = HashMap::new();
         let mut slugs: HashMap<String, Option<String>> = HashMap::new();
@@ -232,10 +260,12 @@ impl PriceBook {
         }
     }
 
+    /// No price is set.
     pub fn is_empty(&self) -> bool {
         self.inner.prices.is_empty()
     }
 
+    /// The price stored under exactly `model`.
     pub fn get(&self, model: &str) -> Option<&ModelPrice> {
         self.inner.prices.get(model)
     }

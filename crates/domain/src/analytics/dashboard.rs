@@ -316,15 +316,11 @@ pub async fn dashboard<S: AnalyticsStore>(
         }
         let hour = usize::try_from(offset / HOUR_MS).unwrap_or(usize::MAX);
         if let Some(slot) = hours.get_mut(hour) {
-            slot.0 += block.calls;
-            slot.1 += block.tokens;
-            slot.2 += if block.failed { block.calls } else { 0 };
+            add_block(slot, block);
         }
         let ten = usize::try_from(offset / (10 * MINUTE_MS)).unwrap_or(usize::MAX);
         if let Some(slot) = tens.get_mut(ten) {
-            slot.0 += block.calls;
-            slot.1 += block.tokens;
-            slot.2 += if block.failed { block.calls } else { 0 };
+            add_block(slot, block);
         }
     }
     let max_calls = hours.iter().map(|h| h.0).max().unwrap_or(0) as f64;
@@ -355,13 +351,15 @@ pub async fn dashboard<S: AnalyticsStore>(
     }
     let max_ten = tens.iter().map(|t| t.0).max().unwrap_or(0) as f64;
     let mut points = Vec::with_capacity(144);
-    let (mut success_calls, mut failure_calls) = (0, 0);
+    let (mut success_calls, mut failure_calls) = (0_i64, 0_i64);
     for (index, (calls, tokens, failures)) in tens.iter().enumerate() {
         let bucket_ms = start + index as i64 * 10 * MINUTE_MS;
         let future = bucket_ms > now;
         let failure_rate = ratio(*failures as f64, *calls as f64);
-        success_calls += calls - failures;
-        failure_calls += failures;
+        success_calls = calls
+            .saturating_sub(*failures)
+            .saturating_add(success_calls);
+        failure_calls = failure_calls.saturating_add(*failures);
         points.push(HealthPoint {
             bucket_ms,
             calls: *calls,
@@ -615,4 +613,13 @@ async fn fine_counts<S: AnalyticsStore>(
         }
     }
     Ok(out)
+}
+
+/// Adds a fine block to a (calls, tokens, failures) slot, saturating at the `i64` bounds.
+fn add_block(slot: &mut (i64, i64, i64), block: &FineBlock) {
+    slot.0 = slot.0.saturating_add(block.calls);
+    slot.1 = slot.1.saturating_add(block.tokens);
+    if block.failed {
+        slot.2 = slot.2.saturating_add(block.calls);
+    }
 }

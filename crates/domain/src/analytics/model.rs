@@ -1,6 +1,8 @@
 //! The analytics model: the effective requested model without one trailing
 //! reasoning suffix such as `(high)` or `(8192)`.
 
+#![warn(missing_docs)]
+
 const EFFORTS: [&str; 9] = [
     "none", "auto", "-1", "minimal", "low", "medium", "high", "xhigh", "max",
 ];

@@ -7,21 +7,29 @@
 //! offset in force after the transition, which is also the earlier instant. jiff's
 //! `earlier()` disambiguation gives exactly these two results.
 
+#![warn(missing_docs)]
+
 use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
 use super::AnalyticsError;
 
+/// One minute in milliseconds.
 pub const MINUTE_MS: i64 = 60_000;
+/// A quarter-hour in milliseconds.
 pub const QUARTER_MS: i64 = 15 * MINUTE_MS;
+/// One hour in milliseconds.
 pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+/// One (24-hour) day in milliseconds.
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Timeline granularity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {
+    /// One bucket per local hour.
     Hour,
+    /// One bucket per local day.
     Day,
 }
 
@@ -37,6 +45,7 @@ impl Granularity {
         }
     }
 
+    /// `hour` or `day`.
     pub fn as_str(self) -> &'static str {
         match self {
             Granularity::Hour => "hour",
@@ -58,6 +67,7 @@ impl Default for Zone {
 }
 
 impl Zone {
+    /// UTC.
     pub fn utc() -> Zone {
         Zone { tz: TimeZone::UTC }
     }
@@ -106,6 +116,7 @@ impl Zone {
         self.instant(local.date().to_datetime(jiff::civil::Time::midnight()))
     }
 
+    /// The start of the local hour or day containing `ms`, as an instant.
     pub fn bucket(&self, granularity: Granularity, ms: i64) -> i64 {
         match granularity {
             Granularity::Hour => self.hour_bucket(ms),
@@ -187,6 +198,7 @@ pub struct Bucketer<'z> {
 }
 
 impl<'z> Bucketer<'z> {
+    /// Buckets of `granularity` in `zone`.
     pub fn new(zone: &'z Zone, granularity: Granularity) -> Bucketer<'z> {
         Bucketer {
             zone,

@@ -7,7 +7,11 @@
 
 use serde_json::{Map, Value, json};
 
+use super::authfile::normalize_provider;
 use super::credential_policy::{FailureSignal, evaluate};
+use super::quota::{Observation, WindowInput};
+use super::runs::RunResult;
+use crate::analytics::accounts::AccountTarget;
 
 /// `config.codexInspection` of `/usage-service/config`, normalised.
 #[derive(Debug, Clone, PartialEq)]
@@ -756,6 +760,114 @@ pub fn codex_inventory_observed(payload: Option<&Value>) -> bool {
     })
 }
 
+/// The quota snapshot observation a stored Codex inspection result makes (automation
+/// spec §2.4, source `inspection`): its quota windows, the reset from `resetAtMs`
+/// (`estimated` becomes `derived`), `complete` when the probe succeeded and reported
+/// its inventory, else `partial`; observation id `run:<run>:result:<result>`.
+/// `None` for other providers, results without windows, or no account identity.
+pub fn inspection_observation(result: &RunResult, now_ms: i64) -> Option<Observation> {
+    if normalize_provider(&result.provider) != "codex" || result.quota_windows_json.is_empty() {
+        return None;
+    }
+    let target = AccountTarget {
+        account_key: String::new(),
+        account_snapshot: result.account_snapshot.clone(),
+        auth_label_snapshot: String::new(),
+        auth_file_snapshot: result.file_name.clone(),
+        auth_provider_snapshot: "codex".into(),
+        auth_project_id_snapshot: String::new(),
+        auth_index: result.auth_index.clone(),
+        source: String::new(),
+    };
+    let account_key = target.key();
+    if account_key.is_empty() {
+        return None;
+    }
+    let listed: Vec<Value> = serde_json::from_str(&result.quota_windows_json).ok()?;
+    let mut windows = Vec::new();
+    for item in &listed {
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let (window_id, scope_kind, scope_key) = match id.strip_prefix("code-review-") {
+            Some(rest) => (rest.to_string(), "feature", "code_review"),
+            None => (id.to_string(), "family", "codex_main"),
+        };
+        let duration = item.get("limitWindowSeconds").and_then(Value::as_i64);
+        let reset = item.get("resetAtMs").and_then(Value::as_i64);
+        let accuracy = match item.get("resetAccuracy").and_then(Value::as_str) {
+            Some("exact") => "exact",
+            Some(_) => "derived",
+            None => "unknown",
+        };
+        let known = duration.is_some_and(|seconds| seconds > 0) && reset.is_some_and(|at| at > 0);
+        windows.push(WindowInput {
+            provider_window_id: window_id,
+            window_mode: if known { "fixed" } else { "unknown" }.into(),
+            model_scope_kind: scope_kind.into(),
+            model_scope_key: scope_key.into(),
+            boundary_accuracy: if known { accuracy } else { "unknown" }.into(),
+            cycle_start_ms: match (known, reset, duration) {
+                (true, Some(end), Some(seconds)) => Some(end - seconds * 1000),
+                _ => None,
+            },
+            cycle_end_ms: reset.filter(|_| known),
+            duration_seconds: duration.filter(|seconds| *seconds > 0),
+            used_percent: item
+                .get("usedPercent")
+                .and_then(Value::as_f64)
+                .map(|used| used.clamp(0.0, 100.0)),
+            plan_type: result.plan_type.clone(),
+            ..WindowInput::default()
+        });
+    }
+    // The five-hour window runs inside the long one of the same scope.
+    for scope in ["codex_main", "code_review"] {
+        let long = windows
+            .iter()
+            .find(|window| {
+                window.model_scope_key == scope
+                    && matches!(window.provider_window_id.as_str(), "weekly" | "monthly")
+            })
+            .map(|window| window.provider_window_id.clone());
+        if let Some(long) = long {
+            for window in &mut windows {
+                if window.model_scope_key == scope && window.provider_window_id == "five-hour" {
+                    window.relationship_kind = "concurrent_subwindow".into();
+                    window.container_provider_window_id = long.clone();
+                }
+            }
+        }
+    }
+    let succeeded = result
+        .status_code
+        .is_some_and(|status| (200..300).contains(&status))
+        && result.error.is_empty();
+    if windows.is_empty() && !(succeeded && result.quota_inventory_observed) {
+        return None;
+    }
+    Some(Observation {
+        account_key,
+        provider: "codex".into(),
+        source: "inspection".into(),
+        source_observation_id: format!("run:{}:result:{}", result.run_id, result.id),
+        inventory_scope_key: "codex:rate-limits".into(),
+        inventory_mode: if succeeded && result.quota_inventory_observed {
+            "complete"
+        } else {
+            "partial"
+        }
+        .into(),
+        observed_at_ms: if result.created_at_ms > 0 {
+            result.created_at_ms.min(now_ms)
+        } else {
+            now_ms
+        },
+        windows,
+        removals: Vec::new(),
+    })
+}
+
 /// The verdict on an xAI billing probe. Reasons are the panel's i18n keys.
 pub fn decide_xai(
     disabled: bool,
@@ -886,6 +998,83 @@ mod tests {
         assert!(!codex_inventory_observed(Some(
             &json!({"plan_type": "plus"})
         )));
+    }
+
+    #[test]
+    fn a_codex_result_becomes_an_inspection_observation() {
+        let mut payload = usage(20.0, 30.0);
+        payload["code_review_rate_limit"] = json!({"primary_window": {"used_percent": 5.0,
+            "limit_window_seconds": 604800, "reset_at": 1787500000}});
+        let windows = codex_quota_windows(Some(&payload), "plus", 1_000);
+        let mut result = RunResult {
+            id: 7,
+            run_id: 3,
+            file_name: "codex-a.json".into(),
+            auth_index: "3f9c".into(),
+            provider: "codex".into(),
+            status_code: Some(200),
+            plan_type: "plus".into(),
+            quota_windows_json: Value::Array(windows).to_string(),
+            quota_inventory_observed: true,
+            created_at_ms: 2_000,
+            ..RunResult::default()
+        };
+        let observation = inspection_observation(&result, 5_000).expect("observation");
+        assert_eq!(observation.source, "inspection");
+        assert_eq!(observation.source_observation_id, "run:3:result:7");
+        assert_eq!(observation.inventory_mode, "complete");
+        assert_eq!(observation.inventory_scope_key, "codex:rate-limits");
+        assert_eq!(observation.observed_at_ms, 2_000);
+        assert_eq!(
+            observation.account_key,
+            AccountTarget {
+                auth_file_snapshot: "codex-a.json".into(),
+                auth_provider_snapshot: "codex".into(),
+                auth_index: "3f9c".into(),
+                ..AccountTarget::default()
+            }
+            .key()
+        );
+        let summary: Vec<(&str, &str, &str, &str)> = observation
+            .windows
+            .iter()
+            .map(|window| {
+                (
+                    window.provider_window_id.as_str(),
+                    window.model_scope_key.as_str(),
+                    window.window_mode.as_str(),
+                    window.boundary_accuracy.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("five-hour", "codex_main", "fixed", "derived"),
+                ("weekly", "codex_main", "fixed", "exact"),
+                ("weekly", "code_review", "fixed", "exact"),
+            ]
+        );
+        let five = &observation.windows[0];
+        assert_eq!(five.cycle_end_ms, Some(601_000));
+        assert_eq!(five.cycle_start_ms, Some(601_000 - 18_000_000));
+        assert_eq!(five.container_provider_window_id, "weekly");
+        assert_eq!(five.used_percent, Some(20.0));
+        assert_eq!(observation.windows[2].model_scope_kind, "feature");
+
+        // A failed probe reports what it saw, never a complete inventory.
+        result.status_code = Some(500);
+        result.error = "upstream error".into();
+        let partial = inspection_observation(&result, 5_000).expect("observation");
+        assert_eq!(partial.inventory_mode, "partial");
+        // No windows reported, other providers: nothing.
+        result.quota_windows_json = String::new();
+        assert!(inspection_observation(&result, 5_000).is_none());
+        result.quota_windows_json = "[]".into();
+        assert!(inspection_observation(&result, 5_000).is_none());
+        result.provider = "xai".into();
+        result.quota_windows_json = "[{\"id\":\"weekly\"}]".into();
+        assert!(inspection_observation(&result, 5_000).is_none());
     }
 
     #[test]

@@ -283,6 +283,7 @@ pub(crate) fn decode_exported(
         header_trace_id,
         created_at_ms,
     })
+    .and_then(super::plausible)
 }
 
 /// `failed`: a boolean, a non-zero number, or `1`/`true`/`yes`/`on`.

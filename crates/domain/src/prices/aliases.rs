@@ -20,14 +20,18 @@ pub const MAX_ALIAS_CHARS: usize = 120;
 pub struct ApiKeyAlias {
     /// 64 lowercase hex characters.
     pub api_key_hash: String,
+    /// The readable name.
     pub alias: String,
+    /// Unix ms of the last change.
     pub updated_at_ms: i64,
 }
 
 /// One item of a PUT, as the client sent it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AliasItem {
+    /// The key's hash: 64 hex characters (any case, trimmed).
     pub api_key_hash: String,
+    /// The readable name (required, at most `MAX_ALIAS_CHARS` characters).
     pub alias: String,
     /// Kept when above 0; otherwise the server's clock is used.
     pub updated_at_ms: Option<i64>,
@@ -36,22 +40,28 @@ pub struct AliasItem {
 /// A PUT of aliases.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AliasPut {
+    /// The aliases to set.
     pub items: Vec<AliasItem>,
     /// Hashes of the keys CPA still knows; with `allow_orphan_alias_cleanup`, an
     /// alias held by a hash outside this set (and outside `items`) may be taken over.
     pub active_api_key_hashes: Vec<String>,
+    /// Whether an alias held by a key CPA no longer knows may be taken over.
     pub allow_orphan_alias_cleanup: bool,
 }
 
 /// Why a PUT was refused; nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AliasError {
+    /// The hash is not 64 hex characters.
     #[error("valid apiKeyHash is required: {0:?} is not 64 hexadecimal characters")]
     InvalidHash(String),
+    /// The alias is empty.
     #[error("alias is required (apiKeyHash {0})")]
     AliasRequired(String),
+    /// The alias is longer than `MAX_ALIAS_CHARS`.
     #[error("alias must be 120 characters or less (apiKeyHash {0})")]
     AliasTooLong(String),
+    /// Another key holds the alias (compared case-insensitively).
     #[error("api key alias already exists: {0:?} is the alias of another API key")]
     Duplicate(String),
 }

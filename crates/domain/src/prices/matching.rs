@@ -24,10 +24,13 @@ const MIN_FAMILY_SCORE: f64 = 0.34;
 /// A possible price for a model, for a person to confirm.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
+    /// The model's id at the source.
     pub source_model_id: String,
     /// Rounded to two decimals.
     pub score: f64,
+    /// Why it was proposed (which rule matched).
     pub reason: &'static str,
+    /// The price the source offers.
     pub price: ModelPrice,
 }
 
@@ -91,6 +94,7 @@ fn models_dev_model(source_model_id: &str) -> Option<&str> {
 }
 
 impl Catalog {
+    /// A catalog of `entries`, with models.dev's canonical ids to match against.
     pub fn new(entries: Vec<SourceEntry>, canonical: Canonical) -> Catalog {
         let mut catalog = Catalog {
             entries: Vec::with_capacity(entries.len()),

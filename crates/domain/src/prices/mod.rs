@@ -18,6 +18,8 @@
 //! The cost formula itself lives with the analytics read model
 //! (`analytics::cost`), which prices token sums with these records.
 
+#![warn(missing_docs)]
+
 pub mod aliases;
 pub mod matching;
 pub mod sources;
@@ -31,6 +33,7 @@ use crate::ports::StoreError;
 /// One per-1M-token rate.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Rate {
+    /// US dollars per million tokens.
     pub value: f64,
     /// Set when the value was given explicitly (so an explicit 0 stays 0).
     pub flag: bool,
@@ -109,7 +112,9 @@ impl Rates {
 /// request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextTier {
+    /// The tier applies above this many input tokens.
     pub threshold_tokens: i64,
+    /// Rates over the base rates (unconfigured ones are inherited).
     pub rates: Rates,
 }
 
@@ -117,15 +122,21 @@ pub struct ContextTier {
 /// (models.dev's `fast` mode is reported by the API as `priority`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceTierRule {
+    /// A tier name the rule matches.
     pub mode: String,
+    /// The other tier name the rule matches.
     pub service_tier: String,
+    /// Rates over the base rates (unconfigured ones are inherited).
     pub rates: Rates,
 }
 
 /// Where a price came from.
 pub mod source {
+    /// models.dev's catalog.
     pub const MODELS_DEV: &str = "models.dev";
+    /// LiteLLM's price table.
     pub const LITELLM: &str = "litellm";
+    /// OpenRouter's model list.
     pub const OPENROUTER: &str = "openrouter";
     /// A synced price whose source was not recorded.
     pub const SYNC: &str = "sync";
@@ -138,6 +149,7 @@ pub mod source {
 /// The price of one model.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelPrice {
+    /// The base rates.
     pub rates: Rates,
     /// Sorted by threshold, thresholds unique and positive.
     pub context_tiers: Vec<ContextTier>,
@@ -145,12 +157,16 @@ pub struct ModelPrice {
     pub service_tiers: Vec<ServiceTierRule>,
     /// `models.dev`, `litellm`, `openrouter`, `sync`, `manual` or empty.
     pub source: String,
+    /// The model's id at the source (for a synced price).
     pub source_model_id: String,
+    /// The source's record as fetched (for a synced price).
     pub raw_json: String,
     /// A pinned price is never changed by a sync (manual prices are pinned unless
     /// the client says otherwise).
     pub pinned: bool,
+    /// Unix ms of the last change.
     pub updated_at_ms: i64,
+    /// Unix ms of the last sync that set it.
     pub synced_at_ms: Option<i64>,
 }
 

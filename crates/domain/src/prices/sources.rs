@@ -22,6 +22,7 @@ use super::{ContextTier, ModelPrice, Rate, Rates, ServiceTierRule, source, valid
 /// One price a source offers, under the source's own key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceEntry {
+    /// The source's own key for the model.
     pub key: String,
     /// `source` and `source_model_id` are set.
     pub price: ModelPrice,
@@ -37,6 +38,7 @@ pub struct Canonical {
 }
 
 impl Canonical {
+    /// models.dev's canonical id of `model`, when it is known and unambiguous.
     pub fn canonical_id(&self, model: &str) -> Option<&str> {
         let model = model.trim();
         if model.is_empty() {
@@ -47,6 +49,7 @@ impl Canonical {
             .map(String::as_str)
     }
 
+    /// Whether `source_model_id` (`provider/model`) is a canonical model's official entry.
     pub fn is_official(&self, source_model_id: &str) -> bool {
         self.official
             .contains(&source_model_id.trim().to_lowercase())
@@ -67,6 +70,7 @@ impl Canonical {
         self.official.extend(other.official.iter().cloned());
     }
 
+    /// No identities are known.
     pub fn is_empty(&self) -> bool {
         self.by_identity.is_empty()
     }
@@ -79,6 +83,7 @@ pub struct ParsedSource {
     pub entries: Vec<SourceEntry>,
     /// Entries without a usable price.
     pub skipped: usize,
+    /// Canonical identities the source carries (models.dev only).
     pub canonical: Canonical,
 }
 

@@ -19,11 +19,13 @@ use super::{ModelPrice, validate};
 /// How one source did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceOutcome {
+    /// The source's name.
     pub source: String,
     /// Priced entries it offered.
     pub models: usize,
     /// Entries without a usable price.
     pub skipped: usize,
+    /// Why the source failed, if it did.
     pub error: Option<String>,
 }
 
@@ -34,7 +36,9 @@ pub struct SyncPlan {
     pub upsert: Vec<(String, ModelPrice)>,
     /// The matches that will be saved.
     pub matched: BTreeMap<String, ModelPrice>,
+    /// Requested models without a match, with possible prices to confirm.
     pub candidates: Vec<(String, Vec<Candidate>)>,
+    /// Requested models no source offers anything for.
     pub unmatched: Vec<String>,
     /// Stored prices kept because their source failed this time.
     pub preserved: Vec<String>,

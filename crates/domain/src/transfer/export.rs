@@ -92,6 +92,7 @@ impl ExportFormat {
         }
     }
 
+    /// The HTTP `Content-Type` of the format.
     pub fn content_type(self) -> &'static str {
         match self {
             ExportFormat::Jsonl => "application/x-ndjson",
@@ -261,6 +262,11 @@ pub fn write_jsonl(out: &mut String, event: &RawEvent) {
 }
 
 /// One CSV row (RFC 4180): every column, empty where the NDJSON line has no key.
+///
+/// A text cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a
+/// leading `'`, so a spreadsheet shows it as text instead of running it as a formula
+/// (model names, labels and failure summaries come from clients and upstreams).
+/// Numbers are written as they are.
 pub fn write_csv(out: &mut String, event: &RawEvent) {
     let mut first = true;
     visit_fields(event, |value| {
@@ -279,7 +285,19 @@ pub fn write_csv(out: &mut String, event: &RawEvent) {
     out.push_str("\r\n");
 }
 
+/// Whether a spreadsheet would read a cell starting like `text` as a formula.
+fn starts_like_a_formula(text: &str) -> bool {
+    text.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
 fn write_csv_text(out: &mut String, text: &str) {
+    let guarded;
+    let text = if starts_like_a_formula(text) {
+        guarded = format!("'{text}");
+        guarded.as_str()
+    } else {
+        text
+    };
     if text.contains([',', '"', '\n', '\r']) {
         out.push('"');
         for piece in text.split_inclusive('"') {
@@ -421,6 +439,36 @@ mod tests {
             row.starts_with("req-1,eh1,1735693200000,2025-01-01T01:00:00Z,openai,"),
             "{row}"
         );
+    }
+
+    #[test]
+    fn csv_cells_that_start_like_a_formula_are_written_as_text() {
+        let mut event = sample();
+        event.fail_summary = Some("=HYPERLINK(\"http://x\",\"y\")".into());
+        event.reasoning_effort = "+1".into();
+        event.identity = Arc::new(Identity {
+            auth_label: "@evil".into(),
+            account: "-2+3".into(),
+            auth_file: "\tcmd".into(),
+            auth_project: "\rx".into(),
+            ..(*event.identity).clone()
+        });
+        event.fail_status_code = Some(-1);
+        let mut row = String::new();
+        write_csv(&mut row, &event);
+        assert!(
+            row.contains(",\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\","),
+            "{row}"
+        );
+        for guarded in ["'+1", "'@evil", "'-2+3", "'\tcmd", "\"'\rx\""] {
+            assert!(
+                row.contains(&format!(",{guarded},")),
+                "{guarded:?} in {row}"
+            );
+        }
+        // Numbers stay numbers; plain text is untouched.
+        assert!(row.contains(",-1,"), "{row}");
+        assert!(row.contains(",gpt-5(high),gpt-5,"), "{row}");
     }
 
     #[test]

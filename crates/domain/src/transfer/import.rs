@@ -48,6 +48,7 @@ pub enum ImportFormat {
 }
 
 impl ImportFormat {
+    /// The format's name in import results.
     pub fn as_str(self) -> &'static str {
         match self {
             ImportFormat::UsageServiceJsonl => "usage_service_jsonl",
@@ -72,8 +73,11 @@ pub enum Location {
     Element(u64),
     /// Inside a legacy snapshot: endpoint, model and (1-based) detail, when known.
     Legacy {
+        /// The endpoint the record is listed under.
         endpoint: String,
+        /// The model, when the record is inside one.
         model: Option<String>,
+        /// 1-based position among the model's details.
         detail: Option<u64>,
     },
 }
@@ -81,13 +85,16 @@ pub enum Location {
 /// A record that could not be imported, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportIssue {
+    /// Where in the input the record is.
     pub location: Location,
+    /// Why it could not be imported.
     pub message: String,
 }
 
 /// Why reading stopped before the end of the input.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    /// The input holds nothing to import.
     #[error("empty usage import payload")]
     Empty,
     /// The input itself could not be read (for example the upload broke off).
@@ -117,6 +124,7 @@ pub struct ImportReport {
     pub failed: u64,
     /// Legacy models without details and summaries without any.
     pub unsupported: u64,
+    /// Notes about the input (a legacy format's limits).
     pub warnings: Vec<&'static str>,
     /// The first [`MAX_ISSUES`] failed records with their location.
     pub issues: Vec<ImportIssue>,

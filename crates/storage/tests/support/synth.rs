@@ -215,7 +215,7 @@ impl Generator {
             latency.map(|l| l / 4 + 1)
         };
         let status = [429, 500, 503, 529, 401][usize::try_from(rng.below(5)).unwrap_or(0)];
-        UsageEvent {
+        let mut event = UsageEvent {
             event_hash: hex64(rng),
             request_id: Some(format!("req_{:016x}", rng.next())),
             timestamp_ms,
@@ -314,6 +314,9 @@ impl Generator {
             header_error_code: None,
             header_trace_id: None,
             created_at_ms: timestamp_ms + 500,
-        }
+        };
+        // As the decoder does: the request's tier defaults to the effective one.
+        event.request_service_tier = event.service_tier.clone();
+        event
     }
 }

@@ -227,9 +227,12 @@ pub fn leaks(data_dir: &Path, log: &str, needle: &str) -> bool {
     found
 }
 
-/// The number of stored events, read from the database file the way an operator
-/// would (a separate read-only connection; the server keeps running).
-pub fn stored_events(data_dir: &Path) -> i64 {
+/// Runs `read` on a separate read-only connection to the server's database file, the
+/// way an operator would (the server keeps running); `None` when it cannot be opened.
+pub fn read_database<T>(
+    data_dir: &Path,
+    read: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> T,
+) -> Option<T> {
     let path = data_dir.join("usage.sqlite");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -237,16 +240,22 @@ pub fn stored_events(data_dir: &Path) -> i64 {
     runtime.block_on(async {
         use sqlx::Connection;
         let url = format!("sqlite://{}?mode=ro", path.display());
-        let Ok(mut connection) = sqlx::SqliteConnection::connect(&url).await else {
-            return 0;
-        };
-        let count: Option<i64> =
-            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'usage_events'")
-                .fetch_optional(&mut connection)
-                .await
-                .ok()
-                .flatten();
+        let mut connection = sqlx::SqliteConnection::connect(&url).await.ok()?;
+        let value = read(&mut connection).await;
         let _ = connection.close().await;
-        count.unwrap_or(0)
+        Some(value)
     })
+}
+
+/// The number of stored events, read from the database file.
+pub fn stored_events(data_dir: &Path) -> i64 {
+    read_database(data_dir, async |connection| {
+        sqlx::query_scalar::<_, i64>("SELECT value FROM counters WHERE name = 'usage_events'")
+            .fetch_optional(connection)
+            .await
+            .ok()
+            .flatten()
+    })
+    .flatten()
+    .unwrap_or(0)
 }
