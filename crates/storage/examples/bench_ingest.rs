@@ -315,6 +315,8 @@ struct DayCost {
     events_per_s: f64,
     /// Database bytes per stored event after a checkpoint (fill + measured events).
     stored_bytes_per_event: f64,
+    /// The largest tables and indexes with their bytes per event.
+    tables: String,
 }
 
 /// Fills `path` with `fill` events over the day (before its last ten minutes),
@@ -348,11 +350,35 @@ async fn day_cost(path: &std::path::Path, fill: u64, measured: u64) -> DayCost {
     store.close().await;
     // Closing checkpointed the WAL into the main file.
     let size = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
+    let tables = table_sizes(path, fill + measured).await;
     DayCost {
         bytes_per_event: bytes as f64 / measured as f64,
         cpu_us_per_event: cpu as f64 / 1_000.0 / measured as f64,
         events_per_s: measured as f64 / elapsed,
         stored_bytes_per_event: size as f64 / (fill + measured) as f64,
+        tables,
+    }
+}
+
+/// Bytes per event of the largest tables and indexes (SQLite's `dbstat`).
+async fn table_sizes(path: &std::path::Path, events: u64) -> String {
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let rows: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+        "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 8",
+    )
+    .fetch_all(&mut connection)
+    .await;
+    let _ = connection.close().await;
+    match rows {
+        Ok(rows) => rows
+            .iter()
+            .map(|(name, bytes)| format!("{name} {:.0}", *bytes as f64 / events as f64))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(error) => format!("no per-table sizes: {error}"),
     }
 }
 
@@ -420,4 +446,5 @@ async fn main() {
         full.cpu_us_per_event / empty.cpu_us_per_event,
         full.stored_bytes_per_event
     );
+    println!("bytes/event by table after the fill: {}", full.tables);
 }
