@@ -790,3 +790,83 @@ async fn a_late_older_header_event_does_not_replace_the_newest() {
     assert_eq!(answer.items[0].event_hash, newer.event_hash);
     assert_eq!(answer.items[0].timestamp_ms, newer.timestamp_ms);
 }
+
+#[tokio::test]
+async fn group_rows_name_the_most_recent_identity_of_their_credential() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
+        .await
+        .expect("open store");
+    let template = synth::events(11, 1, END_MS, 1).remove(0);
+    // One client key and one credential whose account, label, source and project
+    // changed: older calls days ago, newer ones in the last hours, so the range
+    // reads day rollups before hour rollups and raw edges.
+    let stamp = |mut event: UsageEvent, index: usize, at_ms: i64, who: &str| {
+        event.event_hash = format!("{index:064x}");
+        event.request_id = Some(format!("req-{index}"));
+        event.timestamp_ms = at_ms;
+        event.timestamp = cpamp_domain::event::format_timestamp_ms(at_ms);
+        event.api_key_hash = Some("ab".repeat(32));
+        event.auth_index = Some("idx-1".into());
+        event.auth_file_snapshot = Some("codex-one.json".into());
+        event.source_hash = Some(format!("{who}-source-hash"));
+        event.source = Some(format!("{who}-source"));
+        event.account_snapshot = Some(format!("{who}@example.com"));
+        event.auth_label_snapshot = Some(format!("{who} label"));
+        event.auth_project_id_snapshot = Some(format!("{who}-project"));
+        event.failed = true;
+        event
+    };
+    let mut events = Vec::new();
+    for index in 0..6 {
+        // "zz-old" sorts after "aa-new": the newer one must win by time, not by name.
+        let at = END_MS - (5 - index as i64 % 3) * DAY_MS - 3_600_000;
+        events.push(stamp(template.clone(), index, at, "zz-old"));
+    }
+    for index in 6..9 {
+        let at = END_MS - (index as i64 - 5) * 3_600_000 - 7 * 60_000;
+        events.push(stamp(template.clone(), index, at, "aa-new"));
+    }
+    store
+        .store_batch(IngestBatch {
+            origin: BatchOrigin::Collector("http://cpa".into()),
+            events,
+            dead_letters: Vec::new(),
+        })
+        .await
+        .expect("store");
+    let include = Include {
+        api_key_stats: true,
+        channel_share: true,
+        credential_stats: true,
+        ..Include::default()
+    };
+    let mut scope = Scope::time_only(END_MS - 10 * DAY_MS - 13, END_MS - 60_000 + 7);
+    scope.filters.api_key_hashes = vec!["ab".repeat(32)];
+    // Rows are merged in hash maps with a fresh seed per request: ask repeatedly.
+    for _ in 0..5 {
+        let response = monitoring(&store, request(scope.clone(), "UTC", include.clone()))
+            .await
+            .expect("query");
+        let key = &response.api_key_stats[0];
+        assert_eq!(response.api_key_stats.len(), 1);
+        assert_eq!(&*key.identity.account_snapshot, "aa-new@example.com");
+        assert_eq!(&*key.identity.auth_label_snapshot, "aa-new label");
+        let contexts = key.contexts.as_ref().expect("contexts");
+        assert_eq!(contexts.len(), 2, "{contexts:?}");
+        let credential = &response.credential_stats[0];
+        assert_eq!(response.credential_stats.len(), 1);
+        assert_eq!(&*credential.identity.source, "aa-new-source");
+        assert_eq!(&*credential.identity.source_hash, "aa-new-source-hash");
+        assert_eq!(
+            &*credential.identity.auth_project_id_snapshot,
+            "aa-new-project"
+        );
+        assert_eq!(&*credential.identity.account_snapshot, "aa-new@example.com");
+        let channel = &response.channel_share[0];
+        assert_eq!(response.channel_share.len(), 1);
+        assert_eq!(&*channel.identity.source, "aa-new-source");
+        assert_eq!(&*channel.identity.account_snapshot, "aa-new@example.com");
+        assert_eq!(channel.calls, 9);
+    }
+}

@@ -178,6 +178,38 @@ fn snapshots_round_trip_and_follow_the_inventory() {
     assert_eq!(item["windows"][0]["used_percent"], 12.0);
     assert_eq!(item["windows"][0]["container_provider_window_id"], "weekly");
     assert_eq!(item["windows"][1]["provider_window_id"], "weekly");
+
+    // So is a native xAI failure that reports its free usage exhausted.
+    let dave = ACCOUNTS[5];
+    cpa.cpa.push_raw(
+        PayloadSpec::failure(
+            dave,
+            "x0000001",
+            429,
+            r#"{"code":"subscription:free-usage-exhausted","error":"Tokens (actual/limit): 1200/1000"}"#,
+        )
+        .payload(),
+    );
+    let xai = json!({"accounts": [{"row_key": "d", "provider": "xai", "account": {"auth_file_snapshot": dave.file_name, "auth_index": dave.auth_index}}]});
+    let mut item = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (_, body) = post(&server, "/v0/management/quota-snapshots/query", &xai);
+            item = body["items"][0].clone();
+            item["windows"]
+                .as_array()
+                .is_some_and(|windows| windows.len() == 1)
+        }),
+        "{item}\n{}",
+        server.log_text()
+    );
+    let window = &item["windows"][0];
+    assert_eq!(window["provider_window_id"], "included-free-rolling-24h");
+    assert_eq!(window["source"], "response_body");
+    assert_eq!(window["window_mode"], "rolling");
+    assert_eq!(window["used_value"], 1200.0);
+    assert_eq!(window["limit_value"], 1000.0);
+    assert_eq!(window["used_percent"], 100.0);
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
 }

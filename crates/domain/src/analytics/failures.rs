@@ -1,6 +1,8 @@
 //! Failed requests as failure lists show them (dashboard and monitoring
 //! `recent_failures`).
 
+#![warn(missing_docs)]
+
 use serde::Serialize;
 
 use super::headers::HeaderFields;
@@ -11,16 +13,24 @@ use super::query::RawEvent;
 /// raw body; no client IP, forwarded-for or user agent.
 #[derive(Debug, Serialize)]
 pub struct RecentFailure {
+    /// When the request started, Unix ms.
     pub timestamp_ms: i64,
+    /// The analytics model.
     pub model: String,
+    /// The credential and client key.
     #[serde(flatten)]
     pub identity: IdentityFields<RecentFailureKeys>,
+    /// CPA's endpoint (`METHOD /path`).
     pub endpoint: String,
+    /// The latency, ms.
     pub duration_ms: Option<i64>,
+    /// The upstream HTTP status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_status_code: Option<i64>,
+    /// The redacted failure summary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_summary: Option<String>,
+    /// Facts from the response headers.
     #[serde(flatten)]
     pub headers: HeaderFields,
 }

@@ -2,6 +2,8 @@
 //! lists, header snapshots): the stored metadata object and the header fields
 //! parsed out of it, one flattened type.
 
+#![warn(missing_docs)]
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -14,18 +16,25 @@ fn is_empty_str(value: &str) -> bool {
 /// Header metadata of one event; each key is left out when empty.
 #[derive(Debug, Default, Serialize)]
 pub struct HeaderFields {
+    /// The parsed header facts (`response_metadata_json`), as JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_metadata: Option<Box<RawValue>>,
+    /// Unix ms when an exhausted quota resets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_quota_recover_at_ms: Option<i64>,
+    /// Quota used, percent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_quota_used_percent: Option<f64>,
+    /// The account's plan.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub header_quota_plan_type: String,
+    /// The upstream's error kind.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub header_error_kind: String,
+    /// The upstream's error code.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub header_error_code: String,
+    /// The upstream's request or trace id.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub header_trace_id: String,
 }
@@ -45,6 +54,7 @@ impl Clone for HeaderFields {
 }
 
 impl HeaderFields {
+    /// The header fields of a stored event.
     pub fn of(event: &RawEvent) -> HeaderFields {
         HeaderFields {
             response_metadata: response_metadata(event.response_metadata_json.as_deref()),

@@ -11,6 +11,8 @@
 //! `#[serde(flatten)] pub identity: IdentityFields<ChannelKeys>` and cannot get
 //! the keys wrong.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -21,14 +23,23 @@ use super::query::{Identity, Text};
 /// One identity key of a response row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
+    /// `auth_file_snapshot`.
     AuthFile,
+    /// `auth_index`.
     AuthIndex,
+    /// `source` (masked).
     Source,
+    /// `source_hash`.
     SourceHash,
+    /// `api_key_hash`.
     ApiKeyHash,
+    /// `account_snapshot`.
     Account,
+    /// `auth_label_snapshot`.
     Label,
+    /// `auth_provider_snapshot`.
     Provider,
+    /// `auth_project_id_snapshot`.
     Project,
 }
 
@@ -60,6 +71,7 @@ pub enum Empty {
 
 /// Which identity keys a row kind shows, in wire order.
 pub trait Layout {
+    /// The keys in wire order, each with its rule for empty values.
     const KEYS: &'static [(Key, Empty)];
 }
 
@@ -126,15 +138,23 @@ layouts! {
 /// rules of `L`. `""` means "not set". Values the layout does not list are never
 /// written, so filling them is harmless.
 pub struct IdentityFields<L> {
+    /// The credential's auth file name.
     pub auth_file_snapshot: Text,
+    /// The credential's `auth_index`.
     pub auth_index: Text,
+    /// The masked source.
     pub source: Text,
+    /// SHA-256 of the unmasked source.
     pub source_hash: Text,
+    /// SHA-256 of the client's API key.
     pub api_key_hash: Text,
+    /// The credential's account.
     pub account_snapshot: Text,
+    /// The credential's label.
     pub auth_label_snapshot: Text,
     /// The snapshot provider; [`IdentityFields::of`] falls back to the event provider.
     pub auth_provider_snapshot: Text,
+    /// The credential's project id.
     pub auth_project_id_snapshot: Text,
     /// Marks which keys are written (see [`Layout`]); carries no data.
     pub layout: PhantomData<L>,

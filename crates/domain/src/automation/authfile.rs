@@ -6,6 +6,8 @@
 //! leniently (numbers and booleans stringified, surrounding space trimmed), because CPA's
 //! plugins may fill entries with other types than CPA itself.
 
+#![warn(missing_docs)]
+
 use serde_json::{Map, Value};
 
 /// The identity and state of one credential.
@@ -15,6 +17,7 @@ pub struct AuthFileEntry {
     pub runtime_id: String,
     /// The physical file (`name`, `file_name`, `fileName`, else `id`).
     pub name: String,
+    /// CPA's stable index of the credential (the `auth_index` events carry).
     pub auth_index: String,
     /// Normalised provider (`provider`, else `type`), see [`normalize_provider`].
     pub provider: String,
@@ -23,8 +26,11 @@ pub struct AuthFileEntry {
     pub account_snapshot: String,
     /// The provider's account id (ChatGPT account id, Google project …).
     pub account_id: String,
+    /// The label CPA shows.
     pub label: String,
+    /// The account e-mail, when listed.
     pub email: String,
+    /// CPA routes no requests to it (`disabled`, or a `disabled`/`inactive` status).
     pub disabled: bool,
     /// CPA's `status` text (`active`, `disabled`, `error` …).
     pub status: String,
@@ -33,8 +39,10 @@ pub struct AuthFileEntry {
 /// Why a listing could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ListingError {
+    /// The body is not JSON.
     #[error("decode CPA auth files: {0}")]
     Json(String),
+    /// The JSON holds no listing in any accepted shape.
     #[error("decode CPA auth files: unexpected JSON shape")]
     Shape,
 }
@@ -160,6 +168,7 @@ fn disabled(object: &Map<String, Value>) -> bool {
 }
 
 impl AuthFileEntry {
+    /// Reads one listed entry leniently (see the module docs).
     pub fn from_object(object: &Map<String, Value>) -> AuthFileEntry {
         let name = text(object, &["name", "file_name", "fileName", "id"]);
         let mut account_snapshot = text(

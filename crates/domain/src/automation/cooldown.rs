@@ -12,6 +12,8 @@
 //!
 //! A trigger needs the credential's auth file (from enrichment) and a reset in the future.
 
+#![warn(missing_docs)]
+
 use serde_json::{Map, Value};
 
 use super::authfile::normalize_provider;
@@ -26,11 +28,14 @@ const XAI_FREE_USAGE_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 /// databases use too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Owner {
+    /// A Codex credential answered 429 `usage_limit_reached`.
     CodexUsageLimit,
+    /// An xAI credential exhausted its included free usage.
     XaiFreeUsage,
 }
 
 impl Owner {
+    /// The owner as stored (`cpamp_usage_429`, `cpamp_xai_free_usage`).
     pub fn as_str(self) -> &'static str {
         match self {
             Owner::CodexUsageLimit => "cpamp_usage_429",
@@ -38,6 +43,7 @@ impl Owner {
         }
     }
 
+    /// The stored name back to an owner; `None` for anything else.
     pub fn parse(text: &str) -> Option<Owner> {
         match text.trim() {
             "cpamp_usage_429" => Some(Owner::CodexUsageLimit),
@@ -46,6 +52,7 @@ impl Owner {
         }
     }
 
+    /// The reason code the audit log and panel show.
     pub fn reason_code(self) -> &'static str {
         match self {
             Owner::CodexUsageLimit => "codex_usage_limit_reached",
@@ -57,15 +64,21 @@ impl Owner {
 /// A credential to put in cooldown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trigger {
+    /// Which rule fired.
     pub owner: Owner,
+    /// The credential's auth file name.
     pub auth_file: String,
+    /// The credential's `auth_index`.
     pub auth_index: String,
     /// Empty when it only repeats the file name.
     pub account_snapshot: String,
+    /// The credential's provider.
     pub provider: String,
     /// `five_hour`, `weekly`, `monthly`, `rolling_24h` or `unknown`.
     pub window_kind: String,
+    /// Unix ms when the quota resets and the credential may be enabled again.
     pub recover_at_ms: i64,
+    /// The event that fired the trigger.
     pub event_hash: String,
     /// The xAI usage facts (JSON object), for the panel's cooldown hint.
     pub evidence: Option<Value>,
@@ -326,6 +339,17 @@ fn keyed_reset(value: &Value, keys: &[&str], base_ms: i64, relative: bool) -> Op
             .find_map(|item| keyed_reset(item, keys, base_ms, relative)),
         _ => None,
     }
+}
+
+/// The reset time and evidence (`ProviderUsageMetadata`: `actual`, `limit`, `model`
+/// when xAI's message names them) of a native xAI failure that reports its included
+/// free usage exhausted (402 or 429 with `subscription:free-usage-exhausted`).
+pub fn xai_free_usage(event: &UsageEvent, now_ms: i64) -> Option<(i64, Value)> {
+    let status = event.fail_status_code?;
+    if !event.failed || !(status == 402 || status == 429) || !is_native_xai(event) {
+        return None;
+    }
+    xai_reset(event, now_ms)
 }
 
 /// Reset and evidence of an xAI free-usage failure.

@@ -5,6 +5,8 @@
 //! else the first JSON error object of the failure text) and the failure text. They are
 //! tried in order; the first that matches decides.
 
+#![warn(missing_docs)]
+
 use serde_json::Value;
 
 use super::authfile::normalize_provider;
@@ -14,12 +16,16 @@ use crate::event::UsageEvent;
 /// What the operator is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// The account or workspace is deactivated; review and delete the stale auth file.
     Delete,
+    /// The token was revoked, is invalid or expired; log the account in again.
     Reauth,
+    /// Unclear; a person should look.
     Review,
 }
 
 impl Action {
+    /// The action as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Delete => "delete",
@@ -32,8 +38,11 @@ impl Action {
 /// The verdict on one failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// What the operator is asked to do.
     pub action: Action,
+    /// A stable code of the matched rule.
     pub reason_code: &'static str,
+    /// The rule's explanation, for the panel.
     pub reason: &'static str,
     /// `high` or `medium`.
     pub confidence: &'static str,
@@ -44,11 +53,17 @@ pub struct Decision {
 /// What the rules look at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FailureSignal {
+    /// The normalised provider.
     pub provider: String,
+    /// The upstream HTTP status.
     pub status_code: i64,
+    /// The upstream error code, if any.
     pub error_code: String,
+    /// The upstream error type, if any.
     pub error_type: String,
+    /// The redacted failure summary.
     pub summary: String,
+    /// The upstream's `X-Should-Retry` header, when present.
     pub should_retry: Option<bool>,
 }
 

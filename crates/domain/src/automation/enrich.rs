@@ -15,6 +15,8 @@
 //! Credentials defined in CPA's config.yaml (API keys) have an auth index but no auth
 //! file, so their events stay unlabelled.
 
+#![warn(missing_docs)]
+
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
@@ -25,10 +27,15 @@ use crate::event::UsageEvent;
 /// What one credential contributes to the events that used it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthSnapshot {
+    /// The account (e-mail or name); empty when it only repeats the file name.
     pub account: String,
+    /// The label CPA shows.
     pub label: String,
+    /// The auth file name.
     pub file: String,
+    /// The normalised provider.
     pub provider: String,
+    /// The project id (Gemini credentials).
     pub project: String,
     /// When the listing was fetched (Unix ms).
     pub captured_at_ms: i64,
@@ -91,14 +98,17 @@ impl AuthSnapshots {
         AuthSnapshots { by_index }
     }
 
+    /// The snapshot of the credential with `auth_index`.
     pub fn get(&self, auth_index: &str) -> Option<&AuthSnapshot> {
         self.by_index.get(auth_index)
     }
 
+    /// Credentials with a snapshot.
     pub fn len(&self) -> usize {
         self.by_index.len()
     }
 
+    /// No credential has a snapshot.
     pub fn is_empty(&self) -> bool {
         self.by_index.is_empty()
     }

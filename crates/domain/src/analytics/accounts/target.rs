@@ -1,5 +1,7 @@
 //! The credential a client names an account by, and its opaque account key.
 
+#![warn(missing_docs)]
+
 use std::fmt::Write as _;
 
 use crate::analytics::AnalyticsError;
@@ -8,13 +10,21 @@ use crate::analytics::query::Identity;
 /// The credential fields a client names an account by.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountTarget {
+    /// The opaque account key, when the client has one.
     pub account_key: String,
+    /// The account.
     pub account_snapshot: String,
+    /// The label.
     pub auth_label_snapshot: String,
+    /// The auth file name.
     pub auth_file_snapshot: String,
+    /// The provider.
     pub auth_provider_snapshot: String,
+    /// The project id.
     pub auth_project_id_snapshot: String,
+    /// The `auth_index`.
     pub auth_index: String,
+    /// The masked source.
     pub source: String,
 }
 
