@@ -365,7 +365,7 @@ fn contains_lowercase(haystack: &str, needle: &str) -> bool {
 
 /// Who made a call and through which credential: every identity dimension of an
 /// event. `""` means "not set".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Identity {
     pub provider: Text,
     pub executor_type: Text,

@@ -33,14 +33,10 @@ pub struct FailureSource {
     pub average_latency_ms: Option<f64>,
 }
 
-/// The group's account, label and provider plus the source of its first row.
+/// The group's account, label and provider plus the source of its most recent row.
 fn group_identity<L>(group: &GroupAcc) -> IdentityFields<L> {
     IdentityFields {
-        source: group
-            .first
-            .as_ref()
-            .map(|first| first.source.clone())
-            .unwrap_or_default(),
+        source: group.newest_identity().source.clone(),
         ..group.identity()
     }
 }

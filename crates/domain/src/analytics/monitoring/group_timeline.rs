@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::groups::first_non_blank;
+use super::groups::{Newest, first_non_blank};
 use crate::analytics::cost::PriceBook;
 use crate::analytics::identity::{GroupKeys, IdentityFields};
 use crate::analytics::query::{GroupRow, Identity};
@@ -38,6 +38,9 @@ pub struct GroupTimelinePoint {
     pub failure_rate: f64,
 }
 
+/// One group in one bucket: its totals and its most recent identity.
+type Cell = (Totals, Newest<Arc<Identity>>);
+
 pub(super) fn group_timeline(
     book: &PriceBook,
     rows: &[GroupRow],
@@ -46,7 +49,7 @@ pub(super) fn group_timeline(
     key: impl Fn(&Identity) -> Option<String>,
     api_keys: bool,
 ) -> Vec<GroupTimelinePoint> {
-    let mut cells: BTreeMap<(i64, String), (Totals, Arc<Identity>)> = BTreeMap::new();
+    let mut cells: BTreeMap<(i64, String), Cell> = BTreeMap::new();
     let mut first_seen: HashMap<String, i64> = HashMap::new();
     for row in rows {
         let Some(identity) = &row.identity else {
@@ -55,14 +58,14 @@ pub(super) fn group_timeline(
         let Some(group) = key(identity) else { continue };
         let seen = first_seen.entry(group.clone()).or_insert(i64::MAX);
         *seen = (*seen).min(row.bucket_ms);
-        let entry = cells
-            .entry((row.bucket_ms, group))
-            .or_insert_with(|| (Totals::default(), identity.clone()));
+        let entry = cells.entry((row.bucket_ms, group)).or_default();
         entry.0.add(row, row_cost(book, row));
+        entry.1.offer(row.last_seen_ms, identity);
     }
     let mut out: Vec<(i64, i64, String, GroupTimelinePoint)> = cells
         .into_iter()
-        .map(|((bucket_ms, group), (acc, identity))| {
+        .map(|((bucket_ms, group), (acc, newest))| {
+            let identity = newest.get().cloned().unwrap_or_default();
             let m = acc.metrics;
             let label = first_non_blank(&[
                 &identity.auth_label,

@@ -55,20 +55,55 @@ pub struct ApiKeyContext {
     pub last_seen_ms: i64,
 }
 
+/// The value seen last; among values seen at the same instant, the smallest.
+/// Rows reach a group in no particular order (storage merges them in hash maps),
+/// so this is what makes a group's identity fields the same on every request.
+#[derive(Debug, Clone)]
+pub(super) struct Newest<T> {
+    seen_ms: i64,
+    value: Option<T>,
+}
+
+impl<T> Default for Newest<T> {
+    fn default() -> Newest<T> {
+        Newest {
+            seen_ms: i64::MIN,
+            value: None,
+        }
+    }
+}
+
+impl<T: Ord + Clone> Newest<T> {
+    pub(super) fn offer(&mut self, seen_ms: i64, value: &T) {
+        let better = match &self.value {
+            None => true,
+            Some(current) => seen_ms > self.seen_ms || (seen_ms == self.seen_ms && value < current),
+        };
+        if better {
+            self.seen_ms = seen_ms;
+            self.value = Some(value.clone());
+        }
+    }
+
+    pub(super) fn get(&self) -> Option<&T> {
+        self.value.as_ref()
+    }
+}
+
 /// Accumulates one account/credential/API-key/channel group.
 #[derive(Default)]
 pub(super) struct GroupAcc {
     pub(super) totals: Totals,
-    /// The identity of the group's first row.
-    pub(super) first: Option<Arc<Identity>>,
-    account: Text,
-    label: Text,
-    provider: Text,
+    /// The identity of the group's most recent row.
+    pub(super) newest: Newest<Arc<Identity>>,
+    account: Newest<Text>,
+    label: Newest<Text>,
+    provider: Newest<Text>,
     auth_indices: BTreeSet<Text>,
     sources: BTreeSet<Text>,
     source_hashes: BTreeSet<Text>,
     models: BTreeMap<Text, Totals>,
-    contexts: BTreeMap<String, (Totals, Arc<Identity>)>,
+    contexts: BTreeMap<String, (Totals, Newest<Arc<Identity>>)>,
 }
 
 impl GroupAcc {
@@ -80,7 +115,7 @@ impl GroupAcc {
         contexts: bool,
     ) {
         self.totals.add(row, cost);
-        self.note(identity);
+        self.note(identity, row.last_seen_ms);
         self.models
             .entry(row.model.clone())
             .or_default()
@@ -102,30 +137,30 @@ impl GroupAcc {
                 part(&identity.source),
             ]
             .join(":");
-            let entry = self
-                .contexts
-                .entry(key)
-                .or_insert_with(|| (Totals::default(), identity.clone()));
+            let entry = self.contexts.entry(key).or_default();
             entry.0.add(row, cost);
+            entry.1.offer(row.last_seen_ms, identity);
         }
     }
 
-    /// Takes note of who a row belongs to, without its counts: the first
-    /// non-empty account, label and provider, and every auth index, source and
-    /// source hash.
-    pub(super) fn note(&mut self, identity: &Arc<Identity>) {
-        if self.first.is_none() {
-            self.first = Some(identity.clone());
-        }
-        fill(&mut self.account, &identity.account);
-        fill(&mut self.label, &identity.auth_label);
-        if self.provider.is_empty() {
-            let provider = if identity.auth_provider.is_empty() {
-                &identity.provider
-            } else {
-                &identity.auth_provider
-            };
-            fill(&mut self.provider, provider);
+    /// Takes note of who a row last seen at `seen_ms` belongs to, without its
+    /// counts: the most recent identity and non-empty account, label and
+    /// provider (see [`Newest`]), and every auth index, source and source hash.
+    pub(super) fn note(&mut self, identity: &Arc<Identity>, seen_ms: i64) {
+        self.newest.offer(seen_ms, identity);
+        let provider = if identity.auth_provider.is_empty() {
+            &identity.provider
+        } else {
+            &identity.auth_provider
+        };
+        for (slot, value) in [
+            (&mut self.account, &identity.account),
+            (&mut self.label, &identity.auth_label),
+            (&mut self.provider, provider),
+        ] {
+            if !value.is_empty() {
+                slot.offer(seen_ms, value);
+            }
         }
         for (set, value) in [
             (&mut self.auth_indices, &identity.auth_index),
@@ -144,12 +179,18 @@ impl GroupAcc {
 
     /// The group's account, label and provider; the caller adds the rest.
     pub(super) fn identity<L>(&self) -> IdentityFields<L> {
+        let text = |slot: &Newest<Text>| slot.get().cloned().unwrap_or_default();
         IdentityFields {
-            account_snapshot: self.account.clone(),
-            auth_label_snapshot: self.label.clone(),
-            auth_provider_snapshot: self.provider.clone(),
+            account_snapshot: text(&self.account),
+            auth_label_snapshot: text(&self.label),
+            auth_provider_snapshot: text(&self.provider),
             ..IdentityFields::default()
         }
+    }
+
+    /// The identity of the group's most recent row (empty for an empty group).
+    pub(super) fn newest_identity(&self) -> Arc<Identity> {
+        self.newest.get().cloned().unwrap_or_default()
     }
 
     pub(super) fn stat(&self, id: String) -> GroupStat {
@@ -170,12 +211,6 @@ impl GroupAcc {
             models: nested_models(&self.models),
             ..GroupStat::default()
         }
-    }
-}
-
-fn fill(slot: &mut Text, value: &Text) {
-    if slot.is_empty() && !value.is_empty() {
-        *slot = value.clone();
     }
 }
 
@@ -268,14 +303,14 @@ pub(super) fn credential_stats(book: &PriceBook, rows: &[GroupRow]) -> Vec<Group
     )
     .into_iter()
     .map(|(id, group)| {
-        let first = group.first.clone().unwrap_or_default();
+        let newest = group.newest_identity();
         let mut stat = group.stat(id);
         stat.identity = IdentityFields {
-            auth_file_snapshot: first.auth_file.clone(),
-            auth_index: first.auth_index.clone(),
-            source: first.source.clone(),
-            source_hash: first.source_hash.clone(),
-            auth_project_id_snapshot: first.auth_project.clone(),
+            auth_file_snapshot: newest.auth_file.clone(),
+            auth_index: newest.auth_index.clone(),
+            source: newest.source.clone(),
+            source_hash: newest.source_hash.clone(),
+            auth_project_id_snapshot: newest.auth_project.clone(),
             ..group.identity()
         };
         stat.auth_indices = None;
@@ -298,13 +333,13 @@ pub(super) fn api_key_stats(book: &PriceBook, rows: &[GroupRow]) -> Vec<GroupSta
     let mut out: Vec<GroupStat> = grouped(book, rows, api_key_id, true)
         .into_iter()
         .map(|(id, group)| {
-            let first = group.first.clone().unwrap_or_default();
+            let newest = group.newest_identity();
             let mut contexts: Vec<ApiKeyContext> = group
                 .contexts
                 .iter()
                 .map(|(key, (totals, identity))| ApiKeyContext {
                     id: key.clone(),
-                    identity: IdentityFields::of(identity),
+                    identity: IdentityFields::of(&identity.get().cloned().unwrap_or_default()),
                     counts: CallCounts::of(&totals.metrics),
                     failure_rate: totals.metrics.failure_rate(),
                     total_tokens: totals.metrics.total,
@@ -321,11 +356,32 @@ pub(super) fn api_key_stats(book: &PriceBook, rows: &[GroupRow]) -> Vec<GroupSta
                     .then_with(|| a.id.cmp(&b.id))
             });
             let mut stat = group.stat(id);
-            stat.api_key_hash = Some(first.api_key_hash.to_string());
+            stat.api_key_hash = Some(newest.api_key_hash.to_string());
             stat.contexts = Some(contexts);
             stat
         })
         .collect();
     out.sort_by(by_recency);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_prefers_the_later_value_then_the_smaller_whatever_the_order() {
+        let offers = [(5, "b"), (9, "z"), (9, "c"), (1, "a")];
+        let mut orders = vec![offers.to_vec()];
+        orders.push(offers.iter().rev().copied().collect());
+        orders.push(vec![offers[2], offers[0], offers[3], offers[1]]);
+        for order in orders {
+            let mut newest = Newest::default();
+            for (seen, value) in order {
+                newest.offer(seen, &Text::from(value));
+            }
+            assert_eq!(newest.get().map(|text| &**text), Some("c"));
+        }
+        assert_eq!(Newest::<Text>::default().get(), None);
+    }
 }

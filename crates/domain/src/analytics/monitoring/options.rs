@@ -72,11 +72,11 @@ fn selectors(pairs: &[(Arc<Identity>, Text)]) -> FilterOptions {
     let mut accounts: BTreeMap<String, GroupAcc> = BTreeMap::new();
     let mut api_key_ids: BTreeSet<String> = BTreeSet::new();
     for (identity, _) in pairs {
-        // Identity only: no counts.
+        // Identity only: no counts and no time, so ties pick the smallest.
         accounts
             .entry(account_id(identity))
             .or_default()
-            .note(identity);
+            .note(identity, 0);
         api_key_ids.insert(api_key_id(identity));
     }
     let account_stats: Vec<GroupStat> = accounts
