@@ -845,30 +845,35 @@ impl SqliteStore {
                 .await?;
                 continue;
             }
+            // A block's samples are the union of its runs (see `rollup::append_samples`),
+            // so rows are paged by (block, run).
             let sql = format!(
-                "SELECT bucket_ms, entries FROM usage_rollup_latency_{} WHERE bucket_ms >= ? AND bucket_ms < ? \
-                 ORDER BY bucket_ms LIMIT {BLOB_CHUNK}",
+                "SELECT bucket_ms, run, entries FROM usage_rollup_latency_{} \
+                 WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
+                 ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}",
                 source.suffix()
             );
-            let mut cursor = from;
+            let mut cursor = (from, -1_i64);
             loop {
-                let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(cursor)
-                    .bind(to)
-                    .fetch_all(&mut *connection)
-                    .await
-                    .map_err(db("read latency samples"))?;
-                let Some(last) = rows.last().map(|row| row.0) else {
+                let rows: Vec<(i64, i64, Vec<u8>)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(cursor.0)
+                        .bind(cursor.1)
+                        .bind(to)
+                        .fetch_all(&mut *connection)
+                        .await
+                        .map_err(db("read latency samples"))?;
+                let Some(last) = rows.last().map(|row| (row.0, row.1)) else {
                     break;
                 };
                 let full = rows.len() as i64 == BLOB_CHUNK;
-                cursor = last + 1;
+                cursor = last;
                 let filters = &scope.filters;
                 // Identities are only checked when the scope filters them.
                 let no_identity_filter = scope.level() == Level::Aggregate;
                 let state = lock_read(self.read_cache());
                 let mut identity_ok: HashMap<i64, bool> = HashMap::new();
-                for (bucket, blob) in rows {
+                for (bucket, _run, blob) in rows {
                     let local = match bucketer.as_mut() {
                         Some(bucketer) => bucketer.bucket(bucket),
                         None => 0,

@@ -3,6 +3,7 @@
 
 mod absurd_numbers;
 mod analytics;
+mod analytics_load;
 mod auth;
 mod automation;
 mod cli;

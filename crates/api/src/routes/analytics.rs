@@ -92,12 +92,40 @@ fn request_error(error: AnalyticsError) -> ApiError {
 
 /// Compact JSON followed by one newline, as the Go server writes it.
 pub(super) fn json<T: Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json_bytes(value)?))
+}
+
+/// The body [`json`] sends.
+pub(super) fn json_bytes<T: Serialize>(value: &T) -> Result<bytes::Bytes, ApiError> {
     let mut body =
         serde_json::to_vec(value).map_err(|error| ApiError::internal("encode response", &error))?;
     body.push(b'\n');
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(body.into())
+}
+
+/// Answers through the shared analytics gate when the server has one (see
+/// [`crate::reads`]), else computes directly.
+async fn shared_answer<S: Store, F>(
+    state: &AppState<S>,
+    reads: Option<web::Data<crate::reads::Reads>>,
+    key: [u8; 32],
+    compute: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: std::future::Future<Output = Result<bytes::Bytes, ApiError>> + Send + 'static,
+{
+    match reads {
+        Some(reads) => {
+            // Any stored event (collected or imported) changes the data version.
+            let version = state.collector.status().snapshot().total_inserted;
+            reads.into_inner().answer(key, version, compute).await
+        }
+        None => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(compute.await?)),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -157,11 +185,17 @@ pub fn dashboard_request(query: &str, server_now_ms: i64) -> Result<DashboardReq
 async fn dashboard_summary<S: Store>(
     _auth: AdminAuth,
     state: web::Data<AppState<S>>,
+    reads: Option<web::Data<crate::reads::Reads>>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let parsed = dashboard_request(request.query_string(), now_ms())?;
-    let summary = dashboard(&state.store, parsed).await.map_err(query_error)?;
-    super::aliases::json_with_aliases(&state.store, &summary).await
+    let key = crate::reads::key("dashboard", request.query_string().as_bytes());
+    let store = state.store.clone();
+    shared_answer(&state, reads, key, async move {
+        let summary = dashboard(&store, parsed).await.map_err(query_error)?;
+        super::aliases::json_bytes_with_aliases(&store, &summary).await
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -375,13 +409,17 @@ pub fn monitoring_request(bytes: &[u8], server_now_ms: i64) -> Result<Monitoring
 async fn monitoring_analytics<S: Store>(
     _auth: AdminAuth,
     state: web::Data<AppState<S>>,
+    reads: Option<web::Data<crate::reads::Reads>>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let request = monitoring_request(&body, now_ms())?;
-    let response = monitoring(&state.store, request)
-        .await
-        .map_err(query_error)?;
-    super::aliases::json_with_aliases(&state.store, &response).await
+    let key = crate::reads::key("monitoring", &body);
+    let store = state.store.clone();
+    shared_answer(&state, reads, key, async move {
+        let response = monitoring(&store, request).await.map_err(query_error)?;
+        super::aliases::json_bytes_with_aliases(&store, &response).await
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
