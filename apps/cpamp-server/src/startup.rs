@@ -137,6 +137,10 @@ impl Application {
                 body_read_timeout: settings.http.body_read_timeout,
             });
         let counted = std::sync::Arc::clone(&connections);
+        // One analytics computation per core, at most two: the read pool keeps the
+        // rest of its connections for everything else.
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let reads = web::Data::new(cpamp_api::reads::Reads::new(cores.clamp(1, 2)));
         let connections = web::Data::from(connections);
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -150,8 +154,10 @@ impl Application {
                 .app_data(cors_origins.clone())
                 .app_data(transfer.clone())
                 .app_data(connections.clone())
+                .app_data(reads.clone())
                 .wrap(from_fn(cors))
                 .wrap(from_fn(count_requests))
+                .wrap(from_fn(cpamp_api::reads::invalidate_after_writes))
                 .wrap(from_fn(cpamp_api::limits::enforce))
                 .configure(cpamp_api::configure::<SqliteStore>)
         })

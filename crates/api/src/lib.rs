@@ -52,6 +52,7 @@ pub mod monitor;
 pub mod plugins;
 pub mod price_sync;
 pub mod proxy;
+pub mod reads;
 pub mod routes;
 pub mod state;
 pub mod transfer;

@@ -336,6 +336,27 @@ pub trait EventStream: Clone + Send + Sync + 'static {
         &self,
         selection: EventSelection,
     ) -> impl Future<Output = Result<Self::Pages, StoreError>> + Send;
+
+    /// The newest `limit` events in the order CPA's usage payload nests them:
+    /// by endpoint, then by analytics model (each keyed by
+    /// [`crate::analytics::usage_payload_key`], ascending), newest first within a
+    /// group; with their tallies, known before the first page. Memory stays flat
+    /// at any `limit` apart from a few words per event for the order.
+    fn open_usage_groups(
+        &self,
+        limit: u64,
+    ) -> impl Future<Output = Result<(Self::Pages, StreamTallies), StoreError>> + Send;
+}
+
+/// What a stream of events adds up to, counted in its snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamTallies {
+    /// Events the stream delivers.
+    pub events: u64,
+    /// Of those, the failed ones.
+    pub failed: u64,
+    /// Their total tokens (saturating).
+    pub total_tokens: i64,
 }
 
 /// What a finished database backup holds.

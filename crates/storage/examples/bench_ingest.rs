@@ -1,7 +1,14 @@
 //! Ingest benchmark: the store's batch insert rate next to a raw SQLite bulk insert
 //! of the same rows, measured in the same run on the same disk.
 //!
-//! Run with `cargo xtask bench ingest [events]`.
+//! A second table measures what one event costs as its day fills: realistic CPA
+//! 7.2 payloads (`cpamp_testkit::Traffic`) in batches of 10, first into an empty
+//! UTC day, then into a day that already holds `--day-fill` events (200,000 by
+//! default), with bytes written and CPU time per event. Target: the full day
+//! within 2× of the empty one. The database size per event after the fill is
+//! printed with its target (≤ 400 B).
+//!
+//! Run with `cargo xtask bench ingest [events] [--day-fill N]`.
 
 use std::time::Instant;
 
@@ -235,12 +242,160 @@ async fn raw(dir: &std::path::Path, batch_size: usize, total: u64) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Bytes this process has passed to `write` so far (`wchar` of `/proc/self/io`).
+fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("wchar: "))
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time of every thread of this process so far, in nanoseconds (first field
+/// of each `/proc/self/task/*/schedstat`; SQLite runs on worker threads).
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The UTC day the day-fullness runs write into (2026-03-02) and its length.
+const DAY_START_MS: i64 = 1_772_409_600_000;
+const DAY_MS: i64 = 86_400_000;
+/// Measured events arrive in the day's last ten minutes.
+const TAIL_MS: i64 = 10 * 60_000;
+
+/// `count` realistic events spread evenly over `[from_ms, to_ms)`.
+fn realistic(
+    traffic: &mut cpamp_testkit::Traffic,
+    count: u64,
+    from_ms: i64,
+    to_ms: i64,
+) -> Vec<UsageEvent> {
+    let step = (to_ms - from_ms) as i128 * 1_000_000 / count.max(1) as i128;
+    (0..count)
+        .map(|index| {
+            let nanos = i128::from(from_ms) * 1_000_000 + step * index as i128 + 123_457;
+            match cpamp_domain::decode::decode(&traffic.payload(nanos), to_ms) {
+                cpamp_domain::event::Decoded::Event(event) => *event,
+                other => panic!("realistic payload did not decode: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+async fn store_all(store: &SqliteStore, events: Vec<UsageEvent>, batch_size: usize) {
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<UsageEvent> = events.by_ref().take(batch_size).collect();
+        let expected = chunk.len();
+        let outcome = store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://127.0.0.1:8317".into()),
+                events: chunk,
+                dead_letters: vec![],
+            })
+            .await
+            .expect("store batch");
+        assert_eq!(outcome.inserted as usize, expected);
+    }
+}
+
+struct DayCost {
+    bytes_per_event: f64,
+    cpu_us_per_event: f64,
+    events_per_s: f64,
+    /// Database bytes per stored event after a checkpoint (fill + measured events).
+    stored_bytes_per_event: f64,
+    /// The largest tables and indexes with their bytes per event.
+    tables: String,
+}
+
+/// Fills `path` with `fill` events over the day (before its last ten minutes),
+/// then times `measured` events into the last ten minutes, 10 per batch.
+async fn day_cost(path: &std::path::Path, fill: u64, measured: u64) -> DayCost {
+    let store = SqliteStore::open(Options::new(path))
+        .await
+        .expect("open store");
+    let mut traffic = cpamp_testkit::Traffic::new(0xf111);
+    let chunk = 20_000;
+    let mut done = 0;
+    while done < fill {
+        let count = chunk.min(fill - done);
+        let span = DAY_MS - TAIL_MS;
+        let from = DAY_START_MS + span * done as i64 / fill as i64;
+        let to = DAY_START_MS + span * (done + count) as i64 / fill as i64;
+        store_all(&store, realistic(&mut traffic, count, from, to), 5_000).await;
+        done += count;
+    }
+    let mut traffic = cpamp_testkit::Traffic::new(0x7a11);
+    let events = realistic(
+        &mut traffic,
+        measured,
+        DAY_START_MS + DAY_MS - TAIL_MS,
+        DAY_START_MS + DAY_MS,
+    );
+    let (bytes, cpu, started) = (bytes_written(), cpu_ns(), Instant::now());
+    store_all(&store, events, 10).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (bytes, cpu) = (bytes_written() - bytes, cpu_ns() - cpu);
+    store.close().await;
+    // Closing checkpointed the WAL into the main file.
+    let size = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
+    let tables = table_sizes(path, fill + measured).await;
+    DayCost {
+        bytes_per_event: bytes as f64 / measured as f64,
+        cpu_us_per_event: cpu as f64 / 1_000.0 / measured as f64,
+        events_per_s: measured as f64 / elapsed,
+        stored_bytes_per_event: size as f64 / (fill + measured) as f64,
+        tables,
+    }
+}
+
+/// Bytes per event of the largest tables and indexes (SQLite's `dbstat`).
+async fn table_sizes(path: &std::path::Path, events: u64) -> String {
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let rows: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+        "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 8",
+    )
+    .fetch_all(&mut connection)
+    .await;
+    let _ = connection.close().await;
+    match rows {
+        Ok(rows) => rows
+            .iter()
+            .map(|(name, bytes)| format!("{name} {:.0}", *bytes as f64 / events as f64))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(error) => format!("no per-table sizes: {error}"),
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let total: u64 = std::env::args()
-        .nth(1)
-        .and_then(|arg| arg.parse().ok())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let total: u64 = args
+        .iter()
+        .take_while(|arg| !arg.starts_with("--"))
+        .find_map(|arg| arg.parse().ok())
         .unwrap_or(50_000);
+    let day_fill: u64 = args
+        .iter()
+        .position(|arg| arg == "--day-fill")
+        .and_then(|at| args.get(at + 1))
+        .map(|value| value.parse().expect("--day-fill takes a number of events"))
+        .unwrap_or(200_000);
     let dir = tempfile::tempdir().expect("tempdir");
     println!(
         "ingest benchmark: {total} events per run, WAL + synchronous=FULL, one transaction per batch"
@@ -260,4 +415,36 @@ async fn main() {
             100.0 * our_rate / raw_rate
         );
     }
+    let measured = 3_000;
+    println!();
+    println!(
+        "ingest cost by day fullness: {measured} realistic events, 10 per batch, into the last \
+         10 minutes of a UTC day"
+    );
+    println!(
+        "{:<26} {:>14} {:>14} {:>12} {:>14}",
+        "day already holds", "written B/ev", "CPU µs/ev", "events/s", "stored B/ev"
+    );
+    let empty = day_cost(&dir.path().join("empty-day.sqlite"), 0, measured).await;
+    let full = day_cost(&dir.path().join("full-day.sqlite"), day_fill, measured).await;
+    for (label, cost) in [
+        ("0 events".to_string(), &empty),
+        (format!("{day_fill} events"), &full),
+    ] {
+        println!(
+            "{:<26} {:>14.0} {:>14.1} {:>12.0} {:>14.0}",
+            label,
+            cost.bytes_per_event,
+            cost.cpu_us_per_event,
+            cost.events_per_s,
+            cost.stored_bytes_per_event
+        );
+    }
+    println!(
+        "full / empty: written {:.2}×, CPU {:.2}× (target ≤ 2×); stored {:.0} B/event after the fill (target ≤ 400)",
+        full.bytes_per_event / empty.bytes_per_event,
+        full.cpu_us_per_event / empty.cpu_us_per_event,
+        full.stored_bytes_per_event
+    );
+    println!("bytes/event by table after the fill: {}", full.tables);
 }

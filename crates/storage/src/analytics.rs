@@ -61,7 +61,15 @@ impl CacheState {
         ids
     }
 
-    fn text(&self, id: Option<i64>) -> Text {
+    /// The analytics model of an event with these model ids (`requested_model_id`
+    /// wins over `model_id`); empty when it has neither.
+    pub(crate) fn analytics_model(&self, model_id: Option<i64>, requested_id: Option<i64>) -> Text {
+        let effective = requested_id.or(model_id).unwrap_or(0);
+        let analytics = self.analytics.get(&effective).copied().unwrap_or(effective);
+        self.text(Some(analytics))
+    }
+
+    pub(crate) fn text(&self, id: Option<i64>) -> Text {
         match id {
             Some(id) if id > 0 => self
                 .texts
@@ -306,8 +314,6 @@ impl SqliteStore {
         });
         let model_id = id(7);
         let requested_id = id(8);
-        let effective = requested_id.or(model_id).unwrap_or(0);
-        let analytics = state.analytics.get(&effective).copied().or(Some(effective));
         let hash: Vec<u8> = row.try_get(1).unwrap_or_default();
         RawEvent {
             id: int(0),
@@ -318,7 +324,7 @@ impl SqliteStore {
             model: state.text(model_id),
             requested_model: state.text(requested_id),
             resolved_model: text(9),
-            analytics_model: state.text(analytics),
+            analytics_model: state.analytics_model(model_id, requested_id),
             endpoint: text(10),
             method: text(11),
             path: text(12),
@@ -839,30 +845,35 @@ impl SqliteStore {
                 .await?;
                 continue;
             }
+            // A block's samples are the union of its runs (see `rollup::append_samples`),
+            // so rows are paged by (block, run).
             let sql = format!(
-                "SELECT bucket_ms, entries FROM usage_rollup_latency_{} WHERE bucket_ms >= ? AND bucket_ms < ? \
-                 ORDER BY bucket_ms LIMIT {BLOB_CHUNK}",
+                "SELECT bucket_ms, run, entries FROM usage_rollup_latency_{} \
+                 WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
+                 ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}",
                 source.suffix()
             );
-            let mut cursor = from;
+            let mut cursor = (from, -1_i64);
             loop {
-                let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(cursor)
-                    .bind(to)
-                    .fetch_all(&mut *connection)
-                    .await
-                    .map_err(db("read latency samples"))?;
-                let Some(last) = rows.last().map(|row| row.0) else {
+                let rows: Vec<(i64, i64, Vec<u8>)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(cursor.0)
+                        .bind(cursor.1)
+                        .bind(to)
+                        .fetch_all(&mut *connection)
+                        .await
+                        .map_err(db("read latency samples"))?;
+                let Some(last) = rows.last().map(|row| (row.0, row.1)) else {
                     break;
                 };
                 let full = rows.len() as i64 == BLOB_CHUNK;
-                cursor = last + 1;
+                cursor = last;
                 let filters = &scope.filters;
                 // Identities are only checked when the scope filters them.
                 let no_identity_filter = scope.level() == Level::Aggregate;
                 let state = lock_read(self.read_cache());
                 let mut identity_ok: HashMap<i64, bool> = HashMap::new();
-                for (bucket, blob) in rows {
+                for (bucket, _run, blob) in rows {
                     let local = match bucketer.as_mut() {
                         Some(bucketer) => bucketer.bucket(bucket),
                         None => 0,

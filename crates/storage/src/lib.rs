@@ -119,10 +119,11 @@ impl Options {
     pub fn new(path: impl Into<PathBuf>) -> Options {
         Options {
             path: path.into(),
-            // Two readers, one writer: the Go server's three connections. Every
-            // reader thread keeps its own allocator arena and page cache, so more
-            // readers than cores cost resident memory without adding speed.
-            read_connections: 2,
+            // Four readers, one writer. Analytics computations take at most two of
+            // them at once (the server gates them, one per core), so `/status`,
+            // `/health` and the other reads always find a connection. Every reader
+            // keeps its own page cache (2 MiB), so more readers cost resident memory.
+            read_connections: 4,
             busy_timeout: Duration::from_secs(5),
         }
     }
@@ -224,6 +225,9 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
+            // A read that cannot get a connection soon fails as unavailable instead
+            // of waiting 30 s while its client has long gone.
+            .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Some(Duration::from_secs(300)))
             .connect_with(read_options.clone())
             .await

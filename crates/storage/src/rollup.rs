@@ -5,6 +5,11 @@
 //! rollup key and applies one additive upsert per key, so rollups are never stale
 //! (they commit or roll back with the events) and a batch costs a statement per
 //! distinct key, not per event.
+//!
+//! Sums are bounded by the number of distinct keys; latency samples grow with the
+//! events, so they are kept as append-only runs per block (see [`append_samples`]):
+//! a batch touches at most one run of [`RUN_BYTES`] per block and level, however
+//! full the block already is.
 
 use std::collections::HashMap;
 
@@ -294,17 +299,7 @@ pub(crate) async fn flush(
         }
         let table = format!("usage_rollup_latency_{suffix}");
         for (bucket, groups) in &samples[level] {
-            let mut merged = groups.clone();
-            if let Some(existing) = read_blob(connection, &table, *bucket).await? {
-                decode_samples(&existing, |identity, model, failed, latencies, ttfts| {
-                    let entry = merged.entry((identity, model, failed)).or_default();
-                    entry.0.extend_from_slice(latencies);
-                    entry.1.extend_from_slice(ttfts);
-                });
-            }
-            let mut blob = Vec::new();
-            encode_samples(&merged, &mut blob);
-            write_blob(connection, &table, *bucket, blob).await?;
+            append_samples(connection, &table, *bucket, groups).await?;
         }
     }
     // Which (identity, model) pairs each day holds, for filter selectors.
@@ -342,6 +337,61 @@ pub(crate) async fn flush(
         .await?;
     }
     Ok(())
+}
+
+/// Size at which a sample run is sealed and the block's next batch starts a new one.
+pub(crate) const RUN_BYTES: i64 = 16 * 1024;
+
+/// Adds a batch's samples to one block: merged into the block's newest run while
+/// that run is under [`RUN_BYTES`], else written as the next run. A batch thus
+/// reads and writes at most one bounded run per block, however many samples the
+/// block already holds; readers take the union of the runs.
+async fn append_samples(
+    connection: &mut SqliteConnection,
+    table: &str,
+    bucket: i64,
+    groups: &Samples,
+) -> Result<(), sqlx::Error> {
+    // `table` is one of the fixed rollup table names, never input. `length` of a
+    // blob is read from the record header without loading the blob.
+    let newest: Option<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT run, length(entries) FROM {table} WHERE bucket_ms = ? ORDER BY run DESC LIMIT 1"
+    )))
+    .bind(bucket)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let mut merged = groups.clone();
+    let run = match newest {
+        None => 0,
+        Some((run, size)) if size >= RUN_BYTES => run + 1,
+        Some((run, _)) => {
+            let existing: Vec<u8> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT entries FROM {table} WHERE bucket_ms = ? AND run = ?"
+            )))
+            .bind(bucket)
+            .bind(run)
+            .fetch_one(&mut *connection)
+            .await?;
+            decode_samples(&existing, |identity, model, failed, latencies, ttfts| {
+                let entry = merged.entry((identity, model, failed)).or_default();
+                entry.0.extend_from_slice(latencies);
+                entry.1.extend_from_slice(ttfts);
+            });
+            run
+        }
+    };
+    let mut blob = Vec::new();
+    encode_samples(&merged, &mut blob);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (bucket_ms, run, entries) VALUES (?, ?, ?) \
+         ON CONFLICT (bucket_ms, run) DO UPDATE SET entries = excluded.entries"
+    )))
+    .bind(bucket)
+    .bind(run)
+    .bind(blob)
+    .execute(&mut *connection)
+    .await
+    .map(|_| ())
 }
 
 async fn read_blob(

@@ -10,11 +10,12 @@
 //! WAL maintenance catches up afterwards. Streams end (and release it) when
 //! read to the end or dropped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use cpamp_domain::StoreError;
 use cpamp_domain::analytics::query::RawEvent;
-use cpamp_domain::ports::{EventPages, EventSelection, EventStream, StreamOrder};
+use cpamp_domain::analytics::usage_payload_key;
+use cpamp_domain::ports::{EventPages, EventSelection, EventStream, StreamOrder, StreamTallies};
 use sqlx::SqliteConnection;
 
 use crate::analytics::{EVENT_COLUMNS, lock_read};
@@ -22,6 +23,8 @@ use crate::{SqliteStore, error};
 
 /// Events per page.
 const PAGE: i64 = 1024;
+/// Events per page of a stream in usage-payload order (read by id, whole rows).
+const GROUPED_PAGE: usize = 256;
 
 fn db(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |source| error::map(source, context)
@@ -38,6 +41,9 @@ pub struct SqliteEventPages {
     after: (i64, i64),
     total: u64,
     remaining: u64,
+    /// The ids still to deliver, in order, when the order is not by time
+    /// (`open_usage_groups`).
+    ids: Option<VecDeque<i64>>,
 }
 
 impl std::fmt::Debug for SqliteEventPages {
@@ -123,9 +129,68 @@ impl EventStream for SqliteStore {
             after: start,
             total,
             remaining: total,
+            ids: None,
         })
     }
+
+    async fn open_usage_groups(
+        &self,
+        limit: u64,
+    ) -> Result<(SqliteEventPages, StreamTallies), StoreError> {
+        let mut connection = self.dedicated_reader().await?;
+        sqlx::query("BEGIN")
+            .execute(&mut connection)
+            .await
+            .map_err(db("begin snapshot"))?;
+        self.refresh(&mut connection).await?;
+        // Only the columns the order and the tallies need: a few words per event.
+        let rows: Vec<EventKey> = sqlx::query_as(
+            "SELECT id, endpoint_id, model_id, requested_model_id, failed, total_tokens FROM usage_events \
+             ORDER BY timestamp_ms DESC, id DESC LIMIT ?",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut connection)
+        .await
+        .map_err(db("list the newest events"))?;
+        let mut tallies = StreamTallies::default();
+        let mut order = Vec::with_capacity(rows.len());
+        {
+            let state = lock_read(self.read_cache());
+            for (position, (id, endpoint, model, requested, failed, tokens)) in
+                rows.into_iter().enumerate()
+            {
+                tallies.events += 1;
+                tallies.failed += u64::from(failed != 0);
+                tallies.total_tokens = tallies.total_tokens.saturating_add(tokens);
+                order.push((
+                    state.text(endpoint),
+                    state.analytics_model(model, requested),
+                    position,
+                    id,
+                ));
+            }
+        }
+        // Newest first within a group: the position in the newest-first listing.
+        order.sort_unstable_by(|a, b| {
+            usage_payload_key(&a.0)
+                .cmp(usage_payload_key(&b.0))
+                .then_with(|| usage_payload_key(&a.1).cmp(usage_payload_key(&b.1)))
+                .then_with(|| a.2.cmp(&b.2))
+        });
+        let ids: VecDeque<i64> = order.into_iter().map(|entry| entry.3).collect();
+        let mut pages = self.empty_stream(StreamOrder::NewestFirst);
+        pages.total = tallies.events;
+        pages.remaining = tallies.events;
+        if !ids.is_empty() {
+            pages.connection = Some(connection);
+            pages.ids = Some(ids);
+        }
+        Ok((pages, tallies))
+    }
 }
+
+/// Id, endpoint, model and requested model ids, failed flag and total tokens.
+type EventKey = (i64, Option<i64>, Option<i64>, Option<i64>, i64, i64);
 
 impl SqliteStore {
     fn empty_stream(&self, order: StreamOrder) -> SqliteEventPages {
@@ -137,6 +202,7 @@ impl SqliteStore {
             after: (0, 0),
             total: 0,
             remaining: 0,
+            ids: None,
         }
     }
 
@@ -218,6 +284,33 @@ impl EventPages for SqliteEventPages {
         let Some(connection) = self.connection.as_mut() else {
             return Ok(Vec::new());
         };
+        if let Some(ids) = self.ids.as_mut() {
+            let wanted: Vec<i64> = ids.drain(..ids.len().min(GROUPED_PAGE)).collect();
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM usage_events WHERE id IN ({})",
+                join_ids(&wanted)
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(db("read events"))?;
+            let mut found: HashMap<i64, RawEvent> = {
+                let state = lock_read(self.store.read_cache());
+                rows.iter()
+                    .map(|row| {
+                        let event = self.store.event_from_row(&state, row);
+                        (event.id, event)
+                    })
+                    .collect()
+            };
+            drop(rows);
+            let events: Vec<RawEvent> = wanted.iter().filter_map(|id| found.remove(id)).collect();
+            self.remaining = self.remaining.saturating_sub(wanted.len() as u64);
+            if self.remaining == 0 {
+                self.finish().await;
+            }
+            return Ok(events);
+        }
         let (keyset, order) = match self.order {
             StreamOrder::OldestFirst => (
                 "timestamp_ms >= ?1 AND (timestamp_ms > ?1 OR id > ?2)",

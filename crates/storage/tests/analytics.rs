@@ -18,11 +18,15 @@ use support::synth;
 const END_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 async fn seeded(count: usize) -> (tempfile::TempDir, SqliteStore, Vec<UsageEvent>) {
+    seeded_over(count, 4).await
+}
+
+async fn seeded_over(count: usize, days: i64) -> (tempfile::TempDir, SqliteStore, Vec<UsageEvent>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
         .await
         .expect("open store");
-    let events = synth::events(7, count, END_MS, 4);
+    let events = synth::events(7, count, END_MS, days);
     for chunk in events.chunks(250) {
         store
             .store_batch(IngestBatch {
@@ -161,6 +165,73 @@ async fn summary_timeline_and_p95_match_the_events_in_two_zones() {
                 .filter(|e| analytics_of(e) == "gpt-5")
                 .count() as i64
         );
+    }
+}
+
+/// Sample runs of one block, read from the file: (run, bytes).
+async fn latency_runs(path: &std::path::Path, level: &str, bucket: i64) -> Vec<(i64, i64)> {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let runs = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT run, length(entries) FROM usage_rollup_latency_{level} WHERE bucket_ms = ? ORDER BY run"
+    )))
+    .bind(bucket)
+    .fetch_all(&mut connection)
+    .await
+    .expect("runs");
+    connection.close().await.expect("close");
+    runs
+}
+
+#[tokio::test]
+async fn a_full_day_keeps_its_samples_in_bounded_runs_and_p95_stays_exact() {
+    // 12,000 events in one UTC day, 250 per batch: the day's samples outgrow one run.
+    let (dir, store, events) = seeded_over(12_000, 1).await;
+    let day = END_MS - DAY_MS;
+    let runs = latency_runs(&dir.path().join("cpamp.db"), "d", day).await;
+    assert!(runs.len() >= 3, "the day holds several runs: {runs:?}");
+    assert_eq!(
+        runs.iter().map(|run| run.0).collect::<Vec<_>>(),
+        (0..runs.len() as i64).collect::<Vec<_>>()
+    );
+    // A run is sealed once it reaches 16 KiB; one batch adds far less than that.
+    let sealed = &runs[..runs.len() - 1];
+    assert!(
+        sealed
+            .iter()
+            .all(|(_, bytes)| (16 * 1024..24 * 1024).contains(bytes)),
+        "{runs:?}"
+    );
+    for (from, to) in [(day, END_MS), (day + 3_600_000 + 17, END_MS - 900_000 - 5)] {
+        let include = Include {
+            summary: true,
+            percentiles: true,
+            timeline: true,
+            ..Include::default()
+        };
+        let response = monitoring(&store, request(Scope::time_only(from, to), "UTC", include))
+            .await
+            .expect("query");
+        let selected = events
+            .iter()
+            .filter(|e| e.timestamp_ms >= from && e.timestamp_ms < to);
+        let mut latencies: Vec<u32> = selected
+            .clone()
+            .filter_map(|e| e.latency_ms.filter(|v| *v > 0))
+            .map(|v| v as u32)
+            .collect();
+        let mut ttfts: Vec<u32> = selected
+            .filter_map(|e| e.ttft_ms.filter(|v| *v > 0))
+            .map(|v| v as u32)
+            .collect();
+        let summary = response.summary.expect("summary");
+        assert_eq!(summary.p95_latency_ms, nearest_rank(&mut latencies, 0.95));
+        assert_eq!(summary.p50_latency_ms, nearest_rank(&mut latencies, 0.50));
+        assert_eq!(summary.p99_latency_ms, nearest_rank(&mut latencies, 0.99));
+        assert_eq!(summary.p95_ttft_ms, nearest_rank(&mut ttfts, 0.95));
     }
 }
 

@@ -92,3 +92,75 @@ async fn header_snapshots_of_a_database_from_before_the_latest_header_table() {
     let two = header_snapshots(&store, END_MS, 3, 2).await.expect("two");
     assert_eq!(keys(&two), keys(&before)[..2].to_vec());
 }
+
+#[tokio::test]
+async fn latency_samples_of_a_database_from_before_sample_runs() {
+    use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, monitoring};
+    use cpamp_domain::analytics::query::Scope;
+    use cpamp_domain::analytics::time::{Granularity, Zone};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = seeded(&path, 2_000).await;
+    let percentiles = |store: SqliteStore| async move {
+        let (from, to) = (END_MS - 3 * DAY_MS + 7 * 60_000 + 3, END_MS - 11);
+        let response = monitoring(
+            &store,
+            MonitoringRequest {
+                scope: Scope::time_only(from, to),
+                now_ms: END_MS,
+                zone: Zone::parse("Asia/Kolkata").expect("zone"),
+                granularity: Granularity::resolve(Some("hour"), from, to),
+                include: Include {
+                    summary: true,
+                    percentiles: true,
+                    timeline: true,
+                    ..Include::default()
+                },
+                generated_at_ms: END_MS,
+            },
+        )
+        .await
+        .expect("query");
+        store.close().await;
+        let summary = response.summary.expect("summary");
+        let timeline: Vec<(i64, Option<i64>, Option<i64>)> = response
+            .timeline
+            .iter()
+            .map(|point| (point.bucket_ms, point.p95_latency_ms, point.p95_ttft_ms))
+            .collect();
+        (
+            summary.p50_latency_ms,
+            summary.p95_latency_ms,
+            summary.p95_ttft_ms,
+            timeline,
+        )
+    };
+    let before = percentiles(store).await;
+    assert!(before.1.is_some() && before.3.len() > 24, "{before:?}");
+
+    // The earlier shape: one sample row per block (every block here fits one run).
+    let mut statements = Vec::new();
+    for level in ["q", "h", "d"] {
+        statements.push(format!(
+            "CREATE TABLE old_{level} (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)"
+        ));
+        statements.push(format!(
+            "INSERT INTO old_{level} SELECT bucket_ms, entries FROM usage_rollup_latency_{level}"
+        ));
+        statements.push(format!("DROP TABLE usage_rollup_latency_{level}"));
+        statements.push(format!(
+            "ALTER TABLE old_{level} RENAME TO usage_rollup_latency_{level}"
+        ));
+    }
+    let statements: Vec<&'static str> = statements
+        .into_iter()
+        .map(|statement| &*Box::leak(statement.into_boxed_str()))
+        .collect();
+    rewind(&path, 21, &statements).await;
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = percentiles(store).await;
+    assert_eq!(after, before);
+}

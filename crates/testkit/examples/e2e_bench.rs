@@ -21,13 +21,15 @@
     reason = "a benchmark prints its table and stops on a broken setup"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpamp_testkit::{FakeCpa, FakeCpaOptions, Traffic};
+
+#[path = "shared/server.rs"]
+mod server;
 use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "e2e-bench-admin-key-0123456789";
@@ -101,36 +103,20 @@ struct Server {
 
 impl Server {
     fn start(binary: &Path, data: &Path, cpa: &str) -> Server {
-        let mut child = Command::new(binary)
-            .env("HTTP_ADDR", "127.0.0.1:0")
-            .env("USAGE_DATA_DIR", data)
-            .env("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY)
-            .env("CPA_UPSTREAM_URL", cpa)
-            .env("CPA_MANAGEMENT_KEY", CPA_KEY)
-            .env("USAGE_COLLECTOR_MODE", "http")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("start {}: {error}", binary.display()));
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = sender.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                } else if line.contains("ERROR") {
-                    eprintln!("server: {line}");
-                }
-            }
-        });
-        let addr = receiver
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server reports its address");
+        let (child, base) = server::spawn(
+            binary,
+            &[
+                ("USAGE_DATA_DIR", data.as_os_str()),
+                ("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY.as_ref()),
+                ("CPA_UPSTREAM_URL", cpa.as_ref()),
+                ("CPA_MANAGEMENT_KEY", CPA_KEY.as_ref()),
+                ("USAGE_COLLECTOR_MODE", "http".as_ref()),
+                ("RUST_LOG", "info".as_ref()),
+            ],
+        );
         Server {
             child,
-            base: format!("http://{addr}"),
+            base,
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(600))
                 .build()

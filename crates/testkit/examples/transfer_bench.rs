@@ -34,6 +34,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "shared/server.rs"]
+mod server;
+
 const ADMIN_KEY: &str = "transfer-bench-admin-key-0123456789";
 /// Lines posted to the HTTP import (the body limit is 64 MiB).
 const HTTP_LINES: usize = 50_000;
@@ -133,33 +136,17 @@ struct Server {
 
 impl Server {
     fn start(binary: &Path, data: &Path) -> Server {
-        let mut child = Command::new(binary)
-            .env("HTTP_ADDR", "127.0.0.1:0")
-            .env("USAGE_DATA_DIR", data)
-            .env("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("start {}: {error}", binary.display()));
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = sender.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                } else if line.contains("ERROR") {
-                    eprintln!("server: {line}");
-                }
-            }
-        });
-        let addr = receiver
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server reports its address");
+        let (child, base) = server::spawn(
+            binary,
+            &[
+                ("USAGE_DATA_DIR", data.as_os_str()),
+                ("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY.as_ref()),
+                ("RUST_LOG", "info".as_ref()),
+            ],
+        );
         Server {
             child,
-            base: format!("http://{addr}"),
+            base,
             client: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(3600))
                 .build()
@@ -206,6 +193,14 @@ fn export(server: &Server, query: &str, out: Option<&Path>) -> Exported {
         .send()
         .expect("export request");
     assert_eq!(response.status().as_u16(), 200, "export answered");
+    // A CSV export starts with its header row, which is no event.
+    let header_rows = u64::from(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/csv")),
+    );
     let mut file = out.map(|out| {
         std::io::BufWriter::with_capacity(
             1 << 20,
@@ -231,7 +226,7 @@ fn export(server: &Server, query: &str, out: Option<&Path>) -> Exported {
     }
     let seconds = started.elapsed().as_secs_f64();
     Exported {
-        events,
+        events: events.saturating_sub(header_rows),
         bytes,
         seconds,
         rss_before_mib,

@@ -48,18 +48,7 @@ fn status_with(
 
 /// `cpamp_admin_key_checks_total`, read with the scrape token (which runs no check).
 fn checks_run(server: &ServerProcess) -> u64 {
-    let text = client_from([127, 0, 0, 1])
-        .get(server.url("/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .expect("metrics")
-        .text()
-        .expect("body");
-    text.lines()
-        .find_map(|line| line.strip_prefix("cpamp_admin_key_checks_total "))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as u64)
-        .unwrap_or_else(|| panic!("no cpamp_admin_key_checks_total in\n{text}"))
+    crate::support::metric(server, METRICS_TOKEN, "cpamp_admin_key_checks_total")
 }
 
 /// Resident memory of a process in bytes, from `/proc`.

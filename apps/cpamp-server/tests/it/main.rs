@@ -3,6 +3,7 @@
 
 mod absurd_numbers;
 mod analytics;
+mod analytics_load;
 mod auth;
 mod automation;
 mod cli;
@@ -28,3 +29,4 @@ mod setup;
 mod status;
 mod support;
 mod transfer;
+mod usage_payload;

@@ -13,7 +13,7 @@ use cpamp_domain::prices::aliases::{AliasError, AliasItem, AliasPut, ApiKeyAlias
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::analytics::{json, now_ms};
+use super::analytics::{json, json_bytes, now_ms};
 use crate::auth::AdminAuth;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::{AppState, Store};
@@ -154,13 +154,13 @@ async fn delete<S: Store>(
 /// object with an `api_key_hash` that has an alias gains `"api_key_alias"`, and each
 /// heatmap `api_key_contributors` entry gains its `"label"`. Without aliases the
 /// answer is serialized directly.
-pub(crate) async fn json_with_aliases<S: Store, T: Serialize>(
+pub(crate) async fn json_bytes_with_aliases<S: Store, T: Serialize>(
     store: &S,
     value: &T,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<bytes::Bytes, ApiError> {
     let aliases = store.api_key_aliases().await?;
     if aliases.is_empty() {
-        return json(value);
+        return json_bytes(value);
     }
     let by_hash: HashMap<&str, &str> = aliases
         .iter()
@@ -169,7 +169,7 @@ pub(crate) async fn json_with_aliases<S: Store, T: Serialize>(
     let mut tree = serde_json::to_value(value)
         .map_err(|error| ApiError::internal("encode response", &error))?;
     annotate(&mut tree, &by_hash, false);
-    json(&tree)
+    json_bytes(&tree)
 }
 
 fn annotate(value: &mut Value, aliases: &HashMap<&str, &str>, contributors: bool) {

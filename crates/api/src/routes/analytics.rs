@@ -7,9 +7,8 @@
 //! always a 400 with a code (the Go server answered some of these with 500), and
 //! unknown JSON fields are ignored so clients of other versions keep working.
 
-use std::collections::BTreeMap;
-
 use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
 use cpamp_domain::analytics::AnalyticsError;
 use cpamp_domain::analytics::QueryError;
 use cpamp_domain::analytics::analytics_model;
@@ -19,6 +18,8 @@ use cpamp_domain::analytics::identity::{IdentityFields, UsageDetailKeys};
 use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, PageRequest, monitoring};
 use cpamp_domain::analytics::query::{CacheStatus, Cursor, Filters, RawEvent, Scope};
 use cpamp_domain::analytics::time::{Granularity, Zone};
+use cpamp_domain::analytics::usage_payload_key;
+use cpamp_domain::ports::EventPages;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AdminAuth;
@@ -91,12 +92,40 @@ fn request_error(error: AnalyticsError) -> ApiError {
 
 /// Compact JSON followed by one newline, as the Go server writes it.
 pub(super) fn json<T: Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json_bytes(value)?))
+}
+
+/// The body [`json`] sends.
+pub(super) fn json_bytes<T: Serialize>(value: &T) -> Result<bytes::Bytes, ApiError> {
     let mut body =
         serde_json::to_vec(value).map_err(|error| ApiError::internal("encode response", &error))?;
     body.push(b'\n');
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(body.into())
+}
+
+/// Answers through the shared analytics gate when the server has one (see
+/// [`crate::reads`]), else computes directly.
+async fn shared_answer<S: Store, F>(
+    state: &AppState<S>,
+    reads: Option<web::Data<crate::reads::Reads>>,
+    key: [u8; 32],
+    compute: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: std::future::Future<Output = Result<bytes::Bytes, ApiError>> + Send + 'static,
+{
+    match reads {
+        Some(reads) => {
+            // Any stored event (collected or imported) changes the data version.
+            let version = state.collector.status().snapshot().total_inserted;
+            reads.into_inner().answer(key, version, compute).await
+        }
+        None => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(compute.await?)),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -156,11 +185,17 @@ pub fn dashboard_request(query: &str, server_now_ms: i64) -> Result<DashboardReq
 async fn dashboard_summary<S: Store>(
     _auth: AdminAuth,
     state: web::Data<AppState<S>>,
+    reads: Option<web::Data<crate::reads::Reads>>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let parsed = dashboard_request(request.query_string(), now_ms())?;
-    let summary = dashboard(&state.store, parsed).await.map_err(query_error)?;
-    super::aliases::json_with_aliases(&state.store, &summary).await
+    let key = crate::reads::key("dashboard", request.query_string().as_bytes());
+    let store = state.store.clone();
+    shared_answer(&state, reads, key, async move {
+        let summary = dashboard(&store, parsed).await.map_err(query_error)?;
+        super::aliases::json_bytes_with_aliases(&store, &summary).await
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -374,13 +409,17 @@ pub fn monitoring_request(bytes: &[u8], server_now_ms: i64) -> Result<Monitoring
 async fn monitoring_analytics<S: Store>(
     _auth: AdminAuth,
     state: web::Data<AppState<S>>,
+    reads: Option<web::Data<crate::reads::Reads>>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let request = monitoring_request(&body, now_ms())?;
-    let response = monitoring(&state.store, request)
-        .await
-        .map_err(query_error)?;
-    super::aliases::json_with_aliases(&state.store, &response).await
+    let key = crate::reads::key("monitoring", &body);
+    let store = state.store.clone();
+    shared_answer(&state, reads, key, async move {
+        let response = monitoring(&store, request).await.map_err(query_error)?;
+        super::aliases::json_bytes_with_aliases(&store, &response).await
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -389,25 +428,6 @@ async fn monitoring_analytics<S: Store>(
 
 fn is_empty(value: &str) -> bool {
     value.is_empty()
-}
-
-#[derive(Serialize)]
-struct UsagePayload {
-    total_requests: i64,
-    success_count: i64,
-    failure_count: i64,
-    total_tokens: i64,
-    apis: BTreeMap<String, UsageApi>,
-}
-
-#[derive(Serialize, Default)]
-struct UsageApi {
-    models: BTreeMap<String, UsageModel>,
-}
-
-#[derive(Serialize, Default)]
-struct UsageModel {
-    details: Vec<UsageDetail>,
 }
 
 #[derive(Serialize)]
@@ -497,6 +517,59 @@ fn usage_detail(event: &RawEvent) -> UsageDetail {
     }
 }
 
+/// Where the streamed usage payload stands: the endpoint and model whose
+/// `details` array is open.
+struct UsageWriter<P> {
+    pages: P,
+    head: Option<Vec<u8>>,
+    open: Option<(String, String)>,
+}
+
+impl<P> UsageWriter<P> {
+    /// Appends one detail, opening (and closing) the endpoint and model objects
+    /// around it as the grouped order moves on.
+    fn push(&mut self, out: &mut Vec<u8>, event: &RawEvent) -> serde_json::Result<()> {
+        let endpoint = usage_payload_key(&event.endpoint);
+        let model = usage_payload_key(&event.analytics_model);
+        let (same_endpoint, same_model) = match &self.open {
+            Some((open_endpoint, open_model)) => (
+                open_endpoint == endpoint,
+                open_endpoint == endpoint && open_model == model,
+            ),
+            None => (false, false),
+        };
+        if same_model {
+            out.push(b',');
+        } else {
+            if same_endpoint {
+                out.extend_from_slice(b"]},");
+            } else {
+                if self.open.is_some() {
+                    out.extend_from_slice(b"]}}},");
+                }
+                serde_json::to_writer(&mut *out, endpoint)?;
+                out.extend_from_slice(br#":{"models":{"#);
+            }
+            serde_json::to_writer(&mut *out, model)?;
+            out.extend_from_slice(br#":{"details":["#);
+            self.open = Some((endpoint.to_string(), model.to_string()));
+        }
+        serde_json::to_writer(&mut *out, &usage_detail(event))
+    }
+
+    /// The bytes that close the payload.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.open.take().is_some() {
+            out.extend_from_slice(b"]}}}");
+        }
+        out.extend_from_slice(b"}}\n");
+    }
+}
+
+/// CPA's usage payload over the newest events (at most [`USAGE_CAP`]), written
+/// as it is read: totals first (counted in the same snapshot), then the details
+/// nested by endpoint and model, one page of events at a time, so memory stays
+/// flat however large the answer.
 async fn usage<S: Store>(
     _auth: AdminAuth,
     state: web::Data<AppState<S>>,
@@ -506,42 +579,59 @@ async fn usage<S: Store>(
     } else {
         state.query_limit.min(USAGE_CAP)
     };
-    let events = state
+    let (pages, tallies) = state
         .store
-        .newest_events(usize::try_from(limit).unwrap_or(50_000))
+        .open_usage_groups(u64::try_from(limit).unwrap_or(50_000))
         .await
         .map_err(ApiError::from)?;
-    let mut payload = UsagePayload {
-        total_requests: 0,
-        success_count: 0,
-        failure_count: 0,
-        total_tokens: 0,
-        apis: BTreeMap::new(),
+    let events = i64::try_from(tallies.events).unwrap_or(i64::MAX);
+    let failed = i64::try_from(tallies.failed).unwrap_or(i64::MAX);
+    let head = format!(
+        r#"{{"total_requests":{events},"success_count":{},"failure_count":{failed},"total_tokens":{},"apis":{{"#,
+        events - failed,
+        tallies.total_tokens
+    );
+    let first = UsageWriter {
+        pages,
+        head: Some(head.into_bytes()),
+        open: None,
     };
-    for event in &events {
-        payload.total_requests += 1;
-        payload.failure_count += i64::from(event.failed);
-        payload.total_tokens += event.tokens.total;
-        let endpoint = if event.endpoint.is_empty() {
-            "-".to_string()
-        } else {
-            event.endpoint.to_string()
-        };
-        let model = if event.analytics_model.is_empty() {
-            "-".to_string()
-        } else {
-            event.analytics_model.to_string()
-        };
-        payload
-            .apis
-            .entry(endpoint)
-            .or_default()
-            .models
-            .entry(model)
-            .or_default()
-            .details
-            .push(usage_detail(event));
-    }
-    payload.success_count = payload.total_requests - payload.failure_count;
-    json(&payload)
+    let body = futures_util::stream::unfold(Some(first), |writer| async move {
+        let mut writer = writer?;
+        let mut out = writer.head.take().unwrap_or_default();
+        match writer.pages.next_page().await {
+            Ok(page) if page.is_empty() => {
+                writer.finish(&mut out);
+                Some((Ok(Bytes::from(out)), None))
+            }
+            Ok(page) => {
+                for event in &page {
+                    if let Err(error) = writer.push(&mut out, event) {
+                        tracing::error!(%error, "usage payload encoding failed");
+                        return Some((
+                            Err(actix_web::error::ErrorInternalServerError(
+                                "usage payload failed",
+                            )),
+                            None,
+                        ));
+                    }
+                }
+                Some((Ok::<_, actix_web::Error>(Bytes::from(out)), Some(writer)))
+            }
+            Err(error) => {
+                // Bytes went out already: the answer is cut short, which the
+                // client sees as invalid JSON.
+                tracing::error!(%error, "usage payload stream failed");
+                Some((
+                    Err(actix_web::error::ErrorInternalServerError(
+                        "usage payload failed",
+                    )),
+                    None,
+                ))
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(body))
 }

@@ -287,6 +287,33 @@ async fn metrics<S: Store>(
         &[],
         state.automation.dropped_events() as f64,
     );
+    if let Some(reads) = request.app_data::<web::Data<crate::reads::Reads>>() {
+        let counts = reads.counts();
+        for (name, help, value) in [
+            (
+                "cpamp_analytics_computations_total",
+                "Dashboard and monitoring answers computed since the process started.",
+                &counts.computed,
+            ),
+            (
+                "cpamp_analytics_shared_answers_total",
+                "Dashboard and monitoring requests answered by a computation already running or a fresh copy.",
+                &counts.shared,
+            ),
+            (
+                "cpamp_analytics_refused_total",
+                "Dashboard and monitoring requests answered 503 because too many were waiting.",
+                &counts.refused,
+            ),
+        ] {
+            out.family(name, "counter", help);
+            out.sample(
+                name,
+                &[],
+                value.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            );
+        }
+    }
     if let Some(authenticator) = request.app_data::<web::Data<AdminAuthenticator>>() {
         out.family(
             "cpamp_admin_key_checks_total",

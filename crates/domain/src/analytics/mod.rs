@@ -48,8 +48,10 @@ use crate::ports::StoreError;
 /// Why a query failed: the request (400) or the store (500/503).
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    /// The request cannot be answered as asked (400).
     #[error(transparent)]
     Request(#[from] AnalyticsError),
+    /// The store failed (500/503).
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -58,8 +60,10 @@ pub enum QueryError {
 /// (HTTP 400); the message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnalyticsError {
+    /// The time zone is not an IANA name the server knows.
     #[error("invalid time zone: {0}")]
     InvalidTimeZone(String),
+    /// Another invalid parameter; the message names it.
     #[error("{0}")]
     Invalid(String),
 }
@@ -142,19 +146,29 @@ pub fn nearest_rank_in(slices: &[&[u32]], percentile: f64) -> Option<i64> {
 /// groups merge by addition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Metrics {
+    /// Upstream attempts.
     pub calls: i64,
+    /// Failed attempts.
     pub failures: i64,
     /// Σ I: normalized total input (prompt including cache buckets).
     pub input: i64,
+    /// Output tokens (reasoning included).
     pub output: i64,
+    /// Reasoning tokens (part of `output`).
     pub reasoning: i64,
     /// Σ C: compat cached tokens (cached beyond the explicit read/creation buckets).
     pub cached: i64,
+    /// Σ R: input read from the cache.
     pub cache_read: i64,
+    /// Σ W: input written to the cache.
     pub cache_creation: i64,
+    /// Total tokens as reported.
     pub total: i64,
+    /// Sum of the positive latencies reported, ms.
     pub latency_sum: i64,
+    /// Attempts with a positive latency (the divisor of the mean).
     pub latency_samples: i64,
+    /// Successful attempts with a total of 0 tokens.
     pub zero_token_calls: i64,
 }
 
@@ -178,14 +192,17 @@ impl Metrics {
         sum(&mut self.zero_token_calls, other.zero_token_calls);
     }
 
+    /// Attempts that did not fail.
     pub fn success(&self) -> i64 {
         self.calls.saturating_sub(self.failures)
     }
 
+    /// Successful attempts over all attempts (0 without attempts).
     pub fn success_rate(&self) -> f64 {
         ratio(self.success() as f64, self.calls as f64)
     }
 
+    /// Failed attempts over all attempts (0 without attempts).
     pub fn failure_rate(&self) -> f64 {
         ratio(self.failures as f64, self.calls as f64)
     }
@@ -208,6 +225,12 @@ impl Metrics {
         }
         (self.cache_hit_tokens() as f64 / input as f64).min(1.0)
     }
+}
+
+/// The key an endpoint or analytics model is listed under in CPA's usage
+/// payload (`GET /v0/management/usage`): the text itself, `-` when empty.
+pub fn usage_payload_key(value: &str) -> &str {
+    if value.is_empty() { "-" } else { value }
 }
 
 /// `numerator / denominator`, 0 when the denominator is not positive.

@@ -1,5 +1,7 @@
 //! Summing group rows: metrics, read-time cost and last-seen time of a set of rows.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use super::Metrics;
@@ -32,8 +34,11 @@ pub fn unpriced_models(book: &PriceBook, rows: &[GroupRow]) -> Vec<String> {
 /// row had no price (the sum is then unknown); with no row it is `Some(0.0)`.
 #[derive(Debug, Clone, Copy)]
 pub struct Totals {
+    /// The summed metrics.
     pub metrics: Metrics,
+    /// The summed cost, USD; `None` when any row had no price.
     pub cost: Option<f64>,
+    /// The newest event's time, Unix ms (0 without rows).
     pub last_seen_ms: i64,
 }
 
@@ -89,13 +94,18 @@ pub fn cost_key(cost: Option<f64>) -> f64 {
 /// flattened into model, account, credential, API-key and context rows.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct CallCounts {
+    /// Upstream attempts.
     pub calls: i64,
+    /// Attempts that did not fail.
     pub success_calls: i64,
+    /// Failed attempts.
     pub failure_calls: i64,
+    /// Successful over all attempts.
     pub success_rate: f64,
 }
 
 impl CallCounts {
+    /// The counts of a group's metrics.
     pub fn of(metrics: &Metrics) -> CallCounts {
         CallCounts {
             calls: metrics.calls,
@@ -112,14 +122,20 @@ impl CallCounts {
 /// shows token sums.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct TokenSums {
+    /// Σ I: normalized input.
     pub input_tokens: i64,
+    /// Output tokens.
     pub output_tokens: i64,
+    /// Σ C: compat cached tokens.
     pub cached_tokens: i64,
+    /// Σ R: cache reads.
     pub cache_read_tokens: i64,
+    /// Σ W: cache writes.
     pub cache_creation_tokens: i64,
 }
 
 impl TokenSums {
+    /// The token sums of a group's metrics.
     pub fn of(metrics: &Metrics) -> TokenSums {
         TokenSums {
             input_tokens: metrics.input,

@@ -259,3 +259,20 @@ pub fn stored_events(data_dir: &Path) -> i64 {
     .flatten()
     .unwrap_or(0)
 }
+
+/// A counter or gauge without labels from `/metrics`, read with the scrape token `token`
+/// (which runs no admin key check).
+pub fn metric(server: &ServerProcess, token: &str, name: &str) -> u64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("body");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
