@@ -202,8 +202,10 @@ pub(crate) fn check_status(reply: &Reply) -> Result<(), SourceError> {
     Err(SourceError::new(Stage::Http, message))
 }
 
-/// Splits a usage-queue body into items: objects as their raw JSON text, strings unwrapped
-/// one level, `null` and blanks skipped, anything else a dead letter of its own.
+/// Splits a usage-queue body into items: strings unwrapped one level, every other element
+/// (objects, `null`, numbers, arrays) as its raw JSON text. The decoder then judges each
+/// item exactly as it judges the same bytes from a RESP pop or a subscription, so a
+/// malformed item (`null` included) gets the same outcome in every transport.
 pub(crate) fn parse_queue_body(body: &[u8]) -> RawBatch {
     let mut stream =
         serde_json::Deserializer::from_slice(body).into_iter::<Option<Vec<&RawValue>>>();
@@ -225,20 +227,14 @@ pub(crate) fn parse_queue_body(body: &[u8]) -> RawBatch {
     for element in elements {
         let text = element.get();
         match text.as_bytes().first() {
-            Some(b'{') => items.push(RawItem::Payload(Bytes::copy_from_slice(text.as_bytes()))),
-            Some(b'n') => {}
             Some(b'"') => match serde_json::from_str::<String>(text) {
-                Ok(inner) if inner.trim().is_empty() => {}
                 Ok(inner) => items.push(RawItem::Payload(Bytes::from(inner))),
                 Err(error) => items.push(RawItem::Invalid {
                     raw: text.to_string(),
                     reason: error.to_string(),
                 }),
             },
-            _ => items.push(RawItem::Invalid {
-                raw: text.to_string(),
-                reason: format!("unexpected usage queue item {text}"),
-            }),
+            _ => items.push(RawItem::Payload(Bytes::copy_from_slice(text.as_bytes()))),
         }
     }
     items
@@ -253,23 +249,20 @@ mod tests {
     fn body_elements_are_split_without_losing_any() {
         let body = br#"[{"a":1}, "{\"b\":2}", null, "  ", 7, [1], "\"nested\""]"#;
         let items = parse_queue_body(body);
-        assert_eq!(items.len(), 5);
+        let payload = |text: &'static str| RawItem::Payload(Bytes::from_static(text.as_bytes()));
+        // Every element reaches the decoder as the bytes a RESP pop would carry.
         assert_eq!(
-            items[0],
-            RawItem::Payload(Bytes::from_static(br#"{"a":1}"#))
-        );
-        assert_eq!(
-            items[1],
-            RawItem::Payload(Bytes::from_static(br#"{"b":2}"#))
-        );
-        assert!(
-            matches!(&items[2], RawItem::Invalid { reason, .. } if reason == "unexpected usage queue item 7")
-        );
-        assert!(matches!(&items[3], RawItem::Invalid { raw, .. } if raw == "[1]"));
-        // One level of unwrapping only: the inner text stays a JSON string literal.
-        assert_eq!(
-            items[4],
-            RawItem::Payload(Bytes::from_static(br#""nested""#))
+            items,
+            [
+                payload(r#"{"a":1}"#),
+                payload(r#"{"b":2}"#),
+                payload("null"),
+                payload("  "),
+                payload("7"),
+                payload("[1]"),
+                // One level of unwrapping only: the inner text stays a JSON string literal.
+                payload(r#""nested""#),
+            ]
         );
     }
 

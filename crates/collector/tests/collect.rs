@@ -403,3 +403,43 @@ async fn warns_when_another_consumer_drains_the_queue() {
     .await;
     harness.collector.shutdown().await;
 }
+
+/// The same malformed items get the same outcome in every transport: `null`, a number and
+/// a non-object string become dead letters, a blank item is nothing, and the valid event
+/// beside them is stored.
+#[tokio::test]
+async fn a_malformed_item_gets_the_same_outcome_in_every_transport() {
+    let mut outcomes = Vec::new();
+    for mode in [Mode::Http, Mode::Resp, Mode::Subscribe] {
+        let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+        let harness = Harness::new();
+        harness
+            .collector
+            .start(settings(&cpa.base_url(), "secret", mode))
+            .await;
+        if mode == Mode::Subscribe {
+            wait_until("a subscriber", || cpa.subscriber_count() == 1).await;
+        }
+        for raw in ["null", "7", "\"text\"", "   "] {
+            cpa.push_raw(raw);
+        }
+        let expected = emitted_ids(&cpa.emit(1).await);
+        harness.wait_for_ids(&expected).await;
+        wait_until("the dead letters", || {
+            harness.collector.status().snapshot().total_dead_lettered >= 3
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let status = harness.collector.status().snapshot();
+        outcomes.push((
+            mode,
+            status.total_inserted,
+            status.total_dead_lettered,
+            status.total_consumed,
+        ));
+        harness.collector.shutdown().await;
+    }
+    for (mode, inserted, dead, _) in &outcomes {
+        assert_eq!((*inserted, *dead), (1, 3), "{mode:?}: {outcomes:?}");
+    }
+}
