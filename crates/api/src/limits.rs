@@ -206,3 +206,30 @@ fn timed_payload(payload: Payload, timeout: Duration) -> Payload {
         payload: Box::pin(stream),
     }
 }
+
+/// Reads a whole request body of at most `limit` bytes; beyond it, 413 naming `what`
+/// and the limit. A body that breaks off is a 400.
+pub(crate) async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    what: &str,
+) -> Result<bytes::Bytes, ApiError> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|error| {
+            ApiError::bad_request(
+                ErrorCode::RequestFailed,
+                format!("read request body: {error}"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::RequestFailed,
+                format!("{what} is larger than {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

@@ -15,14 +15,12 @@
 //!   [`JSON_BODY_LIMIT`] (413 beyond; the Go server read them without limit).
 
 use actix_web::dev::Payload;
-use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::auth::AdminAuth;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::proxy::{Credential, ForwardBody};
 use crate::state::{AppState, Store};
 
@@ -103,27 +101,6 @@ fn is_json(request: &HttpRequest) -> bool {
         .is_some_and(|media| media == "application/json" || media.ends_with("+json"))
 }
 
-async fn read_json_body(mut payload: web::Payload) -> Result<Bytes, ApiError> {
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|error| {
-            ApiError::bad_request(
-                ErrorCode::RequestFailed,
-                format!("read request body: {error}"),
-            )
-        })?;
-        if body.len() + chunk.len() > JSON_BODY_LIMIT {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::RequestFailed,
-                format!("plugin request body is larger than {JSON_BODY_LIMIT} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 /// Forwards a plugin request with CPA's origin in place of the caller's.
 pub(crate) async fn forward(
     request: &HttpRequest,
@@ -140,7 +117,8 @@ pub(crate) async fn forward(
     }
     let body = match &origin {
         Some(origin) if is_json(request) => {
-            let body = read_json_body(payload).await?;
+            let body =
+                crate::limits::read_body(payload, JSON_BODY_LIMIT, "plugin request body").await?;
             ForwardBody::Bytes(rewrite_body(&body, origin).unwrap_or(body))
         }
         _ => ForwardBody::Stream(payload),

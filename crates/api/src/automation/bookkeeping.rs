@@ -10,15 +10,14 @@
 //! headers against CPA's listing before forwarding; cpamp drops those headers and does
 //! not verify them yet.)
 
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::audit::{Actor, Outcome, Subject};
 use super::cooldowns::release_file;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::state::{AppState, Store};
 
 /// Largest request body read for bookkeeping (CPA's own limit plus room for the form).
@@ -123,27 +122,6 @@ fn decode_pairs(query: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-async fn read_body(mut payload: web::Payload) -> Result<Bytes, ApiError> {
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|error| {
-            ApiError::bad_request(
-                ErrorCode::RequestFailed,
-                format!("read request body: {error}"),
-            )
-        })?;
-        if body.len() + chunk.len() > BODY_LIMIT {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::RequestFailed,
-                format!("request body is larger than {BODY_LIMIT} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 /// The panel adds `cpamp_*` members to status changes for the Manager; CPA never sees
 /// them. Anything that is not a JSON object goes as it came.
 fn strip_cpamp_fields(body: Bytes) -> Bytes {
@@ -170,7 +148,7 @@ pub(crate) async fn forward<S: Store>(
     base_url: &str,
     key: String,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload).await?;
+    let body = crate::limits::read_body(payload, BODY_LIMIT, "request body").await?;
     let targets = targets(kind, request, &body);
     let automation = &state.automation;
     let guard = if targets.all || targets.names.is_empty() {
