@@ -353,6 +353,18 @@ fn probes(server: &Server, now: i64, large: bool) -> Vec<Probe> {
                "include": compact(json!({"granularity": "day", "api_key_stats": true, "events_page": {"limit": 500}}))}),
     ));
     list.push(analytics(
+        "monitor 30d: full summary + task buckets",
+        50.0,
+        json!({"from_ms": month, "to_ms": now, "now_ms": now, "time_zone": "UTC",
+               "include": {"summary": true, "granularity": "day", "task_buckets": true}}),
+    ));
+    list.push(analytics(
+        "monitor last 30 min: summary",
+        50.0,
+        json!({"from_ms": now - 30 * MINUTE_MS, "to_ms": now, "now_ms": now, "time_zone": "UTC",
+               "include": compact(json!({"granularity": "hour", "summary_percentiles": true}))}),
+    ));
+    list.push(analytics(
         "monitor 30d: selectors",
         if large { 5.0 } else { 50.0 },
         json!({"from_ms": month, "to_ms": now, "now_ms": now, "time_zone": "UTC",
@@ -642,7 +654,11 @@ fn main() {
         std::env::temp_dir().join(format!("cpamp-bench-e2e-{}", std::process::id()))
     });
     // A directory filled by an earlier `--keep` run with the same size is reused.
-    let reused = if args.live { None } else { filled(&data, args.size) };
+    let reused = if args.live {
+        None
+    } else {
+        filled(&data, args.size)
+    };
     if reused.is_none() {
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).expect("data dir");
@@ -670,7 +686,8 @@ fn main() {
         println!(
             "reused {} ({stored} events, filled up to {}); server up in {start_seconds:.1}s",
             data.display(),
-            jiff::Timestamp::from_millisecond(fill_end).map_or_else(|_| fill_end.to_string(), |t| t.to_string())
+            jiff::Timestamp::from_millisecond(fill_end)
+                .map_or_else(|_| fill_end.to_string(), |t| t.to_string())
         );
     } else if args.live {
         // An empty day first, then a day holding `size` events.
