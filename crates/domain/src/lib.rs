@@ -67,6 +67,8 @@
 //! assert_eq!(book.band_cost(unpriced, &sums), None);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod analytics;
 pub mod automation;
 pub mod crypto;

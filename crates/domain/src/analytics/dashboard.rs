@@ -1,8 +1,6 @@
 //! `GET /v0/management/dashboard/summary`: today's totals, models, traffic,
 //! health strip, token mix, channels and failures.
 
-#![warn(missing_docs)]
-
 use std::collections::BTreeMap;
 
 use serde::Serialize;

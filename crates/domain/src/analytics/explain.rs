@@ -4,8 +4,6 @@
 //! The explanation prices the single event with exactly the engine every aggregate
 //! uses (`cost::PriceBook::quote`), so its cost is the event's share of any total.
 
-#![warn(missing_docs)]
-
 use serde::Serialize;
 
 use super::cost::{PriceBook, PriceRule, Quote, band_range, context_band};

@@ -1,8 +1,6 @@
 //! What an analytics request asks for (scope and filters), the rows storage answers
 //! with, and the storage port.
 
-#![warn(missing_docs)]
-
 use std::future::Future;
 use std::sync::Arc;
 

@@ -17,8 +17,6 @@
 //!
 //! Everything here is pure: callers fetch from CPA and pass the clock in.
 
-#![warn(missing_docs)]
-
 pub mod authfile;
 pub mod cooldown;
 pub mod credential_policy;

@@ -8,8 +8,6 @@
 //! transaction: they are never behind the event table, so the Go server's
 //! "pending" catch-up state cannot occur and `catch_up` has nothing to do.
 
-#![warn(missing_docs)]
-
 mod history;
 mod snapshots;
 mod target;
