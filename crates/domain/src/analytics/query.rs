@@ -48,9 +48,11 @@ impl CacheStatus {
 pub struct Filters {
     /// Analytics models (already suffix-normalized).
     pub models: Vec<String>,
-    /// Lowercased.
+    /// Providers, lowercased; an event matches by its provider or its auth-file
+    /// provider, case-insensitively.
     pub providers: Vec<String>,
-    /// Lowercased.
+    /// Accounts, lowercased; an event matches by its account, label, source or auth
+    /// index, case-insensitively.
     pub accounts: Vec<String>,
     /// Credential ids as [`Identity::credential_id`] forms them (auth file, else auth
     /// index, source hash, source, else `-`); exact match.

@@ -264,19 +264,20 @@ pub trait InspectionStore: Clone + Send + Sync + 'static {
     /// Appends one log line to its run.
     fn append_log(&self, log: RunLog) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Newest first.
+    /// The newest `limit` runs, newest start first (then highest id), as
+    /// `GET /codex-inspection/runs` lists them.
     fn runs(&self, limit: u32) -> impl Future<Output = Result<Vec<Run>, StoreError>> + Send;
 
     /// The run with this id; `None` when there is none.
     fn run(&self, id: i64) -> impl Future<Output = Result<Option<Run>, StoreError>> + Send;
 
-    /// By file name, display account, id.
+    /// Every result of a run, ordered by file name, display account, then id.
     fn results(
         &self,
         run_id: i64,
     ) -> impl Future<Output = Result<Vec<RunResult>, StoreError>> + Send;
 
-    /// By time, id.
+    /// Every log line of a run, oldest first (by time, then id).
     fn logs(&self, run_id: i64) -> impl Future<Output = Result<Vec<RunLog>, StoreError>> + Send;
 
     /// The newest scheduled run.

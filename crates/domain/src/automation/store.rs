@@ -331,7 +331,7 @@ pub trait AuditStore: Clone + Send + Sync + 'static {
         entry: AuditEntry,
     ) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
-    /// Newest first.
+    /// The entries matching `query`, newest first, at most `query.limit`.
     fn audit_entries(
         &self,
         query: AuditQuery,
