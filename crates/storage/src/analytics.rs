@@ -232,6 +232,50 @@ fn allowed(timeline: Option<&(Zone, Granularity)>, from: i64, to: i64) -> (bool,
     }
 }
 
+/// Whether `[from, to)` holds no stored event (an index probe).
+async fn no_events(
+    connection: &mut SqliteConnection,
+    from: i64,
+    to: i64,
+) -> Result<bool, StoreError> {
+    if from >= to {
+        return Ok(true);
+    }
+    sqlx::query_scalar::<_, bool>(
+        "SELECT NOT EXISTS (SELECT 1 FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?)",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(db("probe events"))
+}
+
+/// `[from, to)` widened to whole quarter hours at either end where the widening
+/// holds no event, so those edges are read from quarter rollups instead of raw
+/// events: a range that ends after the newest event (every "until now") reads no
+/// raw tail, however busy its last minutes. The answer is the same because the
+/// widening adds no event; callers probe and read in one read transaction, so an
+/// event committed meanwhile cannot slip in.
+async fn snap(
+    connection: &mut SqliteConnection,
+    from: i64,
+    to: i64,
+) -> Result<(i64, i64), StoreError> {
+    let (head, tail) = (floor_to(from, QUARTER_MS), ceil_to(to, QUARTER_MS));
+    let from = if no_events(connection, head, from).await? {
+        head
+    } else {
+        from
+    };
+    let to = if no_events(connection, to, tail).await? {
+        tail
+    } else {
+        to
+    };
+    Ok((from, to))
+}
+
 impl SqliteStore {
     /// Tops up the lookup caches with rows written since the last call.
     pub(crate) async fn refresh(
@@ -734,10 +778,14 @@ impl SqliteStore {
         heat: bool,
     ) -> Result<Vec<GroupRow>, StoreError> {
         let scope = &request.scope;
-        let mut connection = self.reader_connection().await?;
+        let mut pooled = self.reader_connection().await?;
         if scope.from_ms >= scope.to_ms {
             return Ok(Vec::new());
         }
+        // One snapshot for the probes of `snap` and every read below.
+        let mut connection = sqlx::Connection::begin(&mut *pooled)
+            .await
+            .map_err(db("begin read"))?;
         let level = scope.level();
         let mut out = Vec::new();
         if level == Level::Raw {
@@ -771,9 +819,9 @@ impl SqliteStore {
             return Ok(out);
         }
         let identity = request.identity || level == Level::Identity;
-        let (quarter_ok, hour_ok, day_ok) =
-            allowed(request.timeline.as_ref(), scope.from_ms, scope.to_ms);
-        for (source, from, to) in plan(scope.from_ms, scope.to_ms, quarter_ok, hour_ok, day_ok) {
+        let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
+        let (quarter_ok, hour_ok, day_ok) = allowed(request.timeline.as_ref(), start, end);
+        for (source, from, to) in plan(start, end, quarter_ok, hour_ok, day_ok) {
             if source == Source::Raw {
                 let mut folder = RawFolder::new(&request);
                 self.raw_lean(&mut connection, &request, from, to, None, |row, _, _| {
@@ -910,19 +958,23 @@ impl SqliteStore {
 
     async fn samples_inner(&self, request: GroupRequest) -> Result<Vec<SampleBlock>, StoreError> {
         let scope = &request.scope;
-        let mut connection = self.reader_connection().await?;
+        let mut pooled = self.reader_connection().await?;
         let mut blocks: HashMap<i64, SampleBlock> = HashMap::new();
         if scope.from_ms >= scope.to_ms {
             return Ok(Vec::new());
         }
+        // One snapshot for the probes of `snap` and every read below.
+        let mut connection = sqlx::Connection::begin(&mut *pooled)
+            .await
+            .map_err(db("begin read"))?;
         let mut bucketer = request
             .timeline
             .as_ref()
             .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
         let segments = if scope.level() != Level::Raw {
-            let (quarter_ok, hour_ok, day_ok) =
-                allowed(request.timeline.as_ref(), scope.from_ms, scope.to_ms);
-            plan(scope.from_ms, scope.to_ms, quarter_ok, hour_ok, day_ok)
+            let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
+            let (quarter_ok, hour_ok, day_ok) = allowed(request.timeline.as_ref(), start, end);
+            plan(start, end, quarter_ok, hour_ok, day_ok)
         } else {
             vec![(Source::Raw, scope.from_ms, scope.to_ms)]
         };

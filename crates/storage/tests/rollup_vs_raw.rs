@@ -109,7 +109,12 @@ async fn rollup_answers_equal_raw_scan_answers_in_every_zone() {
             END_MS - 4 * DAY_MS - 7 * 60_000 - 13,
             END_MS - 2 * HOUR_MS - 37 * 60_000 + 5,
         ),
-        (END_MS - 2 * DAY_MS + 3 * HOUR_MS + 1, END_MS + HOUR_MS),
+        (
+            END_MS - 2 * DAY_MS + 3 * HOUR_MS + 1,
+            END_MS + HOUR_MS + 7 * 60_000 + 3,
+        ),
+        // Starts before the first event and ends after the last, both mid-quarter.
+        (END_MS - 6 * DAY_MS + 5 * 60_000 + 3, END_MS + 17 * 60_000),
         (
             END_MS - 30 * HOUR_MS - 22 * 60_000,
             END_MS - 29 * HOUR_MS + 8 * 60_000,
