@@ -262,16 +262,25 @@ async fn snap(
     from: i64,
     to: i64,
 ) -> Result<(i64, i64), StoreError> {
-    let (head, tail) = (floor_to(from, QUARTER_MS), ceil_to(to, QUARTER_MS));
-    let from = if no_events(connection, head, from).await? {
-        head
-    } else {
-        from
+    // Ranges reaching the ends of the i64 range (all time) keep those ends.
+    let head = from.div_euclid(QUARTER_MS).checked_mul(QUARTER_MS);
+    let tail = to
+        .div_euclid(QUARTER_MS)
+        .checked_mul(QUARTER_MS)
+        .and_then(|floor| {
+            if floor == to {
+                Some(floor)
+            } else {
+                floor.checked_add(QUARTER_MS)
+            }
+        });
+    let from = match head {
+        Some(head) if no_events(connection, head, from).await? => head,
+        _ => from,
     };
-    let to = if no_events(connection, to, tail).await? {
-        tail
-    } else {
-        to
+    let to = match tail {
+        Some(tail) if no_events(connection, to, tail).await? => tail,
+        _ => to,
     };
     Ok((from, to))
 }
