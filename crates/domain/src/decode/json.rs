@@ -538,18 +538,34 @@ pub(crate) fn write_compact(out: &mut String, value: &Json<'_>) {
     }
 }
 
+/// The first eight bytes of a key as a big-endian number (zero-padded). Keys
+/// whose numbers differ compare bytewise as their numbers do, so sorting and
+/// searching compare one integer before they compare bytes.
+pub(crate) fn key_prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0_u8; 8];
+    let length = key.len().min(8);
+    bytes[..length].copy_from_slice(&key[..length]);
+    u64::from_be_bytes(bytes)
+}
+
 /// The members of an object in Go map order: keys sorted bytewise, and for a
 /// duplicated key only its last occurrence.
 pub(crate) fn sorted_members<'o, 'a>(
     members: &'o [(Cow<'a, str>, Json<'a>)],
 ) -> Vec<&'o (Cow<'a, str>, Json<'a>)> {
+    let prefixes: Vec<u64> = members
+        .iter()
+        .map(|(key, _)| key_prefix(key.as_bytes()))
+        .collect();
     let mut order: Vec<usize> = (0..members.len()).collect();
     // Stable sort keeps duplicates in document order, so the last one of a run wins.
     order.sort_by(|left, right| {
-        members[*left]
-            .0
-            .as_bytes()
-            .cmp(members[*right].0.as_bytes())
+        prefixes[*left].cmp(&prefixes[*right]).then_with(|| {
+            members[*left]
+                .0
+                .as_bytes()
+                .cmp(members[*right].0.as_bytes())
+        })
     });
     let mut sorted: Vec<&(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(order.len());
     for index in order {
