@@ -24,7 +24,8 @@ pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 /// One (24-hour) day in milliseconds.
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// Timeline granularity.
+/// Timeline granularity: the size of the local buckets of `timeline`,
+/// `credential_timeline` and `api_key_timeline` (the response's `granularity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {
     /// One bucket per local hour.
@@ -67,7 +68,7 @@ impl Default for Zone {
 }
 
 impl Zone {
-    /// UTC.
+    /// The UTC zone: what an empty `time_zone` means, and the default.
     pub fn utc() -> Zone {
         Zone { tz: TimeZone::UTC }
     }
