@@ -599,11 +599,11 @@ fn load(
         load_average()
     );
     println!(
-        "| {:<34} | {:>8} | {:>6} | {:>9} | {:>5} | {:>9} | {:>9} | {:>8} |",
+        "| {:<38} | {:>8} | {:>6} | {:>9} | {:>5} | {:>9} | {:>9} | {:>8} |",
         "request", "answered", "503", "503 p99ms", "other", "p50 ms", "p99 ms", "target"
     );
     println!(
-        "|{:-<36}|{:->10}|{:->8}|{:->11}|{:->7}|{:->11}|{:->11}|{:->10}|",
+        "|{:-<40}|{:->10}|{:->8}|{:->11}|{:->7}|{:->11}|{:->11}|{:->10}|",
         "", "", "", "", "", "", "", ""
     );
     let row = |name: String, tally: &mut Tally, target: String| {
@@ -611,7 +611,7 @@ fn load(
         let p99 = percentile(&mut tally.latencies, 0.99);
         let refused_p99 = percentile(&mut tally.refused_ms, 0.99);
         println!(
-            "| {name:<34} | {:>8} | {:>6} | {refused_p99:>9.1} | {:>5} | {p50:>9.1} | {p99:>9.1} | {target:>8} |",
+            "| {name:<38} | {:>8} | {:>6} | {refused_p99:>9.1} | {:>5} | {p50:>9.1} | {p99:>9.1} | {target:>8} |",
             tally.ok, tally.refused, tally.failed
         );
     };
