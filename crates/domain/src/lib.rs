@@ -5,10 +5,23 @@
 //! Layout:
 //! - `event`: [`UsageEvent`], one stored row per upstream attempt.
 //! - `decode`: CPA queue payload -> [`event::Decoded`] (event, control message or dead letter).
+//! - `analytics`: the dashboard, monitoring and account-history answers built from the
+//!   rows storage returns, the read-time cost engine ([`analytics::cost::PriceBook`]) and
+//!   the [`analytics::query::AnalyticsStore`] port.
+//! - `automation`: account automation rules (CPA's auth-file listing, quota cooldowns,
+//!   the account-action policy, server inspection, quota snapshots) and their ports.
 //! - `transfer`: usage export lines and the import reader (formats, legacy snapshots).
 //! - `prices`: model prices, their sync sources and matching, API key aliases.
+//! - `keys`: the admin key (generation, argon2id hashing, checking); `crypto`: the data
+//!   key and the sealing of stored secrets; `secret`: [`Secret`], a string whose `Debug`
+//!   never shows it.
 //! - `ports`: [`ports::EventSink`], [`ports::SettingsStore`], [`ports::GapStore`],
 //!   [`ports::DatabaseStats`] and the store error type.
+//!
+//! Every public item is documented with its unit and time base: timestamps are Unix
+//! milliseconds (UTC) unless a field says it is local to a requested time zone, costs
+//! are US dollars, price rates are per million tokens, and rates and shares are
+//! fractions from 0 to 1.
 //!
 //! Architecture invariant: this crate does no IO. It never opens a file or a
 //! socket, never reads the environment or the clock except through arguments.
@@ -66,6 +79,8 @@
 //! let unpriced = Band { billing_model: "unknown-model", model: "unknown-model", ..band };
 //! assert_eq!(book.band_cost(unpriced, &sums), None);
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod analytics;
 pub mod automation;

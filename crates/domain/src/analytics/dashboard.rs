@@ -17,160 +17,282 @@ use crate::ports::StoreError;
 /// `GET /dashboard/summary` parameters, already validated.
 #[derive(Debug, Clone)]
 pub struct DashboardRequest {
+    /// Start of "today" (`today_start_ms`), Unix milliseconds: the panel sends the
+    /// browser's local midnight, and every dashboard bucket is a fixed offset from it
+    /// (there is no time-zone parameter).
     pub today_start_ms: i64,
+    /// End of the window (`now_ms`, exclusive), Unix milliseconds; the server clock when
+    /// the caller sent none.
     pub now_ms: i64,
+    /// Rows of `top_models_today` and `model_cost_rank` (`top_models`, default 5).
     pub top_models: usize,
+    /// Rows of `recent_failures` (`recent_failures`, default 5).
     pub recent_failures: usize,
+    /// The server clock when the request started, echoed as `generated_at_ms`.
     pub generated_at_ms: i64,
 }
 
+/// The body of `GET /dashboard/summary`: everything over `[today_start_ms, now_ms)`,
+/// failures included. Every array is always present (`[]` when empty). Costs are US
+/// dollars priced at read time; a `null` cost means some model in it has no price.
 #[derive(Debug, Serialize)]
 pub struct DashboardSummary {
+    /// The server clock when the request started, Unix milliseconds.
     pub generated_at_ms: i64,
+    /// The window the figures cover.
     pub window: DashboardWindow,
+    /// Totals of the day so far.
     pub today: DashboardToday,
+    /// Throughput over the last 30 minutes before `now_ms`.
     pub rolling_30m: Rolling,
+    /// The busiest models of the day by calls (at most `top_models`).
     pub top_models_today: Vec<TopModel>,
+    /// The most expensive models of the day (at most `top_models`).
     pub model_cost_rank: Vec<CostRank>,
+    /// Exactly 24 hourly buckets from `today_start_ms`.
     pub traffic_timeline: Vec<TrafficPoint>,
+    /// The same 24 hourly buckets as a heat strip.
     pub hourly_activity: Vec<HourlyActivity>,
+    /// The day in 144 ten-minute buckets, coloured by failure rate.
     pub today_request_health_timeline: HealthTimeline,
+    /// Exactly four segments in the order `input`, `cached`, `output`, `reasoning`.
     pub token_mix: Vec<TokenMix>,
+    /// The five worst channels (auth indexes) of the day.
     pub channel_health: Vec<ChannelHealth>,
+    /// The five biggest failure sources (client key × auth index) of the day.
     pub failure_sources: Vec<DashboardFailureSource>,
+    /// The newest failed calls of the day, newest first (at most `recent_failures`).
     pub recent_failures: Vec<RecentFailure>,
     /// Models without a price behind a `null` cost today (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unpriced_models: Vec<String>,
 }
 
+/// `window` of the dashboard: the instants the figures were computed for, Unix
+/// milliseconds.
 #[derive(Debug, Serialize)]
 pub struct DashboardWindow {
+    /// Start of the day as the caller sent it.
     pub today_start_ms: i64,
+    /// The effective end of the window (exclusive).
     pub now_ms: i64,
+    /// `now_ms` − 30 minutes, the start of `rolling_30m`.
     pub rolling_30m_start_ms: i64,
 }
 
+/// `today` of the dashboard: totals over `[today_start_ms, now_ms)`.
 #[derive(Debug, Serialize)]
 pub struct DashboardToday {
+    /// Calls (upstream attempts), failed ones included.
     pub total_calls: i64,
+    /// Calls that did not fail.
     pub success_calls: i64,
+    /// Calls that failed.
     pub failure_calls: i64,
+    /// `success_calls / total_calls`, 0–1 (0 when there were no calls).
     pub success_rate: f64,
+    /// Input, output and cache token sums (`input_tokens` … `cache_creation_tokens`).
     #[serde(flatten)]
     pub token_sums: TokenSums,
+    /// Reasoning tokens reported by the upstream.
     pub reasoning_tokens: i64,
+    /// Total tokens as the upstream reported them.
     pub total_tokens: i64,
+    /// Cost of the day in US dollars; `null` when a model used today has no price.
     pub total_cost: Option<f64>,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none did.
     pub average_latency_ms: Option<f64>,
+    /// Successful calls that reported a total of 0 tokens.
     pub zero_token_calls: i64,
 }
 
+/// `rolling_30m` of the dashboard: throughput over `[now − 30 min, now)`.
 #[derive(Debug, Serialize)]
 pub struct Rolling {
+    /// Calls per minute (`total_calls / 30`).
     pub rpm: f64,
+    /// Tokens per minute (`total_tokens / 30`).
     pub tpm: f64,
+    /// Calls in the 30 minutes.
     pub total_calls: i64,
+    /// Total tokens in the 30 minutes.
     pub total_tokens: i64,
 }
 
+/// One row of `top_models_today`: a model's day, its price bands merged.
 #[derive(Debug, Serialize)]
 pub struct TopModel {
+    /// Analytics model name (reasoning-effort suffixes such as `(high)` removed).
     pub model: String,
+    /// Calls of the day.
     pub calls: i64,
+    /// Total tokens of the day.
     pub tokens: i64,
+    /// Cost in US dollars; `null` when the model has no price.
     pub cost: Option<f64>,
+    /// Share of calls that succeeded, 0–1.
     pub success_rate: f64,
 }
 
+/// One row of `model_cost_rank`: like [`TopModel`], ranked by cost.
 #[derive(Debug, Serialize)]
 pub struct CostRank {
+    /// Analytics model name.
     pub model: String,
+    /// Calls of the day.
     pub calls: i64,
+    /// Total tokens of the day.
     pub tokens: i64,
+    /// Cost in US dollars; `null` when the model has no price (ranked last).
     pub cost: Option<f64>,
+    /// Share of calls that succeeded, 0–1.
     pub success_rate: f64,
+    /// Cost relative to the day's most expensive model, 0–1 (bar length in the panel).
     pub cost_share: f64,
 }
 
+/// One hour of `traffic_timeline`: `[bucket_ms, bucket_ms + 1 h)`.
 #[derive(Debug, Serialize)]
 pub struct TrafficPoint {
+    /// Start of the hour, `today_start_ms + i · 3 600 000`.
     pub bucket_ms: i64,
+    /// Calls in the hour.
     pub calls: i64,
+    /// Total tokens in the hour.
     pub tokens: i64,
+    /// Calls that succeeded.
     pub success: i64,
+    /// Calls that failed.
     pub failure: i64,
+    /// Calls relative to the busiest hour, 0–1.
     pub calls_share: f64,
+    /// Tokens relative to the hour with the most tokens, 0–1.
     pub tokens_share: f64,
+    /// `failure / calls`, 0–1.
     pub failure_rate: f64,
 }
 
+/// One hour of `hourly_activity`, the heat strip over the same buckets as
+/// [`TrafficPoint`].
 #[derive(Debug, Serialize)]
 pub struct HourlyActivity {
+    /// Hour of the day counted from `today_start_ms`, 0–23.
     pub hour_index: i64,
+    /// Start of the hour, Unix milliseconds.
     pub bucket_ms: i64,
+    /// Calls in the hour.
     pub calls: i64,
+    /// Total tokens in the hour.
     pub tokens: i64,
+    /// The larger of the hour's calls and tokens shares, 0–1 (cell shade).
     pub intensity: f64,
 }
 
+/// `today_request_health_timeline`: the whole day (not only up to now) in 144
+/// ten-minute buckets.
 #[derive(Debug, Serialize)]
 pub struct HealthTimeline {
+    /// `today_start_ms`.
     pub from_ms: i64,
+    /// `today_start_ms` + 24 h (the end of the day, not now).
     pub to_ms: i64,
+    /// Bucket width in milliseconds, always 600 000.
     pub bucket_ms: i64,
+    /// Successful calls over all points.
     pub success_calls: i64,
+    /// Failed calls over all points.
     pub failure_calls: i64,
+    /// All calls over all points.
     pub total_calls: i64,
+    /// `success_calls / total_calls`, 0–1.
     pub success_rate: f64,
+    /// Exactly 144 buckets.
     pub points: Vec<HealthPoint>,
 }
 
+/// Ten minutes of the health timeline.
 #[derive(Debug, Serialize)]
 pub struct HealthPoint {
+    /// Start of the bucket, Unix milliseconds.
     pub bucket_ms: i64,
+    /// Calls in the bucket.
     pub calls: i64,
+    /// Total tokens in the bucket.
     pub tokens: i64,
+    /// Calls that succeeded.
     pub success: i64,
+    /// Calls that failed.
     pub failure: i64,
+    /// `success / calls`, 0–1.
     pub success_rate: f64,
+    /// `failure / calls`, 0–1.
     pub failure_rate: f64,
+    /// Cell colour: `future` (after now), `empty` (no calls), `bad` (failure rate
+    /// ≥ 10 %), `warn` (some failures) or `good`.
     pub tone: &'static str,
+    /// Calls relative to the busiest bucket, 0–1.
     pub intensity: f64,
+    /// The bucket starts after `now_ms` (the bucket holding now is not future).
     pub future: bool,
 }
 
+/// One segment of `token_mix`.
 #[derive(Debug, Serialize)]
 pub struct TokenMix {
+    /// `input` (input without cached tokens), `cached` (cached, cache-read and
+    /// cache-creation tokens), `output` or `reasoning`.
     pub key: &'static str,
+    /// Tokens of the segment, after removing what the upstream counted twice so the
+    /// segments do not exceed the total.
     pub tokens: i64,
+    /// Share of the four segments' sum, 0–1.
     pub share: f64,
 }
 
+/// One row of `channel_health`: a channel (CPA auth index) over the day.
 #[derive(Debug, Serialize)]
 pub struct ChannelHealth {
     /// The auth index is `-` when empty.
     #[serde(flatten)]
     pub identity: IdentityFields<ChannelKeys>,
+    /// Calls through the channel.
     pub calls: i64,
+    /// Calls that failed.
     pub failures: i64,
+    /// `failures / calls`, 0–1.
     pub failure_rate: f64,
+    /// `(calls − failures) / calls`, 0–1.
     pub success_rate: f64,
+    /// Total tokens.
     pub tokens: i64,
+    /// Cost in US dollars; `null` when a model used has no price.
     pub cost: Option<f64>,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
+    /// `bad` (success < 85 %, ≥ 5 failures or latency ≥ 30 s), `warn` (success < 95 %,
+    /// any failure or latency ≥ 15 s) or `good`; rows are sorted worst first.
     pub tone: &'static str,
 }
 
+/// One row of `failure_sources`: a client key (source hash) × auth index pair with at
+/// least one failure today.
 #[derive(Debug, Serialize)]
 pub struct DashboardFailureSource {
+    /// Source, source hash, auth index (stored values, `""` when empty) and the
+    /// account snapshots.
     #[serde(flatten)]
     pub identity: IdentityFields<FailureSourceKeys>,
+    /// Calls of the pair.
     pub calls: i64,
+    /// Calls that failed.
     pub failures: i64,
+    /// `failures / calls`, 0–1.
     pub failure_rate: f64,
+    /// Time of the pair's newest call, Unix milliseconds.
     pub last_seen_ms: i64,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
+    /// `bad` (failure rate ≥ 50 % or ≥ 5 failures) or `warn`.
     pub tone: &'static str,
 }
 
@@ -217,7 +339,12 @@ impl Snapshots {
     }
 }
 
-/// Builds the dashboard summary.
+/// Builds the dashboard summary: six store reads run concurrently over the day, the
+/// last 30 minutes, 5-minute blocks and the newest failures, priced with one price book.
+///
+/// # Errors
+///
+/// [`QueryError`] when a store read fails.
 pub async fn dashboard<S: AnalyticsStore>(
     store: &S,
     request: DashboardRequest,

@@ -15,54 +15,78 @@ use crate::prices::Rates;
 pub const REASONING_NOTE: &str =
     "reasoning tokens are counted inside output tokens and are not billed separately";
 
+/// The body of `GET /model-prices/explain`: how one stored event was priced. Text
+/// fields are `""` when the event did not record them.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
+    /// The event's dedupe hash (lowercase hex), the key the request named.
     pub event_hash: String,
+    /// Request start, Unix milliseconds.
     pub timestamp_ms: i64,
+    /// Display model of the event (requested, else resolved model).
     pub model: String,
+    /// The model the client asked for, reasoning suffix included.
     pub requested_model: String,
+    /// The model CPA sent upstream.
     pub resolved_model: String,
     /// Requested (else display) model without its reasoning suffix.
     pub analytics_model: String,
     /// Resolved model, else the analytics model: looked up first.
     pub billing_model: String,
+    /// Effective service tier of the event (`priority`, `flex`, …); `""` for the
+    /// default tier.
     pub service_tier: String,
     /// `included_in_input`, `separate_from_input` or empty (raw input used).
     pub cache_input_mode: String,
+    /// The token classes the cost is computed from.
     pub tokens: ExplainedTokens,
+    /// The input-size band the event falls in (which decides context tiers).
     pub context_band: ExplainedBand,
     /// The cost in USD; `null` when no price applies.
     pub cost: Option<f64>,
+    /// Whether a price applied (`cost` is not `null`).
     pub priced: bool,
     /// Set when unpriced: what to add to price it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unpriced_reason: Option<String>,
+    /// Which price and rule were used and each billed line; absent when unpriced or
+    /// when the event has no billable tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price: Option<ExplainedPrice>,
+    /// Always [`REASONING_NOTE`]: why reasoning tokens have no line of their own.
     pub reasoning: &'static str,
 }
 
+/// `tokens` of an explanation: the event's token classes after cache accounting.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExplainedTokens {
     /// I: normalized total input, cache buckets included.
     pub input: i64,
+    /// Output tokens, reasoning included (billed at the completion rate).
     pub output: i64,
+    /// Reasoning tokens, already part of `output`.
     pub reasoning: i64,
     /// C: cached tokens not split into read/write.
     pub cached: i64,
+    /// R: input read from the cache (billed at the cache-read rate).
     pub cache_read: i64,
+    /// W: input written to the cache (billed at the cache-creation rate).
     pub cache_creation: i64,
     /// I − (C + R) − W, never negative: billed at the prompt rate.
     pub prompt: i64,
 }
 
+/// `context_band` of an explanation: the fixed input-size band the event was priced in
+/// (see `docs/prices.md`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ExplainedBand {
     /// The band holds requests with `floor_tokens < input <= ceiling_tokens`.
     pub floor_tokens: i64,
+    /// Upper bound of the band in input tokens; `null` for the open top band.
     pub ceiling_tokens: Option<i64>,
 }
 
+/// `price` of an explanation: the price entry and rule that priced the event.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExplainedPrice {
     /// The price-table key used (or the built-in family).
@@ -73,42 +97,61 @@ pub struct ExplainedPrice {
     pub behaviour_model: String,
     /// `context_tier`, `long_context_premium`, `service_tier` or `base`.
     pub rule: &'static str,
+    /// Input-token threshold of the context tier that applied; only with rule
+    /// `context_tier`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_threshold_tokens: Option<i64>,
+    /// The price's service-tier rule that applied; only with rule `service_tier`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_tier_rule: Option<ExplainedRule>,
+    /// Multiplier of the event's service tier on top of the rates (0.5 for `flex` and
+    /// `batch`, 2–2.5 for `priority` on some GPT-5 models, else 1).
     pub tier_multiplier: f64,
     /// A context-tier threshold cuts this request's band: priced at the lower rates.
     pub approximate: bool,
     /// The rates used, USD per 1M tokens.
     pub rates: ExplainedRates,
+    /// One line per billed token class; their costs add up to `cost`.
     pub lines: Vec<ExplainedLine>,
 }
 
+/// A service-tier rule of a price, as the price JSON spells it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExplainedRule {
+    /// The rule's `mode` (a tier name such as `fast` as models.dev reports it).
     pub mode: String,
+    /// The rule's `serviceTier` (the tier name the API reports, such as `priority`).
     #[serde(rename = "serviceTier")]
     pub service_tier: String,
 }
 
+/// The rates used, US dollars per million tokens, after tiers and rules.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExplainedRates {
+    /// Uncached input.
     pub prompt: f64,
+    /// Output (reasoning included).
     pub completion: f64,
+    /// Cached input not split into read and write.
     pub cache: f64,
+    /// Input read from the cache.
     pub cache_read: f64,
+    /// Input written to the cache.
     pub cache_creation: f64,
 }
 
+/// One billed token class of an explanation.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExplainedLine {
     /// `prompt`, `cached`, `cache_read`, `cache_creation`, `output`.
     pub class: &'static str,
+    /// Tokens billed in this class.
     pub tokens: i64,
     /// USD per 1M tokens.
     pub rate: f64,
+    /// Everything the rate is multiplied by (long-context premium × tier multiplier).
     pub multiplier: f64,
+    /// This class's cost, US dollars: `tokens × rate × multiplier / 1 000 000`.
     pub cost: f64,
 }
 

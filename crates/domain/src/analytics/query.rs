@@ -16,9 +16,14 @@ pub type Text = Arc<str>;
 /// `cache_status` filter values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
+    /// `hit`: events that used the cache in any way (cached, cache-read or
+    /// cache-creation tokens above zero).
     Hit,
+    /// `miss`: events with no cache tokens at all.
     Miss,
+    /// `read`: events that read input from the cache.
     Read,
+    /// `creation`: events that wrote input to the cache.
     Creation,
 }
 
@@ -37,28 +42,49 @@ impl CacheStatus {
 
 /// The filters of a monitoring request. Lists are trimmed, deduplicated and free of
 /// empty values (see [`Filters::normalize_list`]); an empty list means no filter.
+/// Each field is the same-named key of the request's `filters` object; a list matches
+/// an event when any of its values does, and all set filters must match.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filters {
     /// Analytics models (already suffix-normalized).
     pub models: Vec<String>,
-    /// Lowercased.
+    /// Providers, lowercased; an event matches by its provider or its auth-file
+    /// provider, case-insensitively.
     pub providers: Vec<String>,
-    /// Lowercased.
+    /// Accounts, lowercased; an event matches by its account, label, source or auth
+    /// index, case-insensitively.
     pub accounts: Vec<String>,
+    /// Credential ids as [`Identity::credential_id`] forms them (auth file, else auth
+    /// index, source hash, source, else `-`); exact match.
     pub credential_ids: Vec<String>,
+    /// CPA auth file names (the event's auth-file snapshot); exact match.
     pub auth_files: Vec<String>,
+    /// CPA auth indexes; exact match.
     pub auth_indices: Vec<String>,
+    /// Hex SHA-256 hashes of client API keys; exact match.
     pub api_key_hashes: Vec<String>,
+    /// Hex SHA-256 hashes of the unmasked credential source; exact match.
     pub source_hashes: Vec<String>,
+    /// Credential project ids (Gemini); exact match.
     pub project_ids: Vec<String>,
+    /// CPA executor types (`CodexExecutor`, …); exact match.
     pub request_types: Vec<String>,
+    /// Upstream error kinds from the response headers; exact match.
     pub header_error_kinds: Vec<String>,
+    /// Upstream error codes from the response headers; exact match.
     pub header_error_codes: Vec<String>,
+    /// Account plans from the response headers (`plus`, `pro`, …); exact match.
     pub header_quota_plans: Vec<String>,
+    /// Upstream trace ids from the response headers; exact match.
     pub header_trace_ids: Vec<String>,
+    /// Failed events count (default `true`); `false` keeps successes only.
     pub include_failed: bool,
+    /// Only failed events count (default `false`).
     pub failed_only: bool,
+    /// Only events with a latency of at least this many milliseconds; 0 (the default)
+    /// is no filter, and events without a latency never match a positive value.
     pub min_latency_ms: i64,
+    /// Cache usage filter; `None` (absent or unknown text) is no filter.
     pub cache_status: Option<CacheStatus>,
 }
 
@@ -126,14 +152,19 @@ impl Filters {
             || self.cache_status.is_some()
     }
 
+    /// Whether an event with this failed flag passes `include_failed` and `failed_only`.
     pub fn matches_failed(&self, failed: bool) -> bool {
         (self.include_failed || !failed) && (!self.failed_only || failed)
     }
 
+    /// Whether an event of this analytics model passes the `models` filter.
     pub fn matches_model(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.iter().any(|wanted| wanted == model)
     }
 
+    /// Whether an identity passes every identity filter. Providers match the event's
+    /// provider or its auth-file provider; accounts match the account, label, source
+    /// or auth index, case-insensitively.
     pub fn matches_identity(&self, identity: &Identity) -> bool {
         fn any_eq(values: &[String], value: &str) -> bool {
             values.is_empty() || values.iter().any(|wanted| wanted == value)
@@ -211,8 +242,11 @@ impl Filters {
 /// Time range `[from_ms, to_ms)`, filters and search: the set of events a section covers.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Scope {
+    /// Start of the range (inclusive), Unix milliseconds.
     pub from_ms: i64,
+    /// End of the range (exclusive), Unix milliseconds.
     pub to_ms: i64,
+    /// The request's `filters`.
     pub filters: Filters,
     /// Trimmed and lowercased; empty = no search.
     pub search_query: String,
@@ -232,6 +266,7 @@ pub enum Level {
 }
 
 impl Scope {
+    /// Every event in `[from_ms, to_ms)`, with no filter or search.
     pub fn time_only(from_ms: i64, to_ms: i64) -> Scope {
         Scope {
             from_ms,
@@ -262,6 +297,8 @@ impl Scope {
         }
     }
 
+    /// The same filters and search over another range (a comparison period, a
+    /// drill-down).
     pub fn with_range(&self, from_ms: i64, to_ms: i64) -> Scope {
         Scope {
             from_ms,
@@ -270,6 +307,8 @@ impl Scope {
         }
     }
 
+    /// Whether a group of this analytics model and failed flag passes the model and
+    /// status filters (what aggregate rollups can check).
     pub fn matches_group(&self, model: &str, failed: bool) -> bool {
         self.filters.matches_failed(failed) && self.filters.matches_model(model)
     }
@@ -367,16 +406,27 @@ fn contains_lowercase(haystack: &str, needle: &str) -> bool {
 /// event. `""` means "not set".
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Identity {
+    /// The upstream provider the event names (`codex`, `claude`, …).
     pub provider: Text,
+    /// CPA's executor that made the attempt (`CodexExecutor`, …).
     pub executor_type: Text,
+    /// CPA's index of the credential used.
     pub auth_index: Text,
+    /// Masked credential identity (never the raw key or full e-mail).
     pub source: Text,
+    /// Hex SHA-256 of the unmasked source.
     pub source_hash: Text,
+    /// Hex SHA-256 of the client's API key.
     pub api_key_hash: Text,
+    /// The credential's account (usually an e-mail) when the event was stored.
     pub account: Text,
+    /// The credential's label in CPA when the event was stored.
     pub auth_label: Text,
+    /// The credential's auth file name when the event was stored.
     pub auth_file: Text,
+    /// The credential's provider per CPA's auth-file listing.
     pub auth_provider: Text,
+    /// The credential's project id (Gemini).
     pub auth_project: Text,
 }
 
@@ -413,16 +463,26 @@ pub struct GroupRow {
     pub bucket_ms: i64,
     /// Set when the request asked for identities.
     pub identity: Option<Arc<Identity>>,
+    /// Analytics model (the requested model without its reasoning suffix).
     pub model: Text,
+    /// The model the cost is priced as: the resolved model, else the analytics model.
     pub billing_model: Text,
+    /// Effective service tier (`priority`, `flex`, …); `""` for the default tier.
     pub service_tier: Text,
+    /// Input-size band of the group's events (see [`context_band`]), which picks the
+    /// price tier.
     pub context_band: u8,
+    /// Whether the group's events failed.
     pub failed: bool,
+    /// Token sums and counts of the group.
     pub metrics: Metrics,
+    /// Time of the group's newest event, Unix milliseconds.
     pub last_seen_ms: i64,
 }
 
 impl GroupRow {
+    /// The one-event group of a raw event; with `identity` false the identity is left
+    /// out, as for aggregate rollups.
     pub fn from_event(event: &RawEvent, identity: bool) -> GroupRow {
         GroupRow {
             bucket_ms: event.timestamp_ms,
@@ -443,46 +503,85 @@ impl GroupRow {
 }
 
 /// One stored event with every dimension resolved to text.
+/// Fields mean what they mean on [`UsageEvent`](crate::UsageEvent); `""` and `None`
+/// mean "not recorded". Times are Unix milliseconds (UTC).
 #[derive(Debug, Clone, Default)]
 pub struct RawEvent {
+    /// Store row id; with the timestamp it orders event pages.
     pub id: i64,
     /// Lowercase hex.
     pub event_hash: String,
+    /// CPA's request id; several attempts of one request share it.
     pub request_id: Option<String>,
+    /// Request start.
     pub timestamp_ms: i64,
+    /// Request start as stored RFC 3339 UTC text.
     pub timestamp: String,
+    /// Display model (requested, else resolved model).
     pub model: Text,
+    /// The model the client asked for, reasoning suffix included.
     pub requested_model: Text,
+    /// The model CPA sent upstream.
     pub resolved_model: Text,
+    /// The requested model without its reasoning suffix, as analytics groups by it.
     pub analytics_model: Text,
+    /// CPA's endpoint, `METHOD /path`.
     pub endpoint: Text,
+    /// The client's HTTP method.
     pub method: Text,
+    /// The client's request path.
     pub path: Text,
+    /// The client's address as CPA saw it.
     pub client_ip: Text,
+    /// The client's `X-Forwarded-For`, sanitised.
     pub x_forwarded_for: Text,
+    /// The client's `User-Agent`, sanitised.
     pub user_agent: Text,
+    /// How the credential authenticates upstream (`oauth`, `apikey`).
     pub auth_type: Text,
+    /// Who made the call and through which credential.
     pub identity: Arc<Identity>,
+    /// When the auth-file listing the snapshots come from was taken.
     pub auth_snapshot_at_ms: Option<i64>,
+    /// The reasoning effort the client asked for.
     pub reasoning_effort: Text,
+    /// Effective service tier.
     pub service_tier: Text,
+    /// The service tier the client asked for.
     pub request_service_tier: Text,
+    /// The service tier the upstream reported.
     pub response_service_tier: Text,
+    /// `included_in_input` or `separate_from_input`; `None` when not recorded.
     pub cache_input_mode: Option<&'static str>,
+    /// Token counters as reported.
     pub tokens: TokenCounts,
+    /// All input, cache buckets included; `None` for events stored without it.
     pub normalized_total_input: Option<i64>,
+    /// Time to the complete answer, ms.
     pub latency_ms: Option<i64>,
+    /// Time to the first token, ms (streaming only).
     pub ttft_ms: Option<i64>,
+    /// The attempt failed.
     pub failed: bool,
+    /// Upstream HTTP status of a failed attempt.
     pub fail_status_code: Option<i64>,
+    /// Redacted, size-capped failure text.
     pub fail_summary: Option<String>,
+    /// Facts parsed from the upstream's response headers, as JSON.
     pub response_metadata_json: Option<String>,
+    /// When an exhausted quota resets, from the response headers.
     pub header_quota_recover_at_ms: Option<i64>,
+    /// Quota used, percent (0–100), from the response headers.
     pub header_quota_used_percent: Option<f64>,
+    /// The account's plan from the response headers.
     pub header_quota_plan_type: Text,
+    /// The upstream's error kind header.
     pub header_error_kind: Text,
+    /// The upstream's error code header.
     pub header_error_code: Text,
+    /// The upstream's request or trace id.
     pub header_trace_id: Option<String>,
+    /// When the event was stored.
     pub created_at_ms: i64,
 }
 
@@ -508,6 +607,7 @@ impl RawEvent {
         }
     }
 
+    /// The event's contribution to group sums (one call).
     pub fn metrics(&self) -> Metrics {
         metrics_of(
             self.failed,
@@ -557,6 +657,7 @@ pub fn analytics_of(model: &str, requested: &str) -> String {
 /// How fine the group rows must be.
 #[derive(Debug, Clone)]
 pub struct GroupRequest {
+    /// The events to cover.
     pub scope: Scope,
     /// Whether rows must carry their identity.
     pub identity: bool,
@@ -570,14 +671,21 @@ pub struct GroupRequest {
 pub struct SampleBlock {
     /// Block start (or the event time for raw samples); see [`GroupRow::bucket_ms`].
     pub bucket_ms: i64,
+    /// Positive latencies of the block's events, ms.
     pub latencies: Vec<u32>,
+    /// Positive times to first token of the block's events, ms.
     pub ttfts: Vec<u32>,
 }
 
 /// Where a page of events starts (exclusive keyset cursor).
+/// Both parts come from the request's `events_page`; 0 (or less) means "from the
+/// newest event".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cursor {
+    /// Only events strictly older than this time (Unix milliseconds), or at this time
+    /// with a smaller id.
     pub before_ms: i64,
+    /// Id of the last event of the previous page; 0 compares by time only.
     pub before_id: i64,
 }
 
@@ -597,6 +705,7 @@ impl Cursor {
 /// Events of a scope, newest first by (timestamp_ms, id).
 #[derive(Debug, Clone, Default)]
 pub struct EventPage {
+    /// The page, newest first.
     pub items: Vec<RawEvent>,
     /// More events match after the last item.
     pub has_more: bool,
@@ -605,18 +714,28 @@ pub struct EventPage {
 /// Per-5-minute call and token counts, for the dashboard health strip.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FineBlock {
+    /// Start of the UTC 5-minute block, or the event time for a raw event at the range
+    /// edges, Unix milliseconds.
     pub bucket_ms: i64,
+    /// Whether the counted calls failed (a block has one row per status).
     pub failed: bool,
+    /// Calls in the block.
     pub calls: i64,
+    /// Total tokens in the block.
     pub tokens: i64,
 }
 
 /// Distinct, non-empty header values of a scope, each list sorted ascending.
+/// They feed the header filter options of `filter_options`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderValues {
+    /// Upstream error kinds.
     pub error_kinds: Vec<String>,
+    /// Upstream error codes.
     pub error_codes: Vec<String>,
+    /// Account plans.
     pub quota_plans: Vec<String>,
+    /// Upstream trace ids.
     pub trace_ids: Vec<String>,
 }
 

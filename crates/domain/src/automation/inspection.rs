@@ -16,29 +16,48 @@ use crate::analytics::accounts::AccountTarget;
 /// `config.codexInspection` of `/usage-service/config`, normalised.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InspectionConfig {
+    /// Scheduled runs are on (`enabled`); manual runs work either way.
     pub enabled: bool,
     /// `interval` or `time_points`.
     pub schedule_mode: String,
+    /// Local times of day (`HH:MM`, sorted, distinct) at which a `time_points` schedule
+    /// runs, in [`time_zone`](Self::time_zone) (`schedule.timePoints`).
     pub time_points: Vec<String>,
+    /// Minutes between scheduled runs in `interval` mode (`schedule.intervalMinutes`,
+    /// default 60).
     pub interval_minutes: i64,
     /// IANA zone; empty means the server's local zone.
     pub time_zone: String,
     /// Subset of `codex`, `xai`, in that order.
     pub target_types: Vec<String>,
+    /// Probes run at once (`workers`, default 4).
     pub workers: i64,
+    /// Deletes run at once when a run's actions are executed (`deleteWorkers`, default 4).
     pub delete_workers: i64,
     /// Per probe call, ms.
     pub timeout_ms: i64,
+    /// Extra attempts of a probe call after a transport error (`retries`, default 0).
     pub retries: i64,
+    /// `User-Agent` of the Codex usage probe (`userAgent`).
     pub user_agent: String,
+    /// xAI credentials also get a small inference request; without it xAI results are
+    /// never `enable`, so xAI auto-recovery needs it (`xaiInferenceEnabled`).
     pub xai_inference_enabled: bool,
+    /// Model of the xAI inference probe (`xaiInferenceModel`, default `grok-4.5`).
     pub xai_inference_model: String,
+    /// Prompt of the xAI inference probe (`xaiInferencePrompt`).
     pub xai_inference_prompt: String,
+    /// `User-Agent` of the xAI probes (`xaiInferenceUserAgent`).
     pub xai_inference_user_agent: String,
+    /// Used percentage (0–100) of a quota window at which a Codex credential counts as
+    /// exhausted and is suggested for `disable` (`usedPercentThreshold`, default 100).
     pub used_percent_threshold: f64,
+    /// Credentials probed per provider, picked at random; 0 probes all (`sampleSize`).
     pub sample_size: i64,
     /// `none`, `enable`, `disable` or `delete`.
     pub auto_action_mode: String,
+    /// At the end of a run, re-enable credentials that inspection itself disabled once
+    /// their probe says `enable` (`autoRecoverEnabled`).
     pub auto_recover_enabled: bool,
 }
 
@@ -71,8 +90,12 @@ impl Default for InspectionConfig {
 /// Why a submitted configuration is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// `schedule.timeZone` is not an IANA zone the server knows: the submitted name and
+    /// why it could not be loaded. The save is refused with 400.
     #[error("invalid time zone {0:?}: {1}")]
     TimeZone(String, String),
+    /// `targetTypes` is empty or names something other than `codex` and `xai`; carries
+    /// the submitted value.
     #[error("codexInspection.targetTypes must name codex and/or xai; got {0}")]
     TargetTypes(String),
 }
@@ -248,6 +271,8 @@ impl InspectionConfig {
         Ok(config)
     }
 
+    /// The configuration as `config.codexInspection` of `/usage-service/config` shows it
+    /// (camelCase keys, `timeout` in ms, `targetType` the first target type).
     pub fn to_json(&self) -> Value {
         json!({
             "enabled": self.enabled,
@@ -316,14 +341,22 @@ pub fn scheduled_trigger(
 /// What an inspection suggests doing with an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Leave the credential as it is.
     Keep,
+    /// The login is no longer valid: the operator has to sign in again. Never executed
+    /// automatically.
     Reauth,
+    /// Disable the credential in CPA (quota exhausted or entitlement lost).
     Disable,
+    /// Enable a disabled credential again (its quota is back).
     Enable,
+    /// Delete the auth file (e.g. the workspace is deactivated).
     Delete,
 }
 
 impl Action {
+    /// The wire name (`keep`, `reauth`, `disable`, `enable`, `delete`) of a result's
+    /// `action`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Keep => "keep",
@@ -334,6 +367,7 @@ impl Action {
         }
     }
 
+    /// Reads a wire name back; anything else is `None` (exact, lower-case).
     pub fn parse(text: &str) -> Option<Action> {
         match text {
             "keep" => Some(Action::Keep),
@@ -349,12 +383,15 @@ impl Action {
 /// The verdict on one probe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// What to do with the credential (a result's `action`).
     pub action: Action,
     /// Stable reason code (`codex.quota_over_threshold` …).
     pub reason_code: &'static str,
     /// The reason in words, shown by the panel.
     pub reason: String,
+    /// Used percentage (0–100) the verdict rests on; `None` when the probe reported none.
     pub used_percent: Option<f64>,
+    /// The verdict is about quota rather than credentials (a result's `isQuota`).
     pub is_quota: bool,
 }
 

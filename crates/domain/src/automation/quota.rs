@@ -14,30 +14,57 @@ use sha2::{Digest, Sha256};
 
 use crate::ports::StoreError;
 
-/// One reported window.
+/// One reported window: a `windows[]` item of `POST /quota-snapshots`, or one built
+/// from response headers or an inspection result. Times are Unix milliseconds (UTC);
+/// `None` and empty text mean "not reported".
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowInput {
+    /// The provider's name for the window (`five-hour`, `weekly`, `monthly`,
+    /// `included-free-rolling-24h`, …), canonicalised for Codex.
     pub provider_window_id: String,
+    /// Other names the provider uses for the same window (at most 32).
     pub provider_window_aliases: Vec<String>,
+    /// Coarse kind shown by the panel (`five_hour`, `weekly`, `monthly`, `rolling_24h`, …);
+    /// empty when unknown.
     pub window_kind: String,
+    /// `fixed`, `calendar`, `rolling`, `non_window` or `unknown`.
     pub window_mode: String,
+    /// What the window's quota covers: `all`, `family`, `models`, `product` or `feature`.
     pub model_scope_kind: String,
+    /// Name of the family, product or feature the scope covers; empty for `all`.
     pub model_scope_key: String,
+    /// Models a `models` scope covers (at most 200).
     pub model_ids: Vec<String>,
+    /// How reliable the cycle boundaries are: `exact`, `derived`, `estimated` or
+    /// `unknown`.
     pub boundary_accuracy: String,
+    /// Start of the current cycle.
     pub cycle_start_ms: Option<i64>,
+    /// End of the current cycle, i.e. when the quota resets.
     pub cycle_end_ms: Option<i64>,
+    /// Length of the window in seconds (18000 for five hours, 604800 for a week).
     pub duration_seconds: Option<i64>,
+    /// Share of the quota used, 0–100.
     pub used_percent: Option<f64>,
+    /// Share of the quota left, 0–100.
     pub remaining_percent: Option<f64>,
+    /// Amount used, in [`quota_unit`](Self::quota_unit).
     pub used_value: Option<f64>,
+    /// Amount allowed per cycle, in [`quota_unit`](Self::quota_unit).
     pub limit_value: Option<f64>,
+    /// Unit of the used and limit values (`tokens`, `credits`, …); empty when none.
     pub quota_unit: String,
+    /// Number of quota resets the account may still redeem (Codex reset credits).
     pub reset_credits_available: Option<f64>,
     /// JSON array of `{id, expires_at_ms}`, or empty.
     pub reset_credits_json: String,
+    /// The account's plan as reported with the window (`plus`, `team`, …); empty when
+    /// unknown.
     pub plan_type: String,
+    /// `concurrent_subwindow` when this window runs inside another (Codex's five-hour
+    /// window inside the weekly one); empty otherwise.
     pub relationship_kind: String,
+    /// The window this one runs inside, when `relationship_kind` is set; else empty.
     pub container_provider_window_id: String,
 }
 
@@ -62,26 +89,40 @@ impl WindowInput {
     }
 }
 
-/// A window an observation says is gone.
+/// A window an observation says is gone (a `removed_windows[]` item of a `delta`
+/// observation); it becomes `inactive` at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WindowRemoval {
+    /// The provider's name for the removed window.
     pub provider_window_id: String,
+    /// Its scope, as [`WindowInput::scope_fingerprint`] computes it.
     pub scope_fingerprint: String,
 }
 
-/// One observation of an account's quota.
+/// One observation of an account's quota: every window one source reported at one
+/// moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
+    /// The account-history key of the credential (see `analytics::accounts::target`).
     pub account_key: String,
+    /// Normalised provider (`codex`, `claude`, `antigravity`, `kimi`, `xai`).
     pub provider: String,
     /// `api_query`, `response_header`, `response_body` or `inspection`.
     pub source: String,
+    /// The source's own id for the observation (request id, trace id,
+    /// `run:<run>:result:<result>`); empty when none, at most 256 bytes.
     pub source_observation_id: String,
+    /// Which set of windows the observation speaks for (`codex:rate-limits`,
+    /// `xai:included-free`, `<provider>:quota-windows`); a `complete` observation only
+    /// retires windows of its own scope.
     pub inventory_scope_key: String,
     /// `complete`, `partial` or `delta`.
     pub inventory_mode: String,
+    /// When the source saw these figures, Unix milliseconds (UTC).
     pub observed_at_ms: i64,
+    /// The windows reported.
     pub windows: Vec<WindowInput>,
+    /// The windows reported gone (only in `delta` observations).
     pub removals: Vec<WindowRemoval>,
 }
 
@@ -115,7 +156,10 @@ impl Observation {
         hex::encode(hasher.finalize())
     }
 
-    /// How much an observation is trusted when two are equally new.
+    /// How much an observation is trusted when two are equally new: (inventory mode,
+    /// source), compared in order; higher wins. `complete` beats `delta` beats
+    /// `partial`; `inspection` beats `api_query` beats `response_body` beats
+    /// `response_header`.
     pub fn authority(&self) -> (u8, u8) {
         let mode = match self.inventory_mode.as_str() {
             "complete" => 3,
@@ -132,21 +176,34 @@ impl Observation {
     }
 }
 
-/// A logical window with its newest reported values.
+/// A logical window with its newest reported values, as `POST /quota-snapshots/query`
+/// lists it. Times are Unix milliseconds (UTC).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredWindow {
+    /// Store id of the logical window (one per account, provider, window id and scope).
     pub logical_window_id: i64,
+    /// Normalised provider.
     pub provider: String,
+    /// The newest reported figures.
     pub input: WindowInput,
+    /// Source of the newest report (`api_query`, `response_header`, …).
     pub source: String,
+    /// The source's id for the newest report; empty when none.
     pub source_observation_id: String,
+    /// When the newest report was observed.
     pub observed_at_ms: i64,
     /// `active`, `pending_absent` or `inactive`.
     pub availability: String,
+    /// Activation count: 1 when first seen, one more each time an inactive window is
+    /// reported again.
     pub generation: i64,
+    /// When the window was first reported.
     pub first_seen_at_ms: i64,
+    /// When the window was last reported.
     pub last_seen_at_ms: i64,
+    /// When a complete observation first omitted it; `None` while reported.
     pub missing_since_ms: Option<i64>,
+    /// When it became inactive; `None` while active or pending absent.
     pub deactivated_at_ms: Option<i64>,
     /// The newest earlier report whose cycle ended before this one's (for "previous
     /// window" figures): (cycle start, cycle end, used percent).

@@ -18,6 +18,8 @@ pub enum CooldownEnd {
 }
 
 impl CooldownEnd {
+    /// The `status` value the ended row is stored with (`recovered`, `skipped` or
+    /// `released`).
     pub fn as_str(self) -> &'static str {
         match self {
             CooldownEnd::Recovered => "recovered",
@@ -27,44 +29,78 @@ impl CooldownEnd {
     }
 }
 
-/// One quota cooldown row.
+/// One quota cooldown row: a credential automation disabled because its quota ran out,
+/// to be enabled again when the quota resets. Active rows feed
+/// `GET /usage-service/quota-cooldowns`. All `*_ms` times are Unix milliseconds (UTC).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Cooldown {
+    /// Row id, assigned by the store.
     pub id: i64,
+    /// CPA auth file the credential lives in (`authFileName`).
     pub auth_file_name: String,
+    /// CPA's auth index of the credential inside the file; empty when CPA reported none,
+    /// in which case provider + account snapshot identify it.
     pub auth_index: String,
+    /// Account (usually an e-mail) the auth file named when the cooldown started; empty
+    /// when unknown.
     pub account_snapshot: String,
+    /// Provider of the credential as seen on the event (`codex`, `xai`, …).
     pub provider: String,
+    /// Which trigger disabled it (`cpamp_usage_429` for Codex usage limits,
+    /// `cpamp_xai_free_usage` for xAI's free usage); recovery only restores these owners.
     pub owner: String,
+    /// Machine-readable reason, e.g. `codex_usage_limit_reached`; empty when none.
     pub reason_code: String,
+    /// Quota window that ran out: `five_hour`, `weekly`, `monthly`, `rolling_24h` or
+    /// `unknown`.
     pub window_kind: String,
     /// JSON object, or empty.
     pub evidence_json: String,
+    /// When the quota resets and the recovery loop may enable the credential again.
     pub recover_at_ms: i64,
+    /// Dedupe hash of the usage event that triggered (or last extended) the cooldown.
     pub event_hash: String,
     /// `active`, `recovered`, `skipped` or `released`.
     pub status: String,
+    /// When automation disabled the credential.
     pub disabled_at_ms: i64,
+    /// When the cooldown ended (recovered, skipped or released); `None` while active.
     pub recovered_at_ms: Option<i64>,
+    /// Why the last recovery attempt failed (retried on the next tick); empty when none.
     pub last_error: String,
+    /// When the row was first written.
     pub created_at_ms: i64,
+    /// When the row last changed (extension, error, end); pruning counts from here.
     pub updated_at_ms: i64,
 }
 
 /// A cooldown to start or extend. An active row of the same file, owner and credential
 /// (auth index, else provider + account) is extended to the later reset instead.
+/// Fields mean what they mean on [`Cooldown`]; times are Unix milliseconds (UTC).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewCooldown {
+    /// CPA auth file of the disabled credential.
     pub auth_file_name: String,
+    /// CPA auth index of the credential; empty when unknown.
     pub auth_index: String,
+    /// Account the auth file named; empty when unknown.
     pub account_snapshot: String,
+    /// Provider of the credential (`codex`, `xai`, …).
     pub provider: String,
+    /// Trigger that disabled it (`cpamp_usage_429` or `cpamp_xai_free_usage`).
     pub owner: String,
+    /// Machine-readable reason, e.g. `codex_usage_limit_reached`.
     pub reason_code: String,
+    /// Quota window that ran out (`five_hour`, `weekly`, `monthly`, `rolling_24h`,
+    /// `unknown`).
     pub window_kind: String,
+    /// Evidence as a JSON object (xAI free-usage metadata), or empty.
     pub evidence_json: String,
+    /// When the quota resets; an extended row keeps the later of the two.
     pub recover_at_ms: i64,
+    /// Dedupe hash of the triggering usage event.
     pub event_hash: String,
+    /// When the credential was disabled in CPA.
     pub disabled_at_ms: i64,
 }
 
@@ -111,48 +147,82 @@ pub trait CooldownStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
-/// One account-action candidate (automation spec §4.1).
+/// One account-action candidate (automation spec §4.1): a credential whose
+/// authentication failures suggest deleting, re-authorising or reviewing it, as listed
+/// by `GET /usage-service/account-actions`. All `*_ms` times are Unix milliseconds (UTC).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Candidate {
+    /// Row id, assigned by the store; the panel's actions address it.
     pub id: i64,
     /// `delete`, `reauth` or `review`.
     pub action_type: String,
     /// `pending`, `ignored`, `resolved` or `deleted`.
     pub status: String,
+    /// Provider of the failing credential (`codex`, `claude`, …); empty when unknown.
     pub provider: String,
+    /// CPA auth file of the failing credential.
     pub auth_file_name: String,
+    /// CPA auth index of the credential; empty when unknown.
     pub auth_index: String,
+    /// Account (usually an e-mail) the auth file named when the failure was seen.
     pub account_snapshot: String,
+    /// Provider-side account id the auth file named; empty when none.
     pub account_id_snapshot: String,
+    /// The auth file's label in CPA; empty when none.
     pub auth_label: String,
+    /// Machine-readable reason from the credential policy, e.g. `token_revoked`.
     pub reason_code: String,
+    /// The reason in words, shown to the operator.
     pub reason: String,
+    /// The failure is certain enough that automation may disable the credential when
+    /// auto-disable is switched on.
     pub auto_disable_eligible: bool,
+    /// When automation disabled the credential for this candidate; `None` when it did
+    /// not (auto-disabled credentials are never re-enabled automatically).
     pub auto_disabled_at_ms: Option<i64>,
     /// JSON object, or empty.
     pub evidence_json: String,
+    /// Why the last action on this candidate failed; empty when none.
     pub last_error: String,
+    /// First failure that created the candidate.
     pub first_seen_at_ms: i64,
+    /// Latest failure that renewed it.
     pub last_seen_at_ms: i64,
+    /// How many failures the candidate absorbed while pending.
     pub hit_count: i64,
+    /// When the row was written.
     pub created_at_ms: i64,
+    /// When the row last changed; pruning of ended rows counts from here.
     pub updated_at_ms: i64,
 }
 
-/// A failure that makes (or renews) a pending candidate.
+/// A failure that makes (or renews) a pending candidate. Fields mean what they mean on
+/// [`Candidate`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CandidateHit {
+    /// `delete`, `reauth` or `review`.
     pub action_type: String,
+    /// Provider of the failing credential.
     pub provider: String,
+    /// CPA auth file of the failing credential.
     pub auth_file_name: String,
+    /// CPA auth index; empty when unknown.
     pub auth_index: String,
+    /// Account the auth file named; empty when unknown.
     pub account_snapshot: String,
+    /// Provider-side account id; empty when none.
     pub account_id_snapshot: String,
+    /// The auth file's label in CPA; empty when none.
     pub auth_label: String,
+    /// Machine-readable reason from the credential policy.
     pub reason_code: String,
+    /// The reason in words.
     pub reason: String,
+    /// Automation may disable the credential for this failure.
     pub auto_disable_eligible: bool,
+    /// Evidence as a JSON object, or empty; the latest hit's evidence wins.
     pub evidence_json: String,
+    /// Time of the failing event, Unix milliseconds (UTC).
     pub seen_at_ms: i64,
 }
 
@@ -174,6 +244,7 @@ pub trait CandidateStore: Clone + Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<(Vec<Candidate>, i64), StoreError>> + Send;
 
+    /// The candidate with this id, in any status; `None` when there is none.
     fn candidate(
         &self,
         id: i64,
@@ -195,6 +266,7 @@ pub trait CandidateStore: Clone + Send + Sync + 'static {
         at_ms: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Records why an action on the candidate failed (`last_error`), shown in the panel.
     fn set_candidate_error(
         &self,
         id: i64,
@@ -212,15 +284,21 @@ pub trait CandidateStore: Clone + Send + Sync + 'static {
 /// One automatic (or automation-related) account change: who, what, why, CPA's answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditEntry {
+    /// Row id, assigned by the store (ignored on append).
     pub id: i64,
+    /// When the change was made, Unix milliseconds (UTC).
     pub at_ms: i64,
     /// `quota_cooldown`, `account_actions`, `inspection` or `operator`.
     pub actor: String,
     /// `disable`, `enable`, `delete`, `release`, `skip` …
     pub action: String,
+    /// CPA auth file that was changed.
     pub auth_file_name: String,
+    /// CPA auth index of the credential; empty when the change was file-wide or unknown.
     pub auth_index: String,
+    /// Provider of the credential; empty when unknown.
     pub provider: String,
+    /// Account (usually an e-mail) of the credential; empty when unknown.
     pub account: String,
     /// Why (a reason code plus words).
     pub reason: String,
@@ -233,22 +311,27 @@ pub struct AuditEntry {
 /// Filters of the audit log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
+    /// Only entries at or after this time (Unix milliseconds, UTC); `None` for all.
     pub since_ms: Option<i64>,
+    /// Only entries of this actor (see [`AuditEntry::actor`]); `None` for all.
     pub actor: Option<String>,
+    /// Only entries about this auth file; `None` for all.
     pub auth_file_name: Option<String>,
     /// Entries with an id below this (paging backwards).
     pub before_id: Option<i64>,
+    /// Most entries to return.
     pub limit: u32,
 }
 
 /// The audit log of automatic account changes.
 pub trait AuditStore: Clone + Send + Sync + 'static {
+    /// Appends one entry; returns its new id.
     fn append_audit(
         &self,
         entry: AuditEntry,
     ) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
-    /// Newest first.
+    /// The entries matching `query`, newest first, at most `query.limit`.
     fn audit_entries(
         &self,
         query: AuditQuery,

@@ -21,61 +21,103 @@ pub const MAX_HISTORY_TARGETS: usize = 200;
 /// Recent requests listed per file-backed target.
 const RECENT_REQUESTS: usize = 10;
 
+/// One `accounts[]` item of an account-history request.
 #[derive(Debug, Clone)]
 pub struct HistoryTarget {
+    /// The caller's key for the row (unique in the request), echoed on the answer.
     pub row_key: String,
+    /// The credential the row asks about.
     pub target: AccountTarget,
 }
 
+/// `checkpoint` of the account history. Totals are read from rollups written in the
+/// ingest transaction, so they are never behind: `pending` is always false and both
+/// ids are the newest stored event id (the Go server's catch-up fields, kept for the
+/// panel).
 #[derive(Debug, Clone, Serialize)]
 pub struct Checkpoint {
+    /// Event id the totals include up to (the newest stored id).
     pub last_event_id: i64,
+    /// The newest stored event id.
     pub latest_id: i64,
+    /// Always false: no event is waiting to be counted.
     pub pending: bool,
+    /// Always 0: no catch-up work was done for this request.
     pub processed: i64,
 }
 
+/// One request of a credential, as `latest_request` and `recent_requests` list it;
+/// optional keys are left out when empty.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryRequestItem {
+    /// Request start, Unix milliseconds.
     pub timestamp_ms: i64,
+    /// The attempt failed.
     pub failed: bool,
+    /// Upstream HTTP status of a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_status_code: Option<i64>,
+    /// Redacted failure text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_summary: Option<String>,
+    /// Upstream error kind from the response headers.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub header_error_kind: String,
+    /// Upstream error code from the response headers.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub header_error_code: String,
+    /// Upstream trace id from the response headers.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub header_trace_id: String,
 }
 
+/// One `items[]` row of the account history: a credential's all-time totals.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryItem {
+    /// The request's `row_key`.
     pub row_key: String,
+    /// The opaque account key the target resolved to
+    /// (`usage-account-history:2:<kind>:…`).
     pub account_key: String,
+    /// At least one stored request belongs to the credential.
     pub matched: bool,
+    /// All-time calls of the credential.
     pub total_requests: i64,
+    /// Calls that succeeded.
     pub success_calls: i64,
+    /// Calls that failed.
     pub failure_calls: i64,
+    /// All-time total tokens.
     pub total_tokens: i64,
     /// `null` when a matching request's model has no price (unknown, never 0).
     pub total_cost: Option<f64>,
+    /// `success_calls / total_requests`, 0–1; `null` without requests.
     pub success_rate: Option<f64>,
+    /// Time of the credential's first request, Unix milliseconds; `null` without
+    /// requests.
     pub first_seen_ms: Option<i64>,
+    /// Time of the credential's newest request, Unix milliseconds; `null` without
+    /// requests.
     pub last_seen_ms: Option<i64>,
+    /// The newest request (only for credentials with an auth file or source).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest_request: Option<HistoryRequestItem>,
+    /// Up to ten newest requests, newest first (only for credentials with an auth file
+    /// or source; absent when there are none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recent_requests: Option<Vec<HistoryRequestItem>>,
+    /// `ready` when the credential has requests, else `empty`.
     pub sync_status: &'static str,
 }
 
+/// The body of `POST /monitoring/account-history`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountHistory {
+    /// The server clock when the answer was built, Unix milliseconds.
     pub generated_at_ms: i64,
+    /// How far the totals reach (always fully current).
     pub checkpoint: Checkpoint,
+    /// One row per requested target, in request order.
     pub items: Vec<HistoryItem>,
     /// Models without a price behind a `null` total_cost (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -95,6 +137,10 @@ fn request_item(event: &RawEvent) -> HistoryRequestItem {
 }
 
 /// All-time totals and recent requests per target. Targets are validated.
+///
+/// # Errors
+///
+/// [`QueryError`] when a store read fails.
 pub async fn account_history<S: AnalyticsStore>(
     store: &S,
     now_ms: i64,

@@ -21,29 +21,43 @@ pub const SNAPSHOT_DAYS: (i64, i64) = (30, 365);
 pub const SNAPSHOT_LIMIT: (i64, i64) = (1000, 5000);
 
 /// One credential's latest header metadata.
+/// Model keys are left out of the JSON when empty.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeaderSnapshot {
+    /// Dedupe hash of the event the headers came from (lowercase hex).
     pub event_hash: String,
+    /// Request start of that event, Unix milliseconds.
     pub timestamp_ms: i64,
+    /// Display model of the event.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub model: String,
+    /// The requested model without its reasoning suffix.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub analytics_model: String,
+    /// The model the client asked for (else the display model).
     #[serde(skip_serializing_if = "is_empty_str")]
     pub requested_model: String,
+    /// The model CPA sent upstream.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub resolved_model: String,
+    /// The credential the snapshot belongs to (auth file, index, account, …).
     #[serde(flatten)]
     pub identity: IdentityFields<SnapshotKeys>,
+    /// The header metadata itself: quota, rate limits, error kind and code, trace id.
     #[serde(flatten)]
     pub headers: HeaderFields,
 }
 
+/// The body of `GET /monitoring/header-snapshots`.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeaderSnapshots {
+    /// The server clock when the answer was built, Unix milliseconds.
     pub generated_at_ms: i64,
+    /// Start of the window searched (`now − days`), Unix milliseconds.
     pub from_ms: i64,
+    /// End of the window searched (now, inclusive), Unix milliseconds.
     pub to_ms: i64,
+    /// One snapshot per credential, newest first, at most `limit`.
     pub items: Vec<HeaderSnapshot>,
 }
 

@@ -46,15 +46,27 @@ async fn keyed_rows<S: AnalyticsStore>(
 /// Most windows of one window-usage request.
 pub const MAX_WINDOWS: usize = 400;
 
+/// Which cycle of a quota window a row asks about (`period`). The server does not
+/// compute the range from it: the caller sends `from_ms`/`to_ms`, and the period is
+/// echoed so the panel can tell its rows apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
+    /// `current` (the default): the cycle running now.
     Current,
+    /// `previous`: the whole cycle before it.
     Previous,
+    /// `previous_equal_range`: the previous cycle cut to the length of the current one
+    /// so far, for a like-for-like comparison.
     PreviousEqualRange,
 }
 
 impl Period {
+    /// Reads `period`; blank means `current`.
+    ///
+    /// # Errors
+    ///
+    /// [`AnalyticsError::Invalid`] naming the accepted values for anything else.
     pub fn parse(text: &str) -> Result<Period, AnalyticsError> {
         match text.trim() {
             "" | "current" => Ok(Period::Current),
@@ -75,22 +87,35 @@ impl Period {
     }
 }
 
+/// `model_scope.kind`: what part of the account's usage a quota window counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScopeKind {
+    /// Every model (the default).
     All,
+    /// A model family named by the key: `codex_main` (every Codex model but Spark),
+    /// `claude_gpt` or `gemini`.
     Family,
+    /// The listed models only.
     Models,
+    /// A provider product; usage cannot be attributed to it, so nothing matches.
     Product,
+    /// A provider feature (e.g. code review); usage cannot be attributed to it, so
+    /// nothing matches.
     Feature,
 }
 
 /// Which models of a window count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelScope {
+    /// The kind of scope.
     pub kind: ScopeKind,
+    /// The family, product or feature name (`model_scope.key`); empty when none.
     pub key: String,
     /// Lowercase analytics models.
     pub models: Vec<String>,
+    /// The scope is fully known (`model_scope.complete`, default true for `all`,
+    /// `family` and `models`); an incomplete scope matches nothing and the row reports
+    /// `scope_match_status: unmatched`.
     pub complete: bool,
 }
 
@@ -105,6 +130,12 @@ impl ModelScope {
         }
     }
 
+    /// Reads `model_scope` from its parts: kind (blank is `all`), key, models
+    /// (normalised to distinct lowercase analytics models) and `complete`.
+    ///
+    /// # Errors
+    ///
+    /// [`AnalyticsError::Invalid`] when the kind is not one of the five.
     pub fn parse(
         kind: &str,
         key: &str,
@@ -179,46 +210,80 @@ impl ModelScope {
     }
 }
 
+/// One `windows[]` item of a window-usage request, validated.
 #[derive(Debug, Clone)]
 pub struct UsageWindow {
+    /// The caller's key for this answer row; defaults to row key, window id, scope key
+    /// and period joined by NUL.
     pub request_key: String,
+    /// The caller's key for the account row the window belongs to.
     pub row_key: String,
+    /// The caller's key for the window; empty when not sent.
     pub window_key: String,
+    /// The provider's name for the quota window (`five-hour`, `weekly`, …).
     pub provider_window_id: String,
+    /// Which cycle of the window the range is.
     pub period: Period,
+    /// Start of the range (inclusive), Unix milliseconds.
     pub from_ms: i64,
+    /// End of the range (exclusive), Unix milliseconds.
     pub to_ms: i64,
+    /// Which models count toward the window.
     pub scope: ModelScope,
+    /// The credential whose usage is counted.
     pub target: AccountTarget,
 }
 
+/// One `items[]` row of the window usage: a credential's usage inside one window
+/// range.
 #[derive(Debug, Clone, Serialize)]
 pub struct WindowItem {
+    /// The request's `request_key`.
     pub request_key: String,
+    /// The request's `row_key`.
     pub row_key: String,
+    /// The request's `window_key`; left out when empty.
     #[serde(skip_serializing_if = "is_empty_str")]
     pub window_key: String,
+    /// The request's `provider_window_id`.
     pub provider_window_id: String,
+    /// `current`, `previous` or `previous_equal_range`, as requested.
     pub period: &'static str,
+    /// Start of the range, Unix milliseconds.
     pub from_ms: i64,
+    /// End of the range (exclusive), Unix milliseconds.
     pub to_ms: i64,
+    /// At least one request of the scope fell in the range.
     pub matched: bool,
+    /// Calls in the range that the scope counts.
     pub total_requests: i64,
+    /// Of those, calls that succeeded.
     pub success_calls: i64,
+    /// Of those, calls that failed.
     pub failure_calls: i64,
+    /// Total tokens of those calls.
     pub total_tokens: i64,
     /// `null` when a matching request's model has no price (unknown, never 0).
     pub total_cost: Option<f64>,
+    /// `success_calls / total_requests`, 0–1; `null` without requests.
     pub success_rate: Option<f64>,
+    /// Time of the newest counted call, Unix milliseconds; `null` without calls.
     pub last_seen_ms: Option<i64>,
+    /// `ready` when calls were counted, else `empty`.
     pub sync_status: &'static str,
+    /// `complete` (every call of the credential fits the scope), `partial` (some calls
+    /// are of other models) or `unmatched` (the scope is incomplete, nothing counted).
     pub scope_match_status: &'static str,
+    /// Calls of the credential in the range that the scope left out.
     pub unmatched_requests: i64,
 }
 
+/// The body of `POST /monitoring/account-window-usage`.
 #[derive(Debug, Clone, Serialize)]
 pub struct WindowUsage {
+    /// The server clock when the answer was built, Unix milliseconds.
     pub generated_at_ms: i64,
+    /// One row per requested window, in request order.
     pub items: Vec<WindowItem>,
     /// Models without a price behind a `null` total_cost (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -227,6 +292,10 @@ pub struct WindowUsage {
 
 /// Usage per window, matched on the account key and `[from_ms, to_ms)`.
 /// Windows are validated.
+///
+/// # Errors
+///
+/// [`QueryError`] when a store read fails.
 pub async fn account_window_usage<S: AnalyticsStore>(
     store: &S,
     now_ms: i64,

@@ -6,22 +6,43 @@ use super::timeline::TimelinePoint;
 use crate::analytics::ratio;
 use crate::analytics::time::{DAY_MS, Granularity, HOUR_MS};
 
+/// One `anomaly_points[]` row: a timeline bucket compared with the previous bucket
+/// that had calls. Relative changes are fractions (`1.0` = +100 %); a change from 0 to
+/// anything is `1.0`.
 #[derive(Debug, Serialize)]
 pub struct Anomaly {
+    /// Start of the bucket, Unix milliseconds.
     pub bucket_ms: i64,
+    /// End of the bucket (`bucket_ms` + 1 hour or 1 day), Unix milliseconds.
     pub bucket_end_ms: i64,
+    /// The bucket's timeline label (`HH:MM` or `MM/DD` in the request's zone).
     pub label: String,
+    /// `high` (three or more metrics), `medium` (two) or `low` (one).
     pub severity: &'static str,
+    /// What jumped: `request_spike` (calls more than doubled), `cost_spike` (cost more
+    /// than doubled), `tokens_per_request_spike` (+50 %), `cache_hit_drop` (hit rate
+    /// down more than 0.2), `failure_rate_spike` (failure rate up more than 0.2) or
+    /// `latency_spike` (P95 latency +50 %).
     pub metric_keys: Vec<&'static str>,
+    /// Calls in the bucket.
     pub calls: i64,
+    /// Total tokens in the bucket.
     pub total_tokens: i64,
+    /// Cost of the bucket in US dollars; `null` when a model has no price.
     pub cost: Option<f64>,
+    /// Failure rate of the bucket, 0–1.
     pub failure_rate: f64,
+    /// Relative change of calls.
     pub request_change: f64,
+    /// Relative change of cost (an unknown cost counts as 0).
     pub cost_change: f64,
+    /// Relative change of tokens per call.
     pub tokens_per_request_change: f64,
+    /// Absolute change of the cache hit rate (−1 to 1).
     pub cache_hit_rate_change: f64,
+    /// Absolute change of the failure rate (−1 to 1).
     pub failure_rate_change: f64,
+    /// Relative change of P95 latency (a missing P95 counts as 0).
     pub latency_p95_change: f64,
 }
 

@@ -10,26 +10,42 @@ use crate::analytics::cost::PriceBook;
 use crate::analytics::identity::{ChannelKeys, FailureSourceKeys, IdentityFields};
 use crate::analytics::query::{GroupRow, Text};
 
+/// One `channel_share[]` row: the calls through one channel (CPA auth index), most
+/// calls first.
 #[derive(Debug, Serialize, Clone)]
 pub struct ChannelShare {
     /// The auth index is `-` when empty.
     #[serde(flatten)]
     pub identity: IdentityFields<ChannelKeys>,
+    /// Calls through the channel.
     pub calls: i64,
+    /// Calls that succeeded.
     pub success: i64,
+    /// Calls that failed.
     pub failure: i64,
+    /// Total tokens.
     pub tokens: i64,
+    /// Cost in US dollars; `null` when a model has no price.
     pub cost: Option<f64>,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
 }
 
+/// One `failure_sources[]` row: a credential source × auth index pair with at least
+/// one failure, most failures first, then most recent.
 #[derive(Debug, Serialize)]
 pub struct FailureSource {
+    /// Source, source hash and auth index (stored values, `""` when empty) and the
+    /// account snapshots of the pair's newest call.
     #[serde(flatten)]
     pub identity: IdentityFields<FailureSourceKeys>,
+    /// Calls of the pair.
     pub calls: i64,
+    /// Calls that failed.
     pub failure: i64,
+    /// Time of the pair's newest call, Unix milliseconds.
     pub last_seen_ms: i64,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
 }
 

@@ -12,29 +12,51 @@ use crate::analytics::query::{GroupRow, Identity};
 use crate::analytics::time::{Granularity, Zone};
 use crate::analytics::totals::{TokenSums, Totals, row_cost};
 
+/// One `credential_timeline[]` or `api_key_timeline[]` point: one credential or
+/// client key in one local bucket. Points come in bucket order, and within a bucket
+/// in the order the groups first appeared.
 #[derive(Debug, Serialize, Clone)]
 pub struct GroupTimelinePoint {
+    /// The credential id (credential timeline only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// What to call the credential: the first non-blank of label, account, auth file,
+    /// source, auth index, id (credential timeline only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The client key's hash (API-key timeline only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_hash: Option<String>,
+    /// Auth file, auth index, source, account, label, provider and project of the
+    /// credential's newest call in the bucket (empty on API-key points).
     #[serde(flatten)]
     pub identity: IdentityFields<GroupKeys>,
+    /// Start of the local bucket, Unix milliseconds.
     pub bucket_ms: i64,
+    /// The bucket in the request's zone: `HH:MM` for hours, `MM/DD` for days.
     pub bucket_label: String,
+    /// Calls in the bucket.
     pub calls: i64,
+    /// Total tokens (same as `total_tokens`).
     pub tokens: i64,
+    /// Calls that succeeded.
     pub success: i64,
+    /// Calls that failed.
     pub failure: i64,
+    /// Input, output and cache token sums.
     #[serde(flatten)]
     pub token_sums: TokenSums,
+    /// Reasoning tokens (part of output).
     pub reasoning_tokens: i64,
+    /// Total tokens as reported.
     pub total_tokens: i64,
+    /// Cost in US dollars; `null` when a model has no price.
     pub cost: Option<f64>,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
+    /// `success / calls`, 0–1.
     pub success_rate: f64,
+    /// `failure / calls`, 0–1.
     pub failure_rate: f64,
 }
 

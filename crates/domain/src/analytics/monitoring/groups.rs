@@ -16,26 +16,48 @@ use crate::analytics::totals::{CallCounts, TokenSums, Totals, cost_key, row_cost
 /// are left out when empty).
 #[derive(Debug, Serialize, Clone, Default)]
 pub struct GroupStat {
+    /// The group's key: for accounts the first non-blank of account, label, source
+    /// and auth index (else `-`); for credentials the credential id; for API keys the
+    /// lowercase key hash, else `unknown-client-api-key:<source hash>:<auth index>:
+    /// <source>:<provider>`.
     pub id: String,
+    /// The client key's hash (API-key rows only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_hash: Option<String>,
+    /// Account, label and provider of the group's newest call (credential rows also
+    /// carry its auth file, auth index, source, source hash and project).
     #[serde(flatten)]
     pub identity: IdentityFields<GroupKeys>,
+    /// Every auth index the group's calls went through, sorted (not on credential
+    /// rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_indices: Option<Vec<String>>,
+    /// Every masked source the group's calls went through, sorted (not on credential
+    /// rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<String>>,
+    /// Every source hash the group's calls went through, sorted (not on credential
+    /// rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_hashes: Option<Vec<String>>,
+    /// Calls, successes, failures and success rate.
     #[serde(flatten)]
     pub counts: CallCounts,
+    /// Input, output and cache token sums.
     #[serde(flatten)]
     pub token_sums: TokenSums,
+    /// Total tokens as reported.
     pub total_tokens: i64,
+    /// Cost in US dollars; `null` when a model used has no price.
     pub cost: Option<f64>,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
+    /// Time of the group's newest call, Unix milliseconds.
     pub last_seen_ms: i64,
+    /// The group's models, most expensive first.
     pub models: Vec<ModelStat>,
+    /// The credentials the key was used through, most expensive first (API-key rows
+    /// only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contexts: Option<Vec<ApiKeyContext>>,
 }
@@ -43,15 +65,25 @@ pub struct GroupStat {
 /// One credential an API key was used through.
 #[derive(Debug, Serialize, Clone)]
 pub struct ApiKeyContext {
+    /// `provider:account:label:auth_index:source_hash:source`, each part trimmed and
+    /// `-` when blank.
     pub id: String,
+    /// Account, label, provider, auth index, source and source hash of the
+    /// credential's newest call.
     #[serde(flatten)]
     pub identity: IdentityFields<ContextKeys>,
+    /// Calls, successes, failures and success rate of the key through it.
     #[serde(flatten)]
     pub counts: CallCounts,
+    /// Failed calls over all calls, 0–1.
     pub failure_rate: f64,
+    /// Total tokens.
     pub total_tokens: i64,
+    /// Cost in US dollars; `null` when a model used has no price.
     pub cost: Option<f64>,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
+    /// Time of the newest call, Unix milliseconds.
     pub last_seen_ms: i64,
 }
 

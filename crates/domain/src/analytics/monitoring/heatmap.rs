@@ -11,37 +11,64 @@ use crate::analytics::ratio;
 use crate::analytics::time::Zone;
 use crate::analytics::totals::{Totals, cost_key, row_cost};
 
+/// One `hourly_distribution[]` point: every call of the range at this local hour of
+/// day, whatever the date.
 #[derive(Debug, Serialize)]
 pub struct HourPoint {
+    /// Hour of day in the request's zone, 0–23.
     pub hour: i64,
+    /// Calls at that hour.
     pub calls: i64,
+    /// Total tokens at that hour.
     pub tokens: i64,
 }
 
+/// One `heatmap[]` cell: the calls of one local weekday and hour across the range.
 #[derive(Debug, Serialize)]
 pub struct HeatCell {
+    /// Day of week in the request's zone, 0 = Sunday … 6 = Saturday.
     pub weekday: i64,
+    /// Hour of day in the request's zone, 0–23.
     pub hour: i64,
+    /// Calls in the cell.
     pub calls: i64,
+    /// Calls that succeeded.
     pub success: i64,
+    /// Calls that failed.
     pub failure: i64,
+    /// Total tokens.
     pub tokens: i64,
+    /// Cost in US dollars; `null` when a model in the cell has no price.
     pub cost: Option<f64>,
+    /// `failure / calls`, 0–1.
     pub failure_rate: f64,
+    /// Top five analytics models of the cell (`Unknown` for a blank model).
     pub model_contributors: Vec<Contributor>,
+    /// Top five client API-key hashes of the cell (calls without a key are left out).
     pub api_key_contributors: Vec<Contributor>,
+    /// Top five providers of the cell (auth-file provider, else event provider;
+    /// `Unknown` when blank).
     pub provider_contributors: Vec<Contributor>,
 }
 
+/// One contributor of a heatmap cell; lists are ordered by calls, then cost, then key.
 #[derive(Debug, Serialize)]
 pub struct Contributor {
+    /// The model, API-key hash or provider.
     pub key: String,
+    /// Its calls in the cell.
     pub calls: i64,
+    /// Of those, calls that succeeded.
     pub success: i64,
+    /// Of those, calls that failed.
     pub failure: i64,
+    /// Its total tokens in the cell.
     pub tokens: i64,
+    /// Its cost in US dollars; `null` when a model has no price.
     pub cost: Option<f64>,
+    /// `failure / calls`, 0–1.
     pub failure_rate: f64,
+    /// Its share of the cell's calls, 0–1.
     pub share: f64,
 }
 

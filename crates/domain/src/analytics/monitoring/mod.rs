@@ -45,93 +45,163 @@ use super::query::{AnalyticsStore, Cursor, GroupRequest, Scope};
 use super::time::{Granularity, Zone};
 use super::totals::{Totals, unpriced_models};
 
-/// Which sections to compute.
+/// Which sections to compute: the request's `include` object. Each flag is the
+/// same-named include key and fills the same-named response section, unless noted.
 #[derive(Debug, Clone, Default)]
 pub struct Include {
+    /// `summary`: totals, rates, cost, latency and throughput of the scope.
     pub summary: bool,
+    /// `summary_profile: "compact"`: skip the summary's rolling-30-minute, per-day,
+    /// zero-token-model and task figures (they read 0 or `null`).
     pub compact: bool,
+    /// `summary_percentiles`: compute P95 latency and TTFT in a compact summary too
+    /// (a full summary always has them).
     pub percentiles: bool,
+    /// `summary_comparison`: the same totals over the equally long window just before
+    /// the range (needs `summary`).
     pub summary_comparison: bool,
+    /// `timeline`: one point per local bucket of the granularity that has events.
     pub timeline: bool,
+    /// `anomaly_points`: buckets whose calls, cost, tokens per call, cache hit rate,
+    /// failure rate or P95 latency jumped against the previous bucket.
     pub anomaly_points: bool,
+    /// `hourly_distribution`: calls and tokens per local hour of day.
     pub hourly_distribution: bool,
+    /// `heatmap`: weekday × hour cells with their top models, API keys and providers.
     pub heatmap: bool,
+    /// `model_share`: calls, tokens and cost per model.
     pub model_share: bool,
+    /// `model_stats`: full per-model statistics.
     pub model_stats: bool,
+    /// `channel_share`: usage per auth index.
     pub channel_share: bool,
+    /// `failure_sources`: source × auth index pairs with failures.
     pub failure_sources: bool,
+    /// `account_stats`: usage per account.
     pub account_stats: bool,
+    /// `credential_stats`: usage per credential id.
     pub credential_stats: bool,
+    /// `credential_timeline`: per-bucket usage of each credential.
     pub credential_timeline: bool,
+    /// `api_key_timeline`: per-bucket usage of each client API key; only answered
+    /// when the request filters or searches by an API-key hash.
     pub api_key_timeline: bool,
+    /// `api_key_stats`: usage per client API key.
     pub api_key_stats: bool,
+    /// `filter_options`: option rows with counts for every filter, over the range and
+    /// search only.
     pub filter_options: bool,
+    /// `filter_selectors`: the cheap selector lists instead (answered as
+    /// `filter_options`; wins over `filter_options`).
     pub filter_selectors: bool,
+    /// `task_buckets`: approximate tasks (calls of one credential at one instant).
     pub task_buckets: bool,
+    /// `recent_failures: N`: the newest N failed calls of the scope; 0 for none.
     pub recent_failures: usize,
+    /// `events_page`: one page of matching events (`events` in the response).
     pub events_page: Option<PageRequest>,
+    /// `drilldown_preview`: `(from_ms, to_ms, limit)` of a first page of events over
+    /// another range with the same filters; skipped unless `0 < from_ms < to_ms`.
     pub drilldown_preview: Option<(i64, i64, usize)>,
 }
 
+/// `include.events_page`: which page of events to answer.
 #[derive(Debug, Clone, Copy)]
 pub struct PageRequest {
+    /// Events per page (default 100, at most 50 000).
     pub limit: usize,
+    /// Where the page starts (`before_ms`, `before_id`); the default is the newest.
     pub cursor: Cursor,
 }
 
 /// A validated monitoring request.
 #[derive(Debug, Clone)]
 pub struct MonitoringRequest {
+    /// Range, filters and search of the events counted.
     pub scope: Scope,
+    /// Anchor of the summary's rolling 30 minutes (`now_ms`), Unix milliseconds; the
+    /// server clock when the caller sent none.
     pub now_ms: i64,
+    /// Time zone of local buckets, labels, hours and weekdays (`time_zone`, default
+    /// UTC).
     pub zone: Zone,
+    /// Bucket size of the timelines (`granularity`: `hour` or `day`, else chosen from
+    /// the range length).
     pub granularity: Granularity,
+    /// The sections to compute.
     pub include: Include,
+    /// The server clock when the request arrived, echoed as `generated_at_ms`.
     pub generated_at_ms: i64,
 }
 
+/// The body of `POST /monitoring/analytics`. `generated_at_ms` and `granularity` are
+/// always present; every other section only when requested and non-empty (an empty
+/// list section is absent, not `[]`). Costs are US dollars priced at read time.
 #[derive(Debug, Serialize, Default)]
 pub struct MonitoringResponse {
+    /// The server clock when the request arrived, Unix milliseconds.
     pub generated_at_ms: i64,
+    /// `hour` or `day`: the bucket size the timelines use.
     pub granularity: &'static str,
+    /// Totals of the scope.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// Totals of the previous, equally long window; absent when it would start at or
+    /// before the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary_comparison: Option<Comparison>,
+    /// One point per local bucket with events, ascending.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelinePoint>,
+    /// Calls and tokens per local hour of day (only hours with events).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hourly_distribution: Vec<HourPoint>,
+    /// Weekday × hour cells, sorted by weekday then hour.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub heatmap: Vec<HeatCell>,
+    /// Up to 50 unusual timeline buckets, most unusual first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub anomaly_points: Vec<Anomaly>,
+    /// Calls, tokens and cost per model, most calls first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub model_share: Vec<ModelShare>,
+    /// Full per-model statistics, most calls first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub model_stats: Vec<ModelStat>,
+    /// Usage per auth index.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channel_share: Vec<ChannelShare>,
+    /// Source × auth index pairs with at least one failure, most failures first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failure_sources: Vec<FailureSource>,
+    /// Usage per account.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub account_stats: Vec<GroupStat>,
+    /// Usage per credential id, most expensive first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub credential_stats: Vec<GroupStat>,
+    /// Per-bucket usage of each credential.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub credential_timeline: Vec<GroupTimelinePoint>,
+    /// Per-bucket usage of each client API key.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub api_key_timeline: Vec<GroupTimelinePoint>,
+    /// Usage per client API key.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub api_key_stats: Vec<GroupStat>,
+    /// Filter options or selectors over the range and search only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter_options: Option<FilterOptions>,
+    /// Up to 500 approximate tasks, newest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub task_buckets: Vec<TaskBucket>,
+    /// The newest failed calls of the scope, newest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recent_failures: Vec<RecentFailure>,
+    /// The requested page of events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<EventsSection>,
+    /// The first page of events of the drill-down range.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drilldown_preview: Option<EventsSection>,
     /// Models without a price behind a `null` cost (absent when none).
@@ -139,7 +209,12 @@ pub struct MonitoringResponse {
     pub unpriced_models: Vec<String>,
 }
 
-/// Answers a monitoring request.
+/// Answers a monitoring request: reads only what the included sections need, one
+/// store read after the other, and prices everything with one price book.
+///
+/// # Errors
+///
+/// [`QueryError`] when a store read fails.
 pub async fn monitoring<S: AnalyticsStore>(
     store: &S,
     request: MonitoringRequest,

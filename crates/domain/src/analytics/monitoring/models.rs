@@ -9,26 +9,43 @@ use crate::analytics::cost::PriceBook;
 use crate::analytics::query::{GroupRow, Text};
 use crate::analytics::totals::{CallCounts, TokenSums, Totals, cost_key, row_cost};
 
+/// One `model_share[]` row: a model's part of the scope, most calls first.
 #[derive(Debug, Serialize)]
 pub struct ModelShare {
+    /// Analytics model (`-` when blank).
     pub model: String,
+    /// Calls of the model.
     pub calls: i64,
+    /// Total tokens of the model.
     pub tokens: i64,
+    /// Cost in US dollars; `null` when the model has no price.
     pub cost: Option<f64>,
 }
 
+/// One `model_stats[]` row, or one `models[]` item nested in account, credential
+/// and API-key rows: an analytics model with its price bands merged.
 #[derive(Debug, Serialize, Clone)]
 pub struct ModelStat {
+    /// Analytics model (`-` when blank).
     pub model: String,
+    /// Calls, successes, failures and success rate.
     #[serde(flatten)]
     pub counts: CallCounts,
+    /// Input, output and cache token sums.
     #[serde(flatten)]
     pub token_sums: TokenSums,
+    /// Input tokens served from the cache (cached + cache read).
     pub cache_hit_tokens: i64,
+    /// All input tokens, the denominator of the hit rate.
     pub cache_hit_input_tokens: i64,
+    /// `cache_hit_tokens / cache_hit_input_tokens`, 0–1.
     pub cache_hit_rate: f64,
+    /// Total tokens as reported.
     pub total_tokens: i64,
+    /// Cost in US dollars; `null` when the model has no price.
     pub cost: Option<f64>,
+    /// Time of the model's newest call, Unix milliseconds; only in the nested
+    /// `models[]` lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_seen_ms: Option<i64>,
 }

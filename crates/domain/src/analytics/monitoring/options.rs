@@ -13,40 +13,65 @@ use crate::analytics::cost::PriceBook;
 use crate::analytics::query::{AnalyticsStore, GroupRequest, GroupRow, Identity, Scope, Text};
 use crate::ports::StoreError;
 
+/// `filter_options` of the monitoring answer: what the filter bar can offer, over the
+/// request's range and search with every other filter cleared. With
+/// `filter_selectors` it holds the cheap selector lists (`models`, `api_key_hashes`,
+/// `providers`, `auth_files`, `accounts`, identity-only `account_stats` and the two
+/// counts); with `filter_options` the full option rows with counts and the header
+/// values. String lists are distinct, non-empty and sorted; empty lists are left out.
 #[derive(Debug, Serialize, Default)]
 pub struct FilterOptions {
+    /// Analytics models (selectors only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
+    /// Lowercase client API-key hashes (selectors only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_hashes: Option<Vec<String>>,
+    /// Accounts: with counts in the full options; identity only (zero counts, success
+    /// rate 1, `null` cost) in the selectors.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub account_stats: Vec<GroupStat>,
+    /// Client API keys with counts (full options only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub api_key_stats: Vec<GroupStat>,
+    /// Channels (auth indexes) with counts (full options only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channel_share: Vec<ChannelShare>,
+    /// Models with counts (full options only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub model_stats: Vec<ModelStat>,
+    /// Providers (auth-file provider, else event provider).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<String>,
+    /// CPA auth file names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub auth_files: Vec<String>,
+    /// Account snapshots (selectors only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<Vec<String>>,
+    /// Credential project ids (full options only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub project_ids: Vec<String>,
+    /// CPA executor types (full options only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request_types: Vec<String>,
+    /// Upstream error kinds from response headers (full options only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub header_error_kinds: Vec<String>,
+    /// Upstream error codes from response headers (full options only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub header_error_codes: Vec<String>,
+    /// Account plans from response headers (full options only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub header_quota_plans: Vec<String>,
+    /// Upstream trace ids from response headers (full options only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub header_trace_ids: Vec<String>,
+    /// Number of accounts in `account_stats` (selectors only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_count: Option<i64>,
+    /// Number of distinct client keys, keyless credentials counted one each
+    /// (selectors only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_count: Option<i64>,
 }

@@ -13,44 +13,82 @@ use crate::analytics::totals::{TokenSums, Totals};
 use crate::analytics::{Metrics, nearest_rank_in, ratio};
 use crate::ports::StoreError;
 
+/// `summary` of the monitoring answer: totals of the scope. In the compact profile
+/// the rolling, per-day and task figures are 0, `zero_token_models` is `null`, and the
+/// percentiles are `null` unless `summary_percentiles` was asked for.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// Calls (upstream attempts), failed ones included.
     pub total_calls: i64,
+    /// Calls that succeeded.
     pub success_calls: i64,
+    /// Calls that failed.
     pub failure_calls: i64,
+    /// `success_calls / total_calls`, 0–1 (0 without calls).
     pub success_rate: f64,
+    /// Input, output and cache token sums (`input_tokens` … `cache_creation_tokens`).
     #[serde(flatten)]
     pub token_sums: TokenSums,
+    /// Share of input served from the cache, `(cached + cache_read) / input`, 0–1.
     pub cache_hit_rate: f64,
+    /// Reasoning tokens (part of output).
     pub reasoning_tokens: i64,
+    /// Total tokens as the upstream reported them.
     pub total_tokens: i64,
+    /// Cost in US dollars; `null` when a model in the scope has no price.
     pub total_cost: Option<f64>,
+    /// `total_cost / total_calls`, US dollars; `null` when the cost is unknown.
     pub average_cost_per_call: Option<f64>,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
+    /// Nearest-rank 95th-percentile latency, ms; `null` without samples or when not
+    /// computed.
     pub p95_latency_ms: Option<i64>,
+    /// Nearest-rank 95th-percentile time to first token, ms (streaming calls only);
+    /// `null` without samples or when not computed.
     pub p95_ttft_ms: Option<i64>,
+    /// Median latency, ms; `null` without samples or when not computed.
     pub p50_latency_ms: Option<i64>,
+    /// 99th-percentile latency, ms; `null` without samples or when not computed.
     pub p99_latency_ms: Option<i64>,
+    /// Successful calls that reported a total of 0 tokens.
     pub zero_token_calls: i64,
+    /// Calls per minute over the 30 minutes before `now_ms` (full profile).
     pub rpm_30m: f64,
+    /// Tokens per minute over the 30 minutes before `now_ms` (full profile).
     pub tpm_30m: f64,
+    /// Calls per active day (local dates with calls, at least 1) (full profile).
     pub avg_daily_requests: f64,
+    /// Tokens per active day (full profile).
     pub avg_daily_tokens: f64,
+    /// Number of approximate tasks (at most 500) (full profile).
     pub approx_tasks: i64,
+    /// Tasks with at least one failed call (full profile).
     pub approx_task_failures: i64,
+    /// `(approx_tasks − approx_task_failures) / approx_tasks`, 0–1 (full profile).
     pub approx_task_success_rate: f64,
+    /// Analytics models of zero-token calls, sorted; `null` in the compact profile.
     pub zero_token_models: Option<Vec<String>>,
 }
 
+/// `summary_comparison`: the same filters over `[from − (to − from), from)`.
 #[derive(Debug, Serialize)]
 pub struct Comparison {
+    /// Start of the previous window, Unix milliseconds.
     pub from_ms: i64,
+    /// End of the previous window (the request's `from_ms`), Unix milliseconds.
     pub to_ms: i64,
+    /// Calls in the previous window.
     pub total_calls: i64,
+    /// Calls that succeeded.
     pub success_calls: i64,
+    /// Calls that failed.
     pub failure_calls: i64,
+    /// `success_calls / total_calls`, 0–1.
     pub success_rate: f64,
+    /// Total tokens.
     pub total_tokens: i64,
+    /// Cost in US dollars; `null` when a model has no price.
     pub total_cost: Option<f64>,
 }
 

@@ -10,22 +10,38 @@ use crate::analytics::identity::{IdentityFields, TaskKeys};
 use crate::analytics::query::RawEvent;
 use crate::analytics::totals::TokenSums;
 
+/// One `task_buckets[]` row: an approximate task, i.e. the calls (attempts) one
+/// credential made with the same request timestamp, such as an agent's retries and
+/// fallbacks. Rows are newest first, at most 500.
 #[derive(Debug, Serialize)]
 pub struct TaskBucket {
+    /// `<timestamp text>|<source hash>|<auth index>`, the task's grouping key.
     pub bucket_key: String,
+    /// Calls in the task.
     pub total: i64,
+    /// Calls that succeeded.
     pub success: i64,
+    /// Calls that failed.
     pub failure: i64,
+    /// Time of the task's first call, Unix milliseconds.
     pub first_ms: i64,
+    /// Time of the task's last call, Unix milliseconds.
     pub last_ms: i64,
+    /// Source, source hash and auth index of the credential.
     #[serde(flatten)]
     pub identity: IdentityFields<TaskKeys>,
+    /// Distinct non-empty analytics models of the calls, sorted.
     pub models: Vec<String>,
+    /// Distinct non-empty CPA endpoints of the calls, sorted.
     pub endpoints: Vec<String>,
+    /// Input, output and cache token sums.
     #[serde(flatten)]
     pub token_sums: TokenSums,
+    /// Total tokens as reported.
     pub total_tokens: i64,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
+    /// Longest latency of the task's calls, ms; `null` when none reported one.
     pub max_latency_ms: Option<i64>,
 }
 

@@ -10,24 +10,43 @@ use crate::analytics::query::{GroupRow, SampleBlock};
 use crate::analytics::time::{Granularity, Zone};
 use crate::analytics::totals::{TokenSums, Totals, row_cost};
 
+/// One `timeline[]` point: the calls of one local bucket (an hour or a day in the
+/// request's time zone). Only buckets with calls are listed.
 #[derive(Debug, Serialize, Clone)]
 pub struct TimelinePoint {
+    /// Start of the local bucket, Unix milliseconds.
     pub bucket_ms: i64,
+    /// The bucket in the request's zone: `HH:MM` for hours, `MM/DD` for days.
     pub label: String,
+    /// Calls in the bucket.
     pub calls: i64,
+    /// Total tokens (same as `total_tokens`).
     pub tokens: i64,
+    /// Calls that succeeded.
     pub success: i64,
+    /// Calls that failed.
     pub failure: i64,
+    /// Input, output and cache token sums.
     #[serde(flatten)]
     pub token_sums: TokenSums,
+    /// `(cached + cache_read) / input`, 0–1.
     pub cache_hit_rate: f64,
+    /// Reasoning tokens (part of output).
     pub reasoning_tokens: i64,
+    /// Total tokens as reported.
     pub total_tokens: i64,
+    /// Cost in US dollars; `null` when a model in the bucket has no price.
     pub cost: Option<f64>,
+    /// Mean latency in milliseconds over calls that reported one; `null` when none.
     pub average_latency_ms: Option<f64>,
+    /// Exact 95th-percentile latency of the bucket, ms; `null` without samples.
     pub p95_latency_ms: Option<i64>,
+    /// Exact 95th-percentile time to first token of the bucket, ms; `null` without
+    /// samples.
     pub p95_ttft_ms: Option<i64>,
+    /// `success / calls`, 0–1.
     pub success_rate: f64,
+    /// `failure / calls`, 0–1.
     pub failure_rate: f64,
 }
 
