@@ -176,7 +176,7 @@ async fn fill(source: &Path, count: u64) {
             index += 1;
         }
         store.store_batch(batch).await.expect("store a batch");
-        if index % 100_000 == 0 {
+        if index.is_multiple_of(100_000) {
             eprintln!(
                 "  {index}/{missing} in {:.0} s",
                 started.elapsed().as_secs_f64()
@@ -556,7 +556,7 @@ fn load(
                 let mut sent = 0u64;
                 let mut round = 0u64;
                 'run: while Instant::now() < deadline {
-                    let selectors = (rounds[0] == Kind::Monitoring && round % 10 == 0)
+                    let selectors = (rounds[0] == Kind::Monitoring && round.is_multiple_of(10))
                         .then_some(Kind::Selectors);
                     for kind in rounds.iter().copied().chain(selectors) {
                         if Instant::now() >= deadline || sent >= MAX_REQUESTS_PER_CLIENT {
