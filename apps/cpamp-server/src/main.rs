@@ -9,12 +9,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc gives freed memory back to the system within milliseconds, where glibc's
-/// per-thread arenas keep the high-water mark of every thread that ever allocated
-/// (an analytics burst or a login storm left hundreds of MiB resident).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "cpamp-server",
