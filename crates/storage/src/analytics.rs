@@ -27,6 +27,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_pairs, decode_samples};
+use crate::search::SearchSql;
 use crate::{SqliteStore, error};
 
 /// In-memory copies of the immutable lookup tables.
@@ -38,6 +39,8 @@ pub(crate) struct ReadCache {
 #[derive(Default)]
 pub(crate) struct CacheState {
     texts: HashMap<i64, Text>,
+    /// `dims.kind` of each id in `texts`.
+    kinds: HashMap<i64, u8>,
     max_dim: i64,
     identities: HashMap<i64, Arc<Identity>>,
     identity_by_key: HashMap<[i64; 11], Arc<Identity>>,
@@ -67,6 +70,23 @@ impl CacheState {
         let effective = requested_id.or(model_id).unwrap_or(0);
         let analytics = self.analytics.get(&effective).copied().unwrap_or(effective);
         self.text(Some(analytics))
+    }
+
+    /// Every dictionary id and its text.
+    pub(crate) fn texts(&self) -> impl Iterator<Item = (&i64, &Text)> {
+        self.texts.iter()
+    }
+
+    /// The `dims.kind` of a dictionary id (0 when unknown).
+    pub(crate) fn kind(&self, id: i64) -> u8 {
+        self.kinds.get(&id).copied().unwrap_or(0)
+    }
+
+    /// (effective model id, analytics model id) pairs.
+    pub(crate) fn analytics_pairs(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.analytics
+            .iter()
+            .map(|(model, analytics)| (*model, *analytics))
     }
 
     pub(crate) fn text(&self, id: Option<i64>) -> Text {
@@ -120,6 +140,17 @@ pub(crate) const EVENT_COLUMNS: &str = "id, event_hash, request_id, timestamp_ms
     normalized_total_input_tokens, latency_ms, ttft_ms, failed, fail_status_code, fail_summary, \
     response_metadata_json, header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
     header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms";
+
+/// Which packed rollup a segment is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `usage_rollup_agg_*`: no identity.
+    Aggregate,
+    /// `usage_rollup_ident_*`: full identities.
+    Identity,
+    /// `usage_rollup_heat_h`: reduced identities (provider and API-key hash).
+    Heat,
+}
 
 /// Where a segment of a range is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,8 +243,8 @@ impl SqliteStore {
             let state = lock_read(cache);
             (state.max_dim, state.max_identity, state.max_analytics_seq)
         };
-        let dims: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, value FROM dims WHERE id > ? ORDER BY id")
+        let dims: Vec<(i64, u8, String)> =
+            sqlx::query_as("SELECT id, kind, value FROM dims WHERE id > ? ORDER BY id")
                 .bind(max_dim)
                 .fetch_all(&mut *connection)
                 .await
@@ -238,8 +269,9 @@ impl SqliteStore {
             return Ok(());
         }
         let mut state = lock_write(cache);
-        for (id, value) in dims {
+        for (id, kind, value) in dims {
             state.max_dim = state.max_dim.max(id);
+            state.kinds.insert(id, kind);
             state.texts.insert(id, Arc::from(value));
         }
         for row in identities {
@@ -413,27 +445,67 @@ impl SqliteStore {
         }
     }
 
+    /// Whether the stored event `id` matches every condition of `scope`, checked
+    /// on the full event.
+    async fn event_matches(
+        &self,
+        connection: &mut SqliteConnection,
+        id: i64,
+        scope: &Scope,
+    ) -> Result<bool, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM usage_events WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(db("read event"))?;
+        let state = lock_read(self.read_cache());
+        Ok(row.is_some_and(|row| scope.matches_event(&self.event_from_row(&state, &row))))
+    }
+
+    /// The search of `scope` in SQL when it is the only raw-level condition (so
+    /// the lean path answers it); `None` otherwise.
+    fn search_only(&self, scope: &Scope) -> Option<SearchSql> {
+        let mut rest = scope.clone();
+        rest.search_query.clear();
+        if scope.search_query.is_empty() || rest.level() == Level::Raw {
+            return None;
+        }
+        SearchSql::of(scope, &lock_read(self.read_cache()))
+    }
+
     /// Like [`Self::raw_range`] for scopes without raw-level filters: reads only the
     /// columns rollups are made of and folds them straight into group rows (and
     /// latency samples), skipping texts, hashes and timestamp formatting.
+    #[allow(clippy::too_many_arguments)]
     async fn raw_lean(
         &self,
         connection: &mut SqliteConnection,
         request: &GroupRequest,
         from: i64,
         to: i64,
+        search: Option<&SearchSql>,
         mut each: impl FnMut(GroupRow, Option<i64>, Option<i64>),
     ) -> Result<(), StoreError> {
         const CHUNK: i64 = 1024;
         let scope = &request.scope;
+        // With a search, SQLite selects the matching events (and flags those whose
+        // free texts need the exact check, made here on the full event).
+        let (unsure, condition) = match search {
+            Some(search) => (
+                format!(", {}", search.unsure),
+                format!(" AND {}", search.numbered_condition(4)),
+            ),
+            None => (String::new(), String::new()),
+        };
         let sql = format!(
             "SELECT id, timestamp_ms, failed, model_id, requested_model_id, resolved_model_id, service_tier_id, \
              provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
              account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
              auth_project_id_snapshot_id, input_tokens, output_tokens, reasoning_tokens, cached_tokens, cache_tokens, \
-             cache_read_tokens, cache_creation_tokens, total_tokens, normalized_total_input_tokens, latency_ms, ttft_ms \
-             FROM usage_events WHERE timestamp_ms >= ?1 AND (timestamp_ms > ?1 OR id > ?2) AND timestamp_ms < ?3{} \
-             ORDER BY timestamp_ms, id LIMIT {CHUNK}",
+             cache_read_tokens, cache_creation_tokens, total_tokens, normalized_total_input_tokens, latency_ms, ttft_ms\
+             {unsure} FROM usage_events WHERE timestamp_ms >= ?1 AND (timestamp_ms > ?1 OR id > ?2) AND timestamp_ms < ?3{}\
+             {condition} ORDER BY timestamp_ms, id LIMIT {CHUNK}",
             if scope.filters.failed_only {
                 " AND failed = 1"
             } else {
@@ -442,19 +514,43 @@ impl SqliteStore {
         );
         let mut after = (from, i64::MIN);
         loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(after.0)
                 .bind(after.1)
-                .bind(to)
+                .bind(to);
+            for value in search.map(|search| search.binds.as_slice()).unwrap_or(&[]) {
+                query = query.bind(value.clone());
+            }
+            let rows = query
                 .fetch_all(&mut *connection)
                 .await
                 .map_err(db("read events"))?;
+            let mut rejected: HashSet<i64> = HashSet::new();
+            if search.is_some() {
+                for row in &rows {
+                    if row
+                        .try_get::<Option<i64>, _>(29)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                        != 0
+                    {
+                        let id: i64 = row.try_get(0).unwrap_or(0);
+                        if !self.event_matches(connection, id, scope).await? {
+                            rejected.insert(id);
+                        }
+                    }
+                }
+            }
             let state = lock_read(self.read_cache());
             for row in &rows {
                 let id = |index: usize| row.try_get::<Option<i64>, _>(index).ok().flatten();
                 let int = |index: usize| id(index).unwrap_or(0);
                 let timestamp_ms = int(1);
                 after = (timestamp_ms, int(0));
+                if rejected.contains(&int(0)) {
+                    continue;
+                }
                 let failed = int(2) != 0;
                 let effective = id(4).or(id(3)).unwrap_or(0);
                 let model = state
@@ -516,14 +612,19 @@ impl SqliteStore {
         &self,
         connection: &mut SqliteConnection,
         request: &GroupRequest,
-        identity: bool,
+        family: Family,
         model_ids: &[i64],
         source: Source,
         from: i64,
         to: i64,
         out: &mut Vec<GroupRow>,
     ) -> Result<(), StoreError> {
-        let family = if identity { "ident" } else { "agg" };
+        let identity = family != Family::Aggregate;
+        let family = match family {
+            Family::Aggregate => "agg",
+            Family::Identity => "ident",
+            Family::Heat => "heat",
+        };
         let sql = format!(
             "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} WHERE bucket_ms >= ? AND bucket_ms < ? \
              ORDER BY bucket_ms LIMIT {BLOB_CHUNK}",
@@ -622,6 +723,16 @@ impl SqliteStore {
     }
 
     async fn groups_inner(&self, request: GroupRequest) -> Result<Vec<GroupRow>, StoreError> {
+        self.groups_from(request, false).await
+    }
+
+    /// Group rows; with `heat`, whole UTC hours come from the heat rollup, whose
+    /// rows carry reduced identities (see [`AnalyticsStore::heat_groups`]).
+    async fn groups_from(
+        &self,
+        request: GroupRequest,
+        heat: bool,
+    ) -> Result<Vec<GroupRow>, StoreError> {
         let scope = &request.scope;
         let mut connection = self.reader_connection().await?;
         if scope.from_ms >= scope.to_ms {
@@ -631,6 +742,18 @@ impl SqliteStore {
         let mut out = Vec::new();
         if level == Level::Raw {
             let mut folder = RawFolder::new(&request);
+            if let Some(search) = self.search_only(scope) {
+                self.raw_lean(
+                    &mut connection,
+                    &request,
+                    scope.from_ms,
+                    scope.to_ms,
+                    Some(&search),
+                    |row, _, _| folder.push_row(row, &mut out),
+                )
+                .await?;
+                return Ok(out);
+            }
             self.raw_range(
                 &mut connection,
                 scope,
@@ -653,15 +776,22 @@ impl SqliteStore {
         for (source, from, to) in plan(scope.from_ms, scope.to_ms, quarter_ok, hour_ok, day_ok) {
             if source == Source::Raw {
                 let mut folder = RawFolder::new(&request);
-                self.raw_lean(&mut connection, &request, from, to, |row, _, _| {
+                self.raw_lean(&mut connection, &request, from, to, None, |row, _, _| {
                     folder.push_row(row, &mut out)
                 })
                 .await?;
             } else {
+                let family = if heat && source == Source::Hour {
+                    Family::Heat
+                } else if identity {
+                    Family::Identity
+                } else {
+                    Family::Aggregate
+                };
                 self.rollup_rows(
                     &mut connection,
                     &request,
-                    identity,
+                    family,
                     &model_ids,
                     source,
                     from,
@@ -802,25 +932,37 @@ impl SqliteStore {
         if !scope.filters.models.is_empty() && model_ids.is_empty() {
             return Ok(Vec::new());
         }
+        let search = if scope.level() == Level::Raw {
+            self.search_only(scope)
+        } else {
+            None
+        };
         for (source, from, to) in segments {
-            if source == Source::Raw && scope.level() != Level::Raw {
+            if source == Source::Raw && (scope.level() != Level::Raw || search.is_some()) {
                 let positive = |value: Option<i64>| {
                     value
                         .filter(|v| *v > 0)
                         .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
                 };
-                self.raw_lean(&mut connection, &request, from, to, |row, latency, ttft| {
-                    let bucket = match bucketer.as_mut() {
-                        Some(bucketer) => bucketer.bucket(row.bucket_ms),
-                        None => 0,
-                    };
-                    let block = blocks.entry(bucket).or_insert_with(|| SampleBlock {
-                        bucket_ms: bucket,
-                        ..SampleBlock::default()
-                    });
-                    block.latencies.extend(positive(latency));
-                    block.ttfts.extend(positive(ttft));
-                })
+                self.raw_lean(
+                    &mut connection,
+                    &request,
+                    from,
+                    to,
+                    search.as_ref(),
+                    |row, latency, ttft| {
+                        let bucket = match bucketer.as_mut() {
+                            Some(bucketer) => bucketer.bucket(row.bucket_ms),
+                            None => 0,
+                        };
+                        let block = blocks.entry(bucket).or_insert_with(|| SampleBlock {
+                            bucket_ms: bucket,
+                            ..SampleBlock::default()
+                        });
+                        block.latencies.extend(positive(latency));
+                        block.ttfts.extend(positive(ttft));
+                    },
+                )
                 .await?;
                 continue;
             }
@@ -934,6 +1076,8 @@ impl SqliteStore {
             );
             upper = upper.min(at);
         }
+        // A search narrows each stream in SQL; every event is still checked in full.
+        let search = SearchSql::of(&scope, &lock_read(self.read_cache()));
         let mut streams: Vec<Stream> = Vec::new();
         if !scope.filters.models.is_empty() {
             let wanted: HashSet<i64> = self
@@ -976,7 +1120,9 @@ impl SqliteStore {
                 while streams[index].buffer.is_empty() && !streams[index].done {
                     let stream = &mut streams[index];
                     let chunk = stream.next_chunk.min(remaining.max(32)).clamp(32, 1000);
-                    stream.fill(self, &mut connection, &scope, chunk).await?;
+                    stream
+                        .fill(self, &mut connection, &scope, search.as_ref(), chunk)
+                        .await?;
                     stream.next_chunk = stream.next_chunk.saturating_mul(2).min(1000);
                 }
                 if let Some(head) = streams[index].buffer.front() {
@@ -1028,19 +1174,26 @@ impl Stream {
         store: &SqliteStore,
         connection: &mut SqliteConnection,
         scope: &Scope,
+        search: Option<&SearchSql>,
         chunk: usize,
     ) -> Result<(), StoreError> {
         let condition = self
             .condition
             .map(|(sql, _)| format!("{sql} AND "))
             .unwrap_or_default();
+        let search_condition = search
+            .map(|search| format!("{} AND ", search.condition))
+            .unwrap_or_default();
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE {condition}timestamp_ms >= ? \
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE {condition}{search_condition}timestamp_ms >= ? \
              AND timestamp_ms <= ? AND (timestamp_ms < ? OR id < ?) ORDER BY timestamp_ms DESC, id DESC LIMIT ?"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         if let Some((_, Some(value))) = self.condition {
             query = query.bind(value);
+        }
+        for value in search.map(|search| search.binds.as_slice()).unwrap_or(&[]) {
+            query = query.bind(value.clone());
         }
         let rows = query
             .bind(scope.from_ms)
@@ -1132,6 +1285,20 @@ type HeaderRow = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
 impl AnalyticsStore for SqliteStore {
     async fn groups(&self, request: GroupRequest) -> Result<Vec<GroupRow>, StoreError> {
         self.groups_inner(request).await
+    }
+
+    async fn heat_groups(&self, scope: Scope, zone: Zone) -> Result<Vec<GroupRow>, StoreError> {
+        // Identity filters need full identities; the heat rollup has only two fields.
+        let heat = scope.level() == Level::Aggregate;
+        self.groups_from(
+            GroupRequest {
+                scope,
+                identity: true,
+                timeline: Some((zone, Granularity::Hour)),
+            },
+            heat,
+        )
+        .await
     }
 
     async fn identity_models(

@@ -81,6 +81,7 @@ mod maintenance;
 mod prices;
 mod quota;
 mod rollup;
+mod search;
 mod settings;
 mod snapshots;
 mod stream;
@@ -218,6 +219,9 @@ impl SqliteStore {
                 .map_err(|error| error::map(error, "adopt Go quota snapshots"))?;
         }
         legacy::adopt_prices_and_aliases(&writer).await?;
+        rollup::backfill(&writer)
+            .await
+            .map_err(|error| error::map(error, "fill new rollups"))?;
         // 2 MiB of page cache per reader: rollup reads touch a few MiB at most
         // and re-read pages come from the OS page cache, so a larger cache
         // per connection mostly adds to the process's resident memory.

@@ -44,6 +44,19 @@ fn identity_key(dims: &EventDims) -> [i64; 11] {
     .map(|id| id.unwrap_or(0))
 }
 
+/// The reduced identity the heat rollup is keyed by: the effective provider
+/// (the snapshot provider, else the event provider) in the provider slot and the
+/// API-key hash, every other dimension 0. These are the only identity fields the
+/// heatmap reads, so its hourly rows stay few however many credentials there are.
+pub(crate) fn heat_key(identity: &[i64; 11]) -> [i64; 11] {
+    let provider = if identity[9] != 0 {
+        identity[9]
+    } else {
+        identity[0]
+    };
+    [provider, 0, 0, 0, 0, identity[5], 0, 0, 0, 0, 0]
+}
+
 struct Pending {
     timestamp_ms: i64,
     dims: EventDims,
@@ -189,38 +202,21 @@ pub(crate) async fn flush(
         stage.others.analytics.insert(effective_id, analytics_id);
         analytics_ids.insert(effective_id, analytics_id);
     }
-    // Identity id per identity tuple.
+    // Identity id per identity tuple (and per reduced heat tuple).
     let mut identity_ids: HashMap<[i64; 11], i64> = HashMap::new();
     for pending in &accumulator.pending {
         let key = identity_key(&pending.dims);
-        if identity_ids.contains_key(&key) {
-            continue;
+        for key in [key, heat_key(&key)] {
+            if let std::collections::hash_map::Entry::Vacant(slot) = identity_ids.entry(key) {
+                slot.insert(identity_id(store, connection, stage, key).await?);
+            }
         }
-        if let Some(known) = store
-            .dims()
-            .identity(&key)
-            .or_else(|| stage.others.identities.get(&key).copied())
-        {
-            identity_ids.insert(key, known);
-            continue;
-        }
-        let mut query = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO usage_identities (provider_id, executor_type_id, auth_index_id, source_id, \
-             source_hash_id, api_key_hash_id, account_id, auth_label_id, auth_file_id, auth_provider_id, \
-             auth_project_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT DO UPDATE SET provider_id = excluded.provider_id RETURNING id",
-        );
-        for id in key {
-            query = query.bind(id);
-        }
-        let id = query.fetch_one(&mut *connection).await?;
-        stage.others.identities.insert(key, id);
-        identity_ids.insert(key, id);
     }
 
     let mut aggregate: [HashMap<i64, Entries>; 3] = Default::default();
     let mut identity: [HashMap<i64, Entries>; 3] = Default::default();
     let mut samples: [HashMap<i64, Samples>; 3] = Default::default();
+    let mut heat: HashMap<i64, Entries> = HashMap::new();
     let mut fine: HashMap<(i64, bool), (i64, i64)> = HashMap::new();
     for pending in &accumulator.pending {
         let effective_id = pending
@@ -240,11 +236,18 @@ pub(crate) async fn flush(
             band: pending.band,
             failed: pending.failed,
         };
-        let identity_id = identity_ids
-            .get(&identity_key(&pending.dims))
-            .copied()
-            .unwrap_or(0);
+        let full_key = identity_key(&pending.dims);
+        let identity_id = identity_ids.get(&full_key).copied().unwrap_or(0);
+        let heat_id = identity_ids.get(&heat_key(&full_key)).copied().unwrap_or(0);
         let at = pending.timestamp_ms;
+        heat.entry(floor(at, HOUR_MS))
+            .or_default()
+            .entry(EntryKey {
+                identity: heat_id,
+                ..key
+            })
+            .or_default()
+            .add(&pending.metrics, at);
         for (level, (step, _)) in LEVELS.iter().enumerate() {
             let bucket = floor(at, *step);
             aggregate[level]
@@ -286,21 +289,16 @@ pub(crate) async fn flush(
         ] {
             let table = format!("usage_rollup_{family}_{suffix}");
             for (bucket, entries) in buckets {
-                let mut merged = entries.clone();
-                if let Some(existing) = read_blob(connection, &table, *bucket).await? {
-                    decode_entries(*bucket, with_identity, &existing, |key, sums| {
-                        merged.entry(key).or_default().merge(&sums);
-                    });
-                }
-                let mut blob = Vec::new();
-                encode_entries(*bucket, with_identity, &merged, &mut blob);
-                write_blob(connection, &table, *bucket, blob).await?;
+                merge_entries(connection, &table, *bucket, with_identity, entries).await?;
             }
         }
         let table = format!("usage_rollup_latency_{suffix}");
         for (bucket, groups) in &samples[level] {
             append_samples(connection, &table, *bucket, groups).await?;
         }
+    }
+    for (bucket, entries) in &heat {
+        merge_entries(connection, "usage_rollup_heat_h", *bucket, true, entries).await?;
     }
     // Which (identity, model) pairs each day holds, for filter selectors.
     let day = LEVELS.len() - 1;
@@ -337,6 +335,145 @@ pub(crate) async fn flush(
         .await?;
     }
     Ok(())
+}
+
+/// The id of an identity tuple, creating its `usage_identities` row if needed.
+async fn identity_id(
+    store: &SqliteStore,
+    connection: &mut SqliteConnection,
+    stage: &mut DimStage,
+    key: [i64; 11],
+) -> Result<i64, sqlx::Error> {
+    if let Some(known) = store
+        .dims()
+        .identity(&key)
+        .or_else(|| stage.others.identities.get(&key).copied())
+    {
+        return Ok(known);
+    }
+    let id = insert_identity(connection, key).await?;
+    stage.others.identities.insert(key, id);
+    Ok(id)
+}
+
+async fn insert_identity(
+    connection: &mut SqliteConnection,
+    key: [i64; 11],
+) -> Result<i64, sqlx::Error> {
+    let mut query = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO usage_identities (provider_id, executor_type_id, auth_index_id, source_id, \
+         source_hash_id, api_key_hash_id, account_id, auth_label_id, auth_file_id, auth_provider_id, \
+         auth_project_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT DO UPDATE SET provider_id = excluded.provider_id RETURNING id",
+    );
+    for id in key {
+        query = query.bind(id);
+    }
+    query.fetch_one(&mut *connection).await
+}
+
+/// Adds `entries` to the packed block `bucket` of `table`.
+async fn merge_entries(
+    connection: &mut SqliteConnection,
+    table: &str,
+    bucket: i64,
+    with_identity: bool,
+    entries: &Entries,
+) -> Result<(), sqlx::Error> {
+    let mut merged = entries.clone();
+    if let Some(existing) = read_blob(connection, table, bucket).await? {
+        decode_entries(bucket, with_identity, &existing, |key, sums| {
+            merged.entry(key).or_default().merge(&sums);
+        });
+    }
+    let mut blob = Vec::new();
+    encode_entries(bucket, with_identity, &merged, &mut blob);
+    write_blob(connection, table, bucket, blob).await
+}
+
+/// Completes what a migration left to do in Rust, once: fills rollups added by a
+/// migration from the rollups that already existed. Runs at open, before anything
+/// is ingested; each step commits with the removal of its mark.
+pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+    let pending: Vec<String> = sqlx::query_scalar("SELECT name FROM usage_rollup_backfill")
+        .fetch_all(writer)
+        .await?;
+    for name in pending {
+        let mut transaction = writer.begin().await?;
+        if name == "heat_h" {
+            backfill_heat(&mut transaction).await?;
+        }
+        sqlx::query("DELETE FROM usage_rollup_backfill WHERE name = ?")
+            .bind(&name)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+    }
+    Ok(())
+}
+
+/// `usage_rollup_heat_h` from `usage_rollup_ident_h`: every entry's identity is
+/// replaced by its reduced heat identity and equal keys are summed.
+async fn backfill_heat(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    // id and the eleven dimension ids.
+    type Row = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
+    let rows: Vec<Row> =
+        sqlx::query_as(
+            "SELECT id, provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, \
+             api_key_hash_id, account_id, auth_label_id, auth_file_id, auth_provider_id, auth_project_id \
+             FROM usage_identities",
+        )
+        .fetch_all(&mut *connection)
+        .await?;
+    let mut ids: HashMap<[i64; 11], i64> = HashMap::new();
+    let mut keys: Vec<(i64, [i64; 11])> = Vec::new();
+    for row in rows {
+        let key = [
+            row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10, row.11,
+        ];
+        ids.insert(key, row.0);
+        keys.push((row.0, key));
+    }
+    let mut heat_of: HashMap<i64, i64> = HashMap::new();
+    for (id, key) in keys {
+        let reduced = heat_key(&key);
+        let heat_id = match ids.get(&reduced) {
+            Some(known) => *known,
+            None => {
+                let created = insert_identity(connection, reduced).await?;
+                ids.insert(reduced, created);
+                created
+            }
+        };
+        heat_of.insert(id, heat_id);
+    }
+    let mut cursor = i64::MIN;
+    loop {
+        let blobs: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT bucket_ms, entries FROM usage_rollup_ident_h WHERE bucket_ms > ? \
+             ORDER BY bucket_ms LIMIT 256",
+        )
+        .bind(cursor)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = blobs.last().map(|row| row.0) else {
+            return Ok(());
+        };
+        cursor = last;
+        for (bucket, blob) in blobs {
+            let mut entries = Entries::new();
+            decode_entries(bucket, true, &blob, |key, sums| {
+                let identity = heat_of.get(&key.identity).copied().unwrap_or(0);
+                entries
+                    .entry(EntryKey { identity, ..key })
+                    .or_default()
+                    .merge(&sums);
+            });
+            let mut out = Vec::new();
+            encode_entries(bucket, true, &entries, &mut out);
+            write_blob(connection, "usage_rollup_heat_h", bucket, out).await?;
+        }
+    }
 }
 
 /// Size at which a sample run is sealed and the block's next batch starts a new one.

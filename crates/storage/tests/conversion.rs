@@ -164,3 +164,68 @@ async fn latency_samples_of_a_database_from_before_sample_runs() {
     let after = percentiles(store).await;
     assert_eq!(after, before);
 }
+
+#[tokio::test]
+async fn heatmaps_of_a_database_from_before_the_heat_rollup() {
+    use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, monitoring};
+    use cpamp_domain::analytics::query::Scope;
+    use cpamp_domain::analytics::time::{Granularity, Zone};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = seeded(&path, 2_000).await;
+    let heatmap = |store: SqliteStore| async move {
+        let mut answers = Vec::new();
+        for zone in ["Asia/Shanghai", "America/New_York"] {
+            let response = monitoring(
+                &store,
+                MonitoringRequest {
+                    scope: Scope::time_only(END_MS - 3 * DAY_MS + 7 * 60_000 + 3, END_MS - 11),
+                    now_ms: END_MS,
+                    zone: Zone::parse(zone).expect("zone"),
+                    granularity: Granularity::Day,
+                    include: Include {
+                        heatmap: true,
+                        hourly_distribution: true,
+                        ..Include::default()
+                    },
+                    generated_at_ms: END_MS,
+                },
+            )
+            .await
+            .expect("query");
+            answers.push(serde_json::to_string(&response).expect("json"));
+        }
+        store.close().await;
+        answers
+    };
+    let before = heatmap(store).await;
+    assert!(
+        before
+            .iter()
+            .all(|answer| answer.contains("api_key_contributors"))
+    );
+
+    // The earlier shape: no heat rollup, and no reduced identities (every synthetic
+    // event names a credential, so reduced identities are exactly the rows without one).
+    rewind(
+        &path,
+        22,
+        &[
+            "DROP TABLE usage_rollup_heat_h",
+            "DROP TABLE usage_rollup_backfill",
+            "DELETE FROM usage_identities WHERE auth_index_id = 0 AND source_id = 0 AND auth_file_id = 0",
+        ],
+    )
+    .await;
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = heatmap(store.clone()).await;
+    assert_eq!(after, before);
+    // The conversion ran once and left nothing to do.
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen again");
+    assert_eq!(heatmap(store).await, before);
+}

@@ -2,14 +2,20 @@
 //! with realistic CPA 7.2 payloads, then every request the panel sends timed over
 //! HTTP with the server's resident memory before and after each.
 //!
-//! `cargo xtask bench e2e [--size N] [--live] [--runs R] [--live-minutes M]`
-//! (xtask builds the release binary and passes `--server`).
+//! `cargo xtask bench e2e [--size N] [--live] [--runs R] [--live-minutes M]
+//! [--data DIR] [--keep]` (xtask builds the release binary and passes `--server`).
 //!
 //! - Default: N events (1,000,000) spread evenly over the 30 days before now.
 //! - `--live`: first an empty day, then N events into today, each time a trickle of
 //!   10 events/s whose disk writes and CPU per event are measured; then a steady
 //!   2,000 events/s for M minutes (6) with CPA's backlog sampled; then the request
 //!   table, now that the last 30 minutes hold the most events.
+//!
+//! - `--data DIR --keep`: the data directory is `DIR` and is kept afterwards, with a
+//!   note of what it holds (`e2e-fill.txt`: size and the fill's end instant). A later
+//!   run with the same `--data DIR` and `--size` (not `--live`) reuses it instead of
+//!   filling again, times the server's start on it (new migrations run there), and
+//!   anchors every request at the fill's end instant, so a 1M fill is done once.
 //!
 //! Figures depend on the machine's load: the table header prints `uptime`'s load
 //! average, and each target is printed beside its figure.
@@ -47,8 +53,10 @@ struct Args {
     runs: usize,
     live_minutes: u64,
     live_rate: u64,
-    /// Keep the data directory here instead of deleting it (for inspection).
-    keep: Option<PathBuf>,
+    /// The data directory (a fresh temporary one when not given).
+    data: Option<PathBuf>,
+    /// Keep the data directory afterwards (and reuse a filled one).
+    keep: bool,
 }
 
 fn args() -> Args {
@@ -59,7 +67,8 @@ fn args() -> Args {
         runs: 7,
         live_minutes: 6,
         live_rate: 2_000,
-        keep: None,
+        data: None,
+        keep: false,
     };
     let mut list = std::env::args().skip(1);
     while let Some(arg) = list.next() {
@@ -71,9 +80,10 @@ fn args() -> Args {
             "--live" => out.live = true,
             "--live-minutes" => out.live_minutes = value().parse().expect("--live-minutes M"),
             "--live-rate" => out.live_rate = value().parse().expect("--live-rate R"),
-            "--keep" => out.keep = Some(PathBuf::from(value())),
+            "--data" => out.data = Some(PathBuf::from(value())),
+            "--keep" => out.keep = true,
             other => panic!(
-                "unknown option {other:?}; use --server PATH, --size N, --runs R, --live, --live-minutes M, --live-rate R, --keep DIR"
+                "unknown option {other:?}; use --server PATH, --size N, --runs R, --live, --live-minutes M, --live-rate R, --data DIR, --keep"
             ),
         }
     }
@@ -341,6 +351,18 @@ fn probes(server: &Server, now: i64, large: bool) -> Vec<Probe> {
         50.0,
         json!({"from_ms": month, "to_ms": now, "now_ms": now, "time_zone": "UTC",
                "include": compact(json!({"granularity": "day", "api_key_stats": true, "events_page": {"limit": 500}}))}),
+    ));
+    list.push(analytics(
+        "monitor 30d: full summary + task buckets",
+        50.0,
+        json!({"from_ms": month, "to_ms": now, "now_ms": now, "time_zone": "UTC",
+               "include": {"summary": true, "granularity": "day", "task_buckets": true}}),
+    ));
+    list.push(analytics(
+        "monitor last 30 min: summary",
+        50.0,
+        json!({"from_ms": now - 30 * MINUTE_MS, "to_ms": now, "now_ms": now, "time_zone": "UTC",
+               "include": compact(json!({"granularity": "hour", "summary_percentiles": true}))}),
     ));
     list.push(analytics(
         "monitor 30d: selectors",
@@ -628,12 +650,22 @@ fn main() {
     let mut options = FakeCpaOptions::new(CPA_KEY);
     options.retention = Duration::from_secs(3600);
     let cpa = runtime.block_on(FakeCpa::start(options)).expect("fake CPA");
-    let data = args.keep.clone().unwrap_or_else(|| {
+    let data = args.data.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("cpamp-bench-e2e-{}", std::process::id()))
     });
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).expect("data dir");
+    // A directory filled by an earlier `--keep` run with the same size is reused.
+    let reused = if args.live {
+        None
+    } else {
+        filled(&data, args.size)
+    };
+    if reused.is_none() {
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).expect("data dir");
+    }
+    let started = Instant::now();
     let server = Server::start(&args.server, &data, &cpa.base_url());
+    let start_seconds = started.elapsed().as_secs_f64();
     let mut traffic = Traffic::new(0x5eed);
     let idle_rss = server.rss_mib();
     println!(
@@ -647,7 +679,17 @@ fn main() {
         load_average()
     );
     let mut stored = 0;
-    if args.live {
+    let mut anchor = None;
+    if let Some(fill_end) = reused {
+        stored = wait_reused(&server, args.size);
+        anchor = Some(fill_end);
+        println!(
+            "reused {} ({stored} events, filled up to {}); server up in {start_seconds:.1}s",
+            data.display(),
+            jiff::Timestamp::from_millisecond(fill_end)
+                .map_or_else(|_| fill_end.to_string(), |t| t.to_string())
+        );
+    } else if args.live {
         // An empty day first, then a day holding `size` events.
         let empty = trickle(&cpa, &server, &mut traffic, 10, 60, stored);
         stored += 600;
@@ -730,6 +772,13 @@ fn main() {
             args.size as f64 / seconds,
             load_average()
         );
+        if args.keep {
+            std::fs::write(
+                data.join(FILL_NOTE),
+                format!("{} {}\n", args.size, now_ms()),
+            )
+            .expect("write the fill note");
+        }
     }
     std::thread::sleep(Duration::from_secs(3));
     let database = server.database_bytes();
@@ -739,7 +788,7 @@ fn main() {
         database as f64 / stored as f64,
         server.rss_mib()
     );
-    let now = now_ms();
+    let now = anchor.unwrap_or_else(now_ms);
     let list = probes(&server, now, args.size >= 5_000_000);
     println!(
         "requests: median and max of {} runs after one warm-up; load {}",
@@ -760,7 +809,28 @@ fn main() {
     }
     server.stop();
     cpa.stop();
-    if args.keep.is_none() {
+    if args.keep {
+        println!("data kept in {}", data.display());
+    } else {
         let _ = std::fs::remove_dir_all(&data);
     }
+}
+
+/// What a kept data directory holds: `<size> <fill end, Unix ms>`.
+const FILL_NOTE: &str = "e2e-fill.txt";
+
+/// The fill's end instant when `data` was filled with `size` events by a `--keep` run.
+fn filled(data: &Path, size: u64) -> Option<i64> {
+    let note = std::fs::read_to_string(data.join(FILL_NOTE)).ok()?;
+    let mut fields = note.split_whitespace();
+    let noted: u64 = fields.next()?.parse().ok()?;
+    let end: i64 = fields.next()?.parse().ok()?;
+    (noted == size && data.join("usage.sqlite").exists()).then_some(end)
+}
+
+/// Waits until a reused server reports the filled events (it may be converting the
+/// database in place first) and returns the count.
+fn wait_reused(server: &Server, size: u64) -> u64 {
+    wait_stored(server, size);
+    server.stored()
 }

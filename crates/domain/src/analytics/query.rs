@@ -387,6 +387,13 @@ impl Scope {
     }
 }
 
+/// Whether a searched text matches a search query (trimmed and lowercased, as in
+/// [`Scope::search_query`]): a case-insensitive substring test, exactly the one
+/// [`Scope::matches_event`] applies to each searched field.
+pub fn search_matches(haystack: &str, needle: &str) -> bool {
+    contains_lowercase(haystack, needle)
+}
+
 /// `haystack.to_lowercase().contains(needle)` without allocating for ASCII text.
 fn contains_lowercase(haystack: &str, needle: &str) -> bool {
     if needle.len() > haystack.len() {
@@ -746,6 +753,17 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
     fn groups(
         &self,
         request: GroupRequest,
+    ) -> impl Future<Output = Result<Vec<GroupRow>, StoreError>> + Send;
+
+    /// Group rows for the heatmap and the hourly distribution: those of
+    /// [`Self::groups`] with identities and a `(zone, Hour)` timeline, except that
+    /// a row's identity may carry only the API-key hash and the effective provider
+    /// (in `provider`, `auth_provider` empty): the identity fields the heatmap
+    /// reads. That lets storage answer from a rollup with far fewer rows.
+    fn heat_groups(
+        &self,
+        scope: Scope,
+        zone: Zone,
     ) -> impl Future<Output = Result<Vec<GroupRow>, StoreError>> + Send;
 
     /// Every distinct (identity, analytics model) pair of the events of `scope`,

@@ -33,7 +33,7 @@ pub fn spawn(binary: &Path, env: &[(&str, &std::ffi::OsStr)]) -> (Child, String)
         }
     });
     let addr = receiver
-        .recv_timeout(Duration::from_secs(60))
+        .recv_timeout(Duration::from_secs(1800))
         .expect("the server reports its address");
     (child, format!("http://{addr}"))
 }

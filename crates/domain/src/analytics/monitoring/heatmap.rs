@@ -1,12 +1,12 @@
 //! `heatmap` (local weekday × hour cells with their top contributors) and
 //! `hourly_distribution` (local hour of day).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use crate::analytics::cost::PriceBook;
-use crate::analytics::query::GroupRow;
+use crate::analytics::query::{GroupRow, Text};
 use crate::analytics::ratio;
 use crate::analytics::time::Zone;
 use crate::analytics::totals::{Totals, cost_key, row_cost};
@@ -73,48 +73,54 @@ pub struct Contributor {
 }
 
 pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<HeatCell> {
+    // Contributors are keyed by the rows' shared texts (no copy per row) and each
+    // distinct bucket is converted to local time once.
     #[derive(Default)]
     struct Cell {
         acc: Totals,
-        models: BTreeMap<String, Totals>,
-        keys: BTreeMap<String, Totals>,
-        providers: BTreeMap<String, Totals>,
+        models: HashMap<Text, Totals>,
+        keys: HashMap<Text, Totals>,
+        providers: HashMap<Text, Totals>,
     }
+    let unknown: Text = Text::from("Unknown");
+    let mut local: HashMap<i64, (i64, i64)> = HashMap::new();
     let mut cells: BTreeMap<(i64, i64), Cell> = BTreeMap::new();
     for row in rows {
         let cost = row_cost(book, row);
-        let cell = cells.entry(zone.weekday_hour(row.bucket_ms)).or_default();
+        let at = *local
+            .entry(row.bucket_ms)
+            .or_insert_with(|| zone.weekday_hour(row.bucket_ms));
+        let cell = cells.entry(at).or_default();
         cell.acc.add(row, cost);
         let model = if row.model.trim().is_empty() {
-            "Unknown".to_string()
+            &unknown
         } else {
-            row.model.to_string()
+            &row.model
         };
-        cell.models.entry(model).or_default().add(row, cost);
+        add_to(&mut cell.models, model, row, cost);
         if let Some(identity) = &row.identity {
             if !identity.api_key_hash.trim().is_empty() {
-                cell.keys
-                    .entry(identity.api_key_hash.to_string())
-                    .or_default()
-                    .add(row, cost);
+                add_to(&mut cell.keys, &identity.api_key_hash, row, cost);
             }
-            let provider = identity.effective_provider();
+            let provider = if identity.auth_provider.is_empty() {
+                &identity.provider
+            } else {
+                &identity.auth_provider
+            };
             let provider = if provider.trim().is_empty() {
-                "Unknown"
+                &unknown
             } else {
                 provider
             };
-            cell.providers
-                .entry(provider.to_string())
-                .or_default()
-                .add(row, cost);
+            add_to(&mut cell.providers, provider, row, cost);
         }
     }
-    let top = |map: &BTreeMap<String, Totals>, cell_calls: i64| -> Vec<Contributor> {
+    let top = |map: &HashMap<Text, Totals>, cell_calls: i64| -> Vec<Contributor> {
+        // Keys are distinct, so the order below is total whatever the map's order.
         let mut list: Vec<Contributor> = map
             .iter()
             .map(|(key, acc)| Contributor {
-                key: key.clone(),
+                key: key.to_string(),
                 calls: acc.metrics.calls,
                 success: acc.metrics.success(),
                 failure: acc.metrics.failures,
@@ -154,11 +160,26 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
         .collect()
 }
 
+fn add_to(map: &mut HashMap<Text, Totals>, key: &Text, row: &GroupRow, cost: Option<f64>) {
+    match map.get_mut(key) {
+        Some(totals) => totals.add(row, cost),
+        None => {
+            let mut totals = Totals::default();
+            totals.add(row, cost);
+            map.insert(key.clone(), totals);
+        }
+    }
+}
+
 /// Calls and tokens per local hour of day, hours with calls only, ascending.
 pub(super) fn hourly_distribution(rows: &[GroupRow], zone: &Zone) -> Vec<HourPoint> {
+    let mut local: HashMap<i64, i64> = HashMap::new();
     let mut hours: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
     for row in rows {
-        let entry = hours.entry(zone.weekday_hour(row.bucket_ms).1).or_default();
+        let hour = *local
+            .entry(row.bucket_ms)
+            .or_insert_with(|| zone.weekday_hour(row.bucket_ms).1);
+        let entry = hours.entry(hour).or_default();
         entry.0 = entry.0.saturating_add(row.metrics.calls);
         entry.1 = entry.1.saturating_add(row.metrics.total);
     }

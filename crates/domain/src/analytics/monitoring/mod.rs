@@ -327,8 +327,7 @@ pub async fn monitoring<S: AnalyticsStore>(
         }
     }
     if include.task_buckets && response.task_buckets.is_empty() {
-        let events = store.raw_events(scope.clone(), usize::MAX).await?;
-        response.task_buckets = tasks::task_buckets(&events);
+        response.task_buckets = tasks::newest_task_buckets(store, &scope).await?;
     }
     if include.anomaly_points && points.len() >= 2 {
         response.anomaly_points = anomalies::anomalies(&points, granularity);
@@ -337,13 +336,17 @@ pub async fn monitoring<S: AnalyticsStore>(
         response.timeline = points;
     }
     if include.hourly_distribution || include.heatmap {
-        let rows = store
-            .groups(GroupRequest {
-                scope: scope.clone(),
-                identity: include.heatmap,
-                timeline: Some((zone.clone(), Granularity::Hour)),
-            })
-            .await?;
+        let rows = if include.heatmap {
+            store.heat_groups(scope.clone(), zone.clone()).await?
+        } else {
+            store
+                .groups(GroupRequest {
+                    scope: scope.clone(),
+                    identity: false,
+                    timeline: Some((zone.clone(), Granularity::Hour)),
+                })
+                .await?
+        };
         if include.hourly_distribution {
             response.hourly_distribution = heatmap::hourly_distribution(&rows, &zone);
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::tasks::{TaskBucket, task_buckets};
+use super::tasks::{TaskBucket, newest_task_buckets};
 use crate::analytics::cost::PriceBook;
 use crate::analytics::query::{AnalyticsStore, GroupRequest, GroupRow, SampleBlock, Scope};
 use crate::analytics::time::{Granularity, MINUTE_MS, Zone};
@@ -208,8 +208,7 @@ pub(super) async fn summary<S: AnalyticsStore>(
         .map(|row| &*row.model)
         .collect();
     summary.zero_token_models = Some(zero_token_models.into_iter().map(str::to_string).collect());
-    let events = store.raw_events(scope.clone(), usize::MAX).await?;
-    let tasks = task_buckets(&events);
+    let tasks = newest_task_buckets(store, scope).await?;
     summary.approx_tasks = tasks.len() as i64;
     summary.approx_task_failures = tasks.iter().filter(|task| task.failure > 0).count() as i64;
     summary.approx_task_success_rate = ratio(

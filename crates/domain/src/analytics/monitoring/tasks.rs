@@ -1,14 +1,28 @@
 //! `task_buckets`: approximate tasks, the calls of one credential in one
 //! timestamp.
+//!
+//! Only the newest [`TASK_LIMIT`] tasks are ever answered (and counted by the
+//! summary), so [`newest_task_buckets`] walks the scope's events newest first and
+//! stops once no older event can belong to one of them: a task's key starts with
+//! its events' timestamp text, and equal texts are equal instants (the decoder
+//! derives both from one parsed time), so every event of a task has the same
+//! `timestamp_ms`. The cost depends on the tasks answered, not on the range.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::analytics::Metrics;
 use crate::analytics::identity::{IdentityFields, TaskKeys};
-use crate::analytics::query::RawEvent;
+use crate::analytics::query::{AnalyticsStore, Cursor, RawEvent, Scope};
 use crate::analytics::totals::TokenSums;
+use crate::ports::StoreError;
+
+/// At most this many tasks are answered, the newest first.
+const TASK_LIMIT: usize = 500;
+
+/// Events read per page of the newest-first walk.
+const PAGE: usize = 1000;
 
 /// One `task_buckets[]` row: an approximate task, i.e. the calls (attempts) one
 /// credential made with the same request timestamp, such as an agent's retries and
@@ -45,6 +59,62 @@ pub struct TaskBucket {
     pub max_latency_ms: Option<i64>,
 }
 
+/// The task buckets of every event of `scope` (the newest [`TASK_LIMIT`]), read
+/// newest first only as far back as they reach.
+pub(super) async fn newest_task_buckets<S: AnalyticsStore>(
+    store: &S,
+    scope: &Scope,
+) -> Result<Vec<TaskBucket>, StoreError> {
+    let mut events: Vec<RawEvent> = Vec::new();
+    // The instant of each distinct task key seen so far.
+    let mut keys: HashMap<String, i64> = HashMap::new();
+    let mut cursor = Cursor::default();
+    loop {
+        let page = store.events_page(scope.clone(), cursor, PAGE).await?;
+        for event in &page.items {
+            let at = keys.entry(task_key(event)).or_insert(event.timestamp_ms);
+            *at = (*at).max(event.timestamp_ms);
+        }
+        events.extend(page.items);
+        let Some(last) = events.last() else { break };
+        if !page.has_more {
+            break;
+        }
+        if keys.len() >= TASK_LIMIT {
+            // The newest TASK_LIMIT tasks are those at or after `boundary`; an
+            // unread event is no newer than `last`, so once `last` is older than
+            // the boundary no unread event belongs to them.
+            let mut instants: Vec<i64> = keys.values().copied().collect();
+            let (_, boundary, _) = instants.select_nth_unstable_by(TASK_LIMIT - 1, |a, b| b.cmp(a));
+            if last.timestamp_ms < *boundary {
+                break;
+            }
+        }
+        if last.timestamp_ms <= 0 {
+            // A cursor cannot point before the epoch: read the rest in one go.
+            let rest = scope.with_range(scope.from_ms, last.timestamp_ms.saturating_add(1));
+            let seen: HashSet<i64> = events.iter().map(|event| event.id).collect();
+            let more = store.raw_events(rest, usize::MAX).await?;
+            events.extend(more.into_iter().filter(|event| !seen.contains(&event.id)));
+            events.sort_by_key(|event| std::cmp::Reverse((event.timestamp_ms, event.id)));
+            break;
+        }
+        cursor = Cursor {
+            before_ms: last.timestamp_ms,
+            before_id: last.id,
+        };
+    }
+    Ok(task_buckets(&events))
+}
+
+fn task_key(event: &RawEvent) -> String {
+    let identity = &event.identity;
+    format!(
+        "{}|{}|{}",
+        event.timestamp, identity.source_hash, identity.auth_index
+    )
+}
+
 pub(super) fn task_buckets(events: &[RawEvent]) -> Vec<TaskBucket> {
     struct Task {
         key: String,
@@ -59,10 +129,7 @@ pub(super) fn task_buckets(events: &[RawEvent]) -> Vec<TaskBucket> {
     let mut tasks: HashMap<String, Task> = HashMap::new();
     for event in events {
         let identity = &event.identity;
-        let key = format!(
-            "{}|{}|{}",
-            event.timestamp, identity.source_hash, identity.auth_index
-        );
+        let key = task_key(event);
         let task = tasks.entry(key.clone()).or_insert_with(|| Task {
             key,
             first_ms: event.timestamp_ms,
@@ -109,6 +176,6 @@ pub(super) fn task_buckets(events: &[RawEvent]) -> Vec<TaskBucket> {
             .cmp(&a.last_ms)
             .then_with(|| a.bucket_key.cmp(&b.bucket_key))
     });
-    out.truncate(500);
+    out.truncate(TASK_LIMIT);
     out
 }

@@ -1,0 +1,174 @@
+//! Search without reading every event of the range in full.
+//!
+//! Most searched columns are dictionary ids, so the query is matched against the
+//! dictionary texts first (a few hundred values, whatever the event count); the
+//! event condition then becomes integer `IN` lists on the columns whose kind has
+//! a matching text, plus `LIKE` on the few free-text columns. SQLite evaluates it
+//! while stepping through the range, and only matching events reach Rust.
+//!
+//! The condition is exact for ASCII free texts (SQLite's `LIKE` folds ASCII case,
+//! as the Rust check does for ASCII). An event with a non-ASCII (or control)
+//! character in a free text is also selected and flagged, and the exact Rust
+//! check decides for it, so the answer is the same as a full scan's.
+
+use cpamp_domain::analytics::query::{Scope, search_matches};
+
+use crate::analytics::CacheState;
+use crate::dims::DimKind;
+
+/// Event columns searched as dictionary ids, with the kind of their ids.
+const DICTIONARY_COLUMNS: [(&str, DimKind); 24] = [
+    ("model_id", DimKind::Model),
+    ("requested_model_id", DimKind::Model),
+    ("resolved_model_id", DimKind::Model),
+    ("endpoint_id", DimKind::Endpoint),
+    ("method_id", DimKind::Method),
+    ("path_id", DimKind::Path),
+    ("client_ip_id", DimKind::ClientIp),
+    ("x_forwarded_for_id", DimKind::XForwardedFor),
+    ("user_agent_id", DimKind::UserAgent),
+    ("source_id", DimKind::Source),
+    ("source_hash_id", DimKind::SourceHash),
+    ("api_key_hash_id", DimKind::ApiKeyHash),
+    ("auth_index_id", DimKind::AuthIndex),
+    ("account_snapshot_id", DimKind::Account),
+    ("auth_label_snapshot_id", DimKind::AuthLabel),
+    ("auth_file_snapshot_id", DimKind::AuthFile),
+    ("auth_provider_snapshot_id", DimKind::AuthProvider),
+    ("auth_project_id_snapshot_id", DimKind::AuthProject),
+    ("reasoning_effort_id", DimKind::ReasoningEffort),
+    ("service_tier_id", DimKind::ServiceTier),
+    ("executor_type_id", DimKind::ExecutorType),
+    ("header_quota_plan_type_id", DimKind::QuotaPlanType),
+    ("header_error_kind_id", DimKind::ErrorKind),
+    ("header_error_code_id", DimKind::ErrorCode),
+];
+
+/// Free-text event columns searched directly.
+const TEXT_COLUMNS: [&str; 3] = ["request_id", "fail_summary", "header_trace_id"];
+
+/// The SQL form of a scope's search.
+pub(crate) struct SearchSql {
+    /// True for every event the search matches, and for events flagged by
+    /// [`Self::unsure`]; its `?` placeholders (the only `?` in it) take
+    /// [`Self::binds`] in order.
+    pub condition: String,
+    /// True for events whose free texts the condition cannot judge exactly.
+    pub unsure: String,
+    pub binds: Vec<String>,
+}
+
+impl SearchSql {
+    /// The search of `scope`, or `None` without one.
+    pub(crate) fn of(scope: &Scope, state: &CacheState) -> Option<SearchSql> {
+        let needle = scope.search_query.as_str();
+        if needle.is_empty() {
+            return None;
+        }
+        let mut exact: Vec<String> = Vec::new();
+        let mut binds: Vec<String> = Vec::new();
+        let mut by_kind: std::collections::HashMap<u8, Vec<i64>> = Default::default();
+        for (id, text) in state.texts() {
+            if search_matches(text, needle) {
+                by_kind.entry(state.kind(*id)).or_default().push(*id);
+            }
+        }
+        for ids in by_kind.values_mut() {
+            ids.sort_unstable();
+        }
+        for (column, kind) in DICTIONARY_COLUMNS {
+            if let Some(ids) = by_kind.get(&(kind as u8)) {
+                exact.push(format!("{column} IN ({})", list(ids)));
+            }
+        }
+        // The analytics model: the effective model's mapped model.
+        let mut effective: Vec<i64> = state
+            .analytics_pairs()
+            .filter(|(_, analytics)| search_matches(&state.text(Some(*analytics)), needle))
+            .map(|(model, _)| model)
+            .collect();
+        if !effective.is_empty() {
+            effective.sort_unstable();
+            exact.push(format!(
+                "coalesce(requested_model_id, model_id) IN ({})",
+                list(&effective)
+            ));
+        }
+        // The API-key search is OR-ed into the search group.
+        let hash = scope.search_api_key_hash.as_str();
+        if !hash.is_empty() {
+            let mut ids: Vec<i64> = state
+                .texts()
+                .filter(|(id, text)| {
+                    state.kind(**id) == DimKind::ApiKeyHash as u8 && text.eq_ignore_ascii_case(hash)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if !ids.is_empty() {
+                ids.sort_unstable();
+                exact.push(format!("api_key_hash_id IN ({})", list(&ids)));
+            }
+        }
+        let mut unsure: Vec<String> = Vec::new();
+        for column in TEXT_COLUMNS {
+            if needle.is_ascii() {
+                exact.push(format!("{column} LIKE ? ESCAPE '\\'"));
+                binds.push(like_pattern(needle));
+            }
+            unsure.push(format!("{column} GLOB '*[^ -~]*'"));
+        }
+        // The hash is lowercase hex: only a hex needle can be part of it.
+        if needle.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            exact.push("instr(lower(hex(event_hash)), ?) > 0".to_string());
+            binds.push(needle.to_string());
+        }
+        let unsure = unsure.join(" OR ");
+        let exact = if exact.is_empty() {
+            "0".to_string()
+        } else {
+            exact.join(" OR ")
+        };
+        Some(SearchSql {
+            condition: format!("(({exact}) OR ({unsure}))"),
+            unsure: format!("({unsure})"),
+            binds,
+        })
+    }
+}
+
+impl SearchSql {
+    /// [`Self::condition`] with its placeholders numbered from `first` (`?4`,
+    /// `?5`, …), for statements that number their own placeholders: a plain `?`
+    /// after numbered ones would not take the next argument.
+    pub(crate) fn numbered_condition(&self, first: usize) -> String {
+        let mut out = String::with_capacity(self.condition.len() + 8);
+        let mut next = first;
+        for ch in self.condition.chars() {
+            if ch == '?' {
+                out.push_str(&format!("?{next}"));
+                next += 1;
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    }
+}
+
+fn list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// `%needle%` with `\`, `%` and `_` escaped: the needle is matched literally.
+fn like_pattern(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for ch in needle.chars() {
+        if matches!(ch, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}

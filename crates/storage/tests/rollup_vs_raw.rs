@@ -1,0 +1,186 @@
+//! Answers served from rollups equal the answers of a raw scan of the same events.
+//!
+//! A search every stored event matches (each synthetic event's method is `POST`)
+//! makes the store read raw events for every section; the same request without it
+//! is answered from rollups (and the newest-first task walk). The two answers must
+//! be identical, section by section, in zones with whole-hour, half-hour,
+//! 45-minute and daylight-saving offsets, over ranges with partial quarter hours,
+//! hours and days at both ends.
+
+mod support;
+
+use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, monitoring};
+use cpamp_domain::analytics::query::Scope;
+use cpamp_domain::analytics::time::{DAY_MS, Granularity, HOUR_MS, Zone};
+use cpamp_domain::event::{UsageEvent, format_timestamp_ms};
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
+use cpamp_storage::{Options, SqliteStore};
+use support::synth;
+
+const END_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+/// Synthetic events over five days, plus siblings sharing an instant and a
+/// credential with an earlier event (several calls of one task), stored in
+/// batches out of time order.
+async fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(Options::new(dir.path().join("usage.sqlite")))
+        .await
+        .expect("open store");
+    let mut events = synth::events(23, 6_000, END_MS, 5);
+    let siblings: Vec<UsageEvent> = events
+        .iter()
+        .step_by(7)
+        .enumerate()
+        .map(|(index, event)| {
+            let mut sibling = event.clone();
+            sibling.event_hash = format!("{index:064x}");
+            sibling.model = "gpt-5-mini".to_string();
+            sibling.requested_model = Some("gpt-5-mini".to_string());
+            sibling.failed = index % 5 == 0;
+            sibling.timestamp = format_timestamp_ms(event.timestamp_ms);
+            sibling
+        })
+        .collect();
+    events.extend(siblings);
+    // Newest batches first, so rollup blocks are merged out of order.
+    for chunk in events.chunks(300).rev() {
+        store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://cpa".into()),
+                events: chunk.to_vec(),
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("store batch");
+    }
+    (dir, store)
+}
+
+fn everything() -> Include {
+    Include {
+        summary: true,
+        compact: false,
+        percentiles: true,
+        timeline: true,
+        hourly_distribution: true,
+        heatmap: true,
+        model_share: true,
+        model_stats: true,
+        channel_share: true,
+        failure_sources: true,
+        account_stats: true,
+        credential_stats: true,
+        api_key_stats: true,
+        task_buckets: true,
+        ..Include::default()
+    }
+}
+
+async fn answer(
+    store: &SqliteStore,
+    scope: Scope,
+    zone: &str,
+    granularity: Granularity,
+) -> serde_json::Value {
+    let response = monitoring(
+        store,
+        MonitoringRequest {
+            scope,
+            now_ms: END_MS - 3 * HOUR_MS - 7 * 60_000,
+            zone: Zone::parse(zone).expect("zone"),
+            granularity,
+            include: everything(),
+            generated_at_ms: END_MS,
+        },
+    )
+    .await
+    .expect("query");
+    serde_json::to_value(&response).expect("json")
+}
+
+#[tokio::test]
+async fn rollup_answers_equal_raw_scan_answers_in_every_zone() {
+    let (_dir, store) = store().await;
+    // Partial quarter hour, hour and day at both ends; one range ends after the
+    // newest event, one inside the busiest hours.
+    let ranges = [
+        (
+            END_MS - 4 * DAY_MS - 7 * 60_000 - 13,
+            END_MS - 2 * HOUR_MS - 37 * 60_000 + 5,
+        ),
+        (END_MS - 2 * DAY_MS + 3 * HOUR_MS + 1, END_MS + HOUR_MS),
+        (
+            END_MS - 30 * HOUR_MS - 22 * 60_000,
+            END_MS - 29 * HOUR_MS + 8 * 60_000,
+        ),
+    ];
+    for zone in [
+        "UTC",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "America/New_York",
+        "Asia/Shanghai",
+    ] {
+        for (from, to) in ranges {
+            for granularity in [Granularity::Hour, Granularity::Day] {
+                let rollups = answer(&store, Scope::time_only(from, to), zone, granularity).await;
+                let mut raw_scope = Scope::time_only(from, to);
+                raw_scope.search_query = "post".to_string();
+                let raw = answer(&store, raw_scope, zone, granularity).await;
+                assert!(
+                    rollups["heatmap"]
+                        .as_array()
+                        .is_some_and(|cells| !cells.is_empty()),
+                    "a heatmap in {zone}"
+                );
+                let tasks = rollups["task_buckets"].as_array().map_or(0, Vec::len);
+                assert!(
+                    tasks == 500 || (to - from < DAY_MS && tasks > 0),
+                    "{tasks} task buckets in {zone}"
+                );
+                let (Some(rollups), Some(raw)) = (rollups.as_object(), raw.as_object()) else {
+                    panic!("objects");
+                };
+                for (section, value) in rollups {
+                    assert_eq!(
+                        Some(value),
+                        raw.get(section),
+                        "{section} in {zone} over [{from}, {to}) by {granularity:?}"
+                    );
+                }
+                assert_eq!(rollups.len(), raw.len(), "sections in {zone}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn filtered_heatmaps_equal_raw_scan_heatmaps() {
+    let (_dir, store) = store().await;
+    let (from, to) = (END_MS - 3 * DAY_MS - 5 * 60_000, END_MS - 50 * 60_000);
+    let mut model = Scope::time_only(from, to);
+    model.filters.models = vec!["claude-sonnet-4-5".to_string()];
+    model.filters.include_failed = false;
+    let mut provider = Scope::time_only(from, to);
+    provider.filters.providers = vec!["gemini".to_string()];
+    for scope in [model, provider] {
+        for zone in ["Asia/Kolkata", "America/New_York"] {
+            let rollups = answer(&store, scope.clone(), zone, Granularity::Hour).await;
+            let mut raw_scope = scope.clone();
+            raw_scope.search_query = "post".to_string();
+            let raw = answer(&store, raw_scope, zone, Granularity::Hour).await;
+            assert!(
+                rollups["heatmap"]
+                    .as_array()
+                    .is_some_and(|cells| !cells.is_empty())
+            );
+            assert_eq!(rollups["heatmap"], raw["heatmap"], "heatmap in {zone}");
+            assert_eq!(rollups["summary"], raw["summary"], "summary in {zone}");
+            assert_eq!(
+                rollups["task_buckets"], raw["task_buckets"],
+                "tasks in {zone}"
+            );
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Search answers match a case-insensitive substring test over the searched
+//! fields of every event, computed here from the generated events themselves:
+//! dictionary values, free texts with non-ASCII characters (whose lowercase can
+//! be ASCII), literal `%` and `_`, event-hash and request-id fragments.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use cpamp_domain::analytics::analytics_model;
+use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, monitoring};
+use cpamp_domain::analytics::query::{AnalyticsStore, Cursor, Scope};
+use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
+use cpamp_domain::event::UsageEvent;
+use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
+use cpamp_storage::{Options, SqliteStore};
+use support::synth;
+
+const END_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn events() -> Vec<UsageEvent> {
+    let mut events = synth::events(31, 3_000, END_MS, 2);
+    let summaries = [
+        "upstream Überlastet (529)",
+        "rate_limit: 100% of quota used",
+        "\u{212A}elvin overload",
+        "plain overload",
+    ];
+    for (index, event) in events.iter_mut().enumerate() {
+        if event.failed {
+            event.fail_summary = Some(summaries[index % summaries.len()].to_string());
+        }
+        if index % 9 == 0 {
+            event.header_trace_id = Some(format!("Trace-ÄB-{index:05}"));
+            event.header_error_kind = Some("Rate_Limited".to_string());
+        }
+        if index % 13 == 0 {
+            event.request_id = Some(format!("REQ-{index:04}-Mixed"));
+        }
+    }
+    events
+}
+
+/// The searched texts of an event, as stored and read back.
+fn fields(event: &UsageEvent) -> Vec<String> {
+    let requested = event.requested_model.as_deref().unwrap_or("");
+    let effective = if requested.is_empty() {
+        &event.model
+    } else {
+        requested
+    };
+    [
+        event.request_id.clone(),
+        Some(event.event_hash.clone()),
+        Some(event.model.clone()),
+        event.requested_model.clone(),
+        Some(analytics_model(effective).to_string()),
+        event.resolved_model.clone(),
+        event.endpoint.clone(),
+        event.method.clone(),
+        event.path.clone(),
+        event.client_ip.clone(),
+        event.x_forwarded_for.clone(),
+        event.user_agent.clone(),
+        event.source.clone(),
+        event.source_hash.clone(),
+        event.api_key_hash.clone(),
+        event.auth_index.clone(),
+        event.account_snapshot.clone(),
+        event.auth_label_snapshot.clone(),
+        event.auth_file_snapshot.clone(),
+        event.auth_provider_snapshot.clone(),
+        event.auth_project_id_snapshot.clone(),
+        event.reasoning_effort.clone(),
+        event.service_tier.clone(),
+        event.executor_type.clone(),
+        event.fail_summary.clone(),
+        event.header_quota_plan_type.clone(),
+        event.header_error_kind.clone(),
+        event.header_error_code.clone(),
+        event.header_trace_id.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn matches(event: &UsageEvent, needle: &str) -> bool {
+    fields(event)
+        .iter()
+        .any(|field| field.to_lowercase().contains(needle))
+}
+
+#[tokio::test]
+async fn search_answers_equal_a_substring_test_of_every_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(Options::new(dir.path().join("usage.sqlite")))
+        .await
+        .expect("open store");
+    let events = events();
+    for chunk in events.chunks(250) {
+        store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://cpa".into()),
+                events: chunk.to_vec(),
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("store batch");
+    }
+    let (from, to) = (END_MS - 2 * DAY_MS + 17 * 60_000 + 5, END_MS - 3 * 60_000);
+    let hash_fragment = events[1234].event_hash[20..31].to_string();
+    let needles = [
+        "claude".to_string(),
+        "post".to_string(),
+        "über".to_string(),
+        "kelvin".to_string(),
+        "100%".to_string(),
+        "rate_limit".to_string(),
+        "_".to_string(),
+        "%".to_string(),
+        "äb-0".to_string(),
+        "req-01".to_string(),
+        "mixed".to_string(),
+        hash_fragment,
+        "idx-3".to_string(),
+        "priority".to_string(),
+        "gemini-2.5".to_string(),
+        "nothing-has-this".to_string(),
+    ];
+    for needle in needles {
+        let expected: BTreeSet<String> = events
+            .iter()
+            .filter(|event| event.timestamp_ms >= from && event.timestamp_ms < to)
+            .filter(|event| matches(event, &needle))
+            .map(|event| event.event_hash.clone())
+            .collect();
+        let mut scope = Scope::time_only(from, to);
+        scope.search_query = needle.clone();
+        let page = store
+            .events_page(scope.clone(), Cursor::default(), 10_000)
+            .await
+            .expect("page");
+        let got: BTreeSet<String> = page
+            .items
+            .iter()
+            .map(|event| event.event_hash.clone())
+            .collect();
+        assert_eq!(got, expected, "events matching {needle:?}");
+        let response = monitoring(
+            &store,
+            MonitoringRequest {
+                scope,
+                now_ms: END_MS,
+                zone: Zone::parse("Asia/Kolkata").expect("zone"),
+                granularity: Granularity::Hour,
+                include: Include {
+                    summary: true,
+                    compact: true,
+                    percentiles: true,
+                    timeline: true,
+                    account_stats: true,
+                    ..Include::default()
+                },
+                generated_at_ms: END_MS,
+            },
+        )
+        .await
+        .expect("query");
+        let summary = response.summary.expect("summary");
+        assert_eq!(
+            summary.total_calls,
+            expected.len() as i64,
+            "calls matching {needle:?}"
+        );
+        let timeline_calls: i64 = response.timeline.iter().map(|point| point.calls).sum();
+        assert_eq!(
+            timeline_calls,
+            expected.len() as i64,
+            "timeline of {needle:?}"
+        );
+        let account_calls: i64 = response
+            .account_stats
+            .iter()
+            .map(|stat| stat.counts.calls)
+            .sum();
+        assert_eq!(
+            account_calls,
+            expected.len() as i64,
+            "accounts of {needle:?}"
+        );
+        assert!(
+            needle == "nothing-has-this" || !expected.is_empty(),
+            "{needle:?} finds something"
+        );
+    }
+}
