@@ -12,11 +12,13 @@
 //!   (see `frontend.rs`); `e2e`: the panel's end-to-end tests in Chromium.
 //! - `deploy-check`: hadolint, shellcheck and `systemd-analyze` on `deploy/` (see `deploy.rs`).
 //! - `dist [--debug]`: the native release archive in `target/dist/`.
+//! - `fuzz [--smoke] [target] [--runs N] [--seeds]`: the libFuzzer targets (see `fuzz.rs`).
 
 mod bench;
 mod deploy;
 mod deps;
 mod frontend;
+mod fuzz;
 #[cfg(test)]
 mod reference;
 mod tidy;
@@ -53,11 +55,13 @@ fn run(args: &[String]) -> Result<(), String> {
         "deploy-check" => deploy::check(&shell),
         "dist" => deploy::dist(&shell, rest),
         "dist-check" => deploy::dist_check(&shell),
+        "fuzz" => fuzz::run(&shell, rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <ci | fmt [--check] | lint | test | bench <name> | frontend [--check] | e2e | deploy-check | dist [--debug]>"
+                "usage: cargo xtask <ci | fmt [--check] | lint | test | bench <name> | frontend [--check] | e2e | deploy-check | dist [--debug] | fuzz [--smoke] [target] [--runs N] [--seeds]>"
             );
             println!("benchmarks: {}", bench::NAMES.join(", "));
+            println!("fuzz targets: {}", fuzz::TARGETS.join(", "));
             Ok(())
         }
         other => Err(format!("unknown command {other:?}; try `cargo xtask help`")),
@@ -80,6 +84,7 @@ fn ci(shell: &Shell) -> Result<(), String> {
     test(shell)?;
     step("load smoke (no lost event, no unexpected answer under load)");
     bench::load(shell, &["--smoke".to_string()])?;
+    fuzz::run(shell, &["--smoke".to_string()])?;
     frontend::run(shell, &["--check".to_string()])?;
     frontend::e2e(shell)?;
     deploy::check(shell)?;

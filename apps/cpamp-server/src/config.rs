@@ -83,6 +83,9 @@ pub struct Settings {
     /// What the collector may hold while the store refuses writes
     /// (`USAGE_HOLD_MEMORY_ITEMS`, `USAGE_INBOX_MAX_BYTES`, `CPA_QUEUE_RETENTION_SECONDS`).
     pub hold: cpamp_collector::HoldLimits,
+    /// How long shutdown keeps retrying a store that refuses writes before leaving the
+    /// held events to the inbox (`USAGE_SHUTDOWN_GRACE_SECONDS`).
+    pub shutdown_grace: Duration,
     /// Model price sync sources (`MODEL_PRICE_SYNC_*_URL`; `off` disables one).
     pub price_sources: cpamp_api::price_sync::SourceUrls,
     /// Environment variables that were set (for env-locked settings).
@@ -164,6 +167,7 @@ struct RawFile {
     usage_hold_memory_items: Option<i64>,
     usage_inbox_max_bytes: Option<i64>,
     cpa_queue_retention_seconds: Option<i64>,
+    usage_shutdown_grace_seconds: Option<i64>,
     model_price_sync_models_dev_url: Option<String>,
     model_price_sync_lite_llm_url: Option<String>,
     model_price_sync_open_router_url: Option<String>,
@@ -532,6 +536,17 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             &mut warnings,
         ),
     );
+    let shutdown_grace = Duration::from_secs(
+        u64::try_from(positive(
+            env("USAGE_SHUTDOWN_GRACE_SECONDS"),
+            file.usage_shutdown_grace_seconds,
+            15,
+            "USAGE_SHUTDOWN_GRACE_SECONDS",
+            "usageShutdownGraceSeconds",
+            &mut warnings,
+        ))
+        .unwrap_or(15),
+    );
     let mut price_source = |name: &'static str, key: &str, file: &Option<String>, default: &str| {
         let value = env(name)
             .or(file.clone())
@@ -614,6 +629,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         log_format,
         import_sessions,
         hold,
+        shutdown_grace,
         price_sources,
         env_set,
         automation,

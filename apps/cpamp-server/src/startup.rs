@@ -355,6 +355,7 @@ fn startup_config(settings: &Settings) -> StartupConfig {
         poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(500),
         query_limit: settings.query_limit,
         tls_skip_verify: settings.tls_skip_verify,
+        shutdown_grace: settings.shutdown_grace,
         automation: settings.automation,
     }
 }

@@ -126,7 +126,8 @@ pub fn collector_settings(effective: &EffectiveConfig) -> Option<CollectorSettin
 pub async fn apply_collector<S: Store>(state: &AppState<S>) -> Result<(), ApiError> {
     let effective = manager_config::load(state).await?;
     match collector_settings(&effective) {
-        Some(settings) => {
+        Some(mut settings) => {
+            settings.shutdown_grace = state.startup.shutdown_grace;
             // The first auth-file listing of this connection is fetched before the first
             // pop, so the first events are labelled too.
             if let Resolution::Configured(connection) = resolution_of(&effective) {

@@ -57,14 +57,24 @@ impl CpaUsage {
     }
 }
 
-/// Call A.
+/// Call A: `GET /v0/management/config`; any 2xx answer proves that the URL reaches
+/// CPA and that CPA accepts the management key.
+///
+/// # Errors
+///
+/// [`CallError`] when CPA cannot be reached, refuses the key or answers otherwise.
 pub async fn validate(connection: &CpaConnection) -> Result<(), CallError> {
     call(connection, Method::GET, "/v0/management/config", None)
         .await
         .map(|_| ())
 }
 
-/// Call B.
+/// Call B: CPA's config again, read for the usage settings cpamp depends on (whether
+/// usage publishing is on, and how long CPA keeps queued events).
+///
+/// # Errors
+///
+/// [`CallError`] as for [`validate`], or when the answer is not a JSON object.
 pub async fn usage_settings(connection: &CpaConnection) -> Result<CpaUsage, CallError> {
     let body = call(connection, Method::GET, "/v0/management/config", None).await?;
     let value: Value = serde_json::from_slice(&body)
@@ -90,7 +100,12 @@ pub async fn proxy_url(connection: &CpaConnection, timeout: Duration) -> Option<
     (!proxy.is_empty()).then(|| proxy.to_string())
 }
 
-/// Call C.
+/// Call C: `PUT /v0/management/usage-statistics-enabled` with `{"value":true}`, which
+/// makes CPA publish usage events for cpamp to collect.
+///
+/// # Errors
+///
+/// [`CallError`] when CPA cannot be reached, refuses the key or the change.
 pub async fn enable_usage_statistics(connection: &CpaConnection) -> Result<(), CallError> {
     call(
         connection,

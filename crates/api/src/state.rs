@@ -113,6 +113,8 @@ pub struct StartupConfig {
     pub query_limit: i64,
     /// Skip certificate checks for RESP over TLS.
     pub tls_skip_verify: bool,
+    /// How long shutdown keeps retrying a store that refuses writes.
+    pub shutdown_grace: std::time::Duration,
     /// The account processing switches from env and config file.
     pub automation: AutomationStartup,
 }
@@ -149,6 +151,7 @@ impl Default for StartupConfig {
             poll_interval_ms: 500,
             query_limit: 50_000,
             tls_skip_verify: false,
+            shutdown_grace: std::time::Duration::from_secs(15),
             automation: AutomationStartup::default(),
         }
     }

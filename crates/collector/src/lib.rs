@@ -108,7 +108,7 @@ mod tls;
 pub use holding::HoldLimits;
 pub use http::HttpQueue;
 pub use inbox::{Inbox, InboxError, Recovery};
-pub use resp::{RespPop, RespSubscription, go_quote_byte};
+pub use resp::{ReplyMeaning, RespPop, RespSubscription, go_quote_byte, read_replies};
 pub use run::Collector;
 pub use settings::{
     BackoffPolicy, CPA_DEFAULT_PORT, CollectorSettings, ManagementKey, Mode, PopSide,

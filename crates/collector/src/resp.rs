@@ -176,25 +176,8 @@ impl RespConnection {
     /// Reads one reply. Cancel-safe: partial data stays in the buffer.
     pub(crate) async fn read_reply(&mut self) -> Result<BytesFrame, ReplyError> {
         loop {
-            if let Some(&first) = self.buffer.first() {
-                match first {
-                    b'+' | b'-' | b':' | b'$' | b'*' => match decode_bytes_mut(&mut self.buffer) {
-                        Ok(Some((frame, _, _))) => return Ok(frame),
-                        Ok(None) => {}
-                        Err(error) => return Err(ReplyError::Protocol(error.to_string())),
-                    },
-                    // RESP3 null, accepted as Go does.
-                    b'_' => {
-                        if self.buffer.len() >= 3 {
-                            if &self.buffer[..3] == b"_\r\n" {
-                                let _ = self.buffer.split_to(3);
-                                return Ok(BytesFrame::Null);
-                            }
-                            return Err(ReplyError::Protocol("malformed RESP3 null".into()));
-                        }
-                    }
-                    other => return Err(ReplyError::Prefix(other)),
-                }
+            if let Some(frame) = take_reply(&mut self.buffer)? {
+                return Ok(frame);
             }
             if self.buffer.capacity() - self.buffer.len() < 16 * 1024 {
                 self.buffer.reserve(64 * 1024);
@@ -206,6 +189,76 @@ impl RespConnection {
             }
         }
     }
+}
+
+/// Takes one complete reply off the front of `buffer`; `Ok(None)` while the reply is
+/// still incomplete (the bytes stay in the buffer).
+fn take_reply(buffer: &mut BytesMut) -> Result<Option<BytesFrame>, ReplyError> {
+    let Some(&first) = buffer.first() else {
+        return Ok(None);
+    };
+    match first {
+        b'+' | b'-' | b':' | b'$' | b'*' => match decode_bytes_mut(buffer) {
+            Ok(Some((frame, _, _))) => Ok(Some(frame)),
+            Ok(None) => Ok(None),
+            Err(error) => Err(ReplyError::Protocol(error.to_string())),
+        },
+        // RESP3 null, accepted as Go does.
+        b'_' => {
+            if buffer.len() < 3 {
+                return Ok(None);
+            }
+            if &buffer[..3] == b"_\r\n" {
+                let _ = buffer.split_to(3);
+                return Ok(Some(BytesFrame::Null));
+            }
+            Err(ReplyError::Protocol("malformed RESP3 null".into()))
+        }
+        other => Err(ReplyError::Prefix(other)),
+    }
+}
+
+/// What the RESP transports make of one reply read from CPA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyMeaning {
+    /// As the reply to `LPOP`/`RPOP`: the items taken, or the error (`lastError` text).
+    pub pop: Result<RawBatch, String>,
+    /// As a frame on a subscription: a message's payload, `Ok(None)` for a frame that
+    /// carries none (a confirmation, a pong, an empty message), or why the subscription
+    /// fails.
+    pub subscription: Result<Option<Bytes>, String>,
+}
+
+/// Reads replies from bytes arriving in `chunks`, as a connection to CPA does, and says
+/// what each means to the pop and the subscription. Ends at the first error of the reader
+/// itself (its text is returned) or, once the bytes run out, with `EOF` if a reply was
+/// left incomplete. The outcome does not depend on how the bytes are split into chunks;
+/// the fuzz targets check that.
+pub fn read_replies<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<ReplyMeaning>, Option<String>) {
+    let mut buffer = BytesMut::new();
+    let mut replies = Vec::new();
+    for chunk in chunks {
+        buffer.extend_from_slice(chunk);
+        loop {
+            match take_reply(&mut buffer) {
+                Ok(Some(frame)) => replies.push(ReplyMeaning {
+                    pop: pop_items(frame.clone()).map_err(|error| error.to_string()),
+                    subscription: match subscription_step(frame, false) {
+                        SubscriptionStep::Message(payload) => Ok(Some(payload)),
+                        SubscriptionStep::Nothing => Ok(None),
+                        SubscriptionStep::Ended => Err("subscription ended".to_string()),
+                        SubscriptionStep::Failed(error) => Err(error),
+                    },
+                }),
+                Ok(None) => break,
+                Err(error) => return (replies, Some(error.to_string())),
+            }
+        }
+    }
+    let end = (!buffer.is_empty()).then(|| ReplyError::Eof.to_string());
+    (replies, end)
 }
 
 /// `write!` into a `Vec<u8>` without going through `std::io`.
@@ -281,34 +334,38 @@ impl RespPop {
                 return Err(SourceError::new(Stage::Consume, error.to_string()));
             }
         };
-        let mut items = Vec::new();
-        match reply {
-            BytesFrame::Null => {}
-            BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) => {
-                if !bytes.is_empty() {
+        pop_items(reply)
+    }
+}
+
+/// The items of a pop reply: nil for an empty queue, one string, or an array of them.
+fn pop_items(reply: BytesFrame) -> Result<RawBatch, SourceError> {
+    let mut items = Vec::new();
+    match reply {
+        BytesFrame::Null => {}
+        BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) => {
+            if !bytes.is_empty() {
+                items.push(RawItem::Payload(bytes));
+            }
+        }
+        BytesFrame::Array(elements) => {
+            for element in elements {
+                if let BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) = element {
                     items.push(RawItem::Payload(bytes));
                 }
             }
-            BytesFrame::Array(elements) => {
-                for element in elements {
-                    if let BytesFrame::BulkString(bytes) | BytesFrame::SimpleString(bytes) = element
-                    {
-                        items.push(RawItem::Payload(bytes));
-                    }
-                }
-            }
-            BytesFrame::Integer(_) => {
-                return Err(SourceError::new(
-                    Stage::Consume,
-                    "unexpected RESP pop response int64",
-                ));
-            }
-            BytesFrame::Error(message) => {
-                return Err(SourceError::new(Stage::Consume, message.to_string()));
-            }
         }
-        Ok(items)
+        BytesFrame::Integer(_) => {
+            return Err(SourceError::new(
+                Stage::Consume,
+                "unexpected RESP pop response int64",
+            ));
+        }
+        BytesFrame::Error(message) => {
+            return Err(SourceError::new(Stage::Consume, message.to_string()));
+        }
     }
+    Ok(items)
 }
 
 impl UsageSource for RespPop {
@@ -521,47 +578,62 @@ async fn read_subscription(
         };
         last_received = Instant::now();
         ping_sent = None;
-        match frame {
-            BytesFrame::Array(mut items) if !items.is_empty() => {
-                let kind = frame_text(&items[0])
-                    .map(<[u8]>::to_ascii_lowercase)
-                    .unwrap_or_default();
-                match kind.as_slice() {
-                    b"message" if items.len() >= 3 => {
-                        let payload = items.swap_remove(2);
-                        if let BytesFrame::BulkString(payload) | BytesFrame::SimpleString(payload) =
-                            payload
-                            && !payload.is_empty()
-                            && sender.send(SubscriptionEvent::Message(payload)).is_err()
-                        {
-                            return;
-                        }
-                    }
-                    b"unsubscribe" if closing.is_some() => {
-                        let _ = sender.send(SubscriptionEvent::Ended);
-                        return;
-                    }
-                    b"subscribe" | b"unsubscribe" | b"pong" => {}
-                    _ => {
-                        let _ = sender.send(SubscriptionEvent::Failed(format!(
-                            "unexpected subscription frame {kind:?}"
-                        )));
-                        return;
-                    }
+        match subscription_step(frame, closing.is_some()) {
+            SubscriptionStep::Message(payload) => {
+                if sender.send(SubscriptionEvent::Message(payload)).is_err() {
+                    return;
                 }
             }
-            BytesFrame::SimpleString(text) if text.eq_ignore_ascii_case(b"pong") => {}
-            BytesFrame::Error(message) => {
-                let _ = sender.send(SubscriptionEvent::Failed(message.to_string()));
+            SubscriptionStep::Nothing => {}
+            SubscriptionStep::Ended => {
+                let _ = sender.send(SubscriptionEvent::Ended);
                 return;
             }
-            other => {
-                let _ = sender.send(SubscriptionEvent::Failed(format!(
-                    "unexpected subscription frame {other:?}"
-                )));
+            SubscriptionStep::Failed(error) => {
+                let _ = sender.send(SubscriptionEvent::Failed(error));
                 return;
             }
         }
+    }
+}
+
+/// What one frame on a subscription means.
+enum SubscriptionStep {
+    /// A `message` with a non-empty payload.
+    Message(Bytes),
+    /// A confirmation, a pong or an empty message.
+    Nothing,
+    /// CPA confirmed our `UNSUBSCRIBE`.
+    Ended,
+    /// Anything else: the subscription is broken.
+    Failed(String),
+}
+
+fn subscription_step(frame: BytesFrame, closing: bool) -> SubscriptionStep {
+    match frame {
+        BytesFrame::Array(mut items) if !items.is_empty() => {
+            let kind = frame_text(&items[0])
+                .map(<[u8]>::to_ascii_lowercase)
+                .unwrap_or_default();
+            match kind.as_slice() {
+                b"message" if items.len() >= 3 => match items.swap_remove(2) {
+                    BytesFrame::BulkString(payload) | BytesFrame::SimpleString(payload)
+                        if !payload.is_empty() =>
+                    {
+                        SubscriptionStep::Message(payload)
+                    }
+                    _ => SubscriptionStep::Nothing,
+                },
+                b"unsubscribe" if closing => SubscriptionStep::Ended,
+                b"subscribe" | b"unsubscribe" | b"pong" => SubscriptionStep::Nothing,
+                _ => SubscriptionStep::Failed(format!("unexpected subscription frame {kind:?}")),
+            }
+        }
+        BytesFrame::SimpleString(text) if text.eq_ignore_ascii_case(b"pong") => {
+            SubscriptionStep::Nothing
+        }
+        BytesFrame::Error(message) => SubscriptionStep::Failed(message.to_string()),
+        other => SubscriptionStep::Failed(format!("unexpected subscription frame {other:?}")),
     }
 }
 

@@ -215,6 +215,12 @@ async fn a_failing_store_keeps_collecting_up_to_the_memory_limit() {
     expected.extend(emitted_ids(&cpa.emit(30).await));
     harness.sink.set_failing(false);
     harness.wait_for_ids(&expected).await;
+    // The status is updated after the store call returns, so it may trail the sink.
+    wait_until("the status to show nothing held", || {
+        let status = harness.collector.status().snapshot();
+        status.pending_items == 0 && status.held_items == 0
+    })
+    .await;
     let status = harness.collector.status().snapshot();
     assert_eq!(status.pending_items, 0);
     assert_eq!(status.held_items, 0);

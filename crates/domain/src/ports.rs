@@ -252,7 +252,8 @@ pub struct CollectionGap {
     pub start_ms: i64,
     /// `None` while the gap is still open.
     pub end_ms: Option<i64>,
-    /// Why.
+    /// Why receiving stopped (server down, CPA unreachable, key rejected, store
+    /// failing, other collector error).
     pub cause: GapCause,
     /// What was observed (for example the collector's last error), without secrets.
     pub detail: String,

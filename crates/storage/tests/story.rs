@@ -247,3 +247,59 @@ async fn a_commit_that_fails_on_a_read_only_file_is_not_reported_as_stored_later
     fresh.close().await.expect("close");
     store.close().await;
 }
+
+/// The identity ledger keys an event by its hash's 32 raw bytes; a hash that is not 64 hex
+/// digits (the decoder never makes one, an imported file might) is hashed again, so it
+/// still dedupes against itself and collides with nothing else.
+#[tokio::test]
+async fn event_hashes_dedupe_by_their_raw_bytes_and_malformed_ones_stay_apart() {
+    use sqlx::Connection;
+
+    let directory = tempfile::tempdir().expect("temp dir");
+    let path = directory.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    let with_hash = |request_id: &str, hash: &str, timestamp_ms: i64| UsageEvent {
+        event_hash: hash.to_string(),
+        ..event(request_id, 0, timestamp_ms)
+    };
+    let events = vec![
+        with_hash("hex", &"ab".repeat(32), 1_000_000),
+        with_hash("not-hex-z", &"z".repeat(64), 2_000_000),
+        with_hash("not-hex-y", &"y".repeat(64), 3_000_000),
+        with_hash("short-a", "abc", 4_000_000),
+        with_hash("short-b", "abd", 5_000_000),
+    ];
+    let first = store
+        .store_batch(batch(events.clone(), vec![]))
+        .await
+        .expect("first");
+    assert_eq!((first.inserted, first.skipped), (5, 0), "{first:?}");
+    let again = store
+        .store_batch(batch(events, vec![]))
+        .await
+        .expect("again");
+    assert_eq!((again.inserted, again.skipped), (0, 5), "{again:?}");
+    store.close().await;
+
+    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    let mut ledger: Vec<String> =
+        sqlx::query_scalar("SELECT lower(hex(event_hash)) FROM usage_event_identity_ledger")
+            .fetch_all(&mut connection)
+            .await
+            .expect("ledger");
+    ledger.sort();
+    let mut expected = vec!["ab".repeat(32)];
+    for malformed in [
+        "z".repeat(64),
+        "y".repeat(64),
+        "abc".to_string(),
+        "abd".to_string(),
+    ] {
+        use sha2::Digest;
+        expected.push(hex::encode(sha2::Sha256::digest(malformed.as_bytes())));
+    }
+    expected.sort();
+    assert_eq!(ledger, expected);
+}

@@ -1,7 +1,8 @@
 //! End-to-end ingest: the real binary collecting from a fake CPA in this process, with
 //! every request id checked in the SQLite file. Covers each collector mode, a locked
-//! database, a CPA restart, RESP pointed at an HTTP-only port, SIGTERM with events held,
-//! and the `demo` subcommand.
+//! database, a CPA restart, RESP pointed at an HTTP-only port, SIGTERM with events held
+//! (committed once the lock goes, or left to the next start past the shutdown grace), and
+//! the `demo` subcommand.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::support::live::{
 };
 
 const STORE_TIMEOUT: Duration = Duration::from_secs(30);
+const METRICS_TOKEN: &str = "scrape-only-token-ingest";
 
 /// Starts the server against `cpa` in `mode`, with extra environment.
 fn start_server(
@@ -23,6 +25,7 @@ fn start_server(
     extra: &[(&str, &str)],
 ) -> ServerProcess {
     let mut env = cpa.server_env(mode);
+    env.push(("METRICS_TOKEN".to_string(), METRICS_TOKEN.to_string()));
     env.extend(
         extra
             .iter()
@@ -31,7 +34,23 @@ fn start_server(
     ServerProcess::start(dir.path(), &env_refs(&env))
 }
 
-/// 5,000 events in bursts of 500 reach the database exactly once each.
+/// What reached the store, not what it kept: the store's own count of the events it was
+/// handed (inserted, and skipped as already stored). The rows alone cannot show a batch
+/// sent twice, since the store drops the second copy by its event hash.
+fn assert_each_event_reached_the_store_once(server: &ServerProcess, emitted: usize) {
+    let skipped = crate::support::metric(server, METRICS_TOKEN, "cpamp_events_skipped_total");
+    let inserted = crate::support::metric(server, METRICS_TOKEN, "cpamp_events_ingested_total");
+    assert_eq!(
+        (inserted, skipped),
+        (emitted as u64, 0),
+        "the store was handed {} events for {emitted} emitted ({skipped} of them again); log:\n{}",
+        inserted + skipped,
+        server.log_text()
+    );
+}
+
+/// 5,000 events in bursts of 500 reach the database exactly once each, and each reached
+/// the store once.
 fn every_event_stored_once(mode: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cpa = LiveCpa::start(|_| {});
@@ -49,6 +68,7 @@ fn every_event_stored_once(mode: &str) {
         || server.log_text(),
     );
     assert_eq!(cpa.cpa.lost_events(), 0, "the fake dropped a subscriber");
+    assert_each_event_reached_the_store_once(&server, emitted.len());
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
 }
@@ -106,6 +126,7 @@ fn locked_database_during_ingest_loses_nothing() {
     assert_stored_exactly_once(&db, &expected_counts(&emitted), STORE_TIMEOUT, || {
         server.log_text()
     });
+    assert_each_event_reached_the_store_once(&server, emitted.len());
     assert!(server.terminate().success());
 }
 
@@ -264,6 +285,62 @@ fn sigterm_commits_what_the_collector_holds() {
         after.len(),
         "events emitted after SIGTERM were taken"
     );
+}
+
+/// SIGTERM while another connection keeps the database locked past the shutdown grace:
+/// the store's busy wait (5 s) outlasts the grace (1 s), so the committer gives up after
+/// its first retry past the grace, says that the events stay in the inbox, and the process
+/// exits cleanly instead of hanging on the lock. The next start stores every one of them,
+/// each reaching the store once.
+#[test]
+fn sigterm_past_the_grace_leaves_held_events_to_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cpa = LiveCpa::start(|_| {});
+    let extra = [
+        ("USAGE_BATCH_SIZE", "100"),
+        ("USAGE_SHUTDOWN_GRACE_SECONDS", "1"),
+    ];
+    let server = start_server(&dir, &cpa, "http", &extra);
+    let db = db_path(dir.path());
+    assert!(server.wait_for_log("collector starting", Duration::from_secs(10)));
+
+    let lock = WriteLock::hold(&db);
+    let held = cpa.emit(200);
+    assert!(
+        cpa.wait_until_popped(Duration::from_secs(10)),
+        "the collector did not pop everything; log:\n{}",
+        server.log_text()
+    );
+    let log = server.log.clone();
+    let mut server = server;
+    crate::support::send_sigterm(server.child.id());
+    // Each refused attempt waits out the store's busy timeout (twice when the writer
+    // connection is reopened), and so do the shutdown steps after the committer: the
+    // process needs about 25 s, but it does exit.
+    let status = crate::support::wait_with_timeout(&mut server.child, Duration::from_secs(60));
+    let text = log.lock().expect("log").join("\n");
+    assert!(status.success(), "exit status {status}; log:\n{text}");
+    assert!(
+        text.contains("the store still refuses writes at shutdown"),
+        "shutdown did not give up on the locked store; log:\n{text}"
+    );
+    assert!(
+        !text.contains("could not be stored or synced to the inbox"),
+        "events were held in memory only; log:\n{text}"
+    );
+    assert_eq!(
+        stored_total(&db),
+        0,
+        "nothing commits while the lock is held"
+    );
+    lock.release();
+
+    let server = start_server(&dir, &cpa, "http", &extra);
+    assert_stored_exactly_once(&db, &expected_counts(&held), STORE_TIMEOUT, || {
+        server.log_text()
+    });
+    assert_each_event_reached_the_store_once(&server, held.len());
+    assert!(server.terminate().success());
 }
 
 /// `cpamp-server demo` fills the database from its built-in fake CPA and keeps the fake's

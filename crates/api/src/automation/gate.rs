@@ -18,7 +18,9 @@ pub struct Expected {
     pub file: String,
     /// The credential's `auth_index`.
     pub auth_index: String,
-    /// The provider.
+    /// The credential's provider as recorded (`codex`, `xai`, …); compared after
+    /// normalisation, and with the account it identifies a credential without an auth
+    /// index.
     pub provider: String,
     /// The account recorded with the event.
     pub account_snapshot: String,

@@ -19,6 +19,7 @@ mod setup;
 pub mod status;
 pub mod transfer;
 
+pub use analytics::{dashboard_request, monitoring_request};
 pub use panel::PanelPath;
 
 use actix_web::{HttpResponse, web};

@@ -263,7 +263,7 @@ pub struct ChannelHealth {
     pub failure_rate: f64,
     /// `(calls − failures) / calls`, 0–1.
     pub success_rate: f64,
-    /// Total tokens.
+    /// Total tokens through the channel today.
     pub tokens: i64,
     /// Cost in US dollars; `null` when a model used has no price.
     pub cost: Option<f64>,

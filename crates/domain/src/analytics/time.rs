@@ -24,7 +24,8 @@ pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 /// One (24-hour) day in milliseconds.
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// Timeline granularity.
+/// Timeline granularity: the size of the local buckets of `timeline`,
+/// `credential_timeline` and `api_key_timeline` (the response's `granularity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {
     /// One bucket per local hour.
@@ -67,7 +68,7 @@ impl Default for Zone {
 }
 
 impl Zone {
-    /// UTC.
+    /// The UTC zone: what an empty `time_zone` means, and the default.
     pub fn utc() -> Zone {
         Zone { tz: TimeZone::UTC }
     }
@@ -150,8 +151,9 @@ impl Zone {
 
     /// True when every block of `block_ms` (aligned to UTC) inside `[from, to)` falls
     /// into a single local bucket, so pre-aggregated blocks can be mapped to local
-    /// buckets without splitting. Checked block by block, so DST and odd offsets
-    /// (+05:30, +05:45) are handled exactly.
+    /// buckets without splitting. Checked per offset span and at every offset transition,
+    /// so DST and odd offsets (+05:30, +05:45) are handled exactly, in time proportional
+    /// to the transitions in the range, never to its length.
     pub fn lossless(
         &self,
         granularity: Granularity,
@@ -166,25 +168,35 @@ impl Zone {
         if block_ms > step {
             return false;
         }
-        // Fast path: without an offset transition in the range, local buckets start
-        // at a fixed offset from UTC, so blocks are lossless exactly when that offset
-        // is a multiple of the block size.
-        let start = Timestamp::from_millisecond(from_ms).unwrap_or(Timestamp::UNIX_EPOCH);
-        let transition = self.tz.following(start).next();
-        let fixed =
-            transition.is_none_or(|transition| transition.timestamp().as_millisecond() >= to_ms);
-        if fixed {
-            let offset_ms = i64::from(self.tz.to_offset(start).seconds()) * 1000;
-            return offset_ms.rem_euclid(block_ms) == 0;
-        }
-        let mut block = from_ms.div_euclid(block_ms) * block_ms;
-        while block < to_ms {
+        // Between two offset transitions local buckets start at a fixed offset from
+        // UTC, so the blocks there are lossless exactly when that offset is a multiple of
+        // the block size; only the block around each transition needs a look of its own.
+        // Walking transitions rather than blocks keeps any range cheap: a zone has a few
+        // thousand transitions up to year 9999, a range of 10^18 ms has 10^12 blocks.
+        let first_block = from_ms.div_euclid(block_ms) * block_ms;
+        let mut at = Timestamp::from_millisecond(first_block).unwrap_or(Timestamp::UNIX_EPOCH);
+        loop {
+            let offset_ms = i64::from(self.tz.to_offset(at).seconds()) * 1000;
+            if offset_ms.rem_euclid(block_ms) != 0 {
+                return false;
+            }
+            let Some(transition) = self.tz.following(at).next() else {
+                return true;
+            };
+            let transition_ms = transition.timestamp().as_millisecond();
+            if transition_ms >= to_ms {
+                return true;
+            }
+            if transition.timestamp() <= at {
+                // Never expected from jiff; stop rather than walk in place.
+                return false;
+            }
+            let block = transition_ms.div_euclid(block_ms) * block_ms;
             if self.bucket(granularity, block + block_ms - 1) != self.bucket(granularity, block) {
                 return false;
             }
-            block += block_ms;
+            at = transition.timestamp();
         }
-        true
     }
 }
 
@@ -303,6 +315,84 @@ mod tests {
             ms("2025-01-01T00:00:00Z"),
             ms("2025-01-09T00:00:00Z")
         ));
+    }
+
+    /// Every block of the range, one by one: the definition `lossless` must agree with.
+    fn lossless_block_by_block(
+        zone: &Zone,
+        granularity: Granularity,
+        block_ms: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> bool {
+        let mut block = from_ms.div_euclid(block_ms) * block_ms;
+        while block < to_ms {
+            if zone.bucket(granularity, block + block_ms - 1) != zone.bucket(granularity, block) {
+                return false;
+            }
+            block += block_ms;
+        }
+        true
+    }
+
+    #[test]
+    fn lossless_agrees_with_every_block_across_transitions_and_odd_offsets() {
+        let ranges = [
+            // Spring transitions of both hemispheres' zones below.
+            (ms("2025-02-20T00:00:00Z"), ms("2025-04-10T00:00:00Z")),
+            // Autumn transitions, starting and ending mid-hour.
+            (ms("2025-09-25T10:20:00Z"), ms("2025-11-05T07:50:00Z")),
+            // A day without a transition.
+            (ms("2025-06-01T00:00:00Z"), ms("2025-06-02T00:00:00Z")),
+        ];
+        for name in [
+            "UTC",
+            "Asia/Kolkata",
+            "Asia/Kathmandu",
+            "America/New_York",
+            "Europe/Berlin",
+            "America/St_Johns",
+            "Australia/Adelaide",
+            "Australia/Lord_Howe",
+            "Pacific/Chatham",
+        ] {
+            let zone = Zone::parse(name).expect("zone");
+            for granularity in [Granularity::Hour, Granularity::Day] {
+                for block in [QUARTER_MS, HOUR_MS, DAY_MS] {
+                    for (from, to) in ranges {
+                        let expected = block <= granularity_step(granularity)
+                            && lossless_block_by_block(&zone, granularity, block, from, to);
+                        assert_eq!(
+                            zone.lossless(granularity, block, from, to),
+                            expected,
+                            "{name} {granularity:?} block {block} ms, {from}..{to}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn granularity_step(granularity: Granularity) -> i64 {
+        match granularity {
+            Granularity::Hour => HOUR_MS,
+            Granularity::Day => DAY_MS,
+        }
+    }
+
+    /// A monitoring range may end anywhere up to `i64::MAX`; checking it must not walk
+    /// its blocks (found by the `analytics` fuzz target: a range of 1.78e18 ms in a zone
+    /// with daylight saving time never finished).
+    #[test]
+    fn lossless_is_cheap_on_huge_ranges() {
+        let new_york = Zone::parse("America/New_York").expect("zone");
+        let from = ms("2025-10-01T16:00:00Z");
+        for to in [1_780_422_780_422_700_000, i64::MAX] {
+            assert!(new_york.lossless(Granularity::Hour, QUARTER_MS, from, to));
+            assert!(new_york.lossless(Granularity::Day, HOUR_MS, from, to));
+        }
+        let lord_howe = Zone::parse("Australia/Lord_Howe").expect("zone");
+        assert!(!lord_howe.lossless(Granularity::Hour, HOUR_MS, from, i64::MAX));
     }
 
     #[test]

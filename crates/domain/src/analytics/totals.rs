@@ -124,7 +124,7 @@ impl CallCounts {
 pub struct TokenSums {
     /// Σ I: normalized input.
     pub input_tokens: i64,
-    /// Output tokens.
+    /// Output tokens, reasoning included.
     pub output_tokens: i64,
     /// Σ C: compat cached tokens.
     pub cached_tokens: i64,

@@ -149,7 +149,8 @@ pub trait CooldownStore: Clone + Send + Sync + 'static {
 
 /// One account-action candidate (automation spec §4.1): a credential whose
 /// authentication failures suggest deleting, re-authorising or reviewing it, as listed
-/// by `GET /usage-service/account-actions`. All `*_ms` times are Unix milliseconds (UTC).
+/// by `GET /v0/management/account-action-candidates`. All `*_ms` times are Unix
+/// milliseconds (UTC).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Candidate {
     /// Row id, assigned by the store; the panel's actions address it.
@@ -226,7 +227,8 @@ pub struct CandidateHit {
     pub seen_at_ms: i64,
 }
 
-/// Account-action candidates.
+/// Account-action candidates: the queue behind
+/// `GET /v0/management/account-action-candidates`, kept by storage.
 pub trait CandidateStore: Clone + Send + Sync + 'static {
     /// Adds a hit to the matching pending candidate (same file, action and reason, and
     /// the same credential), or creates one. Ended candidates never absorb hits.

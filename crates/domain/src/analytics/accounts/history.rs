@@ -99,11 +99,12 @@ pub struct HistoryItem {
     /// Time of the credential's newest request, Unix milliseconds; `null` without
     /// requests.
     pub last_seen_ms: Option<i64>,
-    /// The newest request (only for credentials with an auth file or source).
+    /// The newest request; only for file-backed targets (an auth file, or a source that
+    /// differs from the account and label).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest_request: Option<HistoryRequestItem>,
-    /// Up to ten newest requests, newest first (only for credentials with an auth file
-    /// or source; absent when there are none).
+    /// Up to ten newest requests, newest first; only for file-backed targets, and absent
+    /// when there are none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recent_requests: Option<Vec<HistoryRequestItem>>,
     /// `ready` when the credential has requests, else `empty`.

@@ -12,19 +12,21 @@ use crate::analytics::query::Identity;
 pub struct AccountTarget {
     /// The opaque account key, when the client has one.
     pub account_key: String,
-    /// The account.
+    /// The credential's account (usually an e-mail) as recorded on its events.
     pub account_snapshot: String,
-    /// The label.
+    /// The credential's label in CPA.
     pub auth_label_snapshot: String,
-    /// The auth file name.
+    /// The CPA auth file the credential lives in.
     pub auth_file_snapshot: String,
-    /// The provider.
+    /// The credential's provider; normalised for the key (lowercase, `_` → `-`,
+    /// `x-ai`/`grok` → `xai`), and required for a file-backed target.
     pub auth_provider_snapshot: String,
-    /// The project id.
+    /// The credential's project id (Gemini).
     pub auth_project_id_snapshot: String,
-    /// The `auth_index`.
+    /// CPA's index of the credential; with the auth file it is the strongest key.
     pub auth_index: String,
-    /// The masked source.
+    /// The masked source; stands in for the auth file when it differs from the
+    /// account and label.
     pub source: String,
 }
 

@@ -23,7 +23,7 @@ pub struct ChannelShare {
     pub success: i64,
     /// Calls that failed.
     pub failure: i64,
-    /// Total tokens.
+    /// Total tokens through the channel.
     pub tokens: i64,
     /// Cost in US dollars; `null` when a model has no price.
     pub cost: Option<f64>,

@@ -77,7 +77,7 @@ pub struct ApiKeyContext {
     pub counts: CallCounts,
     /// Failed calls over all calls, 0–1.
     pub failure_rate: f64,
-    /// Total tokens.
+    /// Total tokens of the key's calls through this credential.
     pub total_tokens: i64,
     /// Cost in US dollars; `null` when a model used has no price.
     pub cost: Option<f64>,

@@ -36,7 +36,7 @@ pub struct HeatCell {
     pub success: i64,
     /// Calls that failed.
     pub failure: i64,
-    /// Total tokens.
+    /// Total tokens in the cell.
     pub tokens: i64,
     /// Cost in US dollars; `null` when a model in the cell has no price.
     pub cost: Option<f64>,

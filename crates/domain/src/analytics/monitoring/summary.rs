@@ -86,7 +86,7 @@ pub struct Comparison {
     pub failure_calls: i64,
     /// `success_calls / total_calls`, 0–1.
     pub success_rate: f64,
-    /// Total tokens.
+    /// Total tokens of the previous window.
     pub total_tokens: i64,
     /// Cost in US dollars; `null` when a model has no price.
     pub total_cost: Option<f64>,
