@@ -15,7 +15,7 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use cpamp_api::transfer::backup::{self, DataKeySource, Manifest};
 use cpamp_api::transfer::import::{ImportFailure, ImportProgress, ImportResult, run_import};
-use cpamp_domain::ports::{EventPages, EventSelection, EventStream};
+use cpamp_domain::ports::{EventSelection, EventStream, ExportChunks};
 use cpamp_domain::transfer::export::ExportFormat;
 use cpamp_storage::{Options, SqliteStore};
 use http_body_util::BodyExt as _;
@@ -229,35 +229,28 @@ async fn export_offline(
     options: &ExportOptions,
     format: ExportFormat,
 ) -> anyhow::Result<(u64, u64, String)> {
-    let mut pages = store
-        .open_event_stream(options.selection.clone())
+    let mut export = store
+        .open_export(options.selection.clone(), format)
         .await
         .map_err(|error| anyhow!("open the export: {error}"))?;
     let (mut out, target) = output(&options.out)?;
-    let progress = bar(Some(pages.total()), "events");
-    let mut text = format.preamble();
-    let mut count = 0u64;
+    let progress = bar(Some(export.total()), "events");
+    // Lines counted as they arrive; a CSV export's first line is its header.
+    let mut lines = 0u64;
     let mut bytes = 0u64;
-    loop {
-        let page = pages
-            .next_page()
-            .await
-            .map_err(|error| anyhow!("read events: {error}"))?;
-        if page.is_empty() {
-            break;
-        }
-        for event in &page {
-            format.write_event(&mut text, event);
-        }
-        count += page.len() as u64;
-        out.write_all(text.as_bytes())
+    let header = u64::from(format == ExportFormat::Csv);
+    while let Some(chunk) = export
+        .next_chunk()
+        .await
+        .map_err(|error| anyhow!("read events: {error}"))?
+    {
+        lines += chunk.bytes().filter(|byte| *byte == b'\n').count() as u64;
+        out.write_all(chunk.as_bytes())
             .with_context(|| format!("write {target}"))?;
-        bytes += text.len() as u64;
-        text.clear();
-        progress.set_position(count);
+        bytes += chunk.len() as u64;
+        progress.set_position(lines.saturating_sub(header));
     }
-    out.write_all(text.as_bytes())?;
-    bytes += text.len() as u64;
+    let count = export.total();
     out.flush().with_context(|| format!("write {target}"))?;
     progress.finish_and_clear();
     Ok((count, bytes, target))

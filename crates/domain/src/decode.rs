@@ -35,18 +35,50 @@ use time::EventTime;
 #[derive(Clone, Copy)]
 enum Members<'o, 'a> {
     Plain(&'o [(Cow<'a, str>, Json<'a>)]),
-    Sorted(&'o [&'o (Cow<'a, str>, Json<'a>)]),
+    Sorted(&'o SortedMembers<'o, 'a>),
 }
 
 impl<'o, 'a> Members<'o, 'a> {
     fn get(self, key: &str) -> Option<&'o Json<'a>> {
         match self {
             Members::Plain(members) => member(members, key),
-            Members::Sorted(sorted) => sorted
-                .binary_search_by(|entry| entry.0.as_bytes().cmp(key.as_bytes()))
-                .ok()
-                .map(|index| &sorted[index].1),
+            Members::Sorted(sorted) => sorted.get(key),
         }
+    }
+}
+
+/// An object's members in Go map order ([`json::sorted_members`]) with each
+/// key's [`json::key_prefix`], for the many lookups of one decode.
+struct SortedMembers<'o, 'a> {
+    entries: Vec<&'o (Cow<'a, str>, Json<'a>)>,
+    prefixes: Vec<u64>,
+}
+
+impl<'o, 'a> SortedMembers<'o, 'a> {
+    fn new(members: &'o [(Cow<'a, str>, Json<'a>)]) -> SortedMembers<'o, 'a> {
+        let entries = json::sorted_members(members);
+        let prefixes = entries
+            .iter()
+            .map(|(key, _)| json::key_prefix(key.as_bytes()))
+            .collect();
+        SortedMembers { entries, prefixes }
+    }
+
+    fn get(&self, key: &str) -> Option<&'o Json<'a>> {
+        let wanted = json::key_prefix(key.as_bytes());
+        let (mut low, mut high) = (0, self.entries.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let order = self.prefixes[middle]
+                .cmp(&wanted)
+                .then_with(|| self.entries[middle].0.as_bytes().cmp(key.as_bytes()));
+            match order {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return Some(&self.entries[middle].1),
+            }
+        }
+        None
     }
 }
 
@@ -193,7 +225,7 @@ pub(crate) fn decode_object(
     members: &[(Cow<'_, str>, Json<'_>)],
     now_ms: i64,
 ) -> Result<UsageEvent, String> {
-    let sorted = json::sorted_members(members);
+    let sorted = SortedMembers::new(members);
     let members = Members::Sorted(&sorted);
     if !has_usage_fields(members) {
         return Err(

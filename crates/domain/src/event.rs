@@ -198,9 +198,19 @@ pub enum Decoded {
 /// Formats Unix milliseconds as the stored RFC 3339 UTC text: `Z` suffix, fractional
 /// seconds only when non-zero and without trailing zeros (`2026-01-01T00:00:00.12Z`).
 pub fn format_timestamp_ms(timestamp_ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    write_timestamp_ms(&mut out, timestamp_ms);
+    out
+}
+
+/// Appends [`format_timestamp_ms`] of `timestamp_ms` to `out`.
+pub fn write_timestamp_ms(out: &mut String, timestamp_ms: i64) {
+    use std::fmt::Write as _;
     match jiff::Timestamp::from_millisecond(timestamp_ms) {
-        Ok(timestamp) => timestamp.to_string(),
-        Err(_) => String::from("1970-01-01T00:00:00Z"),
+        Ok(timestamp) => {
+            let _ = write!(out, "{timestamp}");
+        }
+        Err(_) => out.push_str("1970-01-01T00:00:00Z"),
     }
 }
 

@@ -325,6 +325,17 @@ pub trait EventPages: Send + 'static {
     ) -> impl Future<Output = Result<Vec<crate::analytics::query::RawEvent>, StoreError>> + Send;
 }
 
+/// A running export: the selected events as the bytes of an export file, in
+/// chunks of bounded size, produced ahead of the reader by at most a few chunks.
+pub trait ExportChunks: Send + 'static {
+    /// How many events the export holds (counted in its snapshot).
+    fn total(&self) -> u64;
+
+    /// The next piece of the file (the CSV header first, then whole lines);
+    /// `None` once the export is complete.
+    fn next_chunk(&mut self) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+}
+
 /// Reads any number of events with constant memory, from one consistent
 /// snapshot: the stream sees exactly the events committed before it opened,
 /// however long it is read and whatever is stored meanwhile.
@@ -332,11 +343,25 @@ pub trait EventStream: Clone + Send + Sync + 'static {
     /// The stream this store hands out.
     type Pages: EventPages;
 
+    /// The export this store hands out.
+    type Export: ExportChunks;
+
     /// Opens a stream of the events `selection` picks, from one read snapshot.
     fn open_event_stream(
         &self,
         selection: EventSelection,
     ) -> impl Future<Output = Result<Self::Pages, StoreError>> + Send;
+
+    /// Opens an export of the events `selection` picks, from one read snapshot,
+    /// written in `format`: the bytes are those of [`EventPages`] pages written
+    /// line by line with [`ExportFormat::write_event`] after the format's preamble.
+    ///
+    /// [`ExportFormat::write_event`]: crate::transfer::export::ExportFormat::write_event
+    fn open_export(
+        &self,
+        selection: EventSelection,
+        format: crate::transfer::export::ExportFormat,
+    ) -> impl Future<Output = Result<Self::Export, StoreError>> + Send;
 
     /// The newest `limit` events in the order CPA's usage payload nests them:
     /// by endpoint, then by analytics model (each keyed by

@@ -72,6 +72,25 @@ impl CacheState {
         self.text(Some(analytics))
     }
 
+    /// [`CacheState::analytics_model`], borrowed.
+    pub(crate) fn analytics_model_ref(
+        &self,
+        model_id: Option<i64>,
+        requested_id: Option<i64>,
+    ) -> &str {
+        let effective = requested_id.or(model_id).unwrap_or(0);
+        let analytics = self.analytics.get(&effective).copied().unwrap_or(effective);
+        self.text_ref(Some(analytics))
+    }
+
+    /// [`CacheState::text`], borrowed.
+    pub(crate) fn text_ref(&self, id: Option<i64>) -> &str {
+        match id {
+            Some(id) if id > 0 => self.texts.get(&id).map_or("", |text| text),
+            _ => "",
+        }
+    }
+
     /// Every dictionary id and its text.
     pub(crate) fn texts(&self) -> impl Iterator<Item = (&i64, &Text)> {
         self.texts.iter()

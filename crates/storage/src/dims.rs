@@ -45,14 +45,20 @@ pub enum DimKind {
 /// cached id stays valid).
 #[derive(Default)]
 pub(crate) struct DimCache {
-    known: Mutex<HashMap<(u8, String), i64>>,
+    known: Mutex<Ids>,
     others: Mutex<IdMaps>,
 }
+
+/// Value -> id, one map per [`DimKind`] (indexed by its number), so a lookup
+/// borrows the value instead of building a key.
+type Ids = [HashMap<String, i64>; KINDS];
+/// One past the largest [`DimKind`] number.
+const KINDS: usize = 25;
 
 /// Ids resolved during one transaction; merged into the cache after commit.
 #[derive(Default)]
 pub(crate) struct DimStage {
-    staged: HashMap<(u8, String), i64>,
+    staged: Ids,
     pub(crate) others: IdMaps,
 }
 
@@ -71,23 +77,41 @@ impl IdMaps {
 }
 
 impl DimCache {
-    fn lookup(&self, kind: DimKind, value: &str) -> Option<i64> {
+    fn known(&self) -> std::sync::MutexGuard<'_, Ids> {
         // A poisoned lock only means another thread panicked mid-insert of a
         // plain map entry; the map itself is still consistent.
-        let known = self
-            .known
+        self.known
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        known.get(&(kind as u8, value.to_owned())).copied()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lookup(&self, kind: DimKind, value: &str) -> Option<i64> {
+        self.known()[kind as usize].get(value).copied()
+    }
+
+    /// The ids of `values` known to the cache or staged in `stage`, under one
+    /// lock; `None` where a value is empty or not known yet.
+    pub(crate) fn lookup_all<const N: usize>(
+        &self,
+        stage: &DimStage,
+        values: &[(DimKind, Option<&str>); N],
+    ) -> [Option<i64>; N] {
+        let known = self.known();
+        values.map(|(kind, value)| {
+            let value = value.filter(|value| !value.is_empty())?;
+            known[kind as usize]
+                .get(value)
+                .or_else(|| stage.staged[kind as usize].get(value))
+                .copied()
+        })
     }
 
     pub(crate) fn commit(&self, stage: DimStage) {
-        if !stage.staged.is_empty() {
-            let mut known = self
-                .known
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            known.extend(stage.staged);
+        if stage.staged.iter().any(|ids| !ids.is_empty()) {
+            let mut known = self.known();
+            for (known, staged) in known.iter_mut().zip(stage.staged) {
+                known.extend(staged);
+            }
         }
         if !stage.others.is_empty() {
             let mut others = self
@@ -140,8 +164,7 @@ impl DimStage {
         if let Some(id) = cache.lookup(kind, value) {
             return Ok(Some(id));
         }
-        let key = (kind as u8, value.to_owned());
-        if let Some(id) = self.staged.get(&key) {
+        if let Some(id) = self.staged[kind as usize].get(value) {
             return Ok(Some(*id));
         }
         let existing: Option<i64> =
@@ -160,7 +183,7 @@ impl DimStage {
                     .await?
             }
         };
-        self.staged.insert(key, id);
+        self.staged[kind as usize].insert(value.to_owned(), id);
         Ok(Some(id))
     }
 }

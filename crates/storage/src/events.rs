@@ -63,9 +63,10 @@ async fn store_in_transaction(
     Ok(outcome)
 }
 
-/// Rows per multi-row `INSERT`: statements are the expensive unit with sqlx, and
-/// 15 rows of 57 columns stay far below SQLite's bound-parameter limit.
-const EVENTS_PER_STATEMENT: usize = 15;
+/// Rows per multi-row `INSERT`: statements are the expensive unit with sqlx (a
+/// round trip to its worker thread each), and 60 rows of 57 columns stay far
+/// below SQLite's bound-parameter limit (32,766).
+const EVENTS_PER_STATEMENT: usize = 60;
 /// Hashes per ledger claim statement.
 const HASHES_PER_STATEMENT: usize = 300;
 
@@ -115,13 +116,16 @@ async fn write_batch(
     }
 
     let mut claimed = std::collections::HashSet::with_capacity(candidates.len());
-    for chunk in candidates.chunks(HASHES_PER_STATEMENT) {
+    // In hash order: the ledger's pages are then visited in key order.
+    let mut by_hash: Vec<&(i64, &UsageEvent, [u8; 32], usize)> = candidates.iter().collect();
+    by_hash.sort_unstable_by_key(|candidate| candidate.2);
+    for chunk in by_hash.chunks(HASHES_PER_STATEMENT) {
         let mut builder = sqlx::QueryBuilder::new(
             "INSERT INTO usage_event_identity_ledger (event_hash, event_id, first_seen_at_ms) ",
         );
-        builder.push_values(chunk, |mut row, (id, event, hash, _)| {
+        builder.push_values(chunk, |mut row, &&(id, event, hash, _)| {
             row.push_bind(hash.to_vec())
-                .push_bind(*id)
+                .push_bind(id)
                 .push_bind(event.created_at_ms);
         });
         builder.push(" ON CONFLICT (event_hash) DO NOTHING RETURNING event_id");
@@ -262,56 +266,118 @@ async fn resolve_dims(
     event: &UsageEvent,
 ) -> Result<EventDims, sqlx::Error> {
     let cache = store.dims();
-    macro_rules! dim {
-        ($kind:expr, $value:expr) => {
-            stage
-                .resolve(cache, &mut *connection, $kind, $value)
-                .await?
-        };
-    }
     let model_name = if event.model.is_empty() {
         "-"
     } else {
         event.model.as_str()
     };
-    Ok(EventDims {
-        provider: dim!(DimKind::Provider, event.provider.as_deref()),
-        executor_type: dim!(DimKind::ExecutorType, event.executor_type.as_deref()),
-        model: dim!(DimKind::Model, Some(model_name)),
-        requested_model: dim!(DimKind::Model, event.requested_model.as_deref()),
-        resolved_model: dim!(DimKind::Model, event.resolved_model.as_deref()),
-        endpoint: dim!(DimKind::Endpoint, event.endpoint.as_deref()),
-        method: dim!(DimKind::Method, event.method.as_deref()),
-        path: dim!(DimKind::Path, event.path.as_deref()),
-        client_ip: dim!(DimKind::ClientIp, event.client_ip.as_deref()),
-        x_forwarded_for: dim!(DimKind::XForwardedFor, event.x_forwarded_for.as_deref()),
-        user_agent: dim!(DimKind::UserAgent, event.user_agent.as_deref()),
-        auth_type: dim!(DimKind::AuthType, event.auth_type.as_deref()),
-        auth_index: dim!(DimKind::AuthIndex, event.auth_index.as_deref()),
-        source: dim!(DimKind::Source, event.source.as_deref()),
-        source_hash: dim!(DimKind::SourceHash, event.source_hash.as_deref()),
-        api_key_hash: dim!(DimKind::ApiKeyHash, event.api_key_hash.as_deref()),
-        account: dim!(DimKind::Account, event.account_snapshot.as_deref()),
-        auth_label: dim!(DimKind::AuthLabel, event.auth_label_snapshot.as_deref()),
-        auth_file: dim!(DimKind::AuthFile, event.auth_file_snapshot.as_deref()),
-        auth_provider: dim!(
+    let values = [
+        (DimKind::Provider, event.provider.as_deref()),
+        (DimKind::ExecutorType, event.executor_type.as_deref()),
+        (DimKind::Model, Some(model_name)),
+        (DimKind::Model, event.requested_model.as_deref()),
+        (DimKind::Model, event.resolved_model.as_deref()),
+        (DimKind::Endpoint, event.endpoint.as_deref()),
+        (DimKind::Method, event.method.as_deref()),
+        (DimKind::Path, event.path.as_deref()),
+        (DimKind::ClientIp, event.client_ip.as_deref()),
+        (DimKind::XForwardedFor, event.x_forwarded_for.as_deref()),
+        (DimKind::UserAgent, event.user_agent.as_deref()),
+        (DimKind::AuthType, event.auth_type.as_deref()),
+        (DimKind::AuthIndex, event.auth_index.as_deref()),
+        (DimKind::Source, event.source.as_deref()),
+        (DimKind::SourceHash, event.source_hash.as_deref()),
+        (DimKind::ApiKeyHash, event.api_key_hash.as_deref()),
+        (DimKind::Account, event.account_snapshot.as_deref()),
+        (DimKind::AuthLabel, event.auth_label_snapshot.as_deref()),
+        (DimKind::AuthFile, event.auth_file_snapshot.as_deref()),
+        (
             DimKind::AuthProvider,
-            event.auth_provider_snapshot.as_deref()
+            event.auth_provider_snapshot.as_deref(),
         ),
-        auth_project: dim!(
+        (
             DimKind::AuthProject,
-            event.auth_project_id_snapshot.as_deref()
+            event.auth_project_id_snapshot.as_deref(),
         ),
-        reasoning_effort: dim!(DimKind::ReasoningEffort, event.reasoning_effort.as_deref()),
-        service_tier: dim!(DimKind::ServiceTier, event.service_tier.as_deref()),
-        request_service_tier: dim!(DimKind::ServiceTier, event.request_service_tier.as_deref()),
-        response_service_tier: dim!(DimKind::ServiceTier, event.response_service_tier.as_deref()),
-        quota_plan_type: dim!(
+        (DimKind::ReasoningEffort, event.reasoning_effort.as_deref()),
+        (DimKind::ServiceTier, event.service_tier.as_deref()),
+        (DimKind::ServiceTier, event.request_service_tier.as_deref()),
+        (DimKind::ServiceTier, event.response_service_tier.as_deref()),
+        (
             DimKind::QuotaPlanType,
-            event.header_quota_plan_type.as_deref()
+            event.header_quota_plan_type.as_deref(),
         ),
-        error_kind: dim!(DimKind::ErrorKind, event.header_error_kind.as_deref()),
-        error_code: dim!(DimKind::ErrorCode, event.header_error_code.as_deref()),
+        (DimKind::ErrorKind, event.header_error_kind.as_deref()),
+        (DimKind::ErrorCode, event.header_error_code.as_deref()),
+    ];
+    // Almost always every text is known already: one lock, no statement.
+    let mut ids = cache.lookup_all(stage, &values);
+    for ((kind, value), id) in values.iter().zip(ids.iter_mut()) {
+        if id.is_none() {
+            *id = stage
+                .resolve(cache, &mut *connection, *kind, *value)
+                .await?;
+        }
+    }
+    let [
+        provider,
+        executor_type,
+        model,
+        requested_model,
+        resolved_model,
+        endpoint,
+        method,
+        path,
+        client_ip,
+        x_forwarded_for,
+        user_agent,
+        auth_type,
+        auth_index,
+        source,
+        source_hash,
+        api_key_hash,
+        account,
+        auth_label,
+        auth_file,
+        auth_provider,
+        auth_project,
+        reasoning_effort,
+        service_tier,
+        request_service_tier,
+        response_service_tier,
+        quota_plan_type,
+        error_kind,
+        error_code,
+    ] = ids;
+    Ok(EventDims {
+        provider,
+        executor_type,
+        model,
+        requested_model,
+        resolved_model,
+        endpoint,
+        method,
+        path,
+        client_ip,
+        x_forwarded_for,
+        user_agent,
+        auth_type,
+        auth_index,
+        source,
+        source_hash,
+        api_key_hash,
+        account,
+        auth_label,
+        auth_file,
+        auth_provider,
+        auth_project,
+        reasoning_effort,
+        service_tier,
+        request_service_tier,
+        response_service_tier,
+        quota_plan_type,
+        error_kind,
+        error_code,
     })
 }
 

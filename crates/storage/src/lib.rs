@@ -73,6 +73,7 @@ mod backup;
 mod dims;
 mod error;
 mod events;
+mod export;
 mod gaps;
 mod hints;
 mod inspection;
@@ -99,6 +100,7 @@ use sqlx::sqlite::{
 
 pub use backup::check_copy;
 pub use error::is_unavailable;
+pub use export::SqliteExport;
 pub use legacy::AdoptionStep;
 pub use maintenance::{JOURNAL_SIZE_LIMIT_BYTES, MAINTENANCE_INTERVAL};
 pub use stream::SqliteEventPages;
@@ -142,6 +144,7 @@ struct Inner {
     reader: SqlitePool,
     /// Options of a read-only connection, for long reads outside the pool.
     read_options: SqliteConnectOptions,
+    busy_timeout: Duration,
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
@@ -242,6 +245,7 @@ impl SqliteStore {
                 writer,
                 reader,
                 read_options,
+                busy_timeout: options.busy_timeout,
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
@@ -289,6 +293,10 @@ impl SqliteStore {
             .connect()
             .await
             .map_err(|error| error::map(error, "open read connection"))
+    }
+
+    pub(crate) fn busy_timeout(&self) -> Duration {
+        self.inner.busy_timeout
     }
 
     pub(crate) fn dims(&self) -> &dims::DimCache {

@@ -58,6 +58,15 @@ impl std::fmt::Debug for SqliteEventPages {
 
 impl EventStream for SqliteStore {
     type Pages = SqliteEventPages;
+    type Export = crate::SqliteExport;
+
+    async fn open_export(
+        &self,
+        selection: EventSelection,
+        format: cpamp_domain::transfer::export::ExportFormat,
+    ) -> Result<crate::SqliteExport, StoreError> {
+        self.open_export_stream(selection, format).await
+    }
 
     async fn open_event_stream(
         &self,
@@ -208,7 +217,7 @@ impl SqliteStore {
 
     /// The selection as SQL conditions (ids are inlined integers), or `None`
     /// when a filter names only values that were never stored.
-    async fn filter_sql(
+    pub(crate) async fn filter_sql(
         &self,
         connection: &mut SqliteConnection,
         selection: &EventSelection,
@@ -257,10 +266,10 @@ impl SqliteStore {
 }
 
 /// A selection as SQL: its time range (also the first condition) and every condition.
-struct Filter {
-    from_ms: i64,
-    to_ms: i64,
-    conditions: Vec<String>,
+pub(crate) struct Filter {
+    pub(crate) from_ms: i64,
+    pub(crate) to_ms: i64,
+    pub(crate) conditions: Vec<String>,
 }
 
 fn range_sql(from_ms: i64, to_ms: i64) -> String {

@@ -6,8 +6,8 @@ use cpamp_domain::analytics::query::{AnalyticsStore, GroupRequest, Scope};
 use cpamp_domain::decode::decode;
 use cpamp_domain::event::{Decoded, UsageEvent};
 use cpamp_domain::ports::{
-    BatchOrigin, DatabaseBackup, EventPages, EventSelection, EventSink, EventStream, IngestBatch,
-    StreamOrder,
+    BatchOrigin, DatabaseBackup, EventPages, EventSelection, EventSink, EventStream, ExportChunks,
+    IngestBatch, StreamOrder,
 };
 use cpamp_domain::transfer::export::ExportFormat;
 use cpamp_domain::transfer::import::read_import;
@@ -50,7 +50,36 @@ async fn store(store: &SqliteStore, events: Vec<UsageEvent>, origin: BatchOrigin
     (inserted, skipped)
 }
 
+/// Exports through `open_export` and checks the bytes against the page stream
+/// written event by event.
 async fn export(
+    store: &SqliteStore,
+    selection: EventSelection,
+    format: ExportFormat,
+) -> (u64, String) {
+    let (total, expected) = export_pages(store, selection.clone(), format).await;
+    let mut export = store
+        .open_export(selection, format)
+        .await
+        .expect("open export");
+    assert_eq!(export.total(), total);
+    let mut out = String::new();
+    let mut chunks = 0;
+    while let Some(chunk) = export.next_chunk().await.expect("chunk") {
+        assert!(!chunk.is_empty());
+        out.push_str(&chunk);
+        chunks += 1;
+    }
+    assert!(
+        export.next_chunk().await.expect("after the end").is_none(),
+        "an export stays finished"
+    );
+    assert!(chunks <= 1 + out.len() / (200 * 1024), "chunks are large");
+    assert!(out == expected, "export bytes differ from the page stream");
+    (total, out)
+}
+
+async fn export_pages(
     store: &SqliteStore,
     selection: EventSelection,
     format: ExportFormat,
@@ -199,6 +228,60 @@ async fn a_stream_sees_one_snapshot_while_writes_go_on() {
 }
 
 #[tokio::test]
+async fn an_export_sees_one_snapshot_while_writes_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = open(&dir, "live.sqlite").await;
+    let events = corpus(4_000);
+    let (early, late) = events.split_at(2_500);
+    store(
+        &live,
+        early.to_vec(),
+        BatchOrigin::Collector("http://cpa".into()),
+    )
+    .await;
+    let mut export = live
+        .open_export(EventSelection::default(), ExportFormat::Jsonl)
+        .await
+        .expect("open");
+    let mut text = export
+        .next_chunk()
+        .await
+        .expect("chunk")
+        .expect("a first chunk");
+    // Written after the export opened, with new models and credentials.
+    store(
+        &live,
+        late.to_vec(),
+        BatchOrigin::Collector("http://cpa".into()),
+    )
+    .await;
+    while let Some(chunk) = export.next_chunk().await.expect("chunk") {
+        text.push_str(&chunk);
+    }
+    assert_eq!(export.total(), 2_500);
+    let hashes: Vec<&str> = early
+        .iter()
+        .map(|event| event.event_hash.as_str())
+        .collect();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2_500);
+    for hash in hashes {
+        assert!(text.contains(hash), "{hash} exported");
+    }
+
+    // An export dropped half way ends its snapshot: writes and checkpoints go on.
+    let export = live
+        .open_export(EventSelection::default(), ExportFormat::Csv)
+        .await
+        .expect("open");
+    drop(export);
+    assert_eq!(
+        store(&live, corpus(4_100)[4_000..].to_vec(), BatchOrigin::Import).await,
+        (100, 0)
+    );
+}
+
+#[tokio::test]
 async fn selections_filter_by_time_model_key_and_newest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let live = open(&dir, "filters.sqlite").await;
@@ -306,6 +389,23 @@ async fn selections_filter_by_time_model_key_and_newest() {
     let page = pages.next_page().await.expect("page");
     assert_eq!(page.len(), 3);
     assert_eq!(page[0].event_hash, last.event_hash);
+    let (total, text) = export(
+        &live,
+        EventSelection {
+            newest: Some(3),
+            order: StreamOrder::NewestFirst,
+            ..EventSelection::default()
+        },
+        ExportFormat::Csv,
+    )
+    .await;
+    assert_eq!(total, 3);
+    assert!(
+        text.lines()
+            .nth(1)
+            .expect("first row")
+            .contains(&last.event_hash)
+    );
 
     let (total, text) = export(
         &live,

@@ -12,7 +12,7 @@ use actix_web::http::header::{
 };
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use cpamp_domain::ports::{EventPages, EventSelection};
+use cpamp_domain::ports::{EventSelection, ExportChunks};
 use cpamp_domain::transfer::export::ExportFormat;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
@@ -215,35 +215,17 @@ async fn export<S: Store>(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (selection, format) = export_request(request.query_string())?;
-    let pages = state
+    let export = state
         .store
-        .open_event_stream(selection)
+        .open_export(selection, format)
         .await
         .map_err(|error| ApiError::internal("open the export", &error))?;
-    let total = pages.total();
-    struct Progress<P> {
-        pages: P,
-        preamble: Option<String>,
-    }
-    let first = Progress {
-        pages,
-        preamble: Some(format.preamble()).filter(|text| !text.is_empty()),
-    };
-    let body = futures_util::stream::unfold(Some(first), move |progress| async move {
-        let mut progress = progress?;
-        match progress.pages.next_page().await {
-            Ok(page) if page.is_empty() => progress
-                .preamble
-                .take()
-                .map(|preamble| (Ok(Bytes::from(preamble)), None)),
-            Ok(page) => {
-                let mut out = progress.preamble.take().unwrap_or_default();
-                out.reserve(page.len() * 1024);
-                for event in &page {
-                    format.write_event(&mut out, event);
-                }
-                Some((Ok::<_, actix_web::Error>(Bytes::from(out)), Some(progress)))
-            }
+    let total = export.total();
+    let body = futures_util::stream::unfold(Some(export), |export| async move {
+        let mut export = export?;
+        match export.next_chunk().await {
+            Ok(Some(chunk)) => Some((Ok::<_, actix_web::Error>(Bytes::from(chunk)), Some(export))),
+            Ok(None) => None,
             Err(error) => {
                 // Bytes went out already: the transfer is cut short, which the
                 // client sees as an incomplete download.

@@ -19,8 +19,10 @@ use cpamp_domain::transfer::import::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Events per stored batch (one transaction each).
-pub const BATCH_EVENTS: usize = 2000;
+/// Events per stored batch (one transaction each). A transaction's fixed costs
+/// (commit and its sync, the WAL checkpoint after it, rewriting the rollup blocks
+/// and index pages it touches) are shared by this many events.
+pub const BATCH_EVENTS: usize = 5000;
 
 /// Live counters of a running import, readable from other tasks (progress bars).
 #[derive(Debug, Default)]
@@ -176,17 +178,20 @@ where
     S: EventSink,
     R: BufRead + Send + 'static,
 {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<UsageEvent>>(2);
+    // One batch waits while one is stored and one is read: at most three
+    // batches in memory, whatever the input's size.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<UsageEvent>>(1);
     let reader_progress = Arc::clone(&progress);
+    let batch_events = BATCH_EVENTS;
     let reader = tokio::task::spawn_blocking(move || {
-        let mut batch = Vec::with_capacity(BATCH_EVENTS);
+        let mut batch = Vec::with_capacity(batch_events);
         let mut report = read_import(input, now_ms, &mut |event| {
             if reader_progress.stop.load(Ordering::Relaxed) {
                 return ControlFlow::Break(());
             }
             batch.push(event);
-            if batch.len() >= BATCH_EVENTS {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
+            if batch.len() >= batch_events {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_events));
                 if sender.blocking_send(full).is_err() {
                     return ControlFlow::Break(());
                 }

@@ -12,8 +12,9 @@ use std::borrow::Cow;
 
 use super::json::{self, Json, Number};
 use super::{
-    Members, TokenSources, event_time, fail_status_code, first_present, infer_cache_mode, integer,
-    normalize_tokens, optional_integer, redact, split_endpoint, text_field, text_of, time,
+    Members, SortedMembers, TokenSources, event_time, fail_status_code, first_present,
+    infer_cache_mode, integer, normalize_tokens, optional_integer, redact, split_endpoint,
+    text_field, text_of, time,
 };
 #[cfg(test)]
 use crate::event::CacheInputMode;
@@ -30,7 +31,7 @@ pub(crate) fn decode_exported(
     text: Option<&str>,
     now_ms: i64,
 ) -> Result<UsageEvent, String> {
-    let sorted = json::sorted_members(members);
+    let sorted = SortedMembers::new(members);
     let members = Members::Sorted(&sorted);
     let event_hash = text_field(members, &["event_hash", "eventHash"])
         .ok_or_else(|| "event_hash is empty".to_string())?;

@@ -413,27 +413,55 @@ fn value_end(bytes: &[u8], start: usize) -> usize {
     bytes.len()
 }
 
+/// Bytes [`write_string`] looks at: the ones it escapes, and the first byte of
+/// U+2028 and U+2029.
+const SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[b'<' as usize] = true;
+    table[b'>' as usize] = true;
+    table[b'&' as usize] = true;
+    table[0xe2] = true;
+    table
+};
+
 /// Writes a JSON string literal the way Go's `encoding/json` does: `<`, `>`,
 /// `&`, U+2028 and U+2029 escaped as `\uXXXX`, other non-ASCII text raw.
 pub(crate) fn write_string(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let bytes = text.as_bytes();
     let mut start = 0;
     let mut index = 0;
     while index < bytes.len() {
         let byte = bytes[index];
-        let (escape, width): (Cow<'static, str>, usize) = match byte {
-            b'"' => (Cow::Borrowed("\\\""), 1),
-            b'\\' => (Cow::Borrowed("\\\\"), 1),
-            b'\n' => (Cow::Borrowed("\\n"), 1),
-            b'\r' => (Cow::Borrowed("\\r"), 1),
-            b'\t' => (Cow::Borrowed("\\t"), 1),
-            b'<' => (Cow::Borrowed("\\u003c"), 1),
-            b'>' => (Cow::Borrowed("\\u003e"), 1),
-            b'&' => (Cow::Borrowed("\\u0026"), 1),
-            0x00..=0x1f => (Cow::Owned(format!("\\u{byte:04x}")), 1),
+        if !SPECIAL[usize::from(byte)] {
+            index += 1;
+            continue;
+        }
+        let mut control = [b'\\', b'u', b'0', b'0', 0, 0];
+        let (escape, width): (&str, usize) = match byte {
+            b'"' => ("\\\"", 1),
+            b'\\' => ("\\\\", 1),
+            b'\n' => ("\\n", 1),
+            b'\r' => ("\\r", 1),
+            b'\t' => ("\\t", 1),
+            b'<' => ("\\u003c", 1),
+            b'>' => ("\\u003e", 1),
+            b'&' => ("\\u0026", 1),
+            0x00..=0x1f => {
+                control[4] = HEX[usize::from(byte >> 4)];
+                control[5] = HEX[usize::from(byte & 0x0f)];
+                (std::str::from_utf8(&control).unwrap_or_default(), 1)
+            }
             // U+2028 and U+2029 are E2 80 A8 / E2 80 A9 in UTF-8.
-            0xe2 if bytes.get(index + 1) == Some(&0x80)
+            _ if bytes.get(index + 1) == Some(&0x80)
                 && matches!(bytes.get(index + 2), Some(0xa8 | 0xa9)) =>
             {
                 let escape = if bytes[index + 2] == 0xa8 {
@@ -441,7 +469,7 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
                 } else {
                     "\\u2029"
                 };
-                (Cow::Borrowed(escape), 3)
+                (escape, 3)
             }
             _ => {
                 index += 1;
@@ -449,7 +477,7 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
             }
         };
         out.push_str(&text[start..index]);
-        out.push_str(&escape);
+        out.push_str(escape);
         index += width;
         start = index;
     }
@@ -510,18 +538,34 @@ pub(crate) fn write_compact(out: &mut String, value: &Json<'_>) {
     }
 }
 
+/// The first eight bytes of a key as a big-endian number (zero-padded). Keys
+/// whose numbers differ compare bytewise as their numbers do, so sorting and
+/// searching compare one integer before they compare bytes.
+pub(crate) fn key_prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0_u8; 8];
+    let length = key.len().min(8);
+    bytes[..length].copy_from_slice(&key[..length]);
+    u64::from_be_bytes(bytes)
+}
+
 /// The members of an object in Go map order: keys sorted bytewise, and for a
 /// duplicated key only its last occurrence.
 pub(crate) fn sorted_members<'o, 'a>(
     members: &'o [(Cow<'a, str>, Json<'a>)],
 ) -> Vec<&'o (Cow<'a, str>, Json<'a>)> {
+    let prefixes: Vec<u64> = members
+        .iter()
+        .map(|(key, _)| key_prefix(key.as_bytes()))
+        .collect();
     let mut order: Vec<usize> = (0..members.len()).collect();
     // Stable sort keeps duplicates in document order, so the last one of a run wins.
     order.sort_by(|left, right| {
-        members[*left]
-            .0
-            .as_bytes()
-            .cmp(members[*right].0.as_bytes())
+        prefixes[*left].cmp(&prefixes[*right]).then_with(|| {
+            members[*left]
+                .0
+                .as_bytes()
+                .cmp(members[*right].0.as_bytes())
+        })
     });
     let mut sorted: Vec<&(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(order.len());
     for index in order {
@@ -607,6 +651,12 @@ mod tests {
         let mut out = String::new();
         write_string(&mut out, "<a&b>\u{2028}\"\\\n\u{1}é");
         assert_eq!(out, "\"\\u003ca\\u0026b\\u003e\\u2028\\\"\\\\\\n\\u0001é\"");
+        let mut out = String::new();
+        write_string(&mut out, "€\u{2029}\u{1f}\r\t\u{2027}x\u{e2}");
+        assert_eq!(out, "\"€\\u2029\\u001f\\r\\t\u{2027}x\u{e2}\"");
+        let mut out = String::new();
+        write_string(&mut out, "plain text, no escapes");
+        assert_eq!(out, "\"plain text, no escapes\"");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 use crate::analytics::query::RawEvent;
 use crate::decode::json;
+use crate::event::TokenCounts;
 
 /// The export's columns, in line order.
 pub const EXPORT_FIELDS: &[&str] = &[
@@ -122,14 +123,166 @@ impl ExportFormat {
 
     /// Appends one event in this format, line terminator included.
     pub fn write_event(self, out: &mut String, event: &RawEvent) {
+        self.write_record(out, &ExportRecord::of(event));
+    }
+
+    /// Appends one borrowed record in this format, line terminator included.
+    pub fn write_record(self, out: &mut String, record: &ExportRecord<'_>) {
         match self {
-            ExportFormat::Jsonl => write_jsonl(out, event),
-            ExportFormat::Csv => write_csv(out, event),
+            ExportFormat::Jsonl => write_jsonl_record(out, record),
+            ExportFormat::Csv => write_csv_record(out, record),
         }
     }
 }
 
-/// One field's value. `present` is false for a field the NDJSON line leaves out.
+/// One event as the export writes it, borrowing every text.
+///
+/// [`ExportRecord::of`] views a [`RawEvent`]; storage fills one straight from a
+/// database row, so a large export allocates nothing per event. An empty text is
+/// a field the NDJSON line leaves out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExportRecord<'a> {
+    /// Upstream request id.
+    pub request_id: &'a str,
+    /// Lowercase hex dedupe hash.
+    pub event_hash: &'a str,
+    /// Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// RFC 3339 time as stored or derived from `timestamp_ms`.
+    pub timestamp: &'a str,
+    /// Provider.
+    pub provider: &'a str,
+    /// Executor type.
+    pub executor_type: &'a str,
+    /// Model as reported.
+    pub model: &'a str,
+    /// Model with the reasoning suffix removed.
+    pub analytics_model: &'a str,
+    /// Model the client asked for.
+    pub requested_model: &'a str,
+    /// Model the upstream resolved to.
+    pub resolved_model: &'a str,
+    /// `METHOD /path` of the request.
+    pub endpoint: &'a str,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Request path.
+    pub path: &'a str,
+    /// Authentication type.
+    pub auth_type: &'a str,
+    /// Credential index.
+    pub auth_index: &'a str,
+    /// Masked credential source.
+    pub source: &'a str,
+    /// Hash of the credential source.
+    pub source_hash: &'a str,
+    /// SHA-256 hex of the client API key.
+    pub api_key_hash: &'a str,
+    /// Account snapshot.
+    pub account: &'a str,
+    /// Auth label snapshot.
+    pub auth_label: &'a str,
+    /// Auth file snapshot.
+    pub auth_file: &'a str,
+    /// Auth provider snapshot.
+    pub auth_provider: &'a str,
+    /// Auth project id snapshot.
+    pub auth_project: &'a str,
+    /// When the auth snapshot was taken (Unix ms); left out unless positive.
+    pub auth_snapshot_at_ms: Option<i64>,
+    /// Reasoning effort.
+    pub reasoning_effort: &'a str,
+    /// Service tier.
+    pub service_tier: &'a str,
+    /// Service tier the request asked for.
+    pub request_service_tier: &'a str,
+    /// Service tier the response reported.
+    pub response_service_tier: &'a str,
+    /// `included_in_input`, `separate_from_input` or empty.
+    pub cache_input_mode: &'a str,
+    /// Token counts.
+    pub tokens: TokenCounts,
+    /// Latency in ms.
+    pub latency_ms: Option<i64>,
+    /// Time to first token in ms.
+    pub ttft_ms: Option<i64>,
+    /// Whether the request failed.
+    pub failed: bool,
+    /// Upstream status of a failure; left out unless positive.
+    pub fail_status_code: Option<i64>,
+    /// Redacted failure summary.
+    pub fail_summary: &'a str,
+    /// Quota recovery time from response headers; left out unless positive.
+    pub header_quota_recover_at_ms: Option<i64>,
+    /// Quota used percent from response headers.
+    pub header_quota_used_percent: Option<f64>,
+    /// Plan type from response headers.
+    pub header_quota_plan_type: &'a str,
+    /// Error kind from response headers.
+    pub header_error_kind: &'a str,
+    /// Error code from response headers.
+    pub header_error_code: &'a str,
+    /// Trace id from response headers.
+    pub header_trace_id: &'a str,
+    /// When the event was stored (Unix ms).
+    pub created_at_ms: i64,
+    /// The stored response metadata JSON; written only if it is a JSON object.
+    pub response_metadata_json: &'a str,
+}
+
+impl<'a> ExportRecord<'a> {
+    /// The export view of a stored event.
+    pub fn of(event: &'a RawEvent) -> ExportRecord<'a> {
+        let identity = &*event.identity;
+        ExportRecord {
+            request_id: event.request_id.as_deref().unwrap_or(""),
+            event_hash: &event.event_hash,
+            timestamp_ms: event.timestamp_ms,
+            timestamp: &event.timestamp,
+            provider: &identity.provider,
+            executor_type: &identity.executor_type,
+            model: &event.model,
+            analytics_model: &event.analytics_model,
+            requested_model: &event.requested_model,
+            resolved_model: &event.resolved_model,
+            endpoint: &event.endpoint,
+            method: &event.method,
+            path: &event.path,
+            auth_type: &event.auth_type,
+            auth_index: &identity.auth_index,
+            source: &identity.source,
+            source_hash: &identity.source_hash,
+            api_key_hash: &identity.api_key_hash,
+            account: &identity.account,
+            auth_label: &identity.auth_label,
+            auth_file: &identity.auth_file,
+            auth_provider: &identity.auth_provider,
+            auth_project: &identity.auth_project,
+            auth_snapshot_at_ms: event.auth_snapshot_at_ms,
+            reasoning_effort: &event.reasoning_effort,
+            service_tier: &event.service_tier,
+            request_service_tier: &event.request_service_tier,
+            response_service_tier: &event.response_service_tier,
+            cache_input_mode: event.cache_input_mode.unwrap_or(""),
+            tokens: event.tokens,
+            latency_ms: event.latency_ms,
+            ttft_ms: event.ttft_ms,
+            failed: event.failed,
+            fail_status_code: event.fail_status_code,
+            fail_summary: event.fail_summary.as_deref().unwrap_or(""),
+            header_quota_recover_at_ms: event.header_quota_recover_at_ms,
+            header_quota_used_percent: event.header_quota_used_percent,
+            header_quota_plan_type: &event.header_quota_plan_type,
+            header_error_kind: &event.header_error_kind,
+            header_error_code: &event.header_error_code,
+            header_trace_id: event.header_trace_id.as_deref().unwrap_or(""),
+            created_at_ms: event.created_at_ms,
+            response_metadata_json: event.response_metadata_json.as_deref().unwrap_or(""),
+        }
+    }
+}
+
+/// One field's value.
 enum Value<'a> {
     Text(&'a str),
     Int(i64),
@@ -137,11 +290,13 @@ enum Value<'a> {
     Bool(bool),
     /// A JSON object written verbatim.
     Raw(&'a str),
+    /// A field the NDJSON line leaves out (an empty CSV cell).
     Absent,
 }
 
 /// Calls `visit` for every field of [`EXPORT_FIELDS`], in order.
-fn visit_fields(event: &RawEvent, mut visit: impl FnMut(Value<'_>)) {
+#[inline(always)]
+fn visit_fields<'a>(event: &ExportRecord<'a>, mut visit: impl FnMut(Value<'a>)) {
     fn text(value: &str) -> Value<'_> {
         if value.is_empty() {
             Value::Absent
@@ -154,37 +309,36 @@ fn visit_fields(event: &RawEvent, mut visit: impl FnMut(Value<'_>)) {
         _ => Value::Absent,
     };
     let present = |value: Option<i64>| value.map_or(Value::Absent, Value::Int);
-    let identity = &event.identity;
     let tokens = &event.tokens;
-    visit(text(event.request_id.as_deref().unwrap_or("")));
-    visit(Value::Text(&event.event_hash));
+    visit(text(event.request_id));
+    visit(Value::Text(event.event_hash));
     visit(Value::Int(event.timestamp_ms));
-    visit(Value::Text(&event.timestamp));
-    visit(text(&identity.provider));
-    visit(text(&identity.executor_type));
-    visit(Value::Text(&event.model));
-    visit(text(&event.analytics_model));
-    visit(text(&event.requested_model));
-    visit(text(&event.resolved_model));
-    visit(text(&event.endpoint));
-    visit(text(&event.method));
-    visit(text(&event.path));
-    visit(text(&event.auth_type));
-    visit(text(&identity.auth_index));
-    visit(text(&identity.source));
-    visit(text(&identity.source_hash));
-    visit(text(&identity.api_key_hash));
-    visit(text(&identity.account));
-    visit(text(&identity.auth_label));
-    visit(text(&identity.auth_file));
-    visit(text(&identity.auth_provider));
-    visit(text(&identity.auth_project));
+    visit(Value::Text(event.timestamp));
+    visit(text(event.provider));
+    visit(text(event.executor_type));
+    visit(Value::Text(event.model));
+    visit(text(event.analytics_model));
+    visit(text(event.requested_model));
+    visit(text(event.resolved_model));
+    visit(text(event.endpoint));
+    visit(text(event.method));
+    visit(text(event.path));
+    visit(text(event.auth_type));
+    visit(text(event.auth_index));
+    visit(text(event.source));
+    visit(text(event.source_hash));
+    visit(text(event.api_key_hash));
+    visit(text(event.account));
+    visit(text(event.auth_label));
+    visit(text(event.auth_file));
+    visit(text(event.auth_provider));
+    visit(text(event.auth_project));
     visit(positive(event.auth_snapshot_at_ms));
-    visit(text(&event.reasoning_effort));
-    visit(text(&event.service_tier));
-    visit(text(&event.request_service_tier));
-    visit(text(&event.response_service_tier));
-    visit(text(event.cache_input_mode.unwrap_or("")));
+    visit(text(event.reasoning_effort));
+    visit(text(event.service_tier));
+    visit(text(event.request_service_tier));
+    visit(text(event.response_service_tier));
+    visit(text(event.cache_input_mode));
     visit(Value::Int(tokens.input));
     visit(Value::Int(tokens.output));
     visit(Value::Int(tokens.reasoning));
@@ -197,28 +351,25 @@ fn visit_fields(event: &RawEvent, mut visit: impl FnMut(Value<'_>)) {
     visit(present(event.ttft_ms));
     visit(Value::Bool(event.failed));
     visit(positive(event.fail_status_code));
-    visit(text(event.fail_summary.as_deref().unwrap_or("")));
+    visit(text(event.fail_summary));
     visit(positive(event.header_quota_recover_at_ms));
     visit(
         event
             .header_quota_used_percent
             .map_or(Value::Absent, Value::Float),
     );
-    visit(text(&event.header_quota_plan_type));
-    visit(text(&event.header_error_kind));
-    visit(text(&event.header_error_code));
-    visit(text(event.header_trace_id.as_deref().unwrap_or("")));
+    visit(text(event.header_quota_plan_type));
+    visit(text(event.header_error_kind));
+    visit(text(event.header_error_code));
+    visit(text(event.header_trace_id));
     visit(Value::Int(event.created_at_ms));
-    visit(
-        response_metadata(event.response_metadata_json.as_deref())
-            .map_or(Value::Absent, Value::Raw),
-    );
+    visit(response_metadata(event.response_metadata_json).map_or(Value::Absent, Value::Raw));
 }
 
 /// The stored metadata if it is a valid JSON object (trimmed), as in the
 /// compatible usage payload; anything else is left out.
-fn response_metadata(text: Option<&str>) -> Option<&str> {
-    let text = text?.trim();
+fn response_metadata(text: &str) -> Option<&str> {
+    let text = text.trim();
     if !(text.starts_with('{') && text.ends_with('}')) {
         return None;
     }
@@ -228,27 +379,38 @@ fn response_metadata(text: Option<&str>) -> Option<&str> {
 }
 
 fn write_int(out: &mut String, value: i64) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "{value}");
+    out.push_str(itoa::Buffer::new().format(value));
+}
+
+/// `,"name":` for every field of [`EXPORT_FIELDS`].
+fn json_keys() -> &'static [String] {
+    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        EXPORT_FIELDS
+            .iter()
+            .map(|name| format!(",\"{name}\":"))
+            .collect()
+    })
 }
 
 /// One NDJSON line: compact, Go key order and escaping, empty fields left out.
 pub fn write_jsonl(out: &mut String, event: &RawEvent) {
+    write_jsonl_record(out, &ExportRecord::of(event));
+}
+
+/// [`write_jsonl`] of a borrowed record.
+pub fn write_jsonl_record(out: &mut String, event: &ExportRecord<'_>) {
     out.push('{');
-    let mut fields = EXPORT_FIELDS.iter();
+    let keys = json_keys();
+    let mut fields = keys.iter();
     let mut first = true;
     visit_fields(event, |value| {
-        let Some(name) = fields.next() else { return };
+        let Some(key) = fields.next() else { return };
         if matches!(value, Value::Absent) {
             return;
         }
-        if !first {
-            out.push(',');
-        }
+        out.push_str(if first { &key[1..] } else { key });
         first = false;
-        out.push('"');
-        out.push_str(name);
-        out.push_str("\":");
         match value {
             Value::Text(text) => json::write_string(out, text),
             Value::Int(number) => write_int(out, number),
@@ -268,6 +430,11 @@ pub fn write_jsonl(out: &mut String, event: &RawEvent) {
 /// (model names, labels and failure summaries come from clients and upstreams).
 /// Numbers are written as they are.
 pub fn write_csv(out: &mut String, event: &RawEvent) {
+    write_csv_record(out, &ExportRecord::of(event));
+}
+
+/// [`write_csv`] of a borrowed record.
+pub fn write_csv_record(out: &mut String, event: &ExportRecord<'_>) {
     let mut first = true;
     visit_fields(event, |value| {
         if !first {
