@@ -1,4 +1,5 @@
-//! Benchmarks. Each prints a table; none is a pass/fail test.
+//! Benchmarks. Each prints a table; only `load` and `steady` fail (on a lost event or
+//! an unexpected answer), so CI can run `load --smoke`.
 //!
 //! - `decode`: CPA payloads decoded per second on one core.
 //! - `ingest`: the store's batch insert rate (100 and 1000 events per batch) next to
@@ -19,6 +20,15 @@
 //!   file with a byte-for-byte round trip, on `target/bench-transfer-N` filled once by
 //!   `fill_synthetic` (`--size N`, 1M by default), beside the `sqlite3` shell reading
 //!   and importing the same rows (`crates/testkit/examples/transfer_bench.rs`).
+//! - `load [--smoke]`: the release server on a database of 1M realistic events (filled
+//!   once into `target/bench-load-1000000`) while the fake CPA emits 5,000 events/s and
+//!   100 panels poll the dashboard and monitoring pages, plus a `/status` watchdog:
+//!   events lost, unexpected answers, p50/p99 per request beside an unloaded baseline and
+//!   the targets, peak RSS (`crates/testkit/examples/load_bench.rs`). Fails on a lost
+//!   event or an answer other than 200 or a deliberate 503. `--smoke` (debug build, 20k
+//!   events, 10 clients, 500 events/s, 5 s) runs in `cargo xtask ci`.
+//! - `steady [--minutes M]`: the release server fed 2,000 events/s for M minutes (60)
+//!   from an empty database, its RSS printed every minute; fails on a lost event.
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
 //!   release binary on an empty data directory, and its resident memory then.
 
@@ -37,7 +47,9 @@ pub const NAMES: &[&str] = &[
     "import",
     "ingest",
     "ingest-live",
+    "load",
     "panel",
+    "steady",
     "startup",
 ];
 
@@ -86,12 +98,68 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
             .map_err(|error| error.to_string())
         }
         "panel" => crate::frontend::bench(shell, extra),
+        "load" => load(shell, extra),
+        "steady" => steady(shell, extra),
         "export" | "import" => transfer(shell, name, extra),
         _ => Err(format!(
             "unknown benchmark {name:?}; one of: {}",
             NAMES.join(", ")
         )),
     }
+}
+
+/// Builds the server and the load client (release, or debug for `--smoke`, which CI
+/// runs right after the debug test build) and runs the load benchmark.
+pub fn load(shell: &Shell, args: &[String]) -> Result<(), String> {
+    let smoke = match args {
+        [] => false,
+        [flag] if flag == "--smoke" => true,
+        _ => return Err("usage: cargo xtask bench load [--smoke]".to_string()),
+    };
+    let (profile, release, size) = if smoke {
+        ("debug", None, "20000")
+    } else {
+        ("release", Some("--release"), "1000000")
+    };
+    cmd!(
+        shell,
+        "cargo build {release...} --locked -p cpamp-server -p cpamp-testkit --bin cpamp-server --example load_bench"
+    )
+    .run()
+    .map_err(|error| error.to_string())?;
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    let binaries = std::path::Path::new(&target).join(profile);
+    let server = binaries.join("cpamp-server");
+    let bench = binaries.join("examples/load_bench");
+    let source = std::path::Path::new(&target).join(format!("bench-load-{size}"));
+    let smoke_flag = smoke.then_some("--smoke");
+    cmd!(
+        shell,
+        "{bench} --server {server} --source {source} --fill {size} {smoke_flag...}"
+    )
+    .run()
+    .map_err(|_| "the load benchmark lost events or got unexpected answers".to_string())
+}
+
+fn steady(shell: &Shell, args: &[String]) -> Result<(), String> {
+    let minutes = match args {
+        [] => "60".to_string(),
+        [flag, value] if flag == "--minutes" && value.parse::<u64>().is_ok() => value.clone(),
+        _ => return Err("usage: cargo xtask bench steady [--minutes M]".to_string()),
+    };
+    cmd!(
+        shell,
+        "cargo build --release --locked -p cpamp-server -p cpamp-testkit --bin cpamp-server --example load_bench"
+    )
+    .run()
+    .map_err(|error| error.to_string())?;
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    let binaries = std::path::Path::new(&target).join("release");
+    let server = binaries.join("cpamp-server");
+    let bench = binaries.join("examples/load_bench");
+    cmd!(shell, "{bench} --server {server} --steady {minutes}")
+        .run()
+        .map_err(|_| "the steady benchmark lost events".to_string())
 }
 
 fn transfer(shell: &Shell, name: &str, args: &[String]) -> Result<(), String> {

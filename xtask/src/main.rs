@@ -1,7 +1,7 @@
 //! Project automation in plain Rust: `cargo xtask <command>`.
 //!
-//! - `ci`: everything CI runs, in CI's order (fmt check, lint, tests, the panel's build
-//!   check, unit tests and end-to-end tests).
+//! - `ci`: everything CI runs, in CI's order (fmt check, lint, tests, the load smoke
+//!   test, the panel's build check, unit tests and end-to-end tests).
 //! - `fmt [--check]`: format the workspace.
 //! - `lint`: clippy with warnings denied, the dependency-direction checks, and
 //!   `cargo doc --workspace --no-deps` with rustdoc warnings denied.
@@ -82,6 +82,8 @@ fn ci(shell: &Shell) -> Result<(), String> {
     fmt(shell, true)?;
     lint(shell)?;
     test(shell)?;
+    step("load smoke (no lost event, no unexpected answer under load)");
+    bench::load(shell, &["--smoke".to_string()])?;
     fuzz::run(shell, &["--smoke".to_string()])?;
     frontend::run(shell, &["--check".to_string()])?;
     frontend::e2e(shell)?;

@@ -40,6 +40,19 @@ pub struct Application {
     gap_tracker: GapTracker,
     maintenance: tokio::task::JoinHandle<()>,
     session_cleanup: tokio::task::JoinHandle<()>,
+    analytics: AnalyticsRuntime,
+}
+
+/// The runtime analytics computations run on. Dropped without waiting for its tasks
+/// (dropping a runtime inside another one would panic).
+struct AnalyticsRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for AnalyticsRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Application {
@@ -140,7 +153,19 @@ impl Application {
         // One analytics computation per core, at most two: the read pool keeps the
         // rest of its connections for everything else.
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        let reads = web::Data::new(cpamp_api::reads::Reads::new(cores.clamp(1, 2)));
+        // Computations run on a runtime of their own, one thread per two cores: decoding
+        // rollups never occupies an HTTP worker (so `/status` and `/health` answer at
+        // once) and never takes every core from the collector.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads((cores / 2).max(1))
+            .thread_name("analytics")
+            .enable_all()
+            .build()
+            .context("start the analytics runtime")?;
+        let reads = web::Data::new(
+            cpamp_api::reads::Reads::new(cores.clamp(1, 2)).computing_on(runtime.handle().clone()),
+        );
+        let analytics = AnalyticsRuntime(Some(runtime));
         let connections = web::Data::from(connections);
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -199,6 +224,7 @@ impl Application {
             gap_tracker,
             maintenance,
             session_cleanup,
+            analytics,
         })
     }
 
@@ -217,6 +243,7 @@ impl Application {
             gap_tracker,
             maintenance,
             session_cleanup,
+            analytics,
             ..
         } = self;
         let mut gap_tracker = Some(gap_tracker);
@@ -254,6 +281,7 @@ impl Application {
         collector.shutdown().await;
         maintenance.abort();
         session_cleanup.abort();
+        drop(analytics);
         store.close().await;
         drop(lock);
         tracing::info!("stopped");

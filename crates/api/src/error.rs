@@ -74,8 +74,12 @@ pub enum ErrorCode {
     BackupInProgress,
     /// 429: too many failed admin key attempts from this address.
     TooManyAttempts,
-    /// 503: the server is busy checking other admin key attempts.
+    /// 503: the server is busy (admin key checks or analytics computations); retry after
+    /// `Retry-After`.
     ServerBusy,
+    /// 503: the database cannot be used right now (locked, read-only, disk full, IO
+    /// error); retry after `Retry-After`.
+    DatabaseUnavailable,
     /// 400: the request is malformed; the message names the field.
     InvalidRequest,
     /// 404: nothing with this id or path.
@@ -123,6 +127,7 @@ impl ErrorCode {
             ErrorCode::BackupInProgress => "backup_in_progress",
             ErrorCode::TooManyAttempts => "too_many_attempts",
             ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::NotFound => "not_found",
             ErrorCode::RequestFailed => "request_failed",
@@ -133,6 +138,9 @@ impl ErrorCode {
 /// The 428 message before setup is complete. It starts with the Go server's text
 /// (clients match on it) and says what to do.
 pub const NOT_CONFIGURED_MESSAGE: &str = "usage service is not configured: open /management.html and finish setup (CPA URL and CPA Management Key), then retry";
+
+/// `Retry-After` of a `503 database_unavailable`.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
 /// An error answered to an API client.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +219,16 @@ impl From<cpamp_domain::StoreError> for ApiError {
             }
             cpamp_domain::StoreError::NotFound(message) => {
                 ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
+            }
+            cpamp_domain::StoreError::Unavailable { .. } => {
+                tracing::error!(error = %error, "database unavailable");
+                let mut answer = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::DatabaseUnavailable,
+                    "the database cannot be used right now; retry later",
+                );
+                answer.retry_after_secs = Some(DATABASE_RETRY_AFTER_SECS);
+                answer
             }
             other => ApiError::internal("database request failed", &other),
         }

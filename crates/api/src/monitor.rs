@@ -56,6 +56,8 @@ pub struct Monitor {
     cpa: Mutex<CpaFacts>,
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     diagnosis: Mutex<Option<(Instant, Diagnosis)>>,
+    /// True while a diagnosis is being made in the background.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -79,6 +81,7 @@ impl Monitor {
             cpa: Mutex::new(CpaFacts::default()),
             requests: Mutex::new(BTreeMap::new()),
             diagnosis: Mutex::new(None),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -113,6 +116,27 @@ impl Monitor {
             .as_ref()
             .filter(|(at, _)| at.elapsed() < max_age)
             .map(|(_, diagnosis)| diagnosis.clone())
+    }
+
+    /// The last diagnosis, however old.
+    pub fn last_diagnosis(&self) -> Option<Diagnosis> {
+        lock(&self.diagnosis)
+            .as_ref()
+            .map(|(_, diagnosis)| diagnosis.clone())
+    }
+
+    /// Claims the one background refresh of the diagnosis; false when one is running.
+    /// The claimer calls [`Monitor::refreshed`] when done.
+    pub fn begin_refresh(&self) -> bool {
+        !self
+            .refreshing
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Ends the background refresh claimed with [`Monitor::begin_refresh`].
+    pub fn refreshed(&self) {
+        self.refreshing
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Caches a fresh diagnosis.

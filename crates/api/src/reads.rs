@@ -1,21 +1,33 @@
-//! Analytics reads under load: a bounded number computed at once, identical requests
-//! sharing one computation, and a short-lived copy of each answer.
+//! Analytics reads under load: a bounded number computed at once, off the HTTP workers,
+//! identical requests sharing one computation, and a short-lived copy of each answer.
 //!
 //! Dashboard and monitoring answers are computed by scanning rollups on the read pool.
 //! Without a bound, a hundred panels refreshing at once queue on the pool until their
 //! waits time out, and work for clients that already left keeps running. [`Reads`]:
 //! - runs at most [`Reads::turns`] computations at once, leaving the rest of the read
-//!   pool to `/status`, `/health` and the other routes, which never wait here;
+//!   pool to `/status`, `/health` and the other routes, which never wait here; with
+//!   [`Reads::computing_on`] they run on a runtime of their own, so an HTTP worker
+//!   never spends its time decoding rollups while `/status` waits behind it;
 //! - lets at most [`MAX_WAITING`] more wait, each for at most [`TURN_WAIT`]; beyond that
 //!   the answer is `503 server_busy` with `Retry-After: 1` at once;
 //! - joins a request to a computation already running for the same route and input
 //!   (single flight), and answers from the last answer for [`FRESH_FOR`] as long as no
 //!   event was stored since (the data version the caller passes) and no write request
 //!   (a price, an alias, an import, …) was answered since ([`invalidate_after_writes`]);
+//! - while a computation for newer data is running, answers from the last answer at once
+//!   if its data is at most [`STALE_FOR`] old (no write request answered since): under a
+//!   steady stream of events every answer is then at most that old, and only the request
+//!   that starts a computation waits for it. A request with nothing running computes, so
+//!   a client asking after an event was stored always sees it;
 //! - drops a computation when every request waiting for it has gone (the client closed
 //!   its connection), so no work runs for nobody.
+//!
+//! Callers build the key with [`key`] from the route and a canonical form of the input in
+//! which "now" is one value ([`live_key_json`], [`LIVE_SLACK_MS`]): panels send the
+//! current millisecond in every request, and two panels asking for "today up to now" a
+//! few hundred milliseconds apart ask the same question.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +41,7 @@ use actix_web::middleware::Next;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared, WeakShared};
+use serde_json::Value;
 use sha2::Digest;
 
 use crate::error::{ApiError, ErrorCode};
@@ -39,6 +52,10 @@ pub const MAX_WAITING: usize = 64;
 pub const TURN_WAIT: Duration = Duration::from_secs(3);
 /// How long an answer is reused while no event was stored.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
+/// How old the data of an answer may be when it is given while a newer one is computed.
+pub const STALE_FOR: Duration = Duration::from_secs(2);
+/// A time in a request within this many milliseconds of the server's clock means "now".
+pub const LIVE_SLACK_MS: i64 = 2_000;
 /// Most answers and flights remembered.
 const MAX_ENTRIES: usize = 256;
 
@@ -70,16 +87,29 @@ impl From<Refusal> for ApiError {
     }
 }
 
-type Flight = Shared<BoxFuture<'static, Result<Bytes, Refusal>>>;
+type Computation = BoxFuture<'static, Result<Bytes, Refusal>>;
+type Flight = Shared<Computation>;
 
-enum Entry {
-    Running(WeakShared<BoxFuture<'static, Result<Bytes, Refusal>>>),
-    Done {
-        at: Instant,
-        version: u64,
-        generation: u64,
-        answer: Bytes,
-    },
+/// The last answer for a key.
+struct Done {
+    /// When the computation that produced it started (its data is at least that new).
+    at: Instant,
+    version: u64,
+    generation: u64,
+    answer: Bytes,
+}
+
+/// What is known about one key: the computation running for it and the last answer.
+#[derive(Default)]
+struct Slot {
+    running: Option<(u64, WeakShared<Computation>)>,
+    done: Option<Done>,
+}
+
+impl Slot {
+    fn running(&self) -> Option<Flight> {
+        self.running.as_ref().and_then(|(_, weak)| weak.upgrade())
+    }
 }
 
 /// The gate and the shared answers; registered as `web::Data<Reads>`.
@@ -87,10 +117,14 @@ pub struct Reads {
     turns: tokio::sync::Semaphore,
     capacity: usize,
     waiting: AtomicUsize,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    entries: Mutex<HashMap<[u8; 32], Slot>>,
     counts: Counts,
     /// Bumped by every answered write request: copies from before are not reused.
     generation: AtomicU64,
+    /// Numbers flights, so a finished one clears only its own mark.
+    flights: AtomicU64,
+    /// Where computations run (else on the task of the request that starts them).
+    computing: Option<tokio::runtime::Handle>,
 }
 
 /// What the gate did since the process started (reported by `/metrics`).
@@ -100,6 +134,8 @@ pub struct Counts {
     pub computed: AtomicU64,
     /// Answers given from a running computation or a fresh copy.
     pub shared: AtomicU64,
+    /// Answers given from the last copy while a newer one was being computed.
+    pub stale: AtomicU64,
     /// Requests answered 503 (too many waiting, or waited too long).
     pub refused: AtomicU64,
 }
@@ -122,6 +158,72 @@ pub fn key(route: &str, input: &[u8]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// A canonical form of `input` for [`key`]: object members sorted, and each top-level
+/// member named in `live` whose value is a number within [`LIVE_SLACK_MS`] of `now_ms`
+/// replaced by `"now"`. `None` when `input` is not JSON (the caller keys the raw bytes).
+pub fn live_key_json(input: &[u8], live: &[&str], now_ms: i64) -> Option<Vec<u8>> {
+    let mut value: Value = serde_json::from_slice(input).ok()?;
+    if let Value::Object(members) = &mut value {
+        for name in live {
+            if let Some(member) = members.get_mut(*name)
+                && member
+                    .as_i64()
+                    .is_some_and(|ms| ms.abs_diff(now_ms) <= LIVE_SLACK_MS.unsigned_abs())
+            {
+                *member = Value::String("now".to_string());
+            }
+        }
+    }
+    serde_json::to_vec(&canonical(value)).ok()
+}
+
+/// The same canonical form for a query string: pairs sorted, and each pair named in
+/// `live` whose value is an integer within [`LIVE_SLACK_MS`] of `now_ms` given as `now`.
+pub fn live_key_query(pairs: &[(String, String)], live: &[&str], now_ms: i64) -> Vec<u8> {
+    let mut sorted: Vec<(&str, String)> = pairs
+        .iter()
+        .map(|(name, value)| {
+            let is_now = live.contains(&name.as_str())
+                && value
+                    .trim()
+                    .parse::<i64>()
+                    .is_ok_and(|ms| ms.abs_diff(now_ms) <= LIVE_SLACK_MS.unsigned_abs());
+            (
+                name.as_str(),
+                if is_now {
+                    "now".to_string()
+                } else {
+                    value.clone()
+                },
+            )
+        })
+        .collect();
+    sorted.sort();
+    let mut out = Vec::new();
+    for (name, value) in sorted {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// `value` with every object's members in sorted order.
+fn canonical(value: Value) -> Value {
+    match value {
+        Value::Object(members) => {
+            let sorted: BTreeMap<String, Value> = members
+                .into_iter()
+                .map(|(name, member)| (name, canonical(member)))
+                .collect();
+            Value::Object(sorted.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -137,6 +239,15 @@ fn busy(message: &str) -> Refusal {
     }
 }
 
+/// Aborts a spawned computation when the last request waiting for it is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Reads {
     /// At most `turns` computations at once (at least one).
     pub fn new(turns: usize) -> Reads {
@@ -148,7 +259,16 @@ impl Reads {
             entries: Mutex::new(HashMap::new()),
             counts: Counts::default(),
             generation: AtomicU64::new(0),
+            flights: AtomicU64::new(0),
+            computing: None,
         }
+    }
+
+    /// Runs computations on `runtime` (a runtime of their own, so the HTTP workers stay
+    /// free for `/status`, `/health` and every other route).
+    pub fn computing_on(mut self, runtime: tokio::runtime::Handle) -> Reads {
+        self.computing = Some(runtime);
+        self
     }
 
     /// Computations allowed at once.
@@ -166,8 +286,9 @@ impl Reads {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The JSON answer for `key`: a fresh copy of the last answer (same `version`), the
-    /// computation already running for it, or `compute` run in its turn.
+    /// The JSON answer for `key`: a fresh copy of the last answer (same `version`), a
+    /// recent copy while a newer answer is computed, the computation already running for
+    /// it, or `compute` run in its turn.
     pub async fn answer<F>(
         self: std::sync::Arc<Self>,
         key: [u8; 32],
@@ -180,62 +301,95 @@ impl Reads {
         let generation = self.generation.load(Ordering::Acquire);
         let flight = {
             let mut entries = lock(&self.entries);
-            let joined = match entries.get(&key) {
-                Some(Entry::Done {
-                    at,
-                    version: stored,
-                    generation: written,
-                    answer,
-                }) if *stored == version && *written == generation && at.elapsed() < FRESH_FOR => {
-                    self.counts.shared.fetch_add(1, Ordering::Relaxed);
-                    return Ok(json(answer.clone()));
-                }
-                Some(Entry::Running(weak)) => weak.upgrade(),
-                _ => None,
-            };
-            match joined {
+            if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
+                entries.retain(|_, slot| {
+                    slot.running().is_some()
+                        || slot
+                            .done
+                            .as_ref()
+                            .is_some_and(|done| done.at.elapsed() < STALE_FOR)
+                });
+            }
+            let slot = entries.entry(key).or_default();
+            let copy = slot
+                .done
+                .as_ref()
+                .filter(|done| done.generation == generation);
+            if let Some(done) =
+                copy.filter(|done| done.version == version && done.at.elapsed() < FRESH_FOR)
+            {
+                self.counts.shared.fetch_add(1, Ordering::Relaxed);
+                return Ok(json(done.answer.clone()));
+            }
+            match slot.running() {
                 Some(flight) => {
+                    if let Some(done) = copy.filter(|done| done.at.elapsed() < STALE_FOR) {
+                        self.counts.stale.fetch_add(1, Ordering::Relaxed);
+                        return Ok(json(done.answer.clone()));
+                    }
                     self.counts.shared.fetch_add(1, Ordering::Relaxed);
                     flight
                 }
                 None => {
-                    if entries.len() >= MAX_ENTRIES {
-                        entries.retain(|_, entry| match entry {
-                            Entry::Running(weak) => weak.upgrade().is_some(),
-                            Entry::Done { at, .. } => at.elapsed() < FRESH_FOR,
-                        });
-                    }
-                    let flight: Flight = Self::in_turn(self.clone(), compute).boxed().shared();
-                    if let Some(weak) = flight.downgrade() {
-                        entries.insert(key, Entry::Running(weak));
-                    }
+                    let id = self.flights.fetch_add(1, Ordering::Relaxed);
+                    let flight = self
+                        .clone()
+                        .flight(key, id, version, generation, compute)
+                        .boxed()
+                        .shared();
+                    slot.running = flight.downgrade().map(|weak| (id, weak));
                     flight
                 }
             }
         };
-        let outcome = flight.await;
-        let mut entries = lock(&self.entries);
-        match &outcome {
-            Ok(answer) => {
-                entries.insert(
-                    key,
-                    Entry::Done {
-                        at: Instant::now(),
-                        version,
-                        generation,
-                        answer: answer.clone(),
-                    },
-                );
-            }
-            Err(_) => {
-                if matches!(entries.get(&key), Some(Entry::Running(weak)) if weak.upgrade().is_none())
-                {
-                    entries.remove(&key);
+        flight.await.map(json).map_err(ApiError::from)
+    }
+
+    /// One computation: run in its turn (on the computing runtime when there is one),
+    /// then kept as the key's last answer.
+    async fn flight<F>(
+        self: std::sync::Arc<Self>,
+        key: [u8; 32],
+        id: u64,
+        version: u64,
+        generation: u64,
+        compute: F,
+    ) -> Result<Bytes, Refusal>
+    where
+        F: Future<Output = Result<Bytes, ApiError>> + Send + 'static,
+    {
+        let started = Instant::now();
+        let turn = Self::in_turn(self.clone(), compute);
+        let outcome = match &self.computing {
+            Some(runtime) => {
+                let task = runtime.spawn(turn);
+                let _abort = AbortOnDrop(task.abort_handle());
+                match task.await {
+                    Ok(outcome) => outcome,
+                    Err(error) => Err(Refusal::from(ApiError::internal(
+                        "analytics computation failed",
+                        &error,
+                    ))),
                 }
             }
+            None => turn.await,
+        };
+        let mut entries = lock(&self.entries);
+        let slot = entries.entry(key).or_default();
+        if slot.running.as_ref().is_some_and(|(mark, _)| *mark == id) {
+            slot.running = None;
         }
-        drop(entries);
-        outcome.map(json).map_err(ApiError::from)
+        if let Ok(answer) = &outcome
+            && slot.done.as_ref().is_none_or(|done| done.at <= started)
+        {
+            slot.done = Some(Done {
+                at: started,
+                version,
+                generation,
+                answer: answer.clone(),
+            });
+        }
+        outcome
     }
 
     async fn in_turn<F>(reads: std::sync::Arc<Reads>, compute: F) -> Result<Bytes, Refusal>
@@ -328,6 +482,147 @@ mod tests {
             .await
             .expect("new");
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn while_a_newer_answer_is_computed_the_last_copy_is_answered_at_once() {
+        let reads = Arc::new(Reads::new(1));
+        let key = key("dashboard", b"today");
+        reads
+            .clone()
+            .answer(key, 1, async { Ok(Bytes::from_static(b"old")) })
+            .await
+            .expect("first");
+        // Nothing is running: a request for newer data computes and waits for it.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let slow = async move {
+            let _ = released.await;
+            Ok(Bytes::from_static(b"new"))
+        };
+        let starter = reads.clone().answer(key, 2, slow);
+        let observer = async {
+            while reads.counts().computed.load(Ordering::SeqCst) < 2 {
+                tokio::task::yield_now().await;
+            }
+            // While it runs, the copy is answered without waiting.
+            let copy = reads
+                .clone()
+                .answer(key, 3, async { Ok(Bytes::from_static(b"unused")) })
+                .await
+                .expect("copy");
+            let body = actix_web::body::to_bytes(copy.into_body())
+                .await
+                .expect("body");
+            assert_eq!(body, Bytes::from_static(b"old"));
+            assert_eq!(reads.counts().stale.load(Ordering::SeqCst), 1);
+            let _ = release.send(());
+        };
+        let (fresh, ()) = futures_util::future::join(starter, observer).await;
+        let body = actix_web::body::to_bytes(fresh.expect("answer").into_body())
+            .await
+            .expect("body");
+        assert_eq!(body, Bytes::from_static(b"new"));
+        // A write request since: no copy is reused, even while a computation runs.
+        reads.invalidate();
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(Bytes::from_static(b"after write"))
+            }
+        };
+        let after = reads.clone().answer(key, 2, counted).await.expect("after");
+        let body = actix_web::body::to_bytes(after.into_body())
+            .await
+            .expect("body");
+        assert_eq!(body, Bytes::from_static(b"after write"));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn computations_run_on_their_runtime_and_stop_when_abandoned() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("computing")
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let reads = Arc::new(Reads::new(1).computing_on(runtime.handle().clone()));
+        let where_ran = async {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            Ok(Bytes::from(name))
+        };
+        let answer = reads
+            .clone()
+            .answer(key("monitoring", b"a"), 1, where_ran)
+            .await
+            .expect("answer");
+        let body = actix_web::body::to_bytes(answer.into_body())
+            .await
+            .expect("body");
+        assert_eq!(body, Bytes::from_static(b"computing"));
+        let finished = Arc::new(AtomicU32::new(0));
+        let slow = {
+            let finished = finished.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok(Bytes::new())
+            }
+        };
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            reads.clone().answer(key("monitoring", b"b"), 1, slow),
+        )
+        .await;
+        assert!(abandoned.is_err());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            0,
+            "an abandoned computation ran on"
+        );
+        runtime.shutdown_background();
+    }
+
+    #[test]
+    fn requests_for_now_share_a_key_and_others_do_not() {
+        let now = 1_787_400_000_000;
+        let body = |to: i64, at: i64| {
+            format!(
+                r#"{{"from_ms":1787356800000,"to_ms":{to},"now_ms":{at},"include":{{"timeline":true,"summary":true}}}}"#
+            )
+        };
+        let live = |text: &str| live_key_json(text.as_bytes(), &["to_ms", "now_ms"], now);
+        // Two panels a few hundred milliseconds apart, members in another order.
+        let first = live(&body(now - 300, now - 301)).expect("json");
+        let reordered = format!(
+            r#"{{"include":{{"summary":true,"timeline":true}},"now_ms":{},"to_ms":{},"from_ms":1787356800000}}"#,
+            now + 500,
+            now + 501
+        );
+        assert_eq!(first, live(&reordered).expect("json"));
+        // A range ending an hour ago is its own question.
+        assert_ne!(first, live(&body(now - 3_600_000, now)).expect("json"));
+        // Another start is another question.
+        let other_start = body(now, now).replace("1787356800000", "1787270400000");
+        assert_ne!(first, live(&other_start).expect("json"));
+        assert_eq!(live_key_json(b"not json", &["to_ms"], now), None);
+
+        let pairs = |at: i64| {
+            vec![
+                ("today_start_ms".to_string(), "1787356800000".to_string()),
+                ("now_ms".to_string(), at.to_string()),
+                ("top_models".to_string(), "5".to_string()),
+            ]
+        };
+        let query = |at: i64| live_key_query(&pairs(at), &["now_ms"], now);
+        assert_eq!(query(now - 1_000), query(now + 1_500));
+        let mut reversed = pairs(now);
+        reversed.reverse();
+        assert_eq!(query(now), live_key_query(&reversed, &["now_ms"], now));
+        assert_ne!(query(now), query(now - 60_000));
     }
 
     #[tokio::test]

@@ -29,4 +29,5 @@ mod setup;
 mod status;
 mod support;
 mod transfer;
+mod unavailable;
 mod usage_payload;

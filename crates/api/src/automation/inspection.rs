@@ -1047,7 +1047,9 @@ pub(crate) async fn schedule<S: Store>(state: web::Data<AppState<S>>) {
                 .ok()
                 .flatten()
                 .map(|run| run.finished_at_ms.unwrap_or(run.started_at_ms));
-            if let Some(key) = scheduled_trigger(&settings, now, last) {
+            if let Some(key) =
+                scheduled_trigger(&settings, now, last, &jiff::tz::TimeZone::system())
+            {
                 match start(&state, "scheduled", &key).await {
                     Ok(run) => {
                         tracing::info!(run = run.id, trigger = %key, "scheduled inspection started")

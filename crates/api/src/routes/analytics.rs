@@ -188,8 +188,16 @@ async fn dashboard_summary<S: Store>(
     reads: Option<web::Data<crate::reads::Reads>>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let parsed = dashboard_request(request.query_string(), now_ms())?;
-    let key = crate::reads::key("dashboard", request.query_string().as_bytes());
+    let server_now = now_ms();
+    let parsed = dashboard_request(request.query_string(), server_now)?;
+    // Panels send their clock as `now_ms`: requests for "today up to now" share a key.
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(request.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let key = crate::reads::key(
+        "dashboard",
+        &crate::reads::live_key_query(&pairs, &["now_ms"], server_now),
+    );
     let store = state.store.clone();
     shared_answer(&state, reads, key, async move {
         let summary = dashboard(&store, parsed).await.map_err(query_error)?;
@@ -412,8 +420,11 @@ async fn monitoring_analytics<S: Store>(
     reads: Option<web::Data<crate::reads::Reads>>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let request = monitoring_request(&body, now_ms())?;
-    let key = crate::reads::key("monitoring", &body);
+    let server_now = now_ms();
+    let request = monitoring_request(&body, server_now)?;
+    // Panels end "today" at their clock: requests for the same range up to now share a key.
+    let canonical = crate::reads::live_key_json(&body, &["to_ms", "now_ms"], server_now);
+    let key = crate::reads::key("monitoring", canonical.as_deref().unwrap_or(&body));
     let store = state.store.clone();
     shared_answer(&state, reads, key, async move {
         let response = monitoring(&store, request).await.map_err(query_error)?;

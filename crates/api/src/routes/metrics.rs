@@ -301,6 +301,11 @@ async fn metrics<S: Store>(
                 &counts.shared,
             ),
             (
+                "cpamp_analytics_stale_answers_total",
+                "Dashboard and monitoring requests answered by the last copy (at most 2 s old) while a newer answer was computed.",
+                &counts.stale,
+            ),
+            (
                 "cpamp_analytics_refused_total",
                 "Dashboard and monitoring requests answered 503 because too many were waiting.",
                 &counts.refused,

@@ -16,7 +16,7 @@ use crate::monitor::{CollectorPlan, Monitor};
 use crate::state::{AppState, Store};
 
 /// How long a diagnosis is reused: the panel polls `/status`, CPA should not be probed
-/// on every poll.
+/// on every poll. An older one is still answered while its successor is made.
 const DIAGNOSIS_MAX_AGE: Duration = Duration::from_secs(5);
 /// Gaps shown in `/status`.
 const STATUS_GAPS: u32 = 20;
@@ -74,7 +74,26 @@ async fn status<S: Store>(
     let database = state.store.database_report().await?;
     let now = now_ms();
     let gaps = state.store.gaps(i64::MIN, i64::MAX, STATUS_GAPS).await?;
-    let diagnosis = diagnosis(&state, &monitor, None).await?;
+    let diagnosis = match monitor.cached_diagnosis(DIAGNOSIS_MAX_AGE) {
+        Some(fresh) => fresh,
+        // An older diagnosis is answered at once while a new one is made in the
+        // background (it may probe CPA), so no `/status` waits for it but the first.
+        None => match monitor.last_diagnosis() {
+            Some(older) => {
+                if monitor.begin_refresh() {
+                    let (state, monitor) = (state.clone(), monitor.clone());
+                    actix_web::rt::spawn(async move {
+                        let _claim = RefreshClaim(monitor.clone());
+                        if let Err(error) = diagnosis(&state, &monitor, None).await {
+                            tracing::warn!(%error, "refreshing the diagnosis failed");
+                        }
+                    });
+                }
+                older
+            }
+            None => diagnosis(&state, &monitor, None).await?,
+        },
+    };
     Ok(HttpResponse::Ok().json(json!({
         "service": "cpa-manager-plus",
         "dbPath": state.db_path,
@@ -98,6 +117,15 @@ async fn status<S: Store>(
         "gaps": gaps_json(&gaps, now),
         "diagnosis": diagnosis,
     })))
+}
+
+/// Ends a background refresh of the diagnosis however it ends.
+struct RefreshClaim(web::Data<Monitor>);
+
+impl Drop for RefreshClaim {
+    fn drop(&mut self) {
+        self.0.refreshed();
+    }
 }
 
 /// Runs (or reuses) the doctor for the live server. `connection` overrides the resolved

@@ -304,17 +304,20 @@ impl InspectionConfig {
 /// The scheduled run due at `now_ms` for `config`, as its trigger key, if any:
 /// `interval:<minutes>:<bucket>` once the interval passed since `last_scheduled_ms`, or
 /// `YYYY-MM-DD HH:MM` when the current minute (in the schedule's zone) is a time point.
+/// A schedule without a zone of its own uses `server_zone`, the zone the caller runs in;
+/// this crate never reads the host's clock or zone itself.
 pub fn scheduled_trigger(
     config: &InspectionConfig,
     now_ms: i64,
     last_scheduled_ms: Option<i64>,
+    server_zone: &jiff::tz::TimeZone,
 ) -> Option<String> {
     if !config.enabled {
         return None;
     }
     if config.schedule_mode == "time_points" {
         let zone = if config.time_zone.is_empty() {
-            jiff::tz::TimeZone::system()
+            server_zone.clone()
         } else {
             jiff::tz::TimeZone::get(&config.time_zone).ok()?
         };
@@ -964,6 +967,7 @@ pub fn decide_xai(
 #[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
+    use jiff::tz::TimeZone;
 
     fn usage(primary: f64, secondary: f64) -> Value {
         json!({"plan_type": "plus", "rate_limit": {"allowed": true, "limit_reached": false,
@@ -1148,10 +1152,13 @@ mod tests {
         };
         let now = 1_787_400_000_000;
         assert_eq!(
-            scheduled_trigger(&config, now, None),
+            scheduled_trigger(&config, now, None, &TimeZone::UTC),
             Some(format!("interval:10:{}", now / 600_000))
         );
-        assert_eq!(scheduled_trigger(&config, now, Some(now - 60_000)), None);
+        assert_eq!(
+            scheduled_trigger(&config, now, Some(now - 60_000), &TimeZone::UTC),
+            None
+        );
         let points = InspectionConfig {
             enabled: true,
             schedule_mode: "time_points".into(),
@@ -1161,9 +1168,28 @@ mod tests {
         };
         // 2026-08-22T08:00:30Z
         assert_eq!(
-            scheduled_trigger(&points, 1_787_385_630_000, None).as_deref(),
+            scheduled_trigger(&points, 1_787_385_630_000, None, &TimeZone::UTC).as_deref(),
             Some("2026-08-22 08:00")
         );
-        assert_eq!(scheduled_trigger(&points, 1_787_385_690_000, None), None);
+        assert_eq!(
+            scheduled_trigger(&points, 1_787_385_690_000, None, &TimeZone::UTC),
+            None
+        );
+        // Without a zone of its own the schedule follows the caller's zone:
+        // 08:00 in Shanghai is 00:00 UTC.
+        let zoneless = InspectionConfig {
+            time_zone: String::new(),
+            ..points
+        };
+        let shanghai = TimeZone::get("Asia/Shanghai").unwrap();
+        // 2026-08-22T00:00:30Z = 2026-08-22 08:00:30 in Shanghai
+        assert_eq!(
+            scheduled_trigger(&zoneless, 1_787_356_830_000, None, &shanghai).as_deref(),
+            Some("2026-08-22 08:00")
+        );
+        assert_eq!(
+            scheduled_trigger(&zoneless, 1_787_356_830_000, None, &TimeZone::UTC),
+            None
+        );
     }
 }
