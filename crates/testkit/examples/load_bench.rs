@@ -34,10 +34,9 @@
     reason = "a benchmark prints its table and stops on a broken setup"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +46,9 @@ use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, StoreStats};
 use cpamp_storage::{Options, SqliteStore};
 use cpamp_testkit::{FakeCpa, FakeCpaOptions, Traffic};
 use serde_json::{Value, json};
+
+#[path = "shared/server.rs"]
+mod server;
 
 const ADMIN_KEY: &str = "load-bench-admin-key-0123456789";
 const CPA_KEY: &str = "load-bench-management-key";
@@ -191,36 +193,22 @@ async fn fill(source: &Path, count: u64) {
 }
 
 fn start_server(binary: &Path, data: &Path, cpa: &str) -> (Child, String) {
-    let mut child = Command::new(binary)
-        .env("HTTP_ADDR", "127.0.0.1:0")
-        .env("USAGE_DATA_DIR", data)
-        .env("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY)
-        .env("CPA_UPSTREAM_URL", cpa)
-        .env("CPA_MANAGEMENT_KEY", CPA_KEY)
-        .env("USAGE_COLLECTOR_MODE", "http")
-        .env("USAGE_BATCH_SIZE", "1000")
-        .env("USAGE_POLL_INTERVAL_MS", "50")
-        .env("RUST_LOG", "warn,cpa_manager_plus=info,cpamp_server=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("start {}: {error}", binary.display()));
-    let stderr = child.stderr.take().expect("stderr");
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = sender.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            } else if line.contains("ERROR") {
-                eprintln!("server: {line}");
-            }
-        }
-    });
-    let addr = receiver
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server reports its address");
-    (child, format!("http://{addr}"))
+    server::spawn(
+        binary,
+        &[
+            ("USAGE_DATA_DIR", data.as_os_str()),
+            ("CPA_MANAGER_ADMIN_KEY", ADMIN_KEY.as_ref()),
+            ("CPA_UPSTREAM_URL", cpa.as_ref()),
+            ("CPA_MANAGEMENT_KEY", CPA_KEY.as_ref()),
+            ("USAGE_COLLECTOR_MODE", "http".as_ref()),
+            ("USAGE_BATCH_SIZE", "1000".as_ref()),
+            ("USAGE_POLL_INTERVAL_MS", "50".as_ref()),
+            (
+                "RUST_LOG",
+                "warn,cpa_manager_plus=info,cpamp_server=info".as_ref(),
+            ),
+        ],
+    )
 }
 
 fn client_from(address: IpAddr) -> reqwest::blocking::Client {
