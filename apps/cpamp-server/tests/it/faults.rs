@@ -93,8 +93,9 @@ fn kill_nine_during_ingest(mode: &str, seed: u64) -> (usize, usize) {
         .map(|(id, count)| (count - expected.get(id).copied().unwrap_or(0)).max(0) as usize)
         .sum();
     let recorded = gaps(&db);
+    let in_cpa = cpa.cpa.undelivered_events() + cpa.cpa.lost_events();
     eprintln!(
-        "kill -9 x{KILLS} over {total} events in {mode}: {lost} lost, {duplicated} duplicated; gaps {recorded:?}"
+        "kill -9 x{KILLS} over {total} events in {mode}: {lost} lost ({in_cpa} never left CPA), {duplicated} duplicated; gaps {recorded:?}"
     );
     assert_eq!(
         duplicated,
