@@ -106,6 +106,12 @@ impl Application {
                 "cut a torn record off the end of the collector inbox (a write interrupted by a crash)"
             );
         }
+        if recovery.recovered_items > 0 {
+            tracing::warn!(
+                items = recovery.recovered_items,
+                "kept the events of a response from CPA that the previous process was still reading when it stopped"
+            );
+        }
         let interrupted_read_at_ms = recovery.interrupted_read_at_ms;
         let collector = Collector::with_inbox(
             IngestSink::new(store.clone(), automation.clone()),
