@@ -747,9 +747,9 @@ mod tests {
         let path = dir.path().join("inbox");
         {
             let (mut inbox, _) = Inbox::open(&path).unwrap();
-            inbox.append(7, 0, "o", &items("a", 2)).unwrap();
-            inbox.append(8, 0, "o", &items("b", 2)).unwrap();
-            inbox.append(9, 0, "o", &items("c", 1)).unwrap();
+            inbox.append(7, 0, "o", &items("a", 1)).unwrap();
+            inbox.append(8, 0, "o", &items("b", 3)).unwrap();
+            inbox.append(9, 0, "o", &items("c", 2)).unwrap();
         }
         let holding = with_inbox(&path, limits(3));
         {
@@ -759,9 +759,10 @@ mod tests {
                 .iter()
                 .map(|entry| entry.items.is_some())
                 .collect();
+            // 1 fits, 1 + 3 does not, 1 + 2 reaches the bound exactly.
             assert_eq!(in_memory, [true, false, true]);
             assert_eq!(state.memory_items, 3);
-            assert_eq!(state.items, 5);
+            assert_eq!(state.items, 6);
         }
         assert_eq!(holding.hold("o", items("d", 1), None), 10);
         let mut order = Vec::new();
