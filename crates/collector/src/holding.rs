@@ -81,7 +81,7 @@ struct HeldState {
 pub(crate) struct Holding {
     state: Mutex<HeldState>,
     inbox: Option<Mutex<Inbox>>,
-    changes: watch::Sender<u64>,
+    changes: watch::Sender<()>,
     limits: HoldLimits,
 }
 
@@ -93,7 +93,7 @@ impl Holding {
                 ..HeldState::default()
             }),
             inbox: None,
-            changes: watch::channel(0).0,
+            changes: watch::channel(()).0,
             limits,
         }
     }
@@ -144,7 +144,8 @@ impl Holding {
     }
 
     fn changed(&self) {
-        self.changes.send_modify(|version| *version += 1);
+        // Wakes every waiter whether or not anyone is listening yet.
+        self.changes.send_replace(());
     }
 
     pub(crate) fn held_items(&self) -> usize {
@@ -385,8 +386,37 @@ pub(crate) struct Committer<S> {
     pub finish: watch::Receiver<Option<Duration>>,
 }
 
+/// What a committer that gave up at shutdown left unstored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unstored {
+    /// Items synced to the inbox: stored at the next start.
+    pub in_inbox: usize,
+    /// Items held only in memory (the inbox could not take them): lost now.
+    pub memory_only: usize,
+}
+
+impl Unstored {
+    /// Says what stays behind.
+    pub(crate) fn log(self) {
+        if self.in_inbox > 0 {
+            tracing::warn!(
+                items = self.in_inbox,
+                "the store still refuses writes at shutdown; received events stay in the inbox and are stored at the next start"
+            );
+        }
+        if self.memory_only > 0 {
+            tracing::error!(
+                items = self.memory_only,
+                "events received from CPA could not be stored or synced to the inbox before shutdown"
+            );
+        }
+    }
+}
+
 impl<S: EventSink> Committer<S> {
-    pub(crate) async fn run(mut self) {
+    /// Stores held batches until finishing with nothing held (`None`), or until the
+    /// store still refuses after the shutdown grace (what is left unstored).
+    pub(crate) async fn run(mut self) -> Option<Unstored> {
         let mut changes = self.holding.changes.subscribe();
         loop {
             let next = {
@@ -398,7 +428,7 @@ impl<S: EventSink> Committer<S> {
             };
             let Some(next) = next else {
                 if self.finish.borrow().is_some() {
-                    return;
+                    return None;
                 }
                 tokio::select! {
                     _ = changes.changed() => {}
@@ -408,20 +438,10 @@ impl<S: EventSink> Committer<S> {
             };
             if !self.commit(next).await {
                 let memory_only = self.holding.memory_only_items();
-                let held = self.holding.held_items();
-                if held > memory_only {
-                    tracing::warn!(
-                        items = held - memory_only,
-                        "the store still refuses writes at shutdown; received events stay in the inbox and are stored at the next start"
-                    );
-                }
-                if memory_only > 0 {
-                    tracing::error!(
-                        items = memory_only,
-                        "events received from CPA could not be stored or synced to the inbox before shutdown"
-                    );
-                }
-                return;
+                return Some(Unstored {
+                    in_inbox: self.holding.held_items() - memory_only,
+                    memory_only,
+                });
             }
         }
     }
@@ -485,5 +505,485 @@ impl<S: EventSink> Committer<S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use std::time::Instant as StdInstant;
+
+    use cpamp_domain::StoreError;
+    use cpamp_domain::ports::{BatchOrigin, BatchOutcome};
+
+    use super::*;
+
+    /// Items that decode to dead letters carrying `tag-i`, so every batch is recognisable
+    /// in the sink.
+    fn items(tag: &str, count: usize) -> Vec<RawItem> {
+        (0..count)
+            .map(|index| RawItem::Invalid {
+                raw: format!("{tag}-{index}"),
+                reason: "test".into(),
+            })
+            .collect()
+    }
+
+    fn tags(batch: &IngestBatch) -> Vec<String> {
+        batch
+            .dead_letters
+            .iter()
+            .map(|dead| dead.payload.clone())
+            .collect()
+    }
+
+    fn limits(memory_items: usize) -> HoldLimits {
+        HoldLimits {
+            memory_items,
+            inbox_max_bytes: 1024 * 1024 * 1024,
+            store_retry: BackoffPolicy {
+                initial: Duration::from_millis(40),
+                max: Duration::from_millis(100),
+            },
+        }
+    }
+
+    fn with_inbox(path: &std::path::Path, limits: HoldLimits) -> Holding {
+        let (inbox, recovery) = Inbox::open(path).unwrap();
+        Holding::with_inbox(limits, inbox, recovery)
+    }
+
+    /// Records every attempt and what it stored; refuses the first `failures` attempts
+    /// (all of them when `failures` is `usize::MAX`).
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<SinkState>>);
+
+    #[derive(Default)]
+    struct SinkState {
+        failures: usize,
+        attempts: Vec<StdInstant>,
+        stored: Vec<Vec<String>>,
+    }
+
+    impl Sink {
+        fn failing(failures: usize) -> Sink {
+            let sink = Sink::default();
+            sink.0.lock().unwrap().failures = failures;
+            sink
+        }
+
+        fn stored(&self) -> Vec<Vec<String>> {
+            self.0.lock().unwrap().stored.clone()
+        }
+
+        fn attempts(&self) -> Vec<StdInstant> {
+            self.0.lock().unwrap().attempts.clone()
+        }
+    }
+
+    impl EventSink for Sink {
+        async fn store_batch(&self, batch: IngestBatch) -> Result<BatchOutcome, StoreError> {
+            let mut state = self.0.lock().unwrap();
+            state.attempts.push(StdInstant::now());
+            if state.failures > 0 {
+                // `usize::MAX` never counts down: a store that stays down.
+                if state.failures != usize::MAX {
+                    state.failures -= 1;
+                }
+                return Err(StoreError::unavailable(
+                    "disk full",
+                    std::io::Error::other("no space left on device"),
+                ));
+            }
+            state.stored.push(tags(&batch));
+            Ok(BatchOutcome {
+                dead_lettered: batch.dead_letters.len() as u64,
+                ..BatchOutcome::default()
+            })
+        }
+    }
+
+    fn committer(
+        sink: &Sink,
+        holding: &Arc<Holding>,
+        status: &StatusHandle,
+    ) -> (
+        watch::Sender<Option<Duration>>,
+        tokio::task::JoinHandle<Option<Unstored>>,
+    ) {
+        let (finish, finish_rx) = watch::channel(None);
+        let task = tokio::spawn(
+            Committer {
+                sink: sink.clone(),
+                holding: holding.clone(),
+                status: status.clone(),
+                finish: finish_rx,
+            }
+            .run(),
+        );
+        (finish, task)
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = StdInstant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(StdInstant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn store_retries_follow_a_twelfth_of_the_retention() {
+        assert_eq!(
+            HoldLimits::store_retry_for(Duration::from_secs(60)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            HoldLimits::store_retry_for(Duration::from_secs(6)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            HoldLimits::store_retry_for(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn without_an_inbox_everything_stays_in_memory_and_popping_pauses_at_the_bound() {
+        let holding = Holding::new(limits(3));
+        assert!(holding.has_room());
+        assert_eq!(holding.hold("o", items("a", 2), None), 1);
+        assert!(holding.has_room(), "2 of 3 items held");
+        assert_eq!(holding.hold("o", items("b", 2), None), 2);
+        assert_eq!(holding.hold("o", items("c", 1), None), 3);
+        // Past the bound the batches are still kept (nothing popped is dropped), but
+        // no more is taken.
+        assert_eq!(holding.held_items(), 5);
+        assert_eq!(holding.memory_only_items(), 5);
+        assert!(!holding.has_room());
+        let (seq, count, batch) = holding.front().unwrap().unwrap();
+        assert_eq!(
+            (seq, count, tags(&batch)),
+            (1, 2, vec!["a-0".into(), "a-1".into()])
+        );
+        holding.committed(1);
+        assert_eq!(holding.held_items(), 3);
+        assert!(!holding.has_room(), "3 of 3 items held");
+        holding.committed(2);
+        assert_eq!(holding.held_items(), 1);
+        assert_eq!(holding.memory_only_items(), 1);
+        assert!(holding.has_room());
+        let (seq, _, batch) = holding.front().unwrap().unwrap();
+        assert_eq!((seq, tags(&batch)), (3, vec!["c-0".to_string()]));
+        holding.committed(3);
+        assert!(holding.front().is_none());
+        assert_eq!(holding.held_items(), 0);
+    }
+
+    #[test]
+    fn with_an_inbox_batches_past_the_memory_bound_live_only_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let holding = with_inbox(&path, limits(3));
+        holding.hold("o", items("a", 3), None);
+        holding.hold("o", items("b", 2), None);
+        holding.hold("o", items("c", 1), None);
+        {
+            let state = holding.state();
+            let in_memory: Vec<bool> = state
+                .entries
+                .iter()
+                .map(|entry| entry.items.is_some())
+                .collect();
+            // Exactly at the bound is still in memory; past it, on disk only.
+            assert_eq!(in_memory, [true, false, false]);
+            assert_eq!(state.memory_items, 3);
+            assert_eq!(state.items, 6);
+            assert!(state.inbox_len > 0);
+        }
+        assert_eq!(holding.memory_only_items(), 0);
+        // The memory is full, the inbox has room.
+        assert!(holding.has_room());
+        holding.state().inbox_error = Some("disk full".into());
+        assert!(!holding.has_room(), "an inbox that fails has no room");
+        holding.state().inbox_error = None;
+        let mut expected = Vec::new();
+        while let Some(next) = holding.front() {
+            let (seq, count, batch) = next.unwrap();
+            expected.push((seq, count, tags(&batch)));
+            holding.committed(seq);
+        }
+        assert_eq!(
+            expected,
+            [
+                (1, 3, vec!["a-0".into(), "a-1".into(), "a-2".into()]),
+                (2, 2, vec!["b-0".into(), "b-1".into()]),
+                (3, 1, vec!["c-0".into()]),
+            ]
+        );
+        assert_eq!(holding.state().memory_items, 0);
+        assert_eq!(holding.state().inbox_len, 0, "the inbox is emptied");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn popping_pauses_when_the_inbox_reaches_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (inbox, recovery) = Inbox::open(&path).unwrap();
+        let mut holding = Holding::with_inbox(limits(1), inbox, recovery);
+        holding.hold("o", items("a", 1), None);
+        holding.hold("o", items("b", 1), None);
+        let len = holding.state().inbox_len;
+        holding.limits.inbox_max_bytes = len + 1;
+        assert!(holding.has_room());
+        holding.limits.inbox_max_bytes = len;
+        assert!(!holding.has_room());
+    }
+
+    #[test]
+    fn what_a_previous_process_left_is_held_first_and_new_batches_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        {
+            let (mut inbox, _) = Inbox::open(&path).unwrap();
+            inbox.append(7, 0, "o", &items("a", 1)).unwrap();
+            inbox.append(8, 0, "o", &items("b", 3)).unwrap();
+            inbox.append(9, 0, "o", &items("c", 2)).unwrap();
+        }
+        let holding = with_inbox(&path, limits(3));
+        {
+            let state = holding.state();
+            let in_memory: Vec<bool> = state
+                .entries
+                .iter()
+                .map(|entry| entry.items.is_some())
+                .collect();
+            // 1 fits, 1 + 3 does not, 1 + 2 reaches the bound exactly.
+            assert_eq!(in_memory, [true, false, true]);
+            assert_eq!(state.memory_items, 3);
+            assert_eq!(state.items, 6);
+        }
+        assert_eq!(holding.hold("o", items("d", 1), None), 10);
+        let mut order = Vec::new();
+        while let Some(next) = holding.front() {
+            let (seq, _, batch) = next.unwrap();
+            order.push((seq, tags(&batch)[0].clone()));
+            holding.committed(seq);
+        }
+        assert_eq!(
+            order,
+            [
+                (7, "a-0".to_string()),
+                (8, "b-0".to_string()),
+                (9, "c-0".to_string()),
+                (10, "d-0".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_first_attempt_uses_the_decoding_done_on_arrival() {
+        let holding = Holding::new(limits(10));
+        let first = holding.hold("o", items("a", 1), None);
+        let second = holding.hold("o", items("b", 1), None);
+        let decoded = |origin: &str| IngestBatch {
+            origin: BatchOrigin::Collector(origin.to_string()),
+            events: Vec::new(),
+            dead_letters: Vec::new(),
+        };
+        holding.attach_decoded(second, decoded("second"));
+        holding.attach_decoded(99, decoded("nobody"));
+        let (_, _, batch) = holding.front().unwrap().unwrap();
+        assert_eq!(batch.origin, BatchOrigin::Collector("o".into()));
+        holding.committed(first);
+        let (_, _, batch) = holding.front().unwrap().unwrap();
+        assert_eq!(batch.origin, BatchOrigin::Collector("second".into()));
+        // Taken once: a retry decodes the held items again.
+        let (_, _, batch) = holding.front().unwrap().unwrap();
+        assert_eq!(tags(&batch), ["b-0"]);
+        // A batch that lives only on disk keeps no decoding.
+        let dir = tempfile::tempdir().unwrap();
+        let holding = with_inbox(&dir.path().join("inbox"), limits(0));
+        let seq = holding.hold("o", items("c", 1), None);
+        holding.attach_decoded(seq, decoded("kept"));
+        let (_, _, batch) = holding.front().unwrap().unwrap();
+        assert_eq!(batch.origin, BatchOrigin::Collector("o".into()));
+    }
+
+    #[test]
+    fn batches_on_disk_are_found_again_after_the_inbox_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let holding = with_inbox(&dir.path().join("inbox"), limits(0));
+        let big = "x".repeat(1024 * 1024);
+        for index in 0..20 {
+            holding.hold(
+                "o",
+                vec![RawItem::Invalid {
+                    raw: format!("{index}-{big}"),
+                    reason: "test".into(),
+                }],
+                None,
+            );
+        }
+        let mut seen = Vec::new();
+        while let Some(next) = holding.front() {
+            let (seq, _, batch) = next.unwrap();
+            let tag = tags(&batch)[0].split('-').next().unwrap().to_string();
+            seen.push(tag);
+            holding.committed(seq);
+        }
+        let expected: Vec<String> = (0..20).map(|index| index.to_string()).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn response_bytes_and_read_marks_reach_the_inbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let holding = Arc::new(with_inbox(&path, limits(10)));
+        holding.read_began(ReadKind::Pop, "http://cpa");
+        Tap::new(holding.clone()).received(ResponseFormat::HttpQueue, b"[7, 8,");
+        assert!(holding.state().inbox_len > 0);
+        holding.read_ended();
+        assert_eq!(
+            holding.state().inbox_len,
+            0,
+            "a read that held nothing is cut off"
+        );
+        holding.read_began(ReadKind::Pop, "http://cpa");
+        Tap::new(holding.clone()).received(ResponseFormat::HttpQueue, b"[7, 8,");
+        // The process stops here.
+        drop(holding);
+        let (_, recovery) = Inbox::open(&path).unwrap();
+        assert_eq!(recovery.held_items(), 2);
+        assert!(recovery.interrupted_read_at_ms.is_some());
+        // Without an inbox a tap writes nowhere.
+        Tap::default().received(ResponseFormat::HttpQueue, b"[");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_room_ends_when_a_batch_is_committed_or_at_stop() {
+        let holding = Arc::new(Holding::new(limits(1)));
+        holding.hold("o", items("a", 1), None);
+        let (stop, stop_rx) = watch::channel(false);
+        let waiter = {
+            let holding = holding.clone();
+            let mut stop_rx = stop_rx.clone();
+            tokio::spawn(async move { holding.wait_for_room(&mut stop_rx).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "room while the bound is reached");
+        holding.committed(1);
+        assert!(waiter.await.unwrap());
+        holding.hold("o", items("b", 1), None);
+        let waiter = {
+            let holding = holding.clone();
+            let mut stop_rx = stop_rx.clone();
+            tokio::spawn(async move { holding.wait_for_room(&mut stop_rx).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.send(true).unwrap();
+        assert!(!waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_committer_stores_in_order_and_retries_with_a_doubling_wait() {
+        let holding = Arc::new(Holding::new(limits(100)));
+        let status = StatusHandle::new("http", "usage");
+        let sink = Sink::failing(3);
+        let (finish, task) = committer(&sink, &holding, &status);
+        holding.hold("o", items("a", 2), None);
+        until("a refusal", || !status.snapshot().store_error.is_empty()).await;
+        assert_eq!(status.snapshot().held_items, 2);
+        holding.hold("o", items("b", 1), None);
+        until("both batches", || sink.stored().len() == 2).await;
+        assert_eq!(
+            sink.stored(),
+            [
+                vec!["a-0".to_string(), "a-1".into()],
+                vec!["b-0".to_string()]
+            ]
+        );
+        let attempts = sink.attempts();
+        assert_eq!(
+            attempts.len(),
+            5,
+            "three refusals, then one attempt per batch"
+        );
+        let waits: Vec<Duration> = attempts.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        // 40 ms, doubled to 80, then capped at 100.
+        for (wait, least) in waits.iter().zip([40, 80, 100]) {
+            assert!(
+                *wait >= Duration::from_millis(least),
+                "waits {waits:?}: less than {least} ms"
+            );
+        }
+        let snapshot = status.snapshot();
+        assert!(snapshot.store_error.is_empty());
+        assert_eq!((snapshot.held_items, snapshot.total_dead_lettered), (0, 3));
+        finish.send(Some(Duration::from_secs(1))).unwrap();
+        assert_eq!(task.await.unwrap(), None, "nothing left at shutdown");
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_the_committer_gives_up_after_the_grace_and_says_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let holding = Arc::new(with_inbox(&dir.path().join("inbox"), limits(100)));
+        let status = StatusHandle::new("http", "usage");
+        let sink = Sink::failing(usize::MAX);
+        holding.hold("o", items("a", 2), None);
+        // One batch the inbox could not take (it lives in memory only).
+        {
+            let mut state = holding.state();
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.items += 1;
+            state.memory_items += 1;
+            state.entries.push_back(Entry {
+                seq,
+                origin: "o".into(),
+                count: 1,
+                items: Some(items("m", 1)),
+                decoded: None,
+                location: None,
+            });
+        }
+        let (finish, task) = committer(&sink, &holding, &status);
+        until("a refusal", || !sink.attempts().is_empty()).await;
+        let grace = Duration::from_millis(300);
+        let asked = StdInstant::now();
+        finish.send(Some(grace)).unwrap();
+        let left = task.await.unwrap();
+        assert!(
+            asked.elapsed() >= grace,
+            "gave up after {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(
+            left,
+            Some(Unstored {
+                in_inbox: 2,
+                memory_only: 1
+            })
+        );
+        assert_eq!(holding.held_items(), 3, "nothing is dropped");
+        assert!(sink.stored().is_empty());
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_store_that_recovers_within_the_grace_gets_everything() {
+        let holding = Arc::new(Holding::new(limits(100)));
+        let status = StatusHandle::new("http", "usage");
+        let sink = Sink::failing(2);
+        let (finish, task) = committer(&sink, &holding, &status);
+        finish.send(Some(Duration::from_secs(5))).unwrap();
+        holding.hold("o", items("a", 1), None);
+        holding.hold("o", items("b", 1), None);
+        assert_eq!(task.await.unwrap(), None);
+        assert_eq!(
+            sink.stored(),
+            [vec!["a-0".to_string()], vec!["b-0".to_string()]]
+        );
     }
 }

@@ -54,7 +54,7 @@ impl<S: EventSink> Clone for Collector<S> {
 /// one pops.
 struct CommitterTask {
     finish: watch::Sender<Option<Duration>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Option<crate::holding::Unstored>>,
     grace: Duration,
 }
 
@@ -220,8 +220,10 @@ impl<S: EventSink> Collector<S> {
         }) = committer
         {
             let _ = finish.send(Some(grace));
-            if let Err(error) = task.await {
-                tracing::error!(%error, "collector committer ended abnormally");
+            match task.await {
+                Ok(Some(unstored)) => unstored.log(),
+                Ok(None) => {}
+                Err(error) => tracing::error!(%error, "collector committer ended abnormally"),
             }
         }
     }
