@@ -887,9 +887,7 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
     // Without a `source`, the client API key stands in for it: always masked, whatever
     // its shape (a short key does not look like a secret to `mask_source`).
     let source = match source_member {
-        Some(("api_key" | "apiKey" | "key", _)) => {
-            non_empty(redact::mask_secret(&raw_source))
-        }
+        Some(("api_key" | "apiKey" | "key", _)) => non_empty(redact::mask_secret(&raw_source)),
         _ => non_empty(redact::mask_source(&raw_source)),
     };
     let source_hash = (!raw_source.is_empty()).then(|| redact::sha256_hex(&raw_source));
