@@ -29,6 +29,12 @@
 //!   events, 10 clients, 500 events/s, 5 s) runs in `cargo xtask ci`.
 //! - `steady [--minutes M]`: the release server fed 2,000 events/s for M minutes (60)
 //!   from an empty database, its RSS printed every minute; fails on a lost event.
+//! - `kills [--events N] [--rate R] [--kills K] [--transports t,..]`: the release server
+//!   killed with `SIGKILL` K times (10) at random moments while the fake CPA emits N
+//!   events (50,000) at R events/s (500) in each transport, restarted at once each time;
+//!   the fake's ledger against the exported history: events lost and duplicated per
+//!   transport (targets 0; the run fails otherwise), beside a same-run pass with no kill
+//!   (`crates/testkit/examples/kill_bench.rs`).
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
 //!   release binary on an empty data directory, and its resident memory then.
 
@@ -47,6 +53,7 @@ pub const NAMES: &[&str] = &[
     "import",
     "ingest",
     "ingest-live",
+    "kills",
     "load",
     "panel",
     "steady",
@@ -99,6 +106,7 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
         }
         "panel" => crate::frontend::bench(shell, extra),
         "load" => load(shell, extra),
+        "kills" => kills(shell, extra),
         "steady" => steady(shell, extra),
         "export" | "import" => transfer(shell, name, extra),
         _ => Err(format!(
@@ -139,6 +147,22 @@ pub fn load(shell: &Shell, args: &[String]) -> Result<(), String> {
     )
     .run()
     .map_err(|_| "the load benchmark lost events or got unexpected answers".to_string())
+}
+
+fn kills(shell: &Shell, args: &[String]) -> Result<(), String> {
+    cmd!(
+        shell,
+        "cargo build --release --locked -p cpamp-server -p cpamp-testkit --bin cpamp-server --example kill_bench"
+    )
+    .run()
+    .map_err(|error| error.to_string())?;
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    let binaries = std::path::Path::new(&target).join("release");
+    let server = binaries.join("cpamp-server");
+    let bench = binaries.join("examples/kill_bench");
+    cmd!(shell, "{bench} --server {server} {args...}")
+        .run()
+        .map_err(|_| "the kill benchmark lost or duplicated events".to_string())
 }
 
 fn steady(shell: &Shell, args: &[String]) -> Result<(), String> {

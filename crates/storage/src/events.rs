@@ -13,6 +13,7 @@
 //! still happen one at a time.
 
 use cpamp_domain::StoreError;
+use cpamp_domain::decode::redact_dead_letter_text;
 use cpamp_domain::event::UsageEvent;
 use cpamp_domain::ports::{BatchOutcome, EventSink, IngestBatch};
 use rusqlite::{Connection, TransactionBehavior};
@@ -151,9 +152,11 @@ fn write_batch(
             "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES (?1, ?2, ?3)",
         )?;
         for dead_letter in &batch.dead_letters {
+            // Dead letters are redacted like failure summaries: a malformed item can
+            // carry a client API key, a token or a cookie, which must never reach the file.
             insert.execute((
-                &dead_letter.payload,
-                &dead_letter.reason,
+                redact_dead_letter_text(&dead_letter.payload),
+                redact_dead_letter_text(&dead_letter.reason),
                 dead_letter.created_at_ms,
             ))?;
             outcome.dead_lettered += 1;
