@@ -203,9 +203,64 @@ pub fn format_timestamp_ms(timestamp_ms: i64) -> String {
     out
 }
 
+/// 0001-01-01T00:00:00Z and 9999-12-29T00:00:00Z in Unix milliseconds: the range
+/// [`write_timestamp_ms`] formats by hand (four-digit years, inside jiff's range).
+const FAST_RANGE_MS: std::ops::Range<i64> = -62_135_596_800_000..253_402_128_000_000;
+
+/// Appends the last `width` decimal digits of `value` (not negative), zero-padded.
+fn push_digits(out: &mut String, value: i64, width: u32) {
+    for position in (0..width).rev() {
+        let digit = (value / 10_i64.pow(position)) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
+}
+
 /// Appends [`format_timestamp_ms`] of `timestamp_ms` to `out`.
 pub fn write_timestamp_ms(out: &mut String, timestamp_ms: i64) {
     use std::fmt::Write as _;
+    if FAST_RANGE_MS.contains(&timestamp_ms) {
+        // Every export line and stored event prints one; the civil date comes
+        // from the day number (Hinnant's `civil_from_days`), digits are pushed.
+        let days = timestamp_ms.div_euclid(86_400_000);
+        let in_day = timestamp_ms.rem_euclid(86_400_000);
+        let shifted = days + 719_468;
+        let era = shifted.div_euclid(146_097);
+        let day_of_era = shifted.rem_euclid(146_097);
+        let year_of_era =
+            (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_index = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+        let month = if month_index < 10 {
+            month_index + 3
+        } else {
+            month_index - 9
+        };
+        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        push_digits(out, year, 4);
+        out.push('-');
+        push_digits(out, month, 2);
+        out.push('-');
+        push_digits(out, day, 2);
+        out.push('T');
+        push_digits(out, in_day / 3_600_000, 2);
+        out.push(':');
+        push_digits(out, in_day / 60_000 % 60, 2);
+        out.push(':');
+        push_digits(out, in_day / 1_000 % 60, 2);
+        let millis = in_day % 1_000;
+        if millis != 0 {
+            out.push('.');
+            let (value, width) = match millis {
+                _ if millis % 100 == 0 => (millis / 100, 1),
+                _ if millis % 10 == 0 => (millis / 10, 2),
+                _ => (millis, 3),
+            };
+            push_digits(out, value, width);
+        }
+        out.push('Z');
+        return;
+    }
     match jiff::Timestamp::from_millisecond(timestamp_ms) {
         Ok(timestamp) => {
             let _ = write!(out, "{timestamp}");
@@ -233,5 +288,40 @@ mod tests {
             "2026-01-01T00:00:00.007Z"
         );
         assert_eq!(format_timestamp_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    /// The hand-written formatter prints exactly what jiff prints, across its
+    /// range and at both of its ends.
+    #[test]
+    fn the_fast_timestamp_path_matches_jiff() {
+        let jiff_text = |ms: i64| match jiff::Timestamp::from_millisecond(ms) {
+            Ok(timestamp) => timestamp.to_string(),
+            Err(_) => "1970-01-01T00:00:00Z".to_string(),
+        };
+        let mut samples = vec![
+            FAST_RANGE_MS.start,
+            FAST_RANGE_MS.start - 1,
+            FAST_RANGE_MS.end - 1,
+            FAST_RANGE_MS.end,
+            0,
+            -1,
+            951_782_400_000,    // 2000-02-29
+            4_107_542_400_000,  // 2100-03-01
+            -2_203_891_200_000, // 1900-02-28
+        ];
+        // A deterministic walk over the whole range with every kind of fraction.
+        let mut value: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            value ^= value << 13;
+            value ^= value >> 7;
+            value ^= value << 17;
+            let span = (FAST_RANGE_MS.end - FAST_RANGE_MS.start) as u64;
+            let ms = FAST_RANGE_MS.start + (value % span) as i64;
+            samples.push(ms);
+            samples.push(ms - ms.rem_euclid(1_000) + [0, 100, 120, 7][(value % 4) as usize]);
+        }
+        for ms in samples {
+            assert_eq!(format_timestamp_ms(ms), jiff_text(ms), "at {ms} ms");
+        }
     }
 }

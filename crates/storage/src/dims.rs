@@ -8,8 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use sqlx::SqliteConnection;
-
 /// What a dictionary value is. The numbers are stored in `dims.kind`; never renumber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -151,13 +149,14 @@ impl DimCache {
 
 impl DimStage {
     /// The id of `value` under `kind`, creating it if needed. `None` stays `None`.
-    pub(crate) async fn resolve(
+    pub(crate) fn resolve(
         &mut self,
         cache: &DimCache,
-        connection: &mut SqliteConnection,
+        connection: &rusqlite::Connection,
         kind: DimKind,
         value: Option<&str>,
-    ) -> Result<Option<i64>, sqlx::Error> {
+    ) -> rusqlite::Result<Option<i64>> {
+        use rusqlite::OptionalExtension;
         let Some(value) = value.filter(|value| !value.is_empty()) else {
             return Ok(None);
         };
@@ -167,21 +166,15 @@ impl DimStage {
         if let Some(id) = self.staged[kind as usize].get(value) {
             return Ok(Some(*id));
         }
-        let existing: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM dims WHERE kind = ? AND value = ?")
-                .bind(kind as u8)
-                .bind(value)
-                .fetch_optional(&mut *connection)
-                .await?;
+        let existing: Option<i64> = connection
+            .prepare_cached("SELECT id FROM dims WHERE kind = ?1 AND value = ?2")?
+            .query_row((kind as u8, value), |row| row.get(0))
+            .optional()?;
         let id = match existing {
             Some(id) => id,
-            None => {
-                sqlx::query_scalar("INSERT INTO dims (kind, value) VALUES (?, ?) RETURNING id")
-                    .bind(kind as u8)
-                    .bind(value)
-                    .fetch_one(&mut *connection)
-                    .await?
-            }
+            None => connection
+                .prepare_cached("INSERT INTO dims (kind, value) VALUES (?1, ?2) RETURNING id")?
+                .query_row((kind as u8, value), |row| row.get(0))?,
         };
         self.staged[kind as usize].insert(value.to_owned(), id);
         Ok(Some(id))

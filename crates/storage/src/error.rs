@@ -1,4 +1,4 @@
-//! Maps sqlx errors into the domain's [`StoreError`], inside storage.
+//! Maps sqlx and rusqlite errors into the domain's [`StoreError`], inside storage.
 
 use cpamp_domain::StoreError;
 
@@ -13,6 +13,20 @@ pub(crate) fn map(error: sqlx::Error, context: &str) -> StoreError {
             let message = format!("{context}: {other}");
             StoreError::unavailable(message, other)
         }
+    }
+}
+
+/// Turns a rusqlite error into a store error, like [`map`] does for sqlx.
+pub(crate) fn sqlite(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |error| match error {
+        rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound(context.to_string()),
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            StoreError::Conflict(format!("{context}: {error}"))
+        }
+        other => StoreError::unavailable(format!("{context}: {other}"), other),
     }
 }
 

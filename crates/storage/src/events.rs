@@ -2,16 +2,21 @@
 //!
 //! The batch's events claim their hashes in the identity ledger (a hash that is
 //! already there, or repeats inside the batch, is a duplicate and counted as
-//! skipped); the events that claimed a hash are inserted with multi-row statements.
-//! Dead letters of the batch and the row counters are written in the same
-//! transaction. Either the whole batch is stored or, on any error, nothing is, and
-//! the caller keeps the batch to retry.
+//! skipped); the events that claimed a hash are inserted row by row through
+//! prepared statements. Dead letters of the batch, the rollups and the row
+//! counters are written in the same transaction. Either the whole batch is
+//! stored or, on any error, nothing is, and the caller keeps the batch to retry.
+//!
+//! The transaction runs on a blocking thread over the store's batch connection
+//! (rusqlite, its statements prepared once and reused), while the task holds the
+//! writer pool's only connection: a batch and every other write of the store
+//! still happen one at a time.
 
 use cpamp_domain::StoreError;
 use cpamp_domain::decode::redact_dead_letter_text;
 use cpamp_domain::event::UsageEvent;
 use cpamp_domain::ports::{BatchOutcome, EventSink, IngestBatch};
-use sqlx::SqliteConnection;
+use rusqlite::{Connection, TransactionBehavior};
 
 use crate::dims::{DimKind, DimStage};
 use crate::{SqliteStore, error};
@@ -21,55 +26,47 @@ impl EventSink for SqliteStore {
         if batch.events.is_empty() && batch.dead_letters.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        let mut connection = self
+        // The writer lease: while it is held no other write of this store runs.
+        // It moves into the blocking task, so a caller that stops waiting (a
+        // dropped future) cannot let another write start before this one ends.
+        let lease = self
             .writer()
             .acquire()
             .await
             .map_err(|error| error::map(error, "begin batch"))?;
-        let mut stage = DimStage::default();
-        let result = store_in_transaction(self, &mut connection, &mut stage, &batch).await;
-        match result {
-            Ok(outcome) => {
-                self.dims().commit(stage);
-                Ok(outcome)
-            }
-            Err(error) => {
-                // A failed COMMIT (IO error, disk full, read-only file) can leave
-                // SQLite's transaction open on this connection; reusing it would
-                // silently nest every later batch inside a transaction that never
-                // commits. Close it instead: the pool opens a fresh one next time.
-                connection.close_on_drop();
-                Err(error)
-            }
-        }
+        let store = self.clone();
+        let (lease, outcome) = tokio::task::spawn_blocking(move || {
+            let outcome = store.with_batch_connection(|connection| {
+                store_in_transaction(&store, connection, &batch)
+            });
+            (lease, outcome)
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("store batch: {error}"), error))?;
+        drop(lease);
+        outcome
     }
 }
 
-async fn store_in_transaction(
+fn store_in_transaction(
     store: &SqliteStore,
-    connection: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    stage: &mut DimStage,
+    connection: &mut Connection,
     batch: &IngestBatch,
 ) -> Result<BatchOutcome, StoreError> {
-    let mut transaction = sqlx::Connection::begin(&mut **connection)
-        .await
-        .map_err(|error| error::map(error, "begin batch"))?;
-    let outcome = write_batch(store, &mut transaction, stage, batch)
-        .await
-        .map_err(|error| error::map(error, "store batch"))?;
+    let mut stage = DimStage::default();
+    // IMMEDIATE: the write lock is taken (or waited for) before anything is read.
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(error::sqlite("begin batch"))?;
+    // Dropping the transaction on an error rolls it back.
+    let outcome = write_batch(store, &transaction, &mut stage, batch)
+        .map_err(error::sqlite("store batch"))?;
     transaction
         .commit()
-        .await
-        .map_err(|error| error::map(error, "commit batch"))?;
+        .map_err(error::sqlite("commit batch"))?;
+    store.dims().commit(stage);
     Ok(outcome)
 }
-
-/// Rows per multi-row `INSERT`: statements are the expensive unit with sqlx (a
-/// round trip to its worker thread each), and 60 rows of 57 columns stay far
-/// below SQLite's bound-parameter limit (32,766).
-const EVENTS_PER_STATEMENT: usize = 60;
-/// Hashes per ledger claim statement.
-const HASHES_PER_STATEMENT: usize = 300;
 
 /// An event that claimed its hash and will be inserted with this id.
 pub(crate) struct NewEvent<'a> {
@@ -79,12 +76,12 @@ pub(crate) struct NewEvent<'a> {
     pub dims: EventDims,
 }
 
-async fn write_batch(
+fn write_batch(
     store: &SqliteStore,
-    connection: &mut SqliteConnection,
+    connection: &Connection,
     stage: &mut DimStage,
     batch: &IngestBatch,
-) -> Result<BatchOutcome, sqlx::Error> {
+) -> rusqlite::Result<BatchOutcome> {
     let mut outcome = BatchOutcome::default();
     // Imported and adopted events keep `cpa_source_id` NULL: they were not
     // collected from a CPA connection.
@@ -93,7 +90,7 @@ async fn write_batch(
         Some(base_url) => match store.dims().origin(base_url) {
             Some(id) => Some(id),
             None => {
-                let id = cpa_source_id(connection, base_url).await?;
+                let id = cpa_source_id(connection, base_url)?;
                 stage.others.origins.insert(base_url.to_string(), id);
                 Some(id)
             }
@@ -102,9 +99,9 @@ async fn write_batch(
 
     // Ids are assigned here (one writer, so nothing else takes them). Candidates
     // that turn out to be duplicates leave a harmless gap.
-    let next_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) + 1 FROM usage_events")
-        .fetch_one(&mut *connection)
-        .await?;
+    let next_id: i64 = connection
+        .prepare_cached("SELECT coalesce(max(id), 0) + 1 FROM usage_events")?
+        .query_row([], |row| row.get(0))?;
     let mut seen = std::collections::HashSet::with_capacity(batch.events.len());
     let mut candidates = Vec::with_capacity(batch.events.len());
     for (index, event) in batch.events.iter().enumerate() {
@@ -116,35 +113,30 @@ async fn write_batch(
         }
     }
 
-    let mut claimed = std::collections::HashSet::with_capacity(candidates.len());
-    // In hash order: the ledger's pages are then visited in key order.
-    let mut by_hash: Vec<&(i64, &UsageEvent, [u8; 32], usize)> = candidates.iter().collect();
-    by_hash.sort_unstable_by_key(|candidate| candidate.2);
-    for chunk in by_hash.chunks(HASHES_PER_STATEMENT) {
-        let mut builder = sqlx::QueryBuilder::new(
-            "INSERT INTO usage_event_identity_ledger (event_hash, event_id, first_seen_at_ms) ",
-        );
-        builder.push_values(chunk, |mut row, &&(id, event, hash, _)| {
-            row.push_bind(hash.to_vec())
-                .push_bind(id)
-                .push_bind(event.created_at_ms);
-        });
-        builder.push(" ON CONFLICT (event_hash) DO NOTHING RETURNING event_id");
-        let ids: Vec<i64> = builder
-            .build_query_scalar()
-            .fetch_all(&mut *connection)
-            .await?;
-        claimed.extend(ids);
+    // Claims in hash order, so the ledger's pages are visited in key order. A
+    // hash already in the ledger changes no row.
+    let mut claimed = vec![false; candidates.len()];
+    {
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_unstable_by_key(|&position| candidates[position].2);
+        let mut claim = connection.prepare_cached(
+            "INSERT INTO usage_event_identity_ledger (event_hash, event_id, first_seen_at_ms) \
+             VALUES (?1, ?2, ?3) ON CONFLICT (event_hash) DO NOTHING",
+        )?;
+        for position in order {
+            let (id, event, hash, _) = &candidates[position];
+            claimed[position] = claim.execute((&hash[..], id, event.created_at_ms))? == 1;
+        }
     }
 
-    let mut fresh = Vec::with_capacity(claimed.len());
-    for (id, event, hash, index) in candidates {
-        if !claimed.contains(&id) {
+    let mut fresh = Vec::with_capacity(candidates.len());
+    for ((id, event, hash, index), claimed) in candidates.into_iter().zip(claimed) {
+        if !claimed {
             outcome.skipped += 1;
             continue;
         }
         outcome.fresh.push(index);
-        let dims = resolve_dims(store, connection, stage, event).await?;
+        let dims = resolve_dims(store, connection, stage, event)?;
         fresh.push(NewEvent {
             id,
             event,
@@ -152,59 +144,48 @@ async fn write_batch(
             dims,
         });
     }
-    for chunk in fresh.chunks(EVENTS_PER_STATEMENT) {
-        insert_events(connection, chunk, origin_id).await?;
-    }
+    insert_events(connection, &fresh, origin_id)?;
     outcome.inserted = fresh.len() as u64;
 
-    for dead_letter in &batch.dead_letters {
-        // Dead letters are redacted like failure summaries: a malformed item can carry
-        // a client API key, a token or a cookie, which must never reach the file.
-        sqlx::query(
-            "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES (?, ?, ?)",
-        )
-        .bind(redact_dead_letter_text(&dead_letter.payload))
-        .bind(redact_dead_letter_text(&dead_letter.reason))
-        .bind(dead_letter.created_at_ms)
-        .execute(&mut *connection)
-        .await?;
-        outcome.dead_lettered += 1;
+    if !batch.dead_letters.is_empty() {
+        let mut insert = connection.prepare_cached(
+            "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES (?1, ?2, ?3)",
+        )?;
+        for dead_letter in &batch.dead_letters {
+            // Dead letters are redacted like failure summaries: a malformed item can
+            // carry a client API key, a token or a cookie, which must never reach the file.
+            insert.execute((
+                redact_dead_letter_text(&dead_letter.payload),
+                redact_dead_letter_text(&dead_letter.reason),
+                dead_letter.created_at_ms,
+            ))?;
+            outcome.dead_lettered += 1;
+        }
     }
-    crate::rollup::flush(store, connection, stage, &fresh).await?;
-    crate::snapshots::note_latest(connection, &fresh).await?;
-    bump_counter(connection, "usage_events", outcome.inserted).await?;
-    bump_counter(connection, "dead_letter_events", outcome.dead_lettered).await?;
+    crate::rollup::flush(store, connection, stage, &fresh)?;
+    crate::snapshots::note_latest(connection, &fresh)?;
+    bump_counter(connection, "usage_events", outcome.inserted)?;
+    bump_counter(connection, "dead_letter_events", outcome.dead_lettered)?;
     Ok(outcome)
 }
 
-async fn bump_counter(
-    connection: &mut SqliteConnection,
-    name: &str,
-    by: u64,
-) -> Result<(), sqlx::Error> {
+fn bump_counter(connection: &Connection, name: &str, by: u64) -> rusqlite::Result<()> {
     if by == 0 {
         return Ok(());
     }
-    sqlx::query("UPDATE counters SET value = value + ? WHERE name = ?")
-        .bind(i64::try_from(by).unwrap_or(i64::MAX))
-        .bind(name)
-        .execute(connection)
-        .await
+    connection
+        .prepare_cached("UPDATE counters SET value = value + ?1 WHERE name = ?2")?
+        .execute((i64::try_from(by).unwrap_or(i64::MAX), name))
         .map(|_| ())
 }
 
-async fn cpa_source_id(
-    connection: &mut SqliteConnection,
-    base_url: &str,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO cpa_sources (base_url, created_at_ms) VALUES (?, ?) \
-         ON CONFLICT (base_url) DO UPDATE SET base_url = excluded.base_url RETURNING id",
-    )
-    .bind(base_url)
-    .bind(crate::settings::now_ms())
-    .fetch_one(connection)
-    .await
+fn cpa_source_id(connection: &Connection, base_url: &str) -> rusqlite::Result<i64> {
+    connection
+        .prepare_cached(
+            "INSERT INTO cpa_sources (base_url, created_at_ms) VALUES (?1, ?2) \
+             ON CONFLICT (base_url) DO UPDATE SET base_url = excluded.base_url RETURNING id",
+        )?
+        .query_row((base_url, crate::settings::now_ms()), |row| row.get(0))
 }
 
 /// The 32 raw bytes of a hex event hash. A malformed hash (which the decoder never
@@ -220,13 +201,12 @@ fn decode_hash(hex_hash: &str) -> [u8; 32] {
     bytes
 }
 
-/// The timestamp text is stored only when it cannot be rebuilt from `timestamp_ms`.
-fn timestamp_text(event: &UsageEvent) -> Option<&str> {
-    if cpamp_domain::event::format_timestamp_ms(event.timestamp_ms) == event.timestamp {
-        None
-    } else {
-        Some(event.timestamp.as_str())
-    }
+/// The timestamp text is stored only when it cannot be rebuilt from `timestamp_ms`
+/// (`scratch` is a buffer reused from event to event).
+fn timestamp_text<'e>(event: &'e UsageEvent, scratch: &mut String) -> Option<&'e str> {
+    scratch.clear();
+    cpamp_domain::event::write_timestamp_ms(scratch, event.timestamp_ms);
+    (*scratch != event.timestamp).then_some(event.timestamp.as_str())
 }
 
 /// Dictionary ids of one event's repeated texts.
@@ -262,12 +242,12 @@ pub(crate) struct EventDims {
     pub error_code: Option<i64>,
 }
 
-async fn resolve_dims(
+fn resolve_dims(
     store: &SqliteStore,
-    connection: &mut SqliteConnection,
+    connection: &Connection,
     stage: &mut DimStage,
     event: &UsageEvent,
-) -> Result<EventDims, sqlx::Error> {
+) -> rusqlite::Result<EventDims> {
     let cache = store.dims();
     let model_name = if event.model.is_empty() {
         "-"
@@ -317,9 +297,7 @@ async fn resolve_dims(
     let mut ids = cache.lookup_all(stage, &values);
     for ((kind, value), id) in values.iter().zip(ids.iter_mut()) {
         if id.is_none() {
-            *id = stage
-                .resolve(cache, &mut *connection, *kind, *value)
-                .await?;
+            *id = stage.resolve(cache, connection, *kind, *value)?;
         }
     }
     let [
@@ -384,30 +362,43 @@ async fn resolve_dims(
     })
 }
 
-/// Inserts up to [`EVENTS_PER_STATEMENT`] events in one statement.
-async fn insert_events(
-    connection: &mut SqliteConnection,
+/// The columns of an event row, in the order [`insert_events`] binds them.
+const INSERT_EVENT: &str = "INSERT INTO usage_events (\
+    id, event_hash, cpa_source_id, request_id, timestamp_ms, timestamp_text, \
+    provider_id, executor_type_id, model_id, requested_model_id, resolved_model_id, \
+    endpoint_id, method_id, path_id, client_ip_id, x_forwarded_for_id, user_agent_id, \
+    auth_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
+    account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, \
+    auth_provider_snapshot_id, auth_project_id_snapshot_id, auth_snapshot_at_ms, \
+    reasoning_effort_id, service_tier_id, request_service_tier_id, response_service_tier_id, \
+    cache_input_mode, input_tokens, output_tokens, reasoning_tokens, cached_tokens, \
+    cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, \
+    normalized_uncached_input_tokens, normalized_total_input_tokens, \
+    normalized_cache_read_tokens, normalized_cache_creation_tokens, \
+    latency_ms, ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, \
+    header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
+    header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms) VALUES (\
+    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// A text column's value: `NULL` for a missing or empty text.
+fn text(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|text| !text.is_empty())
+}
+
+/// Inserts the events, one execution of one prepared statement each; values are
+/// bound straight from the borrowed event, nothing is copied.
+fn insert_events(
+    connection: &Connection,
     rows: &[NewEvent<'_>],
     origin_id: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    let mut builder = sqlx::QueryBuilder::new(
-        "INSERT INTO usage_events (\
-            id, event_hash, cpa_source_id, request_id, timestamp_ms, timestamp_text, \
-            provider_id, executor_type_id, model_id, requested_model_id, resolved_model_id, \
-            endpoint_id, method_id, path_id, client_ip_id, x_forwarded_for_id, user_agent_id, \
-            auth_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
-            account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, \
-            auth_provider_snapshot_id, auth_project_id_snapshot_id, auth_snapshot_at_ms, \
-            reasoning_effort_id, service_tier_id, request_service_tier_id, response_service_tier_id, \
-            cache_input_mode, input_tokens, output_tokens, reasoning_tokens, cached_tokens, \
-            cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, \
-            normalized_uncached_input_tokens, normalized_total_input_tokens, \
-            normalized_cache_read_tokens, normalized_cache_creation_tokens, \
-            latency_ms, ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, \
-            header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
-            header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms) ",
-    );
-    builder.push_values(rows, |mut row, new| {
+) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut statement = connection.prepare_cached(INSERT_EVENT)?;
+    let mut scratch = String::with_capacity(32);
+    for new in rows {
         let event = new.event;
         let dims = &new.dims;
         let tokens = &event.tokens;
@@ -417,74 +408,86 @@ async fn insert_events(
             cpamp_domain::event::CacheInputMode::IncludedInInput => 0_i64,
             cpamp_domain::event::CacheInputMode::SeparateFromInput => 1_i64,
         });
-        row.push_bind(new.id)
-            .push_bind(new.hash.to_vec())
-            .push_bind(origin_id)
-            .push_bind(event.request_id.clone().filter(|id| !id.is_empty()))
-            .push_bind(event.timestamp_ms)
-            .push_bind(timestamp_text(event).map(str::to_owned))
-            .push_bind(dims.provider)
-            .push_bind(dims.executor_type)
-            .push_bind(dims.model)
-            .push_bind(dims.requested_model)
-            .push_bind(dims.resolved_model)
-            .push_bind(dims.endpoint)
-            .push_bind(dims.method)
-            .push_bind(dims.path)
-            .push_bind(dims.client_ip)
-            .push_bind(dims.x_forwarded_for)
-            .push_bind(dims.user_agent)
-            .push_bind(dims.auth_type)
-            .push_bind(dims.auth_index)
-            .push_bind(dims.source)
-            .push_bind(dims.source_hash)
-            .push_bind(dims.api_key_hash)
-            .push_bind(dims.account)
-            .push_bind(dims.auth_label)
-            .push_bind(dims.auth_file)
-            .push_bind(dims.auth_provider)
-            .push_bind(dims.auth_project)
-            .push_bind(event.auth_snapshot_at_ms.filter(|value| *value > 0))
-            .push_bind(dims.reasoning_effort)
-            .push_bind(dims.service_tier)
-            .push_bind(dims.request_service_tier)
-            .push_bind(dims.response_service_tier)
-            .push_bind(cache_input_mode)
-            .push_bind(tokens.input)
-            .push_bind(tokens.output)
-            .push_bind(tokens.reasoning)
-            .push_bind(tokens.cached)
-            .push_bind(tokens.cache)
-            .push_bind(tokens.cache_read)
-            .push_bind(tokens.cache_creation)
-            .push_bind(tokens.total)
-            .push_bind(known.then_some(normalized.uncached_input))
-            .push_bind(known.then_some(normalized.total_input))
-            .push_bind(known.then_some(normalized.cache_read))
-            .push_bind(known.then_some(normalized.cache_creation))
-            .push_bind(event.latency_ms)
-            .push_bind(event.ttft_ms)
-            .push_bind(i64::from(event.failed))
-            .push_bind(event.fail_status_code.filter(|code| *code > 0))
-            .push_bind(event.fail_summary.clone().filter(|text| !text.is_empty()))
-            .push_bind(
-                event
-                    .response_metadata_json
-                    .clone()
-                    .filter(|text| !text.is_empty()),
-            )
-            .push_bind(event.header_quota_recover_at_ms.filter(|value| *value > 0))
-            .push_bind(event.header_quota_used_percent)
-            .push_bind(dims.quota_plan_type)
-            .push_bind(dims.error_kind)
-            .push_bind(dims.error_code)
-            .push_bind(
-                event
-                    .header_trace_id
-                    .clone()
-                    .filter(|text| !text.is_empty()),
-            )
-            .push_bind(event.created_at_ms);
-    });
-    builder.build().execute(connection).await.map(|_| ())
+        let mut index = 0;
+        let mut bind = |value: &dyn rusqlite::ToSql| {
+            index += 1;
+            statement.raw_bind_parameter(index, value)
+        };
+        bind(&new.id)?;
+        bind(&&new.hash[..])?;
+        bind(&origin_id)?;
+        bind(&text(&event.request_id))?;
+        bind(&event.timestamp_ms)?;
+        bind(&timestamp_text(event, &mut scratch))?;
+        for id in [
+            dims.provider,
+            dims.executor_type,
+            dims.model,
+            dims.requested_model,
+            dims.resolved_model,
+            dims.endpoint,
+            dims.method,
+            dims.path,
+            dims.client_ip,
+            dims.x_forwarded_for,
+            dims.user_agent,
+            dims.auth_type,
+            dims.auth_index,
+            dims.source,
+            dims.source_hash,
+            dims.api_key_hash,
+            dims.account,
+            dims.auth_label,
+            dims.auth_file,
+            dims.auth_provider,
+            dims.auth_project,
+        ] {
+            bind(&id)?;
+        }
+        bind(&event.auth_snapshot_at_ms.filter(|value| *value > 0))?;
+        for id in [
+            dims.reasoning_effort,
+            dims.service_tier,
+            dims.request_service_tier,
+            dims.response_service_tier,
+            cache_input_mode,
+        ] {
+            bind(&id)?;
+        }
+        for value in [
+            tokens.input,
+            tokens.output,
+            tokens.reasoning,
+            tokens.cached,
+            tokens.cache,
+            tokens.cache_read,
+            tokens.cache_creation,
+            tokens.total,
+        ] {
+            bind(&value)?;
+        }
+        for value in [
+            normalized.uncached_input,
+            normalized.total_input,
+            normalized.cache_read,
+            normalized.cache_creation,
+        ] {
+            bind(&known.then_some(value))?;
+        }
+        bind(&event.latency_ms)?;
+        bind(&event.ttft_ms)?;
+        bind(&i64::from(event.failed))?;
+        bind(&event.fail_status_code.filter(|code| *code > 0))?;
+        bind(&text(&event.fail_summary))?;
+        bind(&text(&event.response_metadata_json))?;
+        bind(&event.header_quota_recover_at_ms.filter(|value| *value > 0))?;
+        bind(&event.header_quota_used_percent)?;
+        bind(&dims.quota_plan_type)?;
+        bind(&dims.error_kind)?;
+        bind(&dims.error_code)?;
+        bind(&text(&event.header_trace_id))?;
+        bind(&event.created_at_ms)?;
+        statement.raw_execute()?;
+    }
+    Ok(())
 }

@@ -3,6 +3,9 @@
 //! [`SqliteStore`] owns two pools on one database file: a single writer
 //! connection (all writes are serialised through it, so there is never a
 //! write-write conflict) and a small pool of read-only connections for queries.
+//! Event batches are written through a connection of their own (rusqlite, with
+//! its prepared statements kept) while the writer connection is held, so they
+//! too wait their turn behind every other write.
 //! The database runs in WAL mode with `synchronous=FULL`, so a committed batch
 //! survives a power cut and readers never block the writer.
 //!
@@ -145,6 +148,9 @@ struct Inner {
     /// Options of a read-only connection, for long reads outside the pool.
     read_options: SqliteConnectOptions,
     busy_timeout: Duration,
+    /// The connection event batches are written through (opened on first use,
+    /// dropped after a failed batch); used only while the writer is held.
+    batch_writer: std::sync::Mutex<Option<rusqlite::Connection>>,
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
@@ -246,6 +252,7 @@ impl SqliteStore {
                 reader,
                 read_options,
                 busy_timeout: options.busy_timeout,
+                batch_writer: std::sync::Mutex::new(None),
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
@@ -270,6 +277,11 @@ impl SqliteStore {
     /// Closes both pools, checkpointing the WAL. Further use fails.
     pub async fn close(&self) {
         self.inner.reader.close().await;
+        // Wait for a batch in progress (it holds the writer), then close its connection.
+        if let Ok(lease) = self.inner.writer.acquire().await {
+            self.batch_writer().take();
+            drop(lease);
+        }
         let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&self.inner.writer)
             .await;
@@ -278,6 +290,41 @@ impl SqliteStore {
 
     pub(crate) fn writer(&self) -> &SqlitePool {
         &self.inner.writer
+    }
+
+    fn batch_writer(&self) -> std::sync::MutexGuard<'_, Option<rusqlite::Connection>> {
+        // A poisoned lock means a batch panicked; its transaction rolled back
+        // when its `Transaction` was dropped, so the connection is still usable.
+        self.inner
+            .batch_writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `work` on the batch connection, opening it first if needed. Blocking:
+    /// call it on a blocking thread, while holding the writer.
+    ///
+    /// After an error the connection is closed and the next batch opens a fresh
+    /// one: a failed COMMIT (IO error, disk full, read-only file) can leave
+    /// SQLite's transaction open, and reusing that connection would silently nest
+    /// every later batch inside a transaction that never commits.
+    pub(crate) fn with_batch_connection<T>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.batch_writer();
+        let connection = match &mut *slot {
+            Some(connection) => connection,
+            empty => empty.insert(
+                open_batch_connection(&self.inner.path, self.inner.busy_timeout)
+                    .map_err(error::sqlite("open the batch connection"))?,
+            ),
+        };
+        let result = work(connection);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
     }
 
     pub(crate) fn reader(&self) -> &SqlitePool {
@@ -310,6 +357,26 @@ impl SqliteStore {
     pub(crate) fn maintenance(&self) -> &maintenance::MaintenanceState {
         &self.inner.maintenance
     }
+}
+
+/// Opens the connection event batches are written through, with the writer's
+/// settings (the database is in WAL mode already).
+fn open_batch_connection(
+    path: &Path,
+    busy_timeout: Duration,
+) -> rusqlite::Result<rusqlite::Connection> {
+    let connection = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(busy_timeout)?;
+    connection.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA journal_size_limit = 268435456; PRAGMA temp_store = memory",
+    )?;
+    // The ingest path's statements (the rollup tables' included) all stay prepared.
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
 }
 
 /// The embedded schema migrations.

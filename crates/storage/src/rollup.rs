@@ -18,6 +18,7 @@ use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::time::{DAY_MS, HOUR_MS, QUARTER_MS};
 use cpamp_domain::analytics::{Metrics, analytics_model};
 use cpamp_domain::event::UsageEvent;
+use rusqlite::Connection;
 use sqlx::SqliteConnection;
 
 use crate::SqliteStore;
@@ -149,12 +150,12 @@ fn floor(value: i64, step: i64) -> i64 {
 const LEVELS: [(i64, &str); 3] = [(QUARTER_MS, "q"), (HOUR_MS, "h"), (DAY_MS, "d")];
 
 /// Writes the batch's rollup rows. Runs inside the batch transaction.
-pub(crate) async fn flush(
+pub(crate) fn flush(
     store: &SqliteStore,
-    connection: &mut SqliteConnection,
+    connection: &Connection,
     stage: &mut DimStage,
     fresh: &[NewEvent<'_>],
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
     let mut accumulator = Accumulator::default();
     for new in fresh {
         accumulator.add(new.event, new.dims);
@@ -187,18 +188,15 @@ pub(crate) async fn flush(
         } else {
             let text = if analytics.is_empty() { "-" } else { analytics };
             stage
-                .resolve(store.dims(), &mut *connection, DimKind::Model, Some(text))
-                .await?
+                .resolve(store.dims(), connection, DimKind::Model, Some(text))?
                 .unwrap_or(0)
         };
-        sqlx::query(
-            "INSERT INTO usage_model_analytics (model_dim_id, analytics_dim_id) VALUES (?, ?) \
-             ON CONFLICT (model_dim_id) DO NOTHING",
-        )
-        .bind(effective_id)
-        .bind(analytics_id)
-        .execute(&mut *connection)
-        .await?;
+        connection
+            .prepare_cached(
+                "INSERT INTO usage_model_analytics (model_dim_id, analytics_dim_id) VALUES (?1, ?2) \
+                 ON CONFLICT (model_dim_id) DO NOTHING",
+            )?
+            .execute((effective_id, analytics_id))?;
         stage.others.analytics.insert(effective_id, analytics_id);
         analytics_ids.insert(effective_id, analytics_id);
     }
@@ -208,7 +206,7 @@ pub(crate) async fn flush(
         let key = identity_key(&pending.dims);
         for key in [key, heat_key(&key)] {
             if let std::collections::hash_map::Entry::Vacant(slot) = identity_ids.entry(key) {
-                slot.insert(identity_id(store, connection, stage, key).await?);
+                slot.insert(identity_id(store, connection, stage, key)?);
             }
         }
     }
@@ -289,16 +287,16 @@ pub(crate) async fn flush(
         ] {
             let table = format!("usage_rollup_{family}_{suffix}");
             for (bucket, entries) in buckets {
-                merge_entries(connection, &table, *bucket, with_identity, entries).await?;
+                merge_entries(connection, &table, *bucket, with_identity, entries)?;
             }
         }
         let table = format!("usage_rollup_latency_{suffix}");
         for (bucket, groups) in &samples[level] {
-            append_samples(connection, &table, *bucket, groups).await?;
+            append_samples(connection, &table, *bucket, groups)?;
         }
     }
     for (bucket, entries) in &heat {
-        merge_entries(connection, "usage_rollup_heat_h", *bucket, true, entries).await?;
+        merge_entries(connection, "usage_rollup_heat_h", *bucket, true, entries)?;
     }
     // Which (identity, model) pairs each day holds, for filter selectors.
     let day = LEVELS.len() - 1;
@@ -307,18 +305,18 @@ pub(crate) async fn flush(
             .keys()
             .map(|key| (key.identity, key.model))
             .collect();
-        if let Some(existing) = read_blob(connection, "usage_rollup_pairs_d", *bucket).await? {
+        if let Some(existing) = read_blob(connection, "usage_rollup_pairs_d", *bucket)? {
             decode_pairs(&existing, |identity, model| {
                 pairs.insert((identity, model));
             });
         }
         let mut blob = Vec::new();
         encode_pairs(&pairs, &mut blob);
-        write_blob(connection, "usage_rollup_pairs_d", *bucket, blob).await?;
+        write_blob(connection, "usage_rollup_pairs_d", *bucket, &blob)?;
     }
     for ((bucket, failed), (calls, tokens)) in fine {
-        sqlx::query(
-            "INSERT INTO usage_rollup_fine (bucket_ms, failed, calls, total_tokens) VALUES (?, ?, ?, ?) \
+        connection.prepare_cached(
+            "INSERT INTO usage_rollup_fine (bucket_ms, failed, calls, total_tokens) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (bucket_ms, failed) DO UPDATE SET calls = calls + excluded.calls, \
              total_tokens = CASE \
                WHEN excluded.total_tokens > 0 AND total_tokens > 9223372036854775807 - excluded.total_tokens \
@@ -326,24 +324,19 @@ pub(crate) async fn flush(
                WHEN excluded.total_tokens < 0 AND total_tokens < (-9223372036854775807 - 1) - excluded.total_tokens \
                  THEN -9223372036854775807 - 1 \
                ELSE total_tokens + excluded.total_tokens END",
-        )
-        .bind(bucket)
-        .bind(i64::from(failed))
-        .bind(calls)
-        .bind(tokens)
-        .execute(&mut *connection)
-        .await?;
+        )?
+        .execute((bucket, i64::from(failed), calls, tokens))?;
     }
     Ok(())
 }
 
 /// The id of an identity tuple, creating its `usage_identities` row if needed.
-async fn identity_id(
+fn identity_id(
     store: &SqliteStore,
-    connection: &mut SqliteConnection,
+    connection: &Connection,
     stage: &mut DimStage,
     key: [i64; 11],
-) -> Result<i64, sqlx::Error> {
+) -> rusqlite::Result<i64> {
     if let Some(known) = store
         .dims()
         .identity(&key)
@@ -351,21 +344,24 @@ async fn identity_id(
     {
         return Ok(known);
     }
-    let id = insert_identity(connection, key).await?;
+    let id = connection
+        .prepare_cached(INSERT_IDENTITY)?
+        .query_row(rusqlite::params_from_iter(key), |row| row.get(0))?;
     stage.others.identities.insert(key, id);
     Ok(id)
 }
+
+/// Creates (or finds) an identity row; `RETURNING` its id either way.
+const INSERT_IDENTITY: &str = "INSERT INTO usage_identities (provider_id, executor_type_id, \
+    auth_index_id, source_id, source_hash_id, api_key_hash_id, account_id, auth_label_id, \
+    auth_file_id, auth_provider_id, auth_project_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+    ON CONFLICT DO UPDATE SET provider_id = excluded.provider_id RETURNING id";
 
 async fn insert_identity(
     connection: &mut SqliteConnection,
     key: [i64; 11],
 ) -> Result<i64, sqlx::Error> {
-    let mut query = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO usage_identities (provider_id, executor_type_id, auth_index_id, source_id, \
-         source_hash_id, api_key_hash_id, account_id, auth_label_id, auth_file_id, auth_provider_id, \
-         auth_project_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT DO UPDATE SET provider_id = excluded.provider_id RETURNING id",
-    );
+    let mut query = sqlx::query_scalar::<_, i64>(INSERT_IDENTITY);
     for id in key {
         query = query.bind(id);
     }
@@ -373,22 +369,22 @@ async fn insert_identity(
 }
 
 /// Adds `entries` to the packed block `bucket` of `table`.
-async fn merge_entries(
-    connection: &mut SqliteConnection,
+fn merge_entries(
+    connection: &Connection,
     table: &str,
     bucket: i64,
     with_identity: bool,
     entries: &Entries,
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
     let mut merged = entries.clone();
-    if let Some(existing) = read_blob(connection, table, bucket).await? {
+    if let Some(existing) = read_blob(connection, table, bucket)? {
         decode_entries(bucket, with_identity, &existing, |key, sums| {
             merged.entry(key).or_default().merge(&sums);
         });
     }
     let mut blob = Vec::new();
     encode_entries(bucket, with_identity, &merged, &mut blob);
-    write_blob(connection, table, bucket, blob).await
+    write_blob(connection, table, bucket, &blob)
 }
 
 /// Completes what a migration left to do in Rust, once: fills rollups added by a
@@ -525,7 +521,7 @@ async fn backfill_heat(connection: &mut SqliteConnection) -> Result<(), sqlx::Er
             });
             let mut out = Vec::new();
             encode_entries(bucket, true, &entries, &mut out);
-            write_blob(connection, "usage_rollup_heat_h", bucket, out).await?;
+            backfill_write_blob(connection, "usage_rollup_heat_h", bucket, out).await?;
         }
     }
 }
@@ -537,69 +533,84 @@ pub(crate) const RUN_BYTES: i64 = 16 * 1024;
 /// that run is under [`RUN_BYTES`], else written as the next run. A batch thus
 /// reads and writes at most one bounded run per block, however many samples the
 /// block already holds; readers take the union of the runs.
-async fn append_samples(
-    connection: &mut SqliteConnection,
+fn append_samples(
+    connection: &Connection,
     table: &str,
     bucket: i64,
     groups: &Samples,
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
+    use rusqlite::OptionalExtension;
     // `table` is one of the fixed rollup table names, never input. `length` of a
     // blob is read from the record header without loading the blob.
-    let newest: Option<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT run, length(entries) FROM {table} WHERE bucket_ms = ? ORDER BY run DESC LIMIT 1"
-    )))
-    .bind(bucket)
-    .fetch_optional(&mut *connection)
-    .await?;
+    let newest: Option<(i64, i64)> = connection
+        .prepare_cached(&format!(
+            "SELECT run, length(entries) FROM {table} WHERE bucket_ms = ?1 ORDER BY run DESC LIMIT 1"
+        ))?
+        .query_row([bucket], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
     let mut merged = groups.clone();
     let run = match newest {
         None => 0,
         Some((run, size)) if size >= RUN_BYTES => run + 1,
         Some((run, _)) => {
-            let existing: Vec<u8> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT entries FROM {table} WHERE bucket_ms = ? AND run = ?"
-            )))
-            .bind(bucket)
-            .bind(run)
-            .fetch_one(&mut *connection)
-            .await?;
-            decode_samples(&existing, |identity, model, failed, latencies, ttfts| {
-                let entry = merged.entry((identity, model, failed)).or_default();
-                entry.0.extend_from_slice(latencies);
-                entry.1.extend_from_slice(ttfts);
-            });
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT entries FROM {table} WHERE bucket_ms = ?1 AND run = ?2"
+            ))?;
+            let mut rows = statement.query((bucket, run))?;
+            if let Some(row) = rows.next()? {
+                decode_samples(
+                    row.get_ref(0)?.as_blob()?,
+                    |identity, model, failed, latencies, ttfts| {
+                        let entry = merged.entry((identity, model, failed)).or_default();
+                        entry.0.extend_from_slice(latencies);
+                        entry.1.extend_from_slice(ttfts);
+                    },
+                );
+            }
             run
         }
     };
     let mut blob = Vec::new();
     encode_samples(&merged, &mut blob);
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {table} (bucket_ms, run, entries) VALUES (?, ?, ?) \
-         ON CONFLICT (bucket_ms, run) DO UPDATE SET entries = excluded.entries"
-    )))
-    .bind(bucket)
-    .bind(run)
-    .bind(blob)
-    .execute(&mut *connection)
-    .await
-    .map(|_| ())
+    connection
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (bucket_ms, run, entries) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (bucket_ms, run) DO UPDATE SET entries = excluded.entries"
+        ))?
+        .execute((bucket, run, &blob))
+        .map(|_| ())
 }
 
-async fn read_blob(
-    connection: &mut SqliteConnection,
+fn read_blob(
+    connection: &Connection,
     table: &str,
     bucket: i64,
-) -> Result<Option<Vec<u8>>, sqlx::Error> {
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    use rusqlite::OptionalExtension;
     // `table` is one of the fixed rollup table names built above, never input.
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT entries FROM {table} WHERE bucket_ms = ?"
-    )))
-    .bind(bucket)
-    .fetch_optional(&mut *connection)
-    .await
+    connection
+        .prepare_cached(&format!("SELECT entries FROM {table} WHERE bucket_ms = ?1"))?
+        .query_row([bucket], |row| row.get(0))
+        .optional()
 }
 
-async fn write_blob(
+fn write_blob(
+    connection: &Connection,
+    table: &str,
+    bucket: i64,
+    blob: &[u8],
+) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (bucket_ms, entries) VALUES (?1, ?2) \
+             ON CONFLICT (bucket_ms) DO UPDATE SET entries = excluded.entries"
+        ))?
+        .execute((bucket, blob))
+        .map(|_| ())
+}
+
+/// [`write_blob`] for the backfill at open, which runs on the sqlx writer.
+async fn backfill_write_blob(
     connection: &mut SqliteConnection,
     table: &str,
     bucket: i64,

@@ -9,7 +9,6 @@ use cpamp_domain::analytics::accounts::{credential_key, snapshot_key};
 use cpamp_domain::analytics::headers::{HeaderFields, response_metadata};
 use cpamp_domain::analytics::query::RawEvent;
 use cpamp_domain::event::UsageEvent;
-use sqlx::SqliteConnection;
 
 use crate::analytics::{EVENT_COLUMNS, lock_read};
 use crate::events::NewEvent;
@@ -32,10 +31,10 @@ fn carries_headers(event: &UsageEvent) -> bool {
 
 /// Records the batch's newest header event per credential. Runs inside the batch
 /// transaction; one statement per credential the batch touches.
-pub(crate) async fn note_latest(
-    connection: &mut SqliteConnection,
+pub(crate) fn note_latest(
+    connection: &rusqlite::Connection,
     fresh: &[NewEvent<'_>],
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
     let mut newest: HashMap<String, (i64, i64)> = HashMap::new();
     for new in fresh {
         let event = new.event;
@@ -56,17 +55,16 @@ pub(crate) async fn note_latest(
             .and_modify(|current| *current = (*current).max(candidate))
             .or_insert(candidate);
     }
-    for (key, (timestamp_ms, event_id)) in newest {
-        sqlx::query(
-            "INSERT INTO usage_header_latest (key, timestamp_ms, event_id) VALUES (?, ?, ?) \
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = connection.prepare_cached(
+        "INSERT INTO usage_header_latest (key, timestamp_ms, event_id) VALUES (?1, ?2, ?3) \
              ON CONFLICT (key) DO UPDATE SET timestamp_ms = excluded.timestamp_ms, event_id = excluded.event_id \
              WHERE (excluded.timestamp_ms, excluded.event_id) > (usage_header_latest.timestamp_ms, usage_header_latest.event_id)",
-        )
-        .bind(key)
-        .bind(timestamp_ms)
-        .bind(event_id)
-        .execute(&mut *connection)
-        .await?;
+    )?;
+    for (key, (timestamp_ms, event_id)) in newest {
+        upsert.execute((key, timestamp_ms, event_id))?;
     }
     Ok(())
 }

@@ -15,7 +15,9 @@
 //!   server stopped (events/s, peak RSS), `POST /v0/management/usage/import` of the
 //!   first 50,000 lines into a running empty server and the same body again (all
 //!   skipped), then the imported database exported again and compared byte for byte
-//!   with the original export. Baseline: the `sqlite3` shell's `.import --csv` of
+//!   with the original export, and the panel's aggregates over the whole range (the
+//!   dashboard summary and every monitoring section) compared between the original
+//!   and the imported copy. Baseline: the `sqlite3` shell's `.import --csv` of
 //!   the same events (the CSV export) into one flat table.
 //!
 //! Figures depend on the machine's load: the header prints the load average.
@@ -396,6 +398,77 @@ fn first_difference(left: &Path, right: &Path) {
     println!("one export is a prefix of the other");
 }
 
+/// The first and last `timestamp_ms` of an export file (oldest first).
+fn time_range(export: &Path) -> (i64, i64) {
+    let timestamp = |line: &str| -> i64 {
+        let value: serde_json::Value = serde_json::from_str(line).expect("an export line");
+        value["timestamp_ms"].as_i64().expect("timestamp_ms")
+    };
+    let mut lines = BufReader::new(std::fs::File::open(export).expect("open export"))
+        .lines()
+        .map_while(Result::ok);
+    let first = lines.next().expect("a first line");
+    let last = lines.last().unwrap_or_else(|| first.clone());
+    (timestamp(&first), timestamp(&last))
+}
+
+/// Drops what differs between two runs by design: the time an answer was computed
+/// and the client fields that are never exported.
+fn strip_generated(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(members) => {
+            members.retain(|key, _| {
+                !key.starts_with("generated_at")
+                    && !matches!(key.as_str(), "client_ip" | "x_forwarded_for" | "user_agent")
+            });
+            members.values_mut().for_each(strip_generated);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_generated),
+        _ => {}
+    }
+}
+
+/// The panel's aggregates over `[from_ms, to_ms)`: the dashboard summary and the
+/// monitoring sections (API-key stats and channel share are left out: they name
+/// the identity fields of an arbitrary row of each group).
+fn aggregates(server: &Server, from_ms: i64, to_ms: i64) -> Vec<serde_json::Value> {
+    let mut dashboard: serde_json::Value = server
+        .client
+        .get(format!(
+            "{}/v0/management/dashboard/summary?today_start_ms={from_ms}&now_ms={to_ms}",
+            server.base
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("dashboard request")
+        .json()
+        .expect("dashboard JSON");
+    let body = serde_json::json!({
+        "from_ms": from_ms, "to_ms": to_ms, "time_zone": "UTC",
+        "include": {"granularity": "day", "summary": true, "summary_percentiles": true, "timeline": true,
+                    "model_stats": true, "model_share": true, "failure_sources": true,
+                    "account_stats": true, "credential_stats": true,
+                    "hourly_distribution": true, "heatmap": true, "task_buckets": true,
+                    "recent_failures": 20, "events_page": {"limit": 50}}
+    });
+    let response = server
+        .client
+        .post(format!(
+            "{}/v0/management/monitoring/analytics",
+            server.base
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .expect("analytics request");
+    assert_eq!(response.status().as_u16(), 200, "analytics answered");
+    let mut analytics: serde_json::Value = response.json().expect("analytics JSON");
+    strip_generated(&mut dashboard);
+    strip_generated(&mut analytics);
+    vec![dashboard, analytics]
+}
+
 fn run_import(args: &Args, work: &Path) {
     let database = args.source.join("usage.sqlite");
     let original = work.join("original.jsonl");
@@ -506,10 +579,17 @@ fn run_import(args: &Args, work: &Path) {
     }
 
     // Round trip: the imported copy exports the same bytes.
+    let (from_ms, last_ms) = time_range(&original);
+    let to_ms = last_ms + 1;
     let server = Server::start(&args.server, &target);
     let again = work.join("again.jsonl");
     let second = export(&server, "", Some(&again));
+    let imported_aggregates = aggregates(&server, from_ms, to_ms);
     server.stop();
+    let server = Server::start(&args.server, &args.source);
+    let original_aggregates = aggregates(&server, from_ms, to_ms);
+    server.stop();
+    let same_aggregates = imported_aggregates == original_aggregates;
     let identical = files_equal(&original, &again);
     if !identical {
         first_difference(&original, &again);
@@ -519,6 +599,14 @@ fn run_import(args: &Args, work: &Path) {
         events,
         second.events,
         if identical { "identical" } else { "DIFFERENT" }
+    );
+    println!(
+        "round trip: dashboard summary and monitoring analytics over the whole range: {}",
+        if same_aggregates {
+            "identical"
+        } else {
+            "DIFFERENT"
+        }
     );
     println!(
         "target: import >= 50,000 events/s; offline import at {:.0}/s ({}); source database {}",

@@ -21,8 +21,12 @@ use serde::{Deserialize, Serialize};
 
 /// Events per stored batch (one transaction each). A transaction's fixed costs
 /// (commit and its sync, the WAL checkpoint after it, rewriting the rollup blocks
-/// and index pages it touches) are shared by this many events.
-pub const BATCH_EVENTS: usize = 5000;
+/// and index pages it touches) are shared by this many events. The largest of
+/// them is the identity ledger: its keys are hashes, so a batch lands all over
+/// it and rewrites a page for most of its events however large it is; four
+/// times the batch touches about half as many pages per event (on a ledger of a
+/// million hashes). Three batches at most are in memory (tens of MiB).
+pub const BATCH_EVENTS: usize = 20_000;
 
 /// Live counters of a running import, readable from other tasks (progress bars).
 #[derive(Debug, Default)]
