@@ -29,6 +29,13 @@
 //!   events, 10 clients, 500 events/s, 5 s) runs in `cargo xtask ci`.
 //! - `steady [--minutes M]`: the release server fed 2,000 events/s for M minutes (60)
 //!   from an empty database, its RSS printed every minute; fails on a lost event.
+//! - `disk-full [--runs N]`: the release server's data directory on a small tmpfs that
+//!   is filled so every write fails for 45 s while the fake CPA (retention 60 s) emits
+//!   events, then freed; N runs (5) per transport: emitted, stored, lost, duplicated,
+//!   the gap rows with their cause, and whether `/status` showed the held events and
+//!   the open gap during the outage (`crates/testkit/examples/disk_full_bench.rs`). Needs
+//!   root to mount the tmpfs (skipped with a message otherwise); fails on a lost or
+//!   duplicated event, a missing `store_failed` gap or a `/status` that hid the outage.
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
 //!   release binary on an empty data directory, and its resident memory then.
 
@@ -42,6 +49,7 @@ use xshell::{Shell, cmd};
 pub const NAMES: &[&str] = &[
     "analytics",
     "decode",
+    "disk-full",
     "e2e",
     "export",
     "import",
@@ -100,6 +108,7 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
         "panel" => crate::frontend::bench(shell, extra),
         "load" => load(shell, extra),
         "steady" => steady(shell, extra),
+        "disk-full" => disk_full(shell, extra),
         "export" | "import" => transfer(shell, name, extra),
         _ => Err(format!(
             "unknown benchmark {name:?}; one of: {}",
@@ -160,6 +169,31 @@ fn steady(shell: &Shell, args: &[String]) -> Result<(), String> {
     cmd!(shell, "{bench} --server {server} --steady {minutes}")
         .run()
         .map_err(|_| "the steady benchmark lost events".to_string())
+}
+
+/// Builds the release server and the disk-full client and runs the benchmark.
+fn disk_full(shell: &Shell, args: &[String]) -> Result<(), String> {
+    let runs = match args {
+        [] => "5".to_string(),
+        [flag, value] if flag == "--runs" && value.parse::<u64>().is_ok() => value.clone(),
+        _ => return Err("usage: cargo xtask bench disk-full [--runs N]".to_string()),
+    };
+    cmd!(
+        shell,
+        "cargo build --release --locked -p cpamp-server -p cpamp-testkit --bin cpamp-server --example disk_full_bench"
+    )
+    .run()
+    .map_err(|error| error.to_string())?;
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    let binaries = std::path::Path::new(&target).join("release");
+    let server = binaries.join("cpamp-server");
+    let bench = binaries.join("examples/disk_full_bench");
+    cmd!(shell, "{bench} --server {server} --runs {runs}")
+        .run()
+        .map_err(|_| {
+            "the disk-full benchmark lost or duplicated events, or an outage went unreported"
+                .to_string()
+        })
 }
 
 fn transfer(shell: &Shell, name: &str, args: &[String]) -> Result<(), String> {
