@@ -29,7 +29,7 @@
 //!   events, 10 clients, 500 events/s, 5 s) runs in `cargo xtask ci`.
 //! - `steady [--minutes M]`: the release server fed 2,000 events/s for M minutes (60)
 //!   from an empty database, its RSS printed every minute; fails on a lost event.
-//! - `disk-full [--runs N]`: the release server's data directory on a small tmpfs that
+//! - `disk-full [--runs N] [--debug]`: the release (or debug) server's data directory on a small tmpfs that
 //!   is filled so every write fails for 45 s while the fake CPA (retention 60 s) emits
 //!   events, then freed; N runs (5) per transport: emitted, stored, lost, duplicated,
 //!   the gap rows with their cause, and whether `/status` showed the held events and
@@ -173,19 +173,34 @@ fn steady(shell: &Shell, args: &[String]) -> Result<(), String> {
 
 /// Builds the release server and the disk-full client and runs the benchmark.
 fn disk_full(shell: &Shell, args: &[String]) -> Result<(), String> {
-    let runs = match args {
-        [] => "5".to_string(),
-        [flag, value] if flag == "--runs" && value.parse::<u64>().is_ok() => value.clone(),
-        _ => return Err("usage: cargo xtask bench disk-full [--runs N]".to_string()),
+    let usage = || "usage: cargo xtask bench disk-full [--runs N] [--debug]".to_string();
+    let mut runs = "5".to_string();
+    let mut debug = false;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--runs" => match rest.next() {
+                Some(value) if value.parse::<u64>().is_ok() => runs = value.clone(),
+                _ => return Err(usage()),
+            },
+            // The figures are counts, not speeds: a debug build measures the same thing.
+            "--debug" => debug = true,
+            _ => return Err(usage()),
+        }
+    }
+    let (profile, release) = if debug {
+        ("debug", None)
+    } else {
+        ("release", Some("--release"))
     };
     cmd!(
         shell,
-        "cargo build --release --locked -p cpamp-server -p cpamp-testkit --bin cpamp-server --example disk_full_bench"
+        "cargo build {release...} --locked -p cpamp-server -p cpamp-testkit --bin cpamp-server --example disk_full_bench"
     )
     .run()
     .map_err(|error| error.to_string())?;
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
-    let binaries = std::path::Path::new(&target).join("release");
+    let binaries = std::path::Path::new(&target).join(profile);
     let server = binaries.join("cpamp-server");
     let bench = binaries.join("examples/disk_full_bench");
     cmd!(shell, "{bench} --server {server} --runs {runs}")

@@ -466,8 +466,11 @@ fn print_table(args: &Args, results: &[RunResult]) {
             .gaps
             .iter()
             .map(|(cause, detail)| {
-                let short: String = detail.chars().take(90).collect();
-                format!("{cause}: {short}")
+                // The end of the detail names the cause (the store's own words).
+                let chars: Vec<char> = detail.chars().collect();
+                let tail: String = chars[chars.len().saturating_sub(80)..].iter().collect();
+                let ellipsis = if chars.len() > 80 { "…" } else { "" };
+                format!("{cause}: {ellipsis}{tail}")
             })
             .collect::<Vec<_>>()
             .join("; ");
