@@ -227,10 +227,10 @@ fn database_json(report: &DatabaseReport) -> Value {
 }
 
 /// One gap; `recorded` is false for a gap known only in memory so far (its row is
-/// written once the store takes writes again), which has no id yet (`null`).
+/// written once the store takes writes again), whose `id` is 0 (row ids start at 1).
 fn gap_json(gap: &CollectionGap, recorded: bool, now_ms: i64) -> Value {
     json!({
-        "id": if recorded { json!(gap.id) } else { Value::Null },
+        "id": if recorded { gap.id } else { 0 },
         "startMs": gap.start_ms,
         "endMs": gap.end_ms,
         "open": gap.end_ms.is_none(),
