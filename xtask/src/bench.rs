@@ -29,6 +29,12 @@
 //!   events, 10 clients, 500 events/s, 5 s) runs in `cargo xtask ci`.
 //! - `steady [--minutes M]`: the release server fed 2,000 events/s for M minutes (60)
 //!   from an empty database, its RSS printed every minute; fails on a lost event.
+//! - `kills [--events N] [--rate R] [--kills K] [--transports t,..]`: the release server
+//!   killed with `SIGKILL` K times (10) at random moments while the fake CPA emits N
+//!   events (50,000) at R events/s (500) in each transport, restarted at once each time;
+//!   the fake's ledger against the exported history: events lost and duplicated per
+//!   transport (targets 0; the run fails otherwise), beside a same-run pass with no kill
+//!   (`crates/testkit/examples/kill_bench.rs`).
 //! - `disk-full [--runs N] [--debug]`: the release (or debug) server's data directory on a small tmpfs that
 //!   is filled so every write fails for 45 s while the fake CPA (retention 60 s) emits
 //!   events, then freed; N runs (5) per transport: emitted, stored, lost, duplicated,
@@ -55,6 +61,7 @@ pub const NAMES: &[&str] = &[
     "import",
     "ingest",
     "ingest-live",
+    "kills",
     "load",
     "panel",
     "steady",
@@ -107,6 +114,7 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
         }
         "panel" => crate::frontend::bench(shell, extra),
         "load" => load(shell, extra),
+        "kills" => kills(shell, extra),
         "steady" => steady(shell, extra),
         "disk-full" => disk_full(shell, extra),
         "export" | "import" => transfer(shell, name, extra),
@@ -148,6 +156,22 @@ pub fn load(shell: &Shell, args: &[String]) -> Result<(), String> {
     )
     .run()
     .map_err(|_| "the load benchmark lost events or got unexpected answers".to_string())
+}
+
+fn kills(shell: &Shell, args: &[String]) -> Result<(), String> {
+    cmd!(
+        shell,
+        "cargo build --release --locked -p cpamp-server -p cpamp-testkit --bin cpamp-server --example kill_bench"
+    )
+    .run()
+    .map_err(|error| error.to_string())?;
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    let binaries = std::path::Path::new(&target).join("release");
+    let server = binaries.join("cpamp-server");
+    let bench = binaries.join("examples/kill_bench");
+    cmd!(shell, "{bench} --server {server} {args...}")
+        .run()
+        .map_err(|_| "the kill benchmark lost or duplicated events".to_string())
 }
 
 fn steady(shell: &Shell, args: &[String]) -> Result<(), String> {

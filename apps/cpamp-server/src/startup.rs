@@ -17,7 +17,7 @@ use cpamp_api::auth::{AuthBackend, CredentialBootstrap, LoginLimiter, ensure_adm
 use cpamp_api::automation::Automation;
 use cpamp_api::automation::ingest::IngestSink;
 use cpamp_api::gaps::{GapTracker, GapView};
-use cpamp_api::middleware::{CorsOrigins, cors, count_requests};
+use cpamp_api::middleware::{CorsOrigins, cors, count_requests, security_headers};
 use cpamp_api::monitor::{HostFacts, Monitor};
 use cpamp_api::routes::PanelPath;
 use cpamp_api::state::{DataKeyOrigin, EnvConnection, StartupConfig};
@@ -106,6 +106,12 @@ impl Application {
                 "cut a torn record off the end of the collector inbox (a write interrupted by a crash)"
             );
         }
+        if recovery.recovered_items > 0 {
+            tracing::warn!(
+                items = recovery.recovered_items,
+                "kept the events of a response from CPA that the previous process was still reading when it stopped"
+            );
+        }
         let interrupted_read_at_ms = recovery.interrupted_read_at_ms;
         let collector = Collector::with_inbox(
             IngestSink::new(store.clone(), automation.clone()),
@@ -185,6 +191,7 @@ impl Application {
                 .wrap(from_fn(count_requests))
                 .wrap(from_fn(cpamp_api::reads::invalidate_after_writes))
                 .wrap(from_fn(cpamp_api::limits::enforce))
+                .wrap(from_fn(security_headers))
                 .configure(cpamp_api::configure::<SqliteStore>)
         })
         .on_connect(move |connection, data| counted.on_connect(connection, data))

@@ -132,7 +132,7 @@ impl GapTracker {
         {
             let detail = format!(
                 "the Manager Server was stopped abruptly while reading from CPA at {} and started again at {}; the \
-                 events CPA handed over in that read, if any, were lost",
+                 events of that read still on their way from CPA, if any, were lost (those that had arrived were kept)",
                 crate::doctor::format_ms(read_at),
                 crate::doctor::format_ms(started_ms),
             );

@@ -15,7 +15,7 @@ use cpamp_domain::ports::{EventSink, IngestBatch};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::inbox::{Inbox, Location, Recovery};
+use crate::inbox::{Inbox, Location, ReadKind, Recovery, ResponseFormat};
 use crate::run::{decode_items, now_ms};
 use crate::settings::BackoffPolicy;
 use crate::source::RawItem;
@@ -159,8 +159,9 @@ impl Holding {
     }
 
     /// Syncs a received batch to the inbox and queues it for the committer. Blocking (the
-    /// inbox sync); run it on a blocking thread.
-    pub(crate) fn hold(&self, origin: &str, items: Vec<RawItem>) -> u64 {
+    /// inbox sync); run it on a blocking thread. `messages`: the batch ends the first
+    /// `messages` messages of the open subscription (see [`Inbox::covered`]).
+    pub(crate) fn hold(&self, origin: &str, items: Vec<RawItem>, messages: Option<u64>) -> u64 {
         let count = items.len();
         // The inbox lock is held until the batch is queued, so a compaction never misses a
         // batch that is written but not queued yet.
@@ -175,7 +176,14 @@ impl Holding {
         let mut inbox_error = None;
         if let Some(inbox) = inbox.as_mut() {
             match inbox.append(seq, now_ms(), origin, &items) {
-                Ok(written) => location = Some(written),
+                Ok(written) => {
+                    location = Some(written);
+                    if let Some(messages) = messages
+                        && let Err(error) = inbox.covered(messages)
+                    {
+                        tracing::debug!(%error, "could not mark subscription messages as held");
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, path = %inbox.path().display(), items = count, "could not sync received events to the inbox; holding them in memory");
                     inbox_error = Some(error.to_string());
@@ -249,17 +257,32 @@ impl Holding {
         }
     }
 
-    /// Marks the start or end of a read from CPA in the inbox (see [`crate::inbox`]).
-    pub(crate) fn reading(&self, began: bool) {
+    /// Marks the start of a read from CPA in the inbox (see [`crate::inbox`]).
+    pub(crate) fn read_began(&self, kind: ReadKind, origin: &str) {
+        self.mark_read(|inbox, at| inbox.read_began(at, kind, origin));
+    }
+
+    /// Marks the end of a read from CPA in the inbox.
+    pub(crate) fn read_ended(&self) {
+        self.mark_read(|inbox, at| inbox.read_ended(at));
+    }
+
+    fn mark_read(&self, mark: impl FnOnce(&mut Inbox, i64) -> std::io::Result<()>) {
         if let Some(mut inbox) = self.inbox() {
-            let at = now_ms();
-            let result = if began {
-                inbox.read_began(at)
-            } else {
-                inbox.read_ended(at)
-            };
-            if let Err(error) = result {
+            if let Err(error) = mark(&mut inbox, now_ms()) {
                 tracing::debug!(%error, "could not mark a read in the inbox");
+            }
+            let len = inbox.len();
+            drop(inbox);
+            self.state().inbox_len = len;
+        }
+    }
+
+    /// Appends bytes of the response being read to the inbox as they arrive.
+    fn response_bytes(&self, format: ResponseFormat, bytes: &[u8]) {
+        if let Some(mut inbox) = self.inbox() {
+            if let Err(error) = inbox.response_bytes(format, bytes) {
+                tracing::debug!(%error, "could not write response bytes to the inbox");
             }
             let len = inbox.len();
             drop(inbox);
@@ -343,6 +366,23 @@ impl Holding {
             .filter(|entry| entry.location.is_none())
             .map(|entry| entry.count)
             .sum()
+    }
+}
+
+/// Where a pop source writes the bytes of a response as they come off the socket, before
+/// anything parses them: the inbox, when there is one (else nothing).
+#[derive(Clone, Default)]
+pub(crate) struct Tap(Option<Arc<Holding>>);
+
+impl Tap {
+    pub(crate) fn new(holding: Arc<Holding>) -> Tap {
+        Tap(Some(holding))
+    }
+
+    pub(crate) fn received(&self, format: ResponseFormat, bytes: &[u8]) {
+        if let Some(holding) = &self.0 {
+            holding.response_bytes(format, bytes);
+        }
     }
 }
 

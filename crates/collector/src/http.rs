@@ -14,6 +14,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use serde_json::value::RawValue;
 
+use crate::holding::Tap;
+use crate::inbox::ResponseFormat;
 use crate::resp::dial;
 use crate::settings::{CollectorSettings, Endpoint};
 use crate::source::{ErrorKind, RawBatch, RawItem, SourceError, Stage, Transport, UsageSource};
@@ -56,8 +58,21 @@ impl ManagementClient {
 
     /// GET `path_and_query` below the upstream's path prefix.
     pub(crate) async fn get(&mut self, path_and_query: &str) -> Result<Reply, String> {
+        self.get_tapped(path_and_query, None).await
+    }
+
+    /// GET, handing the bytes of a successful response's body to `tap` as they arrive.
+    pub(crate) async fn get_tapped(
+        &mut self,
+        path_and_query: &str,
+        tap: Option<&Tap>,
+    ) -> Result<Reply, String> {
         let endpoint = self.endpoint.clone()?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.get_inner(&endpoint, path_and_query)).await
+        match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.get_inner(&endpoint, path_and_query, tap),
+        )
+        .await
         {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(error)) => {
@@ -78,6 +93,7 @@ impl ManagementClient {
         &mut self,
         endpoint: &Endpoint,
         path_and_query: &str,
+        tap: Option<&Tap>,
     ) -> Result<Reply, String> {
         let ready = match self.sender.as_mut() {
             Some(sender) => sender.ready().await.is_ok(),
@@ -125,12 +141,21 @@ impl ManagementClient {
         let status_line = format!("{} {}", status.as_u16(), reason)
             .trim_end()
             .to_string();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|error| format!("read response body: {error}"))?
-            .to_bytes();
+        // Only a successful response carries popped items; its bytes go to the tap as each
+        // chunk arrives, so a kill while the rest is on its way loses only the rest.
+        let tap = tap.filter(|_| status.is_success());
+        let mut body = response.into_body();
+        let mut bytes = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| format!("read response body: {error}"))?;
+            if let Ok(data) = frame.into_data() {
+                if let Some(tap) = tap {
+                    tap.received(ResponseFormat::HttpQueue, &data);
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        let body = bytes.freeze();
         Ok(Reply {
             status,
             status_line,
@@ -142,6 +167,7 @@ impl ManagementClient {
 /// The HTTP usage-queue source.
 pub struct HttpQueue {
     client: ManagementClient,
+    tap: Tap,
 }
 
 impl HttpQueue {
@@ -150,7 +176,14 @@ impl HttpQueue {
     pub fn new(settings: &CollectorSettings) -> HttpQueue {
         HttpQueue {
             client: ManagementClient::new(settings),
+            tap: Tap::default(),
         }
+    }
+
+    /// The same source, writing each response's bytes to `tap` as they arrive.
+    pub(crate) fn with_tap(mut self, tap: Tap) -> HttpQueue {
+        self.tap = tap;
+        self
     }
 }
 
@@ -163,7 +196,7 @@ impl UsageSource for HttpQueue {
         let path = format!("/v0/management/usage-queue?count={}", max_items.max(1));
         let reply = self
             .client
-            .get(&path)
+            .get_tapped(&path, Some(&self.tap))
             .await
             .map_err(|error| SourceError::new(Stage::Http, error))?;
         check_status(&reply)?;
@@ -223,21 +256,85 @@ pub(crate) fn parse_queue_body(body: &[u8]) -> RawBatch {
             }];
         }
     };
-    let mut items = Vec::with_capacity(elements.len());
-    for element in elements {
-        let text = element.get();
-        match text.as_bytes().first() {
-            Some(b'"') => match serde_json::from_str::<String>(text) {
-                Ok(inner) => items.push(RawItem::Payload(Bytes::from(inner))),
-                Err(error) => items.push(RawItem::Invalid {
-                    raw: text.to_string(),
-                    reason: error.to_string(),
-                }),
+    elements
+        .into_iter()
+        .map(|element| element_item(element.get()))
+        .collect()
+}
+
+/// One element of the array: a string unwrapped one level, anything else as its raw text.
+fn element_item(text: &str) -> RawItem {
+    match text.as_bytes().first() {
+        Some(b'"') => match serde_json::from_str::<String>(text) {
+            Ok(inner) => RawItem::Payload(Bytes::from(inner)),
+            Err(error) => RawItem::Invalid {
+                raw: text.to_string(),
+                reason: error.to_string(),
             },
-            _ => items.push(RawItem::Payload(Bytes::copy_from_slice(text.as_bytes()))),
+        },
+        _ => RawItem::Payload(Bytes::copy_from_slice(text.as_bytes())),
+    }
+}
+
+/// The items of the first bytes of a usage-queue body (a response cut short by a crash),
+/// as [`parse_queue_body`] would have split them, and whether the body is whole. An
+/// element counts only once it is followed by `,` or `]`, or cannot be longer than it is
+/// (an object, array or string); a number at the very end may have lost digits and is
+/// left out.
+pub(crate) fn recover_queue_body(body: &[u8]) -> (RawBatch, bool) {
+    if serde_json::from_slice::<&RawValue>(body).is_ok() {
+        return (parse_queue_body(body), true);
+    }
+    let start = body
+        .iter()
+        .position(|byte| !byte.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    match body.get(start) {
+        None => return (Vec::new(), false),
+        Some(b'[') => {}
+        Some(_) => {
+            return (
+                vec![RawItem::Invalid {
+                    raw: String::from_utf8_lossy(body).into_owned(),
+                    reason: "usage queue response is not a JSON array (cut short)".to_string(),
+                }],
+                false,
+            );
         }
     }
-    items
+    let mut items = Vec::new();
+    let mut at = start + 1;
+    loop {
+        while body.get(at).is_some_and(u8::is_ascii_whitespace) {
+            at += 1;
+        }
+        let mut stream = serde_json::Deserializer::from_slice(&body[at..]).into_iter::<&RawValue>();
+        let Some(Ok(element)) = stream.next() else {
+            break;
+        };
+        let text = element.get();
+        let mut end = at + stream.byte_offset();
+        while body.get(end).is_some_and(u8::is_ascii_whitespace) {
+            end += 1;
+        }
+        match body.get(end) {
+            Some(b',') => {
+                items.push(element_item(text));
+                at = end + 1;
+            }
+            Some(_) => {
+                items.push(element_item(text));
+                break;
+            }
+            None => {
+                if !matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
+                    items.push(element_item(text));
+                }
+                break;
+            }
+        }
+    }
+    (items, false)
 }
 
 #[cfg(test)]

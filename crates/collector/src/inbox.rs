@@ -10,10 +10,24 @@
 //!   length | raw | length | reason` for an item that cannot be a payload. Synced.
 //! - `C` committed: `seq (u64)`; every batch up to `seq` is stored. Not synced (a lost
 //!   marker only replays a stored batch, which the store's dedupe by event hash skips).
-//! - `R` a read from CPA began: `at ms (i64)`; `I` it ended: `at ms`. A file whose last
-//!   `R` has no `I` after it belongs to a process that was killed while reading from CPA:
-//!   whatever that read carried was lost (CPA's pop is destructive), which the caller
-//!   records as a gap. Not synced: they survive a killed process, not a power cut.
+//! - `R` a subscription began, `Q` a pop began: `at ms (i64) | origin (UTF-8, may be
+//!   absent)`; `I` the read ended: `at ms`. A file whose last `R` or `Q` has no `I` after
+//!   it belongs to a process that was killed while reading from CPA, which the caller
+//!   records as a gap unless the whole response was recovered (below).
+//! - `H` response bytes: `format (1 byte: 0 the HTTP queue's JSON array, 1 a RESP pop
+//!   reply, 2 the frames of a subscription) | bytes`, appended as they come off the
+//!   socket, before anything parses them. A `B` written later in the same read supersedes
+//!   a pop's bytes; `K` supersedes a subscription's first messages.
+//! - `K` the subscription's messages held in batches: `count (u64)`, the number of
+//!   messages since its `R` that `B` records carry.
+//!
+//! At start, the bytes of a read that never ended are parsed as far as they go and every
+//! complete item not yet in a batch becomes one; if they hold a pop's whole response,
+//! nothing of that read was lost and no gap is reported (a subscription may always have
+//! had messages in flight).
+//!
+//! The marks and response bytes are written, not synced: a killed process leaves them in
+//! the page cache, so they survive `kill -9` and an OOM kill, not a power cut.
 //!
 //! A torn or corrupt tail (a write cut short) ends the replay there and is cut off.
 //! Raw payloads can hold secrets, so the file is created with mode 0600 and emptied as
@@ -31,7 +45,10 @@ const HEADER: usize = 9;
 const KIND_BATCH: u8 = b'B';
 const KIND_COMMITTED: u8 = b'C';
 const KIND_READ_BEGAN: u8 = b'R';
+const KIND_POP_BEGAN: u8 = b'Q';
 const KIND_READ_ENDED: u8 = b'I';
+const KIND_RESPONSE: u8 = b'H';
+const KIND_COVERED: u8 = b'K';
 /// A file larger than this with something stored in it is rewritten with only what is
 /// still held.
 const COMPACT_AT: u64 = 16 * 1024 * 1024;
@@ -41,6 +58,85 @@ const COMPACT_AT: u64 = 16 * 1024 * 1024;
 pub(crate) struct Location {
     pub offset: u64,
     pub len: u64,
+}
+
+/// How the bytes of a response are framed (the first byte of an `H` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseFormat {
+    /// The HTTP usage queue's JSON array.
+    HttpQueue = 0,
+    /// A RESP reply to `LPOP`/`RPOP` with a count.
+    RespPop = 1,
+    /// The frames arriving on a subscription.
+    Subscription = 2,
+}
+
+impl ResponseFormat {
+    fn from_byte(byte: u8) -> Option<ResponseFormat> {
+        match byte {
+            0 => Some(ResponseFormat::HttpQueue),
+            1 => Some(ResponseFormat::RespPop),
+            2 => Some(ResponseFormat::Subscription),
+            _ => None,
+        }
+    }
+
+    /// Every complete item in the first bytes of a response, and whether the response is
+    /// all there.
+    pub(crate) fn recover(self, bytes: &[u8]) -> (Vec<RawItem>, bool) {
+        match self {
+            ResponseFormat::HttpQueue => crate::http::recover_queue_body(bytes),
+            ResponseFormat::RespPop => crate::resp::recover_pop_reply(bytes),
+            ResponseFormat::Subscription => (crate::resp::subscription_messages(bytes).0, false),
+        }
+    }
+}
+
+/// What kind of read a mark opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadKind {
+    /// One pop: a request and its response.
+    Pop,
+    /// A subscription, open for as long as it lasts.
+    Subscription,
+}
+
+/// The read in progress and what it wrote since its mark.
+#[derive(Debug)]
+struct OpenRead {
+    /// Where its mark starts.
+    offset: u64,
+    at_ms: i64,
+    kind: ReadKind,
+    origin: String,
+    /// Response bytes written since the mark and not yet superseded by a batch.
+    response: Vec<u8>,
+    format: Option<ResponseFormat>,
+    /// A subscription's frames whose messages are not yet in a batch.
+    stream: SubscriptionStream,
+    /// Nothing but the mark and response bytes follows `offset`, so a read that brought
+    /// nothing can be cut off again.
+    clean: bool,
+}
+
+/// The frames of a subscription from its first message not yet in a batch on.
+#[derive(Debug, Default)]
+struct SubscriptionStream {
+    bytes: Vec<u8>,
+    /// Messages since the subscription began that precede `bytes`.
+    base: u64,
+}
+
+impl SubscriptionStream {
+    /// Drops the frames up to the `count`th message since the subscription began.
+    fn covered(&mut self, count: u64) {
+        let Some(drop) = count.checked_sub(self.base).filter(|drop| *drop > 0) else {
+            return;
+        };
+        let (_, end) = crate::resp::subscription_messages_until(&self.bytes, drop);
+        self.bytes.drain(..end);
+        self.base = count;
+    }
 }
 
 /// A batch found in the file at start and not yet stored.
@@ -60,6 +156,9 @@ pub struct Recovery {
     pub interrupted_read_at_ms: Option<i64>,
     /// Bytes of a torn or corrupt tail that were cut off.
     pub discarded_bytes: u64,
+    /// Items recovered from the bytes of a response the previous process was still
+    /// reading when it stopped (they are among the held batches).
+    pub recovered_items: usize,
 }
 
 impl Recovery {
@@ -84,8 +183,8 @@ pub struct Inbox {
     path: PathBuf,
     file: File,
     len: u64,
-    /// Where the open `R` record starts, while a read is in progress.
-    reading_since: Option<(u64, i64)>,
+    /// The read in progress.
+    read: Option<OpenRead>,
     /// Bytes of batches still held (for compaction).
     held_bytes: u64,
 }
@@ -138,7 +237,7 @@ impl Inbox {
             path: path.to_path_buf(),
             file,
             len: valid_len,
-            reading_since: None,
+            read: None,
             held_bytes,
         };
         // The file starts afresh with only what is held: stored batches and markers go,
@@ -185,6 +284,10 @@ impl Inbox {
             Ok(()) => {
                 let len = (HEADER + body.len()) as u64;
                 self.held_bytes += len;
+                if let Some(read) = self.read.as_mut() {
+                    // The batch carries every item of the response read so far.
+                    read.response.clear();
+                }
                 Ok(Location { offset, len })
             }
             Err(error) => {
@@ -225,9 +328,7 @@ impl Inbox {
             self.len = 0;
             self.file.seek(SeekFrom::Start(0))?;
             self.held_bytes = 0;
-            if let Some((_, at_ms)) = self.reading_since {
-                self.read_began(at_ms)?;
-            }
+            self.reopen_read()?;
             return Ok(Vec::new());
         }
         self.write_record(KIND_COMMITTED, &seq.to_le_bytes())?;
@@ -237,24 +338,118 @@ impl Inbox {
         Ok(still_held.to_vec())
     }
 
-    /// Marks the start of a read from CPA (a pop, or a subscription being open).
-    pub(crate) fn read_began(&mut self, at_ms: i64) -> std::io::Result<()> {
-        let offset = self.len;
-        self.write_record(KIND_READ_BEGAN, &at_ms.to_le_bytes())?;
-        self.reading_since = Some((offset, at_ms));
+    /// Marks the start of a read from CPA (a pop, or a subscription being open) whose
+    /// items come from `origin`.
+    pub(crate) fn read_began(
+        &mut self,
+        at_ms: i64,
+        kind: ReadKind,
+        origin: &str,
+    ) -> std::io::Result<()> {
+        self.read = None;
+        self.write_mark(OpenRead {
+            offset: 0,
+            at_ms,
+            kind,
+            origin: origin.to_string(),
+            response: Vec::new(),
+            format: None,
+            stream: SubscriptionStream::default(),
+            clean: true,
+        })
+    }
+
+    /// Writes the mark of `read` (and the response bytes it holds) at the end of the file
+    /// and makes it the open read.
+    fn write_mark(&mut self, mut read: OpenRead) -> std::io::Result<()> {
+        let kind = match read.kind {
+            ReadKind::Pop => KIND_POP_BEGAN,
+            ReadKind::Subscription => KIND_READ_BEGAN,
+        };
+        let mut body = Vec::with_capacity(8 + read.origin.len());
+        body.extend_from_slice(&read.at_ms.to_le_bytes());
+        body.extend_from_slice(read.origin.as_bytes());
+        read.offset = self.len;
+        read.clean = true;
+        self.write_record(kind, &body)?;
+        if read.stream.base > 0 {
+            self.write_record(KIND_COVERED, &read.stream.base.to_le_bytes())?;
+        }
+        if let Some(format) = read.format
+            && !read.response.is_empty()
+        {
+            self.write_response(format, &read.response)?;
+        }
+        if !read.stream.bytes.is_empty() {
+            self.write_response(ResponseFormat::Subscription, &read.stream.bytes)?;
+        }
+        read.clean = read.stream.base == 0;
+        self.read = Some(read);
         Ok(())
     }
 
-    /// Marks the end of a read. A read that brought nothing and left nothing after its
-    /// mark is simply cut off again, so idle polling does not grow the file.
-    pub(crate) fn read_ended(&mut self, at_ms: i64) -> std::io::Result<()> {
-        let Some((offset, _)) = self.reading_since.take() else {
+    fn write_response(&mut self, format: ResponseFormat, bytes: &[u8]) -> std::io::Result<()> {
+        let mut body = Vec::with_capacity(1 + bytes.len());
+        body.push(format as u8);
+        body.extend_from_slice(bytes);
+        self.write_record(KIND_RESPONSE, &body)
+    }
+
+    /// Writes the open read's mark again after the file was emptied or rewritten.
+    fn reopen_read(&mut self) -> std::io::Result<()> {
+        match self.read.take() {
+            Some(read) => self.write_mark(read),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends bytes of the response being read, as they arrive (not synced: a killed
+    /// process leaves them in the page cache). Without an open read they mean nothing and
+    /// are not written.
+    pub(crate) fn response_bytes(
+        &mut self,
+        format: ResponseFormat,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        let Some(read) = self.read.as_mut() else {
             return Ok(());
         };
-        if self.len == offset + (HEADER + 8) as u64 {
-            self.file.set_len(offset)?;
-            self.len = offset;
-            self.file.seek(SeekFrom::Start(offset))?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if format == ResponseFormat::Subscription {
+            read.stream.bytes.extend_from_slice(bytes);
+        } else {
+            if read.format != Some(format) {
+                read.format = Some(format);
+                read.response.clear();
+            }
+            read.response.extend_from_slice(bytes);
+        }
+        self.write_response(format, bytes)
+    }
+
+    /// Records that the open subscription's first `count` messages are in batches (each
+    /// written before this), so a restart does not recover them from its bytes again.
+    pub(crate) fn covered(&mut self, count: u64) -> std::io::Result<()> {
+        let Some(read) = self.read.as_mut() else {
+            return Ok(());
+        };
+        read.stream.covered(count);
+        self.write_record(KIND_COVERED, &count.to_le_bytes())
+    }
+
+    /// Marks the end of a read. A read that left nothing but its mark and response bytes
+    /// (it brought nothing, or what it brought could not be written) is cut off again, so
+    /// idle polling does not grow the file.
+    pub(crate) fn read_ended(&mut self, at_ms: i64) -> std::io::Result<()> {
+        let Some(read) = self.read.take() else {
+            return Ok(());
+        };
+        if read.clean {
+            self.file.set_len(read.offset)?;
+            self.len = read.offset;
+            self.file.seek(SeekFrom::Start(read.offset))?;
             return Ok(());
         }
         self.write_record(KIND_READ_ENDED, &at_ms.to_le_bytes())
@@ -272,6 +467,11 @@ impl Inbox {
             return Err(error);
         }
         self.len += record.len() as u64;
+        if !matches!(kind, KIND_READ_BEGAN | KIND_POP_BEGAN | KIND_RESPONSE)
+            && let Some(read) = self.read.as_mut()
+        {
+            read.clean = false;
+        }
         Ok(())
     }
 
@@ -349,9 +549,7 @@ impl Inbox {
         self.file = file;
         self.len = offset;
         self.held_bytes = offset;
-        if let Some((_, at_ms)) = self.reading_since {
-            self.read_began(at_ms)?;
-        }
+        self.reopen_read()?;
         Ok(locations)
     }
 }
@@ -362,7 +560,7 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
     let mut recovery = Recovery::default();
     let mut offset = 0usize;
     let mut committed: Option<u64> = None;
-    let mut reading: Option<i64> = None;
+    let mut reading: Option<ScannedRead> = None;
     while offset < bytes.len() {
         let Some((kind, body, len)) = parse_record(&bytes[offset..]) else {
             break;
@@ -372,6 +570,9 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
                 let Some(batch) = decode_batch(body) else {
                     break;
                 };
+                if let Some(read) = reading.as_mut() {
+                    read.response.clear();
+                }
                 recovery.batches.push(RecoveredBatch {
                     seq: batch.seq,
                     origin: batch.origin,
@@ -382,7 +583,39 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
                     },
                 });
             }
-            KIND_COMMITTED | KIND_READ_BEGAN | KIND_READ_ENDED => {
+            KIND_READ_BEGAN | KIND_POP_BEGAN => {
+                let Some(at) = body.get(..8).and_then(|at| <[u8; 8]>::try_from(at).ok()) else {
+                    break;
+                };
+                reading = Some(ScannedRead {
+                    at_ms: i64::from_le_bytes(at),
+                    pop: kind == KIND_POP_BEGAN,
+                    origin: String::from_utf8_lossy(&body[8..]).into_owned(),
+                    format: None,
+                    response: Vec::new(),
+                    stream: SubscriptionStream::default(),
+                });
+            }
+            KIND_RESPONSE => {
+                let Some((&format, bytes)) = body.split_first() else {
+                    break;
+                };
+                let Some(format) = ResponseFormat::from_byte(format) else {
+                    break;
+                };
+                if let Some(read) = reading.as_mut() {
+                    if format == ResponseFormat::Subscription {
+                        read.stream.bytes.extend_from_slice(bytes);
+                    } else {
+                        if read.format != Some(format) {
+                            read.format = Some(format);
+                            read.response.clear();
+                        }
+                        read.response.extend_from_slice(bytes);
+                    }
+                }
+            }
+            KIND_COMMITTED | KIND_READ_ENDED | KIND_COVERED => {
                 let Ok(value) = <[u8; 8]>::try_from(body) else {
                     break;
                 };
@@ -391,7 +624,11 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
                         let seq = u64::from_le_bytes(value);
                         committed = Some(committed.map_or(seq, |old| old.max(seq)));
                     }
-                    KIND_READ_BEGAN => reading = Some(i64::from_le_bytes(value)),
+                    KIND_COVERED => {
+                        if let Some(read) = reading.as_mut() {
+                            read.stream.covered(u64::from_le_bytes(value));
+                        }
+                    }
                     _ => reading = None,
                 }
             }
@@ -399,11 +636,50 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
         }
         offset += len;
     }
+    let last_seq = recovery
+        .batches
+        .iter()
+        .map(|batch| batch.seq)
+        .chain(committed)
+        .max()
+        .unwrap_or(0);
     if let Some(committed) = committed {
         recovery.batches.retain(|batch| batch.seq > committed);
     }
-    recovery.interrupted_read_at_ms = reading;
+    if let Some(read) = reading {
+        let mut complete = false;
+        let mut items = Vec::new();
+        if let Some(format) = read.format {
+            let (response, whole) = format.recover(&read.response);
+            complete = whole;
+            items = response;
+        }
+        items.extend(ResponseFormat::Subscription.recover(&read.stream.bytes).0);
+        if !items.is_empty() {
+            recovery.recovered_items += items.len();
+            recovery.batches.push(RecoveredBatch {
+                seq: last_seq + 1,
+                origin: read.origin,
+                items,
+                location: Location { offset: 0, len: 0 },
+            });
+        }
+        // A pop whose whole response is here lost nothing; anything else may have.
+        if !(read.pop && complete) {
+            recovery.interrupted_read_at_ms = Some(read.at_ms);
+        }
+    }
     (recovery, offset as u64)
+}
+
+/// A read found open while scanning.
+struct ScannedRead {
+    at_ms: i64,
+    pop: bool,
+    origin: String,
+    format: Option<ResponseFormat>,
+    response: Vec<u8>,
+    stream: SubscriptionStream,
 }
 
 /// `(kind, body, record length)` of the record at the start of `bytes`, if it is whole
@@ -591,14 +867,14 @@ mod tests {
         let path = dir.path().join("inbox");
         let (mut inbox, _) = Inbox::open(&path).unwrap();
         for at in 0..100 {
-            inbox.read_began(at).unwrap();
+            inbox.read_began(at, ReadKind::Subscription, "o").unwrap();
             inbox.read_ended(at).unwrap();
         }
         assert!(inbox.is_empty(), "empty reads grow the file");
-        inbox.read_began(500).unwrap();
+        inbox.read_began(500, ReadKind::Subscription, "o").unwrap();
         inbox.append(1, 500, "o", &[payload("{}")]).unwrap();
         inbox.read_ended(501).unwrap();
-        inbox.read_began(777).unwrap();
+        inbox.read_began(777, ReadKind::Subscription, "o").unwrap();
         drop(inbox);
         let (inbox, recovery) = Inbox::open(&path).unwrap();
         assert_eq!(recovery.interrupted_read_at_ms, Some(777));
@@ -614,7 +890,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inbox");
         let (mut inbox, _) = Inbox::open(&path).unwrap();
-        inbox.read_began(42).unwrap();
+        inbox.read_began(42, ReadKind::Subscription, "o").unwrap();
         let location = inbox.append(1, 43, "o", &[payload("{}")]).unwrap();
         inbox.committed(1, Some(location), &[]).unwrap();
         drop(inbox);
@@ -651,5 +927,207 @@ mod tests {
         let (_, recovery) = Inbox::open(&path).unwrap();
         let seqs: Vec<u64> = recovery.batches.iter().map(|batch| batch.seq).collect();
         assert_eq!(seqs, [19, 20]);
+    }
+
+    /// A usage-queue body of three events, a string element and a number.
+    const BODY: &str = r#"[{"a":1,"s":"x,]"}, {"b":[2,3]} ,"{\"c\":3}",{"d":4},12345]"#;
+
+    fn complete_items_before(cut: usize) -> Vec<RawItem> {
+        // Where each element (with what ends it) is complete in BODY.
+        let ends = [
+            (
+                BODY.find(", {\"b").unwrap(),
+                payload(r#"{"a":1,"s":"x,]"}"#),
+            ),
+            (BODY.find(" ,\"").unwrap(), payload(r#"{"b":[2,3]}"#)),
+            (BODY.find(",{\"d").unwrap(), payload(r#"{"c":3}"#)),
+            (BODY.find(",123").unwrap(), payload(r#"{"d":4}"#)),
+            (BODY.len(), payload("12345")),
+        ];
+        ends.into_iter()
+            .filter(|(end, _)| *end <= cut)
+            .map(|(_, item)| item)
+            .collect()
+    }
+
+    #[test]
+    fn a_response_cut_anywhere_gives_back_every_complete_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        for cut in 0..=BODY.len() {
+            std::fs::remove_file(&path).ok();
+            let (mut inbox, _) = Inbox::open(&path).unwrap();
+            inbox
+                .read_began(1_000, ReadKind::Pop, "http://cpa")
+                .unwrap();
+            // The bytes arrive in chunks of three.
+            for chunk in BODY.as_bytes()[..cut].chunks(3) {
+                inbox
+                    .response_bytes(ResponseFormat::HttpQueue, chunk)
+                    .unwrap();
+            }
+            drop(inbox);
+            let (_, recovery) = Inbox::open(&path).unwrap();
+            let items: Vec<RawItem> = recovery
+                .batches
+                .iter()
+                .flat_map(|batch| batch.items.clone())
+                .collect();
+            assert_eq!(items, complete_items_before(cut), "cut at {cut}");
+            assert_eq!(recovery.recovered_items, items.len());
+            if let Some(batch) = recovery.batches.first() {
+                assert_eq!(batch.origin, "http://cpa");
+            }
+            // Only a whole response means nothing of the read was lost.
+            let whole = cut == BODY.len();
+            assert_eq!(
+                recovery.interrupted_read_at_ms,
+                (!whole).then_some(1_000),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_resp_reply_cut_anywhere_gives_back_every_complete_item() {
+        let reply = b"*3\r\n$7\r\n{\"a\":1}\r\n$-1\r\n$7\r\n{\"b\":2}\r\n";
+        let first_end = b"*3\r\n$7\r\n{\"a\":1}".len();
+        let second_end = reply.len() - 2;
+        for cut in 0..=reply.len() {
+            let (items, whole) = ResponseFormat::RespPop.recover(&reply[..cut]);
+            let mut expected = Vec::new();
+            if cut >= first_end {
+                expected.push(payload("{\"a\":1}"));
+            }
+            if cut >= second_end {
+                expected.push(payload("{\"b\":2}"));
+            }
+            assert_eq!(items, expected, "cut at {cut}");
+            assert_eq!(whole, cut == reply.len(), "cut at {cut}");
+        }
+        assert_eq!(ResponseFormat::RespPop.recover(b"*-1\r\n"), (vec![], true));
+    }
+
+    #[test]
+    fn a_held_batch_supersedes_the_response_bytes_and_emptying_keeps_the_open_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (mut inbox, _) = Inbox::open(&path).unwrap();
+        // A whole response, then its batch: replayed once, from the batch.
+        inbox.read_began(5, ReadKind::Pop, "o").unwrap();
+        inbox
+            .response_bytes(ResponseFormat::HttpQueue, br#"[{"a":1}]"#)
+            .unwrap();
+        let location = inbox.append(1, 6, "o", &[payload(r#"{"a":1}"#)]).unwrap();
+        inbox.read_ended(7).unwrap();
+        // The next read is cut short while the store commits the first batch and the file
+        // is emptied: the bytes already written survive that.
+        inbox.read_began(8, ReadKind::Pop, "o").unwrap();
+        inbox
+            .response_bytes(ResponseFormat::HttpQueue, br#"[{"b":2},{"c"#)
+            .unwrap();
+        inbox.committed(1, Some(location), &[]).unwrap();
+        inbox
+            .response_bytes(ResponseFormat::HttpQueue, br#"":3},{"d":4"#)
+            .unwrap();
+        drop(inbox);
+        let (_, recovery) = Inbox::open(&path).unwrap();
+        let items: Vec<RawItem> = recovery
+            .batches
+            .iter()
+            .flat_map(|batch| batch.items.clone())
+            .collect();
+        assert_eq!(items, [payload(r#"{"b":2}"#), payload(r#"{"c":3}"#)]);
+        assert_eq!(recovery.interrupted_read_at_ms, Some(8));
+    }
+
+    #[test]
+    fn an_empty_pop_leaves_nothing_and_a_subscription_stays_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (mut inbox, _) = Inbox::open(&path).unwrap();
+        for at in 0..10 {
+            inbox.read_began(at, ReadKind::Pop, "o").unwrap();
+            inbox
+                .response_bytes(ResponseFormat::HttpQueue, b"[]")
+                .unwrap();
+            inbox.read_ended(at).unwrap();
+        }
+        assert!(inbox.is_empty(), "empty pops grow the file");
+        // A subscription drained CPA's queue completely and then was killed: messages may
+        // have been in flight, so the read counts as interrupted.
+        inbox.read_began(20, ReadKind::Subscription, "o").unwrap();
+        inbox
+            .response_bytes(ResponseFormat::RespPop, b"*0\r\n")
+            .unwrap();
+        drop(inbox);
+        let (_, recovery) = Inbox::open(&path).unwrap();
+        assert!(recovery.batches.is_empty());
+        assert_eq!(recovery.interrupted_read_at_ms, Some(20));
+    }
+
+    fn message_frame(payload: &str) -> Vec<u8> {
+        format!(
+            "*3\r\n$7\r\nmessage\r\n$5\r\nusage\r\n${}\r\n{payload}\r\n",
+            payload.len()
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_subscription_keeps_its_messages_not_yet_in_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (mut inbox, _) = Inbox::open(&path).unwrap();
+        inbox.read_began(3, ReadKind::Subscription, "o").unwrap();
+        let mut stream = Vec::new();
+        stream.extend(message_frame(r#"{"support_refresh":true}"#));
+        stream.extend(b"*3\r\n$9\r\nsubscribe\r\n$5\r\nusage\r\n:1\r\n".iter());
+        for n in 1..=4 {
+            stream.extend(message_frame(&format!("{{\"n\":{n}}}")));
+        }
+        // The frames arrive in uneven pieces; the first three messages are held.
+        for piece in stream.chunks(11) {
+            inbox
+                .response_bytes(ResponseFormat::Subscription, piece)
+                .unwrap();
+        }
+        let location = inbox
+            .append(
+                1,
+                4,
+                "o",
+                &[
+                    payload(r#"{"support_refresh":true}"#),
+                    payload(r#"{"n":1}"#),
+                ],
+            )
+            .unwrap();
+        inbox.covered(2).unwrap();
+        // The store commits it and the file is emptied while the subscription is open.
+        inbox.committed(1, Some(location), &[]).unwrap();
+        inbox.append(2, 5, "o", &[payload(r#"{"n":2}"#)]).unwrap();
+        inbox.covered(3).unwrap();
+        // Half of a fifth message arrives, then the process is killed.
+        let fifth = message_frame(r#"{"n":5}"#);
+        inbox
+            .response_bytes(ResponseFormat::Subscription, &fifth[..fifth.len() - 4])
+            .unwrap();
+        drop(inbox);
+        let (_, recovery) = Inbox::open(&path).unwrap();
+        let items: Vec<Vec<RawItem>> = recovery
+            .batches
+            .iter()
+            .map(|batch| batch.items.clone())
+            .collect();
+        assert_eq!(
+            items,
+            [
+                vec![payload(r#"{"n":2}"#)],
+                vec![payload(r#"{"n":3}"#), payload(r#"{"n":4}"#)]
+            ]
+        );
+        assert_eq!(recovery.recovered_items, 2);
+        assert_eq!(recovery.interrupted_read_at_ms, Some(3));
     }
 }

@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 
+use crate::holding::Tap;
+use crate::inbox::ResponseFormat;
 use crate::settings::{CPA_DEFAULT_PORT, CollectorSettings, Endpoint, PopSide};
 use crate::source::{ErrorKind, RawBatch, RawItem, SourceError, Stage, Transport, UsageSource};
 
@@ -120,6 +122,8 @@ pub fn go_quote_byte(byte: u8) -> String {
 pub(crate) struct RespConnection {
     stream: BoxStream,
     buffer: BytesMut,
+    /// Where the bytes read go as they arrive (a pop's reply, a subscription's frames).
+    tap: Option<(Tap, ResponseFormat)>,
 }
 
 impl RespConnection {
@@ -134,6 +138,7 @@ impl RespConnection {
         let mut connection = RespConnection {
             stream,
             buffer: BytesMut::with_capacity(64 * 1024),
+            tap: None,
         };
         let key = settings.management_key.expose().as_bytes();
         let reply = connection
@@ -182,9 +187,14 @@ impl RespConnection {
             if self.buffer.capacity() - self.buffer.len() < 16 * 1024 {
                 self.buffer.reserve(64 * 1024);
             }
+            let before = self.buffer.len();
             match self.stream.read_buf(&mut self.buffer).await {
                 Ok(0) => return Err(ReplyError::Eof),
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some((tap, format)) = &self.tap {
+                        tap.received(*format, &self.buffer[before..]);
+                    }
+                }
                 Err(error) => return Err(ReplyError::Io(error.to_string())),
             }
         }
@@ -293,6 +303,7 @@ fn auth_error(message: &str) -> SourceError {
 pub struct RespPop {
     settings: CollectorSettings,
     connection: Option<RespConnection>,
+    tap: Option<Tap>,
 }
 
 impl RespPop {
@@ -302,7 +313,14 @@ impl RespPop {
         RespPop {
             settings,
             connection: None,
+            tap: None,
         }
+    }
+
+    /// The same source, writing each reply's bytes to `tap` as they arrive.
+    pub(crate) fn with_tap(mut self, tap: Tap) -> RespPop {
+        self.tap = Some(tap);
+        self
     }
 
     /// Connects and authenticates now (otherwise the first pop does).
@@ -320,6 +338,12 @@ impl RespPop {
         };
         let count = max_items.max(1).to_string();
         let side: PopSide = self.settings.pop_side;
+        if let Some(tap) = &self.tap
+            && !connection.buffer.is_empty()
+        {
+            tap.received(ResponseFormat::RespPop, &connection.buffer);
+        }
+        connection.tap = self.tap.clone().map(|tap| (tap, ResponseFormat::RespPop));
         let reply = connection
             .command(&[
                 side.command(),
@@ -327,6 +351,7 @@ impl RespPop {
                 count.as_bytes(),
             ])
             .await;
+        connection.tap = None;
         let reply = match reply {
             Ok(reply) => reply,
             Err(error) => {
@@ -336,6 +361,86 @@ impl RespPop {
         };
         pop_items(reply)
     }
+}
+
+/// The items of the first bytes of a pop reply (a reply cut short by a crash), as
+/// [`pop_items`] would have taken them, and whether the reply is whole: every bulk string
+/// of the array that arrived entirely.
+pub(crate) fn recover_pop_reply(bytes: &[u8]) -> (RawBatch, bool) {
+    let mut buffer = BytesMut::from(bytes);
+    if let Ok(Some(frame)) = take_reply(&mut buffer) {
+        return (pop_items(frame).unwrap_or_default(), true);
+    }
+    let mut items = Vec::new();
+    let Some((count, mut rest)) = resp_header(bytes, b'*') else {
+        return (items, false);
+    };
+    for _ in 0..count.max(0) {
+        let Some((len, after)) = resp_header(rest, b'$') else {
+            break;
+        };
+        let Ok(len) = usize::try_from(len) else {
+            // A nil element carries nothing.
+            rest = after;
+            continue;
+        };
+        let Some(payload) = after.get(..len) else {
+            break;
+        };
+        items.push(RawItem::Payload(Bytes::copy_from_slice(payload)));
+        rest = after.get(len + 2..).unwrap_or_default();
+    }
+    (items, false)
+}
+
+/// The messages among the complete frames at the start of a subscription's bytes, as the
+/// subscription reader would take them (up to its first failing frame), and where the
+/// last complete frame ends.
+pub(crate) fn subscription_messages(bytes: &[u8]) -> (RawBatch, usize) {
+    let mut items = Vec::new();
+    let end = walk_subscription(bytes, u64::MAX, |payload| {
+        items.push(RawItem::Payload(payload));
+    });
+    (items, end)
+}
+
+/// How many messages the first `limit` messages of a subscription's bytes are (fewer
+/// when fewer are complete) and where the frame of the last of them ends.
+pub(crate) fn subscription_messages_until(bytes: &[u8], limit: u64) -> (u64, usize) {
+    let mut count = 0;
+    let end = walk_subscription(bytes, limit, |_| count += 1);
+    (count, end)
+}
+
+/// Reads frames off `bytes` until `limit` messages were seen, a frame is incomplete or
+/// the subscription would fail; returns where the last frame read ends.
+fn walk_subscription(bytes: &[u8], limit: u64, mut message: impl FnMut(Bytes)) -> usize {
+    let mut buffer = BytesMut::from(bytes);
+    let mut seen = 0;
+    let mut end = 0;
+    while seen < limit {
+        let Ok(Some(frame)) = take_reply(&mut buffer) else {
+            break;
+        };
+        match subscription_step(frame, false) {
+            SubscriptionStep::Message(payload) => {
+                seen += 1;
+                message(payload);
+            }
+            SubscriptionStep::Nothing => {}
+            SubscriptionStep::Ended | SubscriptionStep::Failed(_) => break,
+        }
+        end = bytes.len() - buffer.len();
+    }
+    end
+}
+
+/// `<prefix><integer>\r\n` at the start of `bytes`: the integer and what follows.
+fn resp_header(bytes: &[u8], prefix: u8) -> Option<(i64, &[u8])> {
+    let rest = bytes.strip_prefix(&[prefix])?;
+    let end = rest.windows(2).position(|pair| pair == b"\r\n")?;
+    let value = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some((value, &rest[end + 2..]))
 }
 
 /// The items of a pop reply: nil for an empty queue, one string, or an array of them.
@@ -405,13 +510,23 @@ impl RespSubscription {
     /// Connects, authenticates and subscribes with the default buffer
     /// ([`DEFAULT_SUBSCRIBE_BUFFER`] messages); returns once CPA acknowledged.
     pub async fn open(settings: &CollectorSettings) -> Result<RespSubscription, SourceError> {
-        RespSubscription::open_bounded(settings, DEFAULT_SUBSCRIBE_BUFFER).await
+        RespSubscription::open_tapped(settings, None, DEFAULT_SUBSCRIBE_BUFFER).await
     }
 
     /// Connects, authenticates and subscribes, buffering at most `buffer` received
     /// messages (at least one) until [`UsageSource::next_batch`] takes them.
     pub async fn open_bounded(
         settings: &CollectorSettings,
+        buffer: usize,
+    ) -> Result<RespSubscription, SourceError> {
+        RespSubscription::open_tapped(settings, None, buffer).await
+    }
+
+    /// [`RespSubscription::open_bounded`], writing every byte that arrives after the
+    /// acknowledgement to `tap` as it is read, before anything parses it.
+    pub(crate) async fn open_tapped(
+        settings: &CollectorSettings,
+        tap: Option<Tap>,
         buffer: usize,
     ) -> Result<RespSubscription, SourceError> {
         let mut connection = RespConnection::open(settings).await?;
@@ -442,6 +557,11 @@ impl RespSubscription {
                     format!("unexpected SUBSCRIBE response: {other:?}"),
                 ));
             }
+        }
+        if let Some(tap) = tap {
+            // Messages may have come with the acknowledgement.
+            tap.received(ResponseFormat::Subscription, &connection.buffer);
+            connection.tap = Some((tap, ResponseFormat::Subscription));
         }
         let (sender, messages) = mpsc::channel(buffer.max(1));
         let (unsubscribe, unsubscribe_rx) = oneshot::channel();

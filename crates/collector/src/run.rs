@@ -12,9 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::holding::{Committer, HoldLimits, Holding};
+use crate::holding::{Committer, HoldLimits, Holding, Tap};
 use crate::http::{HttpQueue, ManagementClient};
-use crate::inbox::{Inbox, Recovery};
+use crate::inbox::{Inbox, ReadKind, Recovery};
 use crate::resp::{RespPop, RespSubscription};
 use crate::settings::{BackoffPolicy, CollectorSettings, Mode, normalize_upstream};
 use crate::source::{ErrorKind, RawItem, SourceError, Transport, UsageSource};
@@ -257,27 +257,32 @@ impl RunContext {
                 self.subscribe(false).await;
             }
             Mode::Http => {
-                let mut source = HttpQueue::new(&self.settings);
+                let mut source = HttpQueue::new(&self.settings).with_tap(self.tap());
                 self.poll(&mut source, false).await;
             }
             Mode::Resp => {
-                let mut source = RespPop::new(self.settings.clone());
+                let mut source = RespPop::new(self.settings.clone()).with_tap(self.tap());
                 self.poll(&mut source, false).await;
             }
             Mode::Auto => {
                 if let Outcome::Fallback(error) = self.subscribe(true).await {
                     tracing::info!(%error, "SUBSCRIBE unavailable; falling back to the HTTP queue");
                     self.fall_back(Transport::Http, &error);
-                    let mut source = HttpQueue::new(&self.settings);
+                    let mut source = HttpQueue::new(&self.settings).with_tap(self.tap());
                     if let Outcome::Fallback(error) = self.poll(&mut source, true).await {
                         tracing::info!(%error, "HTTP queue unavailable; falling back to RESP pop");
                         self.fall_back(Transport::Resp, &error);
-                        let mut source = RespPop::new(self.settings.clone());
+                        let mut source = RespPop::new(self.settings.clone()).with_tap(self.tap());
                         self.poll(&mut source, false).await;
                     }
                 }
             }
         }
+    }
+
+    /// Where pop sources write response bytes as they arrive.
+    fn tap(&self) -> Tap {
+        Tap::new(self.holding.clone())
     }
 
     fn stopping(&self) -> bool {
@@ -355,9 +360,11 @@ impl RunContext {
                 return Outcome::Stopped;
             }
             // A pop is never cancelled midway: CPA may already have removed the items.
-            // The inbox marks the read, so a kill inside it shows as a gap at the next
-            // start; what the read brings is synced before the mark is cleared.
-            self.holding.reading(true);
+            // The inbox marks the read and takes the response's bytes as they arrive, so
+            // a kill inside it loses only what was still on its way (and shows as a gap at
+            // the next start); what the read brings is synced before the mark is cleared.
+            self.holding
+                .read_began(ReadKind::Pop, &self.settings.upstream);
             let popped = source.next_batch(self.settings.batch_size).await;
             let popped = popped.map(|items| (items.len(), items));
             let popped = match popped {
@@ -367,7 +374,7 @@ impl RunContext {
                 }
                 Err(error) => Err(error),
             };
-            self.holding.reading(false);
+            self.holding.read_ended();
             match popped {
                 Ok(count) => {
                     // The Go manager never reset its HTTP backoff; recover at full speed instead.
@@ -419,8 +426,17 @@ impl RunContext {
             if self.stopping() {
                 return Outcome::Stopped;
             }
+            // While subscribed, CPA may push at any moment: the inbox marks the whole
+            // subscription as one read and takes its bytes as they arrive.
+            self.holding
+                .read_began(ReadKind::Subscription, &self.settings.upstream);
             let buffer = self.holding.limits().subscribe_buffer_items;
-            let subscription = match RespSubscription::open_bounded(&self.settings, buffer).await {
+            let opened =
+                RespSubscription::open_tapped(&self.settings, Some(self.tap()), buffer).await;
+            if opened.is_err() {
+                self.holding.read_ended();
+            }
+            let subscription = match opened {
                 Ok(subscription) => subscription,
                 Err(error) if error.kind == ErrorKind::AuthRejected => {
                     return self.park(Transport::Subscribe, error).await;
@@ -437,11 +453,8 @@ impl RunContext {
             subscribed_once = true;
             backoff.reset();
             self.running(Transport::Subscribe);
-            // While subscribed, CPA may push at any moment: the inbox marks the whole
-            // subscription as one read.
-            self.holding.reading(true);
             let outcome = self.stream(subscription, &mut backoff).await;
-            self.holding.reading(false);
+            self.holding.read_ended();
             if let Some(outcome) = outcome {
                 return outcome;
             }
@@ -458,9 +471,11 @@ impl RunContext {
         // Subscribing first means new events now reach us; popping afterwards picks up
         // what CPA queued before, so a reconnect or a transport switch loses nothing
         // CPA still holds.
+        // Messages of the subscription held so far (the inbox's count of them).
+        let mut held = 0u64;
         if !self.drain_queue().await {
             let rest = subscription.close().await;
-            self.hold(rest).await;
+            self.hold_messages(rest, &mut held).await;
             return Some(Outcome::Stopped);
         }
         loop {
@@ -472,11 +487,11 @@ impl RunContext {
             match next {
                 None => {
                     let rest = subscription.close().await;
-                    self.hold(rest).await;
+                    self.hold_messages(rest, &mut held).await;
                     return Some(Outcome::Stopped);
                 }
                 Some(Ok(items)) => {
-                    self.hold(items).await;
+                    self.hold_messages(items, &mut held).await;
                     if !self.holding.has_room() {
                         // Waiting here would stop reading the socket: CPA drops a
                         // subscriber 256 messages behind and loses the message that
@@ -487,7 +502,7 @@ impl RunContext {
                             "holding is full while the store refuses writes; unsubscribing until there is room"
                         );
                         let rest = subscription.close().await;
-                        self.hold(rest).await;
+                        self.hold_messages(rest, &mut held).await;
                         if !self.wait_for_room().await {
                             return Some(Outcome::Stopped);
                         }
@@ -508,7 +523,7 @@ impl RunContext {
 
     /// Pops until CPA's queue is empty. Returns false when stopping.
     async fn drain_queue(&mut self) -> bool {
-        let mut pop = RespPop::new(self.settings.clone());
+        let mut pop = RespPop::new(self.settings.clone()).with_tap(self.tap());
         loop {
             if self.stopping() {
                 return false;
@@ -543,10 +558,22 @@ impl RunContext {
         room
     }
 
+    /// Holds messages of the subscription; `held` counts them since it began.
+    async fn hold_messages(&self, items: Vec<RawItem>, held: &mut u64) {
+        *held += items.len() as u64;
+        self.hold_covering(items, Some(*held)).await;
+    }
+
+    /// Holds a batch of a pop.
+    async fn hold(&self, items: Vec<RawItem>) {
+        self.hold_covering(items, None).await;
+    }
+
     /// Syncs one received batch to the inbox and queues it for the committer first (the
     /// kill window ends here), then decodes it: CPA's refresh announcements act at once
-    /// and the committer's first attempt reuses the decoding.
-    async fn hold(&self, items: Vec<RawItem>) {
+    /// and the committer's first attempt reuses the decoding. `messages` is the count of
+    /// a subscription's messages held with this batch.
+    async fn hold_covering(&self, items: Vec<RawItem>, messages: Option<u64>) {
         if items.is_empty() {
             return;
         }
@@ -555,7 +582,7 @@ impl RunContext {
         let origin = self.settings.upstream.clone();
         let kept = items.clone();
         let held = tokio::task::spawn_blocking(move || {
-            let seq = holding.hold(&origin, kept);
+            let seq = holding.hold(&origin, kept, messages);
             (seq, holding.held_items())
         })
         .await;

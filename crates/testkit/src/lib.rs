@@ -287,6 +287,13 @@ impl FakeCpa {
         self.shared.queue.lost_events()
     }
 
+    /// Usage messages handed to a subscriber whose connection ended (the peer vanished)
+    /// before they could be written to it: delivered as far as CPA is concerned, lost
+    /// with the connection, as in CPA.
+    pub fn undelivered_events(&self) -> u64 {
+        self.shared.queue.undelivered()
+    }
+
     /// Failed management logins (HTTP and RESP) since start.
     pub fn failed_auth_count(&self) -> u64 {
         self.shared.auth.total_failures()

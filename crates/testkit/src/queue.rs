@@ -29,6 +29,7 @@ struct QueueState {
     next_subscriber_id: u64,
     dropped_subscribers: u64,
     lost_events: u64,
+    undelivered: u64,
 }
 
 impl UsageQueue {
@@ -42,6 +43,7 @@ impl UsageQueue {
                 next_subscriber_id: 1,
                 dropped_subscribers: 0,
                 lost_events: 0,
+                undelivered: 0,
             }),
         }
     }
@@ -171,6 +173,16 @@ impl UsageQueue {
 
     pub(crate) fn lost_events(&self) -> u64 {
         self.state().lost_events
+    }
+
+    /// Counts messages handed to a subscriber whose connection ended before they were
+    /// written to it.
+    pub(crate) fn count_undelivered(&self, count: u64) {
+        self.state().undelivered += count;
+    }
+
+    pub(crate) fn undelivered(&self) -> u64 {
+        self.state().undelivered
     }
 
     pub(crate) fn publishing(&self) -> bool {

@@ -151,6 +151,7 @@ async fn subscription<S>(
         channel.unsubscribe(&shared);
         return;
     }
+    let mut undelivered = 0u64;
     loop {
         tokio::select! {
             message = messages.recv() => {
@@ -165,6 +166,7 @@ async fn subscription<S>(
                     BytesFrame::BulkString(payload),
                 ]);
                 if write_frame(&mut stream, &frame).await.is_err() {
+                    undelivered += 1;
                     break;
                 }
             }
@@ -213,6 +215,14 @@ async fn subscription<S>(
         }
     }
     channel.unsubscribe(&shared);
+    // What was still in this subscriber's buffer goes with the connection.
+    messages.close();
+    while messages.try_recv().is_ok() {
+        undelivered += 1;
+    }
+    if let Channel::Usage(_) = channel {
+        shared.queue.count_undelivered(undelivered);
+    }
     let _ = stream.shutdown().await;
 }
 

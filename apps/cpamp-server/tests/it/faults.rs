@@ -3,9 +3,13 @@
 //! every transport.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cpamp_testkit::EmittedEvent;
+use cpamp_testkit::{EmittedEvent, EventGenerator};
 
 use crate::support::ServerProcess;
 use crate::support::live::{
@@ -89,8 +93,9 @@ fn kill_nine_during_ingest(mode: &str, seed: u64) -> (usize, usize) {
         .map(|(id, count)| (count - expected.get(id).copied().unwrap_or(0)).max(0) as usize)
         .sum();
     let recorded = gaps(&db);
+    let in_cpa = cpa.cpa.undelivered_events() + cpa.cpa.lost_events();
     eprintln!(
-        "kill -9 x{KILLS} over {total} events in {mode}: {lost} lost, {duplicated} duplicated; gaps {recorded:?}"
+        "kill -9 x{KILLS} over {total} events in {mode}: {lost} lost ({in_cpa} never left CPA), {duplicated} duplicated; gaps {recorded:?}"
     );
     assert_eq!(
         duplicated,
@@ -169,6 +174,117 @@ fn the_inbox_empties_after_commits_and_survives_a_torn_tail() {
         wait_until(Duration::from_secs(30), || stored_counts(&db) == all),
         "{}",
         server.log_text()
+    );
+    assert!(server.terminate().success());
+}
+
+/// A stand-in for CPA's HTTP usage queue that answers its first pop with the first `sent`
+/// bytes of `body` (announcing the whole length) and then stalls, as a slow link or a
+/// busy CPA does; every later pop gets `[]` and every other path 404.
+fn stalling_queue(body: Vec<u8>, sent: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    let first = Arc::new(AtomicBool::new(true));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let (body, first) = (body.clone(), Arc::clone(&first));
+            std::thread::spawn(move || serve_stalling(stream, &body, sent, &first));
+        }
+    });
+    format!("http://{address}")
+}
+
+fn serve_stalling(mut stream: TcpStream, body: &[u8], sent: usize, first: &AtomicBool) {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        while let Some(end) = request.windows(4).position(|window| window == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&request[..end]).into_owned();
+            request.drain(..end + 4);
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let written = if !path.starts_with("/v0/management/usage-queue") {
+                stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+            } else if first.swap(false, Ordering::SeqCst) {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body[..sent]);
+                let _ = stream.flush();
+                // The rest never comes.
+                std::thread::sleep(Duration::from_secs(600));
+                return;
+            } else {
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]")
+            };
+            if written.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return,
+            Ok(read) => request.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
+/// A kill while a pop's response is still arriving keeps every item that had arrived:
+/// the bytes went to the inbox as they came, and the next start stores each complete
+/// item of the cut-short body and records the interrupted read as a gap.
+#[test]
+fn a_kill_inside_an_http_response_keeps_every_item_that_arrived() {
+    let events = EventGenerator::new(0x5a1e).generate(10);
+    let mut body = b"[".to_vec();
+    let mut starts = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        starts.push(body.len());
+        body.extend_from_slice(&event.payload);
+    }
+    body.push(b']');
+    // Six events whole, the seventh cut in its middle.
+    let sent = starts[6] + events[6].payload.len() / 2;
+    let upstream = stalling_queue(body, sent);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("CPA_UPSTREAM_URL", upstream.as_str()),
+        ("CPA_MANAGEMENT_KEY", "stalling-queue-key"),
+        ("USAGE_COLLECTOR_MODE", "http"),
+        ("USAGE_POLL_INTERVAL_MS", "50"),
+    ];
+    let mut server = ServerProcess::start(dir.path(), &env);
+    let inbox = dir.path().join("usage.sqlite.inbox");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::fs::metadata(&inbox).is_ok_and(|meta| meta.len() as usize > sent)
+        }),
+        "the response bytes never reached the inbox\n{}",
+        server.log_text()
+    );
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let server = ServerProcess::start(dir.path(), &env);
+    let db = db_path(dir.path());
+    let expected = expected_counts(&events[..6]);
+    assert!(
+        wait_until(Duration::from_secs(20), || stored_counts(&db) == expected),
+        "stored {:?}, expected the six whole events {expected:?}\n{}",
+        stored_counts(&db),
+        server.log_text()
+    );
+    assert!(
+        server.wait_for_log("kept the events of a response", Duration::from_secs(5)),
+        "{}",
+        server.log_text()
+    );
+    let recorded = gaps(&db);
+    assert!(
+        recorded.iter().any(|(cause, detail)| cause == "server_down"
+            && detail.contains("stopped abruptly while reading from CPA")),
+        "{recorded:?}"
     );
     assert!(server.terminate().success());
 }
