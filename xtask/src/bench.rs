@@ -35,6 +35,13 @@
 //!   the fake's ledger against the exported history: events lost and duplicated per
 //!   transport (targets 0; the run fails otherwise), beside a same-run pass with no kill
 //!   (`crates/testkit/examples/kill_bench.rs`).
+//! - `disk-full [--runs N] [--debug]`: the release (or debug) server's data directory on a small tmpfs that
+//!   is filled so every write fails for 45 s while the fake CPA (retention 60 s) emits
+//!   events, then freed; N runs (5) per transport: emitted, stored, lost, duplicated,
+//!   the gap rows with their cause, and whether `/status` showed the held events and
+//!   the open gap during the outage (`crates/testkit/examples/disk_full_bench.rs`). Needs
+//!   root to mount the tmpfs (skipped with a message otherwise); fails on a lost or
+//!   duplicated event, a missing `store_failed` gap or a `/status` that hid the outage.
 //! - `startup`: time from exec to "listening" and to a first `/health` answer of the
 //!   release binary on an empty data directory, and its resident memory then.
 
@@ -48,6 +55,7 @@ use xshell::{Shell, cmd};
 pub const NAMES: &[&str] = &[
     "analytics",
     "decode",
+    "disk-full",
     "e2e",
     "export",
     "import",
@@ -108,6 +116,7 @@ pub fn run(shell: &Shell, args: &[String]) -> Result<(), String> {
         "load" => load(shell, extra),
         "kills" => kills(shell, extra),
         "steady" => steady(shell, extra),
+        "disk-full" => disk_full(shell, extra),
         "export" | "import" => transfer(shell, name, extra),
         _ => Err(format!(
             "unknown benchmark {name:?}; one of: {}",
@@ -184,6 +193,46 @@ fn steady(shell: &Shell, args: &[String]) -> Result<(), String> {
     cmd!(shell, "{bench} --server {server} --steady {minutes}")
         .run()
         .map_err(|_| "the steady benchmark lost events".to_string())
+}
+
+/// Builds the release server and the disk-full client and runs the benchmark.
+fn disk_full(shell: &Shell, args: &[String]) -> Result<(), String> {
+    let usage = || "usage: cargo xtask bench disk-full [--runs N] [--debug]".to_string();
+    let mut runs = "5".to_string();
+    let mut debug = false;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--runs" => match rest.next() {
+                Some(value) if value.parse::<u64>().is_ok() => runs = value.clone(),
+                _ => return Err(usage()),
+            },
+            // The figures are counts, not speeds: a debug build measures the same thing.
+            "--debug" => debug = true,
+            _ => return Err(usage()),
+        }
+    }
+    let (profile, release) = if debug {
+        ("debug", None)
+    } else {
+        ("release", Some("--release"))
+    };
+    cmd!(
+        shell,
+        "cargo build {release...} --locked -p cpamp-server -p cpamp-testkit --bin cpamp-server --example disk_full_bench"
+    )
+    .run()
+    .map_err(|error| error.to_string())?;
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    let binaries = std::path::Path::new(&target).join(profile);
+    let server = binaries.join("cpamp-server");
+    let bench = binaries.join("examples/disk_full_bench");
+    cmd!(shell, "{bench} --server {server} --runs {runs}")
+        .run()
+        .map_err(|_| {
+            "the disk-full benchmark lost or duplicated events, or an outage went unreported"
+                .to_string()
+        })
 }
 
 fn transfer(shell: &Shell, name: &str, args: &[String]) -> Result<(), String> {

@@ -81,7 +81,8 @@ pub struct Settings {
     /// Limits of resumable import sessions (`USAGE_IMPORT_*`).
     pub import_sessions: ImportSessionLimits,
     /// What the collector may hold while the store refuses writes
-    /// (`USAGE_HOLD_MEMORY_ITEMS`, `USAGE_INBOX_MAX_BYTES`, `CPA_QUEUE_RETENTION_SECONDS`).
+    /// (`USAGE_HOLD_MEMORY_ITEMS`, `USAGE_INBOX_MAX_BYTES`, `CPA_QUEUE_RETENTION_SECONDS`,
+    /// `USAGE_SUBSCRIBE_BUFFER_ITEMS`).
     pub hold: cpamp_collector::HoldLimits,
     /// How long shutdown keeps retrying a store that refuses writes before leaving the
     /// held events to the inbox (`USAGE_SHUTDOWN_GRACE_SECONDS`).
@@ -166,6 +167,7 @@ struct RawFile {
     usage_import_session_ttl_minutes: Option<i64>,
     usage_hold_memory_items: Option<i64>,
     usage_inbox_max_bytes: Option<i64>,
+    usage_subscribe_buffer_items: Option<i64>,
     cpa_queue_retention_seconds: Option<i64>,
     usage_shutdown_grace_seconds: Option<i64>,
     model_price_sync_models_dev_url: Option<String>,
@@ -539,6 +541,14 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             "cpaQueueRetentionSeconds",
             &mut warnings,
         ),
+        positive(
+            env("USAGE_SUBSCRIBE_BUFFER_ITEMS"),
+            file.usage_subscribe_buffer_items,
+            5_000,
+            "USAGE_SUBSCRIBE_BUFFER_ITEMS",
+            "usageSubscribeBufferItems",
+            &mut warnings,
+        ),
     );
     let shutdown_grace = Duration::from_secs(
         u64::try_from(positive(
@@ -649,6 +659,7 @@ fn hold_limits(
     memory_items: i64,
     inbox_max_bytes: i64,
     retention_seconds: i64,
+    subscribe_buffer_items: i64,
 ) -> cpamp_collector::HoldLimits {
     let defaults = cpamp_collector::HoldLimits::default();
     let retention = Duration::from_secs(u64::try_from(retention_seconds).unwrap_or(60));
@@ -659,6 +670,8 @@ fn hold_limits(
             initial: defaults.store_retry.initial,
             max: cpamp_collector::HoldLimits::store_retry_for(retention),
         },
+        subscribe_buffer_items: usize::try_from(subscribe_buffer_items)
+            .unwrap_or(defaults.subscribe_buffer_items),
     }
 }
 

@@ -16,7 +16,7 @@ use cpamp_api::AppState;
 use cpamp_api::auth::{AuthBackend, CredentialBootstrap, LoginLimiter, ensure_admin_credential};
 use cpamp_api::automation::Automation;
 use cpamp_api::automation::ingest::IngestSink;
-use cpamp_api::gaps::GapTracker;
+use cpamp_api::gaps::{GapTracker, GapView};
 use cpamp_api::middleware::{CorsOrigins, cors, count_requests, security_headers};
 use cpamp_api::monitor::{HostFacts, Monitor};
 use cpamp_api::routes::PanelPath;
@@ -134,6 +134,7 @@ impl Application {
             automation,
             config_lock: tokio::sync::Mutex::new(()),
             login_limiter: LoginLimiter::default().trusting(settings.trusted_proxies.clone()),
+            gaps: GapView::default(),
         });
         let backend: web::Data<dyn AuthBackend> =
             web::Data::from(state.clone().into_inner() as std::sync::Arc<dyn AuthBackend>);
@@ -209,6 +210,7 @@ impl Application {
             collector.status().clone(),
             now_ms,
             interrupted_read_at_ms,
+            state.gaps.clone(),
         )
         .await;
         // What the previous process left in the inbox is stored even if no collector

@@ -625,7 +625,11 @@ fn check_collector(collector: &CollectorStatus, input: &DoctorInput, findings: &
         && collector.last_consumed_at_ms > collector.last_inserted_at_ms
         && store_failing
     {
-        let (cause, fix) = classify_store_error(&collector.last_error);
+        let (cause, fix) = classify_store_error(if collector.store_error.is_empty() {
+            &collector.last_error
+        } else {
+            &collector.store_error
+        });
         findings.push(Finding::new(
             "consumed_not_inserted",
             Severity::Error,

@@ -83,6 +83,8 @@ pub struct AppState<S: Store> {
     pub config_lock: tokio::sync::Mutex<()>,
     /// Failed admin logins per client address.
     pub login_limiter: LoginLimiter,
+    /// Collection gaps seen but not written yet (the store may be what fails).
+    pub gaps: crate::gaps::GapView,
 }
 
 /// The env-managed CPA connection (`CPA_UPSTREAM_URL` + `CPA_MANAGEMENT_KEY(_FILE)`).

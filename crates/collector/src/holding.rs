@@ -32,6 +32,12 @@ pub struct HoldLimits {
     /// Retries of a refused batch: `initial` doubling up to `max`. Keep `max` well below
     /// CPA's queue retention so a recovered store is used at once.
     pub store_retry: BackoffPolicy,
+    /// Messages a subscription may have received but not yet handed over to be held.
+    /// The subscription is read continuously (CPA drops a subscriber that falls 256
+    /// messages behind, losing a message), so this bounds the one buffer that could
+    /// otherwise grow while the store refuses writes; when holding is full the
+    /// collector unsubscribes instead and CPA queues new events until there is room.
+    pub subscribe_buffer_items: usize,
 }
 
 impl Default for HoldLimits {
@@ -43,6 +49,7 @@ impl Default for HoldLimits {
                 initial: Duration::from_millis(500),
                 max: Duration::from_secs(5),
             },
+            subscribe_buffer_items: crate::resp::DEFAULT_SUBSCRIBE_BUFFER,
         }
     }
 }
@@ -220,8 +227,13 @@ impl Holding {
         }
     }
 
+    /// The bounds this holding was made with.
+    pub(crate) fn limits(&self) -> HoldLimits {
+        self.limits
+    }
+
     /// True while another batch may be taken from CPA.
-    fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         let state = self.state();
         let inbox_room = self.inbox.is_some()
             && state.inbox_error.is_none()

@@ -108,7 +108,9 @@ mod tls;
 pub use holding::HoldLimits;
 pub use http::HttpQueue;
 pub use inbox::{Inbox, InboxError, Recovery};
-pub use resp::{ReplyMeaning, RespPop, RespSubscription, go_quote_byte, read_replies};
+pub use resp::{
+    DEFAULT_SUBSCRIBE_BUFFER, ReplyMeaning, RespPop, RespSubscription, go_quote_byte, read_replies,
+};
 pub use run::Collector;
 pub use settings::{
     BackoffPolicy, CPA_DEFAULT_PORT, CollectorSettings, ManagementKey, Mode, PopSide,

@@ -490,11 +490,16 @@ enum SubscriptionEvent {
     Ended,
 }
 
-/// A live `SUBSCRIBE <queue>`. A reader task drains the socket continuously into an
-/// unbounded in-memory channel, so CPA never sees this manager as a slow subscriber even
-/// while storage is stalled (the cost is memory, bounded by CPA's publish rate).
+/// Messages a subscription buffers by default before the reader waits for the consumer.
+pub const DEFAULT_SUBSCRIBE_BUFFER: usize = 5_000;
+
+/// A live `SUBSCRIBE <queue>`. A reader task drains the socket continuously into a
+/// channel of at most `buffer` messages, so CPA does not see this manager as a slow
+/// subscriber while the consumer is briefly busy; a consumer that stops taking messages
+/// for longer must unsubscribe ([`RespSubscription::close`]) rather than let the reader
+/// stop reading (CPA drops a subscriber 256 messages behind and loses a message).
 pub struct RespSubscription {
-    messages: mpsc::UnboundedReceiver<SubscriptionEvent>,
+    messages: mpsc::Receiver<SubscriptionEvent>,
     unsubscribe: Option<oneshot::Sender<()>>,
     reader: tokio::task::JoinHandle<()>,
     pending_error: Option<String>,
@@ -502,16 +507,27 @@ pub struct RespSubscription {
 }
 
 impl RespSubscription {
-    /// Connects, authenticates and subscribes; returns once CPA acknowledged.
+    /// Connects, authenticates and subscribes with the default buffer
+    /// ([`DEFAULT_SUBSCRIBE_BUFFER`] messages); returns once CPA acknowledged.
     pub async fn open(settings: &CollectorSettings) -> Result<RespSubscription, SourceError> {
-        RespSubscription::open_tapped(settings, None).await
+        RespSubscription::open_tapped(settings, None, DEFAULT_SUBSCRIBE_BUFFER).await
     }
 
-    /// [`RespSubscription::open`], writing every byte that arrives after the
+    /// Connects, authenticates and subscribes, buffering at most `buffer` received
+    /// messages (at least one) until [`UsageSource::next_batch`] takes them.
+    pub async fn open_bounded(
+        settings: &CollectorSettings,
+        buffer: usize,
+    ) -> Result<RespSubscription, SourceError> {
+        RespSubscription::open_tapped(settings, None, buffer).await
+    }
+
+    /// [`RespSubscription::open_bounded`], writing every byte that arrives after the
     /// acknowledgement to `tap` as it is read, before anything parses it.
     pub(crate) async fn open_tapped(
         settings: &CollectorSettings,
         tap: Option<Tap>,
+        buffer: usize,
     ) -> Result<RespSubscription, SourceError> {
         let mut connection = RespConnection::open(settings).await?;
         let channel = settings.queue.as_bytes();
@@ -547,7 +563,7 @@ impl RespSubscription {
             tap.received(ResponseFormat::Subscription, &connection.buffer);
             connection.tap = Some((tap, ResponseFormat::Subscription));
         }
-        let (sender, messages) = mpsc::unbounded_channel();
+        let (sender, messages) = mpsc::channel(buffer.max(1));
         let (unsubscribe, unsubscribe_rx) = oneshot::channel();
         let reader = tokio::spawn(read_subscription(connection, sender, unsubscribe_rx));
         Ok(RespSubscription {
@@ -641,7 +657,7 @@ fn frame_text(frame: &BytesFrame) -> Option<&[u8]> {
 
 async fn read_subscription(
     mut connection: RespConnection,
-    sender: mpsc::UnboundedSender<SubscriptionEvent>,
+    sender: mpsc::Sender<SubscriptionEvent>,
     mut unsubscribe: oneshot::Receiver<()>,
 ) {
     let mut last_received = Instant::now();
@@ -658,7 +674,7 @@ async fn read_subscription(
             _ = &mut unsubscribe, if closing.is_none() => {
                 closing = Some(Instant::now() + Duration::from_secs(2));
                 if connection.send(&[b"UNSUBSCRIBE"]).await.is_err() {
-                    let _ = sender.send(SubscriptionEvent::Ended);
+                    let _ = sender.send(SubscriptionEvent::Ended).await;
                     return;
                 }
                 continue;
@@ -672,23 +688,27 @@ async fn read_subscription(
                 } else {
                     SubscriptionEvent::Failed(error.to_string())
                 };
-                let _ = sender.send(event);
+                let _ = sender.send(event).await;
                 return;
             }
             Err(_elapsed) => {
                 if closing.is_some() {
-                    let _ = sender.send(SubscriptionEvent::Ended);
+                    let _ = sender.send(SubscriptionEvent::Ended).await;
                     return;
                 }
                 if ping_sent.is_some() {
-                    let _ = sender.send(SubscriptionEvent::Failed(format!(
-                        "no reply from CPA for {} s; reconnecting",
-                        (PING_AFTER + PONG_WAIT).as_secs()
-                    )));
+                    let _ = sender
+                        .send(SubscriptionEvent::Failed(format!(
+                            "no reply from CPA for {} s; reconnecting",
+                            (PING_AFTER + PONG_WAIT).as_secs()
+                        )))
+                        .await;
                     return;
                 }
                 if let Err(error) = connection.send(&[b"PING"]).await {
-                    let _ = sender.send(SubscriptionEvent::Failed(error.to_string()));
+                    let _ = sender
+                        .send(SubscriptionEvent::Failed(error.to_string()))
+                        .await;
                     return;
                 }
                 ping_sent = Some(Instant::now());
@@ -699,17 +719,21 @@ async fn read_subscription(
         ping_sent = None;
         match subscription_step(frame, closing.is_some()) {
             SubscriptionStep::Message(payload) => {
-                if sender.send(SubscriptionEvent::Message(payload)).is_err() {
+                if sender
+                    .send(SubscriptionEvent::Message(payload))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             SubscriptionStep::Nothing => {}
             SubscriptionStep::Ended => {
-                let _ = sender.send(SubscriptionEvent::Ended);
+                let _ = sender.send(SubscriptionEvent::Ended).await;
                 return;
             }
             SubscriptionStep::Failed(error) => {
-                let _ = sender.send(SubscriptionEvent::Failed(error));
+                let _ = sender.send(SubscriptionEvent::Failed(error)).await;
                 return;
             }
         }

@@ -26,6 +26,9 @@ const AUTH_REJECTED_WARNING: &str = "CPA rejected the management key. Collection
 this server's IP banned by CPA (five failed logins ban an IP for 30 minutes); save the correct CPA Management Key to \
 resume.";
 const OTHER_CONSUMER_PREFIX: &str = "Another consumer is probably draining";
+const HOLDING_FULL_WARNING: &str = "Received events fill both holding bounds (USAGE_HOLD_MEMORY_ITEMS in memory, \
+USAGE_INBOX_MAX_BYTES or a failing inbox on disk) while the store refuses writes: taking events from CPA is paused \
+and CPA keeps new ones in its queue, where its retention applies. Fix the store (see lastError) or raise the bounds.";
 const PUBLISHING_OFF_WARNING: &str = "CPA's usage publishing is off (usage-statistics-enabled is false), so CPA \
 produces no usage events; enable it in CPA or through setup.";
 
@@ -396,7 +399,7 @@ impl RunContext {
                         continue;
                     }
                     watch.received(count);
-                    if !self.holding.wait_for_room(&mut self.stop.clone()).await {
+                    if !self.wait_for_room().await {
                         return Outcome::Stopped;
                     }
                     watch.check(&self.status, &self.settings.queue).await;
@@ -429,7 +432,9 @@ impl RunContext {
             // subscription as one read and takes its bytes as they arrive.
             self.holding
                 .read_began(ReadKind::Subscription, &self.settings.upstream);
-            let opened = RespSubscription::open_tapped(&self.settings, Some(self.tap())).await;
+            let buffer = self.holding.limits().subscribe_buffer_items;
+            let opened =
+                RespSubscription::open_tapped(&self.settings, Some(self.tap()), buffer).await;
             if opened.is_err() {
                 self.holding.read_ended();
             }
@@ -489,10 +494,21 @@ impl RunContext {
                 }
                 Some(Ok(items)) => {
                     self.hold_messages(items, &mut held).await;
-                    if !self.holding.wait_for_room(&mut self.stop.clone()).await {
+                    if !self.holding.has_room() {
+                        // Waiting here would stop reading the socket: CPA drops a
+                        // subscriber 256 messages behind and loses the message that
+                        // overflowed it. Unsubscribing instead makes CPA queue new events
+                        // (its retention applies); they are popped after resubscribing.
+                        tracing::warn!(
+                            held = self.holding.held_items(),
+                            "holding is full while the store refuses writes; unsubscribing until there is room"
+                        );
                         let rest = subscription.close().await;
                         self.hold_messages(rest, &mut held).await;
-                        return Some(Outcome::Stopped);
+                        if !self.wait_for_room().await {
+                            return Some(Outcome::Stopped);
+                        }
+                        return None;
                     }
                 }
                 Some(Err(error)) => {
@@ -518,7 +534,7 @@ impl RunContext {
                 Ok(items) if items.is_empty() => return true,
                 Ok(items) => {
                     self.hold(items).await;
-                    if !self.holding.wait_for_room(&mut self.stop.clone()).await {
+                    if !self.wait_for_room().await {
                         return false;
                     }
                 }
@@ -528,6 +544,20 @@ impl RunContext {
                 }
             }
         }
+    }
+
+    /// Waits until holding has room for another batch (saying so in the status while it
+    /// waits); false when the run stops first.
+    async fn wait_for_room(&self) -> bool {
+        if self.holding.has_room() {
+            return true;
+        }
+        self.status
+            .update(|status| set_warning(&mut status.warnings, HOLDING_FULL_WARNING, true));
+        let room = self.holding.wait_for_room(&mut self.stop.clone()).await;
+        self.status
+            .update(|status| set_warning(&mut status.warnings, HOLDING_FULL_WARNING, false));
+        room
     }
 
     /// Holds messages of the subscription; `held` counts them since it began.

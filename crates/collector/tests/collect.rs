@@ -265,6 +265,120 @@ async fn with_an_inbox_a_failing_store_empties_cpa_and_spills_to_disk() {
     harness.collector.shutdown().await;
 }
 
+/// Subscribe mode while the store refuses writes and holding (memory only here, so no
+/// inbox to spill to) is full: the collector unsubscribes instead of letting its buffer
+/// grow or CPA drop it as a slow subscriber, CPA queues the rest, and on recovery
+/// everything is stored once, except what CPA had buffered for the connection but not
+/// yet written when it took the `UNSUBSCRIBE` (the fake counts those as undelivered).
+#[tokio::test]
+async fn a_full_holding_unsubscribes_instead_of_buffering_without_bound() {
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let harness = Harness::with_limits(HoldLimits {
+        memory_items: 200,
+        subscribe_buffer_items: 50,
+        ..fast_limits()
+    });
+    harness.sink.set_failing(true);
+    let mut settings = settings(&cpa.base_url(), "secret", Mode::Subscribe);
+    settings.batch_size = 50;
+    harness.collector.start(settings).await;
+    wait_until("a subscriber", || cpa.subscriber_count() == 1).await;
+    let mut expected = Vec::new();
+    while cpa.subscriber_count() == 1 && expected.len() < 5_000 {
+        expected.extend(emitted_ids(&cpa.emit(50).await));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cpa.subscriber_count(), 0, "the collector unsubscribed");
+    let status = harness.collector.status().snapshot();
+    // The memory bound, plus what arrived before CPA confirmed the unsubscription.
+    assert!(
+        (200..=400).contains(&status.held_items),
+        "held {} of {}: {status:?}",
+        status.held_items,
+        expected.len()
+    );
+    assert!(
+        status
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("taking events from CPA is paused")),
+        "{status:?}"
+    );
+    assert_eq!(
+        cpa.dropped_subscribers(),
+        0,
+        "CPA never saw a slow subscriber"
+    );
+    assert_eq!(cpa.lost_events(), 0);
+    // While paused, CPA keeps queueing.
+    expected.extend(emitted_ids(&cpa.emit(100).await));
+    assert!(cpa.queued_len() >= 100);
+    harness.sink.set_failing(false);
+    wait_until("the subscription again", || cpa.subscriber_count() == 1).await;
+    expected.extend(emitted_ids(&cpa.emit(50).await));
+    let undelivered = usize::try_from(cpa.undelivered_events()).unwrap();
+    wait_until("everything delivered stored", || {
+        harness.sink.id_count() + undelivered >= expected.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Records may share a request id (CPA's additional-model records): compare counts.
+    let count = |ids: &[String]| {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for id in ids {
+            *counts.entry(id.clone()).or_default() += 1;
+        }
+        counts
+    };
+    let reached = harness.sink.reached_ids();
+    let (reached_counts, expected_counts) = (count(&reached), count(&expected));
+    assert!(
+        reached_counts
+            .iter()
+            .all(|(id, n)| expected_counts.get(id).is_some_and(|wanted| n <= wanted)),
+        "no event reached the store twice"
+    );
+    assert_eq!(reached.len() + undelivered, expected.len());
+    assert_eq!(cpa.dropped_subscribers(), 0);
+    assert_eq!(cpa.lost_events(), 0);
+    harness.collector.shutdown().await;
+}
+
+/// Subscribe mode with an inbox while the store refuses writes: beyond the memory bound
+/// messages spill to the inbox and the subscription stays (nothing queues up in CPA).
+#[tokio::test]
+async fn with_an_inbox_a_subscription_spills_to_disk_and_stays_subscribed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpa = FakeCpa::start(FakeCpaOptions::new("secret")).await.unwrap();
+    let harness = Harness::with_inbox(
+        MemorySink::default(),
+        &dir.path().join("inbox"),
+        HoldLimits {
+            memory_items: 100,
+            subscribe_buffer_items: 50,
+            ..fast_limits()
+        },
+    );
+    harness.sink.set_failing(true);
+    let mut settings = settings(&cpa.base_url(), "secret", Mode::Subscribe);
+    settings.batch_size = 50;
+    harness.collector.start(settings).await;
+    wait_until("a subscriber", || cpa.subscriber_count() == 1).await;
+    let expected = emitted_ids(&cpa.emit(1_000).await);
+    // CPA's `{"support_refresh":true}` announcement is held with the events.
+    wait_until("everything received", || {
+        harness.collector.status().snapshot().held_items == 1_001
+    })
+    .await;
+    assert_eq!(cpa.subscriber_count(), 1);
+    assert_eq!(cpa.queued_len(), 0);
+    assert_eq!(cpa.dropped_subscribers(), 0);
+    assert!(std::fs::metadata(dir.path().join("inbox")).unwrap().len() > 0);
+    harness.sink.set_failing(false);
+    harness.wait_for_ids(&expected).await;
+    harness.collector.shutdown().await;
+}
+
 /// Shutdown while the store refuses writes past the grace: the committer gives up, the
 /// held batches stay in the inbox, and the next collector on that inbox stores them
 /// (each once) before anything new.

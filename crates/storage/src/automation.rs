@@ -568,10 +568,12 @@ struct AuditRow {
 
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, entry: AuditEntry) -> Result<i64, StoreError> {
-        sqlx::query_scalar(
+        // Run to completion, not read with `RETURNING`: an autocommit statement read
+        // only to its first row commits at its reset, whose failure (a full disk) is
+        // not reported, so the entry would count as written while SQLite rolled it back.
+        sqlx::query(
             "INSERT INTO automation_audit (at_ms, actor, action, auth_file_name, auth_index, \
-             provider, account, reason, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             RETURNING id",
+             provider, account, reason, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(entry.at_ms)
         .bind(&entry.actor)
@@ -583,8 +585,9 @@ impl AuditStore for SqliteStore {
         .bind(truncate(&entry.reason, TEXT_LIMIT))
         .bind(&entry.outcome)
         .bind(truncate(&entry.detail, TEXT_LIMIT))
-        .fetch_one(self.writer())
+        .execute(self.writer())
         .await
+        .map(|done| done.last_insert_rowid())
         .map_err(|error| error::map(error, "append automation audit"))
     }
 

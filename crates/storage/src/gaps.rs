@@ -20,25 +20,29 @@ impl GapStore for SqliteStore {
         // exactly when writes are failing, and a statement that fails is rolled back
         // by SQLite itself, leaving nothing open on the shared writer connection.
         // Only the gap tracker opens gaps, so nothing else can interleave.
-        let inserted: Option<i64> = sqlx::query_scalar(
+        //
+        // The statement runs to completion (`execute`, no `RETURNING` read with
+        // `fetch_*`): an autocommit statement commits when it completes, and a reader
+        // that stops at its first row leaves the commit to the statement's reset, whose
+        // error (a full disk: the WAL frames are written at commit) nobody sees, so
+        // the gap would count as recorded while SQLite rolled it back.
+        let inserted = sqlx::query(
             "INSERT INTO collection_gaps (start_ms, end_ms, cause, detail) \
-             SELECT ?, NULL, ?, ? WHERE NOT EXISTS (SELECT 1 FROM collection_gaps WHERE end_ms IS NULL) \
-             RETURNING id",
+             SELECT ?, NULL, ?, ? WHERE NOT EXISTS (SELECT 1 FROM collection_gaps WHERE end_ms IS NULL)",
         )
         .bind(start_ms)
         .bind(cause.as_str())
         .bind(detail)
-        .fetch_optional(self.writer())
+        .execute(self.writer())
         .await
         .map_err(|error| error::map(error, "open gap"))?;
-        let id = match inserted {
-            Some(id) => id,
-            None => sqlx::query_scalar("SELECT id FROM collection_gaps WHERE end_ms IS NULL")
-                .fetch_one(self.writer())
-                .await
-                .map_err(|error| error::map(error, "read open gap"))?,
-        };
-        Ok(id)
+        if inserted.rows_affected() == 1 {
+            return Ok(inserted.last_insert_rowid());
+        }
+        sqlx::query_scalar("SELECT id FROM collection_gaps WHERE end_ms IS NULL")
+            .fetch_one(self.writer())
+            .await
+            .map_err(|error| error::map(error, "read open gap"))
     }
 
     async fn close_open_gaps(&self, end_ms: i64) -> Result<(), StoreError> {

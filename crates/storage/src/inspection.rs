@@ -428,9 +428,14 @@ impl InspectionStore for SqliteStore {
         .bind(&result.error_kind)
         .bind(&result.error_detail)
         .bind(result.created_at_ms)
-        .fetch_one(self.writer())
+        // All rows, not `fetch_one`: the autocommit statement must run to completion so
+        // that a failed commit (a full disk) is reported instead of lost at its reset.
+        .fetch_all(self.writer())
         .await
-        .map_err(|error| error::map(error, "save inspection result"))
+        .map_err(|error| error::map(error, "save inspection result"))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::NotFound("save inspection result".to_string()))
     }
 
     async fn append_log(&self, log: RunLog) -> Result<(), StoreError> {

@@ -333,3 +333,35 @@ async fn one_inspection_run_holds_the_lease_at_a_time() {
     assert_eq!(ids, [third.id, second.id, first.id]);
     assert_eq!(store.prune_runs(1, 0).await.expect("prune"), 2);
 }
+
+/// An audit entry whose commit the file system refuses (the WAL cannot be written, as on
+/// a full disk) is an error, never an id for a row SQLite rolled back.
+#[tokio::test]
+async fn an_audit_entry_refused_at_commit_is_an_error() {
+    let (directory, store) = open().await;
+    let entry = || AuditEntry {
+        at_ms: 5,
+        actor: "operator".into(),
+        action: "disable".into(),
+        auth_file_name: "a.json".into(),
+        outcome: "ok".into(),
+        ..AuditEntry::default()
+    };
+    store.append_audit(entry()).await.expect("append");
+    let wal = directory.path().join("usage.sqlite-wal");
+    let refused = {
+        let _read_only = cpamp_testkit::ReadOnlyFiles::set(vec![wal]);
+        store.append_audit(entry()).await
+    };
+    assert!(refused.is_err(), "reported as written: {refused:?}");
+    let id = store.append_audit(entry()).await.expect("append again");
+    let entries = store
+        .audit_entries(AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].id, id);
+}

@@ -89,3 +89,42 @@ async fn the_database_report_reads_file_sizes_and_the_last_checkpoint() {
         after.database_bytes + after.wal_bytes + after.shm_bytes
     );
 }
+
+/// A gap whose commit the file system refuses (the WAL cannot be written, as on a full
+/// disk, where the frames are written at commit) is reported as refused, so the tracker
+/// keeps it and retries; it is never reported as recorded while SQLite rolled it back.
+#[tokio::test]
+async fn a_gap_refused_at_commit_is_an_error_not_a_lost_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    store.heartbeat(1_000).await.expect("beat");
+    let wal = dir.path().join("usage.sqlite-wal");
+    assert!(wal.exists(), "the database runs in WAL mode");
+
+    let refused = {
+        let _read_only = cpamp_testkit::ReadOnlyFiles::set(vec![wal.clone()]);
+        store
+            .open_gap(
+                2_000,
+                GapCause::StoreFailed,
+                "consume: database or disk is full",
+            )
+            .await
+    };
+    assert!(refused.is_err(), "reported as recorded: {refused:?}");
+    assert!(store.gaps(0, i64::MAX, 10).await.expect("gaps").is_empty());
+
+    let id = store
+        .open_gap(
+            2_000,
+            GapCause::StoreFailed,
+            "consume: database or disk is full",
+        )
+        .await
+        .expect("recorded once the file takes writes");
+    let gaps = store.gaps(0, i64::MAX, 10).await.expect("gaps");
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!((gaps[0].id, gaps[0].start_ms), (id, 2_000));
+    store.close().await;
+}

@@ -386,3 +386,83 @@ fn demo_mode_shows_data_without_a_cpa() {
     assert_eq!(saved, 0, "the demo connection was written to SQLite");
     assert!(server.terminate().success());
 }
+
+/// Malformed queue items, each as CPA would hand it over in every transport.
+const MALFORMED: &[&str] = &[
+    "null",
+    "7",
+    "true",
+    "[1,2]",
+    r#"{"timestamp":1765000000000,"model":"gpt-5","tok"#,
+    r#"{"timestamp":1765000000000,"model":"gpt-5","tokens":{"input_tokens":9223372036854775807},"failed":false}"#,
+    r#"{"timestamp":1765000000000,"model":"gpt-5","tokens":{"input_tokens":1,"output_tokens":5000000000000000000}}"#,
+    r#"{"timestamp":1765000000000,"model":"gpt-5","tokens":{"input_tokens":1},"latency_ms":99999999999999}"#,
+    r#"{"timestamp":1e400,"model":"gpt-5","tokens":{"input_tokens":1}}"#,
+];
+
+/// `(payload, reason)` of every dead letter in the server's database, sorted.
+fn dead_letters(data_dir: &std::path::Path) -> Vec<(String, String)> {
+    crate::support::read_database(data_dir, async |connection| {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT payload, error FROM dead_letter_events ORDER BY payload",
+        )
+        .fetch_all(connection)
+        .await
+        .expect("dead letters")
+    })
+    .expect("open database")
+}
+
+/// The same malformed item gets the same outcome in every transport: over the HTTP
+/// queue, a RESP pop and a subscription, each item above becomes a dead letter with the
+/// same payload and the same reason, a blank item is nothing, and the valid event sent
+/// beside them is stored.
+#[test]
+fn a_malformed_item_gets_the_same_dead_letter_in_every_transport() {
+    let mut outcomes = Vec::new();
+    for mode in ["http", "resp", "subscribe"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cpa = LiveCpa::start(|_| {});
+        let server = start_server(&dir, &cpa, mode, &[]);
+        if mode == "subscribe" {
+            assert!(cpa.wait_for_subscriber(Duration::from_secs(10)));
+        }
+        for item in MALFORMED {
+            cpa.cpa.push_raw(*item);
+        }
+        cpa.cpa.push_raw("   ");
+        let emitted = cpa.emit(1);
+        let db = db_path(dir.path());
+        assert_stored_exactly_once(&db, &expected_counts(&emitted), STORE_TIMEOUT, || {
+            server.log_text()
+        });
+        assert!(
+            wait_until(STORE_TIMEOUT, || dead_letters(dir.path()).len()
+                >= MALFORMED.len()),
+            "{mode}: {:?}\n{}",
+            dead_letters(dir.path()),
+            server.log_text()
+        );
+        // Nothing else arrives late (the blank item in particular).
+        std::thread::sleep(Duration::from_millis(500));
+        let letters = dead_letters(dir.path());
+        let mut payloads: Vec<&str> = letters
+            .iter()
+            .map(|(payload, _)| payload.as_str())
+            .collect();
+        let mut sent = MALFORMED.to_vec();
+        payloads.sort_unstable();
+        sent.sort_unstable();
+        assert_eq!(payloads, sent, "{mode}: every item kept as it was sent");
+        assert!(
+            letters.iter().all(|(_, reason)| !reason.is_empty()),
+            "{mode}: {letters:?}"
+        );
+        assert!(server.terminate().success());
+        outcomes.push((mode, letters));
+    }
+    let (_, http) = &outcomes[0];
+    for (mode, letters) in &outcomes[1..] {
+        assert_eq!(letters, http, "{mode} differs from http");
+    }
+}

@@ -273,6 +273,31 @@ fn status_reports_every_field_and_lastinsertedat_stops_when_sqlite_refuses_write
         "{stalled:#}"
     );
 
+    // The gap is open while the failure lasts, shown from memory: its row cannot be
+    // written to the locked database yet.
+    let gapped = wait_status(&server, "an open store_failed gap", |s| {
+        s["gaps"]["open"] == true
+            && s["gaps"]["recent"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|gap| gap["cause"] == "store_failed" && gap["open"] == true)
+    });
+    let open_gap = gapped["gaps"]["recent"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|gap| gap["cause"] == "store_failed")
+        .expect("the open gap");
+    assert_eq!(open_gap["recorded"], false, "{gapped:#}");
+    assert_eq!(open_gap["id"], 0, "{gapped:#}");
+    assert!(
+        open_gap["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("database is locked")),
+        "{gapped:#}"
+    );
+
     // The CLI doctor run beside the server reports the same cause.
     let (code, out) = run_doctor(&server);
     assert_eq!(code, 1, "{out}");
@@ -300,7 +325,12 @@ fn status_reports_every_field_and_lastinsertedat_stops_when_sqlite_refuses_write
             .as_array()
             .into_iter()
             .flatten()
-            .any(|gap| gap["cause"] == "store_failed" && gap["open"] == false)
+            .any(|gap| {
+                gap["cause"] == "store_failed"
+                    && gap["open"] == false
+                    && gap["recorded"] == true
+                    && gap["id"].as_i64().is_some_and(|id| id > 0)
+            })
     });
 }
 

@@ -65,7 +65,8 @@ async fn metrics<S: Store>(
     authorize(&request, &monitor).await?;
     let counts = state.store.counts().await?;
     let database = state.store.database_report().await?;
-    let gaps = state.store.gaps(i64::MIN, i64::MAX, 1).await?;
+    let mut gaps = state.gaps.unrecorded();
+    gaps.extend(state.store.gaps(i64::MIN, i64::MAX, 1).await?);
     let collector = state.collector.status().snapshot();
     let mut out = Exposition::default();
 
@@ -197,7 +198,7 @@ async fn metrics<S: Store>(
     out.sample(
         "cpamp_collector_gap_open",
         &[],
-        if gaps.first().is_some_and(|gap| gap.end_ms.is_none()) {
+        if gaps.iter().any(|gap| gap.end_ms.is_none()) {
             1.0
         } else {
             0.0

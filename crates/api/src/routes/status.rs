@@ -74,6 +74,7 @@ async fn status<S: Store>(
     let database = state.store.database_report().await?;
     let now = now_ms();
     let gaps = state.store.gaps(i64::MIN, i64::MAX, STATUS_GAPS).await?;
+    let unrecorded = state.gaps.unrecorded();
     let diagnosis = match monitor.cached_diagnosis(DIAGNOSIS_MAX_AGE) {
         Some(fresh) => fresh,
         // An older diagnosis is answered at once while a new one is made in the
@@ -114,7 +115,7 @@ async fn status<S: Store>(
         },
         "databaseMaintenance": database_maintenance(),
         "database": database_json(&database),
-        "gaps": gaps_json(&gaps, now),
+        "gaps": gaps_json(&unrecorded, &gaps, now),
         "diagnosis": diagnosis,
     })))
 }
@@ -156,7 +157,11 @@ pub async fn diagnosis<S: Store>(
         plan,
         host: monitor.host.clone(),
         counts: state.store.counts().await?,
-        gaps: state.store.gaps(i64::MIN, i64::MAX, 50).await?,
+        gaps: {
+            let mut gaps = state.gaps.unrecorded();
+            gaps.extend(state.store.gaps(i64::MIN, i64::MAX, 50).await?);
+            gaps
+        },
         automation: doctor::automation_facts(&state.store).await?,
         now_ms: now_ms(),
     };
@@ -221,22 +226,32 @@ fn database_json(report: &DatabaseReport) -> Value {
     })
 }
 
-fn gap_json(gap: &CollectionGap, now_ms: i64) -> Value {
+/// One gap; `recorded` is false for a gap known only in memory so far (its row is
+/// written once the store takes writes again), whose `id` is 0 (row ids start at 1).
+fn gap_json(gap: &CollectionGap, recorded: bool, now_ms: i64) -> Value {
     json!({
-        "id": gap.id,
+        "id": if recorded { gap.id } else { 0 },
         "startMs": gap.start_ms,
         "endMs": gap.end_ms,
         "open": gap.end_ms.is_none(),
         "durationMs": gap.end_ms.unwrap_or(now_ms).saturating_sub(gap.start_ms),
         "cause": gap.cause.as_str(),
         "detail": gap.detail,
+        "recorded": recorded,
     })
 }
 
-fn gaps_json(gaps: &[CollectionGap], now_ms: i64) -> Value {
+/// The gaps not yet written first (they are the newest), then the stored ones.
+fn gaps_json(unrecorded: &[CollectionGap], stored: &[CollectionGap], now_ms: i64) -> Value {
+    let all = || {
+        unrecorded
+            .iter()
+            .map(|gap| (gap, false))
+            .chain(stored.iter().map(|gap| (gap, true)))
+    };
     json!({
-        "open": gaps.iter().any(|gap| gap.end_ms.is_none()),
-        "recent": gaps.iter().map(|gap| gap_json(gap, now_ms)).collect::<Vec<_>>(),
+        "open": all().any(|(gap, _)| gap.end_ms.is_none()),
+        "recent": all().map(|(gap, recorded)| gap_json(gap, recorded, now_ms)).collect::<Vec<_>>(),
     })
 }
 
@@ -265,8 +280,14 @@ async fn collector_gaps<S: Store>(
     let limit = query.limit.unwrap_or(MAX_GAPS).clamp(1, MAX_GAPS);
     let now = now_ms();
     let gaps = state.store.gaps(from, to, limit).await?;
+    let unrecorded = state.gaps.unrecorded();
+    let unrecorded = unrecorded
+        .iter()
+        .filter(|gap| gap.start_ms <= to && gap.end_ms.unwrap_or(i64::MAX) >= from)
+        .map(|gap| gap_json(gap, false, now));
+    let recorded = gaps.iter().map(|gap| gap_json(gap, true, now));
     Ok(HttpResponse::Ok().json(json!({
-        "gaps": gaps.iter().map(|gap| gap_json(gap, now)).collect::<Vec<_>>(),
+        "gaps": unrecorded.chain(recorded).take(limit as usize).collect::<Vec<_>>(),
     })))
 }
 
