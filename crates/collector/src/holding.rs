@@ -152,8 +152,8 @@ impl Holding {
         self.state().items
     }
 
-    /// Syncs a received batch to the inbox and queues it for the committer. Blocking (the
-    /// inbox sync); run it on a blocking thread. `messages`: the batch ends the first
+    /// Writes a received batch to the inbox, queues it for the committer and syncs the
+    /// inbox. Blocking (the sync); run it on a blocking thread. `messages`: the batch ends the first
     /// `messages` messages of the open subscription (see [`Inbox::covered`]).
     pub(crate) fn hold(&self, origin: &str, items: Vec<RawItem>, messages: Option<u64>) -> u64 {
         let count = items.len();
@@ -168,10 +168,15 @@ impl Holding {
         };
         let mut location = None;
         let mut inbox_error = None;
+        let mut sync = None;
         if let Some(inbox) = inbox.as_mut() {
-            match inbox.append(seq, now_ms(), origin, &items) {
-                Ok(written) => {
+            match inbox
+                .append_unsynced(seq, now_ms(), origin, &items)
+                .and_then(|written| Ok((written, inbox.sync_handle()?)))
+            {
+                Ok((written, handle)) => {
                     location = Some(written);
+                    sync = Some(handle);
                     if let Some(messages) = messages
                         && let Err(error) = inbox.covered(messages)
                     {
@@ -205,6 +210,14 @@ impl Holding {
         });
         drop(state);
         drop(inbox);
+        // Synced outside the inbox's lock: the bytes of reads in progress (a subscription
+        // never pauses) keep reaching the file while the disk syncs.
+        if let Some(file) = sync
+            && let Err(error) = file.sync_data()
+        {
+            tracing::warn!(%error, items = count, "could not sync received events to the inbox");
+            self.state().inbox_error = Some(error.to_string());
+        }
         self.changed();
         seq
     }
