@@ -409,20 +409,28 @@ pub(crate) struct Unstored {
 }
 
 impl Unstored {
-    /// Says what stays behind.
-    pub(crate) fn log(self) {
+    /// What to say about what stays behind: `(is an error, message)` per part.
+    pub(crate) fn report(self) -> Vec<(bool, String)> {
+        let mut lines = Vec::new();
         if self.in_inbox > 0 {
-            tracing::warn!(
-                items = self.in_inbox,
-                "the store still refuses writes at shutdown; received events stay in the inbox and are stored at the next start"
-            );
+            lines.push((
+                false,
+                format!(
+                    "the store still refuses writes at shutdown; {} received events stay in the inbox and are stored at the next start",
+                    self.in_inbox
+                ),
+            ));
         }
         if self.memory_only > 0 {
-            tracing::error!(
-                items = self.memory_only,
-                "events received from CPA could not be stored or synced to the inbox before shutdown"
-            );
+            lines.push((
+                true,
+                format!(
+                    "{} events received from CPA could not be stored or synced to the inbox before shutdown",
+                    self.memory_only
+                ),
+            ));
         }
+        lines
     }
 }
 
@@ -981,6 +989,21 @@ mod tests {
             })
         );
         assert_eq!(holding.held_items(), 3, "nothing is dropped");
+        let report = left.unwrap().report();
+        assert_eq!(report.len(), 2);
+        assert!(!report[0].0 && report[0].1.contains("2 received events stay in the inbox"));
+        assert!(report[1].0 && report[1].1.starts_with("1 events received from CPA"));
+        let only_inbox = Unstored {
+            in_inbox: 1,
+            memory_only: 0,
+        };
+        assert_eq!(only_inbox.report().len(), 1);
+        assert!(!only_inbox.report()[0].0);
+        let nothing = Unstored {
+            in_inbox: 0,
+            memory_only: 0,
+        };
+        assert!(nothing.report().is_empty());
         assert!(sink.stored().is_empty());
     }
 
