@@ -645,6 +645,13 @@ mod tests {
         (finish, task)
     }
 
+    /// `future`'s output, failing the test after 10 s instead of hanging.
+    async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
     async fn until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = StdInstant::now() + Duration::from_secs(10);
         while !done() {
@@ -896,7 +903,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "room while the bound is reached");
         holding.committed(1);
-        assert!(waiter.await.unwrap());
+        assert!(within("room", waiter).await.unwrap());
         holding.hold("o", items("b", 1), None);
         let waiter = {
             let holding = holding.clone();
@@ -905,7 +912,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         stop.send(true).unwrap();
-        assert!(!waiter.await.unwrap());
+        assert!(!within("the stop", waiter).await.unwrap());
     }
 
     #[tokio::test]
@@ -944,7 +951,11 @@ mod tests {
         assert!(snapshot.store_error.is_empty());
         assert_eq!((snapshot.held_items, snapshot.total_dead_lettered), (0, 3));
         finish.send(Some(Duration::from_secs(1))).unwrap();
-        assert_eq!(task.await.unwrap(), None, "nothing left at shutdown");
+        assert_eq!(
+            within("the committer", task).await.unwrap(),
+            None,
+            "nothing left at shutdown"
+        );
     }
 
     #[tokio::test]
@@ -975,7 +986,7 @@ mod tests {
         let grace = Duration::from_millis(300);
         let asked = StdInstant::now();
         finish.send(Some(grace)).unwrap();
-        let left = task.await.unwrap();
+        let left = within("the committer", task).await.unwrap();
         assert!(
             asked.elapsed() >= grace,
             "gave up after {:?}",
@@ -1016,7 +1027,7 @@ mod tests {
         finish.send(Some(Duration::from_secs(5))).unwrap();
         holding.hold("o", items("a", 1), None);
         holding.hold("o", items("b", 1), None);
-        assert_eq!(task.await.unwrap(), None);
+        assert_eq!(within("the committer", task).await.unwrap(), None);
         assert_eq!(
             sink.stored(),
             [vec!["a-0".to_string()], vec!["b-0".to_string()]]
