@@ -456,11 +456,15 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             .filter(|origin| !origin.is_empty())
             .map(String::from)
             .collect(),
-        None => file
-            .cors_origins
-            .clone()
-            .unwrap_or_else(|| vec!["*".to_string()]),
+        None => file.cors_origins.clone().unwrap_or_default(),
     };
+    if cors_origins.iter().any(|origin| origin == "*") {
+        warnings.push(
+            "USAGE_CORS_ORIGINS (config key corsOrigins) allows every origin (\"*\"): any web page \
+             can then read answers with a key its script holds; name your panel's origin instead"
+                .to_string(),
+        );
+    }
     let tls_skip_verify = match env("USAGE_RESP_TLS_SKIP_VERIFY") {
         Some(value) => lenient_bool("USAGE_RESP_TLS_SKIP_VERIFY", &value, &mut warnings),
         None => file.tls_skip_verify.unwrap_or(false),
@@ -900,7 +904,8 @@ mod tests {
         assert_eq!(settings.poll_interval, Duration::from_millis(500));
         assert_eq!(settings.query_limit, 50_000);
         assert_eq!(settings.collector_mode, CollectorMode::Auto);
-        assert_eq!(settings.cors_origins, vec!["*".to_string()]);
+        // Same-origin only: no CORS header unless origins are named.
+        assert!(settings.cors_origins.is_empty());
     }
 
     #[test]

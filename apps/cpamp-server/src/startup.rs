@@ -17,7 +17,7 @@ use cpamp_api::auth::{AuthBackend, CredentialBootstrap, LoginLimiter, ensure_adm
 use cpamp_api::automation::Automation;
 use cpamp_api::automation::ingest::IngestSink;
 use cpamp_api::gaps::GapTracker;
-use cpamp_api::middleware::{CorsOrigins, cors, count_requests};
+use cpamp_api::middleware::{CorsOrigins, cors, count_requests, security_headers};
 use cpamp_api::monitor::{HostFacts, Monitor};
 use cpamp_api::routes::PanelPath;
 use cpamp_api::state::{DataKeyOrigin, EnvConnection, StartupConfig};
@@ -190,6 +190,7 @@ impl Application {
                 .wrap(from_fn(count_requests))
                 .wrap(from_fn(cpamp_api::reads::invalidate_after_writes))
                 .wrap(from_fn(cpamp_api::limits::enforce))
+                .wrap(from_fn(security_headers))
                 .configure(cpamp_api::configure::<SqliteStore>)
         })
         .on_connect(move |connection, data| counted.on_connect(connection, data))

@@ -271,8 +271,9 @@ pub fn bearer_token(request: &HttpRequest) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("bearer ") {
         return None;
     }
-    let token = rest.trim();
-    (!token.is_empty()).then(|| token.to_owned())
+    // Never empty: the value is trimmed, so something follows `Bearer ` once it is 7
+    // bytes or more.
+    Some(rest.trim().to_owned())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -378,8 +379,8 @@ pub async fn check_admin(
         (Some(limiter), Some(client)) => limiter.admit(client, remembered).await?,
         _ => None,
     };
+    // A remembered key costs no check inside `verify` either.
     let verified = match token {
-        Some(_) if slot.is_none() && remembered() => true,
         Some(token) => authenticator.verify(token).await.map_err(|Busy| busy())?,
         None => false,
     };
@@ -515,28 +516,38 @@ impl LoginLimiter {
     pub fn blocked_for(&self, client: IpAddr) -> Option<Duration> {
         let attempts = lock(&self.attempts);
         let entry = attempts.get(&client)?;
-        let elapsed = entry.since.elapsed();
-        (entry.failures >= self.max_failures && elapsed < self.window)
-            .then(|| self.window - elapsed)
+        let left = self.left(entry);
+        (entry.failures >= self.max_failures && !left.is_zero()).then_some(left)
+    }
+
+    /// What is left of `entry`'s window (zero once it has passed).
+    fn left(&self, entry: &Attempts) -> Duration {
+        self.window.saturating_sub(entry.since.elapsed())
+    }
+
+    /// The number of addresses tracked now (bounded by `MAX_TRACKED` plus those with
+    /// checks in flight).
+    pub fn tracked(&self) -> usize {
+        lock(&self.attempts).len()
     }
 
     fn try_begin(&self, client: IpAddr) -> Admission {
         let mut attempts = lock(&self.attempts);
         if attempts.len() >= MAX_TRACKED {
-            let window = self.window;
-            attempts.retain(|_, entry| entry.in_flight > 0 || entry.since.elapsed() < window);
+            // Forget addresses whose window has passed and that have no check running.
+            attempts.retain(|_, entry| !(entry.in_flight == 0 && self.left(entry).is_zero()));
         }
         let entry = attempts.entry(client).or_insert(Attempts {
             failures: 0,
             since: Instant::now(),
             in_flight: 0,
         });
-        let elapsed = entry.since.elapsed();
-        if elapsed >= self.window {
+        let left = self.left(entry);
+        if left.is_zero() {
             entry.failures = 0;
             entry.since = Instant::now();
         } else if entry.failures >= self.max_failures {
-            return Admission::Blocked(self.window - elapsed);
+            return Admission::Blocked(left);
         }
         if entry.failures.saturating_add(entry.in_flight) >= self.max_failures {
             return Admission::Full;
@@ -939,6 +950,380 @@ mod tests {
         let wide = TrustedProxies::parse("172.16.0.0/12").expect("parse");
         assert!(wide.contains([172, 31, 255, 1].into()));
         assert!(!wide.contains([172, 32, 0, 1].into()));
+    }
+
+    use std::sync::Arc;
+
+    use actix_web::test::TestRequest;
+
+    use hmac_check::legacy_record;
+
+    const KEY: &str = "cpamp_LegacyAdminKey0123";
+    const CPA_KEY: &str = "cpa-management-key-0123";
+    const CLIENT_KEY: &str = "sk-client-key-0123";
+
+    /// What the admin check needs from the application, answering from fixed keys.
+    struct Backend {
+        limiter: LoginLimiter,
+        upgraded: Mutex<Vec<String>>,
+    }
+
+    impl Backend {
+        fn new(limiter: LoginLimiter) -> Backend {
+            Backend {
+                limiter,
+                upgraded: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl AuthBackend for Backend {
+        fn is_cpa_management_key<'a>(
+            &'a self,
+            token: &'a str,
+        ) -> Pin<Box<dyn Future<Output = bool> + 'a>> {
+            Box::pin(async move { same_secret(token, CPA_KEY) })
+        }
+
+        fn is_cpa_client_api_key<'a>(
+            &'a self,
+            token: &'a str,
+        ) -> Pin<Box<dyn Future<Output = bool> + 'a>> {
+            Box::pin(async move { same_secret(token, CLIENT_KEY) })
+        }
+
+        fn upgrade_credential<'a>(
+            &'a self,
+            _authenticator: &'a AdminAuthenticator,
+            key: &'a str,
+        ) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+            Box::pin(async move { lock(&self.upgraded).push(key.to_string()) })
+        }
+
+        fn limiter(&self) -> &LoginLimiter {
+            &self.limiter
+        }
+    }
+
+    fn legacy(key: &str) -> AdminAuthenticator {
+        AdminAuthenticator::from_record(&legacy_record(key)).expect("record")
+    }
+
+    fn message(result: Result<(), ApiError>) -> (StatusCode, String) {
+        let error = result.expect_err("refused");
+        (error.status, error.message)
+    }
+
+    #[test]
+    fn bearer_tokens_come_only_from_the_bearer_scheme() {
+        let token = |value: &str| {
+            bearer_token(
+                &TestRequest::default()
+                    .insert_header((AUTHORIZATION, value))
+                    .to_http_request(),
+            )
+        };
+        assert_eq!(token("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token("  bearer   abc  ").as_deref(), Some("abc"));
+        assert_eq!(token("BEARER x").as_deref(), Some("x"));
+        assert_eq!(token("Bearer "), None);
+        assert_eq!(token("Basic YWRtaW46YWRtaW4="), None);
+        assert_eq!(token("cmp_admin_no_scheme"), None);
+        assert_eq!(
+            bearer_token(&TestRequest::default().to_http_request()),
+            None
+        );
+    }
+
+    #[test]
+    fn the_client_is_the_peer_in_canonical_form() {
+        let request = |peer: &str| {
+            TestRequest::default()
+                .peer_addr(peer.parse().expect("address"))
+                .to_http_request()
+        };
+        assert_eq!(
+            client_address(&request("192.0.2.7:5000")),
+            Some(IpAddr::from([192, 0, 2, 7]))
+        );
+        assert_eq!(
+            client_address(&request("[::ffff:192.0.2.8]:5000")),
+            Some(IpAddr::from([192, 0, 2, 8]))
+        );
+        assert_eq!(
+            client_address(&TestRequest::default().to_http_request()),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn the_admin_check_refuses_wrong_keys_and_names_mixed_up_ones() {
+        let authenticator = legacy(KEY);
+        // Without a backend (no limiter, no hints): a wrong key and no key are refused.
+        assert_eq!(
+            message(check_admin(&authenticator, None, None, Some("cpamp_wrong")).await),
+            (StatusCode::UNAUTHORIZED, INVALID_ADMIN_KEY.to_string())
+        );
+        assert!(check_admin(&authenticator, None, None, None).await.is_err());
+        assert!(
+            check_admin(&authenticator, None, None, Some(KEY))
+                .await
+                .is_ok()
+        );
+        // A remembered key passes again, and a wrong one still does not.
+        assert!(
+            check_admin(&authenticator, None, None, Some(KEY))
+                .await
+                .is_ok()
+        );
+        assert!(
+            check_admin(&authenticator, None, None, Some("cpamp_wrong"))
+                .await
+                .is_err()
+        );
+
+        let backend = Backend::new(LoginLimiter::default());
+        let client: IpAddr = [10, 1, 0, 1].into();
+        let check = |token| check_admin(&authenticator, Some(&backend), Some(client), token);
+        assert_eq!(
+            message(check(Some(CPA_KEY)).await),
+            (StatusCode::UNAUTHORIZED, CPA_KEY_PRESENTED.to_string())
+        );
+        assert_eq!(
+            message(check(Some(CLIENT_KEY)).await),
+            (StatusCode::UNAUTHORIZED, CPA_API_KEY_PRESENTED.to_string())
+        );
+        assert_eq!(
+            message(check(Some("cpamp_other")).await),
+            (StatusCode::UNAUTHORIZED, INVALID_ADMIN_KEY.to_string())
+        );
+        // The right key clears the count and, for a Go-era record, is re-hashed.
+        assert!(check(Some(KEY)).await.is_ok());
+        assert_eq!(*lock(&backend.upgraded), vec![KEY.to_string()]);
+        for _ in 0..4 {
+            assert_eq!(
+                check(Some("cpamp_wrong")).await.expect_err("wrong").status,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        // The fifth failure blocks the address: even the right key gets 429 now.
+        assert_eq!(
+            check(None).await.expect_err("none").status,
+            StatusCode::UNAUTHORIZED
+        );
+        let blocked = check(Some(KEY)).await.expect_err("blocked");
+        assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            blocked
+                .retry_after_secs
+                .is_some_and(|seconds| seconds > 14 * 60)
+        );
+    }
+
+    #[tokio::test]
+    async fn records_and_their_credentials() {
+        // An argon2id record without its hash is unreadable, whatever else it holds.
+        let mut record = legacy_record(KEY);
+        record.version = 2;
+        assert!(AdminAuthenticator::from_record(&record).is_err());
+        let modern = AdminAuthenticator::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+        assert!(!modern.is_legacy());
+        // Debug output shows nothing of the credential.
+        assert_eq!(format!("{modern:?}"), "AdminAuthenticator { .. }");
+        let authenticator = legacy(KEY);
+        assert!(authenticator.is_legacy());
+        authenticator.upgrade("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into());
+        assert!(!authenticator.is_legacy());
+    }
+
+    #[tokio::test]
+    async fn at_most_sixteen_keys_are_remembered() {
+        let authenticator = legacy("cpamp_key-00");
+        for number in 0..17 {
+            let key = format!("cpamp_key-{number:02}");
+            *lock(&authenticator.credential) =
+                legacy_record(&key).credential().expect("credential");
+            assert_eq!(authenticator.verify(&key).await, Ok(true), "{key}");
+        }
+        assert!(authenticator.is_remembered("cpamp_key-15"));
+        assert!(!authenticator.is_remembered("cpamp_key-16"));
+        assert!(!authenticator.is_remembered(" "));
+    }
+
+    #[tokio::test]
+    async fn too_many_waiting_checks_are_busy_at_once() {
+        let count = AtomicUsize::new(MAX_WAITING_VERIFICATIONS - 1);
+        let last = Waiting::enter(&count).expect("the last place in the queue");
+        assert!(Waiting::enter(&count).is_none());
+        // The refused request released its place again.
+        assert_eq!(count.load(Ordering::Acquire), MAX_WAITING_VERIFICATIONS);
+        drop(last);
+        assert_eq!(count.load(Ordering::Acquire), MAX_WAITING_VERIFICATIONS - 1);
+
+        let authenticator = legacy(KEY);
+        authenticator
+            .waiting
+            .store(MAX_WAITING_VERIFICATIONS, Ordering::Release);
+        assert_eq!(authenticator.verify(KEY).await, Err(Busy));
+        assert_eq!(authenticator.checks_run(), 0);
+        assert_eq!(
+            message(check_admin(&authenticator, None, None, Some(KEY)).await),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy checking other admin key attempts; retry in a second"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn the_default_window_is_fifteen_minutes_and_proxies_are_kept() {
+        let limiter =
+            LoginLimiter::default().trusting(TrustedProxies::parse("10.0.0.0/8").expect("parse"));
+        assert!(limiter.trusted.contains([10, 9, 8, 7].into()));
+        let client: IpAddr = [10, 0, 0, 3].into();
+        for _ in 0..MAX_FAILURES {
+            limiter.record_failure(client);
+        }
+        let wait = limiter.blocked_for(client).expect("blocked");
+        assert!(wait > Duration::from_secs(14 * 60) && wait <= Duration::from_secs(15 * 60));
+    }
+
+    #[tokio::test]
+    async fn only_expired_idle_addresses_are_forgotten_and_only_beyond_the_bound() {
+        let window = Duration::from_millis(40);
+        // Below the bound nothing is dropped, expired or not.
+        let small = LoginLimiter::new(5, window);
+        small.record_failure([10, 2, 0, 1].into());
+        std::thread::sleep(window + Duration::from_millis(10));
+        small.record_failure([10, 2, 0, 2].into());
+        assert_eq!(small.tracked(), 2);
+        // A success with nothing in flight forgets the address.
+        small.record_success([10, 2, 0, 2].into());
+        assert_eq!(small.tracked(), 1);
+
+        let limiter = LoginLimiter::new(5, window);
+        let busy: IpAddr = [10, 3, 0, 1].into();
+        let slot = limiter
+            .admit(busy, || false)
+            .await
+            .expect("admit")
+            .expect("slot");
+        for index in 0..(MAX_TRACKED as u32 - 1) {
+            limiter.record_failure(IpAddr::from((10 << 24 | 1 << 16 | index).to_be_bytes()));
+        }
+        assert_eq!(limiter.tracked(), MAX_TRACKED);
+        std::thread::sleep(window + Duration::from_millis(10));
+        let fresh: IpAddr = [10, 4, 0, 1].into();
+        limiter.record_failure(fresh);
+        let recent: IpAddr = [10, 4, 0, 2].into();
+        limiter.record_failure(recent);
+        // The expired idle ones are gone; the one with a check running and the new ones
+        // stay.
+        assert_eq!(limiter.tracked(), 3);
+        // A check that ends undecided leaves nothing behind for an address without
+        // failures.
+        drop(slot);
+        assert_eq!(limiter.tracked(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_check_is_let_in_when_another_succeeds() {
+        let limiter = LoginLimiter::new(2, Duration::from_secs(60));
+        let client: IpAddr = [10, 5, 0, 1].into();
+        let first = limiter.admit(client, || false).await.expect("first");
+        let second = limiter.admit(client, || false).await.expect("second");
+        let third = limiter.admit(client, || false);
+        let succeed = async {
+            tokio::task::yield_now().await;
+            let mut first = first.expect("slot");
+            first.outcome = Some(true);
+            drop(first);
+        };
+        let (third, ()) = tokio::join!(third, succeed);
+        assert!(third.expect("admitted").is_some());
+        drop(second);
+        assert!(limiter.blocked_for(client).is_none());
+    }
+
+    #[test]
+    fn trusted_proxy_lists_hold_ipv6_ranges() {
+        use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+        let trusted = TrustedProxies::parse("::1, fd00::/8").expect("parse");
+        assert!(!trusted.is_empty());
+        assert!(trusted.contains("::1".parse().expect("ip")));
+        assert!(trusted.contains("fd12::7".parse().expect("ip")));
+        assert!(!trusted.contains("fe80::1".parse().expect("ip")));
+        assert!(!trusted.contains([127, 0, 0, 1].into()));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_static("2001:db8::9"),
+        );
+        assert_eq!(
+            trusted.client("::1".parse().expect("ip"), &headers),
+            "2001:db8::9".parse::<IpAddr>().expect("ip")
+        );
+    }
+
+    /// Settings kept in memory, for the bootstrap of the credential.
+    #[derive(Clone, Default)]
+    struct Settings(Arc<Mutex<HashMap<String, String>>>);
+
+    impl SettingsStore for Settings {
+        fn get_setting(
+            &self,
+            key: &str,
+        ) -> impl Future<Output = Result<Option<String>, cpamp_domain::StoreError>> + Send {
+            let value = lock(&self.0).get(key).cloned();
+            async move { Ok(value) }
+        }
+
+        fn put_setting(
+            &self,
+            key: &str,
+            value: &str,
+        ) -> impl Future<Output = Result<(), cpamp_domain::StoreError>> + Send {
+            lock(&self.0).insert(key.to_string(), value.to_string());
+            async { Ok(()) }
+        }
+    }
+
+    fn stored_source(settings: &Settings) -> String {
+        let text = lock(&settings.0)
+            .get(CREDENTIAL_KEY)
+            .cloned()
+            .expect("record");
+        serde_json::from_str::<CredentialRecord>(&text)
+            .expect("record")
+            .source
+    }
+
+    #[tokio::test]
+    async fn the_first_credential_comes_from_the_seed_else_is_generated() {
+        let seeded = Settings::default();
+        let (authenticator, outcome) =
+            ensure_admin_credential(&seeded, Some(" cmp_admin_Seed0123 "), 7)
+                .await
+                .expect("seeded");
+        assert!(matches!(outcome, CredentialBootstrap::Seeded));
+        assert_eq!(stored_source(&seeded), "env");
+        assert_eq!(authenticator.verify("cmp_admin_Seed0123").await, Ok(true));
+        // Once stored, the seed no longer matters.
+        let (_, again) = ensure_admin_credential(&seeded, Some("cmp_admin_Other"), 8)
+            .await
+            .expect("existing");
+        assert!(matches!(again, CredentialBootstrap::Existing));
+
+        let blank = Settings::default();
+        let (authenticator, outcome) = ensure_admin_credential(&blank, Some("   "), 7)
+            .await
+            .expect("generated");
+        let CredentialBootstrap::Generated(key) = outcome else {
+            panic!("a blank seed is no seed");
+        };
+        assert_eq!(stored_source(&blank), "generated");
+        assert_eq!(authenticator.verify(&key).await, Ok(true));
     }
 
     mod hmac_check {

@@ -1,4 +1,12 @@
-//! Middleware: CORS (server-core §1.8) and per-route HTTP request counting for `/metrics`.
+//! Middleware: CORS (server-core §1.8), security headers on every answer, and per-route
+//! HTTP request counting for `/metrics`.
+//!
+//! CORS is same-origin unless `USAGE_CORS_ORIGINS` names origins: with an empty list no
+//! `Access-Control-Allow-Origin` is sent, so a page on another site cannot read any
+//! answer. cpamp never sends `Access-Control-Allow-Credentials` (the admin key travels in
+//! `Authorization`, which a browser attaches only when a script sets it), and the CORS
+//! headers CPA puts on proxied answers are dropped by the proxy, so only this list
+//! decides.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -9,7 +17,7 @@ use actix_web::{HttpResponse, web};
 
 use crate::monitor::Monitor;
 
-/// `USAGE_CORS_ORIGINS`: `*` or exact origins.
+/// `USAGE_CORS_ORIGINS`: exact origins, or `*`; empty (the default) is same-origin only.
 #[derive(Debug, Clone, Default)]
 pub struct CorsOrigins(pub Vec<String>);
 
@@ -68,7 +76,7 @@ pub async fn cors(
     let origins = request
         .app_data::<web::Data<CorsOrigins>>()
         .map(|origins| origins.0.clone())
-        .unwrap_or_else(|| vec!["*".to_string()]);
+        .unwrap_or_default();
     let origin = request
         .headers()
         .get(header::ORIGIN)
@@ -82,6 +90,72 @@ pub async fn cors(
     let mut response = next.call(request).await?.map_into_boxed_body();
     apply_cors(response.headers_mut(), &origins, origin.as_deref());
     Ok(response)
+}
+
+/// `Content-Security-Policy` of answers that are not pages: nothing may load from them
+/// and nothing may frame them.
+pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// Security headers on every answer, added only where the handler (or CPA, for proxied
+/// answers) set none:
+/// - `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer` everywhere;
+/// - `X-Frame-Options: DENY` and [`API_CONTENT_SECURITY_POLICY`] on everything but pages:
+///   the embedded panel sets its own policy; a panel served from `PANEL_PATH` gets
+///   `frame-ancestors 'none'` only, since cpamp cannot know what else it needs;
+/// - CPA plugin resources (`/v0/resource/plugins*`, pages a panel may open in a frame)
+///   get `X-Frame-Options: SAMEORIGIN` and no policy of cpamp's.
+///
+/// Handler errors are answers by the time they get here (so they carry the headers too);
+/// the inner middleware answer their refusals (busy, too many connections) themselves.
+pub async fn security_headers(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let kind = PathKind::of(request.path());
+    let mut response = next.call(request).await?.map_into_boxed_body();
+    add_security_headers(response.headers_mut(), kind);
+    Ok(response)
+}
+
+/// Which security headers a path gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathKind {
+    Panel,
+    PluginResource,
+    Api,
+}
+
+impl PathKind {
+    fn of(path: &str) -> PathKind {
+        if path == "/management.html" {
+            PathKind::Panel
+        } else if crate::plugins::is_resource_path(path) {
+            PathKind::PluginResource
+        } else {
+            PathKind::Api
+        }
+    }
+}
+
+fn add_security_headers(headers: &mut header::HeaderMap, kind: PathKind) {
+    let mut set = |name: header::HeaderName, value: &'static str| {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    };
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(header::REFERRER_POLICY, "no-referrer");
+    match kind {
+        PathKind::Panel => {
+            set(header::X_FRAME_OPTIONS, "DENY");
+            set(header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'");
+        }
+        PathKind::PluginResource => set(header::X_FRAME_OPTIONS, "SAMEORIGIN"),
+        PathKind::Api => {
+            set(header::X_FRAME_OPTIONS, "DENY");
+            set(header::CONTENT_SECURITY_POLICY, API_CONTENT_SECURITY_POLICY);
+        }
+    }
 }
 
 /// Counts every answered request by route pattern, method and status.
@@ -139,6 +213,60 @@ mod tests {
         let exact = vec!["https://a.example".to_string()];
         assert_eq!(allowed_origin(&exact, Some("https://b.example")), None);
         assert_eq!(allowed_origin(&[], Some("https://a.example")), None);
+    }
+
+    #[test]
+    fn security_headers_fill_only_what_the_answer_lacks() {
+        let mut api = header::HeaderMap::new();
+        add_security_headers(&mut api, PathKind::of("/v0/management/usage"));
+        assert_eq!(
+            api.get(header::X_CONTENT_TYPE_OPTIONS).expect("header"),
+            "nosniff"
+        );
+        assert_eq!(
+            api.get(header::REFERRER_POLICY).expect("header"),
+            "no-referrer"
+        );
+        assert_eq!(api.get(header::X_FRAME_OPTIONS).expect("header"), "DENY");
+        assert_eq!(
+            api.get(header::CONTENT_SECURITY_POLICY).expect("header"),
+            API_CONTENT_SECURITY_POLICY
+        );
+
+        let mut panel = header::HeaderMap::new();
+        panel.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'"),
+        );
+        add_security_headers(&mut panel, PathKind::of("/management.html"));
+        assert_eq!(
+            panel.get(header::CONTENT_SECURITY_POLICY).expect("header"),
+            "default-src 'none'"
+        );
+        assert_eq!(panel.get(header::X_FRAME_OPTIONS).expect("header"), "DENY");
+        let mut foreign_panel = header::HeaderMap::new();
+        add_security_headers(&mut foreign_panel, PathKind::of("/management.html"));
+        assert_eq!(
+            foreign_panel
+                .get(header::CONTENT_SECURITY_POLICY)
+                .expect("header"),
+            "frame-ancestors 'none'"
+        );
+
+        let mut plugin = header::HeaderMap::new();
+        add_security_headers(
+            &mut plugin,
+            PathKind::of("/v0/resource/plugins/a/index.html"),
+        );
+        assert_eq!(
+            plugin.get(header::X_FRAME_OPTIONS).expect("header"),
+            "SAMEORIGIN"
+        );
+        assert!(!plugin.contains_key(header::CONTENT_SECURITY_POLICY));
+        assert_eq!(
+            plugin.get(header::X_CONTENT_TYPE_OPTIONS).expect("header"),
+            "nosniff"
+        );
     }
 
     #[test]

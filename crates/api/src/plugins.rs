@@ -5,9 +5,14 @@
 //!   saved CPA Management Key in its place).
 //! - Plugin resources: `/v0/resource/plugins` and below (plugin pages the panel opens in
 //!   a frame, their assets and APIs). With a valid admin key the CPA Management Key is
-//!   substituted; otherwise the caller's own `Authorization` (or none) goes to CPA, so
-//!   public plugin assets load and a plugin's own credential works. Methods other than
-//!   GET, HEAD, POST, PUT, PATCH and DELETE answer 405.
+//!   substituted. Without a token (public plugin assets) or with the CPA Management Key
+//!   itself, the caller's own `Authorization` (or none) goes to CPA and no admin check
+//!   runs, so loading assets never counts as a failed login. A token the admin check
+//!   rejects is passed on only when it does not look like the admin key (`cmp_admin_…`
+//!   or remembered from a login), and one the check could not decide on (blocked
+//!   address, busy server) is never passed on: the admin key never reaches CPA, and the
+//!   CPA Management Key is never lent to a caller without the admin key. Methods other
+//!   than GET, HEAD, POST, PUT, PATCH and DELETE answer 405.
 //! - Origin rewrite, for both kinds: behind cpamp a plugin page sends cpamp's origin,
 //!   while the plugin inside CPA needs CPA's. `X-Codex-Invite-Origin`, when sent, and a
 //!   `management_origin` member of a JSON object body are set to CPA's origin
@@ -138,20 +143,50 @@ pub(crate) async fn resource<S: Store>(
     ) {
         return Err(ApiError::method_not_allowed());
     }
-    // A valid admin key gets the CPA Management Key; anyone else keeps their own
-    // credential (public plugin assets, a plugin's own login).
-    let admin = AdminAuth::from_request(request, &mut Payload::None)
-        .await
-        .is_ok();
     let connection = crate::connection::resolve(state)
         .await?
         .ok_or_else(ApiError::not_configured)?;
-    let credential = if admin {
-        Credential::Management(connection.management_key.expose().to_string())
-    } else {
-        Credential::Caller
+    let key = connection.management_key.expose();
+    let credential = resource_credential(request, key).await;
+    let credential = match credential {
+        ResourceCredential::Admin => Credential::Management(key.to_string()),
+        ResourceCredential::Own => Credential::ClientKey,
+        ResourceCredential::NotAdmin => Credential::ClientKey,
+        ResourceCredential::Unchecked => Credential::None,
     };
     forward(request, payload, &connection.base_url, credential).await
+}
+
+/// Who a plugin resource request is, as far as credentials go.
+enum ResourceCredential {
+    /// The admin key verified: CPA gets the CPA Management Key.
+    Admin,
+    /// No bearer token, or the CPA Management Key itself: the caller's own credential
+    /// (or none) goes to CPA, unless it looks like the admin key; no admin check runs, so
+    /// public assets cost no failure.
+    Own,
+    /// A token the admin check rejected: forwarded only when it is not shaped like (or
+    /// remembered as) the admin key.
+    NotAdmin,
+    /// The admin check could not decide (the address is blocked, or the server is
+    /// busy): the token may be the admin key, so nothing is forwarded with it.
+    Unchecked,
+}
+
+async fn resource_credential(request: &HttpRequest, cpa_key: &str) -> ResourceCredential {
+    let Some(token) = crate::auth::bearer_token(request) else {
+        return ResourceCredential::Own;
+    };
+    if crate::auth::same_secret(&token, cpa_key) {
+        return ResourceCredential::Own;
+    }
+    match AdminAuth::from_request(request, &mut Payload::None).await {
+        Ok(_) => ResourceCredential::Admin,
+        Err(error) if error.status == actix_web::http::StatusCode::UNAUTHORIZED => {
+            ResourceCredential::NotAdmin
+        }
+        Err(_) => ResourceCredential::Unchecked,
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //!   verified, and the CPA key is attached only then. (The Go server forwarded the
 //!   caller's credential to "plugin" paths when admin auth failed; cpamp does not.)
 //! - Bodies stream both ways; hop-by-hop headers and the `X-CPAMP-Auth-File-*`
-//!   bookkeeping headers are dropped; `X-Forwarded-For` gets the client address.
+//!   bookkeeping headers are dropped; `X-Forwarded-For` gets the client address; CPA's
+//!   CORS headers are dropped from answers.
 //! - Dialling CPA times out after 10 s; an established exchange has no overall timeout,
 //!   so long streams work.
 
@@ -54,7 +55,9 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-real-ip",
 ];
 
-/// Response headers never copied back.
+/// Response headers never copied back: hop-by-hop ones, and CPA's own CORS headers
+/// (CPA allows every origin; cpamp's `USAGE_CORS_ORIGINS` alone decides, see
+/// `middleware::cors`).
 const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "connection",
     "proxy-connection",
@@ -66,6 +69,12 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "content-length",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+    "access-control-max-age",
 ];
 
 /// Registers the proxy as the default service (after every local route).
@@ -77,11 +86,11 @@ pub fn configure<S: Store>(config: &mut web::ServiceConfig) {
 pub(crate) enum Credential {
     /// Replace `Authorization` with the saved CPA Management Key.
     Management(String),
-    /// Forward the caller's `Authorization` untouched (plugin assets).
-    Caller,
     /// Forward the caller's `Authorization` unless it carries the admin key
     /// (`/v1/models`: a CPA API key is what CPA expects there).
     ClientKey,
+    /// Forward no `Authorization` at all.
+    None,
 }
 
 async fn dispatch<S: Store>(
@@ -194,8 +203,8 @@ pub(crate) async fn forward(
     };
     let drop_authorization = match &credential {
         Credential::Management(_) => true,
-        Credential::Caller => false,
         Credential::ClientKey => carries_admin_key(request),
+        Credential::None => true,
     };
     let mut builder = http::Request::builder()
         .method(request.method().as_str())
@@ -319,12 +328,22 @@ pub(crate) async fn forward(
     Ok(reply.streaming(stream))
 }
 
-/// True when the request's bearer token is the admin key: remembered from a login, or
-/// shaped like one (`cmp_admin_…`, or `cpamp_…` of older releases). Costs no hash, so an
-/// open route cannot be used to make the server run argon2.
+/// True when the request's `Authorization` carries the admin key, as a bearer token or
+/// as the whole value (CPA reads either): remembered from a login, or shaped like one
+/// (`cmp_admin_…`, or `cpamp_…` of older releases). Costs no hash, so an open route
+/// cannot be used to make the server run argon2.
 fn carries_admin_key(request: &HttpRequest) -> bool {
-    let Some(token) = crate::auth::bearer_token(request) else {
-        return false;
+    let token = match crate::auth::bearer_token(request) {
+        Some(token) => token,
+        None => match request
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+        {
+            Some(value) if !value.is_empty() => value.to_string(),
+            _ => return false,
+        },
     };
     token.starts_with(cpamp_domain::keys::ADMIN_KEY_PREFIX)
         || token.starts_with("cpamp_")
@@ -335,8 +354,9 @@ fn carries_admin_key(request: &HttpRequest) -> bool {
 
 /// The path to forward: `raw` (as received, still percent-encoded) with repeated slashes
 /// collapsed; 400 when a segment is a dot segment (also percent-encoded) or holds an
-/// encoded `/` or `\\`, which CPA or a server behind it could resolve to another path
-/// than the one cpamp authorised.
+/// encoded `/`, `\\` or NUL, or bytes that are not UTF-8 once decoded (overlong forms
+/// such as `%c0%ae` for `.`), which CPA or a server behind it could resolve to another
+/// path than the one cpamp authorised.
 pub(crate) fn forwardable_path(raw: &str) -> Result<String, ApiError> {
     let mut path = String::with_capacity(raw.len());
     for (index, segment) in raw.split('/').enumerate() {
@@ -344,13 +364,16 @@ pub(crate) fn forwardable_path(raw: &str) -> Result<String, ApiError> {
         let refused = decoded == b"."
             || decoded == b".."
             || decoded.contains(&b'/')
-            || decoded.contains(&b'\\');
+            || decoded.contains(&b'\\')
+            || decoded.contains(&0)
+            || std::str::from_utf8(&decoded).is_err();
         if refused {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidRequest,
                 format!(
-                    "path {raw:?} has a dot segment or an encoded slash; cpamp forwards only \
-                     resolved paths: send the path without \".\", \"..\", %2e, %2f or %5c segments"
+                    "path {raw:?} has a dot segment, an encoded slash or NUL, or bytes that are \
+                     not UTF-8; cpamp forwards only resolved paths: send the path without \".\", \
+                     \"..\", %2e, %2f, %5c, %00 or overlong (%c0%ae) segments"
                 ),
             ));
         }
@@ -438,6 +461,9 @@ mod tests {
             "/v0/management/a%2fb",
             "/v0/management/a%5C..",
             "/v0/management/..",
+            "/v0/management/%c0%ae%c0%ae/config",
+            "/v0/management/config%00.json",
+            "/v0/management/%ff",
         ] {
             let error = forwardable_path(bad).expect_err(bad);
             assert_eq!(error.status, StatusCode::BAD_REQUEST, "{bad}");

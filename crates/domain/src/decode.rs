@@ -150,6 +150,14 @@ const TOKEN_KEY_GROUPS: &[&[&str]] = &[
 ];
 const HEADER_KEYS: &[&str] = &["response_headers", "responseHeaders", "headers"];
 
+/// The form of a dead-letter payload (or reason) that may be stored: credentials
+/// redacted as in failure summaries, `source` values masked as in stored events,
+/// capped at 64 KiB. Storage applies it to every dead letter it writes, whoever made
+/// it, so a raw client API key never reaches the database.
+pub fn redact_dead_letter_text(text: &str) -> String {
+    redact::dead_letter_payload(text)
+}
+
 /// Decodes one queue item as received from CPA.
 ///
 /// Never panics. Blank items are [`Decoded::Blank`]; `{"refresh":true}` and
@@ -869,13 +877,19 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
     let auth_type = text_field(members, &["auth_type", "authType"]);
     let auth_index = text_field(members, &["auth_index", "authIndex", "AuthIndex"]);
 
-    let raw_source = first_present(
+    let source_member = first_present(
         members,
         &["source", "api_key", "apiKey", "key", "account", "email"],
-    )
-    .map(|(_, value)| text_of(value))
-    .unwrap_or_default();
-    let source = non_empty(redact::mask_source(&raw_source));
+    );
+    let raw_source = source_member
+        .map(|(_, value)| text_of(value))
+        .unwrap_or_default();
+    // Without a `source`, the client API key stands in for it: always masked, whatever
+    // its shape (a short key does not look like a secret to `mask_source`).
+    let source = match source_member {
+        Some(("api_key" | "apiKey" | "key", _)) => non_empty(redact::mask_secret(&raw_source)),
+        _ => non_empty(redact::mask_source(&raw_source)),
+    };
     let source_hash = (!raw_source.is_empty()).then(|| redact::sha256_hex(&raw_source));
     let api_key_hash = first_present(members, &["api_key", "apiKey", "key"])
         .map(|(_, value)| text_of(value))
@@ -1031,7 +1045,19 @@ fn normalize(members: Members<'_, '_>, now_ms: i64) -> Result<UsageEvent, String
             }
             full.push_str(&headers);
         }
-        redact::summarize(&full)
+        // Upstreams echo the key they refused: the request's own client API key and a
+        // secret-looking source are removed wherever they appear, whatever their shape.
+        let echoed = [
+            first_present(members, &["api_key", "apiKey", "key"])
+                .map(|(_, value)| text_of(value))
+                .unwrap_or_default(),
+            // (An e-mail is masked by the summary itself, keeping its domain.)
+            match redact::mask_source(&raw_source) {
+                Cow::Owned(_) if !raw_source.contains('@') => raw_source.clone(),
+                _ => Cow::Borrowed(""),
+            },
+        ];
+        redact::summarize(&redact::remove_literals(&full, &echoed))
     } else {
         None
     };
@@ -1160,5 +1186,47 @@ mod plausibility_tests {
             "1000000000",
         );
         assert!(matches!(decode(item.as_bytes(), 1), Decoded::Event(_)));
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    fn event(item: &str) -> UsageEvent {
+        match decode(item.as_bytes(), 1) {
+            Decoded::Event(event) => *event,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_key_standing_in_for_the_source_is_masked_whatever_its_shape() {
+        let short = event(
+            r#"{"timestamp":"2026-08-22T14:00:11Z","model":"gpt-5","api_key":"team-key-7","tokens":{"input_tokens":1}}"#,
+        );
+        assert_eq!(short.source.as_deref(), Some("m:te..."));
+        let tiny = event(
+            r#"{"timestamp":"2026-08-22T14:00:11Z","model":"gpt-5","apiKey":"k-12","tokens":{"input_tokens":1}}"#,
+        );
+        assert_eq!(tiny.source.as_deref(), Some("m:****"));
+        // A real source is masked only when it looks like a secret (an e-mail by rule).
+        let named = event(
+            r#"{"timestamp":"2026-08-22T14:00:11Z","model":"gpt-5","source":"my-project","api_key":"team-key-7","tokens":{"input_tokens":1}}"#,
+        );
+        assert_eq!(named.source.as_deref(), Some("my-project"));
+    }
+
+    #[test]
+    fn a_failure_body_echoing_the_request_key_keeps_no_copy_of_it() {
+        let failed = event(
+            r#"{"timestamp":"2026-08-22T14:00:11Z","model":"gpt-5","api_key":"client-key-77a1","source":"0123456789abcdef0123456789abcdef","failed":true,
+                "fail":{"status_code":401,"body":"Incorrect API key provided: client-key-77a1 (credential 0123456789abcdef0123456789abcdef)"},"tokens":{"input_tokens":1}}"#,
+        );
+        let summary = failed.fail_summary.expect("summary");
+        assert_eq!(
+            summary,
+            "Incorrect API key provided: [redacted] (credential [redacted])"
+        );
     }
 }

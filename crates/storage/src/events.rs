@@ -8,6 +8,7 @@
 //! the caller keeps the batch to retry.
 
 use cpamp_domain::StoreError;
+use cpamp_domain::decode::redact_dead_letter_text;
 use cpamp_domain::event::UsageEvent;
 use cpamp_domain::ports::{BatchOutcome, EventSink, IngestBatch};
 use sqlx::SqliteConnection;
@@ -157,11 +158,13 @@ async fn write_batch(
     outcome.inserted = fresh.len() as u64;
 
     for dead_letter in &batch.dead_letters {
+        // Dead letters are redacted like failure summaries: a malformed item can carry
+        // a client API key, a token or a cookie, which must never reach the file.
         sqlx::query(
             "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES (?, ?, ?)",
         )
-        .bind(&dead_letter.payload)
-        .bind(&dead_letter.reason)
+        .bind(redact_dead_letter_text(&dead_letter.payload))
+        .bind(redact_dead_letter_text(&dead_letter.reason))
         .bind(dead_letter.created_at_ms)
         .execute(&mut *connection)
         .await?;

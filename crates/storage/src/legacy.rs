@@ -102,6 +102,13 @@ pub(crate) async fn prepare(writer: &SqlitePool) -> Result<bool, StoreError> {
 
 /// Copies Go settings and dead letters into cpamp's tables (after migrations).
 pub(crate) async fn copy_small_tables(writer: &SqlitePool) -> Result<(), StoreError> {
+    // The Go tables held raw dead-letter payloads: what is dropped here is zeroed, not
+    // left in free pages (the store has one writer connection, so this holds for the
+    // transaction below; `rollup::backfill` turns it off again).
+    sqlx::query("PRAGMA secure_delete = ON")
+        .execute(writer)
+        .await
+        .map_err(|error| error::map(error, "begin adoption"))?;
     let mut transaction = writer
         .begin()
         .await
@@ -137,6 +144,13 @@ pub(crate) async fn copy_small_tables(writer: &SqlitePool) -> Result<(), StoreEr
             .execute(&mut *transaction)
             .await
             .map_err(|error| error::map(error, "drop Go dead letters"))?;
+        // The Go server stored payloads raw; they are redacted before anything else
+        // runs (`rollup::backfill`).
+        sqlx::query("INSERT OR IGNORE INTO usage_rollup_backfill (name) VALUES (?)")
+            .bind(crate::rollup::REDACT_DEAD_LETTERS)
+            .execute(&mut *transaction)
+            .await
+            .map_err(|error| error::map(error, "mark Go dead letters for redaction"))?;
     }
     sqlx::query(
         "INSERT INTO settings (key, value, updated_at_ms) VALUES (?, ?, ?) \

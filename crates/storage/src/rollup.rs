@@ -392,24 +392,78 @@ async fn merge_entries(
 }
 
 /// Completes what a migration left to do in Rust, once: fills rollups added by a
-/// migration from the rollups that already existed. Runs at open, before anything
-/// is ingested; each step commits with the removal of its mark.
+/// migration from the rollups that already existed, and redacts dead letters stored
+/// before redaction existed (or adopted from the Go server). Runs at open, before
+/// anything is ingested; each step commits with the removal of its mark.
 pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
     let pending: Vec<String> = sqlx::query_scalar("SELECT name FROM usage_rollup_backfill")
         .fetch_all(writer)
         .await?;
     for name in pending {
+        let redacting = name == REDACT_DEAD_LETTERS;
+        if redacting {
+            // The rows' old text must not survive in freed pages either (the store has
+            // one writer connection, so this applies to the transaction below).
+            sqlx::query("PRAGMA secure_delete = ON")
+                .execute(writer)
+                .await?;
+        }
         let mut transaction = writer.begin().await?;
         if name == "heat_h" {
             backfill_heat(&mut transaction).await?;
+        }
+        if redacting {
+            redact_dead_letters(&mut transaction).await?;
         }
         sqlx::query("DELETE FROM usage_rollup_backfill WHERE name = ?")
             .bind(&name)
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
+        if redacting {
+            sqlx::query("PRAGMA secure_delete = OFF")
+                .execute(writer)
+                .await?;
+            // Old page images in the WAL go with a checkpoint.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(writer)
+                .await?;
+        }
     }
     Ok(())
+}
+
+/// The backfill step that redacts stored dead letters.
+pub(crate) const REDACT_DEAD_LETTERS: &str = "redact_dead_letters";
+
+/// Rewrites every stored dead letter in its redacted form (a no-op for rows that are
+/// redacted already).
+async fn redact_dead_letters(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut after = 0_i64;
+    loop {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, payload, error FROM dead_letter_events WHERE id > ? ORDER BY id LIMIT 500",
+        )
+        .bind(after)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.0;
+        for (id, payload, reason) in rows {
+            let clean_payload = cpamp_domain::decode::redact_dead_letter_text(&payload);
+            let clean_reason = cpamp_domain::decode::redact_dead_letter_text(&reason);
+            if clean_payload != payload || clean_reason != reason {
+                sqlx::query("UPDATE dead_letter_events SET payload = ?, error = ? WHERE id = ?")
+                    .bind(clean_payload)
+                    .bind(clean_reason)
+                    .bind(id)
+                    .execute(&mut *connection)
+                    .await?;
+            }
+        }
+    }
 }
 
 /// `usage_rollup_heat_h` from `usage_rollup_ident_h`: every entry's identity is

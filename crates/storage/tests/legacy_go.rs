@@ -41,7 +41,7 @@ async fn write_go_database(path: &std::path::Path) {
         "CREATE TABLE dead_letter_events (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, error TEXT NOT NULL, created_at_ms INTEGER NOT NULL)",
         "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at_ms INTEGER NOT NULL)",
         "INSERT INTO settings VALUES ('manager_config_v1', '{\"cpaConnection\":{\"cpaBaseUrl\":\"http://cpa:8317\"}}', 1)",
-        "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES ('not json', 'invalid character', 5)",
+        "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES ('{\"api_key\":\"go-client-key-FAKE-0077\",\"timestamp\":', 'unexpected end of JSON input', 5)",
         "INSERT INTO api_key_aliases VALUES ('kh1', 'ci-bot', 1)",
         // Account automation: one active and one ended cooldown, one pending candidate.
         "CREATE TABLE quota_cooldowns (id INTEGER PRIMARY KEY AUTOINCREMENT, auth_file_name TEXT NOT NULL, \
@@ -235,6 +235,16 @@ async fn a_go_database_is_adopted_in_place() {
             .is_some()
     );
     assert_eq!(store.counts().await.expect("counts").dead_letters, 1);
+    // The Go server kept dead letters raw; adopted ones are redacted, and the raw text
+    // is gone from the files too.
+    for name in ["usage.sqlite", "usage.sqlite-wal"] {
+        let bytes = std::fs::read(directory.path().join(name)).unwrap_or_default();
+        let needle = b"go-client-key-FAKE-0077";
+        assert!(
+            !bytes.windows(needle.len()).any(|window| window == needle),
+            "raw key in {name}"
+        );
+    }
     // Go's cooldowns (restores still due) and pending candidates carry on.
     let cooldowns = store.active_cooldowns().await.expect("cooldowns");
     assert_eq!(cooldowns.len(), 1);

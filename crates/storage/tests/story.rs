@@ -303,3 +303,82 @@ async fn event_hashes_dedupe_by_their_raw_bytes_and_malformed_ones_stay_apart() 
     expected.sort();
     assert_eq!(ledger, expected);
 }
+
+/// True when `needle` occurs in the database file or its WAL.
+fn in_files(path: &std::path::Path, needle: &str) -> bool {
+    let wal = path.with_file_name("usage.sqlite-wal");
+    [path.to_path_buf(), wal].iter().any(|file| {
+        std::fs::read(file)
+            .unwrap_or_default()
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+    })
+}
+
+#[tokio::test]
+async fn dead_letters_never_keep_a_client_key_in_the_file() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    let key = "client-key-FAKE-dead-letter-01";
+    let dead = DeadLetter {
+        payload: format!(r#"{{"api_key":"{key}","timestamp":"yesterday","model":"gpt-x"}}"#),
+        reason: "timestamp \"yesterday\" is not a time".into(),
+        created_at_ms: 5,
+    };
+    store
+        .store_batch(batch(vec![], vec![dead]))
+        .await
+        .expect("store");
+    store.close().await;
+    assert!(!in_files(&path, key), "new dead letter kept the key");
+
+    // A row written raw by an earlier release is redacted once at the next open.
+    let old_key = "client-key-FAKE-dead-letter-02";
+    {
+        use sqlx::Connection;
+        let mut connection =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("connect");
+        sqlx::query(
+            "INSERT INTO dead_letter_events (payload, error, created_at_ms) VALUES (?, 'x', 6)",
+        )
+        .bind(format!(r#"{{"apiKey":"{old_key}","model":"gpt-y"}}"#))
+        .execute(&mut connection)
+        .await
+        .expect("raw row");
+        sqlx::query("INSERT INTO usage_rollup_backfill (name) VALUES ('redact_dead_letters')")
+            .execute(&mut connection)
+            .await
+            .expect("mark");
+        connection.close().await.expect("close");
+    }
+    assert!(in_files(&path, old_key), "the raw row was not written");
+    let reopened = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    reopened.close().await;
+    assert!(
+        !in_files(&path, old_key),
+        "the old dead letter kept the key"
+    );
+    let payloads = {
+        use sqlx::Connection;
+        let mut connection =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", path.display()))
+                .await
+                .expect("connect");
+        sqlx::query_scalar::<_, String>("SELECT payload FROM dead_letter_events ORDER BY id")
+            .fetch_all(&mut connection)
+            .await
+            .expect("payloads")
+    };
+    assert_eq!(
+        payloads,
+        vec![
+            r#"{"api_key":"[redacted]","timestamp":"yesterday","model":"gpt-x"}"#.to_string(),
+            r#"{"apiKey":"[redacted]","model":"gpt-y"}"#.to_string(),
+        ]
+    );
+}

@@ -37,9 +37,21 @@ fn start_server(
 /// What reached the store, not what it kept: the store's own count of the events it was
 /// handed (inserted, and skipped as already stored). The rows alone cannot show a batch
 /// sent twice, since the store drops the second copy by its event hash.
+/// The counters move just after the commit that made the rows visible, so they are read
+/// once they account for every emitted event (or the wait ends), then a moment later again
+/// so a late second delivery would still show.
 fn assert_each_event_reached_the_store_once(server: &ServerProcess, emitted: usize) {
-    let skipped = crate::support::metric(server, METRICS_TOKEN, "cpamp_events_skipped_total");
-    let inserted = crate::support::metric(server, METRICS_TOKEN, "cpamp_events_ingested_total");
+    let handed = || {
+        let skipped = crate::support::metric(server, METRICS_TOKEN, "cpamp_events_skipped_total");
+        let inserted = crate::support::metric(server, METRICS_TOKEN, "cpamp_events_ingested_total");
+        (inserted, skipped)
+    };
+    wait_until(Duration::from_secs(10), || {
+        let (inserted, skipped) = handed();
+        inserted + skipped >= emitted as u64
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (inserted, skipped) = handed();
     assert_eq!(
         (inserted, skipped),
         (emitted as u64, 0),

@@ -25,6 +25,7 @@ mod proxy;
 mod proxy_paths;
 mod quota;
 mod reset_key;
+mod security;
 mod setup;
 mod status;
 mod support;

@@ -68,6 +68,43 @@ pub(crate) fn mask_source(value: &str) -> Cow<'_, str> {
     Cow::Owned(format!("m:{}...{}", &value[..head], &value[tail..]))
 }
 
+/// Masks a value known to be a secret, whatever its shape: the first and last four
+/// bytes of a long one (`m:abcd...wxyz`), nothing of one of eight bytes or fewer.
+pub(crate) fn mask_secret(value: &str) -> Cow<'_, str> {
+    if value.is_empty() {
+        return Cow::Borrowed(value);
+    }
+    if value.len() <= 8 {
+        return Cow::Borrowed("m:****");
+    }
+    if value.len() < 16 {
+        let head = floor_boundary(value, 2);
+        return Cow::Owned(format!("m:{}...", &value[..head]));
+    }
+    let head = floor_boundary(value, 4);
+    let tail = ceil_boundary(value, value.len() - 4);
+    Cow::Owned(format!("m:{}...{}", &value[..head], &value[tail..]))
+}
+
+/// Shortest literal [`remove_literals`] removes: shorter values would match ordinary
+/// words.
+const LITERAL_MINIMUM: usize = 6;
+
+/// `text` with every occurrence of each of `literals` (of at least six bytes) replaced
+/// by `[redacted]`: secrets known by value, such as the request's own client API key
+/// echoed in an upstream's failure body.
+pub(crate) fn remove_literals<'t, S: AsRef<str>>(text: &'t str, literals: &[S]) -> Cow<'t, str> {
+    let mut current = Cow::Borrowed(text);
+    for literal in literals {
+        let literal = literal.as_ref().trim();
+        if literal.len() < LITERAL_MINIMUM || literal == REDACTED || !current.contains(literal) {
+            continue;
+        }
+        current = Cow::Owned(current.replace(literal, REDACTED));
+    }
+    current
+}
+
 /// True for object keys whose values are credentials and never stored:
 /// compared lower-case after trimming, with `-` and spaces read as `_`.
 pub(crate) fn is_secret_key(key: &str) -> bool {
@@ -226,6 +263,142 @@ pub(crate) fn summarize(text: &str) -> Option<String> {
     } else {
         Some(capped.into_owned())
     }
+}
+
+/// Largest stored dead-letter payload before `...`: far above any real CPA usage item,
+/// so a malformed one is kept whole for diagnosis, but an absurd one cannot fill the disk.
+pub(crate) const DEAD_LETTER_LIMIT: usize = 64 * 1024;
+
+/// A dead-letter payload as it may be stored: the item's text with every credential
+/// redacted the way failure summaries are ([`redact_secrets`]: client API keys under
+/// `api_key`/`apiKey`/`key`, `Authorization`, cookies, tokens, `Bearer …`, well-known
+/// key shapes, e-mail local parts) and `source` values masked as stored events mask
+/// them ([`mask_source`]), capped at [`DEAD_LETTER_LIMIT`] bytes plus `...` (a token cut
+/// in half at the cap is dropped). Everything else stays, so the reason can be checked
+/// against the item. Applying it again changes nothing.
+pub(crate) fn dead_letter_payload(text: &str) -> String {
+    let (head, cut) = if text.len() > DEAD_LETTER_LIMIT {
+        let end = floor_boundary(text, DEAD_LETTER_LIMIT);
+        let head = &text[..end];
+        let token_start = head
+            .rfind(|c: char| c.is_whitespace() || "\"',;&=:{}[]()<>".contains(c))
+            .map_or(0, |i| i + 1);
+        if head.len() - token_start <= 256 {
+            (&head[..token_start], true)
+        } else {
+            (head, true)
+        }
+    } else {
+        (text, false)
+    };
+    // Secrets known by value (a client API key, a secret-looking source) are removed
+    // wherever they appear, also where an upstream's failure body echoes them.
+    let literals = member_values(head, |name, value| {
+        (is_secret_key(name) || name == "key")
+            || (name == "source"
+                && !value.contains('@')
+                && matches!(mask_source(value), Cow::Owned(_)))
+    });
+    let masked = mask_source_members(head).map_or(Cow::Borrowed(head), Cow::Owned);
+    let without_literals = remove_literals(&masked, &literals);
+    let mut out = redact_secrets(&without_literals).into_owned();
+    if cut {
+        out.push_str("...");
+    }
+    out
+}
+
+/// The raw (still JSON-escaped) string values of `"name": "value"` members anywhere in
+/// `text` for which `wanted(name, value)` holds; `text` need not be valid JSON.
+fn member_values(text: &str, wanted: impl Fn(&str, &str) -> bool) -> Vec<String> {
+    let bytes = text.as_bytes();
+    // The index just past the closing quote of the string opening at `start`.
+    let string_end = |start: usize| {
+        let mut end = start + 1;
+        while end < bytes.len() && bytes[end] != b'"' {
+            end += if bytes[end] == b'\\' { 2 } else { 1 };
+        }
+        end.min(bytes.len())
+    };
+    let skip_space = |mut position: usize| {
+        while matches!(bytes.get(position), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            position += 1;
+        }
+        position
+    };
+    let mut values = Vec::new();
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] != b'"' {
+            index += 1;
+            continue;
+        }
+        let name_end = string_end(index);
+        let name = &text[index + 1..name_end];
+        let colon = skip_space(name_end + 1);
+        if bytes.get(colon) != Some(&b':') {
+            index = name_end + 1;
+            continue;
+        }
+        let value_start = skip_space(colon + 1);
+        if bytes.get(value_start) != Some(&b'"') {
+            index = value_start;
+            continue;
+        }
+        let value_end = string_end(value_start);
+        let value = &text[value_start + 1..value_end];
+        if wanted(name, value) {
+            values.push(value.to_string());
+        }
+        index = value_end + 1;
+    }
+    values
+}
+
+/// `"source": "<value>"` members (any spelling of the quotes' spacing) with the value
+/// masked by [`mask_source`]; `None` when nothing changed.
+fn mask_source_members(text: &str) -> Option<String> {
+    const NAME: &str = "\"source\"";
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = text[search..].find(NAME) {
+        let mut position = search + found + NAME.len();
+        search = position;
+        while matches!(bytes.get(position), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            position += 1;
+        }
+        if bytes.get(position) != Some(&b':') {
+            continue;
+        }
+        position += 1;
+        while matches!(bytes.get(position), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            position += 1;
+        }
+        if bytes.get(position) != Some(&b'"') {
+            continue;
+        }
+        let start = position + 1;
+        let mut end = start;
+        while end < bytes.len() && bytes[end] != b'"' {
+            end += if bytes[end] == b'\\' { 2 } else { 1 };
+        }
+        let end = end.min(bytes.len());
+        let value = &text[start..end];
+        let masked = mask_source(value);
+        if masked != value {
+            let buffer = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            buffer.push_str(&text[copied..start]);
+            buffer.push_str(&masked);
+            copied = end;
+        }
+        search = end;
+    }
+    out.map(|mut buffer| {
+        buffer.push_str(&text[copied..]);
+        buffer
+    })
 }
 
 /// Redacts credentials and e-mail local parts from free text.
@@ -777,6 +950,66 @@ mod tests {
         let body = format!("{} sk-proj-{}", "y ".repeat(4090), "S".repeat(64));
         let summary = summarize(&body).expect("summary");
         assert!(!summary.contains("SSSS"), "{summary}");
+    }
+
+    #[test]
+    fn dead_letter_payloads_keep_their_shape_without_credentials() {
+        let item = r#"{"timestamp":"bad","api_key":"client-key-FAKE-123","apiKey":"other-FAKE-9","source":"0123456789abcdef0123456789abcdef","model":"gpt-x","headers":{"Authorization":"Bearer abcdefgh12345"},"fail_body":"upstream said sk-proj-FAKEFAKEFAKEFAKE for bob.ops@example.net, key client-key-FAKE-123 refused; source 0123456789abcdef0123456789abcdef","tokens":{"input_tokens":1e99}}"#;
+        let stored = dead_letter_payload(item);
+        for secret in [
+            "client-key-FAKE-123",
+            "other-FAKE-9",
+            "0123456789abcdef0123456789abcdef",
+            "abcdefgh12345",
+            "sk-proj-FAKEFAKEFAKEFAKE",
+            "bob.ops@",
+        ] {
+            assert!(!stored.contains(secret), "{secret} in {stored}");
+        }
+        // What is needed to see why it was refused stays.
+        for kept in [
+            r#""timestamp":"bad""#,
+            r#""model":"gpt-x""#,
+            r#""source":"m:0123...cdef""#,
+            r#""input_tokens":1e99"#,
+        ] {
+            assert!(stored.contains(kept), "{kept} missing from {stored}");
+        }
+        assert_eq!(dead_letter_payload(&stored), stored);
+        // Not JSON at all, and a short project id that is not a secret.
+        assert_eq!(
+            dead_letter_payload("api_key=abc123 not json"),
+            "api_key=[redacted] not json"
+        );
+        assert_eq!(
+            dead_letter_payload(r#"{"source" : "my-project"}"#),
+            r#"{"source" : "my-project"}"#
+        );
+        // An escaped quote inside a key does not end it early.
+        let escaped = dead_letter_payload(
+            r#"{"api_key":"abc\"defghij-secret","echo":"abc\"defghij-secret"}"#,
+        );
+        assert!(!escaped.contains("defghij-secret"), "{escaped}");
+    }
+
+    #[test]
+    fn dead_letter_payloads_are_capped_without_half_keys() {
+        // A bearer token cut after four characters would be too short to be recognised.
+        let long = format!(
+            "{} Bearer {}",
+            "x".repeat(DEAD_LETTER_LIMIT - 12),
+            "K".repeat(200)
+        );
+        let stored = dead_letter_payload(&long);
+        assert!(stored.len() <= DEAD_LETTER_LIMIT + 3);
+        assert!(
+            stored.ends_with(" Bearer ..."),
+            "tail: {}",
+            &stored[stored.len() - 20..]
+        );
+        assert!(!stored.contains('K'));
+        let exact = "y".repeat(DEAD_LETTER_LIMIT);
+        assert_eq!(dead_letter_payload(&exact), exact);
     }
 
     #[test]

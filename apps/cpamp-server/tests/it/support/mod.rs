@@ -18,6 +18,8 @@ pub struct ServerProcess {
     pub data_dir: PathBuf,
     /// Every log line the process wrote so far (stderr).
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The thread copying stderr into `log`; it ends at the pipe's end of file.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Extra environment for a server run.
@@ -61,7 +63,7 @@ impl ServerProcess {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (sender, receiver) = std::sync::mpsc::channel();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent && let Some(addr) = line.split("listening on ").nth(1) {
@@ -91,6 +93,7 @@ impl ServerProcess {
             addr,
             data_dir: data_dir.to_path_buf(),
             log,
+            reader: Some(reader),
         }
     }
 
@@ -115,9 +118,22 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM and waits for the exit status.
+    /// The log is complete when this returns: the last lines the process wrote before
+    /// exiting are read up to the pipe's end (bounded, in case a child process of the
+    /// server still holds the pipe).
     pub fn terminate(mut self) -> std::process::ExitStatus {
         send_sigterm(self.child.id());
-        wait_with_timeout(&mut self.child, Duration::from_secs(20))
+        let status = wait_with_timeout(&mut self.child, Duration::from_secs(20));
+        if let Some(reader) = self.reader.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !reader.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if reader.is_finished() {
+                let _ = reader.join();
+            }
+        }
+        status
     }
 }
 
