@@ -159,8 +159,8 @@ impl Holding {
         self.state().items
     }
 
-    /// Syncs a received batch to the inbox and queues it for the committer. Blocking (the
-    /// inbox sync); run it on a blocking thread. `messages`: the batch ends the first
+    /// Writes a received batch to the inbox, queues it for the committer and syncs the
+    /// inbox. Blocking (the sync); run it on a blocking thread. `messages`: the batch ends the first
     /// `messages` messages of the open subscription (see [`Inbox::covered`]).
     pub(crate) fn hold(&self, origin: &str, items: Vec<RawItem>, messages: Option<u64>) -> u64 {
         let count = items.len();
@@ -175,10 +175,15 @@ impl Holding {
         };
         let mut location = None;
         let mut inbox_error = None;
+        let mut sync = None;
         if let Some(inbox) = inbox.as_mut() {
-            match inbox.append(seq, now_ms(), origin, &items) {
-                Ok(written) => {
+            match inbox
+                .append_unsynced(seq, now_ms(), origin, &items)
+                .and_then(|written| Ok((written, inbox.sync_handle()?)))
+            {
+                Ok((written, handle)) => {
                     location = Some(written);
+                    sync = Some(handle);
                     if let Some(messages) = messages
                         && let Err(error) = inbox.covered(messages)
                     {
@@ -212,6 +217,14 @@ impl Holding {
         });
         drop(state);
         drop(inbox);
+        // Synced outside the inbox's lock: the bytes of reads in progress (a subscription
+        // never pauses) keep reaching the file while the disk syncs.
+        if let Some(file) = sync
+            && let Err(error) = file.sync_data()
+        {
+            tracing::warn!(%error, items = count, "could not sync received events to the inbox");
+            self.state().inbox_error = Some(error.to_string());
+        }
         self.changed();
         seq
     }
@@ -408,20 +421,28 @@ pub(crate) struct Unstored {
 }
 
 impl Unstored {
-    /// Says what stays behind.
-    pub(crate) fn log(self) {
+    /// What to say about what stays behind: `(is an error, message)` per part.
+    pub(crate) fn report(self) -> Vec<(bool, String)> {
+        let mut lines = Vec::new();
         if self.in_inbox > 0 {
-            tracing::warn!(
-                items = self.in_inbox,
-                "the store still refuses writes at shutdown; received events stay in the inbox and are stored at the next start"
-            );
+            lines.push((
+                false,
+                format!(
+                    "the store still refuses writes at shutdown; {} received events stay in the inbox and are stored at the next start",
+                    self.in_inbox
+                ),
+            ));
         }
         if self.memory_only > 0 {
-            tracing::error!(
-                items = self.memory_only,
-                "events received from CPA could not be stored or synced to the inbox before shutdown"
-            );
+            lines.push((
+                true,
+                format!(
+                    "{} events received from CPA could not be stored or synced to the inbox before shutdown",
+                    self.memory_only
+                ),
+            ));
         }
+        lines
     }
 }
 
@@ -634,6 +655,13 @@ mod tests {
             .run(),
         );
         (finish, task)
+    }
+
+    /// `future`'s output, failing the test after 10 s instead of hanging.
+    async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
     }
 
     async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -887,7 +915,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "room while the bound is reached");
         holding.committed(1);
-        assert!(waiter.await.unwrap());
+        assert!(within("room", waiter).await.unwrap());
         holding.hold("o", items("b", 1), None);
         let waiter = {
             let holding = holding.clone();
@@ -896,7 +924,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         stop.send(true).unwrap();
-        assert!(!waiter.await.unwrap());
+        assert!(!within("the stop", waiter).await.unwrap());
     }
 
     #[tokio::test]
@@ -935,7 +963,11 @@ mod tests {
         assert!(snapshot.store_error.is_empty());
         assert_eq!((snapshot.held_items, snapshot.total_dead_lettered), (0, 3));
         finish.send(Some(Duration::from_secs(1))).unwrap();
-        assert_eq!(task.await.unwrap(), None, "nothing left at shutdown");
+        assert_eq!(
+            within("the committer", task).await.unwrap(),
+            None,
+            "nothing left at shutdown"
+        );
     }
 
     #[tokio::test]
@@ -966,7 +998,7 @@ mod tests {
         let grace = Duration::from_millis(300);
         let asked = StdInstant::now();
         finish.send(Some(grace)).unwrap();
-        let left = task.await.unwrap();
+        let left = within("the committer", task).await.unwrap();
         assert!(
             asked.elapsed() >= grace,
             "gave up after {:?}",
@@ -980,6 +1012,21 @@ mod tests {
             })
         );
         assert_eq!(holding.held_items(), 3, "nothing is dropped");
+        let report = left.unwrap().report();
+        assert_eq!(report.len(), 2);
+        assert!(!report[0].0 && report[0].1.contains("2 received events stay in the inbox"));
+        assert!(report[1].0 && report[1].1.starts_with("1 events received from CPA"));
+        let only_inbox = Unstored {
+            in_inbox: 1,
+            memory_only: 0,
+        };
+        assert_eq!(only_inbox.report().len(), 1);
+        assert!(!only_inbox.report()[0].0);
+        let nothing = Unstored {
+            in_inbox: 0,
+            memory_only: 0,
+        };
+        assert!(nothing.report().is_empty());
         assert!(sink.stored().is_empty());
     }
 
@@ -992,7 +1039,7 @@ mod tests {
         finish.send(Some(Duration::from_secs(5))).unwrap();
         holding.hold("o", items("a", 1), None);
         holding.hold("o", items("b", 1), None);
-        assert_eq!(task.await.unwrap(), None);
+        assert_eq!(within("the committer", task).await.unwrap(), None);
         assert_eq!(
             sink.stored(),
             [vec!["a-0".to_string()], vec!["b-0".to_string()]]

@@ -268,7 +268,28 @@ impl Inbox {
 
     /// Appends one batch and syncs it to disk. On failure the file is cut back, so a
     /// later append starts on a record boundary.
+    #[cfg(test)]
     pub(crate) fn append(
+        &mut self,
+        seq: u64,
+        received_at_ms: i64,
+        origin: &str,
+        items: &[RawItem],
+    ) -> std::io::Result<Location> {
+        let location = self.append_unsynced(seq, received_at_ms, origin, items)?;
+        self.file.sync_data()?;
+        Ok(location)
+    }
+
+    /// A handle on the file to sync it without holding the inbox (a sync can take
+    /// milliseconds, and the bytes of reads keep arriving meanwhile).
+    pub(crate) fn sync_handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Appends one batch without syncing it (see [`Inbox::sync_handle`]). On failure the
+    /// file is cut back, so a later append starts on a record boundary.
+    pub(crate) fn append_unsynced(
         &mut self,
         seq: u64,
         received_at_ms: i64,
@@ -277,9 +298,7 @@ impl Inbox {
     ) -> std::io::Result<Location> {
         let body = encode_batch(seq, received_at_ms, origin, items);
         let offset = self.len;
-        let result = self
-            .write_record(KIND_BATCH, &body)
-            .and_then(|()| self.file.sync_data());
+        let result = self.write_record(KIND_BATCH, &body);
         match result {
             Ok(()) => {
                 let len = (HEADER + body.len()) as u64;

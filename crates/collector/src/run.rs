@@ -224,7 +224,15 @@ impl<S: EventSink> Collector<S> {
         {
             let _ = finish.send(Some(grace));
             match task.await {
-                Ok(Some(unstored)) => unstored.log(),
+                Ok(Some(unstored)) => {
+                    for (error, message) in unstored.report() {
+                        if error {
+                            tracing::error!("{message}");
+                        } else {
+                            tracing::warn!("{message}");
+                        }
+                    }
+                }
                 Ok(None) => {}
                 Err(error) => tracing::error!(%error, "collector committer ended abnormally"),
             }

@@ -134,6 +134,15 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// Kills the server and starts it again; returns the bytes its sockets to `port` had
+    /// received but it had not read yet at the moment of the kill (the kernel drops them
+    /// with the process).
+    fn kill_and_restart_unread(&mut self, port: u16) -> u64 {
+        let unread = unread_bytes(port);
+        self.kill_and_restart();
+        unread
+    }
+
     fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -209,6 +218,35 @@ fn spawn(
     (child, format!("http://{addr}"))
 }
 
+/// Bytes received by loopback sockets connected to `port` and not yet read by their
+/// process (`rx_queue` in `/proc/net/tcp`).
+fn unread_bytes(port: u16) -> u64 {
+    let mut total = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(queues)) = (fields.get(2), fields.get(4)) else {
+                continue;
+            };
+            let remote_port = remote
+                .rsplit(':')
+                .next()
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            let rx = queues
+                .split(':')
+                .nth(1)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            if remote_port == Some(port) {
+                total += rx.unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(600))
@@ -279,6 +317,10 @@ struct Outcome {
     duplicated: usize,
     cpa_dropped: u64,
     cpa_undelivered: u64,
+    /// Bytes the kernel had received for the server and it had not read, at the kills.
+    unread_at_kills: u64,
+    /// Average bytes of one emitted payload.
+    payload_bytes: u64,
     interrupted_gaps: usize,
     recovered_restarts: usize,
     seconds: f64,
@@ -328,6 +370,7 @@ fn run(
 
     let mut ledger = Vec::with_capacity(args.events);
     let mut killed = 0;
+    let mut unread = 0u64;
     let begin = Instant::now();
     while ledger.len() < args.events {
         let due = ((begin.elapsed().as_secs_f64() * args.rate as f64) as usize).min(args.events);
@@ -340,7 +383,7 @@ fn run(
             .is_some_and(|moment| begin.elapsed() >= *moment)
         {
             moments.next();
-            server.kill_and_restart();
+            unread += server.kill_and_restart_unread(cpa.addr().port());
             killed += 1;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -394,6 +437,12 @@ fn run(
         duplicated,
         cpa_dropped: cpa.lost_events(),
         cpa_undelivered: cpa.undelivered_events(),
+        unread_at_kills: unread,
+        payload_bytes: ledger
+            .iter()
+            .map(|event| event.payload.len() as u64)
+            .sum::<u64>()
+            / ledger.len().max(1) as u64,
         interrupted_gaps,
         recovered_restarts: server.logged("kept the events of a response from CPA"),
         seconds: started.elapsed().as_secs_f64(),
@@ -444,7 +493,7 @@ fn main() -> ExitCode {
     }
     println!();
     println!(
-        "| {:<9} | {:>5} | {:>8} | {:>8} | {:>4} | {:>10} | {:>13} | {:>8} | {:>15} | {:>6} |",
+        "| {:<9} | {:>5} | {:>8} | {:>8} | {:>4} | {:>10} | {:>13} | {:>15} | {:>8} | {:>15} | {:>6} |",
         "transport",
         "kills",
         "emitted",
@@ -452,20 +501,21 @@ fn main() -> ExitCode {
         "lost",
         "duplicated",
         "left in CPA †",
+        "unread bytes §",
         "gaps ‡",
         "recovered reads",
         "time s"
     );
     println!(
-        "|{:-<11}|{:->7}|{:->10}|{:->10}|{:->6}|{:->12}|{:->15}|{:->10}|{:->17}|{:->8}|",
-        "", "", "", "", "", "", "", "", "", ""
+        "|{:-<11}|{:->7}|{:->10}|{:->10}|{:->6}|{:->12}|{:->15}|{:->17}|{:->10}|{:->17}|{:->8}|",
+        "", "", "", "", "", "", "", "", "", "", ""
     );
     let mut failed = false;
     for (transport, outcome) in &rows {
         let in_cpa = outcome.cpa_dropped + outcome.cpa_undelivered;
         failed |= outcome.lost as u64 > in_cpa || outcome.duplicated > 0;
         println!(
-            "| {:<9} | {:>5} | {:>8} | {:>8} | {:>4} | {:>10} | {:>13} | {:>8} | {:>15} | {:>6.1} |",
+            "| {:<9} | {:>5} | {:>8} | {:>8} | {:>4} | {:>10} | {:>13} | {:>15} | {:>8} | {:>15} | {:>6.1} |",
             transport,
             outcome.kills,
             outcome.emitted,
@@ -473,6 +523,11 @@ fn main() -> ExitCode {
             outcome.lost,
             outcome.duplicated,
             in_cpa,
+            format!(
+                "{} (~{} ev)",
+                outcome.unread_at_kills,
+                outcome.unread_at_kills / outcome.payload_bytes.max(1)
+            ),
             outcome.interrupted_gaps,
             outcome.recovered_restarts,
             outcome.seconds
@@ -480,7 +535,8 @@ fn main() -> ExitCode {
     }
     println!(
         "\n† events CPA never wrote to the server: still in a dying subscription's buffer, or dropped by CPA itself; \
-         they are part of `lost`.\n‡ `server_down` gaps for a kill inside a read from CPA (one open gap covers \
+         they are part of `lost`.\n§ bytes the kernel had received for the server's connections to CPA and the server had \
+         not read yet at the kills (dropped with the process), and the events they hold at the average payload size.\n‡ `server_down` gaps for a kill inside a read from CPA (one open gap covers \
          kills until it closes).\nTargets: 0 duplicated, and nothing lost beyond †. Load average at end {}",
         load_average()
     );
