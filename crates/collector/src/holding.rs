@@ -578,6 +578,7 @@ mod tests {
                 initial: Duration::from_millis(40),
                 max: Duration::from_millis(100),
             },
+            subscribe_buffer_items: crate::resp::DEFAULT_SUBSCRIBE_BUFFER,
         }
     }
 
