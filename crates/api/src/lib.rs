@@ -54,6 +54,7 @@ pub mod price_sync;
 pub mod proxy;
 pub mod reads;
 pub mod routes;
+pub mod screen;
 pub mod state;
 pub mod transfer;
 

@@ -9,6 +9,8 @@
 //! - Deny by default: a management request is forwarded only after the admin key was
 //!   verified, and the CPA key is attached only then. (The Go server forwarded the
 //!   caller's credential to "plugin" paths when admin auth failed; cpamp does not.)
+//! - The admin key never reaches CPA: every forwarded header, cookie and query parameter
+//!   passes the admin-key screen (`screen.rs`) first, whatever the path and credential.
 //! - Bodies stream both ways; hop-by-hop headers and the `X-CPAMP-Auth-File-*`
 //!   bookkeeping headers are dropped; `X-Forwarded-For` gets the client address; CPA's
 //!   CORS headers are dropped from answers.
@@ -27,6 +29,7 @@ use hyper_util::rt::TokioIo;
 use crate::auth::AdminAuth;
 use crate::cpa_http::{self, Target};
 use crate::error::{ApiError, ErrorCode};
+use crate::screen;
 use crate::state::{AppState, Store};
 
 /// Request headers never forwarded (hop-by-hop, RFC 9110 §7.6.1, plus cpamp's own).
@@ -86,7 +89,7 @@ pub fn configure<S: Store>(config: &mut web::ServiceConfig) {
 pub(crate) enum Credential {
     /// Replace `Authorization` with the saved CPA Management Key.
     Management(String),
-    /// Forward the caller's `Authorization` unless it carries the admin key
+    /// Forward the caller's `Authorization` unless the screen finds the admin key in it
     /// (`/v1/models`: a CPA API key is what CPA expects there).
     ClientKey,
     /// Forward no `Authorization` at all.
@@ -197,15 +200,20 @@ pub(crate) async fn forward(
 ) -> Result<HttpResponse, ApiError> {
     let path = forwardable_path(request.path())?;
     let target = Target::parse(base_url).map_err(|error| unreachable(base_url, &error))?;
-    let path_and_query = match request.uri().query() {
+    let authenticator = request.app_data::<web::Data<crate::auth::AdminAuthenticator>>();
+    let remembered =
+        |token: &str| authenticator.is_some_and(|authenticator| authenticator.is_remembered(token));
+    let query = request
+        .uri()
+        .query()
+        .and_then(|query| screen::screen_query(query, &remembered));
+    let path_and_query = match query {
         Some(query) => format!("{}{path}?{query}", target.path),
         None => format!("{}{path}", target.path),
     };
-    let drop_authorization = match &credential {
-        Credential::Management(_) => true,
-        Credential::ClientKey => carries_admin_key(request),
-        Credential::None => true,
-    };
+    // The caller's `Authorization` goes on only as a client key (and then only when the
+    // screen below lets it through).
+    let drop_authorization = !matches!(credential, Credential::ClientKey);
     let mut builder = http::Request::builder()
         .method(request.method().as_str())
         .uri(path_and_query)
@@ -229,6 +237,17 @@ pub(crate) async fn forward(
         if overrides.iter().any(|(name, _)| *name == lower)
             || (lower == "content-length" && matches!(body, ForwardBody::Bytes(_)))
         {
+            continue;
+        }
+        // The admin key never leaves cpamp, whichever header carries it.
+        let text = String::from_utf8_lossy(value.as_bytes());
+        if lower == "cookie" {
+            if let Some(kept) = screen::screen_cookies(&text, &remembered) {
+                builder = builder.header(name.as_str(), kept);
+            }
+            continue;
+        }
+        if screen::may_hold_admin_key(&text, &remembered) {
             continue;
         }
         builder = builder.header(name.as_str(), value.as_bytes());
@@ -326,30 +345,6 @@ pub(crate) async fn forward(
         .try_filter_map(|frame| async move { Ok(frame.into_data().ok()) })
         .map_err(std::io::Error::other);
     Ok(reply.streaming(stream))
-}
-
-/// True when the request's `Authorization` carries the admin key, as a bearer token or
-/// as the whole value (CPA reads either): remembered from a login, or shaped like one
-/// (`cmp_admin_…`, or `cpamp_…` of older releases). Costs no hash, so an open route
-/// cannot be used to make the server run argon2.
-fn carries_admin_key(request: &HttpRequest) -> bool {
-    let token = match crate::auth::bearer_token(request) {
-        Some(token) => token,
-        None => match request
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .map(str::trim)
-        {
-            Some(value) if !value.is_empty() => value.to_string(),
-            _ => return false,
-        },
-    };
-    token.starts_with(cpamp_domain::keys::ADMIN_KEY_PREFIX)
-        || token.starts_with("cpamp_")
-        || request
-            .app_data::<web::Data<crate::auth::AdminAuthenticator>>()
-            .is_some_and(|authenticator| authenticator.is_remembered(&token))
 }
 
 /// The path to forward: `raw` (as received, still percent-encoded) with repeated slashes

@@ -9,7 +9,8 @@
 //!   logs, the database files, exports, backups (except their `data.key`), `/status`,
 //!   `/metrics`, `/usage-service/config` or error bodies;
 //! - the proxy never lends the CPA Management Key to a request without the admin key, and
-//!   never passes the admin key on to CPA, whatever the method, path or credential;
+//!   never passes the admin key on to CPA, whatever the method, path or credential, nor
+//!   wherever it travels (any header, a cookie, a query parameter, a `Basic` credential);
 //! - CORS is same-origin by default (CPA's own `Access-Control-Allow-Origin: *` is
 //!   dropped) and every answer carries the security headers.
 
@@ -48,13 +49,18 @@ struct Rig {
 }
 
 fn rig(extra: &[(&str, &str)]) -> Rig {
+    rig_as(ADMIN, extra)
+}
+
+/// [`rig`] with another admin key.
+fn rig_as(admin: &str, extra: &[(&str, &str)]) -> Rig {
     let runtime = runtime();
     let mut options = FakeCpaOptions::new(CPA_KEY);
     options.record_requests = true;
     let cpa = start_cpa(&runtime, options);
     let data = tempfile::tempdir().expect("tempdir");
     let mut env = vec![
-        ("CPA_MANAGER_ADMIN_KEY", ADMIN),
+        ("CPA_MANAGER_ADMIN_KEY", admin),
         ("USAGE_COLLECTOR_MODE", "http"),
         ("USAGE_POLL_INTERVAL_MS", "100"),
     ];
@@ -63,7 +69,7 @@ fn rig(extra: &[(&str, &str)]) -> Rig {
     let (status, body) = json_of(
         client()
             .post(server.url("/setup"))
-            .bearer_auth(ADMIN)
+            .bearer_auth(admin)
             .json(&json!({"cpaBaseUrl": cpa.base_url(), "cpaManagementKey": CPA_KEY}))
             .send()
             .unwrap_or_else(|error| panic!("setup: {error}\n{}", server.log_text())),
@@ -877,6 +883,192 @@ fn the_proxy_never_lends_the_cpa_key_or_passes_the_admin_key_on() {
         );
     }
     assert!(!forwarded.is_empty(), "the open paths were never forwarded");
+}
+
+/// Where a client can put a credential besides `Authorization`.
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    Header(&'static str),
+    Query(&'static str),
+    Cookie,
+    Basic,
+}
+
+impl Place {
+    /// The request to `path` with `secret` in this place, beside harmless companions
+    /// (a `limit` parameter, a `theme` cookie).
+    fn request(
+        self,
+        http: &reqwest::blocking::Client,
+        server: &ServerProcess,
+        path: &str,
+        secret: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        let base = server.url(path);
+        match self {
+            Place::Header(name) => http.get(format!("{base}?limit=20")).header(name, secret),
+            Place::Query(name) => {
+                let encoded = secret.replace('_', "%5F");
+                http.get(format!("{base}?limit=20&{name}={encoded}&order=asc"))
+            }
+            Place::Cookie => http
+                .get(format!("{base}?limit=20"))
+                .header("cookie", format!("theme=dark; session={secret}; lang=en")),
+            Place::Basic => http
+                .get(format!("{base}?limit=20"))
+                .basic_auth("operator", Some(secret)),
+        }
+    }
+}
+
+const PLACES: [Place; 8] = [
+    Place::Header("x-api-key"),
+    Place::Header("x-goog-api-key"),
+    Place::Header("x-management-key"),
+    Place::Header("x-auth-token"),
+    Place::Query("key"),
+    Place::Query("auth_token"),
+    Place::Cookie,
+    Place::Basic,
+];
+
+/// Every request CPA received that holds `secret` anywhere: a header, the query (also
+/// percent-decoded) or the body.
+fn holding(rig: &Rig, secret: &str) -> Vec<String> {
+    rig.forwarded()
+        .iter()
+        .filter(|request| {
+            request
+                .headers
+                .iter()
+                .any(|(_, value)| value.contains(secret))
+                || request.query.contains(secret)
+                || request.query.replace("%5F", "_").contains(secret)
+                || contains(&request.body, secret)
+        })
+        .map(|request| {
+            format!(
+                "{} {}?{} {:?}",
+                request.method, request.path, request.query, request.headers
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_admin_key_reaches_cpa_in_no_header_cookie_or_query() {
+    let rig = rig(&[]);
+    let paths = [
+        ("/v1/models", false),
+        ("/models", false),
+        ("/v0/resource/plugins/invite/index.html", false),
+        ("/v0/resource/plugins/invite/api/send", true),
+        ("/v0/management/config", true),
+        ("/v0/management/codex-team-invite/invite", true),
+    ];
+    let from = client_from([127, 0, 6, 10]);
+    let mut sent = 0;
+    for place in PLACES {
+        for (path, with_admin) in paths {
+            let mut request = place.request(&from, &rig.server, path, ADMIN);
+            // Management paths need the admin key in `Authorization` to be forwarded at
+            // all; the copy elsewhere must still stay behind.
+            if with_admin && !matches!(place, Place::Basic) {
+                request = request.bearer_auth(ADMIN);
+            }
+            let response = request.send().expect("probe");
+            let status = response.status().as_u16();
+            assert_ne!(status, 500, "{place:?} {path}");
+            sent += 1;
+        }
+    }
+    let leaked = holding(&rig, ADMIN);
+    assert!(
+        leaked.is_empty(),
+        "the admin key reached CPA:\n{}",
+        leaked.join("\n")
+    );
+    // Requests did go through, with what was not the admin key: the screen takes out
+    // the key, not the rest.
+    let forwarded = rig.forwarded();
+    assert!(forwarded.len() >= sent / 2, "{} of {sent}", forwarded.len());
+    assert!(
+        forwarded
+            .iter()
+            .filter(|request| request.path == "/v1/models")
+            .all(|request| request.query.starts_with("limit=20")),
+        "{forwarded:?}"
+    );
+    assert!(
+        forwarded
+            .iter()
+            .filter(|request| request.query.contains("order=asc"))
+            .all(|request| request.query == "limit=20&order=asc"),
+        "{forwarded:?}"
+    );
+    assert!(
+        forwarded
+            .iter()
+            .filter_map(|request| request.header("cookie"))
+            .all(|cookie| cookie == "theme=dark; lang=en"),
+        "{forwarded:?}"
+    );
+    assert!(
+        forwarded
+            .iter()
+            .any(|request| request.header("cookie").is_some()),
+        "no cookie was forwarded: {forwarded:?}"
+    );
+    // A client's own credential in the same places still reaches CPA.
+    let before = rig.forwarded().len();
+    let client_key = "sk-client-FAKE-screen-31";
+    for place in PLACES {
+        let response = place
+            .request(&from, &rig.server, "/v1/models", client_key)
+            .send()
+            .expect("client key");
+        assert_ne!(response.status().as_u16(), 500, "{place:?}");
+    }
+    let passed = rig.forwarded().len() - before;
+    assert_eq!(passed, PLACES.len());
+    assert_eq!(
+        holding(&rig, client_key).len(),
+        PLACES.len() - 1,
+        "all but Basic"
+    );
+}
+
+#[test]
+fn an_admin_key_of_any_shape_is_screened_once_it_was_used() {
+    // An operator-chosen key: nothing about its shape gives it away, but once it has
+    // verified (here by the setup call) the proxy recognises it everywhere.
+    let admin = "operator-chosen-admin-secret-FAKE-0042";
+    let rig = rig_as(admin, &[]);
+    let from = client_from([127, 0, 6, 20]);
+    for place in PLACES {
+        for path in ["/v1/models", "/v0/resource/plugins/invite/index.html"] {
+            let response = place
+                .request(&from, &rig.server, path, admin)
+                .send()
+                .expect("probe");
+            assert_ne!(response.status().as_u16(), 500, "{place:?} {path}");
+        }
+        if !matches!(place, Place::Basic) {
+            let response = place
+                .request(&from, &rig.server, "/v0/management/config", admin)
+                .bearer_auth(admin)
+                .send()
+                .expect("management");
+            assert_eq!(response.status().as_u16(), 200, "{place:?}");
+        }
+    }
+    let leaked = holding(&rig, admin);
+    assert!(
+        leaked.is_empty(),
+        "the admin key reached CPA:\n{}",
+        leaked.join("\n")
+    );
+    assert!(rig.forwarded().len() >= PLACES.len() * 3 - 1);
 }
 
 #[test]
