@@ -18,10 +18,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 
+use self::scan::{ReplyScan, Scan};
 use crate::holding::Tap;
 use crate::inbox::ResponseFormat;
 use crate::settings::{CPA_DEFAULT_PORT, CollectorSettings, Endpoint, PopSide};
 use crate::source::{ErrorKind, RawBatch, RawItem, SourceError, Stage, Transport, UsageSource};
+
+mod scan;
 
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,6 +125,8 @@ pub fn go_quote_byte(byte: u8) -> String {
 pub(crate) struct RespConnection {
     stream: BoxStream,
     buffer: BytesMut,
+    /// How far the reply at the front of `buffer` was scanned.
+    scan: ReplyScan,
     /// Where the bytes read go as they arrive (a pop's reply, a subscription's frames).
     tap: Option<(Tap, ResponseFormat)>,
 }
@@ -138,6 +143,7 @@ impl RespConnection {
         let mut connection = RespConnection {
             stream,
             buffer: BytesMut::with_capacity(64 * 1024),
+            scan: ReplyScan::default(),
             tap: None,
         };
         let key = settings.management_key.expose().as_bytes();
@@ -181,7 +187,7 @@ impl RespConnection {
     /// Reads one reply. Cancel-safe: partial data stays in the buffer.
     pub(crate) async fn read_reply(&mut self) -> Result<BytesFrame, ReplyError> {
         loop {
-            if let Some(frame) = take_reply(&mut self.buffer)? {
+            if let Some(frame) = take_reply(&mut self.buffer, &mut self.scan)? {
                 return Ok(frame);
             }
             if self.buffer.capacity() - self.buffer.len() < 16 * 1024 {
@@ -202,17 +208,30 @@ impl RespConnection {
 }
 
 /// Takes one complete reply off the front of `buffer`; `Ok(None)` while the reply is
-/// still incomplete (the bytes stay in the buffer).
-fn take_reply(buffer: &mut BytesMut) -> Result<Option<BytesFrame>, ReplyError> {
+/// still incomplete (the bytes stay in the buffer). `scan` belongs to `buffer`: the codec
+/// decodes only once the scan found the reply whole (or bytes it must judge), so a reply
+/// arriving in many reads is not decoded again after each of them.
+fn take_reply(
+    buffer: &mut BytesMut,
+    scan: &mut ReplyScan,
+) -> Result<Option<BytesFrame>, ReplyError> {
     let Some(&first) = buffer.first() else {
         return Ok(None);
     };
     match first {
-        b'+' | b'-' | b':' | b'$' | b'*' => match decode_bytes_mut(buffer) {
-            Ok(Some((frame, _, _))) => Ok(Some(frame)),
-            Ok(None) => Ok(None),
-            Err(error) => Err(ReplyError::Protocol(error.to_string())),
-        },
+        b'+' | b'-' | b':' | b'$' | b'*' => {
+            if scan.scan(buffer) == Scan::Incomplete {
+                return Ok(None);
+            }
+            match decode_bytes_mut(buffer) {
+                Ok(Some((frame, _, _))) => {
+                    *scan = ReplyScan::default();
+                    Ok(Some(frame))
+                }
+                Ok(None) => Ok(None),
+                Err(error) => Err(ReplyError::Protocol(error.to_string())),
+            }
+        }
         // RESP3 null, accepted as Go does.
         b'_' => {
             if buffer.len() < 3 {
@@ -248,11 +267,12 @@ pub fn read_replies<'a>(
     chunks: impl IntoIterator<Item = &'a [u8]>,
 ) -> (Vec<ReplyMeaning>, Option<String>) {
     let mut buffer = BytesMut::new();
+    let mut scan = ReplyScan::default();
     let mut replies = Vec::new();
     for chunk in chunks {
         buffer.extend_from_slice(chunk);
         loop {
-            match take_reply(&mut buffer) {
+            match take_reply(&mut buffer, &mut scan) {
                 Ok(Some(frame)) => replies.push(ReplyMeaning {
                     pop: pop_items(frame.clone()).map_err(|error| error.to_string()),
                     subscription: match subscription_step(frame, false) {
@@ -368,7 +388,7 @@ impl RespPop {
 /// of the array that arrived entirely.
 pub(crate) fn recover_pop_reply(bytes: &[u8]) -> (RawBatch, bool) {
     let mut buffer = BytesMut::from(bytes);
-    if let Ok(Some(frame)) = take_reply(&mut buffer) {
+    if let Ok(Some(frame)) = take_reply(&mut buffer, &mut ReplyScan::default()) {
         return (pop_items(frame).unwrap_or_default(), true);
     }
     let mut items = Vec::new();
@@ -416,10 +436,11 @@ pub(crate) fn subscription_messages_until(bytes: &[u8], limit: u64) -> (u64, usi
 /// the subscription would fail; returns where the last frame read ends.
 fn walk_subscription(bytes: &[u8], limit: u64, mut message: impl FnMut(Bytes)) -> usize {
     let mut buffer = BytesMut::from(bytes);
+    let mut scan = ReplyScan::default();
     let mut seen = 0;
     let mut end = 0;
     while seen < limit {
-        let Ok(Some(frame)) = take_reply(&mut buffer) else {
+        let Ok(Some(frame)) = take_reply(&mut buffer, &mut scan) else {
             break;
         };
         match subscription_step(frame, false) {
