@@ -520,7 +520,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
         positive(
             env("USAGE_HOLD_MEMORY_ITEMS"),
             file.usage_hold_memory_items,
-            20_000,
+            5_000,
             "USAGE_HOLD_MEMORY_ITEMS",
             "usageHoldMemoryItems",
             &mut warnings,

@@ -43,7 +43,7 @@ pub struct HoldLimits {
 impl Default for HoldLimits {
     fn default() -> HoldLimits {
         HoldLimits {
-            memory_items: 20_000,
+            memory_items: 5_000,
             inbox_max_bytes: 1024 * 1024 * 1024,
             store_retry: BackoffPolicy {
                 initial: Duration::from_millis(500),

@@ -52,6 +52,8 @@ const KIND_COVERED: u8 = b'K';
 /// A file larger than this with something stored in it is rewritten with only what is
 /// still held.
 const COMPACT_AT: u64 = 16 * 1024 * 1024;
+/// The buffer held batches are copied through when the file is compacted.
+const COPY_BUFFER: usize = 64 * 1024;
 
 /// Where a held batch sits in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -502,40 +504,63 @@ impl Inbox {
     }
 
     /// Rewrites the file with only the held batches (copied record by record from their
-    /// current locations), then swaps it in atomically.
+    /// current locations through one fixed buffer, so compacting a large inbox costs no
+    /// more memory than a small one), then swaps it in atomically.
     fn compact(&mut self, held: &[(u64, Location)]) -> std::io::Result<Vec<(u64, Location)>> {
-        let mut records = Vec::with_capacity(held.len());
-        for (seq, location) in held {
-            let mut record = vec![0u8; location.len as usize];
-            self.file.seek(SeekFrom::Start(location.offset))?;
-            self.file.read_exact(&mut record)?;
-            records.push((*seq, record));
-        }
-        let relocated = self.replace_with(records.iter().map(|(_, record)| record.as_slice()))?;
+        let relocated = self.replace_with(|source, out| {
+            let mut buffer = vec![0u8; COPY_BUFFER];
+            let mut locations = Vec::with_capacity(held.len());
+            let mut offset = 0u64;
+            for (_, location) in held {
+                source.seek(SeekFrom::Start(location.offset))?;
+                let mut left = location.len;
+                while left > 0 {
+                    let step =
+                        usize::try_from(left).map_or(COPY_BUFFER, |left| left.min(COPY_BUFFER));
+                    source.read_exact(&mut buffer[..step])?;
+                    out.write_all(&buffer[..step])?;
+                    left -= step as u64;
+                }
+                locations.push(Location {
+                    offset,
+                    len: location.len,
+                });
+                offset += location.len;
+            }
+            Ok((locations, offset))
+        })?;
         Ok(held.iter().map(|(seq, _)| *seq).zip(relocated).collect())
     }
 
     /// Replaces the file with the recovered batches re-encoded (dropping markers and
     /// stored batches).
     fn rewrite(&mut self, batches: &[RecoveredBatch]) -> std::io::Result<Vec<Location>> {
-        let records: Vec<Vec<u8>> = batches
-            .iter()
-            .map(|batch| {
+        self.replace_with(|_, out| {
+            let mut locations = Vec::with_capacity(batches.len());
+            let mut offset = 0u64;
+            for batch in batches {
                 let body = encode_batch(batch.seq, 0, &batch.origin, &batch.items);
-                let mut record = Vec::with_capacity(HEADER + body.len());
-                record.push(KIND_BATCH);
-                record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-                record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-                record.extend_from_slice(&body);
-                record
-            })
-            .collect();
-        self.replace_with(records.iter().map(Vec::as_slice))
+                out.write_all(&[KIND_BATCH])?;
+                out.write_all(&(body.len() as u32).to_le_bytes())?;
+                out.write_all(&crc32fast::hash(&body).to_le_bytes())?;
+                out.write_all(&body)?;
+                let len = (HEADER + body.len()) as u64;
+                locations.push(Location { offset, len });
+                offset += len;
+            }
+            Ok((locations, offset))
+        })
     }
 
-    fn replace_with<'a>(
+    /// Writes a new file with `fill` (given the current file to copy from and the new
+    /// one to write to; it returns the records' locations and the new length), syncs it
+    /// and swaps it in atomically.
+    fn replace_with(
         &mut self,
-        records: impl Iterator<Item = &'a [u8]>,
+        fill: impl FnOnce(
+            &mut File,
+            &mut std::io::BufWriter<File>,
+        ) -> std::io::Result<(Vec<Location>, u64)>,
     ) -> std::io::Result<Vec<Location>> {
         let temporary = self.path.with_extension("inbox-compact");
         let mut options = OpenOptions::new();
@@ -545,17 +570,14 @@ impl Inbox {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut out = options.open(&temporary)?;
-        let mut locations = Vec::new();
-        let mut offset = 0u64;
-        for record in records {
-            out.write_all(record)?;
-            locations.push(Location {
-                offset,
-                len: record.len() as u64,
-            });
-            offset += record.len() as u64;
-        }
+        let mut out = std::io::BufWriter::with_capacity(COPY_BUFFER, options.open(&temporary)?);
+        let filled = fill(&mut self.file, &mut out);
+        // Copying moved the current file's position: appends go on at its end.
+        self.file.seek(SeekFrom::Start(self.len))?;
+        let (locations, offset) = filled?;
+        let out = out
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         out.sync_all()?;
         std::fs::rename(&temporary, &self.path)?;
         if let Some(parent) = self.path.parent()

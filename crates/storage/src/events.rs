@@ -65,6 +65,7 @@ fn store_in_transaction(
         .commit()
         .map_err(error::sqlite("commit batch"))?;
     store.dims().commit(stage);
+    store.counted(outcome.inserted, outcome.dead_lettered);
     Ok(outcome)
 }
 

@@ -155,6 +155,19 @@ struct Inner {
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
     prices: prices::PriceCache,
+    /// The row counters as of the last committed batch, so `/status` reads no SQL.
+    counts: std::sync::Mutex<CountsCache>,
+    gaps: gaps::GapCache,
+}
+
+/// The `counters` row values once read, kept current by every committed batch (the
+/// only writer of the counters while the store is open).
+#[derive(Default)]
+struct CountsCache {
+    /// Bumped by every committed batch; a value read from SQL is kept only if no
+    /// batch committed while it was read.
+    generation: u64,
+    value: Option<StoreCounts>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -257,6 +270,8 @@ impl SqliteStore {
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
                 prices: prices::PriceCache::default(),
+                counts: std::sync::Mutex::new(CountsCache::default()),
+                gaps: gaps::GapCache::default(),
             }),
         })
     }
@@ -357,6 +372,27 @@ impl SqliteStore {
     pub(crate) fn maintenance(&self) -> &maintenance::MaintenanceState {
         &self.inner.maintenance
     }
+
+    pub(crate) fn gap_cache(&self) -> &gaps::GapCache {
+        &self.inner.gaps
+    }
+
+    fn counts_cache(&self) -> std::sync::MutexGuard<'_, CountsCache> {
+        self.inner
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a committed batch's rows to the kept counters.
+    pub(crate) fn counted(&self, events: u64, dead_letters: u64) {
+        let mut cache = self.counts_cache();
+        cache.generation += 1;
+        if let Some(value) = cache.value.as_mut() {
+            value.events += i64::try_from(events).unwrap_or(i64::MAX);
+            value.dead_letters += i64::try_from(dead_letters).unwrap_or(i64::MAX);
+        }
+    }
 }
 
 /// Opens the connection event batches are written through, with the writer's
@@ -383,7 +419,16 @@ fn open_batch_connection(
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl StoreStats for SqliteStore {
+    /// Read from SQL once, then kept current by each committed batch: `/status` and
+    /// `/metrics` never wait for a read connection behind analytics.
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let generation = {
+            let cache = self.counts_cache();
+            if let Some(value) = cache.value {
+                return Ok(value);
+            }
+            cache.generation
+        };
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT name, value FROM counters")
             .fetch_all(self.reader())
             .await
@@ -395,6 +440,10 @@ impl StoreStats for SqliteStore {
                 "dead_letter_events" => counts.dead_letters = value,
                 _ => {}
             }
+        }
+        let mut cache = self.counts_cache();
+        if cache.generation == generation {
+            cache.value = Some(counts);
         }
         Ok(counts)
     }

@@ -3,6 +3,8 @@
 use cpamp_domain::ports::{DatabaseStats, GapCause, GapStore};
 use cpamp_storage::{JOURNAL_SIZE_LIMIT_BYTES, Options, SqliteStore};
 
+mod support;
+
 #[tokio::test]
 async fn gaps_open_once_close_and_survive_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -127,4 +129,152 @@ async fn a_gap_refused_at_commit_is_an_error_not_a_lost_row() {
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert_eq!((gaps[0].id, gaps[0].start_ms), (id, 2_000));
     store.close().await;
+}
+
+/// The gaps the table holds, read with SQL on a connection of their own.
+async fn gaps_in_sql(
+    path: &std::path::Path,
+    from_ms: i64,
+    to_ms: i64,
+    limit: u32,
+) -> Vec<(i64, i64, Option<i64>)> {
+    use sqlx::{ConnectOptions, Connection};
+    let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .expect("read connection");
+    let rows = sqlx::query_as(
+        "SELECT id, start_ms, end_ms FROM collection_gaps \
+         WHERE start_ms <= ? AND (end_ms IS NULL OR end_ms >= ?) \
+         ORDER BY start_ms DESC, id DESC LIMIT ?",
+    )
+    .bind(to_ms)
+    .bind(from_ms)
+    .bind(i64::from(limit))
+    .fetch_all(&mut connection)
+    .await
+    .expect("read gaps");
+    connection.close().await.expect("close");
+    rows
+}
+
+/// Gaps are answered from a copy while the table is small (so `/status` and panels
+/// take no read connection), and from SQL once it is not; either way every answer is
+/// the one SQL gives, right after each open and close.
+#[tokio::test]
+async fn gap_answers_match_sql_across_writes_and_table_sizes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    let ranges = [
+        (i64::MIN, i64::MAX, 1_000),
+        (0, i64::MAX, 20),
+        (150_000, 400_000, 50),
+        (1_000_000, 1_000_000, 5),
+        (-5, 5, 10),
+    ];
+    let check = |label: String| {
+        let (store, path) = (store.clone(), path.clone());
+        async move {
+            for (from, to, limit) in ranges {
+                let answered: Vec<(i64, i64, Option<i64>)> = store
+                    .gaps(from, to, limit)
+                    .await
+                    .expect("gaps")
+                    .into_iter()
+                    .map(|gap| (gap.id, gap.start_ms, gap.end_ms))
+                    .collect();
+                assert_eq!(
+                    answered,
+                    gaps_in_sql(&path, from, to, limit).await,
+                    "{label}: gaps({from}, {to}, {limit})"
+                );
+            }
+        }
+    };
+    check("empty".to_string()).await;
+    // Past the kept copy's 1,000 rows, with a read after every open and close.
+    for index in 0..1_100i64 {
+        let start = index * 1_000;
+        store
+            .open_gap(start, GapCause::CpaUnreachable, "connect refused")
+            .await
+            .expect("open");
+        if index % 97 == 0 || (995..1_005).contains(&index) {
+            check(format!("gap {index} open")).await;
+        }
+        store.close_open_gaps(start + 400).await.expect("close");
+        if index % 97 == 0 || (995..1_005).contains(&index) {
+            check(format!("gap {index} closed")).await;
+        }
+    }
+    store
+        .open_gap(2_000_000, GapCause::StoreFailed, "disk full")
+        .await
+        .expect("open the last");
+    check("open at the end".to_string()).await;
+    store.close().await;
+}
+
+/// Counts are read once and then kept current by every committed batch: what
+/// `counts` says is what the `counters` table holds, batch after batch.
+#[tokio::test]
+async fn counts_follow_every_committed_batch() {
+    use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch, StoreStats};
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    let events = support::synth::events(7, 300, 1_787_400_000_000, 2);
+    let in_sql = || async {
+        let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true)
+            .connect()
+            .await
+            .expect("read connection");
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT name, value FROM counters")
+            .fetch_all(&mut connection)
+            .await
+            .expect("counters");
+        connection.close().await.expect("close");
+        let value = |name: &str| {
+            rows.iter()
+                .find(|(row, _)| row == name)
+                .map_or(0, |(_, value)| *value)
+        };
+        (value("usage_events"), value("dead_letter_events"))
+    };
+    let counted = |counts: cpamp_domain::ports::StoreCounts| (counts.events, counts.dead_letters);
+    assert_eq!(counted(store.counts().await.expect("counts")), (0, 0));
+    for (round, chunk) in events.chunks(100).enumerate() {
+        // Each batch repeats the previous one's events (skipped as duplicates) and
+        // carries a dead letter.
+        let mut batch_events = chunk.to_vec();
+        if round > 0 {
+            batch_events.extend_from_slice(&events[(round - 1) * 100..round * 100]);
+        }
+        store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://cpa".to_string()),
+                events: batch_events,
+                dead_letters: vec![cpamp_domain::event::DeadLetter {
+                    payload: format!("not json {round}"),
+                    reason: "not a payload".to_string(),
+                    created_at_ms: 1_787_400_000_000,
+                }],
+            })
+            .await
+            .expect("store");
+        let counts = counted(store.counts().await.expect("counts"));
+        assert_eq!(counts, in_sql().await, "after batch {round}");
+        assert_eq!(counts, (100 * (round as i64 + 1), round as i64 + 1));
+    }
+    store.close().await;
+    let reopened = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    assert_eq!(counted(reopened.counts().await.expect("counts")), (300, 3));
 }
