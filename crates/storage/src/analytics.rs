@@ -26,6 +26,7 @@ use cpamp_domain::event::{TokenCounts, format_timestamp_ms};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
+use crate::fasthash::FastMap;
 use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_pairs, decode_samples};
 use crate::search::SearchSql;
 use crate::{SqliteStore, error};
@@ -38,14 +39,15 @@ pub(crate) struct ReadCache {
 
 #[derive(Default)]
 pub(crate) struct CacheState {
-    texts: HashMap<i64, Text>,
+    // Looked up for every text of every event an export or a raw read writes.
+    texts: FastMap<i64, Text>,
     /// `dims.kind` of each id in `texts`.
-    kinds: HashMap<i64, u8>,
+    kinds: FastMap<i64, u8>,
     max_dim: i64,
-    identities: HashMap<i64, Arc<Identity>>,
-    identity_by_key: HashMap<[i64; 11], Arc<Identity>>,
+    identities: FastMap<i64, Arc<Identity>>,
+    identity_by_key: FastMap<[i64; 11], Arc<Identity>>,
     max_identity: i64,
-    analytics: HashMap<i64, i64>,
+    analytics: FastMap<i64, i64>,
     max_analytics_seq: i64,
     empty: Text,
 }

@@ -5,8 +5,9 @@
 //! transaction are staged and only enter the cache once that transaction commits,
 //! so a rolled-back batch can never leave a dangling id in the cache.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
+
+use crate::fasthash::FastMap;
 
 /// What a dictionary value is. The numbers are stored in `dims.kind`; never renumber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,7 +50,7 @@ pub(crate) struct DimCache {
 
 /// Value -> id, one map per [`DimKind`] (indexed by its number), so a lookup
 /// borrows the value instead of building a key.
-type Ids = [HashMap<String, i64>; KINDS];
+type Ids = [FastMap<String, i64>; KINDS];
 /// One past the largest [`DimKind`] number.
 const KINDS: usize = 25;
 
@@ -63,9 +64,9 @@ pub(crate) struct DimStage {
 /// Ids of `cpa_sources`, `usage_model_analytics` and `usage_identities` rows.
 #[derive(Default)]
 pub(crate) struct IdMaps {
-    pub(crate) origins: HashMap<String, i64>,
-    pub(crate) analytics: HashMap<i64, i64>,
-    pub(crate) identities: HashMap<[i64; 11], i64>,
+    pub(crate) origins: FastMap<String, i64>,
+    pub(crate) analytics: FastMap<i64, i64>,
+    pub(crate) identities: FastMap<[i64; 11], i64>,
 }
 
 impl IdMaps {

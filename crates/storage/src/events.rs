@@ -98,48 +98,76 @@ fn write_batch(
         },
     };
 
-    // Ids are assigned here (one writer, so nothing else takes them). Candidates
-    // that turn out to be duplicates leave a harmless gap.
+    // The batch's hashes in key order (ties in input order), so the ledger's
+    // pages are visited in key order and a hash repeated inside the batch sits
+    // next to its first occurrence. The leading eight bytes decide almost every
+    // comparison without a call to compare the whole arrays.
+    let mut sorted: Vec<(u64, [u8; 32], usize)> = batch
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let hash = decode_hash(&event.event_hash);
+            (leading_word(&hash), hash, index)
+        })
+        .collect();
+    sorted.sort_unstable();
+    // The first occurrence of each hash is a candidate; the others are skipped.
+    let mut first = vec![false; batch.events.len()];
+    let mut previous: Option<&[u8; 32]> = None;
+    for (_, hash, index) in &sorted {
+        if previous == Some(hash) {
+            outcome.skipped += 1;
+        } else {
+            first[*index] = true;
+        }
+        previous = Some(hash);
+    }
+
+    // Ids are assigned here in input order (one writer, so nothing else takes
+    // them). Candidates that turn out to be duplicates leave a harmless gap.
     let next_id: i64 = connection
         .prepare_cached("SELECT coalesce(max(id), 0) + 1 FROM usage_events")?
         .query_row([], |row| row.get(0))?;
-    let mut seen = std::collections::HashSet::with_capacity(batch.events.len());
-    let mut candidates = Vec::with_capacity(batch.events.len());
-    for (index, event) in batch.events.iter().enumerate() {
-        let hash = decode_hash(&event.event_hash);
-        if seen.insert(hash) {
-            candidates.push((next_id + candidates.len() as i64, event, hash, index));
-        } else {
-            outcome.skipped += 1;
+    let mut ids = vec![0_i64; batch.events.len()];
+    let mut next = next_id;
+    for (index, id) in ids.iter_mut().enumerate() {
+        if first[index] {
+            *id = next;
+            next += 1;
         }
     }
 
-    // Claims in hash order, so the ledger's pages are visited in key order. A
-    // hash already in the ledger changes no row.
-    let mut claimed = vec![false; candidates.len()];
+    // Claims in key order. A hash already in the ledger changes no row; the
+    // hashes claimed here are those of the events to insert.
+    let mut claimed: Vec<Option<[u8; 32]>> = vec![None; batch.events.len()];
     {
-        let mut order: Vec<usize> = (0..candidates.len()).collect();
-        order.sort_unstable_by_key(|&position| candidates[position].2);
         let mut claim = connection.prepare_cached(
             "INSERT INTO usage_event_identity_ledger (event_hash, event_id, first_seen_at_ms) \
              VALUES (?1, ?2, ?3) ON CONFLICT (event_hash) DO NOTHING",
         )?;
-        for position in order {
-            let (id, event, hash, _) = &candidates[position];
-            claimed[position] = claim.execute((&hash[..], id, event.created_at_ms))? == 1;
+        for (_, hash, index) in &sorted {
+            let index = *index;
+            if first[index]
+                && claim.execute((&hash[..], ids[index], batch.events[index].created_at_ms))? == 1
+            {
+                claimed[index] = Some(*hash);
+            }
         }
     }
 
-    let mut fresh = Vec::with_capacity(candidates.len());
-    for ((id, event, hash, index), claimed) in candidates.into_iter().zip(claimed) {
-        if !claimed {
-            outcome.skipped += 1;
+    let mut fresh = Vec::with_capacity(batch.events.len());
+    for (index, event) in batch.events.iter().enumerate() {
+        let Some(hash) = claimed[index] else {
+            if first[index] {
+                outcome.skipped += 1;
+            }
             continue;
-        }
+        };
         outcome.fresh.push(index);
         let dims = resolve_dims(store, connection, stage, event)?;
         fresh.push(NewEvent {
-            id,
+            id: ids[index],
             event,
             hash,
             dims,
@@ -192,14 +220,42 @@ fn cpa_source_id(connection: &Connection, base_url: &str) -> rusqlite::Result<i6
 /// The 32 raw bytes of a hex event hash. A malformed hash (which the decoder never
 /// produces) is hashed again so it still dedupes deterministically.
 fn decode_hash(hex_hash: &str) -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    if hex_hash.len() == 64 && hex::decode_to_slice(hex_hash, &mut bytes).is_ok() {
+    if let Some(bytes) = decode_hex_32(hex_hash.as_bytes()) {
         return bytes;
     }
+    let mut bytes = [0u8; 32];
     use sha2::Digest;
     let digest = sha2::Sha256::digest(hex_hash.as_bytes());
     bytes.copy_from_slice(&digest);
     bytes
+}
+
+/// 64 hex digits (either case) as 32 bytes, like `hex::decode_to_slice` but
+/// without its per-digit error bookkeeping (every event's hash passes here).
+fn decode_hex_32(digits: &[u8]) -> Option<[u8; 32]> {
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    }
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(bytes)
+}
+
+/// The first eight bytes of a hash as a number that orders like the bytes.
+fn leading_word(hash: &[u8; 32]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(word)
 }
 
 /// The timestamp text is stored only when it cannot be rebuilt from `timestamp_ms`
@@ -491,4 +547,42 @@ fn insert_events(
         statement.raw_execute()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_hashes_decode_like_the_hex_crate() {
+        let lower = "813f3c933ea15b6ef828b6a4c0f08cef5e402c0a9dd5bb4130415e8a6be95008";
+        let mut expected = [0u8; 32];
+        hex::decode_to_slice(lower, &mut expected).expect("valid hex");
+        assert_eq!(decode_hex_32(lower.as_bytes()), Some(expected));
+        assert_eq!(
+            decode_hex_32(lower.to_uppercase().as_bytes()),
+            Some(expected)
+        );
+        assert_eq!(decode_hash(lower), expected);
+        for bad in [&lower[..62], "g".repeat(64).as_str(), &format!("{lower}00")] {
+            assert_eq!(decode_hex_32(bad.as_bytes()), None, "{bad}");
+            // A malformed hash still has a fixed identity of its own.
+            assert_eq!(decode_hash(bad), decode_hash(bad));
+            assert_ne!(decode_hash(bad), expected);
+        }
+    }
+
+    #[test]
+    fn leading_words_order_like_the_hashes() {
+        let mut hashes: Vec<[u8; 32]> = (0_u8..=255)
+            .map(|seed| {
+                use sha2::Digest;
+                sha2::Sha256::digest([seed]).into()
+            })
+            .collect();
+        let mut by_word = hashes.clone();
+        hashes.sort_unstable();
+        by_word.sort_unstable_by_key(|hash| (leading_word(hash), *hash));
+        assert_eq!(hashes, by_word);
+    }
 }

@@ -77,6 +77,7 @@ mod dims;
 mod error;
 mod events;
 mod export;
+mod fasthash;
 mod gaps;
 mod hints;
 mod inspection;

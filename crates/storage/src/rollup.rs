@@ -24,6 +24,7 @@ use sqlx::SqliteConnection;
 use crate::SqliteStore;
 use crate::dims::{DimKind, DimStage};
 use crate::events::{EventDims, NewEvent};
+use crate::fasthash::FastMap;
 
 /// Width of a `usage_rollup_fine` block.
 pub(crate) const FINE_MS: i64 = 5 * 60_000;
@@ -58,10 +59,10 @@ pub(crate) fn heat_key(identity: &[i64; 11]) -> [i64; 11] {
     [provider, 0, 0, 0, 0, identity[5], 0, 0, 0, 0, 0]
 }
 
-struct Pending {
+struct Pending<'a> {
     timestamp_ms: i64,
     dims: EventDims,
-    effective_model: String,
+    effective_model: &'a str,
     failed: bool,
     band: u8,
     metrics: Metrics,
@@ -71,12 +72,12 @@ struct Pending {
 
 /// The rollup-relevant values of the batch's new events.
 #[derive(Default)]
-struct Accumulator {
-    pending: Vec<Pending>,
+struct Accumulator<'a> {
+    pending: Vec<Pending<'a>>,
 }
 
-impl Accumulator {
-    fn add(&mut self, event: &UsageEvent, dims: EventDims) {
+impl<'a> Accumulator<'a> {
+    fn add(&mut self, event: &'a UsageEvent, dims: EventDims) {
         let tokens = &event.tokens;
         let input = if event.cache_input_mode.is_some() {
             event.normalized.total_input
@@ -88,9 +89,9 @@ impl Accumulator {
             - tokens.cache_creation.max(0))
         .max(0);
         let effective_model = match event.requested_model.as_deref() {
-            Some(requested) if !requested.is_empty() => requested.to_string(),
-            _ if event.model.is_empty() => "-".to_string(),
-            _ => event.model.clone(),
+            Some(requested) if !requested.is_empty() => requested,
+            _ if event.model.is_empty() => "-",
+            _ => event.model.as_str(),
         };
         let positive = |value: Option<i64>| {
             value
@@ -139,9 +140,9 @@ impl Sums {
     }
 }
 
-type Entries = HashMap<EntryKey, Sums>;
+type Entries = FastMap<EntryKey, Sums>;
 /// Latency and TTFT values per (identity, analytics model, failed).
-type Samples = HashMap<(i64, i64, bool), (Vec<u32>, Vec<u32>)>;
+type Samples = FastMap<(i64, i64, bool), (Vec<u32>, Vec<u32>)>;
 
 fn floor(value: i64, step: i64) -> i64 {
     value.div_euclid(step) * step
@@ -164,7 +165,7 @@ pub(crate) fn flush(
         return Ok(());
     }
     // Analytics model per effective model id.
-    let mut analytics_ids: HashMap<i64, i64> = HashMap::new();
+    let mut analytics_ids: FastMap<i64, i64> = FastMap::default();
     for pending in &accumulator.pending {
         let effective_id = pending
             .dims
@@ -182,7 +183,7 @@ pub(crate) fn flush(
             analytics_ids.insert(effective_id, known);
             continue;
         }
-        let analytics = analytics_model(&pending.effective_model);
+        let analytics = analytics_model(pending.effective_model);
         let analytics_id = if analytics == pending.effective_model {
             effective_id
         } else {
@@ -201,7 +202,7 @@ pub(crate) fn flush(
         analytics_ids.insert(effective_id, analytics_id);
     }
     // Identity id per identity tuple (and per reduced heat tuple).
-    let mut identity_ids: HashMap<[i64; 11], i64> = HashMap::new();
+    let mut identity_ids: FastMap<[i64; 11], i64> = FastMap::default();
     for pending in &accumulator.pending {
         let key = identity_key(&pending.dims);
         for key in [key, heat_key(&key)] {
@@ -211,11 +212,11 @@ pub(crate) fn flush(
         }
     }
 
-    let mut aggregate: [HashMap<i64, Entries>; 3] = Default::default();
-    let mut identity: [HashMap<i64, Entries>; 3] = Default::default();
-    let mut samples: [HashMap<i64, Samples>; 3] = Default::default();
-    let mut heat: HashMap<i64, Entries> = HashMap::new();
-    let mut fine: HashMap<(i64, bool), (i64, i64)> = HashMap::new();
+    let mut aggregate: [FastMap<i64, Entries>; 3] = Default::default();
+    let mut identity: [FastMap<i64, Entries>; 3] = Default::default();
+    let mut samples: [FastMap<i64, Samples>; 3] = Default::default();
+    let mut heat: FastMap<i64, Entries> = FastMap::default();
+    let mut fine: FastMap<(i64, bool), (i64, i64)> = FastMap::default();
     for pending in &accumulator.pending {
         let effective_id = pending
             .dims
@@ -511,7 +512,7 @@ async fn backfill_heat(connection: &mut SqliteConnection) -> Result<(), sqlx::Er
         };
         cursor = last;
         for (bucket, blob) in blobs {
-            let mut entries = Entries::new();
+            let mut entries = Entries::default();
             decode_entries(bucket, true, &blob, |key, sums| {
                 let identity = heat_of.get(&key.identity).copied().unwrap_or(0);
                 entries
@@ -834,7 +835,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip_with_negative_values() {
-        let mut entries = Entries::new();
+        let mut entries = Entries::default();
         let key = EntryKey {
             identity: 7,
             model: 3,
@@ -868,7 +869,7 @@ mod tests {
 
     #[test]
     fn samples_round_trip() {
-        let mut groups = Samples::new();
+        let mut groups = Samples::default();
         groups.insert((5, 9, false), (vec![1, 300, u32::MAX], vec![42]));
         let mut blob = Vec::new();
         encode_samples(&groups, &mut blob);

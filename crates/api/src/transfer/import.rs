@@ -25,8 +25,11 @@ use serde::{Deserialize, Serialize};
 /// them is the identity ledger: its keys are hashes, so a batch lands all over
 /// it and rewrites a page for most of its events however large it is; four
 /// times the batch touches about half as many pages per event (on a ledger of a
-/// million hashes). Three batches at most are in memory (tens of MiB).
+/// million hashes). [`BATCHES_IN_MEMORY`] batches at most are in memory.
 pub const BATCH_EVENTS: usize = 20_000;
+
+/// Batches of an import held at once: one being stored and one being read.
+const BATCHES_IN_MEMORY: usize = 2;
 
 /// Live counters of a running import, readable from other tasks (progress bars).
 #[derive(Debug, Default)]
@@ -169,8 +172,8 @@ fn result_of(report: &ImportReport, added: u64, skipped: u64) -> ImportResult {
 /// Imports everything `input` holds into `store`.
 ///
 /// The reader runs on a blocking thread; its events come back in batches of
-/// [`BATCH_EVENTS`] over a bounded channel, so memory stays flat and a slow
-/// store slows the reader down. `progress` is updated after every batch and
+/// [`BATCH_EVENTS`] over a bounded channel, at most two batches exist at once,
+/// so memory stays flat and a slow store slows the reader down. `progress` is updated after every batch and
 /// stops the import when its `stop` flag is set.
 pub async fn run_import<S, R>(
     store: &S,
@@ -182,27 +185,47 @@ where
     S: EventSink,
     R: BufRead + Send + 'static,
 {
-    // One batch waits while one is stored and one is read: at most three
-    // batches in memory, whatever the input's size.
+    // At most two batches in memory, whatever the input's size: the reader fills
+    // one while the other is stored, and starts the next only once a stored
+    // batch is gone (a slot comes back). A batch of 20,000 events is tens of MiB.
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<UsageEvent>>(1);
+    let (slot_back, slots) = std::sync::mpsc::sync_channel::<()>(BATCHES_IN_MEMORY);
+    for _ in 0..BATCHES_IN_MEMORY {
+        let _ = slot_back.send(());
+    }
     let reader_progress = Arc::clone(&progress);
     let batch_events = BATCH_EVENTS;
     let reader = tokio::task::spawn_blocking(move || {
-        let mut batch = Vec::with_capacity(batch_events);
+        // `None` until a slot is taken; a slot is taken before the first event of
+        // every batch.
+        let mut batch: Option<Vec<UsageEvent>> = None;
         let mut report = read_import(input, now_ms, &mut |event| {
             if reader_progress.stop.load(Ordering::Relaxed) {
                 return ControlFlow::Break(());
             }
-            batch.push(event);
-            if batch.len() >= batch_events {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_events));
+            let filling = match batch.as_mut() {
+                Some(filling) => filling,
+                None => {
+                    // The store side is gone when its slots are.
+                    if slots.recv().is_err() {
+                        return ControlFlow::Break(());
+                    }
+                    batch.insert(Vec::with_capacity(batch_events))
+                }
+            };
+            filling.push(event);
+            if filling.len() >= batch_events {
+                let full = batch.take().unwrap_or_default();
                 if sender.blocking_send(full).is_err() {
                     return ControlFlow::Break(());
                 }
             }
             ControlFlow::Continue(())
         });
-        if !batch.is_empty() && sender.blocking_send(batch).is_err() && report.error.is_none() {
+        if let Some(last) = batch.filter(|last| !last.is_empty())
+            && sender.blocking_send(last).is_err()
+            && report.error.is_none()
+        {
             report.error = Some(ImportError::Stopped);
         }
         report
@@ -219,6 +242,8 @@ where
             .await;
         match outcome {
             Ok(outcome) => {
+                // The batch is dropped by now: the reader may fill another.
+                let _ = slot_back.try_send(());
                 progress
                     .added
                     .fetch_add(outcome.inserted, Ordering::Relaxed);
@@ -234,6 +259,7 @@ where
         }
     }
     drop(receiver);
+    drop(slot_back);
     let report = match reader.await {
         Ok(report) => report,
         Err(error) => ImportReport {
