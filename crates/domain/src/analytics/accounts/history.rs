@@ -155,12 +155,14 @@ pub async fn account_history<S: AnalyticsStore>(
         .map(|k| (k.as_str(), AccountTotals::default()))
         .collect();
     let to_ms = now_ms.max(latest_timestamp_bound(now_ms));
-    // Hour blocks make the first block small enough to find the exact first call.
+    // Day blocks: all-time totals from the daily rollups (a row per identity and
+    // day, not per hour); the first day is then narrowed to its hour, then to the
+    // exact first call.
     let rows = store
         .groups(GroupRequest {
             scope: Scope::time_only(1, to_ms),
             identity: true,
-            timeline: Some((Zone::utc(), Granularity::Hour)),
+            timeline: Some((Zone::utc(), Granularity::Day)),
         })
         .await?;
     let mut row_keys: HashMap<usize, String> = HashMap::new();
@@ -182,7 +184,10 @@ pub async fn account_history<S: AnalyticsStore>(
         let mut total = totals.remove(key.as_str()).unwrap_or_default();
         unpriced.append(&mut total.unpriced);
         let first_seen_ms = match total.first_block {
-            Some(block) => first_call(store, key, block).await?,
+            Some(day) => match first_hour(store, key, day).await? {
+                Some(hour) => first_call(store, key, hour).await?,
+                None => None,
+            },
             None => None,
         };
         let mut recent = None;
@@ -226,6 +231,32 @@ pub async fn account_history<S: AnalyticsStore>(
 /// keeps them in the all-time range.
 fn latest_timestamp_bound(now_ms: i64) -> i64 {
     now_ms.saturating_add(DAY_MS)
+}
+
+/// The hour block holding an account's earliest row inside the UTC day holding
+/// `block` (its earliest day row).
+async fn first_hour<S: AnalyticsStore>(
+    store: &S,
+    key: &str,
+    block: i64,
+) -> Result<Option<i64>, QueryError> {
+    let day = block.div_euclid(DAY_MS) * DAY_MS;
+    let rows = store
+        .groups(GroupRequest {
+            scope: Scope::time_only(day.max(1), day.saturating_add(DAY_MS)),
+            identity: true,
+            timeline: Some((Zone::utc(), Granularity::Hour)),
+        })
+        .await?;
+    Ok(rows
+        .iter()
+        .filter(|row| {
+            row.identity
+                .as_ref()
+                .is_some_and(|identity| AccountTarget::of_identity(identity).key() == key)
+        })
+        .map(|row| row.bucket_ms)
+        .min())
 }
 
 /// The exact first call of an account inside the block holding its earliest row.
