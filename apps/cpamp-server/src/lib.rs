@@ -3,6 +3,7 @@
 //! pieces.
 
 pub mod adoption;
+pub mod allocator;
 pub mod config;
 pub mod data_key;
 pub mod demo;

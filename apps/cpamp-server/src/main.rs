@@ -3,7 +3,9 @@
 //! With no subcommand it runs the server. Subcommands are offline tools that take
 //! the same process lock, so they refuse to run beside a live server.
 
-use cpamp_server::{config, demo, doctor, lock, prices, reset, startup, telemetry, transfer};
+use cpamp_server::{
+    allocator, config, demo, doctor, lock, prices, reset, startup, telemetry, transfer,
+};
 
 use std::process::ExitCode;
 
@@ -232,8 +234,14 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(go_style_flags(std::env::args_os().collect()));
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(),
-        Command::Demo { data_dir } => demo(data_dir),
+        Command::Serve => {
+            allocator::tune();
+            serve()
+        }
+        Command::Demo { data_dir } => {
+            allocator::tune();
+            demo(data_dir)
+        }
         Command::Config {
             command: ConfigCommand::Example,
         } => {

@@ -157,3 +157,46 @@ fn the_generated_admin_key_is_printed_once_and_never_again() {
         );
     }
 }
+
+/// `GLIBC_TUNABLES` of a running process, as its environment was when it last executed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tunables_of(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    environ
+        .split(|byte| *byte == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .find_map(|entry| entry.strip_prefix("GLIBC_TUNABLES="))
+        .map(str::to_string)
+}
+
+/// The server runs with the allocator settings that keep its memory near what it uses
+/// (same process: it executes itself again before starting), unless the environment
+/// names its own.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_server_runs_with_its_allocator_settings_unless_the_environment_names_some() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(data.path(), &[]);
+    // glibc may rewrite the variable once it has read it (2.36 leaves only the first
+    // setting in the environment while applying all of them): ours, from the start.
+    let tunables = tunables_of(server.child.id()).expect("GLIBC_TUNABLES set");
+    assert!(
+        tunables.starts_with("glibc.malloc.arena_max=2")
+            && cpamp_server::allocator::TUNABLES.starts_with(&tunables),
+        "{tunables}"
+    );
+    let health = client().get(server.url("/health")).send().expect("health");
+    assert_eq!(health.status(), 200);
+    server.terminate();
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(
+        data.path(),
+        &[("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")],
+    );
+    assert_eq!(
+        tunables_of(server.child.id()).as_deref(),
+        Some("glibc.malloc.arena_max=4")
+    );
+    server.terminate();
+}
