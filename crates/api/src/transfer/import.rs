@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// them is the identity ledger: its keys are hashes, so a batch lands all over
 /// it and rewrites a page for most of its events however large it is; four
 /// times the batch touches about half as many pages per event (on a ledger of a
-/// million hashes). `BATCHES_IN_MEMORY` batches at most are in memory.
+/// million hashes). Two batches at most are in memory (see `run_import`).
 pub const BATCH_EVENTS: usize = 20_000;
 
 /// Batches of an import held at once: one being stored and one being read.

@@ -440,6 +440,13 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
     let mut start = 0;
     let mut index = 0;
     while index < bytes.len() {
+        // Eight plain bytes at a time (most texts are plain ASCII end to end).
+        if let Some(word) = bytes.get(index..index + 8)
+            && plain_word(word)
+        {
+            index += 8;
+            continue;
+        }
         let byte = bytes[index];
         if !SPECIAL[usize::from(byte)] {
             index += 1;
@@ -483,6 +490,31 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
     }
     out.push_str(&text[start..]);
     out.push('"');
+}
+
+/// True when none of the eight bytes is one [`SPECIAL`] flags, nor any other
+/// non-ASCII byte (a word test that never says "plain" wrongly; a word it
+/// rejects is looked at byte by byte).
+#[inline]
+fn plain_word(word: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of a byte is set where the byte was zero (it can also be set
+    // above such a byte, which only turns a word down).
+    fn zero_bytes(word: u64) -> u64 {
+        word.wrapping_sub(ONES) & !word & HIGH
+    }
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(word);
+    let word = u64::from_le_bytes(bytes);
+    let flagged = (word & HIGH)
+        | (word.wrapping_sub(0x20 * ONES) & !word & HIGH)
+        | zero_bytes(word ^ (u64::from(b'"') * ONES))
+        | zero_bytes(word ^ (u64::from(b'\\') * ONES))
+        | zero_bytes(word ^ (u64::from(b'<') * ONES))
+        | zero_bytes(word ^ (u64::from(b'>') * ONES))
+        | zero_bytes(word ^ (u64::from(b'&') * ONES));
+    flagged == 0
 }
 
 /// Writes a number in shortest form (integral doubles without a fraction).
@@ -657,6 +689,48 @@ mod tests {
         let mut out = String::new();
         write_string(&mut out, "plain text, no escapes");
         assert_eq!(out, "\"plain text, no escapes\"");
+    }
+
+    #[test]
+    fn the_writer_finds_every_escape_wherever_it_sits_in_a_word() {
+        // Go's escaping, one character at a time.
+        fn reference(text: &str) -> String {
+            let mut out = String::from("\"");
+            for character in text.chars() {
+                match character {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    '<' => out.push_str("\\u003c"),
+                    '>' => out.push_str("\\u003e"),
+                    '&' => out.push_str("\\u0026"),
+                    '\u{2028}' => out.push_str("\\u2028"),
+                    '\u{2029}' => out.push_str("\\u2029"),
+                    control if u32::from(control) < 0x20 => {
+                        out.push_str(&format!("\\u{:04x}", u32::from(control)));
+                    }
+                    other => out.push(other),
+                }
+            }
+            out.push('"');
+            out
+        }
+        let specials = [
+            "\"", "\\", "\n", "\u{1}", "\u{1f}", "<", ">", "&", "\u{2028}", "\u{2029}", "é", "€",
+            "\u{2027}", " ", "~", "\u{7f}",
+        ];
+        for length in 0..20 {
+            for at in 0..=length {
+                for special in specials {
+                    let text = format!("{}{special}{}", "a".repeat(at), "b".repeat(length - at));
+                    let mut out = String::new();
+                    write_string(&mut out, &text);
+                    assert_eq!(out, reference(&text), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]
