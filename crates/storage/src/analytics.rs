@@ -517,22 +517,32 @@ impl SqliteStore {
         }
     }
 
-    /// Whether the stored event `id` matches every condition of `scope`, checked
-    /// on the full event.
-    async fn event_matches(
+    /// The events among `ids` that do not match every condition of `scope`,
+    /// checked on the full events (one query for the whole list).
+    async fn events_rejected(
         &self,
         connection: &mut SqliteConnection,
-        id: i64,
+        ids: &[i64],
         scope: &Scope,
-    ) -> Result<bool, StoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM usage_events WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *connection)
+    ) -> Result<HashSet<i64>, StoreError> {
+        let mut rejected: HashSet<i64> = ids.iter().copied().collect();
+        if ids.is_empty() {
+            return Ok(rejected);
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM usage_events WHERE id IN ({list})");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut *connection)
             .await
-            .map_err(db("read event"))?;
+            .map_err(db("read events"))?;
         let state = lock_read(self.read_cache());
-        Ok(row.is_some_and(|row| scope.matches_event(&self.event_from_row(&state, &row))))
+        for row in &rows {
+            let event = self.event_from_row(&state, row);
+            if scope.matches_event(&event) {
+                rejected.remove(&event.id);
+            }
+        }
+        Ok(rejected)
     }
 
     /// The search of `scope` in SQL when it is the only raw-level condition (so
@@ -597,23 +607,22 @@ impl SqliteStore {
                 .fetch_all(&mut *connection)
                 .await
                 .map_err(db("read events"))?;
-            let mut rejected: HashSet<i64> = HashSet::new();
-            if search.is_some() {
-                for row in &rows {
-                    if row
-                        .try_get::<Option<i64>, _>(29)
-                        .ok()
-                        .flatten()
-                        .unwrap_or(0)
-                        != 0
-                    {
-                        let id: i64 = row.try_get(0).unwrap_or(0);
-                        if !self.event_matches(connection, id, scope).await? {
-                            rejected.insert(id);
-                        }
-                    }
-                }
-            }
+            // The flagged events get the exact check, all of a chunk at once.
+            let flagged: Vec<i64> = if search.is_some() {
+                rows.iter()
+                    .filter(|row| {
+                        row.try_get::<Option<i64>, _>(29)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(0)
+                            != 0
+                    })
+                    .map(|row| row.try_get(0).unwrap_or(0))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let rejected = self.events_rejected(connection, &flagged, scope).await?;
             let state = lock_read(self.read_cache());
             for row in &rows {
                 let id = |index: usize| row.try_get::<Option<i64>, _>(index).ok().flatten();

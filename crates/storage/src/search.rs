@@ -7,9 +7,11 @@
 //! while stepping through the range, and only matching events reach Rust.
 //!
 //! The condition is exact for ASCII free texts (SQLite's `LIKE` folds ASCII case,
-//! as the Rust check does for ASCII). An event with a non-ASCII (or control)
-//! character in a free text is also selected and flagged, and the exact Rust
-//! check decides for it, so the answer is the same as a full scan's.
+//! as the Rust check does for ASCII; control characters such as the newlines of
+//! failure bodies have no case, so they need no special care). An event with a
+//! non-ASCII character in a free text (whose lowercase may be ASCII, like the
+//! Kelvin sign's `k`) is also selected and flagged, and the exact Rust check
+//! decides for it, so the answer is the same as a full scan's.
 
 use cpamp_domain::analytics::query::{Scope, search_matches};
 
@@ -115,7 +117,11 @@ impl SearchSql {
                 exact.push(format!("{column} LIKE ? ESCAPE '\\'"));
                 binds.push(like_pattern(needle));
             }
-            unsure.push(format!("{column} GLOB '*[^ -~]*'"));
+            // A text holds a non-ASCII character exactly when its character count
+            // differs from its byte count.
+            unsure.push(format!(
+                "length({column}) <> length(CAST({column} AS BLOB))"
+            ));
         }
         // The hash is lowercase hex: only a hex needle can be part of it.
         if needle.bytes().all(|byte| byte.is_ascii_hexdigit()) {

@@ -1,7 +1,8 @@
 //! Search answers match a case-insensitive substring test over the searched
 //! fields of every event, computed here from the generated events themselves:
 //! dictionary values, free texts with non-ASCII characters (whose lowercase can
-//! be ASCII), literal `%` and `_`, event-hash and request-id fragments.
+//! be ASCII), control characters, literal `%` and `_`, event-hash and request-id
+//! fragments.
 
 mod support;
 
@@ -25,6 +26,7 @@ fn events() -> Vec<UsageEvent> {
         "rate_limit: 100% of quota used",
         "\u{212A}elvin overload",
         "plain overload",
+        "upstream said:\n\t{\"error\": \"Claude overloaded\"}\r\n",
     ];
     for (index, event) in events.iter_mut().enumerate() {
         if event.failed {
@@ -127,6 +129,8 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
         "priority".to_string(),
         "gemini-2.5".to_string(),
         "nothing-has-this".to_string(),
+        "\"error\"".to_string(),
+        "said:\n\t{".to_string(),
     ];
     for needle in needles {
         let expected: BTreeSet<String> = events
