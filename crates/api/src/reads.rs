@@ -53,7 +53,7 @@ pub const TURN_WAIT: Duration = Duration::from_secs(3);
 /// How long an answer is reused while no event was stored.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
 /// How old the data of an answer may be when it is given while a newer one is computed.
-pub const STALE_FOR: Duration = Duration::from_secs(2);
+pub const STALE_FOR: Duration = Duration::from_secs(5);
 /// A time in a request within this many milliseconds of the server's clock means "now".
 pub const LIVE_SLACK_MS: i64 = 2_000;
 /// Most answers and flights remembered.

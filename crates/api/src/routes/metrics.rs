@@ -303,7 +303,7 @@ async fn metrics<S: Store>(
             ),
             (
                 "cpamp_analytics_stale_answers_total",
-                "Dashboard and monitoring requests answered by the last copy (at most 2 s old) while a newer answer was computed.",
+                "Dashboard and monitoring requests answered by the last copy (at most 5 s old) while a newer answer was computed.",
                 &counts.stale,
             ),
             (
