@@ -49,6 +49,7 @@ pub mod limits;
 pub mod manager_config;
 pub mod middleware;
 pub mod monitor;
+mod percent;
 pub mod plugins;
 pub mod price_sync;
 pub mod proxy;

@@ -355,7 +355,7 @@ pub(crate) async fn forward(
 pub(crate) fn forwardable_path(raw: &str) -> Result<String, ApiError> {
     let mut path = String::with_capacity(raw.len());
     for (index, segment) in raw.split('/').enumerate() {
-        let decoded = percent_decoded(segment);
+        let decoded = crate::percent::decode(segment);
         let refused = decoded == b"."
             || decoded == b".."
             || decoded.contains(&b'/')
@@ -387,29 +387,6 @@ pub(crate) fn forwardable_path(raw: &str) -> Result<String, ApiError> {
         path.push('/');
     }
     Ok(path)
-}
-
-/// `%XX` sequences decoded (others left as they are), for checking segments.
-fn percent_decoded(segment: &str) -> Vec<u8> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let hex = |byte: u8| char::from(byte).to_digit(16);
-        if bytes[index] == b'%'
-            && let (Some(high), Some(low)) = (
-                bytes.get(index + 1).and_then(|byte| hex(*byte)),
-                bytes.get(index + 2).and_then(|byte| hex(*byte)),
-            )
-        {
-            out.push((high * 16 + low) as u8);
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    out
 }
 
 /// Copies the client's request body into the upstream channel.

@@ -69,36 +69,9 @@ fn percent_decoded(text: &str) -> Cow<'_, str> {
     if !text.contains(['%', '+']) {
         return Cow::Borrowed(text);
     }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let hex = |byte: u8| char::from(byte).to_digit(16);
-        match bytes[index] {
-            b'%' => match (
-                bytes.get(index + 1).and_then(|byte| hex(*byte)),
-                bytes.get(index + 2).and_then(|byte| hex(*byte)),
-            ) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    index += 3;
-                }
-                _ => {
-                    out.push(b'%');
-                    index += 1;
-                }
-            },
-            b'+' => {
-                out.push(b' ');
-                index += 1;
-            }
-            byte => {
-                out.push(byte);
-                index += 1;
-            }
-        }
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    // `+` first: a `%2B` stands for a literal plus.
+    let decoded = crate::percent::decode(&text.replace('+', " "));
+    Cow::Owned(String::from_utf8_lossy(&decoded).into_owned())
 }
 
 /// The `Cookie` header value without the cookies whose value may hold the admin key;
