@@ -8,7 +8,8 @@
 //! within 2× of the empty one. The database size per event after the fill is
 //! printed with its target (≤ 400 B).
 //!
-//! Run with `cargo xtask bench ingest [events] [--day-fill N]`.
+//! Run with `cargo xtask bench ingest [events] [--day-fill N] [--keep DIR]`; `--keep`
+//! leaves the filled day's database in `DIR` for a closer look (`sqlite3`, `dbstat`).
 
 use std::time::Instant;
 
@@ -396,6 +397,11 @@ async fn main() {
         .and_then(|at| args.get(at + 1))
         .map(|value| value.parse().expect("--day-fill takes a number of events"))
         .unwrap_or(200_000);
+    let keep: Option<std::path::PathBuf> = args
+        .iter()
+        .position(|arg| arg == "--keep")
+        .and_then(|at| args.get(at + 1))
+        .map(std::path::PathBuf::from);
     let dir = tempfile::tempdir().expect("tempdir");
     println!(
         "ingest benchmark: {total} events per run, WAL + synchronous=FULL, one transaction per batch"
@@ -447,4 +453,10 @@ async fn main() {
         full.stored_bytes_per_event
     );
     println!("bytes/event by table after the fill: {}", full.tables);
+    if let Some(keep) = keep {
+        std::fs::create_dir_all(&keep).expect("create the --keep directory");
+        let kept = keep.join("full-day.sqlite");
+        std::fs::copy(dir.path().join("full-day.sqlite"), &kept).expect("keep the database");
+        println!("filled database kept at {}", kept.display());
+    }
 }

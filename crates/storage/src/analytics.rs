@@ -22,7 +22,7 @@ use cpamp_domain::analytics::query::{
     Identity, Level, RawEvent, SampleBlock, Scope, Text,
 };
 use cpamp_domain::analytics::time::{Bucketer, DAY_MS, Granularity, HOUR_MS, QUARTER_MS, Zone};
-use cpamp_domain::event::{TokenCounts, format_timestamp_ms};
+use cpamp_domain::event::TokenCounts;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
@@ -160,7 +160,8 @@ pub(crate) const EVENT_COLUMNS: &str = "id, event_hash, request_id, timestamp_ms
     reasoning_tokens, cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, \
     normalized_total_input_tokens, latency_ms, ttft_ms, failed, fail_status_code, fail_summary, \
     response_metadata_json, header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
-    header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms";
+    header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms, timestamp_sub_ms, \
+    metadata_template_id, metadata_values";
 
 /// Which packed rollup a segment is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -426,7 +427,10 @@ impl SqliteStore {
             event_hash: hex::encode(hash),
             request_id: string(2),
             timestamp_ms,
-            timestamp: string(4).unwrap_or_else(|| format_timestamp_ms(timestamp_ms)),
+            timestamp: match string(4) {
+                Some(text) => text,
+                None => crate::compact::stored_timestamp(None, id(54), timestamp_ms).into_owned(),
+            },
             model: state.text(model_id),
             requested_model: state.text(requested_id),
             resolved_model: text(9),
@@ -465,7 +469,20 @@ impl SqliteStore {
             failed: int(43) != 0,
             fail_status_code: id(44),
             fail_summary: string(45),
-            response_metadata_json: string(46),
+            response_metadata_json: match string(46) {
+                Some(text) => Some(text),
+                None => crate::compact::stored_metadata(
+                    None,
+                    Some(state.text_ref(id(55))),
+                    row.try_get::<Option<Vec<u8>>, _>(56)
+                        .ok()
+                        .flatten()
+                        .as_deref(),
+                    timestamp_ms,
+                    row.try_get::<Option<&str>, _>(52).ok().flatten(),
+                )
+                .map(std::borrow::Cow::into_owned),
+            },
             header_quota_recover_at_ms: id(47),
             header_quota_used_percent: row.try_get::<Option<f64>, _>(48).ok().flatten(),
             header_quota_plan_type: text(49),

@@ -37,6 +37,8 @@ pub enum DimKind {
     QuotaPlanType = 22,
     ErrorKind = 23,
     ErrorCode = 24,
+    /// A response-metadata template (`crate::compact`).
+    ResponseMetadata = 25,
 }
 
 /// Process-wide cache of (kind, value) -> id, and of the other small id tables the
@@ -52,7 +54,7 @@ pub(crate) struct DimCache {
 /// borrows the value instead of building a key.
 type Ids = [FastMap<String, i64>; KINDS];
 /// One past the largest [`DimKind`] number.
-const KINDS: usize = 25;
+const KINDS: usize = 26;
 
 /// Ids resolved during one transaction; merged into the cache after commit.
 #[derive(Default)]

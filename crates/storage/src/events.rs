@@ -75,6 +75,8 @@ pub(crate) struct NewEvent<'a> {
     pub event: &'a UsageEvent,
     pub hash: [u8; 32],
     pub dims: EventDims,
+    /// The response metadata's template id and literals, when it has that form.
+    pub metadata: Option<(i64, Vec<u8>)>,
 }
 
 fn write_batch(
@@ -166,11 +168,13 @@ fn write_batch(
         };
         outcome.fresh.push(index);
         let dims = resolve_dims(store, connection, stage, event)?;
+        let metadata = compact_metadata(store, connection, stage, event)?;
         fresh.push(NewEvent {
             id: ids[index],
             event,
             hash,
             dims,
+            metadata,
         });
     }
     insert_events(connection, &fresh, origin_id)?;
@@ -258,12 +262,54 @@ fn leading_word(hash: &[u8; 32]) -> u64 {
     u64::from_be_bytes(word)
 }
 
-/// The timestamp text is stored only when it cannot be rebuilt from `timestamp_ms`
+/// The timestamp text's columns: nothing when `timestamp_ms` rebuilds it, the
+/// digits beyond the millisecond when only those are missing, else the text
 /// (`scratch` is a buffer reused from event to event).
-fn timestamp_text<'e>(event: &'e UsageEvent, scratch: &mut String) -> Option<&'e str> {
+fn timestamp_columns<'e>(
+    event: &'e UsageEvent,
+    scratch: &mut String,
+) -> (Option<&'e str>, Option<i64>) {
     scratch.clear();
     cpamp_domain::event::write_timestamp_ms(scratch, event.timestamp_ms);
-    (*scratch != event.timestamp).then_some(event.timestamp.as_str())
+    if *scratch == event.timestamp {
+        return (None, None);
+    }
+    match crate::compact::timestamp_sub_ms(&event.timestamp, event.timestamp_ms, scratch) {
+        Some(sub) => (None, Some(sub)),
+        None => (Some(event.timestamp.as_str()), None),
+    }
+}
+
+/// The template id and literals of an event's response metadata (`None` when it
+/// has none, or keeps its text as it is).
+fn compact_metadata(
+    store: &SqliteStore,
+    connection: &Connection,
+    stage: &mut DimStage,
+    event: &UsageEvent,
+) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+    let Some(text) = text(&event.response_metadata_json) else {
+        return Ok(None);
+    };
+    let Some(parts) = crate::compact::encode_metadata(
+        text,
+        event.timestamp_ms,
+        self::text(&event.header_trace_id),
+    ) else {
+        return Ok(None);
+    };
+    let cache = store.dims();
+    let values = [(DimKind::ResponseMetadata, Some(parts.template.as_str()))];
+    let id = match cache.lookup_all(stage, &values)[0] {
+        Some(id) => Some(id),
+        None => stage.resolve(
+            cache,
+            connection,
+            DimKind::ResponseMetadata,
+            Some(&parts.template),
+        )?,
+    };
+    Ok(id.map(|id| (id, parts.values)))
 }
 
 /// Dictionary ids of one event's repeated texts.
@@ -434,9 +480,11 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events (\
     normalized_cache_read_tokens, normalized_cache_creation_tokens, \
     latency_ms, ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, \
     header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
-    header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms) VALUES (\
+    header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms, \
+    timestamp_sub_ms, metadata_template_id, metadata_values) VALUES (\
     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+    ?, ?, ?)";
 
 /// A text column's value: `NULL` for a missing or empty text.
 fn text(value: &Option<String>) -> Option<&str> {
@@ -475,7 +523,8 @@ fn insert_events(
         bind(&origin_id)?;
         bind(&text(&event.request_id))?;
         bind(&event.timestamp_ms)?;
-        bind(&timestamp_text(event, &mut scratch))?;
+        let (timestamp_text, timestamp_sub_ms) = timestamp_columns(event, &mut scratch);
+        bind(&timestamp_text)?;
         for id in [
             dims.provider,
             dims.executor_type,
@@ -536,7 +585,7 @@ fn insert_events(
         bind(&i64::from(event.failed))?;
         bind(&event.fail_status_code.filter(|code| *code > 0))?;
         bind(&text(&event.fail_summary))?;
-        bind(&text(&event.response_metadata_json))?;
+        bind(&text(&event.response_metadata_json).filter(|_| new.metadata.is_none()))?;
         bind(&event.header_quota_recover_at_ms.filter(|value| *value > 0))?;
         bind(&event.header_quota_used_percent)?;
         bind(&dims.quota_plan_type)?;
@@ -544,6 +593,9 @@ fn insert_events(
         bind(&dims.error_code)?;
         bind(&text(&event.header_trace_id))?;
         bind(&event.created_at_ms)?;
+        bind(&timestamp_sub_ms)?;
+        bind(&new.metadata.as_ref().map(|(id, _)| *id))?;
+        bind(&new.metadata.as_ref().map(|(_, values)| values.as_slice()))?;
         statement.raw_execute()?;
     }
     Ok(())

@@ -105,7 +105,7 @@ const EXPORT_COLUMNS: &str = "event_hash, request_id, timestamp_ms, timestamp_te
     cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, latency_ms, \
     ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, header_quota_recover_at_ms, \
     header_quota_used_percent, header_quota_plan_type_id, header_error_kind_id, header_error_code_id, \
-    header_trace_id, created_at_ms";
+    header_trace_id, created_at_ms, timestamp_sub_ms, metadata_template_id, metadata_values";
 
 /// What to read: conditions, the keyset start, and how many events.
 struct Plan {
@@ -315,6 +315,7 @@ fn write_all(
 struct Scratch {
     hash: String,
     timestamp: String,
+    metadata: String,
 }
 
 fn int(row: &rusqlite::Row<'_>, index: usize) -> Option<i64> {
@@ -355,13 +356,38 @@ fn write_row(
         push_hex(&mut scratch.hash, bytes);
     }
     let timestamp_ms = number(2);
-    let timestamp = match text(row, 3) {
-        Some(stored) => stored,
-        None => {
+    let timestamp = match (text(row, 3), int(row, 49)) {
+        (Some(stored), _) => stored,
+        (None, Some(sub_ms)) => {
+            scratch.timestamp =
+                crate::compact::stored_timestamp(None, Some(sub_ms), timestamp_ms).into_owned();
+            scratch.timestamp.as_str()
+        }
+        (None, None) => {
             scratch.timestamp.clear();
             write_timestamp_ms(&mut scratch.timestamp, timestamp_ms);
             scratch.timestamp.as_str()
         }
+    };
+    let metadata = match (text(row, 41), int(row, 50)) {
+        (Some(stored), _) => stored,
+        (None, Some(template)) => {
+            let values = match row.get_ref(51) {
+                Ok(ValueRef::Blob(bytes)) => bytes,
+                _ => &[],
+            };
+            scratch.metadata = crate::compact::stored_metadata(
+                None,
+                Some(state.text_ref(Some(template))),
+                Some(values),
+                timestamp_ms,
+                text(row, 47),
+            )
+            .map(std::borrow::Cow::into_owned)
+            .unwrap_or_default();
+            scratch.metadata.as_str()
+        }
+        (None, None) => "",
     };
     let (model_id, requested_id) = (int(row, 6), int(row, 7));
     let record = ExportRecord {
@@ -413,7 +439,7 @@ fn write_row(
         failed: number(38) != 0,
         fail_status_code: int(row, 39),
         fail_summary: text(row, 40).unwrap_or(""),
-        response_metadata_json: text(row, 41).unwrap_or(""),
+        response_metadata_json: metadata,
         header_quota_recover_at_ms: int(row, 42),
         header_quota_used_percent: match row.get_ref(43) {
             Ok(ValueRef::Real(value)) => Some(value),

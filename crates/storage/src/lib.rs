@@ -73,6 +73,7 @@
 mod analytics;
 mod automation;
 mod backup;
+mod compact;
 mod dims;
 mod error;
 mod events;
@@ -242,6 +243,18 @@ impl SqliteStore {
                 .map_err(|error| error::map(error, "adopt Go quota snapshots"))?;
         }
         legacy::adopt_prices_and_aliases(&writer).await?;
+        {
+            let (path, busy_timeout) = (options.path.clone(), options.busy_timeout);
+            tokio::task::spawn_blocking(move || {
+                let mut connection = open_batch_connection(&path, busy_timeout)?;
+                compact::convert_stored(&mut connection)
+            })
+            .await
+            .map_err(|error| {
+                StoreError::unavailable(format!("compact stored events: {error}"), error)
+            })?
+            .map_err(error::sqlite("compact stored events"))?;
+        }
         rollup::backfill(&writer)
             .await
             .map_err(|error| error::map(error, "fill new rollups"))?;

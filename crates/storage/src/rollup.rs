@@ -397,6 +397,10 @@ pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
         .fetch_all(writer)
         .await?;
     for name in pending {
+        if name == crate::compact::COMPACT_EVENTS {
+            // Its own step, run before this one (`compact::convert_stored`).
+            continue;
+        }
         let redacting = name == REDACT_DEAD_LETTERS;
         if redacting {
             // The rows' old text must not survive in freed pages either (the store has
@@ -409,6 +413,7 @@ pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
         if name == "heat_h" {
             backfill_heat(&mut transaction).await?;
         }
+
         if redacting {
             redact_dead_letters(&mut transaction).await?;
         }

@@ -229,3 +229,162 @@ async fn heatmaps_of_a_database_from_before_the_heat_rollup() {
         .expect("reopen again");
     assert_eq!(heatmap(store).await, before);
 }
+
+/// Everything a reader can get out of the stored events: every event through
+/// the stream (`GET /usage`), both export formats, header snapshots and the
+/// identity groups.
+async fn every_answer(store: &SqliteStore, now_ms: i64) -> Vec<String> {
+    use cpamp_domain::analytics::query::{AnalyticsStore, GroupRequest, Scope};
+    use cpamp_domain::ports::{EventPages, EventSelection, EventStream, ExportChunks};
+    use cpamp_domain::transfer::export::ExportFormat;
+
+    let mut answers = Vec::new();
+    let mut pages = store
+        .open_event_stream(EventSelection::default())
+        .await
+        .expect("open stream");
+    loop {
+        let page = pages.next_page().await.expect("page");
+        if page.is_empty() {
+            break;
+        }
+        answers.extend(page.iter().map(|event| format!("{event:?}")));
+    }
+    for format in [ExportFormat::Jsonl, ExportFormat::Csv] {
+        let mut export = store
+            .open_export(EventSelection::default(), format)
+            .await
+            .expect("open export");
+        let mut out = String::new();
+        while let Some(chunk) = export.next_chunk().await.expect("chunk") {
+            out.push_str(&chunk);
+        }
+        answers.push(out);
+    }
+    let snapshots = header_snapshots(store, now_ms, 3, 1000)
+        .await
+        .expect("snapshots");
+    answers.push(serde_json::to_string(&snapshots).expect("json"));
+    let mut groups: Vec<String> = store
+        .groups(GroupRequest {
+            scope: Scope::time_only(0, i64::MAX),
+            identity: true,
+            timeline: None,
+        })
+        .await
+        .expect("groups")
+        .iter()
+        .map(|row| format!("{row:?}"))
+        .collect();
+    groups.sort();
+    answers.extend(groups);
+    answers
+}
+
+#[tokio::test]
+async fn events_of_a_database_from_before_compact_rows_read_the_same() {
+    use cpamp_domain::event::{Decoded, UsageEvent, format_timestamp_ms};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    // Realistic CPA payloads (nanosecond timestamps, provider headers), and a few
+    // texts the compact form cannot hold: another offset, metadata that is not
+    // an object.
+    let mut traffic = cpamp_testkit::Traffic::new(0xc0de);
+    let count = 3_000_i64;
+    let mut events: Vec<UsageEvent> = (0..count)
+        .map(|index| {
+            let at_ms = now_ms - 3 * DAY_MS + index * (3 * DAY_MS / count);
+            let nanos = i128::from(at_ms) * 1_000_000 + 123_457;
+            match cpamp_domain::decode::decode(&traffic.payload(nanos), now_ms) {
+                Decoded::Event(event) => *event,
+                other => panic!("realistic payload did not decode: {other:?}"),
+            }
+        })
+        .collect();
+    for event in events.iter_mut().step_by(97) {
+        event.timestamp = format!("{}+00:00", &event.timestamp[..19]);
+    }
+    for event in events.iter_mut().skip(5).step_by(89) {
+        event.response_metadata_json = Some(format!("[\"not an object\",{}]", event.timestamp_ms));
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    for chunk in events.chunks(250) {
+        store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://cpa".into()),
+                events: chunk.to_vec(),
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("store batch");
+    }
+    let before = every_answer(&store, now_ms).await;
+    assert!(before.len() > count as usize);
+    store.close().await;
+
+    // The earlier shape: whole texts in `timestamp_text` (when `timestamp_ms`
+    // does not rebuild them) and `response_metadata_json`, no compact columns.
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    for event in &events {
+        let rebuilt = format_timestamp_ms(event.timestamp_ms);
+        sqlx::query(
+            "UPDATE usage_events SET timestamp_text = ?, response_metadata_json = ? \
+             WHERE event_hash = unhex(?)",
+        )
+        .bind((event.timestamp != rebuilt).then_some(event.timestamp.as_str()))
+        .bind(event.response_metadata_json.as_deref())
+        .bind(&event.event_hash)
+        .execute(&mut connection)
+        .await
+        .expect("old row");
+    }
+    connection.close().await.expect("close");
+    rewind(
+        &path,
+        30,
+        &[
+            "ALTER TABLE usage_events DROP COLUMN timestamp_sub_ms",
+            "ALTER TABLE usage_events DROP COLUMN metadata_template_id",
+            "ALTER TABLE usage_events DROP COLUMN metadata_values",
+            "DELETE FROM dims WHERE kind = 25",
+        ],
+    )
+    .await;
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    store.close().await;
+
+    // The rows took the compact form; only the texts it cannot hold stayed.
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let (texts, metadata, templates, subs): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(timestamp_text), count(response_metadata_json), \
+         count(metadata_template_id), count(timestamp_sub_ms) FROM usage_events",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("count");
+    connection.close().await.expect("close");
+    assert_eq!(texts, events.iter().step_by(97).count() as i64);
+    assert_eq!(metadata, events.iter().skip(5).step_by(89).count() as i64);
+    assert!(templates > count * 9 / 10, "{templates}");
+    assert_eq!(subs, count - texts);
+    // A second open has nothing left to convert.
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen again");
+    assert_eq!(every_answer(&store, now_ms).await, before);
+}
