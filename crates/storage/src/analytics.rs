@@ -1557,14 +1557,18 @@ impl AnalyticsStore for SqliteStore {
 
 impl SqliteStore {
     /// The stored event with this hash (64 hex characters), through the identity
-    /// ledger's primary key.
+    /// ledger's key.
     pub(crate) async fn event_by_hash(&self, hash: &[u8]) -> Result<Option<RawEvent>, StoreError> {
         let mut connection = self.reader_connection().await?;
+        let Ok(whole) = <[u8; 32]>::try_from(hash) else {
+            return Ok(None);
+        };
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE id = \
-             (SELECT event_id FROM usage_event_identity_ledger WHERE event_hash = ?)"
+            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE id = ({})",
+            crate::ledger::EVENT_ID_BY_HASH
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(crate::ledger::prefix(&whole))
             .bind(hash)
             .fetch_optional(&mut *connection)
             .await

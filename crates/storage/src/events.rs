@@ -143,18 +143,17 @@ fn write_batch(
     // Claims in key order. A hash already in the ledger changes no row; the
     // hashes claimed here are those of the events to insert.
     let mut claimed: Vec<Option<[u8; 32]>> = vec![None; batch.events.len()];
-    {
-        let mut claim = connection.prepare_cached(
-            "INSERT INTO usage_event_identity_ledger (event_hash, event_id, first_seen_at_ms) \
-             VALUES (?1, ?2, ?3) ON CONFLICT (event_hash) DO NOTHING",
-        )?;
-        for (_, hash, index) in &sorted {
-            let index = *index;
-            if first[index]
-                && claim.execute((&hash[..], ids[index], batch.events[index].created_at_ms))? == 1
-            {
-                claimed[index] = Some(*hash);
-            }
+    for (_, hash, index) in &sorted {
+        let index = *index;
+        if first[index]
+            && crate::ledger::claim(
+                connection,
+                hash,
+                Some(ids[index]),
+                batch.events[index].created_at_ms,
+            )?
+        {
+            claimed[index] = Some(*hash);
         }
     }
 

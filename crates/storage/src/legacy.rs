@@ -492,26 +492,32 @@ impl SqliteStore {
     }
 
     async fn drop_legacy_event_tables(&self) -> Result<(), StoreError> {
+        // Hashes Go remembered for events it no longer stores keep deduping. The
+        // ledger's claims are Rust (`ledger::claim`), run on the batch connection
+        // while the writer lease is held, like a batch.
+        let lease = self
+            .writer()
+            .acquire()
+            .await
+            .map_err(|error| error::map(error, "begin adoption"))?;
+        let store = self.clone();
+        let (lease, adopted) = tokio::task::spawn_blocking(move || {
+            let adopted = store.with_batch_connection(|connection| {
+                adopt_go_ledger(connection).map_err(error::sqlite("adopt Go identity ledger"))
+            });
+            (lease, adopted)
+        })
+        .await
+        .map_err(|error| {
+            StoreError::unavailable(format!("adopt Go identity ledger: {error}"), error)
+        })?;
+        drop(lease);
+        adopted?;
         let mut transaction = self
             .writer()
             .begin()
             .await
             .map_err(|error| error::map(error, "begin adoption"))?;
-        // Hashes Go remembered for events it no longer stores keep deduping.
-        if table_exists(&mut transaction, "legacy_go_usage_event_identity_ledger").await? {
-            sqlx::query(
-                "INSERT OR IGNORE INTO usage_event_identity_ledger (event_hash, event_id, first_seen_at_ms) \
-                 SELECT unhex(event_hash), NULL, first_seen_at_ms FROM legacy_go_usage_event_identity_ledger \
-                 WHERE length(event_hash) = 64 AND unhex(event_hash) IS NOT NULL",
-            )
-            .execute(&mut *transaction)
-            .await
-            .map_err(|error| error::map(error, "adopt Go identity ledger"))?;
-            sqlx::query("DROP TABLE legacy_go_usage_event_identity_ledger")
-                .execute(&mut *transaction)
-                .await
-                .map_err(|error| error::map(error, "drop Go identity ledger"))?;
-        }
         sqlx::query("DROP TABLE IF EXISTS legacy_go_usage_events")
             .execute(&mut *transaction)
             .await
@@ -528,6 +534,37 @@ impl SqliteStore {
             .await
             .map_err(|error| error::map(error, "commit adoption"))
     }
+}
+
+/// Claims every hash of the Go ledger (without an event row) and drops it, in
+/// one transaction; nothing to do once it is gone.
+fn adopt_go_ledger(connection: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let exists: i64 = transaction.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+         AND name = 'legacy_go_usage_event_identity_ledger'",
+        [],
+        |row| row.get(0),
+    )?;
+    if exists > 0 {
+        {
+            let mut select = transaction.prepare(
+                "SELECT unhex(event_hash), first_seen_at_ms FROM legacy_go_usage_event_identity_ledger \
+                 WHERE length(event_hash) = 64 AND unhex(event_hash) IS NOT NULL",
+            )?;
+            let mut rows = select.query([])?;
+            while let Some(row) = rows.next()? {
+                let whole: Vec<u8> = row.get(0)?;
+                let first_seen_at_ms: i64 = row.get(1)?;
+                if let Ok(hash) = <[u8; 32]>::try_from(whole.as_slice()) {
+                    crate::ledger::claim(&transaction, &hash, None, first_seen_at_ms)?;
+                }
+            }
+        }
+        transaction.execute_batch("DROP TABLE legacy_go_usage_event_identity_ledger")?;
+    }
+    transaction.commit()
 }
 
 fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UsageEvent, StoreError> {

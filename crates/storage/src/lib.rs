@@ -82,6 +82,7 @@ mod fasthash;
 mod gaps;
 mod hints;
 mod inspection;
+mod ledger;
 mod legacy;
 mod maintenance;
 mod prices;
@@ -247,13 +248,14 @@ impl SqliteStore {
             let (path, busy_timeout) = (options.path.clone(), options.busy_timeout);
             tokio::task::spawn_blocking(move || {
                 let mut connection = open_batch_connection(&path, busy_timeout)?;
+                ledger::convert_stored(&mut connection)?;
                 compact::convert_stored(&mut connection)
             })
             .await
             .map_err(|error| {
-                StoreError::unavailable(format!("compact stored events: {error}"), error)
+                StoreError::unavailable(format!("convert stored events: {error}"), error)
             })?
-            .map_err(error::sqlite("compact stored events"))?;
+            .map_err(error::sqlite("convert stored events"))?;
         }
         rollup::backfill(&writer)
             .await

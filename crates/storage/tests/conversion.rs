@@ -344,6 +344,25 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
         .expect("old row");
     }
     connection.close().await.expect("close");
+    // The ledger as it was before `0031_event_ledger`: every hash whole, keyed by
+    // it, and one hash whose event was never stored.
+    rewind(
+        &path,
+        31,
+        &[
+            "CREATE TABLE usage_event_identity_ledger (event_hash BLOB PRIMARY KEY, \
+             event_id INTEGER, first_seen_at_ms INTEGER NOT NULL) WITHOUT ROWID",
+            "INSERT INTO usage_event_identity_ledger \
+             SELECT coalesce(ledger.event_hash, event.event_hash), ledger.event_id, ledger.first_seen_at_ms \
+             FROM usage_event_ledger ledger LEFT JOIN usage_events event ON event.id = ledger.event_id",
+            "INSERT INTO usage_event_identity_ledger \
+             SELECT event_hash, event_id, first_seen_at_ms FROM usage_event_ledger_overflow",
+            "INSERT INTO usage_event_identity_ledger VALUES (unhex(printf('%064d', 42)), NULL, 1)",
+            "DROP TABLE usage_event_ledger",
+            "DROP TABLE usage_event_ledger_overflow",
+        ],
+    )
+    .await;
     rewind(
         &path,
         30,
@@ -382,9 +401,36 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
     assert_eq!(metadata, events.iter().skip(5).step_by(89).count() as i64);
     assert!(templates > count * 9 / 10, "{templates}");
     assert_eq!(subs, count - texts);
-    // A second open has nothing left to convert.
+    // A second open has nothing left to convert, and every hash still dedupes:
+    // the stored events' and the one without an event.
     let store = SqliteStore::open(Options::new(&path))
         .await
         .expect("reopen again");
     assert_eq!(every_answer(&store, now_ms).await, before);
+    let mut again = events.clone();
+    let mut remembered = events[0].clone();
+    remembered.event_hash = format!("{:064}", 42);
+    again.push(remembered);
+    let outcome = store
+        .store_batch(IngestBatch {
+            origin: BatchOrigin::Collector("http://cpa".into()),
+            events: again,
+            dead_letters: Vec::new(),
+        })
+        .await
+        .expect("store again");
+    assert_eq!((outcome.inserted, outcome.skipped), (0, count as u64 + 1));
+    store.close().await;
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let (ledger, old): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM usage_event_ledger), \
+         (SELECT count(*) FROM sqlite_master WHERE name = 'usage_event_identity_ledger')",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("ledger");
+    connection.close().await.expect("close");
+    assert_eq!((ledger, old), (count + 1, 0));
 }

@@ -285,7 +285,11 @@ async fn event_hashes_dedupe_by_their_raw_bytes_and_malformed_ones_stay_apart() 
         .await
         .expect("open");
     let mut ledger: Vec<String> =
-        sqlx::query_scalar("SELECT lower(hex(event_hash)) FROM usage_event_identity_ledger")
+        sqlx::query_scalar(
+            "SELECT lower(hex(coalesce(ledger.event_hash, event.event_hash))) \
+             FROM usage_event_ledger ledger LEFT JOIN usage_events event ON event.id = ledger.event_id \
+             UNION ALL SELECT lower(hex(event_hash)) FROM usage_event_ledger_overflow",
+        )
             .fetch_all(&mut connection)
             .await
             .expect("ledger");
