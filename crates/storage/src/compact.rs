@@ -3,8 +3,8 @@
 //! **Response metadata.** `response_metadata_json` repeats the same shape from
 //! event to event (the same keys, content types, plan names) with a few numbers
 //! and ids that change. It is stored as a *template*, the text with every
-//! number and every string value that holds a digit (or is long) cut out, kept
-//! once in the dictionary (`dims`, kind `ResponseMetadata`), and the cut-out
+//! number and every string value that looks like an id or a count (two digits
+//! or more, or long) cut out, kept once in the dictionary (`dims`, kind `ResponseMetadata`), and the cut-out
 //! literals in a small blob (`metadata_values`). A literal is written as the
 //! shortest of: a varint (integers, and decimals as digits plus the dot's
 //! place), a varint relative to the event's `timestamp_ms` (reset instants),
@@ -26,9 +26,10 @@ const HOLE: char = '\u{1}';
 
 /// A string value with at most this many bytes and fewer than [`ID_DIGITS`]
 /// digits stays in the template (content types, plan names, statuses); others
-/// (request ids, rays) are literals.
+/// (request ids, rays, durations such as `6m0s`) are literals, so the number of
+/// templates stays small.
 const KEPT_STRING_BYTES: usize = 48;
-const ID_DIGITS: usize = 3;
+const ID_DIGITS: usize = 2;
 
 /// Longest template kept in the dictionary; a longer text is stored as it is.
 const TEMPLATE_LIMIT: usize = 2_048;
@@ -502,6 +503,22 @@ mod tests {
         assert_eq!(
             decode_metadata(&again.template, &again.values, 1_772_409_605_386, None).as_deref(),
             Some(other.as_str())
+        );
+    }
+
+    #[test]
+    fn changing_counts_and_durations_share_one_template() {
+        let template = |text: &str| encode_metadata(text, 0, None).expect("encodes").template;
+        let first = template(
+            r#"{"rate_limit":{"reset_requests":"6m0s","reset_tokens":"1s"},"response":{"content_type":"text/plain; charset=utf-8"}}"#,
+        );
+        let second = template(
+            r#"{"rate_limit":{"reset_requests":"59m12s","reset_tokens":"1s"},"response":{"content_type":"text/plain; charset=utf-8"}}"#,
+        );
+        assert_eq!(first, second);
+        assert!(
+            first.contains("charset=utf-8") && first.contains("\"1s\""),
+            "{first}"
         );
     }
 
