@@ -99,7 +99,8 @@ async fn apply(
         )
         .bind(observation_id)
         .bind(window_id)
-        .bind(&observation.account_key)
+        // The window row holds the account key (`0032_quota_snapshot_account`).
+        .bind("")
         .bind(&observation.provider)
         .bind(&window.provider_window_id)
         .bind(encode_list(&window.provider_window_aliases))

@@ -389,8 +389,9 @@ fn merge_entries(
 }
 
 /// Completes what a migration left to do in Rust, once: fills rollups added by a
-/// migration from the rollups that already existed, and redacts dead letters stored
-/// before redaction existed (or adopted from the Go server). Runs at open, before
+/// migration from the rollups that already existed, redacts dead letters stored
+/// before redaction existed (or adopted from the Go server), and clears the
+/// account key of quota snapshot rows stored before their window held it alone. Runs at open, before
 /// anything is ingested; each step commits with the removal of its mark.
 pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
     let pending: Vec<String> = sqlx::query_scalar("SELECT name FROM usage_rollup_backfill")
@@ -412,6 +413,14 @@ pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
         let mut transaction = writer.begin().await?;
         if name == "heat_h" {
             backfill_heat(&mut transaction).await?;
+        }
+        if name == "quota_snapshot_account" {
+            // Snapshot rows leave the account key to their window's row.
+            sqlx::query(
+                "UPDATE account_quota_snapshots SET account_key = '' WHERE account_key <> ''",
+            )
+            .execute(&mut *transaction)
+            .await?;
         }
 
         if redacting {

@@ -434,3 +434,91 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
     connection.close().await.expect("close");
     assert_eq!((ledger, old), (count + 1, 0));
 }
+
+#[tokio::test]
+async fn quota_windows_of_a_database_from_before_snapshots_left_the_account_to_their_window() {
+    use cpamp_domain::automation::quota::{Observation, QuotaStore, WindowInput};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    let accounts = [
+        "usage-account-history:2:auth:6964782D31",
+        "usage-account-history:2:auth:6964782D32",
+    ];
+    let mut observations = Vec::new();
+    for step in 0..40_i64 {
+        for (index, account) in accounts.iter().enumerate() {
+            let at = END_MS - DAY_MS + step * 600_000 + index as i64;
+            let window = |id: &str, minutes: i64, used: f64| WindowInput {
+                provider_window_id: id.into(),
+                window_mode: "fixed".into(),
+                model_scope_kind: "family".into(),
+                model_scope_key: "codex_main".into(),
+                boundary_accuracy: "derived".into(),
+                cycle_start_ms: Some(at - minutes * 30_000),
+                cycle_end_ms: Some(at + minutes * 30_000),
+                duration_seconds: Some(minutes * 60),
+                used_percent: Some(used),
+                ..WindowInput::default()
+            };
+            observations.push(Observation {
+                account_key: (*account).into(),
+                provider: "codex".into(),
+                source: "response_header".into(),
+                source_observation_id: format!("req-{step}-{index}"),
+                inventory_scope_key: "codex:rate-limits".into(),
+                inventory_mode: "partial".into(),
+                observed_at_ms: at,
+                windows: vec![
+                    window("five-hour", 300, (step % 100) as f64),
+                    window("weekly", 10_080, (step / 2) as f64),
+                ],
+                removals: Vec::new(),
+            });
+        }
+    }
+    store
+        .write_observations(observations, END_MS)
+        .await
+        .expect("observations");
+    let windows = |store: SqliteStore| async move {
+        let mut answers = Vec::new();
+        for account in accounts {
+            let windows = store
+                .account_windows(account, "codex")
+                .await
+                .expect("windows");
+            assert_eq!(windows.len(), 2);
+            answers.push(format!("{windows:?}"));
+        }
+        store.close().await;
+        answers
+    };
+    let before = windows(store).await;
+
+    // The earlier shape: every snapshot row repeats its window's account key.
+    rewind(
+        &path,
+        32,
+        &["UPDATE account_quota_snapshots SET account_key = \
+           (SELECT w.account_key FROM account_quota_windows w WHERE w.id = window_id)"],
+    )
+    .await;
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    assert_eq!(windows(store).await, before);
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let (rows, keyed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(nullif(account_key, '')) FROM account_quota_snapshots",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("count");
+    connection.close().await.expect("close");
+    assert_eq!((rows, keyed), (160, 0));
+}
