@@ -706,7 +706,9 @@ impl SqliteStore {
     }
 
     /// Reads the packed rollup rows of one segment and turns their entries into
-    /// group rows. Without a timeline, equal keys are merged across buckets.
+    /// group rows. Without a timeline, equal keys are merged across buckets; with
+    /// `cells`, equal keys are merged across the local hours that share a weekday
+    /// and an hour of day (each row then carries the first such local hour).
     #[allow(clippy::too_many_arguments)]
     async fn rollup_rows(
         &self,
@@ -717,6 +719,7 @@ impl SqliteStore {
         source: Source,
         from: i64,
         to: i64,
+        cells: &mut Option<FastMap<(i64, i64), i64>>,
         out: &mut Vec<GroupRow>,
     ) -> Result<(), StoreError> {
         let identity = family != Family::Aggregate;
@@ -735,8 +738,8 @@ impl SqliteStore {
             .timeline
             .as_ref()
             .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
-        let mut merged: HashMap<(i64, EntryKey), Sums> = HashMap::new();
-        let mut identity_ok: HashMap<i64, bool> = HashMap::new();
+        let mut merged: FastMap<(i64, EntryKey), Sums> = FastMap::default();
+        let mut identity_ok: FastMap<i64, bool> = FastMap::default();
         // Blobs are read a bounded number at a time, so memory stays flat.
         let mut cursor = from;
         loop {
@@ -753,10 +756,14 @@ impl SqliteStore {
             cursor = last + 1;
             let state = lock_read(self.read_cache());
             for (bucket, blob) in &rows {
-                let local = match bucketer.as_mut() {
+                let mut local = match bucketer.as_mut() {
                     Some(bucketer) => bucketer.bucket(*bucket),
                     None => 0,
                 };
+                if let (Some(cells), Some((zone, _))) = (cells.as_mut(), request.timeline.as_ref())
+                {
+                    local = *cells.entry(zone.weekday_hour(local)).or_insert(local);
+                }
                 decode_entries(*bucket, identity, blob, |key, sums| {
                     if !filters.matches_failed(key.failed)
                         || (!model_ids.is_empty() && !model_ids.contains(&key.model))
@@ -827,7 +834,8 @@ impl SqliteStore {
     }
 
     /// Group rows; with `heat`, whole UTC hours come from the heat rollup, whose
-    /// rows carry reduced identities (see [`AnalyticsStore::heat_groups`]).
+    /// rows carry reduced identities, and rollup rows of one local weekday hour are
+    /// merged across dates (see [`AnalyticsStore::heat_groups`]).
     async fn groups_from(
         &self,
         request: GroupRequest,
@@ -877,6 +885,8 @@ impl SqliteStore {
         let identity = request.identity || level == Level::Identity;
         let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
         let (quarter_ok, hour_ok, day_ok) = allowed(request.timeline.as_ref(), start, end);
+        // The first local hour seen of each (weekday, hour), shared by every segment.
+        let mut cells = heat.then(FastMap::default);
         for (source, from, to) in plan(start, end, quarter_ok, hour_ok, day_ok) {
             if source == Source::Raw {
                 let mut folder = RawFolder::new(&request);
@@ -900,6 +910,7 @@ impl SqliteStore {
                     source,
                     from,
                     to,
+                    &mut cells,
                     &mut out,
                 )
                 .await?;

@@ -662,7 +662,15 @@ fn put(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Reads one varint; `None` at a truncated end.
+#[inline]
 fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    // Most values (ids, flags, small counts) fit one byte.
+    if let Some(&byte) = bytes.get(*at)
+        && byte < 0x80
+    {
+        *at += 1;
+        return Some(u64::from(byte));
+    }
     let mut value: u64 = 0;
     let mut shift = 0;
     while let Some(byte) = bytes.get(*at) {

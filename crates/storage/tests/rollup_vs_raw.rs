@@ -189,3 +189,41 @@ async fn filtered_heatmaps_equal_raw_scan_heatmaps() {
         }
     }
 }
+
+#[tokio::test]
+async fn heatmaps_over_several_weeks_equal_raw_scan_heatmaps() {
+    // Each weekday hour gathers the same local hour of three weeks, so rollup rows
+    // of different dates share a cell.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(Options::new(dir.path().join("usage.sqlite")))
+        .await
+        .expect("open store");
+    let events = synth::events(41, 4_000, END_MS, 22);
+    for chunk in events.chunks(500) {
+        store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://cpa".into()),
+                events: chunk.to_vec(),
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("store batch");
+    }
+    let (from, to) = (END_MS - 22 * DAY_MS + 11 * 60_000 + 7, END_MS + 3 * 60_000);
+    for zone in ["UTC", "Asia/Kathmandu", "America/New_York"] {
+        let rollups = answer(&store, Scope::time_only(from, to), zone, Granularity::Day).await;
+        let mut raw_scope = Scope::time_only(from, to);
+        raw_scope.search_query = "post".to_string();
+        let raw = answer(&store, raw_scope, zone, Granularity::Day).await;
+        assert_eq!(
+            rollups["heatmap"].as_array().map(Vec::len),
+            Some(168),
+            "every weekday hour in {zone}"
+        );
+        assert_eq!(rollups["heatmap"], raw["heatmap"], "heatmap in {zone}");
+        assert_eq!(
+            rollups["hourly_distribution"], raw["hourly_distribution"],
+            "hours in {zone}"
+        );
+    }
+}

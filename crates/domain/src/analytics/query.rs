@@ -759,7 +759,9 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
     /// [`Self::groups`] with identities and a `(zone, Hour)` timeline, except that
     /// a row's identity may carry only the API-key hash and the effective provider
     /// (in `provider`, `auth_provider` empty): the identity fields the heatmap
-    /// reads. That lets storage answer from a rollup with far fewer rows.
+    /// reads, and rows of the local hours that share a weekday and an hour of day
+    /// may be merged across dates (such a row carries one of those hours). That
+    /// lets storage answer from a rollup with far fewer rows.
     fn heat_groups(
         &self,
         scope: Scope,

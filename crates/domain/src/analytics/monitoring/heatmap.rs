@@ -2,14 +2,16 @@
 //! `hourly_distribution` (local hour of day).
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::analytics::cost::PriceBook;
+use crate::analytics::cost::{PriceBook, add_cost};
 use crate::analytics::query::{GroupRow, Text};
-use crate::analytics::ratio;
 use crate::analytics::time::Zone;
-use crate::analytics::totals::{Totals, cost_key, row_cost};
+use crate::analytics::totals::{Totals, band_of, cost_key};
+use crate::analytics::{Metrics, ratio};
 
 /// One `hourly_distribution[]` point: every call of the range at this local hour of
 /// day, whatever the date.
@@ -73,102 +75,218 @@ pub struct Contributor {
 }
 
 pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<HeatCell> {
-    // Contributors are keyed by the rows' shared texts (no copy per row) and each
-    // distinct bucket is converted to local time once.
-    #[derive(Default)]
-    struct Cell {
-        acc: Totals,
-        models: HashMap<Text, Totals>,
-        keys: HashMap<Text, Totals>,
-        providers: HashMap<Text, Totals>,
-    }
     let unknown: Text = Text::from("Unknown");
-    let mut local: HashMap<i64, (i64, i64)> = HashMap::new();
-    let mut cells: BTreeMap<(i64, i64), Cell> = BTreeMap::new();
+    // Rows are first summed per cell and per everything the cell shows or prices
+    // by, so each distinct band is priced once however many dates and credentials
+    // the rows span. Texts come from shared caches, so their pointers stand for
+    // them here; contributors with equal texts behind different pointers are
+    // merged when the cell is finished.
+    let mut local: WordMap<i64, usize> = WordMap::default();
+    let mut parts: WordMap<PartKey, Part<'_>> =
+        WordMap::with_capacity_and_hasher(rows.len().min(1 << 16), BuildHasherDefault::default());
     for row in rows {
-        let cost = row_cost(book, row);
-        let at = *local
-            .entry(row.bucket_ms)
-            .or_insert_with(|| zone.weekday_hour(row.bucket_ms));
-        let cell = cells.entry(at).or_default();
-        cell.acc.add(row, cost);
+        let cell = *local.entry(row.bucket_ms).or_insert_with(|| {
+            let (weekday, hour) = zone.weekday_hour(row.bucket_ms);
+            (weekday * 24 + hour) as usize
+        });
         let model = if row.model.trim().is_empty() {
             &unknown
         } else {
             &row.model
         };
-        add_to(&mut cell.models, model, row, cost);
-        if let Some(identity) = &row.identity {
-            if !identity.api_key_hash.trim().is_empty() {
-                add_to(&mut cell.keys, &identity.api_key_hash, row, cost);
+        let (key, provider) = match &row.identity {
+            Some(identity) => {
+                let key =
+                    (!identity.api_key_hash.trim().is_empty()).then_some(&identity.api_key_hash);
+                let provider = if identity.auth_provider.is_empty() {
+                    &identity.provider
+                } else {
+                    &identity.auth_provider
+                };
+                let provider = if provider.trim().is_empty() {
+                    &unknown
+                } else {
+                    provider
+                };
+                (key, Some(provider))
             }
-            let provider = if identity.auth_provider.is_empty() {
-                &identity.provider
-            } else {
-                &identity.auth_provider
-            };
-            let provider = if provider.trim().is_empty() {
-                &unknown
-            } else {
-                provider
-            };
-            add_to(&mut cell.providers, provider, row, cost);
+            None => (None, None),
+        };
+        let part = PartKey {
+            cell,
+            model: pointer(&row.model),
+            billing: pointer(&row.billing_model),
+            tier: pointer(&row.service_tier),
+            band: row.context_band,
+            failed: row.failed,
+            key: key.map_or(0, pointer),
+            provider: provider.map_or(0, pointer),
+        };
+        parts
+            .entry(part)
+            .or_insert_with(|| Part {
+                row,
+                model,
+                key,
+                provider,
+                metrics: Metrics::default(),
+            })
+            .metrics
+            .add(&row.metrics);
+    }
+    #[derive(Default)]
+    struct Cell<'r> {
+        acc: Totals,
+        models: WordMap<usize, (&'r Text, Totals)>,
+        keys: WordMap<usize, (&'r Text, Totals)>,
+        providers: WordMap<usize, (&'r Text, Totals)>,
+    }
+    let mut cells: BTreeMap<usize, Cell<'_>> = BTreeMap::new();
+    for (part_key, part) in &parts {
+        let cost = book.band_cost(band_of(part.row), &part.metrics);
+        let cell = cells.entry(part_key.cell).or_default();
+        add_metrics(&mut cell.acc, &part.metrics, cost);
+        add_to(&mut cell.models, part.model, &part.metrics, cost);
+        if let Some(key) = part.key {
+            add_to(&mut cell.keys, key, &part.metrics, cost);
+        }
+        if let Some(provider) = part.provider {
+            add_to(&mut cell.providers, provider, &part.metrics, cost);
         }
     }
-    let top = |map: &HashMap<Text, Totals>, cell_calls: i64| -> Vec<Contributor> {
-        // Keys are distinct, so the order below is total whatever the map's order.
-        let mut list: Vec<Contributor> = map
-            .iter()
-            .map(|(key, acc)| Contributor {
-                key: key.to_string(),
-                calls: acc.metrics.calls,
-                success: acc.metrics.success(),
-                failure: acc.metrics.failures,
-                tokens: acc.metrics.total,
-                cost: acc.cost,
-                failure_rate: acc.metrics.failure_rate(),
-                share: ratio(acc.metrics.calls as f64, cell_calls as f64),
-            })
-            .collect();
-        list.sort_by(|a, b| {
-            b.calls
-                .cmp(&a.calls)
-                .then_with(|| cost_key(b.cost).total_cmp(&cost_key(a.cost)))
-                .then_with(|| a.key.cmp(&b.key))
-        });
-        list.truncate(5);
-        list
-    };
     cells
         .into_iter()
-        .map(|((weekday, hour), cell)| {
-            let m = cell.acc.metrics;
+        .map(|(cell, parts)| {
+            let m = parts.acc.metrics;
             HeatCell {
-                weekday,
-                hour,
+                weekday: (cell / 24) as i64,
+                hour: (cell % 24) as i64,
                 calls: m.calls,
                 success: m.success(),
                 failure: m.failures,
                 tokens: m.total,
-                cost: cell.acc.cost,
+                cost: parts.acc.cost,
                 failure_rate: m.failure_rate(),
-                model_contributors: top(&cell.models, m.calls),
-                api_key_contributors: top(&cell.keys, m.calls),
-                provider_contributors: top(&cell.providers, m.calls),
+                model_contributors: top(&parts.models, m.calls),
+                api_key_contributors: top(&parts.keys, m.calls),
+                provider_contributors: top(&parts.providers, m.calls),
             }
         })
         .collect()
 }
 
-fn add_to(map: &mut HashMap<Text, Totals>, key: &Text, row: &GroupRow, cost: Option<f64>) {
-    match map.get_mut(key) {
-        Some(totals) => totals.add(row, cost),
-        None => {
-            let mut totals = Totals::default();
-            totals.add(row, cost);
-            map.insert(key.clone(), totals);
+/// What a heatmap cell is summed by: the cell (`weekday * 24 + hour`), the price
+/// band's texts and the contributors' texts, as pointers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PartKey {
+    cell: usize,
+    model: usize,
+    billing: usize,
+    tier: usize,
+    band: u8,
+    failed: bool,
+    key: usize,
+    provider: usize,
+}
+
+/// The summed metrics of one [`PartKey`], with a row that names its band.
+struct Part<'r> {
+    row: &'r GroupRow,
+    model: &'r Text,
+    key: Option<&'r Text>,
+    provider: Option<&'r Text>,
+    metrics: Metrics,
+}
+
+/// A map keyed by words (pointers, times, small integers) the heatmap builds
+/// itself, hashed by multiply-rotate rather than SipHash: no key comes from a
+/// client, so flooding resistance buys nothing here.
+type WordMap<K, V> = HashMap<K, V, BuildHasherDefault<WordHasher>>;
+
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
         }
     }
+
+    fn write_u8(&mut self, value: u8) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64);
+    }
+
+    fn write_i64(&mut self, value: i64) {
+        self.write_u64(value as u64);
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        // The product's high bits are the well-mixed ones; the table indexes by the
+        // low bits (and pointers' low bits are all zero).
+        self.0.rotate_left(26)
+    }
+}
+
+fn pointer(text: &Text) -> usize {
+    Arc::as_ptr(text).cast::<u8>() as usize
+}
+
+fn add_metrics(totals: &mut Totals, metrics: &Metrics, cost: Option<f64>) {
+    totals.metrics.add(metrics);
+    totals.cost = add_cost(totals.cost, cost);
+}
+
+fn add_to<'r>(
+    map: &mut WordMap<usize, (&'r Text, Totals)>,
+    text: &'r Text,
+    metrics: &Metrics,
+    cost: Option<f64>,
+) {
+    let entry = map
+        .entry(pointer(text))
+        .or_insert_with(|| (text, Totals::default()));
+    add_metrics(&mut entry.1, metrics, cost);
+}
+
+/// The top five contributors of a cell, by calls, then cost, then key.
+fn top(map: &WordMap<usize, (&Text, Totals)>, cell_calls: i64) -> Vec<Contributor> {
+    // Equal texts behind different pointers are one contributor.
+    let mut by_text: HashMap<&str, Totals> = HashMap::with_capacity(map.len());
+    for (text, totals) in map.values() {
+        let entry = by_text.entry(&***text).or_default();
+        add_metrics(entry, &totals.metrics, totals.cost);
+    }
+    // Keys are distinct, so the order below is total whatever the map's order.
+    let mut list: Vec<Contributor> = by_text
+        .into_iter()
+        .map(|(key, acc)| Contributor {
+            key: key.to_string(),
+            calls: acc.metrics.calls,
+            success: acc.metrics.success(),
+            failure: acc.metrics.failures,
+            tokens: acc.metrics.total,
+            cost: acc.cost,
+            failure_rate: acc.metrics.failure_rate(),
+            share: ratio(acc.metrics.calls as f64, cell_calls as f64),
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        b.calls
+            .cmp(&a.calls)
+            .then_with(|| cost_key(b.cost).total_cmp(&cost_key(a.cost)))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    list.truncate(5);
+    list
 }
 
 /// Calls and tokens per local hour of day, hours with calls only, ascending.
