@@ -738,7 +738,9 @@ impl SqliteStore {
             .timeline
             .as_ref()
             .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
-        let mut merged: FastMap<(i64, EntryKey), Sums> = FastMap::default();
+        // One small map per local bucket: a blob's entries all land in one, which
+        // stays in cache, where one map of every (bucket, key) would not.
+        let mut merged: FastMap<i64, FastMap<EntryKey, Sums>> = FastMap::default();
         let mut identity_ok: FastMap<i64, bool> = FastMap::default();
         // Blobs are read a bounded number at a time, so memory stays flat.
         let mut cursor = from;
@@ -764,6 +766,7 @@ impl SqliteStore {
                 {
                     local = *cells.entry(zone.weekday_hour(local)).or_insert(local);
                 }
+                let into = merged.entry(local).or_default();
                 decode_entries(*bucket, identity, blob, |key, sums| {
                     if !filters.matches_failed(key.failed)
                         || (!model_ids.is_empty() && !model_ids.contains(&key.model))
@@ -781,7 +784,7 @@ impl SqliteStore {
                             return;
                         }
                     }
-                    merged.entry((local, key)).or_default().merge(&sums);
+                    into.entry(key).or_default().merge(&sums);
                 });
             }
             drop(state);
@@ -790,8 +793,12 @@ impl SqliteStore {
             }
         }
         let state = lock_read(self.read_cache());
-        out.reserve(merged.len());
-        for ((bucket_ms, key), sums) in merged {
+        out.reserve(merged.values().map(|entries| entries.len()).sum());
+        for (bucket_ms, key, sums) in merged.into_iter().flat_map(|(bucket_ms, entries)| {
+            entries
+                .into_iter()
+                .map(move |(key, sums)| (bucket_ms, key, sums))
+        }) {
             out.push(GroupRow {
                 bucket_ms,
                 identity: if identity {

@@ -83,6 +83,16 @@ async fn answer(
     zone: &str,
     granularity: Granularity,
 ) -> serde_json::Value {
+    answer_with(store, scope, zone, granularity, everything()).await
+}
+
+async fn answer_with(
+    store: &SqliteStore,
+    scope: Scope,
+    zone: &str,
+    granularity: Granularity,
+    include: Include,
+) -> serde_json::Value {
     let response = monitoring(
         store,
         MonitoringRequest {
@@ -90,7 +100,7 @@ async fn answer(
             now_ms: END_MS - 3 * HOUR_MS - 7 * 60_000,
             zone: Zone::parse(zone).expect("zone"),
             granularity,
-            include: everything(),
+            include,
             generated_at_ms: END_MS,
         },
     )
@@ -225,5 +235,55 @@ async fn heatmaps_over_several_weeks_equal_raw_scan_heatmaps() {
             rollups["hourly_distribution"], raw["hourly_distribution"],
             "hours in {zone}"
         );
+    }
+}
+
+#[tokio::test]
+async fn key_filtered_timelines_equal_raw_scan_timelines() {
+    // An API-key filter reads identity rollups; the timelines, the summary and the
+    // identity sections then share one read, as the raw scan's do.
+    let (_dir, store) = store().await;
+    let (from, to) = (
+        END_MS - 4 * DAY_MS + 13 * 60_000 + 1,
+        END_MS - 70 * 60_000 - 9,
+    );
+    let all = answer(&store, Scope::time_only(from, to), "UTC", Granularity::Hour).await;
+    let key = all["api_key_stats"][0]["api_key_hash"]
+        .as_str()
+        .expect("an API key")
+        .to_string();
+    let mut scope = Scope::time_only(from, to);
+    scope.filters.api_key_hashes = vec![key];
+    let include = Include {
+        credential_timeline: true,
+        api_key_timeline: true,
+        ..everything()
+    };
+    for zone in ["UTC", "Asia/Kolkata"] {
+        for granularity in [Granularity::Hour, Granularity::Day] {
+            let rollups =
+                answer_with(&store, scope.clone(), zone, granularity, include.clone()).await;
+            let mut raw_scope = scope.clone();
+            raw_scope.search_query = "post".to_string();
+            let raw = answer_with(&store, raw_scope, zone, granularity, include.clone()).await;
+            for section in ["api_key_timeline", "credential_timeline", "timeline"] {
+                assert!(
+                    rollups[section]
+                        .as_array()
+                        .is_some_and(|points| !points.is_empty()),
+                    "{section} in {zone}"
+                );
+            }
+            let (Some(rollups), Some(raw)) = (rollups.as_object(), raw.as_object()) else {
+                panic!("objects");
+            };
+            for (section, value) in rollups {
+                assert_eq!(
+                    Some(value),
+                    raw.get(section),
+                    "{section} in {zone} by {granularity:?}"
+                );
+            }
+        }
     }
 }

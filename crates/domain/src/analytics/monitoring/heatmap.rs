@@ -82,12 +82,14 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
     // them here; contributors with equal texts behind different pointers are
     // merged when the cell is finished.
     let mut local: WordMap<i64, usize> = WordMap::default();
-    let mut parts: WordMap<PartKey, Part<'_>> =
-        WordMap::with_capacity_and_hasher(rows.len().min(1 << 16), BuildHasherDefault::default());
+    // One map per cell (`weekday * 24 + hour`): stores hand rows over a bucket at a
+    // time, so consecutive rows land in one small map.
+    let mut parts: Vec<WordMap<PartKey, Part<'_>>> =
+        (0..7 * 24).map(|_| WordMap::default()).collect();
     for row in rows {
         let cell = *local.entry(row.bucket_ms).or_insert_with(|| {
             let (weekday, hour) = zone.weekday_hour(row.bucket_ms);
-            (weekday * 24 + hour) as usize
+            usize::try_from(weekday * 24 + hour).unwrap_or(0)
         });
         let model = if row.model.trim().is_empty() {
             &unknown
@@ -113,7 +115,6 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
             None => (None, None),
         };
         let part = PartKey {
-            cell,
             model: pointer(&row.model),
             billing: pointer(&row.billing_model),
             tier: pointer(&row.service_tier),
@@ -122,7 +123,7 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
             key: key.map_or(0, pointer),
             provider: provider.map_or(0, pointer),
         };
-        parts
+        parts[cell]
             .entry(part)
             .or_insert_with(|| Part {
                 row,
@@ -142,9 +143,13 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
         providers: WordMap<usize, (&'r Text, Totals)>,
     }
     let mut cells: BTreeMap<usize, Cell<'_>> = BTreeMap::new();
-    for (part_key, part) in &parts {
+    for (index, part) in parts
+        .iter()
+        .enumerate()
+        .flat_map(|(index, parts)| parts.values().map(move |part| (index, part)))
+    {
         let cost = book.band_cost(band_of(part.row), &part.metrics);
-        let cell = cells.entry(part_key.cell).or_default();
+        let cell = cells.entry(index).or_default();
         add_metrics(&mut cell.acc, &part.metrics, cost);
         add_to(&mut cell.models, part.model, &part.metrics, cost);
         if let Some(key) = part.key {
@@ -175,11 +180,10 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
         .collect()
 }
 
-/// What a heatmap cell is summed by: the cell (`weekday * 24 + hour`), the price
-/// band's texts and the contributors' texts, as pointers.
+/// What a heatmap cell is summed by: the price band's texts and the
+/// contributors' texts, as pointers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PartKey {
-    cell: usize,
     model: usize,
     billing: usize,
     tier: usize,

@@ -41,7 +41,10 @@ pub use timeline::TimelinePoint;
 
 use super::QueryError;
 use super::failures::{RecentFailure, recent_failure_item};
-use super::query::{AnalyticsStore, Cursor, GroupRequest, Scope};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::query::{AnalyticsStore, Cursor, GroupRequest, GroupRow, Level, Scope, Text};
 use super::time::{Granularity, Zone};
 use super::totals::{Totals, unpriced_models};
 
@@ -252,7 +255,50 @@ pub async fn monitoring<S: AnalyticsStore>(
     // One after the other: run at once, the three reads' transient buffers (blob
     // chunks, merge maps, page caches of three connections) peak together, and
     // memory is the scarcer resource on the small hosts this runs on.
-    let main_rows = if need_main {
+    let api_key_filter =
+        !scope.filters.api_key_hashes.is_empty() || !scope.search_api_key_hash.is_empty();
+    let need_group_timeline =
+        include.credential_timeline || (include.api_key_timeline && api_key_filter);
+    // Scopes read from identity rollups or raw events read them once when more
+    // than one row set is needed: rows with identities and the timeline, from
+    // which the others are summed (raw rows) or taken (identity rollup rows,
+    // which the store keeps per identity anyway).
+    let level = scope.level();
+    let shared = match level {
+        Level::Aggregate => false,
+        Level::Identity => need_group_timeline && (need_main || need_identity),
+        Level::Raw => {
+            [need_main, need_identity, need_group_timeline]
+                .iter()
+                .filter(|needed| **needed)
+                .count()
+                > 1
+        }
+    };
+    let timeline_rows = if shared || need_group_timeline {
+        store
+            .groups(GroupRequest {
+                scope: scope.clone(),
+                identity: true,
+                timeline: timeline.clone(),
+            })
+            .await?
+    } else {
+        Vec::new()
+    };
+    let main_rows = if !need_main {
+        Vec::new()
+    } else if shared && level == Level::Raw {
+        fold_rows(&timeline_rows, false)
+    } else if shared {
+        timeline_rows
+            .iter()
+            .map(|row| GroupRow {
+                identity: None,
+                ..row.clone()
+            })
+            .collect()
+    } else {
         store
             .groups(GroupRequest {
                 scope: scope.clone(),
@@ -260,10 +306,12 @@ pub async fn monitoring<S: AnalyticsStore>(
                 timeline: timeline.clone(),
             })
             .await?
-    } else {
-        Vec::new()
     };
-    let identity_rows = if need_identity {
+    let identity_rows = if !need_identity {
+        Vec::new()
+    } else if shared {
+        fold_rows(&timeline_rows, true)
+    } else {
         store
             .groups(GroupRequest {
                 scope: scope.clone(),
@@ -271,8 +319,6 @@ pub async fn monitoring<S: AnalyticsStore>(
                 timeline: None,
             })
             .await?
-    } else {
-        Vec::new()
     };
     let samples = if need_percentiles {
         store
@@ -378,20 +424,12 @@ pub async fn monitoring<S: AnalyticsStore>(
     if include.api_key_stats {
         response.api_key_stats = groups::api_key_stats(&book, &identity_rows);
     }
-    let api_key_filter =
-        !scope.filters.api_key_hashes.is_empty() || !scope.search_api_key_hash.is_empty();
-    if include.credential_timeline || (include.api_key_timeline && api_key_filter) {
-        let rows = store
-            .groups(GroupRequest {
-                scope: scope.clone(),
-                identity: true,
-                timeline: timeline.clone(),
-            })
-            .await?;
+    if need_group_timeline {
+        let rows = timeline_rows.as_slice();
         if include.credential_timeline {
             response.credential_timeline = group_timeline::group_timeline(
                 &book,
-                &rows,
+                rows,
                 &zone,
                 granularity,
                 |identity| Some(identity.credential_id().to_string()),
@@ -401,7 +439,7 @@ pub async fn monitoring<S: AnalyticsStore>(
         if include.api_key_timeline && api_key_filter {
             response.api_key_timeline = group_timeline::group_timeline(
                 &book,
-                &rows,
+                rows,
                 &zone,
                 granularity,
                 |identity| {
@@ -459,4 +497,48 @@ pub async fn monitoring<S: AnalyticsStore>(
         response.drilldown_preview = Some(events::events_section(page, count));
     }
     Ok(response)
+}
+
+/// Rows with identities and timeline buckets summed into the rows a store answers
+/// without them: with `identity`, per identity across buckets (`bucket_ms` 0);
+/// without, per bucket across identities. Equal keys are summed in the rows'
+/// order and each key keeps the place of its first row, as a store folds events.
+fn fold_rows(rows: &[GroupRow], identity: bool) -> Vec<GroupRow> {
+    // Texts by value, identities by pointer (they come from the store's cache).
+    type Key = (i64, usize, Text, Text, Text, u8, bool);
+    let mut index: HashMap<Key, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<GroupRow> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (bucket_ms, who) = match (&row.identity, identity) {
+            (Some(found), true) => (0, Arc::as_ptr(found) as usize),
+            (None, true) => (0, 0),
+            (_, false) => (row.bucket_ms, 0),
+        };
+        let key = (
+            bucket_ms,
+            who,
+            row.model.clone(),
+            row.billing_model.clone(),
+            row.service_tier.clone(),
+            row.context_band,
+            row.failed,
+        );
+        match index.get(&key) {
+            Some(position) => {
+                let existing = &mut out[*position];
+                existing.metrics.add(&row.metrics);
+                existing.last_seen_ms = existing.last_seen_ms.max(row.last_seen_ms);
+            }
+            None => {
+                index.insert(key, out.len());
+                let mut folded = row.clone();
+                folded.bucket_ms = bucket_ms;
+                if !identity {
+                    folded.identity = None;
+                }
+                out.push(folded);
+            }
+        }
+    }
+    out
 }
