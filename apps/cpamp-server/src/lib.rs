@@ -10,6 +10,7 @@ pub mod demo;
 pub mod doctor;
 pub mod lock;
 pub mod prices;
+pub mod priority;
 pub mod remote;
 pub mod reset;
 pub mod startup;

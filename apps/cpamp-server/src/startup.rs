@@ -40,6 +40,7 @@ pub struct Application {
     gap_tracker: GapTracker,
     maintenance: tokio::task::JoinHandle<()>,
     session_cleanup: tokio::task::JoinHandle<()>,
+    priorities: tokio::task::JoinHandle<()>,
     analytics: AnalyticsRuntime,
 }
 
@@ -147,6 +148,8 @@ impl Application {
         let cors_origins = web::Data::new(CorsOrigins(settings.cors_origins.clone()));
         let transfer = web::Data::new(transfer_state(&settings, &lock.db_path, &state));
         let session_cleanup = spawn_session_cleanup(transfer.clone());
+        // Analytics threads yield the CPU to the HTTP workers (`priority.rs`).
+        let priorities = crate::priority::keep_background_threads_low();
         let price_sync = web::Data::new(cpamp_api::price_sync::PriceSync::new(
             settings.price_sources.clone(),
         ));
@@ -165,7 +168,7 @@ impl Application {
         // once) and never takes every core from the collector.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads((cores / 2).max(1))
-            .thread_name("analytics")
+            .thread_name(crate::priority::ANALYTICS_THREAD)
             .enable_all()
             .build()
             .context("start the analytics runtime")?;
@@ -195,6 +198,10 @@ impl Application {
                 .configure(cpamp_api::configure::<SqliteStore>)
         })
         .on_connect(move |connection, data| counted.on_connect(connection, data))
+        // Two HTTP workers per core: a connection stays on the worker that accepted it,
+        // so fewer connections share each worker's queue and a `/status` or `/health`
+        // request waits behind fewer panel requests.
+        .workers(cores * 2)
         .client_request_timeout(settings.http.read_header_timeout)
         .keep_alive(settings.http.keep_alive)
         .listen(listener)
@@ -233,6 +240,7 @@ impl Application {
             gap_tracker,
             maintenance,
             session_cleanup,
+            priorities,
             analytics,
         })
     }
@@ -252,6 +260,7 @@ impl Application {
             gap_tracker,
             maintenance,
             session_cleanup,
+            priorities,
             analytics,
             ..
         } = self;
@@ -290,6 +299,7 @@ impl Application {
         collector.shutdown().await;
         maintenance.abort();
         session_cleanup.abort();
+        priorities.abort();
         drop(analytics);
         store.close().await;
         drop(lock);

@@ -263,7 +263,10 @@ impl SqliteStore {
         // 2 MiB of page cache per reader: rollup reads touch a few MiB at most
         // and re-read pages come from the OS page cache, so a larger cache
         // per connection mostly adds to the process's resident memory.
-        let read_options = base.read_only(true).pragma("cache_size", "-2048");
+        let read_options = base
+            .read_only(true)
+            .pragma("cache_size", "-2048")
+            .thread_name(|id| format!("{READER_THREAD_PREFIX}{id}"));
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
@@ -430,6 +433,10 @@ fn open_batch_connection(
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
 }
+
+/// How the threads running read-only connections (analytics, streams) are named: this
+/// prefix and a number. The server lowers their scheduling priority by this name.
+pub const READER_THREAD_PREFIX: &str = "sqlite-reader-";
 
 /// The embedded schema migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
