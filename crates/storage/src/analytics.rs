@@ -1454,6 +1454,30 @@ impl AnalyticsStore for SqliteStore {
             .items)
     }
 
+    async fn event_points(&self, from_ms: i64, to_ms: i64) -> Result<Vec<FineBlock>, StoreError> {
+        if from_ms >= to_ms {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT timestamp_ms, failed, total_tokens FROM usage_events \
+             WHERE timestamp_ms >= ? AND timestamp_ms < ?",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.reader())
+        .await
+        .map_err(db("read event points"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(bucket_ms, failed, tokens)| FineBlock {
+                bucket_ms,
+                failed: failed != 0,
+                calls: 1,
+                tokens,
+            })
+            .collect())
+    }
+
     async fn fine_blocks(&self, from_ms: i64, to_ms: i64) -> Result<Vec<FineBlock>, StoreError> {
         let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT bucket_ms, failed, calls, total_tokens FROM usage_rollup_fine WHERE bucket_ms >= ? AND bucket_ms < ?",

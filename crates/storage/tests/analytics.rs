@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use cpamp_domain::analytics::dashboard::{DashboardRequest, dashboard};
 use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, PageRequest, monitoring};
-use cpamp_domain::analytics::query::{Cursor, Filters, Scope};
+use cpamp_domain::analytics::query::{AnalyticsStore, Cursor, Filters, Scope};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
 use cpamp_domain::analytics::{analytics_model, nearest_rank};
 use cpamp_domain::event::UsageEvent;
@@ -324,6 +324,41 @@ async fn cursor_pages_have_no_duplicates_or_gaps_under_combined_filters() {
         })
         .count() as i64;
     assert_eq!(response.summary.expect("summary").total_calls, want);
+}
+
+#[tokio::test]
+async fn event_points_are_the_events_of_a_range_with_any_bounds() {
+    let (_dir, store, events) = seeded(3000).await;
+    let (from, to) = (
+        END_MS - DAY_MS + 7 * 60_000 + 3,
+        END_MS - 3 * 3_600_000 - 11,
+    );
+    let mut got: Vec<(i64, bool, i64)> = store
+        .event_points(from, to)
+        .await
+        .expect("points")
+        .into_iter()
+        .map(|point| {
+            assert_eq!(point.calls, 1);
+            (point.bucket_ms, point.failed, point.tokens)
+        })
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<(i64, bool, i64)> = events
+        .iter()
+        .filter(|e| e.timestamp_ms >= from && e.timestamp_ms < to)
+        .map(|e| (e.timestamp_ms, e.failed, e.tokens.total))
+        .collect();
+    want.sort_unstable();
+    assert!(want.iter().any(|point| point.1) && want.len() > 10);
+    assert_eq!(got, want);
+    assert!(
+        store
+            .event_points(to, from)
+            .await
+            .expect("empty")
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -729,15 +729,8 @@ async fn fine_counts<S: AnalyticsStore>(
         if a >= b {
             continue;
         }
-        for event in store.raw_events(Scope::time_only(a, b), usize::MAX).await? {
-            // Raw events keep their own instant; the dashboard indexes by offset.
-            out.push(FineBlock {
-                bucket_ms: event.timestamp_ms,
-                failed: event.failed,
-                calls: 1,
-                tokens: event.tokens.total,
-            });
-        }
+        // Events keep their own instant; the dashboard indexes by offset.
+        out.extend(store.event_points(a, b).await?);
     }
     Ok(out)
 }

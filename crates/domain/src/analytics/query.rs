@@ -798,6 +798,15 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
         cap: usize,
     ) -> impl Future<Output = Result<Vec<RawEvent>, StoreError>> + Send;
 
+    /// One point per event in `[from_ms, to_ms)` (any bounds): its own instant as
+    /// `bucket_ms`, one call, its status and total tokens. For the parts of a range no
+    /// whole 5-minute block covers, without reading whole events.
+    fn event_points(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<FineBlock>, StoreError>> + Send;
+
     /// Calls and tokens per UTC 5-minute block and status in `[from_ms, to_ms)`;
     /// both bounds must be multiples of 5 minutes.
     fn fine_blocks(
