@@ -24,13 +24,13 @@ async fn apply(
         return Ok(0);
     }
     let newest: Option<i64> = sqlx::query_scalar(
-        "SELECT max(observed_at_ms) FROM account_quota_observations WHERE account_key = ? \
-         AND provider = ? AND inventory_scope_key = ? AND lifecycle_applied = 1",
+        "SELECT observed_at_ms FROM account_quota_newest WHERE account_key = ? \
+         AND provider = ? AND inventory_scope_key = ?",
     )
     .bind(&observation.account_key)
     .bind(&observation.provider)
     .bind(&observation.inventory_scope_key)
-    .fetch_one(&mut **transaction)
+    .fetch_optional(&mut **transaction)
     .await?;
     // Only evidence at least as new as what moved the windows moves them again.
     let applies = newest.is_none_or(|newest| observation.observed_at_ms >= newest);
@@ -52,6 +52,19 @@ async fn apply(
     .bind(now_ms)
     .fetch_one(&mut **transaction)
     .await?;
+    if applies {
+        sqlx::query(
+            "INSERT INTO account_quota_newest (account_key, provider, inventory_scope_key, observed_at_ms) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (account_key, provider, inventory_scope_key) \
+             DO UPDATE SET observed_at_ms = max(observed_at_ms, excluded.observed_at_ms)",
+        )
+        .bind(&observation.account_key)
+        .bind(&observation.provider)
+        .bind(&observation.inventory_scope_key)
+        .bind(observation.observed_at_ms)
+        .execute(&mut **transaction)
+        .await?;
+    }
     let at = observation.observed_at_ms;
     let mut reported = Vec::with_capacity(observation.windows.len());
     for window in &observation.windows {

@@ -390,8 +390,9 @@ fn merge_entries(
 
 /// Completes what a migration left to do in Rust, once: fills rollups added by a
 /// migration from the rollups that already existed, redacts dead letters stored
-/// before redaction existed (or adopted from the Go server), and clears the
-/// account key of quota snapshot rows stored before their window held it alone. Runs at open, before
+/// before redaction existed (or adopted from the Go server), clears the account
+/// key of quota snapshot rows stored before their window held it alone, and
+/// fills the newest applied quota observation per scope. Runs at open, before
 /// anything is ingested; each step commits with the removal of its mark.
 pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
     let pending: Vec<String> = sqlx::query_scalar("SELECT name FROM usage_rollup_backfill")
@@ -413,6 +414,22 @@ pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
         let mut transaction = writer.begin().await?;
         if name == "heat_h" {
             backfill_heat(&mut transaction).await?;
+        }
+        if name == "quota_newest" {
+            // The newest applied observation per scope, from the observations; the
+            // index that answered it goes.
+            sqlx::query(
+                "INSERT OR REPLACE INTO account_quota_newest \
+                 (account_key, provider, inventory_scope_key, observed_at_ms) \
+                 SELECT account_key, provider, inventory_scope_key, max(observed_at_ms) \
+                 FROM account_quota_observations WHERE lifecycle_applied = 1 \
+                 GROUP BY account_key, provider, inventory_scope_key",
+            )
+            .execute(&mut *transaction)
+            .await?;
+            sqlx::query("DROP INDEX IF EXISTS idx_account_quota_observations_scope")
+                .execute(&mut *transaction)
+                .await?;
         }
         if name == "quota_snapshot_account" {
             // Snapshot rows leave the account key to their window's row.

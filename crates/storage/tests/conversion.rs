@@ -497,7 +497,18 @@ async fn quota_windows_of_a_database_from_before_snapshots_left_the_account_to_t
     };
     let before = windows(store).await;
 
-    // The earlier shape: every snapshot row repeats its window's account key.
+    // The earlier shape: every snapshot row repeats its window's account key, and
+    // the newest applied observation is found through an index.
+    rewind(
+        &path,
+        33,
+        &[
+            "DROP TABLE account_quota_newest",
+            "CREATE INDEX idx_account_quota_observations_scope ON account_quota_observations \
+             (account_key, provider, inventory_scope_key, lifecycle_applied, observed_at_ms)",
+        ],
+    )
+    .await;
     rewind(
         &path,
         32,
@@ -519,6 +530,68 @@ async fn quota_windows_of_a_database_from_before_snapshots_left_the_account_to_t
     .fetch_one(&mut connection)
     .await
     .expect("count");
-    connection.close().await.expect("close");
     assert_eq!((rows, keyed), (160, 0));
+    let (newest, index): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM account_quota_newest WHERE observed_at_ms >= ?), \
+         (SELECT count(*) FROM sqlite_master WHERE name = 'idx_account_quota_observations_scope')",
+    )
+    .bind(END_MS - DAY_MS + 39 * 600_000)
+    .fetch_one(&mut connection)
+    .await
+    .expect("newest");
+    connection.close().await.expect("close");
+    assert_eq!((newest, index), (2, 0));
+
+    // Evidence older than the newest applied one still does not move the
+    // windows' figures; newer evidence does.
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let report = |at: i64, used: f64| Observation {
+        account_key: accounts[0].into(),
+        provider: "codex".into(),
+        source: "response_header".into(),
+        source_observation_id: format!("late-{at}"),
+        inventory_scope_key: "codex:rate-limits".into(),
+        inventory_mode: "partial".into(),
+        observed_at_ms: at,
+        windows: vec![WindowInput {
+            provider_window_id: "five-hour".into(),
+            window_mode: "fixed".into(),
+            model_scope_kind: "family".into(),
+            model_scope_key: "codex_main".into(),
+            boundary_accuracy: "derived".into(),
+            cycle_start_ms: Some(at - 9_000_000),
+            cycle_end_ms: Some(at + 9_000_000),
+            duration_seconds: Some(18_000),
+            used_percent: Some(used),
+            ..WindowInput::default()
+        }],
+        removals: Vec::new(),
+    };
+    store
+        .write_observations(vec![report(END_MS - 2 * DAY_MS, 77.0)], END_MS)
+        .await
+        .expect("older");
+    let five_hour = |windows: &[cpamp_domain::automation::quota::StoredWindow]| {
+        windows
+            .iter()
+            .find(|window| window.input.provider_window_id == "five-hour")
+            .and_then(|window| window.input.used_percent)
+    };
+    let unchanged = store
+        .account_windows(accounts[0], "codex")
+        .await
+        .expect("windows");
+    assert_eq!(five_hour(&unchanged), Some(39.0));
+    store
+        .write_observations(vec![report(END_MS, 88.0)], END_MS)
+        .await
+        .expect("newer");
+    let moved = store
+        .account_windows(accounts[0], "codex")
+        .await
+        .expect("windows");
+    assert_eq!(five_hour(&moved), Some(88.0));
+    store.close().await;
 }
