@@ -1,5 +1,8 @@
-//! The quota snapshot tables behind [`QuotaStore`] (migration 0062): observations, the
-//! logical windows they move, and one row per reported window.
+//! The quota snapshot tables behind [`QuotaStore`] (migrations 0062 and 0095):
+//! observations, the logical windows they move, and one row per reported window.
+//! The texts these rows repeat are stored once: an observation names its observer
+//! (account, provider, source, inventory scope and mode) and a snapshot row its
+//! shape (the window's descriptive texts).
 
 use cpamp_domain::StoreError;
 use cpamp_domain::automation::quota::{
@@ -9,12 +12,54 @@ use sqlx::{Sqlite, Transaction};
 
 use crate::{SqliteStore, error};
 
+/// The id of the row `select` finds by `texts`, added by `insert` (same binds)
+/// when there is none: the texts quota rows repeat are stored once.
+async fn intern(
+    transaction: &mut Transaction<'_, Sqlite>,
+    (select, insert): (&'static str, &'static str),
+    texts: &[&str],
+) -> Result<i64, sqlx::Error> {
+    let mut query = sqlx::query_scalar(select);
+    for text in texts {
+        query = query.bind(*text);
+    }
+    if let Some(id) = query.fetch_optional(&mut **transaction).await? {
+        return Ok(id);
+    }
+    let mut query = sqlx::query_scalar(insert);
+    for text in texts {
+        query = query.bind(*text);
+    }
+    query.fetch_one(&mut **transaction).await
+}
+
+/// An observation's origin: account key, provider, source, inventory scope and mode.
+const OBSERVER: (&str, &str) = (
+    "SELECT id FROM account_quota_observers WHERE account_key = ? AND provider = ? \
+     AND source = ? AND inventory_scope_key = ? AND inventory_mode = ?",
+    "INSERT INTO account_quota_observers (account_key, provider, source, inventory_scope_key, \
+     inventory_mode) VALUES (?, ?, ?, ?, ?) RETURNING id",
+);
+
+/// A reported window's descriptive texts.
+const SHAPE: (&str, &str) = (
+    "SELECT id FROM account_quota_shapes WHERE provider_window_id = ? \
+     AND provider_window_aliases_json = ? AND window_kind = ? AND window_mode = ? \
+     AND model_scope_kind = ? AND model_scope_key = ? AND model_ids_json = ? \
+     AND boundary_accuracy = ? AND quota_unit = ? AND reset_credits_json = ? AND plan_type = ? \
+     AND relationship_kind = ? AND container_provider_window_id = ?",
+    "INSERT INTO account_quota_shapes (provider_window_id, provider_window_aliases_json, \
+     window_kind, window_mode, model_scope_kind, model_scope_key, model_ids_json, \
+     boundary_accuracy, quota_unit, reset_credits_json, plan_type, relationship_kind, \
+     container_provider_window_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+);
+
 async fn apply(
     transaction: &mut Transaction<'_, Sqlite>,
     observation: &Observation,
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
-    let hash = observation.hash();
+    let hash = observation.digest().to_vec();
     let known: Option<i64> =
         sqlx::query_scalar("SELECT id FROM account_quota_observations WHERE observation_hash = ?")
             .bind(&hash)
@@ -34,18 +79,26 @@ async fn apply(
     .await?;
     // Only evidence at least as new as what moved the windows moves them again.
     let applies = newest.is_none_or(|newest| observation.observed_at_ms >= newest);
+    let observer_id = intern(
+        transaction,
+        OBSERVER,
+        &[
+            &observation.account_key,
+            &observation.provider,
+            &observation.source,
+            &observation.inventory_scope_key,
+            &observation.inventory_mode,
+        ],
+    )
+    .await?;
     let observation_id: i64 = sqlx::query_scalar(
-        "INSERT INTO account_quota_observations (observation_hash, account_key, provider, source, \
-         source_observation_id, inventory_scope_key, inventory_mode, observed_at_ms, window_count, \
-         lifecycle_applied, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO account_quota_observations (observation_hash, observer_id, \
+         source_observation_id, observed_at_ms, window_count, lifecycle_applied, created_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&hash)
-    .bind(&observation.account_key)
-    .bind(&observation.provider)
-    .bind(&observation.source)
+    .bind(observer_id)
     .bind(&observation.source_observation_id)
-    .bind(&observation.inventory_scope_key)
-    .bind(&observation.inventory_mode)
     .bind(observation.observed_at_ms)
     .bind(observation.windows.len() as i64)
     .bind(applies)
@@ -101,31 +154,39 @@ async fn apply(
         .fetch_one(&mut **transaction)
         .await?;
         reported.push(window_id);
-        sqlx::query(
-            "INSERT INTO account_quota_snapshots (observation_id, window_id, account_key, provider, \
-             provider_window_id, provider_window_aliases_json, window_kind, window_mode, model_scope_kind, \
-             model_scope_key, model_ids_json, source, source_observation_id, observed_at_ms, \
-             boundary_accuracy, cycle_start_ms, cycle_end_ms, duration_seconds, used_percent, \
-             remaining_percent, used_value, limit_value, quota_unit, reset_credits_available, \
-             reset_credits_json, plan_type, relationship_kind, container_provider_window_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        let aliases = encode_list(&window.provider_window_aliases);
+        let model_ids = encode_list(&window.model_ids);
+        let shape_id = intern(
+            transaction,
+            SHAPE,
+            &[
+                &window.provider_window_id,
+                &aliases,
+                &window.window_kind,
+                &window.window_mode,
+                &window.model_scope_kind,
+                &window.model_scope_key,
+                &model_ids,
+                &window.boundary_accuracy,
+                &window.quota_unit,
+                &window.reset_credits_json,
+                &window.plan_type,
+                &window.relationship_kind,
+                &window.container_provider_window_id,
+            ],
         )
-        .bind(observation_id)
+        .await?;
+        // A window reported twice in one observation keeps its later report.
+        sqlx::query(
+            "INSERT OR REPLACE INTO account_quota_snapshots (window_id, observed_at_ms, \
+             observation_id, shape_id, cycle_start_ms, cycle_end_ms, duration_seconds, used_percent, \
+             remaining_percent, used_value, limit_value, reset_credits_available) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
         .bind(window_id)
-        // The window row holds the account key (`0032_quota_snapshot_account`).
-        .bind("")
-        .bind(&observation.provider)
-        .bind(&window.provider_window_id)
-        .bind(encode_list(&window.provider_window_aliases))
-        .bind(&window.window_kind)
-        .bind(&window.window_mode)
-        .bind(&window.model_scope_kind)
-        .bind(&window.model_scope_key)
-        .bind(encode_list(&window.model_ids))
-        .bind(&observation.source)
-        .bind(&observation.source_observation_id)
         .bind(at)
-        .bind(&window.boundary_accuracy)
+        .bind(observation_id)
+        .bind(shape_id)
         .bind(window.cycle_start_ms)
         .bind(window.cycle_end_ms)
         .bind(window.duration_seconds)
@@ -133,12 +194,7 @@ async fn apply(
         .bind(window.remaining_percent)
         .bind(window.used_value)
         .bind(window.limit_value)
-        .bind(&window.quota_unit)
         .bind(window.reset_credits_available)
-        .bind(&window.reset_credits_json)
-        .bind(&window.plan_type)
-        .bind(&window.relationship_kind)
-        .bind(&window.container_provider_window_id)
         .execute(&mut **transaction)
         .await?;
     }
@@ -260,15 +316,19 @@ impl QuotaStore for SqliteStore {
         let map = |error| error::map(error, "read quota snapshots");
         let rows: Vec<WindowRow> = sqlx::query_as(
             "SELECT w.id AS window_id, w.provider, w.availability, w.generation, w.first_seen_at_ms, \
-             w.last_seen_at_ms, w.missing_since_ms, w.deactivated_at_ms, s.provider_window_id, \
-             s.provider_window_aliases_json, s.window_kind, s.window_mode, s.model_scope_kind, \
-             s.model_scope_key, s.model_ids_json, s.source, s.source_observation_id, s.observed_at_ms, \
-             s.boundary_accuracy, s.cycle_start_ms, s.cycle_end_ms, s.duration_seconds, s.used_percent, \
-             s.remaining_percent, s.used_value, s.limit_value, s.quota_unit, s.reset_credits_available, \
-             s.reset_credits_json, s.plan_type, s.relationship_kind, s.container_provider_window_id \
-             FROM account_quota_windows w JOIN account_quota_snapshots s ON s.id = ( \
-                SELECT id FROM account_quota_snapshots WHERE window_id = w.id \
-                ORDER BY observed_at_ms DESC, id DESC LIMIT 1) \
+             w.last_seen_at_ms, w.missing_since_ms, w.deactivated_at_ms, h.provider_window_id, \
+             h.provider_window_aliases_json, h.window_kind, h.window_mode, h.model_scope_kind, \
+             h.model_scope_key, h.model_ids_json, r.source, o.source_observation_id, s.observed_at_ms, \
+             h.boundary_accuracy, s.cycle_start_ms, s.cycle_end_ms, s.duration_seconds, s.used_percent, \
+             s.remaining_percent, s.used_value, s.limit_value, h.quota_unit, s.reset_credits_available, \
+             h.reset_credits_json, h.plan_type, h.relationship_kind, h.container_provider_window_id \
+             FROM account_quota_windows w JOIN account_quota_snapshots s \
+             ON (s.window_id, s.observed_at_ms, s.observation_id) = ( \
+                SELECT window_id, observed_at_ms, observation_id FROM account_quota_snapshots \
+                WHERE window_id = w.id ORDER BY observed_at_ms DESC, observation_id DESC LIMIT 1) \
+             JOIN account_quota_shapes h ON h.id = s.shape_id \
+             JOIN account_quota_observations o ON o.id = s.observation_id \
+             JOIN account_quota_observers r ON r.id = o.observer_id \
              WHERE w.account_key = ? AND w.provider = ? ORDER BY w.id",
         )
         .bind(account_key)
@@ -283,7 +343,7 @@ impl QuotaStore for SqliteStore {
                 Some(boundary) => sqlx::query_as(
                     "SELECT cycle_start_ms, cycle_end_ms, used_percent FROM account_quota_snapshots \
                      WHERE window_id = ? AND cycle_end_ms IS NOT NULL AND cycle_end_ms <= ? \
-                     AND cycle_end_ms < ? ORDER BY observed_at_ms DESC, id DESC LIMIT 1",
+                     AND cycle_end_ms < ? ORDER BY observed_at_ms DESC, observation_id DESC LIMIT 1",
                 )
                 .bind(row.window_id)
                 .bind(boundary)

@@ -415,31 +415,8 @@ pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
         if name == "heat_h" {
             backfill_heat(&mut transaction).await?;
         }
-        if name == "quota_newest" {
-            // The newest applied observation per scope, from the observations; the
-            // index that answered it goes.
-            sqlx::query(
-                "INSERT OR REPLACE INTO account_quota_newest \
-                 (account_key, provider, inventory_scope_key, observed_at_ms) \
-                 SELECT account_key, provider, inventory_scope_key, max(observed_at_ms) \
-                 FROM account_quota_observations WHERE lifecycle_applied = 1 \
-                 GROUP BY account_key, provider, inventory_scope_key",
-            )
-            .execute(&mut *transaction)
-            .await?;
-            sqlx::query("DROP INDEX IF EXISTS idx_account_quota_observations_scope")
-                .execute(&mut *transaction)
-                .await?;
-        }
-        if name == "quota_snapshot_account" {
-            // Snapshot rows leave the account key to their window's row.
-            sqlx::query(
-                "UPDATE account_quota_snapshots SET account_key = '' WHERE account_key <> ''",
-            )
-            .execute(&mut *transaction)
-            .await?;
-        }
-
+        // The steps `quota_newest` (0033) and `quota_snapshot_account` (0032) are
+        // done by migration 0095 on the rows it converts, which also clears them.
         if redacting {
             redact_dead_letters(&mut transaction).await?;
         }

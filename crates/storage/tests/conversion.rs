@@ -436,7 +436,7 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
 }
 
 #[tokio::test]
-async fn quota_windows_of_a_database_from_before_snapshots_left_the_account_to_their_window() {
+async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     use cpamp_domain::automation::quota::{Observation, QuotaStore, WindowInput};
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -479,7 +479,7 @@ async fn quota_windows_of_a_database_from_before_snapshots_left_the_account_to_t
         }
     }
     store
-        .write_observations(observations, END_MS)
+        .write_observations(observations.clone(), END_MS)
         .await
         .expect("observations");
     let windows = |store: SqliteStore| async move {
@@ -497,8 +497,65 @@ async fn quota_windows_of_a_database_from_before_snapshots_left_the_account_to_t
     };
     let before = windows(store).await;
 
-    // The earlier shape: every snapshot row repeats its window's account key, and
-    // the newest applied observation is found through an index.
+    // The earlier shapes: observation and snapshot rows spell out every text and
+    // the hash as hex, snapshot rows have an index of their own; before that,
+    // every snapshot row repeats its window's account key, and the newest applied
+    // observation is found through an index.
+    rewind(
+        &path,
+        95,
+        &[
+            "ALTER TABLE account_quota_observations RENAME TO compact_observations",
+            "ALTER TABLE account_quota_snapshots RENAME TO compact_snapshots",
+            "CREATE TABLE account_quota_observations (id INTEGER PRIMARY KEY, \
+             observation_hash TEXT NOT NULL UNIQUE, account_key TEXT NOT NULL, provider TEXT NOT NULL, \
+             source TEXT NOT NULL, source_observation_id TEXT NOT NULL DEFAULT '', \
+             inventory_scope_key TEXT NOT NULL, inventory_mode TEXT NOT NULL, \
+             observed_at_ms INTEGER NOT NULL, window_count INTEGER NOT NULL DEFAULT 0, \
+             lifecycle_applied INTEGER NOT NULL DEFAULT 0, created_at_ms INTEGER NOT NULL)",
+            "CREATE TABLE account_quota_snapshots (id INTEGER PRIMARY KEY, \
+             observation_id INTEGER NOT NULL REFERENCES account_quota_observations (id) ON DELETE CASCADE, \
+             window_id INTEGER NOT NULL REFERENCES account_quota_windows (id) ON DELETE CASCADE, \
+             account_key TEXT NOT NULL, provider TEXT NOT NULL, provider_window_id TEXT NOT NULL, \
+             provider_window_aliases_json TEXT NOT NULL DEFAULT '', window_kind TEXT NOT NULL DEFAULT '', \
+             window_mode TEXT NOT NULL, model_scope_kind TEXT NOT NULL, \
+             model_scope_key TEXT NOT NULL DEFAULT '', model_ids_json TEXT NOT NULL DEFAULT '', \
+             source TEXT NOT NULL, source_observation_id TEXT NOT NULL DEFAULT '', \
+             observed_at_ms INTEGER NOT NULL, boundary_accuracy TEXT NOT NULL, cycle_start_ms INTEGER, \
+             cycle_end_ms INTEGER, duration_seconds INTEGER, used_percent REAL, remaining_percent REAL, \
+             used_value REAL, limit_value REAL, quota_unit TEXT NOT NULL DEFAULT '', \
+             reset_credits_available REAL, reset_credits_json TEXT NOT NULL DEFAULT '', \
+             plan_type TEXT NOT NULL DEFAULT '', relationship_kind TEXT NOT NULL DEFAULT '', \
+             container_provider_window_id TEXT NOT NULL DEFAULT '')",
+            "CREATE INDEX idx_account_quota_snapshots_window ON account_quota_snapshots \
+             (window_id, observed_at_ms, id)",
+            "INSERT INTO account_quota_observations SELECT o.id, lower(hex(o.observation_hash)), \
+             r.account_key, r.provider, r.source, o.source_observation_id, r.inventory_scope_key, \
+             r.inventory_mode, o.observed_at_ms, o.window_count, o.lifecycle_applied, o.created_at_ms \
+             FROM compact_observations o JOIN account_quota_observers r ON r.id = o.observer_id",
+            "INSERT INTO account_quota_snapshots (observation_id, window_id, account_key, provider, \
+             provider_window_id, provider_window_aliases_json, window_kind, window_mode, \
+             model_scope_kind, model_scope_key, model_ids_json, source, source_observation_id, \
+             observed_at_ms, boundary_accuracy, cycle_start_ms, cycle_end_ms, duration_seconds, \
+             used_percent, remaining_percent, used_value, limit_value, quota_unit, \
+             reset_credits_available, reset_credits_json, plan_type, relationship_kind, \
+             container_provider_window_id) \
+             SELECT s.observation_id, s.window_id, '', r.provider, h.provider_window_id, \
+             h.provider_window_aliases_json, h.window_kind, h.window_mode, h.model_scope_kind, \
+             h.model_scope_key, h.model_ids_json, r.source, o.source_observation_id, s.observed_at_ms, \
+             h.boundary_accuracy, s.cycle_start_ms, s.cycle_end_ms, s.duration_seconds, s.used_percent, \
+             s.remaining_percent, s.used_value, s.limit_value, h.quota_unit, s.reset_credits_available, \
+             h.reset_credits_json, h.plan_type, h.relationship_kind, h.container_provider_window_id \
+             FROM compact_snapshots s JOIN account_quota_shapes h ON h.id = s.shape_id \
+             JOIN compact_observations o ON o.id = s.observation_id \
+             JOIN account_quota_observers r ON r.id = o.observer_id ORDER BY s.observation_id",
+            "DROP TABLE compact_snapshots",
+            "DROP TABLE compact_observations",
+            "DROP TABLE account_quota_shapes",
+            "DROP TABLE account_quota_observers",
+        ],
+    )
+    .await;
     rewind(
         &path,
         33,
@@ -524,13 +581,20 @@ async fn quota_windows_of_a_database_from_before_snapshots_left_the_account_to_t
     let mut connection = sqlx::SqliteConnection::connect(&url)
         .await
         .expect("connect");
-    let (rows, keyed): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(nullif(account_key, '')) FROM account_quota_snapshots",
-    )
-    .fetch_one(&mut connection)
-    .await
-    .expect("count");
-    assert_eq!((rows, keyed), (160, 0));
+    let (rows, observation_rows, hashes, shapes, observers): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM account_quota_snapshots), \
+             (SELECT count(*) FROM account_quota_observations), \
+             (SELECT count(*) FROM account_quota_observations WHERE length(observation_hash) = 32), \
+             (SELECT count(*) FROM account_quota_shapes), \
+             (SELECT count(*) FROM account_quota_observers)",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .expect("count");
+    assert_eq!((rows, observation_rows, hashes), (160, 80, 80));
+    // One set of texts per window id; one origin per account.
+    assert_eq!((shapes, observers), (2, 2));
     let (newest, index): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM account_quota_newest WHERE observed_at_ms >= ?), \
          (SELECT count(*) FROM sqlite_master WHERE name = 'idx_account_quota_observations_scope')",
@@ -547,6 +611,12 @@ async fn quota_windows_of_a_database_from_before_snapshots_left_the_account_to_t
     let store = SqliteStore::open(Options::new(&path))
         .await
         .expect("reopen");
+    // The converted hashes still recognise every observation stored before.
+    let again = store
+        .write_observations(observations, END_MS)
+        .await
+        .expect("again");
+    assert_eq!(again, vec![0; 80]);
     let report = |at: i64, used: f64| Observation {
         account_key: accounts[0].into(),
         provider: "codex".into(),

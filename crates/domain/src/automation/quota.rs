@@ -127,8 +127,14 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// The content hash that makes writes idempotent.
+    /// The content hash that makes writes idempotent, as lowercase hex.
     pub fn hash(&self) -> String {
+        hex::encode(self.digest())
+    }
+
+    /// The content hash that makes writes idempotent: SHA-256 over the account,
+    /// provider, source, ids, scope, mode, time and the sorted window contents.
+    pub fn digest(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
         for part in [
             self.account_key.as_str(),
@@ -153,7 +159,7 @@ impl Observation {
             hasher.update(window.as_bytes());
             hasher.update([0]);
         }
-        hex::encode(hasher.finalize())
+        hasher.finalize().into()
     }
 
     /// How much an observation is trusted when two are equally new: (inventory mode,
