@@ -14,9 +14,9 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use cpamp_domain::StoreError;
-use cpamp_domain::analytics::cost::PriceBook;
 use cpamp_domain::analytics::Metrics;
-use cpamp_domain::analytics::cost::{CONTEXT_BAND_BOUNDS, context_band};
+use cpamp_domain::analytics::cost::PriceBook;
+use cpamp_domain::analytics::cost::context_band;
 use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::query::{
     AnalyticsStore, Cursor, EventPage, Filters, FineBlock, GroupRequest, GroupRow, HeaderValues,
@@ -576,17 +576,17 @@ impl SqliteStore {
         SearchSql::of(scope, &lock_read(self.read_cache()))
     }
 
-    /// The rows of a search scope summed by SQLite: the matching events are
-    /// grouped by everything a group row is keyed by (with the time cut into UTC
-    /// blocks that each fall into one local bucket), so only a row per group
-    /// reaches Rust instead of a row per event. Events whose free texts need the
-    /// exact check form groups of their own and are checked in full here.
+    /// The rows of a search scope, read on a blocking thread through rusqlite: the
+    /// matching events are stepped without a value allocated per column and
+    /// summed by everything a group row is keyed by, by ids (with the time cut
+    /// into UTC blocks that each fall into one local bucket), so a row per group
+    /// is built instead of one per event. Events whose free texts need the exact
+    /// check form groups of their own and are checked in full.
     ///
     /// Rows come in the order of each group's first event (time, then id), as
     /// [`Self::raw_lean`] would give them, so equal keys fold in the same order.
-    /// `None` when the sums cannot be made exact in SQL (a sum beyond the integer
-    /// range, a range or id too large for the order key, a zone whose buckets no
-    /// minute block maps onto): the caller then folds the events one by one.
+    /// `None` for a zone whose buckets no minute block maps onto (the caller then
+    /// folds the events one by one).
     async fn search_groups(
         &self,
         connection: &mut SqliteConnection,
@@ -594,8 +594,6 @@ impl SqliteStore {
         search: &SearchSql,
     ) -> Result<Option<Vec<GroupRow>>, StoreError> {
         const MINUTE_MS: i64 = 60_000;
-        /// The input a context band is chosen by, as [`Self::raw_lean`] takes it.
-        const INPUT: &str = "coalesce(normalized_total_input_tokens, input_tokens)";
         let scope = &request.scope;
         let (from, to) = (scope.from_ms, scope.to_ms);
         if from < 0 || from >= to {
@@ -613,152 +611,141 @@ impl SqliteStore {
                 Some(block)
             }
         };
-        let mut bands = String::from("CASE");
-        for bound in CONTEXT_BAND_BOUNDS {
-            bands.push_str(&format!(" WHEN {INPUT} <= {bound} THEN {}", context_band(bound)));
-        }
-        bands.push_str(&format!(" ELSE {} END", context_band(i64::MAX)));
-        let time_key = block.map_or(String::new(), |block| format!("timestamp_ms / {block}, "));
         let sql = format!(
-            "SELECT min((timestamp_ms - ?1) * ?3 + id), min(timestamp_ms), max(timestamp_ms), \
-             CASE WHEN {unsure} THEN id END AS single, failed <> 0 AS failed_flag, \
-             coalesce(requested_model_id, model_id) AS effective, resolved_model_id, service_tier_id, \
-             provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
-             account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
-             auth_project_id_snapshot_id, {bands} AS band, \
-             count(*), sum({INPUT}), sum(output_tokens), sum(reasoning_tokens), \
-             sum(max(max(cached_tokens, cache_tokens) - max(cache_read_tokens, 0) - max(cache_creation_tokens, 0), 0)), \
-             sum(cache_read_tokens), sum(cache_creation_tokens), sum(total_tokens), \
-             sum(CASE WHEN latency_ms > 0 THEN latency_ms ELSE 0 END), \
-             sum(CASE WHEN latency_ms > 0 THEN 1 ELSE 0 END), \
-             sum(CASE WHEN total_tokens = 0 AND failed = 0 THEN 1 ELSE 0 END) \
-             FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed} AND {condition} \
-             GROUP BY {time_key}single, failed_flag, effective, resolved_model_id, service_tier_id, \
-             provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
-             account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
-             auth_project_id_snapshot_id, band",
+            "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), \
+             resolved_model_id, service_tier_id, provider_id, executor_type_id, auth_index_id, source_id, \
+             source_hash_id, api_key_hash_id, account_snapshot_id, auth_label_snapshot_id, \
+             auth_file_snapshot_id, auth_provider_snapshot_id, auth_project_id_snapshot_id, \
+             coalesce(normalized_total_input_tokens, input_tokens), output_tokens, reasoning_tokens, \
+             cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, latency_ms \
+             FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed} AND {condition}",
             unsure = search.unsure,
             failed = if scope.filters.failed_only {
                 " AND failed = 1"
             } else {
                 ""
             },
-            condition = search.numbered_condition(4),
+            condition = search.numbered_condition(3),
         );
         let binds = search.binds.clone();
         let store = self.clone();
         let read = tokio::task::spawn_blocking(move || {
             store.with_row_reader(|reader| {
-                let sqlite = error::sqlite("sum search matches");
-                // The order key packs (time - from, id) into one integer when both fit.
-                let max_id: i64 = reader
-                    .query_row("SELECT coalesce(max(id), 0) FROM usage_events", [], |row| {
-                        row.get(0)
-                    })
-                    .map_err(&sqlite)?;
-                let Some(width) = max_id
-                    .checked_add(1)
-                    .filter(|width| (to - from).checked_mul(*width).is_some())
-                else {
-                    return Ok(None);
-                };
+                let sqlite = error::sqlite("read search matches");
                 let mut statement = reader.prepare_cached(&sql).map_err(&sqlite)?;
-                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from, &to, &width];
+                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
                 for value in &binds {
                     params.push(value);
                 }
                 let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
+                let mut index: FastMap<SearchKey, usize> = FastMap::default();
                 let mut out: Vec<SearchGroup> = Vec::new();
                 while let Some(row) = rows.next().map_err(&sqlite)? {
-                    let id = |index: usize| row.get::<_, Option<i64>>(index);
-                    let int = |index: usize| id(index).map(|value| value.unwrap_or(0));
-                    out.push(SearchGroup {
-                        order: int(0).map_err(&sqlite)?,
-                        first_ms: int(1).map_err(&sqlite)?,
-                        last_ms: int(2).map_err(&sqlite)?,
-                        single: id(3).map_err(&sqlite)?,
-                        failed: int(4).map_err(&sqlite)? != 0,
-                        effective: int(5).map_err(&sqlite)?,
-                        resolved: id(6).map_err(&sqlite)?,
-                        tier: id(7).map_err(&sqlite)?,
-                        identity: {
-                            let mut key = [0_i64; 11];
-                            for (offset, slot) in key.iter_mut().enumerate() {
-                                *slot = int(8 + offset).map_err(&sqlite)?;
+                    // As `raw_lean` reads them: a missing or non-integer value is 0.
+                    let id = |index: usize| row.get::<_, Option<i64>>(index).ok().flatten();
+                    let int = |index: usize| id(index).unwrap_or(0);
+                    let event_id = int(0);
+                    let timestamp_ms = int(1);
+                    let failed = int(3) != 0;
+                    let tokens = TokenCounts {
+                        input: 0,
+                        output: int(19),
+                        reasoning: int(20),
+                        cached: int(21),
+                        cache: int(22),
+                        cache_read: int(23),
+                        cache_creation: int(24),
+                        total: int(25),
+                    };
+                    let input = int(18);
+                    let cached = (tokens.cached.max(tokens.cache)
+                        - tokens.cache_read.max(0)
+                        - tokens.cache_creation.max(0))
+                    .max(0);
+                    let metrics = metrics_of(failed, input, &tokens, cached, id(26));
+                    let key = SearchKey {
+                        block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
+                        single: (int(2) != 0).then_some(event_id),
+                        failed,
+                        effective: int(4),
+                        resolved: id(5),
+                        tier: id(6),
+                        identity: std::array::from_fn(|offset| int(7 + offset)),
+                        band: context_band(input),
+                    };
+                    match index.get(&key) {
+                        Some(position) => {
+                            let group = &mut out[*position];
+                            group.metrics.add(&metrics);
+                            group.last_ms = group.last_ms.max(timestamp_ms);
+                            if (timestamp_ms, event_id) < group.first {
+                                group.first = (timestamp_ms, event_id);
                             }
-                            key
-                        },
-                        band: u8::try_from(int(19).map_err(&sqlite)?).unwrap_or(0),
-                        metrics: Metrics {
-                            calls: int(20).map_err(&sqlite)?,
-                            input: int(21).map_err(&sqlite)?,
-                            output: int(22).map_err(&sqlite)?,
-                            reasoning: int(23).map_err(&sqlite)?,
-                            cached: int(24).map_err(&sqlite)?,
-                            cache_read: int(25).map_err(&sqlite)?,
-                            cache_creation: int(26).map_err(&sqlite)?,
-                            total: int(27).map_err(&sqlite)?,
-                            latency_sum: int(28).map_err(&sqlite)?,
-                            latency_samples: int(29).map_err(&sqlite)?,
-                            zero_token_calls: int(30).map_err(&sqlite)?,
-                            failures: 0,
-                        },
-                    });
+                        }
+                        None => {
+                            index.insert(key.clone(), out.len());
+                            out.push(SearchGroup {
+                                key,
+                                first: (timestamp_ms, event_id),
+                                last_ms: timestamp_ms,
+                                metrics,
+                            });
+                        }
+                    }
                 }
                 Ok(Some(out))
             })
         })
         .await
         .map_err(|error| StoreError::unavailable(format!("sum search matches: {error}"), error))?;
-        // A sum beyond the integer range fails in SQL (Rust saturates it): the
-        // events are then folded one by one, as is any other failure (which that
-        // read then reports).
-        let Ok(Some(mut groups)) = read else {
+        let Some(mut groups) = read? else {
             return Ok(None);
         };
-        let flagged: Vec<i64> = groups.iter().filter_map(|group| group.single).collect();
+        let flagged: Vec<i64> = groups.iter().filter_map(|group| group.key.single).collect();
         let rejected = self.events_rejected(connection, &flagged, scope).await?;
-        groups.sort_unstable_by_key(|group| group.order);
+        groups.sort_unstable_by_key(|group| group.first);
         let state = lock_read(self.read_cache());
         let mut out = Vec::with_capacity(groups.len());
-        for group in groups {
-            if group.single.is_some_and(|id| rejected.contains(&id)) {
+        for SearchGroup {
+            key,
+            first,
+            last_ms,
+            metrics,
+        } in groups
+        {
+            if key.single.is_some_and(|id| rejected.contains(&id)) {
                 continue;
             }
             let model = state
                 .analytics
-                .get(&group.effective)
+                .get(&key.effective)
                 .copied()
-                .unwrap_or(group.effective);
+                .unwrap_or(key.effective);
             let model_text = state.text(Some(model));
-            if !scope.matches_group(&model_text, group.failed) {
+            if !scope.matches_group(&model_text, key.failed) {
                 continue;
             }
             let identity = state
                 .identity_by_key
-                .get(&group.identity)
+                .get(&key.identity)
                 .cloned()
                 .unwrap_or_default();
             if !scope.matches_identity(&identity) {
                 continue;
             }
-            let mut metrics = group.metrics;
-            if group.failed {
-                metrics.failures = metrics.calls;
-            }
             out.push(GroupRow {
-                bucket_ms: group.first_ms,
+                bucket_ms: first.0,
                 identity: request.identity.then_some(identity),
-                billing_model: match group.resolved {
+                billing_model: match key.resolved {
                     Some(resolved) => state.text(Some(resolved)),
                     None => model_text.clone(),
                 },
                 model: model_text,
-                service_tier: state.text(group.tier),
-                context_band: group.band,
-                failed: group.failed,
+                service_tier: state.text(key.tier),
+                context_band: key.band,
+                failed: key.failed,
                 metrics,
-                last_seen_ms: group.last_ms,
+                last_seen_ms: last_ms,
             });
         }
         Ok(Some(out))
@@ -1600,13 +1587,12 @@ impl<'r> RawFolder<'r> {
     }
 }
 
-/// One group of matching events as SQLite sums it ([`SqliteStore::search_groups`]).
-struct SearchGroup {
-    /// `(time - from) * (max id + 1) + id` of the group's first event.
-    order: i64,
-    first_ms: i64,
-    last_ms: i64,
-    /// The event id of a group holding one event that needs the exact check.
+/// What the matching events of a search are grouped by ([`SqliteStore::search_groups`]).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SearchKey {
+    /// The UTC block of the event's time (0 without a timeline).
+    block: i64,
+    /// The event id of an event that needs the exact check (a group of its own).
     single: Option<i64>,
     failed: bool,
     effective: i64,
@@ -1614,6 +1600,14 @@ struct SearchGroup {
     tier: Option<i64>,
     identity: [i64; 11],
     band: u8,
+}
+
+/// One group of matching events.
+struct SearchGroup {
+    key: SearchKey,
+    /// Time and id of the group's first event.
+    first: (i64, i64),
+    last_ms: i64,
     metrics: Metrics,
 }
 
