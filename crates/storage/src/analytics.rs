@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use cpamp_domain::StoreError;
+use cpamp_domain::analytics::Metrics;
 use cpamp_domain::analytics::cost::PriceBook;
 use cpamp_domain::analytics::cost::context_band;
 use cpamp_domain::analytics::query::metrics_of;
@@ -575,6 +576,181 @@ impl SqliteStore {
         SearchSql::of(scope, &lock_read(self.read_cache()))
     }
 
+    /// The rows of a search scope, read on a blocking thread through rusqlite: the
+    /// matching events are stepped without a value allocated per column and
+    /// summed by everything a group row is keyed by, by ids (with the time cut
+    /// into UTC blocks that each fall into one local bucket), so a row per group
+    /// is built instead of one per event. Events whose free texts need the exact
+    /// check form groups of their own and are checked in full.
+    ///
+    /// Rows come in the order of each group's first event (time, then id), as
+    /// [`Self::raw_lean`] would give them, so equal keys fold in the same order.
+    /// `None` for a zone whose buckets no minute block maps onto (the caller then
+    /// folds the events one by one).
+    async fn search_groups(
+        &self,
+        connection: &mut SqliteConnection,
+        request: &GroupRequest,
+        search: &SearchSql,
+    ) -> Result<Option<Vec<GroupRow>>, StoreError> {
+        const MINUTE_MS: i64 = 60_000;
+        let scope = &request.scope;
+        let (from, to) = (scope.from_ms, scope.to_ms);
+        if from < 0 || from >= to {
+            return Ok(None);
+        }
+        let block = match request.timeline.as_ref() {
+            None => None,
+            Some((zone, granularity)) => {
+                let Some(block) = [HOUR_MS, QUARTER_MS, MINUTE_MS]
+                    .into_iter()
+                    .find(|block| zone.lossless(*granularity, *block, from, to))
+                else {
+                    return Ok(None);
+                };
+                Some(block)
+            }
+        };
+        let sql = format!(
+            "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), \
+             resolved_model_id, service_tier_id, provider_id, executor_type_id, auth_index_id, source_id, \
+             source_hash_id, api_key_hash_id, account_snapshot_id, auth_label_snapshot_id, \
+             auth_file_snapshot_id, auth_provider_snapshot_id, auth_project_id_snapshot_id, \
+             coalesce(normalized_total_input_tokens, input_tokens), output_tokens, reasoning_tokens, \
+             cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, latency_ms \
+             FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed} AND {condition}",
+            unsure = search.unsure,
+            failed = if scope.filters.failed_only {
+                " AND failed = 1"
+            } else {
+                ""
+            },
+            condition = search.numbered_condition(3),
+        );
+        let binds = search.binds.clone();
+        let store = self.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("read search matches");
+                let mut statement = reader.prepare_cached(&sql).map_err(&sqlite)?;
+                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
+                for value in &binds {
+                    params.push(value);
+                }
+                let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
+                let mut index: FastMap<SearchKey, usize> = FastMap::default();
+                let mut out: Vec<SearchGroup> = Vec::new();
+                while let Some(row) = rows.next().map_err(&sqlite)? {
+                    // As `raw_lean` reads them: a missing or non-integer value is 0.
+                    let id = |index: usize| row.get::<_, Option<i64>>(index).ok().flatten();
+                    let int = |index: usize| id(index).unwrap_or(0);
+                    let event_id = int(0);
+                    let timestamp_ms = int(1);
+                    let failed = int(3) != 0;
+                    let tokens = TokenCounts {
+                        input: 0,
+                        output: int(19),
+                        reasoning: int(20),
+                        cached: int(21),
+                        cache: int(22),
+                        cache_read: int(23),
+                        cache_creation: int(24),
+                        total: int(25),
+                    };
+                    let input = int(18);
+                    let cached = (tokens.cached.max(tokens.cache)
+                        - tokens.cache_read.max(0)
+                        - tokens.cache_creation.max(0))
+                    .max(0);
+                    let metrics = metrics_of(failed, input, &tokens, cached, id(26));
+                    let key = SearchKey {
+                        block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
+                        single: (int(2) != 0).then_some(event_id),
+                        failed,
+                        effective: int(4),
+                        resolved: id(5),
+                        tier: id(6),
+                        identity: std::array::from_fn(|offset| int(7 + offset)),
+                        band: context_band(input),
+                    };
+                    match index.get(&key) {
+                        Some(position) => {
+                            let group = &mut out[*position];
+                            group.metrics.add(&metrics);
+                            group.last_ms = group.last_ms.max(timestamp_ms);
+                            if (timestamp_ms, event_id) < group.first {
+                                group.first = (timestamp_ms, event_id);
+                            }
+                        }
+                        None => {
+                            index.insert(key.clone(), out.len());
+                            out.push(SearchGroup {
+                                key,
+                                first: (timestamp_ms, event_id),
+                                last_ms: timestamp_ms,
+                                metrics,
+                            });
+                        }
+                    }
+                }
+                Ok(Some(out))
+            })
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("sum search matches: {error}"), error))?;
+        let Some(mut groups) = read? else {
+            return Ok(None);
+        };
+        let flagged: Vec<i64> = groups.iter().filter_map(|group| group.key.single).collect();
+        let rejected = self.events_rejected(connection, &flagged, scope).await?;
+        groups.sort_unstable_by_key(|group| group.first);
+        let state = lock_read(self.read_cache());
+        let mut out = Vec::with_capacity(groups.len());
+        for SearchGroup {
+            key,
+            first,
+            last_ms,
+            metrics,
+        } in groups
+        {
+            if key.single.is_some_and(|id| rejected.contains(&id)) {
+                continue;
+            }
+            let model = state
+                .analytics
+                .get(&key.effective)
+                .copied()
+                .unwrap_or(key.effective);
+            let model_text = state.text(Some(model));
+            if !scope.matches_group(&model_text, key.failed) {
+                continue;
+            }
+            let identity = state
+                .identity_by_key
+                .get(&key.identity)
+                .cloned()
+                .unwrap_or_default();
+            if !scope.matches_identity(&identity) {
+                continue;
+            }
+            out.push(GroupRow {
+                bucket_ms: first.0,
+                identity: request.identity.then_some(identity),
+                billing_model: match key.resolved {
+                    Some(resolved) => state.text(Some(resolved)),
+                    None => model_text.clone(),
+                },
+                model: model_text,
+                service_tier: state.text(key.tier),
+                context_band: key.band,
+                failed: key.failed,
+                metrics,
+                last_seen_ms: last_ms,
+            });
+        }
+        Ok(Some(out))
+    }
+
     /// Like [`Self::raw_range`] for scopes without raw-level filters: reads only the
     /// columns rollups are made of and folds them straight into group rows (and
     /// latency samples), skipping texts, hashes and timestamp formatting.
@@ -862,6 +1038,15 @@ impl SqliteStore {
         if level == Level::Raw {
             let mut folder = RawFolder::new(&request);
             if let Some(search) = self.search_only(scope) {
+                if let Some(rows) = self
+                    .search_groups(&mut connection, &request, &search)
+                    .await?
+                {
+                    for row in rows {
+                        folder.push_row(row, &mut out);
+                    }
+                    return Ok(out);
+                }
                 self.raw_lean(
                     &mut connection,
                     &request,
@@ -1400,6 +1585,30 @@ impl<'r> RawFolder<'r> {
             }
         }
     }
+}
+
+/// What the matching events of a search are grouped by ([`SqliteStore::search_groups`]).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SearchKey {
+    /// The UTC block of the event's time (0 without a timeline).
+    block: i64,
+    /// The event id of an event that needs the exact check (a group of its own).
+    single: Option<i64>,
+    failed: bool,
+    effective: i64,
+    resolved: Option<i64>,
+    tier: Option<i64>,
+    identity: [i64; 11],
+    band: u8,
+}
+
+/// One group of matching events.
+struct SearchGroup {
+    key: SearchKey,
+    /// Time and id of the group's first event.
+    first: (i64, i64),
+    last_ms: i64,
+    metrics: Metrics,
 }
 
 /// A day's bucket, its pair blob, and its identity rollup when it has no pair blob.

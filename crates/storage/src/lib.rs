@@ -154,6 +154,9 @@ struct Inner {
     /// The connection event batches are written through (opened on first use,
     /// dropped after a failed batch); used only while the writer is held.
     batch_writer: std::sync::Mutex<Option<rusqlite::Connection>>,
+    /// Idle read-only connections for reads that step many rows on a blocking
+    /// thread (searches folded in SQL), kept for the next such read.
+    row_readers: std::sync::Mutex<Vec<rusqlite::Connection>>,
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
     maintenance: maintenance::MaintenanceState,
@@ -285,6 +288,7 @@ impl SqliteStore {
                 read_options,
                 busy_timeout: options.busy_timeout,
                 batch_writer: std::sync::Mutex::new(None),
+                row_readers: std::sync::Mutex::new(Vec::new()),
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
                 maintenance: maintenance::MaintenanceState::default(),
@@ -361,6 +365,40 @@ impl SqliteStore {
         result
     }
 
+    /// Runs `work` on an idle read-only rusqlite connection, opening one if none
+    /// is idle; the connection is kept for the next call unless `work` failed.
+    /// Blocking: call it on a blocking thread.
+    pub(crate) fn with_row_reader<T>(
+        &self,
+        work: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        /// Idle connections kept; more readers at once open their own.
+        const KEPT: usize = 2;
+        let idle = self
+            .inner
+            .row_readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let connection = match idle {
+            Some(connection) => connection,
+            None => open_row_reader(&self.inner.path, self.inner.busy_timeout)
+                .map_err(error::sqlite("open a read connection"))?,
+        };
+        let result = work(&connection);
+        if result.is_ok() {
+            let mut idle = self
+                .inner
+                .row_readers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if idle.len() < KEPT {
+                idle.push(connection);
+            }
+        }
+        result
+    }
+
     pub(crate) fn reader(&self) -> &SqlitePool {
         &self.inner.reader
     }
@@ -431,6 +469,18 @@ fn open_batch_connection(
     )?;
     // The ingest path's statements (the rollup tables' included) all stay prepared.
     connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}
+
+/// Opens a read-only connection with the read pool's page cache size.
+fn open_row_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<rusqlite::Connection> {
+    let connection = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(busy_timeout)?;
+    connection.execute_batch("PRAGMA cache_size = -2048")?;
+    connection.set_prepared_statement_cache_capacity(16);
     Ok(connection)
 }
 

@@ -151,48 +151,76 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
             .map(|event| event.event_hash.clone())
             .collect();
         assert_eq!(got, expected, "events matching {needle:?}");
-        let response = monitoring(
-            &store,
-            MonitoringRequest {
-                scope,
-                now_ms: END_MS,
-                zone: Zone::parse("Asia/Kolkata").expect("zone"),
-                granularity: Granularity::Hour,
-                include: Include {
-                    summary: true,
-                    compact: true,
-                    percentiles: true,
-                    timeline: true,
-                    account_stats: true,
-                    ..Include::default()
-                },
-                generated_at_ms: END_MS,
-            },
-        )
-        .await
-        .expect("query");
-        let summary = response.summary.expect("summary");
-        assert_eq!(
-            summary.total_calls,
-            expected.len() as i64,
-            "calls matching {needle:?}"
-        );
-        let timeline_calls: i64 = response.timeline.iter().map(|point| point.calls).sum();
-        assert_eq!(
-            timeline_calls,
-            expected.len() as i64,
-            "timeline of {needle:?}"
-        );
-        let account_calls: i64 = response
-            .account_stats
+        let matching: Vec<&UsageEvent> = events
             .iter()
-            .map(|stat| stat.counts.calls)
-            .sum();
-        assert_eq!(
-            account_calls,
-            expected.len() as i64,
-            "accounts of {needle:?}"
-        );
+            .filter(|event| expected.contains(&event.event_hash))
+            .collect();
+        // UTC hours fold whole hour blocks; Kolkata's (+05:30) quarter-hour blocks.
+        for zone_name in ["Asia/Kolkata", "UTC"] {
+            let zone = Zone::parse(zone_name).expect("zone");
+            let response = monitoring(
+                &store,
+                MonitoringRequest {
+                    scope: scope.clone(),
+                    now_ms: END_MS,
+                    zone: zone.clone(),
+                    granularity: Granularity::Hour,
+                    include: Include {
+                        summary: true,
+                        compact: true,
+                        percentiles: true,
+                        timeline: true,
+                        account_stats: true,
+                        ..Include::default()
+                    },
+                    generated_at_ms: END_MS,
+                },
+            )
+            .await
+            .expect("query");
+            let summary = response.summary.expect("summary");
+            assert_eq!(
+                summary.total_calls,
+                expected.len() as i64,
+                "calls matching {needle:?}"
+            );
+            assert_eq!(
+                summary.total_tokens,
+                matching.iter().map(|event| event.tokens.total).sum::<i64>(),
+                "tokens matching {needle:?}"
+            );
+            assert_eq!(
+                summary.failure_calls,
+                matching.iter().filter(|event| event.failed).count() as i64,
+                "failures matching {needle:?}"
+            );
+            // Calls and tokens per local hour, from the events themselves.
+            let mut buckets: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+            for event in &matching {
+                let bucket = buckets
+                    .entry(zone.bucket(Granularity::Hour, event.timestamp_ms))
+                    .or_default();
+                bucket.0 += 1;
+                bucket.1 += event.tokens.total;
+            }
+            let timeline: std::collections::BTreeMap<i64, (i64, i64)> = response
+                .timeline
+                .iter()
+                .filter(|point| point.calls > 0)
+                .map(|point| (point.bucket_ms, (point.calls, point.tokens)))
+                .collect();
+            assert_eq!(timeline, buckets, "timeline of {needle:?} in {zone_name}");
+            let account_calls: i64 = response
+                .account_stats
+                .iter()
+                .map(|stat| stat.counts.calls)
+                .sum();
+            assert_eq!(
+                account_calls,
+                expected.len() as i64,
+                "accounts of {needle:?}"
+            );
+        }
         assert!(
             needle == "nothing-has-this" || !expected.is_empty(),
             "{needle:?} finds something"
