@@ -190,6 +190,15 @@ impl Holding {
         self.state().items
     }
 
+    /// Calls `report` with the number of held items while no batch can be added or
+    /// removed, so reports reach the status in the order the count changed: a report
+    /// made after a batch was held can never overwrite the one made after it was
+    /// stored with an older, larger count.
+    pub(crate) fn report_held(&self, report: impl FnOnce(usize)) {
+        let state = self.state();
+        report(state.items);
+    }
+
     /// Writes a received batch to the inbox, queues it for the committer and syncs the
     /// inbox. Blocking (the sync); run it on a blocking thread. `messages`: the batch ends the first
     /// `messages` messages of the open subscription (see [`Inbox::covered`]).
@@ -544,15 +553,17 @@ impl<S: EventSink> Committer<S> {
                 Ok((seq, _count, outcome)) => {
                     let holding = self.holding.clone();
                     let _ = tokio::task::spawn_blocking(move || holding.committed(seq)).await;
-                    self.status.stored(&outcome, self.holding.held_items());
+                    self.holding
+                        .report_held(|held| self.status.stored(&outcome, held));
                     return true;
                 }
                 Err(error) => {
-                    let held = self.holding.held_items();
-                    tracing::warn!(%error, held, "storing a batch failed; keeping it and retrying");
-                    self.status.store_failed(StoreHealth {
-                        error,
-                        held_items: held,
+                    tracing::warn!(%error, held = self.holding.held_items(), "storing a batch failed; keeping it and retrying");
+                    self.holding.report_held(|held| {
+                        self.status.store_failed(StoreHealth {
+                            error,
+                            held_items: held,
+                        });
                     });
                     let wait = backoff_wait;
                     backoff_wait = (backoff_wait * 2).min(self.holding.limits.store_retry.max);
