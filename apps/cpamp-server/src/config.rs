@@ -81,7 +81,8 @@ pub struct Settings {
     /// Limits of resumable import sessions (`USAGE_IMPORT_*`).
     pub import_sessions: ImportSessionLimits,
     /// What the collector may hold while the store refuses writes
-    /// (`USAGE_HOLD_MEMORY_ITEMS`, `USAGE_INBOX_MAX_BYTES`, `CPA_QUEUE_RETENTION_SECONDS`,
+    /// (`USAGE_HOLD_MEMORY_ITEMS`, `USAGE_HOLD_MEMORY_BYTES`, `USAGE_INBOX_MAX_BYTES`,
+    /// `CPA_QUEUE_RETENTION_SECONDS`,
     /// `USAGE_SUBSCRIBE_BUFFER_ITEMS`).
     pub hold: cpamp_collector::HoldLimits,
     /// How long shutdown keeps retrying a store that refuses writes before leaving the
@@ -166,6 +167,7 @@ struct RawFile {
     #[serde(rename = "usageImportSessionTTLMinutes")]
     usage_import_session_ttl_minutes: Option<i64>,
     usage_hold_memory_items: Option<i64>,
+    usage_hold_memory_bytes: Option<i64>,
     usage_inbox_max_bytes: Option<i64>,
     usage_subscribe_buffer_items: Option<i64>,
     cpa_queue_retention_seconds: Option<i64>,
@@ -526,6 +528,14 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
             &mut warnings,
         ),
         positive(
+            env("USAGE_HOLD_MEMORY_BYTES"),
+            file.usage_hold_memory_bytes,
+            4 * 1024 * 1024,
+            "USAGE_HOLD_MEMORY_BYTES",
+            "usageHoldMemoryBytes",
+            &mut warnings,
+        ),
+        positive(
             env("USAGE_INBOX_MAX_BYTES"),
             file.usage_inbox_max_bytes,
             1024 * 1024 * 1024,
@@ -657,6 +667,7 @@ pub fn load(sources: &Sources) -> anyhow::Result<Settings> {
 /// retention, so a store that recovers is used long before CPA drops anything.
 fn hold_limits(
     memory_items: i64,
+    memory_bytes: i64,
     inbox_max_bytes: i64,
     retention_seconds: i64,
     subscribe_buffer_items: i64,
@@ -665,6 +676,7 @@ fn hold_limits(
     let retention = Duration::from_secs(u64::try_from(retention_seconds).unwrap_or(60));
     cpamp_collector::HoldLimits {
         memory_items: usize::try_from(memory_items).unwrap_or(defaults.memory_items),
+        memory_bytes: usize::try_from(memory_bytes).unwrap_or(defaults.memory_bytes),
         inbox_max_bytes: u64::try_from(inbox_max_bytes).unwrap_or(defaults.inbox_max_bytes),
         store_retry: cpamp_collector::BackoffPolicy {
             initial: defaults.store_retry.initial,

@@ -195,6 +195,7 @@ impl Application {
                 .wrap(from_fn(cpamp_api::reads::invalidate_after_writes))
                 .wrap(from_fn(cpamp_api::limits::enforce))
                 .wrap(from_fn(security_headers))
+                .wrap(from_fn(cpamp_api::slices::slice_large_bodies))
                 .configure(cpamp_api::configure::<SqliteStore>)
         })
         .on_connect(move |connection, data| counted.on_connect(connection, data))
@@ -202,6 +203,9 @@ impl Application {
         // so fewer connections share each worker's queue and a `/status` or `/health`
         // request waits behind fewer panel requests.
         .workers(cores * 2)
+        // Large answers reach the connection in slices (`slices.rs`), so each
+        // connection's write buffer stays near this size between requests.
+        .h1_write_buffer_size(cpamp_api::slices::WRITE_BUFFER_BYTES)
         .client_request_timeout(settings.http.read_header_timeout)
         .keep_alive(settings.http.keep_alive)
         .listen(listener)

@@ -56,6 +56,7 @@ pub mod proxy;
 pub mod reads;
 pub mod routes;
 pub mod screen;
+pub mod slices;
 pub mod state;
 pub mod transfer;
 

@@ -27,6 +27,11 @@ pub struct HoldLimits {
     /// Items kept in memory; beyond this, batches live only in the inbox until the
     /// committer reaches them (without an inbox, popping pauses here).
     pub memory_items: usize,
+    /// Bytes of received payloads kept in memory, the same way: whichever of the two
+    /// bounds is reached first sends further batches to the inbox only. A held batch
+    /// also keeps its decoded form for the first store attempt, so memory is about
+    /// twice this while the store lags.
+    pub memory_bytes: usize,
     /// Size of the inbox file beyond which popping pauses.
     pub inbox_max_bytes: u64,
     /// Retries of a refused batch: `initial` doubling up to `max`. Keep `max` well below
@@ -44,6 +49,7 @@ impl Default for HoldLimits {
     fn default() -> HoldLimits {
         HoldLimits {
             memory_items: 5_000,
+            memory_bytes: 4 * 1024 * 1024,
             inbox_max_bytes: 1024 * 1024 * 1024,
             store_retry: BackoffPolicy {
                 initial: Duration::from_millis(500),
@@ -66,6 +72,8 @@ struct Entry {
     seq: u64,
     origin: String,
     count: usize,
+    /// The payload bytes of the items.
+    bytes: usize,
     /// The raw items while kept in memory (always, when the inbox could not take them).
     items: Option<Vec<RawItem>>,
     /// The decoding done when the batch arrived, used by the first store attempt.
@@ -78,10 +86,30 @@ struct HeldState {
     entries: VecDeque<Entry>,
     items: usize,
     memory_items: usize,
+    memory_bytes: usize,
     next_seq: u64,
     inbox_len: u64,
     /// The last inbox write failed (for example a full disk).
     inbox_error: Option<String>,
+}
+
+impl HeldState {
+    /// True when a batch of `count` items and `bytes` bytes may be kept in memory.
+    fn fits(&self, count: usize, bytes: usize, limits: &HoldLimits) -> bool {
+        self.memory_items + count <= limits.memory_items
+            && self.memory_bytes + bytes <= limits.memory_bytes
+    }
+}
+
+/// The payload bytes of received items (what holding them in memory costs).
+fn item_bytes(items: &[RawItem]) -> usize {
+    items
+        .iter()
+        .map(|item| match item {
+            RawItem::Payload(bytes) => bytes.len(),
+            RawItem::Invalid { raw, reason } => raw.len() + reason.len(),
+        })
+        .sum()
 }
 
 /// Shared by the runs (which add batches) and the committer (which removes them).
@@ -116,16 +144,19 @@ impl Holding {
             state.inbox_len = inbox.len();
             for batch in recovery.batches {
                 let count = batch.items.len();
-                let in_memory = state.memory_items + count <= limits.memory_items;
+                let bytes = item_bytes(&batch.items);
+                let in_memory = state.fits(count, bytes, &limits);
                 state.next_seq = state.next_seq.max(batch.seq + 1);
                 state.items += count;
                 if in_memory {
                     state.memory_items += count;
+                    state.memory_bytes += bytes;
                 }
                 state.entries.push_back(Entry {
                     seq: batch.seq,
                     origin: batch.origin,
                     count,
+                    bytes,
                     items: in_memory.then_some(batch.items),
                     decoded: None,
                     location: Some(batch.location),
@@ -159,11 +190,21 @@ impl Holding {
         self.state().items
     }
 
+    /// Calls `report` with the number of held items while no batch can be added or
+    /// removed, so reports reach the status in the order the count changed: a report
+    /// made after a batch was held can never overwrite the one made after it was
+    /// stored with an older, larger count.
+    pub(crate) fn report_held(&self, report: impl FnOnce(usize)) {
+        let state = self.state();
+        report(state.items);
+    }
+
     /// Writes a received batch to the inbox, queues it for the committer and syncs the
     /// inbox. Blocking (the sync); run it on a blocking thread. `messages`: the batch ends the first
     /// `messages` messages of the open subscription (see [`Inbox::covered`]).
     pub(crate) fn hold(&self, origin: &str, items: Vec<RawItem>, messages: Option<u64>) -> u64 {
         let count = items.len();
+        let bytes = item_bytes(&items);
         // The inbox lock is held until the batch is queued, so a compaction never misses a
         // batch that is written but not queued yet.
         let mut inbox = self.inbox();
@@ -201,16 +242,17 @@ impl Holding {
             state.inbox_len = inbox.len();
             state.inbox_error = inbox_error;
         }
-        let in_memory =
-            location.is_none() || state.memory_items + count <= self.limits.memory_items;
+        let in_memory = location.is_none() || state.fits(count, bytes, &self.limits);
         state.items += count;
         if in_memory {
             state.memory_items += count;
+            state.memory_bytes += bytes;
         }
         state.entries.push_back(Entry {
             seq,
             origin: origin.to_string(),
             count,
+            bytes,
             items: in_memory.then_some(items),
             decoded: None,
             location,
@@ -251,7 +293,9 @@ impl Holding {
         let inbox_room = self.inbox.is_some()
             && state.inbox_error.is_none()
             && state.inbox_len < self.limits.inbox_max_bytes;
-        state.memory_items < self.limits.memory_items || inbox_room
+        (state.memory_items < self.limits.memory_items
+            && state.memory_bytes < self.limits.memory_bytes)
+            || inbox_room
     }
 
     /// Waits until another batch may be taken, or `stop` turns true (returns false).
@@ -339,6 +383,7 @@ impl Holding {
         state.items -= entry.count;
         if entry.items.is_some() {
             state.memory_items -= entry.count;
+            state.memory_bytes -= entry.bytes;
         }
         let held: Vec<(u64, Location)> = state
             .entries
@@ -508,15 +553,17 @@ impl<S: EventSink> Committer<S> {
                 Ok((seq, _count, outcome)) => {
                     let holding = self.holding.clone();
                     let _ = tokio::task::spawn_blocking(move || holding.committed(seq)).await;
-                    self.status.stored(&outcome, self.holding.held_items());
+                    self.holding
+                        .report_held(|held| self.status.stored(&outcome, held));
                     return true;
                 }
                 Err(error) => {
-                    let held = self.holding.held_items();
-                    tracing::warn!(%error, held, "storing a batch failed; keeping it and retrying");
-                    self.status.store_failed(StoreHealth {
-                        error,
-                        held_items: held,
+                    tracing::warn!(%error, held = self.holding.held_items(), "storing a batch failed; keeping it and retrying");
+                    self.holding.report_held(|held| {
+                        self.status.store_failed(StoreHealth {
+                            error,
+                            held_items: held,
+                        });
                     });
                     let wait = backoff_wait;
                     backoff_wait = (backoff_wait * 2).min(self.holding.limits.store_retry.max);
@@ -573,6 +620,7 @@ mod tests {
     fn limits(memory_items: usize) -> HoldLimits {
         HoldLimits {
             memory_items,
+            memory_bytes: usize::MAX,
             inbox_max_bytes: 1024 * 1024 * 1024,
             store_retry: BackoffPolicy {
                 initial: Duration::from_millis(40),
@@ -719,6 +767,62 @@ mod tests {
         holding.committed(3);
         assert!(holding.front().is_none());
         assert_eq!(holding.held_items(), 0);
+    }
+
+    #[test]
+    fn the_byte_bound_sends_large_batches_to_the_inbox_and_frees_with_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        // Each item of `items("x", n)` is "x-i" plus the reason "test": 7 bytes.
+        let holding = with_inbox(
+            &path,
+            HoldLimits {
+                memory_bytes: 7 * 4,
+                ..limits(1_000)
+            },
+        );
+        holding.hold("o", items("a", 3), None);
+        holding.hold("o", items("b", 2), None);
+        holding.hold("o", items("c", 1), None);
+        {
+            let state = holding.state();
+            let in_memory: Vec<bool> = state
+                .entries
+                .iter()
+                .map(|entry| entry.items.is_some())
+                .collect();
+            // 21 bytes fit; 21 + 14 do not (far below the item bound); 21 + 7 fit.
+            assert_eq!(in_memory, [true, false, true]);
+            assert_eq!((state.memory_items, state.memory_bytes), (4, 28));
+        }
+        assert!(holding.has_room(), "the inbox has room");
+        let mut stored = Vec::new();
+        while let Some(next) = holding.front() {
+            let (seq, _, batch) = next.unwrap();
+            stored.extend(tags(&batch));
+            holding.committed(seq);
+        }
+        assert_eq!(stored, ["a-0", "a-1", "a-2", "b-0", "b-1", "c-0"]);
+        let state = holding.state();
+        assert_eq!(
+            (state.memory_items, state.memory_bytes, state.items),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn without_an_inbox_popping_pauses_at_the_byte_bound() {
+        let holding = Holding::new(HoldLimits {
+            memory_bytes: 7 * 3,
+            ..limits(1_000)
+        });
+        holding.hold("o", items("a", 2), None);
+        assert!(holding.has_room(), "14 of 21 bytes held");
+        holding.hold("o", items("b", 2), None);
+        assert!(!holding.has_room(), "28 bytes held, past the bound");
+        assert_eq!(holding.memory_only_items(), 4, "nothing popped is dropped");
+        holding.committed(1);
+        assert!(holding.has_room());
     }
 
     #[test]
@@ -985,10 +1089,12 @@ mod tests {
             state.next_seq += 1;
             state.items += 1;
             state.memory_items += 1;
+            state.memory_bytes += 7;
             state.entries.push_back(Entry {
                 seq,
                 origin: "o".into(),
                 count: 1,
+                bytes: 7,
                 items: Some(items("m", 1)),
                 decoded: None,
                 location: None,

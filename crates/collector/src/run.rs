@@ -591,11 +591,7 @@ impl RunContext {
         let holding = self.holding.clone();
         let origin = self.settings.upstream.clone();
         let kept = items.clone();
-        let held = tokio::task::spawn_blocking(move || {
-            let seq = holding.hold(&origin, kept, messages);
-            (seq, holding.held_items())
-        })
-        .await;
+        let held = tokio::task::spawn_blocking(move || holding.hold(&origin, kept, messages)).await;
         self.status.update(|status| {
             status.last_consumed_at_ms = now_ms();
             status.total_consumed += count as u64;
@@ -608,13 +604,18 @@ impl RunContext {
             self.status.update(|status| status.support_refresh = true);
         }
         match held {
-            Ok((seq, held)) => {
+            Ok(seq) => {
                 self.holding.attach_decoded(seq, decoded.batch);
-                self.status.update(|status| {
-                    status.held_items = held;
-                    if !status.store_error.is_empty() {
-                        status.pending_items = held;
-                    }
+                // The count is read now, not when the batch was held: the committer may
+                // have stored it meanwhile (decoding takes a while), and a count from
+                // before that would stay on the status until the next batch.
+                self.holding.report_held(|held| {
+                    self.status.update(|status| {
+                        status.held_items = held;
+                        if !status.store_error.is_empty() {
+                            status.pending_items = held;
+                        }
+                    });
                 });
             }
             Err(error) => tracing::error!(%error, "holding a received batch failed"),

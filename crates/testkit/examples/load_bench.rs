@@ -12,7 +12,9 @@
 //!
 //! - C clients (100; `--smoke`: 10), half polling the dashboard and half monitoring
 //!   analytics with the panel's request bodies, each from its own loopback address, for
-//!   S seconds (30; smoke 5) and at most 10,000 requests each;
+//!   S seconds (30; smoke 5) and at most 10,000 requests each; they are asynchronous
+//!   and share one thread, so the load generator does not take the CPU the server is
+//!   measured on (100 blocking clients used more CPU than the server);
 //! - the fake CPA emits R events/s (5,000; smoke 500) over its HTTP queue, kept below
 //!   CPA's queue size, counting what it drops;
 //! - one client asks `/status` every 50 ms, and the server's RSS is sampled every 100 ms.
@@ -219,6 +221,17 @@ fn client_from(address: IpAddr) -> reqwest::blocking::Client {
         .expect("client")
 }
 
+/// A panel's (or the watchdog's) connection, from its own loopback address. The timed
+/// clients are asynchronous: a blocking client hands every request to a runtime thread
+/// of its own and back, and 100 of them spent more CPU than the server they measured.
+fn async_client_from(address: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(address)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
 /// The requests the panel's dashboard and monitoring pages send, plus `/status`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -268,12 +281,7 @@ impl Kind {
 
 /// What a request of `kind` at `now` got: the status, whether a 503 said when to
 /// retry, and how long it took.
-fn request(
-    client: &reqwest::blocking::Client,
-    base: &str,
-    kind: Kind,
-    now: i64,
-) -> (u16, bool, f64) {
+async fn request(client: &reqwest::Client, base: &str, kind: Kind, now: i64) -> (u16, bool, f64) {
     let started = Instant::now();
     let today = now - now.rem_euclid(DAY_MS);
     let analytics = |include: Value, filters: bool| {
@@ -318,11 +326,11 @@ fn request(
             .send(),
         Kind::Status => client.get(format!("{base}/status")).bearer_auth(ADMIN_KEY).send(),
     };
-    let (status, retry_after) = match sent {
+    let (status, retry_after) = match sent.await {
         Ok(response) => {
             let status = response.status().as_u16();
             let retry_after = response.headers().contains_key("retry-after");
-            let _ = response.bytes();
+            let _ = response.bytes().await;
             (status, retry_after)
         }
         Err(_) => (0, false),
@@ -484,11 +492,23 @@ fn load(
     let initial = stored(probe, base);
     let idle_rss = rss_kib(pid, "VmRSS:");
 
+    // The panels' runtime: one thread drives every panel connection.
+    let panels = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("panels")
+        .enable_all()
+        .build()
+        .expect("panels runtime");
+
     // Baseline: each request alone, no ingest.
     let mut baseline = tallies();
-    for _ in 0..5 {
-        for kind in KINDS {
-            baseline[kind.index()].add(request(probe, base, kind, now_ms()));
+    {
+        let alone = async_client_from(IpAddr::from([127, 0, 0, 1]));
+        for _ in 0..5 {
+            for kind in KINDS {
+                let outcome = panels.block_on(request(&alone, base, kind, now_ms()));
+                baseline[kind.index()].add(outcome);
+            }
         }
     }
 
@@ -513,14 +533,19 @@ fn load(
             peak
         })
     };
-    // `/status` every 50 ms, as a watchdog would.
+    // `/status` every 50 ms, as a watchdog would: a process of its own elsewhere, here
+    // a thread with a runtime of its own.
     let status_probe = {
         let base = base.to_string();
         std::thread::spawn(move || {
-            let client = client_from(IpAddr::from([127, 0, 2, 1]));
+            let watchdog = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("watchdog runtime");
+            let client = async_client_from(IpAddr::from([127, 0, 2, 1]));
             let mut tally = Tally::default();
             while Instant::now() < deadline {
-                tally.add(request(&client, &base, Kind::Status, now_ms()));
+                tally.add(watchdog.block_on(request(&client, &base, Kind::Status, now_ms())));
                 std::thread::sleep(Duration::from_millis(50));
             }
             tally
@@ -538,8 +563,8 @@ fn load(
                 &[Kind::Monitoring, Kind::Gaps]
             };
             let octet = u8::try_from(index % 250 + 1).unwrap_or(1);
-            std::thread::spawn(move || {
-                let client = client_from(IpAddr::from([127, 0, 1, octet]));
+            panels.spawn(async move {
+                let client = async_client_from(IpAddr::from([127, 0, 1, octet]));
                 let mut tally = tallies();
                 let mut sent = 0u64;
                 let mut round = 0u64;
@@ -550,11 +575,11 @@ fn load(
                         if Instant::now() >= deadline || sent >= MAX_REQUESTS_PER_CLIENT {
                             break 'run;
                         }
-                        let outcome = request(&client, &base, kind, now_ms());
+                        let outcome = request(&client, &base, kind, now_ms()).await;
                         sent += 1;
                         tally[kind.index()].add(outcome);
                         if outcome.0 == 503 {
-                            std::thread::sleep(Duration::from_secs(1));
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
                     round += 1;
@@ -565,7 +590,8 @@ fn load(
         .collect();
     let mut loaded = tallies();
     for client in clients {
-        for (total, tally) in loaded.iter_mut().zip(client.join().expect("client")) {
+        let tally = panels.block_on(client).expect("client");
+        for (total, tally) in loaded.iter_mut().zip(tally) {
             total.merge(tally);
         }
     }
