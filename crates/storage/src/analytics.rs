@@ -27,7 +27,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::fasthash::FastMap;
-use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_pairs, decode_samples};
+use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_pairs, decode_samples_into};
 use crate::search::SearchSql;
 use crate::{SqliteStore, error};
 
@@ -1150,23 +1150,24 @@ impl SqliteStore {
                         bucket_ms: local,
                         ..SampleBlock::default()
                     });
-                    decode_samples(&blob, |identity, model, failed, latencies, ttfts| {
-                        let identity_ok = no_identity_filter || {
-                            *identity_ok.entry(identity).or_insert_with(|| {
-                                state
-                                    .identities
-                                    .get(&identity)
-                                    .is_some_and(|found| scope.matches_identity(found))
-                            })
-                        };
-                        if identity_ok
-                            && filters.matches_failed(failed)
-                            && (model_ids.is_empty() || model_ids.contains(&model))
-                        {
-                            block.latencies.extend_from_slice(latencies);
-                            block.ttfts.extend_from_slice(ttfts);
-                        }
-                    });
+                    decode_samples_into(
+                        &blob,
+                        |identity, model, failed| {
+                            let identity_ok = no_identity_filter || {
+                                *identity_ok.entry(identity).or_insert_with(|| {
+                                    state
+                                        .identities
+                                        .get(&identity)
+                                        .is_some_and(|found| scope.matches_identity(found))
+                                })
+                            };
+                            identity_ok
+                                && filters.matches_failed(failed)
+                                && (model_ids.is_empty() || model_ids.contains(&model))
+                        },
+                        &mut block.latencies,
+                        &mut block.ttfts,
+                    );
                 }
                 if !full {
                     break;

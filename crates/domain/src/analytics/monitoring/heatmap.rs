@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::analytics::cost::{PriceBook, add_cost};
+use crate::analytics::cost::{Band, PriceBook, add_cost};
 use crate::analytics::query::{GroupRow, Text};
 use crate::analytics::time::Zone;
-use crate::analytics::totals::{Totals, band_of, cost_key};
+use crate::analytics::totals::{Totals, cost_key};
 use crate::analytics::{Metrics, ratio};
 
 /// One `hourly_distribution[]` point: every call of the range at this local hour of
@@ -126,7 +126,12 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
         parts[cell]
             .entry(part)
             .or_insert_with(|| Part {
-                row,
+                band: Band {
+                    model: &row.model,
+                    billing_model: &row.billing_model,
+                    service_tier: &row.service_tier,
+                    context_band: row.context_band,
+                },
                 model,
                 key,
                 provider,
@@ -148,7 +153,7 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
         .enumerate()
         .flat_map(|(index, parts)| parts.values().map(move |part| (index, part)))
     {
-        let cost = book.band_cost(band_of(part.row), &part.metrics);
+        let cost = book.band_cost(part.band, &part.metrics);
         let cell = cells.entry(index).or_default();
         add_metrics(&mut cell.acc, &part.metrics, cost);
         add_to(&mut cell.models, part.model, &part.metrics, cost);
@@ -193,9 +198,10 @@ struct PartKey {
     provider: usize,
 }
 
-/// The summed metrics of one [`PartKey`], with a row that names its band.
+/// The summed metrics of one [`PartKey`], with its band (held here rather than
+/// read through its first row when priced: the rows are many and far apart).
 struct Part<'r> {
-    row: &'r GroupRow,
+    band: Band<'r>,
     model: &'r Text,
     key: Option<&'r Text>,
     provider: Option<&'r Text>,
