@@ -132,9 +132,9 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
                     service_tier: &row.service_tier,
                     context_band: row.context_band,
                 },
-                model,
-                key,
-                provider,
+                model: Named::of(model),
+                key: key.map(Named::of),
+                provider: provider.map(Named::of),
                 metrics: Metrics::default(),
             })
             .metrics
@@ -202,9 +202,9 @@ struct PartKey {
 /// read through its first row when priced: the rows are many and far apart).
 struct Part<'r> {
     band: Band<'r>,
-    model: &'r Text,
-    key: Option<&'r Text>,
-    provider: Option<&'r Text>,
+    model: Named<'r>,
+    key: Option<Named<'r>>,
+    provider: Option<Named<'r>>,
     metrics: Metrics,
 }
 
@@ -255,15 +255,32 @@ fn add_metrics(totals: &mut Totals, metrics: &Metrics, cost: Option<f64>) {
     totals.cost = add_cost(totals.cost, cost);
 }
 
+/// A contributor's text with its pointer, taken while its row is at hand: the
+/// text is read again only when the contributor is first seen in a cell.
+#[derive(Clone, Copy)]
+struct Named<'r> {
+    pointer: usize,
+    text: &'r Text,
+}
+
+impl<'r> Named<'r> {
+    fn of(text: &'r Text) -> Named<'r> {
+        Named {
+            pointer: pointer(text),
+            text,
+        }
+    }
+}
+
 fn add_to<'r>(
     map: &mut WordMap<usize, (&'r Text, Totals)>,
-    text: &'r Text,
+    named: Named<'r>,
     metrics: &Metrics,
     cost: Option<f64>,
 ) {
     let entry = map
-        .entry(pointer(text))
-        .or_insert_with(|| (text, Totals::default()));
+        .entry(named.pointer)
+        .or_insert_with(|| (named.text, Totals::default()));
     add_metrics(&mut entry.1, metrics, cost);
 }
 
