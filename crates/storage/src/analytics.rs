@@ -741,7 +741,7 @@ impl SqliteStore {
         // One small map per local bucket: a blob's entries all land in one, which
         // stays in cache, where one map of every (bucket, key) would not.
         let mut merged: FastMap<i64, FastMap<EntryKey, Sums>> = FastMap::default();
-        let mut identity_ok: FastMap<i64, bool> = FastMap::default();
+        let mut identity_ok = Verdicts::default();
         // Blobs are read a bounded number at a time, so memory stays flat.
         let mut cursor = from;
         loop {
@@ -773,16 +773,15 @@ impl SqliteStore {
                     {
                         return;
                     }
-                    if identity {
-                        let ok = *identity_ok.entry(key.identity).or_insert_with(|| {
+                    if identity
+                        && !identity_ok.get(key.identity, |id| {
                             state
                                 .identities
-                                .get(&key.identity)
+                                .get(&id)
                                 .is_some_and(|found| request.scope.matches_identity(found))
-                        });
-                        if !ok {
-                            return;
-                        }
+                        })
+                    {
+                        return;
                     }
                     into.entry(key).or_default().merge(&sums);
                 });
@@ -1343,6 +1342,38 @@ impl Stream {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the scope accepts each identity id, worked out once per id. Identity ids
+/// count up from 1, so the usual ones index a small table instead of being hashed
+/// for every rollup entry.
+#[derive(Default)]
+struct Verdicts {
+    /// 0: not asked yet, 1: accepted, 2: refused.
+    dense: Vec<u8>,
+    sparse: FastMap<i64, bool>,
+}
+
+impl Verdicts {
+    const DENSE: i64 = 1 << 16;
+
+    fn get(&mut self, id: i64, decide: impl FnOnce(i64) -> bool) -> bool {
+        let Some(index) = usize::try_from(id).ok().filter(|_| id < Self::DENSE) else {
+            return *self.sparse.entry(id).or_insert_with(|| decide(id));
+        };
+        if index >= self.dense.len() {
+            self.dense.resize(index + 1, 0);
+        }
+        match self.dense[index] {
+            1 => true,
+            2 => false,
+            _ => {
+                let verdict = decide(id);
+                self.dense[index] = if verdict { 1 } else { 2 };
+                verdict
+            }
+        }
     }
 }
 

@@ -116,16 +116,14 @@ pub fn nearest_ranks_in(slices: &[&[u32]], percentiles: &[f64]) -> Vec<Option<i6
             .filter(|v| *v > 0)
     };
     let mut high = vec![0_u64; 1 << 16];
+    let mut zeros = 0_u64;
     for slice in slices {
         for value in *slice {
             high[(value >> 16) as usize] += 1;
+            zeros += u64::from(*value == 0);
         }
     }
     // Zeros were counted in the first half; they are no values.
-    let zeros: u64 = slices
-        .iter()
-        .map(|slice| slice.iter().filter(|value| **value == 0).count() as u64)
-        .sum();
     high[0] -= zeros;
     let positive: u64 = high.iter().sum();
     if positive == 0 {

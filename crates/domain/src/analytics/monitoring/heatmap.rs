@@ -86,11 +86,20 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
     // time, so consecutive rows land in one small map.
     let mut parts: Vec<WordMap<PartKey, Part<'_>>> =
         (0..7 * 24).map(|_| WordMap::default()).collect();
+    // Rows of one bucket come together, so the cell of the last bucket is kept.
+    let mut last: Option<(i64, usize)> = None;
     for row in rows {
-        let cell = *local.entry(row.bucket_ms).or_insert_with(|| {
-            let (weekday, hour) = zone.weekday_hour(row.bucket_ms);
-            usize::try_from(weekday * 24 + hour).unwrap_or(0)
-        });
+        let cell = match last {
+            Some((bucket_ms, cell)) if bucket_ms == row.bucket_ms => cell,
+            _ => {
+                let cell = *local.entry(row.bucket_ms).or_insert_with(|| {
+                    let (weekday, hour) = zone.weekday_hour(row.bucket_ms);
+                    usize::try_from(weekday * 24 + hour).unwrap_or(0)
+                });
+                last = Some((row.bucket_ms, cell));
+                cell
+            }
+        };
         let model = if row.model.trim().is_empty() {
             &unknown
         } else {
