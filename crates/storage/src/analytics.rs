@@ -28,7 +28,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::fasthash::FastMap;
-use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_pairs, decode_samples};
+use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_pairs, decode_samples_into};
 use crate::search::SearchSql;
 use crate::{SqliteStore, error};
 
@@ -917,7 +917,7 @@ impl SqliteStore {
         // One small map per local bucket: a blob's entries all land in one, which
         // stays in cache, where one map of every (bucket, key) would not.
         let mut merged: FastMap<i64, FastMap<EntryKey, Sums>> = FastMap::default();
-        let mut identity_ok: FastMap<i64, bool> = FastMap::default();
+        let mut identity_ok = Verdicts::default();
         // Blobs are read a bounded number at a time, so memory stays flat.
         let mut cursor = from;
         loop {
@@ -949,16 +949,15 @@ impl SqliteStore {
                     {
                         return;
                     }
-                    if identity {
-                        let ok = *identity_ok.entry(key.identity).or_insert_with(|| {
+                    if identity
+                        && !identity_ok.get(key.identity, |id| {
                             state
                                 .identities
-                                .get(&key.identity)
+                                .get(&id)
                                 .is_some_and(|found| request.scope.matches_identity(found))
-                        });
-                        if !ok {
-                            return;
-                        }
+                        })
+                    {
+                        return;
                     }
                     into.entry(key).or_default().merge(&sums);
                 });
@@ -1335,23 +1334,24 @@ impl SqliteStore {
                         bucket_ms: local,
                         ..SampleBlock::default()
                     });
-                    decode_samples(&blob, |identity, model, failed, latencies, ttfts| {
-                        let identity_ok = no_identity_filter || {
-                            *identity_ok.entry(identity).or_insert_with(|| {
-                                state
-                                    .identities
-                                    .get(&identity)
-                                    .is_some_and(|found| scope.matches_identity(found))
-                            })
-                        };
-                        if identity_ok
-                            && filters.matches_failed(failed)
-                            && (model_ids.is_empty() || model_ids.contains(&model))
-                        {
-                            block.latencies.extend_from_slice(latencies);
-                            block.ttfts.extend_from_slice(ttfts);
-                        }
-                    });
+                    decode_samples_into(
+                        &blob,
+                        |identity, model, failed| {
+                            let identity_ok = no_identity_filter || {
+                                *identity_ok.entry(identity).or_insert_with(|| {
+                                    state
+                                        .identities
+                                        .get(&identity)
+                                        .is_some_and(|found| scope.matches_identity(found))
+                                })
+                            };
+                            identity_ok
+                                && filters.matches_failed(failed)
+                                && (model_ids.is_empty() || model_ids.contains(&model))
+                        },
+                        &mut block.latencies,
+                        &mut block.ttfts,
+                    );
                 }
                 if !full {
                     break;
@@ -1527,6 +1527,38 @@ impl Stream {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the scope accepts each identity id, worked out once per id. Identity ids
+/// count up from 1, so the usual ones index a small table instead of being hashed
+/// for every rollup entry.
+#[derive(Default)]
+struct Verdicts {
+    /// 0: not asked yet, 1: accepted, 2: refused.
+    dense: Vec<u8>,
+    sparse: FastMap<i64, bool>,
+}
+
+impl Verdicts {
+    const DENSE: i64 = 1 << 16;
+
+    fn get(&mut self, id: i64, decide: impl FnOnce(i64) -> bool) -> bool {
+        let Some(index) = usize::try_from(id).ok().filter(|_| id < Self::DENSE) else {
+            return *self.sparse.entry(id).or_insert_with(|| decide(id));
+        };
+        if index >= self.dense.len() {
+            self.dense.resize(index + 1, 0);
+        }
+        match self.dense[index] {
+            1 => true,
+            2 => false,
+            _ => {
+                let verdict = decide(id);
+                self.dense[index] = if verdict { 1 } else { 2 };
+                verdict
+            }
+        }
     }
 }
 

@@ -658,12 +658,24 @@ fn put(out: &mut Vec<u8>, mut value: u64) {
 /// Reads one varint; `None` at a truncated end.
 #[inline]
 fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    // Most values (ids, flags, small counts) fit one byte.
-    if let Some(&byte) = bytes.get(*at)
-        && byte < 0x80
-    {
-        *at += 1;
-        return Some(u64::from(byte));
+    // Most values (ids, flags, small counts) fit one byte, most latencies and token
+    // counts two or three.
+    match bytes.get(*at..) {
+        Some([first, ..]) if *first < 0x80 => {
+            *at += 1;
+            return Some(u64::from(*first));
+        }
+        Some([first, second, ..]) if *second < 0x80 => {
+            *at += 2;
+            return Some(u64::from(first & 0x7f) | u64::from(*second) << 7);
+        }
+        Some([first, second, third, ..]) if *third < 0x80 => {
+            *at += 3;
+            return Some(
+                u64::from(first & 0x7f) | u64::from(second & 0x7f) << 7 | u64::from(*third) << 14,
+            );
+        }
+        _ => {}
     }
     let mut value: u64 = 0;
     let mut shift = 0;
@@ -826,6 +838,64 @@ pub(crate) fn decode_samples(bytes: &[u8], mut each: impl FnMut(i64, i64, bool, 
     }
 }
 
+/// [`decode_samples`] straight into `latencies` and `ttfts`: the values of every
+/// group `keep(identity, model, failed)` accepts are appended there, and the others
+/// are skipped without being decoded.
+pub(crate) fn decode_samples_into(
+    bytes: &[u8],
+    mut keep: impl FnMut(i64, i64, bool) -> bool,
+    latencies: &mut Vec<u32>,
+    ttfts: &mut Vec<u32>,
+) {
+    let mut at = 0;
+    while at < bytes.len() {
+        let (Some(identity), Some(model), Some(failed), Some(latency_count), Some(ttft_count)) = (
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+        ) else {
+            return;
+        };
+        if !keep(unzigzag(identity), unzigzag(model), failed != 0) {
+            // Each value ends at the first byte below 0x80.
+            let mut left = latency_count.saturating_add(ttft_count);
+            while left > 0 {
+                let Some(byte) = bytes.get(at) else {
+                    return;
+                };
+                at += 1;
+                if *byte < 0x80 {
+                    left -= 1;
+                }
+            }
+            continue;
+        }
+        // A group cut short (never written so) adds nothing, as in `decode_samples`.
+        let kept = (latencies.len(), ttfts.len());
+        let complete = append_values(bytes, &mut at, latency_count, latencies)
+            && append_values(bytes, &mut at, ttft_count, ttfts);
+        if !complete {
+            latencies.truncate(kept.0);
+            ttfts.truncate(kept.1);
+            return;
+        }
+    }
+}
+
+/// Appends `count` varints read at `at` to `into`; false when the bytes end first.
+fn append_values(bytes: &[u8], at: &mut usize, count: u64, into: &mut Vec<u32>) -> bool {
+    into.reserve(usize::try_from(count.min(1 << 20)).unwrap_or(0));
+    for _ in 0..count {
+        let Some(value) = take(bytes, at) else {
+            return false;
+        };
+        into.push(u32::try_from(value).unwrap_or(u32::MAX));
+    }
+    true
+}
+
 /// Pair layout: (identity, model) as zigzag varints, in ascending order.
 pub(crate) fn encode_pairs(pairs: &std::collections::BTreeSet<(i64, i64)>, out: &mut Vec<u8>) {
     for (identity, model) in pairs {
@@ -894,5 +964,59 @@ mod tests {
             seen.push((identity, model, failed, latencies.to_vec(), ttfts.to_vec()))
         });
         assert_eq!(seen, vec![(5, 9, false, vec![1, 300, u32::MAX], vec![42])]);
+    }
+
+    #[test]
+    fn samples_decode_into_buffers_keeping_only_wanted_groups() {
+        let mut groups = Samples::default();
+        groups.insert((5, 9, false), (vec![1, 300, 70_000, u32::MAX], vec![42]));
+        groups.insert((6, 9, true), (vec![2_000_000, 7], vec![129, 16_384]));
+        groups.insert((7, 3, false), (vec![], vec![5]));
+        let mut blob = Vec::new();
+        encode_samples(&groups, &mut blob);
+        for wanted in [[5, 6, 7], [6, 0, 0], [5, 7, 0], [0, 0, 0]] {
+            let (mut latencies, mut ttfts) = (Vec::new(), Vec::new());
+            decode_samples(&blob, |identity, _, _, l, t| {
+                if wanted.contains(&identity) {
+                    latencies.extend_from_slice(l);
+                    ttfts.extend_from_slice(t);
+                }
+            });
+            let (mut direct_latencies, mut direct_ttfts) = (vec![3], Vec::new());
+            decode_samples_into(
+                &blob,
+                |identity, _, _| wanted.contains(&identity),
+                &mut direct_latencies,
+                &mut direct_ttfts,
+            );
+            latencies.insert(0, 3);
+            assert_eq!((direct_latencies, direct_ttfts), (latencies, ttfts));
+        }
+    }
+
+    #[test]
+    fn varints_of_every_length_round_trip() {
+        let values = [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            u64::MAX,
+        ];
+        let mut bytes = Vec::new();
+        for value in values {
+            put(&mut bytes, value);
+        }
+        let mut at = 0;
+        for value in values {
+            assert_eq!(take(&bytes, &mut at), Some(value));
+        }
+        assert_eq!(take(&bytes, &mut at), None);
+        assert_eq!(take(&[0x80, 0x80], &mut 0), None);
     }
 }

@@ -233,6 +233,132 @@ struct BookInner {
     folded: HashMap<String, Option<String>>,
     /// Lowercased name after the last `/` → the key, `None` when ambiguous.
     slugs: HashMap<String, Option<String>>,
+    /// The rates and multipliers of the bands priced so far (see [`BandMemo`]).
+    memo: std::sync::RwLock<BandMemo>,
+}
+
+/// What pricing a band takes besides its token sums: found once per band, since
+/// finding it (price lookups, name folding, rule order) costs far more than the
+/// formula, and answers price the same few bands over and over.
+#[derive(Debug, Clone, Copy)]
+struct Prepared {
+    rates: Rates,
+    input_mul: f64,
+    output_mul: f64,
+    tier_mul: f64,
+}
+
+impl Prepared {
+    fn cost(&self, sums: &Metrics, lines: &mut Option<Vec<Line>>) -> f64 {
+        segment(
+            &self.rates,
+            sums,
+            self.input_mul,
+            self.output_mul,
+            self.tier_mul,
+            lines,
+        ) * self.tier_mul
+    }
+}
+
+/// The bands a book has priced, by a hash of their texts (equal texts are checked
+/// on every hit). Bands come from stored model names, so they are few; past
+/// [`BandMemo::LIMIT`] bands are priced without being kept.
+#[derive(Debug, Default)]
+struct BandMemo {
+    bands: HashMap<u64, Vec<MemoBand>, std::hash::BuildHasherDefault<WordHasher>>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct MemoBand {
+    model: Box<str>,
+    billing_model: Box<str>,
+    service_tier: Box<str>,
+    context_band: u8,
+    prepared: Option<Prepared>,
+}
+
+impl MemoBand {
+    fn is(&self, band: Band<'_>) -> bool {
+        self.context_band == band.context_band
+            && *self.model == *band.model
+            && *self.billing_model == *band.billing_model
+            && *self.service_tier == *band.service_tier
+    }
+}
+
+impl BandMemo {
+    const LIMIT: usize = 4096;
+
+    fn get(&self, hash: u64, band: Band<'_>) -> Option<Option<Prepared>> {
+        self.bands
+            .get(&hash)?
+            .iter()
+            .find(|known| known.is(band))
+            .map(|known| known.prepared)
+    }
+
+    fn insert(&mut self, hash: u64, band: Band<'_>, prepared: Option<Prepared>) {
+        if self.len >= Self::LIMIT {
+            return;
+        }
+        let slot = self.bands.entry(hash).or_default();
+        if slot.iter().any(|known| known.is(band)) {
+            return;
+        }
+        slot.push(MemoBand {
+            model: band.model.into(),
+            billing_model: band.billing_model.into(),
+            service_tier: band.service_tier.into(),
+            context_band: band.context_band,
+            prepared,
+        });
+        self.len += 1;
+    }
+}
+
+/// The memo's hash of a band: its texts eight bytes at a time, each followed by its
+/// length, then the band id.
+fn band_hash(band: Band<'_>) -> u64 {
+    let mut hash = 0_u64;
+    let mut mix = |word: u64| {
+        hash = (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    };
+    for text in [band.model, band.billing_model, band.service_tier] {
+        let mut chunks = text.as_bytes().chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0_u8; 8];
+            word.copy_from_slice(chunk);
+            mix(u64::from_le_bytes(word));
+        }
+        let mut rest = [0_u8; 8];
+        rest[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        mix(u64::from_le_bytes(rest));
+        mix(text.len() as u64);
+    }
+    mix(u64::from(band.context_band));
+    hash
+}
+
+/// Hashes the memo's keys, which are already hashes, as they are.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl std::hash::Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8)) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl PriceBook {
@@ -256,6 +382,7 @@ impl PriceBook {
                 prices,
                 folded,
                 slugs,
+                memo: Default::default(),
             }),
         }
     }
@@ -275,8 +402,30 @@ impl PriceBook {
         if no_tokens(sums) {
             return Some(0.0);
         }
-        let (_, price, _) = self.resolve(band)?;
-        Some(price_band(&price, band, sums, &mut None).cost)
+        Some(self.prepared(band)?.cost(sums, &mut None))
+    }
+
+    /// The band's rates and multipliers, from the memo when the band was priced
+    /// before; `None` when no price applies to it.
+    fn prepared(&self, band: Band<'_>) -> Option<Prepared> {
+        let hash = band_hash(band);
+        let memo = &self.inner.memo;
+        // A poisoned lock only means a panic during a plain insert; the memo is
+        // still consistent.
+        if let Some(known) = memo
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(hash, band)
+        {
+            return known;
+        }
+        let prepared = self
+            .resolve(band)
+            .map(|(_, price, _)| prepare(&price, band).0);
+        memo.write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(hash, band, prepared);
+        prepared
     }
 
     /// The cost of a band with every step that led to it, or `None` when unpriced.
@@ -526,6 +675,19 @@ fn price_band(
     sums: &Metrics,
     lines: &mut Option<Vec<Line>>,
 ) -> Priced {
+    let (prepared, rule, approximate) = prepare(price, band);
+    Priced {
+        cost: prepared.cost(sums, lines),
+        rule,
+        tier_multiplier: prepared.tier_mul,
+        rates: prepared.rates,
+        approximate,
+    }
+}
+
+/// Which rule prices a band, with the rates and multipliers it applies, and
+/// whether the band's cost is approximate.
+fn prepare(price: &ModelPrice, band: Band<'_>) -> (Prepared, PriceRule, bool) {
     let behaviour = slug(behaviour_model(band));
     let tier = lower(band.service_tier.trim());
     let range = band_range(band.context_band);
@@ -579,14 +741,16 @@ fn price_band(
             tier_multiplier(&behaviour, &tier),
         )
     };
-    let cost = segment(&rates, sums, input_mul, output_mul, tier_mul, lines) * tier_mul;
-    Priced {
-        cost,
+    (
+        Prepared {
+            rates,
+            input_mul,
+            output_mul,
+            tier_mul,
+        },
         rule,
-        tier_multiplier: tier_mul,
-        rates,
         approximate,
-    }
+    )
 }
 
 /// The segment formula (module docs), evaluated term by term in the written order

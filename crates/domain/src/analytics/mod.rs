@@ -102,6 +102,13 @@ pub fn nearest_rank(values: &mut [u32], percentile: f64) -> Option<i64> {
 /// then low 16 bits of the value), so memory stays at two small histograms
 /// whatever the number of values.
 pub fn nearest_rank_in(slices: &[&[u32]], percentile: f64) -> Option<i64> {
+    nearest_ranks_in(slices, &[percentile])[0]
+}
+
+/// [`nearest_rank_in`] for several percentiles of the same values, in the order
+/// given: the two passes are shared, so asking for three percentiles reads the
+/// values twice rather than six times.
+pub fn nearest_ranks_in(slices: &[&[u32]], percentiles: &[f64]) -> Vec<Option<i64>> {
     let values = || {
         slices
             .iter()
@@ -109,37 +116,68 @@ pub fn nearest_rank_in(slices: &[&[u32]], percentile: f64) -> Option<i64> {
             .filter(|v| *v > 0)
     };
     let mut high = vec![0_u64; 1 << 16];
-    let mut positive: u64 = 0;
-    for value in values() {
-        high[(value >> 16) as usize] += 1;
-        positive += 1;
+    let mut zeros = 0_u64;
+    for slice in slices {
+        for value in *slice {
+            high[(value >> 16) as usize] += 1;
+            zeros += u64::from(*value == 0);
+        }
     }
+    // Zeros were counted in the first half; they are no values.
+    high[0] -= zeros;
+    let positive: u64 = high.iter().sum();
     if positive == 0 {
-        return None;
+        return vec![None; percentiles.len()];
     }
-    // 1-based nearest rank, as in `nearest_rank`.
-    let rank = ((percentile * positive as f64).ceil() as u64).clamp(1, positive);
-    let mut below = 0;
-    let mut top = 0_u32;
-    for (index, count) in high.iter().enumerate() {
-        if below + count >= rank {
-            top = index as u32;
-            break;
+    // Per percentile: its 1-based nearest rank (as in `nearest_rank`), the high
+    // half its value lies in, and how many values lie in lower halves.
+    let wanted: Vec<(u64, u32, u64)> = percentiles
+        .iter()
+        .map(|percentile| {
+            let rank = ((percentile * positive as f64).ceil() as u64).clamp(1, positive);
+            let mut below = 0;
+            let mut top = 0_u32;
+            for (index, count) in high.iter().enumerate() {
+                if below + count >= rank {
+                    top = index as u32;
+                    break;
+                }
+                below += count;
+            }
+            (rank, top, below)
+        })
+        .collect();
+    let mut tops: Vec<u32> = wanted.iter().map(|(_, top, _)| *top).collect();
+    tops.sort_unstable();
+    tops.dedup();
+    // One low histogram per distinct high half, filled in one pass.
+    let mut lows: Vec<Vec<u64>> = tops.iter().map(|_| vec![0_u64; 1 << 16]).collect();
+    if let [top] = tops[..] {
+        let low = &mut lows[0];
+        for value in values().filter(|value| value >> 16 == top) {
+            low[(value & 0xffff) as usize] += 1;
         }
-        below += count;
-    }
-    let mut low = high;
-    low.iter_mut().for_each(|count| *count = 0);
-    for value in values().filter(|value| value >> 16 == top) {
-        low[(value & 0xffff) as usize] += 1;
-    }
-    for (index, count) in low.iter().enumerate() {
-        if below + count >= rank {
-            return Some(i64::from((top << 16) | index as u32));
+    } else {
+        for value in values() {
+            if let Ok(index) = tops.binary_search(&(value >> 16)) {
+                lows[index][(value & 0xffff) as usize] += 1;
+            }
         }
-        below += count;
     }
-    None
+    wanted
+        .iter()
+        .map(|(rank, top, below)| {
+            let low = &lows[tops.binary_search(top).ok()?];
+            let mut below = *below;
+            for (index, count) in low.iter().enumerate() {
+                if below + count >= *rank {
+                    return Some(i64::from((top << 16) | index as u32));
+                }
+                below += count;
+            }
+            None
+        })
+        .collect()
 }
 
 /// Token sums and counts of one group of events. Every field is a plain sum, so
@@ -277,8 +315,22 @@ mod tests {
                     "round {round}, p {percentile}"
                 );
             }
+            let percentiles = [0.95, 0.5, 0.99, 0.0001, 1.0];
+            let expected: Vec<Option<i64>> = percentiles
+                .iter()
+                .map(|percentile| nearest_rank(&mut all, *percentile))
+                .collect();
+            assert_eq!(
+                nearest_ranks_in(&slices, &percentiles),
+                expected,
+                "round {round}"
+            );
         }
         assert_eq!(nearest_rank_in(&[&[0, 0], &[]], 0.95), None);
+        assert_eq!(
+            nearest_ranks_in(&[&[0], &[]], &[0.5, 0.99]),
+            vec![None, None]
+        );
     }
 
     #[test]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::analytics::cost::{PriceBook, add_cost};
+use crate::analytics::cost::{Band, PriceBook, add_cost};
 use crate::analytics::query::{GroupRow, Text};
 use crate::analytics::time::Zone;
-use crate::analytics::totals::{Totals, band_of, cost_key};
+use crate::analytics::totals::{Totals, cost_key};
 use crate::analytics::{Metrics, ratio};
 
 /// One `hourly_distribution[]` point: every call of the range at this local hour of
@@ -86,11 +86,20 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
     // time, so consecutive rows land in one small map.
     let mut parts: Vec<WordMap<PartKey, Part<'_>>> =
         (0..7 * 24).map(|_| WordMap::default()).collect();
+    // Rows of one bucket come together, so the cell of the last bucket is kept.
+    let mut last: Option<(i64, usize)> = None;
     for row in rows {
-        let cell = *local.entry(row.bucket_ms).or_insert_with(|| {
-            let (weekday, hour) = zone.weekday_hour(row.bucket_ms);
-            usize::try_from(weekday * 24 + hour).unwrap_or(0)
-        });
+        let cell = match last {
+            Some((bucket_ms, cell)) if bucket_ms == row.bucket_ms => cell,
+            _ => {
+                let cell = *local.entry(row.bucket_ms).or_insert_with(|| {
+                    let (weekday, hour) = zone.weekday_hour(row.bucket_ms);
+                    usize::try_from(weekday * 24 + hour).unwrap_or(0)
+                });
+                last = Some((row.bucket_ms, cell));
+                cell
+            }
+        };
         let model = if row.model.trim().is_empty() {
             &unknown
         } else {
@@ -126,10 +135,15 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
         parts[cell]
             .entry(part)
             .or_insert_with(|| Part {
-                row,
-                model,
-                key,
-                provider,
+                band: Band {
+                    model: &row.model,
+                    billing_model: &row.billing_model,
+                    service_tier: &row.service_tier,
+                    context_band: row.context_band,
+                },
+                model: Named::of(model),
+                key: key.map(Named::of),
+                provider: provider.map(Named::of),
                 metrics: Metrics::default(),
             })
             .metrics
@@ -148,7 +162,7 @@ pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<H
         .enumerate()
         .flat_map(|(index, parts)| parts.values().map(move |part| (index, part)))
     {
-        let cost = book.band_cost(band_of(part.row), &part.metrics);
+        let cost = book.band_cost(part.band, &part.metrics);
         let cell = cells.entry(index).or_default();
         add_metrics(&mut cell.acc, &part.metrics, cost);
         add_to(&mut cell.models, part.model, &part.metrics, cost);
@@ -193,12 +207,13 @@ struct PartKey {
     provider: usize,
 }
 
-/// The summed metrics of one [`PartKey`], with a row that names its band.
+/// The summed metrics of one [`PartKey`], with its band (held here rather than
+/// read through its first row when priced: the rows are many and far apart).
 struct Part<'r> {
-    row: &'r GroupRow,
-    model: &'r Text,
-    key: Option<&'r Text>,
-    provider: Option<&'r Text>,
+    band: Band<'r>,
+    model: Named<'r>,
+    key: Option<Named<'r>>,
+    provider: Option<Named<'r>>,
     metrics: Metrics,
 }
 
@@ -249,15 +264,32 @@ fn add_metrics(totals: &mut Totals, metrics: &Metrics, cost: Option<f64>) {
     totals.cost = add_cost(totals.cost, cost);
 }
 
+/// A contributor's text with its pointer, taken while its row is at hand: the
+/// text is read again only when the contributor is first seen in a cell.
+#[derive(Clone, Copy)]
+struct Named<'r> {
+    pointer: usize,
+    text: &'r Text,
+}
+
+impl<'r> Named<'r> {
+    fn of(text: &'r Text) -> Named<'r> {
+        Named {
+            pointer: pointer(text),
+            text,
+        }
+    }
+}
+
 fn add_to<'r>(
     map: &mut WordMap<usize, (&'r Text, Totals)>,
-    text: &'r Text,
+    named: Named<'r>,
     metrics: &Metrics,
     cost: Option<f64>,
 ) {
     let entry = map
-        .entry(pointer(text))
-        .or_insert_with(|| (text, Totals::default()));
+        .entry(named.pointer)
+        .or_insert_with(|| (named.text, Totals::default()));
     add_metrics(&mut entry.1, metrics, cost);
 }
 

@@ -10,7 +10,7 @@ use crate::analytics::cost::PriceBook;
 use crate::analytics::query::{AnalyticsStore, GroupRequest, GroupRow, SampleBlock, Scope};
 use crate::analytics::time::{Granularity, MINUTE_MS, Zone};
 use crate::analytics::totals::{TokenSums, Totals};
-use crate::analytics::{Metrics, nearest_rank_in, ratio};
+use crate::analytics::{Metrics, nearest_rank_in, nearest_ranks_in, ratio};
 use crate::ports::StoreError;
 
 /// `summary` of the monitoring answer: totals of the scope. In the compact profile
@@ -132,9 +132,9 @@ pub(super) async fn summary<S: AnalyticsStore>(
         // one buffer, which would double them in memory.
         let latencies: Vec<&[u32]> = samples.iter().map(|b| b.latencies.as_slice()).collect();
         let ttfts: Vec<&[u32]> = samples.iter().map(|b| b.ttfts.as_slice()).collect();
-        p95_latency = nearest_rank_in(&latencies, 0.95);
-        p50 = nearest_rank_in(&latencies, 0.50);
-        p99 = nearest_rank_in(&latencies, 0.99);
+        if let [p95, median, tail] = nearest_ranks_in(&latencies, &[0.95, 0.50, 0.99])[..] {
+            (p95_latency, p50, p99) = (p95, median, tail);
+        }
         p95_ttft = nearest_rank_in(&ttfts, 0.95);
     }
     let mut summary = Summary {
