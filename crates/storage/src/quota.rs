@@ -1,4 +1,4 @@
-//! The quota snapshot tables behind [`QuotaStore`] (migrations 0062 and 0095):
+//! The quota snapshot tables behind [`QuotaStore`] (migrations 0062, 0095 and 0096):
 //! observations, the logical windows they move, and one row per reported window.
 //! The texts these rows repeat are stored once: an observation names its observer
 //! (account, provider, source, inventory scope and mode) and a snapshot row its
@@ -60,11 +60,13 @@ async fn apply(
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
     let hash = observation.digest().to_vec();
-    let known: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM account_quota_observations WHERE observation_hash = ?")
-            .bind(&hash)
-            .fetch_optional(&mut **transaction)
-            .await?;
+    let known: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM account_quota_observations \
+             WHERE substr(observation_hash, 1, 8) = substr(?1, 1, 8) AND observation_hash = ?1",
+    )
+    .bind(&hash)
+    .fetch_optional(&mut **transaction)
+    .await?;
     if known.is_some() {
         return Ok(0);
     }

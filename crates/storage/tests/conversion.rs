@@ -497,10 +497,17 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     };
     let before = windows(store).await;
 
-    // The earlier shapes: observation and snapshot rows spell out every text and
+    // The earlier shapes: observations found through an index of their whole
+    // hash; before that, observation and snapshot rows spell out every text and
     // the hash as hex, snapshot rows have an index of their own; before that,
     // every snapshot row repeats its window's account key, and the newest applied
     // observation is found through an index.
+    rewind(
+        &path,
+        96,
+        &["DROP INDEX idx_account_quota_observations_hash"],
+    )
+    .await;
     rewind(
         &path,
         95,
@@ -581,13 +588,21 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     let mut connection = sqlx::SqliteConnection::connect(&url)
         .await
         .expect("connect");
-    let (rows, observation_rows, hashes, shapes, observers): (i64, i64, i64, i64, i64) =
-        sqlx::query_as(
+    let (rows, observation_rows, hashes, shapes, observers, hash_indexes): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        String,
+    ) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM account_quota_snapshots), \
              (SELECT count(*) FROM account_quota_observations), \
              (SELECT count(*) FROM account_quota_observations WHERE length(observation_hash) = 32), \
              (SELECT count(*) FROM account_quota_shapes), \
-             (SELECT count(*) FROM account_quota_observers)",
+             (SELECT count(*) FROM account_quota_observers), \
+             (SELECT group_concat(name) FROM sqlite_master WHERE type = 'index' \
+              AND tbl_name = 'account_quota_observations')",
         )
         .fetch_one(&mut connection)
         .await
@@ -595,6 +610,8 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     assert_eq!((rows, observation_rows, hashes), (160, 80, 80));
     // One set of texts per window id; one origin per account.
     assert_eq!((shapes, observers), (2, 2));
+    // Observations are found through their hash's first bytes only.
+    assert_eq!(hash_indexes, "idx_account_quota_observations_hash");
     let (newest, index): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM account_quota_newest WHERE observed_at_ms >= ?), \
          (SELECT count(*) FROM sqlite_master WHERE name = 'idx_account_quota_observations_scope')",
