@@ -353,7 +353,8 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
             "CREATE TABLE usage_event_identity_ledger (event_hash BLOB PRIMARY KEY, \
              event_id INTEGER, first_seen_at_ms INTEGER NOT NULL) WITHOUT ROWID",
             "INSERT INTO usage_event_identity_ledger \
-             SELECT coalesce(ledger.event_hash, event.event_hash), ledger.event_id, ledger.first_seen_at_ms \
+             SELECT coalesce(ledger.event_hash, event.event_hash), ledger.event_id, \
+             CASE WHEN ledger.first_seen_at_ms = 0 THEN event.created_at_ms ELSE ledger.first_seen_at_ms END \
              FROM usage_event_ledger ledger LEFT JOIN usage_events event ON event.id = ledger.event_id",
             "INSERT INTO usage_event_identity_ledger \
              SELECT event_hash, event_id, first_seen_at_ms FROM usage_event_ledger_overflow",
@@ -681,4 +682,64 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
         .expect("windows");
     assert_eq!(five_hour(&moved), Some(88.0));
     store.close().await;
+}
+
+#[tokio::test]
+async fn ledger_rows_of_a_database_from_before_they_left_the_creation_time_to_the_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let count = 600;
+    let store = seeded(&path, count).await;
+    store.close().await;
+    // The earlier shape: every ledger row repeats its event row's creation time.
+    rewind(
+        &path,
+        97,
+        &["UPDATE usage_event_ledger SET first_seen_at_ms = \
+           (SELECT created_at_ms FROM usage_events WHERE id = event_id) WHERE event_id IS NOT NULL"],
+    )
+    .await;
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let timed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM usage_event_ledger WHERE first_seen_at_ms <> 0")
+            .fetch_one(&mut connection)
+            .await
+            .expect("timed");
+    connection.close().await.expect("close");
+    assert_eq!(timed, count as i64);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    // Every stored event is still known: storing them again adds nothing.
+    let events = synth::events(11, count, END_MS, 3);
+    let mut skipped = 0;
+    for chunk in events.chunks(200) {
+        let outcome = store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://cpa".into()),
+                events: chunk.to_vec(),
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("store batch");
+        assert_eq!(outcome.inserted, 0);
+        skipped += outcome.skipped;
+    }
+    assert_eq!(skipped, count as u64);
+    store.close().await;
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let (rows, timed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(nullif(first_seen_at_ms, 0)) FROM usage_event_ledger",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("ledger");
+    connection.close().await.expect("close");
+    assert_eq!((rows, timed), (count as i64, 0));
 }
