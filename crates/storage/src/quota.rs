@@ -10,27 +10,82 @@ use cpamp_domain::automation::quota::{
 };
 use sqlx::{Sqlite, Transaction};
 
+use crate::fasthash::FastMap;
 use crate::{SqliteStore, error};
+
+/// The ids of observer and shape rows committed so far, by their texts (the
+/// statement that finds them, then the texts), so a write looks each up once.
+#[derive(Default)]
+pub(crate) struct QuotaTextIds {
+    known: std::sync::Mutex<FastMap<Vec<String>, i64>>,
+}
+
+/// Entries kept at most; past that the map starts again.
+const KNOWN_TEXT_IDS: usize = 4096;
+
+/// The ids one transaction looks up: those committed before (`known`) and
+/// those found or added by it (`fresh`, known once it commits).
+struct TextIds<'a> {
+    known: Option<&'a QuotaTextIds>,
+    fresh: FastMap<Vec<String>, i64>,
+}
+
+impl TextIds<'_> {
+    fn commit(self) {
+        let Some(known) = self.known else {
+            return;
+        };
+        let mut map = known
+            .known
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if map.len() + self.fresh.len() > KNOWN_TEXT_IDS {
+            map.clear();
+        }
+        map.extend(self.fresh);
+    }
+}
 
 /// The id of the row `select` finds by `texts`, added by `insert` (same binds)
 /// when there is none: the texts quota rows repeat are stored once.
 async fn intern(
     transaction: &mut Transaction<'_, Sqlite>,
+    ids: &mut TextIds<'_>,
     (select, insert): (&'static str, &'static str),
     texts: &[&str],
 ) -> Result<i64, sqlx::Error> {
+    let key: Vec<String> = std::iter::once(select)
+        .chain(texts.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    if let Some(id) = ids.fresh.get(&key) {
+        return Ok(*id);
+    }
+    if let Some(known) = ids.known {
+        let map = known
+            .known
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(id) = map.get(&key) {
+            return Ok(*id);
+        }
+    }
     let mut query = sqlx::query_scalar(select);
     for text in texts {
         query = query.bind(*text);
     }
-    if let Some(id) = query.fetch_optional(&mut **transaction).await? {
-        return Ok(id);
-    }
-    let mut query = sqlx::query_scalar(insert);
-    for text in texts {
-        query = query.bind(*text);
-    }
-    query.fetch_one(&mut **transaction).await
+    let id = match query.fetch_optional(&mut **transaction).await? {
+        Some(id) => id,
+        None => {
+            let mut query = sqlx::query_scalar(insert);
+            for text in texts {
+                query = query.bind(*text);
+            }
+            query.fetch_one(&mut **transaction).await?
+        }
+    };
+    ids.fresh.insert(key, id);
+    Ok(id)
 }
 
 /// An observation's origin: account key, provider, source, inventory scope and mode.
@@ -56,6 +111,7 @@ const SHAPE: (&str, &str) = (
 
 async fn apply(
     transaction: &mut Transaction<'_, Sqlite>,
+    ids: &mut TextIds<'_>,
     observation: &Observation,
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
@@ -83,6 +139,7 @@ async fn apply(
     let applies = newest.is_none_or(|newest| observation.observed_at_ms >= newest);
     let observer_id = intern(
         transaction,
+        ids,
         OBSERVER,
         &[
             &observation.account_key,
@@ -160,6 +217,7 @@ async fn apply(
         let model_ids = encode_list(&window.model_ids);
         let shape_id = intern(
             transaction,
+            ids,
             SHAPE,
             &[
                 &window.provider_window_id,
@@ -298,15 +356,20 @@ impl QuotaStore for SqliteStore {
     ) -> Result<Vec<u64>, StoreError> {
         let map = |error| error::map(error, "store quota snapshots");
         let mut transaction = self.writer().begin().await.map_err(map)?;
+        let mut ids = TextIds {
+            known: Some(self.quota_text_ids()),
+            fresh: FastMap::default(),
+        };
         let mut inserted = Vec::with_capacity(observations.len());
         for observation in &observations {
             inserted.push(
-                apply(&mut transaction, observation, now_ms)
+                apply(&mut transaction, &mut ids, observation, now_ms)
                     .await
                     .map_err(map)?,
             );
         }
         transaction.commit().await.map_err(map)?;
+        ids.commit();
         Ok(inserted)
     }
 
@@ -497,9 +560,13 @@ pub(crate) async fn adopt_go_snapshots(
             }),
         }
     }
+    let mut ids = TextIds {
+        known: None,
+        fresh: FastMap::default(),
+    };
     let mut inserted = 0;
     for observation in &observations {
-        inserted += apply(transaction, observation, now_ms).await?;
+        inserted += apply(transaction, &mut ids, observation, now_ms).await?;
     }
     sqlx::query("DROP TABLE legacy_go_account_quota_snapshots")
         .execute(&mut **transaction)
