@@ -109,6 +109,65 @@ const SHAPE: (&str, &str) = (
      container_provider_window_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
 );
 
+/// A snapshot row's cycle start as SQL over the row `s` (migration 0098): NULL
+/// stands for the cycle end less the duration when both are known, and the real
+/// 0.5 for a start that is really absent then.
+macro_rules! cycle_start {
+    () => {
+        "(CASE WHEN s.cycle_start_ms IS NULL AND s.cycle_end_ms IS NOT NULL \
+         AND s.duration_seconds IS NOT NULL THEN s.cycle_end_ms - s.duration_seconds * 1000 \
+         WHEN typeof(s.cycle_start_ms) = 'real' THEN NULL ELSE s.cycle_start_ms END)"
+    };
+}
+
+/// Bounds under which a cycle start is left to the end and duration, so the
+/// arithmetic of `cycle_start!` stays exact (the same as migration 0098's).
+const CYCLE_END_BOUND: i64 = 4_000_000_000_000_000_000;
+const DURATION_BOUND: i64 = 4_000_000_000_000_000;
+
+/// The stored form of a window's cycle start (see `cycle_start!`).
+enum StoredStart {
+    Value(Option<i64>),
+    Absent,
+}
+
+impl StoredStart {
+    fn of(window: &WindowInput) -> StoredStart {
+        let (Some(end), Some(duration)) = (window.cycle_end_ms, window.duration_seconds) else {
+            return StoredStart::Value(window.cycle_start_ms);
+        };
+        let exact = end.unsigned_abs() < CYCLE_END_BOUND.unsigned_abs()
+            && duration.unsigned_abs() < DURATION_BOUND.unsigned_abs();
+        match window.cycle_start_ms {
+            None => StoredStart::Absent,
+            Some(start) if exact && start == end - duration * 1000 => StoredStart::Value(None),
+            Some(start) => StoredStart::Value(Some(start)),
+        }
+    }
+}
+
+impl sqlx::Type<Sqlite> for StoredStart {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <i64 as sqlx::Type<Sqlite>>::type_info()
+    }
+
+    fn compatible(_: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+        true
+    }
+}
+
+impl<'q> sqlx::Encode<'q, Sqlite> for StoredStart {
+    fn encode_by_ref(
+        &self,
+        buffer: &mut <Sqlite as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        match self {
+            StoredStart::Value(value) => value.encode_by_ref(buffer),
+            StoredStart::Absent => 0.5_f64.encode_by_ref(buffer),
+        }
+    }
+}
+
 async fn apply(
     transaction: &mut Transaction<'_, Sqlite>,
     ids: &mut TextIds<'_>,
@@ -247,7 +306,7 @@ async fn apply(
         .bind(at)
         .bind(observation_id)
         .bind(shape_id)
-        .bind(window.cycle_start_ms)
+        .bind(StoredStart::of(window))
         .bind(window.cycle_end_ms)
         .bind(window.duration_seconds)
         .bind(window.used_percent)
@@ -379,12 +438,14 @@ impl QuotaStore for SqliteStore {
         provider: &str,
     ) -> Result<Vec<StoredWindow>, StoreError> {
         let map = |error| error::map(error, "read quota snapshots");
-        let rows: Vec<WindowRow> = sqlx::query_as(
+        let rows: Vec<WindowRow> = sqlx::query_as(concat!(
             "SELECT w.id AS window_id, w.provider, w.availability, w.generation, w.first_seen_at_ms, \
              w.last_seen_at_ms, w.missing_since_ms, w.deactivated_at_ms, h.provider_window_id, \
              h.provider_window_aliases_json, h.window_kind, h.window_mode, h.model_scope_kind, \
              h.model_scope_key, h.model_ids_json, r.source, o.source_observation_id, s.observed_at_ms, \
-             h.boundary_accuracy, s.cycle_start_ms, s.cycle_end_ms, s.duration_seconds, s.used_percent, \
+             h.boundary_accuracy, ",
+            cycle_start!(),
+            " AS cycle_start_ms, s.cycle_end_ms, s.duration_seconds, s.used_percent, \
              s.remaining_percent, s.used_value, s.limit_value, h.quota_unit, s.reset_credits_available, \
              h.reset_credits_json, h.plan_type, h.relationship_kind, h.container_provider_window_id \
              FROM account_quota_windows w JOIN account_quota_snapshots s \
@@ -395,7 +456,7 @@ impl QuotaStore for SqliteStore {
              JOIN account_quota_observations o ON o.id = s.observation_id \
              JOIN account_quota_observers r ON r.id = o.observer_id \
              WHERE w.account_key = ? AND w.provider = ? ORDER BY w.id",
-        )
+        ))
         .bind(account_key)
         .bind(provider)
         .fetch_all(self.reader())
@@ -405,11 +466,14 @@ impl QuotaStore for SqliteStore {
         for row in rows {
             // The newest report of an earlier cycle, for "previous window" figures.
             let previous: Option<(Option<i64>, i64, Option<f64>)> = match row.cycle_start_ms.or(row.cycle_end_ms) {
-                Some(boundary) => sqlx::query_as(
-                    "SELECT cycle_start_ms, cycle_end_ms, used_percent FROM account_quota_snapshots \
-                     WHERE window_id = ? AND cycle_end_ms IS NOT NULL AND cycle_end_ms <= ? \
-                     AND cycle_end_ms < ? ORDER BY observed_at_ms DESC, observation_id DESC LIMIT 1",
-                )
+                Some(boundary) => sqlx::query_as(concat!(
+                    "SELECT ",
+                    cycle_start!(),
+                    " AS cycle_start_ms, s.cycle_end_ms, s.used_percent \
+                     FROM account_quota_snapshots s WHERE window_id = ? AND cycle_end_ms IS NOT NULL \
+                     AND cycle_end_ms <= ? AND cycle_end_ms < ? \
+                     ORDER BY observed_at_ms DESC, observation_id DESC LIMIT 1",
+                ))
                 .bind(row.window_id)
                 .bind(boundary)
                 .bind(row.cycle_end_ms.unwrap_or(i64::MAX))

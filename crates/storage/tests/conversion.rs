@@ -498,11 +498,21 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     };
     let before = windows(store).await;
 
-    // The earlier shapes: observations found through an index of their whole
+    // The earlier shapes: every cycle start stored as given; observations found
+    // through an index of their whole
     // hash; before that, observation and snapshot rows spell out every text and
     // the hash as hex, snapshot rows have an index of their own; before that,
     // every snapshot row repeats its window's account key, and the newest applied
     // observation is found through an index.
+    rewind(
+        &path,
+        98,
+        &["UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
+           WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
+           WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
+           THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END"],
+    )
+    .await;
     rewind(
         &path,
         96,
@@ -742,4 +752,113 @@ async fn ledger_rows_of_a_database_from_before_they_left_the_creation_time_to_th
     .expect("ledger");
     connection.close().await.expect("close");
     assert_eq!((rows, timed), (count as i64, 0));
+}
+
+#[tokio::test]
+async fn quota_cycle_starts_of_a_database_from_before_they_were_left_to_the_end() {
+    use cpamp_domain::automation::quota::{Observation, QuotaStore, WindowInput};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    let account = "usage-account-history:2:auth:6964782D31";
+    let window =
+        |id: &str, start: Option<i64>, end: Option<i64>, seconds: Option<i64>| WindowInput {
+            provider_window_id: id.into(),
+            window_mode: "fixed".into(),
+            model_scope_kind: "family".into(),
+            model_scope_key: "codex_main".into(),
+            boundary_accuracy: "derived".into(),
+            cycle_start_ms: start,
+            cycle_end_ms: end,
+            duration_seconds: seconds,
+            used_percent: Some(12.0),
+            ..WindowInput::default()
+        };
+    let mut observations = Vec::new();
+    for step in 0..6_i64 {
+        let at = END_MS - DAY_MS + step * 3_600_000;
+        observations.push(Observation {
+            account_key: account.into(),
+            provider: "codex".into(),
+            source: "response_header".into(),
+            source_observation_id: format!("req-{step}"),
+            inventory_scope_key: "codex:rate-limits".into(),
+            inventory_mode: "partial".into(),
+            observed_at_ms: at,
+            windows: vec![
+                // Start = end - duration: left to them.
+                window(
+                    "five-hour",
+                    Some(at - 9_000_000),
+                    Some(at + 9_000_000),
+                    Some(18_000),
+                ),
+                // No start although end and duration are known.
+                window("weekly", None, Some(at + 1_000), Some(604_800)),
+                // A start the others do not give.
+                window("monthly", Some(at - 5), Some(at + 7), Some(3)),
+                // No duration.
+                window("window-x", Some(at - 5), Some(at + 7), None),
+                // Past the bounds of exact arithmetic.
+                window("window-y", Some(i64::MIN), Some(i64::MAX), Some(i64::MAX)),
+            ],
+            removals: Vec::new(),
+        });
+    }
+    store
+        .write_observations(observations, END_MS)
+        .await
+        .expect("observations");
+    let windows = |store: SqliteStore| async move {
+        let windows = store
+            .account_windows(account, "codex")
+            .await
+            .expect("windows");
+        store.close().await;
+        format!("{windows:?}")
+    };
+    let before = windows(store).await;
+    assert!(before.contains("cycle_start_ms: Some(-9223372036854775808)"));
+    let stored = |path: std::path::PathBuf| async move {
+        let url = format!("sqlite://{}", path.display());
+        let mut connection = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        let forms: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT typeof(cycle_start_ms), count(*) FROM account_quota_snapshots \
+             GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .expect("forms");
+        connection.close().await.expect("close");
+        forms
+    };
+    let compact = vec![
+        ("integer".to_string(), 18),
+        ("null".to_string(), 6),
+        ("real".to_string(), 6),
+    ];
+    assert_eq!(stored(path.clone()).await, compact);
+
+    // The earlier shape: every start as it was given.
+    rewind(
+        &path,
+        98,
+        &["UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
+           WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
+           WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
+           THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END"],
+    )
+    .await;
+    assert_eq!(
+        stored(path.clone()).await,
+        vec![("integer".to_string(), 24), ("null".to_string(), 6)]
+    );
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    assert_eq!(windows(store).await, before);
+    assert_eq!(stored(path.clone()).await, compact);
 }
