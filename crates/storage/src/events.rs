@@ -150,7 +150,7 @@ fn write_batch(
                 connection,
                 hash,
                 Some(ids[index]),
-                batch.events[index].created_at_ms,
+                crate::ledger::SEEN_AT_CREATION,
             )?
         {
             claimed[index] = Some(*hash);

@@ -11,6 +11,10 @@
 //!
 //! A claim is one `INSERT OR IGNORE` of the prefix row; only when that prefix
 //! is taken already is the whole hash compared (a duplicate, almost always).
+//!
+//! A row naming an event row that was first seen when that row was created
+//! stores `SEEN_AT_CREATION` (0) as its `first_seen_at_ms` rather than repeat
+//! the row's `created_at_ms` (migration 0097).
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -20,6 +24,10 @@ pub(crate) fn prefix(hash: &[u8; 32]) -> i64 {
     word.copy_from_slice(&hash[..8]);
     i64::from_be_bytes(word)
 }
+
+/// The `first_seen_at_ms` of a ledger row naming an event row first seen when
+/// that row was created: the time is the row's `created_at_ms`.
+pub(crate) const SEEN_AT_CREATION: i64 = 0;
 
 /// Records `hash` as seen, for the event row `event_id` (whose `event_hash`
 /// column holds the same hash) or for no row (`None`: the hash is kept whole).
@@ -109,15 +117,20 @@ pub(crate) fn convert_stored(connection: &mut Connection) -> rusqlite::Result<()
                 };
                 // An event id whose row holds another hash (never written so)
                 // keeps the whole hash.
-                let event_id = match event_id {
+                let created: Option<i64> = match event_id {
                     Some(id) => transaction
                         .prepare_cached(
-                            "SELECT 1 FROM usage_events WHERE id = ?1 AND event_hash = ?2",
+                            "SELECT created_at_ms FROM usage_events WHERE id = ?1 AND event_hash = ?2",
                         )?
-                        .query_row((id, &whole), |_| Ok(()))
-                        .optional()?
-                        .map(|()| id),
+                        .query_row((id, &whole), |row| row.get(0))
+                        .optional()?,
                     None => None,
+                };
+                let event_id = created.and(event_id);
+                let first_seen_at_ms = if created == Some(first_seen_at_ms) {
+                    SEEN_AT_CREATION
+                } else {
+                    first_seen_at_ms
                 };
                 claim(&transaction, &hash, event_id, first_seen_at_ms)?;
             }

@@ -164,6 +164,8 @@ struct Inner {
     /// The row counters as of the last committed batch, so `/status` reads no SQL.
     counts: std::sync::Mutex<CountsCache>,
     gaps: gaps::GapCache,
+    /// The ids of quota observer and shape rows (`quota.rs`).
+    quota_text_ids: quota::QuotaTextIds,
 }
 
 /// The `counters` row values once read, kept current by every committed batch (the
@@ -295,6 +297,7 @@ impl SqliteStore {
                 prices: prices::PriceCache::default(),
                 counts: std::sync::Mutex::new(CountsCache::default()),
                 gaps: gaps::GapCache::default(),
+                quota_text_ids: quota::QuotaTextIds::default(),
             }),
         })
     }
@@ -416,6 +419,10 @@ impl SqliteStore {
 
     pub(crate) fn busy_timeout(&self) -> Duration {
         self.inner.busy_timeout
+    }
+
+    pub(crate) fn quota_text_ids(&self) -> &quota::QuotaTextIds {
+        &self.inner.quota_text_ids
     }
 
     pub(crate) fn dims(&self) -> &dims::DimCache {

@@ -1,4 +1,4 @@
-//! The quota snapshot tables behind [`QuotaStore`] (migrations 0062 and 0095):
+//! The quota snapshot tables behind [`QuotaStore`] (migrations 0062, 0095 and 0096):
 //! observations, the logical windows they move, and one row per reported window.
 //! The texts these rows repeat are stored once: an observation names its observer
 //! (account, provider, source, inventory scope and mode) and a snapshot row its
@@ -10,27 +10,82 @@ use cpamp_domain::automation::quota::{
 };
 use sqlx::{Sqlite, Transaction};
 
+use crate::fasthash::FastMap;
 use crate::{SqliteStore, error};
+
+/// The ids of observer and shape rows committed so far, by their texts (the
+/// statement that finds them, then the texts), so a write looks each up once.
+#[derive(Default)]
+pub(crate) struct QuotaTextIds {
+    known: std::sync::Mutex<FastMap<Vec<String>, i64>>,
+}
+
+/// Entries kept at most; past that the map starts again.
+const KNOWN_TEXT_IDS: usize = 4096;
+
+/// The ids one transaction looks up: those committed before (`known`) and
+/// those found or added by it (`fresh`, known once it commits).
+struct TextIds<'a> {
+    known: Option<&'a QuotaTextIds>,
+    fresh: FastMap<Vec<String>, i64>,
+}
+
+impl TextIds<'_> {
+    fn commit(self) {
+        let Some(known) = self.known else {
+            return;
+        };
+        let mut map = known
+            .known
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if map.len() + self.fresh.len() > KNOWN_TEXT_IDS {
+            map.clear();
+        }
+        map.extend(self.fresh);
+    }
+}
 
 /// The id of the row `select` finds by `texts`, added by `insert` (same binds)
 /// when there is none: the texts quota rows repeat are stored once.
 async fn intern(
     transaction: &mut Transaction<'_, Sqlite>,
+    ids: &mut TextIds<'_>,
     (select, insert): (&'static str, &'static str),
     texts: &[&str],
 ) -> Result<i64, sqlx::Error> {
+    let key: Vec<String> = std::iter::once(select)
+        .chain(texts.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    if let Some(id) = ids.fresh.get(&key) {
+        return Ok(*id);
+    }
+    if let Some(known) = ids.known {
+        let map = known
+            .known
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(id) = map.get(&key) {
+            return Ok(*id);
+        }
+    }
     let mut query = sqlx::query_scalar(select);
     for text in texts {
         query = query.bind(*text);
     }
-    if let Some(id) = query.fetch_optional(&mut **transaction).await? {
-        return Ok(id);
-    }
-    let mut query = sqlx::query_scalar(insert);
-    for text in texts {
-        query = query.bind(*text);
-    }
-    query.fetch_one(&mut **transaction).await
+    let id = match query.fetch_optional(&mut **transaction).await? {
+        Some(id) => id,
+        None => {
+            let mut query = sqlx::query_scalar(insert);
+            for text in texts {
+                query = query.bind(*text);
+            }
+            query.fetch_one(&mut **transaction).await?
+        }
+    };
+    ids.fresh.insert(key, id);
+    Ok(id)
 }
 
 /// An observation's origin: account key, provider, source, inventory scope and mode.
@@ -54,17 +109,79 @@ const SHAPE: (&str, &str) = (
      container_provider_window_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
 );
 
+/// A snapshot row's cycle start as SQL over the row `s` (migration 0098): NULL
+/// stands for the cycle end less the duration when both are known, and the real
+/// 0.5 for a start that is really absent then.
+macro_rules! cycle_start {
+    () => {
+        "(CASE WHEN s.cycle_start_ms IS NULL AND s.cycle_end_ms IS NOT NULL \
+         AND s.duration_seconds IS NOT NULL THEN s.cycle_end_ms - s.duration_seconds * 1000 \
+         WHEN typeof(s.cycle_start_ms) = 'real' THEN NULL ELSE s.cycle_start_ms END)"
+    };
+}
+
+/// Bounds under which a cycle start is left to the end and duration, so the
+/// arithmetic of `cycle_start!` stays exact (the same as migration 0098's).
+const CYCLE_END_BOUND: i64 = 4_000_000_000_000_000_000;
+const DURATION_BOUND: i64 = 4_000_000_000_000_000;
+
+/// The stored form of a window's cycle start (see `cycle_start!`).
+enum StoredStart {
+    Value(Option<i64>),
+    Absent,
+}
+
+impl StoredStart {
+    fn of(window: &WindowInput) -> StoredStart {
+        let (Some(end), Some(duration)) = (window.cycle_end_ms, window.duration_seconds) else {
+            return StoredStart::Value(window.cycle_start_ms);
+        };
+        let exact = end.unsigned_abs() < CYCLE_END_BOUND.unsigned_abs()
+            && duration.unsigned_abs() < DURATION_BOUND.unsigned_abs();
+        match window.cycle_start_ms {
+            None => StoredStart::Absent,
+            Some(start) if exact && start == end - duration * 1000 => StoredStart::Value(None),
+            Some(start) => StoredStart::Value(Some(start)),
+        }
+    }
+}
+
+impl sqlx::Type<Sqlite> for StoredStart {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <i64 as sqlx::Type<Sqlite>>::type_info()
+    }
+
+    fn compatible(_: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+        true
+    }
+}
+
+impl<'q> sqlx::Encode<'q, Sqlite> for StoredStart {
+    fn encode_by_ref(
+        &self,
+        buffer: &mut <Sqlite as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        match self {
+            StoredStart::Value(value) => value.encode_by_ref(buffer),
+            StoredStart::Absent => 0.5_f64.encode_by_ref(buffer),
+        }
+    }
+}
+
 async fn apply(
     transaction: &mut Transaction<'_, Sqlite>,
+    ids: &mut TextIds<'_>,
     observation: &Observation,
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
     let hash = observation.digest().to_vec();
-    let known: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM account_quota_observations WHERE observation_hash = ?")
-            .bind(&hash)
-            .fetch_optional(&mut **transaction)
-            .await?;
+    let known: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM account_quota_observations \
+             WHERE substr(observation_hash, 1, 8) = substr(?1, 1, 8) AND observation_hash = ?1",
+    )
+    .bind(&hash)
+    .fetch_optional(&mut **transaction)
+    .await?;
     if known.is_some() {
         return Ok(0);
     }
@@ -81,6 +198,7 @@ async fn apply(
     let applies = newest.is_none_or(|newest| observation.observed_at_ms >= newest);
     let observer_id = intern(
         transaction,
+        ids,
         OBSERVER,
         &[
             &observation.account_key,
@@ -158,6 +276,7 @@ async fn apply(
         let model_ids = encode_list(&window.model_ids);
         let shape_id = intern(
             transaction,
+            ids,
             SHAPE,
             &[
                 &window.provider_window_id,
@@ -187,7 +306,7 @@ async fn apply(
         .bind(at)
         .bind(observation_id)
         .bind(shape_id)
-        .bind(window.cycle_start_ms)
+        .bind(StoredStart::of(window))
         .bind(window.cycle_end_ms)
         .bind(window.duration_seconds)
         .bind(window.used_percent)
@@ -296,15 +415,20 @@ impl QuotaStore for SqliteStore {
     ) -> Result<Vec<u64>, StoreError> {
         let map = |error| error::map(error, "store quota snapshots");
         let mut transaction = self.writer().begin().await.map_err(map)?;
+        let mut ids = TextIds {
+            known: Some(self.quota_text_ids()),
+            fresh: FastMap::default(),
+        };
         let mut inserted = Vec::with_capacity(observations.len());
         for observation in &observations {
             inserted.push(
-                apply(&mut transaction, observation, now_ms)
+                apply(&mut transaction, &mut ids, observation, now_ms)
                     .await
                     .map_err(map)?,
             );
         }
         transaction.commit().await.map_err(map)?;
+        ids.commit();
         Ok(inserted)
     }
 
@@ -314,12 +438,14 @@ impl QuotaStore for SqliteStore {
         provider: &str,
     ) -> Result<Vec<StoredWindow>, StoreError> {
         let map = |error| error::map(error, "read quota snapshots");
-        let rows: Vec<WindowRow> = sqlx::query_as(
+        let rows: Vec<WindowRow> = sqlx::query_as(concat!(
             "SELECT w.id AS window_id, w.provider, w.availability, w.generation, w.first_seen_at_ms, \
              w.last_seen_at_ms, w.missing_since_ms, w.deactivated_at_ms, h.provider_window_id, \
              h.provider_window_aliases_json, h.window_kind, h.window_mode, h.model_scope_kind, \
              h.model_scope_key, h.model_ids_json, r.source, o.source_observation_id, s.observed_at_ms, \
-             h.boundary_accuracy, s.cycle_start_ms, s.cycle_end_ms, s.duration_seconds, s.used_percent, \
+             h.boundary_accuracy, ",
+            cycle_start!(),
+            " AS cycle_start_ms, s.cycle_end_ms, s.duration_seconds, s.used_percent, \
              s.remaining_percent, s.used_value, s.limit_value, h.quota_unit, s.reset_credits_available, \
              h.reset_credits_json, h.plan_type, h.relationship_kind, h.container_provider_window_id \
              FROM account_quota_windows w JOIN account_quota_snapshots s \
@@ -330,7 +456,7 @@ impl QuotaStore for SqliteStore {
              JOIN account_quota_observations o ON o.id = s.observation_id \
              JOIN account_quota_observers r ON r.id = o.observer_id \
              WHERE w.account_key = ? AND w.provider = ? ORDER BY w.id",
-        )
+        ))
         .bind(account_key)
         .bind(provider)
         .fetch_all(self.reader())
@@ -340,11 +466,14 @@ impl QuotaStore for SqliteStore {
         for row in rows {
             // The newest report of an earlier cycle, for "previous window" figures.
             let previous: Option<(Option<i64>, i64, Option<f64>)> = match row.cycle_start_ms.or(row.cycle_end_ms) {
-                Some(boundary) => sqlx::query_as(
-                    "SELECT cycle_start_ms, cycle_end_ms, used_percent FROM account_quota_snapshots \
-                     WHERE window_id = ? AND cycle_end_ms IS NOT NULL AND cycle_end_ms <= ? \
-                     AND cycle_end_ms < ? ORDER BY observed_at_ms DESC, observation_id DESC LIMIT 1",
-                )
+                Some(boundary) => sqlx::query_as(concat!(
+                    "SELECT ",
+                    cycle_start!(),
+                    " AS cycle_start_ms, s.cycle_end_ms, s.used_percent \
+                     FROM account_quota_snapshots s WHERE window_id = ? AND cycle_end_ms IS NOT NULL \
+                     AND cycle_end_ms <= ? AND cycle_end_ms < ? \
+                     ORDER BY observed_at_ms DESC, observation_id DESC LIMIT 1",
+                ))
                 .bind(row.window_id)
                 .bind(boundary)
                 .bind(row.cycle_end_ms.unwrap_or(i64::MAX))
@@ -495,9 +624,13 @@ pub(crate) async fn adopt_go_snapshots(
             }),
         }
     }
+    let mut ids = TextIds {
+        known: None,
+        fresh: FastMap::default(),
+    };
     let mut inserted = 0;
     for observation in &observations {
-        inserted += apply(transaction, observation, now_ms).await?;
+        inserted += apply(transaction, &mut ids, observation, now_ms).await?;
     }
     sqlx::query("DROP TABLE legacy_go_account_quota_snapshots")
         .execute(&mut **transaction)

@@ -353,7 +353,8 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
             "CREATE TABLE usage_event_identity_ledger (event_hash BLOB PRIMARY KEY, \
              event_id INTEGER, first_seen_at_ms INTEGER NOT NULL) WITHOUT ROWID",
             "INSERT INTO usage_event_identity_ledger \
-             SELECT coalesce(ledger.event_hash, event.event_hash), ledger.event_id, ledger.first_seen_at_ms \
+             SELECT coalesce(ledger.event_hash, event.event_hash), ledger.event_id, \
+             CASE WHEN ledger.first_seen_at_ms = 0 THEN event.created_at_ms ELSE ledger.first_seen_at_ms END \
              FROM usage_event_ledger ledger LEFT JOIN usage_events event ON event.id = ledger.event_id",
             "INSERT INTO usage_event_identity_ledger \
              SELECT event_hash, event_id, first_seen_at_ms FROM usage_event_ledger_overflow",
@@ -497,10 +498,27 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     };
     let before = windows(store).await;
 
-    // The earlier shapes: observation and snapshot rows spell out every text and
+    // The earlier shapes: every cycle start stored as given; observations found
+    // through an index of their whole
+    // hash; before that, observation and snapshot rows spell out every text and
     // the hash as hex, snapshot rows have an index of their own; before that,
     // every snapshot row repeats its window's account key, and the newest applied
     // observation is found through an index.
+    rewind(
+        &path,
+        98,
+        &["UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
+           WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
+           WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
+           THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END"],
+    )
+    .await;
+    rewind(
+        &path,
+        96,
+        &["DROP INDEX idx_account_quota_observations_hash"],
+    )
+    .await;
     rewind(
         &path,
         95,
@@ -581,13 +599,21 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     let mut connection = sqlx::SqliteConnection::connect(&url)
         .await
         .expect("connect");
-    let (rows, observation_rows, hashes, shapes, observers): (i64, i64, i64, i64, i64) =
-        sqlx::query_as(
+    let (rows, observation_rows, hashes, shapes, observers, hash_indexes): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        String,
+    ) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM account_quota_snapshots), \
              (SELECT count(*) FROM account_quota_observations), \
              (SELECT count(*) FROM account_quota_observations WHERE length(observation_hash) = 32), \
              (SELECT count(*) FROM account_quota_shapes), \
-             (SELECT count(*) FROM account_quota_observers)",
+             (SELECT count(*) FROM account_quota_observers), \
+             (SELECT group_concat(name) FROM sqlite_master WHERE type = 'index' \
+              AND tbl_name = 'account_quota_observations')",
         )
         .fetch_one(&mut connection)
         .await
@@ -595,6 +621,8 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     assert_eq!((rows, observation_rows, hashes), (160, 80, 80));
     // One set of texts per window id; one origin per account.
     assert_eq!((shapes, observers), (2, 2));
+    // Observations are found through their hash's first bytes only.
+    assert_eq!(hash_indexes, "idx_account_quota_observations_hash");
     let (newest, index): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM account_quota_newest WHERE observed_at_ms >= ?), \
          (SELECT count(*) FROM sqlite_master WHERE name = 'idx_account_quota_observations_scope')",
@@ -664,4 +692,173 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
         .expect("windows");
     assert_eq!(five_hour(&moved), Some(88.0));
     store.close().await;
+}
+
+#[tokio::test]
+async fn ledger_rows_of_a_database_from_before_they_left_the_creation_time_to_the_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let count = 600;
+    let store = seeded(&path, count).await;
+    store.close().await;
+    // The earlier shape: every ledger row repeats its event row's creation time.
+    rewind(
+        &path,
+        97,
+        &["UPDATE usage_event_ledger SET first_seen_at_ms = \
+           (SELECT created_at_ms FROM usage_events WHERE id = event_id) WHERE event_id IS NOT NULL"],
+    )
+    .await;
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let timed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM usage_event_ledger WHERE first_seen_at_ms <> 0")
+            .fetch_one(&mut connection)
+            .await
+            .expect("timed");
+    connection.close().await.expect("close");
+    assert_eq!(timed, count as i64);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    // Every stored event is still known: storing them again adds nothing.
+    let events = synth::events(11, count, END_MS, 3);
+    let mut skipped = 0;
+    for chunk in events.chunks(200) {
+        let outcome = store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://cpa".into()),
+                events: chunk.to_vec(),
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("store batch");
+        assert_eq!(outcome.inserted, 0);
+        skipped += outcome.skipped;
+    }
+    assert_eq!(skipped, count as u64);
+    store.close().await;
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let (rows, timed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(nullif(first_seen_at_ms, 0)) FROM usage_event_ledger",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("ledger");
+    connection.close().await.expect("close");
+    assert_eq!((rows, timed), (count as i64, 0));
+}
+
+#[tokio::test]
+async fn quota_cycle_starts_of_a_database_from_before_they_were_left_to_the_end() {
+    use cpamp_domain::automation::quota::{Observation, QuotaStore, WindowInput};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    let account = "usage-account-history:2:auth:6964782D31";
+    let window =
+        |id: &str, start: Option<i64>, end: Option<i64>, seconds: Option<i64>| WindowInput {
+            provider_window_id: id.into(),
+            window_mode: "fixed".into(),
+            model_scope_kind: "family".into(),
+            model_scope_key: "codex_main".into(),
+            boundary_accuracy: "derived".into(),
+            cycle_start_ms: start,
+            cycle_end_ms: end,
+            duration_seconds: seconds,
+            used_percent: Some(12.0),
+            ..WindowInput::default()
+        };
+    let mut observations = Vec::new();
+    for step in 0..6_i64 {
+        let at = END_MS - DAY_MS + step * 3_600_000;
+        observations.push(Observation {
+            account_key: account.into(),
+            provider: "codex".into(),
+            source: "response_header".into(),
+            source_observation_id: format!("req-{step}"),
+            inventory_scope_key: "codex:rate-limits".into(),
+            inventory_mode: "partial".into(),
+            observed_at_ms: at,
+            windows: vec![
+                // Start = end - duration: left to them.
+                window(
+                    "five-hour",
+                    Some(at - 9_000_000),
+                    Some(at + 9_000_000),
+                    Some(18_000),
+                ),
+                // No start although end and duration are known.
+                window("weekly", None, Some(at + 1_000), Some(604_800)),
+                // A start the others do not give.
+                window("monthly", Some(at - 5), Some(at + 7), Some(3)),
+                // No duration.
+                window("window-x", Some(at - 5), Some(at + 7), None),
+                // Past the bounds of exact arithmetic.
+                window("window-y", Some(i64::MIN), Some(i64::MAX), Some(i64::MAX)),
+            ],
+            removals: Vec::new(),
+        });
+    }
+    store
+        .write_observations(observations, END_MS)
+        .await
+        .expect("observations");
+    let windows = |store: SqliteStore| async move {
+        let windows = store
+            .account_windows(account, "codex")
+            .await
+            .expect("windows");
+        store.close().await;
+        format!("{windows:?}")
+    };
+    let before = windows(store).await;
+    assert!(before.contains("cycle_start_ms: Some(-9223372036854775808)"));
+    let stored = |path: std::path::PathBuf| async move {
+        let url = format!("sqlite://{}", path.display());
+        let mut connection = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        let forms: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT typeof(cycle_start_ms), count(*) FROM account_quota_snapshots \
+             GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .expect("forms");
+        connection.close().await.expect("close");
+        forms
+    };
+    let compact = vec![
+        ("integer".to_string(), 18),
+        ("null".to_string(), 6),
+        ("real".to_string(), 6),
+    ];
+    assert_eq!(stored(path.clone()).await, compact);
+
+    // The earlier shape: every start as it was given.
+    rewind(
+        &path,
+        98,
+        &["UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
+           WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
+           WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
+           THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END"],
+    )
+    .await;
+    assert_eq!(
+        stored(path.clone()).await,
+        vec![("integer".to_string(), 24), ("null".to_string(), 6)]
+    );
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    assert_eq!(windows(store).await, before);
+    assert_eq!(stored(path.clone()).await, compact);
 }
