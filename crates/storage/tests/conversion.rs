@@ -5,30 +5,20 @@
 //! shape an earlier release left (the objects a later migration adds are dropped
 //! and that migration is forgotten), reopens it and compares.
 
-#[path = "support/synth.rs"]
-mod synth;
+mod support;
 
 use cpamp_domain::analytics::accounts::header_snapshots;
 use cpamp_domain::analytics::time::DAY_MS;
-use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use sqlx::Connection;
+use support::synth;
 
 const END_MS: i64 = 1_767_225_600_000;
 
 async fn seeded(path: &std::path::Path, count: usize) -> SqliteStore {
     let store = SqliteStore::open(Options::new(path)).await.expect("open");
     let events = synth::events(11, count, END_MS, 3);
-    for chunk in events.chunks(200) {
-        store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-    }
+    support::store_in_batches(&store, &events, 200, false).await;
     store
 }
 
@@ -310,16 +300,7 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
         event.response_metadata_json = Some(format!("[\"not an object\",{}]", event.timestamp_ms));
     }
     let store = SqliteStore::open(Options::new(&path)).await.expect("open");
-    for chunk in events.chunks(250) {
-        store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-    }
+    support::store_in_batches(&store, &events, 250, false).await;
     let before = every_answer(&store, now_ms).await;
     assert!(before.len() > count as usize);
     store.close().await;
@@ -412,14 +393,7 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
     let mut remembered = events[0].clone();
     remembered.event_hash = format!("{:064}", 42);
     again.push(remembered);
-    let outcome = store
-        .store_batch(IngestBatch {
-            origin: BatchOrigin::Collector("http://cpa".into()),
-            events: again,
-            dead_letters: Vec::new(),
-        })
-        .await
-        .expect("store again");
+    let outcome = support::store_collected(&store, &again).await;
     assert_eq!((outcome.inserted, outcome.skipped), (0, count as u64 + 1));
     store.close().await;
     let mut connection = sqlx::SqliteConnection::connect(&url)
@@ -726,20 +700,8 @@ async fn ledger_rows_of_a_database_from_before_they_left_the_creation_time_to_th
         .expect("reopen");
     // Every stored event is still known: storing them again adds nothing.
     let events = synth::events(11, count, END_MS, 3);
-    let mut skipped = 0;
-    for chunk in events.chunks(200) {
-        let outcome = store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-        assert_eq!(outcome.inserted, 0);
-        skipped += outcome.skipped;
-    }
-    assert_eq!(skipped, count as u64);
+    let outcome = support::store_in_batches(&store, &events, 200, false).await;
+    assert_eq!((outcome.inserted, outcome.skipped), (0, count as u64));
     store.close().await;
     let mut connection = sqlx::SqliteConnection::connect(&url)
         .await
