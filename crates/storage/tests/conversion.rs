@@ -15,6 +15,12 @@ use support::synth;
 
 const END_MS: i64 = 1_767_225_600_000;
 
+/// Turns the cycle starts migration 0098 left out (or marked) back into stored values.
+const UNDO_0098: &str = "UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
+     WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
+     WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
+     THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END";
+
 async fn seeded(path: &std::path::Path, count: usize) -> SqliteStore {
     let store = SqliteStore::open(Options::new(path)).await.expect("open");
     let events = synth::events(11, count, END_MS, 3);
@@ -478,15 +484,7 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     // the hash as hex, snapshot rows have an index of their own; before that,
     // every snapshot row repeats its window's account key, and the newest applied
     // observation is found through an index.
-    rewind(
-        &path,
-        98,
-        &["UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
-           WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
-           WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
-           THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END"],
-    )
-    .await;
+    rewind(&path, 98, &[UNDO_0098]).await;
     rewind(
         &path,
         96,
@@ -805,15 +803,7 @@ async fn quota_cycle_starts_of_a_database_from_before_they_were_left_to_the_end(
     assert_eq!(stored(path.clone()).await, compact);
 
     // The earlier shape: every start as it was given.
-    rewind(
-        &path,
-        98,
-        &["UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
-           WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
-           WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
-           THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END"],
-    )
-    .await;
+    rewind(&path, 98, &[UNDO_0098]).await;
     assert_eq!(
         stored(path.clone()).await,
         vec![("integer".to_string(), 24), ("null".to_string(), 6)]
