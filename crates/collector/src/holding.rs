@@ -630,6 +630,15 @@ mod tests {
         }
     }
 
+    /// Which held batches keep their items in memory, in order.
+    fn kept_in_memory(state: &HeldState) -> Vec<bool> {
+        state
+            .entries
+            .iter()
+            .map(|entry| entry.items.is_some())
+            .collect()
+    }
+
     fn with_inbox(path: &std::path::Path, limits: HoldLimits) -> Holding {
         let (inbox, recovery) = Inbox::open(path).unwrap();
         Holding::with_inbox(limits, inbox, recovery)
@@ -786,11 +795,7 @@ mod tests {
         holding.hold("o", items("c", 1), None);
         {
             let state = holding.state();
-            let in_memory: Vec<bool> = state
-                .entries
-                .iter()
-                .map(|entry| entry.items.is_some())
-                .collect();
+            let in_memory = kept_in_memory(&state);
             // 21 bytes fit; 21 + 14 do not (far below the item bound); 21 + 7 fit.
             assert_eq!(in_memory, [true, false, true]);
             assert_eq!((state.memory_items, state.memory_bytes), (4, 28));
@@ -835,11 +840,7 @@ mod tests {
         holding.hold("o", items("c", 1), None);
         {
             let state = holding.state();
-            let in_memory: Vec<bool> = state
-                .entries
-                .iter()
-                .map(|entry| entry.items.is_some())
-                .collect();
+            let in_memory = kept_in_memory(&state);
             // Exactly at the bound is still in memory; past it, on disk only.
             assert_eq!(in_memory, [true, false, false]);
             assert_eq!(state.memory_items, 3);
@@ -899,11 +900,7 @@ mod tests {
         let holding = with_inbox(&path, limits(3));
         {
             let state = holding.state();
-            let in_memory: Vec<bool> = state
-                .entries
-                .iter()
-                .map(|entry| entry.items.is_some())
-                .collect();
+            let in_memory = kept_in_memory(&state);
             // 1 fits, 1 + 3 does not, 1 + 2 reaches the bound exactly.
             assert_eq!(in_memory, [true, false, true]);
             assert_eq!(state.memory_items, 3);

@@ -647,21 +647,8 @@ impl SqliteStore {
                     let event_id = int(0);
                     let timestamp_ms = int(1);
                     let failed = int(3) != 0;
-                    let tokens = TokenCounts {
-                        input: 0,
-                        output: int(19),
-                        reasoning: int(20),
-                        cached: int(21),
-                        cache: int(22),
-                        cache_read: int(23),
-                        cache_creation: int(24),
-                        total: int(25),
-                    };
-                    let input = int(18);
-                    let cached = (tokens.cached.max(tokens.cache)
-                        - tokens.cache_read.max(0)
-                        - tokens.cache_creation.max(0))
-                    .max(0);
+                    let (tokens, cached) = token_columns(int);
+                    let input = tokens.input;
                     let metrics = metrics_of(failed, input, &tokens, cached, id(26));
                     let key = SearchKey {
                         block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
@@ -843,21 +830,8 @@ impl SqliteStore {
                 if !scope.matches_identity(&identity) {
                     continue;
                 }
-                let tokens = TokenCounts {
-                    input: int(18),
-                    output: int(19),
-                    reasoning: int(20),
-                    cached: int(21),
-                    cache: int(22),
-                    cache_read: int(23),
-                    cache_creation: int(24),
-                    total: int(25),
-                };
+                let (tokens, cached) = token_columns(int);
                 let input = id(26).unwrap_or(tokens.input);
-                let cached = (tokens.cached.max(tokens.cache)
-                    - tokens.cache_read.max(0)
-                    - tokens.cache_creation.max(0))
-                .max(0);
                 let latency = id(27);
                 let group = GroupRow {
                     bucket_ms: timestamp_ms,
@@ -1859,6 +1833,26 @@ impl SqliteStore {
         let state = lock_read(self.read_cache());
         Ok(row.map(|row| self.event_from_row(&state, &row)))
     }
+}
+
+/// The token columns every lean event read selects at positions 18 (input) to 25
+/// (total), and the cached tokens beyond the explicit read and creation buckets, as
+/// `RawEvent::compat_cached` counts them.
+fn token_columns(int: impl Fn(usize) -> i64) -> (TokenCounts, i64) {
+    let tokens = TokenCounts {
+        input: int(18),
+        output: int(19),
+        reasoning: int(20),
+        cached: int(21),
+        cache: int(22),
+        cache_read: int(23),
+        cache_creation: int(24),
+        total: int(25),
+    };
+    let cached =
+        (tokens.cached.max(tokens.cache) - tokens.cache_read.max(0) - tokens.cache_creation.max(0))
+            .max(0);
+    (tokens, cached)
 }
 
 #[cfg(test)]

@@ -806,36 +806,45 @@ pub(crate) fn decode_samples(bytes: &[u8], mut each: impl FnMut(i64, i64, bool, 
     let mut latencies = Vec::new();
     let mut ttfts = Vec::new();
     while at < bytes.len() {
-        let (Some(identity), Some(model), Some(failed), Some(latency_count), Some(ttft_count)) = (
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-        ) else {
+        let Some(group) = group_header(bytes, &mut at) else {
             return;
         };
         latencies.clear();
         ttfts.clear();
-        for index in 0..latency_count + ttft_count {
-            let Some(value) = take(bytes, &mut at) else {
-                return;
-            };
-            let value = u32::try_from(value).unwrap_or(u32::MAX);
-            if index < latency_count {
-                latencies.push(value);
-            } else {
-                ttfts.push(value);
-            }
+        // A group cut short (never written so) adds nothing.
+        if !(append_values(bytes, &mut at, group.latency_count, &mut latencies)
+            && append_values(bytes, &mut at, group.ttft_count, &mut ttfts))
+        {
+            return;
         }
         each(
-            unzigzag(identity),
-            unzigzag(model),
-            failed != 0,
+            group.identity,
+            group.model,
+            group.failed,
             &latencies,
             &ttfts,
         );
     }
+}
+
+/// The head of one group of a sample blob.
+struct GroupHeader {
+    identity: i64,
+    model: i64,
+    failed: bool,
+    latency_count: u64,
+    ttft_count: u64,
+}
+
+/// Reads a group's head at `at`; `None` when the bytes end first.
+fn group_header(bytes: &[u8], at: &mut usize) -> Option<GroupHeader> {
+    Some(GroupHeader {
+        identity: unzigzag(take(bytes, at)?),
+        model: unzigzag(take(bytes, at)?),
+        failed: take(bytes, at)? != 0,
+        latency_count: take(bytes, at)?,
+        ttft_count: take(bytes, at)?,
+    })
 }
 
 /// [`decode_samples`] straight into `latencies` and `ttfts`: the values of every
@@ -849,16 +858,17 @@ pub(crate) fn decode_samples_into(
 ) {
     let mut at = 0;
     while at < bytes.len() {
-        let (Some(identity), Some(model), Some(failed), Some(latency_count), Some(ttft_count)) = (
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-        ) else {
+        let Some(GroupHeader {
+            identity,
+            model,
+            failed,
+            latency_count,
+            ttft_count,
+        }) = group_header(bytes, &mut at)
+        else {
             return;
         };
-        if !keep(unzigzag(identity), unzigzag(model), failed != 0) {
+        if !keep(identity, model, failed) {
             // Each value ends at the first byte below 0x80.
             let mut left = latency_count.saturating_add(ttft_count);
             while left > 0 {

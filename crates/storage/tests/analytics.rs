@@ -11,7 +11,6 @@ use cpamp_domain::analytics::query::{AnalyticsStore, Cursor, Filters, Scope};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
 use cpamp_domain::analytics::{analytics_model, nearest_rank};
 use cpamp_domain::event::UsageEvent;
-use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use support::synth;
 
@@ -27,16 +26,7 @@ async fn seeded_over(count: usize, days: i64) -> (tempfile::TempDir, SqliteStore
         .await
         .expect("open store");
     let events = synth::events(7, count, END_MS, days);
-    for chunk in events.chunks(250) {
-        store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-    }
+    support::store_in_batches(&store, &events, 250, false).await;
     (dir, store, events)
 }
 
@@ -809,14 +799,7 @@ async fn a_late_older_header_event_does_not_replace_the_newest() {
     older.event_hash = "ee".repeat(32);
     older.timestamp_ms = END_MS - 3_600_000;
     for event in [newer.clone(), older] {
-        store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: vec![event],
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store");
+        support::store_collected(&store, &[event]).await;
     }
     let answer = header_snapshots(&store, END_MS, 1, 10)
         .await
@@ -862,14 +845,7 @@ async fn group_rows_name_the_most_recent_identity_of_their_credential() {
         let at = END_MS - (index as i64 - 5) * 3_600_000 - 7 * 60_000;
         events.push(stamp(template.clone(), index, at, "aa-new"));
     }
-    store
-        .store_batch(IngestBatch {
-            origin: BatchOrigin::Collector("http://cpa".into()),
-            events,
-            dead_letters: Vec::new(),
-        })
-        .await
-        .expect("store");
+    support::store_collected(&store, &events).await;
     let include = Include {
         api_key_stats: true,
         channel_share: true,

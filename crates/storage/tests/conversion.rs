@@ -5,30 +5,26 @@
 //! shape an earlier release left (the objects a later migration adds are dropped
 //! and that migration is forgotten), reopens it and compares.
 
-#[path = "support/synth.rs"]
-mod synth;
+mod support;
 
 use cpamp_domain::analytics::accounts::header_snapshots;
 use cpamp_domain::analytics::time::DAY_MS;
-use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use sqlx::Connection;
+use support::synth;
 
 const END_MS: i64 = 1_767_225_600_000;
+
+/// Turns the cycle starts migration 0098 left out (or marked) back into stored values.
+const UNDO_0098: &str = "UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
+     WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
+     WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
+     THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END";
 
 async fn seeded(path: &std::path::Path, count: usize) -> SqliteStore {
     let store = SqliteStore::open(Options::new(path)).await.expect("open");
     let events = synth::events(11, count, END_MS, 3);
-    for chunk in events.chunks(200) {
-        store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-    }
+    support::store_in_batches(&store, &events, 200, false).await;
     store
 }
 
@@ -310,16 +306,7 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
         event.response_metadata_json = Some(format!("[\"not an object\",{}]", event.timestamp_ms));
     }
     let store = SqliteStore::open(Options::new(&path)).await.expect("open");
-    for chunk in events.chunks(250) {
-        store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-    }
+    support::store_in_batches(&store, &events, 250, false).await;
     let before = every_answer(&store, now_ms).await;
     assert!(before.len() > count as usize);
     store.close().await;
@@ -412,14 +399,7 @@ async fn events_of_a_database_from_before_compact_rows_read_the_same() {
     let mut remembered = events[0].clone();
     remembered.event_hash = format!("{:064}", 42);
     again.push(remembered);
-    let outcome = store
-        .store_batch(IngestBatch {
-            origin: BatchOrigin::Collector("http://cpa".into()),
-            events: again,
-            dead_letters: Vec::new(),
-        })
-        .await
-        .expect("store again");
+    let outcome = support::store_collected(&store, &again).await;
     assert_eq!((outcome.inserted, outcome.skipped), (0, count as u64 + 1));
     store.close().await;
     let mut connection = sqlx::SqliteConnection::connect(&url)
@@ -504,15 +484,7 @@ async fn quota_windows_of_databases_from_before_the_compact_quota_rows() {
     // the hash as hex, snapshot rows have an index of their own; before that,
     // every snapshot row repeats its window's account key, and the newest applied
     // observation is found through an index.
-    rewind(
-        &path,
-        98,
-        &["UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
-           WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
-           WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
-           THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END"],
-    )
-    .await;
+    rewind(&path, 98, &[UNDO_0098]).await;
     rewind(
         &path,
         96,
@@ -726,20 +698,8 @@ async fn ledger_rows_of_a_database_from_before_they_left_the_creation_time_to_th
         .expect("reopen");
     // Every stored event is still known: storing them again adds nothing.
     let events = synth::events(11, count, END_MS, 3);
-    let mut skipped = 0;
-    for chunk in events.chunks(200) {
-        let outcome = store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-        assert_eq!(outcome.inserted, 0);
-        skipped += outcome.skipped;
-    }
-    assert_eq!(skipped, count as u64);
+    let outcome = support::store_in_batches(&store, &events, 200, false).await;
+    assert_eq!((outcome.inserted, outcome.skipped), (0, count as u64));
     store.close().await;
     let mut connection = sqlx::SqliteConnection::connect(&url)
         .await
@@ -843,15 +803,7 @@ async fn quota_cycle_starts_of_a_database_from_before_they_were_left_to_the_end(
     assert_eq!(stored(path.clone()).await, compact);
 
     // The earlier shape: every start as it was given.
-    rewind(
-        &path,
-        98,
-        &["UPDATE account_quota_snapshots SET cycle_start_ms = CASE \
-           WHEN typeof(cycle_start_ms) = 'real' THEN NULL \
-           WHEN cycle_start_ms IS NULL AND cycle_end_ms IS NOT NULL AND duration_seconds IS NOT NULL \
-           THEN cycle_end_ms - duration_seconds * 1000 ELSE cycle_start_ms END"],
-    )
-    .await;
+    rewind(&path, 98, &[UNDO_0098]).await;
     assert_eq!(
         stored(path.clone()).await,
         vec![("integer".to_string(), 24), ("null".to_string(), 6)]

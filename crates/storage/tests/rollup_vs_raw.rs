@@ -13,7 +13,6 @@ use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, monitoring
 use cpamp_domain::analytics::query::Scope;
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, HOUR_MS, Zone};
 use cpamp_domain::event::{UsageEvent, format_timestamp_ms};
-use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use support::synth;
 
@@ -44,16 +43,7 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
         .collect();
     events.extend(siblings);
     // Newest batches first, so rollup blocks are merged out of order.
-    for chunk in events.chunks(300).rev() {
-        store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-    }
+    support::store_in_batches(&store, &events, 300, true).await;
     (dir, store)
 }
 
@@ -209,16 +199,7 @@ async fn heatmaps_over_several_weeks_equal_raw_scan_heatmaps() {
         .await
         .expect("open store");
     let events = synth::events(41, 4_000, END_MS, 22);
-    for chunk in events.chunks(500) {
-        store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-    }
+    support::store_in_batches(&store, &events, 500, false).await;
     let (from, to) = (END_MS - 22 * DAY_MS + 11 * 60_000 + 7, END_MS + 3 * 60_000);
     for zone in ["UTC", "Asia/Kathmandu", "America/New_York"] {
         let rollups = answer(&store, Scope::time_only(from, to), zone, Granularity::Day).await;

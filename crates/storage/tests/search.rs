@@ -13,7 +13,6 @@ use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, monitoring
 use cpamp_domain::analytics::query::{AnalyticsStore, Cursor, Scope};
 use cpamp_domain::analytics::time::{DAY_MS, Granularity, Zone};
 use cpamp_domain::event::UsageEvent;
-use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
 use cpamp_storage::{Options, SqliteStore};
 use support::synth;
 
@@ -100,16 +99,7 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
         .await
         .expect("open store");
     let events = events();
-    for chunk in events.chunks(250) {
-        store
-            .store_batch(IngestBatch {
-                origin: BatchOrigin::Collector("http://cpa".into()),
-                events: chunk.to_vec(),
-                dead_letters: Vec::new(),
-            })
-            .await
-            .expect("store batch");
-    }
+    support::store_in_batches(&store, &events, 250, false).await;
     let (from, to) = (END_MS - 2 * DAY_MS + 17 * 60_000 + 5, END_MS - 3 * 60_000);
     let hash_fragment = events[1234].event_hash[20..31].to_string();
     let needles = [
