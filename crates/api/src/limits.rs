@@ -106,6 +106,12 @@ impl ConnectionTracker {
         let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
             return;
         };
+        // Answers leave in several writes (large ones in slices, `slices.rs`): with
+        // Nagle's algorithm a later write waits for the client's delayed ACK of the
+        // earlier one, up to 40 ms on Linux.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not turn off Nagle's algorithm on a connection");
+        }
         let Ok(peer) = stream.peer_addr() else {
             return;
         };
