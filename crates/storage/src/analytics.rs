@@ -17,6 +17,7 @@ use cpamp_domain::StoreError;
 use cpamp_domain::analytics::Metrics;
 use cpamp_domain::analytics::cost::PriceBook;
 use cpamp_domain::analytics::cost::context_band;
+use cpamp_domain::analytics::heat::{CELLS, HeatCollector, HeatKey, HeatParts, parts_of_rows};
 use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::query::{
     AnalyticsStore, Cursor, EventPage, Filters, FineBlock, GroupRequest, GroupRow, HeaderValues,
@@ -171,8 +172,6 @@ enum Family {
     Aggregate,
     /// `usage_rollup_ident_*`: full identities.
     Identity,
-    /// `usage_rollup_heat_h`: reduced identities (provider and API-key hash).
-    Heat,
 }
 
 /// Where a segment of a range is read from.
@@ -856,9 +855,7 @@ impl SqliteStore {
     }
 
     /// Reads the packed rollup rows of one segment and turns their entries into
-    /// group rows. Without a timeline, equal keys are merged across buckets; with
-    /// `cells`, equal keys are merged across the local hours that share a weekday
-    /// and an hour of day (each row then carries the first such local hour).
+    /// group rows. Without a timeline, equal keys are merged across buckets.
     #[allow(clippy::too_many_arguments)]
     async fn rollup_rows(
         &self,
@@ -869,14 +866,12 @@ impl SqliteStore {
         source: Source,
         from: i64,
         to: i64,
-        cells: &mut Option<FastMap<(i64, i64), i64>>,
         out: &mut Vec<GroupRow>,
     ) -> Result<(), StoreError> {
         let identity = family != Family::Aggregate;
         let family = match family {
             Family::Aggregate => "agg",
             Family::Identity => "ident",
-            Family::Heat => "heat",
         };
         let sql = format!(
             "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} WHERE bucket_ms >= ? AND bucket_ms < ? \
@@ -908,14 +903,10 @@ impl SqliteStore {
             cursor = last + 1;
             let state = lock_read(self.read_cache());
             for (bucket, blob) in &rows {
-                let mut local = match bucketer.as_mut() {
+                let local = match bucketer.as_mut() {
                     Some(bucketer) => bucketer.bucket(*bucket),
                     None => 0,
                 };
-                if let (Some(cells), Some((zone, _))) = (cells.as_mut(), request.timeline.as_ref())
-                {
-                    local = *cells.entry(zone.weekday_hour(local)).or_insert(local);
-                }
                 let into = merged.entry(local).or_default();
                 decode_entries(*bucket, identity, blob, |key, sums| {
                     if !filters.matches_failed(key.failed)
@@ -985,18 +976,8 @@ impl SqliteStore {
         Ok(connection)
     }
 
+    /// Group rows of a request.
     async fn groups_inner(&self, request: GroupRequest) -> Result<Vec<GroupRow>, StoreError> {
-        self.groups_from(request, false).await
-    }
-
-    /// Group rows; with `heat`, whole UTC hours come from the heat rollup, whose
-    /// rows carry reduced identities, and rollup rows of one local weekday hour are
-    /// merged across dates (see [`AnalyticsStore::heat_groups`]).
-    async fn groups_from(
-        &self,
-        request: GroupRequest,
-        heat: bool,
-    ) -> Result<Vec<GroupRow>, StoreError> {
         let scope = &request.scope;
         let mut pooled = self.reader_connection().await?;
         if scope.from_ms >= scope.to_ms {
@@ -1050,8 +1031,6 @@ impl SqliteStore {
         let identity = request.identity || level == Level::Identity;
         let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
         let (quarter_ok, hour_ok, day_ok) = allowed(request.timeline.as_ref(), start, end);
-        // The first local hour seen of each (weekday, hour), shared by every segment.
-        let mut cells = heat.then(FastMap::default);
         for (source, from, to) in plan(start, end, quarter_ok, hour_ok, day_ok) {
             if source == Source::Raw {
                 let mut folder = RawFolder::new(&request);
@@ -1060,9 +1039,7 @@ impl SqliteStore {
                 })
                 .await?;
             } else {
-                let family = if heat && source == Source::Hour {
-                    Family::Heat
-                } else if identity {
+                let family = if identity {
                     Family::Identity
                 } else {
                     Family::Aggregate
@@ -1075,7 +1052,6 @@ impl SqliteStore {
                     source,
                     from,
                     to,
-                    &mut cells,
                     &mut out,
                 )
                 .await?;
@@ -1087,6 +1063,176 @@ impl SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    /// The heatmap's sums of a scope. Scopes that filter by identity (or need raw
+    /// events) are summed from their group rows; the others read whole UTC hours
+    /// from the heat rollup, whose entries are summed per local weekday hour by
+    /// stored ids and become parts only once per distinct key of a cell.
+    async fn heat_parts_inner(&self, scope: Scope, zone: Zone) -> Result<HeatParts, StoreError> {
+        let request = GroupRequest {
+            scope,
+            identity: true,
+            timeline: Some((zone.clone(), Granularity::Hour)),
+        };
+        let scope = &request.scope;
+        // Identity filters need full identities; the heat rollup has only two fields.
+        if scope.level() != Level::Aggregate {
+            let rows = self.groups_inner(request.clone()).await?;
+            return Ok(parts_of_rows(&rows, &zone));
+        }
+        let mut collector = HeatCollector::new();
+        let mut pooled = self.reader_connection().await?;
+        if scope.from_ms >= scope.to_ms {
+            return Ok(collector.finish());
+        }
+        // One snapshot for the probes of `snap` and every read below.
+        let mut connection = sqlx::Connection::begin(&mut *pooled)
+            .await
+            .map_err(db("begin read"))?;
+        let model_ids = self
+            .model_ids(&mut connection, &scope.filters.models)
+            .await?;
+        if !scope.filters.models.is_empty() && model_ids.is_empty() {
+            return Ok(collector.finish());
+        }
+        let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
+        let (quarter_ok, hour_ok, day_ok) = allowed(request.timeline.as_ref(), start, end);
+        let mut rows = Vec::new();
+        for (source, from, to) in plan(start, end, quarter_ok, hour_ok, day_ok) {
+            match source {
+                Source::Raw => {
+                    let mut folder = RawFolder::new(&request);
+                    self.raw_lean(&mut connection, &request, from, to, None, |row, _, _| {
+                        folder.push_row(row, &mut rows)
+                    })
+                    .await?;
+                }
+                Source::Hour => {
+                    self.heat_rollup(
+                        &mut connection,
+                        &request,
+                        &model_ids,
+                        from,
+                        to,
+                        &mut collector,
+                    )
+                    .await?;
+                }
+                Source::Quarter | Source::Day => {
+                    self.rollup_rows(
+                        &mut connection,
+                        &request,
+                        Family::Identity,
+                        &model_ids,
+                        source,
+                        from,
+                        to,
+                        &mut rows,
+                    )
+                    .await?;
+                }
+            }
+            for row in rows.drain(..) {
+                collector.add_row(&zone, &row);
+            }
+        }
+        Ok(collector.finish())
+    }
+
+    /// Adds the heat rollup's entries of the whole UTC hours `[from, to)` to
+    /// `collector`. Entries are summed per cell by their stored ids first (a
+    /// range repeats each key in many hours), then each distinct key is named.
+    async fn heat_rollup(
+        &self,
+        connection: &mut SqliteConnection,
+        request: &GroupRequest,
+        model_ids: &[i64],
+        from: i64,
+        to: i64,
+        collector: &mut HeatCollector,
+    ) -> Result<(), StoreError> {
+        let Some((zone, granularity)) = request.timeline.as_ref() else {
+            return Ok(());
+        };
+        let sql = format!(
+            "SELECT bucket_ms, entries FROM usage_rollup_heat_h WHERE bucket_ms >= ? AND bucket_ms < ? \
+             ORDER BY bucket_ms LIMIT {BLOB_CHUNK}"
+        );
+        let filters = &request.scope.filters;
+        let mut bucketer = Bucketer::new(zone, *granularity);
+        // One small map per cell: a blob's entries all land in one, which stays in
+        // cache, where one map of every (cell, key) would not.
+        let mut cells: Vec<FastMap<EntryKey, Metrics>> =
+            (0..CELLS).map(|_| FastMap::default()).collect();
+        // Blobs are read a bounded number at a time, so memory stays flat.
+        let mut cursor = from;
+        loop {
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(cursor)
+                .bind(to)
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(db("read rollups"))?;
+            let Some(last) = rows.last().map(|row| row.0) else {
+                break;
+            };
+            let full = rows.len() as i64 == BLOB_CHUNK;
+            cursor = last + 1;
+            for (bucket, blob) in &rows {
+                let local = bucketer.bucket(*bucket);
+                let into = &mut cells[collector.cell(zone, local)];
+                decode_entries(*bucket, true, blob, |key, sums| {
+                    if !filters.matches_failed(key.failed)
+                        || (!model_ids.is_empty() && !model_ids.contains(&key.model))
+                    {
+                        return;
+                    }
+                    into.entry(key).or_default().add(&sums.metrics);
+                });
+            }
+            if !full {
+                break;
+            }
+        }
+        let state = lock_read(self.read_cache());
+        let mut texts: FastMap<i64, u32> = FastMap::default();
+        let mut text = |collector: &mut HeatCollector, id: i64| {
+            *texts
+                .entry(id)
+                .or_insert_with(|| collector.text(&state.text(Some(id))))
+        };
+        // The contributors of each identity, `None` when the scope refuses it.
+        let mut identities: FastMap<i64, Option<(Option<u32>, u32)>> = FastMap::default();
+        for (cell, entries) in cells.into_iter().enumerate() {
+            for (key, metrics) in entries {
+                let contributors = *identities.entry(key.identity).or_insert_with(|| {
+                    let identity = state
+                        .identities
+                        .get(&key.identity)
+                        .cloned()
+                        .unwrap_or_default();
+                    request
+                        .scope
+                        .matches_identity(&identity)
+                        .then(|| collector.contributors(&identity))
+                });
+                let Some((api_key, provider)) = contributors else {
+                    continue;
+                };
+                let heat_key = HeatKey {
+                    model: text(collector, key.model),
+                    billing_model: text(collector, key.billing),
+                    service_tier: text(collector, key.tier),
+                    context_band: key.band,
+                    failed: key.failed,
+                    api_key,
+                    provider: Some(provider),
+                };
+                collector.add(cell, heat_key, &metrics);
+            }
+        }
+        Ok(())
     }
 
     /// Whole UTC days come from the per-day pair blobs (or, for days written
@@ -1628,18 +1774,8 @@ impl AnalyticsStore for SqliteStore {
         self.groups_inner(request).await
     }
 
-    async fn heat_groups(&self, scope: Scope, zone: Zone) -> Result<Vec<GroupRow>, StoreError> {
-        // Identity filters need full identities; the heat rollup has only two fields.
-        let heat = scope.level() == Level::Aggregate;
-        self.groups_from(
-            GroupRequest {
-                scope,
-                identity: true,
-                timeline: Some((zone, Granularity::Hour)),
-            },
-            heat,
-        )
-        .await
+    async fn heat_parts(&self, scope: Scope, zone: Zone) -> Result<HeatParts, StoreError> {
+        self.heat_parts_inner(scope, zone).await
     }
 
     async fn identity_models(

@@ -405,6 +405,12 @@ impl PriceBook {
         Some(self.prepared(band)?.cost(sums, &mut None))
     }
 
+    /// The price of one band, looked up once, for pricing many sums of that band:
+    /// [`BandPrice::cost`] answers exactly what [`PriceBook::band_cost`] would.
+    pub fn band_price(&self, band: Band<'_>) -> BandPrice {
+        BandPrice(self.prepared(band))
+    }
+
     /// The band's rates and multipliers, from the memo when the band was priced
     /// before; `None` when no price applies to it.
     fn prepared(&self, band: Band<'_>) -> Option<Prepared> {
@@ -506,6 +512,21 @@ impl PriceBook {
             }
         }
         None
+    }
+}
+
+/// The price of one band, from [`PriceBook::band_price`].
+#[derive(Debug, Clone, Copy)]
+pub struct BandPrice(Option<Prepared>);
+
+impl BandPrice {
+    /// The cost of the band's token sums, as [`PriceBook::band_cost`] prices them:
+    /// `Some(0.0)` without tokens, `None` when no price applies to the band.
+    pub fn cost(&self, sums: &Metrics) -> Option<f64> {
+        if no_tokens(sums) {
+            return Some(0.0);
+        }
+        Some(self.0?.cost(sums, &mut None))
     }
 }
 

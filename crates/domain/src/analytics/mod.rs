@@ -34,6 +34,7 @@ pub mod dashboard;
 pub mod explain;
 pub mod failures;
 pub mod headers;
+pub mod heat;
 pub mod identity;
 pub mod model;
 pub mod monitoring;

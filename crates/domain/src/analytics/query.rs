@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::cost::{PriceBook, context_band};
+use super::heat::HeatParts;
 use super::time::{Granularity, Zone};
 use super::{Metrics, analytics_model};
 use crate::event::TokenCounts;
@@ -755,18 +756,14 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
         request: GroupRequest,
     ) -> impl Future<Output = Result<Vec<GroupRow>, StoreError>> + Send;
 
-    /// Group rows for the heatmap and the hourly distribution: those of
-    /// [`Self::groups`] with identities and a `(zone, Hour)` timeline, except that
-    /// a row's identity may carry only the API-key hash and the effective provider
-    /// (in `provider`, `auth_provider` empty): the identity fields the heatmap
-    /// reads, and rows of the local hours that share a weekday and an hour of day
-    /// may be merged across dates (such a row carries one of those hours). That
-    /// lets storage answer from a rollup with far fewer rows.
-    fn heat_groups(
+    /// The heatmap's sums of `scope` in `zone` (see [`HeatParts`]): the rows of
+    /// [`Self::groups`] with identities and a `(zone, Hour)` timeline, summed per
+    /// local weekday hour and heat key across dates.
+    fn heat_parts(
         &self,
         scope: Scope,
         zone: Zone,
-    ) -> impl Future<Output = Result<Vec<GroupRow>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<HeatParts, StoreError>> + Send;
 
     /// Every distinct (identity, analytics model) pair of the events of `scope`,
     /// without sums: what filter selectors are made of.

@@ -2,12 +2,11 @@
 //! `hourly_distribution` (local hour of day).
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::analytics::cost::{Band, PriceBook, add_cost};
+use crate::analytics::cost::{Band, BandPrice, PriceBook, add_cost};
+use crate::analytics::heat::{HeatParts, WordMap};
 use crate::analytics::query::{GroupRow, Text};
 use crate::analytics::time::Zone;
 use crate::analytics::totals::{Totals, cost_key};
@@ -74,255 +73,139 @@ pub struct Contributor {
     pub share: f64,
 }
 
-pub(super) fn heatmap(book: &PriceBook, rows: &[GroupRow], zone: &Zone) -> Vec<HeatCell> {
+pub(super) fn heatmap(book: &PriceBook, heat: &HeatParts) -> Vec<HeatCell> {
+    // The stand-in for a blank model, as a contributor.
     let unknown: Text = Text::from("Unknown");
-    // Rows are first summed per cell and per everything the cell shows or prices
-    // by, so each distinct band is priced once however many dates and credentials
-    // the rows span. Texts come from shared caches, so their pointers stand for
-    // them here; contributors with equal texts behind different pointers are
-    // merged when the cell is finished.
-    let mut local: WordMap<i64, usize> = WordMap::default();
-    // One map per cell (`weekday * 24 + hour`): stores hand rows over a bucket at a
-    // time, so consecutive rows land in one small map.
-    let mut parts: Vec<WordMap<PartKey, Part<'_>>> =
-        (0..7 * 24).map(|_| WordMap::default()).collect();
-    // Rows of one bucket come together, so the cell of the last bucket is kept.
-    let mut last: Option<(i64, usize)> = None;
-    for row in rows {
-        let cell = match last {
-            Some((bucket_ms, cell)) if bucket_ms == row.bucket_ms => cell,
-            _ => {
-                let cell = *local.entry(row.bucket_ms).or_insert_with(|| {
-                    let (weekday, hour) = zone.weekday_hour(row.bucket_ms);
-                    usize::try_from(weekday * 24 + hour).unwrap_or(0)
+    // Each distinct band is priced once: looking its price up costs far more
+    // than the formula, and a range holds few bands in many cells.
+    let mut prices: WordMap<(u32, u32, u32, u8), BandPrice> = WordMap::default();
+    // A contributor per text index, reused cell after cell (the touched indexes
+    // are listed, so clearing costs what the cell used).
+    let mut models = Contributors::new(heat.texts.len());
+    let mut keys = Contributors::new(heat.texts.len());
+    let mut providers = Contributors::new(heat.texts.len());
+    let mut out = Vec::new();
+    for (index, parts) in heat.cells.iter().enumerate() {
+        if parts.is_empty() {
+            continue;
+        }
+        let mut acc = Totals::default();
+        for (key, metrics) in parts {
+            let price = *prices
+                .entry((
+                    key.model,
+                    key.billing_model,
+                    key.service_tier,
+                    key.context_band,
+                ))
+                .or_insert_with(|| {
+                    book.band_price(Band {
+                        model: heat.text(key.model),
+                        billing_model: heat.text(key.billing_model),
+                        service_tier: heat.text(key.service_tier),
+                        context_band: key.context_band,
+                    })
                 });
-                last = Some((row.bucket_ms, cell));
-                cell
+            let cost = price.cost(metrics);
+            add_metrics(&mut acc, metrics, cost);
+            models.add(key.model, metrics, cost);
+            if let Some(api_key) = key.api_key {
+                keys.add(api_key, metrics, cost);
             }
-        };
-        let model = if row.model.trim().is_empty() {
-            &unknown
-        } else {
-            &row.model
-        };
-        let (key, provider) = match &row.identity {
-            Some(identity) => {
-                let key =
-                    (!identity.api_key_hash.trim().is_empty()).then_some(&identity.api_key_hash);
-                let provider = if identity.auth_provider.is_empty() {
-                    &identity.provider
-                } else {
-                    &identity.auth_provider
-                };
-                let provider = if provider.trim().is_empty() {
-                    &unknown
-                } else {
-                    provider
-                };
-                (key, Some(provider))
+            if let Some(provider) = key.provider {
+                providers.add(provider, metrics, cost);
             }
-            None => (None, None),
+        }
+        let m = acc.metrics;
+        out.push(HeatCell {
+            weekday: (index / 24) as i64,
+            hour: (index % 24) as i64,
+            calls: m.calls,
+            success: m.success(),
+            failure: m.failures,
+            tokens: m.total,
+            cost: acc.cost,
+            failure_rate: m.failure_rate(),
+            model_contributors: models.top(heat, Some(&unknown), m.calls),
+            api_key_contributors: keys.top(heat, None, m.calls),
+            provider_contributors: providers.top(heat, None, m.calls),
+        });
+    }
+    out
+}
+
+/// The contributors of one cell by text index.
+struct Contributors {
+    totals: Vec<Totals>,
+    seen: Vec<bool>,
+    touched: Vec<u32>,
+}
+
+impl Contributors {
+    fn new(texts: usize) -> Contributors {
+        Contributors {
+            totals: vec![Totals::default(); texts],
+            seen: vec![false; texts],
+            touched: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, index: u32, metrics: &Metrics, cost: Option<f64>) {
+        let Some(slot) = self.totals.get_mut(index as usize) else {
+            return;
         };
-        let part = PartKey {
-            model: pointer(&row.model),
-            billing: pointer(&row.billing_model),
-            tier: pointer(&row.service_tier),
-            band: row.context_band,
-            failed: row.failed,
-            key: key.map_or(0, pointer),
-            provider: provider.map_or(0, pointer),
-        };
-        parts[cell]
-            .entry(part)
-            .or_insert_with(|| Part {
-                band: Band {
-                    model: &row.model,
-                    billing_model: &row.billing_model,
-                    service_tier: &row.service_tier,
-                    context_band: row.context_band,
-                },
-                model: Named::of(model),
-                key: key.map(Named::of),
-                provider: provider.map(Named::of),
-                metrics: Metrics::default(),
+        if !std::mem::replace(&mut self.seen[index as usize], true) {
+            self.touched.push(index);
+        }
+        add_metrics(slot, metrics, cost);
+    }
+
+    /// The top five contributors of the cell, by calls, then cost, then key, and
+    /// the slots cleared for the next cell. With `blank`, a contributor whose text
+    /// is blank is listed under that text.
+    fn top(&mut self, heat: &HeatParts, blank: Option<&Text>, cell_calls: i64) -> Vec<Contributor> {
+        // Equal texts behind different indexes are one contributor.
+        let mut by_text: HashMap<&str, Totals> = HashMap::with_capacity(self.touched.len());
+        for index in self.touched.drain(..) {
+            let totals = std::mem::take(&mut self.totals[index as usize]);
+            self.seen[index as usize] = false;
+            let mut text: &str = heat.text(index);
+            if let Some(blank) = blank
+                && text.trim().is_empty()
+            {
+                text = blank;
+            }
+            let entry = by_text.entry(text).or_default();
+            add_metrics(entry, &totals.metrics, totals.cost);
+        }
+        // Keys are distinct, so the order below is total whatever the map's order.
+        let mut list: Vec<Contributor> = by_text
+            .into_iter()
+            .map(|(key, acc)| Contributor {
+                key: key.to_string(),
+                calls: acc.metrics.calls,
+                success: acc.metrics.success(),
+                failure: acc.metrics.failures,
+                tokens: acc.metrics.total,
+                cost: acc.cost,
+                failure_rate: acc.metrics.failure_rate(),
+                share: ratio(acc.metrics.calls as f64, cell_calls as f64),
             })
-            .metrics
-            .add(&row.metrics);
+            .collect();
+        list.sort_by(|a, b| {
+            b.calls
+                .cmp(&a.calls)
+                .then_with(|| cost_key(b.cost).total_cmp(&cost_key(a.cost)))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        list.truncate(5);
+        list
     }
-    #[derive(Default)]
-    struct Cell<'r> {
-        acc: Totals,
-        models: WordMap<usize, (&'r Text, Totals)>,
-        keys: WordMap<usize, (&'r Text, Totals)>,
-        providers: WordMap<usize, (&'r Text, Totals)>,
-    }
-    let mut cells: BTreeMap<usize, Cell<'_>> = BTreeMap::new();
-    for (index, part) in parts
-        .iter()
-        .enumerate()
-        .flat_map(|(index, parts)| parts.values().map(move |part| (index, part)))
-    {
-        let cost = book.band_cost(part.band, &part.metrics);
-        let cell = cells.entry(index).or_default();
-        add_metrics(&mut cell.acc, &part.metrics, cost);
-        add_to(&mut cell.models, part.model, &part.metrics, cost);
-        if let Some(key) = part.key {
-            add_to(&mut cell.keys, key, &part.metrics, cost);
-        }
-        if let Some(provider) = part.provider {
-            add_to(&mut cell.providers, provider, &part.metrics, cost);
-        }
-    }
-    cells
-        .into_iter()
-        .map(|(cell, parts)| {
-            let m = parts.acc.metrics;
-            HeatCell {
-                weekday: (cell / 24) as i64,
-                hour: (cell % 24) as i64,
-                calls: m.calls,
-                success: m.success(),
-                failure: m.failures,
-                tokens: m.total,
-                cost: parts.acc.cost,
-                failure_rate: m.failure_rate(),
-                model_contributors: top(&parts.models, m.calls),
-                api_key_contributors: top(&parts.keys, m.calls),
-                provider_contributors: top(&parts.providers, m.calls),
-            }
-        })
-        .collect()
-}
-
-/// What a heatmap cell is summed by: the price band's texts and the
-/// contributors' texts, as pointers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PartKey {
-    model: usize,
-    billing: usize,
-    tier: usize,
-    band: u8,
-    failed: bool,
-    key: usize,
-    provider: usize,
-}
-
-/// The summed metrics of one [`PartKey`], with its band (held here rather than
-/// read through its first row when priced: the rows are many and far apart).
-struct Part<'r> {
-    band: Band<'r>,
-    model: Named<'r>,
-    key: Option<Named<'r>>,
-    provider: Option<Named<'r>>,
-    metrics: Metrics,
-}
-
-/// A map keyed by words (pointers, times, small integers) the heatmap builds
-/// itself, hashed by multiply-rotate rather than SipHash: no key comes from a
-/// client, so flooding resistance buys nothing here.
-type WordMap<K, V> = HashMap<K, V, BuildHasherDefault<WordHasher>>;
-
-#[derive(Default)]
-struct WordHasher(u64);
-
-impl Hasher for WordHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(u64::from(*byte));
-        }
-    }
-
-    fn write_u8(&mut self, value: u8) {
-        self.write_u64(u64::from(value));
-    }
-
-    fn write_usize(&mut self, value: usize) {
-        self.write_u64(value as u64);
-    }
-
-    fn write_i64(&mut self, value: i64) {
-        self.write_u64(value as u64);
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        // The product's high bits are the well-mixed ones; the table indexes by the
-        // low bits (and pointers' low bits are all zero).
-        self.0.rotate_left(26)
-    }
-}
-
-fn pointer(text: &Text) -> usize {
-    Arc::as_ptr(text).cast::<u8>() as usize
 }
 
 fn add_metrics(totals: &mut Totals, metrics: &Metrics, cost: Option<f64>) {
     totals.metrics.add(metrics);
     totals.cost = add_cost(totals.cost, cost);
-}
-
-/// A contributor's text with its pointer, taken while its row is at hand: the
-/// text is read again only when the contributor is first seen in a cell.
-#[derive(Clone, Copy)]
-struct Named<'r> {
-    pointer: usize,
-    text: &'r Text,
-}
-
-impl<'r> Named<'r> {
-    fn of(text: &'r Text) -> Named<'r> {
-        Named {
-            pointer: pointer(text),
-            text,
-        }
-    }
-}
-
-fn add_to<'r>(
-    map: &mut WordMap<usize, (&'r Text, Totals)>,
-    named: Named<'r>,
-    metrics: &Metrics,
-    cost: Option<f64>,
-) {
-    let entry = map
-        .entry(named.pointer)
-        .or_insert_with(|| (named.text, Totals::default()));
-    add_metrics(&mut entry.1, metrics, cost);
-}
-
-/// The top five contributors of a cell, by calls, then cost, then key.
-fn top(map: &WordMap<usize, (&Text, Totals)>, cell_calls: i64) -> Vec<Contributor> {
-    // Equal texts behind different pointers are one contributor.
-    let mut by_text: HashMap<&str, Totals> = HashMap::with_capacity(map.len());
-    for (text, totals) in map.values() {
-        let entry = by_text.entry(&***text).or_default();
-        add_metrics(entry, &totals.metrics, totals.cost);
-    }
-    // Keys are distinct, so the order below is total whatever the map's order.
-    let mut list: Vec<Contributor> = by_text
-        .into_iter()
-        .map(|(key, acc)| Contributor {
-            key: key.to_string(),
-            calls: acc.metrics.calls,
-            success: acc.metrics.success(),
-            failure: acc.metrics.failures,
-            tokens: acc.metrics.total,
-            cost: acc.cost,
-            failure_rate: acc.metrics.failure_rate(),
-            share: ratio(acc.metrics.calls as f64, cell_calls as f64),
-        })
-        .collect();
-    list.sort_by(|a, b| {
-        b.calls
-            .cmp(&a.calls)
-            .then_with(|| cost_key(b.cost).total_cmp(&cost_key(a.cost)))
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    list.truncate(5);
-    list
 }
 
 /// Calls and tokens per local hour of day, hours with calls only, ascending.
@@ -339,6 +222,27 @@ pub(super) fn hourly_distribution(rows: &[GroupRow], zone: &Zone) -> Vec<HourPoi
     }
     hours
         .into_iter()
+        .filter(|(_, (calls, _))| *calls > 0)
+        .map(|(hour, (calls, tokens))| HourPoint {
+            hour,
+            calls,
+            tokens,
+        })
+        .collect()
+}
+
+/// [`hourly_distribution`] of the heatmap's parts.
+pub(super) fn hourly_distribution_of_parts(heat: &HeatParts) -> Vec<HourPoint> {
+    let mut hours = [(0_i64, 0_i64); 24];
+    for (index, parts) in heat.cells.iter().enumerate() {
+        let entry = &mut hours[index % 24];
+        for (_, metrics) in parts {
+            entry.0 = entry.0.saturating_add(metrics.calls);
+            entry.1 = entry.1.saturating_add(metrics.total);
+        }
+    }
+    (0_i64..)
+        .zip(hours)
         .filter(|(_, (calls, _))| *calls > 0)
         .map(|(hour, (calls, tokens))| HourPoint {
             hour,

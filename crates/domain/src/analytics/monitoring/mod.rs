@@ -381,24 +381,21 @@ pub async fn monitoring<S: AnalyticsStore>(
     if include.timeline {
         response.timeline = points;
     }
-    if include.hourly_distribution || include.heatmap {
-        let rows = if include.heatmap {
-            store.heat_groups(scope.clone(), zone.clone()).await?
-        } else {
-            store
-                .groups(GroupRequest {
-                    scope: scope.clone(),
-                    identity: false,
-                    timeline: Some((zone.clone(), Granularity::Hour)),
-                })
-                .await?
-        };
+    if include.heatmap {
+        let heat = store.heat_parts(scope.clone(), zone.clone()).await?;
         if include.hourly_distribution {
-            response.hourly_distribution = heatmap::hourly_distribution(&rows, &zone);
+            response.hourly_distribution = heatmap::hourly_distribution_of_parts(&heat);
         }
-        if include.heatmap {
-            response.heatmap = heatmap::heatmap(&book, &rows, &zone);
-        }
+        response.heatmap = heatmap::heatmap(&book, &heat);
+    } else if include.hourly_distribution {
+        let rows = store
+            .groups(GroupRequest {
+                scope: scope.clone(),
+                identity: false,
+                timeline: Some((zone.clone(), Granularity::Hour)),
+            })
+            .await?;
+        response.hourly_distribution = heatmap::hourly_distribution(&rows, &zone);
     }
     if include.model_share || include.model_stats {
         let stats = models::model_stats(&book, &main_rows);

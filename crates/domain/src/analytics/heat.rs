@@ -1,0 +1,253 @@
+//! The sums the heatmap is built from ([`HeatParts`]): per local weekday hour, per
+//! price band, failed flag, client API-key hash and provider, across the dates of
+//! the range. Storage answers with them directly ([`HeatCollector`] keeps its
+//! texts by index), so no row is made per stored entry; rows that storage reads
+//! as group rows (raw edges, identity filters) are folded in with
+//! [`HeatCollector::add_row`].
+
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
+
+use super::Metrics;
+use super::query::{GroupRow, Identity, Text};
+use super::time::Zone;
+
+/// Cells of a heatmap: seven weekdays of 24 hours, `weekday * 24 + hour`.
+pub const CELLS: usize = 7 * 24;
+
+/// What a heatmap cell's calls are summed by: the price band, the failed flag and
+/// the contributors, each text an index into [`HeatParts::texts`]. Texts are
+/// told apart by their stored identity (the dictionary entry), as rows tell them
+/// apart by their shared pointers; equal texts of different entries are merged
+/// only when a cell's contributors are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeatKey {
+    /// Analytics model.
+    pub model: u32,
+    /// The model the cost is priced as.
+    pub billing_model: u32,
+    /// Effective service tier.
+    pub service_tier: u32,
+    /// Input-size band.
+    pub context_band: u8,
+    /// Whether the calls failed.
+    pub failed: bool,
+    /// The client API-key hash; `None` for calls without one (a blank hash).
+    pub api_key: Option<u32>,
+    /// The provider (the auth-file provider, else the event's; `Unknown` when
+    /// blank); `None` for rows read without an identity.
+    pub provider: Option<u32>,
+}
+
+impl Hash for HeatKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Three words rather than a write per field: this is hashed once per
+        // stored entry of the range.
+        let option = |value: Option<u32>| value.map_or(0, |index| u64::from(index) + 1);
+        state.write_u64(u64::from(self.model) << 32 | u64::from(self.billing_model));
+        state.write_u64(u64::from(self.service_tier) << 32 | option(self.provider));
+        state.write_u64(
+            option(self.api_key) << 16 | u64::from(self.context_band) << 8 | u64::from(self.failed),
+        );
+    }
+}
+
+/// The heatmap's sums of a scope.
+#[derive(Debug, Clone, Default)]
+pub struct HeatParts {
+    /// The texts the keys name, by index.
+    pub texts: Vec<Text>,
+    /// Per cell (`weekday * 24 + hour` in the request's zone, weekday 0 = Sunday),
+    /// the summed metrics of each distinct key, in no fixed order; [`CELLS`] long
+    /// (or empty when nothing was counted).
+    pub cells: Vec<Vec<(HeatKey, Metrics)>>,
+}
+
+impl HeatParts {
+    /// The text of an index (`""` for an index it does not hold).
+    pub fn text(&self, index: u32) -> &Text {
+        static EMPTY: std::sync::OnceLock<Text> = std::sync::OnceLock::new();
+        self.texts
+            .get(index as usize)
+            .unwrap_or_else(|| EMPTY.get_or_init(|| Text::from("")))
+    }
+}
+
+/// A map keyed by words (indexes, pointers, times) the analytics code builds
+/// itself, hashed by multiply-rotate rather than SipHash: no key comes from a
+/// client, so flooding resistance buys nothing here.
+pub(crate) type WordMap<K, V> = HashMap<K, V, BuildHasherDefault<WordHasher>>;
+
+/// The hasher of [`WordMap`].
+#[derive(Default)]
+pub(crate) struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64);
+    }
+
+    fn write_i64(&mut self, value: i64) {
+        self.write_u64(value as u64);
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        // The product's high bits are the well-mixed ones; the table indexes by the
+        // low bits (and pointers' low bits are all zero).
+        self.0.rotate_left(26)
+    }
+}
+
+/// Gathers [`HeatParts`]: texts are interned by their shared pointer (storage
+/// hands out one pointer per dictionary entry), and equal keys of a cell are
+/// summed.
+pub struct HeatCollector {
+    texts: Vec<Text>,
+    by_pointer: WordMap<usize, u32>,
+    unknown: u32,
+    cells: Vec<WordMap<HeatKey, Metrics>>,
+    /// Cell of the last local hour looked up, and its (weekday, hour) index.
+    last: Option<(i64, usize)>,
+    local: WordMap<i64, usize>,
+}
+
+impl Default for HeatCollector {
+    fn default() -> HeatCollector {
+        HeatCollector::new()
+    }
+}
+
+impl HeatCollector {
+    /// An empty collector.
+    pub fn new() -> HeatCollector {
+        HeatCollector {
+            // The blank provider's stand-in comes first.
+            texts: vec![Text::from("Unknown")],
+            by_pointer: WordMap::default(),
+            unknown: 0,
+            cells: (0..CELLS).map(|_| WordMap::default()).collect(),
+            last: None,
+            local: WordMap::default(),
+        }
+    }
+
+    /// The index of a text, by its pointer.
+    pub fn text(&mut self, text: &Text) -> u32 {
+        let pointer = Arc::as_ptr(text).cast::<u8>() as usize;
+        if let Some(known) = self.by_pointer.get(&pointer) {
+            return *known;
+        }
+        let index = u32::try_from(self.texts.len()).unwrap_or(u32::MAX);
+        self.texts.push(text.clone());
+        self.by_pointer.insert(pointer, index);
+        index
+    }
+
+    /// The API-key hash (`None` when blank) and the provider (the auth-file
+    /// provider, else the event's; `Unknown` when blank) of an identity, as the
+    /// heatmap lists them.
+    pub fn contributors(&mut self, identity: &Identity) -> (Option<u32>, u32) {
+        let key =
+            (!identity.api_key_hash.trim().is_empty()).then(|| self.text(&identity.api_key_hash));
+        let provider = if identity.auth_provider.is_empty() {
+            &identity.provider
+        } else {
+            &identity.auth_provider
+        };
+        let provider = if provider.trim().is_empty() {
+            self.unknown
+        } else {
+            self.text(provider)
+        };
+        (key, provider)
+    }
+
+    /// The cell (`weekday * 24 + hour`) of an instant in `zone`, remembered per
+    /// instant (callers look up the starts of local hours, which repeat).
+    pub fn cell(&mut self, zone: &Zone, ms: i64) -> usize {
+        match self.last {
+            Some((last_ms, cell)) if last_ms == ms => cell,
+            _ => {
+                let cell = *self.local.entry(ms).or_insert_with(|| {
+                    let (weekday, hour) = zone.weekday_hour(ms);
+                    usize::try_from(weekday * 24 + hour).unwrap_or(0) % CELLS
+                });
+                self.last = Some((ms, cell));
+                cell
+            }
+        }
+    }
+
+    /// Adds `metrics` to a key of a cell.
+    pub fn add(&mut self, cell: usize, key: HeatKey, metrics: &Metrics) {
+        self.cells[cell % CELLS]
+            .entry(key)
+            .or_default()
+            .add(metrics);
+    }
+
+    /// Adds a group row of a `(zone, Hour)` timeline (its bucket is the start of a
+    /// local hour).
+    pub fn add_row(&mut self, zone: &Zone, row: &GroupRow) {
+        let cell = self.cell(zone, row.bucket_ms);
+        let (api_key, provider) = match &row.identity {
+            Some(identity) => {
+                let (key, provider) = self.contributors(identity);
+                (key, Some(provider))
+            }
+            None => (None, None),
+        };
+        let key = HeatKey {
+            model: self.text(&row.model),
+            billing_model: self.text(&row.billing_model),
+            service_tier: self.text(&row.service_tier),
+            context_band: row.context_band,
+            failed: row.failed,
+            api_key,
+            provider,
+        };
+        self.add(cell, key, &row.metrics);
+    }
+
+    /// The collected parts.
+    pub fn finish(self) -> HeatParts {
+        HeatParts {
+            texts: self.texts,
+            cells: self
+                .cells
+                .into_iter()
+                .map(|cell| cell.into_iter().collect())
+                .collect(),
+        }
+    }
+}
+
+/// The parts of group rows of a `(zone, Hour)` timeline.
+pub fn parts_of_rows(rows: &[GroupRow], zone: &Zone) -> HeatParts {
+    let mut collector = HeatCollector::new();
+    for row in rows {
+        collector.add_row(zone, row);
+    }
+    collector.finish()
+}
