@@ -1109,15 +1109,8 @@ impl SqliteStore {
                     .await?;
                 }
                 Source::Hour => {
-                    self.heat_rollup(
-                        &mut connection,
-                        &request,
-                        &model_ids,
-                        from,
-                        to,
-                        &mut collector,
-                    )
-                    .await?;
+                    self.heat_rollup(&request, &model_ids, from, to, &mut collector)
+                        .await?;
                 }
                 Source::Quarter | Source::Day => {
                     self.rollup_rows(
@@ -1141,60 +1134,74 @@ impl SqliteStore {
     }
 
     /// Adds the heat rollup's entries of the whole UTC hours `[from, to)` to
-    /// `collector`. Entries are summed per cell by their stored ids first (a
-    /// range repeats each key in many hours), then each distinct key is named.
+    /// `collector`. The blobs are stepped on a blocking thread through an idle
+    /// read-only rusqlite connection of the store's own (so each is decoded where
+    /// SQLite holds it, never copied), and their entries are summed per cell by
+    /// stored ids first (a range repeats each key in many hours); each distinct key
+    /// of a cell is then named once. Like the search's group rows, these hours are
+    /// read in a snapshot of their own: every hour is read whole from one snapshot,
+    /// and no hour is read twice.
     async fn heat_rollup(
         &self,
-        connection: &mut SqliteConnection,
         request: &GroupRequest,
         model_ids: &[i64],
         from: i64,
         to: i64,
         collector: &mut HeatCollector,
     ) -> Result<(), StoreError> {
-        let Some((zone, granularity)) = request.timeline.as_ref() else {
+        let Some((zone, _)) = request.timeline.as_ref() else {
             return Ok(());
         };
-        let sql = format!(
-            "SELECT bucket_ms, entries FROM usage_rollup_heat_h WHERE bucket_ms >= ? AND bucket_ms < ? \
-             ORDER BY bucket_ms LIMIT {BLOB_CHUNK}"
-        );
-        let filters = &request.scope.filters;
-        let mut bucketer = Bucketer::new(zone, *granularity);
-        // One small map per cell: a blob's entries all land in one, which stays in
-        // cache, where one map of every (cell, key) would not.
-        let mut cells: Vec<FastMap<EntryKey, Metrics>> =
-            (0..CELLS).map(|_| FastMap::default()).collect();
-        // Blobs are read a bounded number at a time, so memory stays flat.
-        let mut cursor = from;
-        loop {
-            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(cursor)
-                .bind(to)
-                .fetch_all(&mut *connection)
-                .await
-                .map_err(db("read rollups"))?;
-            let Some(last) = rows.last().map(|row| row.0) else {
-                break;
-            };
-            let full = rows.len() as i64 == BLOB_CHUNK;
-            cursor = last + 1;
-            for (bucket, blob) in &rows {
-                let local = bucketer.bucket(*bucket);
-                let into = &mut cells[collector.cell(zone, local)];
-                decode_entries(*bucket, true, blob, |key, sums| {
-                    if !filters.matches_failed(key.failed)
-                        || (!model_ids.is_empty() && !model_ids.contains(&key.model))
-                    {
-                        return;
-                    }
-                    into.entry(key).or_default().add(&sums.metrics);
-                });
-            }
-            if !full {
-                break;
-            }
+        // The cell of each local hour that starts a whole UTC hour of the range.
+        let mut cell_of: FastMap<i64, usize> = FastMap::default();
+        let mut bucketer = Bucketer::new(zone, Granularity::Hour);
+        let mut hour = from;
+        while hour < to {
+            cell_of.insert(hour, collector.cell(zone, bucketer.bucket(hour)));
+            hour += HOUR_MS;
         }
+        let wanted = [false, true].map(|failed| request.scope.filters.matches_failed(failed));
+        let failed_ok = move |failed: bool| wanted[usize::from(failed)];
+        let model_ids = model_ids.to_vec();
+        let store = self.clone();
+        let cells = tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("read heat rollups");
+                let mut statement = reader
+                    .prepare_cached(
+                        "SELECT bucket_ms, entries FROM usage_rollup_heat_h \
+                         WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
+                    )
+                    .map_err(&sqlite)?;
+                let mut rows = statement.query((from, to)).map_err(&sqlite)?;
+                // One small map per cell: a blob's entries all land in one, which
+                // stays in cache, where one map of every (cell, key) would not.
+                let mut cells: Vec<FastMap<EntryKey, Metrics>> =
+                    (0..CELLS).map(|_| FastMap::default()).collect();
+                while let Some(row) = rows.next().map_err(&sqlite)? {
+                    let bucket: i64 = row.get(0).map_err(&sqlite)?;
+                    let Some(cell) = cell_of.get(&bucket) else {
+                        continue;
+                    };
+                    let into = &mut cells[*cell];
+                    let blob = match row.get_ref(1).map_err(&sqlite)? {
+                        rusqlite::types::ValueRef::Blob(blob) => blob,
+                        _ => continue,
+                    };
+                    decode_entries(bucket, true, blob, |key, sums| {
+                        if !failed_ok(key.failed)
+                            || (!model_ids.is_empty() && !model_ids.contains(&key.model))
+                        {
+                            return;
+                        }
+                        into.entry(key).or_default().add(&sums.metrics);
+                    });
+                }
+                Ok(cells)
+            })
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("sum heat rollups: {error}"), error))??;
         let state = lock_read(self.read_cache());
         let mut texts: FastMap<i64, u32> = FastMap::default();
         let mut text = |collector: &mut HeatCollector, id: i64| {
