@@ -153,8 +153,7 @@ const NEW_IDENTITIES: &str = "SELECT id, provider_id, executor_type_id, auth_ind
     FROM usage_identities WHERE id > ? ORDER BY id";
 
 /// Analytics-model map rows past a sequence number.
-const NEW_ANALYTICS: &str =
-    "SELECT seq, model_dim_id, analytics_dim_id FROM usage_model_analytics WHERE seq > ? ORDER BY seq";
+const NEW_ANALYTICS: &str = "SELECT seq, model_dim_id, analytics_dim_id FROM usage_model_analytics WHERE seq > ? ORDER BY seq";
 
 /// `usage_identities` row: id and the eleven dimension ids.
 type IdentityRow = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
