@@ -25,6 +25,7 @@ use cpamp_domain::analytics::query::{
 };
 use cpamp_domain::analytics::time::{Bucketer, DAY_MS, Granularity, HOUR_MS, QUARTER_MS, Zone};
 use cpamp_domain::event::TokenCounts;
+use rusqlite::types::ValueRef;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
@@ -144,6 +145,17 @@ fn db(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |source| error::map(source, context)
 }
 
+/// Dictionary rows past an id ([`SqliteStore::refresh`]).
+const NEW_DIMS: &str = "SELECT id, kind, value FROM dims WHERE id > ? ORDER BY id";
+
+/// `usage_identities` rows past an id.
+const NEW_IDENTITIES: &str = "SELECT id, provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, \
+    api_key_hash_id, account_id, auth_label_id, auth_file_id, auth_provider_id, auth_project_id \
+    FROM usage_identities WHERE id > ? ORDER BY id";
+
+/// Analytics-model map rows past a sequence number.
+const NEW_ANALYTICS: &str = "SELECT seq, model_dim_id, analytics_dim_id FROM usage_model_analytics WHERE seq > ? ORDER BY seq";
+
 /// `usage_identities` row: id and the eleven dimension ids.
 type IdentityRow = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
 
@@ -164,6 +176,58 @@ pub(crate) const EVENT_COLUMNS: &str = "id, event_hash, request_id, timestamp_ms
     response_metadata_json, header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
     header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms, timestamp_sub_ms, \
     metadata_template_id, metadata_values";
+
+/// The values of one row of [`EVENT_COLUMNS`], whichever driver read it: a
+/// missing value, or one of another type, reads as `None` (bytes also read a
+/// text's bytes), as sqlx's checked reads answer.
+pub(crate) trait EventRow {
+    fn int(&self, index: usize) -> Option<i64>;
+    fn real(&self, index: usize) -> Option<f64>;
+    fn text(&self, index: usize) -> Option<&str>;
+    fn bytes(&self, index: usize) -> Option<&[u8]>;
+}
+
+impl EventRow for SqliteRow {
+    fn int(&self, index: usize) -> Option<i64> {
+        self.try_get::<Option<i64>, _>(index).ok().flatten()
+    }
+    fn real(&self, index: usize) -> Option<f64> {
+        self.try_get::<Option<f64>, _>(index).ok().flatten()
+    }
+    fn text(&self, index: usize) -> Option<&str> {
+        self.try_get::<Option<&str>, _>(index).ok().flatten()
+    }
+    fn bytes(&self, index: usize) -> Option<&[u8]> {
+        self.try_get::<Option<&[u8]>, _>(index).ok().flatten()
+    }
+}
+
+impl EventRow for rusqlite::Row<'_> {
+    fn int(&self, index: usize) -> Option<i64> {
+        match self.get_ref(index) {
+            Ok(ValueRef::Integer(value)) => Some(value),
+            _ => None,
+        }
+    }
+    fn real(&self, index: usize) -> Option<f64> {
+        match self.get_ref(index) {
+            Ok(ValueRef::Real(value)) => Some(value),
+            _ => None,
+        }
+    }
+    fn text(&self, index: usize) -> Option<&str> {
+        match self.get_ref(index) {
+            Ok(ValueRef::Text(bytes)) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        }
+    }
+    fn bytes(&self, index: usize) -> Option<&[u8]> {
+        match self.get_ref(index) {
+            Ok(ValueRef::Blob(bytes) | ValueRef::Text(bytes)) => Some(bytes),
+            _ => None,
+        }
+    }
+}
 
 /// Which packed rollup a segment is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,37 +377,78 @@ impl SqliteStore {
         &self,
         connection: &mut SqliteConnection,
     ) -> Result<(), StoreError> {
-        let cache = self.read_cache();
-        let (max_dim, max_identity, max_seq) = {
-            let state = lock_read(cache);
-            (state.max_dim, state.max_identity, state.max_analytics_seq)
-        };
-        let dims: Vec<(i64, u8, String)> =
-            sqlx::query_as("SELECT id, kind, value FROM dims WHERE id > ? ORDER BY id")
-                .bind(max_dim)
-                .fetch_all(&mut *connection)
-                .await
-                .map_err(db("read dims"))?;
-        let identities: Vec<IdentityRow> = sqlx::query_as(
-            "SELECT id, provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
-             account_id, auth_label_id, auth_file_id, auth_provider_id, auth_project_id \
-             FROM usage_identities WHERE id > ? ORDER BY id",
-        )
-        .bind(max_identity)
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(db("read identities"))?;
-        let analytics: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT seq, model_dim_id, analytics_dim_id FROM usage_model_analytics WHERE seq > ? ORDER BY seq",
-        )
-        .bind(max_seq)
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(db("read model map"))?;
+        let (max_dim, max_identity, max_seq) = self.cache_marks();
+        let dims: Vec<(i64, u8, String)> = sqlx::query_as(NEW_DIMS)
+            .bind(max_dim)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(db("read dims"))?;
+        let identities: Vec<IdentityRow> = sqlx::query_as(NEW_IDENTITIES)
+            .bind(max_identity)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(db("read identities"))?;
+        let analytics: Vec<(i64, i64, i64)> = sqlx::query_as(NEW_ANALYTICS)
+            .bind(max_seq)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(db("read model map"))?;
+        self.top_up(dims, identities, analytics);
+        Ok(())
+    }
+
+    /// [`Self::refresh`] through a rusqlite connection (inside the caller's read
+    /// transaction, so the caches cover every row it reads afterwards).
+    pub(crate) fn refresh_rows(&self, reader: &rusqlite::Connection) -> rusqlite::Result<()> {
+        let (max_dim, max_identity, max_seq) = self.cache_marks();
+        let dims = reader
+            .prepare_cached(NEW_DIMS)?
+            .query_map([max_dim], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<(i64, u8, String)>>>()?;
+        let identities = reader
+            .prepare_cached(NEW_IDENTITIES)?
+            .query_map([max_identity], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                    row.get(7)?,
+                    row.get(8)?,
+                    row.get(9)?,
+                    row.get(10)?,
+                    row.get(11)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<IdentityRow>>>()?;
+        let analytics = reader
+            .prepare_cached(NEW_ANALYTICS)?
+            .query_map([max_seq], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<(i64, i64, i64)>>>()?;
+        self.top_up(dims, identities, analytics);
+        Ok(())
+    }
+
+    /// The largest dictionary id, identity id and model-map sequence cached.
+    fn cache_marks(&self) -> (i64, i64, i64) {
+        let state = lock_read(self.read_cache());
+        (state.max_dim, state.max_identity, state.max_analytics_seq)
+    }
+
+    /// Adds rows read past [`Self::cache_marks`] to the caches.
+    fn top_up(
+        &self,
+        dims: Vec<(i64, u8, String)>,
+        identities: Vec<IdentityRow>,
+        analytics: Vec<(i64, i64, i64)>,
+    ) {
         if dims.is_empty() && identities.is_empty() && analytics.is_empty() {
-            return Ok(());
+            return;
         }
-        let mut state = lock_write(cache);
+        let mut state = lock_write(self.read_cache());
         for (id, kind, value) in dims {
             state.max_dim = state.max_dim.max(id);
             state.kinds.insert(id, kind);
@@ -375,7 +480,6 @@ impl SqliteStore {
             state.max_analytics_seq = state.max_analytics_seq.max(seq);
             state.analytics.insert(model, analytics);
         }
-        Ok(())
     }
 
     /// Dictionary ids (kind Model) of the wanted analytics models.
@@ -397,11 +501,11 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    pub(crate) fn event_from_row(&self, state: &CacheState, row: &SqliteRow) -> RawEvent {
-        let id = |index: usize| row.try_get::<Option<i64>, _>(index).ok().flatten();
+    pub(crate) fn event_from_row(&self, state: &CacheState, row: &impl EventRow) -> RawEvent {
+        let id = |index: usize| row.int(index);
         let int = |index: usize| id(index).unwrap_or(0);
         let text = |index: usize| state.text(id(index));
-        let string = |index: usize| row.try_get::<Option<String>, _>(index).ok().flatten();
+        let string = |index: usize| row.text(index).map(str::to_string);
         let timestamp_ms = int(3);
         let key = [5, 6, 17, 18, 19, 20, 21, 22, 23, 24, 25].map(&int);
         let identity = state.identity_by_key.get(&key).cloned().unwrap_or_else(|| {
@@ -421,7 +525,7 @@ impl SqliteStore {
         });
         let model_id = id(7);
         let requested_id = id(8);
-        let hash: Vec<u8> = row.try_get(1).unwrap_or_default();
+        let hash = row.bytes(1).unwrap_or_default();
         RawEvent {
             id: int(0),
             event_hash: hex::encode(hash),
@@ -474,17 +578,14 @@ impl SqliteStore {
                 None => crate::compact::stored_metadata(
                     None,
                     Some(state.text_ref(id(55))),
-                    row.try_get::<Option<Vec<u8>>, _>(56)
-                        .ok()
-                        .flatten()
-                        .as_deref(),
+                    row.bytes(56),
                     timestamp_ms,
-                    row.try_get::<Option<&str>, _>(52).ok().flatten(),
+                    row.text(52),
                 )
                 .map(std::borrow::Cow::into_owned),
             },
             header_quota_recover_at_ms: id(47),
-            header_quota_used_percent: row.try_get::<Option<f64>, _>(48).ok().flatten(),
+            header_quota_used_percent: row.real(48),
             header_quota_plan_type: text(49),
             header_error_kind: text(50),
             header_error_code: text(51),
@@ -1490,17 +1591,44 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// One page of events, newest first, read on a blocking thread through an idle
+    /// rusqlite connection in one read transaction (the caches are topped up in
+    /// it first), so every row lends its values instead of copying them.
     async fn events_page_inner(
         &self,
         scope: Scope,
         cursor: Cursor,
         limit: usize,
     ) -> Result<EventPage, StoreError> {
-        let mut connection = self.reader_connection().await?;
-        let mut page = EventPage::default();
         if scope.from_ms >= scope.to_ms {
-            return Ok(page);
+            return Ok(EventPage::default());
         }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("read event page");
+                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                store.refresh_rows(&transaction).map_err(&sqlite)?;
+                let page = store
+                    .page_rows(&transaction, &scope, cursor, limit)
+                    .map_err(&sqlite)?;
+                transaction.commit().map_err(&sqlite)?;
+                Ok(page)
+            })
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("read event page: {error}"), error))?
+    }
+
+    /// The page of [`Self::events_page_inner`], on `reader`.
+    fn page_rows(
+        &self,
+        reader: &rusqlite::Connection,
+        scope: &Scope,
+        cursor: Cursor,
+        limit: usize,
+    ) -> rusqlite::Result<EventPage> {
+        let mut page = EventPage::default();
         // The exclusive upper keyset bound: the end of the range or the cursor.
         let mut upper = (scope.to_ms, i64::MIN);
         if cursor.before_ms > 0 {
@@ -1515,14 +1643,18 @@ impl SqliteStore {
             upper = upper.min(at);
         }
         // A search narrows each stream in SQL; every event is still checked in full.
-        let search = SearchSql::of(&scope, &lock_read(self.read_cache()));
+        let search = SearchSql::of(scope, &lock_read(self.read_cache()));
         let mut streams: Vec<Stream> = Vec::new();
         if !scope.filters.models.is_empty() {
-            let wanted: HashSet<i64> = self
-                .model_ids(&mut connection, &scope.filters.models)
-                .await?
-                .into_iter()
-                .collect();
+            let mut wanted: HashSet<i64> = HashSet::new();
+            let mut statement =
+                reader.prepare_cached("SELECT id FROM dims WHERE kind = 3 AND value = ?")?;
+            for model in &scope.filters.models {
+                let mut rows = statement.query([model])?;
+                if let Some(row) = rows.next()? {
+                    wanted.insert(row.get(0)?);
+                }
+            }
             let state = lock_read(self.read_cache());
             for (effective, analytics) in &state.analytics {
                 if wanted.contains(analytics) {
@@ -1558,9 +1690,7 @@ impl SqliteStore {
                 while streams[index].buffer.is_empty() && !streams[index].done {
                     let stream = &mut streams[index];
                     let chunk = stream.next_chunk.min(remaining.max(32)).clamp(32, 1000);
-                    stream
-                        .fill(self, &mut connection, &scope, search.as_ref(), chunk)
-                        .await?;
+                    stream.fill(self, reader, scope, search.as_ref(), chunk)?;
                     stream.next_chunk = stream.next_chunk.saturating_mul(2).min(1000);
                 }
                 if let Some(head) = streams[index].buffer.front() {
@@ -1607,14 +1737,14 @@ impl Stream {
         }
     }
 
-    async fn fill(
+    fn fill(
         &mut self,
         store: &SqliteStore,
-        connection: &mut SqliteConnection,
+        reader: &rusqlite::Connection,
         scope: &Scope,
         search: Option<&SearchSql>,
         chunk: usize,
-    ) -> Result<(), StoreError> {
+    ) -> rusqlite::Result<()> {
         let condition = self
             .condition
             .map(|(sql, _)| format!("{sql} AND "))
@@ -1626,32 +1756,36 @@ impl Stream {
             "SELECT {EVENT_COLUMNS} FROM usage_events WHERE {condition}{search_condition}timestamp_ms >= ? \
              AND timestamp_ms <= ? AND (timestamp_ms < ? OR id < ?) ORDER BY timestamp_ms DESC, id DESC LIMIT ?"
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        if let Some((_, Some(value))) = self.condition {
-            query = query.bind(value);
+        let mut statement = reader.prepare_cached(&sql)?;
+        let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        if let Some((_, Some(value))) = &self.condition {
+            params.push(value);
         }
         for value in search.map(|search| search.binds.as_slice()).unwrap_or(&[]) {
-            query = query.bind(value.clone());
+            params.push(value);
         }
-        let rows = query
-            .bind(scope.from_ms)
-            .bind(self.upper.0)
-            .bind(self.upper.0)
-            .bind(self.upper.1)
-            .bind(i64::try_from(chunk).unwrap_or(2000))
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(db("read event page"))?;
-        if rows.len() < chunk {
-            self.done = true;
-        }
+        let chunk_bind = i64::try_from(chunk).unwrap_or(2000);
+        let (upper_ms, upper_id) = self.upper;
+        params.extend([
+            &scope.from_ms as &dyn rusqlite::ToSql,
+            &upper_ms,
+            &upper_ms,
+            &upper_id,
+            &chunk_bind,
+        ]);
+        let mut rows = statement.query(params.as_slice())?;
         let state = lock_read(store.read_cache());
-        for row in &rows {
+        let mut read = 0;
+        while let Some(row) = rows.next()? {
+            read += 1;
             let event = store.event_from_row(&state, row);
             self.upper = (event.timestamp_ms, event.id);
             if scope.matches_event(&event) {
                 self.buffer.push_back(event);
             }
+        }
+        if read < chunk {
+            self.done = true;
         }
         Ok(())
     }

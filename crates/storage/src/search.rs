@@ -6,12 +6,16 @@
 //! a matching text, plus `LIKE` on the few free-text columns. SQLite evaluates it
 //! while stepping through the range, and only matching events reach Rust.
 //!
-//! The condition is exact for ASCII free texts (SQLite's `LIKE` folds ASCII case,
-//! as the Rust check does for ASCII; control characters such as the newlines of
-//! failure bodies have no case, so they need no special care). An event with a
-//! non-ASCII character in a free text (whose lowercase may be ASCII, like the
-//! Kelvin sign's `k`) is also selected and flagged, and the exact Rust check
-//! decides for it, so the answer is the same as a full scan's.
+//! SQLite's `LIKE` folds ASCII case only, while the Rust check lowercases the
+//! whole text. For an ASCII needle the two differ only where a free text holds
+//! one of the two characters whose lowercase holds an ASCII letter: the Kelvin
+//! sign (`k`) and the capital I with a dot above (`i` and a combining dot), so
+//! when the needle has that letter, events whose free texts hold that character
+//! are also selected and flagged (control characters such as the newlines of
+//! failure bodies have no case, so they need no special care). A non-ASCII needle
+//! gets no `LIKE`: every event with a non-ASCII character in a free text is
+//! selected and flagged. The exact Rust check decides for flagged events, so the
+//! answer is the same as a full scan's.
 
 use cpamp_domain::analytics::query::{Scope, search_matches};
 
@@ -80,21 +84,23 @@ impl SearchSql {
         }
         for (column, kind) in DICTIONARY_COLUMNS {
             if let Some(ids) = by_kind.get(&(kind as u8)) {
-                exact.push(format!("{column} IN ({})", list(ids)));
+                exact.push(one_of(column, ids));
             }
         }
-        // The analytics model: the effective model's mapped model.
+        // The analytics model: the effective model's mapped model. When every such
+        // effective model matches as a text itself, the model and requested-model
+        // terms already select its events (the effective model is one of them).
         let mut effective: Vec<i64> = state
             .analytics_pairs()
             .filter(|(_, analytics)| search_matches(&state.text(Some(*analytics)), needle))
             .map(|(model, _)| model)
             .collect();
-        if !effective.is_empty() {
+        let models = by_kind
+            .get(&(DimKind::Model as u8))
+            .map_or(&[][..], Vec::as_slice);
+        if effective.iter().any(|id| models.binary_search(id).is_err()) {
             effective.sort_unstable();
-            exact.push(format!(
-                "coalesce(requested_model_id, model_id) IN ({})",
-                list(&effective)
-            ));
+            exact.push(one_of("coalesce(requested_model_id, model_id)", &effective));
         }
         // The API-key search is OR-ed into the search group.
         let hash = scope.search_api_key_hash.as_str();
@@ -108,7 +114,7 @@ impl SearchSql {
                 .collect();
             if !ids.is_empty() {
                 ids.sort_unstable();
-                exact.push(format!("api_key_hash_id IN ({})", list(&ids)));
+                exact.push(one_of("api_key_hash_id", &ids));
             }
         }
         let mut unsure: Vec<String> = Vec::new();
@@ -116,19 +122,29 @@ impl SearchSql {
             if needle.is_ascii() {
                 exact.push(format!("{column} LIKE ? ESCAPE '\\'"));
                 binds.push(like_pattern(needle));
+                for (letter, character) in ASCII_FROM_LOWERCASE {
+                    if needle.contains(letter) {
+                        unsure.push(format!("instr({column}, '{character}') > 0"));
+                    }
+                }
+            } else {
+                // A text holds a non-ASCII character exactly when its character
+                // count differs from its byte count.
+                unsure.push(format!(
+                    "length({column}) <> length(CAST({column} AS BLOB))"
+                ));
             }
-            // A text holds a non-ASCII character exactly when its character count
-            // differs from its byte count.
-            unsure.push(format!(
-                "length({column}) <> length(CAST({column} AS BLOB))"
-            ));
         }
         // The hash is lowercase hex: only a hex needle can be part of it.
         if needle.bytes().all(|byte| byte.is_ascii_hexdigit()) {
             exact.push("instr(lower(hex(event_hash)), ?) > 0".to_string());
             binds.push(needle.to_string());
         }
-        let unsure = unsure.join(" OR ");
+        let unsure = if unsure.is_empty() {
+            "0".to_string()
+        } else {
+            unsure.join(" OR ")
+        };
         let exact = if exact.is_empty() {
             "0".to_string()
         } else {
@@ -161,6 +177,27 @@ impl SearchSql {
     }
 }
 
+/// The non-ASCII characters whose lowercase holds an ASCII letter, with that
+/// letter (the `search_characters` test checks every character).
+const ASCII_FROM_LOWERCASE: [(char, char); 2] = [('i', '\u{130}'), ('k', '\u{212A}')];
+
+/// Short id lists are compared one by one, which SQLite evaluates more cheaply per
+/// row than a lookup in the table it builds for `IN`.
+const EQUALITY_CHAIN: usize = 8;
+
+/// `expression` is one of `ids` (sorted, not empty).
+fn one_of(expression: &str, ids: &[i64]) -> String {
+    if ids.len() <= EQUALITY_CHAIN {
+        let terms: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{expression} = {id}"))
+            .collect();
+        format!("({})", terms.join(" OR "))
+    } else {
+        format!("{expression} IN ({})", list(ids))
+    }
+}
+
 fn list(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
@@ -177,4 +214,22 @@ fn like_pattern(needle: &str) -> String {
     }
     out.push('%');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ASCII_FROM_LOWERCASE;
+
+    /// The flagged characters are exactly those whose lowercase holds an ASCII
+    /// character, each with the letter it gives.
+    #[test]
+    fn search_characters() {
+        let mut found: Vec<(char, char)> = Vec::new();
+        for character in (0x80..=0x10_FFFF).filter_map(char::from_u32) {
+            for lower in character.to_lowercase().filter(char::is_ascii) {
+                found.push((lower, character));
+            }
+        }
+        assert_eq!(found, ASCII_FROM_LOWERCASE);
+    }
 }

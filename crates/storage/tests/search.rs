@@ -1,8 +1,8 @@
 //! Search answers match a case-insensitive substring test over the searched
 //! fields of every event, computed here from the generated events themselves:
 //! dictionary values, free texts with non-ASCII characters (whose lowercase can
-//! be ASCII), control characters, literal `%` and `_`, event-hash and request-id
-//! fragments.
+//! be ASCII: the Kelvin sign, the dotted capital I), control characters, literal
+//! `%` and `_`, event-hash and request-id fragments.
 
 mod support;
 
@@ -24,6 +24,7 @@ fn events() -> Vec<UsageEvent> {
         "upstream Überlastet (529)",
         "rate_limit: 100% of quota used",
         "\u{212A}elvin overload",
+        "upstream \u{130}dle timeout",
         "plain overload",
         "upstream said:\n\t{\"error\": \"Claude overloaded\"}\r\n",
     ];
@@ -107,6 +108,7 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
         "post".to_string(),
         "über".to_string(),
         "kelvin".to_string(),
+        "upstream i".to_string(),
         "100%".to_string(),
         "rate_limit".to_string(),
         "_".to_string(),
