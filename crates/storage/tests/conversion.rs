@@ -814,3 +814,181 @@ async fn quota_cycle_starts_of_a_database_from_before_they_were_left_to_the_end(
     assert_eq!(windows(store).await, before);
     assert_eq!(stored(path.clone()).await, compact);
 }
+
+/// Decoded realistic CPA payloads (`cpamp_testkit::Traffic`) over the three
+/// days before `now_ms`, with nanosecond timestamps.
+fn realistic_events(seed: u64, count: i64, now_ms: i64) -> Vec<cpamp_domain::event::UsageEvent> {
+    use cpamp_domain::event::Decoded;
+    let mut traffic = cpamp_testkit::Traffic::new(seed);
+    (0..count)
+        .map(|index| {
+            let at_ms = now_ms - 3 * DAY_MS + index * (3 * DAY_MS / count);
+            let nanos = i128::from(at_ms) * 1_000_000 + 123_457;
+            match cpamp_domain::decode::decode(&traffic.payload(nanos), now_ms) {
+                Decoded::Event(event) => *event,
+                other => panic!("realistic payload did not decode: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Every row of `sql` over the closed database at `path`, each value with its
+/// SQLite type.
+async fn dump(path: &std::path::Path, sql: &'static str) -> Vec<String> {
+    use sqlx::{Row, ValueRef};
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let rows = sqlx::query(sql)
+        .fetch_all(&mut connection)
+        .await
+        .expect(sql);
+    connection.close().await.expect("close");
+    rows.iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|index| {
+                    let raw = row.try_get_raw(index).expect("value");
+                    if raw.is_null() {
+                        return "NULL".to_string();
+                    }
+                    let kind = raw.type_info().to_string();
+                    match kind.as_str() {
+                        "INTEGER" => format!("i{}", row.get::<i64, _>(index)),
+                        "REAL" => format!("r{}", row.get::<f64, _>(index)),
+                        "TEXT" => format!("t{:?}", row.get::<String, _>(index)),
+                        _ => format!("b{:?}", row.get::<Vec<u8>, _>(index)),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+const NORMALIZED: &str = "SELECT id, normalized_uncached_input_tokens, \
+     normalized_total_input_tokens, normalized_cache_read_tokens, \
+     normalized_cache_creation_tokens FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn normalized_tokens_of_a_database_from_before_they_were_left_to_the_raw_counts() {
+    use cpamp_domain::event::CacheInputMode;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_500_i64;
+    let mut events = realistic_events(0x70c5, count, now_ms);
+    // Counts the raw counters do not give (as an import can carry), no mode,
+    // and counters whose computation overflows.
+    for event in events.iter_mut().step_by(7) {
+        event.normalized.total_input += 1;
+        event.normalized.cache_creation = 3;
+    }
+    for event in events.iter_mut().skip(3).step_by(11) {
+        event.cache_input_mode = None;
+    }
+    for (index, event) in events.iter_mut().skip(5).step_by(13).enumerate() {
+        event.cache_input_mode = Some(if index % 2 == 0 {
+            CacheInputMode::SeparateFromInput
+        } else {
+            CacheInputMode::IncludedInInput
+        });
+        event.tokens.input = i64::MAX - 1;
+        event.tokens.cached = i64::MIN;
+        event.tokens.cache = i64::MAX;
+        event.tokens.cache_read = 5;
+        event.normalized.uncached_input = i64::MAX - 1;
+        event.normalized.total_input = i64::MAX;
+        event.normalized.cache_read = i64::MAX;
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let columns = dump(&path, NORMALIZED).await;
+    // The columns give every event's counts back, NULL without a mode.
+    let expected: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let n = &event.normalized;
+            match event.cache_input_mode {
+                Some(_) => format!(
+                    "i{}|i{}|i{}|i{}|i{}",
+                    index + 1,
+                    n.uncached_input,
+                    n.total_input,
+                    n.cache_read,
+                    n.cache_creation
+                ),
+                None => format!("i{}|NULL|NULL|NULL|NULL", index + 1),
+            }
+        })
+        .collect();
+    assert_eq!(columns, expected);
+    let known = events
+        .iter()
+        .filter(|e| e.cache_input_mode.is_some())
+        .count();
+    let stored = "SELECT count(normalized_uncached_input_stored), \
+         count(normalized_total_input_stored), count(normalized_cache_read_stored), \
+         count(normalized_cache_creation_stored) FROM usage_events";
+    let compact = dump(&path, stored).await;
+    // Only the counts the columns cannot compute are stored.
+    let differing = events.iter().step_by(7).count();
+    let overflowing = events.iter().skip(5).step_by(13).count();
+    assert!(
+        compact[0].split('|').all(|count| {
+            let count: usize = count[1..].parse().expect("count");
+            count <= differing + overflowing
+        }),
+        "{compact:?}"
+    );
+
+    // The earlier shape: every count stored as the decoder gave it.
+    rewind(
+        &path,
+        120,
+        &[
+            "UPDATE usage_events SET \
+             normalized_uncached_input_stored = normalized_uncached_input_tokens, \
+             normalized_total_input_stored = normalized_total_input_tokens, \
+             normalized_cache_read_stored = normalized_cache_read_tokens, \
+             normalized_cache_creation_stored = normalized_cache_creation_tokens",
+            "ALTER TABLE usage_events DROP COLUMN normalized_uncached_input_tokens",
+            "ALTER TABLE usage_events DROP COLUMN normalized_total_input_tokens",
+            "ALTER TABLE usage_events DROP COLUMN normalized_cache_read_tokens",
+            "ALTER TABLE usage_events DROP COLUMN normalized_cache_creation_tokens",
+            "ALTER TABLE usage_events RENAME COLUMN normalized_uncached_input_stored \
+             TO normalized_uncached_input_tokens",
+            "ALTER TABLE usage_events RENAME COLUMN normalized_total_input_stored \
+             TO normalized_total_input_tokens",
+            "ALTER TABLE usage_events RENAME COLUMN normalized_cache_read_stored \
+             TO normalized_cache_read_tokens",
+            "ALTER TABLE usage_events RENAME COLUMN normalized_cache_creation_stored \
+             TO normalized_cache_creation_tokens",
+        ],
+    )
+    .await;
+    assert_eq!(dump(&path, NORMALIZED).await, columns);
+    let old = dump(
+        &path,
+        "SELECT count(normalized_total_input_tokens) FROM usage_events",
+    )
+    .await;
+    assert_eq!(old, vec![format!("i{known}")]);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, NORMALIZED).await, columns);
+    assert_eq!(dump(&path, stored).await, compact);
+}
