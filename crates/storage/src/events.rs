@@ -466,7 +466,7 @@ fn resolve_dims(
 
 /// The columns of an event row, in the order [`insert_events`] binds them.
 const INSERT_EVENT: &str = "INSERT INTO usage_events (\
-    id, event_hash, cpa_source_id, request_id, timestamp_ms, timestamp_text, \
+    id, event_hash, cpa_source_id, request_key, timestamp_ms, timestamp_text, \
     provider_id, executor_type_id, model_id, requested_model_id, resolved_model_id, \
     endpoint_id, method_id, path_id, client_ip_id, x_forwarded_for_id, user_agent_id, \
     auth_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
@@ -479,7 +479,7 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events (\
     normalized_cache_read_stored, normalized_cache_creation_stored, \
     latency_ms, ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, \
     header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
-    header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms, \
+    header_error_kind_id, header_error_code_id, header_trace, created_at_ms, \
     timestamp_sub_ms, metadata_template_id, metadata_values) VALUES (\
     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
@@ -555,7 +555,12 @@ fn insert_events(
         bind(&new.id)?;
         bind(&&new.hash[..])?;
         bind(&origin_id)?;
-        bind(&text(&event.request_id))?;
+        // Hex request and trace ids are stored as their bytes (`compact.rs`).
+        let request = text(&event.request_id);
+        match request.and_then(crate::compact::request_bytes) {
+            Some(bytes) => bind(&&bytes[..])?,
+            None => bind(&request)?,
+        }
         bind(&event.timestamp_ms)?;
         let (timestamp_text, timestamp_sub_ms) = timestamp_columns(event, &mut scratch);
         bind(&timestamp_text)?;
@@ -635,7 +640,11 @@ fn insert_events(
         bind(&dims.quota_plan_type)?;
         bind(&dims.error_kind)?;
         bind(&dims.error_code)?;
-        bind(&text(&event.header_trace_id))?;
+        let trace = text(&event.header_trace_id);
+        match trace.and_then(crate::compact::trace_bytes) {
+            Some(bytes) => bind(&&bytes[..])?,
+            None => bind(&trace)?,
+        }
         bind(&event.created_at_ms)?;
         bind(&timestamp_sub_ms)?;
         bind(&new.metadata.as_ref().map(|(id, _)| *id))?;

@@ -992,3 +992,117 @@ async fn normalized_tokens_of_a_database_from_before_they_were_left_to_the_raw_c
     assert_eq!(dump(&path, NORMALIZED).await, columns);
     assert_eq!(dump(&path, stored).await, compact);
 }
+
+const IDS: &str = "SELECT id, request_id, header_trace_id FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn request_and_trace_ids_of_a_database_from_before_hex_ids_were_stored_as_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_500_i64;
+    let mut events = realistic_events(0x1d5, count, now_ms);
+    // Ids that only look like the hex forms, and ids that are absent.
+    let others = [
+        "0000ABCD",
+        "0000abc",
+        "0000abcde",
+        "",
+        "ü000abcd",
+        "26D3E413-9ED0-4903-A9CA-AAFADB92D339",
+        "26d3e4139ed04903a9caaafadb92d339",
+        "26d3e413-9ed0-4903-a9ca-aafadb92d33",
+        "{26d3e413-9ed0-4903-a9ca-aafadb92d339}",
+    ];
+    for (index, event) in events.iter_mut().step_by(17).enumerate() {
+        let other = others[index % others.len()];
+        event.request_id = Some(other.to_string());
+        event.header_trace_id = Some(other.to_string());
+    }
+    for event in events.iter_mut().skip(4).step_by(19) {
+        event.request_id = None;
+        event.header_trace_id = None;
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let columns = dump(&path, IDS).await;
+    // The columns give every event's ids back.
+    let text = |value: &Option<String>| match value.as_deref() {
+        None | Some("") => "NULL".to_string(),
+        Some(text) => format!("t{text:?}"),
+    };
+    let expected: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            format!(
+                "i{}|{}|{}",
+                index + 1,
+                text(&event.request_id),
+                text(&event.header_trace_id)
+            )
+        })
+        .collect();
+    assert_eq!(columns, expected);
+    let forms = "SELECT typeof(request_key), typeof(header_trace), count(*) FROM usage_events \
+         GROUP BY 1, 2 ORDER BY 1, 2";
+    let compact = dump(&path, forms).await;
+    let blobs = |forms: &[String]| -> (i64, i64) {
+        let mut counts = (0, 0);
+        for row in forms {
+            let parts: Vec<&str> = row.split('|').collect();
+            let rows: i64 = parts[2][1..].parse().expect("count");
+            if parts[0] == "t\"blob\"" {
+                counts.0 += rows;
+            }
+            if parts[1] == "t\"blob\"" {
+                counts.1 += rows;
+            }
+        }
+        counts
+    };
+    let (requests, traces) = blobs(&compact);
+    assert!(requests > count * 3 / 4, "{compact:?}");
+    assert!(traces > count / 4, "{compact:?}");
+
+    // The earlier shape: every id stored as its text.
+    rewind(
+        &path,
+        121,
+        &[
+            "UPDATE usage_events SET request_key = request_id, header_trace = header_trace_id",
+            "ALTER TABLE usage_events DROP COLUMN request_id",
+            "ALTER TABLE usage_events DROP COLUMN header_trace_id",
+            "ALTER TABLE usage_events RENAME COLUMN request_key TO request_id",
+            "ALTER TABLE usage_events RENAME COLUMN header_trace TO header_trace_id",
+        ],
+    )
+    .await;
+    assert_eq!(dump(&path, IDS).await, columns);
+    assert_eq!(
+        blobs(
+            &dump(
+                &path,
+                "SELECT typeof(request_id), typeof(header_trace_id), count(*) FROM usage_events \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+            .await
+        ),
+        (0, 0)
+    );
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, IDS).await, columns);
+    assert_eq!(dump(&path, forms).await, compact);
+}
+
