@@ -1272,12 +1272,16 @@ impl SqliteStore {
                 continue;
             }
             // A block's samples are the union of its runs (see `rollup::append_samples`),
-            // so rows are paged by (block, run).
+            // so rows are paged by (block, run). A day's samples are those of its
+            // hours, which fall into the same local bucket as the day.
             let sql = format!(
                 "SELECT bucket_ms, run, entries FROM usage_rollup_latency_{} \
                  WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
                  ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}",
-                source.suffix()
+                match source {
+                    Source::Day => Source::Hour.suffix(),
+                    other => other.suffix(),
+                }
             );
             let mut cursor = (from, -1_i64);
             loop {

@@ -136,8 +136,13 @@ async fn latency_samples_of_a_database_from_before_sample_runs() {
     assert!(before.1.is_some() && before.3.len() > 24, "{before:?}");
 
     // The earlier shape: one sample row per block (every block here fits one run).
-    let mut statements = Vec::new();
-    for level in ["q", "h", "d"] {
+    // Day blocks keep no samples since `0122` (their hours' are read): the
+    // earlier day table is there, empty.
+    let mut statements = vec![
+        "CREATE TABLE usage_rollup_latency_d (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)"
+            .to_string(),
+    ];
+    for level in ["q", "h"] {
         statements.push(format!(
             "CREATE TABLE old_{level} (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)"
         ));
@@ -1106,3 +1111,89 @@ async fn request_and_trace_ids_of_a_database_from_before_hex_ids_were_stored_as_
     assert_eq!(dump(&path, forms).await, compact);
 }
 
+#[tokio::test]
+async fn latency_samples_of_a_database_from_before_days_were_read_from_their_hours() {
+    use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, monitoring};
+    use cpamp_domain::analytics::query::Scope;
+    use cpamp_domain::analytics::time::{Granularity, Zone};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = seeded(&path, 3_000).await;
+    // Whole UTC days (read from day blocks) and Kolkata days (hours and quarters).
+    let percentiles = |store: SqliteStore| async move {
+        let mut answers = Vec::new();
+        for (zone, from, to) in [
+            ("UTC", END_MS - 3 * DAY_MS, END_MS),
+            ("UTC", END_MS - 3 * DAY_MS + 7 * 60_000 + 3, END_MS - 11),
+            ("Asia/Kolkata", END_MS - 3 * DAY_MS, END_MS),
+        ] {
+            let response = monitoring(
+                &store,
+                MonitoringRequest {
+                    scope: Scope::time_only(from, to),
+                    now_ms: END_MS,
+                    zone: Zone::parse(zone).expect("zone"),
+                    granularity: Granularity::resolve(Some("day"), from, to),
+                    include: Include {
+                        summary: true,
+                        percentiles: true,
+                        timeline: true,
+                        ..Include::default()
+                    },
+                    generated_at_ms: END_MS,
+                },
+            )
+            .await
+            .expect("query");
+            let summary = response.summary.expect("summary");
+            answers.push(format!(
+                "{:?} {:?} {:?} {:?}",
+                summary.p50_latency_ms,
+                summary.p95_latency_ms,
+                summary.p95_ttft_ms,
+                response
+                    .timeline
+                    .iter()
+                    .map(|point| (point.bucket_ms, point.p95_latency_ms, point.p95_ttft_ms))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        store.close().await;
+        answers
+    };
+    let before = percentiles(store).await;
+    assert!(before[0].contains("Some("), "{before:?}");
+
+    // The earlier shape: day blocks with samples of their own (here the runs
+    // of their hours, each a run of the day).
+    rewind(
+        &path,
+        122,
+        &[
+            "CREATE TABLE usage_rollup_latency_d (bucket_ms INTEGER NOT NULL, \
+             run INTEGER NOT NULL, entries BLOB NOT NULL, PRIMARY KEY (bucket_ms, run))",
+            "INSERT INTO usage_rollup_latency_d (bucket_ms, run, entries) \
+             SELECT bucket_ms - bucket_ms % 86400000, \
+             row_number() OVER (PARTITION BY bucket_ms - bucket_ms % 86400000 \
+             ORDER BY bucket_ms, run) - 1, entries FROM usage_rollup_latency_h",
+        ],
+    )
+    .await;
+    assert!(
+        dump(&path, "SELECT count(*) FROM usage_rollup_latency_d").await[0] != "i0",
+        "day samples to convert"
+    );
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    assert_eq!(percentiles(store).await, before);
+    assert_eq!(
+        dump(
+            &path,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'usage_rollup_latency_d'"
+        )
+        .await,
+        vec!["i0".to_string()]
+    );
+}
