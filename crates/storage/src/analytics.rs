@@ -1526,12 +1526,16 @@ impl SqliteStore {
                 continue;
             }
             // A block's samples are the union of its runs (see `rollup::append_samples`),
-            // so rows are paged by (block, run).
+            // so rows are paged by (block, run). A day's samples are those of its
+            // hours, which fall into the same local bucket as the day.
             let sql = format!(
                 "SELECT bucket_ms, run, entries FROM usage_rollup_latency_{} \
                  WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
                  ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}",
-                source.suffix()
+                match source {
+                    Source::Day => Source::Hour.suffix(),
+                    other => other.suffix(),
+                }
             );
             let mut cursor = (from, -1_i64);
             loop {
@@ -1908,7 +1912,15 @@ struct SearchGroup {
 type PairRow = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Error kind, error code and plan type ids, and the trace id, of one event.
-type HeaderRow = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
+/// Error kind, error code and plan ids, then the trace id as stored: a text, or
+/// the bytes of a hex one (`compact::trace_bytes`).
+type HeaderRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
 
 impl AnalyticsStore for SqliteStore {
     async fn groups(&self, request: GroupRequest) -> Result<Vec<GroupRow>, StoreError> {
@@ -2010,9 +2022,11 @@ impl AnalyticsStore for SqliteStore {
             // Time-only scope: one pass over the range, ids resolved from the cache.
             let rows: Vec<HeaderRow> = sqlx::query_as(
                 "SELECT DISTINCT header_error_kind_id, header_error_code_id, header_quota_plan_type_id, \
-                 header_trace_id FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ? \
+                 CASE WHEN typeof(header_trace) = 'text' THEN header_trace END, \
+                 CASE WHEN typeof(header_trace) = 'blob' THEN header_trace END \
+                 FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ? \
                  AND (header_error_kind_id IS NOT NULL OR header_error_code_id IS NOT NULL \
-                 OR header_quota_plan_type_id IS NOT NULL OR coalesce(header_trace_id, '') <> '')",
+                 OR header_quota_plan_type_id IS NOT NULL OR coalesce(header_trace, '') <> '')",
             )
             .bind(scope.from_ms)
             .bind(scope.to_ms)
@@ -2020,12 +2034,23 @@ impl AnalyticsStore for SqliteStore {
             .await
             .map_err(db("read header values"))?;
             let state = lock_read(self.read_cache());
-            for (kind, code, plan, trace) in rows {
+            let mut scratch = String::new();
+            for (kind, code, plan, trace, trace_bytes) in rows {
+                let trace = match (trace, trace_bytes) {
+                    (Some(trace), _) => trace,
+                    (None, Some(bytes)) => crate::compact::stored_key(
+                        rusqlite::types::ValueRef::Blob(&bytes),
+                        &mut scratch,
+                    )
+                    .unwrap_or_default()
+                    .to_string(),
+                    (None, None) => String::new(),
+                };
                 for (set, text) in sets.iter_mut().zip([
                     state.text(kind).to_string(),
                     state.text(code).to_string(),
                     state.text(plan).to_string(),
-                    trace.unwrap_or_default(),
+                    trace,
                 ]) {
                     if !text.is_empty() {
                         set.insert(text);

@@ -475,6 +475,80 @@ pub(crate) fn stored_timestamp<'a>(
     Cow::Owned(cpamp_domain::event::format_timestamp_ms(timestamp_ms))
 }
 
+/// A request id of eight lowercase hex digits as its four bytes
+/// (`usage_events.request_key`, `0121_event_ids_binary`); `None` for any other
+/// text, which is stored as it is.
+pub(crate) fn request_bytes(text: &str) -> Option<[u8; 4]> {
+    let mut bytes = [0_u8; 4];
+    hex_into(text.as_bytes(), &mut bytes)?;
+    Some(bytes)
+}
+
+/// A trace id in the lowercase 8-4-4-4-12 form of a UUID as its sixteen bytes
+/// (`usage_events.header_trace`, `0121_event_ids_binary`); `None` for any other
+/// text, which is stored as it is.
+pub(crate) fn trace_bytes(text: &str) -> Option<[u8; 16]> {
+    let text = text.as_bytes();
+    if text.len() != 36 || [8, 13, 18, 23].iter().any(|&at| text[at] != b'-') {
+        return None;
+    }
+    let mut bytes = [0_u8; 16];
+    for (from, to, out) in [
+        (0, 8, 0),
+        (9, 13, 4),
+        (14, 18, 6),
+        (19, 23, 8),
+        (24, 36, 10),
+    ] {
+        hex_into(&text[from..to], &mut bytes[out..out + (to - from) / 2])?;
+    }
+    Some(bytes)
+}
+
+/// Lowercase hex digits into `out` (exactly twice as many digits as bytes).
+fn hex_into(digits: &[u8], out: &mut [u8]) -> Option<()> {
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            _ => None,
+        }
+    }
+    if digits.len() != out.len() * 2 {
+        return None;
+    }
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(())
+}
+
+/// The text a stored request id or trace id stands for: a stored text as it
+/// is, the bytes of [`request_bytes`] or [`trace_bytes`] written back (into
+/// `out`, cleared first). `None` for NULL or any other value.
+pub(crate) fn stored_key<'a>(
+    value: rusqlite::types::ValueRef<'a>,
+    out: &'a mut String,
+) -> Option<&'a str> {
+    use rusqlite::types::ValueRef;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    match value {
+        ValueRef::Text(text) => std::str::from_utf8(text).ok(),
+        ValueRef::Blob(bytes) if bytes.len() == 4 || bytes.len() == 16 => {
+            out.clear();
+            for (index, byte) in bytes.iter().enumerate() {
+                if bytes.len() == 16 && matches!(index, 4 | 6 | 8 | 10) {
+                    out.push('-');
+                }
+                out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+                out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+            }
+            Some(out.as_str())
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,6 +643,49 @@ mod tests {
         );
         assert_eq!(decode_metadata("{\"a\":\u{1}}", &[], 0, None), None);
         assert_eq!(decode_metadata("{}", &[TAG_INTEGER, 2], 0, None), None);
+    }
+
+    #[test]
+    fn hex_request_and_trace_ids_round_trip_through_their_bytes() {
+        use rusqlite::types::ValueRef;
+        let mut out = String::new();
+        for request in ["0000abcd", "ffffffff", "12345678", "00000000"] {
+            let bytes = request_bytes(request).expect(request);
+            assert_eq!(stored_key(ValueRef::Blob(&bytes), &mut out), Some(request));
+        }
+        for other in [
+            "0000ABCD",
+            "0000abc",
+            "0000abcde",
+            "req-1",
+            "",
+            "0000abcg",
+            "é000abc",
+        ] {
+            assert_eq!(request_bytes(other), None, "{other}");
+        }
+        for trace in [
+            "26d3e413-9ed0-4903-a9ca-aafadb92d339",
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+        ] {
+            let bytes = trace_bytes(trace).expect(trace);
+            assert_eq!(stored_key(ValueRef::Blob(&bytes), &mut out), Some(trace));
+        }
+        for other in [
+            "26D3E413-9ED0-4903-A9CA-AAFADB92D339",
+            "26d3e4139ed04903a9caaafadb92d339",
+            "26d3e413-9ed0-4903-a9ca-aafadb92d33",
+            "26d3e413-9ed0-4903-a9ca-aafadb92d3390",
+            "26d3e413-9ed04-903-a9ca-aafadb92d339",
+            "26d3e413-9ed0-4903-a9ca-aafadb92d33g",
+            "req_011C26d3e413-9ed0",
+            "39712cd0467b902d-SJC",
+        ] {
+            assert_eq!(trace_bytes(other), None, "{other}");
+        }
+        assert_eq!(stored_key(ValueRef::Text(b"kept"), &mut out), Some("kept"));
+        assert_eq!(stored_key(ValueRef::Null, &mut out), None);
     }
 
     #[test]

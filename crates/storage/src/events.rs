@@ -14,7 +14,7 @@
 
 use cpamp_domain::StoreError;
 use cpamp_domain::decode::redact_dead_letter_text;
-use cpamp_domain::event::UsageEvent;
+use cpamp_domain::event::{TokenCounts, UsageEvent};
 use cpamp_domain::ports::{BatchOutcome, EventSink, IngestBatch};
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -466,7 +466,7 @@ fn resolve_dims(
 
 /// The columns of an event row, in the order [`insert_events`] binds them.
 const INSERT_EVENT: &str = "INSERT INTO usage_events (\
-    id, event_hash, cpa_source_id, request_id, timestamp_ms, timestamp_text, \
+    id, event_hash, cpa_source_id, request_key, timestamp_ms, timestamp_text, \
     provider_id, executor_type_id, model_id, requested_model_id, resolved_model_id, \
     endpoint_id, method_id, path_id, client_ip_id, x_forwarded_for_id, user_agent_id, \
     auth_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
@@ -475,15 +475,50 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events (\
     reasoning_effort_id, service_tier_id, request_service_tier_id, response_service_tier_id, \
     cache_input_mode, input_tokens, output_tokens, reasoning_tokens, cached_tokens, \
     cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, \
-    normalized_uncached_input_tokens, normalized_total_input_tokens, \
-    normalized_cache_read_tokens, normalized_cache_creation_tokens, \
+    normalized_uncached_input_stored, normalized_total_input_stored, \
+    normalized_cache_read_stored, normalized_cache_creation_stored, \
     latency_ms, ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, \
     header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
-    header_error_kind_id, header_error_code_id, header_trace_id, created_at_ms, \
+    header_error_kind_id, header_error_code_id, header_trace, created_at_ms, \
     timestamp_sub_ms, metadata_template_id, metadata_values) VALUES (\
     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
     ?, ?, ?)";
+
+/// The normalized token counts (uncached input, total input, cache read, cache
+/// creation) the virtual columns of `0120_normalized_tokens_derived` compute from
+/// an event's raw counters and cache input mode (`0`: included in the input, `1`:
+/// separate). A count whose computation overflows somewhere is `None`: SQLite
+/// would leave integers there, so it stays stored.
+fn derived_normalized(tokens: &TokenCounts, mode: i64) -> Option<[Option<i64>; 4]> {
+    let read = tokens.cache_read.max(0);
+    let creation = tokens.cache_creation.max(0);
+    let input = tokens.input.max(0);
+    let cache_read = read.checked_add(creation).and_then(|both| {
+        tokens
+            .cached
+            .max(tokens.cache)
+            .checked_sub(both)
+            .and_then(|extra| extra.max(0).checked_add(read))
+    });
+    let (uncached, total) = match mode {
+        1 => (
+            Some(input),
+            cache_read
+                .and_then(|cache_read| input.checked_add(cache_read))
+                .and_then(|sum| sum.checked_add(creation)),
+        ),
+        0 => (
+            cache_read
+                .and_then(|cache_read| input.checked_sub(cache_read))
+                .and_then(|rest| rest.checked_sub(creation))
+                .map(|rest| rest.max(0)),
+            Some(input),
+        ),
+        _ => return None,
+    };
+    Some([uncached, total, cache_read, Some(creation)])
+}
 
 /// A text column's value: `NULL` for a missing or empty text.
 fn text(value: &Option<String>) -> Option<&str> {
@@ -520,7 +555,12 @@ fn insert_events(
         bind(&new.id)?;
         bind(&&new.hash[..])?;
         bind(&origin_id)?;
-        bind(&text(&event.request_id))?;
+        // Hex request and trace ids are stored as their bytes (`compact.rs`).
+        let request = text(&event.request_id);
+        match request.and_then(crate::compact::request_bytes) {
+            Some(bytes) => bind(&&bytes[..])?,
+            None => bind(&request)?,
+        }
         bind(&event.timestamp_ms)?;
         let (timestamp_text, timestamp_sub_ms) = timestamp_columns(event, &mut scratch);
         bind(&timestamp_text)?;
@@ -571,13 +611,23 @@ fn insert_events(
         ] {
             bind(&value)?;
         }
-        for value in [
+        // A count the columns compute from the others is not stored.
+        let derived = cache_input_mode.and_then(|mode| derived_normalized(tokens, mode));
+        for (position, value) in [
             normalized.uncached_input,
             normalized.total_input,
             normalized.cache_read,
             normalized.cache_creation,
-        ] {
-            bind(&known.then_some(value))?;
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let computed = derived.and_then(|derived| derived[position]);
+            bind(
+                &known
+                    .then_some(value)
+                    .filter(|value| Some(*value) != computed),
+            )?;
         }
         bind(&event.latency_ms)?;
         bind(&event.ttft_ms)?;
@@ -590,7 +640,11 @@ fn insert_events(
         bind(&dims.quota_plan_type)?;
         bind(&dims.error_kind)?;
         bind(&dims.error_code)?;
-        bind(&text(&event.header_trace_id))?;
+        let trace = text(&event.header_trace_id);
+        match trace.and_then(crate::compact::trace_bytes) {
+            Some(bytes) => bind(&&bytes[..])?,
+            None => bind(&trace)?,
+        }
         bind(&event.created_at_ms)?;
         bind(&timestamp_sub_ms)?;
         bind(&new.metadata.as_ref().map(|(id, _)| *id))?;

@@ -96,7 +96,7 @@ fn joined(context: &'static str) -> impl Fn(tokio::task::JoinError) -> StoreErro
 }
 
 /// The columns an export line needs, in the order [`write_row`] reads them.
-const EXPORT_COLUMNS: &str = "event_hash, request_id, timestamp_ms, timestamp_text, provider_id, \
+const EXPORT_COLUMNS: &str = "event_hash, request_key, timestamp_ms, timestamp_text, provider_id, \
     executor_type_id, model_id, requested_model_id, resolved_model_id, endpoint_id, method_id, path_id, \
     auth_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, account_snapshot_id, \
     auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, auth_project_id_snapshot_id, \
@@ -105,7 +105,7 @@ const EXPORT_COLUMNS: &str = "event_hash, request_id, timestamp_ms, timestamp_te
     cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, latency_ms, \
     ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, header_quota_recover_at_ms, \
     header_quota_used_percent, header_quota_plan_type_id, header_error_kind_id, header_error_code_id, \
-    header_trace_id, created_at_ms, timestamp_sub_ms, metadata_template_id, metadata_values";
+    header_trace, created_at_ms, timestamp_sub_ms, metadata_template_id, metadata_values";
 
 /// What to read: conditions, the keyset start, and how many events.
 struct Plan {
@@ -316,6 +316,8 @@ struct Scratch {
     hash: String,
     timestamp: String,
     metadata: String,
+    request: String,
+    trace: String,
 }
 
 fn int(row: &rusqlite::Row<'_>, index: usize) -> Option<i64> {
@@ -330,6 +332,11 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Option<&'r str> {
         Ok(ValueRef::Text(bytes)) => std::str::from_utf8(bytes).ok(),
         _ => None,
     }
+}
+
+/// A stored request id or trace id as its text ([`crate::compact::stored_key`]).
+fn key<'r>(row: &'r rusqlite::Row<'_>, index: usize, out: &'r mut String) -> Option<&'r str> {
+    crate::compact::stored_key(row.get_ref(index).ok()?, out)
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
@@ -355,6 +362,8 @@ fn write_row(
     if let Ok(ValueRef::Blob(bytes) | ValueRef::Text(bytes)) = row.get_ref(0) {
         push_hex(&mut scratch.hash, bytes);
     }
+    let request = key(row, 1, &mut scratch.request);
+    let trace = key(row, 47, &mut scratch.trace);
     let timestamp_ms = number(2);
     let timestamp = match (text(row, 3), int(row, 49)) {
         (Some(stored), _) => stored,
@@ -381,7 +390,7 @@ fn write_row(
                 Some(state.text_ref(Some(template))),
                 Some(values),
                 timestamp_ms,
-                text(row, 47),
+                trace,
             )
             .map(std::borrow::Cow::into_owned)
             .unwrap_or_default();
@@ -391,7 +400,7 @@ fn write_row(
     };
     let (model_id, requested_id) = (int(row, 6), int(row, 7));
     let record = ExportRecord {
-        request_id: text(row, 1).unwrap_or(""),
+        request_id: request.unwrap_or(""),
         event_hash: &scratch.hash,
         timestamp_ms,
         timestamp,
@@ -449,7 +458,7 @@ fn write_row(
         header_quota_plan_type: dim(44),
         header_error_kind: dim(45),
         header_error_code: dim(46),
-        header_trace_id: text(row, 47).unwrap_or(""),
+        header_trace_id: trace.unwrap_or(""),
         created_at_ms: number(48),
     };
     format.write_record(out, &record);

@@ -150,6 +150,9 @@ fn floor(value: i64, step: i64) -> i64 {
 
 const LEVELS: [(i64, &str); 3] = [(QUARTER_MS, "q"), (HOUR_MS, "h"), (DAY_MS, "d")];
 
+/// The levels of [`LEVELS`] that keep latency samples: quarter hours and hours.
+const SAMPLE_LEVELS: usize = 2;
+
 /// Writes the batch's rollup rows. Runs inside the batch transaction.
 pub(crate) fn flush(
     store: &SqliteStore,
@@ -264,7 +267,8 @@ pub(crate) fn flush(
                 })
                 .or_default()
                 .add(&pending.metrics, at);
-            if pending.latency.is_some() || pending.ttft.is_some() {
+            // A day's samples are those of its hours (`0122`), read from there.
+            if level < SAMPLE_LEVELS && (pending.latency.is_some() || pending.ttft.is_some()) {
                 let entry = samples[level]
                     .entry(bucket)
                     .or_default()

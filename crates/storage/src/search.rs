@@ -50,8 +50,15 @@ const DICTIONARY_COLUMNS: [(&str, DimKind); 24] = [
     ("header_error_code_id", DimKind::ErrorCode),
 ];
 
-/// Free-text event columns searched directly.
-const TEXT_COLUMNS: [&str; 3] = ["request_id", "fail_summary", "header_trace_id"];
+/// Free-text event columns searched directly: the column a reader sees, and
+/// the one that stores it (a hex request or trace id as its bytes, see
+/// `compact::request_bytes` and `compact::trace_bytes`; the text form is a
+/// virtual column computed per row).
+const TEXT_COLUMNS: [(&str, &str); 3] = [
+    ("request_id", "request_key"),
+    ("fail_summary", "fail_summary"),
+    ("header_trace_id", "header_trace"),
+];
 
 /// The SQL form of a scope's search.
 pub(crate) struct SearchSql {
@@ -118,20 +125,33 @@ impl SearchSql {
             }
         }
         let mut unsure: Vec<String> = Vec::new();
-        for column in TEXT_COLUMNS {
+        // A hex id stored as bytes reads back as hex digits and dashes only: a
+        // needle with any other character can only be in a stored text, so the
+        // text need not be computed.
+        let hex_like = needle
+            .bytes()
+            .all(|byte| byte.is_ascii_hexdigit() || byte == b'-');
+        for (column, stored) in TEXT_COLUMNS {
             if needle.is_ascii() {
-                exact.push(format!("{column} LIKE ? ESCAPE '\\'"));
+                if column == stored || hex_like {
+                    exact.push(format!("{column} LIKE ? ESCAPE '\\'"));
+                } else {
+                    exact.push(format!(
+                        "(typeof({stored}) = 'text' AND {stored} LIKE ? ESCAPE '\\')"
+                    ));
+                }
                 binds.push(like_pattern(needle));
                 for (letter, character) in ASCII_FROM_LOWERCASE {
                     if needle.contains(letter) {
-                        unsure.push(format!("instr({column}, '{character}') > 0"));
+                        unsure.push(format!("instr({stored}, '{character}') > 0"));
                     }
                 }
             } else {
                 // A text holds a non-ASCII character exactly when its character
-                // count differs from its byte count.
+                // count differs from its byte count (never so for stored bytes,
+                // whose text is ASCII).
                 unsure.push(format!(
-                    "length({column}) <> length(CAST({column} AS BLOB))"
+                    "length({stored}) <> length(CAST({stored} AS BLOB))"
                 ));
             }
         }

@@ -177,12 +177,23 @@ async fn latency_runs(path: &std::path::Path, level: &str, bucket: i64) -> Vec<(
 }
 
 #[tokio::test]
-async fn a_full_day_keeps_its_samples_in_bounded_runs_and_p95_stays_exact() {
-    // 12,000 events in one UTC day, 250 per batch: the day's samples outgrow one run.
-    let (dir, store, events) = seeded_over(12_000, 1).await;
+async fn a_full_hour_keeps_its_samples_in_bounded_runs_and_p95_stays_exact() {
+    // 12,000 events in the last UTC hour of a day, 250 per batch: the hour's
+    // samples outgrow one run. A day's samples are read from its hours.
     let day = END_MS - DAY_MS;
-    let runs = latency_runs(&dir.path().join("cpamp.db"), "d", day).await;
-    assert!(runs.len() >= 3, "the day holds several runs: {runs:?}");
+    let hour = END_MS - 3_600_000;
+    let mut events = synth::events(7, 12_000, END_MS, 1);
+    for event in &mut events {
+        event.timestamp_ms = hour + (event.timestamp_ms - day) / 24;
+        event.timestamp = cpamp_domain::event::format_timestamp_ms(event.timestamp_ms);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
+        .await
+        .expect("open store");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let runs = latency_runs(&dir.path().join("cpamp.db"), "h", hour).await;
+    assert!(runs.len() >= 3, "the hour holds several runs: {runs:?}");
     assert_eq!(
         runs.iter().map(|run| run.0).collect::<Vec<_>>(),
         (0..runs.len() as i64).collect::<Vec<_>>()
@@ -195,7 +206,11 @@ async fn a_full_day_keeps_its_samples_in_bounded_runs_and_p95_stays_exact() {
             .all(|(_, bytes)| (16 * 1024..24 * 1024).contains(bytes)),
         "{runs:?}"
     );
-    for (from, to) in [(day, END_MS), (day + 3_600_000 + 17, END_MS - 900_000 - 5)] {
+    for (from, to) in [
+        (day, END_MS),
+        (day + 3_600_000 + 17, END_MS - 900_000 - 5),
+        (hour + 60_000 + 17, END_MS - 5),
+    ] {
         let include = Include {
             summary: true,
             percentiles: true,

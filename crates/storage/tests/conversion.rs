@@ -136,8 +136,13 @@ async fn latency_samples_of_a_database_from_before_sample_runs() {
     assert!(before.1.is_some() && before.3.len() > 24, "{before:?}");
 
     // The earlier shape: one sample row per block (every block here fits one run).
-    let mut statements = Vec::new();
-    for level in ["q", "h", "d"] {
+    // Day blocks keep no samples since `0122` (their hours' are read): the
+    // earlier day table is there, empty.
+    let mut statements = vec![
+        "CREATE TABLE usage_rollup_latency_d (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)"
+            .to_string(),
+    ];
+    for level in ["q", "h"] {
         statements.push(format!(
             "CREATE TABLE old_{level} (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)"
         ));
@@ -813,4 +818,382 @@ async fn quota_cycle_starts_of_a_database_from_before_they_were_left_to_the_end(
         .expect("reopen");
     assert_eq!(windows(store).await, before);
     assert_eq!(stored(path.clone()).await, compact);
+}
+
+/// Decoded realistic CPA payloads (`cpamp_testkit::Traffic`) over the three
+/// days before `now_ms`, with nanosecond timestamps.
+fn realistic_events(seed: u64, count: i64, now_ms: i64) -> Vec<cpamp_domain::event::UsageEvent> {
+    use cpamp_domain::event::Decoded;
+    let mut traffic = cpamp_testkit::Traffic::new(seed);
+    (0..count)
+        .map(|index| {
+            let at_ms = now_ms - 3 * DAY_MS + index * (3 * DAY_MS / count);
+            let nanos = i128::from(at_ms) * 1_000_000 + 123_457;
+            match cpamp_domain::decode::decode(&traffic.payload(nanos), now_ms) {
+                Decoded::Event(event) => *event,
+                other => panic!("realistic payload did not decode: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Every row of `sql` over the closed database at `path`, each value with its
+/// SQLite type.
+async fn dump(path: &std::path::Path, sql: &'static str) -> Vec<String> {
+    use sqlx::{Row, ValueRef};
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let rows = sqlx::query(sql)
+        .fetch_all(&mut connection)
+        .await
+        .expect(sql);
+    connection.close().await.expect("close");
+    rows.iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|index| {
+                    let raw = row.try_get_raw(index).expect("value");
+                    if raw.is_null() {
+                        return "NULL".to_string();
+                    }
+                    let kind = raw.type_info().to_string();
+                    match kind.as_str() {
+                        "INTEGER" => format!("i{}", row.get::<i64, _>(index)),
+                        "REAL" => format!("r{}", row.get::<f64, _>(index)),
+                        "TEXT" => format!("t{:?}", row.get::<String, _>(index)),
+                        _ => format!("b{:?}", row.get::<Vec<u8>, _>(index)),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+const NORMALIZED: &str = "SELECT id, normalized_uncached_input_tokens, \
+     normalized_total_input_tokens, normalized_cache_read_tokens, \
+     normalized_cache_creation_tokens FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn normalized_tokens_of_a_database_from_before_they_were_left_to_the_raw_counts() {
+    use cpamp_domain::event::CacheInputMode;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_500_i64;
+    let mut events = realistic_events(0x70c5, count, now_ms);
+    // Counts the raw counters do not give (as an import can carry), no mode,
+    // and counters whose computation overflows.
+    for event in events.iter_mut().step_by(7) {
+        event.normalized.total_input += 1;
+        event.normalized.cache_creation = 3;
+    }
+    for event in events.iter_mut().skip(3).step_by(11) {
+        event.cache_input_mode = None;
+    }
+    for (index, event) in events.iter_mut().skip(5).step_by(13).enumerate() {
+        event.cache_input_mode = Some(if index % 2 == 0 {
+            CacheInputMode::SeparateFromInput
+        } else {
+            CacheInputMode::IncludedInInput
+        });
+        event.tokens.input = i64::MAX - 1;
+        event.tokens.cached = i64::MIN;
+        event.tokens.cache = i64::MAX;
+        event.tokens.cache_read = 5;
+        event.normalized.uncached_input = i64::MAX - 1;
+        event.normalized.total_input = i64::MAX;
+        event.normalized.cache_read = i64::MAX;
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let columns = dump(&path, NORMALIZED).await;
+    // The columns give every event's counts back, NULL without a mode.
+    let expected: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let n = &event.normalized;
+            match event.cache_input_mode {
+                Some(_) => format!(
+                    "i{}|i{}|i{}|i{}|i{}",
+                    index + 1,
+                    n.uncached_input,
+                    n.total_input,
+                    n.cache_read,
+                    n.cache_creation
+                ),
+                None => format!("i{}|NULL|NULL|NULL|NULL", index + 1),
+            }
+        })
+        .collect();
+    assert_eq!(columns, expected);
+    let known = events
+        .iter()
+        .filter(|e| e.cache_input_mode.is_some())
+        .count();
+    let stored = "SELECT count(normalized_uncached_input_stored), \
+         count(normalized_total_input_stored), count(normalized_cache_read_stored), \
+         count(normalized_cache_creation_stored) FROM usage_events";
+    let compact = dump(&path, stored).await;
+    // Only the counts the columns cannot compute are stored.
+    let differing = events.iter().step_by(7).count();
+    let overflowing = events.iter().skip(5).step_by(13).count();
+    assert!(
+        compact[0].split('|').all(|count| {
+            let count: usize = count[1..].parse().expect("count");
+            count <= differing + overflowing
+        }),
+        "{compact:?}"
+    );
+
+    // The earlier shape: every count stored as the decoder gave it.
+    rewind(
+        &path,
+        120,
+        &[
+            "UPDATE usage_events SET \
+             normalized_uncached_input_stored = normalized_uncached_input_tokens, \
+             normalized_total_input_stored = normalized_total_input_tokens, \
+             normalized_cache_read_stored = normalized_cache_read_tokens, \
+             normalized_cache_creation_stored = normalized_cache_creation_tokens",
+            "ALTER TABLE usage_events DROP COLUMN normalized_uncached_input_tokens",
+            "ALTER TABLE usage_events DROP COLUMN normalized_total_input_tokens",
+            "ALTER TABLE usage_events DROP COLUMN normalized_cache_read_tokens",
+            "ALTER TABLE usage_events DROP COLUMN normalized_cache_creation_tokens",
+            "ALTER TABLE usage_events RENAME COLUMN normalized_uncached_input_stored \
+             TO normalized_uncached_input_tokens",
+            "ALTER TABLE usage_events RENAME COLUMN normalized_total_input_stored \
+             TO normalized_total_input_tokens",
+            "ALTER TABLE usage_events RENAME COLUMN normalized_cache_read_stored \
+             TO normalized_cache_read_tokens",
+            "ALTER TABLE usage_events RENAME COLUMN normalized_cache_creation_stored \
+             TO normalized_cache_creation_tokens",
+        ],
+    )
+    .await;
+    assert_eq!(dump(&path, NORMALIZED).await, columns);
+    let old = dump(
+        &path,
+        "SELECT count(normalized_total_input_tokens) FROM usage_events",
+    )
+    .await;
+    assert_eq!(old, vec![format!("i{known}")]);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, NORMALIZED).await, columns);
+    assert_eq!(dump(&path, stored).await, compact);
+}
+
+const IDS: &str = "SELECT id, request_id, header_trace_id FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn request_and_trace_ids_of_a_database_from_before_hex_ids_were_stored_as_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_500_i64;
+    let mut events = realistic_events(0x1d5, count, now_ms);
+    // Ids that only look like the hex forms, and ids that are absent.
+    let others = [
+        "0000ABCD",
+        "0000abc",
+        "0000abcde",
+        "",
+        "ü000abcd",
+        "26D3E413-9ED0-4903-A9CA-AAFADB92D339",
+        "26d3e4139ed04903a9caaafadb92d339",
+        "26d3e413-9ed0-4903-a9ca-aafadb92d33",
+        "{26d3e413-9ed0-4903-a9ca-aafadb92d339}",
+    ];
+    for (index, event) in events.iter_mut().step_by(17).enumerate() {
+        let other = others[index % others.len()];
+        event.request_id = Some(other.to_string());
+        event.header_trace_id = Some(other.to_string());
+    }
+    for event in events.iter_mut().skip(4).step_by(19) {
+        event.request_id = None;
+        event.header_trace_id = None;
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let columns = dump(&path, IDS).await;
+    // The columns give every event's ids back.
+    let text = |value: &Option<String>| match value.as_deref() {
+        None | Some("") => "NULL".to_string(),
+        Some(text) => format!("t{text:?}"),
+    };
+    let expected: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            format!(
+                "i{}|{}|{}",
+                index + 1,
+                text(&event.request_id),
+                text(&event.header_trace_id)
+            )
+        })
+        .collect();
+    assert_eq!(columns, expected);
+    let forms = "SELECT typeof(request_key), typeof(header_trace), count(*) FROM usage_events \
+         GROUP BY 1, 2 ORDER BY 1, 2";
+    let compact = dump(&path, forms).await;
+    let blobs = |forms: &[String]| -> (i64, i64) {
+        let mut counts = (0, 0);
+        for row in forms {
+            let parts: Vec<&str> = row.split('|').collect();
+            let rows: i64 = parts[2][1..].parse().expect("count");
+            if parts[0] == "t\"blob\"" {
+                counts.0 += rows;
+            }
+            if parts[1] == "t\"blob\"" {
+                counts.1 += rows;
+            }
+        }
+        counts
+    };
+    let (requests, traces) = blobs(&compact);
+    assert!(requests > count * 3 / 4, "{compact:?}");
+    assert!(traces > count / 4, "{compact:?}");
+
+    // The earlier shape: every id stored as its text.
+    rewind(
+        &path,
+        121,
+        &[
+            "UPDATE usage_events SET request_key = request_id, header_trace = header_trace_id",
+            "ALTER TABLE usage_events DROP COLUMN request_id",
+            "ALTER TABLE usage_events DROP COLUMN header_trace_id",
+            "ALTER TABLE usage_events RENAME COLUMN request_key TO request_id",
+            "ALTER TABLE usage_events RENAME COLUMN header_trace TO header_trace_id",
+        ],
+    )
+    .await;
+    assert_eq!(dump(&path, IDS).await, columns);
+    assert_eq!(
+        blobs(
+            &dump(
+                &path,
+                "SELECT typeof(request_id), typeof(header_trace_id), count(*) FROM usage_events \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+            .await
+        ),
+        (0, 0)
+    );
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, IDS).await, columns);
+    assert_eq!(dump(&path, forms).await, compact);
+}
+
+#[tokio::test]
+async fn latency_samples_of_a_database_from_before_days_were_read_from_their_hours() {
+    use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, monitoring};
+    use cpamp_domain::analytics::query::Scope;
+    use cpamp_domain::analytics::time::{Granularity, Zone};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = seeded(&path, 3_000).await;
+    // Whole UTC days (read from day blocks) and Kolkata days (hours and quarters).
+    let percentiles = |store: SqliteStore| async move {
+        let mut answers = Vec::new();
+        for (zone, from, to) in [
+            ("UTC", END_MS - 3 * DAY_MS, END_MS),
+            ("UTC", END_MS - 3 * DAY_MS + 7 * 60_000 + 3, END_MS - 11),
+            ("Asia/Kolkata", END_MS - 3 * DAY_MS, END_MS),
+        ] {
+            let response = monitoring(
+                &store,
+                MonitoringRequest {
+                    scope: Scope::time_only(from, to),
+                    now_ms: END_MS,
+                    zone: Zone::parse(zone).expect("zone"),
+                    granularity: Granularity::resolve(Some("day"), from, to),
+                    include: Include {
+                        summary: true,
+                        percentiles: true,
+                        timeline: true,
+                        ..Include::default()
+                    },
+                    generated_at_ms: END_MS,
+                },
+            )
+            .await
+            .expect("query");
+            let summary = response.summary.expect("summary");
+            answers.push(format!(
+                "{:?} {:?} {:?} {:?}",
+                summary.p50_latency_ms,
+                summary.p95_latency_ms,
+                summary.p95_ttft_ms,
+                response
+                    .timeline
+                    .iter()
+                    .map(|point| (point.bucket_ms, point.p95_latency_ms, point.p95_ttft_ms))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        store.close().await;
+        answers
+    };
+    let before = percentiles(store).await;
+    assert!(before[0].contains("Some("), "{before:?}");
+
+    // The earlier shape: day blocks with samples of their own (here the runs
+    // of their hours, each a run of the day).
+    rewind(
+        &path,
+        122,
+        &[
+            "CREATE TABLE usage_rollup_latency_d (bucket_ms INTEGER NOT NULL, \
+             run INTEGER NOT NULL, entries BLOB NOT NULL, PRIMARY KEY (bucket_ms, run))",
+            "INSERT INTO usage_rollup_latency_d (bucket_ms, run, entries) \
+             SELECT bucket_ms - bucket_ms % 86400000, \
+             row_number() OVER (PARTITION BY bucket_ms - bucket_ms % 86400000 \
+             ORDER BY bucket_ms, run) - 1, entries FROM usage_rollup_latency_h",
+        ],
+    )
+    .await;
+    assert!(
+        dump(&path, "SELECT count(*) FROM usage_rollup_latency_d").await[0] != "i0",
+        "day samples to convert"
+    );
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    assert_eq!(percentiles(store).await, before);
+    assert_eq!(
+        dump(
+            &path,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'usage_rollup_latency_d'"
+        )
+        .await,
+        vec!["i0".to_string()]
+    );
 }

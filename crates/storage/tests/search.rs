@@ -39,6 +39,21 @@ fn events() -> Vec<UsageEvent> {
         if index % 13 == 0 {
             event.request_id = Some(format!("REQ-{index:04}-Mixed"));
         }
+        // Hex request and trace ids, which are stored as their bytes.
+        let digits = &event.event_hash;
+        if index % 5 == 1 {
+            event.request_id = Some(digits[40..48].to_string());
+        }
+        if index % 7 == 2 {
+            event.header_trace_id = Some(format!(
+                "{}-{}-{}-{}-{}",
+                &digits[0..8],
+                &digits[8..12],
+                &digits[12..16],
+                &digits[16..20],
+                &digits[20..32]
+            ));
+        }
     }
     events
 }
@@ -90,7 +105,7 @@ fn fields(event: &UsageEvent) -> Vec<String> {
 fn matches(event: &UsageEvent, needle: &str) -> bool {
     fields(event)
         .iter()
-        .any(|field| field.to_lowercase().contains(needle))
+        .any(|field| field.to_lowercase().contains(&needle.to_lowercase()))
 }
 
 #[tokio::test]
@@ -103,6 +118,9 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
     support::store_in_batches(&store, &events, 250, false).await;
     let (from, to) = (END_MS - 2 * DAY_MS + 17 * 60_000 + 5, END_MS - 3 * 60_000);
     let hash_fragment = events[1234].event_hash[20..31].to_string();
+    // Fragments of a trace id across a dash, and of a request id in capitals.
+    let trace_fragment = events[1402].header_trace_id.as_deref().expect("trace")[6..15].to_string();
+    let request_fragment = events[1401].request_id.as_deref().expect("request")[1..7].to_string();
     let needles = [
         "claude".to_string(),
         "post".to_string(),
@@ -117,6 +135,8 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
         "req-01".to_string(),
         "mixed".to_string(),
         hash_fragment,
+        trace_fragment,
+        request_fragment.to_uppercase(),
         "idx-3".to_string(),
         "priority".to_string(),
         "gemini-2.5".to_string(),
