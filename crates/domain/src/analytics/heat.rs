@@ -199,6 +199,11 @@ impl HeatCollector {
         }
     }
 
+    /// Makes room for `additional` more keys in a cell.
+    pub fn reserve(&mut self, cell: usize, additional: usize) {
+        self.cells[cell % CELLS].reserve(additional);
+    }
+
     /// Adds `metrics` to a key of a cell.
     pub fn add(&mut self, cell: usize, key: HeatKey, metrics: &Metrics) {
         self.cells[cell % CELLS]
