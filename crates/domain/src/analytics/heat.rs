@@ -119,6 +119,10 @@ impl Hasher for WordHasher {
     }
 }
 
+/// One cell's parts, in the order their keys were first added, and the position
+/// of each key among them.
+type CellParts = (Vec<(HeatKey, Metrics)>, WordMap<HeatKey, u32>);
+
 /// Gathers [`HeatParts`]: texts are interned by their shared pointer (storage
 /// hands out one pointer per dictionary entry), and equal keys of a cell are
 /// summed.
@@ -127,7 +131,7 @@ pub struct HeatCollector {
     by_pointer: WordMap<usize, u32>,
     unknown: u32,
     /// Per cell, its parts and where each key sits among them.
-    cells: Vec<(Vec<(HeatKey, Metrics)>, WordMap<HeatKey, u32>)>,
+    cells: Vec<CellParts>,
     /// Cell of the last local hour looked up, and its (weekday, hour) index.
     last: Option<(i64, usize)>,
     local: WordMap<i64, usize>,
