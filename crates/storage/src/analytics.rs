@@ -1210,7 +1210,8 @@ impl SqliteStore {
                     .await?;
                 }
                 Source::Hour => {
-                    self.heat_rollup(&request, &model_ids, from, to, &mut collector)
+                    collector = self
+                        .heat_rollup(&request, &model_ids, from, to, collector)
                         .await?;
                 }
                 Source::Quarter | Source::Day => {
@@ -1235,112 +1236,114 @@ impl SqliteStore {
     }
 
     /// Adds the heat rollup's entries of the whole UTC hours `[from, to)` to
-    /// `collector`. The blobs are stepped on a blocking thread through an idle
-    /// read-only rusqlite connection of the store's own (so each is decoded where
-    /// SQLite holds it, never copied), and their entries are summed per cell by
-    /// stored ids first (a range repeats each key in many hours); each distinct key
-    /// of a cell is then named once. Like the search's group rows, these hours are
-    /// read in a snapshot of their own: every hour is read whole from one snapshot,
-    /// and no hour is read twice.
+    /// `collector`, one cell (local weekday hour) at a time: the hours of a cell
+    /// are read by key and their entries summed by stored ids in one map, which
+    /// stays in cache, before each distinct key of the cell is named once. The
+    /// blobs are read on a blocking thread through an idle read-only rusqlite
+    /// connection of the store's own, so each is decoded where SQLite holds it,
+    /// never copied. Like the search's group rows, these hours are read in one
+    /// snapshot of their own: every hour is read whole, and none twice.
     async fn heat_rollup(
         &self,
         request: &GroupRequest,
         model_ids: &[i64],
         from: i64,
         to: i64,
-        collector: &mut HeatCollector,
-    ) -> Result<(), StoreError> {
+        collector: HeatCollector,
+    ) -> Result<HeatCollector, StoreError> {
         let Some((zone, _)) = request.timeline.as_ref() else {
-            return Ok(());
+            return Ok(collector);
         };
-        // The cell of each local hour that starts a whole UTC hour of the range.
-        let mut cell_of: FastMap<i64, usize> = FastMap::default();
+        let mut collector = collector;
+        // The whole UTC hours of the range, per cell of the local hour they start.
+        let mut hours: Vec<Vec<i64>> = vec![Vec::new(); CELLS];
         let mut bucketer = Bucketer::new(zone, Granularity::Hour);
         let mut hour = from;
         while hour < to {
-            cell_of.insert(hour, collector.cell(zone, bucketer.bucket(hour)));
+            hours[collector.cell(zone, bucketer.bucket(hour))].push(hour);
             hour += HOUR_MS;
         }
         let wanted = [false, true].map(|failed| request.scope.filters.matches_failed(failed));
-        let failed_ok = move |failed: bool| wanted[usize::from(failed)];
         let model_ids = model_ids.to_vec();
+        let scope = request.scope.clone();
         let store = self.clone();
-        let cells = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             store.with_row_reader(|reader| {
                 let sqlite = error::sqlite("read heat rollups");
                 let mut statement = reader
-                    .prepare_cached(
-                        "SELECT bucket_ms, entries FROM usage_rollup_heat_h \
-                         WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
-                    )
+                    .prepare_cached("SELECT entries FROM usage_rollup_heat_h WHERE bucket_ms = ?1")
                     .map_err(&sqlite)?;
-                let mut rows = statement.query((from, to)).map_err(&sqlite)?;
-                // One small map per cell: a blob's entries all land in one, which
-                // stays in cache, where one map of every (cell, key) would not.
-                let mut cells: Vec<FastMap<EntryKey, Metrics>> =
-                    (0..CELLS).map(|_| FastMap::default()).collect();
-                while let Some(row) = rows.next().map_err(&sqlite)? {
-                    let bucket: i64 = row.get(0).map_err(&sqlite)?;
-                    let Some(cell) = cell_of.get(&bucket) else {
+                let mut sums: FastMap<EntryKey, Metrics> = FastMap::default();
+                let mut texts: FastMap<i64, u32> = FastMap::default();
+                // The contributors of each identity, `None` when the scope refuses it.
+                let mut identities: FastMap<i64, Option<(Option<u32>, u32)>> = FastMap::default();
+                let mut names: FastMap<EntryKey, Option<HeatKey>> = FastMap::default();
+                for (cell, hours) in hours.iter().enumerate() {
+                    sums.clear();
+                    for hour in hours {
+                        let mut rows = statement.query([hour]).map_err(&sqlite)?;
+                        let Some(row) = rows.next().map_err(&sqlite)? else {
+                            continue;
+                        };
+                        let rusqlite::types::ValueRef::Blob(blob) =
+                            row.get_ref(0).map_err(&sqlite)?
+                        else {
+                            continue;
+                        };
+                        decode_entries(*hour, true, blob, |key, entry| {
+                            if !wanted[usize::from(key.failed)]
+                                || (!model_ids.is_empty() && !model_ids.contains(&key.model))
+                            {
+                                return;
+                            }
+                            sums.entry(key).or_default().add(&entry.metrics);
+                        });
+                    }
+                    if sums.is_empty() {
                         continue;
-                    };
-                    let into = &mut cells[*cell];
-                    let blob = match row.get_ref(1).map_err(&sqlite)? {
-                        rusqlite::types::ValueRef::Blob(blob) => blob,
-                        _ => continue,
-                    };
-                    decode_entries(bucket, true, blob, |key, sums| {
-                        if !failed_ok(key.failed)
-                            || (!model_ids.is_empty() && !model_ids.contains(&key.model))
-                        {
-                            return;
+                    }
+                    collector.reserve(cell, sums.len());
+                    let state = lock_read(store.read_cache());
+                    for (key, metrics) in sums.drain() {
+                        // Stored keys repeat across cells, so each is named once.
+                        let named = *names.entry(key).or_insert_with(|| {
+                            let contributors =
+                                *identities.entry(key.identity).or_insert_with(|| {
+                                    let identity = state
+                                        .identities
+                                        .get(&key.identity)
+                                        .cloned()
+                                        .unwrap_or_default();
+                                    scope
+                                        .matches_identity(&identity)
+                                        .then(|| collector.contributors(&identity))
+                                });
+                            let (api_key, provider) = contributors?;
+                            let mut text = |id: i64| {
+                                *texts
+                                    .entry(id)
+                                    .or_insert_with(|| collector.text(&state.text(Some(id))))
+                            };
+                            Some(HeatKey {
+                                model: text(key.model),
+                                billing_model: text(key.billing),
+                                service_tier: text(key.tier),
+                                context_band: key.band,
+                                failed: key.failed,
+                                api_key,
+                                provider: Some(provider),
+                            })
+                        });
+                        if let Some(heat_key) = named {
+                            collector.add(cell, heat_key, &metrics);
                         }
-                        into.entry(key).or_default().add(&sums.metrics);
-                    });
+                    }
                 }
-                Ok(cells)
+                Ok(collector)
             })
         })
         .await
-        .map_err(|error| StoreError::unavailable(format!("sum heat rollups: {error}"), error))??;
-        let state = lock_read(self.read_cache());
-        let mut texts: FastMap<i64, u32> = FastMap::default();
-        let mut text = |collector: &mut HeatCollector, id: i64| {
-            *texts
-                .entry(id)
-                .or_insert_with(|| collector.text(&state.text(Some(id))))
-        };
-        // The contributors of each identity, `None` when the scope refuses it.
-        let mut identities: FastMap<i64, Option<(Option<u32>, u32)>> = FastMap::default();
-        for (cell, entries) in cells.into_iter().enumerate() {
-            for (key, metrics) in entries {
-                let contributors = *identities.entry(key.identity).or_insert_with(|| {
-                    let identity = state
-                        .identities
-                        .get(&key.identity)
-                        .cloned()
-                        .unwrap_or_default();
-                    request
-                        .scope
-                        .matches_identity(&identity)
-                        .then(|| collector.contributors(&identity))
-                });
-                let Some((api_key, provider)) = contributors else {
-                    continue;
-                };
-                let heat_key = HeatKey {
-                    model: text(collector, key.model),
-                    billing_model: text(collector, key.billing),
-                    service_tier: text(collector, key.tier),
-                    context_band: key.band,
-                    failed: key.failed,
-                    api_key,
-                    provider: Some(provider),
-                };
-                collector.add(cell, heat_key, &metrics);
-            }
-        }
-        Ok(())
+        .map_err(|error| StoreError::unavailable(format!("sum heat rollups: {error}"), error))?
     }
 
     /// Whole UTC days come from the per-day pair blobs (or, for days written

@@ -119,6 +119,10 @@ impl Hasher for WordHasher {
     }
 }
 
+/// One cell's parts, in the order their keys were first added, and the position
+/// of each key among them.
+type CellParts = (Vec<(HeatKey, Metrics)>, WordMap<HeatKey, u32>);
+
 /// Gathers [`HeatParts`]: texts are interned by their shared pointer (storage
 /// hands out one pointer per dictionary entry), and equal keys of a cell are
 /// summed.
@@ -126,7 +130,8 @@ pub struct HeatCollector {
     texts: Vec<Text>,
     by_pointer: WordMap<usize, u32>,
     unknown: u32,
-    cells: Vec<WordMap<HeatKey, Metrics>>,
+    /// Per cell, its parts and where each key sits among them.
+    cells: Vec<CellParts>,
     /// Cell of the last local hour looked up, and its (weekday, hour) index.
     last: Option<(i64, usize)>,
     local: WordMap<i64, usize>,
@@ -146,7 +151,7 @@ impl HeatCollector {
             texts: vec![Text::from("Unknown")],
             by_pointer: WordMap::default(),
             unknown: 0,
-            cells: (0..CELLS).map(|_| WordMap::default()).collect(),
+            cells: (0..CELLS).map(|_| Default::default()).collect(),
             last: None,
             local: WordMap::default(),
         }
@@ -199,12 +204,25 @@ impl HeatCollector {
         }
     }
 
+    /// Makes room for `additional` more keys in a cell.
+    pub fn reserve(&mut self, cell: usize, additional: usize) {
+        let (parts, index) = &mut self.cells[cell % CELLS];
+        parts.reserve(additional);
+        index.reserve(additional);
+    }
+
     /// Adds `metrics` to a key of a cell.
     pub fn add(&mut self, cell: usize, key: HeatKey, metrics: &Metrics) {
-        self.cells[cell % CELLS]
-            .entry(key)
-            .or_default()
-            .add(metrics);
+        let (parts, index) = &mut self.cells[cell % CELLS];
+        match index.entry(key) {
+            std::collections::hash_map::Entry::Occupied(at) => {
+                parts[*at.get() as usize].1.add(metrics);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(u32::try_from(parts.len()).unwrap_or(u32::MAX));
+                parts.push((key, *metrics));
+            }
+        }
     }
 
     /// Adds a group row of a `(zone, Hour)` timeline (its bucket is the start of a
@@ -234,11 +252,7 @@ impl HeatCollector {
     pub fn finish(self) -> HeatParts {
         HeatParts {
             texts: self.texts,
-            cells: self
-                .cells
-                .into_iter()
-                .map(|cell| cell.into_iter().collect())
-                .collect(),
+            cells: self.cells.into_iter().map(|(parts, _)| parts).collect(),
         }
     }
 }
