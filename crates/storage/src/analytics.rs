@@ -743,7 +743,10 @@ impl SqliteStore {
                 let mut out: Vec<SearchGroup> = Vec::new();
                 while let Some(row) = rows.next().map_err(&sqlite)? {
                     // As `raw_lean` reads them: a missing or non-integer value is 0.
-                    let id = |index: usize| row.get::<_, Option<i64>>(index).ok().flatten();
+                    let id = |index: usize| match row.get_ref(index) {
+                        Ok(ValueRef::Integer(value)) => Some(value),
+                        _ => None,
+                    };
                     let int = |index: usize| id(index).unwrap_or(0);
                     let event_id = int(0);
                     let timestamp_ms = int(1);
@@ -1674,7 +1677,7 @@ impl Verdicts {
 struct RawFolder<'r> {
     bucketer: Option<Bucketer<'r>>,
     identity: bool,
-    index: HashMap<FoldKey, usize>,
+    index: FastMap<FoldKey, usize>,
 }
 
 impl<'r> RawFolder<'r> {
@@ -1685,7 +1688,7 @@ impl<'r> RawFolder<'r> {
                 .as_ref()
                 .map(|(zone, granularity)| Bucketer::new(zone, *granularity)),
             identity: request.identity,
-            index: HashMap::new(),
+            index: FastMap::default(),
         }
     }
 
