@@ -742,7 +742,10 @@ impl SqliteStore {
                 let mut out: Vec<SearchGroup> = Vec::new();
                 while let Some(row) = rows.next().map_err(&sqlite)? {
                     // As `raw_lean` reads them: a missing or non-integer value is 0.
-                    let id = |index: usize| row.get::<_, Option<i64>>(index).ok().flatten();
+                    let id = |index: usize| match row.get_ref(index) {
+                        Ok(ValueRef::Integer(value)) => Some(value),
+                        _ => None,
+                    };
                     let int = |index: usize| id(index).unwrap_or(0);
                     let event_id = int(0);
                     let timestamp_ms = int(1);
@@ -1834,7 +1837,7 @@ impl Verdicts {
 struct RawFolder<'r> {
     bucketer: Option<Bucketer<'r>>,
     identity: bool,
-    index: HashMap<FoldKey, usize>,
+    index: FastMap<FoldKey, usize>,
 }
 
 impl<'r> RawFolder<'r> {
@@ -1845,7 +1848,7 @@ impl<'r> RawFolder<'r> {
                 .as_ref()
                 .map(|(zone, granularity)| Bucketer::new(zone, *granularity)),
             identity: request.identity,
-            index: HashMap::new(),
+            index: FastMap::default(),
         }
     }
 

@@ -44,7 +44,7 @@ use super::failures::{RecentFailure, recent_failure_item};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::query::{AnalyticsStore, Cursor, GroupRequest, GroupRow, Level, Scope, Text};
+use super::query::{AnalyticsStore, Cursor, GroupRequest, GroupRow, Level, Scope};
 use super::time::{Granularity, Zone};
 use super::totals::{Totals, unpriced_models};
 
@@ -252,9 +252,10 @@ pub async fn monitoring<S: AnalyticsStore>(
         || include.anomaly_points
         || (include.summary && (full || include.percentiles));
 
-    // One after the other: run at once, the three reads' transient buffers (blob
-    // chunks, merge maps, page caches of three connections) peak together, and
-    // memory is the scarcer resource on the small hosts this runs on.
+    // The row reads run one after the other: run at once, the three reads'
+    // transient buffers (blob chunks, merge maps, page caches of three
+    // connections) peak together, and memory is the scarcer resource on the small
+    // hosts this runs on.
     let api_key_filter =
         !scope.filters.api_key_hashes.is_empty() || !scope.search_api_key_hash.is_empty();
     let need_group_timeline =
@@ -275,66 +276,84 @@ pub async fn monitoring<S: AnalyticsStore>(
                 > 1
         }
     };
-    let timeline_rows = if shared || need_group_timeline {
-        store
-            .groups(GroupRequest {
-                scope: scope.clone(),
-                identity: true,
-                timeline: timeline.clone(),
-            })
-            .await?
-    } else {
-        Vec::new()
+    // The requested page is read beside the rows: a page is a few hundred events,
+    // kept until the answer is built anyway, and the two reads then take two cores
+    // instead of one after the other.
+    let page_read = async {
+        match include.events_page {
+            Some(page_request) => store
+                .events_page(scope.clone(), page_request.cursor, page_request.limit)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
     };
-    let main_rows = if !need_main {
-        Vec::new()
-    } else if shared && level == Level::Raw {
-        fold_rows(&timeline_rows, false)
-    } else if shared {
-        timeline_rows
-            .iter()
-            .map(|row| GroupRow {
-                identity: None,
-                ..row.clone()
-            })
-            .collect()
-    } else {
-        store
-            .groups(GroupRequest {
-                scope: scope.clone(),
-                identity: false,
-                timeline: timeline.clone(),
-            })
-            .await?
+    let row_reads = async {
+        let timeline_rows = if shared || need_group_timeline {
+            store
+                .groups(GroupRequest {
+                    scope: scope.clone(),
+                    identity: true,
+                    timeline: timeline.clone(),
+                })
+                .await?
+        } else {
+            Vec::new()
+        };
+        let main_rows = if !need_main {
+            Vec::new()
+        } else if shared && level == Level::Raw {
+            fold_rows(&timeline_rows, false)
+        } else if shared {
+            timeline_rows
+                .iter()
+                .map(|row| GroupRow {
+                    identity: None,
+                    ..row.clone()
+                })
+                .collect()
+        } else {
+            store
+                .groups(GroupRequest {
+                    scope: scope.clone(),
+                    identity: false,
+                    timeline: timeline.clone(),
+                })
+                .await?
+        };
+        let identity_rows = if !need_identity {
+            Vec::new()
+        } else if shared {
+            fold_rows(&timeline_rows, true)
+        } else {
+            store
+                .groups(GroupRequest {
+                    scope: scope.clone(),
+                    identity: true,
+                    timeline: None,
+                })
+                .await?
+        };
+        let samples = if need_percentiles {
+            store
+                .samples(GroupRequest {
+                    scope: scope.clone(),
+                    identity: false,
+                    timeline: if include.timeline || include.anomaly_points {
+                        timeline.clone()
+                    } else {
+                        None
+                    },
+                })
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, QueryError>((timeline_rows, main_rows, identity_rows, samples))
     };
-    let identity_rows = if !need_identity {
-        Vec::new()
-    } else if shared {
-        fold_rows(&timeline_rows, true)
-    } else {
-        store
-            .groups(GroupRequest {
-                scope: scope.clone(),
-                identity: true,
-                timeline: None,
-            })
-            .await?
-    };
-    let samples = if need_percentiles {
-        store
-            .samples(GroupRequest {
-                scope: scope.clone(),
-                identity: false,
-                timeline: if include.timeline || include.anomaly_points {
-                    timeline.clone()
-                } else {
-                    None
-                },
-            })
-            .await?
-    } else {
-        Vec::new()
-    };
+    let (reads, page) = futures_util::future::join(row_reads, page_read).await;
+    let (timeline_rows, main_rows, identity_rows, samples) = reads?;
+    let page = page?;
 
     let totals = Totals::of(&book, &main_rows);
     let mut unpriced = unpriced_models(&book, &main_rows);
@@ -464,10 +483,7 @@ pub async fn monitoring<S: AnalyticsStore>(
             .map(|event| recent_failure_item(event, true))
             .collect();
     }
-    if let Some(page_request) = include.events_page {
-        let page = store
-            .events_page(scope.clone(), page_request.cursor, page_request.limit)
-            .await?;
+    if let Some(page) = page {
         let total_count = if include.summary && need_main {
             totals.metrics.calls
         } else {
@@ -501,9 +517,10 @@ pub async fn monitoring<S: AnalyticsStore>(
 /// without, per bucket across identities. Equal keys are summed in the rows'
 /// order and each key keeps the place of its first row, as a store folds events.
 fn fold_rows(rows: &[GroupRow], identity: bool) -> Vec<GroupRow> {
-    // Texts by value, identities by pointer (they come from the store's cache).
-    type Key = (i64, usize, Text, Text, Text, u8, bool);
-    let mut index: HashMap<Key, usize> = HashMap::with_capacity(rows.len());
+    // Texts by value (borrowed from the rows), identities by pointer (they come
+    // from the store's cache).
+    type Key<'r> = (i64, usize, &'r str, &'r str, &'r str, u8, bool);
+    let mut index: HashMap<Key<'_>, usize> = HashMap::with_capacity(rows.len());
     let mut out: Vec<GroupRow> = Vec::with_capacity(rows.len());
     for row in rows {
         let (bucket_ms, who) = match (&row.identity, identity) {
@@ -514,9 +531,9 @@ fn fold_rows(rows: &[GroupRow], identity: bool) -> Vec<GroupRow> {
         let key = (
             bucket_ms,
             who,
-            row.model.clone(),
-            row.billing_model.clone(),
-            row.service_tier.clone(),
+            &*row.model,
+            &*row.billing_model,
+            &*row.service_tier,
             row.context_band,
             row.failed,
         );
