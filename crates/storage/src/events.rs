@@ -477,7 +477,7 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events (\
     cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, \
     normalized_uncached_input_stored, normalized_total_input_stored, \
     normalized_cache_read_stored, normalized_cache_creation_stored, \
-    latency_ms, ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, \
+    latency_ms, ttft_ms, failed, fail_status_stored, fail_summary, response_metadata_json, \
     header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
     header_error_kind_id, header_error_code_id, header_trace, created_at_ms, \
     timestamp_sub_ms, metadata_template_id, metadata_values) VALUES (\
@@ -632,7 +632,12 @@ fn insert_events(
         bind(&event.latency_ms)?;
         bind(&event.ttft_ms)?;
         bind(&i64::from(event.failed))?;
-        bind(&event.fail_status_code.filter(|code| *code > 0))?;
+        // Status 200 is stored as NULL and no status as 0 (`0123`).
+        bind(&match event.fail_status_code.filter(|code| *code > 0) {
+            Some(200) => None,
+            None => Some(0),
+            code => code,
+        })?;
         bind(&text(&event.fail_summary))?;
         bind(&text(&event.response_metadata_json).filter(|_| new.metadata.is_none()))?;
         bind(&event.header_quota_recover_at_ms.filter(|value| *value > 0))?;

@@ -1197,3 +1197,69 @@ async fn latency_samples_of_a_database_from_before_days_were_read_from_their_hou
         vec!["i0".to_string()]
     );
 }
+
+const STATUSES: &str = "SELECT id, fail_status_code FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn status_codes_of_a_database_from_before_status_200_was_left_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_200_i64;
+    let mut events = realistic_events(0x200, count, now_ms);
+    // No code, and codes next to the ones left out.
+    for (index, event) in events.iter_mut().step_by(9).enumerate() {
+        event.fail_status_code = [None, Some(201), Some(2000), Some(1)][index % 4];
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let columns = dump(&path, STATUSES).await;
+    let expected: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| match event.fail_status_code {
+            Some(code) if code > 0 => format!("i{}|i{code}", index + 1),
+            _ => format!("i{}|NULL", index + 1),
+        })
+        .collect();
+    assert_eq!(columns, expected);
+    let forms =
+        "SELECT typeof(fail_status_stored), count(*) FROM usage_events GROUP BY 1 ORDER BY 1";
+    let compact = dump(&path, forms).await;
+    let successes = events
+        .iter()
+        .filter(|event| event.fail_status_code == Some(200))
+        .count();
+    assert!(successes as i64 > count * 3 / 4, "{successes}");
+    assert!(
+        compact.contains(&format!("t\"null\"|i{successes}")),
+        "{compact:?}"
+    );
+
+    // The earlier shape: every code stored as it is.
+    rewind(
+        &path,
+        123,
+        &[
+            "UPDATE usage_events SET fail_status_stored = fail_status_code",
+            "ALTER TABLE usage_events DROP COLUMN fail_status_code",
+            "ALTER TABLE usage_events RENAME COLUMN fail_status_stored TO fail_status_code",
+        ],
+    )
+    .await;
+    assert_eq!(dump(&path, STATUSES).await, columns);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, STATUSES).await, columns);
+    assert_eq!(dump(&path, forms).await, compact);
+}
