@@ -9,7 +9,9 @@
 //! shortest of: a varint (integers, and decimals as digits plus the dot's
 //! place), a varint relative to the event's `timestamp_ms` (reset instants),
 //! a reference to an earlier literal of the same event, a reference to the
-//! event's `header_trace_id`, or its raw bytes. A text the encoder cannot
+//! event's `header_trace_id`, the event's `timestamp_ms` plus the previous
+//! literal in seconds (a reset instant after its delay), the bytes of leading
+//! lowercase hex digits followed by the rest of the text, or its raw bytes. A text the encoder cannot
 //! rebuild byte for byte stays in `response_metadata_json` as it was.
 //!
 //! **Timestamp text.** CPA sends RFC 3339 instants with up to nanoseconds. When
@@ -39,6 +41,13 @@ const TAG_RELATIVE: u8 = 1;
 const TAG_REPEAT: u8 = 2;
 const TAG_TRACE: u8 = 3;
 const TAG_RAW: u8 = 4;
+/// A string opening with lowercase hex digits: their bytes, then the rest raw.
+const TAG_HEX: u8 = 5;
+/// An integer that is the event's `timestamp_ms` plus the previous literal (an
+/// integer) times 1000: a reset instant after its reset delay in seconds.
+const TAG_SECONDS_AFTER: u8 = 6;
+/// Fewest hex digits [`TAG_HEX`] is used for.
+const HEX_DIGITS: usize = 8;
 /// `TAG_DECIMAL + k`: a decimal with `k` fraction digits (1 ≤ k ≤ 18).
 const TAG_DECIMAL: u8 = 16;
 
@@ -163,6 +172,12 @@ fn put_literal<'t>(
         if let Ok(value) = literal.parse::<i64>()
             && value.to_string() == literal
         {
+            if literals.len() >= 2
+                && seconds_after(literals[literals.len() - 2], timestamp_ms) == Some(value)
+            {
+                values.push(TAG_SECONDS_AFTER);
+                return;
+            }
             let relative = value.wrapping_sub(timestamp_ms);
             if zigzag(relative) < zigzag(value) && relative.wrapping_add(timestamp_ms) == value {
                 values.push(TAG_RELATIVE);
@@ -179,9 +194,36 @@ fn put_literal<'t>(
             return;
         }
     }
+    let digits = literal
+        .bytes()
+        .take_while(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+        .count()
+        & !1;
+    if !number && digits >= HEX_DIGITS {
+        let mut bytes = vec![0_u8; digits / 2];
+        if hex_into(&literal.as_bytes()[..digits], &mut bytes).is_some() {
+            let rest = &literal[digits..];
+            values.push(TAG_HEX);
+            put_varint(values, bytes.len() as u64);
+            values.extend_from_slice(&bytes);
+            put_varint(values, rest.len() as u64);
+            values.extend_from_slice(rest.as_bytes());
+            return;
+        }
+    }
     values.push(TAG_RAW);
     put_varint(values, literal.len() as u64);
     values.extend_from_slice(literal.as_bytes());
+}
+
+/// `timestamp_ms` plus `previous` (an integer literal) seconds, when that
+/// arithmetic stays exact.
+fn seconds_after(previous: &str, timestamp_ms: i64) -> Option<i64> {
+    let seconds: i64 = previous.parse().ok()?;
+    if seconds.to_string() != previous {
+        return None;
+    }
+    seconds.checked_mul(1000)?.checked_add(timestamp_ms)
 }
 
 /// `-?I.F` as (the digits of I and F as one integer, the count of F's digits),
@@ -244,6 +286,31 @@ pub(crate) fn decode_metadata(
                 out.push_str(&earlier);
             }
             TAG_TRACE => out.push_str(trace_id?),
+            TAG_SECONDS_AFTER => {
+                let &(from, to) = literals.last()?;
+                let value = seconds_after(out.get(from..to)?, timestamp_ms)?;
+                out.push_str(&value.to_string());
+            }
+            TAG_HEX => {
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                let length = usize::try_from(take_varint(&mut cursor)?).ok()?;
+                if cursor.len() < length {
+                    return None;
+                }
+                let (bytes, rest) = cursor.split_at(length);
+                for byte in bytes {
+                    out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+                    out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+                }
+                cursor = rest;
+                let length = usize::try_from(take_varint(&mut cursor)?).ok()?;
+                if cursor.len() < length {
+                    return None;
+                }
+                let (raw, rest) = cursor.split_at(length);
+                out.push_str(std::str::from_utf8(raw).ok()?);
+                cursor = rest;
+            }
             TAG_RAW => {
                 let length = usize::try_from(take_varint(&mut cursor)?).ok()?;
                 if cursor.len() < length {
@@ -559,8 +626,10 @@ mod tests {
     fn codex_metadata_round_trips_in_a_fraction_of_its_size() {
         let trace = Some("26d3e413-9ed0-4903-a9ca-aafadb92d339");
         let parts = encode_metadata(CODEX, 1_772_409_605_386, trace).expect("encodes");
+        // The reset instants are the event's instant plus their delays, the ray
+        // is hex digits and a suffix.
         assert!(
-            parts.values.len() < 70,
+            parts.values.len() < 48,
             "{} value bytes",
             parts.values.len()
         );
@@ -605,6 +674,9 @@ mod tests {
             r#"{"n":-9223372036854775808,"m":9223372036854775807,"big":123456789012345678901234567890}"#,
             r#"{"s":"ünïcödé 42","k":"a\\"}"#,
             r#"{"deep":{"x":[{"y":"z9"},{"y":"z9"}]},"t":true,"u":null}"#,
+            r#"{"ray":"39712cd0467b902d-SJC","odd":"39712cd0467b902","up":"39712CD0467B902D","all":"0123456789abcdef","short":"0123456"}"#,
+            r#"{"after":12,"at":1700000012000,"not":1700000012001,"s":"12","at2":1700000012000,"neg":-3,"at3":1699999997000}"#,
+            r#"{"big":9223372036854775,"at":-1}"#,
         ] {
             match encode_metadata(text, 1_700_000_000_000, Some("z9")) {
                 Some(parts) => assert_eq!(
