@@ -1263,3 +1263,57 @@ async fn status_codes_of_a_database_from_before_status_200_was_left_out() {
     assert_eq!(dump(&path, STATUSES).await, columns);
     assert_eq!(dump(&path, forms).await, compact);
 }
+
+#[tokio::test]
+async fn events_of_a_database_from_before_the_event_indexes_left_the_id_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let events = realistic_events(0x124, 1_000, now_ms);
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let indexes = "SELECT name, sql FROM sqlite_master \
+         WHERE type = 'index' AND tbl_name = 'usage_events' ORDER BY name";
+    let current = dump(&path, indexes).await;
+    assert_eq!(current.len(), 3, "{current:?}");
+    assert!(
+        current.iter().all(|index| !index.contains(", id")),
+        "{current:?}"
+    );
+
+    // The earlier shape: the id named as the indexes' last column.
+    rewind(
+        &path,
+        124,
+        &[
+            "DROP INDEX idx_usage_events_timestamp",
+            "CREATE INDEX idx_usage_events_timestamp ON usage_events (timestamp_ms, id)",
+            "DROP INDEX idx_usage_events_model_time",
+            "CREATE INDEX idx_usage_events_model_time \
+             ON usage_events (coalesce(requested_model_id, model_id), timestamp_ms, id)",
+            "DROP INDEX idx_usage_events_failed_time",
+            "CREATE INDEX idx_usage_events_failed_time ON usage_events (timestamp_ms, id) \
+             WHERE failed = 1",
+        ],
+    )
+    .await;
+    assert!(
+        dump(&path, indexes)
+            .await
+            .iter()
+            .all(|index| index.contains(", id")),
+    );
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, indexes).await, current);
+}
