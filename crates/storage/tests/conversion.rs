@@ -1317,3 +1317,72 @@ async fn events_of_a_database_from_before_the_event_indexes_left_the_id_out() {
     }
     assert_eq!(dump(&path, indexes).await, current);
 }
+
+const CREATED: &str = "SELECT id, created_at_ms FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn creation_times_of_a_database_from_before_they_were_kept_after_the_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_000_i64;
+    let mut events = realistic_events(0x125, count, now_ms);
+    // Created before the event, at the same instant, and times no difference holds.
+    for (index, event) in events.iter_mut().step_by(7).enumerate() {
+        event.created_at_ms = match index % 5 {
+            0 => event.timestamp_ms - 86_400_000,
+            1 => event.timestamp_ms,
+            2 => i64::MAX,
+            3 => i64::MIN,
+            _ => 4_000_000_000_000_000_001,
+        };
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let columns = dump(&path, CREATED).await;
+    let expected: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| format!("i{}|i{}", index + 1, event.created_at_ms))
+        .collect();
+    assert_eq!(columns, expected);
+    let forms = "SELECT typeof(created_at_delta), count(*) FROM usage_events GROUP BY 1 ORDER BY 1";
+    let compact = dump(&path, forms).await;
+    let far = events.iter().step_by(7).skip(2).step_by(5).count()
+        + events.iter().step_by(7).skip(3).step_by(5).count()
+        + events.iter().step_by(7).skip(4).step_by(5).count();
+    assert_eq!(
+        compact,
+        vec![
+            format!("t\"integer\"|i{}", count as usize - far),
+            format!("t\"text\"|i{far}")
+        ]
+    );
+
+    // The earlier shape: every creation time stored whole.
+    rewind(
+        &path,
+        125,
+        &[
+            "UPDATE usage_events SET created_at_delta = created_at_ms",
+            "ALTER TABLE usage_events DROP COLUMN created_at_ms",
+            "ALTER TABLE usage_events RENAME COLUMN created_at_delta TO created_at_ms",
+        ],
+    )
+    .await;
+    assert_eq!(dump(&path, CREATED).await, columns);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, CREATED).await, columns);
+    assert_eq!(dump(&path, forms).await, compact);
+}
