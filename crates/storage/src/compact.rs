@@ -16,9 +16,9 @@
 //!
 //! **Timestamp text.** CPA sends RFC 3339 instants with up to nanoseconds. When
 //! the text is the canonical millisecond form of `timestamp_ms` with more
-//! fraction digits, only those digits are kept (`timestamp_sub_ms`: `10^n` plus
-//! the `n` fraction digits, so leading and trailing zeros survive); any other
-//! text stays in `timestamp_text`.
+//! fraction digits, only the digits beyond the millisecond are kept
+//! (`timestamp_sub_ms`: `10^n` plus those `n` digits, so leading and trailing
+//! zeros survive); any other text stays in `timestamp_text`.
 
 use std::borrow::Cow;
 
@@ -379,9 +379,10 @@ fn take_varint(cursor: &mut &[u8]) -> Option<u64> {
     None
 }
 
-/// The fraction digits beyond the milliseconds of `text`, as `10^n + digits`,
-/// when `text` is `timestamp_ms`'s canonical text with those digits added.
-/// `canonical` is a scratch buffer.
+/// The fraction digits beyond the milliseconds of `text`, as `10^n` plus those
+/// `n` digits (`0126_timestamp_sub_digits`; before it, `10^n` plus every
+/// fraction digit), when `text` is `timestamp_ms`'s canonical text with those
+/// digits added. `canonical` is a scratch buffer.
 pub(crate) fn timestamp_sub_ms(
     text: &str,
     timestamp_ms: i64,
@@ -401,22 +402,26 @@ pub(crate) fn timestamp_sub_ms(
     if millis != timestamp_ms.rem_euclid(1_000) {
         return None;
     }
-    let sub = 10_i64.pow(fraction.len() as u32) + fraction.parse::<i64>().ok()?;
+    let beyond = &fraction[3..];
+    let sub = 10_i64.pow(beyond.len() as u32) + beyond.parse::<i64>().ok()?;
     (timestamp_text(timestamp_ms, sub).as_deref() == Some(text)).then_some(sub)
 }
 
 /// The timestamp text [`timestamp_sub_ms`] encoded.
 pub(crate) fn timestamp_text(timestamp_ms: i64, sub_ms: i64) -> Option<String> {
     let digits = sub_ms.checked_ilog10()? as usize;
-    if !(4..=9).contains(&digits) {
+    if !(1..=6).contains(&digits) {
         return None;
     }
-    let fraction = sub_ms - 10_i64.pow(digits as u32);
+    let beyond = sub_ms - 10_i64.pow(digits as u32);
     let mut text = String::with_capacity(32);
     cpamp_domain::event::write_timestamp_ms(&mut text, timestamp_ms);
     text.truncate(19);
     text.push('.');
-    text.push_str(&format!("{fraction:0digits$}"));
+    text.push_str(&format!(
+        "{:03}{beyond:0digits$}",
+        timestamp_ms.rem_euclid(1_000)
+    ));
     text.push('Z');
     Some(text)
 }

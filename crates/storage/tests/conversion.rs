@@ -1386,3 +1386,75 @@ async fn creation_times_of_a_database_from_before_they_were_kept_after_the_event
     assert_eq!(dump(&path, CREATED).await, columns);
     assert_eq!(dump(&path, forms).await, compact);
 }
+
+const TIMESTAMPS: &str =
+    "SELECT id, timestamp_ms, timestamp_text, timestamp_sub_ms FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn timestamps_of_a_database_from_before_only_digits_beyond_the_millisecond_were_kept() {
+    use cpamp_domain::event::format_timestamp_ms;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_000_i64;
+    let mut events = realistic_events(0x126, count, now_ms);
+    // One to six digits beyond the millisecond, with leading and trailing zeros.
+    let extra = ["1", "05", "100", "0007", "12340", "000001", "9", "000000"];
+    for (index, event) in events.iter_mut().step_by(3).enumerate() {
+        let canonical = format_timestamp_ms(event.timestamp_ms);
+        event.timestamp = format!(
+            "{}.{:03}{}Z",
+            &canonical[..19],
+            event.timestamp_ms.rem_euclid(1_000),
+            extra[index % extra.len()]
+        );
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let answers = before.join("\n");
+    for event in &events {
+        assert!(answers.contains(&event.timestamp), "{}", event.timestamp);
+    }
+    let compact = dump(&path, TIMESTAMPS).await;
+    // Every text is rebuilt from the digits beyond its millisecond: all fit
+    // three bytes.
+    let (texts, large) = (
+        dump(&path, "SELECT count(timestamp_text) FROM usage_events").await,
+        dump(
+            &path,
+            "SELECT count(*) FROM usage_events WHERE timestamp_sub_ms >= 8388608",
+        )
+        .await,
+    );
+    assert_eq!((texts[0].as_str(), large[0].as_str()), ("i0", "i0"));
+
+    // The earlier shape: `10^n` plus every fraction digit.
+    rewind(
+        &path,
+        126,
+        &["UPDATE usage_events SET timestamp_sub_ms = CASE \
+           WHEN timestamp_sub_ms >= 1000000 THEN 1000000000 + (timestamp_ms % 1000) * 1000000 + timestamp_sub_ms - 1000000 \
+           WHEN timestamp_sub_ms >= 100000 THEN 100000000 + (timestamp_ms % 1000) * 100000 + timestamp_sub_ms - 100000 \
+           WHEN timestamp_sub_ms >= 10000 THEN 10000000 + (timestamp_ms % 1000) * 10000 + timestamp_sub_ms - 10000 \
+           WHEN timestamp_sub_ms >= 1000 THEN 1000000 + (timestamp_ms % 1000) * 1000 + timestamp_sub_ms - 1000 \
+           WHEN timestamp_sub_ms >= 100 THEN 100000 + (timestamp_ms % 1000) * 100 + timestamp_sub_ms - 100 \
+           ELSE 10000 + (timestamp_ms % 1000) * 10 + timestamp_sub_ms - 10 END \
+           WHERE timestamp_sub_ms IS NOT NULL"],
+    )
+    .await;
+    assert_ne!(dump(&path, TIMESTAMPS).await, compact);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, TIMESTAMPS).await, compact);
+}
