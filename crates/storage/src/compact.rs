@@ -43,8 +43,9 @@ const TAG_TRACE: u8 = 3;
 const TAG_RAW: u8 = 4;
 /// A string opening with lowercase hex digits: their bytes, then the rest raw.
 const TAG_HEX: u8 = 5;
-/// An integer that is the event's `timestamp_ms` plus the previous literal (an
-/// integer) times 1000: a reset instant after its reset delay in seconds.
+/// An integer near the event's `timestamp_ms` plus the previous literal (an
+/// integer) times 1000, a reset instant after its reset delay in seconds: the
+/// difference follows (the moment the headers arrived, after the event).
 const TAG_SECONDS_AFTER: u8 = 6;
 /// Fewest hex digits [`TAG_HEX`] is used for.
 const HEX_DIGITS: usize = 8;
@@ -172,14 +173,21 @@ fn put_literal<'t>(
         if let Ok(value) = literal.parse::<i64>()
             && value.to_string() == literal
         {
-            if literals.len() >= 2
-                && seconds_after(literals[literals.len() - 2], timestamp_ms) == Some(value)
+            let relative = value.wrapping_sub(timestamp_ms);
+            let relative_ok = relative.wrapping_add(timestamp_ms) == value;
+            let after = (literals.len() >= 2)
+                .then(|| seconds_after(literals[literals.len() - 2], timestamp_ms))
+                .flatten()
+                .and_then(|base| value.checked_sub(base));
+            if let Some(after) = after
+                && zigzag(after) < zigzag(value)
+                && (!relative_ok || zigzag(after) < zigzag(relative))
             {
                 values.push(TAG_SECONDS_AFTER);
+                put_varint(values, zigzag(after));
                 return;
             }
-            let relative = value.wrapping_sub(timestamp_ms);
-            if zigzag(relative) < zigzag(value) && relative.wrapping_add(timestamp_ms) == value {
+            if zigzag(relative) < zigzag(value) && relative_ok {
                 values.push(TAG_RELATIVE);
                 put_varint(values, zigzag(relative));
             } else {
@@ -288,7 +296,8 @@ pub(crate) fn decode_metadata(
             TAG_TRACE => out.push_str(trace_id?),
             TAG_SECONDS_AFTER => {
                 let &(from, to) = literals.last()?;
-                let value = seconds_after(out.get(from..to)?, timestamp_ms)?;
+                let base = seconds_after(out.get(from..to)?, timestamp_ms)?;
+                let value = base.checked_add(unzigzag(take_varint(&mut cursor)?))?;
                 out.push_str(&value.to_string());
             }
             TAG_HEX => {
@@ -638,6 +647,23 @@ mod tests {
             "{} value bytes",
             parts.values.len()
         );
+        // Headers that arrived 1.234 s after the event: the instants stay short.
+        let later = encode_metadata(CODEX, 1_772_409_605_386 - 1_234, trace).expect("encodes");
+        assert!(
+            later.values.len() < parts.values.len() + 6,
+            "{} value bytes",
+            later.values.len()
+        );
+        assert_eq!(
+            decode_metadata(
+                &later.template,
+                &later.values,
+                1_772_409_605_386 - 1_234,
+                trace
+            )
+            .as_deref(),
+            Some(CODEX)
+        );
         assert!(parts.template.contains("text/event-stream; charset=utf-8"));
         assert!(!parts.template.contains("1772421856386"));
         assert_eq!(
@@ -681,6 +707,7 @@ mod tests {
             r#"{"deep":{"x":[{"y":"z9"},{"y":"z9"}]},"t":true,"u":null}"#,
             r#"{"ray":"39712cd0467b902d-SJC","odd":"39712cd0467b902","up":"39712CD0467B902D","all":"0123456789abcdef","short":"0123456"}"#,
             r#"{"after":12,"at":1700000012000,"not":1700000012001,"s":"12","at2":1700000012000,"neg":-3,"at3":1699999997000}"#,
+            r#"{"after":18000,"at":1700018000731,"late":9,"at2":1699999999999,"big":9223372036854775807,"at3":-9223372036854775808}"#,
             r#"{"big":9223372036854775,"at":-1}"#,
         ] {
             match encode_metadata(text, 1_700_000_000_000, Some("z9")) {
