@@ -9,14 +9,16 @@
 //! shortest of: a varint (integers, and decimals as digits plus the dot's
 //! place), a varint relative to the event's `timestamp_ms` (reset instants),
 //! a reference to an earlier literal of the same event, a reference to the
-//! event's `header_trace_id`, or its raw bytes. A text the encoder cannot
+//! event's `header_trace_id`, the event's `timestamp_ms` plus the previous
+//! literal in seconds (a reset instant after its delay), the bytes of leading
+//! lowercase hex digits followed by the rest of the text, or its raw bytes. A text the encoder cannot
 //! rebuild byte for byte stays in `response_metadata_json` as it was.
 //!
 //! **Timestamp text.** CPA sends RFC 3339 instants with up to nanoseconds. When
 //! the text is the canonical millisecond form of `timestamp_ms` with more
-//! fraction digits, only those digits are kept (`timestamp_sub_ms`: `10^n` plus
-//! the `n` fraction digits, so leading and trailing zeros survive); any other
-//! text stays in `timestamp_text`.
+//! fraction digits, only the digits beyond the millisecond are kept
+//! (`timestamp_sub_ms`: `10^n` plus those `n` digits, so leading and trailing
+//! zeros survive); any other text stays in `timestamp_text`.
 
 use std::borrow::Cow;
 
@@ -39,6 +41,14 @@ const TAG_RELATIVE: u8 = 1;
 const TAG_REPEAT: u8 = 2;
 const TAG_TRACE: u8 = 3;
 const TAG_RAW: u8 = 4;
+/// A string opening with lowercase hex digits: their bytes, then the rest raw.
+const TAG_HEX: u8 = 5;
+/// An integer near the event's `timestamp_ms` plus the previous literal (an
+/// integer) times 1000, a reset instant after its reset delay in seconds: the
+/// difference follows (the moment the headers arrived, after the event).
+const TAG_SECONDS_AFTER: u8 = 6;
+/// Fewest hex digits [`TAG_HEX`] is used for.
+const HEX_DIGITS: usize = 8;
 /// `TAG_DECIMAL + k`: a decimal with `k` fraction digits (1 ≤ k ≤ 18).
 const TAG_DECIMAL: u8 = 16;
 
@@ -164,7 +174,20 @@ fn put_literal<'t>(
             && value.to_string() == literal
         {
             let relative = value.wrapping_sub(timestamp_ms);
-            if zigzag(relative) < zigzag(value) && relative.wrapping_add(timestamp_ms) == value {
+            let relative_ok = relative.wrapping_add(timestamp_ms) == value;
+            let after = (literals.len() >= 2)
+                .then(|| seconds_after(literals[literals.len() - 2], timestamp_ms))
+                .flatten()
+                .and_then(|base| value.checked_sub(base));
+            if let Some(after) = after
+                && zigzag(after) < zigzag(value)
+                && (!relative_ok || zigzag(after) < zigzag(relative))
+            {
+                values.push(TAG_SECONDS_AFTER);
+                put_varint(values, zigzag(after));
+                return;
+            }
+            if zigzag(relative) < zigzag(value) && relative_ok {
                 values.push(TAG_RELATIVE);
                 put_varint(values, zigzag(relative));
             } else {
@@ -179,9 +202,36 @@ fn put_literal<'t>(
             return;
         }
     }
+    let digits = literal
+        .bytes()
+        .take_while(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+        .count()
+        & !1;
+    if !number && digits >= HEX_DIGITS {
+        let mut bytes = vec![0_u8; digits / 2];
+        if hex_into(&literal.as_bytes()[..digits], &mut bytes).is_some() {
+            let rest = &literal[digits..];
+            values.push(TAG_HEX);
+            put_varint(values, bytes.len() as u64);
+            values.extend_from_slice(&bytes);
+            put_varint(values, rest.len() as u64);
+            values.extend_from_slice(rest.as_bytes());
+            return;
+        }
+    }
     values.push(TAG_RAW);
     put_varint(values, literal.len() as u64);
     values.extend_from_slice(literal.as_bytes());
+}
+
+/// `timestamp_ms` plus `previous` (an integer literal) seconds, when that
+/// arithmetic stays exact.
+fn seconds_after(previous: &str, timestamp_ms: i64) -> Option<i64> {
+    let seconds: i64 = previous.parse().ok()?;
+    if seconds.to_string() != previous {
+        return None;
+    }
+    seconds.checked_mul(1000)?.checked_add(timestamp_ms)
 }
 
 /// `-?I.F` as (the digits of I and F as one integer, the count of F's digits),
@@ -244,6 +294,32 @@ pub(crate) fn decode_metadata(
                 out.push_str(&earlier);
             }
             TAG_TRACE => out.push_str(trace_id?),
+            TAG_SECONDS_AFTER => {
+                let &(from, to) = literals.last()?;
+                let base = seconds_after(out.get(from..to)?, timestamp_ms)?;
+                let value = base.checked_add(unzigzag(take_varint(&mut cursor)?))?;
+                out.push_str(&value.to_string());
+            }
+            TAG_HEX => {
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                let length = usize::try_from(take_varint(&mut cursor)?).ok()?;
+                if cursor.len() < length {
+                    return None;
+                }
+                let (bytes, rest) = cursor.split_at(length);
+                for byte in bytes {
+                    out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+                    out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+                }
+                cursor = rest;
+                let length = usize::try_from(take_varint(&mut cursor)?).ok()?;
+                if cursor.len() < length {
+                    return None;
+                }
+                let (raw, rest) = cursor.split_at(length);
+                out.push_str(std::str::from_utf8(raw).ok()?);
+                cursor = rest;
+            }
             TAG_RAW => {
                 let length = usize::try_from(take_varint(&mut cursor)?).ok()?;
                 if cursor.len() < length {
@@ -312,9 +388,10 @@ fn take_varint(cursor: &mut &[u8]) -> Option<u64> {
     None
 }
 
-/// The fraction digits beyond the milliseconds of `text`, as `10^n + digits`,
-/// when `text` is `timestamp_ms`'s canonical text with those digits added.
-/// `canonical` is a scratch buffer.
+/// The fraction digits beyond the milliseconds of `text`, as `10^n` plus those
+/// `n` digits (`0126_timestamp_sub_digits`; before it, `10^n` plus every
+/// fraction digit), when `text` is `timestamp_ms`'s canonical text with those
+/// digits added. `canonical` is a scratch buffer.
 pub(crate) fn timestamp_sub_ms(
     text: &str,
     timestamp_ms: i64,
@@ -334,22 +411,26 @@ pub(crate) fn timestamp_sub_ms(
     if millis != timestamp_ms.rem_euclid(1_000) {
         return None;
     }
-    let sub = 10_i64.pow(fraction.len() as u32) + fraction.parse::<i64>().ok()?;
+    let beyond = &fraction[3..];
+    let sub = 10_i64.pow(beyond.len() as u32) + beyond.parse::<i64>().ok()?;
     (timestamp_text(timestamp_ms, sub).as_deref() == Some(text)).then_some(sub)
 }
 
 /// The timestamp text [`timestamp_sub_ms`] encoded.
 pub(crate) fn timestamp_text(timestamp_ms: i64, sub_ms: i64) -> Option<String> {
     let digits = sub_ms.checked_ilog10()? as usize;
-    if !(4..=9).contains(&digits) {
+    if !(1..=6).contains(&digits) {
         return None;
     }
-    let fraction = sub_ms - 10_i64.pow(digits as u32);
+    let beyond = sub_ms - 10_i64.pow(digits as u32);
     let mut text = String::with_capacity(32);
     cpamp_domain::event::write_timestamp_ms(&mut text, timestamp_ms);
     text.truncate(19);
     text.push('.');
-    text.push_str(&format!("{fraction:0digits$}"));
+    text.push_str(&format!(
+        "{:03}{beyond:0digits$}",
+        timestamp_ms.rem_euclid(1_000)
+    ));
     text.push('Z');
     Some(text)
 }
@@ -559,10 +640,29 @@ mod tests {
     fn codex_metadata_round_trips_in_a_fraction_of_its_size() {
         let trace = Some("26d3e413-9ed0-4903-a9ca-aafadb92d339");
         let parts = encode_metadata(CODEX, 1_772_409_605_386, trace).expect("encodes");
+        // The reset instants are the event's instant plus their delays, the ray
+        // is hex digits and a suffix.
         assert!(
-            parts.values.len() < 70,
+            parts.values.len() < 48,
             "{} value bytes",
             parts.values.len()
+        );
+        // Headers that arrived 1.234 s after the event: the instants stay short.
+        let later = encode_metadata(CODEX, 1_772_409_605_386 - 1_234, trace).expect("encodes");
+        assert!(
+            later.values.len() < parts.values.len() + 6,
+            "{} value bytes",
+            later.values.len()
+        );
+        assert_eq!(
+            decode_metadata(
+                &later.template,
+                &later.values,
+                1_772_409_605_386 - 1_234,
+                trace
+            )
+            .as_deref(),
+            Some(CODEX)
         );
         assert!(parts.template.contains("text/event-stream; charset=utf-8"));
         assert!(!parts.template.contains("1772421856386"));
@@ -605,6 +705,10 @@ mod tests {
             r#"{"n":-9223372036854775808,"m":9223372036854775807,"big":123456789012345678901234567890}"#,
             r#"{"s":"ünïcödé 42","k":"a\\"}"#,
             r#"{"deep":{"x":[{"y":"z9"},{"y":"z9"}]},"t":true,"u":null}"#,
+            r#"{"ray":"39712cd0467b902d-SJC","odd":"39712cd0467b902","up":"39712CD0467B902D","all":"0123456789abcdef","short":"0123456"}"#,
+            r#"{"after":12,"at":1700000012000,"not":1700000012001,"s":"12","at2":1700000012000,"neg":-3,"at3":1699999997000}"#,
+            r#"{"after":18000,"at":1700018000731,"late":9,"at2":1699999999999,"big":9223372036854775807,"at3":-9223372036854775808}"#,
+            r#"{"big":9223372036854775,"at":-1}"#,
         ] {
             match encode_metadata(text, 1_700_000_000_000, Some("z9")) {
                 Some(parts) => assert_eq!(

@@ -477,9 +477,9 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events (\
     cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, \
     normalized_uncached_input_stored, normalized_total_input_stored, \
     normalized_cache_read_stored, normalized_cache_creation_stored, \
-    latency_ms, ttft_ms, failed, fail_status_code, fail_summary, response_metadata_json, \
+    latency_ms, ttft_ms, failed, fail_status_stored, fail_summary, response_metadata_json, \
     header_quota_recover_at_ms, header_quota_used_percent, header_quota_plan_type_id, \
-    header_error_kind_id, header_error_code_id, header_trace, created_at_ms, \
+    header_error_kind_id, header_error_code_id, header_trace, created_at_delta, \
     timestamp_sub_ms, metadata_template_id, metadata_values) VALUES (\
     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
@@ -518,6 +518,15 @@ fn derived_normalized(tokens: &TokenCounts, mode: i64) -> Option<[Option<i64>; 4
         _ => return None,
     };
     Some([uncached, total, cache_read, Some(creation)])
+}
+
+/// `created_at_ms - timestamp_ms`, when both are within the bounds the
+/// conversion of `0125_created_at_delta` uses (so SQLite's sum gives the time
+/// back exactly).
+fn created_at_delta(created_at_ms: i64, timestamp_ms: i64) -> Option<i64> {
+    const BOUND: i64 = 4_000_000_000_000_000_000;
+    ((-BOUND..=BOUND).contains(&created_at_ms) && (-BOUND..=BOUND).contains(&timestamp_ms))
+        .then(|| created_at_ms - timestamp_ms)
 }
 
 /// A text column's value: `NULL` for a missing or empty text.
@@ -632,7 +641,12 @@ fn insert_events(
         bind(&event.latency_ms)?;
         bind(&event.ttft_ms)?;
         bind(&i64::from(event.failed))?;
-        bind(&event.fail_status_code.filter(|code| *code > 0))?;
+        // Status 200 is stored as NULL and no status as 0 (`0123`).
+        bind(&match event.fail_status_code.filter(|code| *code > 0) {
+            Some(200) => None,
+            None => Some(0),
+            code => code,
+        })?;
         bind(&text(&event.fail_summary))?;
         bind(&text(&event.response_metadata_json).filter(|_| new.metadata.is_none()))?;
         bind(&event.header_quota_recover_at_ms.filter(|value| *value > 0))?;
@@ -645,7 +659,11 @@ fn insert_events(
             Some(bytes) => bind(&&bytes[..])?,
             None => bind(&trace)?,
         }
-        bind(&event.created_at_ms)?;
+        // The creation time as the milliseconds after the event (`0125`).
+        match created_at_delta(event.created_at_ms, event.timestamp_ms) {
+            Some(delta) => bind(&delta)?,
+            None => bind(&format!("={}", event.created_at_ms))?,
+        }
         bind(&timestamp_sub_ms)?;
         bind(&new.metadata.as_ref().map(|(id, _)| *id))?;
         bind(&new.metadata.as_ref().map(|(_, values)| values.as_slice()))?;

@@ -1197,3 +1197,264 @@ async fn latency_samples_of_a_database_from_before_days_were_read_from_their_hou
         vec!["i0".to_string()]
     );
 }
+
+const STATUSES: &str = "SELECT id, fail_status_code FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn status_codes_of_a_database_from_before_status_200_was_left_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_200_i64;
+    let mut events = realistic_events(0x200, count, now_ms);
+    // No code, and codes next to the ones left out.
+    for (index, event) in events.iter_mut().step_by(9).enumerate() {
+        event.fail_status_code = [None, Some(201), Some(2000), Some(1)][index % 4];
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let columns = dump(&path, STATUSES).await;
+    let expected: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| match event.fail_status_code {
+            Some(code) if code > 0 => format!("i{}|i{code}", index + 1),
+            _ => format!("i{}|NULL", index + 1),
+        })
+        .collect();
+    assert_eq!(columns, expected);
+    let forms =
+        "SELECT typeof(fail_status_stored), count(*) FROM usage_events GROUP BY 1 ORDER BY 1";
+    let compact = dump(&path, forms).await;
+    let successes = events
+        .iter()
+        .filter(|event| event.fail_status_code == Some(200))
+        .count();
+    assert!(successes as i64 > count * 3 / 4, "{successes}");
+    assert!(
+        compact.contains(&format!("t\"null\"|i{successes}")),
+        "{compact:?}"
+    );
+
+    // The earlier shape: every code stored as it is.
+    rewind(
+        &path,
+        123,
+        &[
+            "UPDATE usage_events SET fail_status_stored = fail_status_code",
+            "ALTER TABLE usage_events DROP COLUMN fail_status_code",
+            "ALTER TABLE usage_events RENAME COLUMN fail_status_stored TO fail_status_code",
+        ],
+    )
+    .await;
+    assert_eq!(dump(&path, STATUSES).await, columns);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, STATUSES).await, columns);
+    assert_eq!(dump(&path, forms).await, compact);
+}
+
+#[tokio::test]
+async fn events_of_a_database_from_before_the_event_indexes_left_the_id_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let events = realistic_events(0x124, 1_000, now_ms);
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let indexes = "SELECT name, sql FROM sqlite_master \
+         WHERE type = 'index' AND tbl_name = 'usage_events' ORDER BY name";
+    let current = dump(&path, indexes).await;
+    assert_eq!(current.len(), 3, "{current:?}");
+    assert!(
+        current.iter().all(|index| !index.contains(", id")),
+        "{current:?}"
+    );
+
+    // The earlier shape: the id named as the indexes' last column.
+    rewind(
+        &path,
+        124,
+        &[
+            "DROP INDEX idx_usage_events_timestamp",
+            "CREATE INDEX idx_usage_events_timestamp ON usage_events (timestamp_ms, id)",
+            "DROP INDEX idx_usage_events_model_time",
+            "CREATE INDEX idx_usage_events_model_time \
+             ON usage_events (coalesce(requested_model_id, model_id), timestamp_ms, id)",
+            "DROP INDEX idx_usage_events_failed_time",
+            "CREATE INDEX idx_usage_events_failed_time ON usage_events (timestamp_ms, id) \
+             WHERE failed = 1",
+        ],
+    )
+    .await;
+    assert!(
+        dump(&path, indexes)
+            .await
+            .iter()
+            .all(|index| index.contains(", id")),
+    );
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, indexes).await, current);
+}
+
+const CREATED: &str = "SELECT id, created_at_ms FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn creation_times_of_a_database_from_before_they_were_kept_after_the_event() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_000_i64;
+    let mut events = realistic_events(0x125, count, now_ms);
+    // Created before the event, at the same instant, and times no difference holds.
+    for (index, event) in events.iter_mut().step_by(7).enumerate() {
+        event.created_at_ms = match index % 5 {
+            0 => event.timestamp_ms - 86_400_000,
+            1 => event.timestamp_ms,
+            2 => i64::MAX,
+            3 => i64::MIN,
+            _ => 4_000_000_000_000_000_001,
+        };
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let columns = dump(&path, CREATED).await;
+    let expected: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| format!("i{}|i{}", index + 1, event.created_at_ms))
+        .collect();
+    assert_eq!(columns, expected);
+    let forms = "SELECT typeof(created_at_delta), count(*) FROM usage_events GROUP BY 1 ORDER BY 1";
+    let compact = dump(&path, forms).await;
+    let far = events.iter().step_by(7).skip(2).step_by(5).count()
+        + events.iter().step_by(7).skip(3).step_by(5).count()
+        + events.iter().step_by(7).skip(4).step_by(5).count();
+    assert_eq!(
+        compact,
+        vec![
+            format!("t\"integer\"|i{}", count as usize - far),
+            format!("t\"text\"|i{far}")
+        ]
+    );
+
+    // The earlier shape: every creation time stored whole.
+    rewind(
+        &path,
+        125,
+        &[
+            "UPDATE usage_events SET created_at_delta = created_at_ms",
+            "ALTER TABLE usage_events DROP COLUMN created_at_ms",
+            "ALTER TABLE usage_events RENAME COLUMN created_at_delta TO created_at_ms",
+        ],
+    )
+    .await;
+    assert_eq!(dump(&path, CREATED).await, columns);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, CREATED).await, columns);
+    assert_eq!(dump(&path, forms).await, compact);
+}
+
+const TIMESTAMPS: &str =
+    "SELECT id, timestamp_ms, timestamp_text, timestamp_sub_ms FROM usage_events ORDER BY id";
+
+#[tokio::test]
+async fn timestamps_of_a_database_from_before_only_digits_beyond_the_millisecond_were_kept() {
+    use cpamp_domain::event::format_timestamp_ms;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let now_ms = END_MS;
+    let count = 1_000_i64;
+    let mut events = realistic_events(0x126, count, now_ms);
+    // One to six digits beyond the millisecond, with leading and trailing zeros.
+    let extra = ["1", "05", "100", "0007", "12340", "000001", "9", "000000"];
+    for (index, event) in events.iter_mut().step_by(3).enumerate() {
+        let canonical = format_timestamp_ms(event.timestamp_ms);
+        event.timestamp = format!(
+            "{}.{:03}{}Z",
+            &canonical[..19],
+            event.timestamp_ms.rem_euclid(1_000),
+            extra[index % extra.len()]
+        );
+    }
+    let store = SqliteStore::open(Options::new(&path)).await.expect("open");
+    support::store_in_batches(&store, &events, 250, false).await;
+    let before = every_answer(&store, now_ms).await;
+    store.close().await;
+    let answers = before.join("\n");
+    for event in &events {
+        assert!(answers.contains(&event.timestamp), "{}", event.timestamp);
+    }
+    let compact = dump(&path, TIMESTAMPS).await;
+    // Every text is rebuilt from the digits beyond its millisecond: all fit
+    // three bytes.
+    let (texts, large) = (
+        dump(&path, "SELECT count(timestamp_text) FROM usage_events").await,
+        dump(
+            &path,
+            "SELECT count(*) FROM usage_events WHERE timestamp_sub_ms >= 8388608",
+        )
+        .await,
+    );
+    assert_eq!((texts[0].as_str(), large[0].as_str()), ("i0", "i0"));
+
+    // The earlier shape: `10^n` plus every fraction digit.
+    rewind(
+        &path,
+        126,
+        &["UPDATE usage_events SET timestamp_sub_ms = CASE \
+           WHEN timestamp_sub_ms >= 1000000 THEN 1000000000 + (timestamp_ms % 1000) * 1000000 + timestamp_sub_ms - 1000000 \
+           WHEN timestamp_sub_ms >= 100000 THEN 100000000 + (timestamp_ms % 1000) * 100000 + timestamp_sub_ms - 100000 \
+           WHEN timestamp_sub_ms >= 10000 THEN 10000000 + (timestamp_ms % 1000) * 10000 + timestamp_sub_ms - 10000 \
+           WHEN timestamp_sub_ms >= 1000 THEN 1000000 + (timestamp_ms % 1000) * 1000 + timestamp_sub_ms - 1000 \
+           WHEN timestamp_sub_ms >= 100 THEN 100000 + (timestamp_ms % 1000) * 100 + timestamp_sub_ms - 100 \
+           ELSE 10000 + (timestamp_ms % 1000) * 10 + timestamp_sub_ms - 10 END \
+           WHERE timestamp_sub_ms IS NOT NULL"],
+    )
+    .await;
+    assert_ne!(dump(&path, TIMESTAMPS).await, compact);
+
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    let after = every_answer(&store, now_ms).await;
+    store.close().await;
+    assert_eq!(after.len(), before.len());
+    for (left, right) in before.iter().zip(&after) {
+        assert!(left == right, "differs after conversion:\n{left}\n{right}");
+    }
+    assert_eq!(dump(&path, TIMESTAMPS).await, compact);
+}
