@@ -120,6 +120,12 @@ pub struct Options {
     pub read_connections: u32,
     /// How long a statement waits for a lock before failing with "database is locked".
     pub busy_timeout: Duration,
+    /// SQLite's soft heap limit in bytes (`PRAGMA soft_heap_limit`), or `None` to leave
+    /// it as it is. The limit is one for the whole process, across every connection
+    /// of every database: above it, SQLite reuses the least recently used pages of all
+    /// page caches (they share one pool) before it allocates more, so the caches of
+    /// many connections cannot add up to many times what one read needs.
+    pub sqlite_soft_heap_limit: Option<u64>,
 }
 
 impl Options {
@@ -134,9 +140,16 @@ impl Options {
             // keeps its own page cache (2 MiB), so more readers cost resident memory.
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
+            sqlite_soft_heap_limit: Some(DEFAULT_SOFT_HEAP_LIMIT),
         }
     }
 }
+
+/// The default of [`Options::sqlite_soft_heap_limit`]: 8 MiB for all of SQLite's
+/// memory (page caches, schemas, prepared statements). A reader's 2 MiB cache and the
+/// writer's hold the pages one request or batch touches; pages read again beyond that
+/// come from the operating system's file cache.
+pub const DEFAULT_SOFT_HEAP_LIMIT: u64 = 8 * 1024 * 1024;
 
 /// The SQLite-backed store. Cheap to clone: all clones share the pools.
 #[derive(Clone)]
@@ -210,6 +223,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .pragma("journal_size_limit", "268435456")
             .pragma("temp_store", "memory");
+        let base = match options.sqlite_soft_heap_limit {
+            Some(limit) => base.pragma("soft_heap_limit", limit.to_string()),
+            None => base,
+        };
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)

@@ -386,3 +386,22 @@ async fn dead_letters_never_keep_a_client_key_in_the_file() {
         ]
     );
 }
+
+#[tokio::test]
+async fn opening_a_store_bounds_the_memory_of_every_sqlite_connection_in_the_process() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(Options::new(directory.path().join("usage.sqlite")))
+        .await
+        .expect("open");
+    // The limit is SQLite's, one for the process: a connection the store never saw
+    // reports it too.
+    let other = rusqlite::Connection::open_in_memory().expect("in-memory connection");
+    let limit: i64 = other
+        .query_row("PRAGMA soft_heap_limit", [], |row| row.get(0))
+        .expect("soft heap limit");
+    assert_eq!(
+        u64::try_from(limit).expect("a limit"),
+        cpamp_storage::DEFAULT_SOFT_HEAP_LIMIT
+    );
+    assert_eq!(store.counts().await.expect("counts").events, 0);
+}

@@ -181,7 +181,7 @@ fn the_server_runs_with_its_allocator_settings_unless_the_environment_names_some
     // setting in the environment while applying all of them): ours, from the start.
     let tunables = tunables_of(server.child.id()).expect("GLIBC_TUNABLES set");
     assert!(
-        tunables.starts_with("glibc.malloc.arena_max=2")
+        tunables.starts_with("glibc.malloc.arena_max=1")
             && cpamp_server::allocator::TUNABLES.starts_with(&tunables),
         "{tunables}"
     );
