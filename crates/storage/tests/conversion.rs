@@ -985,15 +985,7 @@ async fn normalized_tokens_of_a_database_from_before_they_were_left_to_the_raw_c
     .await;
     assert_eq!(old, vec![format!("i{known}")]);
 
-    let store = SqliteStore::open(Options::new(&path))
-        .await
-        .expect("reopen");
-    let after = every_answer(&store, now_ms).await;
-    store.close().await;
-    assert_eq!(after.len(), before.len());
-    for (left, right) in before.iter().zip(&after) {
-        assert!(left == right, "differs after conversion:\n{left}\n{right}");
-    }
+    assert_reopened_answers_match(&path, now_ms, &before).await;
     assert_eq!(dump(&path, NORMALIZED).await, columns);
     assert_eq!(dump(&path, stored).await, compact);
 }
@@ -1098,15 +1090,7 @@ async fn request_and_trace_ids_of_a_database_from_before_hex_ids_were_stored_as_
         (0, 0)
     );
 
-    let store = SqliteStore::open(Options::new(&path))
-        .await
-        .expect("reopen");
-    let after = every_answer(&store, now_ms).await;
-    store.close().await;
-    assert_eq!(after.len(), before.len());
-    for (left, right) in before.iter().zip(&after) {
-        assert!(left == right, "differs after conversion:\n{left}\n{right}");
-    }
+    assert_reopened_answers_match(&path, now_ms, &before).await;
     assert_eq!(dump(&path, IDS).await, columns);
     assert_eq!(dump(&path, forms).await, compact);
 }
@@ -1251,15 +1235,7 @@ async fn status_codes_of_a_database_from_before_status_200_was_left_out() {
     .await;
     assert_eq!(dump(&path, STATUSES).await, columns);
 
-    let store = SqliteStore::open(Options::new(&path))
-        .await
-        .expect("reopen");
-    let after = every_answer(&store, now_ms).await;
-    store.close().await;
-    assert_eq!(after.len(), before.len());
-    for (left, right) in before.iter().zip(&after) {
-        assert!(left == right, "differs after conversion:\n{left}\n{right}");
-    }
+    assert_reopened_answers_match(&path, now_ms, &before).await;
     assert_eq!(dump(&path, STATUSES).await, columns);
     assert_eq!(dump(&path, forms).await, compact);
 }
@@ -1306,15 +1282,7 @@ async fn events_of_a_database_from_before_the_event_indexes_left_the_id_out() {
             .all(|index| index.contains(", id")),
     );
 
-    let store = SqliteStore::open(Options::new(&path))
-        .await
-        .expect("reopen");
-    let after = every_answer(&store, now_ms).await;
-    store.close().await;
-    assert_eq!(after.len(), before.len());
-    for (left, right) in before.iter().zip(&after) {
-        assert!(left == right, "differs after conversion:\n{left}\n{right}");
-    }
+    assert_reopened_answers_match(&path, now_ms, &before).await;
     assert_eq!(dump(&path, indexes).await, current);
 }
 
@@ -1374,15 +1342,7 @@ async fn creation_times_of_a_database_from_before_they_were_kept_after_the_event
     .await;
     assert_eq!(dump(&path, CREATED).await, columns);
 
-    let store = SqliteStore::open(Options::new(&path))
-        .await
-        .expect("reopen");
-    let after = every_answer(&store, now_ms).await;
-    store.close().await;
-    assert_eq!(after.len(), before.len());
-    for (left, right) in before.iter().zip(&after) {
-        assert!(left == right, "differs after conversion:\n{left}\n{right}");
-    }
+    assert_reopened_answers_match(&path, now_ms, &before).await;
     assert_eq!(dump(&path, CREATED).await, columns);
     assert_eq!(dump(&path, forms).await, compact);
 }
@@ -1447,14 +1407,18 @@ async fn timestamps_of_a_database_from_before_only_digits_beyond_the_millisecond
     .await;
     assert_ne!(dump(&path, TIMESTAMPS).await, compact);
 
-    let store = SqliteStore::open(Options::new(&path))
-        .await
-        .expect("reopen");
+    assert_reopened_answers_match(&path, now_ms, &before).await;
+    assert_eq!(dump(&path, TIMESTAMPS).await, compact);
+}
+
+/// Reopens the database at `path` (running what the migrations leave to the store)
+/// and checks that every answer is the one given before the conversion.
+async fn assert_reopened_answers_match(path: &std::path::Path, now_ms: i64, before: &[String]) {
+    let store = SqliteStore::open(Options::new(path)).await.expect("reopen");
     let after = every_answer(&store, now_ms).await;
     store.close().await;
     assert_eq!(after.len(), before.len());
     for (left, right) in before.iter().zip(&after) {
         assert!(left == right, "differs after conversion:\n{left}\n{right}");
     }
-    assert_eq!(dump(&path, TIMESTAMPS).await, compact);
 }
