@@ -103,13 +103,7 @@ impl HeldState {
 
 /// The payload bytes of received items (what holding them in memory costs).
 fn item_bytes(items: &[RawItem]) -> usize {
-    items
-        .iter()
-        .map(|item| match item {
-            RawItem::Payload(bytes) => bytes.len(),
-            RawItem::Invalid { raw, reason } => raw.len() + reason.len(),
-        })
-        .sum()
+    items.iter().map(crate::inbox::item_len).sum()
 }
 
 /// Shared by the runs (which add batches) and the committer (which removes them).
@@ -133,8 +127,10 @@ impl Holding {
         }
     }
 
-    /// With a durable inbox; what the previous process left in it is held first.
-    pub(crate) fn with_inbox(limits: HoldLimits, inbox: Inbox, recovery: Recovery) -> Holding {
+    /// With a durable inbox; what the previous process left in it is held first. Its
+    /// batches are read back into memory only as far as the memory bounds allow; the
+    /// rest stay in the inbox until the committer reaches them.
+    pub(crate) fn with_inbox(limits: HoldLimits, mut inbox: Inbox, recovery: Recovery) -> Holding {
         let mut holding = Holding::new(limits);
         {
             let state = holding
@@ -143,12 +139,26 @@ impl Holding {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             state.inbox_len = inbox.len();
             for batch in recovery.batches {
-                let count = batch.items.len();
-                let bytes = item_bytes(&batch.items);
-                let in_memory = state.fits(count, bytes, &limits);
+                let count = batch.count;
+                let mut bytes = batch.bytes;
+                let mut items = None;
+                if state.fits(count, bytes, &limits) {
+                    match inbox.read(batch.location) {
+                        Ok(read) => {
+                            let read_bytes = item_bytes(&read);
+                            if state.fits(count, read_bytes, &limits) {
+                                bytes = read_bytes;
+                                items = Some(read);
+                            }
+                        }
+                        Err(error) => {
+                            tracing::debug!(%error, "could not read a held batch back at start");
+                        }
+                    }
+                }
                 state.next_seq = state.next_seq.max(batch.seq + 1);
                 state.items += count;
-                if in_memory {
+                if items.is_some() {
                     state.memory_items += count;
                     state.memory_bytes += bytes;
                 }
@@ -157,7 +167,7 @@ impl Holding {
                     origin: batch.origin,
                     count,
                     bytes,
-                    items: in_memory.then_some(batch.items),
+                    items,
                     decoded: None,
                     location: Some(batch.location),
                 });
@@ -922,6 +932,38 @@ mod tests {
                 (10, "d-0".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn a_large_inbox_left_behind_is_held_within_the_memory_bounds_and_stored_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        {
+            let (mut inbox, _) = Inbox::open(&path).unwrap();
+            for seq in 1..=300u64 {
+                inbox
+                    .append_unsynced(seq, 0, "o", &items(&format!("{seq}"), 100))
+                    .unwrap();
+            }
+        }
+        let holding = with_inbox(&path, limits(250));
+        {
+            let state = holding.state();
+            assert_eq!(state.items, 300 * 100);
+            assert_eq!(state.memory_items, 200, "two batches fit in memory");
+            assert_eq!(kept_in_memory(&state)[..3], [true, true, false]);
+        }
+        let mut next = 1u64;
+        while let Some(front) = holding.front() {
+            let (seq, count, batch) = front.unwrap();
+            assert_eq!((seq, count), (next, 100));
+            let expected: Vec<String> = (0..100).map(|index| format!("{seq}-{index}")).collect();
+            assert_eq!(tags(&batch), expected);
+            holding.committed(seq);
+            next += 1;
+        }
+        assert_eq!(next, 301);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
 
     #[test]

@@ -141,12 +141,17 @@ impl SubscriptionStream {
     }
 }
 
-/// A batch found in the file at start and not yet stored.
+/// A batch found in the file at start and not yet stored. Its items stay in the file
+/// (read back with [`Inbox::read`]), so recovering a large inbox costs no more memory
+/// than a small one.
 #[derive(Debug)]
 pub(crate) struct RecoveredBatch {
     pub seq: u64,
     pub origin: String,
-    pub items: Vec<RawItem>,
+    /// Items in the batch.
+    pub count: usize,
+    /// Their payload bytes as stored (what holding them in memory would cost).
+    pub bytes: usize,
     pub location: Location,
 }
 
@@ -166,7 +171,7 @@ pub struct Recovery {
 impl Recovery {
     /// Events (items) the previous process received and had not stored.
     pub fn held_items(&self) -> usize {
-        self.batches.iter().map(|batch| batch.items.len()).sum()
+        self.batches.iter().map(|batch| batch.count).sum()
     }
 }
 
@@ -215,15 +220,22 @@ impl Inbox {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options
+        let file = options
             .open(path)
             .map_err(|cause| error(format!("open: {cause}")))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|cause| error(format!("read: {cause}")))?;
-        let (recovery, valid_len) = scan(&bytes);
-        let mut recovery = recovery;
-        recovery.discarded_bytes = bytes.len() as u64 - valid_len;
+        let file_len = file
+            .metadata()
+            .map_err(|cause| error(format!("read: {cause}")))?
+            .len();
+        // The records are read one at a time through a fixed buffer: only the held
+        // batches' places and the bytes of a read left open are kept.
+        let mut reader = std::io::BufReader::with_capacity(COPY_BUFFER, file);
+        let scanned =
+            scan(&mut reader, file_len).map_err(|cause| error(format!("read: {cause}")))?;
+        let mut file = reader.into_inner();
+        let valid_len = scanned.valid_len;
+        let mut recovery = scanned.recovery;
+        recovery.discarded_bytes = file_len - valid_len;
         if recovery.discarded_bytes > 0 {
             file.set_len(valid_len)
                 .map_err(|cause| error(format!("cut a torn tail: {cause}")))?;
@@ -243,10 +255,25 @@ impl Inbox {
             held_bytes,
         };
         // The file starts afresh with only what is held: stored batches and markers go,
-        // so an interrupted read is reported once.
+        // so an interrupted read is reported once. The items recovered from an open
+        // read's bytes become a batch of their own at the end.
+        let held: Vec<Location> = recovery
+            .batches
+            .iter()
+            .map(|batch| batch.location)
+            .collect();
         let locations = inbox
-            .rewrite(&recovery.batches)
+            .rewrite(&held, scanned.from_response.as_ref())
             .map_err(|cause| error(format!("rewrite: {cause}")))?;
+        if let Some(batch) = scanned.from_response {
+            recovery.batches.push(RecoveredBatch {
+                seq: batch.seq,
+                origin: batch.origin,
+                count: batch.items.len(),
+                bytes: batch.items.iter().map(item_len).sum(),
+                location: Location { offset: 0, len: 0 },
+            });
+        }
         for (batch, location) in recovery.batches.iter_mut().zip(locations) {
             batch.location = location;
         }
@@ -507,11 +534,24 @@ impl Inbox {
     /// current locations through one fixed buffer, so compacting a large inbox costs no
     /// more memory than a small one), then swaps it in atomically.
     fn compact(&mut self, held: &[(u64, Location)]) -> std::io::Result<Vec<(u64, Location)>> {
-        let relocated = self.replace_with(|source, out| {
+        let locations: Vec<Location> = held.iter().map(|(_, location)| *location).collect();
+        let relocated = self.rewrite(&locations, None)?;
+        Ok(held.iter().map(|(seq, _)| *seq).zip(relocated).collect())
+    }
+
+    /// Replaces the file with the records at `held` (copied through one fixed buffer)
+    /// and then `extra` encoded as a batch, dropping everything else; returns where the
+    /// records now sit, in that order.
+    fn rewrite(
+        &mut self,
+        held: &[Location],
+        extra: Option<&DecodedBatch>,
+    ) -> std::io::Result<Vec<Location>> {
+        self.replace_with(|source, out| {
             let mut buffer = vec![0u8; COPY_BUFFER];
-            let mut locations = Vec::with_capacity(held.len());
+            let mut locations = Vec::with_capacity(held.len() + 1);
             let mut offset = 0u64;
-            for (_, location) in held {
+            for location in held {
                 source.seek(SeekFrom::Start(location.offset))?;
                 let mut left = location.len;
                 while left > 0 {
@@ -527,18 +567,7 @@ impl Inbox {
                 });
                 offset += location.len;
             }
-            Ok((locations, offset))
-        })?;
-        Ok(held.iter().map(|(seq, _)| *seq).zip(relocated).collect())
-    }
-
-    /// Replaces the file with the recovered batches re-encoded (dropping markers and
-    /// stored batches).
-    fn rewrite(&mut self, batches: &[RecoveredBatch]) -> std::io::Result<Vec<Location>> {
-        self.replace_with(|_, out| {
-            let mut locations = Vec::with_capacity(batches.len());
-            let mut offset = 0u64;
-            for batch in batches {
+            if let Some(batch) = extra {
                 let body = encode_batch(batch.seq, 0, &batch.origin, &batch.items);
                 out.write_all(&[KIND_BATCH])?;
                 out.write_all(&(body.len() as u32).to_le_bytes())?;
@@ -595,20 +624,38 @@ impl Inbox {
     }
 }
 
-/// Reads records until the end or the first damaged one; returns what is held and the
-/// length of the valid prefix.
-fn scan(bytes: &[u8]) -> (Recovery, u64) {
+/// What [`scan`] found.
+struct Scanned {
+    /// The held batches (their places in the file) and what else the file says.
+    recovery: Recovery,
+    /// The items recovered from the bytes of a read left open, as a batch of their own.
+    from_response: Option<DecodedBatch>,
+    /// The length of the valid prefix.
+    valid_len: u64,
+}
+
+/// Reads records from the start of `file` (`file_len` bytes) until the end or the first
+/// damaged one, keeping only the places of batches, never their items: memory stays
+/// bounded by one read's response bytes however large the file is.
+/// `file` must be at its start.
+fn scan<R: Read + Seek>(
+    file: &mut std::io::BufReader<R>,
+    file_len: u64,
+) -> std::io::Result<Scanned> {
     let mut recovery = Recovery::default();
-    let mut offset = 0usize;
+    let mut offset = 0u64;
     let mut committed: Option<u64> = None;
     let mut reading: Option<ScannedRead> = None;
-    while offset < bytes.len() {
-        let Some((kind, body, len)) = parse_record(&bytes[offset..]) else {
-            break;
-        };
+    let mut small = Vec::new();
+    while let Some((kind, body_len)) = check_record(file, file_len - offset)? {
+        let len = HEADER as u64 + body_len;
+        // The checksum matched; the body is read again for what it says (usually from
+        // the buffer still holding it).
+        file.seek_relative(-i64::try_from(body_len).unwrap_or(i64::MAX))?;
+        let mut body = (&mut *file).take(body_len);
         match kind {
             KIND_BATCH => {
-                let Some(batch) = decode_batch(body) else {
+                let Some(batch) = batch_summary(&mut body)? else {
                     break;
                 };
                 if let Some(read) = reading.as_mut() {
@@ -617,49 +664,53 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
                 recovery.batches.push(RecoveredBatch {
                     seq: batch.seq,
                     origin: batch.origin,
-                    items: batch.items,
-                    location: Location {
-                        offset: offset as u64,
-                        len: len as u64,
-                    },
+                    count: batch.count,
+                    bytes: batch.bytes,
+                    location: Location { offset, len },
                 });
             }
             KIND_READ_BEGAN | KIND_POP_BEGAN => {
-                let Some(at) = body.get(..8).and_then(|at| <[u8; 8]>::try_from(at).ok()) else {
+                small.clear();
+                body.read_to_end(&mut small)?;
+                let Some(at) = small.get(..8).and_then(|at| <[u8; 8]>::try_from(at).ok()) else {
                     break;
                 };
                 reading = Some(ScannedRead {
                     at_ms: i64::from_le_bytes(at),
                     pop: kind == KIND_POP_BEGAN,
-                    origin: String::from_utf8_lossy(&body[8..]).into_owned(),
+                    origin: String::from_utf8_lossy(&small[8..]).into_owned(),
                     format: None,
                     response: Vec::new(),
                     stream: SubscriptionStream::default(),
                 });
             }
             KIND_RESPONSE => {
-                let Some((&format, bytes)) = body.split_first() else {
+                let mut format = [0u8; 1];
+                if body_len == 0 {
                     break;
-                };
-                let Some(format) = ResponseFormat::from_byte(format) else {
+                }
+                body.read_exact(&mut format)?;
+                let Some(format) = ResponseFormat::from_byte(format[0]) else {
                     break;
                 };
                 if let Some(read) = reading.as_mut() {
                     if format == ResponseFormat::Subscription {
-                        read.stream.bytes.extend_from_slice(bytes);
+                        body.read_to_end(&mut read.stream.bytes)?;
                     } else {
                         if read.format != Some(format) {
                             read.format = Some(format);
                             read.response.clear();
                         }
-                        read.response.extend_from_slice(bytes);
+                        body.read_to_end(&mut read.response)?;
                     }
                 }
             }
             KIND_COMMITTED | KIND_READ_ENDED | KIND_COVERED => {
-                let Ok(value) = <[u8; 8]>::try_from(body) else {
+                if body_len != 8 {
                     break;
-                };
+                }
+                let mut value = [0u8; 8];
+                body.read_exact(&mut value)?;
                 match kind {
                     KIND_COMMITTED => {
                         let seq = u64::from_le_bytes(value);
@@ -675,6 +726,9 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
             }
             _ => break,
         }
+        // On to the next record, past whatever of this body was not read.
+        let unread = i64::try_from(body.limit()).unwrap_or(i64::MAX);
+        file.seek_relative(unread)?;
         offset += len;
     }
     let last_seq = recovery
@@ -687,6 +741,7 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
     if let Some(committed) = committed {
         recovery.batches.retain(|batch| batch.seq > committed);
     }
+    let mut from_response = None;
     if let Some(read) = reading {
         let mut complete = false;
         let mut items = Vec::new();
@@ -698,11 +753,10 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
         items.extend(ResponseFormat::Subscription.recover(&read.stream.bytes).0);
         if !items.is_empty() {
             recovery.recovered_items += items.len();
-            recovery.batches.push(RecoveredBatch {
+            from_response = Some(DecodedBatch {
                 seq: last_seq + 1,
                 origin: read.origin,
                 items,
-                location: Location { offset: 0, len: 0 },
             });
         }
         // A pop whose whole response is here lost nothing; anything else may have.
@@ -710,7 +764,134 @@ fn scan(bytes: &[u8]) -> (Recovery, u64) {
             recovery.interrupted_read_at_ms = Some(read.at_ms);
         }
     }
-    (recovery, offset as u64)
+    Ok(Scanned {
+        recovery,
+        from_response,
+        valid_len: offset,
+    })
+}
+
+/// `(kind, body length)` of the record `file` is at, with `left` bytes from there to the
+/// end of the file, if it is whole and its checksum matches (the body is checked through
+/// a fixed buffer, never held whole). Leaves `file` at the end of the record when it is.
+fn check_record(file: &mut impl Read, left: u64) -> std::io::Result<Option<(u8, u64)>> {
+    match read_checked_record(file, left) {
+        // The file ended sooner than its length said: a torn tail like any other.
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        outcome => outcome,
+    }
+}
+
+fn read_checked_record(file: &mut impl Read, left: u64) -> std::io::Result<Option<(u8, u64)>> {
+    let Some(body_left) = left.checked_sub(HEADER as u64) else {
+        return Ok(None);
+    };
+    let mut header = [0u8; HEADER];
+    file.read_exact(&mut header)?;
+    let kind = header[0];
+    let len = u64::from(u32::from_le_bytes([
+        header[1], header[2], header[3], header[4],
+    ]));
+    let crc = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
+    if len > body_left {
+        return Ok(None);
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = [0u8; 8 * 1024];
+    let mut unread = len;
+    while unread > 0 {
+        let step = usize::try_from(unread).map_or(buffer.len(), |unread| unread.min(buffer.len()));
+        file.read_exact(&mut buffer[..step])?;
+        hasher.update(&buffer[..step]);
+        unread -= step as u64;
+    }
+    Ok((hasher.finalize() == crc).then_some((kind, len)))
+}
+
+/// What a batch record holds, without its items.
+struct BatchSummary {
+    seq: u64,
+    origin: String,
+    count: usize,
+    bytes: usize,
+}
+
+/// Reads a batch body from `body` (limited to the record) checking it decodes exactly as
+/// [`decode_batch`] would, without keeping its items; `None` when it does not.
+fn batch_summary(body: &mut impl Read) -> std::io::Result<Option<BatchSummary>> {
+    fn take<const N: usize>(body: &mut impl Read) -> std::io::Result<Option<[u8; N]>> {
+        let mut out = [0u8; N];
+        match body.read_exact(&mut out) {
+            Ok(()) => Ok(Some(out)),
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+    /// Skips one length-prefixed field; its length, or `None` when it is cut short.
+    fn skip_sized(body: &mut impl Read) -> std::io::Result<Option<usize>> {
+        let Some(len) = take::<4>(body)? else {
+            return Ok(None);
+        };
+        let len = u64::from(u32::from_le_bytes(len));
+        let skipped = std::io::copy(&mut body.take(len), &mut std::io::sink())?;
+        Ok((skipped == len).then_some(len as usize))
+    }
+    let Some(seq) = take::<8>(body)? else {
+        return Ok(None);
+    };
+    if take::<8>(body)?.is_none() {
+        return Ok(None);
+    }
+    let Some(origin_len) = take::<2>(body)? else {
+        return Ok(None);
+    };
+    let origin_len = u64::from(u16::from_le_bytes(origin_len));
+    let mut origin = Vec::new();
+    if body.take(origin_len).read_to_end(&mut origin)? as u64 != origin_len {
+        return Ok(None);
+    }
+    let Ok(origin) = String::from_utf8(origin) else {
+        return Ok(None);
+    };
+    let Some(count) = take::<4>(body)? else {
+        return Ok(None);
+    };
+    let count = u32::from_le_bytes(count) as usize;
+    let mut bytes = 0usize;
+    for _ in 0..count {
+        let Some([tag]) = take::<1>(body)? else {
+            return Ok(None);
+        };
+        let fields = match tag {
+            0 => 1,
+            1 => 2,
+            _ => return Ok(None),
+        };
+        for _ in 0..fields {
+            let Some(len) = skip_sized(body)? else {
+                return Ok(None);
+            };
+            bytes += len;
+        }
+    }
+    // Nothing may follow the last item.
+    if take::<1>(body)?.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(BatchSummary {
+        seq: u64::from_le_bytes(seq),
+        origin,
+        count,
+        bytes,
+    }))
+}
+
+/// The payload bytes of one item (what holding it in memory costs).
+pub(crate) fn item_len(item: &RawItem) -> usize {
+    match item {
+        RawItem::Payload(bytes) => bytes.len(),
+        RawItem::Invalid { raw, reason } => raw.len() + reason.len(),
+    }
 }
 
 /// A read found open while scanning.
@@ -832,6 +1013,15 @@ mod tests {
         RawItem::Payload(Bytes::copy_from_slice(text.as_bytes()))
     }
 
+    /// The items of each recovered batch, read back from the inbox.
+    fn held(inbox: &mut Inbox, recovery: &Recovery) -> Vec<Vec<RawItem>> {
+        recovery
+            .batches
+            .iter()
+            .map(|batch| inbox.read(batch.location).unwrap())
+            .collect()
+    }
+
     fn invalid() -> RawItem {
         RawItem::Invalid {
             raw: "7".into(),
@@ -863,7 +1053,7 @@ mod tests {
         let seqs: Vec<u64> = recovery.batches.iter().map(|batch| batch.seq).collect();
         assert_eq!(seqs, [2, 3]);
         assert_eq!(recovery.batches[1].origin, "http://other");
-        assert_eq!(recovery.batches[0].items, [payload("{\"b\":2}")]);
+        assert_eq!(held(&mut inbox, &recovery)[0], [payload("{\"b\":2}")]);
         assert_eq!(recovery.interrupted_read_at_ms, None);
         assert_eq!(recovery.held_items(), 2);
         // A batch can be read back from where it sits.
@@ -874,6 +1064,102 @@ mod tests {
         drop(inbox);
         let (_, recovery) = Inbox::open(&path).unwrap();
         assert!(recovery.batches.is_empty());
+    }
+
+    #[test]
+    fn a_large_inbox_is_recovered_whole_and_only_what_is_held_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (mut inbox, _) = Inbox::open(&path).unwrap();
+        let batch = |seq: u64| -> Vec<RawItem> {
+            (0..200)
+                .map(|index| {
+                    if index == 7 {
+                        return RawItem::Invalid {
+                            raw: format!("{seq}"),
+                            reason: "unexpected usage queue item".into(),
+                        };
+                    }
+                    let pad = "p".repeat((seq as usize * 31 + index) % 400);
+                    payload(&format!(r#"{{"seq":{seq},"index":{index},"pad":"{pad}"}}"#))
+                })
+                .collect()
+        };
+        // 400 pops of 200 items each (about 20 MiB), each with its marks and response
+        // bytes; the first 150 batches are stored.
+        let mut held_locations = Vec::new();
+        for seq in 1..=400u64 {
+            inbox
+                .read_began(seq as i64, ReadKind::Pop, "http://cpa")
+                .unwrap();
+            inbox
+                .response_bytes(ResponseFormat::HttpQueue, b"[{\"x\":1}]")
+                .unwrap();
+            let location = inbox
+                .append_unsynced(seq, seq as i64, "http://cpa", &batch(seq))
+                .unwrap();
+            inbox.read_ended(seq as i64).unwrap();
+            held_locations.push((seq, location));
+            if seq == 300 {
+                let still_held = held_locations.split_off(150);
+                inbox.committed(150, None, &still_held).unwrap();
+                held_locations = still_held;
+            }
+        }
+        // The process is killed while reading a pop's response, after a torn write.
+        inbox
+            .read_began(9_999, ReadKind::Pop, "http://cpa")
+            .unwrap();
+        inbox
+            .response_bytes(ResponseFormat::HttpQueue, br#"[{"tail":1},{"tail":2},{"ta"#)
+            .unwrap();
+        let written = inbox.len();
+        drop(inbox);
+        assert!(written > 16 * 1024 * 1024, "only {written} bytes");
+        let torn = [KIND_BATCH, 0xff, 0xff, 0, 0, 1, 2, 3, 4, 5, 6];
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&torn)
+            .unwrap();
+
+        let (mut inbox, recovery) = Inbox::open(&path).unwrap();
+        assert_eq!(recovery.discarded_bytes, torn.len() as u64);
+        assert_eq!(recovery.interrupted_read_at_ms, Some(9_999));
+        assert_eq!(recovery.recovered_items, 2);
+        let seqs: Vec<u64> = recovery.batches.iter().map(|batch| batch.seq).collect();
+        let expected_seqs: Vec<u64> = (151..=401).collect();
+        assert_eq!(seqs, expected_seqs);
+        assert_eq!(recovery.held_items(), 250 * 200 + 2);
+        let items = held(&mut inbox, &recovery);
+        for (seq, items) in (151..=400).zip(&items) {
+            assert_eq!(*items, batch(seq), "batch {seq}");
+        }
+        assert_eq!(
+            items[250],
+            [payload(r#"{"tail":1}"#), payload(r#"{"tail":2}"#)]
+        );
+        for recovered in &recovery.batches {
+            assert_eq!(recovered.origin, "http://cpa");
+            assert_eq!(recovered.count, items[(recovered.seq - 151) as usize].len());
+        }
+        // Only the held batches are left in the file: the next start finds the same
+        // batches and no interrupted read.
+        let stored_before: u64 = recovery
+            .batches
+            .iter()
+            .map(|batch| batch.location.len)
+            .sum();
+        assert_eq!(inbox.len(), stored_before);
+        assert!(inbox.len() < written);
+        drop(inbox);
+        let (mut inbox, again) = Inbox::open(&path).unwrap();
+        assert_eq!(again.interrupted_read_at_ms, None);
+        assert_eq!(again.discarded_bytes, 0);
+        let seqs: Vec<u64> = again.batches.iter().map(|batch| batch.seq).collect();
+        assert_eq!(seqs, expected_seqs);
+        assert_eq!(held(&mut inbox, &again), items);
     }
 
     #[test]
@@ -1008,12 +1294,8 @@ mod tests {
                     .unwrap();
             }
             drop(inbox);
-            let (_, recovery) = Inbox::open(&path).unwrap();
-            let items: Vec<RawItem> = recovery
-                .batches
-                .iter()
-                .flat_map(|batch| batch.items.clone())
-                .collect();
+            let (mut inbox, recovery) = Inbox::open(&path).unwrap();
+            let items: Vec<RawItem> = held(&mut inbox, &recovery).concat();
             assert_eq!(items, complete_items_before(cut), "cut at {cut}");
             assert_eq!(recovery.recovered_items, items.len());
             if let Some(batch) = recovery.batches.first() {
@@ -1072,12 +1354,8 @@ mod tests {
             .response_bytes(ResponseFormat::HttpQueue, br#"":3},{"d":4"#)
             .unwrap();
         drop(inbox);
-        let (_, recovery) = Inbox::open(&path).unwrap();
-        let items: Vec<RawItem> = recovery
-            .batches
-            .iter()
-            .flat_map(|batch| batch.items.clone())
-            .collect();
+        let (mut inbox, recovery) = Inbox::open(&path).unwrap();
+        let items: Vec<RawItem> = held(&mut inbox, &recovery).concat();
         assert_eq!(items, [payload(r#"{"b":2}"#), payload(r#"{"c":3}"#)]);
         assert_eq!(recovery.interrupted_read_at_ms, Some(8));
     }
@@ -1155,12 +1433,8 @@ mod tests {
             .response_bytes(ResponseFormat::Subscription, &fifth[..fifth.len() - 4])
             .unwrap();
         drop(inbox);
-        let (_, recovery) = Inbox::open(&path).unwrap();
-        let items: Vec<Vec<RawItem>> = recovery
-            .batches
-            .iter()
-            .map(|batch| batch.items.clone())
-            .collect();
+        let (mut inbox, recovery) = Inbox::open(&path).unwrap();
+        let items = held(&mut inbox, &recovery);
         assert_eq!(
             items,
             [
