@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cpamp_domain::Secret;
+use serde_json::value::RawValue;
 
 use crate::doctor::Diagnosis;
 
@@ -55,7 +56,8 @@ pub struct Monitor {
     pub metrics_token: Secret,
     cpa: Mutex<CpaFacts>,
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    diagnosis: Mutex<Option<(Instant, Diagnosis)>>,
+    /// The last diagnosis, when it was made, and its JSON (what `/status` answers).
+    diagnosis: Mutex<Option<(Instant, Diagnosis, std::sync::Arc<RawValue>)>>,
     /// True while a diagnosis is being made in the background.
     refreshing: std::sync::atomic::AtomicBool,
 }
@@ -114,15 +116,31 @@ impl Monitor {
     pub fn cached_diagnosis(&self, max_age: Duration) -> Option<Diagnosis> {
         lock(&self.diagnosis)
             .as_ref()
-            .filter(|(at, _)| at.elapsed() < max_age)
-            .map(|(_, diagnosis)| diagnosis.clone())
+            .filter(|(at, _, _)| at.elapsed() < max_age)
+            .map(|(_, diagnosis, _)| diagnosis.clone())
+    }
+
+    /// The JSON of the cached diagnosis if it is younger than `max_age` (shared, not
+    /// copied).
+    pub fn cached_diagnosis_json(&self, max_age: Duration) -> Option<std::sync::Arc<RawValue>> {
+        lock(&self.diagnosis)
+            .as_ref()
+            .filter(|(at, _, _)| at.elapsed() < max_age)
+            .map(|(_, _, json)| json.clone())
     }
 
     /// The last diagnosis, however old.
     pub fn last_diagnosis(&self) -> Option<Diagnosis> {
         lock(&self.diagnosis)
             .as_ref()
-            .map(|(_, diagnosis)| diagnosis.clone())
+            .map(|(_, diagnosis, _)| diagnosis.clone())
+    }
+
+    /// The JSON of the last diagnosis, however old.
+    pub fn last_diagnosis_json(&self) -> Option<std::sync::Arc<RawValue>> {
+        lock(&self.diagnosis)
+            .as_ref()
+            .map(|(_, _, json)| json.clone())
     }
 
     /// Claims the one background refresh of the diagnosis; false when one is running.
@@ -141,8 +159,21 @@ impl Monitor {
 
     /// Caches a fresh diagnosis.
     pub fn store_diagnosis(&self, diagnosis: Diagnosis) {
-        *lock(&self.diagnosis) = Some((Instant::now(), diagnosis));
+        let json = diagnosis_json(&diagnosis);
+        *lock(&self.diagnosis) = Some((Instant::now(), diagnosis, json));
     }
+}
+
+/// A diagnosis as `/status` shows it, written once: members sorted, as in every
+/// answer before.
+pub fn diagnosis_json(diagnosis: &Diagnosis) -> std::sync::Arc<RawValue> {
+    // Through a JSON tree, whose objects keep their members sorted.
+    let text = serde_json::to_value(diagnosis)
+        .and_then(|value| serde_json::to_string(&value))
+        .unwrap_or_else(|_| "null".to_string());
+    RawValue::from_string(text)
+        .map(std::sync::Arc::from)
+        .unwrap_or_else(|_| std::sync::Arc::from(RawValue::NULL.to_owned()))
 }
 
 /// Whether this process serves as a container's main process (Docker, Podman,

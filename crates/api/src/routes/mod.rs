@@ -37,10 +37,13 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
 
 /// Registers every route. Each module owns one resource.
 pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
+    // First the routes polled all the time (watchdogs, panels), all exact paths: routing
+    // tries resources in order and matches a path with parameters by a regular
+    // expression, so a polled request never pays for the others' patterns.
     health::configure(config);
-    // Before analytics: the export and import paths sit under `/usage`.
-    transfer::configure::<S>(config);
+    status::configure::<S>(config);
     analytics::configure::<S>(config);
+    transfer::configure::<S>(config);
     prices::configure::<S>(config);
     aliases::configure::<S>(config);
     automation::configure::<S>(config);
@@ -48,7 +51,6 @@ pub(crate) fn configure<S: Store>(config: &mut web::ServiceConfig) {
     quota::configure::<S>(config);
     service::configure::<S>(config);
     setup::configure::<S>(config);
-    status::configure::<S>(config);
     metrics::configure::<S>(config);
     panel::configure(config);
     openapi::configure(config);

@@ -6,8 +6,8 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use cpamp_collector::CollectorStatus;
 use cpamp_domain::ports::{CollectionGap, DatabaseReport};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::auth::AdminAuth;
 use crate::doctor::{self, CpaTarget, Diagnosis, DoctorInput};
@@ -46,18 +46,6 @@ struct StatusQuery {
     scope: Option<String>,
 }
 
-/// cpamp builds every index inside its migrations and has no offline jobs, so the
-/// database never needs a maintenance step.
-fn database_maintenance() -> Value {
-    json!({
-        "required": false,
-        "performanceDegraded": false,
-        "deferredIndexes": 0,
-        "offlineJobs": 0,
-        "reasons": [],
-    })
-}
-
 async fn status<S: Store>(
     _admin: AdminAuth,
     state: web::Data<AppState<S>>,
@@ -65,9 +53,14 @@ async fn status<S: Store>(
     query: web::Query<StatusQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if query.scope.as_deref() == Some("database-maintenance") {
-        return Ok(
-            HttpResponse::Ok().json(json!({ "databaseMaintenance": database_maintenance() }))
-        );
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Scoped {
+            database_maintenance: Maintenance,
+        }
+        return json_answer(&Scoped {
+            database_maintenance: Maintenance::NONE,
+        });
     }
     let counts = state.store.counts().await?;
     let collector = state.collector.status().snapshot();
@@ -75,11 +68,11 @@ async fn status<S: Store>(
     let now = now_ms();
     let gaps = state.store.gaps(i64::MIN, i64::MAX, STATUS_GAPS).await?;
     let unrecorded = state.gaps.unrecorded();
-    let diagnosis = match monitor.cached_diagnosis(DIAGNOSIS_MAX_AGE) {
+    let diagnosis = match monitor.cached_diagnosis_json(DIAGNOSIS_MAX_AGE) {
         Some(fresh) => fresh,
         // An older diagnosis is answered at once while a new one is made in the
         // background (it may probe CPA), so no `/status` waits for it but the first.
-        None => match monitor.last_diagnosis() {
+        None => match monitor.last_diagnosis_json() {
             Some(older) => {
                 if monitor.begin_refresh() {
                     let (state, monitor) = (state.clone(), monitor.clone());
@@ -92,32 +85,109 @@ async fn status<S: Store>(
                 }
                 older
             }
-            None => diagnosis(&state, &monitor, None).await?,
+            None => crate::monitor::diagnosis_json(&diagnosis(&state, &monitor, None).await?),
         },
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "service": "cpa-manager-plus",
-        "dbPath": state.db_path,
-        "events": counts.events,
-        "eventCount": counts.events,
-        "deadLetters": counts.dead_letters,
-        "collector": collector_json(&collector, counts.dead_letters),
-        "dataMigration": {
-            "name": "usage_cache_accounting_v2",
-            "status": "completed",
-            "lastEventId": 0,
-            "targetEventId": 0,
-            "processedRows": 0,
-            "changedRows": 0,
-            "appliedRows": 0,
-            "updatedAtMs": state.started_at_ms,
-            "finishedAtMs": state.started_at_ms,
+    // Written straight from the parts (no JSON tree is built); members in the same
+    // (sorted) order as ever.
+    let body = StatusBody {
+        collector: CollectorJson::new(&collector, counts.dead_letters),
+        data_migration: DataMigration {
+            applied_rows: 0,
+            changed_rows: 0,
+            finished_at_ms: state.started_at_ms,
+            last_event_id: 0,
+            name: "usage_cache_accounting_v2",
+            processed_rows: 0,
+            status: "completed",
+            target_event_id: 0,
+            updated_at_ms: state.started_at_ms,
         },
-        "databaseMaintenance": database_maintenance(),
-        "database": database_json(&database),
-        "gaps": gaps_json(&unrecorded, &gaps, now),
-        "diagnosis": diagnosis,
-    })))
+        database: DatabaseJson::new(&database),
+        database_maintenance: Maintenance::NONE,
+        db_path: &state.db_path,
+        dead_letters: counts.dead_letters,
+        diagnosis: &diagnosis,
+        event_count: counts.events,
+        events: counts.events,
+        gaps: GapsJson {
+            open: unrecorded
+                .iter()
+                .chain(gaps.iter())
+                .any(|gap| gap.end_ms.is_none()),
+            recent: unrecorded
+                .iter()
+                .map(|gap| GapJson::new(gap, false, now))
+                .chain(gaps.iter().map(|gap| GapJson::new(gap, true, now)))
+                .collect(),
+        },
+        service: "cpa-manager-plus",
+    };
+    json_answer(&body)
+}
+
+/// `value` as a JSON answer.
+fn json_answer<T: Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
+    let mut bytes = Vec::with_capacity(4096);
+    serde_json::to_writer(&mut bytes, value)
+        .map_err(|error| ApiError::internal("encode response", &error))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(bytes))
+}
+
+/// The `/status` answer. Members are declared in sorted order (the order they always
+/// had).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody<'a> {
+    collector: CollectorJson<'a>,
+    data_migration: DataMigration,
+    database: DatabaseJson<'a>,
+    database_maintenance: Maintenance,
+    db_path: &'a str,
+    dead_letters: i64,
+    diagnosis: &'a RawValue,
+    event_count: i64,
+    events: i64,
+    gaps: GapsJson<'a>,
+    service: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DataMigration {
+    applied_rows: i64,
+    changed_rows: i64,
+    finished_at_ms: i64,
+    last_event_id: i64,
+    name: &'static str,
+    processed_rows: i64,
+    status: &'static str,
+    target_event_id: i64,
+    updated_at_ms: i64,
+}
+
+/// `databaseMaintenance`: cpamp builds every index inside its migrations and has no
+/// offline jobs, so the database never needs a maintenance step.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Maintenance {
+    deferred_indexes: i64,
+    offline_jobs: i64,
+    performance_degraded: bool,
+    reasons: [&'static str; 0],
+    required: bool,
+}
+
+impl Maintenance {
+    const NONE: Maintenance = Maintenance {
+        deferred_indexes: 0,
+        offline_jobs: 0,
+        performance_degraded: false,
+        reasons: [],
+        required: false,
+    };
 }
 
 /// Ends a background refresh of the diagnosis however it ends.
@@ -173,86 +243,141 @@ pub async fn diagnosis<S: Store>(
     Ok(diagnosis)
 }
 
-pub(crate) fn collector_json(collector: &CollectorStatus, dead_letters: i64) -> Value {
-    let mut value = json!({
-        "collector": collector.state.as_str(),
-        "upstream": collector.upstream,
-        "mode": collector.mode,
-        "transport": collector.transport,
-        "queue": collector.queue,
-        "lastConsumedAt": collector.last_consumed_at_ms,
-        "lastInsertedAt": collector.last_inserted_at_ms,
-        "totalInserted": collector.total_inserted,
-        "totalSkipped": collector.total_skipped,
-        "totalConsumed": collector.total_consumed,
-        "deadLetters": dead_letters,
-        "pendingItems": collector.pending_items,
-        "heldItems": collector.held_items,
-        "warnings": collector.warnings,
-        "note": collector.note,
-    });
-    if !collector.last_error.is_empty() {
-        value["lastError"] = json!(collector.last_error);
-    }
-    if !collector.store_error.is_empty() {
-        value["storeError"] = json!(collector.store_error);
-    }
-    value
+/// `/status.collector`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CollectorJson<'a> {
+    collector: &'static str,
+    dead_letters: i64,
+    held_items: usize,
+    last_consumed_at: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    last_error: &'a str,
+    last_inserted_at: i64,
+    mode: &'a str,
+    note: &'static str,
+    pending_items: usize,
+    queue: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    store_error: &'a str,
+    total_consumed: u64,
+    total_inserted: u64,
+    total_skipped: u64,
+    transport: &'a str,
+    upstream: &'a str,
+    warnings: &'a [String],
 }
 
-fn database_json(report: &DatabaseReport) -> Value {
-    let checkpoint = &report.checkpoint;
-    let mut checkpoint_json = json!({
-        "mode": checkpoint.mode,
-        "busy": checkpoint.busy,
-        "logFrames": checkpoint.log_frames,
-        "checkpointedFrames": checkpoint.checkpointed_frames,
-        "executedAtMs": checkpoint.executed_at_ms,
-        "durationMs": checkpoint.duration_ms,
-    });
-    if let Some(at) = checkpoint.last_truncate_attempt_at_ms {
-        checkpoint_json["lastTruncateAttemptAtMs"] = json!(at);
+impl<'a> CollectorJson<'a> {
+    fn new(collector: &'a CollectorStatus, dead_letters: i64) -> CollectorJson<'a> {
+        CollectorJson {
+            collector: collector.state.as_str(),
+            dead_letters,
+            held_items: collector.held_items,
+            last_consumed_at: collector.last_consumed_at_ms,
+            last_error: &collector.last_error,
+            last_inserted_at: collector.last_inserted_at_ms,
+            mode: &collector.mode,
+            note: collector.note,
+            pending_items: collector.pending_items,
+            queue: &collector.queue,
+            store_error: &collector.store_error,
+            total_consumed: collector.total_consumed,
+            total_inserted: collector.total_inserted,
+            total_skipped: collector.total_skipped,
+            transport: &collector.transport,
+            upstream: &collector.upstream,
+            warnings: &collector.warnings,
+        }
     }
-    if let Some(error) = &checkpoint.error {
-        checkpoint_json["error"] = json!(error);
+}
+
+/// `/status.database`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DatabaseJson<'a> {
+    checkpoint: CheckpointJson<'a>,
+    database_bytes: u64,
+    journal_size_limit_bytes: u64,
+    shm_bytes: u64,
+    total_bytes: u64,
+    wal_bytes: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckpointJson<'a> {
+    busy: i64,
+    checkpointed_frames: i64,
+    duration_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    executed_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_truncate_attempt_at_ms: Option<i64>,
+    log_frames: i64,
+    mode: &'a str,
+}
+
+impl<'a> DatabaseJson<'a> {
+    fn new(report: &'a DatabaseReport) -> DatabaseJson<'a> {
+        let checkpoint = &report.checkpoint;
+        DatabaseJson {
+            checkpoint: CheckpointJson {
+                busy: checkpoint.busy,
+                checkpointed_frames: checkpoint.checkpointed_frames,
+                duration_ms: checkpoint.duration_ms,
+                error: checkpoint.error.as_deref(),
+                executed_at_ms: checkpoint.executed_at_ms,
+                last_truncate_attempt_at_ms: checkpoint.last_truncate_attempt_at_ms,
+                log_frames: checkpoint.log_frames,
+                mode: &checkpoint.mode,
+            },
+            database_bytes: report.database_bytes,
+            journal_size_limit_bytes: report.journal_size_limit_bytes,
+            shm_bytes: report.shm_bytes,
+            total_bytes: report.total_bytes(),
+            wal_bytes: report.wal_bytes,
+        }
     }
-    json!({
-        "databaseBytes": report.database_bytes,
-        "walBytes": report.wal_bytes,
-        "shmBytes": report.shm_bytes,
-        "totalBytes": report.total_bytes(),
-        "journalSizeLimitBytes": report.journal_size_limit_bytes,
-        "checkpoint": checkpoint_json,
-    })
 }
 
 /// One gap; `recorded` is false for a gap known only in memory so far (its row is
 /// written once the store takes writes again), whose `id` is 0 (row ids start at 1).
-fn gap_json(gap: &CollectionGap, recorded: bool, now_ms: i64) -> Value {
-    json!({
-        "id": if recorded { gap.id } else { 0 },
-        "startMs": gap.start_ms,
-        "endMs": gap.end_ms,
-        "open": gap.end_ms.is_none(),
-        "durationMs": gap.end_ms.unwrap_or(now_ms).saturating_sub(gap.start_ms),
-        "cause": gap.cause.as_str(),
-        "detail": gap.detail,
-        "recorded": recorded,
-    })
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GapJson<'a> {
+    cause: &'static str,
+    detail: &'a str,
+    duration_ms: i64,
+    end_ms: Option<i64>,
+    id: i64,
+    open: bool,
+    recorded: bool,
+    start_ms: i64,
 }
 
-/// The gaps not yet written first (they are the newest), then the stored ones.
-fn gaps_json(unrecorded: &[CollectionGap], stored: &[CollectionGap], now_ms: i64) -> Value {
-    let all = || {
-        unrecorded
-            .iter()
-            .map(|gap| (gap, false))
-            .chain(stored.iter().map(|gap| (gap, true)))
-    };
-    json!({
-        "open": all().any(|(gap, _)| gap.end_ms.is_none()),
-        "recent": all().map(|(gap, recorded)| gap_json(gap, recorded, now_ms)).collect::<Vec<_>>(),
-    })
+impl<'a> GapJson<'a> {
+    fn new(gap: &'a CollectionGap, recorded: bool, now_ms: i64) -> GapJson<'a> {
+        GapJson {
+            cause: gap.cause.as_str(),
+            detail: &gap.detail,
+            duration_ms: gap.end_ms.unwrap_or(now_ms).saturating_sub(gap.start_ms),
+            end_ms: gap.end_ms,
+            id: if recorded { gap.id } else { 0 },
+            open: gap.end_ms.is_none(),
+            recorded,
+            start_ms: gap.start_ms,
+        }
+    }
+}
+
+/// `/status.gaps`: the gaps not yet written first (they are the newest), then the
+/// stored ones.
+#[derive(Serialize)]
+struct GapsJson<'a> {
+    open: bool,
+    recent: Vec<GapJson<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,11 +409,15 @@ async fn collector_gaps<S: Store>(
     let unrecorded = unrecorded
         .iter()
         .filter(|gap| gap.start_ms <= to && gap.end_ms.unwrap_or(i64::MAX) >= from)
-        .map(|gap| gap_json(gap, false, now));
-    let recorded = gaps.iter().map(|gap| gap_json(gap, true, now));
-    Ok(HttpResponse::Ok().json(json!({
-        "gaps": unrecorded.chain(recorded).take(limit as usize).collect::<Vec<_>>(),
-    })))
+        .map(|gap| GapJson::new(gap, false, now));
+    let recorded = gaps.iter().map(|gap| GapJson::new(gap, true, now));
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        gaps: Vec<GapJson<'a>>,
+    }
+    json_answer(&Answer {
+        gaps: unrecorded.chain(recorded).take(limit as usize).collect(),
+    })
 }
 
 pub(crate) fn now_ms() -> i64 {
