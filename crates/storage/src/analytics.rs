@@ -17,7 +17,9 @@ use cpamp_domain::StoreError;
 use cpamp_domain::analytics::Metrics;
 use cpamp_domain::analytics::cost::PriceBook;
 use cpamp_domain::analytics::cost::context_band;
-use cpamp_domain::analytics::heat::{CELLS, HeatCollector, HeatKey, HeatParts, parts_of_rows};
+use cpamp_domain::analytics::heat::{
+    CELLS, HeatCollector, HeatKey, HeatParts, HeatSums, parts_of_rows,
+};
 use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::query::{
     AnalyticsStore, Cursor, EventPage, Filters, FineBlock, GroupRequest, GroupRow, HeaderValues,
@@ -31,7 +33,7 @@ use sqlx::{Row, SqliteConnection};
 
 use crate::fasthash::FastMap;
 use crate::rollup::{
-    EntryKey, FINE_MS, HeatBand, HeatDictionary, HeatSums, Sums, decode_entries, decode_pairs,
+    EntryKey, FINE_MS, HeatBand, HeatDictionary, Sums, decode_entries, decode_pairs,
     decode_samples_into, heat_dictionary, heat_entries,
 };
 use crate::search::SearchSql;
@@ -1376,6 +1378,7 @@ impl SqliteStore {
                 // listed through a map of stored keys as the cell's sums were once
                 // summed in one, so a cell's parts keep the order they had then.
                 let mut order: FastMap<EntryKey, u32> = FastMap::default();
+                let mut parts: Vec<(HeatKey, HeatSums)> = Vec::new();
                 for (cell, hours) in hours.iter().enumerate() {
                     order.clear();
                     heat.start_cell();
@@ -1421,11 +1424,10 @@ impl SqliteStore {
                     if order.is_empty() {
                         continue;
                     }
-                    collector.reserve(cell, order.len());
                     let state = lock_read(store.read_cache());
+                    parts.clear();
                     for (key, slot) in &order {
                         let slot = *slot as usize;
-                        let metrics = heat.sums[slot].metrics(key.failed);
                         // Stored keys repeat across cells, so each is named once.
                         let named = *heat.names[slot].get_or_insert_with(|| {
                             let contributors =
@@ -1456,9 +1458,11 @@ impl SqliteStore {
                             })
                         });
                         if let Some(heat_key) = named {
-                            collector.add(cell, heat_key, &metrics);
+                            parts.push((heat_key, heat.sums[slot]));
                         }
                     }
+                    drop(state);
+                    collector.add_cell(cell, &parts);
                 }
                 Ok(collector)
             })

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use cpamp_domain::analytics::cost::context_band;
+use cpamp_domain::analytics::heat::HeatSums;
 use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::time::{DAY_MS, HOUR_MS, QUARTER_MS};
 use cpamp_domain::analytics::{Metrics, analytics_model};
@@ -399,7 +400,7 @@ fn merge_heat(connection: &Connection, bucket: i64, entries: &Entries) -> rusqli
     if let Some(existing) = read_blob(connection, HEAT_TABLE, bucket)? {
         decode_heat(&existing, |key, sums| {
             merged.entry(key).or_default().merge(&Sums {
-                metrics: sums.metrics(key.failed),
+                metrics: sums.metrics(),
                 last_seen_ms: 0,
             });
         });
@@ -728,24 +729,27 @@ fn put(out: &mut Vec<u8>, mut value: u64) {
 /// Reads one varint; `None` at a truncated end.
 #[inline]
 fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    // Most values (ids, flags, small counts) fit one byte, most latencies and token
-    // counts two or three.
-    match bytes.get(*at..) {
-        Some([first, ..]) if *first < 0x80 => {
-            *at += 1;
-            return Some(u64::from(*first));
+    // Most values (ids, flags, small counts) fit one byte; latencies and token
+    // counts take a few, sums of tokens more.
+    let first = *bytes.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
+    if let Some(&[b0, b1, b2, b3, b4, b5, b6, b7]) = bytes.get(*at..at.wrapping_add(8)) {
+        let word = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+        // The last byte of a value is the first one below 0x80.
+        let ends = !word & 0x8080_8080_8080_8080;
+        if ends != 0 {
+            let length = ends.trailing_zeros() / 8 + 1;
+            // The value's bytes, their low seven bits packed together.
+            let mut value = word & (u64::MAX >> (64 - 8 * length)) & 0x7f7f_7f7f_7f7f_7f7f;
+            value = (value & 0x007f_007f_007f_007f) | ((value & 0x7f00_7f00_7f00_7f00) >> 1);
+            value = (value & 0x0000_3fff_0000_3fff) | ((value & 0x3fff_0000_3fff_0000) >> 2);
+            value = (value & 0x0000_0000_0fff_ffff) | ((value & 0x0fff_ffff_0000_0000) >> 4);
+            *at += length as usize;
+            return Some(value);
         }
-        Some([first, second, ..]) if *second < 0x80 => {
-            *at += 2;
-            return Some(u64::from(first & 0x7f) | u64::from(*second) << 7);
-        }
-        Some([first, second, third, ..]) if *third < 0x80 => {
-            *at += 3;
-            return Some(
-                u64::from(first & 0x7f) | u64::from(second & 0x7f) << 7 | u64::from(*third) << 14,
-            );
-        }
-        _ => {}
     }
     let mut value: u64 = 0;
     let mut shift = 0;
@@ -976,61 +980,6 @@ fn append_values(bytes: &[u8], at: &mut usize, count: u64, into: &mut Vec<u32>) 
     true
 }
 
-/// The sums of one heat entry: the part of an entry's [`Metrics`] the heatmap
-/// reads (its calls, failures, token sums and cost).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HeatSums {
-    pub calls: i64,
-    pub input: i64,
-    pub output: i64,
-    pub cached: i64,
-    pub cache_read: i64,
-    pub cache_creation: i64,
-    pub total: i64,
-}
-
-impl HeatSums {
-    pub(crate) fn of(metrics: &Metrics) -> HeatSums {
-        HeatSums {
-            calls: metrics.calls,
-            input: metrics.input,
-            output: metrics.output,
-            cached: metrics.cached,
-            cache_read: metrics.cache_read,
-            cache_creation: metrics.cache_creation,
-            total: metrics.total,
-        }
-    }
-
-    /// Adds `other`, saturating like [`Metrics::add`].
-    #[inline]
-    pub(crate) fn add(&mut self, other: &HeatSums) {
-        self.calls = self.calls.saturating_add(other.calls);
-        self.input = self.input.saturating_add(other.input);
-        self.output = self.output.saturating_add(other.output);
-        self.cached = self.cached.saturating_add(other.cached);
-        self.cache_read = self.cache_read.saturating_add(other.cache_read);
-        self.cache_creation = self.cache_creation.saturating_add(other.cache_creation);
-        self.total = self.total.saturating_add(other.total);
-    }
-
-    /// The metrics of an entry with these sums (failures are its calls when it
-    /// failed; the fields the heat rollup does not keep are 0).
-    pub(crate) fn metrics(&self, failed: bool) -> Metrics {
-        Metrics {
-            calls: self.calls,
-            failures: if failed { self.calls } else { 0 },
-            input: self.input,
-            output: self.output,
-            cached: self.cached,
-            cache_read: self.cache_read,
-            cache_creation: self.cache_creation,
-            total: self.total,
-            ..Metrics::default()
-        }
-    }
-}
-
 /// The price band of a heat entry: analytics model, billing model, service tier
 /// and context band.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1182,6 +1131,7 @@ pub(crate) fn heat_entries(
             failed,
             &HeatSums {
                 calls,
+                failures: if failed { calls } else { 0 },
                 input,
                 output,
                 cached,
@@ -1326,9 +1276,8 @@ mod tests {
             assert_eq!(seen, heat_of(&entries), "{count} entries");
             // The metrics the heatmap reads come back whole.
             for ((key, sums), (_, stored)) in seen.iter().zip(&entries) {
-                let metrics = sums.metrics(key.failed);
-                assert_eq!(metrics.failures, stored.metrics.failures);
-                assert_eq!(HeatSums::of(&metrics), HeatSums::of(&stored.metrics));
+                assert_eq!(sums.failures, if key.failed { sums.calls } else { 0 });
+                assert_eq!(HeatSums::of(&sums.metrics()), HeatSums::of(&stored.metrics));
             }
         }
         // A cut blob yields a prefix of its entries, never a wrong one.
@@ -1446,5 +1395,21 @@ mod tests {
         }
         assert_eq!(take(&bytes, &mut at), None);
         assert_eq!(take(&[0x80, 0x80], &mut 0), None);
+        // Every length, read with and without eight bytes in hand.
+        let mut values: Vec<u64> = (0..64).flat_map(|bit| [1 << bit, (1 << bit) - 1]).collect();
+        values.extend([u64::MAX, 0x5555_5555_5555_5555, 0xdead_beef_cafe_f00d]);
+        for value in values {
+            for padding in 0..10 {
+                let mut bytes = Vec::new();
+                put(&mut bytes, value);
+                let length = bytes.len();
+                bytes.extend(std::iter::repeat_n(0xff, padding));
+                let mut at = 0;
+                assert_eq!(take(&bytes, &mut at), Some(value), "{value} + {padding}");
+                assert_eq!(at, length);
+                let mut at = 0;
+                assert_eq!(take(&bytes[..length - 1], &mut at), None);
+            }
+        }
     }
 }

@@ -90,7 +90,8 @@ pub(super) fn heatmap(book: &PriceBook, heat: &HeatParts) -> Vec<HeatCell> {
             continue;
         }
         let mut acc = Totals::default();
-        for (key, metrics) in parts {
+        for (key, sums) in parts {
+            let metrics = &sums.metrics();
             let price = *prices
                 .entry((
                     key.model,
