@@ -1379,6 +1379,10 @@ impl SqliteStore {
                 // summed in one, so a cell's parts keep the order they had then.
                 let mut order: FastMap<EntryKey, u32> = FastMap::default();
                 let mut parts: Vec<(HeatKey, HeatSums)> = Vec::new();
+                // The keys named so far, and whether they all differ (then a cell's
+                // parts, one per slot, need no lookup to be told apart).
+                let mut named_keys: FastMap<HeatKey, ()> = FastMap::default();
+                let mut distinct = true;
                 for (cell, hours) in hours.iter().enumerate() {
                     order.clear();
                     heat.start_cell();
@@ -1447,7 +1451,7 @@ impl SqliteStore {
                                     .entry(id)
                                     .or_insert_with(|| collector.text(&state.text(Some(id))))
                             };
-                            Some(HeatKey {
+                            let named = HeatKey {
                                 model: text(key.model),
                                 billing_model: text(key.billing),
                                 service_tier: text(key.tier),
@@ -1455,14 +1459,20 @@ impl SqliteStore {
                                 failed: key.failed,
                                 api_key,
                                 provider: Some(provider),
-                            })
+                            };
+                            distinct &= named_keys.insert(named, ()).is_none();
+                            Some(named)
                         });
                         if let Some(heat_key) = named {
                             parts.push((heat_key, heat.sums[slot]));
                         }
                     }
                     drop(state);
-                    collector.add_cell(cell, &parts);
+                    if distinct {
+                        collector.add_distinct_cell(cell, &parts);
+                    } else {
+                        collector.add_cell(cell, &parts);
+                    }
                 }
                 Ok(collector)
             })

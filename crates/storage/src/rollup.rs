@@ -1008,10 +1008,9 @@ fn index_bits(count: usize) -> u32 {
 /// then each id), the price bands (a count, then model, billing model, tier and
 /// context band of each), each listed once in the order its first entry comes,
 /// then the entries: a code, `(band index × 2 + failed) << b | identity index`
-/// where `b` is the bits the identity indexes need, followed by calls, input,
-/// output, cached, cache_read, cache_creation and total. Every value is a
-/// zigzag varint except the counts, the context bands and the codes. Entries
-/// keep the order they are given in.
+/// where `b` is the bits the identity indexes need, followed by the sums (see
+/// [`put_sums`]). The counts, ids, context bands and codes are varints (the ids
+/// zigzag). Entries keep the order they are given in.
 pub(crate) fn encode_heat<'a>(
     entries: impl Iterator<Item = (&'a EntryKey, HeatSums)> + Clone,
     out: &mut Vec<u8>,
@@ -1046,18 +1045,89 @@ pub(crate) fn encode_heat<'a>(
         let identity = identities[&key.identity] as u64;
         let band = bands[&heat_band(key)] as u64;
         put(out, (band << 1 | u64::from(key.failed)) << bits | identity);
-        for value in [
-            sums.calls,
-            sums.input,
-            sums.output,
-            sums.cached,
-            sums.cache_read,
-            sums.cache_creation,
-            sums.total,
-        ] {
-            put(out, zigzag(value));
-        }
+        put_sums(out, &sums);
     }
+}
+
+/// Byte lengths of the sums of a heat entry, by their 3-bit length code.
+const SUM_LENGTHS: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 8];
+
+/// The sums of a heat entry: calls, input, output, cached, cache_read,
+/// cache_creation and total, each zigzagged and written as its few low bytes
+/// (little-endian, none for 0), after three bytes holding the seven 3-bit
+/// length codes ([`SUM_LENGTHS`]), the first sum's in the lowest bits. Unlike
+/// varints, they are read without a branch per value.
+fn put_sums(out: &mut Vec<u8>, sums: &HeatSums) {
+    let values = [
+        sums.calls,
+        sums.input,
+        sums.output,
+        sums.cached,
+        sums.cache_read,
+        sums.cache_creation,
+        sums.total,
+    ]
+    .map(zigzag);
+    let mut codes = 0_u32;
+    for (at, value) in values.iter().enumerate() {
+        let bytes = (u64::BITS - value.leading_zeros()).div_ceil(8);
+        let code = if bytes > 6 { 7 } else { bytes };
+        codes |= code << (3 * at);
+    }
+    out.extend_from_slice(&codes.to_le_bytes()[..3]);
+    for (at, value) in values.iter().enumerate() {
+        let length = SUM_LENGTHS[(codes >> (3 * at) & 7) as usize];
+        out.extend_from_slice(&value.to_le_bytes()[..length]);
+    }
+}
+
+/// Reads the sums [`put_sums`] wrote at `at`; `None` when the bytes end first.
+#[inline]
+fn take_sums(bytes: &[u8], at: &mut usize) -> Option<[i64; 7]> {
+    /// The most bytes the sums of one entry take.
+    const MOST: usize = 3 + 7 * 8;
+    let rest = bytes.get(*at..)?;
+    if rest.len() >= MOST + 8 {
+        let (used, values) = read_sums(rest);
+        *at += used;
+        return Some(values);
+    }
+    // Near the end of the blob: read from a copy with room to read whole words.
+    let mut padded = [0_u8; MOST + 8];
+    padded[..rest.len()].copy_from_slice(rest);
+    if rest.len() < 3 {
+        return None;
+    }
+    let (used, values) = read_sums(&padded);
+    if used > rest.len() {
+        return None;
+    }
+    *at += used;
+    Some(values)
+}
+
+/// [`take_sums`] from bytes that hold at least 67 (a whole word past the most
+/// one entry's sums take); returns the bytes used and the values.
+#[inline]
+fn read_sums(bytes: &[u8]) -> (usize, [i64; 7]) {
+    let word = |at: usize| {
+        let mut word = [0_u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    let codes = word(0) & 0xff_ffff;
+    let mut at = 3;
+    let mut values = [0_i64; 7];
+    for (index, value) in values.iter_mut().enumerate() {
+        let length = SUM_LENGTHS[(codes >> (3 * index) & 7) as usize];
+        // `length` is at most 8: the shift keeps 8 × length bits.
+        let kept = u64::MAX
+            .checked_shr(64 - 8 * length as u32)
+            .unwrap_or(0);
+        *value = unzigzag(word(at) & kept);
+        at += length;
+    }
+    (at, values)
 }
 
 fn heat_band(key: &EntryKey) -> HeatBand {
@@ -1107,20 +1177,16 @@ pub(crate) fn heat_entries(
     let bits = dictionary.identity_bits;
     let mask = (1_u64 << bits) - 1;
     let (identities, bands) = (dictionary.identities.len(), dictionary.bands.len());
-    let mut values = [0_i64; 7];
-    'entries: while at < bytes.len() {
+    while at < bytes.len() {
         let Some(code) = take(bytes, &mut at) else {
             return;
         };
         let identity = (code & mask) as usize;
         let failed = (code >> bits) & 1 == 1;
         let band = usize::try_from(code >> bits >> 1).unwrap_or(usize::MAX);
-        for slot in &mut values {
-            match take(bytes, &mut at) {
-                Some(value) => *slot = unzigzag(value),
-                None => break 'entries,
-            }
-        }
+        let Some(values) = take_sums(bytes, &mut at) else {
+            return;
+        };
         if identity >= identities || band >= bands {
             return;
         }
@@ -1289,6 +1355,47 @@ mod tests {
             let mut seen = Vec::new();
             decode_heat(&blob[..cut], |key, sums| seen.push((key, sums)));
             assert_eq!(seen[..], whole[..seen.len()], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn heat_sums_of_every_length_round_trip() {
+        let mut values: Vec<i64> = vec![0, i64::MIN, i64::MAX, -1];
+        for bit in 0..63 {
+            values.extend([1 << bit, (1 << bit) - 1, -(1 << bit), -(1 << bit) - 1]);
+        }
+        let mut blob = Vec::new();
+        let mut written = Vec::new();
+        for chunk in values.chunks(7).chain(values[3..].chunks(7)) {
+            let mut sums = [0_i64; 7];
+            sums[..chunk.len()].copy_from_slice(chunk);
+            let [calls, input, output, cached, cache_read, cache_creation, total] = sums;
+            put_sums(
+                &mut blob,
+                &HeatSums {
+                    calls,
+                    failures: 0,
+                    input,
+                    output,
+                    cached,
+                    cache_read,
+                    cache_creation,
+                    total,
+                },
+            );
+            written.push((sums, blob.len()));
+        }
+        let mut at = 0;
+        for (sums, end) in &written {
+            assert_eq!(take_sums(&blob, &mut at), Some(*sums));
+            assert_eq!(at, *end);
+        }
+        assert_eq!(take_sums(&blob, &mut at), None);
+        // Cut anywhere inside the last entry, nothing is read.
+        let (_, before_last) = written[written.len() - 2];
+        for cut in before_last..blob.len() {
+            let mut at = before_last;
+            assert_eq!(take_sums(&blob[..cut], &mut at), None, "cut at {cut}");
         }
     }
 

@@ -1472,8 +1472,9 @@ async fn heat_answers(store: &SqliteStore) -> Vec<String> {
     answers
 }
 
-/// Rewrites the heat blobs of the closed database at `path` in the layout they
-/// had before `0130`: per entry, as zigzag varints, the reduced identity, model,
+/// Rewrites the heat blobs of the closed database at `path` (`0130` layout,
+/// `crates/storage/src/rollup.rs`, `encode_heat`) in the layout they had before
+/// `0130`: per entry, as zigzag varints, the reduced identity, model,
 /// billing model, tier, context band, failed flag, calls, input, output,
 /// reasoning, cached, cache read, cache creation, total, latency sum, latency
 /// samples, zero-token calls and last seen − hour. Entries keep their order; the
@@ -1536,8 +1537,17 @@ async fn heat_blobs_back_to_generic_entries(path: &std::path::Path) {
                 put(&mut out, value);
             }
             put(&mut out, ((code >> bits) & 1) as i64);
+            // Three bytes of 3-bit length codes, then each sum's low bytes.
+            let codes = u32::from_le_bytes([blob[*at], blob[*at + 1], blob[*at + 2], 0]);
+            *at += 3;
             let sums: Vec<i64> = (0..7)
-                .map(|_| signed(take(&blob, at).expect("sum")))
+                .map(|index| {
+                    let length = [0, 1, 2, 3, 4, 5, 6, 8][(codes >> (3 * index) & 7) as usize];
+                    let mut word = [0_u8; 8];
+                    word[..length].copy_from_slice(&blob[*at..*at + length]);
+                    *at += length;
+                    signed(u64::from_le_bytes(word))
+                })
                 .collect();
             // calls, input, output, reasoning, cached, cache read, cache creation,
             // total, latency sum, latency samples, zero-token calls, last seen.

@@ -281,6 +281,18 @@ impl HeatCollector {
         add_part(parts, index, key, sums);
     }
 
+    /// [`HeatCollector::add_cell`] for keys the caller knows to be distinct from
+    /// one another: a cell without parts yet takes them as they come, without
+    /// looking any up.
+    pub fn add_distinct_cell(&mut self, cell: usize, added: &[(HeatKey, HeatSums)]) {
+        let (parts, index) = &mut self.cells[cell % CELLS];
+        if !parts.is_empty() {
+            return self.add_cell(cell, added);
+        }
+        *index = None;
+        parts.extend_from_slice(added);
+    }
+
     /// Adds each of `added` to its key of a cell, as [`HeatCollector::add`] would
     /// one after the other, through a map of positions reused from cell to cell
     /// (so a source that fills cell after cell keeps one small map in cache).
