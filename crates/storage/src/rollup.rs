@@ -1084,48 +1084,62 @@ fn put_sums(out: &mut Vec<u8>, sums: &HeatSums) {
 /// Reads the sums [`put_sums`] wrote at `at`; `None` when the bytes end first.
 #[inline]
 fn take_sums(bytes: &[u8], at: &mut usize) -> Option<[i64; 7]> {
-    /// The most bytes the sums of one entry take.
-    const MOST: usize = 3 + 7 * 8;
     let rest = bytes.get(*at..)?;
-    if rest.len() >= MOST + 8 {
-        let (used, values) = read_sums(rest);
-        *at += used;
-        return Some(values);
-    }
-    // Near the end of the blob: read from a copy with room to read whole words.
-    let mut padded = [0_u8; MOST + 8];
-    padded[..rest.len()].copy_from_slice(rest);
-    if rest.len() < 3 {
-        return None;
-    }
-    let (used, values) = read_sums(&padded);
-    if used > rest.len() {
-        return None;
-    }
+    let (used, values) = match rest.first_chunk::<SUMS_WINDOW>() {
+        Some(window) => read_sums(window),
+        None => {
+            // Near the end of the blob: read from a copy with room for whole words.
+            if rest.len() < 3 {
+                return None;
+            }
+            let mut padded = [0_u8; SUMS_WINDOW];
+            padded[..rest.len()].copy_from_slice(rest);
+            let (used, values) = read_sums(&padded);
+            if used > rest.len() {
+                return None;
+            }
+            (used, values)
+        }
+    };
     *at += used;
     Some(values)
 }
 
-/// [`take_sums`] from bytes that hold at least 67 (a whole word past the most
-/// one entry's sums take); returns the bytes used and the values.
+/// Bytes [`read_sums`] reads from: the three bytes of length codes and, for each
+/// of the seven sums, a whole word at an offset below 64.
+const SUMS_WINDOW: usize = 64 + 8;
+
+/// The bits of a word a length code keeps.
+const SUM_MASKS: [u64; 8] = [
+    0,
+    0xff,
+    0xffff,
+    0xff_ffff,
+    0xffff_ffff,
+    0xff_ffff_ffff,
+    0xffff_ffff_ffff,
+    u64::MAX,
+];
+
+/// The sums [`put_sums`] wrote at the start of `bytes`; returns the bytes they
+/// take and the values.
 #[inline]
-fn read_sums(bytes: &[u8]) -> (usize, [i64; 7]) {
+fn read_sums(bytes: &[u8; SUMS_WINDOW]) -> (usize, [i64; 7]) {
     let word = |at: usize| {
+        // `at` is below 64 (the sums take at most 3 + 6 × 8 bytes before the
+        // last), so the masked offset is `at` itself and always in the window.
+        let at = at & 63;
         let mut word = [0_u8; 8];
         word.copy_from_slice(&bytes[at..at + 8]);
         u64::from_le_bytes(word)
     };
-    let codes = word(0) & 0xff_ffff;
+    let codes = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], 0]);
     let mut at = 3;
     let mut values = [0_i64; 7];
     for (index, value) in values.iter_mut().enumerate() {
-        let length = SUM_LENGTHS[(codes >> (3 * index) & 7) as usize];
-        // `length` is at most 8: the shift keeps 8 × length bits.
-        let kept = u64::MAX
-            .checked_shr(64 - 8 * length as u32)
-            .unwrap_or(0);
-        *value = unzigzag(word(at) & kept);
-        at += length;
+        let code = (codes >> (3 * index) & 7) as usize;
+        *value = unzigzag(word(at) & SUM_MASKS[code]);
+        at += SUM_LENGTHS[code];
     }
     (at, values)
 }
