@@ -1204,7 +1204,15 @@ pub(crate) fn heat_entries(
         if identity >= identities || band >= bands {
             return;
         }
-        let [calls, input, output, cached, cache_read, cache_creation, total] = values;
+        let [
+            calls,
+            input,
+            output,
+            cached,
+            cache_read,
+            cache_creation,
+            total,
+        ] = values;
         each(
             identity,
             band,
@@ -1350,7 +1358,12 @@ mod tests {
         for count in [0, 1, 2, 37, 300] {
             let entries = heat_entries_of(3, count);
             let mut blob = Vec::new();
-            encode_heat(entries.iter().map(|(key, sums)| (key, HeatSums::of(&sums.metrics))), &mut blob);
+            encode_heat(
+                entries
+                    .iter()
+                    .map(|(key, sums)| (key, HeatSums::of(&sums.metrics))),
+                &mut blob,
+            );
             let mut seen = Vec::new();
             decode_heat(&blob, |key, sums| seen.push((key, sums)));
             assert_eq!(seen, heat_of(&entries), "{count} entries");
@@ -1363,7 +1376,12 @@ mod tests {
         // A cut blob yields a prefix of its entries, never a wrong one.
         let entries = heat_entries_of(1, 40);
         let mut blob = Vec::new();
-        encode_heat(entries.iter().map(|(key, sums)| (key, HeatSums::of(&sums.metrics))), &mut blob);
+        encode_heat(
+            entries
+                .iter()
+                .map(|(key, sums)| (key, HeatSums::of(&sums.metrics))),
+            &mut blob,
+        );
         let whole = heat_of(&entries);
         for cut in 0..blob.len() {
             let mut seen = Vec::new();
@@ -1383,7 +1401,15 @@ mod tests {
         for chunk in values.chunks(7).chain(values[3..].chunks(7)) {
             let mut sums = [0_i64; 7];
             sums[..chunk.len()].copy_from_slice(chunk);
-            let [calls, input, output, cached, cache_read, cache_creation, total] = sums;
+            let [
+                calls,
+                input,
+                output,
+                cached,
+                cache_read,
+                cache_creation,
+                total,
+            ] = sums;
             put_sums(
                 &mut blob,
                 &HeatSums {
@@ -1447,7 +1473,12 @@ mod tests {
                 from_generic.push((key, HeatSums::of(&sums.metrics)));
             });
             assert_eq!(from_heat, from_generic, "after batch {seed}");
-            assert!(heat.len() < generic.len(), "{} vs {}", heat.len(), generic.len());
+            assert!(
+                heat.len() < generic.len(),
+                "{} vs {}",
+                heat.len(),
+                generic.len()
+            );
         }
     }
 

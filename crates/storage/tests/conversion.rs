@@ -1523,7 +1523,11 @@ async fn heat_blobs_back_to_generic_entries(path: &std::path::Path) {
             .map(|_| {
                 [0, 1, 2, 3].map(|field| {
                     let value = take(&blob, at).expect("band");
-                    if field == 3 { value as i64 } else { signed(value) }
+                    if field == 3 {
+                        value as i64
+                    } else {
+                        signed(value)
+                    }
                 })
             })
             .collect();

@@ -8,9 +8,9 @@ use serde::Serialize;
 use crate::analytics::cost::{Band, BandPrice, PriceBook, add_cost};
 use crate::analytics::heat::{HeatParts, HeatSums, WordMap};
 use crate::analytics::query::{GroupRow, Text};
+use crate::analytics::ratio;
 use crate::analytics::time::Zone;
 use crate::analytics::totals::{Totals, cost_key};
-use crate::analytics::ratio;
 
 /// One `hourly_distribution[]` point: every call of the range at this local hour of
 /// day, whatever the date.
