@@ -1374,9 +1374,10 @@ impl SqliteStore {
                 // (`None` when the scope refuses its model).
                 let mut blob_identities: Vec<u32> = Vec::new();
                 let mut blob_bands: Vec<Option<u32>> = Vec::new();
-                // Per cell, its distinct keys in the order they first come. They are
-                // listed through a map of stored keys as the cell's sums were once
-                // summed in one, so a cell's parts keep the order they had then.
+                // Per cell, its distinct stored keys, put in the order they first
+                // come (hour after hour, entries in stored order) and listed in the
+                // map's order: the order of a cell's parts, which its float cost
+                // sums depend on, stays the one a map of the cell's sums gave.
                 let mut order: FastMap<EntryKey, u32> = FastMap::default();
                 let mut parts: Vec<(HeatKey, HeatSums)> = Vec::new();
                 // The keys named so far, and whether they all differ (then a cell's
