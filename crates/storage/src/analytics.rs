@@ -17,7 +17,9 @@ use cpamp_domain::StoreError;
 use cpamp_domain::analytics::Metrics;
 use cpamp_domain::analytics::cost::PriceBook;
 use cpamp_domain::analytics::cost::context_band;
-use cpamp_domain::analytics::heat::{CELLS, HeatCollector, HeatKey, HeatParts, parts_of_rows};
+use cpamp_domain::analytics::heat::{
+    CELLS, HeatCollector, HeatKey, HeatParts, HeatSums, parts_of_rows,
+};
 use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::query::{
     AnalyticsStore, Cursor, EventPage, Filters, FineBlock, GroupRequest, GroupRow, HeaderValues,
@@ -30,7 +32,10 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use crate::fasthash::FastMap;
-use crate::rollup::{EntryKey, FINE_MS, Sums, decode_entries, decode_pairs, decode_samples_into};
+use crate::rollup::{
+    EntryKey, FINE_MS, HeatBand, HeatDictionary, Sums, decode_entries, decode_pairs,
+    decode_samples_into, heat_dictionary, heat_entries,
+};
 use crate::search::SearchSql;
 use crate::{SqliteStore, error};
 
@@ -369,6 +374,90 @@ async fn snap(
         _ => to,
     };
     Ok((from, to))
+}
+
+/// The heat rollup's entries of one cell at a time, summed by dense slot: every
+/// distinct stored key of a read gets a slot (through the dense ids of its
+/// identity and band), so an entry is added without hashing its key.
+#[derive(Default)]
+struct HeatSlots {
+    identity_ids: FastMap<i64, u32>,
+    identities: Vec<i64>,
+    band_ids: FastMap<HeatBand, u32>,
+    bands: Vec<HeatBand>,
+    /// Per dense identity, the slot of each `band × 2 + failed` (`u32::MAX`: none yet).
+    slots: Vec<Vec<u32>>,
+    keys: Vec<EntryKey>,
+    sums: Vec<HeatSums>,
+    /// The cell each slot was last added to in (0: none yet).
+    seen: Vec<u32>,
+    cell: u32,
+    /// Each slot's key as the heatmap names it, once named (`None` inside when
+    /// the scope refuses its identity).
+    names: Vec<Option<Option<HeatKey>>>,
+}
+
+impl HeatSlots {
+    /// Starts the next cell: every slot's sum starts again at its first entry.
+    fn start_cell(&mut self) {
+        self.cell += 1;
+    }
+
+    fn identity(&mut self, identity: i64) -> u32 {
+        *self.identity_ids.entry(identity).or_insert_with(|| {
+            self.identities.push(identity);
+            self.slots.push(Vec::new());
+            u32::try_from(self.identities.len() - 1).unwrap_or(u32::MAX)
+        })
+    }
+
+    fn band(&mut self, band: HeatBand) -> u32 {
+        *self.band_ids.entry(band).or_insert_with(|| {
+            self.bands.push(band);
+            u32::try_from(self.bands.len() - 1).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// Adds an entry of dense identity and band to the current cell; returns its
+    /// key and slot when it is the key's first entry in the cell.
+    #[inline]
+    fn add(
+        &mut self,
+        identity: u32,
+        band: u32,
+        failed: bool,
+        sums: &HeatSums,
+    ) -> Option<(EntryKey, u32)> {
+        let row = &mut self.slots[identity as usize];
+        let column = band as usize * 2 + usize::from(failed);
+        if column >= row.len() {
+            row.resize(column + 1, u32::MAX);
+        }
+        if row[column] == u32::MAX {
+            let stored = self.bands[band as usize];
+            row[column] = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+            self.keys.push(EntryKey {
+                identity: self.identities[identity as usize],
+                model: stored.model,
+                billing: stored.billing,
+                tier: stored.tier,
+                band: stored.band,
+                failed,
+            });
+            self.sums.push(HeatSums::default());
+            self.seen.push(0);
+            self.names.push(None);
+        }
+        let slot = row[column];
+        let at = slot as usize;
+        if self.seen[at] == self.cell {
+            self.sums[at].add(sums);
+            return None;
+        }
+        self.seen[at] = self.cell;
+        self.sums[at] = *sums;
+        Some((self.keys[at], slot))
+    }
 }
 
 impl SqliteStore {
@@ -1240,8 +1329,8 @@ impl SqliteStore {
 
     /// Adds the heat rollup's entries of the whole UTC hours `[from, to)` to
     /// `collector`, one cell (local weekday hour) at a time: the hours of a cell
-    /// are read by key and their entries summed by stored ids in one map, which
-    /// stays in cache, before each distinct key of the cell is named once. The
+    /// are read by key and their entries summed in dense slots ([`HeatSlots`]),
+    /// which stay in cache, before each distinct key of the cell is named once. The
     /// blobs are read on a blocking thread through an idle read-only rusqlite
     /// connection of the store's own, so each is decoded where SQLite holds it,
     /// never copied. Like the search's group rows, these hours are read in one
@@ -1276,13 +1365,28 @@ impl SqliteStore {
                 let mut statement = reader
                     .prepare_cached("SELECT entries FROM usage_rollup_heat_h WHERE bucket_ms = ?1")
                     .map_err(&sqlite)?;
-                let mut sums: FastMap<EntryKey, Metrics> = FastMap::default();
                 let mut texts: FastMap<i64, u32> = FastMap::default();
                 // The contributors of each identity, `None` when the scope refuses it.
                 let mut identities: FastMap<i64, Option<(Option<u32>, u32)>> = FastMap::default();
-                let mut names: FastMap<EntryKey, Option<HeatKey>> = FastMap::default();
+                let mut heat = HeatSlots::default();
+                let mut dictionary = HeatDictionary::default();
+                // Per blob: the dense id of each identity, and of each band
+                // (`None` when the scope refuses its model).
+                let mut blob_identities: Vec<u32> = Vec::new();
+                let mut blob_bands: Vec<Option<u32>> = Vec::new();
+                // Per cell, its distinct stored keys, put in the order they first
+                // come (hour after hour, entries in stored order) and listed in the
+                // map's order: the order of a cell's parts, which its float cost
+                // sums depend on, stays the one a map of the cell's sums gave.
+                let mut order: FastMap<EntryKey, u32> = FastMap::default();
+                let mut parts: Vec<(HeatKey, HeatSums)> = Vec::new();
+                // The keys named so far, and whether they all differ (then a cell's
+                // parts, one per slot, need no lookup to be told apart).
+                let mut named_keys: FastMap<HeatKey, ()> = FastMap::default();
+                let mut distinct = true;
                 for (cell, hours) in hours.iter().enumerate() {
-                    sums.clear();
+                    order.clear();
+                    heat.start_cell();
                     for hour in hours {
                         let mut rows = statement.query([hour]).map_err(&sqlite)?;
                         let Some(row) = rows.next().map_err(&sqlite)? else {
@@ -1293,23 +1397,44 @@ impl SqliteStore {
                         else {
                             continue;
                         };
-                        decode_entries(*hour, true, blob, |key, entry| {
-                            if !wanted[usize::from(key.failed)]
-                                || (!model_ids.is_empty() && !model_ids.contains(&key.model))
-                            {
+                        let Some(at) = heat_dictionary(blob, &mut dictionary) else {
+                            continue;
+                        };
+                        blob_identities.clear();
+                        blob_identities.extend(
+                            dictionary
+                                .identities
+                                .iter()
+                                .map(|identity| heat.identity(*identity)),
+                        );
+                        blob_bands.clear();
+                        blob_bands.extend(dictionary.bands.iter().map(|band| {
+                            (model_ids.is_empty() || model_ids.contains(&band.model))
+                                .then(|| heat.band(*band))
+                        }));
+                        heat_entries(blob, at, &dictionary, |identity, band, failed, sums| {
+                            if !wanted[usize::from(failed)] {
                                 return;
                             }
-                            sums.entry(key).or_default().add(&entry.metrics);
+                            let Some(band) = blob_bands[band] else {
+                                return;
+                            };
+                            if let Some((key, slot)) =
+                                heat.add(blob_identities[identity], band, failed, sums)
+                            {
+                                order.entry(key).or_insert(slot);
+                            }
                         });
                     }
-                    if sums.is_empty() {
+                    if order.is_empty() {
                         continue;
                     }
-                    collector.reserve(cell, sums.len());
                     let state = lock_read(store.read_cache());
-                    for (key, metrics) in sums.drain() {
+                    parts.clear();
+                    for (key, slot) in &order {
+                        let slot = *slot as usize;
                         // Stored keys repeat across cells, so each is named once.
-                        let named = *names.entry(key).or_insert_with(|| {
+                        let named = *heat.names[slot].get_or_insert_with(|| {
                             let contributors =
                                 *identities.entry(key.identity).or_insert_with(|| {
                                     let identity = state
@@ -1327,7 +1452,7 @@ impl SqliteStore {
                                     .entry(id)
                                     .or_insert_with(|| collector.text(&state.text(Some(id))))
                             };
-                            Some(HeatKey {
+                            let named = HeatKey {
                                 model: text(key.model),
                                 billing_model: text(key.billing),
                                 service_tier: text(key.tier),
@@ -1335,11 +1460,19 @@ impl SqliteStore {
                                 failed: key.failed,
                                 api_key,
                                 provider: Some(provider),
-                            })
+                            };
+                            distinct &= named_keys.insert(named, ()).is_none();
+                            Some(named)
                         });
                         if let Some(heat_key) = named {
-                            collector.add(cell, heat_key, &metrics);
+                            parts.push((heat_key, heat.sums[slot]));
                         }
+                    }
+                    drop(state);
+                    if distinct {
+                        collector.add_distinct_cell(cell, &parts);
+                    } else {
+                        collector.add_cell(cell, &parts);
                     }
                 }
                 Ok(collector)

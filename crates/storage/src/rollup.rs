@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use cpamp_domain::analytics::cost::context_band;
+use cpamp_domain::analytics::heat::HeatSums;
 use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::time::{DAY_MS, HOUR_MS, QUARTER_MS};
 use cpamp_domain::analytics::{Metrics, analytics_model};
@@ -301,7 +302,7 @@ pub(crate) fn flush(
         }
     }
     for (bucket, entries) in &heat {
-        merge_entries(connection, "usage_rollup_heat_h", *bucket, true, entries)?;
+        merge_heat(connection, *bucket, entries)?;
     }
     // Which (identity, model) pairs each day holds, for filter selectors.
     let day = LEVELS.len() - 1;
@@ -392,6 +393,35 @@ fn merge_entries(
     write_blob(connection, table, bucket, &blob)
 }
 
+/// Adds `entries` to the heat block `bucket` ([`encode_heat`]). The merged
+/// entries are listed in the order [`merge_entries`] lists them.
+fn merge_heat(connection: &Connection, bucket: i64, entries: &Entries) -> rusqlite::Result<()> {
+    let mut merged = entries.clone();
+    if let Some(existing) = read_blob(connection, HEAT_TABLE, bucket)? {
+        decode_heat(&existing, |key, sums| {
+            merged.entry(key).or_default().merge(&Sums {
+                metrics: sums.metrics(),
+                last_seen_ms: 0,
+            });
+        });
+    }
+    let mut blob = Vec::new();
+    encode_heat(
+        merged
+            .iter()
+            .map(|(key, sums)| (key, HeatSums::of(&sums.metrics))),
+        &mut blob,
+    );
+    write_blob(connection, HEAT_TABLE, bucket, &blob)
+}
+
+/// The hourly heat rollup.
+pub(crate) const HEAT_TABLE: &str = "usage_rollup_heat_h";
+
+/// The backfill step that rewrites heat blobs stored in the generic entry
+/// layout ([`encode_entries`]) in the heat layout ([`encode_heat`]), `0130`.
+pub(crate) const HEAT_COMPACT: &str = "heat_h_compact";
+
 /// Completes what a migration left to do in Rust, once: fills rollups added by a
 /// migration from the rollups that already existed, redacts dead letters stored
 /// before redaction existed (or adopted from the Go server), clears the account
@@ -418,6 +448,9 @@ pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
         let mut transaction = writer.begin().await?;
         if name == "heat_h" {
             backfill_heat(&mut transaction).await?;
+        }
+        if name == HEAT_COMPACT {
+            compact_heat(&mut transaction).await?;
         }
         // The steps `quota_newest` (0033) and `quota_snapshot_account` (0032) are
         // done by migration 0095 on the rows it converts, which also clears them.
@@ -533,8 +566,42 @@ async fn backfill_heat(connection: &mut SqliteConnection) -> Result<(), sqlx::Er
                     .merge(&sums);
             });
             let mut out = Vec::new();
-            encode_entries(bucket, true, &entries, &mut out);
-            backfill_write_blob(connection, "usage_rollup_heat_h", bucket, out).await?;
+            encode_heat(
+                entries
+                    .iter()
+                    .map(|(key, sums)| (key, HeatSums::of(&sums.metrics))),
+                &mut out,
+            );
+            backfill_write_blob(connection, HEAT_TABLE, bucket, out).await?;
+        }
+    }
+}
+
+/// Rewrites every heat blob from the generic entry layout into the heat layout,
+/// keeping the order of its entries.
+async fn compact_heat(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut cursor = i64::MIN;
+    let mut entries: Vec<(EntryKey, HeatSums)> = Vec::new();
+    loop {
+        let blobs: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT bucket_ms, entries FROM usage_rollup_heat_h WHERE bucket_ms > ? \
+             ORDER BY bucket_ms LIMIT 256",
+        )
+        .bind(cursor)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = blobs.last().map(|row| row.0) else {
+            return Ok(());
+        };
+        cursor = last;
+        for (bucket, blob) in blobs {
+            entries.clear();
+            decode_entries(bucket, true, &blob, |key, sums| {
+                entries.push((key, HeatSums::of(&sums.metrics)));
+            });
+            let mut out = Vec::new();
+            encode_heat(entries.iter().map(|(key, sums)| (key, *sums)), &mut out);
+            backfill_write_blob(connection, HEAT_TABLE, bucket, out).await?;
         }
     }
 }
@@ -662,24 +729,27 @@ fn put(out: &mut Vec<u8>, mut value: u64) {
 /// Reads one varint; `None` at a truncated end.
 #[inline]
 fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    // Most values (ids, flags, small counts) fit one byte, most latencies and token
-    // counts two or three.
-    match bytes.get(*at..) {
-        Some([first, ..]) if *first < 0x80 => {
-            *at += 1;
-            return Some(u64::from(*first));
+    // Most values (ids, flags, small counts) fit one byte; latencies and token
+    // counts take a few, sums of tokens more.
+    let first = *bytes.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
+    if let Some(&[b0, b1, b2, b3, b4, b5, b6, b7]) = bytes.get(*at..at.wrapping_add(8)) {
+        let word = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+        // The last byte of a value is the first one below 0x80.
+        let ends = !word & 0x8080_8080_8080_8080;
+        if ends != 0 {
+            let length = ends.trailing_zeros() / 8 + 1;
+            // The value's bytes, their low seven bits packed together.
+            let mut value = word & (u64::MAX >> (64 - 8 * length)) & 0x7f7f_7f7f_7f7f_7f7f;
+            value = (value & 0x007f_007f_007f_007f) | ((value & 0x7f00_7f00_7f00_7f00) >> 1);
+            value = (value & 0x0000_3fff_0000_3fff) | ((value & 0x3fff_0000_3fff_0000) >> 2);
+            value = (value & 0x0000_0000_0fff_ffff) | ((value & 0x0fff_ffff_0000_0000) >> 4);
+            *at += length as usize;
+            return Some(value);
         }
-        Some([first, second, ..]) if *second < 0x80 => {
-            *at += 2;
-            return Some(u64::from(first & 0x7f) | u64::from(*second) << 7);
-        }
-        Some([first, second, third, ..]) if *third < 0x80 => {
-            *at += 3;
-            return Some(
-                u64::from(first & 0x7f) | u64::from(second & 0x7f) << 7 | u64::from(*third) << 14,
-            );
-        }
-        _ => {}
     }
     let mut value: u64 = 0;
     let mut shift = 0;
@@ -910,6 +980,279 @@ fn append_values(bytes: &[u8], at: &mut usize, count: u64, into: &mut Vec<u32>) 
     true
 }
 
+/// The price band of a heat entry: analytics model, billing model, service tier
+/// and context band.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct HeatBand {
+    pub model: i64,
+    pub billing: i64,
+    pub tier: i64,
+    pub band: u8,
+}
+
+/// The dictionaries at the head of a heat blob: its identities and its bands.
+#[derive(Debug, Default)]
+pub(crate) struct HeatDictionary {
+    pub identities: Vec<i64>,
+    pub bands: Vec<HeatBand>,
+    /// Bits of an entry's code that hold its identity's index.
+    identity_bits: u32,
+}
+
+/// Bits needed for the indexes `0..count`.
+fn index_bits(count: usize) -> u32 {
+    usize::BITS - count.saturating_sub(1).leading_zeros()
+}
+
+/// Heat blob layout (`usage_rollup_heat_h`, `0130`): the identities (a count,
+/// then each id), the price bands (a count, then model, billing model, tier and
+/// context band of each), each listed once in the order its first entry comes,
+/// then the entries: a code, `(band index × 2 + failed) << b | identity index`
+/// where `b` is the bits the identity indexes need, followed by the sums (see
+/// [`put_sums`]). The counts, ids, context bands and codes are varints (the ids
+/// zigzag). Entries keep the order they are given in.
+pub(crate) fn encode_heat<'a>(
+    entries: impl Iterator<Item = (&'a EntryKey, HeatSums)> + Clone,
+    out: &mut Vec<u8>,
+) {
+    let mut identities: FastMap<i64, usize> = FastMap::default();
+    let mut identity_list: Vec<i64> = Vec::new();
+    let mut bands: FastMap<HeatBand, usize> = FastMap::default();
+    let mut band_list: Vec<HeatBand> = Vec::new();
+    for (key, _) in entries.clone() {
+        identities.entry(key.identity).or_insert_with(|| {
+            identity_list.push(key.identity);
+            identity_list.len() - 1
+        });
+        bands.entry(heat_band(key)).or_insert_with(|| {
+            band_list.push(heat_band(key));
+            band_list.len() - 1
+        });
+    }
+    put(out, identity_list.len() as u64);
+    for identity in &identity_list {
+        put(out, zigzag(*identity));
+    }
+    put(out, band_list.len() as u64);
+    for band in &band_list {
+        put(out, zigzag(band.model));
+        put(out, zigzag(band.billing));
+        put(out, zigzag(band.tier));
+        put(out, u64::from(band.band));
+    }
+    let bits = index_bits(identity_list.len());
+    for (key, sums) in entries {
+        let identity = identities[&key.identity] as u64;
+        let band = bands[&heat_band(key)] as u64;
+        put(out, (band << 1 | u64::from(key.failed)) << bits | identity);
+        put_sums(out, &sums);
+    }
+}
+
+/// Byte lengths of the sums of a heat entry, by their 3-bit length code.
+const SUM_LENGTHS: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 8];
+
+/// The sums of a heat entry: calls, input, output, cached, cache_read,
+/// cache_creation and total, each zigzagged and written as its few low bytes
+/// (little-endian, none for 0), after three bytes holding the seven 3-bit
+/// length codes ([`SUM_LENGTHS`]), the first sum's in the lowest bits. Unlike
+/// varints, they are read without a branch per value.
+fn put_sums(out: &mut Vec<u8>, sums: &HeatSums) {
+    let values = [
+        sums.calls,
+        sums.input,
+        sums.output,
+        sums.cached,
+        sums.cache_read,
+        sums.cache_creation,
+        sums.total,
+    ]
+    .map(zigzag);
+    let mut codes = 0_u32;
+    for (at, value) in values.iter().enumerate() {
+        let bytes = (u64::BITS - value.leading_zeros()).div_ceil(8);
+        let code = if bytes > 6 { 7 } else { bytes };
+        codes |= code << (3 * at);
+    }
+    out.extend_from_slice(&codes.to_le_bytes()[..3]);
+    for (at, value) in values.iter().enumerate() {
+        let length = SUM_LENGTHS[(codes >> (3 * at) & 7) as usize];
+        out.extend_from_slice(&value.to_le_bytes()[..length]);
+    }
+}
+
+/// Reads the sums [`put_sums`] wrote at `at`; `None` when the bytes end first.
+#[inline]
+fn take_sums(bytes: &[u8], at: &mut usize) -> Option<[i64; 7]> {
+    let rest = bytes.get(*at..)?;
+    let (used, values) = match rest.first_chunk::<SUMS_WINDOW>() {
+        Some(window) => read_sums(window),
+        None => {
+            // Near the end of the blob: read from a copy with room for whole words.
+            if rest.len() < 3 {
+                return None;
+            }
+            let mut padded = [0_u8; SUMS_WINDOW];
+            padded[..rest.len()].copy_from_slice(rest);
+            let (used, values) = read_sums(&padded);
+            if used > rest.len() {
+                return None;
+            }
+            (used, values)
+        }
+    };
+    *at += used;
+    Some(values)
+}
+
+/// Bytes [`read_sums`] reads from: the three bytes of length codes and, for each
+/// of the seven sums, a whole word at an offset below 64.
+const SUMS_WINDOW: usize = 64 + 8;
+
+/// The bits of a word a length code keeps.
+const SUM_MASKS: [u64; 8] = [
+    0,
+    0xff,
+    0xffff,
+    0xff_ffff,
+    0xffff_ffff,
+    0xff_ffff_ffff,
+    0xffff_ffff_ffff,
+    u64::MAX,
+];
+
+/// The sums [`put_sums`] wrote at the start of `bytes`; returns the bytes they
+/// take and the values.
+#[inline]
+fn read_sums(bytes: &[u8; SUMS_WINDOW]) -> (usize, [i64; 7]) {
+    let word = |at: usize| {
+        // `at` is below 64 (the sums take at most 3 + 6 × 8 bytes before the
+        // last), so the masked offset is `at` itself and always in the window.
+        let at = at & 63;
+        let mut word = [0_u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    let codes = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], 0]);
+    let mut at = 3;
+    let mut values = [0_i64; 7];
+    for (index, value) in values.iter_mut().enumerate() {
+        let code = (codes >> (3 * index) & 7) as usize;
+        *value = unzigzag(word(at) & SUM_MASKS[code]);
+        at += SUM_LENGTHS[code];
+    }
+    (at, values)
+}
+
+fn heat_band(key: &EntryKey) -> HeatBand {
+    HeatBand {
+        model: key.model,
+        billing: key.billing,
+        tier: key.tier,
+        band: key.band,
+    }
+}
+
+/// Reads the dictionaries of a heat blob into `dictionary` and returns where its
+/// entries start; `None` when the blob ends first.
+pub(crate) fn heat_dictionary(bytes: &[u8], dictionary: &mut HeatDictionary) -> Option<usize> {
+    let mut at = 0;
+    dictionary.identities.clear();
+    dictionary.bands.clear();
+    let identities = take(bytes, &mut at)?;
+    for _ in 0..identities {
+        dictionary.identities.push(unzigzag(take(bytes, &mut at)?));
+    }
+    let bands = take(bytes, &mut at)?;
+    for _ in 0..bands {
+        dictionary.bands.push(HeatBand {
+            model: unzigzag(take(bytes, &mut at)?),
+            billing: unzigzag(take(bytes, &mut at)?),
+            tier: unzigzag(take(bytes, &mut at)?),
+            band: u8::try_from(take(bytes, &mut at)?).unwrap_or(0),
+        });
+    }
+    dictionary.identity_bits = index_bits(dictionary.identities.len());
+    Some(at)
+}
+
+/// Calls `each(identity index, band index, failed, sums)` for every entry of a
+/// heat blob whose dictionaries [`heat_dictionary`] read into `dictionary` and
+/// whose entries start at `at`. An entry naming an index its dictionaries lack,
+/// or cut short, ends the blob (never written so).
+#[inline]
+pub(crate) fn heat_entries(
+    bytes: &[u8],
+    mut at: usize,
+    dictionary: &HeatDictionary,
+    mut each: impl FnMut(usize, usize, bool, &HeatSums),
+) {
+    // The identities are fewer than the blob's bytes, so `bits` is well below 64.
+    let bits = dictionary.identity_bits;
+    let mask = (1_u64 << bits) - 1;
+    let (identities, bands) = (dictionary.identities.len(), dictionary.bands.len());
+    while at < bytes.len() {
+        let Some(code) = take(bytes, &mut at) else {
+            return;
+        };
+        let identity = (code & mask) as usize;
+        let failed = (code >> bits) & 1 == 1;
+        let band = usize::try_from(code >> bits >> 1).unwrap_or(usize::MAX);
+        let Some(values) = take_sums(bytes, &mut at) else {
+            return;
+        };
+        if identity >= identities || band >= bands {
+            return;
+        }
+        let [
+            calls,
+            input,
+            output,
+            cached,
+            cache_read,
+            cache_creation,
+            total,
+        ] = values;
+        each(
+            identity,
+            band,
+            failed,
+            &HeatSums {
+                calls,
+                failures: if failed { calls } else { 0 },
+                input,
+                output,
+                cached,
+                cache_read,
+                cache_creation,
+                total,
+            },
+        );
+    }
+}
+
+/// Calls `each` for every entry of a heat blob, in stored order.
+pub(crate) fn decode_heat(bytes: &[u8], mut each: impl FnMut(EntryKey, HeatSums)) {
+    let mut dictionary = HeatDictionary::default();
+    let Some(at) = heat_dictionary(bytes, &mut dictionary) else {
+        return;
+    };
+    heat_entries(bytes, at, &dictionary, |identity, band, failed, sums| {
+        let band = dictionary.bands[band];
+        each(
+            EntryKey {
+                identity: dictionary.identities[identity],
+                model: band.model,
+                billing: band.billing,
+                tier: band.tier,
+                band: band.band,
+                failed,
+            },
+            *sums,
+        );
+    });
+}
+
 /// Pair layout: (identity, model) as zigzag varints, in ascending order.
 pub(crate) fn encode_pairs(pairs: &std::collections::BTreeSet<(i64, i64)>, out: &mut Vec<u8>) {
     for (identity, model) in pairs {
@@ -965,6 +1308,178 @@ mod tests {
             seen.push((key, sums.metrics, sums.last_seen_ms))
         });
         assert_eq!(seen, vec![(key, sums.metrics, 1_000_123)]);
+    }
+
+    fn heat_entries_of(seed: i64, count: i64) -> Entries {
+        let mut entries = Entries::default();
+        for index in 0..count {
+            let failed = index % 3 == 0;
+            let calls = seed * 7 + index;
+            let mut sums = Sums::default();
+            sums.add(
+                &Metrics {
+                    calls,
+                    failures: if failed { calls } else { 0 },
+                    input: if index == 5 { -5 } else { index * 1_000 },
+                    output: index * 300 + seed,
+                    reasoning: 11,
+                    cached: index % 4,
+                    cache_read: index * 50,
+                    cache_creation: if index == 9 { i64::MAX } else { index },
+                    total: index * 1_350 + seed,
+                    latency_sum: 900,
+                    latency_samples: 2,
+                    zero_token_calls: 1,
+                },
+                1_000_000 + index,
+            );
+            let key = EntryKey {
+                identity: 100 + index % 37,
+                model: index % 5 - 2,
+                billing: index % 7,
+                tier: index % 2,
+                band: (index % 4) as u8,
+                failed,
+            };
+            entries.insert(key, sums);
+        }
+        entries
+    }
+
+    fn heat_of(entries: &Entries) -> Vec<(EntryKey, HeatSums)> {
+        entries
+            .iter()
+            .map(|(key, sums)| (*key, HeatSums::of(&sums.metrics)))
+            .collect()
+    }
+
+    #[test]
+    fn heat_blobs_keep_their_entries_and_their_order() {
+        for count in [0, 1, 2, 37, 300] {
+            let entries = heat_entries_of(3, count);
+            let mut blob = Vec::new();
+            encode_heat(
+                entries
+                    .iter()
+                    .map(|(key, sums)| (key, HeatSums::of(&sums.metrics))),
+                &mut blob,
+            );
+            let mut seen = Vec::new();
+            decode_heat(&blob, |key, sums| seen.push((key, sums)));
+            assert_eq!(seen, heat_of(&entries), "{count} entries");
+            // The metrics the heatmap reads come back whole.
+            for ((key, sums), (_, stored)) in seen.iter().zip(&entries) {
+                assert_eq!(sums.failures, if key.failed { sums.calls } else { 0 });
+                assert_eq!(HeatSums::of(&sums.metrics()), HeatSums::of(&stored.metrics));
+            }
+        }
+        // A cut blob yields a prefix of its entries, never a wrong one.
+        let entries = heat_entries_of(1, 40);
+        let mut blob = Vec::new();
+        encode_heat(
+            entries
+                .iter()
+                .map(|(key, sums)| (key, HeatSums::of(&sums.metrics))),
+            &mut blob,
+        );
+        let whole = heat_of(&entries);
+        for cut in 0..blob.len() {
+            let mut seen = Vec::new();
+            decode_heat(&blob[..cut], |key, sums| seen.push((key, sums)));
+            assert_eq!(seen[..], whole[..seen.len()], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn heat_sums_of_every_length_round_trip() {
+        let mut values: Vec<i64> = vec![0, i64::MIN, i64::MAX, -1];
+        for bit in 0..63 {
+            values.extend([1 << bit, (1 << bit) - 1, -(1 << bit), -(1 << bit) - 1]);
+        }
+        let mut blob = Vec::new();
+        let mut written = Vec::new();
+        for chunk in values.chunks(7).chain(values[3..].chunks(7)) {
+            let mut sums = [0_i64; 7];
+            sums[..chunk.len()].copy_from_slice(chunk);
+            let [
+                calls,
+                input,
+                output,
+                cached,
+                cache_read,
+                cache_creation,
+                total,
+            ] = sums;
+            put_sums(
+                &mut blob,
+                &HeatSums {
+                    calls,
+                    failures: 0,
+                    input,
+                    output,
+                    cached,
+                    cache_read,
+                    cache_creation,
+                    total,
+                },
+            );
+            written.push((sums, blob.len()));
+        }
+        let mut at = 0;
+        for (sums, end) in &written {
+            assert_eq!(take_sums(&blob, &mut at), Some(*sums));
+            assert_eq!(at, *end);
+        }
+        assert_eq!(take_sums(&blob, &mut at), None);
+        // Cut anywhere inside the last entry, nothing is read.
+        let (_, before_last) = written[written.len() - 2];
+        for cut in before_last..blob.len() {
+            let mut at = before_last;
+            assert_eq!(take_sums(&blob[..cut], &mut at), None, "cut at {cut}");
+        }
+    }
+
+    fn rollup_tables() -> Connection {
+        let connection = Connection::open_in_memory().expect("open");
+        for table in [HEAT_TABLE, "usage_rollup_ident_h"] {
+            connection
+                .execute_batch(&format!(
+                    "CREATE TABLE {table} (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)"
+                ))
+                .expect("create");
+        }
+        connection
+    }
+
+    #[test]
+    fn heat_merges_list_entries_as_generic_merges_do() {
+        let connection = rollup_tables();
+        let bucket = 3_600_000;
+        for (seed, count) in [(1, 20), (2, 45), (3, 7), (4, 120), (5, 3)] {
+            let batch = heat_entries_of(seed, count);
+            merge_heat(&connection, bucket, &batch).expect("merge heat");
+            merge_entries(&connection, "usage_rollup_ident_h", bucket, true, &batch)
+                .expect("merge entries");
+            let heat = read_blob(&connection, HEAT_TABLE, bucket)
+                .expect("read")
+                .expect("heat blob");
+            let generic = read_blob(&connection, "usage_rollup_ident_h", bucket)
+                .expect("read")
+                .expect("generic blob");
+            let mut from_heat = Vec::new();
+            decode_heat(&heat, |key, sums| from_heat.push((key, sums)));
+            let mut from_generic = Vec::new();
+            decode_entries(bucket, true, &generic, |key, sums| {
+                from_generic.push((key, HeatSums::of(&sums.metrics)));
+            });
+            assert_eq!(from_heat, from_generic, "after batch {seed}");
+            assert!(
+                heat.len() < generic.len(),
+                "{} vs {}",
+                heat.len(),
+                generic.len()
+            );
+        }
     }
 
     #[test]
@@ -1032,5 +1547,21 @@ mod tests {
         }
         assert_eq!(take(&bytes, &mut at), None);
         assert_eq!(take(&[0x80, 0x80], &mut 0), None);
+        // Every length, read with and without eight bytes in hand.
+        let mut values: Vec<u64> = (0..64).flat_map(|bit| [1 << bit, (1 << bit) - 1]).collect();
+        values.extend([u64::MAX, 0x5555_5555_5555_5555, 0xdead_beef_cafe_f00d]);
+        for value in values {
+            for padding in 0..10 {
+                let mut bytes = Vec::new();
+                put(&mut bytes, value);
+                let length = bytes.len();
+                bytes.extend(std::iter::repeat_n(0xff, padding));
+                let mut at = 0;
+                assert_eq!(take(&bytes, &mut at), Some(value), "{value} + {padding}");
+                assert_eq!(at, length);
+                let mut at = 0;
+                assert_eq!(take(&bytes[..length - 1], &mut at), None);
+            }
+        }
     }
 }

@@ -1422,3 +1422,202 @@ async fn assert_reopened_answers_match(path: &std::path::Path, now_ms: i64, befo
         assert!(left == right, "differs after conversion:\n{left}\n{right}");
     }
 }
+
+/// The heatmap and hourly distribution of the last three days in several zones
+/// (whole-hour, half-hour, 45-minute and daylight-saving offsets) and scopes,
+/// as JSON.
+async fn heat_answers(store: &SqliteStore) -> Vec<String> {
+    use cpamp_domain::analytics::monitoring::{Include, MonitoringRequest, monitoring};
+    use cpamp_domain::analytics::query::Scope;
+    use cpamp_domain::analytics::time::{Granularity, Zone};
+
+    let whole = Scope::time_only(END_MS - 3 * DAY_MS, END_MS);
+    let ragged = Scope::time_only(END_MS - 3 * DAY_MS + 7 * 60_000 + 3, END_MS - 11);
+    let mut model = whole.clone();
+    model.filters.models = vec!["gpt-5".to_string(), "claude-sonnet-4-5".to_string()];
+    let mut failed = ragged.clone();
+    failed.filters.failed_only = true;
+    let mut succeeded = whole.clone();
+    succeeded.filters.include_failed = false;
+    let mut answers = Vec::new();
+    for zone in [
+        "UTC",
+        "Asia/Shanghai",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "America/New_York",
+        "Australia/Lord_Howe",
+    ] {
+        for scope in [&whole, &ragged, &model, &failed, &succeeded] {
+            let response = monitoring(
+                store,
+                MonitoringRequest {
+                    scope: scope.clone(),
+                    now_ms: END_MS,
+                    zone: Zone::parse(zone).expect("zone"),
+                    granularity: Granularity::Day,
+                    include: Include {
+                        heatmap: true,
+                        hourly_distribution: true,
+                        ..Include::default()
+                    },
+                    generated_at_ms: END_MS,
+                },
+            )
+            .await
+            .expect("query");
+            answers.push(serde_json::to_string(&response).expect("json"));
+        }
+    }
+    answers
+}
+
+/// Rewrites the heat blobs of the closed database at `path` (`0130` layout,
+/// `crates/storage/src/rollup.rs`, `encode_heat`) in the layout they had before
+/// `0130`: per entry, as zigzag varints, the reduced identity, model,
+/// billing model, tier, context band, failed flag, calls, input, output,
+/// reasoning, cached, cache read, cache creation, total, latency sum, latency
+/// samples, zero-token calls and last seen − hour. Entries keep their order; the
+/// fields the heat layout no longer keeps are written as 0 (no reader used them).
+async fn heat_blobs_back_to_generic_entries(path: &std::path::Path) {
+    fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let mut value = 0_u64;
+        let mut shift = 0;
+        loop {
+            let byte = *bytes.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(value);
+            }
+            shift += 7;
+        }
+    }
+    fn signed(value: u64) -> i64 {
+        ((value >> 1) as i64) ^ -((value & 1) as i64)
+    }
+    fn put(out: &mut Vec<u8>, value: i64) {
+        let mut value = ((value << 1) ^ (value >> 63)) as u64;
+        while value >= 0x80 {
+            out.push((value & 0x7f) as u8 | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    let blobs: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT bucket_ms, entries FROM usage_rollup_heat_h")
+            .fetch_all(&mut connection)
+            .await
+            .expect("heat blobs");
+    assert!(!blobs.is_empty());
+    for (bucket, blob) in blobs {
+        let at = &mut 0;
+        let identities: Vec<i64> = (0..take(&blob, at).expect("count"))
+            .map(|_| signed(take(&blob, at).expect("identity")))
+            .collect();
+        let bands: Vec<[i64; 4]> = (0..take(&blob, at).expect("count"))
+            .map(|_| {
+                [0, 1, 2, 3].map(|field| {
+                    let value = take(&blob, at).expect("band");
+                    if field == 3 {
+                        value as i64
+                    } else {
+                        signed(value)
+                    }
+                })
+            })
+            .collect();
+        let bits = usize::BITS - (identities.len() - 1).leading_zeros();
+        let mut out = Vec::new();
+        while *at < blob.len() {
+            let code = take(&blob, at).expect("code");
+            let band = bands[(code >> bits >> 1) as usize];
+            put(&mut out, identities[(code & ((1 << bits) - 1)) as usize]);
+            for value in band {
+                put(&mut out, value);
+            }
+            put(&mut out, ((code >> bits) & 1) as i64);
+            // Three bytes of 3-bit length codes, then each sum's low bytes.
+            let codes = u32::from_le_bytes([blob[*at], blob[*at + 1], blob[*at + 2], 0]);
+            *at += 3;
+            let sums: Vec<i64> = (0..7)
+                .map(|index| {
+                    let length = [0, 1, 2, 3, 4, 5, 6, 8][(codes >> (3 * index) & 7) as usize];
+                    let mut word = [0_u8; 8];
+                    word[..length].copy_from_slice(&blob[*at..*at + length]);
+                    *at += length;
+                    signed(u64::from_le_bytes(word))
+                })
+                .collect();
+            // calls, input, output, reasoning, cached, cache read, cache creation,
+            // total, latency sum, latency samples, zero-token calls, last seen.
+            for value in [
+                sums[0], sums[1], sums[2], 0, sums[3], sums[4], sums[5], sums[6], 0, 0, 0, 0,
+            ] {
+                put(&mut out, value);
+            }
+        }
+        sqlx::query("UPDATE usage_rollup_heat_h SET entries = ? WHERE bucket_ms = ?")
+            .bind(out)
+            .bind(bucket)
+            .execute(&mut connection)
+            .await
+            .expect("rewrite heat blob");
+    }
+    connection.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn heatmaps_of_a_database_from_before_compact_heat_blobs() {
+    use cpamp_domain::prices::{ModelPrice, PriceStore, Rate, Rates};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = seeded(&path, 3_000).await;
+    // Priced models, so costs are sums of many parts.
+    let price = |prompt: f64, completion: f64| ModelPrice {
+        rates: Rates {
+            prompt: Rate::set(prompt),
+            completion: Rate::set(completion),
+            cache_read: Rate::set(prompt / 10.0),
+            ..Rates::default()
+        },
+        source: "manual".to_string(),
+        updated_at_ms: 7,
+        ..ModelPrice::default()
+    };
+    store
+        .replace_prices(vec![
+            ("gpt-5".into(), price(1.25, 10.0)),
+            ("gpt-5-mini".into(), price(0.25, 2.0)),
+            ("claude-sonnet-4-5".into(), price(3.0, 15.0)),
+            ("claude-haiku-4-5".into(), price(1.0, 5.0)),
+        ])
+        .await
+        .expect("prices");
+    let before = heat_answers(&store).await;
+    assert!(before.iter().any(|answer| answer.contains("\"cost\":0.")));
+    store.close().await;
+    const BLOBS: &str = "SELECT bucket_ms, entries FROM usage_rollup_heat_h ORDER BY bucket_ms";
+    let blobs = dump(&path, BLOBS).await;
+
+    heat_blobs_back_to_generic_entries(&path).await;
+    assert_ne!(dump(&path, BLOBS).await, blobs);
+    rewind(&path, 130, &[]).await;
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("reopen");
+    assert_eq!(heat_answers(&store).await, before);
+    store.close().await;
+    // The blobs are those the current code writes, and the step is done.
+    assert_eq!(dump(&path, BLOBS).await, blobs);
+    assert!(
+        dump(&path, "SELECT name FROM usage_rollup_backfill")
+            .await
+            .is_empty()
+    );
+}

@@ -55,15 +55,81 @@ impl Hash for HeatKey {
     }
 }
 
+/// The sums of a heat part: the fields of [`Metrics`] the heatmap reads (calls,
+/// failures, the token sums cost is priced from, and the total).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeatSums {
+    /// Upstream attempts.
+    pub calls: i64,
+    /// Failed attempts.
+    pub failures: i64,
+    /// Normalized total input.
+    pub input: i64,
+    /// Output tokens.
+    pub output: i64,
+    /// Compat cached tokens.
+    pub cached: i64,
+    /// Input read from the cache.
+    pub cache_read: i64,
+    /// Input written to the cache.
+    pub cache_creation: i64,
+    /// Total tokens as reported.
+    pub total: i64,
+}
+
+impl HeatSums {
+    /// The heat sums of `metrics`.
+    pub fn of(metrics: &Metrics) -> HeatSums {
+        HeatSums {
+            calls: metrics.calls,
+            failures: metrics.failures,
+            input: metrics.input,
+            output: metrics.output,
+            cached: metrics.cached,
+            cache_read: metrics.cache_read,
+            cache_creation: metrics.cache_creation,
+            total: metrics.total,
+        }
+    }
+
+    /// Adds `other`, saturating at the `i64` bounds like [`Metrics::add`].
+    pub fn add(&mut self, other: &HeatSums) {
+        let sum = |a: &mut i64, b: i64| *a = a.saturating_add(b);
+        sum(&mut self.calls, other.calls);
+        sum(&mut self.failures, other.failures);
+        sum(&mut self.input, other.input);
+        sum(&mut self.output, other.output);
+        sum(&mut self.cached, other.cached);
+        sum(&mut self.cache_read, other.cache_read);
+        sum(&mut self.cache_creation, other.cache_creation);
+        sum(&mut self.total, other.total);
+    }
+
+    /// These sums as metrics (the fields they do not hold are 0).
+    pub fn metrics(&self) -> Metrics {
+        Metrics {
+            calls: self.calls,
+            failures: self.failures,
+            input: self.input,
+            output: self.output,
+            cached: self.cached,
+            cache_read: self.cache_read,
+            cache_creation: self.cache_creation,
+            total: self.total,
+            ..Metrics::default()
+        }
+    }
+}
+
 /// The heatmap's sums of a scope.
 #[derive(Debug, Clone, Default)]
 pub struct HeatParts {
     /// The texts the keys name, by index.
     pub texts: Vec<Text>,
     /// Per cell (`weekday * 24 + hour` in the request's zone, weekday 0 = Sunday),
-    /// the summed metrics of each distinct key, in no fixed order; [`CELLS`] long
-    /// (or empty when nothing was counted).
-    pub cells: Vec<Vec<(HeatKey, Metrics)>>,
+    /// the summed metrics of each distinct key, in the order the keys were first
+    /// added; [`CELLS`] long (or empty when nothing was counted).
+    pub cells: Vec<Vec<(HeatKey, HeatSums)>>,
 }
 
 impl HeatParts {
@@ -120,8 +186,9 @@ impl Hasher for WordHasher {
 }
 
 /// One cell's parts, in the order their keys were first added, and the position
-/// of each key among them.
-type CellParts = (Vec<(HeatKey, Metrics)>, WordMap<HeatKey, u32>);
+/// of each key among them (`None` until a single add needs it: [`HeatCollector::add_cell`]
+/// looks keys up in a map it reuses from cell to cell).
+type CellParts = (Vec<(HeatKey, HeatSums)>, Option<WordMap<HeatKey, u32>>);
 
 /// Gathers [`HeatParts`]: texts are interned by their shared pointer (storage
 /// hands out one pointer per dictionary entry), and equal keys of a cell are
@@ -135,6 +202,8 @@ pub struct HeatCollector {
     /// Cell of the last local hour looked up, and its (weekday, hour) index.
     last: Option<(i64, usize)>,
     local: WordMap<i64, usize>,
+    /// The key positions [`HeatCollector::add_cell`] uses, one cell at a time.
+    scratch: WordMap<HeatKey, u32>,
 }
 
 impl Default for HeatCollector {
@@ -154,6 +223,7 @@ impl HeatCollector {
             cells: (0..CELLS).map(|_| Default::default()).collect(),
             last: None,
             local: WordMap::default(),
+            scratch: WordMap::default(),
         }
     }
 
@@ -204,24 +274,42 @@ impl HeatCollector {
         }
     }
 
-    /// Makes room for `additional` more keys in a cell.
-    pub fn reserve(&mut self, cell: usize, additional: usize) {
+    /// Adds `sums` to a key of a cell.
+    pub fn add(&mut self, cell: usize, key: HeatKey, sums: &HeatSums) {
         let (parts, index) = &mut self.cells[cell % CELLS];
-        parts.reserve(additional);
-        index.reserve(additional);
+        let index = index.get_or_insert_with(|| positions(parts));
+        add_part(parts, index, key, sums);
     }
 
-    /// Adds `metrics` to a key of a cell.
-    pub fn add(&mut self, cell: usize, key: HeatKey, metrics: &Metrics) {
+    /// [`HeatCollector::add_cell`] for keys the caller knows to be distinct from
+    /// one another: a cell without parts yet takes them as they come, without
+    /// looking any up.
+    pub fn add_distinct_cell(&mut self, cell: usize, added: &[(HeatKey, HeatSums)]) {
         let (parts, index) = &mut self.cells[cell % CELLS];
-        match index.entry(key) {
-            std::collections::hash_map::Entry::Occupied(at) => {
-                parts[*at.get() as usize].1.add(metrics);
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(u32::try_from(parts.len()).unwrap_or(u32::MAX));
-                parts.push((key, *metrics));
-            }
+        if !parts.is_empty() {
+            return self.add_cell(cell, added);
+        }
+        *index = None;
+        parts.extend_from_slice(added);
+    }
+
+    /// Adds each of `added` to its key of a cell, as [`HeatCollector::add`] would
+    /// one after the other, through a map of positions reused from cell to cell
+    /// (so a source that fills cell after cell keeps one small map in cache).
+    pub fn add_cell(&mut self, cell: usize, added: &[(HeatKey, HeatSums)]) {
+        let (parts, index) = &mut self.cells[cell % CELLS];
+        *index = None;
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        scratch.reserve(parts.len() + added.len());
+        for (at, (key, _)) in parts.iter().enumerate() {
+            scratch
+                .entry(*key)
+                .or_insert(u32::try_from(at).unwrap_or(u32::MAX));
+        }
+        parts.reserve(added.len());
+        for (key, sums) in added {
+            add_part(parts, scratch, *key, sums);
         }
     }
 
@@ -245,7 +333,7 @@ impl HeatCollector {
             api_key,
             provider,
         };
-        self.add(cell, key, &row.metrics);
+        self.add(cell, key, &HeatSums::of(&row.metrics));
     }
 
     /// The collected parts.
@@ -253,6 +341,36 @@ impl HeatCollector {
         HeatParts {
             texts: self.texts,
             cells: self.cells.into_iter().map(|(parts, _)| parts).collect(),
+        }
+    }
+}
+
+/// The positions of a cell's keys among its parts.
+fn positions(parts: &[(HeatKey, HeatSums)]) -> WordMap<HeatKey, u32> {
+    let mut index = WordMap::default();
+    index.reserve(parts.len());
+    for (at, (key, _)) in parts.iter().enumerate() {
+        index
+            .entry(*key)
+            .or_insert(u32::try_from(at).unwrap_or(u32::MAX));
+    }
+    index
+}
+
+/// Adds `sums` to the part of `key` (a new part at the end when it has none).
+fn add_part(
+    parts: &mut Vec<(HeatKey, HeatSums)>,
+    index: &mut WordMap<HeatKey, u32>,
+    key: HeatKey,
+    sums: &HeatSums,
+) {
+    match index.entry(key) {
+        std::collections::hash_map::Entry::Occupied(at) => {
+            parts[*at.get() as usize].1.add(sums);
+        }
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(u32::try_from(parts.len()).unwrap_or(u32::MAX));
+            parts.push((key, *sums));
         }
     }
 }

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::analytics::cost::{Band, BandPrice, PriceBook, add_cost};
-use crate::analytics::heat::{HeatParts, WordMap};
+use crate::analytics::heat::{HeatParts, HeatSums, WordMap};
 use crate::analytics::query::{GroupRow, Text};
+use crate::analytics::ratio;
 use crate::analytics::time::Zone;
 use crate::analytics::totals::{Totals, cost_key};
-use crate::analytics::{Metrics, ratio};
 
 /// One `hourly_distribution[]` point: every call of the range at this local hour of
 /// day, whatever the date.
@@ -89,8 +89,9 @@ pub(super) fn heatmap(book: &PriceBook, heat: &HeatParts) -> Vec<HeatCell> {
         if parts.is_empty() {
             continue;
         }
-        let mut acc = Totals::default();
-        for (key, metrics) in parts {
+        let mut acc = HeatTotals::default();
+        for (key, sums) in parts {
+            let metrics = &sums.metrics();
             let price = *prices
                 .entry((
                     key.model,
@@ -107,16 +108,16 @@ pub(super) fn heatmap(book: &PriceBook, heat: &HeatParts) -> Vec<HeatCell> {
                     })
                 });
             let cost = price.cost(metrics);
-            add_metrics(&mut acc, metrics, cost);
-            models.add(key.model, metrics, cost);
+            acc.add(sums, cost);
+            models.add(key.model, sums, cost);
             if let Some(api_key) = key.api_key {
-                keys.add(api_key, metrics, cost);
+                keys.add(api_key, sums, cost);
             }
             if let Some(provider) = key.provider {
-                providers.add(provider, metrics, cost);
+                providers.add(provider, sums, cost);
             }
         }
-        let m = acc.metrics;
+        let m = acc.sums.metrics();
         out.push(HeatCell {
             weekday: (index / 24) as i64,
             hour: (index % 24) as i64,
@@ -134,9 +135,34 @@ pub(super) fn heatmap(book: &PriceBook, heat: &HeatParts) -> Vec<HeatCell> {
     out
 }
 
+/// The sums and cost of a cell or contributor: the heat sums of its parts and
+/// their summed cost (`None` when any part had no price; `Some(0.0)` without
+/// parts, as [`Totals`]).
+#[derive(Debug, Clone, Copy)]
+struct HeatTotals {
+    sums: HeatSums,
+    cost: Option<f64>,
+}
+
+impl Default for HeatTotals {
+    fn default() -> HeatTotals {
+        HeatTotals {
+            sums: HeatSums::default(),
+            cost: Totals::default().cost,
+        }
+    }
+}
+
+impl HeatTotals {
+    fn add(&mut self, sums: &HeatSums, cost: Option<f64>) {
+        self.sums.add(sums);
+        self.cost = add_cost(self.cost, cost);
+    }
+}
+
 /// The contributors of one cell by text index.
 struct Contributors {
-    totals: Vec<Totals>,
+    totals: Vec<HeatTotals>,
     seen: Vec<bool>,
     touched: Vec<u32>,
 }
@@ -144,20 +170,20 @@ struct Contributors {
 impl Contributors {
     fn new(texts: usize) -> Contributors {
         Contributors {
-            totals: vec![Totals::default(); texts],
+            totals: vec![HeatTotals::default(); texts],
             seen: vec![false; texts],
             touched: Vec::new(),
         }
     }
 
-    fn add(&mut self, index: u32, metrics: &Metrics, cost: Option<f64>) {
+    fn add(&mut self, index: u32, sums: &HeatSums, cost: Option<f64>) {
         let Some(slot) = self.totals.get_mut(index as usize) else {
             return;
         };
         if !std::mem::replace(&mut self.seen[index as usize], true) {
             self.touched.push(index);
         }
-        add_metrics(slot, metrics, cost);
+        slot.add(sums, cost);
     }
 
     /// The top five contributors of the cell, by calls, then cost, then key, and
@@ -165,7 +191,7 @@ impl Contributors {
     /// is blank is listed under that text.
     fn top(&mut self, heat: &HeatParts, blank: Option<&Text>, cell_calls: i64) -> Vec<Contributor> {
         // Equal texts behind different indexes are one contributor.
-        let mut by_text: HashMap<&str, Totals> = HashMap::with_capacity(self.touched.len());
+        let mut by_text: HashMap<&str, HeatTotals> = HashMap::with_capacity(self.touched.len());
         for index in self.touched.drain(..) {
             let totals = std::mem::take(&mut self.totals[index as usize]);
             self.seen[index as usize] = false;
@@ -175,21 +201,26 @@ impl Contributors {
             {
                 text = blank;
             }
-            let entry = by_text.entry(text).or_default();
-            add_metrics(entry, &totals.metrics, totals.cost);
+            by_text
+                .entry(text)
+                .or_default()
+                .add(&totals.sums, totals.cost);
         }
         // Keys are distinct, so the order below is total whatever the map's order.
         let mut list: Vec<Contributor> = by_text
             .into_iter()
-            .map(|(key, acc)| Contributor {
-                key: key.to_string(),
-                calls: acc.metrics.calls,
-                success: acc.metrics.success(),
-                failure: acc.metrics.failures,
-                tokens: acc.metrics.total,
-                cost: acc.cost,
-                failure_rate: acc.metrics.failure_rate(),
-                share: ratio(acc.metrics.calls as f64, cell_calls as f64),
+            .map(|(key, acc)| {
+                let m = acc.sums.metrics();
+                Contributor {
+                    key: key.to_string(),
+                    calls: m.calls,
+                    success: m.success(),
+                    failure: m.failures,
+                    tokens: m.total,
+                    cost: acc.cost,
+                    failure_rate: m.failure_rate(),
+                    share: ratio(m.calls as f64, cell_calls as f64),
+                }
             })
             .collect();
         list.sort_by(|a, b| {
@@ -201,11 +232,6 @@ impl Contributors {
         list.truncate(5);
         list
     }
-}
-
-fn add_metrics(totals: &mut Totals, metrics: &Metrics, cost: Option<f64>) {
-    totals.metrics.add(metrics);
-    totals.cost = add_cost(totals.cost, cost);
 }
 
 /// Calls and tokens per local hour of day, hours with calls only, ascending.
