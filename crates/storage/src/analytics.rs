@@ -961,9 +961,13 @@ impl SqliteStore {
     /// Reads the packed rollup rows of one segment and turns their entries into
     /// group rows. Without a timeline, equal keys are merged across buckets.
     #[allow(clippy::too_many_arguments)]
+    /// Group rows of one rollup segment, read on a blocking thread through an idle
+    /// rusqlite connection in one read transaction that first tops up the lookup
+    /// caches: the blobs are decoded where SQLite holds them, so none is copied and
+    /// no row crosses a thread. The segment is disjoint in time from the request's
+    /// other segments, so a newer snapshot than theirs counts no event twice.
     async fn rollup_rows(
         &self,
-        connection: &mut SqliteConnection,
         request: &GroupRequest,
         family: Family,
         model_ids: &[i64],
@@ -978,10 +982,47 @@ impl SqliteStore {
             Family::Identity => "ident",
         };
         let sql = format!(
-            "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} WHERE bucket_ms >= ? AND bucket_ms < ? \
-             ORDER BY bucket_ms LIMIT {BLOB_CHUNK}",
+            "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} \
+             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms",
             source.suffix()
         );
+        let store = self.clone();
+        let request = request.clone();
+        let model_ids = model_ids.to_vec();
+        let rows = tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("read rollups");
+                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                store.refresh_rows(&transaction).map_err(&sqlite)?;
+                let rows = store
+                    .rollup_rows_on(&transaction, &sql, &request, identity, &model_ids, from, to)
+                    .map_err(&sqlite)?;
+                transaction.commit().map_err(&sqlite)?;
+                Ok(rows)
+            })
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("read rollups: {error}"), error))??;
+        if out.is_empty() {
+            *out = rows;
+        } else {
+            out.extend(rows);
+        }
+        Ok(())
+    }
+
+    /// The rows of [`Self::rollup_rows`], on `reader`.
+    #[allow(clippy::too_many_arguments, reason = "one segment of one request")]
+    fn rollup_rows_on(
+        &self,
+        reader: &rusqlite::Connection,
+        sql: &str,
+        request: &GroupRequest,
+        identity: bool,
+        model_ids: &[i64],
+        from: i64,
+        to: i64,
+    ) -> rusqlite::Result<Vec<GroupRow>> {
         let filters = &request.scope.filters;
         let mut bucketer = request
             .timeline
@@ -991,53 +1032,39 @@ impl SqliteStore {
         // stays in cache, where one map of every (bucket, key) would not.
         let mut merged: FastMap<i64, FastMap<EntryKey, Sums>> = FastMap::default();
         let mut identity_ok = Verdicts::default();
-        // Blobs are read a bounded number at a time, so memory stays flat.
-        let mut cursor = from;
-        loop {
-            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(cursor)
-                .bind(to)
-                .fetch_all(&mut *connection)
-                .await
-                .map_err(db("read rollups"))?;
-            let Some(last) = rows.last().map(|row| row.0) else {
-                break;
+        let mut statement = reader.prepare_cached(sql)?;
+        let mut rows = statement.query((from, to))?;
+        while let Some(row) = rows.next()? {
+            let bucket: i64 = row.get(0)?;
+            let ValueRef::Blob(blob) = row.get_ref(1)? else {
+                continue;
             };
-            let full = rows.len() as i64 == BLOB_CHUNK;
-            cursor = last + 1;
-            let state = lock_read(self.read_cache());
-            for (bucket, blob) in &rows {
-                let local = match bucketer.as_mut() {
-                    Some(bucketer) => bucketer.bucket(*bucket),
-                    None => 0,
-                };
-                let into = merged.entry(local).or_default();
-                decode_entries(*bucket, identity, blob, |key, sums| {
-                    if !filters.matches_failed(key.failed)
-                        || (!model_ids.is_empty() && !model_ids.contains(&key.model))
-                    {
-                        return;
-                    }
-                    if identity
-                        && !identity_ok.get(key.identity, |id| {
-                            state
-                                .identities
-                                .get(&id)
-                                .is_some_and(|found| request.scope.matches_identity(found))
-                        })
-                    {
-                        return;
-                    }
-                    into.entry(key).or_default().merge(&sums);
-                });
-            }
-            drop(state);
-            if !full {
-                break;
-            }
+            let local = match bucketer.as_mut() {
+                Some(bucketer) => bucketer.bucket(bucket),
+                None => 0,
+            };
+            let into = merged.entry(local).or_default();
+            decode_entries(bucket, identity, blob, |key, sums| {
+                if !filters.matches_failed(key.failed)
+                    || (!model_ids.is_empty() && !model_ids.contains(&key.model))
+                {
+                    return;
+                }
+                if identity
+                    && !identity_ok.get(key.identity, |id| {
+                        lock_read(self.read_cache())
+                            .identities
+                            .get(&id)
+                            .is_some_and(|found| request.scope.matches_identity(found))
+                    })
+                {
+                    return;
+                }
+                into.entry(key).or_default().merge(&sums);
+            });
         }
         let state = lock_read(self.read_cache());
-        out.reserve(merged.values().map(|entries| entries.len()).sum());
+        let mut out = Vec::with_capacity(merged.values().map(|entries| entries.len()).sum());
         for (bucket_ms, key, sums) in merged.into_iter().flat_map(|(bucket_ms, entries)| {
             entries
                 .into_iter()
@@ -1065,7 +1092,7 @@ impl SqliteStore {
                 last_seen_ms: sums.last_seen_ms,
             });
         }
-        Ok(())
+        Ok(out)
     }
 
     pub(crate) async fn reader_connection(
@@ -1148,17 +1175,8 @@ impl SqliteStore {
                 } else {
                     Family::Aggregate
                 };
-                self.rollup_rows(
-                    &mut connection,
-                    &request,
-                    family,
-                    &model_ids,
-                    source,
-                    from,
-                    to,
-                    &mut out,
-                )
-                .await?;
+                self.rollup_rows(&request, family, &model_ids, source, from, to, &mut out)
+                    .await?;
             }
         }
         if !request.identity {
@@ -1219,7 +1237,6 @@ impl SqliteStore {
                 }
                 Source::Quarter | Source::Day => {
                     self.rollup_rows(
-                        &mut connection,
                         &request,
                         Family::Identity,
                         &model_ids,
@@ -1531,74 +1548,100 @@ impl SqliteStore {
                 .await?;
                 continue;
             }
-            // A block's samples are the union of its runs (see `rollup::append_samples`),
-            // so rows are paged by (block, run). A day's samples are those of its
-            // hours, which fall into the same local bucket as the day.
+            // A block's samples are the union of its runs (see `rollup::append_samples`).
+            // A day's samples are those of its hours, which fall into the same local
+            // bucket as the day.
             let sql = format!(
-                "SELECT bucket_ms, run, entries FROM usage_rollup_latency_{} \
-                 WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
-                 ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}",
+                "SELECT bucket_ms, entries FROM usage_rollup_latency_{} \
+                 WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms, run",
                 match source {
                     Source::Day => Source::Hour.suffix(),
                     other => other.suffix(),
                 }
             );
-            let mut cursor = (from, -1_i64);
-            loop {
-                let rows: Vec<(i64, i64, Vec<u8>)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                        .bind(cursor.0)
-                        .bind(cursor.1)
-                        .bind(to)
-                        .fetch_all(&mut *connection)
-                        .await
-                        .map_err(db("read latency samples"))?;
-                let Some(last) = rows.last().map(|row| (row.0, row.1)) else {
-                    break;
-                };
-                let full = rows.len() as i64 == BLOB_CHUNK;
-                cursor = last;
-                let filters = &scope.filters;
-                // Identities are only checked when the scope filters them.
-                let no_identity_filter = scope.level() == Level::Aggregate;
-                let state = lock_read(self.read_cache());
-                let mut identity_ok: HashMap<i64, bool> = HashMap::new();
-                for (bucket, _run, blob) in rows {
-                    let local = match bucketer.as_mut() {
-                        Some(bucketer) => bucketer.bucket(bucket),
-                        None => 0,
-                    };
-                    let block = blocks.entry(local).or_insert_with(|| SampleBlock {
-                        bucket_ms: local,
-                        ..SampleBlock::default()
-                    });
-                    decode_samples_into(
-                        &blob,
-                        |identity, model, failed| {
-                            let identity_ok = no_identity_filter || {
-                                *identity_ok.entry(identity).or_insert_with(|| {
-                                    state
-                                        .identities
-                                        .get(&identity)
-                                        .is_some_and(|found| scope.matches_identity(found))
-                                })
-                            };
-                            identity_ok
-                                && filters.matches_failed(failed)
-                                && (model_ids.is_empty() || model_ids.contains(&model))
-                        },
-                        &mut block.latencies,
-                        &mut block.ttfts,
-                    );
-                }
-                if !full {
-                    break;
-                }
-            }
+            let store = self.clone();
+            let request = request.clone();
+            let ids = model_ids.clone();
+            let mut taken = std::mem::take(&mut blocks);
+            blocks = tokio::task::spawn_blocking(move || {
+                store.with_row_reader(|reader| {
+                    let sqlite = error::sqlite("read latency samples");
+                    let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                    store.refresh_rows(&transaction).map_err(&sqlite)?;
+                    store
+                        .samples_on(&transaction, &sql, &request, &ids, from, to, &mut taken)
+                        .map_err(&sqlite)?;
+                    transaction.commit().map_err(&sqlite)?;
+                    Ok(taken)
+                })
+            })
+            .await
+            .map_err(|error| {
+                StoreError::unavailable(format!("read latency samples: {error}"), error)
+            })??;
         }
         let mut out: Vec<SampleBlock> = blocks.into_values().collect();
         out.sort_by_key(|block| block.bucket_ms);
         Ok(out)
+    }
+
+    /// The samples of one rollup segment of [`Self::samples_inner`], on `reader`
+    /// (read in place, as in [`Self::rollup_rows_on`]), added to `blocks`.
+    #[allow(clippy::too_many_arguments, reason = "one segment of one request")]
+    fn samples_on(
+        &self,
+        reader: &rusqlite::Connection,
+        sql: &str,
+        request: &GroupRequest,
+        model_ids: &[i64],
+        from: i64,
+        to: i64,
+        blocks: &mut HashMap<i64, SampleBlock>,
+    ) -> rusqlite::Result<()> {
+        let scope = &request.scope;
+        let filters = &scope.filters;
+        let mut bucketer = request
+            .timeline
+            .as_ref()
+            .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
+        // Identities are only checked when the scope filters them.
+        let no_identity_filter = scope.level() == Level::Aggregate;
+        let mut identity_ok: HashMap<i64, bool> = HashMap::new();
+        let mut statement = reader.prepare_cached(sql)?;
+        let mut rows = statement.query((from, to))?;
+        while let Some(row) = rows.next()? {
+            let bucket: i64 = row.get(0)?;
+            let ValueRef::Blob(blob) = row.get_ref(1)? else {
+                continue;
+            };
+            let local = match bucketer.as_mut() {
+                Some(bucketer) => bucketer.bucket(bucket),
+                None => 0,
+            };
+            let block = blocks.entry(local).or_insert_with(|| SampleBlock {
+                bucket_ms: local,
+                ..SampleBlock::default()
+            });
+            decode_samples_into(
+                blob,
+                |identity, model, failed| {
+                    let identity_ok = no_identity_filter || {
+                        *identity_ok.entry(identity).or_insert_with(|| {
+                            lock_read(self.read_cache())
+                                .identities
+                                .get(&identity)
+                                .is_some_and(|found| scope.matches_identity(found))
+                        })
+                    };
+                    identity_ok
+                        && filters.matches_failed(failed)
+                        && (model_ids.is_empty() || model_ids.contains(&model))
+                },
+                &mut block.latencies,
+                &mut block.ttfts,
+            );
+        }
+        Ok(())
     }
 
     /// One page of events, newest first, read on a blocking thread through an idle
