@@ -1047,9 +1047,17 @@ impl SqliteStore {
         }
     }
 
-    /// Reads the packed rollup rows of one segment and turns their entries into
-    /// group rows. Without a timeline, equal keys are merged across buckets.
-    #[allow(clippy::too_many_arguments)]
+    /// Group rows of one rollup segment. Without a timeline, equal keys are merged
+    /// across buckets.
+    ///
+    /// Quarter segments are read in the caller's transaction: they are where
+    /// `snap` widened the range on the strength of probes made in that snapshot.
+    /// Hour and day segments are read on a blocking thread through an idle rusqlite
+    /// connection in one read transaction that first tops up the lookup caches, so
+    /// their blobs are decoded where SQLite holds them (none is copied, no row
+    /// crosses the sqlx worker's channel). Segments are disjoint in time, so one
+    /// read in a newer snapshot than the others counts no event twice.
+    #[allow(clippy::too_many_arguments, reason = "one segment of one request")]
     async fn rollup_rows(
         &self,
         connection: &mut SqliteConnection,
@@ -1066,94 +1074,67 @@ impl SqliteStore {
             Family::Aggregate => "agg",
             Family::Identity => "ident",
         };
+        if source == Source::Quarter {
+            let sql = format!(
+                "SELECT bucket_ms, entries FROM usage_rollup_{family}_q \
+                 WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms LIMIT {BLOB_CHUNK}"
+            );
+            let mut fold = RollupFold::new(request, identity, model_ids);
+            // Blobs are read a bounded number at a time, so memory stays flat.
+            let mut cursor = from;
+            loop {
+                let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(cursor)
+                    .bind(to)
+                    .fetch_all(&mut *connection)
+                    .await
+                    .map_err(db("read rollups"))?;
+                let Some(last) = rows.last().map(|row| row.0) else {
+                    break;
+                };
+                let full = rows.len() as i64 == BLOB_CHUNK;
+                cursor = last + 1;
+                for (bucket, blob) in &rows {
+                    fold.add(self, *bucket, blob);
+                }
+                if !full {
+                    break;
+                }
+            }
+            out.extend(fold.finish(self));
+            return Ok(());
+        }
         let sql = format!(
-            "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} WHERE bucket_ms >= ? AND bucket_ms < ? \
-             ORDER BY bucket_ms LIMIT {BLOB_CHUNK}",
+            "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} \
+             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms",
             source.suffix()
         );
-        let filters = &request.scope.filters;
-        let mut bucketer = request
-            .timeline
-            .as_ref()
-            .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
-        // One small map per local bucket: a blob's entries all land in one, which
-        // stays in cache, where one map of every (bucket, key) would not.
-        let mut merged: FastMap<i64, FastMap<EntryKey, Sums>> = FastMap::default();
-        let mut identity_ok = Verdicts::default();
-        // Blobs are read a bounded number at a time, so memory stays flat.
-        let mut cursor = from;
-        loop {
-            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(cursor)
-                .bind(to)
-                .fetch_all(&mut *connection)
-                .await
-                .map_err(db("read rollups"))?;
-            let Some(last) = rows.last().map(|row| row.0) else {
-                break;
-            };
-            let full = rows.len() as i64 == BLOB_CHUNK;
-            cursor = last + 1;
-            let state = lock_read(self.read_cache());
-            for (bucket, blob) in &rows {
-                let local = match bucketer.as_mut() {
-                    Some(bucketer) => bucketer.bucket(*bucket),
-                    None => 0,
-                };
-                let into = merged.entry(local).or_default();
-                decode_entries(*bucket, identity, blob, |key, sums| {
-                    if !filters.matches_failed(key.failed)
-                        || (!model_ids.is_empty() && !model_ids.contains(&key.model))
-                    {
-                        return;
+        let store = self.clone();
+        let request = request.clone();
+        let model_ids = model_ids.to_vec();
+        let rows = tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("read rollups");
+                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                store.refresh_rows(&transaction).map_err(&sqlite)?;
+                let mut fold = RollupFold::new(&request, identity, &model_ids);
+                {
+                    let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
+                    let mut rows = statement.query((from, to)).map_err(&sqlite)?;
+                    while let Some(row) = rows.next().map_err(&sqlite)? {
+                        let bucket: i64 = row.get(0).map_err(&sqlite)?;
+                        if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)? {
+                            fold.add(&store, bucket, blob);
+                        }
                     }
-                    if identity
-                        && !identity_ok.get(key.identity, |id| {
-                            state
-                                .identities
-                                .get(&id)
-                                .is_some_and(|found| request.scope.matches_identity(found))
-                        })
-                    {
-                        return;
-                    }
-                    into.entry(key).or_default().merge(&sums);
-                });
-            }
-            drop(state);
-            if !full {
-                break;
-            }
-        }
-        let state = lock_read(self.read_cache());
-        out.reserve(merged.values().map(|entries| entries.len()).sum());
-        for (bucket_ms, key, sums) in merged.into_iter().flat_map(|(bucket_ms, entries)| {
-            entries
-                .into_iter()
-                .map(move |(key, sums)| (bucket_ms, key, sums))
-        }) {
-            out.push(GroupRow {
-                bucket_ms,
-                identity: if identity {
-                    Some(
-                        state
-                            .identities
-                            .get(&key.identity)
-                            .cloned()
-                            .unwrap_or_default(),
-                    )
-                } else {
-                    None
-                },
-                model: state.text(Some(key.model)),
-                billing_model: state.text(Some(key.billing)),
-                service_tier: state.text(Some(key.tier)),
-                context_band: key.band,
-                failed: key.failed,
-                metrics: sums.metrics,
-                last_seen_ms: sums.last_seen_ms,
-            });
-        }
+                }
+                transaction.commit().map_err(&sqlite)?;
+                Ok(fold.finish(&store))
+            })
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("read rollups: {error}"), error))??;
+        out.extend(rows);
         Ok(())
     }
 
@@ -1664,70 +1645,78 @@ impl SqliteStore {
                 .await?;
                 continue;
             }
-            // A block's samples are the union of its runs (see `rollup::append_samples`),
-            // so rows are paged by (block, run). A day's samples are those of its
-            // hours, which fall into the same local bucket as the day.
+            // A block's samples are the union of its runs (see `rollup::append_samples`).
+            // A day's samples are those of its hours, which fall into the same local
+            // bucket as the day. As in `rollup_rows`, quarter segments are read in
+            // this transaction (the probes' snapshot), the others in place on a
+            // blocking thread.
+            if source == Source::Quarter {
+                let sql = format!(
+                    "SELECT bucket_ms, run, entries FROM usage_rollup_latency_q \
+                     WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
+                     ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}"
+                );
+                let mut fold = SampleFold::new(&request, &model_ids);
+                let mut cursor = (from, -1_i64);
+                loop {
+                    let rows: Vec<(i64, i64, Vec<u8>)> =
+                        sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                            .bind(cursor.0)
+                            .bind(cursor.1)
+                            .bind(to)
+                            .fetch_all(&mut *connection)
+                            .await
+                            .map_err(db("read latency samples"))?;
+                    let Some(last) = rows.last().map(|row| (row.0, row.1)) else {
+                        break;
+                    };
+                    let full = rows.len() as i64 == BLOB_CHUNK;
+                    cursor = last;
+                    for (bucket, _run, blob) in &rows {
+                        fold.add(self, *bucket, blob, &mut blocks);
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                continue;
+            }
             let sql = format!(
-                "SELECT bucket_ms, run, entries FROM usage_rollup_latency_{} \
-                 WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
-                 ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}",
+                "SELECT bucket_ms, entries FROM usage_rollup_latency_{} \
+                 WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms, run",
                 match source {
                     Source::Day => Source::Hour.suffix(),
                     other => other.suffix(),
                 }
             );
-            let mut cursor = (from, -1_i64);
-            loop {
-                let rows: Vec<(i64, i64, Vec<u8>)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                        .bind(cursor.0)
-                        .bind(cursor.1)
-                        .bind(to)
-                        .fetch_all(&mut *connection)
-                        .await
-                        .map_err(db("read latency samples"))?;
-                let Some(last) = rows.last().map(|row| (row.0, row.1)) else {
-                    break;
-                };
-                let full = rows.len() as i64 == BLOB_CHUNK;
-                cursor = last;
-                let filters = &scope.filters;
-                // Identities are only checked when the scope filters them.
-                let no_identity_filter = scope.level() == Level::Aggregate;
-                let state = lock_read(self.read_cache());
-                let mut identity_ok: HashMap<i64, bool> = HashMap::new();
-                for (bucket, _run, blob) in rows {
-                    let local = match bucketer.as_mut() {
-                        Some(bucketer) => bucketer.bucket(bucket),
-                        None => 0,
-                    };
-                    let block = blocks.entry(local).or_insert_with(|| SampleBlock {
-                        bucket_ms: local,
-                        ..SampleBlock::default()
-                    });
-                    decode_samples_into(
-                        &blob,
-                        |identity, model, failed| {
-                            let identity_ok = no_identity_filter || {
-                                *identity_ok.entry(identity).or_insert_with(|| {
-                                    state
-                                        .identities
-                                        .get(&identity)
-                                        .is_some_and(|found| scope.matches_identity(found))
-                                })
-                            };
-                            identity_ok
-                                && filters.matches_failed(failed)
-                                && (model_ids.is_empty() || model_ids.contains(&model))
-                        },
-                        &mut block.latencies,
-                        &mut block.ttfts,
-                    );
-                }
-                if !full {
-                    break;
-                }
-            }
+            let store = self.clone();
+            let request = request.clone();
+            let ids = model_ids.clone();
+            let mut taken = std::mem::take(&mut blocks);
+            blocks = tokio::task::spawn_blocking(move || {
+                store.with_row_reader(|reader| {
+                    let sqlite = error::sqlite("read latency samples");
+                    let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                    store.refresh_rows(&transaction).map_err(&sqlite)?;
+                    let mut fold = SampleFold::new(&request, &ids);
+                    {
+                        let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
+                        let mut rows = statement.query((from, to)).map_err(&sqlite)?;
+                        while let Some(row) = rows.next().map_err(&sqlite)? {
+                            let bucket: i64 = row.get(0).map_err(&sqlite)?;
+                            if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)? {
+                                fold.add(&store, bucket, blob, &mut taken);
+                            }
+                        }
+                    }
+                    transaction.commit().map_err(&sqlite)?;
+                    Ok(taken)
+                })
+            })
+            .await
+            .map_err(|error| {
+                StoreError::unavailable(format!("read latency samples: {error}"), error)
+            })??;
         }
         let mut out: Vec<SampleBlock> = blocks.into_values().collect();
         out.sort_by_key(|block| block.bucket_ms);
@@ -1931,6 +1920,162 @@ impl Stream {
             self.done = true;
         }
         Ok(())
+    }
+}
+
+/// The group rows of rollup blobs, summed per local bucket as they are read.
+struct RollupFold<'r> {
+    request: &'r GroupRequest,
+    identity: bool,
+    model_ids: &'r [i64],
+    bucketer: Option<Bucketer<'r>>,
+    /// One small map per local bucket: a blob's entries all land in one, which
+    /// stays in cache, where one map of every (bucket, key) would not.
+    merged: FastMap<i64, FastMap<EntryKey, Sums>>,
+    identity_ok: Verdicts,
+}
+
+impl<'r> RollupFold<'r> {
+    fn new(request: &'r GroupRequest, identity: bool, model_ids: &'r [i64]) -> RollupFold<'r> {
+        RollupFold {
+            request,
+            identity,
+            model_ids,
+            bucketer: request
+                .timeline
+                .as_ref()
+                .map(|(zone, granularity)| Bucketer::new(zone, *granularity)),
+            merged: FastMap::default(),
+            identity_ok: Verdicts::default(),
+        }
+    }
+
+    /// Adds the entries of the blob of block `bucket` that the scope accepts.
+    fn add(&mut self, store: &SqliteStore, bucket: i64, blob: &[u8]) {
+        let local = match self.bucketer.as_mut() {
+            Some(bucketer) => bucketer.bucket(bucket),
+            None => 0,
+        };
+        let (request, identity, model_ids) = (self.request, self.identity, self.model_ids);
+        let filters = &request.scope.filters;
+        let identity_ok = &mut self.identity_ok;
+        let into = self.merged.entry(local).or_default();
+        decode_entries(bucket, identity, blob, |key, sums| {
+            if !filters.matches_failed(key.failed)
+                || (!model_ids.is_empty() && !model_ids.contains(&key.model))
+            {
+                return;
+            }
+            if identity
+                && !identity_ok.get(key.identity, |id| {
+                    lock_read(store.read_cache())
+                        .identities
+                        .get(&id)
+                        .is_some_and(|found| request.scope.matches_identity(found))
+                })
+            {
+                return;
+            }
+            into.entry(key).or_default().merge(&sums);
+        });
+    }
+
+    /// The summed entries as group rows.
+    fn finish(self, store: &SqliteStore) -> Vec<GroupRow> {
+        let state = lock_read(store.read_cache());
+        let identity = self.identity;
+        let mut out = Vec::with_capacity(self.merged.values().map(|entries| entries.len()).sum());
+        for (bucket_ms, entries) in self.merged {
+            for (key, sums) in entries {
+                out.push(GroupRow {
+                    bucket_ms,
+                    identity: if identity {
+                        Some(
+                            state
+                                .identities
+                                .get(&key.identity)
+                                .cloned()
+                                .unwrap_or_default(),
+                        )
+                    } else {
+                        None
+                    },
+                    model: state.text(Some(key.model)),
+                    billing_model: state.text(Some(key.billing)),
+                    service_tier: state.text(Some(key.tier)),
+                    context_band: key.band,
+                    failed: key.failed,
+                    metrics: sums.metrics,
+                    last_seen_ms: sums.last_seen_ms,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The latency and TTFT samples of sample blobs, added per local bucket.
+struct SampleFold<'r> {
+    request: &'r GroupRequest,
+    model_ids: &'r [i64],
+    bucketer: Option<Bucketer<'r>>,
+    identity_ok: FastMap<i64, bool>,
+}
+
+impl<'r> SampleFold<'r> {
+    fn new(request: &'r GroupRequest, model_ids: &'r [i64]) -> SampleFold<'r> {
+        SampleFold {
+            request,
+            model_ids,
+            bucketer: request
+                .timeline
+                .as_ref()
+                .map(|(zone, granularity)| Bucketer::new(zone, *granularity)),
+            identity_ok: FastMap::default(),
+        }
+    }
+
+    /// Adds the values of the groups of the blob of block `bucket` that the scope
+    /// accepts to that block's local bucket in `blocks`.
+    fn add(
+        &mut self,
+        store: &SqliteStore,
+        bucket: i64,
+        blob: &[u8],
+        blocks: &mut HashMap<i64, SampleBlock>,
+    ) {
+        let local = match self.bucketer.as_mut() {
+            Some(bucketer) => bucketer.bucket(bucket),
+            None => 0,
+        };
+        let block = blocks.entry(local).or_insert_with(|| SampleBlock {
+            bucket_ms: local,
+            ..SampleBlock::default()
+        });
+        let scope = &self.request.scope;
+        let filters = &scope.filters;
+        let model_ids = self.model_ids;
+        // Identities are only checked when the scope filters them.
+        let no_identity_filter = scope.level() == Level::Aggregate;
+        let identity_ok = &mut self.identity_ok;
+        decode_samples_into(
+            blob,
+            |identity, model, failed| {
+                let identity_ok = no_identity_filter || {
+                    *identity_ok.entry(identity).or_insert_with(|| {
+                        lock_read(store.read_cache())
+                            .identities
+                            .get(&identity)
+                            .is_some_and(|found| scope.matches_identity(found))
+                    })
+                };
+                identity_ok
+                    && filters.matches_failed(failed)
+                    && (model_ids.is_empty() || model_ids.contains(&model))
+            },
+            &mut block.latencies,
+            &mut block.ttfts,
+        );
     }
 }
 
@@ -2139,6 +2284,42 @@ impl AnalyticsStore for SqliteStore {
                 tokens,
             })
             .collect())
+    }
+
+    async fn fine_tail(
+        &self,
+        block_ms: i64,
+        to_ms: i64,
+    ) -> Result<Option<Vec<FineBlock>>, StoreError> {
+        let mut pooled = self
+            .reader()
+            .acquire()
+            .await
+            .map_err(db("acquire reader"))?;
+        // One snapshot for the probe and the read.
+        let mut connection = sqlx::Connection::begin(&mut *pooled)
+            .await
+            .map_err(db("begin read"))?;
+        if !no_events(&mut connection, to_ms, block_ms.saturating_add(FINE_MS)).await? {
+            return Ok(None);
+        }
+        let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT bucket_ms, failed, calls, total_tokens FROM usage_rollup_fine WHERE bucket_ms = ?",
+        )
+        .bind(block_ms)
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(db("read fine blocks"))?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|(bucket_ms, failed, calls, tokens)| FineBlock {
+                    bucket_ms,
+                    failed: failed != 0,
+                    calls,
+                    tokens,
+                })
+                .collect(),
+        ))
     }
 
     async fn price_book(&self) -> Result<PriceBook, StoreError> {

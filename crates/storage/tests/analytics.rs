@@ -372,8 +372,61 @@ async fn dashboard_counts_today_per_hour_and_ten_minutes() {
     // Kathmandu midnight (+05:45) is not hour-aligned in UTC.
     let today_start = END_MS - DAY_MS + 18 * 3_600_000 + 15 * 60_000 - DAY_MS;
     let now = today_start + 20 * 3_600_000 + 7 * 60_000 + 3;
+    // Events follow `now` in its 5-minute block: its partial block is read raw.
+    assert!(
+        store
+            .fine_tail(now - now.rem_euclid(300_000), now)
+            .await
+            .expect("probe")
+            .is_none()
+    );
+    assert_dashboard_counts(&store, &events, today_start, now).await;
+}
+
+#[tokio::test]
+async fn dashboard_reads_the_last_partial_block_whole_when_nothing_follows_now() {
+    let (_dir, store, events) = seeded(3000).await;
+    let today_start = END_MS - DAY_MS + 18 * 3_600_000 + 15 * 60_000 - DAY_MS;
+    let newest = events.iter().map(|e| e.timestamp_ms).max().expect("events");
+    let now = newest + 1;
+    let block = now - now.rem_euclid(300_000);
+    assert!(block < newest, "the newest event starts no block");
+    let tail = store
+        .fine_tail(block, now)
+        .await
+        .expect("probe")
+        .expect("nothing follows now");
+    let in_block: Vec<&UsageEvent> = events
+        .iter()
+        .filter(|e| e.timestamp_ms >= block && e.timestamp_ms < now)
+        .collect();
+    assert_eq!(
+        tail.iter().map(|b| b.calls).sum::<i64>(),
+        in_block.len() as i64
+    );
+    assert_eq!(
+        tail.iter().map(|b| b.tokens).sum::<i64>(),
+        in_block.iter().map(|e| e.tokens.total).sum::<i64>()
+    );
+    assert!(
+        store
+            .fine_tail(block, newest)
+            .await
+            .expect("probe")
+            .is_none()
+    );
+    assert_dashboard_counts(&store, &events, today_start, now).await;
+}
+
+/// The dashboard of `[today_start, now)` against counts made from `events`.
+async fn assert_dashboard_counts(
+    store: &SqliteStore,
+    events: &[UsageEvent],
+    today_start: i64,
+    now: i64,
+) {
     let summary = dashboard(
-        &store,
+        store,
         DashboardRequest {
             today_start_ms: today_start,
             now_ms: now,

@@ -707,18 +707,30 @@ fn channels_and_failures(
 }
 
 /// Calls/tokens per 5-minute block in `[from, to)`: stored blocks for whole blocks,
-/// raw events for a partial block at either end.
+/// raw events for a partial block at either end. When `from` starts a block, the
+/// partial block at the end is read whole if no event lies after `to` in it: its
+/// events then all fall into the hour and 10-minute slots its start falls into.
 async fn fine_counts<S: AnalyticsStore>(
     store: &S,
     from: i64,
     to: i64,
 ) -> Result<Vec<FineBlock>, StoreError> {
     const FINE: i64 = 5 * MINUTE_MS;
+    let mut out = Vec::new();
+    let mut to = to;
+    let tail_block = to.div_euclid(FINE) * FINE;
+    if from.rem_euclid(FINE) == 0
+        && from <= tail_block
+        && tail_block < to
+        && let Some(blocks) = store.fine_tail(tail_block, to).await?
+    {
+        out = blocks;
+        to = tail_block;
+    }
     let inner_from = -((-from).div_euclid(FINE)) * FINE;
     let inner_to = to.div_euclid(FINE) * FINE;
-    let mut out = Vec::new();
     if inner_from < inner_to {
-        out = store.fine_blocks(inner_from, inner_to).await?;
+        out.extend(store.fine_blocks(inner_from, inner_to).await?);
     }
     let edges = if inner_from < inner_to {
         vec![(from, inner_from), (inner_to, to)]

@@ -812,6 +812,18 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
         to_ms: i64,
     ) -> impl Future<Output = Result<Vec<FineBlock>, StoreError>> + Send;
 
+    /// The stored 5-minute block starting at `block_ms` (a multiple of 5 minutes),
+    /// as [`Self::fine_blocks`] gives it, when no event at or after `to_ms` falls in
+    /// it, so that it holds exactly the events of `[block_ms, to_ms)`; `None` when one
+    /// does. Probe and read see one snapshot. A range that ends after its newest
+    /// event (every "until now") thus reads its last partial block whole, however
+    /// busy its last minutes.
+    fn fine_tail(
+        &self,
+        block_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Option<Vec<FineBlock>>, StoreError>> + Send;
+
     /// The current prices.
     fn price_book(&self) -> impl Future<Output = Result<PriceBook, StoreError>> + Send;
 
