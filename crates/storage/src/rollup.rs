@@ -543,64 +543,66 @@ async fn backfill_heat(connection: &mut SqliteConnection) -> Result<(), sqlx::Er
         };
         heat_of.insert(id, heat_id);
     }
-    let mut cursor = i64::MIN;
-    loop {
-        let blobs: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT bucket_ms, entries FROM usage_rollup_ident_h WHERE bucket_ms > ? \
-             ORDER BY bucket_ms LIMIT 256",
-        )
-        .bind(cursor)
-        .fetch_all(&mut *connection)
-        .await?;
-        let Some(last) = blobs.last().map(|row| row.0) else {
-            return Ok(());
-        };
-        cursor = last;
-        for (bucket, blob) in blobs {
-            let mut entries = Entries::default();
-            decode_entries(bucket, true, &blob, |key, sums| {
-                let identity = heat_of.get(&key.identity).copied().unwrap_or(0);
-                entries
-                    .entry(EntryKey { identity, ..key })
-                    .or_default()
-                    .merge(&sums);
-            });
-            let mut out = Vec::new();
-            encode_heat(
-                entries
-                    .iter()
-                    .map(|(key, sums)| (key, HeatSums::of(&sums.metrics))),
-                &mut out,
-            );
-            backfill_write_blob(connection, HEAT_TABLE, bucket, out).await?;
-        }
-    }
+    rewrite_into_heat(connection, "usage_rollup_ident_h", |bucket, blob| {
+        let mut entries = Entries::default();
+        decode_entries(bucket, true, blob, |key, sums| {
+            let identity = heat_of.get(&key.identity).copied().unwrap_or(0);
+            entries
+                .entry(EntryKey { identity, ..key })
+                .or_default()
+                .merge(&sums);
+        });
+        let mut out = Vec::new();
+        encode_heat(
+            entries
+                .iter()
+                .map(|(key, sums)| (key, HeatSums::of(&sums.metrics))),
+            &mut out,
+        );
+        out
+    })
+    .await
 }
 
 /// Rewrites every heat blob from the generic entry layout into the heat layout,
 /// keeping the order of its entries.
 async fn compact_heat(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    let mut cursor = i64::MIN;
     let mut entries: Vec<(EntryKey, HeatSums)> = Vec::new();
+    rewrite_into_heat(connection, HEAT_TABLE, |bucket, blob| {
+        entries.clear();
+        decode_entries(bucket, true, blob, |key, sums| {
+            entries.push((key, HeatSums::of(&sums.metrics)));
+        });
+        let mut out = Vec::new();
+        encode_heat(entries.iter().map(|(key, sums)| (key, *sums)), &mut out);
+        out
+    })
+    .await
+}
+
+/// Pages through every blob of `table` in bucket order and writes what `rewrite`
+/// makes of each into the heat table, for the same bucket.
+async fn rewrite_into_heat(
+    connection: &mut SqliteConnection,
+    table: &str,
+    mut rewrite: impl FnMut(i64, &[u8]) -> Vec<u8>,
+) -> Result<(), sqlx::Error> {
+    // `table` is one of the fixed rollup table names, never input.
+    let sql = format!(
+        "SELECT bucket_ms, entries FROM {table} WHERE bucket_ms > ? ORDER BY bucket_ms LIMIT 256"
+    );
+    let mut cursor = i64::MIN;
     loop {
-        let blobs: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT bucket_ms, entries FROM usage_rollup_heat_h WHERE bucket_ms > ? \
-             ORDER BY bucket_ms LIMIT 256",
-        )
-        .bind(cursor)
-        .fetch_all(&mut *connection)
-        .await?;
+        let blobs: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(cursor)
+            .fetch_all(&mut *connection)
+            .await?;
         let Some(last) = blobs.last().map(|row| row.0) else {
             return Ok(());
         };
         cursor = last;
         for (bucket, blob) in blobs {
-            entries.clear();
-            decode_entries(bucket, true, &blob, |key, sums| {
-                entries.push((key, HeatSums::of(&sums.metrics)));
-            });
-            let mut out = Vec::new();
-            encode_heat(entries.iter().map(|(key, sums)| (key, *sums)), &mut out);
+            let out = rewrite(bucket, &blob);
             backfill_write_blob(connection, HEAT_TABLE, bucket, out).await?;
         }
     }

@@ -246,15 +246,7 @@ pub(super) fn hourly_distribution(rows: &[GroupRow], zone: &Zone) -> Vec<HourPoi
         entry.0 = entry.0.saturating_add(row.metrics.calls);
         entry.1 = entry.1.saturating_add(row.metrics.total);
     }
-    hours
-        .into_iter()
-        .filter(|(_, (calls, _))| *calls > 0)
-        .map(|(hour, (calls, tokens))| HourPoint {
-            hour,
-            calls,
-            tokens,
-        })
-        .collect()
+    hour_points(hours)
 }
 
 /// [`hourly_distribution`] of the heatmap's parts.
@@ -267,8 +259,13 @@ pub(super) fn hourly_distribution_of_parts(heat: &HeatParts) -> Vec<HourPoint> {
             entry.1 = entry.1.saturating_add(metrics.total);
         }
     }
-    (0_i64..)
-        .zip(hours)
+    hour_points((0_i64..).zip(hours))
+}
+
+/// The hours with calls, in the order given, as points.
+fn hour_points(hours: impl IntoIterator<Item = (i64, (i64, i64))>) -> Vec<HourPoint> {
+    hours
+        .into_iter()
         .filter(|(_, (calls, _))| *calls > 0)
         .map(|(hour, (calls, tokens))| HourPoint {
             hour,
