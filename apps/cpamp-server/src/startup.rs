@@ -176,6 +176,10 @@ impl Application {
             cpamp_api::reads::Reads::new(cores.clamp(1, 2)).computing_on(runtime.handle().clone()),
         );
         let analytics = AnalyticsRuntime(Some(runtime));
+        // Complete answers are written at most one per HTTP worker at once, and a crowded
+        // worker turns analytics reads away, so probes never queue behind panels
+        // (`lane.rs`).
+        let lane = web::Data::new(cpamp_api::lane::Lane::new(cores * 2));
         let connections = web::Data::from(connections);
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -190,12 +194,14 @@ impl Application {
                 .app_data(transfer.clone())
                 .app_data(connections.clone())
                 .app_data(reads.clone())
+                .app_data(lane.clone())
                 .wrap(from_fn(cors))
                 .wrap(from_fn(count_requests))
                 .wrap(from_fn(cpamp_api::reads::invalidate_after_writes))
                 .wrap(from_fn(cpamp_api::limits::enforce))
                 .wrap(from_fn(security_headers))
                 .wrap(from_fn(cpamp_api::slices::slice_large_bodies))
+                .wrap(from_fn(cpamp_api::lane::deliver_in_turn))
                 .configure(cpamp_api::configure::<SqliteStore>)
         })
         .on_connect(move |connection, data| counted.on_connect(connection, data))

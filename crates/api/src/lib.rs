@@ -45,6 +45,7 @@ pub mod cpa_http;
 pub mod doctor;
 pub mod error;
 pub mod gaps;
+pub mod lane;
 pub mod limits;
 pub mod manager_config;
 pub mod middleware;

@@ -9,7 +9,8 @@
 //!   [`Reads::computing_on`] they run on a runtime of their own, so an HTTP worker
 //!   never spends its time decoding rollups while `/status` waits behind it;
 //! - lets at most [`MAX_WAITING`] more wait, each for at most [`TURN_WAIT`]; beyond that
-//!   the answer is `503 server_busy` with `Retry-After: 1` at once;
+//!   the answer is `503 server_busy` with `Retry-After: 1` at once, as it is for a read
+//!   arriving on a crowded HTTP worker (`lane.rs`);
 //! - joins a request to a computation already running for the same route and input
 //!   (single flight), and answers from the last answer for [`FRESH_FOR`] as long as no
 //!   event was stored since (the data version the caller passes) and no write request
@@ -136,7 +137,7 @@ pub struct Counts {
     pub shared: AtomicU64,
     /// Answers given from the last copy while a newer one was being computed.
     pub stale: AtomicU64,
-    /// Requests answered 503 (too many waiting, or waited too long).
+    /// Requests answered 503 (too many waiting, waited too long, or a crowded worker).
     pub refused: AtomicU64,
 }
 
@@ -298,6 +299,12 @@ impl Reads {
     where
         F: Future<Output = Result<Bytes, ApiError>> + Send + 'static,
     {
+        // A crowded worker turns reads away before it spends anything on them, so the
+        // probes queued on it are answered in time (`lane.rs`).
+        if crate::lane::crowded() {
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(busy("the server is answering too many requests").into());
+        }
         let generation = self.generation.load(Ordering::Acquire);
         let flight = {
             let mut entries = lock(&self.entries);
@@ -697,5 +704,37 @@ mod tests {
         let ok = async { Ok(Bytes::from_static(b"[]")) };
         assert!(reads.clone().answer(key, 1, ok).await.is_ok());
         assert_eq!(finished.load(Ordering::SeqCst), 0);
+    }
+
+    #[actix_web::test]
+    async fn a_crowded_worker_refuses_reads_at_once() {
+        let reads = Arc::new(Reads::new(1));
+        let runs = Arc::new(AtomicU32::new(0));
+        let key = key("dashboard", b"today");
+        let counted = runs.clone();
+        reads
+            .clone()
+            .answer(key, 1, async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(Bytes::from_static(b"{}"))
+            })
+            .await
+            .expect("an answer before the crowd");
+        crate::lane::crowd_this_worker();
+        // Not even the fresh copy is given: the worker spends nothing on the read.
+        let counted = runs.clone();
+        let error = reads
+            .clone()
+            .answer(key, 1, async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(Bytes::from_static(b"{}"))
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.code, ErrorCode::ServerBusy);
+        assert_eq!(error.retry_after_secs, Some(1));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(reads.counts().refused.load(Ordering::Relaxed), 1);
     }
 }

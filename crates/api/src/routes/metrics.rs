@@ -308,7 +308,7 @@ async fn metrics<S: Store>(
             ),
             (
                 "cpamp_analytics_refused_total",
-                "Dashboard and monitoring requests answered 503 because too many were waiting.",
+                "Dashboard and monitoring requests answered 503 because too many were waiting or their HTTP worker was crowded.",
                 &counts.refused,
             ),
         ] {
