@@ -270,22 +270,22 @@ mod tests {
         assert!(started.elapsed() >= TURN_WAIT);
     }
 
-    /// Blocks the worker's thread as a crowd of requests would.
-    fn run_late() {
+    /// `requests` started during one tick that comes late (the thread blocked as a
+    /// crowd of requests would block it); then the tick has run.
+    async fn late_tick_with(requests: u32) {
+        note_started();
+        // The ticks begin.
+        actix_web::rt::task::yield_now().await;
+        for _ in 0..requests {
+            note_started();
+        }
         std::thread::sleep(TICK + LATE + Duration::from_millis(5));
+        actix_web::rt::time::sleep(Duration::from_millis(1)).await;
     }
 
     #[actix_web::test]
     async fn a_late_worker_with_a_crowd_is_crowded_for_a_while() {
-        note_started();
-        // The ticks begin.
-        actix_web::rt::task::yield_now().await;
-        // The crowd arrives during the first tick.
-        for _ in 0..CROWD {
-            note_started();
-        }
-        run_late();
-        actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+        late_tick_with(CROWD).await;
         assert!(crowded());
         actix_web::rt::time::sleep(HOLD + TICK * 3).await;
         assert!(!crowded(), "crowded after the hold, with no request since");
@@ -297,13 +297,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_late_worker_without_a_crowd_is_not_crowded() {
-        note_started();
-        actix_web::rt::task::yield_now().await;
-        for _ in 1..CROWD {
-            note_started();
-        }
-        run_late();
-        actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+        late_tick_with(CROWD - 2).await;
         assert!(!crowded());
     }
 

@@ -711,26 +711,17 @@ mod tests {
         let reads = Arc::new(Reads::new(1));
         let runs = Arc::new(AtomicU32::new(0));
         let key = key("dashboard", b"today");
-        let counted = runs.clone();
-        reads
-            .clone()
-            .answer(key, 1, async move {
+        let ask = |reads: &Arc<Reads>| {
+            let counted = runs.clone();
+            reads.clone().answer(key, 1, async move {
                 counted.fetch_add(1, Ordering::SeqCst);
                 Ok(Bytes::from_static(b"{}"))
             })
-            .await
-            .expect("an answer before the crowd");
+        };
+        ask(&reads).await.expect("an answer before the crowd");
         crate::lane::crowd_this_worker();
         // Not even the fresh copy is given: the worker spends nothing on the read.
-        let counted = runs.clone();
-        let error = reads
-            .clone()
-            .answer(key, 1, async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                Ok(Bytes::from_static(b"{}"))
-            })
-            .await
-            .expect_err("refused");
+        let error = ask(&reads).await.expect_err("refused");
         assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(error.code, ErrorCode::ServerBusy);
         assert_eq!(error.retry_after_secs, Some(1));
