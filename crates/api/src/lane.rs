@@ -5,8 +5,8 @@
 //! connections in turn. With a hundred panels polling, a worker has tens of answers
 //! ready at any moment; writing each (copying it into the connection's buffer, the
 //! socket write) is most of what an answered request costs the worker, so a `/status`
-//! request arriving behind them waited for all of them: its p99 grew with the number of
-//! connections per worker, not with the work any one of them asked for.
+//! request arriving behind them would wait for all of them: its p99 grows with the
+//! number of connections per worker, not with the work any one of them asks for.
 //!
 //! [`deliver_in_turn`] (the outermost middleware) lets at most [`Lane::turns`] complete
 //! answers be written at once. An answer that is ready waits for a turn without taking
