@@ -1111,6 +1111,31 @@ fn put_sums(out: &mut Vec<u8>, sums: &HeatSums) {
     }
 }
 
+/// The sums [`take_sums`] read (in [`put_sums`]' order), as an entry's heat sums: a
+/// failed entry's calls are all failures.
+#[inline]
+fn heat_sums(values: [i64; 7], failed: bool) -> HeatSums {
+    let [
+        calls,
+        input,
+        output,
+        cached,
+        cache_read,
+        cache_creation,
+        total,
+    ] = values;
+    HeatSums {
+        calls,
+        failures: if failed { calls } else { 0 },
+        input,
+        output,
+        cached,
+        cache_read,
+        cache_creation,
+        total,
+    }
+}
+
 /// Reads the sums [`put_sums`] wrote at `at`; `None` when the bytes end first.
 #[inline]
 fn take_sums(bytes: &[u8], at: &mut usize) -> Option<[i64; 7]> {
@@ -1234,30 +1259,7 @@ pub(crate) fn heat_entries(
         if identity >= identities || band >= bands {
             return;
         }
-        let [
-            calls,
-            input,
-            output,
-            cached,
-            cache_read,
-            cache_creation,
-            total,
-        ] = values;
-        each(
-            identity,
-            band,
-            failed,
-            &HeatSums {
-                calls,
-                failures: if failed { calls } else { 0 },
-                input,
-                output,
-                cached,
-                cache_read,
-                cache_creation,
-                total,
-            },
-        );
+        each(identity, band, failed, &heat_sums(values, failed));
     }
 }
 
@@ -1431,28 +1433,7 @@ mod tests {
         for chunk in values.chunks(7).chain(values[3..].chunks(7)) {
             let mut sums = [0_i64; 7];
             sums[..chunk.len()].copy_from_slice(chunk);
-            let [
-                calls,
-                input,
-                output,
-                cached,
-                cache_read,
-                cache_creation,
-                total,
-            ] = sums;
-            put_sums(
-                &mut blob,
-                &HeatSums {
-                    calls,
-                    failures: 0,
-                    input,
-                    output,
-                    cached,
-                    cache_read,
-                    cache_creation,
-                    total,
-                },
-            );
+            put_sums(&mut blob, &heat_sums(sums, false));
             written.push((sums, blob.len()));
         }
         let mut at = 0;
