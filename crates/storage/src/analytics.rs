@@ -33,8 +33,8 @@ use sqlx::{Row, SqliteConnection};
 
 use crate::fasthash::FastMap;
 use crate::rollup::{
-    EntryKey, FINE_MS, HeatBand, HeatDictionary, Sums, decode_entries, decode_pairs,
-    decode_samples_into, heat_dictionary, heat_entries,
+    EntryKey, FINE_MS, HeatBand, HeatDictionary, MINUTE_MS, MINUTE_READ_MS, Sums, decode_entries,
+    decode_pairs, decode_samples_into, heat_dictionary, heat_entries,
 };
 use crate::search::SearchSql;
 use crate::{SqliteStore, error};
@@ -247,6 +247,7 @@ enum Family {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Raw,
+    Minute,
     Quarter,
     Hour,
     Day,
@@ -256,6 +257,7 @@ impl Source {
     fn suffix(self) -> &'static str {
         match self {
             Source::Raw => "",
+            Source::Minute => "m",
             Source::Quarter => "q",
             Source::Hour => "h",
             Source::Day => "d",
@@ -271,26 +273,64 @@ fn floor_to(value: i64, step: i64) -> i64 {
     value.div_euclid(step) * step
 }
 
+/// The block widths a range may be read at: those whose blocks each fall into
+/// one bucket of the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resolutions {
+    minute: bool,
+    quarter: bool,
+    hour: bool,
+    day: bool,
+}
+
+impl Resolutions {
+    const ALL: Resolutions = Resolutions {
+        minute: true,
+        quarter: true,
+        hour: true,
+        day: true,
+    };
+}
+
 /// Splits `[from, to)` into segments, each read at the coarsest allowed resolution.
-fn plan(
-    from: i64,
-    to: i64,
-    quarter_ok: bool,
-    hour_ok: bool,
-    day_ok: bool,
-) -> Vec<(Source, i64, i64)> {
+/// Edges finer than a quarter hour are read from minute rollups from `minutes_from`
+/// (a minute boundary; `i64::MAX` for none) on, else from raw events.
+fn plan(from: i64, to: i64, allowed: Resolutions, minutes_from: i64) -> Vec<(Source, i64, i64)> {
     let mut out = Vec::new();
     let mut push = |source: Source, a: i64, b: i64| {
         if a < b {
             out.push((source, a, b));
         }
     };
+    let minutes_from = if allowed.minute {
+        minutes_from
+    } else {
+        i64::MAX
+    };
+    let edge = |push: &mut dyn FnMut(Source, i64, i64), a: i64, b: i64| {
+        if a >= b || b <= minutes_from {
+            push(Source::Raw, a, b);
+            return;
+        }
+        let (m0, m1) = (
+            ceil_to(a.max(minutes_from), MINUTE_MS),
+            floor_to(b, MINUTE_MS),
+        );
+        if m0 < m1 {
+            push(Source::Raw, a, m0);
+            push(Source::Minute, m0, m1);
+            push(Source::Raw, m1, b);
+        } else {
+            push(Source::Raw, a, b);
+        }
+    };
+    let (quarter_ok, hour_ok, day_ok) = (allowed.quarter, allowed.hour, allowed.day);
     let (q0, q1) = (ceil_to(from, QUARTER_MS), floor_to(to, QUARTER_MS));
     if !quarter_ok || q0 >= q1 {
-        push(Source::Raw, from, to);
+        edge(&mut push, from, to);
         return out;
     }
-    push(Source::Raw, from, q0);
+    edge(&mut push, from, q0);
     let (h0, h1) = (ceil_to(q0, HOUR_MS), floor_to(q1, HOUR_MS));
     if hour_ok && h0 < h1 {
         push(Source::Quarter, q0, h0);
@@ -306,21 +346,43 @@ fn plan(
     } else {
         push(Source::Quarter, q0, q1);
     }
-    push(Source::Raw, q1, to);
+    edge(&mut push, q1, to);
     out
 }
 
-/// Resolution flags (quarter, hour, day) allowed for a timeline.
-fn allowed(timeline: Option<&(Zone, Granularity)>, from: i64, to: i64) -> (bool, bool, bool) {
+/// The resolutions allowed for a timeline.
+fn allowed(timeline: Option<&(Zone, Granularity)>, from: i64, to: i64) -> Resolutions {
     match timeline {
-        None => (true, true, true),
+        None => Resolutions::ALL,
         Some((zone, granularity)) => {
-            let quarter = zone.lossless(*granularity, QUARTER_MS, from, to);
+            let minute = zone.lossless(*granularity, MINUTE_MS, from, to);
+            let quarter = minute && zone.lossless(*granularity, QUARTER_MS, from, to);
             let hour = quarter && zone.lossless(*granularity, HOUR_MS, from, to);
             let day = hour && zone.lossless(*granularity, DAY_MS, from, to);
-            (quarter, hour, day)
+            Resolutions {
+                minute,
+                quarter,
+                hour,
+                day,
+            }
         }
     }
+}
+
+/// The first minute boundary from which this snapshot may read minute rollups
+/// (`i64::MAX`: none), see `rollup::MINUTE_READ_MS`. Called after the snapshot's
+/// first read, so every event it sees was stored before the clock is read here.
+async fn minutes_from(connection: &mut SqliteConnection) -> Result<i64, StoreError> {
+    let start: Option<i64> =
+        sqlx::query_scalar("SELECT start_ms FROM usage_rollup_minute_start WHERE id = 1")
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(db("read the minute rollup start"))?;
+    let Some(start) = start else {
+        return Ok(i64::MAX);
+    };
+    let recent = crate::settings::now_ms().saturating_sub(MINUTE_READ_MS);
+    Ok(ceil_to(start.max(recent), MINUTE_MS))
 }
 
 /// Whether `[from, to)` holds no stored event (an index probe).
@@ -343,37 +405,44 @@ async fn no_events(
 }
 
 /// `[from, to)` widened to whole quarter hours at either end where the widening
-/// holds no event, so those edges are read from quarter rollups instead of raw
-/// events: a range that ends after the newest event (every "until now") reads no
-/// raw tail, however busy its last minutes. The answer is the same because the
-/// widening adds no event; callers probe and read in one read transaction, so an
-/// event committed meanwhile cannot slip in.
+/// holds no event (else to whole minutes, where that holds none), so those edges
+/// are read from rollups instead of raw events: a range that ends after the newest
+/// event (every "until now") reads no raw tail, however busy its last minutes. The
+/// answer is the same because the widening adds no event; callers probe and read
+/// in one read transaction, so an event committed meanwhile cannot slip in.
 async fn snap(
     connection: &mut SqliteConnection,
     from: i64,
     to: i64,
 ) -> Result<(i64, i64), StoreError> {
     // Ranges reaching the ends of the i64 range (all time) keep those ends.
-    let head = from.div_euclid(QUARTER_MS).checked_mul(QUARTER_MS);
-    let tail = to
-        .div_euclid(QUARTER_MS)
-        .checked_mul(QUARTER_MS)
-        .and_then(|floor| {
+    let mut start = from;
+    for step in [QUARTER_MS, MINUTE_MS] {
+        if let Some(head) = from.div_euclid(step).checked_mul(step)
+            && no_events(connection, head, from).await?
+        {
+            start = head;
+            break;
+        }
+    }
+    let mut end = to;
+    for step in [QUARTER_MS, MINUTE_MS] {
+        let floor = to.div_euclid(step).checked_mul(step);
+        let tail = floor.and_then(|floor| {
             if floor == to {
                 Some(floor)
             } else {
-                floor.checked_add(QUARTER_MS)
+                floor.checked_add(step)
             }
         });
-    let from = match head {
-        Some(head) if no_events(connection, head, from).await? => head,
-        _ => from,
-    };
-    let to = match tail {
-        Some(tail) if no_events(connection, to, tail).await? => tail,
-        _ => to,
-    };
-    Ok((from, to))
+        if let Some(tail) = tail
+            && no_events(connection, to, tail).await?
+        {
+            end = tail;
+            break;
+        }
+    }
+    Ok((start, end))
 }
 
 /// The heat rollup's entries of one cell at a time, summed by dense slot: every
@@ -765,26 +834,170 @@ impl SqliteStore {
         SearchSql::of(scope, &lock_read(self.read_cache()))
     }
 
-    /// The rows of a search scope, read on a blocking thread through rusqlite: the
-    /// matching events are stepped without a value allocated per column and
-    /// summed by everything a group row is keyed by, by ids (with the time cut
-    /// into UTC blocks that each fall into one local bucket), so a row per group
-    /// is built instead of one per event. Events whose free texts need the exact
-    /// check form groups of their own and are checked in full.
+    /// The latency and TTFT samples (time, latency, TTFT; 0 for none) of the raw
+    /// events in `[from, to)` that the scope (and `search`) selects, read like
+    /// [`Self::event_groups`]: ids only, each distinct model and identity checked
+    /// against the scope once. `None` when the scope has raw-level filters other
+    /// than the search (the caller then checks every event in full).
+    async fn raw_samples(
+        &self,
+        connection: &mut SqliteConnection,
+        request: &GroupRequest,
+        (from, to): (i64, i64),
+        search: Option<&SearchSql>,
+    ) -> Result<Option<Vec<(i64, u32, u32)>>, StoreError> {
+        let scope = request.scope.clone();
+        let mut rest = scope.clone();
+        rest.search_query.clear();
+        if rest.level() == Level::Raw || from >= to {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), \
+             provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
+             account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
+             auth_project_id_snapshot_id, latency_ms, ttft_ms \
+             FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}",
+            unsure = search.map_or("0", |search| search.unsure.as_str()),
+            failed = if scope.filters.failed_only {
+                " AND failed = 1"
+            } else {
+                ""
+            },
+            condition = search.map_or(String::new(), |search| format!(
+                " AND {}",
+                search.numbered_condition(3)
+            )),
+        );
+        let binds = search.map_or_else(Vec::new, |search| search.binds.clone());
+        let store = self.clone();
+        let filter = scope.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("read raw samples");
+                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                store.refresh_rows(&transaction).map_err(&sqlite)?;
+                let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
+                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
+                for value in &binds {
+                    params.push(value);
+                }
+                let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
+                let state = lock_read(store.read_cache());
+                // Whether the scope takes events of a (model, failed, identity).
+                let mut taken: FastMap<(i64, bool, [i64; 11]), bool> = FastMap::default();
+                let mut out = Vec::new();
+                let mut flagged = Vec::new();
+                while let Some(row) = rows.next().map_err(&sqlite)? {
+                    let int = |index: usize| match row.get_ref(index) {
+                        Ok(ValueRef::Integer(value)) => value,
+                        _ => 0,
+                    };
+                    let failed = int(3) != 0;
+                    let key = (
+                        int(4),
+                        failed,
+                        std::array::from_fn(|offset| int(5 + offset)),
+                    );
+                    let take = *taken.entry(key).or_insert_with(|| {
+                        let (effective, failed, identity) = key;
+                        let model = state
+                            .analytics
+                            .get(&effective)
+                            .copied()
+                            .unwrap_or(effective);
+                        filter.matches_group(&state.text(Some(model)), failed)
+                            && filter.matches_identity(
+                                &state
+                                    .identity_by_key
+                                    .get(&identity)
+                                    .cloned()
+                                    .unwrap_or_default(),
+                            )
+                    });
+                    if !take {
+                        continue;
+                    }
+                    let sample =
+                        |index: usize| u32::try_from(int(index).max(0)).unwrap_or(u32::MAX);
+                    let read = (int(1), sample(16), sample(17));
+                    if int(2) != 0 {
+                        flagged.push((int(0), read));
+                    } else {
+                        out.push(read);
+                    }
+                }
+                Ok((out, flagged))
+            })
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("read raw samples: {error}"), error))?;
+        let (mut samples, flagged) = read?;
+        let ids: Vec<i64> = flagged.iter().map(|(id, _)| *id).collect();
+        let rejected = self.events_rejected(connection, &ids, &scope).await?;
+        samples.extend(
+            flagged
+                .into_iter()
+                .filter(|(id, _)| !rejected.contains(id))
+                .map(|(_, read)| read),
+        );
+        Ok(Some(samples))
+    }
+
+    /// Folds the raw events of `[from, to)` into `out` as group rows: summed per
+    /// group where the timeline allows ([`Self::event_groups`]), else one by one.
+    async fn raw_groups(
+        &self,
+        connection: &mut SqliteConnection,
+        request: &GroupRequest,
+        from: i64,
+        to: i64,
+        out: &mut Vec<GroupRow>,
+    ) -> Result<(), StoreError> {
+        let mut folder = RawFolder::new(request);
+        match self
+            .event_groups(connection, request, (from, to), None)
+            .await?
+        {
+            Some(rows) => {
+                for row in rows {
+                    folder.push_row(row, out);
+                }
+            }
+            None => {
+                self.raw_lean(connection, request, from, to, None, |row, _, _| {
+                    folder.push_row(row, out)
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The group rows of the raw events in `[from, to)` (those `search` matches,
+    /// when given), read on a blocking thread through rusqlite: the events are
+    /// stepped without a value allocated per column and summed by everything a
+    /// group row is keyed by, by ids (with the time cut into UTC blocks that each
+    /// fall into one local bucket), so a row per group is built instead of one
+    /// per event. Events whose free texts need the search's exact check form
+    /// groups of their own and are checked in full.
     ///
     /// Rows come in the order of each group's first event (time, then id), as
     /// [`Self::raw_lean`] would give them, so equal keys fold in the same order.
     /// `None` for a zone whose buckets no minute block maps onto (the caller then
     /// folds the events one by one).
-    async fn search_groups(
+    ///
+    /// The read is a snapshot of its own, like the hour and day rollup segments:
+    /// `[from, to)` is disjoint from the caller's other segments, so no event is
+    /// counted twice.
+    async fn event_groups(
         &self,
         connection: &mut SqliteConnection,
         request: &GroupRequest,
-        search: &SearchSql,
+        (from, to): (i64, i64),
+        search: Option<&SearchSql>,
     ) -> Result<Option<Vec<GroupRow>>, StoreError> {
-        const MINUTE_MS: i64 = 60_000;
         let scope = &request.scope;
-        let (from, to) = (scope.from_ms, scope.to_ms);
         if from < 0 || from >= to {
             return Ok(None);
         }
@@ -807,28 +1020,35 @@ impl SqliteStore {
              auth_file_snapshot_id, auth_provider_snapshot_id, auth_project_id_snapshot_id, \
              coalesce(normalized_total_input_tokens, input_tokens), output_tokens, reasoning_tokens, \
              cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, latency_ms \
-             FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed} AND {condition}",
-            unsure = search.unsure,
+             FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}",
+            unsure = search.map_or("0", |search| search.unsure.as_str()),
             failed = if scope.filters.failed_only {
                 " AND failed = 1"
             } else {
                 ""
             },
-            condition = search.numbered_condition(3),
+            condition = search.map_or(String::new(), |search| format!(
+                " AND {}",
+                search.numbered_condition(3)
+            )),
         );
-        let binds = search.binds.clone();
+        let binds = search.map_or_else(Vec::new, |search| search.binds.clone());
         let store = self.clone();
         let read = tokio::task::spawn_blocking(move || {
             store.with_row_reader(|reader| {
-                let sqlite = error::sqlite("read search matches");
-                let mut statement = reader.prepare_cached(&sql).map_err(&sqlite)?;
+                let sqlite = error::sqlite("read raw events");
+                // The caches are topped up in this snapshot, so they name every
+                // dictionary id and identity of the rows read below.
+                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                store.refresh_rows(&transaction).map_err(&sqlite)?;
+                let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
                 let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
                 for value in &binds {
                     params.push(value);
                 }
                 let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
-                let mut index: FastMap<SearchKey, usize> = FastMap::default();
-                let mut out: Vec<SearchGroup> = Vec::new();
+                let mut index: FastMap<EventKey, usize> = FastMap::default();
+                let mut out: Vec<EventGroup> = Vec::new();
                 while let Some(row) = rows.next().map_err(&sqlite)? {
                     // As `raw_lean` reads them: a missing or non-integer value is 0.
                     let id = |index: usize| match row.get_ref(index) {
@@ -842,7 +1062,7 @@ impl SqliteStore {
                     let (tokens, cached) = token_columns(int);
                     let input = tokens.input;
                     let metrics = metrics_of(failed, input, &tokens, cached, id(26));
-                    let key = SearchKey {
+                    let key = EventKey {
                         block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
                         single: (int(2) != 0).then_some(event_id),
                         failed,
@@ -863,7 +1083,7 @@ impl SqliteStore {
                         }
                         None => {
                             index.insert(key.clone(), out.len());
-                            out.push(SearchGroup {
+                            out.push(EventGroup {
                                 key,
                                 first: (timestamp_ms, event_id),
                                 last_ms: timestamp_ms,
@@ -876,7 +1096,7 @@ impl SqliteStore {
             })
         })
         .await
-        .map_err(|error| StoreError::unavailable(format!("sum search matches: {error}"), error))?;
+        .map_err(|error| StoreError::unavailable(format!("sum raw events: {error}"), error))?;
         let Some(mut groups) = read? else {
             return Ok(None);
         };
@@ -885,7 +1105,7 @@ impl SqliteStore {
         groups.sort_unstable_by_key(|group| group.first);
         let state = lock_read(self.read_cache());
         let mut out = Vec::with_capacity(groups.len());
-        for SearchGroup {
+        for EventGroup {
             key,
             first,
             last_ms,
@@ -1050,7 +1270,7 @@ impl SqliteStore {
     /// Group rows of one rollup segment. Without a timeline, equal keys are merged
     /// across buckets.
     ///
-    /// Quarter segments are read in the caller's transaction: they are where
+    /// Minute and quarter segments are read in the caller's transaction: they are where
     /// `snap` widened the range on the strength of probes made in that snapshot.
     /// Hour and day segments are read on a blocking thread through an idle rusqlite
     /// connection in one read transaction that first tops up the lookup caches, so
@@ -1074,10 +1294,11 @@ impl SqliteStore {
             Family::Aggregate => "agg",
             Family::Identity => "ident",
         };
-        if source == Source::Quarter {
+        if matches!(source, Source::Minute | Source::Quarter) {
             let sql = format!(
-                "SELECT bucket_ms, entries FROM usage_rollup_{family}_q \
-                 WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms LIMIT {BLOB_CHUNK}"
+                "SELECT bucket_ms, entries FROM usage_rollup_{family}_{} \
+                 WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms LIMIT {BLOB_CHUNK}",
+                source.suffix()
             );
             let mut fold = RollupFold::new(request, identity, model_ids);
             // Blobs are read a bounded number at a time, so memory stays flat.
@@ -1167,7 +1388,12 @@ impl SqliteStore {
             let mut folder = RawFolder::new(&request);
             if let Some(search) = self.search_only(scope) {
                 if let Some(rows) = self
-                    .search_groups(&mut connection, &request, &search)
+                    .event_groups(
+                        &mut connection,
+                        &request,
+                        (scope.from_ms, scope.to_ms),
+                        Some(&search),
+                    )
                     .await?
                 {
                     for row in rows {
@@ -1204,14 +1430,12 @@ impl SqliteStore {
         }
         let identity = request.identity || level == Level::Identity;
         let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
-        let (quarter_ok, hour_ok, day_ok) = allowed(request.timeline.as_ref(), start, end);
-        for (source, from, to) in plan(start, end, quarter_ok, hour_ok, day_ok) {
+        let resolutions = allowed(request.timeline.as_ref(), start, end);
+        let minutes = minutes_from(&mut connection).await?;
+        for (source, from, to) in plan(start, end, resolutions, minutes) {
             if source == Source::Raw {
-                let mut folder = RawFolder::new(&request);
-                self.raw_lean(&mut connection, &request, from, to, None, |row, _, _| {
-                    folder.push_row(row, &mut out)
-                })
-                .await?;
+                self.raw_groups(&mut connection, &request, from, to, &mut out)
+                    .await?;
             } else {
                 let family = if identity {
                     Family::Identity
@@ -1271,23 +1495,21 @@ impl SqliteStore {
             return Ok(collector.finish());
         }
         let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
-        let (quarter_ok, hour_ok, day_ok) = allowed(request.timeline.as_ref(), start, end);
+        let resolutions = allowed(request.timeline.as_ref(), start, end);
+        let minutes = minutes_from(&mut connection).await?;
         let mut rows = Vec::new();
-        for (source, from, to) in plan(start, end, quarter_ok, hour_ok, day_ok) {
+        for (source, from, to) in plan(start, end, resolutions, minutes) {
             match source {
                 Source::Raw => {
-                    let mut folder = RawFolder::new(&request);
-                    self.raw_lean(&mut connection, &request, from, to, None, |row, _, _| {
-                        folder.push_row(row, &mut rows)
-                    })
-                    .await?;
+                    self.raw_groups(&mut connection, &request, from, to, &mut rows)
+                        .await?;
                 }
                 Source::Hour => {
                     collector = self
                         .heat_rollup(&request, &model_ids, from, to, collector)
                         .await?;
                 }
-                Source::Quarter | Source::Day => {
+                Source::Minute | Source::Quarter | Source::Day => {
                     self.rollup_rows(
                         &mut connection,
                         &request,
@@ -1579,8 +1801,9 @@ impl SqliteStore {
             .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
         let segments = if scope.level() != Level::Raw {
             let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
-            let (quarter_ok, hour_ok, day_ok) = allowed(request.timeline.as_ref(), start, end);
-            plan(start, end, quarter_ok, hour_ok, day_ok)
+            let resolutions = allowed(request.timeline.as_ref(), start, end);
+            let minutes = minutes_from(&mut connection).await?;
+            plan(start, end, resolutions, minutes)
         } else {
             vec![(Source::Raw, scope.from_ms, scope.to_ms)]
         };
@@ -1597,6 +1820,24 @@ impl SqliteStore {
         };
         for (source, from, to) in segments {
             if source == Source::Raw && (scope.level() != Level::Raw || search.is_some()) {
+                if let Some(read) = self
+                    .raw_samples(&mut connection, &request, (from, to), search.as_ref())
+                    .await?
+                {
+                    for (at, latency, ttft) in read {
+                        let bucket = match bucketer.as_mut() {
+                            Some(bucketer) => bucketer.bucket(at),
+                            None => 0,
+                        };
+                        let block = blocks.entry(bucket).or_insert_with(|| SampleBlock {
+                            bucket_ms: bucket,
+                            ..SampleBlock::default()
+                        });
+                        block.latencies.extend((latency > 0).then_some(latency));
+                        block.ttfts.extend((ttft > 0).then_some(ttft));
+                    }
+                    continue;
+                }
                 let positive = |value: Option<i64>| {
                     value
                         .filter(|v| *v > 0)
@@ -1647,14 +1888,15 @@ impl SqliteStore {
             }
             // A block's samples are the union of its runs (see `rollup::append_samples`).
             // A day's samples are those of its hours, which fall into the same local
-            // bucket as the day. As in `rollup_rows`, quarter segments are read in
+            // bucket as the day. As in `rollup_rows`, minute and quarter segments are read in
             // this transaction (the probes' snapshot), the others in place on a
             // blocking thread.
-            if source == Source::Quarter {
+            if matches!(source, Source::Minute | Source::Quarter) {
                 let sql = format!(
-                    "SELECT bucket_ms, run, entries FROM usage_rollup_latency_q \
+                    "SELECT bucket_ms, run, entries FROM usage_rollup_latency_{} \
                      WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
-                     ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}"
+                     ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}",
+                    source.suffix()
                 );
                 let mut fold = SampleFold::new(&request, &model_ids);
                 let mut cursor = (from, -1_i64);
@@ -2168,9 +2410,9 @@ impl<'r> RawFolder<'r> {
     }
 }
 
-/// What the matching events of a search are grouped by ([`SqliteStore::search_groups`]).
+/// What raw events are grouped by ([`SqliteStore::event_groups`]).
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct SearchKey {
+struct EventKey {
     /// The UTC block of the event's time (0 without a timeline).
     block: i64,
     /// The event id of an event that needs the exact check (a group of its own).
@@ -2184,8 +2426,8 @@ struct SearchKey {
 }
 
 /// One group of matching events.
-struct SearchGroup {
-    key: SearchKey,
+struct EventGroup {
+    key: EventKey,
     /// Time and id of the group's first event.
     first: (i64, i64),
     last_ms: i64,
@@ -2485,7 +2727,7 @@ mod tests {
     fn plan_uses_days_hours_quarters_and_raw_edges() {
         let from = DAY_MS + 5 * 60_000; // 00:05 on day 1
         let to = 4 * DAY_MS + 2 * HOUR_MS + 20 * 60_000; // 02:20 on day 4
-        let segments = plan(from, to, true, true, true);
+        let segments = plan(from, to, Resolutions::ALL, i64::MAX);
         assert_eq!(
             segments,
             vec![
@@ -2509,9 +2751,58 @@ mod tests {
             at = *b;
         }
         assert_eq!(at, to);
+        let none = Resolutions {
+            minute: false,
+            quarter: false,
+            hour: false,
+            day: false,
+        };
+        assert_eq!(plan(from, to, none, 0), vec![(Source::Raw, from, to)]);
+    }
+
+    #[test]
+    fn plan_reads_recent_edges_from_minutes() {
+        const MINUTE: i64 = 60_000;
+        let from = DAY_MS + 3 * MINUTE + 30_000; // 00:03:30
+        let to = DAY_MS + HOUR_MS + 7 * MINUTE + 10_000; // 01:07:10
         assert_eq!(
-            plan(from, to, false, false, false),
-            vec![(Source::Raw, from, to)]
+            plan(from, to, Resolutions::ALL, DAY_MS),
+            vec![
+                (Source::Raw, from, DAY_MS + 4 * MINUTE),
+                (Source::Minute, DAY_MS + 4 * MINUTE, DAY_MS + QUARTER_MS),
+                (Source::Quarter, DAY_MS + QUARTER_MS, DAY_MS + HOUR_MS),
+                (
+                    Source::Minute,
+                    DAY_MS + HOUR_MS,
+                    DAY_MS + HOUR_MS + 7 * MINUTE
+                ),
+                (Source::Raw, DAY_MS + HOUR_MS + 7 * MINUTE, to),
+            ]
         );
+        // Minutes only from where they are kept; raw before.
+        let kept = DAY_MS + 10 * MINUTE;
+        assert_eq!(
+            plan(from, to, Resolutions::ALL, kept)[..3],
+            [
+                (Source::Raw, from, kept),
+                (Source::Minute, kept, DAY_MS + QUARTER_MS),
+                (Source::Quarter, DAY_MS + QUARTER_MS, DAY_MS + HOUR_MS),
+            ]
+        );
+        // A range inside one quarter hour.
+        let (a, b) = (DAY_MS + 20 * MINUTE + 1, DAY_MS + 25 * MINUTE);
+        assert_eq!(
+            plan(a, b, Resolutions::ALL, 0),
+            vec![
+                (Source::Raw, a, DAY_MS + 21 * MINUTE),
+                (Source::Minute, DAY_MS + 21 * MINUTE, b),
+            ]
+        );
+        // A zone whose buckets cut minutes reads raw edges.
+        let cut = Resolutions {
+            minute: false,
+            ..Resolutions::ALL
+        };
+        assert_eq!(plan(a, b, cut, 0), vec![(Source::Raw, a, b)]);
     }
 }

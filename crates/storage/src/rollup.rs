@@ -149,10 +149,29 @@ fn floor(value: i64, step: i64) -> i64 {
     value.div_euclid(step) * step
 }
 
-const LEVELS: [(i64, &str); 3] = [(QUARTER_MS, "q"), (HOUR_MS, "h"), (DAY_MS, "d")];
+/// Width of a minute rollup block.
+pub(crate) const MINUTE_MS: i64 = 60_000;
 
-/// The levels of [`LEVELS`] that keep latency samples: quarter hours and hours.
-const SAMPLE_LEVELS: usize = 2;
+const LEVELS: [(i64, &str); 4] = [
+    (MINUTE_MS, "m"),
+    (QUARTER_MS, "q"),
+    (HOUR_MS, "h"),
+    (DAY_MS, "d"),
+];
+
+/// The levels of [`LEVELS`] that keep latency samples: minutes, quarter hours and hours.
+const SAMPLE_LEVELS: usize = 3;
+
+/// Minute rollups (the first of [`LEVELS`]) are written for events stamped at most
+/// this long before the server's clock, and rows older than that are deleted as
+/// batches come in: they serve the edges of recent ranges, where a quarter hour
+/// may still be filling (`0131_minute_rollups.sql`).
+pub(crate) const MINUTE_KEEP_MS: i64 = 3 * HOUR_MS;
+
+/// Readers use minute rows at most this long before their own clock: an hour
+/// less than [`MINUTE_KEEP_MS`], so a batch that was slow to commit, or a clock
+/// that stepped back, cannot leave a minute row short of an event it read.
+pub(crate) const MINUTE_READ_MS: i64 = 2 * HOUR_MS;
 
 /// Writes the batch's rollup rows. Runs inside the batch transaction.
 pub(crate) fn flush(
@@ -167,6 +186,18 @@ pub(crate) fn flush(
     }
     if accumulator.pending.is_empty() {
         return Ok(());
+    }
+    let recent_from = crate::settings::now_ms().saturating_sub(MINUTE_KEEP_MS);
+    for table in [
+        "usage_rollup_agg_m",
+        "usage_rollup_ident_m",
+        "usage_rollup_latency_m",
+    ] {
+        // `table` is one of the fixed names above; the key's index makes this a
+        // seek to the oldest row when there is nothing to delete.
+        connection
+            .prepare_cached(&format!("DELETE FROM {table} WHERE bucket_ms < ?1"))?
+            .execute([floor(recent_from, MINUTE_MS)])?;
     }
     // Analytics model per effective model id.
     let mut analytics_ids: FastMap<i64, i64> = FastMap::default();
@@ -216,9 +247,9 @@ pub(crate) fn flush(
         }
     }
 
-    let mut aggregate: [FastMap<i64, Entries>; 3] = Default::default();
-    let mut identity: [FastMap<i64, Entries>; 3] = Default::default();
-    let mut samples: [FastMap<i64, Samples>; 3] = Default::default();
+    let mut aggregate: [FastMap<i64, Entries>; 4] = Default::default();
+    let mut identity: [FastMap<i64, Entries>; 4] = Default::default();
+    let mut samples: [FastMap<i64, Samples>; 4] = Default::default();
     let mut heat: FastMap<i64, Entries> = FastMap::default();
     let mut fine: FastMap<(i64, bool), (i64, i64)> = FastMap::default();
     for pending in &accumulator.pending {
@@ -252,6 +283,9 @@ pub(crate) fn flush(
             .or_default()
             .add(&pending.metrics, at);
         for (level, (step, _)) in LEVELS.iter().enumerate() {
+            if level == 0 && at < recent_from {
+                continue;
+            }
             let bucket = floor(at, *step);
             aggregate[level]
                 .entry(bucket)

@@ -83,15 +83,26 @@ async fn answer_with(
     granularity: Granularity,
     include: Include,
 ) -> serde_json::Value {
+    answer_at(store, scope, zone, granularity, include, END_MS).await
+}
+
+async fn answer_at(
+    store: &SqliteStore,
+    scope: Scope,
+    zone: &str,
+    granularity: Granularity,
+    include: Include,
+    end_ms: i64,
+) -> serde_json::Value {
     let response = monitoring(
         store,
         MonitoringRequest {
             scope,
-            now_ms: END_MS - 3 * HOUR_MS - 7 * 60_000,
+            now_ms: end_ms - 3 * HOUR_MS - 7 * 60_000,
             zone: Zone::parse(zone).expect("zone"),
             granularity,
             include,
-            generated_at_ms: END_MS,
+            generated_at_ms: end_ms,
         },
     )
     .await
@@ -267,4 +278,202 @@ async fn key_filtered_timelines_equal_raw_scan_timelines() {
             }
         }
     }
+}
+
+/// Events of the last hour and a half, which ingest also keeps in minute rollups.
+#[tokio::test]
+async fn recent_ranges_read_their_edges_from_minute_rollups() {
+    const MINUTE_MS: i64 = 60_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("open store");
+    let now = jiff::Timestamp::now().as_millisecond();
+    let end = now.div_euclid(MINUTE_MS) * MINUTE_MS;
+    // One day of synthetic events squeezed into the 90 minutes before `end`.
+    let mut events = synth::events(59, 5_000, END_MS, 1);
+    for event in &mut events {
+        event.timestamp_ms = end - (END_MS - event.timestamp_ms) / 16;
+        event.timestamp = format_timestamp_ms(event.timestamp_ms);
+    }
+    support::store_in_batches(&store, &events, 400, false).await;
+    // Both edges fall mid-quarter, with events on either side of them in the
+    // same quarter hour, so neither can be widened to a whole one.
+    let quarter = 15 * MINUTE_MS;
+    let from = (end - 75 * MINUTE_MS).div_euclid(quarter) * quarter + 4 * MINUTE_MS + 1_234;
+    let to = (end - 5 * MINUTE_MS).div_euclid(quarter) * quarter - 4 * MINUTE_MS - 4_321;
+    for edge in [from, to] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.timestamp_ms < edge && e.timestamp_ms >= edge - 60_000)
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e.timestamp_ms >= edge && e.timestamp_ms < edge + 60_000)
+        );
+    }
+    let read = |zone: &'static str, granularity| {
+        let store = store.clone();
+        async move {
+            let rollups = answer_at(
+                &store,
+                Scope::time_only(from, to),
+                zone,
+                granularity,
+                everything(),
+                now,
+            )
+            .await;
+            let mut raw_scope = Scope::time_only(from, to);
+            raw_scope.search_query = "post".to_string();
+            let raw = answer_at(&store, raw_scope, zone, granularity, everything(), now).await;
+            (rollups, raw)
+        }
+    };
+    for zone in ["UTC", "Asia/Kolkata", "Asia/Kathmandu"] {
+        for granularity in [Granularity::Hour, Granularity::Day] {
+            let (rollups, raw) = read(zone, granularity).await;
+            let (Some(rollups), Some(raw)) = (rollups.as_object(), raw.as_object()) else {
+                panic!("objects");
+            };
+            for (section, value) in rollups {
+                assert_eq!(
+                    Some(value),
+                    raw.get(section),
+                    "{section} in {zone} by {granularity:?}"
+                );
+            }
+        }
+    }
+    // The edges are read from the minute rows: without them, the answer counts
+    // only the whole quarter hours and the raw remainders of a minute.
+    let inside = events
+        .iter()
+        .filter(|e| e.timestamp_ms >= from && e.timestamp_ms < to)
+        .count();
+    let (before, _) = read("UTC", Granularity::Hour).await;
+    assert_eq!(before["summary"]["total_calls"], inside as i64);
+    {
+        use sqlx::Connection;
+        let mut connection =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("connect");
+        for table in [
+            "usage_rollup_agg_m",
+            "usage_rollup_ident_m",
+            "usage_rollup_latency_m",
+        ] {
+            let deleted = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut connection)
+                .await
+                .expect("delete minute rows")
+                .rows_affected();
+            assert!(deleted > 0, "{table} holds the recent minutes");
+        }
+        connection.close().await.expect("close");
+    }
+    let (after, raw) = read("UTC", Granularity::Hour).await;
+    assert_eq!(raw["summary"]["total_calls"], inside as i64);
+    let counted = after["summary"]["total_calls"].as_i64().expect("a count");
+    assert!(
+        counted < inside as i64 - 100,
+        "{counted} of {inside} events without the minute rows"
+    );
+    // A database that held these events before it had minute rollups starts them
+    // after its newest event: its edges are read raw again, and exactly.
+    {
+        use sqlx::Connection;
+        let mut connection =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("connect");
+        sqlx::query("UPDATE usage_rollup_minute_start SET start_ms = ?")
+            .bind(now + 1)
+            .execute(&mut connection)
+            .await
+            .expect("move the start");
+        connection.close().await.expect("close");
+    }
+    let (upgraded, raw) = read("UTC", Granularity::Hour).await;
+    assert_eq!(upgraded, raw);
+    assert_eq!(upgraded["summary"]["total_calls"], inside as i64);
+}
+
+async fn count(connection: &mut sqlx::SqliteConnection, sql: &'static str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(connection)
+        .await
+        .expect("count")
+}
+
+/// Minute rows are written only for events of the last three hours, and a batch
+/// deletes the rows that have fallen out of that window.
+#[tokio::test]
+async fn minute_rollups_keep_only_the_recent_hours() {
+    use sqlx::Connection;
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("usage.sqlite");
+    let store = SqliteStore::open(Options::new(&path))
+        .await
+        .expect("open store");
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut events = synth::events(61, 40, END_MS, 1);
+    for (index, event) in events.iter_mut().enumerate() {
+        // Half of them four hours old, half of them from the last minutes.
+        let age = if index % 2 == 0 { 4 * HOUR } else { 5 * 60_000 };
+        event.timestamp_ms = now - age - index as i64 * 1_000;
+        event.timestamp = format_timestamp_ms(event.timestamp_ms);
+    }
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    // A row left from five hours ago, as if ingest had stopped since.
+    sqlx::query("INSERT INTO usage_rollup_agg_m (bucket_ms, entries) VALUES (?, x'00')")
+        .bind((now - 5 * HOUR).div_euclid(60_000) * 60_000)
+        .execute(&mut connection)
+        .await
+        .expect("an old minute row");
+    support::store_collected(&store, &events).await;
+    let oldest = count(
+        &mut connection,
+        "SELECT coalesce(min(bucket_ms), 0) FROM usage_rollup_ident_m",
+    )
+    .await;
+    assert!(
+        oldest >= now - 3 * HOUR,
+        "{oldest} is within three hours of {now}"
+    );
+    assert_eq!(
+        count(
+            &mut connection,
+            "SELECT count(*) FROM usage_rollup_agg_m WHERE bucket_ms < strftime('%s', 'now') * 1000 - 3 * 3600000"
+        )
+        .await,
+        0,
+        "the old row is gone"
+    );
+    let minutes: std::collections::BTreeSet<i64> = events
+        .iter()
+        .filter(|event| event.timestamp_ms >= now - 3 * HOUR)
+        .map(|event| event.timestamp_ms.div_euclid(60_000) * 60_000)
+        .collect();
+    assert_eq!(
+        count(&mut connection, "SELECT count(*) FROM usage_rollup_ident_m").await,
+        minutes.len() as i64
+    );
+    assert_eq!(
+        count(
+            &mut connection,
+            "SELECT count(DISTINCT bucket_ms) FROM usage_rollup_latency_m"
+        )
+        .await,
+        minutes.len() as i64
+    );
+    connection.close().await.expect("close");
 }
