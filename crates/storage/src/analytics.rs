@@ -834,6 +834,69 @@ impl SqliteStore {
         SearchSql::of(scope, &lock_read(self.read_cache()))
     }
 
+    /// The groups of the events `sql` selects in `part` (its `?1` and `?2`; `binds`
+    /// take the placeholders after them), each event's time cut into `block`s,
+    /// read through the store's rusqlite row reader in one snapshot of its own.
+    fn sum_events(
+        &self,
+        sql: &str,
+        binds: &[String],
+        (from, to): (i64, i64),
+        block: Option<i64>,
+    ) -> Result<Vec<EventGroup>, StoreError> {
+        self.with_row_reader(|reader| {
+            let sqlite = error::sqlite("read raw events");
+            // The caches are topped up in this snapshot, so they name every
+            // dictionary id and identity of the rows read below.
+            let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+            self.refresh_rows(&transaction).map_err(&sqlite)?;
+            let mut statement = transaction.prepare_cached(sql).map_err(&sqlite)?;
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
+            for value in binds {
+                params.push(value);
+            }
+            let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
+            let mut index: FastMap<EventKey, usize> = FastMap::default();
+            let mut out: Vec<EventGroup> = Vec::new();
+            while let Some(row) = rows.next().map_err(&sqlite)? {
+                // As `raw_lean` reads them: a missing or non-integer value is 0.
+                let id = |index: usize| match row.get_ref(index) {
+                    Ok(ValueRef::Integer(value)) => Some(value),
+                    _ => None,
+                };
+                let int = |index: usize| id(index).unwrap_or(0);
+                let event_id = int(0);
+                let timestamp_ms = int(1);
+                let failed = int(3) != 0;
+                let (tokens, cached) = token_columns(int);
+                let input = tokens.input;
+                let group = EventGroup {
+                    key: EventKey {
+                        block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
+                        single: (int(2) != 0).then_some(event_id),
+                        failed,
+                        effective: int(4),
+                        resolved: id(5),
+                        tier: id(6),
+                        identity: std::array::from_fn(|offset| int(7 + offset)),
+                        band: context_band(input),
+                    },
+                    first: (timestamp_ms, event_id),
+                    last_ms: timestamp_ms,
+                    metrics: metrics_of(failed, input, &tokens, cached, id(26)),
+                };
+                match index.get(&group.key) {
+                    Some(position) => out[*position].merge(&group),
+                    None => {
+                        index.insert(group.key.clone(), out.len());
+                        out.push(group);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The latency and TTFT samples (time, latency, TTFT; 0 for none) of the raw
     /// events in `[from, to)` that the scope (and `search`) selects, read like
     /// [`Self::event_groups`]: ids only, each distinct model and identity checked
@@ -1033,73 +1096,37 @@ impl SqliteStore {
             )),
         );
         let binds = search.map_or_else(Vec::new, |search| search.binds.clone());
-        let store = self.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            store.with_row_reader(|reader| {
-                let sqlite = error::sqlite("read raw events");
-                // The caches are topped up in this snapshot, so they name every
-                // dictionary id and identity of the rows read below.
-                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
-                store.refresh_rows(&transaction).map_err(&sqlite)?;
-                let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
-                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
-                for value in &binds {
-                    params.push(value);
-                }
-                let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
-                let mut index: FastMap<EventKey, usize> = FastMap::default();
-                let mut out: Vec<EventGroup> = Vec::new();
-                while let Some(row) = rows.next().map_err(&sqlite)? {
-                    // As `raw_lean` reads them: a missing or non-integer value is 0.
-                    let id = |index: usize| match row.get_ref(index) {
-                        Ok(ValueRef::Integer(value)) => Some(value),
-                        _ => None,
-                    };
-                    let int = |index: usize| id(index).unwrap_or(0);
-                    let event_id = int(0);
-                    let timestamp_ms = int(1);
-                    let failed = int(3) != 0;
-                    let (tokens, cached) = token_columns(int);
-                    let input = tokens.input;
-                    let metrics = metrics_of(failed, input, &tokens, cached, id(26));
-                    let key = EventKey {
-                        block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
-                        single: (int(2) != 0).then_some(event_id),
-                        failed,
-                        effective: int(4),
-                        resolved: id(5),
-                        tier: id(6),
-                        identity: std::array::from_fn(|offset| int(7 + offset)),
-                        band: context_band(input),
-                    };
-                    match index.get(&key) {
-                        Some(position) => {
-                            let group = &mut out[*position];
-                            group.metrics.add(&metrics);
-                            group.last_ms = group.last_ms.max(timestamp_ms);
-                            if (timestamp_ms, event_id) < group.first {
-                                group.first = (timestamp_ms, event_id);
-                            }
-                        }
-                        None => {
-                            index.insert(key.clone(), out.len());
-                            out.push(EventGroup {
-                                key,
-                                first: (timestamp_ms, event_id),
-                                last_ms: timestamp_ms,
-                                metrics,
-                            });
-                        }
+        // A long searched range is stepped in two halves at once, one per core;
+        // the halves meet on an hour boundary, so no block is cut in two.
+        let middle = floor_to(from + (to - from) / 2, HOUR_MS);
+        let parts = if search.is_some() && to - from >= 2 * HOUR_MS && from < middle {
+            vec![(from, middle), (middle, to)]
+        } else {
+            vec![(from, to)]
+        };
+        let reads: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                let (store, sql, binds) = (self.clone(), sql.clone(), binds.clone());
+                tokio::task::spawn_blocking(move || store.sum_events(&sql, &binds, part, block))
+            })
+            .collect();
+        let mut groups: Vec<EventGroup> = Vec::new();
+        let mut index: FastMap<EventKey, usize> = FastMap::default();
+        for read in reads {
+            let part = read.await.map_err(|error| {
+                StoreError::unavailable(format!("sum raw events: {error}"), error)
+            })??;
+            for group in part {
+                match index.get(&group.key) {
+                    Some(position) => groups[*position].merge(&group),
+                    None => {
+                        index.insert(group.key.clone(), groups.len());
+                        groups.push(group);
                     }
                 }
-                Ok(Some(out))
-            })
-        })
-        .await
-        .map_err(|error| StoreError::unavailable(format!("sum raw events: {error}"), error))?;
-        let Some(mut groups) = read? else {
-            return Ok(None);
-        };
+            }
+        }
         let flagged: Vec<i64> = groups.iter().filter_map(|group| group.key.single).collect();
         let rejected = self.events_rejected(connection, &flagged, scope).await?;
         groups.sort_unstable_by_key(|group| group.first);
@@ -2432,6 +2459,15 @@ struct EventGroup {
     first: (i64, i64),
     last_ms: i64,
     metrics: Metrics,
+}
+
+impl EventGroup {
+    /// Adds the events of `other`, a group of the same key.
+    fn merge(&mut self, other: &EventGroup) {
+        self.metrics.add(&other.metrics);
+        self.last_ms = self.last_ms.max(other.last_ms);
+        self.first = self.first.min(other.first);
+    }
 }
 
 /// A day's bucket, its pair blob, and its identity rollup when it has no pair blob.
