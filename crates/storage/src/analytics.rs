@@ -844,10 +844,59 @@ impl SqliteStore {
         (from, to): (i64, i64),
         block: Option<i64>,
     ) -> Result<Vec<EventGroup>, StoreError> {
+        let mut index: FastMap<EventKey, usize> = FastMap::default();
+        let mut out: Vec<EventGroup> = Vec::new();
+        self.step_raw(sql, binds, (from, to), |row| {
+            // As `raw_lean` reads them: a missing or non-integer value is 0.
+            let id = |index: usize| match row.get_ref(index) {
+                Ok(ValueRef::Integer(value)) => Some(value),
+                _ => None,
+            };
+            let int = |index: usize| id(index).unwrap_or(0);
+            let event_id = int(0);
+            let timestamp_ms = int(1);
+            let failed = int(3) != 0;
+            let (tokens, cached) = token_columns(int);
+            let input = tokens.input;
+            let group = EventGroup {
+                key: EventKey {
+                    block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
+                    single: (int(2) != 0).then_some(event_id),
+                    failed,
+                    effective: int(4),
+                    resolved: id(5),
+                    tier: id(6),
+                    identity: std::array::from_fn(|offset| int(7 + offset)),
+                    band: context_band(input),
+                },
+                first: (timestamp_ms, event_id),
+                last_ms: timestamp_ms,
+                metrics: metrics_of(failed, input, &tokens, cached, id(26)),
+            };
+            match index.get(&group.key) {
+                Some(position) => out[*position].merge(&group),
+                None => {
+                    index.insert(group.key.clone(), out.len());
+                    out.push(group);
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Steps the rows `sql` selects in `[from, to)` (its `?1` and `?2`; `binds`
+    /// take the placeholders after them) through the store's rusqlite row reader,
+    /// in one snapshot of its own whose first step tops up the lookup caches, so
+    /// they name every dictionary id and identity of the rows `each` is given.
+    fn step_raw(
+        &self,
+        sql: &str,
+        binds: &[String],
+        (from, to): (i64, i64),
+        mut each: impl FnMut(&rusqlite::Row<'_>),
+    ) -> Result<(), StoreError> {
         self.with_row_reader(|reader| {
             let sqlite = error::sqlite("read raw events");
-            // The caches are topped up in this snapshot, so they name every
-            // dictionary id and identity of the rows read below.
             let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
             self.refresh_rows(&transaction).map_err(&sqlite)?;
             let mut statement = transaction.prepare_cached(sql).map_err(&sqlite)?;
@@ -856,44 +905,10 @@ impl SqliteStore {
                 params.push(value);
             }
             let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
-            let mut index: FastMap<EventKey, usize> = FastMap::default();
-            let mut out: Vec<EventGroup> = Vec::new();
             while let Some(row) = rows.next().map_err(&sqlite)? {
-                // As `raw_lean` reads them: a missing or non-integer value is 0.
-                let id = |index: usize| match row.get_ref(index) {
-                    Ok(ValueRef::Integer(value)) => Some(value),
-                    _ => None,
-                };
-                let int = |index: usize| id(index).unwrap_or(0);
-                let event_id = int(0);
-                let timestamp_ms = int(1);
-                let failed = int(3) != 0;
-                let (tokens, cached) = token_columns(int);
-                let input = tokens.input;
-                let group = EventGroup {
-                    key: EventKey {
-                        block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
-                        single: (int(2) != 0).then_some(event_id),
-                        failed,
-                        effective: int(4),
-                        resolved: id(5),
-                        tier: id(6),
-                        identity: std::array::from_fn(|offset| int(7 + offset)),
-                        band: context_band(input),
-                    },
-                    first: (timestamp_ms, event_id),
-                    last_ms: timestamp_ms,
-                    metrics: metrics_of(failed, input, &tokens, cached, id(26)),
-                };
-                match index.get(&group.key) {
-                    Some(position) => out[*position].merge(&group),
-                    None => {
-                        index.insert(group.key.clone(), out.len());
-                        out.push(group);
-                    }
-                }
+                each(row);
             }
-            Ok(out)
+            Ok(())
         })
     }
 
@@ -915,43 +930,22 @@ impl SqliteStore {
         if rest.level() == Level::Raw || from >= to {
             return Ok(None);
         }
-        let sql = format!(
-            "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), \
-             provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
+        let (sql, binds) = raw_select(
+            "provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
              account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
-             auth_project_id_snapshot_id, latency_ms, ttft_ms \
-             FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}",
-            unsure = search.map_or("0", |search| search.unsure.as_str()),
-            failed = if scope.filters.failed_only {
-                " AND failed = 1"
-            } else {
-                ""
-            },
-            condition = search.map_or(String::new(), |search| format!(
-                " AND {}",
-                search.numbered_condition(3)
-            )),
+             auth_project_id_snapshot_id, latency_ms, ttft_ms",
+            &scope,
+            search,
         );
-        let binds = search.map_or_else(Vec::new, |search| search.binds.clone());
         let store = self.clone();
         let filter = scope.clone();
         let read = tokio::task::spawn_blocking(move || {
-            store.with_row_reader(|reader| {
-                let sqlite = error::sqlite("read raw samples");
-                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
-                store.refresh_rows(&transaction).map_err(&sqlite)?;
-                let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
-                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
-                for value in &binds {
-                    params.push(value);
-                }
-                let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
-                let state = lock_read(store.read_cache());
-                // Whether the scope takes events of a (model, failed, identity).
-                let mut taken: FastMap<(i64, bool, [i64; 11]), bool> = FastMap::default();
-                let mut out = Vec::new();
-                let mut flagged = Vec::new();
-                while let Some(row) = rows.next().map_err(&sqlite)? {
+            // Whether the scope takes events of a (model, failed, identity).
+            let mut taken: FastMap<(i64, bool, [i64; 11]), bool> = FastMap::default();
+            let mut out = Vec::new();
+            let mut flagged = Vec::new();
+            store
+                .step_raw(&sql, &binds, (from, to), |row| {
                     let int = |index: usize| match row.get_ref(index) {
                         Ok(ValueRef::Integer(value)) => value,
                         _ => 0,
@@ -964,6 +958,7 @@ impl SqliteStore {
                     );
                     let take = *taken.entry(key).or_insert_with(|| {
                         let (effective, failed, identity) = key;
+                        let state = lock_read(store.read_cache());
                         let model = state
                             .analytics
                             .get(&effective)
@@ -979,7 +974,7 @@ impl SqliteStore {
                             )
                     });
                     if !take {
-                        continue;
+                        return;
                     }
                     let sample =
                         |index: usize| u32::try_from(int(index).max(0)).unwrap_or(u32::MAX);
@@ -989,9 +984,8 @@ impl SqliteStore {
                     } else {
                         out.push(read);
                     }
-                }
-                Ok((out, flagged))
-            })
+                })
+                .map(|()| (out, flagged))
         })
         .await
         .map_err(|error| StoreError::unavailable(format!("read raw samples: {error}"), error))?;
@@ -1076,26 +1070,15 @@ impl SqliteStore {
                 Some(block)
             }
         };
-        let sql = format!(
-            "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), \
-             resolved_model_id, service_tier_id, provider_id, executor_type_id, auth_index_id, source_id, \
+        let (sql, binds) = raw_select(
+            "resolved_model_id, service_tier_id, provider_id, executor_type_id, auth_index_id, source_id, \
              source_hash_id, api_key_hash_id, account_snapshot_id, auth_label_snapshot_id, \
              auth_file_snapshot_id, auth_provider_snapshot_id, auth_project_id_snapshot_id, \
              coalesce(normalized_total_input_tokens, input_tokens), output_tokens, reasoning_tokens, \
-             cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, latency_ms \
-             FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}",
-            unsure = search.map_or("0", |search| search.unsure.as_str()),
-            failed = if scope.filters.failed_only {
-                " AND failed = 1"
-            } else {
-                ""
-            },
-            condition = search.map_or(String::new(), |search| format!(
-                " AND {}",
-                search.numbered_condition(3)
-            )),
+             cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, latency_ms",
+            scope,
+            search,
         );
-        let binds = search.map_or_else(Vec::new, |search| search.binds.clone());
         // A long searched range is stepped in two halves at once, one per core;
         // the halves meet on an hour boundary, so no block is cut in two.
         let middle = floor_to(from + (to - from) / 2, HOUR_MS);
@@ -2733,6 +2716,29 @@ impl SqliteStore {
         let state = lock_read(self.read_cache());
         Ok(row.map(|row| self.event_from_row(&state, &row)))
     }
+}
+
+/// The row-reader query of a scope's raw events in `[?1, ?2)` (those `search`
+/// matches, when given), and the binds of its placeholders after those two:
+/// the event id, time, whether the search's exact check is needed, the failed
+/// flag and the effective model at positions 0 to 4, then `columns`.
+fn raw_select(columns: &str, scope: &Scope, search: Option<&SearchSql>) -> (String, Vec<String>) {
+    let sql = format!(
+        "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), {columns} \
+         FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}",
+        unsure = search.map_or("0", |search| search.unsure.as_str()),
+        failed = if scope.filters.failed_only {
+            " AND failed = 1"
+        } else {
+            ""
+        },
+        condition = search.map_or(String::new(), |search| format!(
+            " AND {}",
+            search.numbered_condition(3)
+        )),
+    );
+    let binds = search.map_or_else(Vec::new, |search| search.binds.clone());
+    (sql, binds)
 }
 
 /// The token columns every lean event read selects at positions 18 (input) to 25
