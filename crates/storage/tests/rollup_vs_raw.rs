@@ -22,10 +22,7 @@ const END_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 /// credential with an earlier event (several calls of one task), stored in
 /// batches out of time order.
 async fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(Options::new(dir.path().join("usage.sqlite")))
-        .await
-        .expect("open store");
+    let (dir, store) = empty_store().await;
     let mut events = synth::events(23, 6_000, END_MS, 5);
     let siblings: Vec<UsageEvent> = events
         .iter()
@@ -266,16 +263,7 @@ async fn key_filtered_timelines_equal_raw_scan_timelines() {
                     "{section} in {zone}"
                 );
             }
-            let (Some(rollups), Some(raw)) = (rollups.as_object(), raw.as_object()) else {
-                panic!("objects");
-            };
-            for (section, value) in rollups {
-                assert_eq!(
-                    Some(value),
-                    raw.get(section),
-                    "{section} in {zone} by {granularity:?}"
-                );
-            }
+            same_sections(&rollups, &raw, &format!("{zone} by {granularity:?}"));
         }
     }
 }
@@ -284,11 +272,8 @@ async fn key_filtered_timelines_equal_raw_scan_timelines() {
 #[tokio::test]
 async fn recent_ranges_read_their_edges_from_minute_rollups() {
     const MINUTE_MS: i64 = 60_000;
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (dir, store) = empty_store().await;
     let path = dir.path().join("usage.sqlite");
-    let store = SqliteStore::open(Options::new(&path))
-        .await
-        .expect("open store");
     let now = jiff::Timestamp::now().as_millisecond();
     let end = now.div_euclid(MINUTE_MS) * MINUTE_MS;
     // One day of synthetic events squeezed into the 90 minutes before `end`.
@@ -336,16 +321,7 @@ async fn recent_ranges_read_their_edges_from_minute_rollups() {
     for zone in ["UTC", "Asia/Kolkata", "Asia/Kathmandu"] {
         for granularity in [Granularity::Hour, Granularity::Day] {
             let (rollups, raw) = read(zone, granularity).await;
-            let (Some(rollups), Some(raw)) = (rollups.as_object(), raw.as_object()) else {
-                panic!("objects");
-            };
-            for (section, value) in rollups {
-                assert_eq!(
-                    Some(value),
-                    raw.get(section),
-                    "{section} in {zone} by {granularity:?}"
-                );
-            }
+            same_sections(&rollups, &raw, &format!("{zone} by {granularity:?}"));
         }
     }
     // The edges are read from the minute rows: without them, the answer counts
@@ -358,10 +334,7 @@ async fn recent_ranges_read_their_edges_from_minute_rollups() {
     assert_eq!(before["summary"]["total_calls"], inside as i64);
     {
         use sqlx::Connection;
-        let mut connection =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .expect("connect");
+        let mut connection = connect(&path).await;
         for table in [
             "usage_rollup_agg_m",
             "usage_rollup_ident_m",
@@ -387,10 +360,7 @@ async fn recent_ranges_read_their_edges_from_minute_rollups() {
     // after its newest event: its edges are read raw again, and exactly.
     {
         use sqlx::Connection;
-        let mut connection =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .expect("connect");
+        let mut connection = connect(&path).await;
         sqlx::query("UPDATE usage_rollup_minute_start SET start_ms = ?")
             .bind(now + 1)
             .execute(&mut connection)
@@ -401,6 +371,32 @@ async fn recent_ranges_read_their_edges_from_minute_rollups() {
     let (upgraded, raw) = read("UTC", Granularity::Hour).await;
     assert_eq!(upgraded, raw);
     assert_eq!(upgraded["summary"]["total_calls"], inside as i64);
+}
+
+/// Every section of `rollups` equals the same section of `raw`.
+fn same_sections(rollups: &serde_json::Value, raw: &serde_json::Value, context: &str) {
+    let (Some(rollups), Some(raw)) = (rollups.as_object(), raw.as_object()) else {
+        panic!("objects");
+    };
+    for (section, value) in rollups {
+        assert_eq!(Some(value), raw.get(section), "{section} in {context}");
+    }
+}
+
+async fn empty_store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(Options::new(dir.path().join("usage.sqlite")))
+        .await
+        .expect("open store");
+    (dir, store)
+}
+
+/// A connection of the test's own to the store's file.
+async fn connect(path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("connect")
 }
 
 async fn count(connection: &mut sqlx::SqliteConnection, sql: &'static str) -> i64 {
@@ -416,11 +412,8 @@ async fn count(connection: &mut sqlx::SqliteConnection, sql: &'static str) -> i6
 async fn minute_rollups_keep_only_the_recent_hours() {
     use sqlx::Connection;
     const HOUR: i64 = 3_600_000;
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (dir, store) = empty_store().await;
     let path = dir.path().join("usage.sqlite");
-    let store = SqliteStore::open(Options::new(&path))
-        .await
-        .expect("open store");
     let now = jiff::Timestamp::now().as_millisecond();
     let mut events = synth::events(61, 40, END_MS, 1);
     for (index, event) in events.iter_mut().enumerate() {
@@ -429,10 +422,7 @@ async fn minute_rollups_keep_only_the_recent_hours() {
         event.timestamp_ms = now - age - index as i64 * 1_000;
         event.timestamp = format_timestamp_ms(event.timestamp_ms);
     }
-    let url = format!("sqlite://{}", path.display());
-    let mut connection = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("connect");
+    let mut connection = connect(&path).await;
     // A row left from five hours ago, as if ingest had stopped since.
     sqlx::query("INSERT INTO usage_rollup_agg_m (bucket_ms, entries) VALUES (?, x'00')")
         .bind((now - 5 * HOUR).div_euclid(60_000) * 60_000)
