@@ -1079,37 +1079,13 @@ impl SqliteStore {
             scope,
             search,
         );
-        // A long searched range is stepped in two halves at once, one per core;
-        // the halves meet on an hour boundary, so no block is cut in two.
-        let middle = floor_to(from + (to - from) / 2, HOUR_MS);
-        let parts = if search.is_some() && to - from >= 2 * HOUR_MS && from < middle {
-            vec![(from, middle), (middle, to)]
-        } else {
-            vec![(from, to)]
-        };
-        let reads: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                let (store, sql, binds) = (self.clone(), sql.clone(), binds.clone());
-                tokio::task::spawn_blocking(move || store.sum_events(&sql, &binds, part, block))
-            })
-            .collect();
-        let mut groups: Vec<EventGroup> = Vec::new();
-        let mut index: FastMap<EventKey, usize> = FastMap::default();
-        for read in reads {
-            let part = read.await.map_err(|error| {
-                StoreError::unavailable(format!("sum raw events: {error}"), error)
-            })??;
-            for group in part {
-                match index.get(&group.key) {
-                    Some(position) => groups[*position].merge(&group),
-                    None => {
-                        index.insert(group.key.clone(), groups.len());
-                        groups.push(group);
-                    }
-                }
-            }
-        }
+        let store = self.clone();
+        let mut groups =
+            tokio::task::spawn_blocking(move || store.sum_events(&sql, &binds, (from, to), block))
+                .await
+                .map_err(|error| {
+                    StoreError::unavailable(format!("sum raw events: {error}"), error)
+                })??;
         let flagged: Vec<i64> = groups.iter().filter_map(|group| group.key.single).collect();
         let rejected = self.events_rejected(connection, &flagged, scope).await?;
         groups.sort_unstable_by_key(|group| group.first);
