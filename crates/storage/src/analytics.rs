@@ -10,7 +10,7 @@
 //! Dictionary texts, identities and the analytics-model map are immutable once
 //! written, so they are cached in memory and topped up incrementally by id.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use cpamp_domain::StoreError;
@@ -20,10 +20,13 @@ use cpamp_domain::analytics::cost::context_band;
 use cpamp_domain::analytics::heat::{
     CELLS, HeatCollector, HeatKey, HeatParts, HeatSums, parts_of_rows,
 };
+use cpamp_domain::analytics::percentile::{
+    BANDS, Banded, PerSeries, PercentileAsk, Percentiles, locate, select_in,
+};
 use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::query::{
     AnalyticsStore, Cursor, EventPage, Filters, FineBlock, GroupRequest, GroupRow, HeaderValues,
-    Identity, Level, RawEvent, SampleBlock, Scope, Text,
+    Identity, Level, RawEvent, Scope, Text,
 };
 use cpamp_domain::analytics::time::{Bucketer, DAY_MS, Granularity, HOUR_MS, QUARTER_MS, Zone};
 use cpamp_domain::event::TokenCounts;
@@ -33,8 +36,8 @@ use sqlx::{Row, SqliteConnection};
 
 use crate::fasthash::FastMap;
 use crate::rollup::{
-    EntryKey, FINE_MS, HeatBand, HeatDictionary, MINUTE_MS, MINUTE_READ_MS, Sums, decode_entries,
-    decode_pairs, decode_samples_into, heat_dictionary, heat_entries,
+    EntryKey, FINE_MS, HeatBand, HeatDictionary, MINUTE_MS, MINUTE_READ_MS, Sums, count_banded,
+    decode_band_counts, decode_banded, decode_entries, decode_pairs, heat_dictionary, heat_entries,
 };
 use crate::search::SearchSql;
 use crate::{SqliteStore, error};
@@ -1770,13 +1773,21 @@ impl SqliteStore {
         Ok(out)
     }
 
-    async fn samples_inner(&self, request: GroupRequest) -> Result<Vec<SampleBlock>, StoreError> {
+    /// Exact percentiles through value bands (`rollup::encode_banded`), in two
+    /// passes over the same snapshot: every band's count (from the small `bands`
+    /// column of each run, or, when the scope filters groups, from the group
+    /// indexes of its `entries`; raw edge values are counted and kept), then the
+    /// values of only the bands that hold a wanted rank.
+    async fn percentiles_inner(
+        &self,
+        request: GroupRequest,
+        ask: PercentileAsk,
+    ) -> Result<Percentiles, StoreError> {
         let scope = &request.scope;
-        let mut pooled = self.reader_connection().await?;
-        let mut blocks: HashMap<i64, SampleBlock> = HashMap::new();
-        if scope.from_ms >= scope.to_ms {
-            return Ok(Vec::new());
+        if scope.from_ms >= scope.to_ms || ask.is_empty() {
+            return Ok(Percentiles::default());
         }
+        let mut pooled = self.reader_connection().await?;
         // One snapshot for the probes of `snap` and every read below.
         let mut connection = sqlx::Connection::begin(&mut *pooled)
             .await
@@ -1797,148 +1808,153 @@ impl SqliteStore {
             .model_ids(&mut connection, &scope.filters.models)
             .await?;
         if !scope.filters.models.is_empty() && model_ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Percentiles::default());
         }
         let search = if scope.level() == Level::Raw {
             self.search_only(scope)
         } else {
             None
         };
+        let filters = &scope.filters;
+        let mut read = SampleRead {
+            filtered: scope.level() != Level::Aggregate
+                || !model_ids.is_empty()
+                || !filters.matches_failed(true)
+                || !filters.matches_failed(false),
+            ..SampleRead::default()
+        };
+        let mut local = |at: i64| match bucketer.as_mut() {
+            Some(bucketer) => bucketer.bucket(at),
+            None => 0,
+        };
+        let positive = |value: Option<i64>| {
+            value
+                .filter(|v| *v > 0)
+                .map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX))
+        };
+        // Quarter-hour blocks of hour and day segments, read on a blocking thread.
+        let mut sealed: Vec<(i64, i64)> = Vec::new();
+        // Minute and quarter segments, read in this transaction.
+        let mut recent: Vec<(Source, i64, i64)> = Vec::new();
         for (source, from, to) in segments {
-            if source == Source::Raw && (scope.level() != Level::Raw || search.is_some()) {
-                if let Some(read) = self
-                    .raw_samples(&mut connection, &request, (from, to), search.as_ref())
-                    .await?
-                {
-                    for (at, latency, ttft) in read {
-                        let bucket = match bucketer.as_mut() {
-                            Some(bucketer) => bucketer.bucket(at),
-                            None => 0,
-                        };
-                        let block = blocks.entry(bucket).or_insert_with(|| SampleBlock {
-                            bucket_ms: bucket,
-                            ..SampleBlock::default()
-                        });
-                        block.latencies.extend((latency > 0).then_some(latency));
-                        block.ttfts.extend((ttft > 0).then_some(ttft));
+            match source {
+                Source::Hour | Source::Day => sealed.push((from, to)),
+                Source::Minute | Source::Quarter => recent.push((source, from, to)),
+                Source::Raw if scope.level() != Level::Raw || search.is_some() => {
+                    if let Some(values) = self
+                        .raw_samples(&mut connection, &request, (from, to), search.as_ref())
+                        .await?
+                    {
+                        for (at, latency, ttft) in values {
+                            read.push_raw(local(at), latency, ttft);
+                        }
+                        continue;
                     }
-                    continue;
+                    self.raw_lean(
+                        &mut connection,
+                        &request,
+                        from,
+                        to,
+                        search.as_ref(),
+                        |row, latency, ttft| {
+                            read.push_raw(local(row.bucket_ms), positive(latency), positive(ttft));
+                        },
+                    )
+                    .await?;
                 }
-                let positive = |value: Option<i64>| {
-                    value
-                        .filter(|v| *v > 0)
-                        .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
-                };
-                self.raw_lean(
-                    &mut connection,
-                    &request,
-                    from,
-                    to,
-                    search.as_ref(),
-                    |row, latency, ttft| {
-                        let bucket = match bucketer.as_mut() {
-                            Some(bucketer) => bucketer.bucket(row.bucket_ms),
-                            None => 0,
-                        };
-                        let block = blocks.entry(bucket).or_insert_with(|| SampleBlock {
-                            bucket_ms: bucket,
-                            ..SampleBlock::default()
-                        });
-                        block.latencies.extend(positive(latency));
-                        block.ttfts.extend(positive(ttft));
-                    },
-                )
-                .await?;
-                continue;
-            }
-            if source == Source::Raw {
-                self.raw_range(&mut connection, scope, from, to, |event| {
-                    let bucket = match bucketer.as_mut() {
-                        Some(bucketer) => bucketer.bucket(event.timestamp_ms),
-                        None => 0,
-                    };
-                    let block = blocks.entry(bucket).or_insert_with(|| SampleBlock {
-                        bucket_ms: bucket,
-                        ..SampleBlock::default()
-                    });
-                    let positive = |value: Option<i64>| {
-                        value
-                            .filter(|v| *v > 0)
-                            .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
-                    };
-                    block.latencies.extend(positive(event.latency_ms));
-                    block.ttfts.extend(positive(event.ttft_ms));
-                })
-                .await?;
-                continue;
-            }
-            // A block's samples are the union of its runs (see `rollup::append_samples`).
-            // A day's samples are those of its hours, which fall into the same local
-            // bucket as the day. As in `rollup_rows`, minute and quarter segments are read in
-            // this transaction (the probes' snapshot), the others in place on a
-            // blocking thread.
-            if matches!(source, Source::Minute | Source::Quarter) {
-                let sql = format!(
-                    "SELECT bucket_ms, run, entries FROM usage_rollup_latency_{} \
-                     WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
-                     ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}",
-                    source.suffix()
-                );
-                let mut fold = SampleFold::new(&request, &model_ids);
-                let mut cursor = (from, -1_i64);
-                loop {
-                    let rows: Vec<(i64, i64, Vec<u8>)> =
-                        sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-                            .bind(cursor.0)
-                            .bind(cursor.1)
-                            .bind(to)
-                            .fetch_all(&mut *connection)
-                            .await
-                            .map_err(db("read latency samples"))?;
-                    let Some(last) = rows.last().map(|row| (row.0, row.1)) else {
-                        break;
-                    };
-                    let full = rows.len() as i64 == BLOB_CHUNK;
-                    cursor = last;
-                    for (bucket, _run, blob) in &rows {
-                        fold.add(self, *bucket, blob, &mut blocks);
-                    }
-                    if !full {
-                        break;
-                    }
+                Source::Raw => {
+                    self.raw_range(&mut connection, scope, from, to, |event| {
+                        read.push_raw(
+                            local(event.timestamp_ms),
+                            positive(event.latency_ms),
+                            positive(event.ttft_ms),
+                        );
+                    })
+                    .await?;
                 }
-                continue;
             }
-            let sql = format!(
-                "SELECT bucket_ms, entries FROM usage_rollup_latency_{} \
-                 WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms, run",
-                match source {
-                    Source::Day => Source::Hour.suffix(),
-                    other => other.suffix(),
+        }
+        // First pass over the recent segments: every band's count.
+        let mut identity_ok: FastMap<i64, bool> = FastMap::default();
+        let first = if read.filtered { "entries" } else { "bands" };
+        for (source, from, to) in &recent {
+            let mut rows = Vec::new();
+            sample_rows(
+                &mut connection,
+                source.suffix(),
+                first,
+                (*from, *to),
+                |bucket, blob| {
+                    rows.push((local(bucket), blob.to_vec()));
+                },
+            )
+            .await?;
+            for (bucket, blob) in rows {
+                if read.filtered {
+                    let mut keep = group_filter(self, scope, &model_ids, &mut identity_ok);
+                    read.count_entries(bucket, &blob, &mut keep);
+                } else {
+                    read.count(bucket, &blob);
                 }
-            );
+            }
+        }
+        if !sealed.is_empty() {
             let store = self.clone();
             let request = request.clone();
             let ids = model_ids.clone();
-            let mut taken = std::mem::take(&mut blocks);
-            blocks = tokio::task::spawn_blocking(move || {
+            let ask = ask.clone();
+            let taken = std::mem::take(&mut read);
+            read = tokio::task::spawn_blocking(move || {
                 store.with_row_reader(|reader| {
                     let sqlite = error::sqlite("read latency samples");
                     let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
                     store.refresh_rows(&transaction).map_err(&sqlite)?;
-                    let mut fold = SampleFold::new(&request, &ids);
-                    {
+                    let mut read = taken;
+                    let mut bucketer = request
+                        .timeline
+                        .as_ref()
+                        .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
+                    let mut local = |at: i64| match bucketer.as_mut() {
+                        Some(bucketer) => bucketer.bucket(at),
+                        None => 0,
+                    };
+                    let mut identity_ok: FastMap<i64, bool> = FastMap::default();
+                    let first = if read.filtered { "entries" } else { "bands" };
+                    for (pass, column) in [first, "entries"].into_iter().enumerate() {
+                        if pass == 1 {
+                            read.decide(&ask);
+                        }
+                        let sql = format!(
+                            "SELECT bucket_ms, {column} FROM usage_rollup_samples_q \
+                             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms, run"
+                        );
                         let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
-                        let mut rows = statement.query((from, to)).map_err(&sqlite)?;
-                        while let Some(row) = rows.next().map_err(&sqlite)? {
-                            let bucket: i64 = row.get(0).map_err(&sqlite)?;
-                            if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)? {
-                                fold.add(&store, bucket, blob, &mut taken);
+                        for (from, to) in &sealed {
+                            let mut rows = statement.query((from, to)).map_err(&sqlite)?;
+                            while let Some(row) = rows.next().map_err(&sqlite)? {
+                                let bucket = local(row.get(0).map_err(&sqlite)?);
+                                let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)? else {
+                                    continue;
+                                };
+                                let mut keep = read.filtered.then(|| {
+                                    group_filter(&store, &request.scope, &ids, &mut identity_ok)
+                                });
+                                match (pass, keep.as_mut()) {
+                                    (0, None) => read.count(bucket, blob),
+                                    (0, Some(keep)) => read.count_entries(bucket, blob, keep),
+                                    (_, keep) => read.values(
+                                        bucket,
+                                        blob,
+                                        keep.map(|keep| {
+                                            keep as &mut dyn FnMut(i64, i64, bool) -> bool
+                                        }),
+                                    ),
+                                }
                             }
                         }
                     }
-                    transaction.commit().map_err(&sqlite)?;
-                    Ok(taken)
+                    drop(transaction);
+                    Ok(read)
                 })
             })
             .await
@@ -1946,9 +1962,35 @@ impl SqliteStore {
                 StoreError::unavailable(format!("read latency samples: {error}"), error)
             })??;
         }
-        let mut out: Vec<SampleBlock> = blocks.into_values().collect();
-        out.sort_by_key(|block| block.bucket_ms);
-        Ok(out)
+        // Second pass over the recent segments: the needed bands' values.
+        if read.needed.is_empty() {
+            read.decide(&ask);
+        }
+        for (source, from, to) in &recent {
+            let mut rows = Vec::new();
+            sample_rows(
+                &mut connection,
+                source.suffix(),
+                "entries",
+                (*from, *to),
+                |bucket, blob| {
+                    rows.push((local(bucket), blob.to_vec()));
+                },
+            )
+            .await?;
+            for (bucket, blob) in rows {
+                let mut keep = read
+                    .filtered
+                    .then(|| group_filter(self, scope, &model_ids, &mut identity_ok));
+                read.values(
+                    bucket,
+                    &blob,
+                    keep.as_mut()
+                        .map(|keep| keep as &mut dyn FnMut(i64, i64, bool) -> bool),
+                );
+            }
+        }
+        Ok(read.finish(&ask))
     }
 
     /// One page of events, newest first, read on a blocking thread through an idle
@@ -2242,68 +2284,197 @@ impl<'r> RollupFold<'r> {
     }
 }
 
-/// The latency and TTFT samples of sample blobs, added per local bucket.
-struct SampleFold<'r> {
-    request: &'r GroupRequest,
-    model_ids: &'r [i64],
-    bucketer: Option<Bucketer<'r>>,
-    identity_ok: FastMap<i64, bool>,
+/// Reads `column` (`bands` or `entries`) of the sample runs of the minute or
+/// quarter table (`suffix`) in `[from, to)`, in chunks, in block and run order.
+async fn sample_rows(
+    connection: &mut SqliteConnection,
+    suffix: &str,
+    column: &str,
+    (from, to): (i64, i64),
+    mut each: impl FnMut(i64, &[u8]),
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "SELECT bucket_ms, run, {column} FROM usage_rollup_samples_{suffix} \
+         WHERE (bucket_ms, run) > (?, ?) AND bucket_ms < ? \
+         ORDER BY bucket_ms, run LIMIT {BLOB_CHUNK}"
+    );
+    let mut cursor = (from, -1_i64);
+    loop {
+        let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(cursor.0)
+            .bind(cursor.1)
+            .bind(to)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(db("read latency samples"))?;
+        let Some(last) = rows.last().map(|row| (row.0, row.1)) else {
+            return Ok(());
+        };
+        let full = rows.len() as i64 == BLOB_CHUNK;
+        cursor = last;
+        for (bucket, _run, blob) in &rows {
+            each(*bucket, blob);
+        }
+        if !full {
+            return Ok(());
+        }
+    }
 }
 
-impl<'r> SampleFold<'r> {
-    fn new(request: &'r GroupRequest, model_ids: &'r [i64]) -> SampleFold<'r> {
-        SampleFold {
-            request,
-            model_ids,
-            bucketer: request
-                .timeline
-                .as_ref()
-                .map(|(zone, granularity)| Bucketer::new(zone, *granularity)),
-            identity_ok: FastMap::default(),
+/// Whether the scope takes the samples of an (identity, analytics model, failed)
+/// group; identities are looked up once each.
+fn group_filter<'a>(
+    store: &'a SqliteStore,
+    scope: &'a Scope,
+    model_ids: &'a [i64],
+    identity_ok: &'a mut FastMap<i64, bool>,
+) -> impl FnMut(i64, i64, bool) -> bool + 'a {
+    let no_identity_filter = scope.level() == Level::Aggregate;
+    move |identity, model, failed| {
+        let identity_ok = no_identity_filter
+            || *identity_ok.entry(identity).or_insert_with(|| {
+                lock_read(store.read_cache())
+                    .identities
+                    .get(&identity)
+                    .is_some_and(|found| scope.matches_identity(found))
+            });
+        identity_ok
+            && scope.filters.matches_failed(failed)
+            && (model_ids.is_empty() || model_ids.contains(&model))
+    }
+}
+
+/// The samples of a percentile read, per local bucket and series (latency 0,
+/// TTFT 1).
+#[derive(Default)]
+struct SampleRead {
+    /// Whether the scope selects groups (identity, model or failed): the first
+    /// pass then counts the accepted groups' values in the `entries` blobs
+    /// (decoding group indexes only) instead of reading the `bands` column.
+    filtered: bool,
+    buckets: FastMap<i64, PerSeries<Banded>>,
+    /// Per local bucket and series, the bands whose values the answer needs.
+    needed: FastMap<i64, [Vec<u8>; 2]>,
+}
+
+impl SampleRead {
+    fn bucket(&mut self, local: i64) -> &mut PerSeries<Banded> {
+        self.buckets.entry(local).or_default()
+    }
+
+    /// A raw event's values (0: none), counted and kept.
+    fn push_raw(&mut self, local: i64, latency: u32, ttft: u32) {
+        let series = self.bucket(local);
+        series.latency.push(latency);
+        series.ttft.push(ttft);
+    }
+
+    /// First pass: the counts of a run's `bands` blob.
+    fn count(&mut self, local: i64, bands: &[u8]) {
+        let series = self.bucket(local);
+        decode_band_counts(bands, |index, band, count| {
+            series.get_mut(index).count(band, count);
+        });
+    }
+
+    /// The bands each bucket's answers need: those of its own percentiles and
+    /// those of the percentiles over every bucket.
+    fn decide(&mut self, ask: &PercentileAsk) {
+        let mut overall: [Vec<u64>; 2] = [vec![0; BANDS], vec![0; BANDS]];
+        for series in self.buckets.values() {
+            for (index, banded) in [&series.latency, &series.ttft].into_iter().enumerate() {
+                for (sum, count) in overall[index].iter_mut().zip(&banded.counts) {
+                    *sum += count;
+                }
+            }
+        }
+        let overall_bands: Vec<Vec<u8>> = (0..2)
+            .map(|index| {
+                ask.overall
+                    .get(index)
+                    .iter()
+                    .filter_map(|p| locate(&overall[index], *p).map(|found| found.band))
+                    .collect()
+            })
+            .collect();
+        for (local, series) in &self.buckets {
+            let bands = std::array::from_fn(|index| {
+                let mut bands = series.get(index).needed(ask.per_bucket.get(index));
+                bands.extend_from_slice(&overall_bands[index]);
+                bands.sort_unstable();
+                bands.dedup();
+                bands
+            });
+            self.needed.insert(*local, bands);
         }
     }
 
-    /// Adds the values of the groups of the blob of block `bucket` that the scope
-    /// accepts to that block's local bucket in `blocks`.
-    fn add(
+    /// First pass of a read that filters groups: the counts of the accepted
+    /// groups' values in a run's `entries` blob.
+    fn count_entries(
         &mut self,
-        store: &SqliteStore,
-        bucket: i64,
-        blob: &[u8],
-        blocks: &mut HashMap<i64, SampleBlock>,
+        local: i64,
+        entries: &[u8],
+        keep: &mut dyn FnMut(i64, i64, bool) -> bool,
     ) {
-        let local = match self.bucketer.as_mut() {
-            Some(bucketer) => bucketer.bucket(bucket),
-            None => 0,
-        };
-        let block = blocks.entry(local).or_insert_with(|| SampleBlock {
-            bucket_ms: local,
-            ..SampleBlock::default()
+        let series = self.bucket(local);
+        count_banded(entries, keep, |index, band, count| {
+            series.get_mut(index).count(band, count);
         });
-        let scope = &self.request.scope;
-        let filters = &scope.filters;
-        let model_ids = self.model_ids;
-        // Identities are only checked when the scope filters them.
-        let no_identity_filter = scope.level() == Level::Aggregate;
-        let identity_ok = &mut self.identity_ok;
-        decode_samples_into(
-            blob,
-            |identity, model, failed| {
-                let identity_ok = no_identity_filter || {
-                    *identity_ok.entry(identity).or_insert_with(|| {
-                        lock_read(store.read_cache())
-                            .identities
-                            .get(&identity)
-                            .is_some_and(|found| scope.matches_identity(found))
-                    })
-                };
-                identity_ok
-                    && filters.matches_failed(failed)
-                    && (model_ids.is_empty() || model_ids.contains(&model))
-            },
-            &mut block.latencies,
-            &mut block.ttfts,
+    }
+
+    /// Second pass: the values of a run's needed bands (of the groups `keep`
+    /// accepts, when the scope filters groups).
+    fn values(
+        &mut self,
+        local: i64,
+        entries: &[u8],
+        keep: Option<&mut dyn FnMut(i64, i64, bool) -> bool>,
+    ) {
+        let Some(needed) = self.needed.get(&local) else {
+            return;
+        };
+        let Some(series) = self.buckets.get_mut(&local) else {
+            return;
+        };
+        decode_banded(
+            entries,
+            keep,
+            |index, band| needed[index.min(1)].contains(&band),
+            |index, _, values| series.get_mut(index).values.extend_from_slice(values),
         );
+    }
+
+    fn finish(self, ask: &PercentileAsk) -> Percentiles {
+        let mut out = Percentiles::default();
+        for index in 0..2 {
+            let wanted = ask.overall.get(index);
+            if wanted.is_empty() {
+                continue;
+            }
+            let mut counts = vec![0_u64; BANDS];
+            let mut parts: Vec<&[u32]> = Vec::new();
+            for series in self.buckets.values() {
+                let banded = series.get(index);
+                for (sum, count) in counts.iter_mut().zip(&banded.counts) {
+                    *sum += count;
+                }
+                parts.push(&banded.values);
+            }
+            *out.overall.get_mut(index) = select_in(&counts, &parts, wanted);
+        }
+        if !ask.per_bucket.latency.is_empty() || !ask.per_bucket.ttft.is_empty() {
+            for (local, series) in &self.buckets {
+                out.buckets.insert(
+                    *local,
+                    PerSeries {
+                        latency: series.latency.select(&ask.per_bucket.latency),
+                        ttft: series.ttft.select(&ask.per_bucket.ttft),
+                    },
+                );
+            }
+        }
+        out
     }
 }
 
@@ -2459,8 +2630,12 @@ impl AnalyticsStore for SqliteStore {
         self.identity_models_inner(scope).await
     }
 
-    async fn samples(&self, request: GroupRequest) -> Result<Vec<SampleBlock>, StoreError> {
-        self.samples_inner(request).await
+    async fn percentiles(
+        &self,
+        request: GroupRequest,
+        ask: PercentileAsk,
+    ) -> Result<Percentiles, StoreError> {
+        self.percentiles_inner(request, ask).await
     }
 
     async fn events_page(

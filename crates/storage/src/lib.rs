@@ -271,7 +271,8 @@ impl SqliteStore {
             tokio::task::spawn_blocking(move || {
                 let mut connection = open_batch_connection(&path, busy_timeout)?;
                 ledger::convert_stored(&mut connection)?;
-                compact::convert_stored(&mut connection)
+                compact::convert_stored(&mut connection)?;
+                rollup::convert_samples(&mut connection)
             })
             .await
             .map_err(|error| {

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use cpamp_domain::analytics::cost::context_band;
 use cpamp_domain::analytics::heat::HeatSums;
+use cpamp_domain::analytics::percentile::{band, band_floor};
 use cpamp_domain::analytics::query::metrics_of;
 use cpamp_domain::analytics::time::{DAY_MS, HOUR_MS, QUARTER_MS};
 use cpamp_domain::analytics::{Metrics, analytics_model};
@@ -159,8 +160,10 @@ const LEVELS: [(i64, &str); 4] = [
     (DAY_MS, "d"),
 ];
 
-/// The levels of [`LEVELS`] that keep latency samples: minutes, quarter hours and hours.
-const SAMPLE_LEVELS: usize = 3;
+/// The levels of [`LEVELS`] that keep latency samples: minutes and quarter hours.
+/// Hours and days read the samples of their quarters (`0132`): with the values
+/// kept per band, a percentile read decodes a few bands whatever the block size.
+const SAMPLE_LEVELS: usize = 2;
 
 /// Minute rollups (the first of [`LEVELS`]) are written for events stamped at most
 /// this long before the server's clock, and rows older than that are deleted as
@@ -191,7 +194,7 @@ pub(crate) fn flush(
     for table in [
         "usage_rollup_agg_m",
         "usage_rollup_ident_m",
-        "usage_rollup_latency_m",
+        "usage_rollup_samples_m",
     ] {
         // `table` is one of the fixed names above; the key's index makes this a
         // seek to the oldest row when there is nothing to delete.
@@ -302,7 +305,7 @@ pub(crate) fn flush(
                 })
                 .or_default()
                 .add(&pending.metrics, at);
-            // A day's samples are those of its hours (`0122`), read from there.
+            // Hours and days read the samples of their quarters.
             if level < SAMPLE_LEVELS && (pending.latency.is_some() || pending.ttft.is_some()) {
                 let entry = samples[level]
                     .entry(bucket)
@@ -330,7 +333,7 @@ pub(crate) fn flush(
                 merge_entries(connection, &table, *bucket, with_identity, entries)?;
             }
         }
-        let table = format!("usage_rollup_latency_{suffix}");
+        let table = format!("usage_rollup_samples_{suffix}");
         for (bucket, groups) in &samples[level] {
             append_samples(connection, &table, *bucket, groups)?;
         }
@@ -467,8 +470,9 @@ pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
         .fetch_all(writer)
         .await?;
     for name in pending {
-        if name == crate::compact::COMPACT_EVENTS {
-            // Its own step, run before this one (`compact::convert_stored`).
+        if name == crate::compact::COMPACT_EVENTS || name == SAMPLE_BANDS {
+            // Their own steps, run before this one (`compact::convert_stored`,
+            // `convert_samples`).
             continue;
         }
         let redacting = name == REDACT_DEAD_LETTERS;
@@ -674,27 +678,94 @@ fn append_samples(
             ))?;
             let mut rows = statement.query((bucket, run))?;
             if let Some(row) = rows.next()? {
-                decode_samples(
-                    row.get_ref(0)?.as_blob()?,
-                    |identity, model, failed, latencies, ttfts| {
-                        let entry = merged.entry((identity, model, failed)).or_default();
-                        entry.0.extend_from_slice(latencies);
-                        entry.1.extend_from_slice(ttfts);
-                    },
-                );
+                decode_banded_groups(row.get_ref(0)?.as_blob()?, &mut merged);
             }
             run
         }
     };
-    let mut blob = Vec::new();
-    encode_samples(&merged, &mut blob);
+    write_samples(connection, table, bucket, run, &merged)
+}
+
+/// Writes (or replaces) one run of a sample table.
+fn write_samples(
+    connection: &Connection,
+    table: &str,
+    bucket: i64,
+    run: i64,
+    groups: &Samples,
+) -> rusqlite::Result<()> {
+    let (mut entries, mut bands) = (Vec::new(), Vec::new());
+    encode_banded(groups, &mut entries, &mut bands);
     connection
         .prepare_cached(&format!(
-            "INSERT INTO {table} (bucket_ms, run, entries) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (bucket_ms, run) DO UPDATE SET entries = excluded.entries"
+            "INSERT INTO {table} (bucket_ms, run, bands, entries) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (bucket_ms, run) DO UPDATE SET bands = excluded.bands, entries = excluded.entries"
         ))?
-        .execute((bucket, run, &blob))
+        .execute((bucket, run, &bands, &entries))
         .map(|_| ())
+}
+
+/// The backfill step that rewrites the sample runs stored before `0132` in the
+/// banded layout ([`encode_banded`]).
+pub(crate) const SAMPLE_BANDS: &str = "sample_bands";
+
+/// Rewrites every minute and quarter sample run stored before `0132` into
+/// `usage_rollup_samples_*`, keeping block and run, and drops the old tables
+/// (the hours' copy included: hours read their quarters now), in one transaction
+/// with the removal of the step's mark. Runs at open, before anything is
+/// ingested; does nothing without the mark.
+pub(crate) fn convert_samples(connection: &mut Connection) -> rusqlite::Result<()> {
+    use rusqlite::OptionalExtension;
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let pending: Option<String> = transaction
+        .query_row(
+            "SELECT name FROM usage_rollup_backfill WHERE name = ?1",
+            [SAMPLE_BANDS],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if pending.is_none() {
+        return Ok(());
+    }
+    for suffix in ["m", "q"] {
+        let old = format!("usage_rollup_latency_{suffix}");
+        let new = format!("usage_rollup_samples_{suffix}");
+        let exists: bool = transaction.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [&old],
+            |row| row.get(0),
+        )?;
+        if !exists {
+            continue;
+        }
+        let mut select = transaction.prepare(&format!(
+            "SELECT bucket_ms, run, entries FROM {old} ORDER BY bucket_ms, run"
+        ))?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let (bucket, run): (i64, i64) = (row.get(0)?, row.get(1)?);
+            let mut groups = Samples::default();
+            decode_legacy_samples(
+                row.get_ref(2)?.as_blob()?,
+                |identity, model, failed, l, t| {
+                    let entry = groups.entry((identity, model, failed)).or_default();
+                    entry.0.extend_from_slice(l);
+                    entry.1.extend_from_slice(t);
+                },
+            );
+            write_samples(&transaction, &new, bucket, run, &groups)?;
+        }
+    }
+    transaction.execute_batch(
+        "DROP TABLE IF EXISTS usage_rollup_latency_m; DROP TABLE IF EXISTS usage_rollup_latency_q; \
+         DROP TABLE IF EXISTS usage_rollup_latency_h;",
+    )?;
+    transaction.execute(
+        "DELETE FROM usage_rollup_backfill WHERE name = ?1",
+        [SAMPLE_BANDS],
+    )?;
+    transaction.commit()
 }
 
 fn read_blob(
@@ -894,112 +965,352 @@ pub(crate) fn decode_entries(
     }
 }
 
-/// Sample layout: per (identity, model, failed) group: identity, model, failed,
-/// latency count, TTFT count, then the latency values and the TTFT values.
-pub(crate) fn encode_samples(groups: &Samples, out: &mut Vec<u8>) {
-    for ((identity, model, failed), (latencies, ttfts)) in groups {
-        put(out, zigzag(*identity));
-        put(out, zigzag(*model));
-        put(out, u64::from(*failed));
-        put(out, latencies.len() as u64);
-        put(out, ttfts.len() as u64);
-        for value in latencies.iter().chain(ttfts.iter()) {
-            put(out, u64::from(*value));
-        }
-    }
-}
-
 /// Calls `each(identity, model, failed, latencies, ttfts)` for every group of a
-/// sample blob.
-pub(crate) fn decode_samples(bytes: &[u8], mut each: impl FnMut(i64, i64, bool, &[u32], &[u32])) {
+/// sample blob in the layout stored before `0132`: per (identity, model, failed)
+/// group its ids, the latency and TTFT counts, then the values. Read only by
+/// [`convert_samples`].
+fn decode_legacy_samples(bytes: &[u8], mut each: impl FnMut(i64, i64, bool, &[u32], &[u32])) {
     let mut at = 0;
     let mut latencies = Vec::new();
     let mut ttfts = Vec::new();
     while at < bytes.len() {
-        let Some(group) = group_header(bytes, &mut at) else {
+        let head = (|| {
+            Some((
+                unzigzag(take(bytes, &mut at)?),
+                unzigzag(take(bytes, &mut at)?),
+                take(bytes, &mut at)? != 0,
+                take(bytes, &mut at)?,
+                take(bytes, &mut at)?,
+            ))
+        })();
+        let Some((identity, model, failed, latency_count, ttft_count)) = head else {
             return;
         };
         latencies.clear();
         ttfts.clear();
         // A group cut short (never written so) adds nothing.
-        if !(append_values(bytes, &mut at, group.latency_count, &mut latencies)
-            && append_values(bytes, &mut at, group.ttft_count, &mut ttfts))
+        if !(append_values(bytes, &mut at, latency_count, &mut latencies)
+            && append_values(bytes, &mut at, ttft_count, &mut ttfts))
         {
             return;
         }
-        each(
-            group.identity,
-            group.model,
-            group.failed,
-            &latencies,
-            &ttfts,
-        );
+        each(identity, model, failed, &latencies, &ttfts);
     }
 }
 
-/// The head of one group of a sample blob.
-struct GroupHeader {
-    identity: i64,
-    model: i64,
-    failed: bool,
-    latency_count: u64,
-    ttft_count: u64,
+/// Writes a run of samples (`0132`) as two blobs.
+///
+/// `entries`: the groups (their count and byte length, then identity, model and
+/// failed of each, the groups with most values first), then per series (latency, then TTFT) its
+/// sections, one per value band ([`band`]) in ascending order: band, value count,
+/// byte lengths of the group indexes and of the values, the group index of each
+/// value, and each value less its band's floor.
+///
+/// `bands`: per series, its section count, then band and value count of each
+/// section. Readers that need no group sum these few bytes instead of
+/// decoding values, then decode only the sections that hold a wanted rank.
+pub(crate) fn encode_banded(groups: &Samples, entries: &mut Vec<u8>, bands: &mut Vec<u8>) {
+    let mut order: Vec<_> = groups.iter().collect();
+    order.sort_by(|a, b| {
+        (b.1.0.len() + b.1.1.len())
+            .cmp(&(a.1.0.len() + a.1.1.len()))
+            .then(a.0.cmp(b.0))
+    });
+    let mut table = Vec::new();
+    for ((identity, model, failed), _) in &order {
+        put(&mut table, zigzag(*identity));
+        put(&mut table, zigzag(*model));
+        put(&mut table, u64::from(*failed));
+    }
+    put(entries, order.len() as u64);
+    put(entries, table.len() as u64);
+    entries.extend_from_slice(&table);
+    let (mut indexes, mut values) = (Vec::new(), Vec::new());
+    for series in 0..2 {
+        // (band, group index, value) of every positive value, in section order.
+        let mut items: Vec<(u8, u32, u32)> = Vec::new();
+        for (index, (_, (latencies, ttfts))) in order.iter().enumerate() {
+            let list = if series == 0 { latencies } else { ttfts };
+            items.extend(
+                list.iter()
+                    .filter(|value| **value > 0)
+                    .map(|value| (band(*value), index as u32, *value)),
+            );
+        }
+        items.sort_unstable();
+        let sections: Vec<&[(u8, u32, u32)]> = items.chunk_by(|a, b| a.0 == b.0).collect();
+        put(entries, sections.len() as u64);
+        put(bands, sections.len() as u64);
+        for section in sections {
+            let section_band = section[0].0;
+            let floor = band_floor(section_band);
+            indexes.clear();
+            values.clear();
+            for (_, index, value) in section {
+                put(&mut indexes, u64::from(*index));
+                put(&mut values, u64::from(value - floor));
+            }
+            for value in [
+                u64::from(section_band),
+                section.len() as u64,
+                indexes.len() as u64,
+                values.len() as u64,
+            ] {
+                put(entries, value);
+            }
+            entries.extend_from_slice(&indexes);
+            entries.extend_from_slice(&values);
+            put(bands, u64::from(section_band));
+            put(bands, section.len() as u64);
+        }
+    }
 }
 
-/// Reads a group's head at `at`; `None` when the bytes end first.
-fn group_header(bytes: &[u8], at: &mut usize) -> Option<GroupHeader> {
-    Some(GroupHeader {
-        identity: unzigzag(take(bytes, at)?),
-        model: unzigzag(take(bytes, at)?),
-        failed: take(bytes, at)? != 0,
-        latency_count: take(bytes, at)?,
-        ttft_count: take(bytes, at)?,
-    })
-}
-
-/// [`decode_samples`] straight into `latencies` and `ttfts`: the values of every
-/// group `keep(identity, model, failed)` accepts are appended there, and the others
-/// are skipped without being decoded.
-pub(crate) fn decode_samples_into(
-    bytes: &[u8],
-    mut keep: impl FnMut(i64, i64, bool) -> bool,
-    latencies: &mut Vec<u32>,
-    ttfts: &mut Vec<u32>,
-) {
+/// Calls `each(series, band, count)` for every section of a `bands` blob
+/// ([`encode_banded`]); series 0 is latency, 1 TTFT.
+pub(crate) fn decode_band_counts(bytes: &[u8], mut each: impl FnMut(usize, u8, u64)) {
     let mut at = 0;
-    while at < bytes.len() {
-        let Some(GroupHeader {
-            identity,
-            model,
-            failed,
-            latency_count,
-            ttft_count,
-        }) = group_header(bytes, &mut at)
-        else {
+    for series in 0..2 {
+        let Some(sections) = take(bytes, &mut at) else {
             return;
         };
-        if !keep(identity, model, failed) {
-            // Each value ends at the first byte below 0x80.
-            let mut left = latency_count.saturating_add(ttft_count);
-            while left > 0 {
-                let Some(byte) = bytes.get(at) else {
-                    return;
-                };
-                at += 1;
-                if *byte < 0x80 {
-                    left -= 1;
+        for _ in 0..sections {
+            let (Some(band), Some(count)) = (take(bytes, &mut at), take(bytes, &mut at)) else {
+                return;
+            };
+            each(series, band as u8, count);
+        }
+    }
+}
+
+/// Reads an `entries` blob ([`encode_banded`]): for every section `want(series,
+/// band)` accepts, calls `each(series, band, values)` with the section's values of
+/// the groups `keep(identity, model, failed)` accepts (every group when `keep`
+/// is `None`). Sections not wanted are skipped without being decoded.
+pub(crate) fn decode_banded(
+    bytes: &[u8],
+    keep: Option<&mut dyn FnMut(i64, i64, bool) -> bool>,
+    mut want: impl FnMut(usize, u8) -> bool,
+    mut each: impl FnMut(usize, u8, &[u32]),
+) {
+    let (mut values, mut indexes) = (Vec::new(), Vec::new());
+    walk_banded(bytes, keep, |section, accepted| {
+        if !want(section.series, section.band) {
+            return true;
+        }
+        values.clear();
+        let mut at = section.values.0;
+        if !append_values(
+            &bytes[..section.values.1],
+            &mut at,
+            section.count,
+            &mut values,
+        ) {
+            return false;
+        }
+        let floor = band_floor(section.band);
+        for value in &mut values {
+            *value = value.saturating_add(floor);
+        }
+        if let Some(accepted) = accepted {
+            indexes.clear();
+            let mut at = section.indexes.0;
+            if !append_values(
+                &bytes[..section.indexes.1],
+                &mut at,
+                section.count,
+                &mut indexes,
+            ) {
+                return false;
+            }
+            let mut kept = 0;
+            for position in 0..values.len() {
+                let index = indexes.get(position).map_or(usize::MAX, |i| *i as usize);
+                if accepted.get(index).copied().unwrap_or(false) {
+                    values[kept] = values[position];
+                    kept += 1;
                 }
             }
-            continue;
+            values.truncate(kept);
         }
-        // A group cut short (never written so) adds nothing, as in `decode_samples`.
-        let kept = (latencies.len(), ttfts.len());
-        let complete = append_values(bytes, &mut at, latency_count, latencies)
-            && append_values(bytes, &mut at, ttft_count, ttfts);
-        if !complete {
-            latencies.truncate(kept.0);
-            ttfts.truncate(kept.1);
+        each(section.series, section.band, &values);
+        true
+    });
+}
+
+/// Calls `each(series, band, count)` for every section of an `entries` blob
+/// ([`encode_banded`]) with the number of its values whose group `keep`
+/// accepts; only the group indexes are decoded.
+pub(crate) fn count_banded(
+    bytes: &[u8],
+    keep: &mut dyn FnMut(i64, i64, bool) -> bool,
+    mut each: impl FnMut(usize, u8, u64),
+) {
+    let mut indexes = Vec::new();
+    walk_banded(bytes, Some(keep), |section, accepted| {
+        let count = match accepted {
+            None => section.count,
+            Some(accepted) => {
+                indexes.clear();
+                let mut at = section.indexes.0;
+                if !append_values(
+                    &bytes[..section.indexes.1],
+                    &mut at,
+                    section.count,
+                    &mut indexes,
+                ) {
+                    return false;
+                }
+                indexes
+                    .iter()
+                    .filter(|index| accepted.get(**index as usize).copied().unwrap_or(false))
+                    .count() as u64
+            }
+        };
+        if count > 0 {
+            each(section.series, section.band, count);
+        }
+        true
+    });
+}
+
+/// One section of an `entries` blob: its series, band, value count and the byte
+/// ranges of its group indexes and of its values.
+struct Section {
+    series: usize,
+    band: u8,
+    count: u64,
+    indexes: (usize, usize),
+    values: (usize, usize),
+}
+
+/// Walks the sections of an `entries` blob, calling `visit(section, accepted)`
+/// for each until it returns false. `accepted` holds `keep`'s verdict per group
+/// index, or is `None` when every group is taken; when `keep` accepts no group,
+/// no section is visited. A blob cut short ends the walk.
+fn walk_banded(
+    bytes: &[u8],
+    keep: Option<&mut dyn FnMut(i64, i64, bool) -> bool>,
+    mut visit: impl FnMut(&Section, Option<&[bool]>) -> bool,
+) {
+    let mut at = 0;
+    let (Some(group_count), Some(group_bytes)) = (take(bytes, &mut at), take(bytes, &mut at))
+    else {
+        return;
+    };
+    let mut accepted: Vec<bool> = Vec::new();
+    let mut keep = keep;
+    if keep.is_none() {
+        // No group is asked about: the table is skipped whole.
+        at = at.saturating_add(usize::try_from(group_bytes).unwrap_or(usize::MAX));
+    }
+    for _ in 0..if keep.is_some() { group_count } else { 0 } {
+        let (Some(identity), Some(model), Some(failed)) = (
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+        ) else {
             return;
+        };
+        if let Some(keep) = keep.as_mut() {
+            accepted.push(keep(unzigzag(identity), unzigzag(model), failed != 0));
+        }
+    }
+    if keep.is_some() && !accepted.iter().any(|ok| *ok) {
+        return;
+    }
+    let accepted = (keep.is_some() && accepted.iter().any(|ok| !ok)).then_some(&accepted[..]);
+    for series in 0..2 {
+        let Some(sections) = take(bytes, &mut at) else {
+            return;
+        };
+        for _ in 0..sections {
+            let head = (|| {
+                Some((
+                    take(bytes, &mut at)?,
+                    take(bytes, &mut at)?,
+                    usize::try_from(take(bytes, &mut at)?).ok()?,
+                    usize::try_from(take(bytes, &mut at)?).ok()?,
+                ))
+            })();
+            let Some((band, count, index_bytes, value_bytes)) = head else {
+                return;
+            };
+            let index_start = at;
+            let value_start = index_start.saturating_add(index_bytes);
+            let end = value_start.saturating_add(value_bytes);
+            if end > bytes.len() {
+                return;
+            }
+            at = end;
+            let section = Section {
+                series,
+                band: band as u8,
+                count,
+                indexes: (index_start, value_start),
+                values: (value_start, end),
+            };
+            if !visit(&section, accepted) {
+                return;
+            }
+        }
+    }
+}
+
+/// Every group of an `entries` blob with its values ([`encode_banded`]), to merge
+/// a batch into a run.
+fn decode_banded_groups(bytes: &[u8], into: &mut Samples) {
+    let mut at = 0;
+    let (Some(group_count), Some(_)) = (take(bytes, &mut at), take(bytes, &mut at)) else {
+        return;
+    };
+    let mut keys = Vec::new();
+    for _ in 0..group_count {
+        let (Some(identity), Some(model), Some(failed)) = (
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+            take(bytes, &mut at),
+        ) else {
+            return;
+        };
+        keys.push((unzigzag(identity), unzigzag(model), failed != 0));
+    }
+    for series in 0..2 {
+        let Some(sections) = take(bytes, &mut at) else {
+            return;
+        };
+        for _ in 0..sections {
+            let head = (|| {
+                Some((
+                    take(bytes, &mut at)?,
+                    take(bytes, &mut at)?,
+                    take(bytes, &mut at)?,
+                    take(bytes, &mut at)?,
+                ))
+            })();
+            let Some((band, count, _, _)) = head else {
+                return;
+            };
+            let floor = band_floor(band as u8);
+            let mut indexes = Vec::new();
+            let mut values = Vec::new();
+            if !(append_values(bytes, &mut at, count, &mut indexes)
+                && append_values(bytes, &mut at, count, &mut values))
+            {
+                return;
+            }
+            for (index, value) in indexes.iter().zip(&values) {
+                let Some(key) = keys.get(*index as usize) else {
+                    continue;
+                };
+                let entry = into.entry(*key).or_default();
+                let list = if series == 0 {
+                    &mut entry.0
+                } else {
+                    &mut entry.1
+                };
+                list.push(value.saturating_add(floor));
+            }
         }
     }
 }
@@ -1527,54 +1838,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn samples_round_trip() {
-        let mut groups = Samples::default();
-        groups.insert((5, 9, false), (vec![1, 300, u32::MAX], vec![42]));
-        let mut blob = Vec::new();
-        encode_samples(&groups, &mut blob);
-        let mut seen = Vec::new();
-        decode_samples(&blob, |identity, model, failed, latencies, ttfts| {
-            seen.push((identity, model, failed, latencies.to_vec(), ttfts.to_vec()))
-        });
-        assert_eq!(seen, vec![(5, 9, false, vec![1, 300, u32::MAX], vec![42])]);
+    /// The values of `groups`, sorted per group and series, zeros left out (as
+    /// every layout keeps them).
+    /// A group's key and its sorted latency and TTFT values.
+    type Sorted = ((i64, i64, bool), Vec<u32>, Vec<u32>);
+
+    fn sorted(groups: &Samples) -> Vec<Sorted> {
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|(key, (latencies, ttfts))| {
+                let clean = |list: &Vec<u32>| {
+                    let mut list: Vec<u32> = list.iter().copied().filter(|v| *v > 0).collect();
+                    list.sort_unstable();
+                    list
+                };
+                (*key, clean(latencies), clean(ttfts))
+            })
+            .filter(|(_, latencies, ttfts)| !latencies.is_empty() || !ttfts.is_empty())
+            .collect();
+        out.sort();
+        out
     }
 
-    #[test]
-    fn samples_decode_into_buffers_keeping_only_wanted_groups() {
-        let mut groups = Samples::default();
-        groups.insert((5, 9, false), (vec![1, 300, 70_000, u32::MAX], vec![42]));
-        groups.insert((6, 9, true), (vec![2_000_000, 7], vec![129, 16_384]));
-        groups.insert((7, 3, false), (vec![], vec![5]));
-        let mut blob = Vec::new();
-        encode_samples(&groups, &mut blob);
-        for wanted in [[5, 6, 7], [6, 0, 0], [5, 7, 0], [0, 0, 0]] {
-            let (mut latencies, mut ttfts) = (Vec::new(), Vec::new());
-            decode_samples(&blob, |identity, _, _, l, t| {
-                if wanted.contains(&identity) {
-                    latencies.extend_from_slice(l);
-                    ttfts.extend_from_slice(t);
-                }
-            });
-            let (mut direct_latencies, mut direct_ttfts) = (vec![3], Vec::new());
-            decode_samples_into(
-                &blob,
-                |identity, _, _| wanted.contains(&identity),
-                &mut direct_latencies,
-                &mut direct_ttfts,
-            );
-            latencies.insert(0, 3);
-            assert_eq!((direct_latencies, direct_ttfts), (latencies, ttfts));
-        }
-    }
-
-    #[test]
-    fn sample_values_of_every_length_round_trip_and_cut_groups_add_nothing() {
-        let values: Vec<u32> = vec![
-            0,
+    fn sample_groups() -> Samples {
+        let every_length: Vec<u32> = vec![
             1,
+            15,
+            16,
             127,
             128,
+            1_000,
             16_383,
             16_384,
             (1 << 21) - 1,
@@ -1585,18 +1878,202 @@ mod tests {
             5,
         ];
         let mut groups = Samples::default();
-        groups.insert((1, 2, false), (values.clone(), values.clone()));
-        let mut blob = Vec::new();
-        encode_samples(&groups, &mut blob);
-        let (mut latencies, mut ttfts) = (Vec::new(), Vec::new());
-        decode_samples_into(&blob, |_, _, _| true, &mut latencies, &mut ttfts);
-        assert_eq!((&latencies, &ttfts), (&values, &values));
-        // Every cut inside the values leaves the buffers as they were.
-        for cut in 1..blob.len() {
-            let (mut latencies, mut ttfts) = (vec![9], vec![9]);
-            decode_samples_into(&blob[..cut], |_, _, _| true, &mut latencies, &mut ttfts);
-            assert_eq!((latencies, ttfts), (vec![9], vec![9]), "cut at {cut}");
+        groups.insert((5, 9, false), (every_length.clone(), vec![42, 0, 900]));
+        groups.insert((6, 9, true), (vec![2_000_000, 7, 1_001], vec![129, 16_384]));
+        groups.insert((-3, 1, false), (vec![], vec![5]));
+        groups.insert(
+            (7, 3, false),
+            ((1..300).map(|v| v * 37).collect(), every_length),
+        );
+        groups
+    }
+
+    #[test]
+    fn banded_runs_round_trip_and_count_their_bands() {
+        let groups = sample_groups();
+        let (mut entries, mut bands) = (Vec::new(), Vec::new());
+        encode_banded(&groups, &mut entries, &mut bands);
+        let mut back = Samples::default();
+        decode_banded_groups(&entries, &mut back);
+        assert_eq!(sorted(&back), sorted(&groups));
+        // The counts blob counts what the entries blob holds, band by band.
+        let mut counted: Vec<(usize, u8, u64)> = Vec::new();
+        decode_band_counts(&bands, |series, band, count| {
+            counted.push((series, band, count))
+        });
+        let mut decoded: Vec<(usize, u8, u64)> = Vec::new();
+        decode_banded(
+            &entries,
+            None,
+            |_, _| true,
+            |series, band, values| {
+                assert!(values.iter().all(|value| super::band(*value) == band));
+                decoded.push((series, band, values.len() as u64));
+            },
+        );
+        assert_eq!(counted, decoded);
+        assert!(counted.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn banded_reads_keep_only_wanted_bands_and_groups() {
+        let groups = sample_groups();
+        let (mut entries, mut bands) = (Vec::new(), Vec::new());
+        encode_banded(&groups, &mut entries, &mut bands);
+        let wanted_band = super::band(1_000);
+        for wanted in [vec![5, 6, 7, -3], vec![6], vec![5, 7], vec![], vec![-3]] {
+            let mut expected: Vec<(usize, u32)> = Vec::new();
+            for ((identity, _, _), (latencies, ttfts)) in &groups {
+                if !wanted.contains(identity) {
+                    continue;
+                }
+                for (series, list) in [latencies, ttfts].into_iter().enumerate() {
+                    expected.extend(
+                        list.iter()
+                            .filter(|v| **v > 0 && (series == 1 || super::band(**v) == wanted_band))
+                            .map(|v| (series, *v)),
+                    );
+                }
+            }
+            let mut got: Vec<(usize, u32)> = Vec::new();
+            let mut keep = |identity: i64, _: i64, _: bool| wanted.contains(&identity);
+            decode_banded(
+                &entries,
+                Some(&mut keep),
+                |series, band| series == 1 || band == wanted_band,
+                |series, _, values| got.extend(values.iter().map(|v| (series, *v))),
+            );
+            expected.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, expected, "groups {wanted:?}");
         }
+    }
+
+    #[test]
+    fn cut_banded_blobs_end_the_read_without_panicking() {
+        let (mut entries, mut bands) = (Vec::new(), Vec::new());
+        encode_banded(&sample_groups(), &mut entries, &mut bands);
+        let total: usize = sample_groups()
+            .values()
+            .map(|(l, t)| l.iter().chain(t).filter(|v| **v > 0).count())
+            .sum();
+        for cut in 0..entries.len() {
+            let mut seen = 0;
+            decode_banded(
+                &entries[..cut],
+                None,
+                |_, _| true,
+                |_, _, values| seen += values.len(),
+            );
+            assert!(seen < total, "cut at {cut}");
+            let mut back = Samples::default();
+            decode_banded_groups(&entries[..cut], &mut back);
+        }
+        for cut in 0..bands.len() {
+            decode_band_counts(&bands[..cut], |_, _, _| {});
+        }
+    }
+
+    /// The layout runs had before `0132`, written as ingest wrote it.
+    fn encode_legacy(groups: &Samples) -> Vec<u8> {
+        let mut out = Vec::new();
+        for ((identity, model, failed), (latencies, ttfts)) in groups {
+            put(&mut out, zigzag(*identity));
+            put(&mut out, zigzag(*model));
+            put(&mut out, u64::from(*failed));
+            put(&mut out, latencies.len() as u64);
+            put(&mut out, ttfts.len() as u64);
+            for value in latencies.iter().chain(ttfts.iter()) {
+                put(&mut out, u64::from(*value));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn stored_runs_are_converted_to_bands_and_the_old_tables_dropped() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        let mut ddl = String::from(
+            "CREATE TABLE usage_rollup_backfill (name TEXT PRIMARY KEY) WITHOUT ROWID; \
+             INSERT INTO usage_rollup_backfill (name) VALUES ('sample_bands'), ('other');",
+        );
+        for suffix in ["m", "q", "h"] {
+            ddl.push_str(&format!(
+                "CREATE TABLE usage_rollup_latency_{suffix} (bucket_ms INTEGER NOT NULL, \
+                 run INTEGER NOT NULL, entries BLOB NOT NULL, PRIMARY KEY (bucket_ms, run));"
+            ));
+        }
+        for suffix in ["m", "q"] {
+            ddl.push_str(&format!(
+                "CREATE TABLE usage_rollup_samples_{suffix} (bucket_ms INTEGER NOT NULL, \
+                 run INTEGER NOT NULL, bands BLOB NOT NULL, entries BLOB NOT NULL, \
+                 PRIMARY KEY (bucket_ms, run));"
+            ));
+        }
+        connection.execute_batch(&ddl).expect("schema");
+        let groups = sample_groups();
+        let mut other = Samples::default();
+        other.insert((1, 1, true), (vec![3, 3, 3], vec![]));
+        let stored = [
+            ("q", 900_000, 0, &groups),
+            ("q", 900_000, 1, &other),
+            ("q", 1_800_000, 0, &other),
+            ("m", 60_000, 0, &groups),
+            ("h", 0, 0, &groups),
+        ];
+        for (suffix, bucket, run, groups) in stored {
+            connection
+                .execute(
+                    &format!("INSERT INTO usage_rollup_latency_{suffix} VALUES (?1, ?2, ?3)"),
+                    (bucket, run, encode_legacy(groups)),
+                )
+                .expect("insert");
+        }
+        convert_samples(&mut connection).expect("convert");
+        for (suffix, bucket, run, groups) in &stored[..4] {
+            let (bands, entries): (Vec<u8>, Vec<u8>) = connection
+                .query_row(
+                    &format!(
+                        "SELECT bands, entries FROM usage_rollup_samples_{suffix} \
+                         WHERE bucket_ms = ?1 AND run = ?2"
+                    ),
+                    (bucket, run),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .expect("converted run");
+            let mut back = Samples::default();
+            decode_banded_groups(&entries, &mut back);
+            assert_eq!(sorted(&back), sorted(groups));
+            let mut counted = 0;
+            decode_band_counts(&bands, |_, _, count| counted += count);
+            assert_eq!(
+                counted as usize,
+                sorted(groups)
+                    .iter()
+                    .map(|g| g.1.len() + g.2.len())
+                    .sum::<usize>()
+            );
+        }
+        let left: Vec<String> = connection
+            .prepare("SELECT name FROM sqlite_master WHERE name LIKE 'usage_rollup_latency_%'")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| row.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .expect("tables");
+        assert!(left.is_empty(), "{left:?}");
+        let marks: Vec<String> = connection
+            .prepare("SELECT name FROM usage_rollup_backfill")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| row.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .expect("marks");
+        assert_eq!(marks, vec!["other".to_string()]);
+        // Without the mark, nothing happens again.
+        convert_samples(&mut connection).expect("second open");
     }
 
     #[test]

@@ -159,14 +159,14 @@ async fn summary_timeline_and_p95_match_the_events_in_two_zones() {
 }
 
 /// Sample runs of one block, read from the file: (run, bytes).
-async fn latency_runs(path: &std::path::Path, level: &str, bucket: i64) -> Vec<(i64, i64)> {
+async fn sample_runs(path: &std::path::Path, level: &str, bucket: i64) -> Vec<(i64, i64)> {
     use sqlx::Connection;
     let url = format!("sqlite://{}?mode=ro", path.display());
     let mut connection = sqlx::SqliteConnection::connect(&url)
         .await
         .expect("connect");
     let runs = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT run, length(entries) FROM usage_rollup_latency_{level} WHERE bucket_ms = ? ORDER BY run"
+        "SELECT run, length(entries) FROM usage_rollup_samples_{level} WHERE bucket_ms = ? ORDER BY run"
     )))
     .bind(bucket)
     .fetch_all(&mut connection)
@@ -177,14 +177,14 @@ async fn latency_runs(path: &std::path::Path, level: &str, bucket: i64) -> Vec<(
 }
 
 #[tokio::test]
-async fn a_full_hour_keeps_its_samples_in_bounded_runs_and_p95_stays_exact() {
-    // 12,000 events in the last UTC hour of a day, 250 per batch: the hour's
-    // samples outgrow one run. A day's samples are read from its hours.
+async fn a_full_quarter_hour_keeps_its_samples_in_bounded_runs_and_p95_stays_exact() {
+    // 12,000 events in the last UTC quarter hour of a day, 250 per batch: the
+    // quarter's samples outgrow one run. Hours and days read their quarters.
     let day = END_MS - DAY_MS;
-    let hour = END_MS - 3_600_000;
+    let quarter = END_MS - 900_000;
     let mut events = synth::events(7, 12_000, END_MS, 1);
     for event in &mut events {
-        event.timestamp_ms = hour + (event.timestamp_ms - day) / 24;
+        event.timestamp_ms = quarter + (event.timestamp_ms - day) / 96;
         event.timestamp = cpamp_domain::event::format_timestamp_ms(event.timestamp_ms);
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -192,8 +192,8 @@ async fn a_full_hour_keeps_its_samples_in_bounded_runs_and_p95_stays_exact() {
         .await
         .expect("open store");
     support::store_in_batches(&store, &events, 250, false).await;
-    let runs = latency_runs(&dir.path().join("cpamp.db"), "h", hour).await;
-    assert!(runs.len() >= 3, "the hour holds several runs: {runs:?}");
+    let runs = sample_runs(&dir.path().join("cpamp.db"), "q", quarter).await;
+    assert!(runs.len() >= 3, "the quarter holds several runs: {runs:?}");
     assert_eq!(
         runs.iter().map(|run| run.0).collect::<Vec<_>>(),
         (0..runs.len() as i64).collect::<Vec<_>>()
@@ -209,7 +209,8 @@ async fn a_full_hour_keeps_its_samples_in_bounded_runs_and_p95_stays_exact() {
     for (from, to) in [
         (day, END_MS),
         (day + 3_600_000 + 17, END_MS - 900_000 - 5),
-        (hour + 60_000 + 17, END_MS - 5),
+        (quarter + 60_000 + 17, END_MS - 5),
+        (END_MS - 3_600_000, END_MS),
     ] {
         let include = Include {
             summary: true,

@@ -48,6 +48,136 @@ async fn rewind(path: &std::path::Path, version: i64, statements: &[&'static str
     connection.close().await.expect("close");
 }
 
+/// Statements that put the latency samples back in their layout from before
+/// `0132` and forget `0132`, so the next open converts them again. The old
+/// blobs are rebuilt from the stored events as ingest wrote them: per block,
+/// per (identity, analytics model, failed) group its ids and value counts, then
+/// its latency and TTFT values. `runs` gives the tables their run column
+/// (`0021`), else one row per block; `days` adds day blocks with samples of
+/// their own (before `0122`), one run per hour of the day.
+async fn legacy_samples(path: &std::path::Path, runs: bool, days: bool) -> Vec<&'static str> {
+    use std::collections::BTreeMap;
+    type Groups = BTreeMap<(i64, i64, bool), (Vec<u32>, Vec<u32>)>;
+    fn put(out: &mut Vec<u8>, mut value: u64) {
+        while value >= 0x80 {
+            out.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+    let zigzag = |value: i64| ((value << 1) ^ (value >> 63)) as u64;
+    let encode = |groups: &Groups| {
+        let mut out = Vec::new();
+        for ((identity, model, failed), (latencies, ttfts)) in groups {
+            put(&mut out, zigzag(*identity));
+            put(&mut out, zigzag(*model));
+            put(&mut out, u64::from(*failed));
+            put(&mut out, latencies.len() as u64);
+            put(&mut out, ttfts.len() as u64);
+            for value in latencies.iter().chain(ttfts) {
+                put(&mut out, u64::from(*value));
+            }
+        }
+        out
+    };
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let mut connection = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    // Time, identity, analytics model, failed, latency, TTFT.
+    type Row = (i64, i64, i64, bool, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT e.timestamp_ms, i.id, \
+         coalesce(a.analytics_dim_id, coalesce(e.requested_model_id, e.model_id)), \
+         e.failed != 0, e.latency_ms, e.ttft_ms FROM usage_events e \
+         JOIN usage_identities i ON i.provider_id = coalesce(e.provider_id, 0) \
+         AND i.executor_type_id = coalesce(e.executor_type_id, 0) \
+         AND i.auth_index_id = coalesce(e.auth_index_id, 0) \
+         AND i.source_id = coalesce(e.source_id, 0) \
+         AND i.source_hash_id = coalesce(e.source_hash_id, 0) \
+         AND i.api_key_hash_id = coalesce(e.api_key_hash_id, 0) \
+         AND i.account_id = coalesce(e.account_snapshot_id, 0) \
+         AND i.auth_label_id = coalesce(e.auth_label_snapshot_id, 0) \
+         AND i.auth_file_id = coalesce(e.auth_file_snapshot_id, 0) \
+         AND i.auth_provider_id = coalesce(e.auth_provider_snapshot_id, 0) \
+         AND i.auth_project_id = coalesce(e.auth_project_id_snapshot_id, 0) \
+         LEFT JOIN usage_model_analytics a \
+         ON a.model_dim_id = coalesce(e.requested_model_id, e.model_id) ORDER BY e.id",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("events with their groups");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_events")
+        .fetch_one(&mut connection)
+        .await
+        .expect("count");
+    connection.close().await.expect("close");
+    assert_eq!(rows.len() as i64, count, "every event has its identity");
+    let mut blocks: [BTreeMap<i64, Groups>; 2] = Default::default();
+    for (at, identity, model, failed, latency, ttft) in rows {
+        let positive = |value: Option<i64>| value.filter(|v| *v > 0).map(|v| v as u32);
+        if latency.is_none_or(|v| v <= 0) && ttft.is_none_or(|v| v <= 0) {
+            continue;
+        }
+        for (level, step) in [15 * 60_000, 3_600_000].into_iter().enumerate() {
+            let entry = blocks[level]
+                .entry(at.div_euclid(step) * step)
+                .or_default()
+                .entry((identity, model, failed))
+                .or_default();
+            entry.0.extend(positive(latency));
+            entry.1.extend(positive(ttft));
+        }
+    }
+    let mut statements = vec![
+        "DROP TABLE usage_rollup_samples_m".to_string(),
+        "DROP TABLE usage_rollup_samples_q".to_string(),
+        "DELETE FROM _sqlx_migrations WHERE version = 132".to_string(),
+        "CREATE TABLE usage_rollup_latency_m (bucket_ms INTEGER NOT NULL, run INTEGER NOT NULL, \
+         entries BLOB NOT NULL, PRIMARY KEY (bucket_ms, run))"
+            .to_string(),
+    ];
+    for (level, suffix) in ["q", "h"].into_iter().enumerate() {
+        statements.push(if runs {
+            format!(
+                "CREATE TABLE usage_rollup_latency_{suffix} (bucket_ms INTEGER NOT NULL, \
+                 run INTEGER NOT NULL, entries BLOB NOT NULL, PRIMARY KEY (bucket_ms, run))"
+            )
+        } else {
+            format!(
+                "CREATE TABLE usage_rollup_latency_{suffix} \
+                 (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)"
+            )
+        });
+        for (bucket, groups) in &blocks[level] {
+            let hex: String = encode(groups).iter().map(|b| format!("{b:02X}")).collect();
+            statements.push(if runs {
+                format!("INSERT INTO usage_rollup_latency_{suffix} VALUES ({bucket}, 0, X'{hex}')")
+            } else {
+                format!("INSERT INTO usage_rollup_latency_{suffix} VALUES ({bucket}, X'{hex}')")
+            });
+        }
+    }
+    if days {
+        statements.push(
+            "CREATE TABLE usage_rollup_latency_d (bucket_ms INTEGER NOT NULL, \
+             run INTEGER NOT NULL, entries BLOB NOT NULL, PRIMARY KEY (bucket_ms, run))"
+                .to_string(),
+        );
+        statements.push(
+            "INSERT INTO usage_rollup_latency_d (bucket_ms, run, entries) \
+             SELECT bucket_ms - bucket_ms % 86400000, \
+             row_number() OVER (PARTITION BY bucket_ms - bucket_ms % 86400000 \
+             ORDER BY bucket_ms, run) - 1, entries FROM usage_rollup_latency_h"
+                .to_string(),
+        );
+    }
+    statements
+        .into_iter()
+        .map(|statement| &*Box::leak(statement.into_boxed_str()))
+        .collect()
+}
+
 #[tokio::test]
 async fn header_snapshots_of_a_database_from_before_the_latest_header_table() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -135,29 +265,13 @@ async fn latency_samples_of_a_database_from_before_sample_runs() {
     let before = percentiles(store).await;
     assert!(before.1.is_some() && before.3.len() > 24, "{before:?}");
 
-    // The earlier shape: one sample row per block (every block here fits one run).
-    // Day blocks keep no samples since `0122` (their hours' are read): the
-    // earlier day table is there, empty.
-    let mut statements = vec![
-        "CREATE TABLE usage_rollup_latency_d (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)"
-            .to_string(),
-    ];
-    for level in ["q", "h"] {
-        statements.push(format!(
-            "CREATE TABLE old_{level} (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)"
-        ));
-        statements.push(format!(
-            "INSERT INTO old_{level} SELECT bucket_ms, entries FROM usage_rollup_latency_{level}"
-        ));
-        statements.push(format!("DROP TABLE usage_rollup_latency_{level}"));
-        statements.push(format!(
-            "ALTER TABLE old_{level} RENAME TO usage_rollup_latency_{level}"
-        ));
-    }
-    let statements: Vec<&'static str> = statements
-        .into_iter()
-        .map(|statement| &*Box::leak(statement.into_boxed_str()))
-        .collect();
+    // The earlier shape: one sample row per block (every block here fits one run),
+    // in the layout from before `0132`. Day blocks keep no samples since `0122`
+    // (their hours' are read): the earlier day table is there, empty.
+    let mut statements = legacy_samples(&path, false, false).await;
+    statements.push(
+        "CREATE TABLE usage_rollup_latency_d (bucket_ms INTEGER PRIMARY KEY, entries BLOB NOT NULL)",
+    );
     rewind(&path, 21, &statements).await;
     let store = SqliteStore::open(Options::new(&path))
         .await
@@ -1150,20 +1264,8 @@ async fn latency_samples_of_a_database_from_before_days_were_read_from_their_hou
     assert!(before[0].contains("Some("), "{before:?}");
 
     // The earlier shape: day blocks with samples of their own (here the runs
-    // of their hours, each a run of the day).
-    rewind(
-        &path,
-        122,
-        &[
-            "CREATE TABLE usage_rollup_latency_d (bucket_ms INTEGER NOT NULL, \
-             run INTEGER NOT NULL, entries BLOB NOT NULL, PRIMARY KEY (bucket_ms, run))",
-            "INSERT INTO usage_rollup_latency_d (bucket_ms, run, entries) \
-             SELECT bucket_ms - bucket_ms % 86400000, \
-             row_number() OVER (PARTITION BY bucket_ms - bucket_ms % 86400000 \
-             ORDER BY bucket_ms, run) - 1, entries FROM usage_rollup_latency_h",
-        ],
-    )
-    .await;
+    // of their hours, each a run of the day), in the layout from before `0132`.
+    rewind(&path, 122, &legacy_samples(&path, true, true).await).await;
     assert!(
         dump(&path, "SELECT count(*) FROM usage_rollup_latency_d").await[0] != "i0",
         "day samples to convert"
@@ -1175,7 +1277,7 @@ async fn latency_samples_of_a_database_from_before_days_were_read_from_their_hou
     assert_eq!(
         dump(
             &path,
-            "SELECT count(*) FROM sqlite_master WHERE name = 'usage_rollup_latency_d'"
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'usage_rollup_latency_%'"
         )
         .await,
         vec!["i0".to_string()]

@@ -338,7 +338,7 @@ async fn recent_ranges_read_their_edges_from_minute_rollups() {
         for table in [
             "usage_rollup_agg_m",
             "usage_rollup_ident_m",
-            "usage_rollup_latency_m",
+            "usage_rollup_samples_m",
         ] {
             let deleted = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
                 .execute(&mut connection)
@@ -460,7 +460,7 @@ async fn minute_rollups_keep_only_the_recent_hours() {
     assert_eq!(
         count(
             &mut connection,
-            "SELECT count(DISTINCT bucket_ms) FROM usage_rollup_latency_m"
+            "SELECT count(DISTINCT bucket_ms) FROM usage_rollup_samples_m"
         )
         .await,
         minutes.len() as i64

@@ -1,8 +1,9 @@
 //! Analytics: the dashboard, monitoring and usage-analytics read model.
 //!
 //! Storage answers with pre-aggregated group rows (from rollups where possible,
-//! raw events otherwise) and latency samples; this module turns them into the
-//! response sections. Every number a response carries is computed here from those
+//! raw events otherwise) and exact latency percentiles, selected through the
+//! value bands of `percentile`; this module turns them into the response
+//! sections. Every number a response carries is computed here from those
 //! rows, so the rules (success/failure, zero-token calls, cache accounting,
 //! nearest-rank P95, cost at read time) live in one place and are unit-tested
 //! without a database.
@@ -19,6 +20,7 @@
 //! - `explain`: the cost of one request, line by line.
 //! - `query`: request types (scope, filters), the rows storage answers with, and
 //!   the storage port.
+//! - `percentile`: exact percentiles selected through value bands.
 //! - `totals`: summing rows (metrics, cost, last seen).
 //! - `identity`: the credential/client-key fields response rows carry, one
 //!   flattened type with a per-row-kind key layout.
@@ -38,6 +40,7 @@ pub mod heat;
 pub mod identity;
 pub mod model;
 pub mod monitoring;
+pub mod percentile;
 pub mod query;
 pub mod time;
 pub mod totals;
@@ -96,89 +99,6 @@ pub fn nearest_rank(values: &mut [u32], percentile: f64) -> Option<i64> {
     let rank = ((percentile * positive as f64).ceil() as usize).clamp(1, positive) - 1;
     let (_, value, _) = slice.select_nth_unstable(rank);
     Some(i64::from(*value))
-}
-
-/// [`nearest_rank`] over the positive values of several slices taken together,
-/// without copying them into one buffer: a two-pass radix select (high 16 bits,
-/// then low 16 bits of the value), so memory stays at two small histograms
-/// whatever the number of values.
-pub fn nearest_rank_in(slices: &[&[u32]], percentile: f64) -> Option<i64> {
-    nearest_ranks_in(slices, &[percentile])[0]
-}
-
-/// [`nearest_rank_in`] for several percentiles of the same values, in the order
-/// given: the two passes are shared, so asking for three percentiles reads the
-/// values twice rather than six times.
-pub fn nearest_ranks_in(slices: &[&[u32]], percentiles: &[f64]) -> Vec<Option<i64>> {
-    let values = || {
-        slices
-            .iter()
-            .flat_map(|slice| slice.iter().copied())
-            .filter(|v| *v > 0)
-    };
-    let mut high = vec![0_u64; 1 << 16];
-    let mut zeros = 0_u64;
-    for slice in slices {
-        for value in *slice {
-            high[(value >> 16) as usize] += 1;
-            zeros += u64::from(*value == 0);
-        }
-    }
-    // Zeros were counted in the first half; they are no values.
-    high[0] -= zeros;
-    let positive: u64 = high.iter().sum();
-    if positive == 0 {
-        return vec![None; percentiles.len()];
-    }
-    // Per percentile: its 1-based nearest rank (as in `nearest_rank`), the high
-    // half its value lies in, and how many values lie in lower halves.
-    let wanted: Vec<(u64, u32, u64)> = percentiles
-        .iter()
-        .map(|percentile| {
-            let rank = ((percentile * positive as f64).ceil() as u64).clamp(1, positive);
-            let mut below = 0;
-            let mut top = 0_u32;
-            for (index, count) in high.iter().enumerate() {
-                if below + count >= rank {
-                    top = index as u32;
-                    break;
-                }
-                below += count;
-            }
-            (rank, top, below)
-        })
-        .collect();
-    let mut tops: Vec<u32> = wanted.iter().map(|(_, top, _)| *top).collect();
-    tops.sort_unstable();
-    tops.dedup();
-    // One low histogram per distinct high half, filled in one pass.
-    let mut lows: Vec<Vec<u64>> = tops.iter().map(|_| vec![0_u64; 1 << 16]).collect();
-    if let [top] = tops[..] {
-        let low = &mut lows[0];
-        for value in values().filter(|value| value >> 16 == top) {
-            low[(value & 0xffff) as usize] += 1;
-        }
-    } else {
-        for value in values() {
-            if let Ok(index) = tops.binary_search(&(value >> 16)) {
-                lows[index][(value & 0xffff) as usize] += 1;
-            }
-        }
-    }
-    wanted
-        .iter()
-        .map(|(rank, top, below)| {
-            let low = &lows[tops.binary_search(top).ok()?];
-            let mut below = *below;
-            for (index, count) in low.iter().enumerate() {
-                if below + count >= *rank {
-                    return Some(i64::from((top << 16) | index as u32));
-                }
-                below += count;
-            }
-            None
-        })
-        .collect()
 }
 
 /// Token sums and counts of one group of events. Every field is a plain sum, so
@@ -284,55 +204,6 @@ pub fn ratio(numerator: f64, denominator: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_in_slices_equals_nearest_rank_of_their_concatenation() {
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for round in 0..40 {
-            let parts: Vec<Vec<u32>> = (0..(round % 5 + 1))
-                .map(|_| {
-                    (0..(next() % 300))
-                        .map(|_| match next() % 4 {
-                            0 => 0,
-                            1 => (next() % 70_000) as u32,
-                            2 => (next() % 200) as u32,
-                            _ => next() as u32,
-                        })
-                        .collect()
-                })
-                .collect();
-            let slices: Vec<&[u32]> = parts.iter().map(Vec::as_slice).collect();
-            let mut all: Vec<u32> = parts.concat();
-            for percentile in [0.5, 0.95, 0.99, 1.0, 0.0001] {
-                assert_eq!(
-                    nearest_rank_in(&slices, percentile),
-                    nearest_rank(&mut all, percentile),
-                    "round {round}, p {percentile}"
-                );
-            }
-            let percentiles = [0.95, 0.5, 0.99, 0.0001, 1.0];
-            let expected: Vec<Option<i64>> = percentiles
-                .iter()
-                .map(|percentile| nearest_rank(&mut all, *percentile))
-                .collect();
-            assert_eq!(
-                nearest_ranks_in(&slices, &percentiles),
-                expected,
-                "round {round}"
-            );
-        }
-        assert_eq!(nearest_rank_in(&[&[0, 0], &[]], 0.95), None);
-        assert_eq!(
-            nearest_ranks_in(&[&[0], &[]], &[0.5, 0.99]),
-            vec![None, None]
-        );
-    }
 
     #[test]
     fn nearest_rank_p95_ignores_non_positive_values() {

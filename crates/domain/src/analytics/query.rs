@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::cost::{PriceBook, context_band};
 use super::heat::HeatParts;
+use super::percentile::{PercentileAsk, Percentiles};
 use super::time::{Granularity, Zone};
 use super::{Metrics, analytics_model};
 use crate::event::TokenCounts;
@@ -674,17 +675,6 @@ pub struct GroupRequest {
     pub timeline: Option<(Zone, Granularity)>,
 }
 
-/// Positive latency and TTFT values of one stored block, for percentiles.
-#[derive(Debug, Clone, Default)]
-pub struct SampleBlock {
-    /// Block start (or the event time for raw samples); see [`GroupRow::bucket_ms`].
-    pub bucket_ms: i64,
-    /// Positive latencies of the block's events, ms.
-    pub latencies: Vec<u32>,
-    /// Positive times to first token of the block's events, ms.
-    pub ttfts: Vec<u32>,
-}
-
 /// Where a page of events starts (exclusive keyset cursor).
 /// Both parts come from the request's `events_page`; 0 (or less) means "from the
 /// newest event".
@@ -772,11 +762,14 @@ pub trait AnalyticsStore: Clone + Send + Sync + 'static {
         scope: Scope,
     ) -> impl Future<Output = Result<Vec<(Arc<Identity>, Text)>, StoreError>> + Send;
 
-    /// Latency/TTFT samples of the events of `request.scope` (identity is ignored).
-    fn samples(
+    /// Exact nearest-rank latency and TTFT percentiles of the events of
+    /// `request.scope` (identity is ignored), over the scope and per bucket of
+    /// `request.timeline` (see [`super::percentile`]).
+    fn percentiles(
         &self,
         request: GroupRequest,
-    ) -> impl Future<Output = Result<Vec<SampleBlock>, StoreError>> + Send;
+        ask: PercentileAsk,
+    ) -> impl Future<Output = Result<Percentiles, StoreError>> + Send;
 
     /// One page of events, newest first, strictly after `cursor`; at most `limit`
     /// items, `has_more` when at least one more matched.

@@ -44,6 +44,7 @@ use super::failures::{RecentFailure, recent_failure_item};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::percentile::{PercentileAsk, Percentiles};
 use super::query::{AnalyticsStore, Cursor, GroupRequest, GroupRow, Level, Scope};
 use super::time::{Granularity, Zone};
 use super::totals::{Totals, unpriced_models};
@@ -334,20 +335,28 @@ pub async fn monitoring<S: AnalyticsStore>(
                 })
                 .await?
         };
+        let by_bucket = include.timeline || include.anomaly_points;
+        let summary_percentiles = include.summary && (full || include.percentiles);
         let samples = if need_percentiles {
+            let mut ask = PercentileAsk::default();
+            if summary_percentiles {
+                ask.overall = summary::asked();
+            }
+            if by_bucket {
+                ask.per_bucket = timeline::asked();
+            }
             store
-                .samples(GroupRequest {
-                    scope: scope.clone(),
-                    identity: false,
-                    timeline: if include.timeline || include.anomaly_points {
-                        timeline.clone()
-                    } else {
-                        None
+                .percentiles(
+                    GroupRequest {
+                        scope: scope.clone(),
+                        identity: false,
+                        timeline: if by_bucket { timeline.clone() } else { None },
                     },
-                })
+                    ask,
+                )
                 .await?
         } else {
-            Vec::new()
+            Percentiles::default()
         };
         Ok::<_, QueryError>((timeline_rows, main_rows, identity_rows, samples))
     };

@@ -7,10 +7,11 @@ use serde::Serialize;
 
 use super::tasks::{TaskBucket, newest_task_buckets};
 use crate::analytics::cost::PriceBook;
-use crate::analytics::query::{AnalyticsStore, GroupRequest, GroupRow, SampleBlock, Scope};
+use crate::analytics::percentile::{PerSeries, Percentiles};
+use crate::analytics::query::{AnalyticsStore, GroupRequest, GroupRow, Scope};
 use crate::analytics::time::{Granularity, MINUTE_MS, Zone};
 use crate::analytics::totals::{TokenSums, Totals};
-use crate::analytics::{Metrics, nearest_rank_in, nearest_ranks_in, ratio};
+use crate::analytics::{Metrics, ratio};
 use crate::ports::StoreError;
 
 /// `summary` of the monitoring answer: totals of the scope. In the compact profile
@@ -92,6 +93,15 @@ pub struct Comparison {
     pub total_cost: Option<f64>,
 }
 
+/// The percentiles the summary shows, in this order: P95, P50 and P99 latency,
+/// and P95 TTFT.
+pub(super) fn asked() -> PerSeries<Vec<f64>> {
+    PerSeries {
+        latency: vec![0.95, 0.50, 0.99],
+        ttft: vec![0.95],
+    }
+}
+
 /// What the summary is computed from.
 pub(super) struct SummaryInput<'a> {
     pub scope: &'a Scope,
@@ -106,7 +116,7 @@ pub(super) struct SummaryInput<'a> {
     /// The scope's rows, bucketed by `granularity`.
     pub rows: &'a [GroupRow],
     pub totals: &'a Totals,
-    pub samples: &'a [SampleBlock],
+    pub samples: &'a Percentiles,
 }
 
 /// The summary, and the task buckets when the full profile computed them.
@@ -128,14 +138,10 @@ pub(super) async fn summary<S: AnalyticsStore>(
     let m = totals.metrics;
     let (mut p95_latency, mut p95_ttft, mut p50, mut p99) = (None, None, None, None);
     if full || percentiles {
-        // Selected across the blocks in place: the samples are never copied into
-        // one buffer, which would double them in memory.
-        let latencies: Vec<&[u32]> = samples.iter().map(|b| b.latencies.as_slice()).collect();
-        let ttfts: Vec<&[u32]> = samples.iter().map(|b| b.ttfts.as_slice()).collect();
-        if let [p95, median, tail] = nearest_ranks_in(&latencies, &[0.95, 0.50, 0.99])[..] {
+        if let [p95, median, tail] = samples.overall.latency[..] {
             (p95_latency, p50, p99) = (p95, median, tail);
         }
-        p95_ttft = nearest_rank_in(&ttfts, 0.95);
+        p95_ttft = samples.overall.ttft.first().copied().flatten();
     }
     let mut summary = Summary {
         total_calls: m.calls,

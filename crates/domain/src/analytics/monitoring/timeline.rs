@@ -1,12 +1,12 @@
 //! `timeline`: per local bucket, with exact P95 latency and TTFT per bucket.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::analytics::cost::PriceBook;
-use crate::analytics::nearest_rank;
-use crate::analytics::query::{GroupRow, SampleBlock};
+use crate::analytics::percentile::{PerSeries, Percentiles};
+use crate::analytics::query::GroupRow;
 use crate::analytics::time::{Granularity, Zone};
 use crate::analytics::totals::{TokenSums, Totals, row_cost};
 
@@ -50,10 +50,18 @@ pub struct TimelinePoint {
     pub failure_rate: f64,
 }
 
+/// The percentiles each bucket shows: P95 latency and P95 TTFT.
+pub(super) fn asked() -> PerSeries<Vec<f64>> {
+    PerSeries {
+        latency: vec![0.95],
+        ttft: vec![0.95],
+    }
+}
+
 pub(super) fn timeline_points(
     book: &PriceBook,
     rows: &[GroupRow],
-    samples: &[SampleBlock],
+    samples: &Percentiles,
     zone: &Zone,
     granularity: Granularity,
 ) -> Vec<TimelinePoint> {
@@ -64,24 +72,21 @@ pub(super) fn timeline_points(
             .or_default()
             .add(row, row_cost(book, row));
     }
-    let mut p95: HashMap<i64, (Option<i64>, Option<i64>)> = HashMap::new();
-    let mut scratch: Vec<u32> = Vec::new();
-    for block in samples {
-        // One scratch buffer, so percentiles never double the samples in memory.
-        scratch.clear();
-        scratch.extend_from_slice(&block.latencies);
-        let latency = nearest_rank(&mut scratch, 0.95);
-        scratch.clear();
-        scratch.extend_from_slice(&block.ttfts);
-        p95.insert(block.bucket_ms, (latency, nearest_rank(&mut scratch, 0.95)));
-    }
     buckets
         .into_iter()
         .filter(|(_, acc)| acc.metrics.calls > 0)
         .map(|(bucket_ms, acc)| {
             let m = acc.metrics;
-            let (p95_latency_ms, p95_ttft_ms) =
-                p95.get(&bucket_ms).copied().unwrap_or((None, None));
+            let (p95_latency_ms, p95_ttft_ms) = samples
+                .buckets
+                .get(&bucket_ms)
+                .map(|p95| {
+                    (
+                        p95.latency.first().copied().flatten(),
+                        p95.ttft.first().copied().flatten(),
+                    )
+                })
+                .unwrap_or((None, None));
             TimelinePoint {
                 bucket_ms,
                 label: zone.label(granularity, bucket_ms),
