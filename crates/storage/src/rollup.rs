@@ -1098,29 +1098,11 @@ pub(crate) fn decode_banded(
         if !want(section.series, section.band) {
             return true;
         }
-        values.clear();
-        let mut at = section.values.0;
-        if !append_values(
-            &bytes[..section.values.1],
-            &mut at,
-            section.count,
-            &mut values,
-        ) {
+        if !section.read_values(bytes, &mut values) {
             return false;
         }
-        let floor = band_floor(section.band);
-        for value in &mut values {
-            *value = value.saturating_add(floor);
-        }
         if let Some(accepted) = accepted {
-            indexes.clear();
-            let mut at = section.indexes.0;
-            if !append_values(
-                &bytes[..section.indexes.1],
-                &mut at,
-                section.count,
-                &mut indexes,
-            ) {
+            if !section.read_indexes(bytes, &mut indexes) {
                 return false;
             }
             let mut kept = 0;
@@ -1151,14 +1133,7 @@ pub(crate) fn count_banded(
         let count = match accepted {
             None => section.count,
             Some(accepted) => {
-                indexes.clear();
-                let mut at = section.indexes.0;
-                if !append_values(
-                    &bytes[..section.indexes.1],
-                    &mut at,
-                    section.count,
-                    &mut indexes,
-                ) {
+                if !section.read_indexes(bytes, &mut indexes) {
                     return false;
                 }
                 indexes
@@ -1174,6 +1149,40 @@ pub(crate) fn count_banded(
     });
 }
 
+/// Every group of an `entries` blob with its values ([`encode_banded`]), to merge
+/// a batch into a run.
+fn decode_banded_groups(bytes: &[u8], into: &mut Samples) {
+    let mut keys = Vec::new();
+    let mut keep = |identity: i64, model: i64, failed: bool| {
+        keys.push((identity, model, failed));
+        true
+    };
+    let mut sections: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+    walk_banded(bytes, Some(&mut keep), |section, _| {
+        let (mut indexes, mut values) = (Vec::new(), Vec::new());
+        let complete =
+            section.read_indexes(bytes, &mut indexes) && section.read_values(bytes, &mut values);
+        if complete {
+            sections.push((section.series, indexes, values));
+        }
+        complete
+    });
+    for (series, indexes, values) in sections {
+        for (index, value) in indexes.iter().zip(values) {
+            let Some(key) = keys.get(*index as usize) else {
+                continue;
+            };
+            let entry = into.entry(*key).or_default();
+            let list = if series == 0 {
+                &mut entry.0
+            } else {
+                &mut entry.1
+            };
+            list.push(value);
+        }
+    }
+}
+
 /// One section of an `entries` blob: its series, band, value count and the byte
 /// ranges of its group indexes and of its values.
 struct Section {
@@ -1182,6 +1191,31 @@ struct Section {
     count: u64,
     indexes: (usize, usize),
     values: (usize, usize),
+}
+
+impl Section {
+    /// The section's values (band floor added) into `into`, replacing what it
+    /// held; false when the blob ends first.
+    fn read_values(&self, bytes: &[u8], into: &mut Vec<u32>) -> bool {
+        into.clear();
+        let mut at = self.values.0;
+        if !append_values(&bytes[..self.values.1], &mut at, self.count, into) {
+            return false;
+        }
+        let floor = band_floor(self.band);
+        for value in into.iter_mut() {
+            *value = value.saturating_add(floor);
+        }
+        true
+    }
+
+    /// The section's group indexes into `into`, replacing what it held; false
+    /// when the blob ends first.
+    fn read_indexes(&self, bytes: &[u8], into: &mut Vec<u32>) -> bool {
+        into.clear();
+        let mut at = self.indexes.0;
+        append_values(&bytes[..self.indexes.1], &mut at, self.count, into)
+    }
 }
 
 /// Walks the sections of an `entries` blob, calling `visit(section, accepted)`
@@ -1252,64 +1286,6 @@ fn walk_banded(
             };
             if !visit(&section, accepted) {
                 return;
-            }
-        }
-    }
-}
-
-/// Every group of an `entries` blob with its values ([`encode_banded`]), to merge
-/// a batch into a run.
-fn decode_banded_groups(bytes: &[u8], into: &mut Samples) {
-    let mut at = 0;
-    let (Some(group_count), Some(_)) = (take(bytes, &mut at), take(bytes, &mut at)) else {
-        return;
-    };
-    let mut keys = Vec::new();
-    for _ in 0..group_count {
-        let (Some(identity), Some(model), Some(failed)) = (
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-        ) else {
-            return;
-        };
-        keys.push((unzigzag(identity), unzigzag(model), failed != 0));
-    }
-    for series in 0..2 {
-        let Some(sections) = take(bytes, &mut at) else {
-            return;
-        };
-        for _ in 0..sections {
-            let head = (|| {
-                Some((
-                    take(bytes, &mut at)?,
-                    take(bytes, &mut at)?,
-                    take(bytes, &mut at)?,
-                    take(bytes, &mut at)?,
-                ))
-            })();
-            let Some((band, count, _, _)) = head else {
-                return;
-            };
-            let floor = band_floor(band as u8);
-            let mut indexes = Vec::new();
-            let mut values = Vec::new();
-            if !(append_values(bytes, &mut at, count, &mut indexes)
-                && append_values(bytes, &mut at, count, &mut values))
-            {
-                return;
-            }
-            for (index, value) in indexes.iter().zip(&values) {
-                let Some(key) = keys.get(*index as usize) else {
-                    continue;
-                };
-                let entry = into.entry(*key).or_default();
-                let list = if series == 0 {
-                    &mut entry.0
-                } else {
-                    &mut entry.1
-                };
-                list.push(value.saturating_add(floor));
             }
         }
     }
