@@ -3,9 +3,10 @@
 //! and kept in memory up to a limit, and the committer that stores them in order.
 //!
 //! Popping goes on while the store refuses writes, so CPA's retention does not expire
-//! events during an outage: batches pile up here, bounded by
-//! [`HoldLimits::memory_items`] in memory and [`HoldLimits::inbox_max_bytes`] on disk.
-//! Only when both are full does popping pause.
+//! events during an outage: batches pile up here, every one in the inbox and the
+//! first [`HoldLimits::memory_items`] also in memory. Popping pauses when the inbox
+//! reaches [`HoldLimits::inbox_max_bytes`] (without a usable inbox, when memory
+//! reaches its bounds).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -297,15 +298,19 @@ impl Holding {
         self.limits
     }
 
-    /// True while another batch may be taken from CPA.
+    /// True while another batch may be taken from CPA. With a working inbox every
+    /// batch is written to it (the memory bounds only decide which batches are also
+    /// kept in memory), so the inbox's size is the bound: were memory room enough,
+    /// the batches kept in memory as the committer frees it would let the inbox,
+    /// and the queue of held batches, grow without end behind a lagging store.
+    /// Without a usable inbox the memory bounds are the bound.
     pub(crate) fn has_room(&self) -> bool {
         let state = self.state();
-        let inbox_room = self.inbox.is_some()
-            && state.inbox_error.is_none()
-            && state.inbox_len < self.limits.inbox_max_bytes;
-        (state.memory_items < self.limits.memory_items
-            && state.memory_bytes < self.limits.memory_bytes)
-            || inbox_room
+        if self.inbox.is_some() && state.inbox_error.is_none() {
+            return state.inbox_len < self.limits.inbox_max_bytes;
+        }
+        state.memory_items < self.limits.memory_items
+            && state.memory_bytes < self.limits.memory_bytes
     }
 
     /// Waits until another batch may be taken, or `stop` turns true (returns false).
@@ -895,6 +900,28 @@ mod tests {
         assert!(holding.has_room());
         holding.limits.inbox_max_bytes = len;
         assert!(!holding.has_room());
+    }
+
+    #[test]
+    fn the_inbox_bound_holds_while_memory_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let (inbox, recovery) = Inbox::open(&path).unwrap();
+        let mut holding = Holding::with_inbox(limits(1_000), inbox, recovery);
+        holding.hold("o", items("a", 3), None);
+        let len = holding.state().inbox_len;
+        assert_eq!(holding.memory_only_items(), 0);
+        assert_eq!(holding.state().memory_items, 3, "kept in memory too");
+        holding.limits.inbox_max_bytes = len;
+        // Memory has room for 997 more items, but each would be written to a full inbox.
+        assert!(!holding.has_room());
+        holding.limits.inbox_max_bytes = len + 1;
+        assert!(holding.has_room());
+        // A committed batch empties the inbox, and popping goes on.
+        holding.limits.inbox_max_bytes = len;
+        holding.committed(1);
+        assert_eq!(holding.state().inbox_len, 0);
+        assert!(holding.has_room());
     }
 
     #[test]

@@ -26,9 +26,10 @@ const AUTH_REJECTED_WARNING: &str = "CPA rejected the management key. Collection
 this server's IP banned by CPA (five failed logins ban an IP for 30 minutes); save the correct CPA Management Key to \
 resume.";
 const OTHER_CONSUMER_PREFIX: &str = "Another consumer is probably draining";
-const HOLDING_FULL_WARNING: &str = "Received events fill both holding bounds (USAGE_HOLD_MEMORY_ITEMS in memory, \
-USAGE_INBOX_MAX_BYTES or a failing inbox on disk) while the store refuses writes: taking events from CPA is paused \
-and CPA keeps new ones in its queue, where its retention applies. Fix the store (see lastError) or raise the bounds.";
+const HOLDING_FULL_WARNING: &str = "Received events fill the holding bound (USAGE_INBOX_MAX_BYTES of the inbox on \
+disk, or USAGE_HOLD_MEMORY_ITEMS in memory while the inbox fails) while the store refuses writes or lags: taking \
+events from CPA is paused and CPA keeps new ones in its queue, where its retention applies. Fix the store (see \
+lastError) or raise the bounds.";
 const PUBLISHING_OFF_WARNING: &str = "CPA's usage publishing is off (usage-statistics-enabled is false), so CPA \
 produces no usage events; enable it in CPA or through setup.";
 
