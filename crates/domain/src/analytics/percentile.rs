@@ -190,25 +190,37 @@ impl Banded {
 /// samples, or when the values found of a needed band are not as many as its
 /// count.
 pub fn select_in(counts: &[u64], parts: &[&[u32]], percentiles: &[f64]) -> Vec<Option<i64>> {
-    let mut scratch = Vec::new();
-    percentiles
+    let located: Vec<Option<Located>> = percentiles.iter().map(|p| locate(counts, *p)).collect();
+    let mut bands: Vec<u8> = located.iter().flatten().map(|found| found.band).collect();
+    bands.sort_unstable();
+    bands.dedup();
+    // The values of each located band, gathered in one pass over the parts.
+    let mut values: Vec<Vec<u32>> = bands
         .iter()
-        .map(|p| {
-            let located = locate(counts, *p)?;
-            scratch.clear();
-            for part in parts {
-                scratch.extend(
-                    part.iter()
-                        .copied()
-                        .filter(|value| band(*value) == located.band),
-                );
+        .map(|b| Vec::with_capacity(usize::try_from(counts[usize::from(*b)]).unwrap_or(0)))
+        .collect();
+    if !bands.is_empty() {
+        for part in parts {
+            for value in *part {
+                if let Ok(index) = bands.binary_search(&band(*value)) {
+                    values[index].push(*value);
+                }
             }
+        }
+    }
+    located
+        .iter()
+        .map(|found| {
+            let found = (*found)?;
+            let in_band = &mut values[bands.binary_search(&found.band).ok()?];
             // Every value of the band must be here, or the rank means nothing.
-            if scratch.len() as u64 != counts[usize::from(located.band)] {
+            if in_band.len() as u64 != counts[usize::from(found.band)] {
                 return None;
             }
-            let index = usize::try_from(located.rank - 1).ok()?;
-            let (_, value, _) = scratch.select_nth_unstable(index);
+            let index = usize::try_from(found.rank - 1).ok()?;
+            // Selecting reorders the band's values but keeps them all, so a second
+            // rank in the same band is selected from the same values.
+            let (_, value, _) = in_band.select_nth_unstable(index);
             Some(i64::from(*value))
         })
         .collect()
@@ -283,6 +295,22 @@ mod tests {
             }
         }
         assert_eq!(Banded::default().select(&[0.5]), vec![None]);
+    }
+
+    #[test]
+    fn several_ranks_in_one_band_are_each_exact() {
+        // 1024..1152 is one band: every rank is selected from the same values.
+        let values: Vec<u32> = (0..500).map(|i| 1024 + (i * 37) % 128).collect();
+        let mut series = Banded::default();
+        for value in &values {
+            series.push(*value);
+        }
+        let percentiles = [0.9, 0.2, 0.5, 0.2, 1.0];
+        let expected: Vec<Option<i64>> = percentiles
+            .iter()
+            .map(|p| nearest_rank(&mut values.clone(), *p))
+            .collect();
+        assert_eq!(series.select(&percentiles), expected);
     }
 
     #[test]
