@@ -1714,49 +1714,67 @@ impl SqliteStore {
             push_rows(rows, &mut out);
             return Ok(out);
         }
+        // The edges' whole UTC hours are read from the hour rollups' keys, the rest
+        // of each edge (less than an hour) as group rows.
+        let mut hours: Vec<(i64, i64)> = Vec::new();
         for (from, to) in [(scope.from_ms, d0), (d1, scope.to_ms)] {
-            if from < to {
-                let rows = self
-                    .groups_inner(GroupRequest {
-                        scope: scope.with_range(from, to),
-                        identity: true,
-                        timeline: None,
-                    })
-                    .await?;
-                push_rows(rows, &mut out);
+            let (h0, h1) = (ceil_to(from, HOUR_MS), floor_to(to, HOUR_MS));
+            let parts = if h0 < h1 {
+                hours.push((h0, h1));
+                [(from, h0), (h1, to)]
+            } else {
+                [(from, to), (to, to)]
+            };
+            for (from, to) in parts {
+                if from < to {
+                    let rows = self
+                        .groups_inner(GroupRequest {
+                            scope: scope.with_range(from, to),
+                            identity: true,
+                            timeline: None,
+                        })
+                        .await?;
+                    push_rows(rows, &mut out);
+                }
             }
         }
         let mut connection = self.reader_connection().await?;
-        let mut cursor = d0;
-        loop {
-            let rows: Vec<PairRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT d.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN d.entries END \
-                 FROM usage_rollup_ident_d d LEFT JOIN usage_rollup_pairs_d p ON p.bucket_ms = d.bucket_ms \
-                 WHERE d.bucket_ms >= ? AND d.bucket_ms < ? ORDER BY d.bucket_ms LIMIT {BLOB_CHUNK}"
-            )))
-            .bind(cursor)
-            .bind(d1)
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(db("read identity model pairs"))?;
-            let Some(last) = rows.last().map(|row| row.0) else {
-                break;
-            };
-            let full = rows.len() as i64 == BLOB_CHUNK;
-            cursor = last + 1;
-            for (bucket, pair_blob, entry_blob) in &rows {
-                if let Some(blob) = pair_blob {
-                    decode_pairs(blob, |identity, model| {
-                        pairs.insert((identity, model));
-                    });
-                } else if let Some(blob) = entry_blob {
-                    decode_entries(*bucket, true, blob, |key, _| {
-                        pairs.insert((key.identity, key.model));
-                    });
+        let day_sql = "SELECT d.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN d.entries END \
+             FROM usage_rollup_ident_d d LEFT JOIN usage_rollup_pairs_d p ON p.bucket_ms = d.bucket_ms \
+             WHERE d.bucket_ms >= ? AND d.bucket_ms < ? ORDER BY d.bucket_ms";
+        let hour_sql = "SELECT bucket_ms, NULL, entries FROM usage_rollup_ident_h \
+             WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms";
+        for (sql, from, to) in std::iter::once((day_sql, d0, d1))
+            .chain(hours.into_iter().map(|(from, to)| (hour_sql, from, to)))
+        {
+            let mut cursor = from;
+            loop {
+                let rows: Vec<PairRow> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("{sql} LIMIT {BLOB_CHUNK}")))
+                        .bind(cursor)
+                        .bind(to)
+                        .fetch_all(&mut *connection)
+                        .await
+                        .map_err(db("read identity model pairs"))?;
+                let Some(last) = rows.last().map(|row| row.0) else {
+                    break;
+                };
+                let full = rows.len() as i64 == BLOB_CHUNK;
+                cursor = last + 1;
+                for (bucket, pair_blob, entry_blob) in &rows {
+                    if let Some(blob) = pair_blob {
+                        decode_pairs(blob, |identity, model| {
+                            pairs.insert((identity, model));
+                        });
+                    } else if let Some(blob) = entry_blob {
+                        decode_entries(*bucket, true, blob, |key, _| {
+                            pairs.insert((key.identity, key.model));
+                        });
+                    }
                 }
-            }
-            if !full {
-                break;
+                if !full {
+                    break;
+                }
             }
         }
         let state = lock_read(self.read_cache());
