@@ -1834,11 +1834,16 @@ impl SqliteStore {
             None
         };
         let filters = &scope.filters;
+        let filtered = scope.level() != Level::Aggregate
+            || !model_ids.is_empty()
+            || !filters.matches_failed(true)
+            || !filters.matches_failed(false);
         let mut read = SampleRead {
-            filtered: scope.level() != Level::Aggregate
-                || !model_ids.is_empty()
-                || !filters.matches_failed(true)
-                || !filters.matches_failed(false),
+            filter: filtered.then(|| GroupFilter {
+                scope: scope.clone(),
+                model_ids: model_ids.clone(),
+                verdicts: Verdicts::default(),
+            }),
             ..SampleRead::default()
         };
         let mut local = |at: i64| match bucketer.as_mut() {
@@ -1893,33 +1898,23 @@ impl SqliteStore {
             }
         }
         // First pass over the recent segments: every band's count.
-        let mut identity_ok: FastMap<i64, bool> = FastMap::default();
-        let first = if read.filtered { "entries" } else { "bands" };
         for (source, from, to) in &recent {
-            let mut rows = Vec::new();
+            let column = read.column(0);
             sample_rows(
                 &mut connection,
                 source.suffix(),
-                first,
+                column,
                 (*from, *to),
                 |bucket, blob| {
-                    rows.push((local(bucket), blob.to_vec()));
+                    read.add_run(self, 0, local(bucket), blob);
                 },
             )
             .await?;
-            for (bucket, blob) in rows {
-                if read.filtered {
-                    let mut keep = group_filter(self, scope, &model_ids, &mut identity_ok);
-                    read.count_entries(bucket, &blob, &mut keep);
-                } else {
-                    read.count(bucket, &blob);
-                }
-            }
         }
+        // Both passes over the hour and day segments, in one snapshot of their own.
         if !sealed.is_empty() {
             let store = self.clone();
-            let request = request.clone();
-            let ids = model_ids.clone();
+            let timeline = request.timeline.clone();
             let ask = ask.clone();
             let taken = std::mem::take(&mut read);
             read = tokio::task::spawn_blocking(move || {
@@ -1928,45 +1923,26 @@ impl SqliteStore {
                     let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
                     store.refresh_rows(&transaction).map_err(&sqlite)?;
                     let mut read = taken;
-                    let mut bucketer = request
-                        .timeline
+                    let mut bucketer = timeline
                         .as_ref()
                         .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
-                    let mut local = |at: i64| match bucketer.as_mut() {
-                        Some(bucketer) => bucketer.bucket(at),
-                        None => 0,
-                    };
-                    let mut identity_ok: FastMap<i64, bool> = FastMap::default();
-                    let first = if read.filtered { "entries" } else { "bands" };
-                    for (pass, column) in [first, "entries"].into_iter().enumerate() {
+                    for pass in [0, 1] {
                         if pass == 1 {
                             read.decide(&ask);
                         }
                         let sql = format!(
-                            "SELECT bucket_ms, {column} FROM usage_rollup_samples_q \
-                             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms, run"
+                            "SELECT bucket_ms, {} FROM usage_rollup_samples_q \
+                             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms, run",
+                            read.column(pass)
                         );
                         let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
                         for (from, to) in &sealed {
                             let mut rows = statement.query((from, to)).map_err(&sqlite)?;
                             while let Some(row) = rows.next().map_err(&sqlite)? {
-                                let bucket = local(row.get(0).map_err(&sqlite)?);
-                                let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)? else {
-                                    continue;
-                                };
-                                let mut keep = read.filtered.then(|| {
-                                    group_filter(&store, &request.scope, &ids, &mut identity_ok)
-                                });
-                                match (pass, keep.as_mut()) {
-                                    (0, None) => read.count(bucket, blob),
-                                    (0, Some(keep)) => read.count_entries(bucket, blob, keep),
-                                    (_, keep) => read.values(
-                                        bucket,
-                                        blob,
-                                        keep.map(|keep| {
-                                            keep as &mut dyn FnMut(i64, i64, bool) -> bool
-                                        }),
-                                    ),
+                                let at: i64 = row.get(0).map_err(&sqlite)?;
+                                let bucket = bucketer.as_mut().map_or(0, |b| b.bucket(at));
+                                if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)? {
+                                    read.add_run(&store, pass, bucket, blob);
                                 }
                             }
                         }
@@ -1979,34 +1955,22 @@ impl SqliteStore {
             .map_err(|error| {
                 StoreError::unavailable(format!("read latency samples: {error}"), error)
             })??;
-        }
-        // Second pass over the recent segments: the needed bands' values.
-        if read.needed.is_empty() {
+        } else {
             read.decide(&ask);
         }
+        // Second pass over the recent segments: the needed bands' values.
         for (source, from, to) in &recent {
-            let mut rows = Vec::new();
+            let column = read.column(1);
             sample_rows(
                 &mut connection,
                 source.suffix(),
-                "entries",
+                column,
                 (*from, *to),
                 |bucket, blob| {
-                    rows.push((local(bucket), blob.to_vec()));
+                    read.add_run(self, 1, local(bucket), blob);
                 },
             )
             .await?;
-            for (bucket, blob) in rows {
-                let mut keep = read
-                    .filtered
-                    .then(|| group_filter(self, scope, &model_ids, &mut identity_ok));
-                read.values(
-                    bucket,
-                    &blob,
-                    keep.as_mut()
-                        .map(|keep| keep as &mut dyn FnMut(i64, i64, bool) -> bool),
-                );
-            }
         }
         Ok(read.finish(&ask))
     }
@@ -2339,21 +2303,26 @@ async fn sample_rows(
     }
 }
 
-/// Whether the scope takes the samples of an (identity, analytics model, failed)
-/// group; identities are looked up once each.
-fn group_filter<'a>(
-    store: &'a SqliteStore,
-    scope: &'a Scope,
-    model_ids: &'a [i64],
-    identity_ok: &'a mut FastMap<i64, bool>,
-) -> impl FnMut(i64, i64, bool) -> bool + 'a {
-    let no_identity_filter = scope.level() == Level::Aggregate;
-    move |identity, model, failed| {
-        let identity_ok = no_identity_filter
-            || *identity_ok.entry(identity).or_insert_with(|| {
+/// The sample groups a scope that filters them takes: (identity, analytics
+/// model, failed), each identity looked up once.
+struct GroupFilter {
+    scope: Scope,
+    model_ids: Vec<i64>,
+    verdicts: Verdicts,
+}
+
+impl GroupFilter {
+    fn accepts(&mut self, store: &SqliteStore, identity: i64, model: i64, failed: bool) -> bool {
+        let GroupFilter {
+            scope,
+            model_ids,
+            verdicts,
+        } = self;
+        let identity_ok = scope.level() == Level::Aggregate
+            || verdicts.get(identity, |id| {
                 lock_read(store.read_cache())
                     .identities
-                    .get(&identity)
+                    .get(&id)
                     .is_some_and(|found| scope.matches_identity(found))
             });
         identity_ok
@@ -2363,55 +2332,92 @@ fn group_filter<'a>(
 }
 
 /// The samples of a percentile read, per local bucket and series (latency 0,
-/// TTFT 1).
+/// TTFT 1), in two passes over the runs: counts (pass 0), then the values of the
+/// needed bands (pass 1).
 #[derive(Default)]
 struct SampleRead {
-    /// Whether the scope selects groups (identity, model or failed): the first
-    /// pass then counts the accepted groups' values in the `entries` blobs
-    /// (decoding group indexes only) instead of reading the `bands` column.
-    filtered: bool,
+    /// The groups the scope takes, when it filters groups (identity, model or
+    /// failed): the first pass then counts the accepted groups' values in the
+    /// `entries` blobs (decoding group indexes only) instead of reading the
+    /// `bands` column.
+    filter: Option<GroupFilter>,
     buckets: FastMap<i64, PerSeries<Banded>>,
     /// Per local bucket and series, the bands whose values the answer needs.
     needed: FastMap<i64, [Vec<u8>; 2]>,
 }
 
 impl SampleRead {
-    fn bucket(&mut self, local: i64) -> &mut PerSeries<Banded> {
-        self.buckets.entry(local).or_default()
-    }
-
     /// A raw event's values (0: none), counted and kept.
     fn push_raw(&mut self, local: i64, latency: u32, ttft: u32) {
-        let series = self.bucket(local);
+        let series = self.buckets.entry(local).or_default();
         series.latency.push(latency);
         series.ttft.push(ttft);
     }
 
-    /// First pass: the counts of a run's `bands` blob.
-    fn count(&mut self, local: i64, bands: &[u8]) {
-        let series = self.bucket(local);
-        decode_band_counts(bands, |index, band, count| {
-            series.get_mut(index).count(band, count);
+    /// The column of the sample runs that pass `pass` reads.
+    fn column(&self, pass: usize) -> &'static str {
+        if pass == 0 && self.filter.is_none() {
+            "bands"
+        } else {
+            "entries"
+        }
+    }
+
+    /// Adds one run of local bucket `local`, read for pass `pass` ([`Self::column`]):
+    /// its band counts, or the values of its needed bands.
+    fn add_run(&mut self, store: &SqliteStore, pass: usize, local: i64, blob: &[u8]) {
+        let SampleRead {
+            filter,
+            buckets,
+            needed,
+        } = self;
+        let mut accepts = filter.as_mut().map(|filter| {
+            move |identity, model, failed| filter.accepts(store, identity, model, failed)
         });
+        let keep = accepts
+            .as_mut()
+            .map(|accepts| accepts as &mut dyn FnMut(i64, i64, bool) -> bool);
+        if pass == 0 {
+            let series = buckets.entry(local).or_default();
+            let add = |index: usize, band: u8, count: u64| series.get_mut(index).count(band, count);
+            match keep {
+                None => decode_band_counts(blob, add),
+                Some(keep) => count_banded(blob, keep, add),
+            }
+            return;
+        }
+        let (Some(needed), Some(series)) = (needed.get(&local), buckets.get_mut(&local)) else {
+            return;
+        };
+        decode_banded(
+            blob,
+            keep,
+            |index, band| needed[index.min(1)].contains(&band),
+            |index, _, values| series.get_mut(index).values.extend_from_slice(values),
+        );
+    }
+
+    /// Every bucket's counts of series `index`, summed.
+    fn overall_counts(&self, index: usize) -> Vec<u64> {
+        let mut counts = vec![0_u64; BANDS];
+        for series in self.buckets.values() {
+            for (sum, count) in counts.iter_mut().zip(&series.get(index).counts) {
+                *sum += count;
+            }
+        }
+        counts
     }
 
     /// The bands each bucket's answers need: those of its own percentiles and
     /// those of the percentiles over every bucket.
     fn decide(&mut self, ask: &PercentileAsk) {
-        let mut overall: [Vec<u64>; 2] = [vec![0; BANDS], vec![0; BANDS]];
-        for series in self.buckets.values() {
-            for (index, banded) in [&series.latency, &series.ttft].into_iter().enumerate() {
-                for (sum, count) in overall[index].iter_mut().zip(&banded.counts) {
-                    *sum += count;
-                }
-            }
-        }
         let overall_bands: Vec<Vec<u8>> = (0..2)
             .map(|index| {
+                let counts = self.overall_counts(index);
                 ask.overall
                     .get(index)
                     .iter()
-                    .filter_map(|p| locate(&overall[index], *p).map(|found| found.band))
+                    .filter_map(|p| locate(&counts, *p).map(|found| found.band))
                     .collect()
             })
             .collect();
@@ -2427,42 +2433,6 @@ impl SampleRead {
         }
     }
 
-    /// First pass of a read that filters groups: the counts of the accepted
-    /// groups' values in a run's `entries` blob.
-    fn count_entries(
-        &mut self,
-        local: i64,
-        entries: &[u8],
-        keep: &mut dyn FnMut(i64, i64, bool) -> bool,
-    ) {
-        let series = self.bucket(local);
-        count_banded(entries, keep, |index, band, count| {
-            series.get_mut(index).count(band, count);
-        });
-    }
-
-    /// Second pass: the values of a run's needed bands (of the groups `keep`
-    /// accepts, when the scope filters groups).
-    fn values(
-        &mut self,
-        local: i64,
-        entries: &[u8],
-        keep: Option<&mut dyn FnMut(i64, i64, bool) -> bool>,
-    ) {
-        let Some(needed) = self.needed.get(&local) else {
-            return;
-        };
-        let Some(series) = self.buckets.get_mut(&local) else {
-            return;
-        };
-        decode_banded(
-            entries,
-            keep,
-            |index, band| needed[index.min(1)].contains(&band),
-            |index, _, values| series.get_mut(index).values.extend_from_slice(values),
-        );
-    }
-
     fn finish(self, ask: &PercentileAsk) -> Percentiles {
         let mut out = Percentiles::default();
         for index in 0..2 {
@@ -2470,16 +2440,12 @@ impl SampleRead {
             if wanted.is_empty() {
                 continue;
             }
-            let mut counts = vec![0_u64; BANDS];
-            let mut parts: Vec<&[u32]> = Vec::new();
-            for series in self.buckets.values() {
-                let banded = series.get(index);
-                for (sum, count) in counts.iter_mut().zip(&banded.counts) {
-                    *sum += count;
-                }
-                parts.push(&banded.values);
-            }
-            *out.overall.get_mut(index) = select_in(&counts, &parts, wanted);
+            let parts: Vec<&[u32]> = self
+                .buckets
+                .values()
+                .map(|series| series.get(index).values.as_slice())
+                .collect();
+            *out.overall.get_mut(index) = select_in(&self.overall_counts(index), &parts, wanted);
         }
         if !ask.per_bucket.latency.is_empty() || !ask.per_bucket.ttft.is_empty() {
             for (local, series) in &self.buckets {

@@ -444,17 +444,9 @@ pub(crate) const COMPACT_EVENTS: &str = "compact_events";
 /// transaction with the removal of the step's mark. Runs at open, before
 /// anything is ingested; does nothing without the mark.
 pub(crate) fn convert_stored(connection: &mut rusqlite::Connection) -> rusqlite::Result<()> {
-    use rusqlite::OptionalExtension;
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let pending: Option<String> = transaction
-        .query_row(
-            "SELECT name FROM usage_rollup_backfill WHERE name = ?1",
-            [COMPACT_EVENTS],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if pending.is_none() {
+    if !crate::rollup::step_pending(&transaction, COMPACT_EVENTS)? {
         return Ok(());
     }
     {
@@ -534,10 +526,7 @@ pub(crate) fn convert_stored(connection: &mut rusqlite::Connection) -> rusqlite:
             }
         }
     }
-    transaction.execute(
-        "DELETE FROM usage_rollup_backfill WHERE name = ?1",
-        [COMPACT_EVENTS],
-    )?;
+    crate::rollup::step_done(&transaction, COMPACT_EVENTS)?;
     transaction.commit()
 }
 

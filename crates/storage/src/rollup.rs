@@ -252,7 +252,7 @@ pub(crate) fn flush(
 
     let mut aggregate: [FastMap<i64, Entries>; 4] = Default::default();
     let mut identity: [FastMap<i64, Entries>; 4] = Default::default();
-    let mut samples: [FastMap<i64, Samples>; 4] = Default::default();
+    let mut samples: [FastMap<i64, Samples>; SAMPLE_LEVELS] = Default::default();
     let mut heat: FastMap<i64, Entries> = FastMap::default();
     let mut fine: FastMap<(i64, bool), (i64, i64)> = FastMap::default();
     for pending in &accumulator.pending {
@@ -333,9 +333,11 @@ pub(crate) fn flush(
                 merge_entries(connection, &table, *bucket, with_identity, entries)?;
             }
         }
-        let table = format!("usage_rollup_samples_{suffix}");
-        for (bucket, groups) in &samples[level] {
-            append_samples(connection, &table, *bucket, groups)?;
+        if let Some(blocks) = samples.get(level) {
+            let table = format!("usage_rollup_samples_{suffix}");
+            for (bucket, groups) in blocks {
+                append_samples(connection, &table, *bucket, groups)?;
+            }
         }
     }
     for (bucket, entries) in &heat {
@@ -705,6 +707,33 @@ fn write_samples(
         .map(|_| ())
 }
 
+/// Whether the backfill step `name` is still to do: its mark is in
+/// `usage_rollup_backfill` (steps run in Rust at open, see [`backfill`]).
+pub(crate) fn step_pending(
+    transaction: &rusqlite::Transaction<'_>,
+    name: &str,
+) -> rusqlite::Result<bool> {
+    use rusqlite::OptionalExtension;
+    transaction
+        .query_row(
+            "SELECT 1 FROM usage_rollup_backfill WHERE name = ?1",
+            [name],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|found| found.is_some())
+}
+
+/// Removes the mark of the backfill step `name`, in the transaction that did it.
+pub(crate) fn step_done(
+    transaction: &rusqlite::Transaction<'_>,
+    name: &str,
+) -> rusqlite::Result<()> {
+    transaction
+        .execute("DELETE FROM usage_rollup_backfill WHERE name = ?1", [name])
+        .map(|_| ())
+}
+
 /// The backfill step that rewrites the sample runs stored before `0132` in the
 /// banded layout ([`encode_banded`]).
 pub(crate) const SAMPLE_BANDS: &str = "sample_bands";
@@ -715,17 +744,9 @@ pub(crate) const SAMPLE_BANDS: &str = "sample_bands";
 /// with the removal of the step's mark. Runs at open, before anything is
 /// ingested; does nothing without the mark.
 pub(crate) fn convert_samples(connection: &mut Connection) -> rusqlite::Result<()> {
-    use rusqlite::OptionalExtension;
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let pending: Option<String> = transaction
-        .query_row(
-            "SELECT name FROM usage_rollup_backfill WHERE name = ?1",
-            [SAMPLE_BANDS],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if pending.is_none() {
+    if !step_pending(&transaction, SAMPLE_BANDS)? {
         return Ok(());
     }
     for suffix in ["m", "q"] {
@@ -761,10 +782,7 @@ pub(crate) fn convert_samples(connection: &mut Connection) -> rusqlite::Result<(
         "DROP TABLE IF EXISTS usage_rollup_latency_m; DROP TABLE IF EXISTS usage_rollup_latency_q; \
          DROP TABLE IF EXISTS usage_rollup_latency_h;",
     )?;
-    transaction.execute(
-        "DELETE FROM usage_rollup_backfill WHERE name = ?1",
-        [SAMPLE_BANDS],
-    )?;
+    step_done(&transaction, SAMPLE_BANDS)?;
     transaction.commit()
 }
 
@@ -1233,27 +1251,27 @@ fn walk_banded(
         return;
     };
     let mut accepted: Vec<bool> = Vec::new();
-    let mut keep = keep;
-    if keep.is_none() {
+    match keep {
         // No group is asked about: the table is skipped whole.
-        at = at.saturating_add(usize::try_from(group_bytes).unwrap_or(usize::MAX));
-    }
-    for _ in 0..if keep.is_some() { group_count } else { 0 } {
-        let (Some(identity), Some(model), Some(failed)) = (
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-            take(bytes, &mut at),
-        ) else {
-            return;
-        };
-        if let Some(keep) = keep.as_mut() {
-            accepted.push(keep(unzigzag(identity), unzigzag(model), failed != 0));
+        None => at = at.saturating_add(usize::try_from(group_bytes).unwrap_or(usize::MAX)),
+        Some(keep) => {
+            for _ in 0..group_count {
+                let (Some(identity), Some(model), Some(failed)) = (
+                    take(bytes, &mut at),
+                    take(bytes, &mut at),
+                    take(bytes, &mut at),
+                ) else {
+                    return;
+                };
+                accepted.push(keep(unzigzag(identity), unzigzag(model), failed != 0));
+            }
+            if !accepted.iter().any(|ok| *ok) {
+                return;
+            }
         }
     }
-    if keep.is_some() && !accepted.iter().any(|ok| *ok) {
-        return;
-    }
-    let accepted = (keep.is_some() && accepted.iter().any(|ok| !ok)).then_some(&accepted[..]);
+    // `None` when every group is taken (or none was asked about).
+    let accepted = accepted.iter().any(|ok| !ok).then_some(&accepted[..]);
     for series in 0..2 {
         let Some(sections) = take(bytes, &mut at) else {
             return;
@@ -1814,11 +1832,11 @@ mod tests {
         }
     }
 
-    /// The values of `groups`, sorted per group and series, zeros left out (as
-    /// every layout keeps them).
     /// A group's key and its sorted latency and TTFT values.
     type Sorted = ((i64, i64, bool), Vec<u32>, Vec<u32>);
 
+    /// The values of `groups`, sorted per group and series, zeros left out (as
+    /// every layout keeps them).
     fn sorted(groups: &Samples) -> Vec<Sorted> {
         let mut out: Vec<_> = groups
             .iter()
