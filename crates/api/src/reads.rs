@@ -59,6 +59,10 @@ pub const STALE_FOR: Duration = Duration::from_secs(5);
 pub const LIVE_SLACK_MS: i64 = 2_000;
 /// Most answers and flights remembered.
 const MAX_ENTRIES: usize = 256;
+/// Most bytes of answers kept at once. Panels ask for pages of events (about 0.7 MB
+/// each): without a bound on bytes, 256 kept copies held about 180 MB long after
+/// the copies were too old to be given.
+pub const MAX_KEPT_BYTES: usize = 8 << 20;
 
 /// An error that can be handed to every request sharing a computation.
 #[derive(Debug, Clone)]
@@ -225,6 +229,49 @@ fn canonical(value: Value) -> Value {
     }
 }
 
+/// Drops the copies too old to be given again (older than [`STALE_FOR`]), then the
+/// oldest copies until those kept hold at most [`MAX_KEPT_BYTES`], and the keys with
+/// neither a copy nor a computation.
+fn prune(entries: &mut HashMap<[u8; 32], Slot>) {
+    let mut kept: Vec<(Instant, [u8; 32], usize)> = Vec::new();
+    for (key, slot) in entries.iter_mut() {
+        if slot
+            .done
+            .as_ref()
+            .is_some_and(|done| done.at.elapsed() >= STALE_FOR)
+        {
+            slot.done = None;
+        }
+        if let Some(done) = &slot.done {
+            kept.push((done.at, *key, done.answer.len()));
+        }
+    }
+    let mut bytes: usize = kept.iter().map(|(_, _, len)| len).sum();
+    if bytes > MAX_KEPT_BYTES {
+        kept.sort_unstable_by_key(|(at, _, _)| *at);
+        for (_, key, len) in kept {
+            if bytes <= MAX_KEPT_BYTES {
+                break;
+            }
+            if let Some(slot) = entries.get_mut(&key) {
+                slot.done = None;
+            }
+            bytes -= len;
+        }
+    }
+    entries.retain(|_, slot| slot.done.is_some() || slot.running().is_some());
+}
+
+/// Bytes of the answers kept.
+#[cfg(test)]
+fn kept_bytes(reads: &Reads) -> usize {
+    lock(&reads.entries)
+        .values()
+        .filter_map(|slot| slot.done.as_ref())
+        .map(|done| done.answer.len())
+        .sum()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -389,13 +436,14 @@ impl Reads {
         if let Ok(answer) = &outcome
             && slot.done.as_ref().is_none_or(|done| done.at <= started)
         {
-            slot.done = Some(Done {
+            slot.done = (answer.len() <= MAX_KEPT_BYTES).then(|| Done {
                 at: started,
                 version,
                 generation,
                 answer: answer.clone(),
             });
         }
+        prune(&mut entries);
         outcome
     }
 
@@ -489,6 +537,61 @@ mod tests {
             .await
             .expect("new");
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn kept_copies_stay_within_their_byte_bound_and_the_newest_are_kept() {
+        let reads = Arc::new(Reads::new(1));
+        let runs = Arc::new(AtomicU32::new(0));
+        let page = MAX_KEPT_BYTES / 5;
+        let compute = |runs: Arc<AtomicU32>, size: usize| async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok(Bytes::from(vec![b' '; size]))
+        };
+        for input in 0..40 {
+            let key = key("monitoring", format!("nonce={input}").as_bytes());
+            reads
+                .clone()
+                .answer(key, 1, compute(runs.clone(), page))
+                .await
+                .expect("answer");
+            assert!(
+                kept_bytes(&reads) <= MAX_KEPT_BYTES,
+                "after {input} answers"
+            );
+        }
+        assert_eq!(kept_bytes(&reads), 5 * page);
+        // The newest answer is still given from its copy; the oldest was dropped.
+        let before = runs.load(Ordering::SeqCst);
+        let newest = key("monitoring", b"nonce=39");
+        reads
+            .clone()
+            .answer(newest, 1, compute(runs.clone(), page))
+            .await
+            .expect("copy");
+        assert_eq!(runs.load(Ordering::SeqCst), before);
+        let oldest = key("monitoring", b"nonce=0");
+        reads
+            .clone()
+            .answer(oldest, 1, compute(runs.clone(), page))
+            .await
+            .expect("again");
+        assert_eq!(runs.load(Ordering::SeqCst), before + 1);
+        // An answer larger than the bound is given but never kept.
+        let huge = key("usage", b"all");
+        let answer = reads
+            .clone()
+            .answer(huge, 1, compute(runs.clone(), MAX_KEPT_BYTES + 1))
+            .await
+            .expect("huge");
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert!(kept_bytes(&reads) <= MAX_KEPT_BYTES);
+        reads
+            .clone()
+            .answer(huge, 1, compute(runs.clone(), MAX_KEPT_BYTES + 1))
+            .await
+            .expect("huge again");
+        assert_eq!(runs.load(Ordering::SeqCst), before + 3);
     }
 
     #[tokio::test]

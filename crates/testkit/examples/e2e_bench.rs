@@ -805,6 +805,24 @@ fn main() {
         load_average()
     );
     let misses = table(&server, &list, args.runs);
+    // Panels that each ask for a page of their own: every answer differs, so none is
+    // shared, and the copies kept of them must not add up.
+    let pages = 200;
+    for page in 0..pages {
+        let to = now - page * MINUTE_MS;
+        server.send(
+            "POST",
+            "/v0/management/monitoring/analytics",
+            Some(
+                &json!({"from_ms": to - DAY_MS, "to_ms": to, "time_zone": "UTC",
+                         "include": {"events_page": {"limit": 500}}}),
+            ),
+        );
+    }
+    println!(
+        "after {pages} distinct pages of 500 events: server RSS {:.1} MB",
+        server.rss_mib()
+    );
     println!(
         "server RSS now {:.1} MB, peak {:.1} MB (target: peak <= 64 MB at 10M, RSS <= 64 MB after any sequence); load {}",
         server.rss_mib(),
