@@ -837,6 +837,64 @@ impl SqliteStore {
         SearchSql::of(scope, &lock_read(self.read_cache()))
     }
 
+    /// [`Self::sum_events`] of `[from, to)` on blocking threads: a range of at
+    /// least [`SPLIT_SUM_MS`] is summed in two halves at once, each on a row reader
+    /// and in a snapshot of its own (the halves are disjoint, so no event is counted
+    /// twice), when the host has a second core. Groups of equal keys in both halves
+    /// are merged; the order of the groups is left to the caller.
+    async fn sum_events_split(
+        &self,
+        sql: String,
+        binds: Vec<String>,
+        (from, to): (i64, i64),
+        block: Option<i64>,
+    ) -> Result<Vec<EventGroup>, StoreError> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let halves = if cores >= 2 && to - from >= SPLIT_SUM_MS {
+            let middle = from + (to - from) / 2;
+            vec![(from, middle), (middle, to)]
+        } else {
+            vec![(from, to)]
+        };
+        let sql = std::sync::Arc::new(sql);
+        let binds = std::sync::Arc::new(binds);
+        let tasks: Vec<_> = halves
+            .into_iter()
+            .map(|part| {
+                let (store, sql, binds) = (self.clone(), sql.clone(), binds.clone());
+                tokio::task::spawn_blocking(move || store.sum_events(&sql, &binds, part, block))
+            })
+            .collect();
+        let mut out: Vec<EventGroup> = Vec::new();
+        let mut index: FastMap<EventKey, usize> = FastMap::default();
+        for task in tasks {
+            let groups = task.await.map_err(|error| {
+                StoreError::unavailable(format!("sum raw events: {error}"), error)
+            })??;
+            if out.is_empty() {
+                out = groups;
+                continue;
+            }
+            if index.is_empty() {
+                index = out
+                    .iter()
+                    .enumerate()
+                    .map(|(position, group)| (group.key.clone(), position))
+                    .collect();
+            }
+            for group in groups {
+                match index.get(&group.key) {
+                    Some(position) => out[*position].merge(&group),
+                    None => {
+                        index.insert(group.key.clone(), out.len());
+                        out.push(group);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The groups of the events `sql` selects in `part` (its `?1` and `?2`; `binds`
     /// take the placeholders after them), each event's time cut into `block`s,
     /// read through the store's rusqlite row reader in one snapshot of its own.
@@ -1082,13 +1140,7 @@ impl SqliteStore {
             scope,
             search,
         );
-        let store = self.clone();
-        let mut groups =
-            tokio::task::spawn_blocking(move || store.sum_events(&sql, &binds, (from, to), block))
-                .await
-                .map_err(|error| {
-                    StoreError::unavailable(format!("sum raw events: {error}"), error)
-                })??;
+        let mut groups = self.sum_events_split(sql, binds, (from, to), block).await?;
         let flagged: Vec<i64> = groups.iter().filter_map(|group| group.key.single).collect();
         let rejected = self.events_rejected(connection, &flagged, scope).await?;
         groups.sort_unstable_by_key(|group| group.first);
@@ -2565,6 +2617,11 @@ struct EventKey {
     identity: [i64; 11],
     band: u8,
 }
+
+/// Raw ranges at least this long are summed in two halves at once
+/// ([`SqliteStore::sum_events_split`]): a day of searched events takes about half
+/// the time, while a few minutes are not worth a second thread.
+const SPLIT_SUM_MS: i64 = 10 * MINUTE_MS;
 
 /// One group of matching events.
 struct EventGroup {

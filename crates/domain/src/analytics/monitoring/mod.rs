@@ -237,7 +237,6 @@ pub async fn monitoring<S: AnalyticsStore>(
         granularity: granularity.as_str(),
         ..MonitoringResponse::default()
     };
-    let timeline = Some((zone.clone(), granularity));
     let full = include.summary && !include.compact;
     let need_main = include.summary
         || include.timeline
@@ -261,6 +260,15 @@ pub async fn monitoring<S: AnalyticsStore>(
         !scope.filters.api_key_hashes.is_empty() || !scope.search_api_key_hash.is_empty();
     let need_group_timeline =
         include.credential_timeline || (include.api_key_timeline && api_key_filter);
+    // Rows carry buckets only for the sections that show them (and the full
+    // summary's active days): totals, costs, stats and the compact summary are the
+    // same over one row per key, and a day of searched raw events then folds into a
+    // few hundred groups instead of thousands.
+    let bucketed = include.timeline
+        || include.anomaly_points
+        || need_group_timeline
+        || (full && granularity == Granularity::Day);
+    let timeline = bucketed.then(|| (zone.clone(), granularity));
     // Scopes read from identity rollups or raw events read them once when more
     // than one row set is needed: rows with identities and the timeline, from
     // which the others are summed (raw rows) or taken (identity rollup rows,
