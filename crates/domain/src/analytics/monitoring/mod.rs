@@ -285,9 +285,20 @@ pub async fn monitoring<S: AnalyticsStore>(
                 > 1
         }
     };
-    // The requested page is read beside the rows: a page is a few hundred events,
-    // kept until the answer is built anyway, and the two reads then take two cores
+    // The requested page and the heatmap's sums are read beside the rows: a page is
+    // a few hundred events and the heat sums one small set per weekday hour, both
+    // kept until the answer is built anyway, and the reads then take two cores
     // instead of one after the other.
+    let heat_read = async {
+        if include.heatmap {
+            store
+                .heat_parts(scope.clone(), zone.clone())
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        }
+    };
     let page_read = async {
         match include.events_page {
             Some(page_request) => store
@@ -368,7 +379,8 @@ pub async fn monitoring<S: AnalyticsStore>(
         };
         Ok::<_, QueryError>((timeline_rows, main_rows, identity_rows, samples))
     };
-    let (reads, page) = futures_util::future::join(row_reads, page_read).await;
+    let (reads, page, heat) = futures_util::future::join3(row_reads, page_read, heat_read).await;
+    let heat = heat?;
     let (timeline_rows, main_rows, identity_rows, samples) = reads?;
     let page = page?;
 
@@ -417,8 +429,7 @@ pub async fn monitoring<S: AnalyticsStore>(
     if include.timeline {
         response.timeline = points;
     }
-    if include.heatmap {
-        let heat = store.heat_parts(scope.clone(), zone.clone()).await?;
+    if let Some(heat) = heat {
         if include.hourly_distribution {
             response.hourly_distribution = heatmap::hourly_distribution_of_parts(&heat);
         }
