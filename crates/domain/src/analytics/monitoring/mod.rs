@@ -255,7 +255,9 @@ pub async fn monitoring<S: AnalyticsStore>(
     // The row reads run one after the other: run at once, the three reads'
     // transient buffers (blob chunks, merge maps, page caches of three
     // connections) peak together, and memory is the scarcer resource on the small
-    // hosts this runs on.
+    // hosts this runs on. The percentiles, the page and the heat sums are read
+    // beside them: each keeps little (the values of a few bands, a page, a set of
+    // sums per weekday hour), and the longest of them sets the answer's time.
     let api_key_filter =
         !scope.filters.api_key_hashes.is_empty() || !scope.search_api_key_hash.is_empty();
     let need_group_timeline =
@@ -354,9 +356,12 @@ pub async fn monitoring<S: AnalyticsStore>(
                 })
                 .await?
         };
+        Ok::<_, QueryError>((timeline_rows, main_rows, identity_rows))
+    };
+    let sample_read = async {
         let by_bucket = include.timeline || include.anomaly_points;
         let summary_percentiles = include.summary && (full || include.percentiles);
-        let samples = if need_percentiles {
+        if need_percentiles {
             let mut ask = PercentileAsk::default();
             if summary_percentiles {
                 ask.overall = summary::asked();
@@ -373,15 +378,16 @@ pub async fn monitoring<S: AnalyticsStore>(
                     },
                     ask,
                 )
-                .await?
+                .await
         } else {
-            Percentiles::default()
-        };
-        Ok::<_, QueryError>((timeline_rows, main_rows, identity_rows, samples))
+            Ok(Percentiles::default())
+        }
     };
-    let (reads, page, heat) = futures_util::future::join3(row_reads, page_read, heat_read).await;
+    let (reads, samples, page, heat) =
+        futures_util::future::join4(row_reads, sample_read, page_read, heat_read).await;
     let heat = heat?;
-    let (timeline_rows, main_rows, identity_rows, samples) = reads?;
+    let samples = samples?;
+    let (timeline_rows, main_rows, identity_rows) = reads?;
     let page = page?;
 
     let totals = Totals::of(&book, &main_rows);
