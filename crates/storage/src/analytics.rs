@@ -1767,8 +1767,10 @@ impl SqliteStore {
             return Ok(out);
         }
         // The edges' whole UTC hours are read from the hour rollups' keys, the rest
-        // of each edge (less than an hour) as group rows.
+        // of each edge (less than an hour) as group rows, on tasks of their own
+        // while the keys are read.
         let mut hours: Vec<(i64, i64)> = Vec::new();
+        let mut edges = Vec::new();
         for (from, to) in [(scope.from_ms, d0), (d1, scope.to_ms)] {
             let (h0, h1) = (ceil_to(from, HOUR_MS), floor_to(to, HOUR_MS));
             let parts = if h0 < h1 {
@@ -1779,14 +1781,17 @@ impl SqliteStore {
             };
             for (from, to) in parts {
                 if from < to {
-                    let rows = self
-                        .groups_inner(GroupRequest {
+                    let (store, request) = (
+                        self.clone(),
+                        GroupRequest {
                             scope: scope.with_range(from, to),
                             identity: true,
                             timeline: None,
-                        })
-                        .await?;
-                    push_rows(rows, &mut out);
+                        },
+                    );
+                    edges.push(tokio::spawn(
+                        async move { store.groups_inner(request).await },
+                    ));
                 }
             }
         }
@@ -1828,6 +1833,13 @@ impl SqliteStore {
                     break;
                 }
             }
+        }
+        drop(connection);
+        for edge in edges {
+            let rows = edge.await.map_err(|error| {
+                StoreError::unavailable(format!("read selector edges: {error}"), error)
+            })??;
+            push_rows(rows, &mut out);
         }
         let state = lock_read(self.read_cache());
         for (identity, model) in pairs {
