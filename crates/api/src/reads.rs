@@ -544,17 +544,18 @@ mod tests {
         let reads = Arc::new(Reads::new(1));
         let runs = Arc::new(AtomicU32::new(0));
         let page = MAX_KEPT_BYTES / 5;
-        let compute = |runs: Arc<AtomicU32>, size: usize| async move {
-            runs.fetch_add(1, Ordering::SeqCst);
-            Ok(Bytes::from(vec![b' '; size]))
-        };
-        for input in 0..40 {
-            let key = key("monitoring", format!("nonce={input}").as_bytes());
+        // Answers `size` bytes for `input`, computed or from a kept copy.
+        let ask = |input: &str, size: usize| {
+            let runs = runs.clone();
             reads
                 .clone()
-                .answer(key, 1, compute(runs.clone(), page))
-                .await
-                .expect("answer");
+                .answer(key("monitoring", input.as_bytes()), 1, async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok(Bytes::from(vec![b' '; size]))
+                })
+        };
+        for input in 0..40 {
+            ask(&format!("nonce={input}"), page).await.expect("answer");
             assert!(
                 kept_bytes(&reads) <= MAX_KEPT_BYTES,
                 "after {input} answers"
@@ -563,34 +564,15 @@ mod tests {
         assert_eq!(kept_bytes(&reads), 5 * page);
         // The newest answer is still given from its copy; the oldest was dropped.
         let before = runs.load(Ordering::SeqCst);
-        let newest = key("monitoring", b"nonce=39");
-        reads
-            .clone()
-            .answer(newest, 1, compute(runs.clone(), page))
-            .await
-            .expect("copy");
+        ask("nonce=39", page).await.expect("copy");
         assert_eq!(runs.load(Ordering::SeqCst), before);
-        let oldest = key("monitoring", b"nonce=0");
-        reads
-            .clone()
-            .answer(oldest, 1, compute(runs.clone(), page))
-            .await
-            .expect("again");
+        ask("nonce=0", page).await.expect("again");
         assert_eq!(runs.load(Ordering::SeqCst), before + 1);
         // An answer larger than the bound is given but never kept.
-        let huge = key("usage", b"all");
-        let answer = reads
-            .clone()
-            .answer(huge, 1, compute(runs.clone(), MAX_KEPT_BYTES + 1))
-            .await
-            .expect("huge");
+        let answer = ask("all", MAX_KEPT_BYTES + 1).await.expect("huge");
         assert_eq!(answer.status(), StatusCode::OK);
         assert!(kept_bytes(&reads) <= MAX_KEPT_BYTES);
-        reads
-            .clone()
-            .answer(huge, 1, compute(runs.clone(), MAX_KEPT_BYTES + 1))
-            .await
-            .expect("huge again");
+        ask("all", MAX_KEPT_BYTES + 1).await.expect("huge again");
         assert_eq!(runs.load(Ordering::SeqCst), before + 3);
     }
 
