@@ -1767,10 +1767,8 @@ impl SqliteStore {
             return Ok(out);
         }
         // The edges' whole UTC hours are read from the hour rollups' keys, the rest
-        // of each edge (less than an hour) as group rows, on tasks of their own
-        // while the keys are read.
+        // of each edge (less than an hour) as group rows.
         let mut hours: Vec<(i64, i64)> = Vec::new();
-        let mut edges = Vec::new();
         for (from, to) in [(scope.from_ms, d0), (d1, scope.to_ms)] {
             let (h0, h1) = (ceil_to(from, HOUR_MS), floor_to(to, HOUR_MS));
             let parts = if h0 < h1 {
@@ -1781,17 +1779,14 @@ impl SqliteStore {
             };
             for (from, to) in parts {
                 if from < to {
-                    let (store, request) = (
-                        self.clone(),
-                        GroupRequest {
+                    let rows = self
+                        .groups_inner(GroupRequest {
                             scope: scope.with_range(from, to),
                             identity: true,
                             timeline: None,
-                        },
-                    );
-                    edges.push(tokio::spawn(
-                        async move { store.groups_inner(request).await },
-                    ));
+                        })
+                        .await?;
+                    push_rows(rows, &mut out);
                 }
             }
         }
@@ -1833,13 +1828,6 @@ impl SqliteStore {
                     break;
                 }
             }
-        }
-        drop(connection);
-        for edge in edges {
-            let rows = edge.await.map_err(|error| {
-                StoreError::unavailable(format!("read selector edges: {error}"), error)
-            })??;
-            push_rows(rows, &mut out);
         }
         let state = lock_read(self.read_cache());
         for (identity, model) in pairs {
