@@ -129,16 +129,18 @@ pub struct Options {
 }
 
 impl Options {
-    /// Options for the database file at `path`: two read connections and a 5 s busy
+    /// Options for the database file at `path`: five read connections and a 5 s busy
     /// timeout.
     pub fn new(path: impl Into<PathBuf>) -> Options {
         Options {
             path: path.into(),
-            // Four readers, one writer. Analytics computations take at most two of
-            // them at once (the server gates them, one per core), so `/status`,
-            // `/health` and the other reads always find a connection. Every reader
-            // keeps its own page cache (2 MiB), so more readers cost resident memory.
-            read_connections: 4,
+            // Five readers, one writer. The server runs at most two analytics
+            // computations at once (one per core), and a computation holds at most
+            // two readers at once (its row sums, and beside them its percentiles or
+            // heat sums), so `/status`, `/health` and the other reads always find a
+            // connection. Every reader keeps its own page cache (2 MiB, within the
+            // process's soft heap limit), so more readers cost resident memory.
+            read_connections: 5,
             busy_timeout: Duration::from_secs(5),
             sqlite_soft_heap_limit: Some(DEFAULT_SOFT_HEAP_LIMIT),
         }

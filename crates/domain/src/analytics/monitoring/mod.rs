@@ -257,7 +257,7 @@ pub async fn monitoring<S: AnalyticsStore>(
     // connections) peak together, and memory is the scarcer resource on the small
     // hosts this runs on. The percentiles, the page and the heat sums are read
     // beside them: each keeps little (the values of a few bands, a page, a set of
-    // sums per weekday hour), and the longest of them sets the answer's time.
+    // sums per weekday hour), and the answer then takes two cores.
     let api_key_filter =
         !scope.filters.api_key_hashes.is_empty() || !scope.search_api_key_hash.is_empty();
     let need_group_timeline =
@@ -383,10 +383,16 @@ pub async fn monitoring<S: AnalyticsStore>(
             Ok(Percentiles::default())
         }
     };
-    let (reads, samples, page, heat) =
-        futures_util::future::join4(row_reads, sample_read, page_read, heat_read).await;
-    let heat = heat?;
-    let samples = samples?;
+    // The percentiles and the heat sums are read one after the other, beside the
+    // rows: a computation then holds at most two of the store's read connections
+    // (the page is read on a connection of its own).
+    let side_reads = async {
+        let samples = sample_read.await?;
+        let heat = heat_read.await?;
+        Ok::<_, QueryError>((samples, heat))
+    };
+    let (reads, side, page) = futures_util::future::join3(row_reads, side_reads, page_read).await;
+    let (samples, heat) = side?;
     let (timeline_rows, main_rows, identity_rows) = reads?;
     let page = page?;
 
