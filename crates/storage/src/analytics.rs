@@ -849,7 +849,10 @@ impl SqliteStore {
         (from, to): (i64, i64),
         block: Option<i64>,
     ) -> Result<Vec<EventGroup>, StoreError> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        // Asked once: on Linux the answer reads the cgroup's files.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores =
+            *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
         let halves = if cores >= 2 && to - from >= SPLIT_SUM_MS {
             let middle = from + (to - from) / 2;
             vec![(from, middle), (middle, to)]
@@ -1950,19 +1953,8 @@ impl SqliteStore {
             }
         }
         // First pass over the recent segments: every band's count.
-        for (source, from, to) in &recent {
-            let column = read.column(0);
-            sample_rows(
-                &mut connection,
-                source.suffix(),
-                column,
-                (*from, *to),
-                |bucket, blob| {
-                    read.add_run(self, 0, local(bucket), blob);
-                },
-            )
+        self.recent_samples(&mut connection, &recent, &mut read, 0, &mut local)
             .await?;
-        }
         // Both passes over the hour and day segments, in one snapshot of their own.
         if !sealed.is_empty() {
             let store = self.clone();
@@ -2011,20 +2003,33 @@ impl SqliteStore {
             read.decide(&ask);
         }
         // Second pass over the recent segments: the needed bands' values.
-        for (source, from, to) in &recent {
-            let column = read.column(1);
+        self.recent_samples(&mut connection, &recent, &mut read, 1, &mut local)
+            .await?;
+        Ok(read.finish(&ask))
+    }
+
+    /// Pass `pass` of a percentile read over its minute and quarter segments, in
+    /// the read's own transaction.
+    async fn recent_samples(
+        &self,
+        connection: &mut SqliteConnection,
+        recent: &[(Source, i64, i64)],
+        read: &mut SampleRead,
+        pass: usize,
+        local: &mut impl FnMut(i64) -> i64,
+    ) -> Result<(), StoreError> {
+        for (source, from, to) in recent {
+            let column = read.column(pass);
             sample_rows(
-                &mut connection,
+                connection,
                 source.suffix(),
                 column,
                 (*from, *to),
-                |bucket, blob| {
-                    read.add_run(self, 1, local(bucket), blob);
-                },
+                |bucket, blob| read.add_run(self, pass, local(bucket), blob),
             )
             .await?;
         }
-        Ok(read.finish(&ask))
+        Ok(())
     }
 
     /// One page of events, newest first, read on a blocking thread through an idle

@@ -2048,23 +2048,19 @@ mod tests {
                     .sum::<usize>()
             );
         }
-        let left: Vec<String> = connection
-            .prepare("SELECT name FROM sqlite_master WHERE name LIKE 'usage_rollup_latency_%'")
-            .and_then(|mut statement| {
-                statement
-                    .query_map([], |row| row.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
-            })
-            .expect("tables");
+        let names = |sql: &str| -> Vec<String> {
+            connection
+                .prepare(sql)
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([], |row| row.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .expect(sql)
+        };
+        let left = names("SELECT name FROM sqlite_master WHERE name LIKE 'usage_rollup_latency_%'");
         assert!(left.is_empty(), "{left:?}");
-        let marks: Vec<String> = connection
-            .prepare("SELECT name FROM usage_rollup_backfill")
-            .and_then(|mut statement| {
-                statement
-                    .query_map([], |row| row.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
-            })
-            .expect("marks");
+        let marks = names("SELECT name FROM usage_rollup_backfill");
         assert_eq!(marks, vec!["other".to_string()]);
         // Without the mark, nothing happens again.
         convert_samples(&mut connection).expect("second open");
