@@ -40,6 +40,7 @@ use crate::rollup::{
     decode_band_counts, decode_banded, decode_entries, decode_pairs, heat_dictionary, heat_entries,
 };
 use crate::search::SearchSql;
+use crate::search_index::{self, Piece};
 use crate::{SqliteStore, error};
 
 /// In-memory copies of the immutable lookup tables.
@@ -844,8 +845,7 @@ impl SqliteStore {
     /// are merged; the order of the groups is left to the caller.
     async fn sum_events_split(
         &self,
-        sql: String,
-        binds: Vec<String>,
+        select: RawSelect,
         (from, to): (i64, i64),
         block: Option<i64>,
     ) -> Result<Vec<EventGroup>, StoreError> {
@@ -859,13 +859,12 @@ impl SqliteStore {
         } else {
             vec![(from, to)]
         };
-        let sql = std::sync::Arc::new(sql);
-        let binds = std::sync::Arc::new(binds);
+        let select = std::sync::Arc::new(select);
         let tasks: Vec<_> = halves
             .into_iter()
             .map(|part| {
-                let (store, sql, binds) = (self.clone(), sql.clone(), binds.clone());
-                tokio::task::spawn_blocking(move || store.sum_events(&sql, &binds, part, block))
+                let (store, select) = (self.clone(), select.clone());
+                tokio::task::spawn_blocking(move || store.sum_events(&select, part, block))
             })
             .collect();
         let mut out: Vec<EventGroup> = Vec::new();
@@ -898,19 +897,18 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// The groups of the events `sql` selects in `part` (its `?1` and `?2`; `binds`
-    /// take the placeholders after them), each event's time cut into `block`s,
-    /// read through the store's rusqlite row reader in one snapshot of its own.
+    /// The groups of the events `select` reads in `part`, each event's time cut
+    /// into `block`s, read through the store's rusqlite row reader in one snapshot
+    /// of its own.
     fn sum_events(
         &self,
-        sql: &str,
-        binds: &[String],
+        select: &RawSelect,
         (from, to): (i64, i64),
         block: Option<i64>,
     ) -> Result<Vec<EventGroup>, StoreError> {
         let mut index: FastMap<EventKey, usize> = FastMap::default();
         let mut out: Vec<EventGroup> = Vec::new();
-        self.step_raw(sql, binds, (from, to), |row| {
+        self.step_raw(select, (from, to), |row| {
             // As `raw_lean` reads them: a missing or non-integer value is 0.
             let id = |index: usize| match row.get_ref(index) {
                 Ok(ValueRef::Integer(value)) => Some(value),
@@ -948,14 +946,14 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Steps the rows `sql` selects in `[from, to)` (its `?1` and `?2`; `binds`
-    /// take the placeholders after them) through the store's rusqlite row reader,
-    /// in one snapshot of its own whose first step tops up the lookup caches, so
-    /// they name every dictionary id and identity of the rows `each` is given.
+    /// Steps the rows `select` reads in `[from, to)` through the store's rusqlite
+    /// row reader, in one snapshot of its own whose first step tops up the lookup
+    /// caches, so they name every dictionary id and identity of the rows `each` is
+    /// given. A search reads only the candidates of the hours its index lists
+    /// (`search_index::plan`), each piece in turn.
     fn step_raw(
         &self,
-        sql: &str,
-        binds: &[String],
+        select: &RawSelect,
         (from, to): (i64, i64),
         mut each: impl FnMut(&rusqlite::Row<'_>),
     ) -> Result<(), StoreError> {
@@ -963,14 +961,38 @@ impl SqliteStore {
             let sqlite = error::sqlite("read raw events");
             let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
             self.refresh_rows(&transaction).map_err(&sqlite)?;
-            let mut statement = transaction.prepare_cached(sql).map_err(&sqlite)?;
-            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
-            for value in binds {
-                params.push(value);
-            }
-            let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
-            while let Some(row) = rows.next().map_err(&sqlite)? {
-                each(row);
+            let pieces = match &select.terms {
+                Some(terms) => {
+                    search_index::plan(&transaction, (from, to), terms).map_err(&sqlite)?
+                }
+                None => vec![Piece::Range(from, to)],
+            };
+            for piece in pieces {
+                let (sql, start, end, listed) = match piece {
+                    Piece::Range(start, end) => (&select.range, start, end, None),
+                    Piece::Ids(start, end, ids) => (
+                        &select.listed,
+                        start,
+                        end,
+                        Some(std::rc::Rc::new(
+                            ids.into_iter()
+                                .map(rusqlite::types::Value::from)
+                                .collect::<Vec<_>>(),
+                        )),
+                    ),
+                };
+                let mut statement = transaction.prepare_cached(sql).map_err(&sqlite)?;
+                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&start, &end];
+                if let Some(listed) = &listed {
+                    params.push(listed);
+                }
+                for value in &select.binds {
+                    params.push(value);
+                }
+                let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
+                while let Some(row) = rows.next().map_err(&sqlite)? {
+                    each(row);
+                }
             }
             Ok(())
         })
@@ -994,7 +1016,7 @@ impl SqliteStore {
         if rest.level() == Level::Raw || from >= to {
             return Ok(None);
         }
-        let (sql, binds) = raw_select(
+        let select = raw_select(
             "provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, api_key_hash_id, \
              account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
              auth_project_id_snapshot_id, latency_ms, ttft_ms",
@@ -1009,7 +1031,7 @@ impl SqliteStore {
             let mut out = Vec::new();
             let mut flagged = Vec::new();
             store
-                .step_raw(&sql, &binds, (from, to), |row| {
+                .step_raw(&select, (from, to), |row| {
                     let int = |index: usize| match row.get_ref(index) {
                         Ok(ValueRef::Integer(value)) => value,
                         _ => 0,
@@ -1134,7 +1156,7 @@ impl SqliteStore {
                 Some(block)
             }
         };
-        let (sql, binds) = raw_select(
+        let select = raw_select(
             "resolved_model_id, service_tier_id, provider_id, executor_type_id, auth_index_id, source_id, \
              source_hash_id, api_key_hash_id, account_snapshot_id, auth_label_snapshot_id, \
              auth_file_snapshot_id, auth_provider_snapshot_id, auth_project_id_snapshot_id, \
@@ -1143,7 +1165,7 @@ impl SqliteStore {
             scope,
             search,
         );
-        let mut groups = self.sum_events_split(sql, binds, (from, to), block).await?;
+        let mut groups = self.sum_events_split(select, (from, to), block).await?;
         let flagged: Vec<i64> = groups.iter().filter_map(|group| group.key.single).collect();
         let rejected = self.events_rejected(connection, &flagged, scope).await?;
         groups.sort_unstable_by_key(|group| group.first);
@@ -2165,6 +2187,9 @@ struct Stream {
     done: bool,
     /// Rows the next refill asks for; doubles on every refill.
     next_chunk: usize,
+    /// With an indexed search: the parts of the range still to read (oldest
+    /// first; the walk takes them from the end), planned at the first refill.
+    pieces: Option<Vec<Piece>>,
 }
 
 impl Stream {
@@ -2175,6 +2200,7 @@ impl Stream {
             buffer: VecDeque::new(),
             done: false,
             next_chunk: 0,
+            pieces: None,
         }
     }
 
@@ -2186,6 +2212,74 @@ impl Stream {
         search: Option<&SearchSql>,
         chunk: usize,
     ) -> rusqlite::Result<()> {
+        if self.pieces.is_none()
+            && let Some(terms) = search.and_then(|search| search.terms.as_ref())
+        {
+            let end = self.upper.0.saturating_add(1);
+            self.pieces = Some(search_index::plan(reader, (scope.from_ms, end), terms)?);
+        }
+        let mut read = 0;
+        loop {
+            let piece = match &self.pieces {
+                None => None,
+                Some(pieces) => match pieces.last() {
+                    Some(piece) => Some(piece),
+                    None => {
+                        self.done = true;
+                        return Ok(());
+                    }
+                },
+            };
+            let (start, end, listed) = match piece {
+                None => (scope.from_ms, i64::MAX, None),
+                Some(Piece::Range(start, end)) => (*start, *end, None),
+                Some(Piece::Ids(start, end, ids)) => (
+                    *start,
+                    *end,
+                    Some(std::rc::Rc::new(
+                        ids.iter()
+                            .copied()
+                            .map(rusqlite::types::Value::from)
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+            };
+            let wanted = chunk - read;
+            let got = self.fill_from(store, reader, scope, search, (start, end, listed), wanted)?;
+            read += got;
+            match &mut self.pieces {
+                None => {
+                    self.done = got < wanted;
+                    return Ok(());
+                }
+                Some(pieces) => {
+                    if got < wanted {
+                        pieces.pop();
+                    }
+                    if pieces.is_empty() {
+                        self.done = true;
+                        return Ok(());
+                    }
+                    if read >= chunk {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads up to `limit` events of `[start, end)` below the stream's cursor (only
+    /// those in `listed`, when given), newest first, into the buffer; returns how
+    /// many rows were read.
+    fn fill_from(
+        &mut self,
+        store: &SqliteStore,
+        reader: &rusqlite::Connection,
+        scope: &Scope,
+        search: Option<&SearchSql>,
+        (start, end, listed): (i64, i64, Option<rusqlite::vtab::array::Array>),
+        limit: usize,
+    ) -> rusqlite::Result<usize> {
         let condition = self
             .condition
             .map(|(sql, _)| format!("{sql} AND "))
@@ -2193,26 +2287,37 @@ impl Stream {
         let search_condition = search
             .map(|search| format!("{} AND ", search.condition))
             .unwrap_or_default();
+        // The listed ids lead the join, so SQLite reads those rows and no others.
+        let from = if listed.is_some() {
+            "rarray(?) AS listed CROSS JOIN usage_events ON usage_events.id = listed.value"
+        } else {
+            "usage_events"
+        };
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM usage_events WHERE {condition}{search_condition}timestamp_ms >= ? \
-             AND timestamp_ms <= ? AND (timestamp_ms < ? OR id < ?) ORDER BY timestamp_ms DESC, id DESC LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM {from} WHERE {condition}{search_condition}timestamp_ms >= ? \
+             AND timestamp_ms < ? AND timestamp_ms <= ? AND (timestamp_ms < ? OR id < ?) \
+             ORDER BY timestamp_ms DESC, id DESC LIMIT ?"
         );
         let mut statement = reader.prepare_cached(&sql)?;
         let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        if let Some(listed) = &listed {
+            params.push(listed);
+        }
         if let Some((_, Some(value))) = &self.condition {
             params.push(value);
         }
         for value in search.map(|search| search.binds.as_slice()).unwrap_or(&[]) {
             params.push(value);
         }
-        let chunk_bind = i64::try_from(chunk).unwrap_or(2000);
+        let limit_bind = i64::try_from(limit).unwrap_or(2000);
         let (upper_ms, upper_id) = self.upper;
         params.extend([
-            &scope.from_ms as &dyn rusqlite::ToSql,
+            &start as &dyn rusqlite::ToSql,
+            &end,
             &upper_ms,
             &upper_ms,
             &upper_id,
-            &chunk_bind,
+            &limit_bind,
         ]);
         let mut rows = statement.query(params.as_slice())?;
         let state = lock_read(store.read_cache());
@@ -2225,10 +2330,7 @@ impl Stream {
                 self.buffer.push_back(event);
             }
         }
-        if read < chunk {
-            self.done = true;
-        }
-        Ok(())
+        Ok(read)
     }
 }
 
@@ -2915,27 +3017,47 @@ impl SqliteStore {
     }
 }
 
-/// The row-reader query of a scope's raw events in `[?1, ?2)` (those `search`
-/// matches, when given), and the binds of its placeholders after those two:
-/// the event id, time, whether the search's exact check is needed, the failed
-/// flag and the effective model at positions 0 to 4, then `columns`.
-fn raw_select(columns: &str, scope: &Scope, search: Option<&SearchSql>) -> (String, Vec<String>) {
-    let sql = format!(
-        "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), {columns} \
-         FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}",
-        unsure = search.map_or("0", |search| search.unsure.as_str()),
-        failed = if scope.filters.failed_only {
-            " AND failed = 1"
-        } else {
-            ""
-        },
-        condition = search.map_or(String::new(), |search| format!(
-            " AND {}",
-            search.numbered_condition(3)
-        )),
-    );
-    let binds = search.map_or_else(Vec::new, |search| search.binds.clone());
-    (sql, binds)
+/// The row-reader queries of a scope's raw events (those `search` matches, when
+/// given): the event id, time, whether the search's exact check is needed, the
+/// failed flag and the effective model at positions 0 to 4, then `columns`.
+struct RawSelect {
+    /// Every event in `[?1, ?2)`; `binds` take the placeholders from `?3`.
+    range: String,
+    /// The events listed in `?3` (a `rarray`) of those in `[?1, ?2)`; `binds` take
+    /// the placeholders from `?4`.
+    listed: String,
+    binds: Vec<String>,
+    /// The search's index terms (`SearchSql::terms`).
+    terms: Option<Vec<i64>>,
+}
+
+fn raw_select(columns: &str, scope: &Scope, search: Option<&SearchSql>) -> RawSelect {
+    let statement = |from: &str, first: usize| {
+        format!(
+            "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), {columns} \
+             FROM {from} WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}",
+            unsure = search.map_or("0", |search| search.unsure.as_str()),
+            failed = if scope.filters.failed_only {
+                " AND failed = 1"
+            } else {
+                ""
+            },
+            condition = search.map_or(String::new(), |search| format!(
+                " AND {}",
+                search.numbered_condition(first)
+            )),
+        )
+    };
+    RawSelect {
+        range: statement("usage_events", 3),
+        // The listed ids lead the join, so SQLite reads those rows and no others.
+        listed: statement(
+            "rarray(?3) AS listed CROSS JOIN usage_events ON usage_events.id = listed.value",
+            4,
+        ),
+        binds: search.map_or_else(Vec::new, |search| search.binds.clone()),
+        terms: search.and_then(|search| search.terms.clone()),
+    }
 }
 
 /// The token columns every lean event read selects at positions 18 (input) to 25

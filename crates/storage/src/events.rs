@@ -669,7 +669,8 @@ fn insert_events(
         bind(&new.metadata.as_ref().map(|(_, values)| values.as_slice()))?;
         statement.raw_execute()?;
     }
-    Ok(())
+    // Their hours' search index rows no longer list every event.
+    crate::search_index::unseal(connection, rows.iter().map(|new| new.event.timestamp_ms))
 }
 
 #[cfg(test)]

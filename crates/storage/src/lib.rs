@@ -89,6 +89,7 @@ mod prices;
 mod quota;
 mod rollup;
 mod search;
+mod search_index;
 mod settings;
 mod snapshots;
 mod stream;
@@ -508,6 +509,8 @@ fn open_row_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<rusq
     )?;
     connection.busy_timeout(busy_timeout)?;
     connection.execute_batch("PRAGMA cache_size = -2048")?;
+    // `rarray(?)`: the search index's candidate ids, bound as one value.
+    rusqlite::vtab::array::load_module(&connection)?;
     connection.set_prepared_statement_cache_capacity(16);
     Ok(connection)
 }

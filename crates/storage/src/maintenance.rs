@@ -120,6 +120,9 @@ impl SqliteStore {
                     return;
                 }
                 store.run_wal_maintenance().await;
+                if let Err(error) = store.seal_search_hours(now_ms()).await {
+                    tracing::warn!(%error, "search index maintenance failed");
+                }
                 tokio::time::sleep(MAINTENANCE_INTERVAL).await;
             }
         })

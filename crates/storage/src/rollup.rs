@@ -839,7 +839,7 @@ fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
-fn put(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn put(out: &mut Vec<u8>, mut value: u64) {
     loop {
         let byte = (value & 0x7f) as u8;
         value >>= 7;
@@ -853,7 +853,7 @@ fn put(out: &mut Vec<u8>, mut value: u64) {
 
 /// Reads one varint; `None` at a truncated end.
 #[inline]
-fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
+pub(crate) fn take(bytes: &[u8], at: &mut usize) -> Option<u64> {
     // Most values (ids, flags, small counts) fit one byte; latencies and token
     // counts take a few, sums of tokens more.
     let first = *bytes.get(*at)?;

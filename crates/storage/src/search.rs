@@ -23,7 +23,7 @@ use crate::analytics::CacheState;
 use crate::dims::DimKind;
 
 /// Event columns searched as dictionary ids, with the kind of their ids.
-const DICTIONARY_COLUMNS: [(&str, DimKind); 24] = [
+pub(crate) const DICTIONARY_COLUMNS: [(&str, DimKind); 24] = [
     ("model_id", DimKind::Model),
     ("requested_model_id", DimKind::Model),
     ("resolved_model_id", DimKind::Model),
@@ -69,6 +69,11 @@ pub(crate) struct SearchSql {
     /// True for events whose free texts the condition cannot judge exactly.
     pub unsure: String,
     pub binds: Vec<String>,
+    /// The ids the search index is asked for (ascending, with
+    /// [`crate::search_index::FREE_TEXT`]): every event the search matches holds
+    /// one. `None` when a hex id or the hash can match (a needle of hex digits
+    /// and dashes), which the index does not list.
+    pub terms: Option<Vec<i64>>,
 }
 
 impl SearchSql {
@@ -110,6 +115,7 @@ impl SearchSql {
             exact.push(one_of("coalesce(requested_model_id, model_id)", &effective));
         }
         // The API-key search is OR-ed into the search group.
+        let mut exact_api_keys: Vec<i64> = Vec::new();
         let hash = scope.search_api_key_hash.as_str();
         if !hash.is_empty() {
             let mut ids: Vec<i64> = state
@@ -122,8 +128,15 @@ impl SearchSql {
             if !ids.is_empty() {
                 ids.sort_unstable();
                 exact.push(one_of("api_key_hash_id", &ids));
+                exact_api_keys = ids;
             }
         }
+        let mut terms: Vec<i64> = by_kind.values().flatten().copied().collect();
+        terms.extend(&effective);
+        terms.extend(exact_api_keys.iter().copied());
+        terms.push(crate::search_index::FREE_TEXT);
+        terms.sort_unstable();
+        terms.dedup();
         let mut unsure: Vec<String> = Vec::new();
         // A hex id stored as bytes reads back as hex digits and dashes only: a
         // needle with any other character can only be in a stored text, so the
@@ -174,6 +187,7 @@ impl SearchSql {
             condition: format!("(({exact}) OR ({unsure}))"),
             unsure: format!("({unsure})"),
             binds,
+            terms: (!hex_like).then_some(terms),
         })
     }
 }

@@ -2,7 +2,9 @@
 //! fields of every event, computed here from the generated events themselves:
 //! dictionary values, free texts with non-ASCII characters (whose lowercase can
 //! be ASCII: the Kelvin sign, the dotted capital I), control characters, literal
-//! `%` and `_`, event-hash and request-id fragments.
+//! `%` and `_`, event-hash and request-id fragments. The same answers hold
+//! before the search index is built, once it is, and after events arrive late
+//! into indexed hours.
 
 mod support;
 
@@ -114,9 +116,58 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
     let store = SqliteStore::open(Options::new(dir.path().join("usage.sqlite")))
         .await
         .expect("open store");
-    let events = events();
+    let mut events = events();
     support::store_in_batches(&store, &events, 250, false).await;
-    let (from, to) = (END_MS - 2 * DAY_MS + 17 * 60_000 + 5, END_MS - 3 * 60_000);
+    let range = (END_MS - 2 * DAY_MS + 17 * 60_000 + 5, END_MS - 3 * 60_000);
+    let needles = needles(&events);
+    check(&store, &events, range, &needles, "unindexed").await;
+    // Every hour is over: each gets its index row.
+    let indexed = store
+        .seal_search_hours(END_MS + DAY_MS)
+        .await
+        .expect("index hours");
+    assert!(indexed >= 48, "{indexed} hours indexed");
+    assert_eq!(
+        store
+            .seal_search_hours(END_MS + DAY_MS)
+            .await
+            .expect("index again"),
+        0,
+        "indexed hours are not built again"
+    );
+    check(&store, &events, range, &needles, "indexed").await;
+    // Events that arrive late into indexed hours, with texts no other event has.
+    let late: Vec<UsageEvent> = (0..40)
+        .map(|index| {
+            let mut event = events[index * 61].clone();
+            event.event_hash = format!("{:064x}", 0xfeed_0000_u64 + index as u64);
+            event.timestamp_ms = range.0 + (index as i64) * 3_500_000;
+            event.user_agent = Some(format!("late-arrival-agent/{index}"));
+            if index % 3 == 0 {
+                event.failed = true;
+                event.fail_summary = Some("late Überlastet failure".to_string());
+            }
+            event
+        })
+        .collect();
+    support::store_in_batches(&store, &late, 7, false).await;
+    events.extend(late);
+    let mut needles = needles;
+    needles.extend(["late-arrival".to_string(), "late über".to_string()]);
+    check(&store, &events, range, &needles, "late arrivals").await;
+    // Built again, the rows list the late events too.
+    assert!(
+        store
+            .seal_search_hours(END_MS + DAY_MS)
+            .await
+            .expect("index again")
+            > 0,
+        "hours with late events are indexed again"
+    );
+    check(&store, &events, range, &needles, "indexed again").await;
+}
+
+fn needles(events: &[UsageEvent]) -> Vec<String> {
     let hash_fragment = events[1234].event_hash[20..31].to_string();
     // Fragments of a trace id across a dash, and of a request id in capitals.
     let trace_fragment = events[1402].header_trace_id.as_deref().expect("trace")[6..15].to_string();
@@ -144,15 +195,41 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
         "\"error\"".to_string(),
         "said:\n\t{".to_string(),
     ];
+    needles.to_vec()
+}
+
+/// Every needle's page, summary, timeline and account stats over `[from, to)`
+/// against the substring test of `events`.
+async fn check(
+    store: &SqliteStore,
+    events: &[UsageEvent],
+    (from, to): (i64, i64),
+    needles: &[String],
+    stage: &str,
+) {
     for needle in needles {
         let expected: BTreeSet<String> = events
             .iter()
             .filter(|event| event.timestamp_ms >= from && event.timestamp_ms < to)
-            .filter(|event| matches(event, &needle))
+            .filter(|event| matches(event, needle))
             .map(|event| event.event_hash.clone())
             .collect();
         let mut scope = Scope::time_only(from, to);
         scope.search_query = needle.clone();
+        // A short page walks the newest matches first.
+        let short = store
+            .events_page(scope.clone(), Cursor::default(), 25)
+            .await
+            .expect("short page");
+        let mut newest: Vec<i64> = events
+            .iter()
+            .filter(|event| expected.contains(&event.event_hash))
+            .map(|event| event.timestamp_ms)
+            .collect();
+        newest.sort_unstable_by(|a, b| b.cmp(a));
+        newest.truncate(25);
+        let times: Vec<i64> = short.items.iter().map(|event| event.timestamp_ms).collect();
+        assert_eq!(times, newest, "{stage}: newest events matching {needle:?}");
         let page = store
             .events_page(scope.clone(), Cursor::default(), 10_000)
             .await
@@ -162,7 +239,7 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
             .iter()
             .map(|event| event.event_hash.clone())
             .collect();
-        assert_eq!(got, expected, "events matching {needle:?}");
+        assert_eq!(got, expected, "{stage}: events matching {needle:?}");
         let matching: Vec<&UsageEvent> = events
             .iter()
             .filter(|event| expected.contains(&event.event_hash))
@@ -171,7 +248,7 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
         for zone_name in ["Asia/Kolkata", "UTC"] {
             let zone = Zone::parse(zone_name).expect("zone");
             let response = monitoring(
-                &store,
+                store,
                 MonitoringRequest {
                     scope: scope.clone(),
                     now_ms: END_MS,
@@ -194,17 +271,17 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
             assert_eq!(
                 summary.total_calls,
                 expected.len() as i64,
-                "calls matching {needle:?}"
+                "{stage}: calls matching {needle:?}"
             );
             assert_eq!(
                 summary.total_tokens,
                 matching.iter().map(|event| event.tokens.total).sum::<i64>(),
-                "tokens matching {needle:?}"
+                "{stage}: tokens matching {needle:?}"
             );
             assert_eq!(
                 summary.failure_calls,
                 matching.iter().filter(|event| event.failed).count() as i64,
-                "failures matching {needle:?}"
+                "{stage}: failures matching {needle:?}"
             );
             // Calls and tokens per local hour, from the events themselves.
             let mut buckets: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
@@ -221,7 +298,10 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
                 .filter(|point| point.calls > 0)
                 .map(|point| (point.bucket_ms, (point.calls, point.tokens)))
                 .collect();
-            assert_eq!(timeline, buckets, "timeline of {needle:?} in {zone_name}");
+            assert_eq!(
+                timeline, buckets,
+                "{stage}: timeline of {needle:?} in {zone_name}"
+            );
             let account_calls: i64 = response
                 .account_stats
                 .iter()
@@ -230,7 +310,7 @@ async fn search_answers_equal_a_substring_test_of_every_event() {
             assert_eq!(
                 account_calls,
                 expected.len() as i64,
-                "accounts of {needle:?}"
+                "{stage}: accounts of {needle:?}"
             );
         }
         assert!(

@@ -1,0 +1,575 @@
+//! The search index: which events of a finished UTC hour can match a search.
+//!
+//! A search matches an event when one of its dictionary ids has a matching text
+//! (`search.rs` finds those ids among a few hundred texts), when one of its free
+//! texts (failure summary, request or trace id kept as text) holds the needle,
+//! or, for a needle of hex digits, when its hex request id, trace id or hash
+//! does. For every hour that is over, `usage_search_h` keeps the events of each
+//! searched dictionary id and the events that have a free text, so a search
+//! that is not made of hex digits reads only the events that hold one of its
+//! ids or a free text (`candidates`), whatever the size of the hour. The search
+//! condition is still checked on each of them, so the index only has to list a
+//! superset of the matches; a needle of hex digits reads every event, as before.
+//!
+//! # Layout of a row
+//!
+//! Event ids are stored as offsets from the hour's smallest id, in lists. The
+//! ten columns that name a credential and a client key change together, so
+//! each distinct combination of them gets one list and each of their ids points
+//! at the lists of its combinations; every other id gets a list of its own, and
+//! equal lists are stored once. A list is the varint gaps between its offsets or
+//! a bitmap of them, whichever is smaller. An id held by every event of the hour
+//! points at no list (the hour is read whole, as an unindexed one).
+//!
+//! ```text
+//! version, base id, events, lists, { form, byte length, bytes }…,
+//! terms, { term gap, list count (0: every event), list index… }…
+//! ```
+//!
+//! # Keeping rows true
+//!
+//! The batch that adds an event to an hour removes that hour's row in the same
+//! transaction (`events.rs`), and the background pass ([`SqliteStore::
+//! seal_search_hours`]) writes a row only if no event of its hour was added
+//! after the snapshot it was built from. Events are never removed, and an id is
+//! never given twice, so a row lists every event of its hour.
+
+use std::collections::{BTreeMap, HashSet};
+
+use cpamp_domain::StoreError;
+use cpamp_domain::analytics::time::HOUR_MS;
+use rusqlite::types::ValueRef;
+
+use crate::fasthash::FastMap;
+use crate::rollup::{put, take};
+use crate::{SqliteStore, error};
+
+/// The term of events that have a free text (dictionary ids start at 1).
+pub(crate) const FREE_TEXT: i64 = 0;
+
+/// How long after its end an hour is indexed: events of the hour that arrive
+/// later remove its row again, so this only spares the usual late arrivals a
+/// second build.
+pub(crate) const SEAL_GRACE_MS: i64 = 2 * 60_000;
+
+const VERSION: u64 = 1;
+
+/// The searched dictionary columns that name the credential and the client key
+/// of an event (one list per distinct combination).
+pub(crate) const SIGNATURE_COLUMNS: [&str; 10] = [
+    "executor_type_id",
+    "auth_index_id",
+    "source_id",
+    "source_hash_id",
+    "api_key_hash_id",
+    "account_snapshot_id",
+    "auth_label_snapshot_id",
+    "auth_file_snapshot_id",
+    "auth_provider_snapshot_id",
+    "auth_project_id_snapshot_id",
+];
+
+/// The other searched dictionary columns (one list per id).
+pub(crate) const OTHER_COLUMNS: [&str; 14] = [
+    "model_id",
+    "requested_model_id",
+    "resolved_model_id",
+    "endpoint_id",
+    "method_id",
+    "path_id",
+    "client_ip_id",
+    "x_forwarded_for_id",
+    "user_agent_id",
+    "reasoning_effort_id",
+    "service_tier_id",
+    "header_quota_plan_type_id",
+    "header_error_kind_id",
+    "header_error_code_id",
+];
+
+/// True for an event with a free text a needle that is not hex can match.
+const FREE_TEXT_SQL: &str =
+    "(fail_summary IS NOT NULL OR typeof(request_key) = 'text' OR typeof(header_trace) = 'text')";
+
+const GAPS: u8 = 0;
+const BITMAP: u8 = 1;
+
+/// One hour's index row.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub events: i64,
+    pub terms: Vec<u8>,
+}
+
+/// The index row of the events in `[hour, hour + 1 h)`, read in `connection`'s
+/// snapshot; `None` for an hour without events.
+pub(crate) fn build(
+    connection: &rusqlite::Connection,
+    hour: i64,
+) -> rusqlite::Result<Option<Built>> {
+    let sql = format!(
+        "SELECT id, {}, {}, {FREE_TEXT_SQL} FROM usage_events \
+         WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2",
+        SIGNATURE_COLUMNS.join(", "),
+        OTHER_COLUMNS.join(", "),
+    );
+    const COLUMNS: usize = SIGNATURE_COLUMNS.len() + OTHER_COLUMNS.len();
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut rows = statement.query((hour, hour.saturating_add(HOUR_MS)))?;
+    let mut events: Vec<(i64, [i64; COLUMNS], bool)> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let int = |index: usize| match row.get_ref(index) {
+            Ok(ValueRef::Integer(value)) => value,
+            _ => 0,
+        };
+        events.push((
+            int(0),
+            std::array::from_fn(|column| int(1 + column)),
+            int(1 + COLUMNS) != 0,
+        ));
+    }
+    if events.is_empty() {
+        return Ok(None);
+    }
+    events.sort_unstable_by_key(|event| event.0);
+    let base = events[0].0;
+    let count = events.len();
+    let signature_width = SIGNATURE_COLUMNS.len();
+    let mut signatures: FastMap<Vec<i64>, usize> = FastMap::default();
+    let mut lists: Vec<Vec<u64>> = Vec::new();
+    let mut refs: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    let mut plain: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    for (id, values, free) in &events {
+        let offset = u64::try_from(id - base).unwrap_or(0);
+        let signature = &values[..signature_width];
+        let list = match signatures.get(signature) {
+            Some(list) => *list,
+            None => {
+                let list = lists.len();
+                lists.push(Vec::new());
+                signatures.insert(signature.to_vec(), list);
+                for term in signature.iter().filter(|term| **term > 0) {
+                    let entry = refs.entry(*term).or_default();
+                    if entry.last() != Some(&list) {
+                        entry.push(list);
+                    }
+                }
+                list
+            }
+        };
+        lists[list].push(offset);
+        let others = values[signature_width..].iter().filter(|term| **term > 0);
+        let free = free.then_some(&FREE_TEXT);
+        for term in others.chain(free) {
+            let entry = plain.entry(*term).or_default();
+            // The same id in two columns of one event (model and requested model).
+            if entry.last() != Some(&offset) {
+                entry.push(offset);
+            }
+        }
+    }
+    // A credential id held by every event needs no list.
+    for lists_of_term in refs.values_mut() {
+        let held: usize = lists_of_term.iter().map(|list| lists[*list].len()).sum();
+        if held == count {
+            lists_of_term.clear();
+        }
+    }
+    let mut shared: FastMap<Vec<u64>, usize> = FastMap::default();
+    for (term, offsets) in plain {
+        let lists_of_term = if offsets.len() == count {
+            Vec::new()
+        } else {
+            let list = *shared.entry(offsets).or_insert_with_key(|offsets| {
+                lists.push(offsets.clone());
+                lists.len() - 1
+            });
+            vec![list]
+        };
+        refs.insert(term, lists_of_term);
+    }
+    let mut out = Vec::with_capacity(count * 4 + 64);
+    put(&mut out, VERSION);
+    put(&mut out, u64::try_from(base).unwrap_or(0));
+    put(&mut out, count as u64);
+    put(&mut out, lists.len() as u64);
+    let mut scratch = Vec::new();
+    for list in &lists {
+        let form = encode_list(list, &mut scratch);
+        out.push(form);
+        put(&mut out, scratch.len() as u64);
+        out.extend_from_slice(&scratch);
+    }
+    put(&mut out, refs.len() as u64);
+    let mut previous = 0_i64;
+    for (term, lists_of_term) in &refs {
+        put(&mut out, u64::try_from(term - previous).unwrap_or(0));
+        previous = *term;
+        put(&mut out, lists_of_term.len() as u64);
+        for list in lists_of_term {
+            put(&mut out, *list as u64);
+        }
+    }
+    Ok(Some(Built {
+        events: count as i64,
+        terms: out,
+    }))
+}
+
+/// Writes `list` (sorted, distinct offsets) into `out` as gaps or as a bitmap,
+/// whichever is smaller, and returns its form.
+fn encode_list(list: &[u64], out: &mut Vec<u8>) -> u8 {
+    out.clear();
+    let mut previous = 0;
+    for (position, offset) in list.iter().enumerate() {
+        let gap = if position == 0 {
+            *offset
+        } else {
+            offset - previous - 1
+        };
+        put(out, gap);
+        previous = *offset;
+    }
+    let last = list.last().copied().unwrap_or(0);
+    let bitmap_len = usize::try_from(last / 8 + 1).unwrap_or(usize::MAX);
+    if bitmap_len >= out.len() {
+        return GAPS;
+    }
+    out.clear();
+    out.resize(bitmap_len, 0);
+    for offset in list {
+        out[(offset / 8) as usize] |= 1 << (offset % 8);
+    }
+    BITMAP
+}
+
+/// The events of an indexed hour that a search can match.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Candidates {
+    /// Every event of the hour may match: read it whole.
+    All,
+    /// Only these events may match (ascending ids; maybe none).
+    Ids(Vec<i64>),
+}
+
+/// The candidates of an index row for a search whose matching dictionary ids
+/// (and [`FREE_TEXT`]) are `terms` (ascending); `None` for a row this build does
+/// not read (another version, or damaged), which is then read whole.
+pub(crate) fn candidates(row: &[u8], terms: &[i64]) -> Option<Candidates> {
+    let mut at = 0;
+    if take(row, &mut at)? != VERSION {
+        return None;
+    }
+    let base = i64::try_from(take(row, &mut at)?).ok()?;
+    let count = usize::try_from(take(row, &mut at)?).ok()?;
+    let list_count = usize::try_from(take(row, &mut at)?).ok()?;
+    let mut lists: Vec<(u8, usize, usize)> = Vec::with_capacity(list_count.min(1 << 16));
+    for _ in 0..list_count {
+        let form = *row.get(at)?;
+        at += 1;
+        let len = usize::try_from(take(row, &mut at)?).ok()?;
+        let end = at.checked_add(len).filter(|end| *end <= row.len())?;
+        lists.push((form, at, end));
+        at = end;
+    }
+    let term_count = take(row, &mut at)?;
+    let mut wanted = vec![false; lists.len()];
+    let mut next = terms.iter().peekable();
+    let mut term = 0_i64;
+    for _ in 0..term_count {
+        term = term.checked_add(i64::try_from(take(row, &mut at)?).ok()?)?;
+        let held = usize::try_from(take(row, &mut at)?).ok()?;
+        while next.next_if(|wanted| **wanted < term).is_some() {}
+        let asked = next.peek().is_some_and(|wanted| **wanted == term);
+        if asked && held == 0 {
+            return Some(Candidates::All);
+        }
+        for _ in 0..held {
+            let list = usize::try_from(take(row, &mut at)?).ok()?;
+            if asked {
+                *wanted.get_mut(list)? = true;
+            }
+        }
+    }
+    let mut offsets: Vec<u64> = Vec::new();
+    for ((form, start, end), _) in lists.iter().zip(&wanted).filter(|(_, wanted)| **wanted) {
+        let bytes = &row[*start..*end];
+        match *form {
+            GAPS => {
+                let mut at = 0;
+                let mut offset = 0_u64;
+                let mut first = true;
+                while at < bytes.len() {
+                    let gap = take(bytes, &mut at)?;
+                    offset = if first {
+                        gap
+                    } else {
+                        offset.checked_add(gap)?.checked_add(1)?
+                    };
+                    first = false;
+                    offsets.push(offset);
+                }
+            }
+            BITMAP => {
+                for (index, byte) in bytes.iter().enumerate() {
+                    let mut bits = *byte;
+                    while bits != 0 {
+                        let bit = bits.trailing_zeros();
+                        offsets.push(index as u64 * 8 + u64::from(bit));
+                        bits &= bits - 1;
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+    offsets.sort_unstable();
+    offsets.dedup();
+    if offsets.len() >= count {
+        return Some(Candidates::All);
+    }
+    let ids = offsets
+        .into_iter()
+        .map(|offset| {
+            i64::try_from(offset)
+                .ok()
+                .and_then(|offset| base.checked_add(offset))
+        })
+        .collect::<Option<Vec<i64>>>()?;
+    Some(Candidates::Ids(ids))
+}
+
+/// A part of a searched range: read every event of it, or only some.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Every event in `[from, to)`.
+    Range(i64, i64),
+    /// The listed events, of those in `[from, to)` (ascending ids).
+    Ids(i64, i64, Vec<i64>),
+}
+
+/// The parts of `[from, to)` a search whose matching ids are `terms` reads,
+/// in time order, from the index rows in `connection`'s snapshot: indexed hours
+/// become their candidates (none for an hour without any), the rest is read
+/// whole.
+pub(crate) fn plan(
+    connection: &rusqlite::Connection,
+    (from, to): (i64, i64),
+    terms: &[i64],
+) -> rusqlite::Result<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    if from >= to {
+        return Ok(pieces);
+    }
+    let mut statement = connection.prepare_cached(
+        "SELECT bucket_ms, terms FROM usage_search_h \
+         WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms",
+    )?;
+    let first_hour = from.div_euclid(HOUR_MS).saturating_mul(HOUR_MS);
+    let mut rows = statement.query((first_hour, to))?;
+    let mut cursor = from;
+    let whole = |pieces: &mut Vec<Piece>, start: i64, end: i64| {
+        if start >= end {
+            return;
+        }
+        match pieces.last_mut() {
+            Some(Piece::Range(_, last)) if *last == start => *last = end,
+            _ => pieces.push(Piece::Range(start, end)),
+        }
+    };
+    while let Some(row) = rows.next()? {
+        let hour: i64 = row.get(0)?;
+        let ValueRef::Blob(blob) = row.get_ref(1)? else {
+            continue;
+        };
+        let (start, end) = (hour.max(from), hour.saturating_add(HOUR_MS).min(to));
+        if let Some(Candidates::Ids(ids)) = candidates(blob, terms) {
+            whole(&mut pieces, cursor, start);
+            if !ids.is_empty() {
+                pieces.push(Piece::Ids(start, end, ids));
+            }
+            cursor = end;
+        }
+    }
+    whole(&mut pieces, cursor, to);
+    Ok(pieces)
+}
+
+impl SqliteStore {
+    /// Builds the search index of every hour that ended at least
+    /// [`SEAL_GRACE_MS`] before `now_ms` and holds events but no index row (the
+    /// newest first), and returns how many rows were written. Runs with the WAL
+    /// maintenance; a row is written only if no event of its hour arrived since
+    /// it was read, so ingest never waits for a build.
+    pub async fn seal_search_hours(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let before = now_ms
+            .saturating_sub(SEAL_GRACE_MS)
+            .div_euclid(HOUR_MS)
+            .saturating_mul(HOUR_MS);
+        let store = self.clone();
+        let pending = tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                pending_hours(reader, before).map_err(error::sqlite("find hours to index"))
+            })
+        })
+        .await
+        .map_err(|error| {
+            StoreError::unavailable(format!("find hours to index: {error}"), error)
+        })??;
+        let mut written = 0;
+        for hour in pending.into_iter().rev() {
+            let store = self.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                store.with_row_reader(|reader| {
+                    let sqlite = error::sqlite("index an hour");
+                    let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                    let newest: i64 = transaction
+                        .query_row("SELECT coalesce(max(id), 0) FROM usage_events", [], |row| {
+                            row.get(0)
+                        })
+                        .map_err(&sqlite)?;
+                    let built = build(&transaction, hour).map_err(&sqlite)?;
+                    transaction.commit().map_err(&sqlite)?;
+                    Ok(built.map(|built| (newest, built)))
+                })
+            })
+            .await
+            .map_err(|error| StoreError::unavailable(format!("index an hour: {error}"), error))??;
+            let Some((newest, built)) = built else {
+                continue;
+            };
+            let done = sqlx::query(
+                "INSERT INTO usage_search_h (bucket_ms, events, terms) SELECT ?1, ?2, ?3 \
+                 WHERE NOT EXISTS (SELECT 1 FROM usage_events WHERE id > ?4 \
+                 AND timestamp_ms >= ?1 AND timestamp_ms < ?5) \
+                 ON CONFLICT (bucket_ms) DO NOTHING",
+            )
+            .bind(hour)
+            .bind(built.events)
+            .bind(built.terms)
+            .bind(newest)
+            .bind(hour.saturating_add(HOUR_MS))
+            .execute(self.writer())
+            .await
+            .map_err(|error| error::map(error, "write a search index row"))?;
+            written += usize::try_from(done.rows_affected()).unwrap_or(0);
+        }
+        Ok(written)
+    }
+}
+
+/// The hours before `before` that hold events but no index row, ascending: one
+/// index seek per hour with events.
+fn pending_hours(reader: &rusqlite::Connection, before: i64) -> rusqlite::Result<Vec<i64>> {
+    let transaction = reader.unchecked_transaction()?;
+    let indexed: HashSet<i64> = {
+        let mut statement = transaction.prepare_cached("SELECT bucket_ms FROM usage_search_h")?;
+        let rows = statement.query_map([], |row| row.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut pending = Vec::new();
+    {
+        let mut next = transaction.prepare_cached(
+            "SELECT timestamp_ms FROM usage_events WHERE timestamp_ms >= ?1 \
+             ORDER BY timestamp_ms LIMIT 1",
+        )?;
+        let mut at = i64::MIN;
+        while let Some(time) = next
+            .query_row([at], |row| row.get::<_, i64>(0))
+            .map(Some)
+            .or_else(|error| match error {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                error => Err(error),
+            })?
+        {
+            let hour = time.div_euclid(HOUR_MS).saturating_mul(HOUR_MS);
+            if hour >= before {
+                break;
+            }
+            if !indexed.contains(&hour) {
+                pending.push(hour);
+            }
+            at = hour.saturating_add(HOUR_MS);
+        }
+    }
+    transaction.commit()?;
+    Ok(pending)
+}
+
+/// Removes the index rows of the hours `times` fall into: their hours gain
+/// events (called in the transaction that inserts them).
+pub(crate) fn unseal(
+    connection: &rusqlite::Connection,
+    times: impl Iterator<Item = i64>,
+) -> rusqlite::Result<()> {
+    let mut hours: Vec<i64> = times
+        .map(|time| time.div_euclid(HOUR_MS).saturating_mul(HOUR_MS))
+        .collect();
+    hours.sort_unstable();
+    hours.dedup();
+    let mut statement =
+        connection.prepare_cached("DELETE FROM usage_search_h WHERE bucket_ms = ?1")?;
+    for hour in hours {
+        statement.execute([hour])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The index covers exactly the columns the search matches ids in.
+    #[test]
+    fn the_indexed_columns_are_the_searched_ones() {
+        let mut indexed: Vec<&str> = SIGNATURE_COLUMNS
+            .iter()
+            .chain(&OTHER_COLUMNS)
+            .copied()
+            .collect();
+        let mut searched: Vec<&str> = crate::search::DICTIONARY_COLUMNS
+            .iter()
+            .map(|(column, _)| *column)
+            .collect();
+        indexed.sort_unstable();
+        searched.sort_unstable();
+        assert_eq!(indexed, searched);
+    }
+
+    #[test]
+    fn lists_round_trip_in_both_forms() {
+        let mut scratch = Vec::new();
+        let sparse = vec![3_u64, 700, 70_000];
+        assert_eq!(encode_list(&sparse, &mut scratch), GAPS);
+        let dense: Vec<u64> = (0..400).filter(|value| value % 3 != 0).collect();
+        assert_eq!(encode_list(&dense, &mut scratch), BITMAP);
+        for list in [sparse, dense] {
+            let mut row = Vec::new();
+            put(&mut row, VERSION);
+            put(&mut row, 1000);
+            put(&mut row, 100_000);
+            put(&mut row, 1);
+            let form = encode_list(&list, &mut scratch);
+            row.push(form);
+            put(&mut row, scratch.len() as u64);
+            row.extend_from_slice(&scratch);
+            put(&mut row, 1);
+            put(&mut row, 42);
+            put(&mut row, 1);
+            put(&mut row, 0);
+            let expected: Vec<i64> = list.iter().map(|offset| 1000 + *offset as i64).collect();
+            assert_eq!(candidates(&row, &[42]), Some(Candidates::Ids(expected)));
+            assert_eq!(
+                candidates(&row, &[41, 43]),
+                Some(Candidates::Ids(Vec::new()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_damaged_row_is_read_whole() {
+        assert_eq!(candidates(&[], &[1]), None);
+        assert_eq!(candidates(&[9, 0, 0, 0, 0], &[1]), None);
+        assert_eq!(candidates(&[1, 5, 10, 1, 0, 200], &[1]), None);
+    }
+}
