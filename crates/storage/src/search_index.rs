@@ -116,38 +116,30 @@ pub(crate) fn build(
     const COLUMNS: usize = SIGNATURE_COLUMNS.len() + OTHER_COLUMNS.len();
     let mut statement = connection.prepare_cached(&sql)?;
     let mut rows = statement.query((hour, hour.saturating_add(HOUR_MS)))?;
-    let mut events: Vec<(i64, [i64; COLUMNS], bool)> = Vec::new();
+    // Lists of event ids, filled in time order and sorted at the end: nothing
+    // is kept per event but its place in the lists.
+    let mut signatures: FastMap<[i64; SIGNATURE_COLUMNS.len()], usize> = FastMap::default();
+    let mut lists: Vec<Vec<i64>> = Vec::new();
+    let mut refs: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    let mut plain: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut count = 0_usize;
+    let mut base = i64::MAX;
     while let Some(row) = rows.next()? {
         let int = |index: usize| match row.get_ref(index) {
             Ok(ValueRef::Integer(value)) => value,
             _ => 0,
         };
-        events.push((
-            int(0),
-            std::array::from_fn(|column| int(1 + column)),
-            int(1 + COLUMNS) != 0,
-        ));
-    }
-    if events.is_empty() {
-        return Ok(None);
-    }
-    events.sort_unstable_by_key(|event| event.0);
-    let base = events[0].0;
-    let count = events.len();
-    let signature_width = SIGNATURE_COLUMNS.len();
-    let mut signatures: FastMap<Vec<i64>, usize> = FastMap::default();
-    let mut lists: Vec<Vec<u64>> = Vec::new();
-    let mut refs: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-    let mut plain: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
-    for (id, values, free) in &events {
-        let offset = u64::try_from(id - base).unwrap_or(0);
-        let signature = &values[..signature_width];
-        let list = match signatures.get(signature) {
+        let id = int(0);
+        count += 1;
+        base = base.min(id);
+        let signature: [i64; SIGNATURE_COLUMNS.len()] =
+            std::array::from_fn(|column| int(1 + column));
+        let list = match signatures.get(&signature) {
             Some(list) => *list,
             None => {
                 let list = lists.len();
                 lists.push(Vec::new());
-                signatures.insert(signature.to_vec(), list);
+                signatures.insert(signature, list);
                 for term in signature.iter().filter(|term| **term > 0) {
                     let entry = refs.entry(*term).or_default();
                     if entry.last() != Some(&list) {
@@ -157,17 +149,28 @@ pub(crate) fn build(
                 list
             }
         };
-        lists[list].push(offset);
-        let others = values[signature_width..].iter().filter(|term| **term > 0);
-        let free = free.then_some(&FREE_TEXT);
-        for term in others.chain(free) {
-            let entry = plain.entry(*term).or_default();
+        lists[list].push(id);
+        let others = (SIGNATURE_COLUMNS.len()..COLUMNS).map(|column| int(1 + column));
+        let free = (int(1 + COLUMNS) != 0).then_some(FREE_TEXT);
+        for term in others.filter(|term| *term > 0).chain(free) {
+            let entry = plain.entry(term).or_default();
             // The same id in two columns of one event (model and requested model).
-            if entry.last() != Some(&offset) {
-                entry.push(offset);
+            if entry.last() != Some(&id) {
+                entry.push(id);
             }
         }
     }
+    if count == 0 {
+        return Ok(None);
+    }
+    let offsets = |mut ids: Vec<i64>| -> Vec<u64> {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| u64::try_from(id - base).unwrap_or(0))
+            .collect()
+    };
+    let mut lists: Vec<Vec<u64>> = lists.into_iter().map(offsets).collect();
     // A credential id held by every event needs no list.
     for lists_of_term in refs.values_mut() {
         let held: usize = lists_of_term.iter().map(|list| lists[*list].len()).sum();
@@ -176,7 +179,8 @@ pub(crate) fn build(
         }
     }
     let mut shared: FastMap<Vec<u64>, usize> = FastMap::default();
-    for (term, offsets) in plain {
+    for (term, ids) in plain {
+        let offsets = offsets(ids);
         let lists_of_term = if offsets.len() == count {
             Vec::new()
         } else {
