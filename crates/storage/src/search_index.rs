@@ -422,43 +422,55 @@ impl SqliteStore {
         })??;
         let mut written = 0;
         for hour in pending.into_iter().rev() {
-            let store = self.clone();
-            let built = tokio::task::spawn_blocking(move || {
-                store.with_row_reader(|reader| {
-                    let sqlite = error::sqlite("index an hour");
-                    let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
-                    let newest: i64 = transaction
-                        .query_row("SELECT coalesce(max(id), 0) FROM usage_events", [], |row| {
-                            row.get(0)
-                        })
-                        .map_err(&sqlite)?;
-                    let built = build(&transaction, hour).map_err(&sqlite)?;
-                    transaction.commit().map_err(&sqlite)?;
-                    Ok(built.map(|built| (newest, built)))
-                })
-            })
-            .await
-            .map_err(|error| StoreError::unavailable(format!("index an hour: {error}"), error))??;
-            let Some((newest, built)) = built else {
-                continue;
-            };
-            let done = sqlx::query(
-                "INSERT INTO usage_search_h (bucket_ms, events, terms) SELECT ?1, ?2, ?3 \
-                 WHERE NOT EXISTS (SELECT 1 FROM usage_events WHERE id > ?4 \
-                 AND timestamp_ms >= ?1 AND timestamp_ms < ?5) \
-                 ON CONFLICT (bucket_ms) DO NOTHING",
-            )
-            .bind(hour)
-            .bind(built.events)
-            .bind(built.terms)
-            .bind(newest)
-            .bind(hour.saturating_add(HOUR_MS))
-            .execute(self.writer())
-            .await
-            .map_err(|error| error::map(error, "write a search index row"))?;
-            written += usize::try_from(done.rows_affected()).unwrap_or(0);
+            if let Some((newest, built)) = self.build_hour(hour).await?
+                && self.write_hour(hour, newest, built).await?
+            {
+                written += 1;
+            }
         }
         Ok(written)
+    }
+
+    /// The index row of `hour` and the newest event id, read in one snapshot.
+    async fn build_hour(&self, hour: i64) -> Result<Option<(i64, Built)>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("index an hour");
+                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                let newest: i64 = transaction
+                    .query_row("SELECT coalesce(max(id), 0) FROM usage_events", [], |row| {
+                        row.get(0)
+                    })
+                    .map_err(&sqlite)?;
+                let built = build(&transaction, hour).map_err(&sqlite)?;
+                transaction.commit().map_err(&sqlite)?;
+                Ok(built.map(|built| (newest, built)))
+            })
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("index an hour: {error}"), error))?
+    }
+
+    /// Writes `hour`'s index row, built when `newest` was the newest event id,
+    /// unless an event of the hour was stored since (its row would miss it);
+    /// true when written.
+    async fn write_hour(&self, hour: i64, newest: i64, built: Built) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO usage_search_h (bucket_ms, events, terms) SELECT ?1, ?2, ?3 \
+             WHERE NOT EXISTS (SELECT 1 FROM usage_events WHERE id > ?4 \
+             AND timestamp_ms >= ?1 AND timestamp_ms < ?5) \
+             ON CONFLICT (bucket_ms) DO NOTHING",
+        )
+        .bind(hour)
+        .bind(built.events)
+        .bind(built.terms)
+        .bind(newest)
+        .bind(hour.saturating_add(HOUR_MS))
+        .execute(self.writer())
+        .await
+        .map_err(|error| error::map(error, "write a search index row"))?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
@@ -568,6 +580,65 @@ mod tests {
                 Some(Candidates::Ids(Vec::new()))
             );
         }
+    }
+
+    /// A row built before an event of its hour was stored would not list that
+    /// event: it is not written, and the next build lists both.
+    #[tokio::test]
+    async fn a_row_is_written_only_if_its_hour_gained_no_event_since_its_build() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(crate::Options::new(dir.path().join("usage.sqlite")))
+            .await
+            .expect("open store");
+        let hour = 1_767_222_000_000;
+        let insert = |id: i64, at: i64| {
+            sqlx::query(
+                "INSERT INTO usage_events (id, event_hash, timestamp_ms, model_id, created_at_delta) \
+                 VALUES (?1, randomblob(32), ?2, 1, 0)",
+            )
+            .bind(id)
+            .bind(at)
+        };
+        insert(1, hour + 5)
+            .execute(store.writer())
+            .await
+            .expect("event");
+        let (newest, built) = store
+            .build_hour(hour)
+            .await
+            .expect("build")
+            .expect("events");
+        insert(2, hour + 60_000)
+            .execute(store.writer())
+            .await
+            .expect("event");
+        assert!(!store.write_hour(hour, newest, built).await.expect("write"));
+        // An event of another hour stops no write.
+        let (newest, built) = store
+            .build_hour(hour)
+            .await
+            .expect("build")
+            .expect("events");
+        assert_eq!(built.events, 2);
+        insert(3, hour + HOUR_MS)
+            .execute(store.writer())
+            .await
+            .expect("event");
+        assert!(store.write_hour(hour, newest, built).await.expect("write"));
+        assert_eq!(
+            store
+                .seal_search_hours(hour + 3 * HOUR_MS)
+                .await
+                .expect("seal"),
+            1
+        );
+        assert_eq!(
+            store
+                .seal_search_hours(hour + 3 * HOUR_MS)
+                .await
+                .expect("seal"),
+            0
+        );
     }
 
     #[test]
