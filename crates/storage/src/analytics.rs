@@ -3027,8 +3027,8 @@ struct RawSelect {
     /// the placeholders from `?4`.
     listed: String,
     binds: Vec<String>,
-    /// The search's index terms (`SearchSql::terms`).
-    terms: Option<Vec<i64>>,
+    /// What the search asks the index (`SearchSql::terms`).
+    terms: Option<search_index::IndexAsk>,
 }
 
 fn raw_select(columns: &str, scope: &Scope, search: Option<&SearchSql>) -> RawSelect {

@@ -69,11 +69,11 @@ pub(crate) struct SearchSql {
     /// True for events whose free texts the condition cannot judge exactly.
     pub unsure: String,
     pub binds: Vec<String>,
-    /// The ids the search index is asked for (ascending, with
-    /// [`crate::search_index::FREE_TEXT`]): every event the search matches holds
-    /// one. `None` when a hex id or the hash can match (a needle of hex digits
-    /// and dashes), which the index does not list.
-    pub terms: Option<Vec<i64>>,
+    /// What the search index is asked for: every event the search matches holds
+    /// one of its ids or a free text with the needle. `None` when a hex id or
+    /// the hash can match (a needle of hex digits and dashes), which the index
+    /// does not list.
+    pub terms: Option<crate::search_index::IndexAsk>,
 }
 
 impl SearchSql {
@@ -134,7 +134,6 @@ impl SearchSql {
         let mut terms: Vec<i64> = by_kind.values().flatten().copied().collect();
         terms.extend(&effective);
         terms.extend(exact_api_keys.iter().copied());
-        terms.push(crate::search_index::FREE_TEXT);
         terms.sort_unstable();
         terms.dedup();
         let mut unsure: Vec<String> = Vec::new();
@@ -187,7 +186,12 @@ impl SearchSql {
             condition: format!("(({exact}) OR ({unsure}))"),
             unsure: format!("({unsure})"),
             binds,
-            terms: (!hex_like).then_some(terms),
+            terms: (!hex_like).then(|| crate::search_index::IndexAsk {
+                terms,
+                needle: needle
+                    .is_ascii()
+                    .then(|| needle.to_ascii_lowercase().into_bytes()),
+            }),
         })
     }
 }

@@ -5,11 +5,17 @@
 //! texts (failure summary, request or trace id kept as text) holds the needle,
 //! or, for a needle of hex digits, when its hex request id, trace id or hash
 //! does. For every hour that is over, `usage_search_h` keeps the events of each
-//! searched dictionary id and the events that have a free text, so a search
-//! that is not made of hex digits reads only the events that hold one of its
-//! ids or a free text (`candidates`), whatever the size of the hour. The search
-//! condition is still checked on each of them, so the index only has to list a
-//! superset of the matches; a needle of hex digits reads every event, as before.
+//! searched dictionary id, and the events that have each kind of free text with
+//! the set of bytes those texts hold once lowercased. A search that is not made
+//! of hex digits reads only the events that hold one of its ids, or a free text
+//! of a kind whose bytes include every byte of the needle (`candidates`),
+//! whatever the size of the hour. The search condition is still checked on each
+//! of them, so the index only has to list a superset of the matches; a needle of
+//! hex digits reads every event, as before.
+//!
+//! Reading scattered rows costs SQLite about three times as much per row as
+//! stepping through an hour in order, so an hour where more than a third of the
+//! events are candidates is read whole (`DENSE`).
 //!
 //! # Layout of a row
 //!
@@ -23,7 +29,8 @@
 //!
 //! ```text
 //! version, base id, events, lists, { form, byte length, bytes }…,
-//! terms, { term gap, list count (0: every event), list index… }…
+//! terms, { term gap, list count (0: every event), list index… }…,
+//! for each free-text kind: list index + 1 (0: none), then its 32-byte byte set
 //! ```
 //!
 //! # Keeping rows true
@@ -44,8 +51,8 @@ use crate::fasthash::FastMap;
 use crate::rollup::{put, take};
 use crate::{SqliteStore, error};
 
-/// The term of events that have a free text (dictionary ids start at 1).
-pub(crate) const FREE_TEXT: i64 = 0;
+/// An hour whose candidates are more than `1 / DENSE` of its events is read whole.
+const DENSE: usize = 3;
 
 /// How long after its end an hour is indexed: events of the hour that arrive
 /// later remove its row again, so this only spares the usual late arrivals a
@@ -87,9 +94,40 @@ pub(crate) const OTHER_COLUMNS: [&str; 14] = [
     "header_error_code_id",
 ];
 
-/// True for an event with a free text a needle that is not hex can match.
-const FREE_TEXT_SQL: &str =
-    "(fail_summary IS NOT NULL OR typeof(request_key) = 'text' OR typeof(header_trace) = 'text')";
+/// The free texts a needle that is not hex can match: the failure summary, and
+/// the request and trace ids kept as text (hex ones are kept as bytes).
+const FREE_TEXT_SQL: &str = "fail_summary, \
+    CASE WHEN typeof(request_key) = 'text' THEN request_key END, \
+    CASE WHEN typeof(header_trace) = 'text' THEN header_trace END";
+const FREE_KINDS: usize = 3;
+
+/// The bytes of lowercased texts, one bit each.
+type ByteSet = [u64; 4];
+
+fn add_bytes(set: &mut ByteSet, text: &str) {
+    let mut add = |byte: u8| set[usize::from(byte >> 6)] |= 1 << (byte & 63);
+    if text.is_ascii() {
+        text.bytes().for_each(|byte| add(byte.to_ascii_lowercase()));
+    } else {
+        text.to_lowercase().bytes().for_each(add);
+    }
+}
+
+fn holds_bytes(set: &ByteSet, needle: &[u8]) -> bool {
+    needle
+        .iter()
+        .all(|byte| set[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0)
+}
+
+/// What a search asks the index.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexAsk {
+    /// The matching dictionary ids, ascending.
+    pub terms: Vec<i64>,
+    /// The needle's bytes, lowercased, when they decide which free texts can
+    /// match (an ASCII needle); `None` reads every free text.
+    pub needle: Option<Vec<u8>>,
+}
 
 const GAPS: u8 = 0;
 const BITMAP: u8 = 1;
@@ -122,6 +160,7 @@ pub(crate) fn build(
     let mut lists: Vec<Vec<i64>> = Vec::new();
     let mut refs: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     let mut plain: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut free: [(Vec<i64>, ByteSet); FREE_KINDS] = Default::default();
     let mut count = 0_usize;
     let mut base = i64::MAX;
     while let Some(row) = rows.next()? {
@@ -150,9 +189,14 @@ pub(crate) fn build(
             }
         };
         lists[list].push(id);
+        for (kind, (ids, bytes)) in free.iter_mut().enumerate() {
+            if let Ok(ValueRef::Text(text)) = row.get_ref(1 + COLUMNS + kind) {
+                ids.push(id);
+                add_bytes(bytes, &String::from_utf8_lossy(text));
+            }
+        }
         let others = (SIGNATURE_COLUMNS.len()..COLUMNS).map(|column| int(1 + column));
-        let free = (int(1 + COLUMNS) != 0).then_some(FREE_TEXT);
-        for term in others.filter(|term| *term > 0).chain(free) {
+        for term in others.filter(|term| *term > 0) {
             let entry = plain.entry(term).or_default();
             // The same id in two columns of one event (model and requested model).
             if entry.last() != Some(&id) {
@@ -192,6 +236,13 @@ pub(crate) fn build(
         };
         refs.insert(term, lists_of_term);
     }
+    let mut free_lists: Vec<Option<(usize, ByteSet)>> = Vec::with_capacity(FREE_KINDS);
+    for (ids, bytes) in free {
+        free_lists.push((!ids.is_empty()).then(|| {
+            lists.push(offsets(ids));
+            (lists.len() - 1, bytes)
+        }));
+    }
     let mut out = Vec::with_capacity(count * 4 + 64);
     put(&mut out, VERSION);
     put(&mut out, u64::try_from(base).unwrap_or(0));
@@ -212,6 +263,17 @@ pub(crate) fn build(
         put(&mut out, lists_of_term.len() as u64);
         for list in lists_of_term {
             put(&mut out, *list as u64);
+        }
+    }
+    for kind in free_lists {
+        match kind {
+            None => put(&mut out, 0),
+            Some((list, bytes)) => {
+                put(&mut out, list as u64 + 1);
+                for word in bytes {
+                    out.extend_from_slice(&word.to_le_bytes());
+                }
+            }
         }
     }
     Ok(Some(Built {
@@ -256,10 +318,10 @@ pub(crate) enum Candidates {
     Ids(Vec<i64>),
 }
 
-/// The candidates of an index row for a search whose matching dictionary ids
-/// (and [`FREE_TEXT`]) are `terms` (ascending); `None` for a row this build does
+/// The candidates of an index row for `ask`; `None` for a row this build does
 /// not read (another version, or damaged), which is then read whole.
-pub(crate) fn candidates(row: &[u8], terms: &[i64]) -> Option<Candidates> {
+pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
+    let terms = ask.terms.as_slice();
     let mut at = 0;
     if take(row, &mut at)? != VERSION {
         return None;
@@ -293,6 +355,24 @@ pub(crate) fn candidates(row: &[u8], terms: &[i64]) -> Option<Candidates> {
             if asked {
                 *wanted.get_mut(list)? = true;
             }
+        }
+    }
+    for _ in 0..FREE_KINDS {
+        let list = take(row, &mut at)?;
+        if list == 0 {
+            continue;
+        }
+        let words = row.get(at..at.checked_add(32)?)?;
+        at += 32;
+        let bytes: ByteSet = std::array::from_fn(|word| {
+            u64::from_le_bytes(words[word * 8..word * 8 + 8].try_into().unwrap_or_default())
+        });
+        if ask
+            .needle
+            .as_ref()
+            .is_none_or(|needle| holds_bytes(&bytes, needle))
+        {
+            *wanted.get_mut(usize::try_from(list - 1).ok()?)? = true;
         }
     }
     let mut offsets: Vec<u64> = Vec::new();
@@ -329,7 +409,7 @@ pub(crate) fn candidates(row: &[u8], terms: &[i64]) -> Option<Candidates> {
     }
     offsets.sort_unstable();
     offsets.dedup();
-    if offsets.len() >= count {
+    if offsets.len().saturating_mul(DENSE) > count {
         return Some(Candidates::All);
     }
     let ids = offsets
@@ -352,14 +432,13 @@ pub(crate) enum Piece {
     Ids(i64, i64, Vec<i64>),
 }
 
-/// The parts of `[from, to)` a search whose matching ids are `terms` reads,
-/// in time order, from the index rows in `connection`'s snapshot: indexed hours
-/// become their candidates (none for an hour without any), the rest is read
-/// whole.
+/// The parts of `[from, to)` a search that asks `ask` reads, in time order, from
+/// the index rows in `connection`'s snapshot: indexed hours become their
+/// candidates (none for an hour without any), the rest is read whole.
 pub(crate) fn plan(
     connection: &rusqlite::Connection,
     (from, to): (i64, i64),
-    terms: &[i64],
+    ask: &IndexAsk,
 ) -> rusqlite::Result<Vec<Piece>> {
     let mut pieces = Vec::new();
     if from >= to {
@@ -387,7 +466,7 @@ pub(crate) fn plan(
             continue;
         };
         let (start, end) = (hour.max(from), hour.saturating_add(HOUR_MS).min(to));
-        if let Some(Candidates::Ids(ids)) = candidates(blob, terms) {
+        if let Some(Candidates::Ids(ids)) = candidates(blob, ask) {
             whole(&mut pieces, cursor, start);
             if !ids.is_empty() {
                 pieces.push(Piece::Ids(start, end, ids));
@@ -573,10 +652,19 @@ mod tests {
             put(&mut row, 42);
             put(&mut row, 1);
             put(&mut row, 0);
+            // No free texts.
+            row.extend_from_slice(&[0, 0, 0]);
+            let ask = |terms: &[i64]| IndexAsk {
+                terms: terms.to_vec(),
+                needle: None,
+            };
             let expected: Vec<i64> = list.iter().map(|offset| 1000 + *offset as i64).collect();
-            assert_eq!(candidates(&row, &[42]), Some(Candidates::Ids(expected)));
             assert_eq!(
-                candidates(&row, &[41, 43]),
+                candidates(&row, &ask(&[42])),
+                Some(Candidates::Ids(expected))
+            );
+            assert_eq!(
+                candidates(&row, &ask(&[41, 43])),
                 Some(Candidates::Ids(Vec::new()))
             );
         }
@@ -643,8 +731,12 @@ mod tests {
 
     #[test]
     fn a_damaged_row_is_read_whole() {
-        assert_eq!(candidates(&[], &[1]), None);
-        assert_eq!(candidates(&[9, 0, 0, 0, 0], &[1]), None);
-        assert_eq!(candidates(&[1, 5, 10, 1, 0, 200], &[1]), None);
+        let ask = IndexAsk {
+            terms: vec![1],
+            needle: None,
+        };
+        assert_eq!(candidates(&[], &ask), None);
+        assert_eq!(candidates(&[9, 0, 0, 0, 0], &ask), None);
+        assert_eq!(candidates(&[1, 5, 10, 1, 0, 200], &ask), None);
     }
 }
