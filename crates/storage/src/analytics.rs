@@ -2187,9 +2187,19 @@ struct Stream {
     done: bool,
     /// Rows the next refill asks for; doubles on every refill.
     next_chunk: usize,
-    /// With an indexed search: the parts of the range still to read (oldest
-    /// first; the walk takes them from the end), planned at the first refill.
-    pieces: Option<Vec<Piece>>,
+    /// With an indexed search: the planned parts of the range still to read
+    /// (oldest first; the walk takes them from the end). They are planned a
+    /// window at a time, newest first, so a page near the newest events decodes
+    /// only the index rows of the hours it reads.
+    pieces: Option<Pieces>,
+}
+
+/// The planned parts of an indexed stream, and the part of its range not yet
+/// planned: `[scope.from_ms, planned_from)`, planned next `window` at a time.
+struct Pieces {
+    planned: Vec<Piece>,
+    planned_from: i64,
+    window: i64,
 }
 
 impl Stream {
@@ -2212,24 +2222,38 @@ impl Stream {
         search: Option<&SearchSql>,
         chunk: usize,
     ) -> rusqlite::Result<()> {
-        if self.pieces.is_none()
-            && let Some(terms) = search.and_then(|search| search.terms.as_ref())
-        {
-            let end = self.upper.0.saturating_add(1);
-            self.pieces = Some(search_index::plan(reader, (scope.from_ms, end), terms)?);
+        let ask = search.and_then(|search| search.terms.as_ref());
+        if self.pieces.is_none() && ask.is_some() {
+            self.pieces = Some(Pieces {
+                planned: Vec::new(),
+                planned_from: self.upper.0.saturating_add(1),
+                window: 2 * HOUR_MS,
+            });
         }
         let mut read = 0;
         loop {
-            let piece = match &self.pieces {
-                None => None,
-                Some(pieces) => match pieces.last() {
-                    Some(piece) => Some(piece),
-                    None => {
-                        self.done = true;
-                        return Ok(());
-                    }
-                },
-            };
+            if let (Some(pieces), Some(ask)) = (&mut self.pieces, ask)
+                && pieces.planned.is_empty()
+            {
+                if pieces.planned_from <= scope.from_ms {
+                    self.done = true;
+                    return Ok(());
+                }
+                let start = pieces
+                    .planned_from
+                    .saturating_sub(pieces.window)
+                    .div_euclid(HOUR_MS)
+                    .saturating_mul(HOUR_MS)
+                    .max(scope.from_ms);
+                pieces.planned = search_index::plan(reader, (start, pieces.planned_from), ask)?;
+                pieces.planned_from = start;
+                pieces.window = pieces.window.saturating_mul(2);
+                continue;
+            }
+            let piece = self
+                .pieces
+                .as_ref()
+                .and_then(|pieces| pieces.planned.last());
             let (start, end, listed) = match piece {
                 None => (scope.from_ms, i64::MAX, None),
                 Some(Piece::Range(start, end)) => (*start, *end, None),
@@ -2254,11 +2278,7 @@ impl Stream {
                 }
                 Some(pieces) => {
                     if got < wanted {
-                        pieces.pop();
-                    }
-                    if pieces.is_empty() {
-                        self.done = true;
-                        return Ok(());
+                        pieces.planned.pop();
                     }
                     if read >= chunk {
                         return Ok(());

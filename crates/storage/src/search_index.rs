@@ -54,6 +54,10 @@ use crate::{SqliteStore, error};
 /// An hour whose candidates are more than `1 / DENSE` of its events is read whole.
 const DENSE: usize = 3;
 
+/// An hour whose ids span more than this many is read whole (its candidates are
+/// gathered in a bitmap of the span: 2 MiB at most).
+const MAX_SPAN: u64 = 1 << 24;
+
 /// How long after its end an hour is indexed: events of the hour that arrive
 /// later remove its row again, so this only spares the usual late arrivals a
 /// second build.
@@ -375,7 +379,20 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
             *wanted.get_mut(usize::try_from(list - 1).ok()?)? = true;
         }
     }
-    let mut offsets: Vec<u64> = Vec::new();
+    // The union as a bitmap of offsets: no sort, and its count decides at once
+    // whether the hour is dense.
+    let mut bits: Vec<u64> = Vec::new();
+    let mut set = |offset: u64| -> bool {
+        if offset >= MAX_SPAN {
+            return false;
+        }
+        let word = (offset / 64) as usize;
+        if word >= bits.len() {
+            bits.resize(word + 1, 0);
+        }
+        bits[word] |= 1 << (offset % 64);
+        true
+    };
     for ((form, start, end), _) in lists.iter().zip(&wanted).filter(|(_, wanted)| **wanted) {
         let bytes = &row[*start..*end];
         match *form {
@@ -391,35 +408,39 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
                         offset.checked_add(gap)?.checked_add(1)?
                     };
                     first = false;
-                    offsets.push(offset);
+                    if !set(offset) {
+                        return Some(Candidates::All);
+                    }
                 }
             }
             BITMAP => {
-                for (index, byte) in bytes.iter().enumerate() {
-                    let mut bits = *byte;
-                    while bits != 0 {
-                        let bit = bits.trailing_zeros();
-                        offsets.push(index as u64 * 8 + u64::from(bit));
-                        bits &= bits - 1;
+                for (index, byte) in bytes.iter().enumerate().filter(|(_, byte)| **byte != 0) {
+                    let mut byte_bits = *byte;
+                    while byte_bits != 0 {
+                        let bit = byte_bits.trailing_zeros();
+                        if !set(index as u64 * 8 + u64::from(bit)) {
+                            return Some(Candidates::All);
+                        }
+                        byte_bits &= byte_bits - 1;
                     }
                 }
             }
             _ => return None,
         }
     }
-    offsets.sort_unstable();
-    offsets.dedup();
-    if offsets.len().saturating_mul(DENSE) > count {
+    let found: usize = bits.iter().map(|word| word.count_ones() as usize).sum();
+    if found.saturating_mul(DENSE) > count {
         return Some(Candidates::All);
     }
-    let ids = offsets
-        .into_iter()
-        .map(|offset| {
-            i64::try_from(offset)
-                .ok()
-                .and_then(|offset| base.checked_add(offset))
-        })
-        .collect::<Option<Vec<i64>>>()?;
+    let mut ids = Vec::with_capacity(found);
+    for (index, word) in bits.iter().enumerate() {
+        let mut word = *word;
+        while word != 0 {
+            let offset = index as i64 * 64 + i64::from(word.trailing_zeros());
+            ids.push(base.checked_add(offset)?);
+            word &= word - 1;
+        }
+    }
     Some(Candidates::Ids(ids))
 }
 
@@ -638,7 +659,10 @@ mod tests {
         assert_eq!(encode_list(&sparse, &mut scratch), GAPS);
         let dense: Vec<u64> = (0..400).filter(|value| value % 3 != 0).collect();
         assert_eq!(encode_list(&dense, &mut scratch), BITMAP);
-        for list in [sparse, dense] {
+        // Past the widest span gathered, or dense: the hour is read whole.
+        let wide = vec![5_u64, MAX_SPAN + 1];
+        let half: Vec<u64> = (0..100_000).step_by(2).collect();
+        for (list, whole) in [(sparse, false), (dense, false), (wide, true), (half, true)] {
             let mut row = Vec::new();
             put(&mut row, VERSION);
             put(&mut row, 1000);
@@ -659,10 +683,12 @@ mod tests {
                 needle: None,
             };
             let expected: Vec<i64> = list.iter().map(|offset| 1000 + *offset as i64).collect();
-            assert_eq!(
-                candidates(&row, &ask(&[42])),
-                Some(Candidates::Ids(expected))
-            );
+            let asked = candidates(&row, &ask(&[42]));
+            if whole {
+                assert_eq!(asked, Some(Candidates::All));
+                continue;
+            }
+            assert_eq!(asked, Some(Candidates::Ids(expected)));
             assert_eq!(
                 candidates(&row, &ask(&[41, 43])),
                 Some(Candidates::Ids(Vec::new()))
