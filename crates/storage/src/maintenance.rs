@@ -4,6 +4,8 @@
 //! truncates the log back to `journal_size_limit` afterwards. A WAL that still grew past
 //! the limit (a long reader held it) is truncated once the passive checkpoint caught up,
 //! at most every five minutes. Failures are recorded in the report, never fatal.
+//! Each run then builds the search index of the hours that ended since
+//! (`search_index.rs`); a failure there is logged and retried at the next run.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -111,7 +113,8 @@ impl SqliteStore {
         report
     }
 
-    /// Runs maintenance now and then every [`MAINTENANCE_INTERVAL`] until the store closes.
+    /// Runs maintenance (and the search index pass) now and then every
+    /// [`MAINTENANCE_INTERVAL`] until the store closes.
     pub fn spawn_wal_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
