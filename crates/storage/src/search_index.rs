@@ -36,9 +36,9 @@
 //! # Keeping rows true
 //!
 //! The batch that adds an event to an hour removes that hour's row in the same
-//! transaction (`events.rs`), and the background pass ([`SqliteStore::
-//! seal_search_hours`]) writes a row only if no event of its hour was added
-//! after the snapshot it was built from. Events are never removed, and an id is
+//! transaction (`events.rs`), and the background pass
+//! ([`SqliteStore::seal_search_hours`]) writes a row only if no event of its
+//! hour was added after the snapshot it was built from. Events are never removed, and an id is
 //! never given twice, so a row lists every event of its hour.
 
 use std::collections::{BTreeMap, HashSet};
