@@ -500,8 +500,8 @@ pub(crate) fn plan(
 }
 
 impl SqliteStore {
-    /// Builds the search index of every hour that ended at least
-    /// [`SEAL_GRACE_MS`] before `now_ms` and holds events but no index row (the
+    /// Builds the search index of every hour that ended at least two minutes
+    /// (`SEAL_GRACE_MS`) before `now_ms` and holds events but no index row (the
     /// newest first), and returns how many rows were written. Runs with the WAL
     /// maintenance; a row is written only if no event of its hour arrived since
     /// it was read, so ingest never waits for a build.
