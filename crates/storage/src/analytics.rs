@@ -968,18 +968,10 @@ impl SqliteStore {
                 None => vec![Piece::Range(from, to)],
             };
             for piece in pieces {
-                let (sql, start, end, listed) = match piece {
-                    Piece::Range(start, end) => (&select.range, start, end, None),
-                    Piece::Ids(start, end, ids) => (
-                        &select.listed,
-                        start,
-                        end,
-                        Some(std::rc::Rc::new(
-                            ids.into_iter()
-                                .map(rusqlite::types::Value::from)
-                                .collect::<Vec<_>>(),
-                        )),
-                    ),
+                let (start, end, listed) = piece.bounds();
+                let sql = match listed {
+                    Some(_) => &select.listed,
+                    None => &select.range,
                 };
                 let mut statement = transaction.prepare_cached(sql).map_err(&sqlite)?;
                 let mut params: Vec<&dyn rusqlite::ToSql> = vec![&start, &end];
@@ -2254,20 +2246,7 @@ impl Stream {
                 .pieces
                 .as_ref()
                 .and_then(|pieces| pieces.planned.last());
-            let (start, end, listed) = match piece {
-                None => (scope.from_ms, i64::MAX, None),
-                Some(Piece::Range(start, end)) => (*start, *end, None),
-                Some(Piece::Ids(start, end, ids)) => (
-                    *start,
-                    *end,
-                    Some(std::rc::Rc::new(
-                        ids.iter()
-                            .copied()
-                            .map(rusqlite::types::Value::from)
-                            .collect::<Vec<_>>(),
-                    )),
-                ),
-            };
+            let (start, end, listed) = piece.map_or((scope.from_ms, i64::MAX, None), Piece::bounds);
             let wanted = chunk - read;
             let got = self.fill_from(store, reader, scope, search, (start, end, listed), wanted)?;
             read += got;

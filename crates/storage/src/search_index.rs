@@ -453,6 +453,26 @@ pub(crate) enum Piece {
     Ids(i64, i64, Vec<i64>),
 }
 
+impl Piece {
+    /// The piece's range, and its ids as one `rarray` value (`None` for a whole
+    /// range).
+    pub(crate) fn bounds(&self) -> (i64, i64, Option<rusqlite::vtab::array::Array>) {
+        match self {
+            Piece::Range(start, end) => (*start, *end, None),
+            Piece::Ids(start, end, ids) => (
+                *start,
+                *end,
+                Some(std::rc::Rc::new(
+                    ids.iter()
+                        .copied()
+                        .map(rusqlite::types::Value::from)
+                        .collect(),
+                )),
+            ),
+        }
+    }
+}
+
 /// The parts of `[from, to)` a search that asks `ask` reads, in time order, from
 /// the index rows in `connection`'s snapshot: indexed hours become their
 /// candidates (none for an hour without any), the rest is read whole.
