@@ -37,9 +37,9 @@
 //!
 //! The batch that adds an event to an hour removes that hour's row in the same
 //! transaction (`events.rs`), and the background pass
-//! ([`SqliteStore::seal_search_hours`]) writes a row only if no event of its
-//! hour was added after the snapshot it was built from. Events are never removed, and an id is
-//! never given twice, so a row lists every event of its hour.
+//! ([`SqliteStore::seal_search_hours`]) reads an hour and writes its row in one
+//! write transaction. Events are never removed, so a row lists every event of
+//! its hour.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -156,25 +156,37 @@ pub(crate) fn build(
         OTHER_COLUMNS.join(", "),
     );
     const COLUMNS: usize = SIGNATURE_COLUMNS.len() + OTHER_COLUMNS.len();
+    let range = (hour, hour.saturating_add(HOUR_MS));
+    // Offsets from the hour's smallest id, so lists hold 4 bytes per entry.
+    let base: Option<i64> = connection
+        .prepare_cached(
+            "SELECT min(id) FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2",
+        )?
+        .query_row(range, |row| row.get(0))?;
+    let Some(base) = base else {
+        return Ok(None);
+    };
     let mut statement = connection.prepare_cached(&sql)?;
-    let mut rows = statement.query((hour, hour.saturating_add(HOUR_MS)))?;
-    // Lists of event ids, filled in time order and sorted at the end: nothing
-    // is kept per event but its place in the lists.
+    let mut rows = statement.query(range)?;
+    // Lists of offsets, filled in time order and sorted at the end: nothing is
+    // kept per event but its place in the lists.
     let mut signatures: FastMap<[i64; SIGNATURE_COLUMNS.len()], usize> = FastMap::default();
-    let mut lists: Vec<Vec<i64>> = Vec::new();
+    let mut lists: Vec<Vec<u32>> = Vec::new();
     let mut refs: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-    let mut plain: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    let mut free: [(Vec<i64>, ByteSet); FREE_KINDS] = Default::default();
+    let mut plain: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    let mut free: [(Vec<u32>, ByteSet); FREE_KINDS] = Default::default();
     let mut count = 0_usize;
-    let mut base = i64::MAX;
     while let Some(row) = rows.next()? {
         let int = |index: usize| match row.get_ref(index) {
             Ok(ValueRef::Integer(value)) => value,
             _ => 0,
         };
-        let id = int(0);
+        // An hour whose ids span more than offsets hold is left unindexed (read
+        // whole).
+        let Ok(offset) = u32::try_from(int(0) - base) else {
+            return Ok(None);
+        };
         count += 1;
-        base = base.min(id);
         let signature: [i64; SIGNATURE_COLUMNS.len()] =
             std::array::from_fn(|column| int(1 + column));
         let list = match signatures.get(&signature) {
@@ -192,10 +204,10 @@ pub(crate) fn build(
                 list
             }
         };
-        lists[list].push(id);
-        for (kind, (ids, bytes)) in free.iter_mut().enumerate() {
+        lists[list].push(offset);
+        for (kind, (offsets, bytes)) in free.iter_mut().enumerate() {
             if let Ok(ValueRef::Text(text)) = row.get_ref(1 + COLUMNS + kind) {
-                ids.push(id);
+                offsets.push(offset);
                 add_bytes(bytes, &String::from_utf8_lossy(text));
             }
         }
@@ -203,22 +215,33 @@ pub(crate) fn build(
         for term in others.filter(|term| *term > 0) {
             let entry = plain.entry(term).or_default();
             // The same id in two columns of one event (model and requested model).
-            if entry.last() != Some(&id) {
-                entry.push(id);
+            if entry.last() != Some(&offset) {
+                entry.push(offset);
             }
         }
     }
+    drop(rows);
     if count == 0 {
         return Ok(None);
     }
-    let offsets = |mut ids: Vec<i64>| -> Vec<u64> {
-        ids.sort_unstable();
-        ids.dedup();
-        ids.into_iter()
-            .map(|id| u64::try_from(id - base).unwrap_or(0))
-            .collect()
+    // Every list is encoded as soon as it is complete; equal encodings are
+    // stored once.
+    let mut encoded: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut shared: FastMap<(u8, Vec<u8>), usize> = FastMap::default();
+    let mut add = |mut offsets: Vec<u32>, share: bool| -> usize {
+        offsets.sort_unstable();
+        offsets.dedup();
+        let mut bytes = Vec::new();
+        let form = encode_list(&offsets, &mut bytes);
+        if !share {
+            encoded.push((form, bytes));
+            return encoded.len() - 1;
+        }
+        *shared.entry((form, bytes)).or_insert_with_key(|key| {
+            encoded.push(key.clone());
+            encoded.len() - 1
+        })
     };
-    let mut lists: Vec<Vec<u64>> = lists.into_iter().map(offsets).collect();
     // A credential id held by every event needs no list.
     for lists_of_term in refs.values_mut() {
         let held: usize = lists_of_term.iter().map(|list| lists[*list].len()).sum();
@@ -226,38 +249,36 @@ pub(crate) fn build(
             lists_of_term.clear();
         }
     }
-    let mut shared: FastMap<Vec<u64>, usize> = FastMap::default();
-    for (term, ids) in plain {
-        let offsets = offsets(ids);
+    for list in lists {
+        add(list, false);
+    }
+    for (term, offsets) in plain {
         let lists_of_term = if offsets.len() == count {
             Vec::new()
         } else {
-            let list = *shared.entry(offsets).or_insert_with_key(|offsets| {
-                lists.push(offsets.clone());
-                lists.len() - 1
-            });
-            vec![list]
+            vec![add(offsets, true)]
         };
         refs.insert(term, lists_of_term);
     }
     let mut free_lists: Vec<Option<(usize, ByteSet)>> = Vec::with_capacity(FREE_KINDS);
-    for (ids, bytes) in free {
-        free_lists.push((!ids.is_empty()).then(|| {
-            lists.push(offsets(ids));
-            (lists.len() - 1, bytes)
-        }));
+    for (offsets, bytes) in free {
+        free_lists.push((!offsets.is_empty()).then(|| (add(offsets, false), bytes)));
     }
-    let mut out = Vec::with_capacity(count * 4 + 64);
+    let mut out = Vec::with_capacity(
+        encoded
+            .iter()
+            .map(|(_, bytes)| bytes.len() + 4)
+            .sum::<usize>()
+            + 64,
+    );
     put(&mut out, VERSION);
     put(&mut out, u64::try_from(base).unwrap_or(0));
     put(&mut out, count as u64);
-    put(&mut out, lists.len() as u64);
-    let mut scratch = Vec::new();
-    for list in &lists {
-        let form = encode_list(list, &mut scratch);
-        out.push(form);
-        put(&mut out, scratch.len() as u64);
-        out.extend_from_slice(&scratch);
+    put(&mut out, encoded.len() as u64);
+    for (form, bytes) in &encoded {
+        out.push(*form);
+        put(&mut out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
     }
     put(&mut out, refs.len() as u64);
     let mut previous = 0_i64;
@@ -288,7 +309,7 @@ pub(crate) fn build(
 
 /// Writes `list` (sorted, distinct offsets) into `out` as gaps or as a bitmap,
 /// whichever is smaller, and returns its form.
-fn encode_list(list: &[u64], out: &mut Vec<u8>) -> u8 {
+fn encode_list(list: &[u32], out: &mut Vec<u8>) -> u8 {
     out.clear();
     let mut previous = 0;
     for (position, offset) in list.iter().enumerate() {
@@ -297,7 +318,7 @@ fn encode_list(list: &[u64], out: &mut Vec<u8>) -> u8 {
         } else {
             offset - previous - 1
         };
-        put(out, gap);
+        put(out, u64::from(gap));
         previous = *offset;
     }
     let last = list.last().copied().unwrap_or(0);
@@ -523,75 +544,74 @@ impl SqliteStore {
     /// Builds the search index of every hour that ended at least two minutes
     /// (`SEAL_GRACE_MS`) before `now_ms` and holds events but no index row (the
     /// newest first), and returns how many rows were written. Runs with the WAL
-    /// maintenance; a row is written only if no event of its hour arrived since
-    /// it was read, so ingest never waits for a build.
+    /// maintenance. Each hour is read and written in one transaction on the batch
+    /// connection, under the writer lease like a batch: no event can arrive
+    /// between the read and the write, and the pass opens no connection of its
+    /// own. Batches wait for one hour's build at most (a few milliseconds for
+    /// 14,000 events).
     pub async fn seal_search_hours(&self, now_ms: i64) -> Result<usize, StoreError> {
         let before = now_ms
             .saturating_sub(SEAL_GRACE_MS)
             .div_euclid(HOUR_MS)
             .saturating_mul(HOUR_MS);
-        let store = self.clone();
-        let pending = tokio::task::spawn_blocking(move || {
-            store.with_row_reader(|reader| {
-                pending_hours(reader, before).map_err(error::sqlite("find hours to index"))
+        let pending = self
+            .with_writer(move |connection| {
+                pending_hours(connection, before).map_err(error::sqlite("find hours to index"))
             })
-        })
-        .await
-        .map_err(|error| {
-            StoreError::unavailable(format!("find hours to index: {error}"), error)
-        })??;
+            .await?;
         let mut written = 0;
         for hour in pending.into_iter().rev() {
-            if let Some((newest, built)) = self.build_hour(hour).await?
-                && self.write_hour(hour, newest, built).await?
-            {
-                written += 1;
-            }
+            let sealed = self
+                .with_writer(move |connection| {
+                    seal_hour(connection, hour).map_err(error::sqlite("index an hour"))
+                })
+                .await?;
+            written += usize::from(sealed);
         }
         Ok(written)
     }
 
-    /// The index row of `hour` and the newest event id, read in one snapshot.
-    async fn build_hour(&self, hour: i64) -> Result<Option<(i64, Built)>, StoreError> {
+    /// Runs `work` on the batch connection on a blocking thread, holding the
+    /// writer lease (no batch runs meanwhile).
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let lease = self
+            .writer()
+            .acquire()
+            .await
+            .map_err(|error| error::map(error, "acquire the writer"))?;
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store.with_row_reader(|reader| {
-                let sqlite = error::sqlite("index an hour");
-                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
-                let newest: i64 = transaction
-                    .query_row("SELECT coalesce(max(id), 0) FROM usage_events", [], |row| {
-                        row.get(0)
-                    })
-                    .map_err(&sqlite)?;
-                let built = build(&transaction, hour).map_err(&sqlite)?;
-                transaction.commit().map_err(&sqlite)?;
-                Ok(built.map(|built| (newest, built)))
-            })
+        let (lease, outcome) = tokio::task::spawn_blocking(move || {
+            let outcome = store.with_batch_connection(work);
+            (lease, outcome)
         })
         .await
-        .map_err(|error| StoreError::unavailable(format!("index an hour: {error}"), error))?
+        .map_err(|error| StoreError::unavailable(format!("index hours: {error}"), error))?;
+        drop(lease);
+        outcome
     }
+}
 
-    /// Writes `hour`'s index row, built when `newest` was the newest event id,
-    /// unless an event of the hour was stored since (its row would miss it);
-    /// true when written.
-    async fn write_hour(&self, hour: i64, newest: i64, built: Built) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO usage_search_h (bucket_ms, events, terms) SELECT ?1, ?2, ?3 \
-             WHERE NOT EXISTS (SELECT 1 FROM usage_events WHERE id > ?4 \
-             AND timestamp_ms >= ?1 AND timestamp_ms < ?5) \
-             ON CONFLICT (bucket_ms) DO NOTHING",
-        )
-        .bind(hour)
-        .bind(built.events)
-        .bind(built.terms)
-        .bind(newest)
-        .bind(hour.saturating_add(HOUR_MS))
-        .execute(self.writer())
-        .await
-        .map_err(|error| error::map(error, "write a search index row"))?;
-        Ok(done.rows_affected() > 0)
-    }
+/// Builds and writes `hour`'s index row in one transaction; true when written.
+fn seal_hour(connection: &mut rusqlite::Connection, hour: i64) -> rusqlite::Result<bool> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let written = match build(&transaction, hour)? {
+        Some(built) => {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO usage_search_h (bucket_ms, events, terms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (bucket_ms) DO NOTHING",
+                )?
+                .execute((hour, built.events, built.terms))?
+                > 0
+        }
+        None => false,
+    };
+    transaction.commit()?;
+    Ok(written)
 }
 
 /// The hours before `before` that hold events but no index row, ascending: one
@@ -675,13 +695,13 @@ mod tests {
     #[test]
     fn lists_round_trip_in_both_forms() {
         let mut scratch = Vec::new();
-        let sparse = vec![3_u64, 700, 70_000];
+        let sparse = vec![3_u32, 700, 70_000];
         assert_eq!(encode_list(&sparse, &mut scratch), GAPS);
-        let dense: Vec<u64> = (0..400).filter(|value| value % 3 != 0).collect();
+        let dense: Vec<u32> = (0..400).filter(|value| value % 3 != 0).collect();
         assert_eq!(encode_list(&dense, &mut scratch), BITMAP);
         // Past the widest span gathered, or dense: the hour is read whole.
-        let wide = vec![5_u64, MAX_SPAN + 1];
-        let half: Vec<u64> = (0..100_000).step_by(2).collect();
+        let wide = vec![5_u32, MAX_SPAN as u32 + 1];
+        let half: Vec<u32> = (0..100_000).step_by(2).collect();
         for (list, whole) in [(sparse, false), (dense, false), (wide, true), (half, true)] {
             let mut row = Vec::new();
             put(&mut row, VERSION);
@@ -716,62 +736,43 @@ mod tests {
         }
     }
 
-    /// A row built before an event of its hour was stored would not list that
-    /// event: it is not written, and the next build lists both.
+    /// Only hours that ended two minutes ago get a row, each once, with its
+    /// event count.
     #[tokio::test]
-    async fn a_row_is_written_only_if_its_hour_gained_no_event_since_its_build() {
+    async fn finished_hours_are_indexed_once() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(crate::Options::new(dir.path().join("usage.sqlite")))
             .await
             .expect("open store");
         let hour = 1_767_222_000_000;
-        let insert = |id: i64, at: i64| {
+        for (id, at) in [(1, hour + 5), (2, hour + 60_000), (3, hour + HOUR_MS + 7)] {
             sqlx::query(
                 "INSERT INTO usage_events (id, event_hash, timestamp_ms, model_id, created_at_delta) \
                  VALUES (?1, randomblob(32), ?2, 1, 0)",
             )
             .bind(id)
             .bind(at)
+            .execute(store.writer())
+            .await
+            .expect("event");
+        }
+        let rows = |store: SqliteStore| async move {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT bucket_ms, events FROM usage_search_h ORDER BY bucket_ms",
+            )
+            .fetch_all(store.writer())
+            .await
+            .expect("rows")
         };
-        insert(1, hour + 5)
-            .execute(store.writer())
-            .await
-            .expect("event");
-        let (newest, built) = store
-            .build_hour(hour)
-            .await
-            .expect("build")
-            .expect("events");
-        insert(2, hour + 60_000)
-            .execute(store.writer())
-            .await
-            .expect("event");
-        assert!(!store.write_hour(hour, newest, built).await.expect("write"));
-        // An event of another hour stops no write.
-        let (newest, built) = store
-            .build_hour(hour)
-            .await
-            .expect("build")
-            .expect("events");
-        assert_eq!(built.events, 2);
-        insert(3, hour + HOUR_MS)
-            .execute(store.writer())
-            .await
-            .expect("event");
-        assert!(store.write_hour(hour, newest, built).await.expect("write"));
+        // The second hour has not been over for two minutes yet.
+        let now = hour + 2 * HOUR_MS + SEAL_GRACE_MS - 1;
+        assert_eq!(store.seal_search_hours(now).await.expect("seal"), 1);
+        assert_eq!(rows(store.clone()).await, vec![(hour, 2)]);
+        assert_eq!(store.seal_search_hours(now).await.expect("seal"), 0);
+        assert_eq!(store.seal_search_hours(now + 1).await.expect("seal"), 1);
         assert_eq!(
-            store
-                .seal_search_hours(hour + 3 * HOUR_MS)
-                .await
-                .expect("seal"),
-            1
-        );
-        assert_eq!(
-            store
-                .seal_search_hours(hour + 3 * HOUR_MS)
-                .await
-                .expect("seal"),
-            0
+            rows(store.clone()).await,
+            vec![(hour, 2), (hour + HOUR_MS, 1)]
         );
     }
 
