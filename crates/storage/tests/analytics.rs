@@ -774,6 +774,53 @@ async fn filter_selectors_list_the_models_and_identities_of_the_range() {
         END_MS - 3 * DAY_MS - 5 * 3_600_000 - 17,
         END_MS - 7 * 3_600_000 + 3,
     );
+    check_selectors(&store, &events, (from, to)).await;
+    // Partial hours that hold whole quarter hours and rests of a few minutes,
+    // each with a model and an account no other event has.
+    let mut events = events;
+    let wide = (from - 40 * 60_000, to + 35 * 60_000);
+    let edges: Vec<UsageEvent> = [
+        (wide.0 + 5 * 60_000, "edge-rest-start"),
+        (wide.0 + 25 * 60_000, "edge-quarter-start"),
+        (wide.1 - 20 * 60_000, "edge-quarter-end"),
+        (wide.1 - 60_000, "edge-rest-end"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(index, (at, name))| {
+        let mut event = events[index].clone();
+        event.event_hash = format!("{:064x}", 0xed9e_u64 + index as u64);
+        event.timestamp_ms = at;
+        event.model = name.to_string();
+        event.requested_model = None;
+        event.account_snapshot = Some(format!("{name}@example.org"));
+        event
+    })
+    .collect();
+    support::store_collected(&store, &edges).await;
+    events.extend(edges);
+    check_selectors(&store, &events, wide).await;
+
+    // Days written before the pair table existed are read from the identity rollup.
+    store.close().await;
+    let url = format!("sqlite://{}", dir.path().join("cpamp.db").display());
+    let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("connect");
+    let removed = sqlx::query("DELETE FROM usage_rollup_pairs_d")
+        .execute(&mut connection)
+        .await
+        .expect("delete pairs");
+    assert!(removed.rows_affected() >= 4);
+    drop(connection);
+    let store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
+        .await
+        .expect("reopen");
+    check_selectors(&store, &events, (from, to)).await;
+}
+
+/// The selectors of `[from, to)` against the events' own distinct values.
+async fn check_selectors(store: &SqliteStore, events: &[UsageEvent], (from, to): (i64, i64)) {
     let inside: Vec<&UsageEvent> = events
         .iter()
         .filter(|event| event.timestamp_ms >= from && event.timestamp_ms < to)
@@ -824,32 +871,9 @@ async fn filter_selectors_list_the_models_and_identities_of_the_range() {
         assert_eq!(options.accounts.as_deref(), Some(&want_accounts[..]));
         assert_eq!(options.account_count, Some(want_accounts.len() as i64));
     };
-    let response = monitoring(
-        &store,
-        request(Scope::time_only(from, to), "UTC", include.clone()),
-    )
-    .await
-    .expect("selectors");
-    check(response);
-
-    // Days written before the pair table existed are read from the identity rollup.
-    store.close().await;
-    let url = format!("sqlite://{}", dir.path().join("cpamp.db").display());
-    let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+    let response = monitoring(store, request(Scope::time_only(from, to), "UTC", include))
         .await
-        .expect("connect");
-    let removed = sqlx::query("DELETE FROM usage_rollup_pairs_d")
-        .execute(&mut connection)
-        .await
-        .expect("delete pairs");
-    assert!(removed.rows_affected() >= 4);
-    drop(connection);
-    let store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
-        .await
-        .expect("reopen");
-    let response = monitoring(&store, request(Scope::time_only(from, to), "UTC", include))
-        .await
-        .expect("selectors from identity rollups");
+        .expect("selectors");
     check(response);
 }
 
