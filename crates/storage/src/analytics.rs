@@ -1785,8 +1785,8 @@ impl SqliteStore {
         }
         // The edges' whole UTC hours are read from the hour rollups' keys, their
         // whole quarter hours from the quarter rollups' keys, and the rest of each
-        // edge (less than a quarter hour on either side) from the events'
-        // distinct identity and model ids.
+        // edge (less than a quarter hour on either side) as group rows (from
+        // minute rollups where they are kept, else from the events).
         let mut hours: Vec<(i64, i64)> = Vec::new();
         let mut quarters: Vec<(i64, i64)> = Vec::new();
         let mut rests: Vec<(i64, i64)> = Vec::new();
@@ -1808,35 +1808,17 @@ impl SqliteStore {
                 }
             }
         }
-        let mut connection = self.reader_connection().await?;
         for (from, to) in rests.into_iter().filter(|(from, to)| from < to) {
-            let rows: Vec<RestPair> = sqlx::query_as(
-                "SELECT DISTINCT provider_id, executor_type_id, auth_index_id, source_id, source_hash_id, \
-                 api_key_hash_id, account_snapshot_id, auth_label_snapshot_id, auth_file_snapshot_id, \
-                 auth_provider_snapshot_id, auth_project_id_snapshot_id, coalesce(requested_model_id, model_id) \
-                 FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?",
-            )
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(db("read identity model pairs"))?;
-            let state = lock_read(self.read_cache());
-            for row in rows {
-                let key: [i64; 11] = [
-                    row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10,
-                ]
-                .map(|id| id.unwrap_or(0));
-                let identity = state.identity_by_key.get(&key).cloned().unwrap_or_default();
-                let model = state.analytics_model(row.11, None);
-                if seen.insert((
-                    Arc::as_ptr(&identity) as usize,
-                    Arc::as_ptr(&model).cast::<u8>() as usize,
-                )) {
-                    out.push((identity, model));
-                }
-            }
+            let rows = self
+                .groups_inner(GroupRequest {
+                    scope: scope.with_range(from, to),
+                    identity: true,
+                    timeline: None,
+                })
+                .await?;
+            push_rows(rows, &mut out);
         }
+        let mut connection = self.reader_connection().await?;
         let day_sql = "SELECT d.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN d.entries END \
              FROM usage_rollup_ident_d d LEFT JOIN usage_rollup_pairs_d p ON p.bucket_ms = d.bucket_ms \
              WHERE d.bucket_ms >= ? AND d.bucket_ms < ? ORDER BY d.bucket_ms";
@@ -2785,22 +2767,6 @@ impl EventGroup {
 
 /// A day's bucket, its pair blob, and its identity rollup when it has no pair blob.
 type PairRow = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// The eleven identity ids and the effective model id of events, as stored.
-type RestPair = (
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
 
 /// Error kind, error code and plan type ids, and the trace id, of one event.
 /// Error kind, error code and plan ids, then the trace id as stored: a text, or
