@@ -1783,13 +1783,9 @@ impl SqliteStore {
             push_rows(rows, &mut out);
             return Ok(out);
         }
-        // The edges' whole UTC hours are read from the hour rollups' keys, their
-        // whole quarter hours from the quarter rollups' keys, and the rest of each
-        // edge (less than a quarter hour on either side) as group rows (from
-        // minute rollups where they are kept, else from the events).
+        // The edges' whole UTC hours are read from the hour rollups' keys, the rest
+        // of each edge (less than an hour) as group rows.
         let mut hours: Vec<(i64, i64)> = Vec::new();
-        let mut quarters: Vec<(i64, i64)> = Vec::new();
-        let mut rests: Vec<(i64, i64)> = Vec::new();
         for (from, to) in [(scope.from_ms, d0), (d1, scope.to_ms)] {
             let (h0, h1) = (ceil_to(from, HOUR_MS), floor_to(to, HOUR_MS));
             let parts = if h0 < h1 {
@@ -1798,25 +1794,18 @@ impl SqliteStore {
             } else {
                 [(from, to), (to, to)]
             };
-            for (from, to) in parts.into_iter().filter(|(from, to)| from < to) {
-                let (q0, q1) = (ceil_to(from, QUARTER_MS), floor_to(to, QUARTER_MS));
-                if q0 < q1 {
-                    quarters.push((q0, q1));
-                    rests.extend([(from, q0), (q1, to)]);
-                } else {
-                    rests.push((from, to));
+            for (from, to) in parts {
+                if from < to {
+                    let rows = self
+                        .groups_inner(GroupRequest {
+                            scope: scope.with_range(from, to),
+                            identity: true,
+                            timeline: None,
+                        })
+                        .await?;
+                    push_rows(rows, &mut out);
                 }
             }
-        }
-        for (from, to) in rests.into_iter().filter(|(from, to)| from < to) {
-            let rows = self
-                .groups_inner(GroupRequest {
-                    scope: scope.with_range(from, to),
-                    identity: true,
-                    timeline: None,
-                })
-                .await?;
-            push_rows(rows, &mut out);
         }
         let mut connection = self.reader_connection().await?;
         let day_sql = "SELECT d.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN d.entries END \
@@ -1824,15 +1813,8 @@ impl SqliteStore {
              WHERE d.bucket_ms >= ? AND d.bucket_ms < ? ORDER BY d.bucket_ms";
         let hour_sql = "SELECT bucket_ms, NULL, entries FROM usage_rollup_ident_h \
              WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms";
-        let quarter_sql = "SELECT bucket_ms, NULL, entries FROM usage_rollup_ident_q \
-             WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms";
         for (sql, from, to) in std::iter::once((day_sql, d0, d1))
             .chain(hours.into_iter().map(|(from, to)| (hour_sql, from, to)))
-            .chain(
-                quarters
-                    .into_iter()
-                    .map(|(from, to)| (quarter_sql, from, to)),
-            )
         {
             let mut cursor = from;
             loop {
