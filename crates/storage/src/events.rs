@@ -26,25 +26,10 @@ impl EventSink for SqliteStore {
         if batch.events.is_empty() && batch.dead_letters.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        // The writer lease: while it is held no other write of this store runs.
-        // It moves into the blocking task, so a caller that stops waiting (a
-        // dropped future) cannot let another write start before this one ends.
-        let lease = self
-            .writer()
-            .acquire()
-            .await
-            .map_err(|error| error::map(error, "begin batch"))?;
-        let store = self.clone();
-        let (lease, outcome) = tokio::task::spawn_blocking(move || {
-            let outcome = store.with_batch_connection(|connection| {
-                store_in_transaction(&store, connection, &batch)
-            });
-            (lease, outcome)
+        self.with_batch_writer(("begin batch", "store batch"), move |store, connection| {
+            store_in_transaction(store, connection, &batch)
         })
         .await
-        .map_err(|error| StoreError::unavailable(format!("store batch: {error}"), error))?;
-        drop(lease);
-        outcome
     }
 }
 

@@ -495,24 +495,13 @@ impl SqliteStore {
         // Hashes Go remembered for events it no longer stores keep deduping. The
         // ledger's claims are Rust (`ledger::claim`), run on the batch connection
         // while the writer lease is held, like a batch.
-        let lease = self
-            .writer()
-            .acquire()
-            .await
-            .map_err(|error| error::map(error, "begin adoption"))?;
-        let store = self.clone();
-        let (lease, adopted) = tokio::task::spawn_blocking(move || {
-            let adopted = store.with_batch_connection(|connection| {
+        self.with_batch_writer(
+            ("begin adoption", "adopt Go identity ledger"),
+            |_, connection| {
                 adopt_go_ledger(connection).map_err(error::sqlite("adopt Go identity ledger"))
-            });
-            (lease, adopted)
-        })
-        .await
-        .map_err(|error| {
-            StoreError::unavailable(format!("adopt Go identity ledger: {error}"), error)
-        })?;
-        drop(lease);
-        adopted?;
+            },
+        )
+        .await?;
         let mut transaction = self
             .writer()
             .begin()

@@ -389,6 +389,34 @@ impl SqliteStore {
         result
     }
 
+    /// Runs `work` on the batch connection on a blocking thread while holding the
+    /// writer lease, so no other write of this store runs meanwhile. The lease
+    /// moves into the blocking task: a caller that stops waiting (a dropped
+    /// future) cannot let another write start before this one ends. `begin`
+    /// names a failure to take the lease, `task` a failure of the thread.
+    pub(crate) async fn with_batch_writer<T: Send + 'static>(
+        &self,
+        (begin, task): (&'static str, &'static str),
+        work: impl FnOnce(&SqliteStore, &mut rusqlite::Connection) -> Result<T, StoreError>
+        + Send
+        + 'static,
+    ) -> Result<T, StoreError> {
+        let lease = self
+            .writer()
+            .acquire()
+            .await
+            .map_err(|error| error::map(error, begin))?;
+        let store = self.clone();
+        let (lease, outcome) = tokio::task::spawn_blocking(move || {
+            let outcome = store.with_batch_connection(|connection| work(&store, connection));
+            (lease, outcome)
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("{task}: {error}"), error))?;
+        drop(lease);
+        outcome
+    }
+
     /// Runs `work` on an idle read-only rusqlite connection, opening one if none
     /// is idle; the connection is kept for the next call unless `work` failed.
     /// Blocking: call it on a blocking thread.
