@@ -1743,14 +1743,15 @@ impl SqliteStore {
         .map_err(|error| StoreError::unavailable(format!("sum heat rollups: {error}"), error))?
     }
 
-    /// Whole UTC days come from the per-day pair blobs (or, for days written
-    /// before those existed, the day's identity rollup); the partial days at the
-    /// edges and scopes that need more than time come from group rows.
+    /// The (identity, model) pairs of a scope, for filter selectors. A scope of
+    /// time alone reads whole UTC days and hours from their pair blobs (or, for
+    /// blocks without one yet, their identity rollup's keys), quarter hours and
+    /// minutes from their identity rollups' keys, and only its raw edges as group
+    /// rows; scopes that filter come from group rows.
     async fn identity_models_inner(
         &self,
         scope: Scope,
     ) -> Result<Vec<(Arc<Identity>, Text)>, StoreError> {
-        let mut pairs: HashSet<(i64, i64)> = HashSet::new();
         let mut out: Vec<(Arc<Identity>, Text)> = Vec::new();
         // Interned pointers identify equal identities and texts cheaply.
         let mut seen: HashSet<(usize, usize)> = HashSet::new();
@@ -1767,12 +1768,8 @@ impl SqliteStore {
                 }
             }
         };
-        let (d0, d1) = (
-            ceil_to(scope.from_ms, DAY_MS),
-            floor_to(scope.to_ms, DAY_MS),
-        );
         let time_only = scope.level() == Level::Aggregate && scope.filters == Filters::default();
-        if !time_only || d0 >= d1 {
+        if !time_only {
             let rows = self
                 .groups_inner(GroupRequest {
                     scope,
@@ -1783,68 +1780,33 @@ impl SqliteStore {
             push_rows(rows, &mut out);
             return Ok(out);
         }
-        // The edges' whole UTC hours are read from the hour rollups' keys, the rest
-        // of each edge (less than an hour) as group rows.
-        let mut hours: Vec<(i64, i64)> = Vec::new();
-        for (from, to) in [(scope.from_ms, d0), (d1, scope.to_ms)] {
-            let (h0, h1) = (ceil_to(from, HOUR_MS), floor_to(to, HOUR_MS));
-            let parts = if h0 < h1 {
-                hours.push((h0, h1));
-                [(from, h0), (h1, to)]
-            } else {
-                [(from, to), (to, to)]
-            };
-            for (from, to) in parts {
-                if from < to {
-                    let rows = self
-                        .groups_inner(GroupRequest {
-                            scope: scope.with_range(from, to),
-                            identity: true,
-                            timeline: None,
-                        })
-                        .await?;
-                    push_rows(rows, &mut out);
-                }
-            }
+        if scope.from_ms >= scope.to_ms {
+            return Ok(out);
         }
-        let mut connection = self.reader_connection().await?;
-        let day_sql = "SELECT d.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN d.entries END \
-             FROM usage_rollup_ident_d d LEFT JOIN usage_rollup_pairs_d p ON p.bucket_ms = d.bucket_ms \
-             WHERE d.bucket_ms >= ? AND d.bucket_ms < ? ORDER BY d.bucket_ms";
-        let hour_sql = "SELECT bucket_ms, NULL, entries FROM usage_rollup_ident_h \
-             WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms";
-        for (sql, from, to) in std::iter::once((day_sql, d0, d1))
-            .chain(hours.into_iter().map(|(from, to)| (hour_sql, from, to)))
-        {
-            let mut cursor = from;
-            loop {
-                let rows: Vec<PairRow> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(format!("{sql} LIMIT {BLOB_CHUNK}")))
-                        .bind(cursor)
-                        .bind(to)
-                        .fetch_all(&mut *connection)
-                        .await
-                        .map_err(db("read identity model pairs"))?;
-                let Some(last) = rows.last().map(|row| row.0) else {
-                    break;
-                };
-                let full = rows.len() as i64 == BLOB_CHUNK;
-                cursor = last + 1;
-                for (bucket, pair_blob, entry_blob) in &rows {
-                    if let Some(blob) = pair_blob {
-                        decode_pairs(blob, |identity, model| {
-                            pairs.insert((identity, model));
-                        });
-                    } else if let Some(blob) = entry_blob {
-                        decode_entries(*bucket, true, blob, |key, _| {
-                            pairs.insert((key.identity, key.model));
-                        });
-                    }
-                }
-                if !full {
-                    break;
-                }
+        // Only which (identity, model) pairs occur is wanted, not their sums: every
+        // block the range covers is read as keys (days and hours from their pair
+        // blobs), and only the raw edges finer than a minute rollup as group rows.
+        let mut pooled = self.reader_connection().await?;
+        let mut connection = sqlx::Connection::begin(&mut *pooled)
+            .await
+            .map_err(db("begin read"))?;
+        let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
+        let minutes = minutes_from(&mut connection).await?;
+        let request = GroupRequest {
+            scope,
+            identity: true,
+            timeline: None,
+        };
+        let mut pairs: HashSet<(i64, i64)> = HashSet::new();
+        for (source, from, to) in plan(start, end, Resolutions::ALL, minutes) {
+            if source == Source::Raw {
+                let mut rows = Vec::new();
+                self.raw_groups(&mut connection, &request, from, to, &mut rows)
+                    .await?;
+                push_rows(rows, &mut out);
+                continue;
             }
+            read_pairs(&mut connection, source, from, to, &mut pairs).await?;
         }
         let state = lock_read(self.read_cache());
         for (identity, model) in pairs {
@@ -2747,8 +2709,63 @@ impl EventGroup {
     }
 }
 
-/// A day's bucket, its pair blob, and its identity rollup when it has no pair blob.
+/// A block's bucket, its pair blob, and its identity rollup when it has no pair blob.
 type PairRow = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Adds the (identity, model) pairs of the `source` blocks in `[from, to)`, both
+/// block boundaries, to `pairs`. Days and hours read their pair blobs
+/// (`usage_rollup_pairs_*`, two varints per pair) and fall back to their identity
+/// rollup where a block has none yet; quarters and minutes read the keys of theirs.
+async fn read_pairs(
+    connection: &mut SqliteConnection,
+    source: Source,
+    from: i64,
+    to: i64,
+    pairs: &mut HashSet<(i64, i64)>,
+) -> Result<(), StoreError> {
+    let suffix = source.suffix();
+    // The names are built from the fixed suffixes of `Source`, never from input.
+    let sql = match source {
+        Source::Day | Source::Hour => format!(
+            "SELECT r.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN r.entries END \
+             FROM usage_rollup_ident_{suffix} r LEFT JOIN usage_rollup_pairs_{suffix} p \
+             ON p.bucket_ms = r.bucket_ms \
+             WHERE r.bucket_ms >= ? AND r.bucket_ms < ? ORDER BY r.bucket_ms LIMIT {BLOB_CHUNK}"
+        ),
+        Source::Quarter | Source::Minute => format!(
+            "SELECT bucket_ms, NULL, entries FROM usage_rollup_ident_{suffix} \
+             WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms LIMIT {BLOB_CHUNK}"
+        ),
+        Source::Raw => return Ok(()),
+    };
+    let mut cursor = from;
+    loop {
+        let rows: Vec<PairRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(cursor)
+            .bind(to)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(db("read identity model pairs"))?;
+        let Some(last) = rows.last().map(|row| row.0) else {
+            return Ok(());
+        };
+        for (bucket, pair_blob, entry_blob) in &rows {
+            if let Some(blob) = pair_blob {
+                decode_pairs(blob, |identity, model| {
+                    pairs.insert((identity, model));
+                });
+            } else if let Some(blob) = entry_blob {
+                decode_entries(*bucket, true, blob, |key, _| {
+                    pairs.insert((key.identity, key.model));
+                });
+            }
+        }
+        if (rows.len() as i64) < BLOB_CHUNK {
+            return Ok(());
+        }
+        cursor = last + 1;
+    }
+}
 
 /// Error kind, error code and plan type ids, and the trace id, of one event.
 /// Error kind, error code and plan ids, then the trace id as stored: a text, or

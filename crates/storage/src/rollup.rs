@@ -160,6 +160,13 @@ const LEVELS: [(i64, &str); 4] = [
     (DAY_MS, "d"),
 ];
 
+/// The pair tables of the last levels of [`LEVELS`] (hours and days), each with
+/// the identity rollup its blobs are built from.
+const PAIR_LEVELS: [(&str, &str); 2] = [
+    ("usage_rollup_pairs_h", "usage_rollup_ident_h"),
+    ("usage_rollup_pairs_d", "usage_rollup_ident_d"),
+];
+
 /// The levels of [`LEVELS`] that keep latency samples: minutes and quarter hours.
 /// Hours and days read the samples of their quarters (`0132`): with the values
 /// kept per band, a percentile read decodes a few bands whatever the block size.
@@ -343,21 +350,25 @@ pub(crate) fn flush(
     for (bucket, entries) in &heat {
         merge_heat(connection, *bucket, entries)?;
     }
-    // Which (identity, model) pairs each day holds, for filter selectors.
-    let day = LEVELS.len() - 1;
-    for (bucket, entries) in &identity[day] {
-        let mut pairs: std::collections::BTreeSet<(i64, i64)> = entries
-            .keys()
-            .map(|key| (key.identity, key.model))
-            .collect();
-        if let Some(existing) = read_blob(connection, "usage_rollup_pairs_d", *bucket)? {
-            decode_pairs(&existing, |identity, model| {
-                pairs.insert((identity, model));
-            });
+    // Which (identity, model) pairs each hour and day holds, for filter selectors.
+    for (level, (pairs_table, _)) in PAIR_LEVELS.iter().enumerate() {
+        for (bucket, entries) in &identity[LEVELS.len() - PAIR_LEVELS.len() + level] {
+            let mut pairs: std::collections::BTreeSet<(i64, i64)> = entries
+                .keys()
+                .map(|key| (key.identity, key.model))
+                .collect();
+            // Every block with an identity rollup has a pair row (`backfill_pairs`
+            // gave one to those written before the pair tables existed), so a
+            // block without one is new and holds only this batch's pairs.
+            if let Some(existing) = read_blob(connection, pairs_table, *bucket)? {
+                decode_pairs(&existing, |identity, model| {
+                    pairs.insert((identity, model));
+                });
+            }
+            let mut blob = Vec::new();
+            encode_pairs(&pairs, &mut blob);
+            write_blob(connection, pairs_table, *bucket, &blob)?;
         }
-        let mut blob = Vec::new();
-        encode_pairs(&pairs, &mut blob);
-        write_blob(connection, "usage_rollup_pairs_d", *bucket, &blob)?;
     }
     for ((bucket, failed), (calls, tokens)) in fine {
         connection.prepare_cached(
@@ -492,6 +503,9 @@ pub(crate) async fn backfill(writer: &sqlx::SqlitePool) -> Result<(), sqlx::Erro
         if name == HEAT_COMPACT {
             compact_heat(&mut transaction).await?;
         }
+        if name == PAIRS_H {
+            backfill_pairs(&mut transaction).await?;
+        }
         // The steps `quota_newest` (0033) and `quota_snapshot_account` (0032) are
         // done by migration 0095 on the rows it converts, which also clears them.
         if redacting {
@@ -546,6 +560,49 @@ async fn redact_dead_letters(connection: &mut SqliteConnection) -> Result<(), sq
             }
         }
     }
+}
+
+/// The backfill step that gives every hour (and any day) with an identity
+/// rollup its pair row (`0134_hour_pairs.sql`).
+pub(crate) const PAIRS_H: &str = "pairs_h";
+
+/// Writes the pair row of every block of [`PAIR_LEVELS`] that has an identity
+/// rollup but none, from that rollup's keys.
+async fn backfill_pairs(connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    for (pairs_table, ident_table) in PAIR_LEVELS {
+        let mut after = i64::MIN;
+        loop {
+            // The names are the fixed ones of `PAIR_LEVELS`.
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT r.bucket_ms, r.entries FROM {ident_table} r WHERE r.bucket_ms > ? \
+                 AND NOT EXISTS (SELECT 1 FROM {pairs_table} p WHERE p.bucket_ms = r.bucket_ms) \
+                 ORDER BY r.bucket_ms LIMIT 256"
+            )))
+            .bind(after)
+            .fetch_all(&mut *connection)
+            .await?;
+            let Some(last) = rows.last().map(|row| row.0) else {
+                break;
+            };
+            after = last;
+            for (bucket, blob) in rows {
+                let mut pairs = std::collections::BTreeSet::new();
+                decode_entries(bucket, true, &blob, |key, _| {
+                    pairs.insert((key.identity, key.model));
+                });
+                let mut out = Vec::new();
+                encode_pairs(&pairs, &mut out);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {pairs_table} (bucket_ms, entries) VALUES (?, ?)"
+                )))
+                .bind(bucket)
+                .bind(out)
+                .execute(&mut *connection)
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `usage_rollup_heat_h` from `usage_rollup_ident_h`: every entry's identity is

@@ -776,12 +776,15 @@ async fn filter_selectors_list_the_models_and_identities_of_the_range() {
     );
     check_selectors(&store, &events, (from, to)).await;
     // Partial hours that hold whole quarter hours and rests of a few minutes,
-    // each with a model and an account no other event has.
+    // and whole hours of the partial days, each with a model and an account no
+    // other event has.
     let mut events = events;
     let wide = (from - 40 * 60_000, to + 35 * 60_000);
     let edges: Vec<UsageEvent> = [
         (wide.0 + 5 * 60_000, "edge-rest-start"),
         (wide.0 + 25 * 60_000, "edge-quarter-start"),
+        (wide.0 + 2 * 3_600_000, "edge-hour-start"),
+        (wide.1 - 3 * 3_600_000, "edge-hour-end"),
         (wide.1 - 20 * 60_000, "edge-quarter-end"),
         (wide.1 - 60_000, "edge-rest-end"),
     ]
@@ -801,22 +804,57 @@ async fn filter_selectors_list_the_models_and_identities_of_the_range() {
     events.extend(edges);
     check_selectors(&store, &events, wide).await;
 
-    // Days written before the pair table existed are read from the identity rollup.
-    store.close().await;
+    // Blocks without a pair row are read from their identity rollup; the backfill
+    // step of an upgrade gives each one its row at open.
     let url = format!("sqlite://{}", dir.path().join("cpamp.db").display());
-    let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+    let mut store = store;
+    for mark in [false, true] {
+        store.close().await;
+        let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .expect("connect");
+        for table in ["usage_rollup_pairs_d", "usage_rollup_pairs_h"] {
+            let removed = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut connection)
+                .await
+                .expect("delete pairs");
+            // The first round leaves none for the second.
+            assert_eq!(removed.rows_affected() >= 4, !mark, "{table}");
+        }
+        if mark {
+            sqlx::query("INSERT INTO usage_rollup_backfill (name) VALUES ('pairs_h')")
+                .execute(&mut connection)
+                .await
+                .expect("mark the backfill");
+        }
+        drop(connection);
+        store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
+            .await
+            .expect("reopen");
+        let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .expect("connect");
+        let missing: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM usage_rollup_ident_h) - (SELECT count(*) FROM usage_rollup_pairs_h) \
+             + (SELECT count(*) FROM usage_rollup_ident_d) - (SELECT count(*) FROM usage_rollup_pairs_d)",
+        )
+        .fetch_one(&mut connection)
         .await
-        .expect("connect");
-    let removed = sqlx::query("DELETE FROM usage_rollup_pairs_d")
-        .execute(&mut connection)
-        .await
-        .expect("delete pairs");
-    assert!(removed.rows_affected() >= 4);
-    drop(connection);
-    let store = SqliteStore::open(Options::new(dir.path().join("cpamp.db")))
-        .await
-        .expect("reopen");
-    check_selectors(&store, &events, (from, to)).await;
+        .expect("count pair rows");
+        drop(connection);
+        assert_eq!(missing > 0, !mark, "pair rows missing after open");
+        check_selectors(&store, &events, (from, to)).await;
+        check_selectors(&store, &events, wide).await;
+    }
+    // New events keep the backfilled rows whole.
+    let mut late = events[10].clone();
+    late.event_hash = format!("{:064x}", 0x1a7e_u64);
+    late.timestamp_ms = wide.0 + 2 * 3_600_000 + 60_000;
+    late.model = "edge-hour-late".to_string();
+    late.requested_model = None;
+    support::store_collected(&store, std::slice::from_ref(&late)).await;
+    events.push(late);
+    check_selectors(&store, &events, wide).await;
 }
 
 /// The selectors of `[from, to)` against the events' own distinct values.
