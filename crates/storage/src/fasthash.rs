@@ -6,11 +6,14 @@
 //! per event. This is the multiply-rotate word hash known as FxHash (eight bytes
 //! per step), which makes those lookups several times cheaper.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A `HashMap` hashed with [`FxHasher`].
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// A `HashSet` hashed with [`FxHasher`].
+pub(crate) type FastSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 
 /// The multiplier: 2^64 divided by the golden ratio, rounded to odd.
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -6,10 +6,11 @@
 //! or, for a needle of hex digits, when its hex request id, trace id or hash
 //! does. For every hour that is over, `usage_search_h` keeps the events of each
 //! searched dictionary id, and the events that have each kind of free text with
-//! the set of bytes those texts hold once lowercased. A search that is not made
-//! of hex digits reads only the events that hold one of its ids, or a free text
-//! of a kind whose bytes include every byte of the needle (`candidates`),
-//! whatever the size of the hour. The search condition is still checked on each
+//! the set of bytes those texts hold once lowercased and a filter of their
+//! three-byte runs. A search that is not made of hex digits reads only the
+//! events that hold one of its ids, or a free text of a kind whose bytes include
+//! every byte of the needle and whose filter holds every run of the needle
+//! (`candidates`), whatever the size of the hour. The search condition is still checked on each
 //! of them, so the index only has to list a superset of the matches; a needle of
 //! hex digits reads every event, as before.
 //!
@@ -31,7 +32,21 @@
 //! version, base id, events, lists, { form, byte length, bytes }…,
 //! terms, { term gap, list count (0: every event), list index… }…,
 //! for each free-text kind: list index + 1 (0: none), then its 32-byte byte set
+//!   and its run filter: word count, { 64-bit word }… (version 2 on)
 //! ```
+//!
+//! # The run filter
+//!
+//! A Bloom filter (two bits per entry) of the three-byte runs of a kind's
+//! lowercased texts, leaving out runs made only of lowercase hex digits and
+//! dashes: those are what random ids and UUIDs are made of, and a needle of three
+//! bytes or more with any other character (the only needles the index serves)
+//! has a run that is not left out. A text that holds the needle holds each of its
+//! runs, so a run missing from the filter means no text of that kind holds the
+//! needle. The filter is sized to about four bits per distinct run (64 bits at
+//! least, 32,768 at most): a run the kind does not hold passes for one it does
+//! about one time in six, and a needle is left out when any of its runs is. Rows of version 1 have no filter and are judged by their byte sets
+//! until the background pass builds them again.
 //!
 //! # Keeping rows true
 //!
@@ -47,7 +62,7 @@ use cpamp_domain::StoreError;
 use cpamp_domain::analytics::time::HOUR_MS;
 use rusqlite::types::ValueRef;
 
-use crate::fasthash::FastMap;
+use crate::fasthash::{FastMap, FastSet};
 use crate::rollup::{put, take};
 use crate::{SqliteStore, error};
 
@@ -63,7 +78,10 @@ const MAX_SPAN: u64 = 1 << 24;
 /// second build.
 pub(crate) const SEAL_GRACE_MS: i64 = 2 * 60_000;
 
-const VERSION: u64 = 1;
+const VERSION: u64 = 2;
+
+/// The first version whose free-text kinds carry a run filter.
+const FILTERED: u64 = 2;
 
 /// The searched dictionary columns that name the credential and the client key
 /// of an event (one list per distinct combination).
@@ -108,12 +126,10 @@ const FREE_KINDS: usize = 3;
 /// The bytes of lowercased texts, one bit each.
 type ByteSet = [u64; 4];
 
-fn add_bytes(set: &mut ByteSet, text: &str) {
-    let mut add = |byte: u8| set[usize::from(byte >> 6)] |= 1 << (byte & 63);
-    if text.is_ascii() {
-        text.bytes().for_each(|byte| add(byte.to_ascii_lowercase()));
-    } else {
-        text.to_lowercase().bytes().for_each(add);
+/// Adds the bytes of a lowercased text to `set`.
+fn add_bytes(set: &mut ByteSet, lower: &[u8]) {
+    for byte in lower {
+        set[usize::from(byte >> 6)] |= 1 << (byte & 63);
     }
 }
 
@@ -121,6 +137,56 @@ fn holds_bytes(set: &ByteSet, needle: &[u8]) -> bool {
     needle
         .iter()
         .all(|byte| set[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0)
+}
+
+/// Most bits of a run filter.
+const MAX_FILTER_BITS: usize = 1 << 15;
+
+/// The three-byte runs of `bytes` (lowercased) that the run filter keeps: those
+/// with a byte that is neither a lowercase hex digit nor a dash.
+fn runs(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    bytes
+        .windows(3)
+        .filter(|run| {
+            run.iter()
+                .any(|byte| !matches!(byte, b'0'..=b'9' | b'a'..=b'f' | b'-'))
+        })
+        .map(|run| u32::from(run[0]) << 16 | u32::from(run[1]) << 8 | u32::from(run[2]))
+}
+
+/// The two bits of `run` in a filter of `bits` bits (a power of two).
+fn run_bits(run: u32, bits: usize) -> [usize; 2] {
+    let hash = u64::from(run).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mask = bits as u64 - 1;
+    [
+        ((hash >> 49) & mask) as usize,
+        ((hash >> 30) & mask) as usize,
+    ]
+}
+
+/// The run filter of a set of runs, as 64-bit words.
+fn run_filter(runs: &FastSet<u32>) -> Vec<u64> {
+    let bits = (runs.len().saturating_mul(4))
+        .next_power_of_two()
+        .clamp(64, MAX_FILTER_BITS);
+    let mut words = vec![0_u64; bits / 64];
+    for run in runs {
+        for bit in run_bits(*run, bits) {
+            words[bit / 64] |= 1 << (bit % 64);
+        }
+    }
+    words
+}
+
+/// Whether a run filter (its words, little-endian) may hold every run of
+/// `needle` it would keep.
+fn filter_holds(words: &[u8], needle: &[u8]) -> bool {
+    let bits = words.len() * 8;
+    runs(needle).all(|run| {
+        run_bits(run, bits)
+            .iter()
+            .all(|bit| words[bit / 8] & (1 << (bit % 8)) != 0)
+    })
 }
 
 /// What a search asks the index.
@@ -174,7 +240,7 @@ pub(crate) fn build(
     let mut lists: Vec<Vec<u32>> = Vec::new();
     let mut refs: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     let mut plain: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    let mut free: [(Vec<u32>, ByteSet); FREE_KINDS] = Default::default();
+    let mut free: [(Vec<u32>, ByteSet, FastSet<u32>); FREE_KINDS] = Default::default();
     let mut count = 0_usize;
     while let Some(row) = rows.next()? {
         let int = |index: usize| match row.get_ref(index) {
@@ -205,10 +271,17 @@ pub(crate) fn build(
             }
         };
         lists[list].push(offset);
-        for (kind, (offsets, bytes)) in free.iter_mut().enumerate() {
+        for (kind, (offsets, bytes, kept)) in free.iter_mut().enumerate() {
             if let Ok(ValueRef::Text(text)) = row.get_ref(1 + COLUMNS + kind) {
                 offsets.push(offset);
-                add_bytes(bytes, &String::from_utf8_lossy(text));
+                let text = String::from_utf8_lossy(text);
+                let lower = if text.is_ascii() {
+                    text.to_ascii_lowercase()
+                } else {
+                    text.to_lowercase()
+                };
+                add_bytes(bytes, lower.as_bytes());
+                kept.extend(runs(lower.as_bytes()));
             }
         }
         let others = (SIGNATURE_COLUMNS.len()..COLUMNS).map(|column| int(1 + column));
@@ -260,9 +333,10 @@ pub(crate) fn build(
         };
         refs.insert(term, lists_of_term);
     }
-    let mut free_lists: Vec<Option<(usize, ByteSet)>> = Vec::with_capacity(FREE_KINDS);
-    for (offsets, bytes) in free {
-        free_lists.push((!offsets.is_empty()).then(|| (add(offsets, false), bytes)));
+    let mut free_lists: Vec<Option<(usize, ByteSet, Vec<u64>)>> = Vec::with_capacity(FREE_KINDS);
+    for (offsets, bytes, kept) in free {
+        free_lists
+            .push((!offsets.is_empty()).then(|| (add(offsets, false), bytes, run_filter(&kept))));
     }
     let mut out = Vec::with_capacity(
         encoded
@@ -293,9 +367,13 @@ pub(crate) fn build(
     for kind in free_lists {
         match kind {
             None => put(&mut out, 0),
-            Some((list, bytes)) => {
+            Some((list, bytes, filter)) => {
                 put(&mut out, list as u64 + 1);
                 for word in bytes {
+                    out.extend_from_slice(&word.to_le_bytes());
+                }
+                put(&mut out, filter.len() as u64);
+                for word in filter {
                     out.extend_from_slice(&word.to_le_bytes());
                 }
             }
@@ -348,7 +426,8 @@ pub(crate) enum Candidates {
 pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
     let terms = ask.terms.as_slice();
     let mut at = 0;
-    if take(row, &mut at)? != VERSION {
+    let version = take(row, &mut at)?;
+    if version != VERSION && version != 1 {
         return None;
     }
     let base = i64::try_from(take(row, &mut at)?).ok()?;
@@ -392,11 +471,23 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
         let bytes: ByteSet = std::array::from_fn(|word| {
             u64::from_le_bytes(words[word * 8..word * 8 + 8].try_into().unwrap_or_default())
         });
-        if ask
-            .needle
-            .as_ref()
-            .is_none_or(|needle| holds_bytes(&bytes, needle))
-        {
+        let filter = if version >= FILTERED {
+            let count = usize::try_from(take(row, &mut at)?).ok()?;
+            let len = count
+                .checked_mul(8)
+                .filter(|len| *len <= MAX_FILTER_BITS / 8)?;
+            if !len.is_power_of_two() {
+                return None;
+            }
+            let words = row.get(at..at.checked_add(len)?)?;
+            at += len;
+            Some(words)
+        } else {
+            None
+        };
+        if ask.needle.as_ref().is_none_or(|needle| {
+            holds_bytes(&bytes, needle) && filter.is_none_or(|words| filter_holds(words, needle))
+        }) {
             *wanted.get_mut(usize::try_from(list - 1).ok()?)? = true;
         }
     }
@@ -575,7 +666,8 @@ impl SqliteStore {
     }
 }
 
-/// Builds and writes `hour`'s index row in one transaction; true when written.
+/// Builds and writes `hour`'s index row in one transaction, in place of a row of
+/// an older version; true when written.
 fn seal_hour(connection: &mut rusqlite::Connection, hour: i64) -> rusqlite::Result<bool> {
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -584,7 +676,8 @@ fn seal_hour(connection: &mut rusqlite::Connection, hour: i64) -> rusqlite::Resu
             transaction
                 .prepare_cached(
                     "INSERT INTO usage_search_h (bucket_ms, events, terms) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (bucket_ms) DO NOTHING",
+                 ON CONFLICT (bucket_ms) DO UPDATE SET events = excluded.events, \
+                 terms = excluded.terms",
                 )?
                 .execute((hour, built.events, built.terms))?
                 > 0
@@ -595,13 +688,16 @@ fn seal_hour(connection: &mut rusqlite::Connection, hour: i64) -> rusqlite::Resu
     Ok(written)
 }
 
-/// The hours before `before` that hold events but no index row, ascending: one
-/// index seek per hour with events.
+/// The hours before `before` that hold events but no index row of this version
+/// (older rows are built again), ascending: one index seek per hour with events.
 fn pending_hours(reader: &rusqlite::Connection, before: i64) -> rusqlite::Result<Vec<i64>> {
     let transaction = reader.unchecked_transaction()?;
     let indexed: HashSet<i64> = {
-        let mut statement = transaction.prepare_cached("SELECT bucket_ms FROM usage_search_h")?;
-        let rows = statement.query_map([], |row| row.get(0))?;
+        // A version below 128 is the row's first byte.
+        let mut statement = transaction.prepare_cached(
+            "SELECT bucket_ms FROM usage_search_h WHERE substr(terms, 1, 1) = ?1",
+        )?;
+        let rows = statement.query_map([[VERSION as u8].as_slice()], |row| row.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut pending = Vec::new();
@@ -683,9 +779,14 @@ mod tests {
         // Past the widest span gathered, or dense: the hour is read whole.
         let wide = vec![5_u32, MAX_SPAN as u32 + 1];
         let half: Vec<u32> = (0..100_000).step_by(2).collect();
-        for (list, whole) in [(sparse, false), (dense, false), (wide, true), (half, true)] {
+        let cases = [(sparse, false), (dense, false), (wide, true), (half, true)];
+        // Rows of version 1 (no run filters) read the same.
+        for (version, (list, whole)) in [1, VERSION]
+            .into_iter()
+            .flat_map(|version| cases.iter().map(move |case| (version, case.clone())))
+        {
             let mut row = Vec::new();
-            put(&mut row, VERSION);
+            put(&mut row, version);
             put(&mut row, 1000);
             put(&mut row, 100_000);
             put(&mut row, 1);
@@ -754,6 +855,109 @@ mod tests {
         assert_eq!(
             rows(store.clone()).await,
             vec![(hour, 2), (hour + HOUR_MS, 1)]
+        );
+        // A row of an older version is built again, in place.
+        sqlx::query(
+            "UPDATE usage_search_h SET terms = x'01' || substr(terms, 2) WHERE bucket_ms = ?",
+        )
+        .bind(hour)
+        .execute(store.writer())
+        .await
+        .expect("age a row");
+        assert_eq!(store.seal_search_hours(now + 1).await.expect("seal"), 1);
+        let versions: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT substr(terms, 1, 1) FROM usage_search_h ORDER BY bucket_ms")
+                .fetch_all(store.writer())
+                .await
+                .expect("versions");
+        assert_eq!(versions, vec![vec![VERSION as u8]; 2]);
+        assert_eq!(store.seal_search_hours(now + 1).await.expect("seal"), 0);
+    }
+
+    /// A free text whose kind holds every byte of the needle, but not the needle,
+    /// makes no candidate; one that holds it (once lowercased) does.
+    #[tokio::test]
+    async fn run_filters_leave_out_texts_without_the_needle() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(crate::Options::new(dir.path().join("usage.sqlite")))
+            .await
+            .expect("open store");
+        let hour = 1_767_222_000_000;
+        let summaries = [
+            Some("plain overload"),
+            Some("upstream \u{212A}elvin timeout"),
+        ];
+        for id in 1..=10_i64 {
+            let summary = summaries
+                .get(usize::try_from(id - 1).expect("index"))
+                .copied()
+                .flatten();
+            sqlx::query(
+                "INSERT INTO usage_events \
+                 (id, event_hash, timestamp_ms, model_id, created_at_delta, failed, fail_summary) \
+                 VALUES (?1, randomblob(32), ?2, 1, 0, ?3, ?4)",
+            )
+            .bind(id)
+            .bind(hour + id * 1_000)
+            .bind(summary.is_some())
+            .bind(summary)
+            .execute(store.writer())
+            .await
+            .expect("event");
+        }
+        assert_eq!(
+            store
+                .seal_search_hours(hour + 2 * HOUR_MS)
+                .await
+                .expect("seal"),
+            1
+        );
+        let row: Vec<u8> = sqlx::query_scalar("SELECT terms FROM usage_search_h")
+            .fetch_one(store.writer())
+            .await
+            .expect("row");
+        let ask = |needle: &str| IndexAsk {
+            terms: Vec::new(),
+            needle: Some(needle.as_bytes().to_vec()),
+        };
+        let both = Some(Candidates::Ids(vec![1, 2]));
+        assert_eq!(candidates(&row, &ask("overload")), both);
+        assert_eq!(candidates(&row, &ask("kelvin t")), both);
+        // Every byte of these is in the summaries, but neither is.
+        for absent in ["load plain", "time kelvin"] {
+            assert_eq!(
+                candidates(&row, &ask(absent)),
+                Some(Candidates::Ids(Vec::new())),
+                "{absent}"
+            );
+        }
+        // Shorter than a run: the byte set alone decides.
+        assert_eq!(candidates(&row, &ask("np")), both);
+        // A row of version 1 has no filter: its byte set alone decides.
+        let mut old = Vec::new();
+        put(&mut old, 1);
+        put(&mut old, 1000);
+        put(&mut old, 100);
+        put(&mut old, 1);
+        let mut list = Vec::new();
+        old.push(encode_list(&[3], &mut list));
+        put(&mut old, list.len() as u64);
+        old.extend_from_slice(&list);
+        put(&mut old, 0);
+        put(&mut old, 1);
+        let mut set = ByteSet::default();
+        add_bytes(&mut set, b"plain overload");
+        for word in set {
+            old.extend_from_slice(&word.to_le_bytes());
+        }
+        old.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            candidates(&old, &ask("load plain")),
+            Some(Candidates::Ids(vec![1003]))
+        );
+        assert_eq!(
+            candidates(&old, &ask("overloadz")),
+            Some(Candidates::Ids(Vec::new()))
         );
     }
 

@@ -194,6 +194,11 @@ fn needles(events: &[UsageEvent]) -> Vec<String> {
         "nothing-has-this".to_string(),
         "\"error\"".to_string(),
         "said:\n\t{".to_string(),
+        // Every byte of these is in the failure summaries, but not the needle:
+        // the index's run filters leave those summaries out.
+        "load (529)".to_string(),
+        "overload upstream".to_string(),
+        "kelvin overload".to_string(),
     ];
     needles.to_vec()
 }
@@ -314,7 +319,8 @@ async fn check(
             );
         }
         assert!(
-            needle == "nothing-has-this" || !expected.is_empty(),
+            ["nothing-has-this", "load (529)", "overload upstream"].contains(&needle.as_str())
+                || !expected.is_empty(),
             "{needle:?} finds something"
         );
     }
