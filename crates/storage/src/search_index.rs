@@ -10,9 +10,9 @@
 //! three-byte runs. A search that is not made of hex digits reads only the
 //! events that hold one of its ids, or a free text of a kind whose bytes include
 //! every byte of the needle and whose filter holds every run of the needle
-//! (`candidates`), whatever the size of the hour. The search condition is still checked on each
-//! of them, so the index only has to list a superset of the matches; a needle of
-//! hex digits reads every event, as before.
+//! (`candidates`), whatever the size of the hour. The search condition is still
+//! checked on each of them, so the index only has to list a superset of the
+//! matches; a needle of hex digits reads every event, as before.
 //!
 //! Reading scattered rows costs SQLite about three times as much per row as
 //! stepping through an hour in order, so an hour where more than a third of the
@@ -45,8 +45,9 @@
 //! runs, so a run missing from the filter means no text of that kind holds the
 //! needle. The filter is sized to about four bits per distinct run (64 bits at
 //! least, 32,768 at most): a run the kind does not hold passes for one it does
-//! about one time in six, and a needle is left out when any of its runs is. Rows of version 1 have no filter and are judged by their byte sets
-//! until the background pass builds them again.
+//! about one time in six, and a needle is left out when any of its runs is.
+//! Rows of version 1 have no filter and are judged by their byte sets until the
+//! background pass builds them again.
 //!
 //! # Keeping rows true
 //!
