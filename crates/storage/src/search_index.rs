@@ -819,15 +819,24 @@ mod tests {
         }
     }
 
-    /// Only hours that ended two minutes ago get a row, each once, with its
-    /// event count.
-    #[tokio::test]
-    async fn finished_hours_are_indexed_once() {
+    /// The start of a UTC hour the store tests put events in.
+    const HOUR: i64 = 1_767_222_000_000;
+
+    /// A store in a fresh directory (kept alive by the first value).
+    async fn empty_store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(crate::Options::new(dir.path().join("usage.sqlite")))
             .await
             .expect("open store");
-        let hour = 1_767_222_000_000;
+        (dir, store)
+    }
+
+    /// Only hours that ended two minutes ago get a row, each once, with its
+    /// event count.
+    #[tokio::test]
+    async fn finished_hours_are_indexed_once() {
+        let (_dir, store) = empty_store().await;
+        let hour = HOUR;
         for (id, at) in [(1, hour + 5), (2, hour + 60_000), (3, hour + HOUR_MS + 7)] {
             sqlx::query(
                 "INSERT INTO usage_events (id, event_hash, timestamp_ms, model_id, created_at_delta) \
@@ -879,11 +888,8 @@ mod tests {
     /// makes no candidate; one that holds it (once lowercased) does.
     #[tokio::test]
     async fn run_filters_leave_out_texts_without_the_needle() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(crate::Options::new(dir.path().join("usage.sqlite")))
-            .await
-            .expect("open store");
-        let hour = 1_767_222_000_000;
+        let (_dir, store) = empty_store().await;
+        let hour = HOUR;
         let summaries = [
             Some("plain overload"),
             Some("upstream \u{212A}elvin timeout"),
