@@ -34,7 +34,7 @@ use rusqlite::types::ValueRef;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use crate::fasthash::FastMap;
+use crate::fasthash::{FastMap, FastSet};
 use crate::rollup::{
     EntryKey, FINE_MS, HeatBand, HeatDictionary, MINUTE_MS, MINUTE_READ_MS, Sums, count_banded,
     decode_band_counts, decode_banded, decode_entries, decode_pairs, heat_dictionary, heat_entries,
@@ -373,20 +373,41 @@ fn allowed(timeline: Option<&(Zone, Granularity)>, from: i64, to: i64) -> Resolu
     }
 }
 
+/// Where a snapshot may start reading minute rollups, in `minutes_from`.
+const MINUTE_START_SQL: &str = "SELECT start_ms FROM usage_rollup_minute_start WHERE id = 1";
+
+/// Whether `[?1, ?2)` holds no stored event (an index probe).
+const NO_EVENTS_SQL: &str =
+    "SELECT NOT EXISTS (SELECT 1 FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2)";
+
 /// The first minute boundary from which this snapshot may read minute rollups
 /// (`i64::MAX`: none), see `rollup::MINUTE_READ_MS`. Called after the snapshot's
 /// first read, so every event it sees was stored before the clock is read here.
 async fn minutes_from(connection: &mut SqliteConnection) -> Result<i64, StoreError> {
-    let start: Option<i64> =
-        sqlx::query_scalar("SELECT start_ms FROM usage_rollup_minute_start WHERE id = 1")
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(db("read the minute rollup start"))?;
+    let start: Option<i64> = sqlx::query_scalar(MINUTE_START_SQL)
+        .fetch_optional(&mut *connection)
+        .await
+        .map_err(db("read the minute rollup start"))?;
+    Ok(minute_boundary(start))
+}
+
+/// [`minutes_from`] through a rusqlite connection, inside its read transaction.
+fn minutes_from_rows(reader: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    use rusqlite::OptionalExtension;
+    let start: Option<i64> = reader
+        .prepare_cached(MINUTE_START_SQL)?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    Ok(minute_boundary(start))
+}
+
+/// The minute rollups' first readable boundary, given where they start.
+fn minute_boundary(start: Option<i64>) -> i64 {
     let Some(start) = start else {
-        return Ok(i64::MAX);
+        return i64::MAX;
     };
     let recent = crate::settings::now_ms().saturating_sub(MINUTE_READ_MS);
-    Ok(ceil_to(start.max(recent), MINUTE_MS))
+    ceil_to(start.max(recent), MINUTE_MS)
 }
 
 /// Whether `[from, to)` holds no stored event (an index probe).
@@ -398,14 +419,33 @@ async fn no_events(
     if from >= to {
         return Ok(true);
     }
-    sqlx::query_scalar::<_, bool>(
-        "SELECT NOT EXISTS (SELECT 1 FROM usage_events WHERE timestamp_ms >= ? AND timestamp_ms < ?)",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_one(&mut *connection)
-    .await
-    .map_err(db("probe events"))
+    sqlx::query_scalar::<_, bool>(NO_EVENTS_SQL)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(db("probe events"))
+}
+
+/// The starts `snap` tries for a range from `from`: the quarter hour, then the
+/// minute, that holds `from` (none where the multiple leaves the i64 range).
+fn snap_heads(from: i64) -> impl Iterator<Item = i64> {
+    [QUARTER_MS, MINUTE_MS]
+        .into_iter()
+        .filter_map(move |step| from.div_euclid(step).checked_mul(step))
+}
+
+/// The ends `snap` tries for a range until `to`: the end of the quarter hour,
+/// then of the minute, that `to` falls in (`to` itself on a boundary).
+fn snap_tails(to: i64) -> impl Iterator<Item = i64> {
+    [QUARTER_MS, MINUTE_MS].into_iter().filter_map(move |step| {
+        let floor = to.div_euclid(step).checked_mul(step)?;
+        if floor == to {
+            Some(floor)
+        } else {
+            floor.checked_add(step)
+        }
+    })
 }
 
 /// `[from, to)` widened to whole quarter hours at either end where the widening
@@ -421,27 +461,42 @@ async fn snap(
 ) -> Result<(i64, i64), StoreError> {
     // Ranges reaching the ends of the i64 range (all time) keep those ends.
     let mut start = from;
-    for step in [QUARTER_MS, MINUTE_MS] {
-        if let Some(head) = from.div_euclid(step).checked_mul(step)
-            && no_events(connection, head, from).await?
-        {
+    for head in snap_heads(from) {
+        if no_events(connection, head, from).await? {
             start = head;
             break;
         }
     }
     let mut end = to;
-    for step in [QUARTER_MS, MINUTE_MS] {
-        let floor = to.div_euclid(step).checked_mul(step);
-        let tail = floor.and_then(|floor| {
-            if floor == to {
-                Some(floor)
-            } else {
-                floor.checked_add(step)
-            }
-        });
-        if let Some(tail) = tail
-            && no_events(connection, to, tail).await?
-        {
+    for tail in snap_tails(to) {
+        if no_events(connection, to, tail).await? {
+            end = tail;
+            break;
+        }
+    }
+    Ok((start, end))
+}
+
+/// [`snap`] through a rusqlite connection, inside its read transaction.
+fn snap_rows(reader: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Result<(i64, i64)> {
+    let no_events = |from: i64, to: i64| -> rusqlite::Result<bool> {
+        if from >= to {
+            return Ok(true);
+        }
+        reader
+            .prepare_cached(NO_EVENTS_SQL)?
+            .query_row((from, to), |row| row.get(0))
+    };
+    let mut start = from;
+    for head in snap_heads(from) {
+        if no_events(head, from)? {
+            start = head;
+            break;
+        }
+    }
+    let mut end = to;
+    for tail in snap_tails(to) {
+        if no_events(to, tail)? {
             end = tail;
             break;
         }
@@ -1755,17 +1810,12 @@ impl SqliteStore {
         let mut out: Vec<(Arc<Identity>, Text)> = Vec::new();
         // Interned pointers identify equal identities and texts cheaply.
         let mut seen: HashSet<(usize, usize)> = HashSet::new();
-        let mut push_rows = |rows: Vec<GroupRow>, out: &mut Vec<(Arc<Identity>, Text)>| {
-            for row in rows {
-                let Some(identity) = row.identity else {
-                    continue;
-                };
-                if seen.insert((
-                    Arc::as_ptr(&identity) as usize,
-                    Arc::as_ptr(&row.model).cast::<u8>() as usize,
-                )) {
-                    out.push((identity, row.model));
-                }
+        let mut push = |identity: Arc<Identity>, model: Text| {
+            if seen.insert((
+                Arc::as_ptr(&identity) as usize,
+                Arc::as_ptr(&model).cast::<u8>() as usize,
+            )) {
+                out.push((identity, model));
             }
         };
         let time_only = scope.level() == Level::Aggregate && scope.filters == Filters::default();
@@ -1777,7 +1827,11 @@ impl SqliteStore {
                     timeline: None,
                 })
                 .await?;
-            push_rows(rows, &mut out);
+            for row in rows {
+                if let Some(identity) = row.identity {
+                    push(identity, row.model);
+                }
+            }
             return Ok(out);
         }
         if scope.from_ms >= scope.to_ms {
@@ -1785,39 +1839,51 @@ impl SqliteStore {
         }
         // Only which (identity, model) pairs occur is wanted, not their sums: every
         // block the range covers is read as keys (days and hours from their pair
-        // blobs), and only the raw edges finer than a minute rollup as group rows.
-        let mut pooled = self.reader_connection().await?;
-        let mut connection = sqlx::Connection::begin(&mut *pooled)
-            .await
-            .map_err(db("begin read"))?;
-        let (start, end) = snap(&mut connection, scope.from_ms, scope.to_ms).await?;
-        let minutes = minutes_from(&mut connection).await?;
-        let request = GroupRequest {
-            scope,
-            identity: true,
-            timeline: None,
-        };
-        let mut pairs: HashSet<(i64, i64)> = HashSet::new();
-        for (source, from, to) in plan(start, end, Resolutions::ALL, minutes) {
-            if source == Source::Raw {
-                let mut rows = Vec::new();
-                self.raw_groups(&mut connection, &request, from, to, &mut rows)
-                    .await?;
-                push_rows(rows, &mut out);
-                continue;
-            }
-            read_pairs(&mut connection, source, from, to, &mut pairs).await?;
-        }
+        // blobs), and the raw edges finer than a minute rollup as the distinct ids
+        // of their events. One blocking task reads it all in one snapshot, so the
+        // answer waits for one thread hop, not one per probe and segment.
+        let store = self.clone();
+        let (from, to) = (scope.from_ms, scope.to_ms);
+        let (raw, pairs) = tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("read identity model pairs");
+                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                store.refresh_rows(&transaction).map_err(&sqlite)?;
+                let (start, end) = snap_rows(&transaction, from, to).map_err(&sqlite)?;
+                let minutes = minutes_from_rows(&transaction).map_err(&sqlite)?;
+                let mut raw: FastSet<RawPair> = FastSet::default();
+                let mut pairs = FastSet::default();
+                for (source, from, to) in plan(start, end, Resolutions::ALL, minutes) {
+                    match source {
+                        Source::Raw => raw_pairs(&transaction, from, to, &mut raw),
+                        _ => read_pairs(&transaction, source, from, to, &mut pairs),
+                    }
+                    .map_err(&sqlite)?;
+                }
+                Ok((raw, pairs))
+            })
+        })
+        .await
+        .map_err(|error| {
+            StoreError::unavailable(format!("read identity model pairs: {error}"), error)
+        })??;
         let state = lock_read(self.read_cache());
+        for key in raw {
+            let identity = state
+                .identity_by_key
+                .get(&key.identity)
+                .cloned()
+                .unwrap_or_default();
+            let model = state
+                .analytics
+                .get(&key.model)
+                .copied()
+                .unwrap_or(key.model);
+            push(identity, state.text(Some(model)));
+        }
         for (identity, model) in pairs {
             let identity = state.identities.get(&identity).cloned().unwrap_or_default();
-            let model = state.text(Some(model));
-            if seen.insert((
-                Arc::as_ptr(&identity) as usize,
-                Arc::as_ptr(&model).cast::<u8>() as usize,
-            )) {
-                out.push((identity, model));
-            }
+            push(identity, state.text(Some(model)));
         }
         Ok(out)
     }
@@ -2709,20 +2775,54 @@ impl EventGroup {
     }
 }
 
-/// A block's bucket, its pair blob, and its identity rollup when it has no pair blob.
-type PairRow = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+/// An (effective model, identity key) pair of raw events, ids as stored.
+#[derive(PartialEq, Eq, Hash)]
+struct RawPair {
+    model: i64,
+    identity: [i64; 11],
+}
+
+/// Adds the distinct (effective model, identity key) pairs of the raw events in
+/// `[from, to)` to `pairs`, stepping ids only (a missing id is 0, as the group
+/// reads key them).
+fn raw_pairs(
+    reader: &rusqlite::Connection,
+    from: i64,
+    to: i64,
+    pairs: &mut FastSet<RawPair>,
+) -> rusqlite::Result<()> {
+    let mut statement = reader.prepare_cached(
+        "SELECT coalesce(requested_model_id, model_id), provider_id, executor_type_id, \
+         auth_index_id, source_id, source_hash_id, api_key_hash_id, account_snapshot_id, \
+         auth_label_snapshot_id, auth_file_snapshot_id, auth_provider_snapshot_id, \
+         auth_project_id_snapshot_id \
+         FROM usage_events WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2",
+    )?;
+    let mut rows = statement.query((from, to))?;
+    while let Some(row) = rows.next()? {
+        let int = |index: usize| match row.get_ref(index) {
+            Ok(ValueRef::Integer(value)) => value,
+            _ => 0,
+        };
+        pairs.insert(RawPair {
+            model: int(0),
+            identity: std::array::from_fn(|offset| int(1 + offset)),
+        });
+    }
+    Ok(())
+}
 
 /// Adds the (identity, model) pairs of the `source` blocks in `[from, to)`, both
 /// block boundaries, to `pairs`. Days and hours read their pair blobs
 /// (`usage_rollup_pairs_*`, two varints per pair) and fall back to their identity
 /// rollup where a block has none yet; quarters and minutes read the keys of theirs.
-async fn read_pairs(
-    connection: &mut SqliteConnection,
+fn read_pairs(
+    reader: &rusqlite::Connection,
     source: Source,
     from: i64,
     to: i64,
-    pairs: &mut HashSet<(i64, i64)>,
-) -> Result<(), StoreError> {
+    pairs: &mut FastSet<(i64, i64)>,
+) -> rusqlite::Result<()> {
     let suffix = source.suffix();
     // The names are built from the fixed suffixes of `Source`, never from input.
     let sql = match source {
@@ -2730,41 +2830,29 @@ async fn read_pairs(
             "SELECT r.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN r.entries END \
              FROM usage_rollup_ident_{suffix} r LEFT JOIN usage_rollup_pairs_{suffix} p \
              ON p.bucket_ms = r.bucket_ms \
-             WHERE r.bucket_ms >= ? AND r.bucket_ms < ? ORDER BY r.bucket_ms LIMIT {BLOB_CHUNK}"
+             WHERE r.bucket_ms >= ?1 AND r.bucket_ms < ?2"
         ),
         Source::Quarter | Source::Minute => format!(
             "SELECT bucket_ms, NULL, entries FROM usage_rollup_ident_{suffix} \
-             WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms LIMIT {BLOB_CHUNK}"
+             WHERE bucket_ms >= ?1 AND bucket_ms < ?2"
         ),
         Source::Raw => return Ok(()),
     };
-    let mut cursor = from;
-    loop {
-        let rows: Vec<PairRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(cursor)
-            .bind(to)
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(db("read identity model pairs"))?;
-        let Some(last) = rows.last().map(|row| row.0) else {
-            return Ok(());
-        };
-        for (bucket, pair_blob, entry_blob) in &rows {
-            if let Some(blob) = pair_blob {
-                decode_pairs(blob, |identity, model| {
-                    pairs.insert((identity, model));
-                });
-            } else if let Some(blob) = entry_blob {
-                decode_entries(*bucket, true, blob, |key, _| {
-                    pairs.insert((key.identity, key.model));
-                });
-            }
+    let mut statement = reader.prepare_cached(&sql)?;
+    let mut rows = statement.query((from, to))?;
+    while let Some(row) = rows.next()? {
+        let bucket: i64 = row.get(0)?;
+        if let ValueRef::Blob(blob) = row.get_ref(1)? {
+            decode_pairs(blob, |identity, model| {
+                pairs.insert((identity, model));
+            });
+        } else if let ValueRef::Blob(blob) = row.get_ref(2)? {
+            decode_entries(bucket, true, blob, |key, _| {
+                pairs.insert((key.identity, key.model));
+            });
         }
-        if (rows.len() as i64) < BLOB_CHUNK {
-            return Ok(());
-        }
-        cursor = last + 1;
     }
+    Ok(())
 }
 
 /// Error kind, error code and plan type ids, and the trace id, of one event.
