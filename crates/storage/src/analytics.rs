@@ -1997,50 +1997,10 @@ impl SqliteStore {
         // First pass over the recent segments: every band's count.
         self.recent_samples(&mut connection, &recent, &mut read, 0, &mut local)
             .await?;
-        // Both passes over the hour and day segments, in one snapshot of their own.
+        // Both passes over the hour and day segments, in snapshots of their own.
         if !sealed.is_empty() {
-            let store = self.clone();
-            let timeline = request.timeline.clone();
-            let ask = ask.clone();
-            let taken = std::mem::take(&mut read);
-            read = tokio::task::spawn_blocking(move || {
-                store.with_row_reader(|reader| {
-                    let sqlite = error::sqlite("read latency samples");
-                    let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
-                    store.refresh_rows(&transaction).map_err(&sqlite)?;
-                    let mut read = taken;
-                    let mut bucketer = timeline
-                        .as_ref()
-                        .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
-                    for pass in [0, 1] {
-                        if pass == 1 {
-                            read.decide(&ask);
-                        }
-                        let sql = format!(
-                            "SELECT bucket_ms, {} FROM usage_rollup_samples_q \
-                             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms, run",
-                            read.column(pass)
-                        );
-                        let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
-                        for (from, to) in &sealed {
-                            let mut rows = statement.query((from, to)).map_err(&sqlite)?;
-                            while let Some(row) = rows.next().map_err(&sqlite)? {
-                                let at: i64 = row.get(0).map_err(&sqlite)?;
-                                let bucket = bucketer.as_mut().map_or(0, |b| b.bucket(at));
-                                if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)? {
-                                    read.add_run(&store, pass, bucket, blob);
-                                }
-                            }
-                        }
-                    }
-                    drop(transaction);
-                    Ok(read)
-                })
-            })
-            .await
-            .map_err(|error| {
-                StoreError::unavailable(format!("read latency samples: {error}"), error)
-            })??;
+            self.sealed_samples(sealed, &request, &ask, &mut read)
+                .await?;
         } else {
             read.decide(&ask);
         }
@@ -2070,6 +2030,99 @@ impl SqliteStore {
                 |bucket, blob| read.add_run(self, pass, local(bucket), blob),
             )
             .await?;
+        }
+        Ok(())
+    }
+
+    /// Both passes of a percentile read over its hour and day segments, which hold
+    /// quarter-hour sample runs: every band's count into `read`, then (once
+    /// `read` has decided which bands it needs) those bands' values. A long range
+    /// is cut in two parts read at once on two blocking threads, each part in a
+    /// snapshot of its own over both passes, like the read's other segments: the
+    /// parts are disjoint, so no run is counted twice, and each part's values are
+    /// those of the runs it counted.
+    async fn sealed_samples(
+        &self,
+        sealed: Vec<(i64, i64)>,
+        request: &GroupRequest,
+        ask: &PercentileAsk,
+        read: &mut SampleRead,
+    ) -> Result<(), StoreError> {
+        let failed = |error: tokio::task::JoinError| {
+            StoreError::unavailable(format!("read latency samples: {error}"), error)
+        };
+        let mut workers = Vec::new();
+        let mut counted = Vec::new();
+        let mut decisions = Vec::new();
+        for part in split_span(sealed, SPLIT_SAMPLES_MS) {
+            let (counts_tx, counts_rx) = tokio::sync::oneshot::channel();
+            let (needed_tx, needed_rx) = std::sync::mpsc::channel::<Arc<Needed>>();
+            let store = self.clone();
+            let timeline = request.timeline.clone();
+            let mut part_read = read.part();
+            workers.push(tokio::task::spawn_blocking(move || {
+                store.with_row_reader(|reader| {
+                    let sqlite = error::sqlite("read latency samples");
+                    let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                    store.refresh_rows(&transaction).map_err(&sqlite)?;
+                    let mut bucketer = timeline
+                        .as_ref()
+                        .map(|(zone, granularity)| Bucketer::new(zone, *granularity));
+                    let mut read_pass = |pass: usize, part_read: &mut SampleRead| {
+                        let sql = format!(
+                            "SELECT bucket_ms, {} FROM usage_rollup_samples_q \
+                             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 ORDER BY bucket_ms, run",
+                            part_read.column(pass)
+                        );
+                        let mut statement = transaction.prepare_cached(&sql)?;
+                        for (from, to) in &part {
+                            let mut rows = statement.query((from, to))?;
+                            while let Some(row) = rows.next()? {
+                                let at: i64 = row.get(0)?;
+                                let bucket = bucketer.as_mut().map_or(0, |b| b.bucket(at));
+                                if let ValueRef::Blob(blob) = row.get_ref(1)? {
+                                    part_read.add_run(&store, pass, bucket, blob);
+                                }
+                            }
+                        }
+                        Ok::<_, rusqlite::Error>(())
+                    };
+                    read_pass(0, &mut part_read).map_err(&sqlite)?;
+                    // The counts go to the caller, which answers with the bands
+                    // every bucket needs (no answer: the read is abandoned).
+                    let _ = counts_tx.send(part_read.buckets.clone());
+                    let Ok(needed) = needed_rx.recv() else {
+                        return Ok(part_read);
+                    };
+                    part_read.needed = Arc::unwrap_or_clone(needed);
+                    read_pass(1, &mut part_read).map_err(&sqlite)?;
+                    drop(transaction);
+                    Ok(part_read)
+                })
+            }));
+            counted.push(counts_rx);
+            decisions.push(needed_tx);
+        }
+        // Every part's counts, before any decision: a part that failed sends none
+        // (the others are then dropped unanswered, and its error is returned).
+        let mut complete = true;
+        for counts in counted {
+            match counts.await {
+                Ok(buckets) => read.add_counts(&buckets),
+                Err(_) => complete = false,
+            }
+        }
+        if complete {
+            read.decide(ask);
+            let needed = Arc::new(read.needed.clone());
+            for decision in &decisions {
+                let _ = decision.send(needed.clone());
+            }
+        }
+        drop(decisions);
+        for worker in workers {
+            let part = worker.await.map_err(failed)??;
+            read.add_values(part);
         }
         Ok(())
     }
@@ -2529,7 +2582,39 @@ struct SampleRead {
     filter: Option<GroupFilter>,
     buckets: FastMap<i64, PerSeries<Banded>>,
     /// Per local bucket and series, the bands whose values the answer needs.
-    needed: FastMap<i64, [Vec<u8>; 2]>,
+    needed: Needed,
+}
+
+/// Per local bucket, the bands of each series whose values a percentile read needs.
+type Needed = FastMap<i64, [Vec<u8>; 2]>;
+
+/// The span from which a percentile read reads its hour and day segments in two
+/// parts at once: shorter spans hold too few runs to gain from a second thread.
+const SPLIT_SAMPLES_MS: i64 = 2 * DAY_MS;
+
+/// `segments` (ordered, disjoint, on hour boundaries) as one part, or, when they
+/// span `split` or more, as two parts of about equal span cut on an hour boundary.
+fn split_span(segments: Vec<(i64, i64)>, split: i64) -> Vec<Vec<(i64, i64)>> {
+    let span: i64 = segments.iter().map(|(from, to)| to - from).sum();
+    if span < split {
+        return vec![segments];
+    }
+    let mut left = span / 2;
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for (from, to) in segments {
+        if left <= 0 {
+            second.push((from, to));
+            continue;
+        }
+        let cut = floor_to(from + left, HOUR_MS).clamp(from, to);
+        left -= to - from;
+        first.push((from, cut));
+        if cut < to {
+            second.push((cut, to));
+        }
+    }
+    first.retain(|(from, to)| from < to);
+    vec![first, second]
 }
 
 impl SampleRead {
@@ -2538,6 +2623,45 @@ impl SampleRead {
         let series = self.buckets.entry(local).or_default();
         series.latency.push(latency);
         series.ttft.push(ttft);
+    }
+
+    /// An empty read with the same group filter, for a part read elsewhere.
+    fn part(&self) -> SampleRead {
+        SampleRead {
+            filter: self.filter.as_ref().map(|filter| GroupFilter {
+                scope: filter.scope.clone(),
+                model_ids: filter.model_ids.clone(),
+                verdicts: Verdicts::default(),
+            }),
+            ..SampleRead::default()
+        }
+    }
+
+    /// Adds the band counts of a part's first pass.
+    fn add_counts(&mut self, buckets: &FastMap<i64, PerSeries<Banded>>) {
+        for (local, part) in buckets {
+            let series = self.buckets.entry(*local).or_default();
+            for index in 0..2 {
+                let (mine, theirs) = (series.get_mut(index), part.get(index));
+                for (sum, count) in mine.counts.iter_mut().zip(&theirs.counts) {
+                    *sum += count;
+                }
+            }
+        }
+    }
+
+    /// Adds the values a part kept in its second pass (its counts were added by
+    /// [`Self::add_counts`]).
+    fn add_values(&mut self, part: SampleRead) {
+        for (local, part) in part.buckets {
+            let series = self.buckets.entry(local).or_default();
+            for index in 0..2 {
+                series
+                    .get_mut(index)
+                    .values
+                    .extend_from_slice(&part.get(index).values);
+            }
+        }
     }
 
     /// The column of the sample runs that pass `pass` reads.
@@ -3223,6 +3347,32 @@ mod tests {
             day: false,
         };
         assert_eq!(plan(from, to, none, 0), vec![(Source::Raw, from, to)]);
+    }
+
+    #[test]
+    fn long_sample_spans_split_in_two_on_an_hour() {
+        let short = vec![(HOUR_MS, DAY_MS), (DAY_MS, 2 * DAY_MS)];
+        assert_eq!(split_span(short.clone(), 3 * DAY_MS), vec![short.clone()]);
+        // Two segments of 23 and 24 hours: the first part takes 23 hours and one
+        // of the next segment, cut on the hour before the middle.
+        let parts = split_span(short.clone(), 2 * DAY_MS - HOUR_MS);
+        assert_eq!(
+            parts,
+            vec![vec![(HOUR_MS, DAY_MS)], vec![(DAY_MS, 2 * DAY_MS)],]
+        );
+        let unaligned = vec![(HOUR_MS, 3 * HOUR_MS), (5 * HOUR_MS, 10 * HOUR_MS)];
+        let parts = split_span(unaligned.clone(), HOUR_MS);
+        assert_eq!(
+            parts,
+            vec![
+                vec![(HOUR_MS, 3 * HOUR_MS), (5 * HOUR_MS, 6 * HOUR_MS)],
+                vec![(6 * HOUR_MS, 10 * HOUR_MS)],
+            ]
+        );
+        // The parts tile the segments.
+        let mut joined: Vec<(i64, i64)> = parts.concat();
+        joined.sort_unstable();
+        assert_eq!(joined.iter().map(|(a, b)| b - a).sum::<i64>(), 7 * HOUR_MS);
     }
 
     #[test]
