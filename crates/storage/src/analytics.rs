@@ -2656,10 +2656,10 @@ impl SampleRead {
         for (local, part) in part.buckets {
             let series = self.buckets.entry(local).or_default();
             for index in 0..2 {
-                series
-                    .get_mut(index)
-                    .values
-                    .extend_from_slice(&part.get(index).values);
+                let mine = series.get_mut(index);
+                for (band, values) in &part.get(index).values {
+                    mine.keep(*band, values);
+                }
             }
         }
     }
@@ -2703,7 +2703,7 @@ impl SampleRead {
             blob,
             keep,
             |index, band| needed[index.min(1)].contains(&band),
-            |index, _, values| series.get_mut(index).values.extend_from_slice(values),
+            |index, band, values| series.get_mut(index).keep(band, values),
         );
     }
 
@@ -2750,10 +2750,10 @@ impl SampleRead {
             if wanted.is_empty() {
                 continue;
             }
-            let parts: Vec<&[u32]> = self
+            let parts: Vec<&Banded> = self
                 .buckets
                 .values()
-                .map(|series| series.get(index).values.as_slice())
+                .map(|series| series.get(index))
                 .collect();
             *out.overall.get_mut(index) = select_in(&self.overall_counts(index), &parts, wanted);
         }

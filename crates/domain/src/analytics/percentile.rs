@@ -99,20 +99,21 @@ pub struct Percentiles {
 }
 
 /// The samples of one series: every band's count, and the values of at least the
-/// bands [`Banded::needed`] names (more are allowed and ignored).
+/// bands [`Banded::needed`] names (more are allowed and ignored), kept by band so
+/// a selection touches only the values of the band it looks in.
 #[derive(Debug, Clone)]
 pub struct Banded {
     /// Values per band.
     pub counts: Vec<u64>,
-    /// Values of (at least) the needed bands, in any order.
-    pub values: Vec<u32>,
+    /// The values kept, by band (each band's in any order).
+    pub values: BTreeMap<u8, Vec<u32>>,
 }
 
 impl Default for Banded {
     fn default() -> Self {
         Banded {
             counts: vec![0; BANDS],
-            values: Vec::new(),
+            values: BTreeMap::new(),
         }
     }
 }
@@ -151,8 +152,9 @@ impl Banded {
     /// Adds one value, counted and kept.
     pub fn push(&mut self, value: u32) {
         if value > 0 {
-            self.counts[usize::from(band(value))] += 1;
-            self.values.push(value);
+            let band = band(value);
+            self.counts[usize::from(band)] += 1;
+            self.values.entry(band).or_default().push(value);
         }
     }
 
@@ -161,12 +163,24 @@ impl Banded {
         self.counts[usize::from(band)] += count;
     }
 
+    /// Keeps `values`, all of `band`, already counted.
+    pub fn keep(&mut self, band: u8, values: &[u32]) {
+        if !values.is_empty() {
+            self.values
+                .entry(band)
+                .or_default()
+                .extend_from_slice(values);
+        }
+    }
+
     /// Adds another series' counts and values.
     pub fn merge(&mut self, other: &Banded) {
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
             *mine += theirs;
         }
-        self.values.extend_from_slice(&other.values);
+        for (band, values) in &other.values {
+            self.keep(*band, values);
+        }
     }
 
     /// The bands whose values the `percentiles` need.
@@ -180,39 +194,36 @@ impl Banded {
 
     /// The nearest-rank value of each percentile, in order; see [`select_in`].
     pub fn select(&self, percentiles: &[f64]) -> Vec<Option<i64>> {
-        select_in(&self.counts, &[&self.values], percentiles)
+        select_in(&self.counts, &[self], percentiles)
     }
 }
 
 /// The nearest-rank value of each percentile of the values `counts` counts, in
-/// order, looked up among `parts`, which must hold every value of the bands
-/// that [`locate`] names (values of other bands are ignored). `None` without
-/// samples, or when the values found of a needed band are not as many as its
-/// count.
-pub fn select_in(counts: &[u64], parts: &[&[u32]], percentiles: &[f64]) -> Vec<Option<i64>> {
+/// order, looked up among the values `parts` keep, which must hold every value
+/// of the bands that [`locate`] names (values of other bands are ignored). `None`
+/// without samples, or when the values found of a needed band are not as many
+/// as its count.
+pub fn select_in(counts: &[u64], parts: &[&Banded], percentiles: &[f64]) -> Vec<Option<i64>> {
     let located: Vec<Option<Located>> = percentiles.iter().map(|p| locate(counts, *p)).collect();
-    let mut bands: Vec<u8> = located.iter().flatten().map(|found| found.band).collect();
-    bands.sort_unstable();
-    bands.dedup();
-    // The values of each located band, gathered in one pass over the parts.
-    let mut values: Vec<Vec<u32>> = bands
-        .iter()
-        .map(|b| Vec::with_capacity(usize::try_from(counts[usize::from(*b)]).unwrap_or(0)))
-        .collect();
-    if !bands.is_empty() {
-        for part in parts {
-            for value in *part {
-                if let Ok(index) = bands.binary_search(&band(*value)) {
-                    values[index].push(*value);
+    // The values of each located band, gathered from the parts that keep some.
+    let mut gathered: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
+    for found in located.iter().flatten() {
+        gathered.entry(found.band).or_insert_with(|| {
+            let mut values =
+                Vec::with_capacity(usize::try_from(counts[usize::from(found.band)]).unwrap_or(0));
+            for part in parts {
+                if let Some(kept) = part.values.get(&found.band) {
+                    values.extend_from_slice(kept);
                 }
             }
-        }
+            values
+        });
     }
     located
         .iter()
         .map(|found| {
             let found = (*found)?;
-            let in_band = &mut values[bands.binary_search(&found.band).ok()?];
+            let in_band = gathered.get_mut(&found.band)?;
             // Every value of the band must be here, or the rank means nothing.
             if in_band.len() as u64 != counts[usize::from(found.band)] {
                 return None;
@@ -280,8 +291,8 @@ mod tests {
                 values: all
                     .values
                     .iter()
-                    .copied()
-                    .filter(|value| needed.contains(&band(*value)))
+                    .filter(|(band, _)| needed.contains(band))
+                    .map(|(band, values)| (*band, values.clone()))
                     .collect(),
             };
             for (index, p) in percentiles.iter().enumerate() {
