@@ -904,11 +904,7 @@ impl SqliteStore {
         (from, to): (i64, i64),
         block: Option<i64>,
     ) -> Result<Vec<EventGroup>, StoreError> {
-        // Asked once: on Linux the answer reads the cgroup's files.
-        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let cores =
-            *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
-        let halves = if cores >= 2 && to - from >= SPLIT_SUM_MS {
+        let halves = if second_core() && to - from >= SPLIT_SUM_MS {
             let middle = from + (to - from) / 2;
             vec![(from, middle), (middle, to)]
         } else {
@@ -2054,7 +2050,12 @@ impl SqliteStore {
         let mut workers = Vec::new();
         let mut counted = Vec::new();
         let mut decisions = Vec::new();
-        for part in split_span(sealed, SPLIT_SAMPLES_MS) {
+        let split = if second_core() {
+            SPLIT_SAMPLES_MS
+        } else {
+            i64::MAX
+        };
+        for part in split_span(sealed, split) {
             let (counts_tx, counts_rx) = tokio::sync::oneshot::channel();
             let (needed_tx, needed_rx) = std::sync::mpsc::channel::<Arc<Needed>>();
             let store = self.clone();
@@ -2592,6 +2593,13 @@ type Needed = FastMap<i64, [Vec<u8>; 2]>;
 /// parts at once: shorter spans hold too few runs to gain from a second thread.
 const SPLIT_SAMPLES_MS: i64 = 2 * DAY_MS;
 
+/// Whether the host has a second core, for reads split in two parts at once.
+fn second_core() -> bool {
+    // Asked once: on Linux the answer reads the cgroup's files.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from)) >= 2
+}
+
 /// `segments` (ordered, disjoint, on hour boundaries) as one part, or, when they
 /// span `split` or more, as two parts of about equal span cut on an hour boundary.
 fn split_span(segments: Vec<(i64, i64)>, split: i64) -> Vec<Vec<(i64, i64)>> {
@@ -2637,15 +2645,12 @@ impl SampleRead {
         }
     }
 
-    /// Adds the band counts of a part's first pass.
+    /// Adds the band counts of a part's first pass (which keeps no values).
     fn add_counts(&mut self, buckets: &FastMap<i64, PerSeries<Banded>>) {
         for (local, part) in buckets {
             let series = self.buckets.entry(*local).or_default();
             for index in 0..2 {
-                let (mine, theirs) = (series.get_mut(index), part.get(index));
-                for (sum, count) in mine.counts.iter_mut().zip(&theirs.counts) {
-                    *sum += count;
-                }
+                series.get_mut(index).merge(part.get(index));
             }
         }
     }
