@@ -37,7 +37,8 @@ use sqlx::{Row, SqliteConnection};
 use crate::fasthash::{FastMap, FastSet};
 use crate::rollup::{
     EntryKey, FINE_MS, HeatBand, HeatDictionary, MINUTE_MS, MINUTE_READ_MS, Sums, count_banded,
-    decode_band_counts, decode_banded, decode_entries, decode_pairs, heat_dictionary, heat_entries,
+    decode_band_counts, decode_banded, decode_entries_where, decode_keys, decode_pairs,
+    heat_dictionary, heat_entries,
 };
 use crate::search::SearchSql;
 use crate::search_index::{self, Piece};
@@ -2452,22 +2453,19 @@ impl<'r> RollupFold<'r> {
         let filters = &request.scope.filters;
         let identity_ok = &mut self.identity_ok;
         let into = self.merged.entry(local).or_default();
-        decode_entries(bucket, identity, blob, |key, sums| {
-            if !filters.matches_failed(key.failed)
-                || (!model_ids.is_empty() && !model_ids.contains(&key.model))
-            {
-                return;
-            }
-            if identity
-                && !identity_ok.get(key.identity, |id| {
-                    lock_read(store.read_cache())
-                        .identities
-                        .get(&id)
-                        .is_some_and(|found| request.scope.matches_identity(found))
-                })
-            {
-                return;
-            }
+        // Refused entries' sums are stepped over, not decoded.
+        let keep = |key: &EntryKey| {
+            filters.matches_failed(key.failed)
+                && (model_ids.is_empty() || model_ids.contains(&key.model))
+                && (!identity
+                    || identity_ok.get(key.identity, |id| {
+                        lock_read(store.read_cache())
+                            .identities
+                            .get(&id)
+                            .is_some_and(|found| request.scope.matches_identity(found))
+                    }))
+        };
+        decode_entries_where(bucket, identity, blob, keep, |key, sums| {
             into.entry(key).or_default().merge(&sums);
         });
     }
@@ -2970,13 +2968,12 @@ fn read_pairs(
     let mut statement = reader.prepare_cached(&sql)?;
     let mut rows = statement.query((from, to))?;
     while let Some(row) = rows.next()? {
-        let bucket: i64 = row.get(0)?;
         if let ValueRef::Blob(blob) = row.get_ref(1)? {
             decode_pairs(blob, |identity, model| {
                 pairs.insert((identity, model));
             });
         } else if let ValueRef::Blob(blob) = row.get_ref(2)? {
-            decode_entries(bucket, true, blob, |key, _| {
+            decode_keys(true, blob, |key| {
                 pairs.insert((key.identity, key.model));
             });
         }

@@ -587,7 +587,7 @@ async fn backfill_pairs(connection: &mut SqliteConnection) -> Result<(), sqlx::E
             after = last;
             for (bucket, blob) in rows {
                 let mut pairs = std::collections::BTreeSet::new();
-                decode_entries(bucket, true, &blob, |key, _| {
+                decode_keys(true, &blob, |key| {
                     pairs.insert((key.identity, key.model));
                 });
                 let mut out = Vec::new();
@@ -991,53 +991,131 @@ pub(crate) fn decode_entries(
     bucket: i64,
     with_identity: bool,
     bytes: &[u8],
+    each: impl FnMut(EntryKey, Sums),
+) {
+    decode_entries_where(bucket, with_identity, bytes, |_| true, each);
+}
+
+/// Calls `each` for every entry of a blob written by [`encode_entries`] whose key
+/// `keep` accepts. The sums of a refused entry are stepped over without being
+/// decoded: a scope that filters by credential, client key or model refuses most
+/// entries, and their sums are two thirds of the varints.
+pub(crate) fn decode_entries_where(
+    bucket: i64,
+    with_identity: bool,
+    bytes: &[u8],
+    mut keep: impl FnMut(&EntryKey) -> bool,
     mut each: impl FnMut(EntryKey, Sums),
 ) {
     let mut at = 0;
-    let fields = if with_identity { 18 } else { 17 };
-    let mut values = [0_i64; 18];
+    let key_fields = if with_identity { 6 } else { 5 };
+    let mut head = [0_i64; 6];
+    let mut v = [0_i64; SUM_FIELDS];
     'entries: while at < bytes.len() {
-        for slot in values.iter_mut().take(fields) {
+        for slot in head.iter_mut().take(key_fields) {
             match take(bytes, &mut at) {
                 Some(value) => *slot = unzigzag(value),
                 None => break 'entries,
             }
         }
-        let (identity, v) = if with_identity {
-            (values[0], &values[1..])
+        let k = if with_identity {
+            &head[1..]
         } else {
-            (0, &values[..])
+            &head[..5]
         };
-        let failed = v[4] != 0;
-        let calls = v[5];
+        let key = EntryKey {
+            identity: if with_identity { head[0] } else { 0 },
+            model: k[0],
+            billing: k[1],
+            tier: k[2],
+            band: u8::try_from(k[3]).unwrap_or(0),
+            failed: k[4] != 0,
+        };
+        if !keep(&key) {
+            if !skip(bytes, &mut at, SUM_FIELDS) {
+                break;
+            }
+            continue;
+        }
+        for slot in &mut v {
+            match take(bytes, &mut at) {
+                Some(value) => *slot = unzigzag(value),
+                None => break 'entries,
+            }
+        }
+        let calls = v[0];
         each(
-            EntryKey {
-                identity,
-                model: v[0],
-                billing: v[1],
-                tier: v[2],
-                band: u8::try_from(v[3]).unwrap_or(0),
-                failed,
-            },
+            key,
             Sums {
                 metrics: Metrics {
                     calls,
-                    failures: if failed { calls } else { 0 },
-                    input: v[6],
-                    output: v[7],
-                    reasoning: v[8],
-                    cached: v[9],
-                    cache_read: v[10],
-                    cache_creation: v[11],
-                    total: v[12],
-                    latency_sum: v[13],
-                    latency_samples: v[14],
-                    zero_token_calls: v[15],
+                    failures: if key.failed { calls } else { 0 },
+                    input: v[1],
+                    output: v[2],
+                    reasoning: v[3],
+                    cached: v[4],
+                    cache_read: v[5],
+                    cache_creation: v[6],
+                    total: v[7],
+                    latency_sum: v[8],
+                    latency_samples: v[9],
+                    zero_token_calls: v[10],
                 },
-                last_seen_ms: bucket + v[16],
+                last_seen_ms: bucket + v[11],
             },
         );
     }
+}
+
+/// Calls `each` with the key of every entry of a blob written by
+/// [`encode_entries`], stepping over the sums.
+pub(crate) fn decode_keys(with_identity: bool, bytes: &[u8], mut each: impl FnMut(EntryKey)) {
+    decode_entries_where(
+        0,
+        with_identity,
+        bytes,
+        |key| {
+            each(*key);
+            false
+        },
+        |_, _| {},
+    );
+}
+
+/// The varints of an entry's sums: calls, the seven token counts, total, latency
+/// sum and samples, zero-token calls, and `last_seen − bucket`.
+const SUM_FIELDS: usize = 12;
+
+/// Steps over `count` varints; false when the bytes end first. Eight bytes are
+/// looked at a time: a varint ends at each byte below 0x80.
+#[inline]
+pub(crate) fn skip(bytes: &[u8], at: &mut usize, count: usize) -> bool {
+    let mut left = count as u32;
+    while left > 0 {
+        if let Some(&[b0, b1, b2, b3, b4, b5, b6, b7]) = bytes.get(*at..at.wrapping_add(8)) {
+            let word = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+            let mut ends = !word & 0x8080_8080_8080_8080;
+            let found = ends.count_ones();
+            if found < left {
+                left -= found;
+                *at += 8;
+                continue;
+            }
+            for _ in 1..left {
+                ends &= ends - 1;
+            }
+            *at += (ends.trailing_zeros() / 8 + 1) as usize;
+            return true;
+        }
+        let Some(&byte) = bytes.get(*at) else {
+            return false;
+        };
+        *at += 1;
+        if byte < 0x80 {
+            left -= 1;
+        }
+    }
+    true
 }
 
 /// Calls `each(identity, model, failed, latencies, ttfts)` for every group of a
@@ -1772,6 +1850,84 @@ mod tests {
             entries.insert(key, sums);
         }
         entries
+    }
+
+    #[test]
+    fn refused_entries_are_stepped_over_and_the_rest_decode_as_in_full() {
+        // Large sums (up to ten-byte varints) and negative ones, with and without
+        // the identity field.
+        for with_identity in [true, false] {
+            let mut entries = heat_entries_of(3, 60);
+            if !with_identity {
+                entries = entries
+                    .into_iter()
+                    .map(|(key, sums)| (EntryKey { identity: 0, ..key }, sums))
+                    .collect();
+            }
+            let mut blob = Vec::new();
+            encode_entries(1_000_000, with_identity, &entries, &mut blob);
+            let mut all = Vec::new();
+            decode_entries(1_000_000, with_identity, &blob, |key, sums| {
+                all.push((key, sums.metrics, sums.last_seen_ms));
+            });
+            assert_eq!(all.len(), entries.len());
+            let wanted = |key: &EntryKey| key.model == 1 || key.billing == 3;
+            let mut kept = Vec::new();
+            decode_entries_where(1_000_000, with_identity, &blob, wanted, |key, sums| {
+                kept.push((key, sums.metrics, sums.last_seen_ms));
+            });
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|(key, ..)| wanted(key))
+                .cloned()
+                .collect();
+            assert!(!expected.is_empty() && expected.len() < all.len());
+            assert_eq!(kept, expected);
+            let mut keys = Vec::new();
+            decode_keys(with_identity, &blob, |key| keys.push(key));
+            assert_eq!(keys, all.iter().map(|(key, ..)| *key).collect::<Vec<_>>());
+            // A blob cut anywhere yields whole entries only, the same either way.
+            for cut in 0..blob.len() {
+                let mut whole = Vec::new();
+                decode_entries(1_000_000, with_identity, &blob[..cut], |key, _| {
+                    whole.push(key)
+                });
+                let mut stepped = Vec::new();
+                decode_entries_where(1_000_000, with_identity, &blob[..cut], |_| false, |_, _| {});
+                decode_keys(with_identity, &blob[..cut], |key| stepped.push(key));
+                assert!(stepped.len() >= whole.len() && stepped.len() <= whole.len() + 1);
+                assert_eq!(stepped[..whole.len()], whole[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn skip_steps_over_varints_of_every_length() {
+        let values: Vec<u64> = (0..200_u64)
+            .map(|index| match index % 5 {
+                0 => index,
+                1 => index << 20,
+                2 => u64::MAX - index,
+                3 => 1 << (index % 64),
+                _ => 127 + index,
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        for value in &values {
+            put(&mut bytes, *value);
+        }
+        for count in 0..values.len() {
+            let mut at = 0;
+            assert!(skip(&bytes, &mut at, count));
+            let mut expected = 0;
+            for _ in 0..count {
+                take(&bytes, &mut expected).unwrap();
+            }
+            assert_eq!(at, expected, "after {count} varints");
+            assert_eq!(take(&bytes, &mut at), Some(values[count]));
+        }
+        let mut at = 0;
+        assert!(!skip(&bytes, &mut at, values.len() + 1));
     }
 
     fn heat_of(entries: &Entries) -> Vec<(EntryKey, HeatSums)> {
