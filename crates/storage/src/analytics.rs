@@ -1013,24 +1013,21 @@ impl SqliteStore {
             let sqlite = error::sqlite("read raw events");
             let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
             self.refresh_rows(&transaction).map_err(&sqlite)?;
-            let pieces = match &select.terms {
+            let pieces = match select.terms() {
                 Some(terms) => {
                     search_index::plan(&transaction, (from, to), terms).map_err(&sqlite)?
                 }
-                None => vec![Piece::Range(from, to)],
+                None => vec![Piece::Range(from, to, search_index::ALL_TEXTS)],
             };
             for piece in pieces {
-                let (start, end, listed) = piece.bounds();
-                let sql = match listed {
-                    Some(_) => &select.listed,
-                    None => &select.range,
-                };
-                let mut statement = transaction.prepare_cached(sql).map_err(&sqlite)?;
+                let (start, end, texts, listed) = piece.bounds();
+                let (sql, binds) = select.statement(listed.is_some(), texts);
+                let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
                 let mut params: Vec<&dyn rusqlite::ToSql> = vec![&start, &end];
                 if let Some(listed) = &listed {
                     params.push(listed);
                 }
-                for value in &select.binds {
+                for value in &binds {
                     params.push(value);
                 }
                 let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
@@ -2329,9 +2326,20 @@ impl Stream {
                 .pieces
                 .as_ref()
                 .and_then(|pieces| pieces.planned.last());
-            let (start, end, listed) = piece.map_or((scope.from_ms, i64::MAX, None), Piece::bounds);
+            let (start, end, texts, listed) = piece.map_or(
+                (scope.from_ms, i64::MAX, search_index::ALL_TEXTS, None),
+                Piece::bounds,
+            );
+            let search = search.map(|search| search.narrowed(texts));
             let wanted = chunk - read;
-            let got = self.fill_from(store, reader, scope, search, (start, end, listed), wanted)?;
+            let got = self.fill_from(
+                store,
+                reader,
+                scope,
+                search.as_deref(),
+                (start, end, listed),
+                wanted,
+            )?;
             read += got;
             match &mut self.pieces {
                 None => {
@@ -3251,42 +3259,56 @@ impl SqliteStore {
 /// given): the event id, time, whether the search's exact check is needed, the
 /// failed flag and the effective model at positions 0 to 4, then `columns`.
 struct RawSelect {
-    /// Every event in `[?1, ?2)`; `binds` take the placeholders from `?3`.
-    range: String,
-    /// The events listed in `?3` (a `rarray`) of those in `[?1, ?2)`; `binds` take
-    /// the placeholders from `?4`.
-    listed: String,
-    binds: Vec<String>,
-    /// What the search asks the index (`SearchSql::terms`).
-    terms: Option<search_index::IndexAsk>,
+    columns: String,
+    failed_only: bool,
+    search: Option<SearchSql>,
 }
 
-fn raw_select(columns: &str, scope: &Scope, search: Option<&SearchSql>) -> RawSelect {
-    let statement = |from: &str, first: usize| {
-        format!(
+impl RawSelect {
+    /// What the search asks the index (`SearchSql::terms`).
+    fn terms(&self) -> Option<&search_index::IndexAsk> {
+        self.search
+            .as_ref()
+            .and_then(|search| search.terms.as_ref())
+    }
+
+    /// The statement of one piece and its binds after the range (and the list):
+    /// every event in `[?1, ?2)`, or those listed in `?3` (a `rarray`), the search
+    /// condition keeping only the free-text terms of the kinds in `texts`.
+    fn statement(&self, listed: bool, texts: u8) -> (String, Vec<String>) {
+        let search = self.search.as_ref().map(|search| search.narrowed(texts));
+        let first = if listed { 4 } else { 3 };
+        // The listed ids lead the join, so SQLite reads those rows and no others.
+        let from = if listed {
+            "rarray(?3) AS listed CROSS JOIN usage_events ON usage_events.id = listed.value"
+        } else {
+            "usage_events"
+        };
+        let sql = format!(
             "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), {columns} \
              FROM {from} WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}",
-            unsure = search.map_or("0", |search| search.unsure.as_str()),
-            failed = if scope.filters.failed_only {
+            unsure = search.as_ref().map_or("0", |search| search.unsure.as_str()),
+            columns = self.columns,
+            failed = if self.failed_only {
                 " AND failed = 1"
             } else {
                 ""
             },
-            condition = search.map_or(String::new(), |search| format!(
+            condition = search.as_ref().map_or(String::new(), |search| format!(
                 " AND {}",
                 search.numbered_condition(first)
             )),
-        )
-    };
+        );
+        let binds = search.map_or_else(Vec::new, |search| search.binds.clone());
+        (sql, binds)
+    }
+}
+
+fn raw_select(columns: &str, scope: &Scope, search: Option<&SearchSql>) -> RawSelect {
     RawSelect {
-        range: statement("usage_events", 3),
-        // The listed ids lead the join, so SQLite reads those rows and no others.
-        listed: statement(
-            "rarray(?3) AS listed CROSS JOIN usage_events ON usage_events.id = listed.value",
-            4,
-        ),
-        binds: search.map_or_else(Vec::new, |search| search.binds.clone()),
-        terms: search.and_then(|search| search.terms.clone()),
+        columns: columns.to_string(),
+        failed_only: scope.filters.failed_only,
+        search: search.cloned(),
     }
 }
 

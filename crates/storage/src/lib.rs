@@ -539,7 +539,7 @@ fn open_row_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<rusq
     connection.execute_batch("PRAGMA cache_size = -2048")?;
     // `rarray(?)`: the search index's candidate ids, bound as one value.
     rusqlite::vtab::array::load_module(&connection)?;
-    connection.set_prepared_statement_cache_capacity(16);
+    connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
 }
 

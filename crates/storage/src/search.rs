@@ -21,6 +21,7 @@ use cpamp_domain::analytics::query::{Scope, search_matches};
 
 use crate::analytics::CacheState;
 use crate::dims::DimKind;
+use crate::search_index::{ALL_TEXTS, FREE_FAILURE, FREE_REQUEST, FREE_TRACE};
 
 /// Event columns searched as dictionary ids, with the kind of their ids.
 pub(crate) const DICTIONARY_COLUMNS: [(&str, DimKind); 24] = [
@@ -50,17 +51,18 @@ pub(crate) const DICTIONARY_COLUMNS: [(&str, DimKind); 24] = [
     ("header_error_code_id", DimKind::ErrorCode),
 ];
 
-/// Free-text event columns searched directly: the column a reader sees, and
-/// the one that stores it (a hex request or trace id as its bytes, see
+/// Free-text event columns searched directly: the column a reader sees, the one
+/// that stores it (a hex request or trace id as its bytes, see
 /// `compact::request_bytes` and `compact::trace_bytes`; the text form is a
-/// virtual column computed per row).
-const TEXT_COLUMNS: [(&str, &str); 3] = [
-    ("request_id", "request_key"),
-    ("fail_summary", "fail_summary"),
-    ("header_trace_id", "header_trace"),
+/// virtual column computed per row), and its kind in the search index.
+const TEXT_COLUMNS: [(&str, &str, u8); 3] = [
+    ("request_id", "request_key", FREE_REQUEST),
+    ("fail_summary", "fail_summary", FREE_FAILURE),
+    ("header_trace_id", "header_trace", FREE_TRACE),
 ];
 
 /// The SQL form of a scope's search.
+#[derive(Debug, Clone)]
 pub(crate) struct SearchSql {
     /// True for every event the search matches, and for events flagged by
     /// [`Self::unsure`]; its `?` placeholders (the only `?` in it) take
@@ -74,6 +76,63 @@ pub(crate) struct SearchSql {
     /// the hash can match (a needle of hex digits and dashes), which the index
     /// does not list.
     pub terms: Option<crate::search_index::IndexAsk>,
+    /// What the condition is made of, for [`Self::narrowed`].
+    parts: Parts,
+}
+
+/// The terms of a search condition: those on dictionary ids (no placeholders),
+/// those of each free-text column, and the one on the event hash.
+#[derive(Debug, Clone)]
+struct Parts {
+    ids: Vec<String>,
+    texts: Vec<TextTerms>,
+    /// The hash term and its value.
+    hash: Option<(String, String)>,
+}
+
+/// The terms of one free-text column: its `LIKE` (one placeholder) and pattern,
+/// and the terms flagging its texts for the exact check.
+#[derive(Debug, Clone)]
+struct TextTerms {
+    kind: u8,
+    like: Option<(String, String)>,
+    unsure: Vec<String>,
+}
+
+impl Parts {
+    /// The condition, the flagging expression and the binds of the terms of the
+    /// free-text kinds in `texts` (and of every other term).
+    fn assemble(&self, texts: u8) -> (String, String, Vec<String>) {
+        let mut exact = self.ids.clone();
+        let mut unsure: Vec<String> = Vec::new();
+        let mut binds = Vec::new();
+        for column in self.texts.iter().filter(|column| column.kind & texts != 0) {
+            if let Some((term, pattern)) = &column.like {
+                exact.push(term.clone());
+                binds.push(pattern.clone());
+            }
+            unsure.extend(column.unsure.iter().cloned());
+        }
+        if let Some((term, value)) = &self.hash {
+            exact.push(term.clone());
+            binds.push(value.clone());
+        }
+        let unsure = if unsure.is_empty() {
+            "0".to_string()
+        } else {
+            unsure.join(" OR ")
+        };
+        let exact = if exact.is_empty() {
+            "0".to_string()
+        } else {
+            exact.join(" OR ")
+        };
+        (
+            format!("(({exact}) OR ({unsure}))"),
+            format!("({unsure})"),
+            binds,
+        )
+    }
 }
 
 impl SearchSql {
@@ -84,7 +143,6 @@ impl SearchSql {
             return None;
         }
         let mut exact: Vec<String> = Vec::new();
-        let mut binds: Vec<String> = Vec::new();
         let mut by_kind: std::collections::HashMap<u8, Vec<i64>> = Default::default();
         for (id, text) in state.texts() {
             if search_matches(text, needle) {
@@ -136,56 +194,64 @@ impl SearchSql {
         terms.extend(exact_api_keys.iter().copied());
         terms.sort_unstable();
         terms.dedup();
-        let mut unsure: Vec<String> = Vec::new();
+        let mut texts: Vec<TextTerms> = Vec::new();
         // A hex id stored as bytes reads back as hex digits and dashes only: a
         // needle with any other character can only be in a stored text, so the
         // text need not be computed.
         let hex_like = needle
             .bytes()
             .all(|byte| byte.is_ascii_hexdigit() || byte == b'-');
-        for (column, stored) in TEXT_COLUMNS {
+        for (column, stored, kind) in TEXT_COLUMNS {
+            let mut terms = TextTerms {
+                kind,
+                like: None,
+                unsure: Vec::new(),
+            };
             if needle.is_ascii() {
-                if column == stored || hex_like {
-                    exact.push(format!("{column} LIKE ? ESCAPE '\\'"));
+                let like = if column == stored || hex_like {
+                    format!("{column} LIKE ? ESCAPE '\\'")
                 } else {
-                    exact.push(format!(
-                        "(typeof({stored}) = 'text' AND {stored} LIKE ? ESCAPE '\\')"
-                    ));
-                }
-                binds.push(like_pattern(needle));
+                    format!("(typeof({stored}) = 'text' AND {stored} LIKE ? ESCAPE '\\')")
+                };
+                terms.like = Some((like, like_pattern(needle)));
                 for (letter, character) in ASCII_FROM_LOWERCASE {
                     if needle.contains(letter) {
-                        unsure.push(format!("instr({stored}, '{character}') > 0"));
+                        terms
+                            .unsure
+                            .push(format!("instr({stored}, '{character}') > 0"));
                     }
                 }
             } else {
                 // A text holds a non-ASCII character exactly when its character
                 // count differs from its byte count (never so for stored bytes,
                 // whose text is ASCII).
-                unsure.push(format!(
+                terms.unsure.push(format!(
                     "length({stored}) <> length(CAST({stored} AS BLOB))"
                 ));
             }
+            texts.push(terms);
         }
         // The hash is lowercase hex: only a hex needle can be part of it.
-        if needle.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-            exact.push("instr(lower(hex(event_hash)), ?) > 0".to_string());
-            binds.push(needle.to_string());
-        }
-        let unsure = if unsure.is_empty() {
-            "0".to_string()
-        } else {
-            unsure.join(" OR ")
+        let hash = needle
+            .bytes()
+            .all(|byte| byte.is_ascii_hexdigit())
+            .then(|| {
+                (
+                    "instr(lower(hex(event_hash)), ?) > 0".to_string(),
+                    needle.to_string(),
+                )
+            });
+        let parts = Parts {
+            ids: exact,
+            texts,
+            hash,
         };
-        let exact = if exact.is_empty() {
-            "0".to_string()
-        } else {
-            exact.join(" OR ")
-        };
+        let (condition, unsure, binds) = parts.assemble(ALL_TEXTS);
         Some(SearchSql {
-            condition: format!("(({exact}) OR ({unsure}))"),
-            unsure: format!("({unsure})"),
+            condition,
+            unsure,
             binds,
+            parts,
             terms: (!hex_like).then(|| crate::search_index::IndexAsk {
                 terms,
                 needle: needle
@@ -197,6 +263,24 @@ impl SearchSql {
 }
 
 impl SearchSql {
+    /// The search for a part of the range where only free texts of the kinds in
+    /// `texts` can hold the needle (the search index tells, `Piece::Range`): the
+    /// terms on the other kinds' columns are left out, which spares every event
+    /// read their evaluation. The events the condition selects are unchanged.
+    pub(crate) fn narrowed(&self, texts: u8) -> std::borrow::Cow<'_, SearchSql> {
+        if texts & ALL_TEXTS == ALL_TEXTS {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let (condition, unsure, binds) = self.parts.assemble(texts);
+        std::borrow::Cow::Owned(SearchSql {
+            condition,
+            unsure,
+            binds,
+            terms: self.terms.clone(),
+            parts: self.parts.clone(),
+        })
+    }
+
     /// [`Self::condition`] with its placeholders numbered from `first` (`?4`,
     /// `?5`, …), for statements that number their own placeholders: a plain `?`
     /// after numbered ones would not take the next argument.

@@ -124,6 +124,14 @@ const FREE_TEXT_SQL: &str = "fail_summary, \
     CASE WHEN typeof(header_trace) = 'text' THEN header_trace END";
 const FREE_KINDS: usize = 3;
 
+/// The free-text kinds as bits of a mask, in the order of `FREE_TEXT_SQL`: a
+/// failure summary, a request id kept as text, a trace id kept as text.
+pub(crate) const FREE_FAILURE: u8 = 1;
+pub(crate) const FREE_REQUEST: u8 = 2;
+pub(crate) const FREE_TRACE: u8 = 4;
+/// Every free-text kind: what a read without an index row must consider.
+pub(crate) const ALL_TEXTS: u8 = FREE_FAILURE | FREE_REQUEST | FREE_TRACE;
+
 /// The bytes of lowercased texts, one bit each.
 type ByteSet = [u64; 4];
 
@@ -416,8 +424,10 @@ fn encode_list(list: &[u32], out: &mut Vec<u8>) -> u8 {
 /// The events of an indexed hour that a search can match.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Candidates {
-    /// Every event of the hour may match: read it whole.
-    All,
+    /// Every event of the hour may match: read it whole. Only the free-text kinds
+    /// in `texts` (a mask of `FREE_FAILURE`, …) can hold the needle in this hour,
+    /// so the read's condition need not look at the others.
+    All { texts: u8 },
     /// Only these events may match (ascending ids; maybe none).
     Ids(Vec<i64>),
 }
@@ -445,6 +455,8 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
     }
     let term_count = take(row, &mut at)?;
     let mut wanted = vec![false; lists.len()];
+    // An asked id that every event holds: the hour is read whole.
+    let mut every = false;
     let mut next = terms.iter().peekable();
     let mut term = 0_i64;
     for _ in 0..term_count {
@@ -452,9 +464,7 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
         let held = usize::try_from(take(row, &mut at)?).ok()?;
         while next.next_if(|wanted| **wanted < term).is_some() {}
         let asked = next.peek().is_some_and(|wanted| **wanted == term);
-        if asked && held == 0 {
-            return Some(Candidates::All);
-        }
+        every |= asked && held == 0;
         for _ in 0..held {
             let list = usize::try_from(take(row, &mut at)?).ok()?;
             if asked {
@@ -462,7 +472,8 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
             }
         }
     }
-    for _ in 0..FREE_KINDS {
+    let mut texts = 0_u8;
+    for kind in 0..FREE_KINDS {
         let list = take(row, &mut at)?;
         if list == 0 {
             continue;
@@ -490,7 +501,11 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
             holds_bytes(&bytes, needle) && filter.is_none_or(|words| filter_holds(words, needle))
         }) {
             *wanted.get_mut(usize::try_from(list - 1).ok()?)? = true;
+            texts |= 1 << kind;
         }
+    }
+    if every {
+        return Some(Candidates::All { texts });
     }
     // The union as a bitmap of offsets: no sort, and its count decides at once
     // whether the hour is dense.
@@ -522,7 +537,7 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
                     };
                     first = false;
                     if !set(offset) {
-                        return Some(Candidates::All);
+                        return Some(Candidates::All { texts });
                     }
                 }
             }
@@ -532,7 +547,7 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
                     while byte_bits != 0 {
                         let bit = byte_bits.trailing_zeros();
                         if !set(index as u64 * 8 + u64::from(bit)) {
-                            return Some(Candidates::All);
+                            return Some(Candidates::All { texts });
                         }
                         byte_bits &= byte_bits - 1;
                     }
@@ -543,7 +558,7 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
     }
     let found: usize = bits.iter().map(|word| word.count_ones() as usize).sum();
     if found.saturating_mul(DENSE) > count {
-        return Some(Candidates::All);
+        return Some(Candidates::All { texts });
     }
     let mut ids = Vec::with_capacity(found);
     for (index, word) in bits.iter().enumerate() {
@@ -560,21 +575,24 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
 /// A part of a searched range: read every event of it, or only some.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Piece {
-    /// Every event in `[from, to)`.
-    Range(i64, i64),
+    /// Every event in `[from, to)`, of which only free texts of the kinds in the
+    /// mask can hold the needle (`ALL_TEXTS` where no index row tells).
+    Range(i64, i64, u8),
     /// The listed events, of those in `[from, to)` (ascending ids).
     Ids(i64, i64, Vec<i64>),
 }
 
 impl Piece {
-    /// The piece's range, and its ids as one `rarray` value (`None` for a whole
-    /// range).
-    pub(crate) fn bounds(&self) -> (i64, i64, Option<rusqlite::vtab::array::Array>) {
+    /// The piece's range, the free-text kinds that can hold the needle in it, and
+    /// its ids as one `rarray` value (`None` for a whole range). A listed piece
+    /// names every kind: its free-text candidates are listed, not its kinds.
+    pub(crate) fn bounds(&self) -> (i64, i64, u8, Option<rusqlite::vtab::array::Array>) {
         match self {
-            Piece::Range(start, end) => (*start, *end, None),
+            Piece::Range(start, end, texts) => (*start, *end, *texts, None),
             Piece::Ids(start, end, ids) => (
                 *start,
                 *end,
+                ALL_TEXTS,
                 Some(std::rc::Rc::new(
                     ids.iter()
                         .copied()
@@ -605,13 +623,13 @@ pub(crate) fn plan(
     let first_hour = from.div_euclid(HOUR_MS).saturating_mul(HOUR_MS);
     let mut rows = statement.query((first_hour, to))?;
     let mut cursor = from;
-    let whole = |pieces: &mut Vec<Piece>, start: i64, end: i64| {
+    let whole = |pieces: &mut Vec<Piece>, start: i64, end: i64, texts: u8| {
         if start >= end {
             return;
         }
         match pieces.last_mut() {
-            Some(Piece::Range(_, last)) if *last == start => *last = end,
-            _ => pieces.push(Piece::Range(start, end)),
+            Some(Piece::Range(_, last, kinds)) if *last == start && *kinds == texts => *last = end,
+            _ => pieces.push(Piece::Range(start, end, texts)),
         }
     };
     while let Some(row) = rows.next()? {
@@ -620,15 +638,23 @@ pub(crate) fn plan(
             continue;
         };
         let (start, end) = (hour.max(from), hour.saturating_add(HOUR_MS).min(to));
-        if let Some(Candidates::Ids(ids)) = candidates(blob, ask) {
-            whole(&mut pieces, cursor, start);
-            if !ids.is_empty() {
-                pieces.push(Piece::Ids(start, end, ids));
+        match candidates(blob, ask) {
+            Some(Candidates::Ids(ids)) => {
+                whole(&mut pieces, cursor, start, ALL_TEXTS);
+                if !ids.is_empty() {
+                    pieces.push(Piece::Ids(start, end, ids));
+                }
+                cursor = end;
             }
-            cursor = end;
+            Some(Candidates::All { texts }) => {
+                whole(&mut pieces, cursor, start, ALL_TEXTS);
+                whole(&mut pieces, start, end, texts);
+                cursor = end;
+            }
+            None => {}
         }
     }
-    whole(&mut pieces, cursor, to);
+    whole(&mut pieces, cursor, to, ALL_TEXTS);
     Ok(pieces)
 }
 
@@ -808,7 +834,7 @@ mod tests {
             let expected: Vec<i64> = list.iter().map(|offset| 1000 + *offset as i64).collect();
             let asked = candidates(&row, &ask(&[42]));
             if whole {
-                assert_eq!(asked, Some(Candidates::All));
+                assert_eq!(asked, Some(Candidates::All { texts: 0 }));
                 continue;
             }
             assert_eq!(asked, Some(Candidates::Ids(expected)));
@@ -940,6 +966,35 @@ mod tests {
         }
         // Shorter than a run: the byte set alone decides.
         assert_eq!(candidates(&row, &ask("np")), both);
+        // Every event holds model 1: the hour is read whole, and only failure
+        // summaries can hold a needle that one of them holds.
+        let with_model = |needle: &str| IndexAsk {
+            terms: vec![1],
+            needle: Some(needle.as_bytes().to_vec()),
+        };
+        assert_eq!(
+            candidates(&row, &with_model("overload")),
+            Some(Candidates::All {
+                texts: FREE_FAILURE
+            })
+        );
+        assert_eq!(
+            candidates(&row, &with_model("time kelvin")),
+            Some(Candidates::All { texts: 0 })
+        );
+        // A needle that tells nothing (not ASCII) leaves every present kind.
+        assert_eq!(
+            candidates(
+                &row,
+                &IndexAsk {
+                    terms: vec![1],
+                    needle: None
+                }
+            ),
+            Some(Candidates::All {
+                texts: FREE_FAILURE
+            })
+        );
         // A row of version 1 has no filter: its byte set alone decides.
         let mut old = Vec::new();
         put(&mut old, 1);
