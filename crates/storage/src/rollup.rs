@@ -1916,15 +1916,15 @@ mod tests {
         for value in &values {
             put(&mut bytes, *value);
         }
-        for count in 0..values.len() {
+        for (count, value) in values.iter().enumerate() {
             let mut at = 0;
             assert!(skip(&bytes, &mut at, count));
             let mut expected = 0;
             for _ in 0..count {
-                take(&bytes, &mut expected).unwrap();
+                take(&bytes, &mut expected).expect("a varint");
             }
             assert_eq!(at, expected, "after {count} varints");
-            assert_eq!(take(&bytes, &mut at), Some(values[count]));
+            assert_eq!(take(&bytes, &mut at), Some(*value));
         }
         let mut at = 0;
         assert!(!skip(&bytes, &mut at, values.len() + 1));

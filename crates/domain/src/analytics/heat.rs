@@ -336,6 +336,49 @@ impl HeatCollector {
         self.add(cell, key, &HeatSums::of(&row.metrics));
     }
 
+    /// Adds the parts of `other`, a collector of the same range's other cells (or of
+    /// the same cells, later in time), cell by cell, as if they had been added here
+    /// after this collector's own: its texts are taken over by pointer, so a text
+    /// both hold keeps one index, and its blank provider becomes this one's.
+    pub fn absorb(&mut self, other: HeatCollector) {
+        let texts: Vec<u32> = other
+            .texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                if index as u32 == other.unknown {
+                    self.unknown
+                } else {
+                    self.text(text)
+                }
+            })
+            .collect();
+        let map = |index: u32| texts.get(index as usize).copied().unwrap_or(index);
+        let mut added: Vec<(HeatKey, HeatSums)> = Vec::new();
+        for (cell, (parts, _)) in other.cells.into_iter().enumerate() {
+            if parts.is_empty() {
+                continue;
+            }
+            added.clear();
+            added.extend(parts.into_iter().map(|(key, sums)| {
+                (
+                    HeatKey {
+                        model: map(key.model),
+                        billing_model: map(key.billing_model),
+                        service_tier: map(key.service_tier),
+                        api_key: key.api_key.map(map),
+                        provider: key.provider.map(map),
+                        ..key
+                    },
+                    sums,
+                )
+            }));
+            // Distinct texts of `other` stay distinct here (each pointer keeps
+            // one index), so its distinct keys stay distinct.
+            self.add_distinct_cell(cell, &added);
+        }
+    }
+
     /// The collected parts.
     pub fn finish(self) -> HeatParts {
         HeatParts {
@@ -382,4 +425,80 @@ pub fn parts_of_rows(rows: &[GroupRow], zone: &Zone) -> HeatParts {
         collector.add_row(zone, row);
     }
     collector.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sums(calls: i64) -> HeatSums {
+        HeatSums {
+            calls,
+            total: calls * 10,
+            ..HeatSums::default()
+        }
+    }
+
+    /// A collector absorbed into another keeps its parts under the other's text
+    /// indexes: a shared text (one pointer) keeps one index, the blank provider
+    /// becomes the other's, and a key both hold in one cell is summed once.
+    #[test]
+    fn absorbed_parts_take_the_receiving_texts() {
+        let model: Text = Text::from("m1");
+        let api_key: Text = Text::from("k1");
+        let mut first = HeatCollector::new();
+        let shared = first.text(&model);
+        let key = |collector: &mut HeatCollector, failed: bool| HeatKey {
+            model: collector.text(&model),
+            billing_model: collector.text(&model),
+            service_tier: collector.text(&model),
+            context_band: 0,
+            failed,
+            api_key: Some(collector.text(&api_key)),
+            provider: Some(collector.unknown),
+        };
+        let in_first = key(&mut first, false);
+        first.add(5, in_first, &sums(2));
+        let mut second = HeatCollector::new();
+        // Another text first, so the second collector's indexes differ.
+        second.text(&Text::from("other"));
+        let same = key(&mut second, false);
+        let failed = key(&mut second, true);
+        second.add(5, same, &sums(3));
+        second.add(5, failed, &sums(1));
+        second.add(9, same, &sums(4));
+        first.absorb(second);
+        let parts = first.finish();
+        let expected_key = HeatKey {
+            model: shared,
+            billing_model: shared,
+            service_tier: shared,
+            ..in_first
+        };
+        assert_eq!(
+            parts.cells[5],
+            vec![
+                (expected_key, sums(5)),
+                (
+                    HeatKey {
+                        failed: true,
+                        ..expected_key
+                    },
+                    sums(1)
+                ),
+            ]
+        );
+        assert_eq!(parts.cells[9], vec![(expected_key, sums(4))]);
+        assert_eq!(
+            parts.text(expected_key.api_key.expect("key")).as_ref(),
+            "k1"
+        );
+        assert_eq!(
+            parts
+                .text(expected_key.provider.expect("provider"))
+                .as_ref(),
+            "Unknown"
+        );
+        assert!(parts.texts.iter().any(|text| text.as_ref() == "other"));
+    }
 }
