@@ -1642,16 +1642,9 @@ impl SqliteStore {
     /// are read by key and their entries summed in dense slots ([`HeatSlots`]),
     /// which stay in cache, before each distinct key of the cell is named once. The
     /// blobs are read on a blocking thread through an idle read-only rusqlite
-    /// connection of the store's own, so each is decoded where SQLite holds them,
+    /// connection of the store's own, so each is decoded where SQLite holds it,
     /// never copied. Like the search's group rows, these hours are read in one
-    /// snapshot of their own: every hour is read whole, and none twice. Hours
-    /// spanning [`SPLIT_SAMPLES_MS`] or more are read in two parts at once when the
-    /// host has a second core: the cells are cut in two sets of about as many
-    /// hours, each read on its own thread and row reader into a collector of its
-    /// own, and the second set's parts are then added to the first's collector
-    /// ([`HeatCollector::absorb`]); a cell is read whole by one part, so its parts
-    /// come in the order one read gives them. The two snapshots may differ by a
-    /// batch that arrived in between, as any two reads of a range may.
+    /// snapshot of their own: every hour is read whole, and none twice.
     async fn heat_rollup(
         &self,
         request: &GroupRequest,
@@ -1672,66 +1665,131 @@ impl SqliteStore {
             hours[collector.cell(zone, bucketer.bucket(hour))].push(hour);
             hour += HOUR_MS;
         }
-        let cells: Vec<(usize, Vec<i64>)> = hours
-            .into_iter()
-            .enumerate()
-            .filter(|(_, hours)| !hours.is_empty())
-            .collect();
-        let mut parts = vec![cells];
-        if second_core() && to - from >= SPLIT_SAMPLES_MS {
-            let all = parts.pop().unwrap_or_default();
-            let total: usize = all.iter().map(|(_, hours)| hours.len()).sum();
-            let mut first = Vec::new();
-            let mut second = Vec::new();
-            let mut taken = 0;
-            for cell in all {
-                if taken * 2 < total {
-                    taken += cell.1.len();
-                    first.push(cell);
-                } else {
-                    second.push(cell);
-                }
-            }
-            parts = vec![first, second];
-        }
         let wanted = [false, true].map(|failed| request.scope.filters.matches_failed(failed));
-        let model_ids: std::sync::Arc<[i64]> = model_ids.into();
-        let scope = std::sync::Arc::new(request.scope.clone());
-        let mut tasks = Vec::new();
-        for (index, cells) in parts.into_iter().enumerate() {
-            let part_collector = if index == 0 {
-                std::mem::take(&mut collector)
-            } else {
-                HeatCollector::new()
-            };
-            let (store, model_ids, scope) = (self.clone(), model_ids.clone(), scope.clone());
-            tasks.push(tokio::task::spawn_blocking(move || {
-                store.with_row_reader(|reader| {
-                    let mut part_collector = part_collector;
-                    heat_cells(
-                        &store,
-                        reader,
-                        &cells,
-                        wanted,
-                        &model_ids,
-                        &scope,
-                        &mut part_collector,
-                    )?;
-                    Ok(part_collector)
-                })
-            }));
-        }
-        let mut out: Option<HeatCollector> = None;
-        for task in tasks {
-            let part = task.await.map_err(|error| {
-                StoreError::unavailable(format!("sum heat rollups: {error}"), error)
-            })??;
-            match out.as_mut() {
-                None => out = Some(part),
-                Some(first) => first.absorb(part),
-            }
-        }
-        Ok(out.unwrap_or_default())
+        let model_ids = model_ids.to_vec();
+        let scope = request.scope.clone();
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("read heat rollups");
+                let mut statement = reader
+                    .prepare_cached("SELECT entries FROM usage_rollup_heat_h WHERE bucket_ms = ?1")
+                    .map_err(&sqlite)?;
+                let mut texts: FastMap<i64, u32> = FastMap::default();
+                // The contributors of each identity, `None` when the scope refuses it.
+                let mut identities: FastMap<i64, Option<(Option<u32>, u32)>> = FastMap::default();
+                let mut heat = HeatSlots::default();
+                let mut dictionary = HeatDictionary::default();
+                // Per blob: the dense id of each identity, and of each band
+                // (`None` when the scope refuses its model).
+                let mut blob_identities: Vec<u32> = Vec::new();
+                let mut blob_bands: Vec<Option<u32>> = Vec::new();
+                // Per cell, its distinct stored keys, put in the order they first
+                // come (hour after hour, entries in stored order) and listed in the
+                // map's order: the order of a cell's parts, which its float cost
+                // sums depend on, stays the one a map of the cell's sums gave.
+                let mut order: FastMap<EntryKey, u32> = FastMap::default();
+                let mut parts: Vec<(HeatKey, HeatSums)> = Vec::new();
+                // The keys named so far, and whether they all differ (then a cell's
+                // parts, one per slot, need no lookup to be told apart).
+                let mut named_keys: FastMap<HeatKey, ()> = FastMap::default();
+                let mut distinct = true;
+                for (cell, hours) in hours.iter().enumerate() {
+                    order.clear();
+                    heat.start_cell();
+                    for hour in hours {
+                        let mut rows = statement.query([hour]).map_err(&sqlite)?;
+                        let Some(row) = rows.next().map_err(&sqlite)? else {
+                            continue;
+                        };
+                        let rusqlite::types::ValueRef::Blob(blob) =
+                            row.get_ref(0).map_err(&sqlite)?
+                        else {
+                            continue;
+                        };
+                        let Some(at) = heat_dictionary(blob, &mut dictionary) else {
+                            continue;
+                        };
+                        blob_identities.clear();
+                        blob_identities.extend(
+                            dictionary
+                                .identities
+                                .iter()
+                                .map(|identity| heat.identity(*identity)),
+                        );
+                        blob_bands.clear();
+                        blob_bands.extend(dictionary.bands.iter().map(|band| {
+                            (model_ids.is_empty() || model_ids.contains(&band.model))
+                                .then(|| heat.band(*band))
+                        }));
+                        heat_entries(blob, at, &dictionary, |identity, band, failed, sums| {
+                            if !wanted[usize::from(failed)] {
+                                return;
+                            }
+                            let Some(band) = blob_bands[band] else {
+                                return;
+                            };
+                            if let Some((key, slot)) =
+                                heat.add(blob_identities[identity], band, failed, sums)
+                            {
+                                order.entry(key).or_insert(slot);
+                            }
+                        });
+                    }
+                    if order.is_empty() {
+                        continue;
+                    }
+                    let state = lock_read(store.read_cache());
+                    parts.clear();
+                    for (key, slot) in &order {
+                        let slot = *slot as usize;
+                        // Stored keys repeat across cells, so each is named once.
+                        let named = *heat.names[slot].get_or_insert_with(|| {
+                            let contributors =
+                                *identities.entry(key.identity).or_insert_with(|| {
+                                    let identity = state
+                                        .identities
+                                        .get(&key.identity)
+                                        .cloned()
+                                        .unwrap_or_default();
+                                    scope
+                                        .matches_identity(&identity)
+                                        .then(|| collector.contributors(&identity))
+                                });
+                            let (api_key, provider) = contributors?;
+                            let mut text = |id: i64| {
+                                *texts
+                                    .entry(id)
+                                    .or_insert_with(|| collector.text(&state.text(Some(id))))
+                            };
+                            let named = HeatKey {
+                                model: text(key.model),
+                                billing_model: text(key.billing),
+                                service_tier: text(key.tier),
+                                context_band: key.band,
+                                failed: key.failed,
+                                api_key,
+                                provider: Some(provider),
+                            };
+                            distinct &= named_keys.insert(named, ()).is_none();
+                            Some(named)
+                        });
+                        if let Some(heat_key) = named {
+                            parts.push((heat_key, heat.sums[slot]));
+                        }
+                    }
+                    drop(state);
+                    if distinct {
+                        collector.add_distinct_cell(cell, &parts);
+                    } else {
+                        collector.add_cell(cell, &parts);
+                    }
+                }
+                Ok(collector)
+            })
+        })
+        .await
+        .map_err(|error| StoreError::unavailable(format!("sum heat rollups: {error}"), error))?
     }
 
     /// The (identity, model) pairs of a scope, for filter selectors. A scope of
@@ -2364,130 +2422,6 @@ impl Stream {
         }
         Ok(read)
     }
-}
-
-/// Adds the heat rollup's entries of the hours of each of `cells` (its index and
-/// its UTC hours) to `collector`, reading the blobs through `reader` in one
-/// snapshot ([`SqliteStore::heat_rollup`]).
-fn heat_cells(
-    store: &SqliteStore,
-    reader: &rusqlite::Connection,
-    cells: &[(usize, Vec<i64>)],
-    wanted: [bool; 2],
-    model_ids: &[i64],
-    scope: &Scope,
-    collector: &mut HeatCollector,
-) -> Result<(), StoreError> {
-    let sqlite = error::sqlite("read heat rollups");
-    let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
-    let mut statement = transaction
-        .prepare_cached("SELECT entries FROM usage_rollup_heat_h WHERE bucket_ms = ?1")
-        .map_err(&sqlite)?;
-    let mut texts: FastMap<i64, u32> = FastMap::default();
-    // The contributors of each identity, `None` when the scope refuses it.
-    let mut identities: FastMap<i64, Option<(Option<u32>, u32)>> = FastMap::default();
-    let mut heat = HeatSlots::default();
-    let mut dictionary = HeatDictionary::default();
-    // Per blob: the dense id of each identity, and of each band
-    // (`None` when the scope refuses its model).
-    let mut blob_identities: Vec<u32> = Vec::new();
-    let mut blob_bands: Vec<Option<u32>> = Vec::new();
-    // Per cell, its distinct stored keys, put in the order they first
-    // come (hour after hour, entries in stored order) and listed in the
-    // map's order: the order of a cell's parts, which its float cost
-    // sums depend on, stays the one a map of the cell's sums gave.
-    let mut order: FastMap<EntryKey, u32> = FastMap::default();
-    let mut parts: Vec<(HeatKey, HeatSums)> = Vec::new();
-    // The keys named so far, and whether they all differ (then a cell's
-    // parts, one per slot, need no lookup to be told apart).
-    let mut named_keys: FastMap<HeatKey, ()> = FastMap::default();
-    let mut distinct = true;
-    for (cell, hours) in cells {
-        order.clear();
-        heat.start_cell();
-        for hour in hours {
-            let mut rows = statement.query([hour]).map_err(&sqlite)?;
-            let Some(row) = rows.next().map_err(&sqlite)? else {
-                continue;
-            };
-            let rusqlite::types::ValueRef::Blob(blob) = row.get_ref(0).map_err(&sqlite)? else {
-                continue;
-            };
-            let Some(at) = heat_dictionary(blob, &mut dictionary) else {
-                continue;
-            };
-            blob_identities.clear();
-            blob_identities.extend(
-                dictionary
-                    .identities
-                    .iter()
-                    .map(|identity| heat.identity(*identity)),
-            );
-            blob_bands.clear();
-            blob_bands.extend(dictionary.bands.iter().map(|band| {
-                (model_ids.is_empty() || model_ids.contains(&band.model)).then(|| heat.band(*band))
-            }));
-            heat_entries(blob, at, &dictionary, |identity, band, failed, sums| {
-                if !wanted[usize::from(failed)] {
-                    return;
-                }
-                let Some(band) = blob_bands[band] else {
-                    return;
-                };
-                if let Some((key, slot)) = heat.add(blob_identities[identity], band, failed, sums) {
-                    order.entry(key).or_insert(slot);
-                }
-            });
-        }
-        if order.is_empty() {
-            continue;
-        }
-        let state = lock_read(store.read_cache());
-        parts.clear();
-        for (key, slot) in &order {
-            let slot = *slot as usize;
-            // Stored keys repeat across cells, so each is named once.
-            let named = *heat.names[slot].get_or_insert_with(|| {
-                let contributors = *identities.entry(key.identity).or_insert_with(|| {
-                    let identity = state
-                        .identities
-                        .get(&key.identity)
-                        .cloned()
-                        .unwrap_or_default();
-                    scope
-                        .matches_identity(&identity)
-                        .then(|| collector.contributors(&identity))
-                });
-                let (api_key, provider) = contributors?;
-                let mut text = |id: i64| {
-                    *texts
-                        .entry(id)
-                        .or_insert_with(|| collector.text(&state.text(Some(id))))
-                };
-                let named = HeatKey {
-                    model: text(key.model),
-                    billing_model: text(key.billing),
-                    service_tier: text(key.tier),
-                    context_band: key.band,
-                    failed: key.failed,
-                    api_key,
-                    provider: Some(provider),
-                };
-                distinct &= named_keys.insert(named, ()).is_none();
-                Some(named)
-            });
-            if let Some(heat_key) = named {
-                parts.push((heat_key, heat.sums[slot]));
-            }
-        }
-        drop(state);
-        if distinct {
-            collector.add_distinct_cell(*cell, &parts);
-        } else {
-            collector.add_cell(*cell, &parts);
-        }
-    }
-    Ok(())
 }
 
 /// The group rows of rollup blobs, summed per local bucket as they are read.
