@@ -2667,10 +2667,7 @@ impl SampleRead {
         for (local, part) in part.buckets {
             let series = self.buckets.entry(local).or_default();
             for index in 0..2 {
-                let mine = series.get_mut(index);
-                for (band, values) in &part.get(index).values {
-                    mine.keep(*band, values);
-                }
+                series.get_mut(index).keep_all(part.get(index));
             }
         }
     }
@@ -2962,13 +2959,13 @@ fn read_pairs(
     // The names are built from the fixed suffixes of `Source`, never from input.
     let sql = match source {
         Source::Day | Source::Hour => format!(
-            "SELECT r.bucket_ms, p.entries, CASE WHEN p.entries IS NULL THEN r.entries END \
+            "SELECT p.entries, CASE WHEN p.entries IS NULL THEN r.entries END \
              FROM usage_rollup_ident_{suffix} r LEFT JOIN usage_rollup_pairs_{suffix} p \
              ON p.bucket_ms = r.bucket_ms \
              WHERE r.bucket_ms >= ?1 AND r.bucket_ms < ?2"
         ),
         Source::Quarter | Source::Minute => format!(
-            "SELECT bucket_ms, NULL, entries FROM usage_rollup_ident_{suffix} \
+            "SELECT NULL, entries FROM usage_rollup_ident_{suffix} \
              WHERE bucket_ms >= ?1 AND bucket_ms < ?2"
         ),
         Source::Raw => return Ok(()),
@@ -2976,11 +2973,11 @@ fn read_pairs(
     let mut statement = reader.prepare_cached(&sql)?;
     let mut rows = statement.query((from, to))?;
     while let Some(row) = rows.next()? {
-        if let ValueRef::Blob(blob) = row.get_ref(1)? {
+        if let ValueRef::Blob(blob) = row.get_ref(0)? {
             decode_pairs(blob, |identity, model| {
                 pairs.insert((identity, model));
             });
-        } else if let ValueRef::Blob(blob) = row.get_ref(2)? {
+        } else if let ValueRef::Blob(blob) = row.get_ref(1)? {
             decode_keys(true, blob, |key| {
                 pairs.insert((key.identity, key.model));
             });
@@ -3377,8 +3374,8 @@ mod tests {
     fn long_sample_spans_split_in_two_on_an_hour() {
         let short = vec![(HOUR_MS, DAY_MS), (DAY_MS, 2 * DAY_MS)];
         assert_eq!(split_span(short.clone(), 3 * DAY_MS), vec![short.clone()]);
-        // Two segments of 23 and 24 hours: the first part takes 23 hours and one
-        // of the next segment, cut on the hour before the middle.
+        // Two segments of 23 and 24 hours: the half hour the first leaves before
+        // the middle rounds down to the hour, so each part is one segment.
         let parts = split_span(short.clone(), 2 * DAY_MS - HOUR_MS);
         assert_eq!(
             parts,

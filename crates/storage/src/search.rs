@@ -202,7 +202,7 @@ impl SearchSql {
             .bytes()
             .all(|byte| byte.is_ascii_hexdigit() || byte == b'-');
         for (column, stored, kind) in TEXT_COLUMNS {
-            let mut terms = TextTerms {
+            let mut column_terms = TextTerms {
                 kind,
                 like: None,
                 unsure: Vec::new(),
@@ -213,10 +213,10 @@ impl SearchSql {
                 } else {
                     format!("(typeof({stored}) = 'text' AND {stored} LIKE ? ESCAPE '\\')")
                 };
-                terms.like = Some((like, like_pattern(needle)));
+                column_terms.like = Some((like, like_pattern(needle)));
                 for (letter, character) in ASCII_FROM_LOWERCASE {
                     if needle.contains(letter) {
-                        terms
+                        column_terms
                             .unsure
                             .push(format!("instr({stored}, '{character}') > 0"));
                     }
@@ -225,11 +225,11 @@ impl SearchSql {
                 // A text holds a non-ASCII character exactly when its character
                 // count differs from its byte count (never so for stored bytes,
                 // whose text is ASCII).
-                terms.unsure.push(format!(
+                column_terms.unsure.push(format!(
                     "length({stored}) <> length(CAST({stored} AS BLOB))"
                 ));
             }
-            texts.push(terms);
+            texts.push(column_terms);
         }
         // The hash is lowercase hex: only a hex needle can be part of it.
         let hash = needle

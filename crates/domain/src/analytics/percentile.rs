@@ -178,6 +178,12 @@ impl Banded {
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
             *mine += theirs;
         }
+        self.keep_all(other);
+    }
+
+    /// Keeps the values another series keeps, leaving the counts as they are (for
+    /// values whose counts were added already).
+    pub fn keep_all(&mut self, other: &Banded) {
         for (band, values) in &other.values {
             self.keep(*band, values);
         }
