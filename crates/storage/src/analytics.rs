@@ -506,20 +506,24 @@ fn snap_rows(reader: &rusqlite::Connection, from: i64, to: i64) -> rusqlite::Res
 }
 
 /// The heat rollup's entries of one cell at a time, summed by dense slot: every
-/// distinct stored key of a read gets a slot (through the dense ids of its
-/// identity and band), so an entry is added without hashing its key.
+/// distinct stored identity and band of a read gets a slot (through their dense
+/// ids, in one table), so an entry is added without hashing its key. Failed and
+/// successful entries share a slot: their sums count the failures, and the
+/// heatmap tells calls apart by nothing else.
 #[derive(Default)]
 struct HeatSlots {
     identity_ids: FastMap<i64, u32>,
     identities: Vec<i64>,
     band_ids: FastMap<HeatBand, u32>,
     bands: Vec<HeatBand>,
-    /// Per dense identity, the slot of each `band × 2 + failed` (`u32::MAX`: none yet).
-    slots: Vec<Vec<u32>>,
+    /// The slot of each `identity × stride + band` (`u32::MAX`: none yet); rows
+    /// are `stride` long, widened as bands come.
+    slots: Vec<u32>,
+    stride: usize,
     keys: Vec<EntryKey>,
-    sums: Vec<HeatSums>,
-    /// The cell each slot was last added to in (0: none yet).
-    seen: Vec<u32>,
+    /// Each slot's sums in the cell it was last added in, and that cell (0: none
+    /// yet).
+    sums: Vec<(HeatSums, u32)>,
     cell: u32,
     /// Each slot's key as the heatmap names it, once named (`None` inside when
     /// the scope refuses its identity).
@@ -533,59 +537,67 @@ impl HeatSlots {
     }
 
     fn identity(&mut self, identity: i64) -> u32 {
-        *self.identity_ids.entry(identity).or_insert_with(|| {
-            self.identities.push(identity);
-            self.slots.push(Vec::new());
-            u32::try_from(self.identities.len() - 1).unwrap_or(u32::MAX)
-        })
+        if let Some(known) = self.identity_ids.get(&identity) {
+            return *known;
+        }
+        self.identities.push(identity);
+        self.slots.resize(self.identities.len() * self.stride, u32::MAX);
+        let id = u32::try_from(self.identities.len() - 1).unwrap_or(u32::MAX);
+        self.identity_ids.insert(identity, id);
+        id
     }
 
     fn band(&mut self, band: HeatBand) -> u32 {
-        *self.band_ids.entry(band).or_insert_with(|| {
-            self.bands.push(band);
-            u32::try_from(self.bands.len() - 1).unwrap_or(u32::MAX)
-        })
+        if let Some(known) = self.band_ids.get(&band) {
+            return *known;
+        }
+        self.bands.push(band);
+        if self.bands.len() > self.stride {
+            // Widen every row, keeping its slots.
+            let stride = (self.stride * 2).max(32);
+            let mut slots = vec![u32::MAX; self.identities.len() * stride];
+            for (row, old) in self.slots.chunks_exact(self.stride.max(1)).enumerate() {
+                if self.stride > 0 {
+                    slots[row * stride..row * stride + self.stride].copy_from_slice(old);
+                }
+            }
+            self.slots = slots;
+            self.stride = stride;
+        }
+        let id = u32::try_from(self.bands.len() - 1).unwrap_or(u32::MAX);
+        self.band_ids.insert(band, id);
+        id
     }
 
     /// Adds an entry of dense identity and band to the current cell; returns its
-    /// key and slot when it is the key's first entry in the cell.
+    /// slot when it is the slot's first entry in the cell.
     #[inline]
-    fn add(
-        &mut self,
-        identity: u32,
-        band: u32,
-        failed: bool,
-        sums: &HeatSums,
-    ) -> Option<(EntryKey, u32)> {
-        let row = &mut self.slots[identity as usize];
-        let column = band as usize * 2 + usize::from(failed);
-        if column >= row.len() {
-            row.resize(column + 1, u32::MAX);
-        }
-        if row[column] == u32::MAX {
+    fn add(&mut self, identity: u32, band: u32, sums: &HeatSums) -> Option<u32> {
+        let index = identity as usize * self.stride + band as usize;
+        let mut slot = self.slots[index];
+        if slot == u32::MAX {
             let stored = self.bands[band as usize];
-            row[column] = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+            slot = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+            self.slots[index] = slot;
             self.keys.push(EntryKey {
                 identity: self.identities[identity as usize],
                 model: stored.model,
                 billing: stored.billing,
                 tier: stored.tier,
                 band: stored.band,
-                failed,
+                failed: false,
             });
-            self.sums.push(HeatSums::default());
-            self.seen.push(0);
+            self.sums.push((HeatSums::default(), 0));
             self.names.push(None);
         }
-        let slot = row[column];
-        let at = slot as usize;
-        if self.seen[at] == self.cell {
-            self.sums[at].add(sums);
+        let (total, seen) = &mut self.sums[slot as usize];
+        if *seen == self.cell {
+            total.add(sums);
             return None;
         }
-        self.seen[at] = self.cell;
-        self.sums[at] = *sums;
-        Some((self.keys[at], slot))
+        *seen = self.cell;
+        *total = *sums;
+        Some(slot)
     }
 }
 
@@ -1684,11 +1696,9 @@ impl SqliteStore {
                 // (`None` when the scope refuses its model).
                 let mut blob_identities: Vec<u32> = Vec::new();
                 let mut blob_bands: Vec<Option<u32>> = Vec::new();
-                // Per cell, its distinct stored keys, put in the order they first
-                // come (hour after hour, entries in stored order) and listed in the
-                // map's order: the order of a cell's parts, which its float cost
-                // sums depend on, stays the one a map of the cell's sums gave.
-                let mut order: FastMap<EntryKey, u32> = FastMap::default();
+                // Per cell, the slots it added to, in the order they first come
+                // (hour after hour, entries in stored order).
+                let mut order: Vec<u32> = Vec::new();
                 let mut parts: Vec<(HeatKey, HeatSums)> = Vec::new();
                 // The keys named so far, and whether they all differ (then a cell's
                 // parts, one per slot, need no lookup to be told apart).
@@ -1729,10 +1739,8 @@ impl SqliteStore {
                             let Some(band) = blob_bands[band] else {
                                 return;
                             };
-                            if let Some((key, slot)) =
-                                heat.add(blob_identities[identity], band, failed, sums)
-                            {
-                                order.entry(key).or_insert(slot);
+                            if let Some(slot) = heat.add(blob_identities[identity], band, sums) {
+                                order.push(slot);
                             }
                         });
                     }
@@ -1741,8 +1749,9 @@ impl SqliteStore {
                     }
                     let state = lock_read(store.read_cache());
                     parts.clear();
-                    for (key, slot) in &order {
+                    for slot in &order {
                         let slot = *slot as usize;
+                        let key = heat.keys[slot];
                         // Stored keys repeat across cells, so each is named once.
                         let named = *heat.names[slot].get_or_insert_with(|| {
                             let contributors =
@@ -1767,7 +1776,6 @@ impl SqliteStore {
                                 billing_model: text(key.billing),
                                 service_tier: text(key.tier),
                                 context_band: key.band,
-                                failed: key.failed,
                                 api_key,
                                 provider: Some(provider),
                             };
@@ -1775,7 +1783,7 @@ impl SqliteStore {
                             Some(named)
                         });
                         if let Some(heat_key) = named {
-                            parts.push((heat_key, heat.sums[slot]));
+                            parts.push((heat_key, heat.sums[slot].0));
                         }
                     }
                     drop(state);

@@ -1,8 +1,9 @@
 //! The sums the heatmap is built from ([`HeatParts`]): per local weekday hour, per
-//! price band, failed flag, client API-key hash and provider, across the dates of
-//! the range. Storage answers with them directly ([`HeatCollector`] keeps its
-//! texts by index), so no row is made per stored entry; rows that storage reads
-//! as group rows (raw edges, identity filters) are folded in with
+//! price band, client API-key hash and provider, across the dates of the range
+//! (failed and successful calls share a part, whose sums count the failures).
+//! Storage answers with them directly ([`HeatCollector`] keeps its texts by
+//! index), so no row is made per stored entry; rows that storage reads as group
+//! rows (raw edges, identity filters) are folded in with
 //! [`HeatCollector::add_row`].
 
 #![warn(missing_docs)]
@@ -18,8 +19,8 @@ use super::time::Zone;
 /// Cells of a heatmap: seven weekdays of 24 hours, `weekday * 24 + hour`.
 pub const CELLS: usize = 7 * 24;
 
-/// What a heatmap cell's calls are summed by: the price band, the failed flag and
-/// the contributors, each text an index into [`HeatParts::texts`]. Texts are
+/// What a heatmap cell's calls are summed by: the price band and the
+/// contributors, each text an index into [`HeatParts::texts`]. Texts are
 /// told apart by their stored identity (the dictionary entry), as rows tell them
 /// apart by their shared pointers; equal texts of different entries are merged
 /// only when a cell's contributors are listed.
@@ -33,8 +34,6 @@ pub struct HeatKey {
     pub service_tier: u32,
     /// Input-size band.
     pub context_band: u8,
-    /// Whether the calls failed.
-    pub failed: bool,
     /// The client API-key hash; `None` for calls without one (a blank hash).
     pub api_key: Option<u32>,
     /// The provider (the auth-file provider, else the event's; `Unknown` when
@@ -49,9 +48,7 @@ impl Hash for HeatKey {
         let option = |value: Option<u32>| value.map_or(0, |index| u64::from(index) + 1);
         state.write_u64(u64::from(self.model) << 32 | u64::from(self.billing_model));
         state.write_u64(u64::from(self.service_tier) << 32 | option(self.provider));
-        state.write_u64(
-            option(self.api_key) << 16 | u64::from(self.context_band) << 8 | u64::from(self.failed),
-        );
+        state.write_u64(option(self.api_key) << 8 | u64::from(self.context_band));
     }
 }
 
@@ -329,7 +326,6 @@ impl HeatCollector {
             billing_model: self.text(&row.billing_model),
             service_tier: self.text(&row.service_tier),
             context_band: row.context_band,
-            failed: row.failed,
             api_key,
             provider,
         };
