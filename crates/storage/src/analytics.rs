@@ -541,7 +541,8 @@ impl HeatSlots {
             return *known;
         }
         self.identities.push(identity);
-        self.slots.resize(self.identities.len() * self.stride, u32::MAX);
+        self.slots
+            .resize(self.identities.len() * self.stride, u32::MAX);
         let id = u32::try_from(self.identities.len() - 1).unwrap_or(u32::MAX);
         self.identity_ids.insert(identity, id);
         id

@@ -162,6 +162,11 @@ fn write_batch(
         });
     }
     insert_events(connection, &fresh, origin_id)?;
+    // Their hours' index rows are gone (`search_index::unseal`): the next
+    // indexing pass looks from the earliest of them.
+    if let Some(first) = fresh.iter().map(|new| new.event.timestamp_ms).min() {
+        store.search_index_lowered(first);
+    }
     outcome.inserted = fresh.len() as u64;
 
     if !batch.dead_letters.is_empty() {

@@ -175,6 +175,10 @@ struct Inner {
     row_readers: std::sync::Mutex<Vec<rusqlite::Connection>>,
     dims: dims::DimCache,
     read_cache: analytics::ReadCache,
+    /// Every hour before this instant that holds events has its search index row
+    /// of this version ([`search_index`]): the last indexing pass found them all,
+    /// and no batch has added to them since. `i64::MIN` until a pass ran.
+    search_indexed_before: std::sync::atomic::AtomicI64,
     maintenance: maintenance::MaintenanceState,
     prices: prices::PriceCache,
     /// The row counters as of the last committed batch, so `/status` reads no SQL.
@@ -314,6 +318,7 @@ impl SqliteStore {
                 row_readers: std::sync::Mutex::new(Vec::new()),
                 dims: dims::DimCache::default(),
                 read_cache: analytics::ReadCache::default(),
+                search_indexed_before: std::sync::atomic::AtomicI64::new(i64::MIN),
                 maintenance: maintenance::MaintenanceState::default(),
                 prices: prices::PriceCache::default(),
                 counts: std::sync::Mutex::new(CountsCache::default()),

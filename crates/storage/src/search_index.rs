@@ -58,6 +58,7 @@
 //! its hour.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
 
 use cpamp_domain::StoreError;
 use cpamp_domain::analytics::time::HOUR_MS;
@@ -672,11 +673,26 @@ impl SqliteStore {
             .saturating_sub(SEAL_GRACE_MS)
             .div_euclid(HOUR_MS)
             .saturating_mul(HOUR_MS);
-        let pending = self
+        // Only the hours after the last pass's mark, and those batches added to
+        // since, are looked at: the pass then reads what changed, not the whole
+        // history, while it holds the writer. The mark moves on here, under the
+        // writer, so a batch that adds to an hour after this look lowers it again.
+        let (floor, pending) = self
             .with_batch_writer(
                 ("begin indexing", "find hours to index"),
-                move |_, connection| {
-                    pending_hours(connection, before).map_err(error::sqlite("find hours to index"))
+                move |store, connection| {
+                    let floor = store
+                        .inner
+                        .search_indexed_before
+                        .swap(before, Ordering::SeqCst)
+                        .min(before);
+                    match pending_hours(connection, floor, before) {
+                        Ok(pending) => Ok((floor, pending)),
+                        Err(error) => {
+                            store.search_index_lowered(floor);
+                            Err(error::sqlite("find hours to index")(error))
+                        }
+                    }
                 },
             )
             .await?;
@@ -686,10 +702,26 @@ impl SqliteStore {
                 .with_batch_writer(("begin indexing", "index an hour"), move |_, connection| {
                     seal_hour(connection, hour).map_err(error::sqlite("index an hour"))
                 })
-                .await?;
-            written += usize::from(sealed);
+                .await;
+            match sealed {
+                Ok(sealed) => written += usize::from(sealed),
+                Err(error) => {
+                    // The hours not indexed yet are looked at again next time.
+                    self.search_index_lowered(floor);
+                    return Err(error);
+                }
+            }
         }
         Ok(written)
+    }
+
+    /// Lowers the mark below which every hour is indexed to `hour` (an hour that
+    /// gained events, or one a failed pass left), so the next pass looks at it.
+    pub(crate) fn search_index_lowered(&self, hour: i64) {
+        self.inner.search_indexed_before.fetch_min(
+            hour.div_euclid(HOUR_MS).saturating_mul(HOUR_MS),
+            Ordering::SeqCst,
+        );
     }
 }
 
@@ -715,16 +747,25 @@ fn seal_hour(connection: &mut rusqlite::Connection, hour: i64) -> rusqlite::Resu
     Ok(written)
 }
 
-/// The hours before `before` that hold events but no index row of this version
-/// (older rows are built again), ascending: one index seek per hour with events.
-fn pending_hours(reader: &rusqlite::Connection, before: i64) -> rusqlite::Result<Vec<i64>> {
+/// The hours in `[from, before)` that hold events but no index row of this
+/// version (older rows are built again), ascending: one index seek per hour with
+/// events.
+fn pending_hours(
+    reader: &rusqlite::Connection,
+    from: i64,
+    before: i64,
+) -> rusqlite::Result<Vec<i64>> {
     let transaction = reader.unchecked_transaction()?;
     let indexed: HashSet<i64> = {
         // A version below 128 is the row's first byte.
         let mut statement = transaction.prepare_cached(
-            "SELECT bucket_ms FROM usage_search_h WHERE substr(terms, 1, 1) = ?1",
+            "SELECT bucket_ms FROM usage_search_h WHERE bucket_ms >= ?2 AND bucket_ms < ?3 \
+             AND substr(terms, 1, 1) = ?1",
         )?;
-        let rows = statement.query_map([[VERSION as u8].as_slice()], |row| row.get(0))?;
+        let rows = statement.query_map(
+            rusqlite::params![[VERSION as u8].as_slice(), from, before],
+            |row| row.get(0),
+        )?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut pending = Vec::new();
@@ -733,7 +774,7 @@ fn pending_hours(reader: &rusqlite::Connection, before: i64) -> rusqlite::Result
             "SELECT timestamp_ms FROM usage_events WHERE timestamp_ms >= ?1 \
              ORDER BY timestamp_ms LIMIT 1",
         )?;
-        let mut at = i64::MIN;
+        let mut at = from;
         while let Some(time) = next
             .query_row([at], |row| row.get::<_, i64>(0))
             .map(Some)
@@ -861,7 +902,7 @@ mod tests {
     /// event count.
     #[tokio::test]
     async fn finished_hours_are_indexed_once() {
-        let (_dir, store) = empty_store().await;
+        let (dir, store) = empty_store().await;
         let hour = HOUR;
         for (id, at) in [(1, hour + 5), (2, hour + 60_000), (3, hour + HOUR_MS + 7)] {
             sqlx::query(
@@ -892,7 +933,9 @@ mod tests {
             rows(store.clone()).await,
             vec![(hour, 2), (hour + HOUR_MS, 1)]
         );
-        // A row of an older version is built again, in place.
+        // A pass looks only at hours after the last one's mark and those batches
+        // added to, so a row of an older version (as a new release finds them) is
+        // built again, in place, by the first pass after the store opens.
         sqlx::query(
             "UPDATE usage_search_h SET terms = x'01' || substr(terms, 2) WHERE bucket_ms = ?",
         )
@@ -900,6 +943,11 @@ mod tests {
         .execute(store.writer())
         .await
         .expect("age a row");
+        assert_eq!(store.seal_search_hours(now + 1).await.expect("seal"), 0);
+        store.close().await;
+        let store = SqliteStore::open(crate::Options::new(dir.path().join("usage.sqlite")))
+            .await
+            .expect("open again");
         assert_eq!(store.seal_search_hours(now + 1).await.expect("seal"), 1);
         let versions: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT substr(terms, 1, 1) FROM usage_search_h ORDER BY bucket_ms")
