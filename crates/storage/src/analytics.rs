@@ -557,8 +557,8 @@ impl HeatSlots {
             // Widen every row, keeping its slots.
             let stride = (self.stride * 2).max(32);
             let mut slots = vec![u32::MAX; self.identities.len() * stride];
-            for (row, old) in self.slots.chunks_exact(self.stride.max(1)).enumerate() {
-                if self.stride > 0 {
+            if self.stride > 0 {
+                for (row, old) in self.slots.chunks_exact(self.stride).enumerate() {
                     slots[row * stride..row * stride + self.stride].copy_from_slice(old);
                 }
             }
