@@ -10,7 +10,7 @@
 //! Dictionary texts, identities and the analytics-model map are immutable once
 //! written, so they are cached in memory and topped up incrementally by id.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use cpamp_domain::StoreError;
@@ -40,7 +40,7 @@ use crate::rollup::{
     decode_band_counts, decode_banded, decode_entries_where, decode_keys, decode_pairs,
     heat_dictionary, heat_entries,
 };
-use crate::search::SearchSql;
+use crate::search::{Matched, SearchSql};
 use crate::search_index::{self, Piece};
 use crate::{SqliteStore, error};
 
@@ -59,6 +59,8 @@ pub(crate) struct CacheState {
     max_dim: i64,
     identities: FastMap<i64, Arc<Identity>>,
     identity_by_key: FastMap<[i64; 11], Arc<Identity>>,
+    /// The ids of each identity, in `usage_identities` column order.
+    identity_keys: FastMap<i64, [i64; 11]>,
     max_identity: i64,
     analytics: FastMap<i64, i64>,
     max_analytics_seq: i64,
@@ -705,6 +707,7 @@ impl SqliteStore {
             });
             state.max_identity = state.max_identity.max(row.0);
             state.identities.insert(row.0, identity.clone());
+            state.identity_keys.insert(row.0, key);
             state.identity_by_key.insert(key, identity);
         }
         for (seq, model, analytics) in analytics {
@@ -1507,29 +1510,38 @@ impl SqliteStore {
         if level == Level::Raw {
             let mut folder = RawFolder::new(&request);
             if let Some(search) = self.search_only(scope) {
-                if let Some(rows) = self
-                    .event_groups(
+                // Whole hours the index proves the identity rollups exact for are
+                // summed from them; the rest is read raw.
+                let mut raw = vec![(scope.from_ms, scope.to_ms)];
+                if let Some((rows, rest)) = self.searched_hours(&mut connection, &request).await? {
+                    out.extend(rows.into_iter().map(|mut row| {
+                        if !request.identity {
+                            row.identity = None;
+                        }
+                        row
+                    }));
+                    raw = rest;
+                }
+                for (from, to) in raw {
+                    if let Some(rows) = self
+                        .event_groups(&mut connection, &request, (from, to), Some(&search))
+                        .await?
+                    {
+                        for row in rows {
+                            folder.push_row(row, &mut out);
+                        }
+                        continue;
+                    }
+                    self.raw_lean(
                         &mut connection,
                         &request,
-                        (scope.from_ms, scope.to_ms),
+                        from,
+                        to,
                         Some(&search),
+                        |row, _, _| folder.push_row(row, &mut out),
                     )
-                    .await?
-                {
-                    for row in rows {
-                        folder.push_row(row, &mut out);
-                    }
-                    return Ok(out);
+                    .await?;
                 }
-                self.raw_lean(
-                    &mut connection,
-                    &request,
-                    scope.from_ms,
-                    scope.to_ms,
-                    Some(&search),
-                    |row, _, _| folder.push_row(row, &mut out),
-                )
-                .await?;
                 return Ok(out);
             }
             self.raw_range(
@@ -1581,6 +1593,144 @@ impl SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    /// The group rows of the searched scope of `request` in the whole UTC hours of
+    /// its range that the identity rollups answer exactly, and the parts of the
+    /// range left to read raw (ascending, disjoint); `None` when no hour can be.
+    ///
+    /// An hour is answered from its identity rollup when its search index row
+    /// shows that no free text of the hour can hold the needle and counts the
+    /// events that hold a matching id, and the rollup's entries whose identity or
+    /// price band names a matching id (every event of such an entry matches) hold
+    /// exactly that many events: they then hold every match of the hour. A search
+    /// for a model, a provider, an account or an auth file, however many events it
+    /// matches, reads a few kilobytes per hour instead of the hour's events. The
+    /// index, the rollups and the ids the search matches are read in one snapshot,
+    /// so they agree.
+    async fn searched_hours(
+        &self,
+        connection: &mut SqliteConnection,
+        request: &GroupRequest,
+    ) -> Result<Option<(Vec<GroupRow>, Vec<(i64, i64)>)>, StoreError> {
+        let scope = &request.scope;
+        let (from, to) = (scope.from_ms, scope.to_ms);
+        let first = from
+            .div_euclid(HOUR_MS)
+            .saturating_add(i64::from(from.rem_euclid(HOUR_MS) != 0))
+            .saturating_mul(HOUR_MS);
+        let last = to.div_euclid(HOUR_MS).saturating_mul(HOUR_MS);
+        if first >= last || from < 0 {
+            return Ok(None);
+        }
+        if let Some((zone, granularity)) = request.timeline.as_ref()
+            && !zone.lossless(*granularity, HOUR_MS, first, last)
+        {
+            return Ok(None);
+        }
+        let model_ids = self
+            .model_ids(&mut *connection, &scope.filters.models)
+            .await?;
+        if !scope.filters.models.is_empty() && model_ids.is_empty() {
+            return Ok(None);
+        }
+        let store = self.clone();
+        let request = request.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            store.with_row_reader(|reader| {
+                let sqlite = error::sqlite("read searched rollups");
+                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+                store.refresh_rows(&transaction).map_err(&sqlite)?;
+                // The ids the search matches, as this snapshot names them.
+                let search = SearchSql::of(&request.scope, &lock_read(store.read_cache()));
+                let Some((ask, matched)) =
+                    search.and_then(|search| search.terms.clone().map(|ask| (ask, search.matched)))
+                else {
+                    return Ok(None);
+                };
+                let keyed = search_index::IndexAsk {
+                    terms: matched.keyed.clone(),
+                    needle: ask.needle.clone(),
+                };
+                let mut expected: BTreeMap<i64, u64> = BTreeMap::new();
+                {
+                    let mut statement = transaction
+                        .prepare_cached(
+                            "SELECT bucket_ms, terms FROM usage_search_h \
+                             WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
+                        )
+                        .map_err(&sqlite)?;
+                    let mut rows = statement.query((first, last)).map_err(&sqlite)?;
+                    while let Some(row) = rows.next().map_err(&sqlite)? {
+                        let hour: i64 = row.get(0).map_err(&sqlite)?;
+                        if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)?
+                            && let Some(count) = search_index::matched_count(blob, &ask, &keyed)
+                        {
+                            expected.insert(hour, count);
+                        }
+                    }
+                }
+                if expected.is_empty() {
+                    return Ok(None);
+                }
+                let mut fold = RollupFold::new(&request, true, &model_ids);
+                let mut verdicts = Verdicts::default();
+                let mut answered: BTreeSet<i64> = BTreeSet::new();
+                let mut with_rollup: HashSet<i64> = HashSet::new();
+                {
+                    let mut statement = transaction
+                        .prepare_cached(
+                            "SELECT bucket_ms, entries FROM usage_rollup_ident_h \
+                             WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
+                        )
+                        .map_err(&sqlite)?;
+                    let mut rows = statement.query((first, last)).map_err(&sqlite)?;
+                    while let Some(row) = rows.next().map_err(&sqlite)? {
+                        let hour: i64 = row.get(0).map_err(&sqlite)?;
+                        let Some(count) = expected.get(&hour).copied() else {
+                            continue;
+                        };
+                        with_rollup.insert(hour);
+                        if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)?
+                            && fold.add_searched(&store, hour, blob, &matched, &mut verdicts, count)
+                        {
+                            answered.insert(hour);
+                        }
+                    }
+                }
+                transaction.commit().map_err(&sqlite)?;
+                // An indexed hour without a rollup row holds no event (none match).
+                answered.extend(
+                    expected
+                        .iter()
+                        .filter(|(hour, count)| **count == 0 && !with_rollup.contains(hour))
+                        .map(|(hour, _)| *hour),
+                );
+                Ok(Some((fold.finish(&store), answered)))
+            })
+        })
+        .await
+        .map_err(|error| {
+            StoreError::unavailable(format!("read searched rollups: {error}"), error)
+        })??;
+        let Some((rows, answered)) = read else {
+            return Ok(None);
+        };
+        if answered.is_empty() {
+            return Ok(None);
+        }
+        let mut rest: Vec<(i64, i64)> = Vec::new();
+        let mut cursor = from;
+        for hour in answered {
+            if cursor < hour {
+                rest.push((cursor, hour));
+            }
+            cursor = hour + HOUR_MS;
+        }
+        if cursor < to {
+            rest.push((cursor, to));
+        }
+        Ok(Some((rows, rest)))
     }
 
     /// The heatmap's sums of a scope. Scopes that filter by identity (or need raw
@@ -2485,6 +2635,65 @@ impl<'r> RollupFold<'r> {
         decode_entries_where(bucket, identity, blob, keep, |key, sums| {
             into.entry(key).or_default().merge(&sums);
         });
+    }
+
+    /// Adds the entries of an identity blob of block `bucket` that hold only
+    /// events `search` matches (`matched` tells which identities do), provided
+    /// they hold `expected` events in all, which proves they hold every match of
+    /// the block; true when added. Of those, only the entries the rest of the
+    /// scope accepts are added.
+    fn add_searched(
+        &mut self,
+        store: &SqliteStore,
+        bucket: i64,
+        blob: &[u8],
+        search: &Matched,
+        matched: &mut Verdicts,
+        expected: u64,
+    ) -> bool {
+        let mut taken: Vec<(EntryKey, Sums)> = Vec::new();
+        let mut events = 0_u64;
+        {
+            let state = lock_read(store.read_cache());
+            let keep = |key: &EntryKey| {
+                search.band(key.model, key.billing, key.tier)
+                    || matched.get(key.identity, |id| {
+                        state
+                            .identity_keys
+                            .get(&id)
+                            .is_some_and(|ids| search.identity(ids))
+                    })
+            };
+            decode_entries_where(bucket, true, blob, keep, |key, sums| {
+                events = events.saturating_add(u64::try_from(sums.metrics.calls).unwrap_or(0));
+                taken.push((key, sums));
+            });
+        }
+        if events != expected {
+            return false;
+        }
+        let local = match self.bucketer.as_mut() {
+            Some(bucketer) => bucketer.bucket(bucket),
+            None => 0,
+        };
+        let (request, model_ids) = (self.request, self.model_ids);
+        let filters = &request.scope.filters;
+        let identity_ok = &mut self.identity_ok;
+        let into = self.merged.entry(local).or_default();
+        for (key, sums) in taken {
+            let accepted = filters.matches_failed(key.failed)
+                && (model_ids.is_empty() || model_ids.contains(&key.model))
+                && identity_ok.get(key.identity, |id| {
+                    lock_read(store.read_cache())
+                        .identities
+                        .get(&id)
+                        .is_some_and(|found| request.scope.matches_identity(found))
+                });
+            if accepted {
+                into.entry(key).or_default().merge(&sums);
+            }
+        }
+        true
     }
 
     /// The summed entries as group rows.
@@ -3449,5 +3658,169 @@ mod tests {
             ..Resolutions::ALL
         };
         assert_eq!(plan(a, b, cut, 0), vec![(Source::Raw, a, b)]);
+    }
+
+    /// Whole hours where the index proves the identity rollups hold every match
+    /// are answered from them; an hour where an unkeyed column (a user agent) or a
+    /// free text (a failure summary) can match, or where the rollup's matching
+    /// entries hold fewer events than the index lists (a model matched only as the
+    /// upstream model of a requested alias), is read raw. Either way the sums equal
+    /// a substring test of the events themselves.
+    #[tokio::test]
+    async fn searched_hours_come_from_rollups_only_where_exact() {
+        use cpamp_domain::event::UsageEvent;
+        use cpamp_domain::ports::{BatchOrigin, EventSink, IngestBatch};
+
+        const HOUR: i64 = 1_767_222_000_000;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(crate::Options::new(dir.path().join("usage.sqlite")))
+            .await
+            .expect("open store");
+        let mut events = Vec::new();
+        let mut times: Vec<i64> = (0..4_i64)
+            .flat_map(|hour| (0..20_i64).map(move |i| HOUR + hour * HOUR_MS + i * 150_000 + 7))
+            .collect();
+        // The edges of the range, outside its whole hours.
+        times.extend([HOUR - 10 * MINUTE_MS, HOUR + 4 * HOUR_MS + 5 * MINUTE_MS]);
+        for (n, at) in times.into_iter().enumerate() {
+            let claude = n % 2 == 0;
+            let mut event = UsageEvent {
+                event_hash: format!("{:064x}", n + 1),
+                timestamp_ms: at,
+                model: if claude {
+                    "claude-sonnet-4-5"
+                } else {
+                    "gpt-5(high)"
+                }
+                .to_string(),
+                auth_file_snapshot: Some(
+                    if claude {
+                        "claude-a.json"
+                    } else {
+                        "codex-b.json"
+                    }
+                    .to_string(),
+                ),
+                account_snapshot: Some(
+                    if claude {
+                        "a@example.com"
+                    } else {
+                        "b@example.com"
+                    }
+                    .to_string(),
+                ),
+                service_tier: (n % 4 == 1).then(|| "priority".to_string()),
+                ..UsageEvent::default()
+            };
+            event.tokens.total = 10 + n as i64;
+            // An unkeyed column that matches, in the second hour.
+            if n == 23 {
+                event.user_agent = Some("claude-cli/2.0".to_string());
+            }
+            // A failure summary that matches, in the third hour.
+            if n == 45 {
+                event.failed = true;
+                event.fail_summary = Some("Claude overloaded".to_string());
+            }
+            // A matching upstream model behind a requested alias, in the fourth
+            // hour: the alias is the event's model in the rollups.
+            if n == 63 {
+                event.model = "claude-haiku-4-5".to_string();
+                event.requested_model = Some("cheap-alias".to_string());
+            }
+            events.push(event);
+        }
+        store
+            .store_batch(IngestBatch {
+                origin: BatchOrigin::Collector("http://cpa".into()),
+                events: events.clone(),
+                dead_letters: Vec::new(),
+            })
+            .await
+            .expect("store");
+        assert_eq!(
+            store
+                .seal_search_hours(HOUR + 6 * HOUR_MS)
+                .await
+                .expect("seal"),
+            6
+        );
+        let (from, to) = (HOUR - 30 * MINUTE_MS, HOUR + 4 * HOUR_MS + 20 * MINUTE_MS);
+        let every: Vec<i64> = (0..4).map(|hour| HOUR + hour * HOUR_MS).collect();
+        for (needle, answered) in [
+            ("claude", vec![HOUR]),
+            ("gpt-5", every.clone()),
+            ("prio", every.clone()),
+            ("codex-b", every.clone()),
+            ("alias", every.clone()),
+            ("nothing-has-this", every.clone()),
+        ] {
+            let mut scope = Scope::time_only(from, to);
+            scope.search_query = needle.to_string();
+            let request = GroupRequest {
+                scope,
+                identity: true,
+                timeline: Some((Zone::parse("UTC").expect("zone"), Granularity::Hour)),
+            };
+            let mut connection = store.reader_connection().await.expect("reader");
+            let (_, rest) = store
+                .searched_hours(&mut connection, &request)
+                .await
+                .expect("searched hours")
+                .expect("answered hours");
+            drop(connection);
+            let mut expected_rest = Vec::new();
+            let mut cursor = from;
+            for hour in &answered {
+                if cursor < *hour {
+                    expected_rest.push((cursor, *hour));
+                }
+                cursor = hour + HOUR_MS;
+            }
+            expected_rest.push((cursor, to));
+            assert_eq!(rest, expected_rest, "{needle}: parts read raw");
+            let matching: Vec<&UsageEvent> = events
+                .iter()
+                .filter(|event| {
+                    [
+                        Some(event.model.clone()),
+                        event.requested_model.clone(),
+                        event.auth_file_snapshot.clone(),
+                        event.account_snapshot.clone(),
+                        event.service_tier.clone(),
+                        event.user_agent.clone(),
+                        event.fail_summary.clone(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .any(|text| text.to_lowercase().contains(needle))
+                })
+                .collect();
+            let rows = store.groups(request).await.expect("groups");
+            let calls: i64 = rows.iter().map(|row| row.metrics.calls).sum();
+            let tokens: i64 = rows.iter().map(|row| row.metrics.total).sum();
+            assert_eq!(calls, matching.len() as i64, "{needle}: calls");
+            assert_eq!(
+                tokens,
+                matching.iter().map(|event| event.tokens.total).sum::<i64>(),
+                "{needle}: tokens"
+            );
+            let mut per_hour: BTreeMap<i64, i64> = BTreeMap::new();
+            for row in &rows {
+                *per_hour.entry(row.bucket_ms).or_default() += row.metrics.calls;
+            }
+            per_hour.retain(|_, calls| *calls > 0);
+            let mut expected_hours: BTreeMap<i64, i64> = BTreeMap::new();
+            for event in &matching {
+                *expected_hours
+                    .entry(event.timestamp_ms.div_euclid(HOUR_MS) * HOUR_MS)
+                    .or_default() += 1;
+            }
+            assert_eq!(per_hour, expected_hours, "{needle}: calls per hour");
+            assert!(
+                rows.iter().all(|row| row.identity.is_some()),
+                "{needle}: rows carry identities"
+            );
+        }
     }
 }

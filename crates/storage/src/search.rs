@@ -78,6 +78,69 @@ pub(crate) struct SearchSql {
     pub terms: Option<crate::search_index::IndexAsk>,
     /// What the condition is made of, for [`Self::narrowed`].
     parts: Parts,
+    /// The matching ids, for telling which rollup entries hold only matches.
+    pub matched: std::sync::Arc<Matched>,
+}
+
+/// The dictionary ids a search matches, as the condition names them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Matched {
+    /// The matching texts' ids per dictionary kind, ascending.
+    by_kind: std::collections::HashMap<u8, Vec<i64>>,
+    /// The client-key hashes the API-key search names, ascending.
+    api_keys: Vec<i64>,
+    /// The analytics models whose text matches, ascending: the condition selects
+    /// every event whose effective model maps to one of them.
+    analytics: Vec<i64>,
+    /// The index terms of the kinds rollup entries are keyed by (the credential
+    /// and client-key columns, models, service tiers), ascending: an event that
+    /// holds none of them cannot be in an entry [`Self::identity`] or
+    /// [`Self::band`] accepts.
+    pub keyed: Vec<i64>,
+}
+
+impl Matched {
+    fn holds(&self, kind: DimKind, id: i64) -> bool {
+        id > 0
+            && self
+                .by_kind
+                .get(&(kind as u8))
+                .is_some_and(|ids| ids.binary_search(&id).is_ok())
+    }
+
+    /// Whether every event of an identity (the ids of `usage_identities`, in its
+    /// column order) matches: one of its searched columns names a matching id.
+    pub(crate) fn identity(&self, key: &[i64; 11]) -> bool {
+        const KINDS: [DimKind; 10] = [
+            DimKind::ExecutorType,
+            DimKind::AuthIndex,
+            DimKind::Source,
+            DimKind::SourceHash,
+            DimKind::ApiKeyHash,
+            DimKind::Account,
+            DimKind::AuthLabel,
+            DimKind::AuthFile,
+            DimKind::AuthProvider,
+            DimKind::AuthProject,
+        ];
+        // The provider (position 0) is not searched.
+        KINDS
+            .iter()
+            .zip(&key[1..])
+            .any(|(kind, id)| self.holds(*kind, *id))
+            || (key[5] > 0 && self.api_keys.binary_search(&key[5]).is_ok())
+    }
+
+    /// Whether every event of a rollup entry's price band matches: its analytics
+    /// model matches (the condition selects each effective model mapped to it),
+    /// its billing model is a matching resolved model, or its service tier
+    /// matches. A billing model equal to the analytics model is left to the
+    /// latter: it may be the analytics model standing in for no resolved model.
+    pub(crate) fn band(&self, model: i64, billing: i64, tier: i64) -> bool {
+        (model > 0 && self.analytics.binary_search(&model).is_ok())
+            || (billing != model && self.holds(DimKind::Model, billing))
+            || self.holds(DimKind::ServiceTier, tier)
+    }
 }
 
 /// The terms of a search condition: those on dictionary ids (no placeholders),
@@ -160,11 +223,20 @@ impl SearchSql {
         // The analytics model: the effective model's mapped model. When every such
         // effective model matches as a text itself, the model and requested-model
         // terms already select its events (the effective model is one of them).
+        let mut analytics: Vec<i64> = Vec::new();
         let mut effective: Vec<i64> = state
             .analytics_pairs()
-            .filter(|(_, analytics)| search_matches(&state.text(Some(*analytics)), needle))
+            .filter(|(_, mapped)| {
+                let matches = search_matches(&state.text(Some(*mapped)), needle);
+                if matches {
+                    analytics.push(*mapped);
+                }
+                matches
+            })
             .map(|(model, _)| model)
             .collect();
+        analytics.sort_unstable();
+        analytics.dedup();
         let models = by_kind
             .get(&(DimKind::Model as u8))
             .map_or(&[][..], Vec::as_slice);
@@ -194,6 +266,31 @@ impl SearchSql {
         terms.extend(exact_api_keys.iter().copied());
         terms.sort_unstable();
         terms.dedup();
+        const KEYED: [DimKind; 12] = [
+            DimKind::ExecutorType,
+            DimKind::AuthIndex,
+            DimKind::Source,
+            DimKind::SourceHash,
+            DimKind::ApiKeyHash,
+            DimKind::Account,
+            DimKind::AuthLabel,
+            DimKind::AuthFile,
+            DimKind::AuthProvider,
+            DimKind::AuthProject,
+            DimKind::ServiceTier,
+            DimKind::Model,
+        ];
+        let keyed: Vec<i64> = terms
+            .iter()
+            .copied()
+            .filter(|id| KEYED.iter().any(|kind| *kind as u8 == state.kind(*id)))
+            .collect();
+        let matched = std::sync::Arc::new(Matched {
+            by_kind,
+            api_keys: exact_api_keys,
+            analytics,
+            keyed,
+        });
         let mut texts: Vec<TextTerms> = Vec::new();
         // A hex id stored as bytes reads back as hex digits and dashes only: a
         // needle with any other character can only be in a stored text, so the
@@ -252,6 +349,7 @@ impl SearchSql {
             unsure,
             binds,
             parts,
+            matched,
             terms: (!hex_like).then(|| crate::search_index::IndexAsk {
                 terms,
                 needle: needle
@@ -278,6 +376,7 @@ impl SearchSql {
             binds,
             terms: self.terms.clone(),
             parts: self.parts.clone(),
+            matched: self.matched.clone(),
         })
     }
 

@@ -436,6 +436,82 @@ pub(crate) enum Candidates {
 /// The candidates of an index row for `ask`; `None` for a row this build does
 /// not read (another version, or damaged), which is then read whole.
 pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
+    let Union {
+        texts,
+        count,
+        members,
+    } = union(row, ask)?;
+    let (base, bits) = match members {
+        Members::Offsets { base, bits } => (base, bits),
+        Members::Every | Members::Wide => return Some(Candidates::All { texts }),
+    };
+    let found: usize = bits.iter().map(|word| word.count_ones() as usize).sum();
+    if found.saturating_mul(DENSE) > count {
+        return Some(Candidates::All { texts });
+    }
+    let mut ids = Vec::with_capacity(found);
+    for (index, word) in bits.iter().enumerate() {
+        let mut word = *word;
+        while word != 0 {
+            let offset = index as i64 * 64 + i64::from(word.trailing_zeros());
+            ids.push(base.checked_add(offset)?);
+            word &= word - 1;
+        }
+    }
+    Some(Candidates::Ids(ids))
+}
+
+/// How many events of an indexed hour hold one of the ids `ask` names, when no
+/// free text of the hour can hold its needle (those events are then the search's
+/// matches, or a superset of them, see `SearchSql::of`) and each of them also
+/// holds one of the ids `keyed` names (a subset of `ask`'s: the ids a rollup is
+/// keyed by). `None` otherwise: when a free text can hold the needle, when some
+/// event holds only ids no rollup is keyed by (a user agent, a path), or for a
+/// row this build does not read.
+pub(crate) fn matched_count(row: &[u8], ask: &IndexAsk, keyed: &IndexAsk) -> Option<u64> {
+    let all = union(row, ask)?;
+    if all.texts != 0 {
+        return None;
+    }
+    let count = all.size()?;
+    (union(row, keyed)?.size()? == count).then_some(count)
+}
+
+/// The events of an index row that hold an asked id or a free text that can hold
+/// the needle.
+struct Union {
+    /// The free-text kinds that can hold the needle.
+    texts: u8,
+    /// The events of the hour.
+    count: usize,
+    members: Members,
+}
+
+impl Union {
+    /// How many events the union holds (`None` for a wide one).
+    fn size(&self) -> Option<u64> {
+        match &self.members {
+            Members::Every => u64::try_from(self.count).ok(),
+            Members::Offsets { bits, .. } => {
+                Some(bits.iter().map(|word| u64::from(word.count_ones())).sum())
+            }
+            Members::Wide => None,
+        }
+    }
+}
+
+enum Members {
+    /// An asked id every event holds.
+    Every,
+    /// The members as a bitmap of offsets from `base`.
+    Offsets { base: i64, bits: Vec<u64> },
+    /// A member too far from the hour's smallest id for a bitmap.
+    Wide,
+}
+
+/// The [`Union`] of an index row for `ask`; `None` for a row this build does not
+/// read.
+fn union(row: &[u8], ask: &IndexAsk) -> Option<Union> {
     let terms = ask.terms.as_slice();
     let mut at = 0;
     let version = take(row, &mut at)?;
@@ -506,7 +582,11 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
         }
     }
     if every {
-        return Some(Candidates::All { texts });
+        return Some(Union {
+            texts,
+            count,
+            members: Members::Every,
+        });
     }
     // The union as a bitmap of offsets: no sort, and its count decides at once
     // whether the hour is dense.
@@ -538,7 +618,11 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
                     };
                     first = false;
                     if !set(offset) {
-                        return Some(Candidates::All { texts });
+                        return Some(Union {
+                            texts,
+                            count,
+                            members: Members::Wide,
+                        });
                     }
                 }
             }
@@ -548,7 +632,11 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
                     while byte_bits != 0 {
                         let bit = byte_bits.trailing_zeros();
                         if !set(index as u64 * 8 + u64::from(bit)) {
-                            return Some(Candidates::All { texts });
+                            return Some(Union {
+                                texts,
+                                count,
+                                members: Members::Wide,
+                            });
                         }
                         byte_bits &= byte_bits - 1;
                     }
@@ -557,20 +645,11 @@ pub(crate) fn candidates(row: &[u8], ask: &IndexAsk) -> Option<Candidates> {
             _ => return None,
         }
     }
-    let found: usize = bits.iter().map(|word| word.count_ones() as usize).sum();
-    if found.saturating_mul(DENSE) > count {
-        return Some(Candidates::All { texts });
-    }
-    let mut ids = Vec::with_capacity(found);
-    for (index, word) in bits.iter().enumerate() {
-        let mut word = *word;
-        while word != 0 {
-            let offset = index as i64 * 64 + i64::from(word.trailing_zeros());
-            ids.push(base.checked_add(offset)?);
-            word &= word - 1;
-        }
-    }
-    Some(Candidates::Ids(ids))
+    Some(Union {
+        texts,
+        count,
+        members: Members::Offsets { base, bits },
+    })
 }
 
 /// A part of a searched range: read every event of it, or only some.
