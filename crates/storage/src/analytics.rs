@@ -974,44 +974,11 @@ impl SqliteStore {
         (from, to): (i64, i64),
         block: Option<i64>,
     ) -> Result<Vec<EventGroup>, StoreError> {
-        let mut index: FastMap<EventKey, usize> = FastMap::default();
-        let mut out: Vec<EventGroup> = Vec::new();
+        let mut sums = GroupSums::default();
         self.step_raw(select, (from, to), |row| {
-            // As `raw_lean` reads them: a missing or non-integer value is 0.
-            let id = |index: usize| match row.get_ref(index) {
-                Ok(ValueRef::Integer(value)) => Some(value),
-                _ => None,
-            };
-            let int = |index: usize| id(index).unwrap_or(0);
-            let event_id = int(0);
-            let timestamp_ms = int(1);
-            let failed = int(3) != 0;
-            let (tokens, cached) = token_columns(int);
-            let input = tokens.input;
-            let group = EventGroup {
-                key: EventKey {
-                    block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
-                    single: (int(2) != 0).then_some(event_id),
-                    failed,
-                    effective: int(4),
-                    resolved: id(5),
-                    tier: id(6),
-                    identity: std::array::from_fn(|offset| int(7 + offset)),
-                    band: context_band(input),
-                },
-                first: (timestamp_ms, event_id),
-                last_ms: timestamp_ms,
-                metrics: metrics_of(failed, input, &tokens, cached, id(26)),
-            };
-            match index.get(&group.key) {
-                Some(position) => out[*position].merge(&group),
-                None => {
-                    index.insert(group.key.clone(), out.len());
-                    out.push(group);
-                }
-            }
+            sums.add(EventGroup::of_row(row, block))
         })?;
-        Ok(out)
+        Ok(sums.out)
     }
 
     /// Steps the rows `select` reads in `[from, to)` through the store's rusqlite
@@ -1029,29 +996,7 @@ impl SqliteStore {
             let sqlite = error::sqlite("read raw events");
             let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
             self.refresh_rows(&transaction).map_err(&sqlite)?;
-            let pieces = match select.terms() {
-                Some(terms) => {
-                    search_index::plan(&transaction, (from, to), terms).map_err(&sqlite)?
-                }
-                None => vec![Piece::Range(from, to, search_index::ALL_TEXTS)],
-            };
-            for piece in pieces {
-                let (start, end, texts, listed) = piece.bounds();
-                let (sql, binds) = select.statement(listed.is_some(), texts);
-                let mut statement = transaction.prepare_cached(&sql).map_err(&sqlite)?;
-                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&start, &end];
-                if let Some(listed) = &listed {
-                    params.push(listed);
-                }
-                for value in &binds {
-                    params.push(value);
-                }
-                let mut rows = statement.query(params.as_slice()).map_err(&sqlite)?;
-                while let Some(row) = rows.next().map_err(&sqlite)? {
-                    each(row);
-                }
-            }
-            Ok(())
+            step_pieces(&transaction, select, (from, to), &mut each).map_err(&sqlite)
         })
     }
 
@@ -1213,16 +1158,22 @@ impl SqliteStore {
                 Some(block)
             }
         };
-        let select = raw_select(
-            "resolved_model_id, service_tier_id, provider_id, executor_type_id, auth_index_id, source_id, \
-             source_hash_id, api_key_hash_id, account_snapshot_id, auth_label_snapshot_id, \
-             auth_file_snapshot_id, auth_provider_snapshot_id, auth_project_id_snapshot_id, \
-             coalesce(normalized_total_input_tokens, input_tokens), output_tokens, reasoning_tokens, \
-             cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, latency_ms",
-            scope,
-            search,
-        );
-        let mut groups = self.sum_events_split(select, (from, to), block).await?;
+        let select = raw_select(GROUP_COLUMNS, scope, search);
+        let groups = self.sum_events_split(select, (from, to), block).await?;
+        Ok(Some(self.group_rows_of(connection, request, groups).await?))
+    }
+
+    /// The group rows of event groups of `request`'s scope: events flagged for
+    /// the search's exact check are checked in full, and the scope's model and
+    /// identity filters applied. Rows come in the order of each group's first
+    /// event.
+    async fn group_rows_of(
+        &self,
+        connection: &mut SqliteConnection,
+        request: &GroupRequest,
+        mut groups: Vec<EventGroup>,
+    ) -> Result<Vec<GroupRow>, StoreError> {
+        let scope = &request.scope;
         let flagged: Vec<i64> = groups.iter().filter_map(|group| group.key.single).collect();
         let rejected = self.events_rejected(connection, &flagged, scope).await?;
         groups.sort_unstable_by_key(|group| group.first);
@@ -1270,7 +1221,7 @@ impl SqliteStore {
                 last_seen_ms: last_ms,
             });
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
     /// Like [`Self::raw_range`] for scopes without raw-level filters: reads only the
@@ -1596,18 +1547,23 @@ impl SqliteStore {
     }
 
     /// The group rows of the searched scope of `request` in the whole UTC hours of
-    /// its range that the identity rollups answer exactly, and the parts of the
-    /// range left to read raw (ascending, disjoint); `None` when no hour can be.
+    /// its range, and the edges of the range left to read raw; `None` when the
+    /// range has no whole hour, the timeline cuts hours, or the search has no
+    /// index terms (a query of hex digits).
     ///
-    /// An hour is answered from its identity rollup when its search index row
-    /// shows that no free text of the hour can hold the needle and counts the
-    /// events that hold a matching id, and the rollup's entries whose identity or
-    /// price band names a matching id (every event of such an entry matches) hold
-    /// exactly that many events: they then hold every match of the hour. A search
-    /// for a model, a provider, an account or an auth file, however many events it
-    /// matches, reads a few kilobytes per hour instead of the hour's events. The
-    /// index, the rollups and the ids the search matches are read in one snapshot,
-    /// so they agree.
+    /// Every event of an identity rollup entry whose identity or price band names
+    /// a matching id matches (`search::Matched`), so those entries' sums are taken
+    /// as they are, and only the other matches are read raw: the search condition
+    /// with those entries' events left out (in SQL where a column names the id,
+    /// else by the same rule on each event read). An hour is not read raw at all
+    /// when its index row shows that no free text of the hour can hold the query
+    /// and counts as many events holding a matching id as those entries hold: they
+    /// then hold every match (`RollupFold::add_searched`). A search for a model, an
+    /// account or an auth file reads a few kilobytes per hour instead of its
+    /// matches; one that also matches other columns (a user agent) reads only the
+    /// events those add. The hours are read in two parts at once, each on a row
+    /// reader in one snapshot of its own that holds its index rows, rollups, raw
+    /// events and the ids the search matches, so they agree.
     async fn searched_hours(
         &self,
         connection: &mut SqliteConnection,
@@ -1634,103 +1590,170 @@ impl SqliteStore {
         if !scope.filters.models.is_empty() && model_ids.is_empty() {
             return Ok(None);
         }
-        let store = self.clone();
-        let request = request.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            store.with_row_reader(|reader| {
-                let sqlite = error::sqlite("read searched rollups");
-                let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
-                store.refresh_rows(&transaction).map_err(&sqlite)?;
-                // The ids the search matches, as this snapshot names them.
-                let search = SearchSql::of(&request.scope, &lock_read(store.read_cache()));
-                let Some((ask, matched)) =
-                    search.and_then(|search| search.terms.clone().map(|ask| (ask, search.matched)))
-                else {
-                    return Ok(None);
-                };
-                let keyed = search_index::IndexAsk {
-                    terms: matched.keyed.clone(),
-                    needle: ask.needle.clone(),
-                };
-                let mut expected: BTreeMap<i64, u64> = BTreeMap::new();
-                {
-                    let mut statement = transaction
-                        .prepare_cached(
-                            "SELECT bucket_ms, terms FROM usage_search_h \
-                             WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
-                        )
-                        .map_err(&sqlite)?;
-                    let mut rows = statement.query((first, last)).map_err(&sqlite)?;
-                    while let Some(row) = rows.next().map_err(&sqlite)? {
-                        let hour: i64 = row.get(0).map_err(&sqlite)?;
-                        if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)?
-                            && let Some(count) = search_index::matched_count(blob, &ask, &keyed)
-                        {
-                            expected.insert(hour, count);
-                        }
-                    }
-                }
-                if expected.is_empty() {
-                    return Ok(None);
-                }
-                let mut fold = RollupFold::new(&request, true, &model_ids);
-                let mut verdicts = Verdicts::default();
-                let mut answered: BTreeSet<i64> = BTreeSet::new();
-                let mut with_rollup: HashSet<i64> = HashSet::new();
-                {
-                    let mut statement = transaction
-                        .prepare_cached(
-                            "SELECT bucket_ms, entries FROM usage_rollup_ident_h \
-                             WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
-                        )
-                        .map_err(&sqlite)?;
-                    let mut rows = statement.query((first, last)).map_err(&sqlite)?;
-                    while let Some(row) = rows.next().map_err(&sqlite)? {
-                        let hour: i64 = row.get(0).map_err(&sqlite)?;
-                        let Some(count) = expected.get(&hour).copied() else {
-                            continue;
-                        };
-                        with_rollup.insert(hour);
-                        if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)?
-                            && fold.add_searched(&store, hour, blob, &matched, &mut verdicts, count)
-                        {
-                            answered.insert(hour);
-                        }
-                    }
-                }
-                transaction.commit().map_err(&sqlite)?;
-                // An indexed hour without a rollup row holds no event (none match).
-                answered.extend(
-                    expected
-                        .iter()
-                        .filter(|(hour, count)| **count == 0 && !with_rollup.contains(hour))
-                        .map(|(hour, _)| *hour),
-                );
-                Ok(Some((fold.finish(&store), answered)))
-            })
-        })
-        .await
-        .map_err(|error| {
-            StoreError::unavailable(format!("read searched rollups: {error}"), error)
-        })??;
-        let Some((rows, answered)) = read else {
-            return Ok(None);
+        let hours = (last - first) / HOUR_MS;
+        let parts = if second_core() && hours >= 2 {
+            let middle = first + hours / 2 * HOUR_MS;
+            vec![(first, middle), (middle, last)]
+        } else {
+            vec![(first, last)]
         };
-        if answered.is_empty() {
-            return Ok(None);
+        let block = request.timeline.as_ref().map(|_| HOUR_MS);
+        let shared = std::sync::Arc::new((request.clone(), model_ids));
+        let tasks: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                let (store, shared) = (self.clone(), shared.clone());
+                tokio::task::spawn_blocking(move || {
+                    store.searched_part(&shared.0, &shared.1, part, block)
+                })
+            })
+            .collect();
+        let mut rows = Vec::new();
+        let mut groups = Vec::new();
+        for task in tasks {
+            let part = task.await.map_err(|error| {
+                StoreError::unavailable(format!("read searched rollups: {error}"), error)
+            })??;
+            let Some((part_rows, part_groups)) = part else {
+                return Ok(None);
+            };
+            rows.extend(part_rows);
+            groups.extend(part_groups);
         }
-        let mut rest: Vec<(i64, i64)> = Vec::new();
-        let mut cursor = from;
-        for hour in answered {
-            if cursor < hour {
-                rest.push((cursor, hour));
-            }
-            cursor = hour + HOUR_MS;
+        // Raw groups of the two parts never share a key: their blocks differ.
+        let mut folder = RawFolder::new(request);
+        for row in self.group_rows_of(connection, request, groups).await? {
+            folder.push_row(row, &mut rows);
         }
-        if cursor < to {
-            rest.push((cursor, to));
-        }
+        let rest = [(from, first), (last, to)]
+            .into_iter()
+            .filter(|(start, end)| start < end)
+            .collect();
         Ok(Some((rows, rest)))
+    }
+
+    /// One part of [`Self::searched_hours`] (`[from, to)`, whole hours): the rows
+    /// of its matching rollup entries and the event groups of its other matches,
+    /// read on a row reader in one snapshot. `None` for a search without index
+    /// terms.
+    fn searched_part(
+        &self,
+        request: &GroupRequest,
+        model_ids: &[i64],
+        (from, to): (i64, i64),
+        block: Option<i64>,
+    ) -> Result<Option<SearchedPart>, StoreError> {
+        self.with_row_reader(|reader| {
+            let sqlite = error::sqlite("read searched rollups");
+            let transaction = reader.unchecked_transaction().map_err(&sqlite)?;
+            self.refresh_rows(&transaction).map_err(&sqlite)?;
+            // The ids the search matches, as this snapshot names them, and the
+            // analytics model of each effective model.
+            let (search, analytics) = {
+                let state = lock_read(self.read_cache());
+                (
+                    SearchSql::of(&request.scope, &state),
+                    state.analytics.clone(),
+                )
+            };
+            let Some(search) = search else {
+                return Ok(None);
+            };
+            let Some(ask) = search.terms.clone() else {
+                return Ok(None);
+            };
+            let matched = search.matched.clone();
+            let keyed = search_index::IndexAsk {
+                terms: matched.keyed.clone(),
+                needle: ask.needle.clone(),
+            };
+            let mut expected: BTreeMap<i64, u64> = BTreeMap::new();
+            {
+                let mut statement = transaction
+                    .prepare_cached(
+                        "SELECT bucket_ms, terms FROM usage_search_h \
+                         WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
+                    )
+                    .map_err(&sqlite)?;
+                let mut rows = statement.query((from, to)).map_err(&sqlite)?;
+                while let Some(row) = rows.next().map_err(&sqlite)? {
+                    let hour: i64 = row.get(0).map_err(&sqlite)?;
+                    if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)?
+                        && let Some(count) = search_index::matched_count(blob, &ask, &keyed)
+                    {
+                        expected.insert(hour, count);
+                    }
+                }
+            }
+            let mut fold = RollupFold::new(request, true, model_ids);
+            let mut verdicts = Verdicts::default();
+            // Hours whose matches the rollup entries hold: an indexed hour without
+            // a rollup row holds no event.
+            let mut proven: BTreeSet<i64> = expected
+                .iter()
+                .filter(|(_, count)| **count == 0)
+                .map(|(hour, _)| *hour)
+                .collect();
+            {
+                let mut statement = transaction
+                    .prepare_cached(
+                        "SELECT bucket_ms, entries FROM usage_rollup_ident_h \
+                         WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
+                    )
+                    .map_err(&sqlite)?;
+                let mut rows = statement.query((from, to)).map_err(&sqlite)?;
+                while let Some(row) = rows.next().map_err(&sqlite)? {
+                    let hour: i64 = row.get(0).map_err(&sqlite)?;
+                    if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)? {
+                        let held = fold.add_searched(self, hour, blob, &matched, &mut verdicts);
+                        if expected.get(&hour) == Some(&held) {
+                            proven.insert(hour);
+                        } else {
+                            proven.remove(&hour);
+                        }
+                    }
+                }
+            }
+            // The other matches of the hours not proven, without the events of
+            // the entries taken.
+            let mut sums = GroupSums::default();
+            let select = RawSelect {
+                columns: GROUP_COLUMNS.to_string(),
+                failed_only: request.scope.filters.failed_only,
+                exclude: matched.certain_sql(),
+                search: Some(search),
+            };
+            let mut cursor = from;
+            let mut ranges = Vec::new();
+            for hour in proven.iter().copied().chain([to]) {
+                if cursor < hour {
+                    ranges.push((cursor, hour));
+                }
+                cursor = hour.saturating_add(HOUR_MS);
+            }
+            for range in ranges {
+                step_pieces(&transaction, &select, range, |row| {
+                    let group = EventGroup::of_row(row, block);
+                    let key = &group.key;
+                    let model = analytics
+                        .get(&key.effective)
+                        .copied()
+                        .unwrap_or(key.effective);
+                    let taken = matched.identity(&key.identity)
+                        || matched.band(
+                            model,
+                            key.resolved.unwrap_or(model),
+                            key.tier.unwrap_or(0),
+                        );
+                    if !taken {
+                        sums.add(group);
+                    }
+                })
+                .map_err(&sqlite)?;
+            }
+            transaction.commit().map_err(&sqlite)?;
+            Ok(Some((fold.finish(self), sums.out)))
+        })
     }
 
     /// The heatmap's sums of a scope. Scopes that filter by identity (or need raw
@@ -2638,10 +2661,9 @@ impl<'r> RollupFold<'r> {
     }
 
     /// Adds the entries of an identity blob of block `bucket` that hold only
-    /// events `search` matches (`matched` tells which identities do), provided
-    /// they hold `expected` events in all, which proves they hold every match of
-    /// the block; true when added. Of those, only the entries the rest of the
-    /// scope accepts are added.
+    /// events the search matches (`search` tells which; `matched` keeps its
+    /// verdict per identity) and that the rest of the scope accepts, and returns
+    /// how many events the matching entries hold, accepted or not.
     fn add_searched(
         &mut self,
         store: &SqliteStore,
@@ -2649,8 +2671,7 @@ impl<'r> RollupFold<'r> {
         blob: &[u8],
         search: &Matched,
         matched: &mut Verdicts,
-        expected: u64,
-    ) -> bool {
+    ) -> u64 {
         let mut taken: Vec<(EntryKey, Sums)> = Vec::new();
         let mut events = 0_u64;
         {
@@ -2668,9 +2689,6 @@ impl<'r> RollupFold<'r> {
                 events = events.saturating_add(u64::try_from(sums.metrics.calls).unwrap_or(0));
                 taken.push((key, sums));
             });
-        }
-        if events != expected {
-            return false;
         }
         let local = match self.bucketer.as_mut() {
             Some(bucketer) => bucketer.bucket(bucket),
@@ -2693,7 +2711,7 @@ impl<'r> RollupFold<'r> {
                 into.entry(key).or_default().merge(&sums);
             }
         }
-        true
+        events
     }
 
     /// The summed entries as group rows.
@@ -3107,6 +3125,69 @@ struct EventKey {
 /// the time, while a few minutes are not worth a second thread.
 const SPLIT_SUM_MS: i64 = 10 * MINUTE_MS;
 
+/// Steps the rows `select` reads in `[from, to)` in `transaction`'s snapshot (whose
+/// lookup caches are topped up): a search reads only the candidates of the hours
+/// its index lists (`search_index::plan`), each piece in turn.
+fn step_pieces(
+    transaction: &rusqlite::Connection,
+    select: &RawSelect,
+    (from, to): (i64, i64),
+    mut each: impl FnMut(&rusqlite::Row<'_>),
+) -> rusqlite::Result<()> {
+    let pieces = match select.terms() {
+        Some(terms) => search_index::plan(transaction, (from, to), terms)?,
+        None => vec![Piece::Range(from, to, search_index::ALL_TEXTS)],
+    };
+    for piece in pieces {
+        let (start, end, texts, listed) = piece.bounds();
+        let (sql, binds) = select.statement(listed.is_some(), texts);
+        let mut statement = transaction.prepare_cached(&sql)?;
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&start, &end];
+        if let Some(listed) = &listed {
+            params.push(listed);
+        }
+        for value in &binds {
+            params.push(value);
+        }
+        let mut rows = statement.query(params.as_slice())?;
+        while let Some(row) = rows.next()? {
+            each(row);
+        }
+    }
+    Ok(())
+}
+
+/// The columns [`EventGroup::of_row`] reads after the first five of a
+/// [`RawSelect`].
+const GROUP_COLUMNS: &str = "resolved_model_id, service_tier_id, provider_id, executor_type_id, auth_index_id, source_id, \
+     source_hash_id, api_key_hash_id, account_snapshot_id, auth_label_snapshot_id, \
+     auth_file_snapshot_id, auth_provider_snapshot_id, auth_project_id_snapshot_id, \
+     coalesce(normalized_total_input_tokens, input_tokens), output_tokens, reasoning_tokens, \
+     cached_tokens, cache_tokens, cache_read_tokens, cache_creation_tokens, total_tokens, latency_ms";
+
+/// The rows of a part's matching rollup entries and the event groups of its
+/// other matches ([`SqliteStore::searched_part`]).
+type SearchedPart = (Vec<GroupRow>, Vec<EventGroup>);
+
+/// Event groups summed per key, in the order each key first came.
+#[derive(Default)]
+struct GroupSums {
+    index: FastMap<EventKey, usize>,
+    out: Vec<EventGroup>,
+}
+
+impl GroupSums {
+    fn add(&mut self, group: EventGroup) {
+        match self.index.get(&group.key) {
+            Some(position) => self.out[*position].merge(&group),
+            None => {
+                self.index.insert(group.key.clone(), self.out.len());
+                self.out.push(group);
+            }
+        }
+    }
+}
+
 /// One group of matching events.
 struct EventGroup {
     key: EventKey,
@@ -3117,6 +3198,37 @@ struct EventGroup {
 }
 
 impl EventGroup {
+    /// The one-event group of a row read with [`GROUP_COLUMNS`], its time cut into
+    /// `block`s.
+    fn of_row(row: &rusqlite::Row<'_>, block: Option<i64>) -> EventGroup {
+        // As `raw_lean` reads them: a missing or non-integer value is 0.
+        let id = |index: usize| match row.get_ref(index) {
+            Ok(ValueRef::Integer(value)) => Some(value),
+            _ => None,
+        };
+        let int = |index: usize| id(index).unwrap_or(0);
+        let event_id = int(0);
+        let timestamp_ms = int(1);
+        let failed = int(3) != 0;
+        let (tokens, cached) = token_columns(int);
+        let input = tokens.input;
+        EventGroup {
+            key: EventKey {
+                block: block.map_or(0, |block| timestamp_ms.div_euclid(block)),
+                single: (int(2) != 0).then_some(event_id),
+                failed,
+                effective: int(4),
+                resolved: id(5),
+                tier: id(6),
+                identity: std::array::from_fn(|offset| int(7 + offset)),
+                band: context_band(input),
+            },
+            first: (timestamp_ms, event_id),
+            last_ms: timestamp_ms,
+            metrics: metrics_of(failed, input, &tokens, cached, id(26)),
+        }
+    }
+
     /// Adds the events of `other`, a group of the same key.
     fn merge(&mut self, other: &EventGroup) {
         self.metrics.add(&other.metrics);
@@ -3477,6 +3589,8 @@ struct RawSelect {
     columns: String,
     failed_only: bool,
     search: Option<SearchSql>,
+    /// Events this condition holds for are left out (a NULL counts as false).
+    exclude: Option<String>,
 }
 
 impl RawSelect {
@@ -3501,7 +3615,7 @@ impl RawSelect {
         };
         let sql = format!(
             "SELECT id, timestamp_ms, {unsure}, failed, coalesce(requested_model_id, model_id), {columns} \
-             FROM {from} WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}",
+             FROM {from} WHERE timestamp_ms >= ?1 AND timestamp_ms < ?2{failed}{condition}{exclude}",
             unsure = search.as_ref().map_or("0", |search| search.unsure.as_str()),
             columns = self.columns,
             failed = if self.failed_only {
@@ -3513,6 +3627,12 @@ impl RawSelect {
                 " AND {}",
                 search.numbered_condition(first)
             )),
+            exclude = self
+                .exclude
+                .as_ref()
+                .map_or(String::new(), |exclude| format!(
+                    " AND NOT coalesce(({exclude}), 0)"
+                )),
         );
         let binds = search.map_or_else(Vec::new, |search| search.binds.clone());
         (sql, binds)
@@ -3524,6 +3644,7 @@ fn raw_select(columns: &str, scope: &Scope, search: Option<&SearchSql>) -> RawSe
         columns: columns.to_string(),
         failed_only: scope.filters.failed_only,
         search: search.cloned(),
+        exclude: None,
     }
 }
 
@@ -3660,12 +3781,12 @@ mod tests {
         assert_eq!(plan(a, b, cut, 0), vec![(Source::Raw, a, b)]);
     }
 
-    /// Whole hours where the index proves the identity rollups hold every match
-    /// are answered from them; an hour where an unkeyed column (a user agent) or a
-    /// free text (a failure summary) can match, or where the rollup's matching
-    /// entries hold fewer events than the index lists (a model matched only as the
-    /// upstream model of a requested alias), is read raw. Either way the sums equal
-    /// a substring test of the events themselves.
+    /// Searched sums over whole hours come from the identity rollups' matching
+    /// entries plus the other matches read raw: an unkeyed column (a user agent),
+    /// a free text (a failure summary), a model matched only as the upstream model
+    /// of a requested alias. Hours the index proves are not read raw. Either way
+    /// the sums equal a substring test of the events themselves, per hour, with and
+    /// without a failed-only filter, and no event is counted twice.
     #[tokio::test]
     async fn searched_hours_come_from_rollups_only_where_exact() {
         use cpamp_domain::event::UsageEvent;
@@ -3713,6 +3834,7 @@ mod tests {
                 ..UsageEvent::default()
             };
             event.tokens.total = 10 + n as i64;
+            event.failed = n % 7 == 0;
             // An unkeyed column that matches, in the second hour.
             if n == 23 {
                 event.user_agent = Some("claude-cli/2.0".to_string());
@@ -3721,6 +3843,15 @@ mod tests {
             if n == 45 {
                 event.failed = true;
                 event.fail_summary = Some("Claude overloaded".to_string());
+            }
+            // In the second hour, for "gpt-5": a matching resolved model (its entry
+            // is taken, though no column the read can leave out in SQL names it),
+            // and a matching user agent on an event no entry takes.
+            if n == 24 {
+                event.resolved_model = Some("gpt-5-mini".to_string());
+            }
+            if n == 26 {
+                event.user_agent = Some("gpt-5-client/1.0".to_string());
             }
             // A matching upstream model behind a requested alias, in the fourth
             // hour: the alias is the event's model in the rollups.
@@ -3746,17 +3877,20 @@ mod tests {
             6
         );
         let (from, to) = (HOUR - 30 * MINUTE_MS, HOUR + 4 * HOUR_MS + 20 * MINUTE_MS);
-        let every: Vec<i64> = (0..4).map(|hour| HOUR + hour * HOUR_MS).collect();
-        for (needle, answered) in [
-            ("claude", vec![HOUR]),
-            ("gpt-5", every.clone()),
-            ("prio", every.clone()),
-            ("codex-b", every.clone()),
-            ("alias", every.clone()),
-            ("nothing-has-this", every.clone()),
-        ] {
+        for (needle, failed_only) in [
+            "claude",
+            "gpt-5",
+            "prio",
+            "codex-b",
+            "alias",
+            "nothing-has-this",
+        ]
+        .into_iter()
+        .flat_map(|needle| [(needle, false), (needle, true)])
+        {
             let mut scope = Scope::time_only(from, to);
             scope.search_query = needle.to_string();
+            scope.filters.failed_only = failed_only;
             let request = GroupRequest {
                 scope,
                 identity: true,
@@ -3767,24 +3901,20 @@ mod tests {
                 .searched_hours(&mut connection, &request)
                 .await
                 .expect("searched hours")
-                .expect("answered hours");
+                .expect("whole hours");
             drop(connection);
-            let mut expected_rest = Vec::new();
-            let mut cursor = from;
-            for hour in &answered {
-                if cursor < *hour {
-                    expected_rest.push((cursor, *hour));
-                }
-                cursor = hour + HOUR_MS;
-            }
-            expected_rest.push((cursor, to));
-            assert_eq!(rest, expected_rest, "{needle}: parts read raw");
+            assert_eq!(
+                rest,
+                vec![(from, HOUR), (HOUR + 4 * HOUR_MS, to)],
+                "{needle}: parts read raw"
+            );
             let matching: Vec<&UsageEvent> = events
                 .iter()
                 .filter(|event| {
                     [
                         Some(event.model.clone()),
                         event.requested_model.clone(),
+                        event.resolved_model.clone(),
                         event.auth_file_snapshot.clone(),
                         event.account_snapshot.clone(),
                         event.service_tier.clone(),
@@ -3795,11 +3925,16 @@ mod tests {
                     .flatten()
                     .any(|text| text.to_lowercase().contains(needle))
                 })
+                .filter(|event| event.failed || !failed_only)
                 .collect();
             let rows = store.groups(request).await.expect("groups");
             let calls: i64 = rows.iter().map(|row| row.metrics.calls).sum();
             let tokens: i64 = rows.iter().map(|row| row.metrics.total).sum();
-            assert_eq!(calls, matching.len() as i64, "{needle}: calls");
+            assert_eq!(
+                calls,
+                matching.len() as i64,
+                "{needle} (failed only: {failed_only}): calls"
+            );
             assert_eq!(
                 tokens,
                 matching.iter().map(|event| event.tokens.total).sum::<i64>(),
@@ -3816,7 +3951,10 @@ mod tests {
                     .entry(event.timestamp_ms.div_euclid(HOUR_MS) * HOUR_MS)
                     .or_default() += 1;
             }
-            assert_eq!(per_hour, expected_hours, "{needle}: calls per hour");
+            assert_eq!(
+                per_hour, expected_hours,
+                "{needle} (failed only: {failed_only}): calls per hour"
+            );
             assert!(
                 rows.iter().all(|row| row.identity.is_some()),
                 "{needle}: rows carry identities"

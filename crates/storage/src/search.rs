@@ -82,6 +82,21 @@ pub(crate) struct SearchSql {
     pub matched: std::sync::Arc<Matched>,
 }
 
+/// The kinds of the searched identity columns, in `usage_identities` order after
+/// the provider (which is not searched).
+const SIGNATURE_KINDS: [DimKind; 10] = [
+    DimKind::ExecutorType,
+    DimKind::AuthIndex,
+    DimKind::Source,
+    DimKind::SourceHash,
+    DimKind::ApiKeyHash,
+    DimKind::Account,
+    DimKind::AuthLabel,
+    DimKind::AuthFile,
+    DimKind::AuthProvider,
+    DimKind::AuthProject,
+];
+
 /// The dictionary ids a search matches, as the condition names them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Matched {
@@ -92,6 +107,9 @@ pub(crate) struct Matched {
     /// The analytics models whose text matches, ascending: the condition selects
     /// every event whose effective model maps to one of them.
     analytics: Vec<i64>,
+    /// The effective models (`coalesce(requested_model_id, model_id)`) mapped to
+    /// one of [`Self::analytics`], ascending.
+    effective: Vec<i64>,
     /// The index terms of the kinds rollup entries are keyed by (the credential
     /// and client-key columns, models, service tiers), ascending: an event that
     /// holds none of them cannot be in an entry [`Self::identity`] or
@@ -111,24 +129,36 @@ impl Matched {
     /// Whether every event of an identity (the ids of `usage_identities`, in its
     /// column order) matches: one of its searched columns names a matching id.
     pub(crate) fn identity(&self, key: &[i64; 11]) -> bool {
-        const KINDS: [DimKind; 10] = [
-            DimKind::ExecutorType,
-            DimKind::AuthIndex,
-            DimKind::Source,
-            DimKind::SourceHash,
-            DimKind::ApiKeyHash,
-            DimKind::Account,
-            DimKind::AuthLabel,
-            DimKind::AuthFile,
-            DimKind::AuthProvider,
-            DimKind::AuthProject,
-        ];
         // The provider (position 0) is not searched.
-        KINDS
+        SIGNATURE_KINDS
             .iter()
             .zip(&key[1..])
             .any(|(kind, id)| self.holds(*kind, *id))
             || (key[5] > 0 && self.api_keys.binary_search(&key[5]).is_ok())
+    }
+
+    /// A condition that holds only for events in an entry [`Self::identity`] or
+    /// [`Self::band`] accepts (not for all of them: a matching resolved model is
+    /// left out), so a read of the other matches can leave those events out in
+    /// SQL; `None` when no term names one.
+    pub(crate) fn certain_sql(&self) -> Option<String> {
+        let mut terms: Vec<String> = Vec::new();
+        for (column, kind) in DICTIONARY_COLUMNS {
+            let keyed = SIGNATURE_KINDS.contains(&kind) || kind == DimKind::ServiceTier;
+            if let Some(ids) = self.by_kind.get(&(kind as u8)).filter(|_| keyed) {
+                terms.push(one_of(column, ids));
+            }
+        }
+        if !self.api_keys.is_empty() {
+            terms.push(one_of("api_key_hash_id", &self.api_keys));
+        }
+        if !self.effective.is_empty() {
+            terms.push(one_of(
+                "coalesce(requested_model_id, model_id)",
+                &self.effective,
+            ));
+        }
+        (!terms.is_empty()).then(|| terms.join(" OR "))
     }
 
     /// Whether every event of a rollup entry's price band matches: its analytics
@@ -237,11 +267,11 @@ impl SearchSql {
             .collect();
         analytics.sort_unstable();
         analytics.dedup();
+        effective.sort_unstable();
         let models = by_kind
             .get(&(DimKind::Model as u8))
             .map_or(&[][..], Vec::as_slice);
         if effective.iter().any(|id| models.binary_search(id).is_err()) {
-            effective.sort_unstable();
             exact.push(one_of("coalesce(requested_model_id, model_id)", &effective));
         }
         // The API-key search is OR-ed into the search group.
@@ -289,6 +319,7 @@ impl SearchSql {
             by_kind,
             api_keys: exact_api_keys,
             analytics,
+            effective: effective.clone(),
             keyed,
         });
         let mut texts: Vec<TextTerms> = Vec::new();
