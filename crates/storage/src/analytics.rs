@@ -1464,7 +1464,10 @@ impl SqliteStore {
                 // Whole hours the index proves the identity rollups exact for are
                 // summed from them; the rest is read raw.
                 let mut raw = vec![(scope.from_ms, scope.to_ms)];
-                if let Some((rows, rest)) = self.searched_hours(&mut connection, &request).await? {
+                if let Some((rows, rest)) = self
+                    .searched_hours(&mut connection, &request, &search)
+                    .await?
+                {
                     out.extend(rows.into_iter().map(|mut row| {
                         if !request.identity {
                             row.identity = None;
@@ -1568,8 +1571,12 @@ impl SqliteStore {
         &self,
         connection: &mut SqliteConnection,
         request: &GroupRequest,
+        search: &SearchSql,
     ) -> Result<Option<(Vec<GroupRow>, Vec<(i64, i64)>)>, StoreError> {
         let scope = &request.scope;
+        if search.terms.is_none() {
+            return Ok(None);
+        }
         let (from, to) = (scope.from_ms, scope.to_ms);
         let first = from
             .div_euclid(HOUR_MS)
@@ -1717,11 +1724,16 @@ impl SqliteStore {
             // The other matches of the hours not proven, without the events of
             // the entries taken.
             let mut sums = GroupSums::default();
+            let mut others = search;
+            others.terms = Some(search_index::IndexAsk {
+                terms: matched.uncertain.clone(),
+                needle: ask.needle.clone(),
+            });
             let select = RawSelect {
                 columns: GROUP_COLUMNS.to_string(),
                 failed_only: request.scope.filters.failed_only,
                 exclude: matched.certain_sql(),
-                search: Some(search),
+                search: Some(others),
             };
             let mut cursor = from;
             let mut ranges = Vec::new();
@@ -3897,8 +3909,9 @@ mod tests {
                 timeline: Some((Zone::parse("UTC").expect("zone"), Granularity::Hour)),
             };
             let mut connection = store.reader_connection().await.expect("reader");
+            let search = store.search_only(&request.scope).expect("a search");
             let (_, rest) = store
-                .searched_hours(&mut connection, &request)
+                .searched_hours(&mut connection, &request, &search)
                 .await
                 .expect("searched hours")
                 .expect("whole hours");

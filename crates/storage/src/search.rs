@@ -110,6 +110,11 @@ pub(crate) struct Matched {
     /// The effective models (`coalesce(requested_model_id, model_id)`) mapped to
     /// one of [`Self::analytics`], ascending.
     effective: Vec<i64>,
+    /// The index terms of kinds other than the credential and client-key columns
+    /// and service tiers, ascending: a match that holds none of the others is in
+    /// an entry [`Self::identity`] or [`Self::band`] accepts, so a read of the
+    /// other matches asks the index for these (and the free texts) only.
+    pub uncertain: Vec<i64>,
     /// The index terms of the kinds rollup entries are keyed by (the credential
     /// and client-key columns, models, service tiers), ascending: an event that
     /// holds none of them cannot be in an entry [`Self::identity`] or
@@ -315,11 +320,23 @@ impl SearchSql {
             .copied()
             .filter(|id| KEYED.iter().any(|kind| *kind as u8 == state.kind(*id)))
             .collect();
+        let uncertain: Vec<i64> = terms
+            .iter()
+            .copied()
+            .filter(|id| {
+                let kind = state.kind(*id);
+                kind != DimKind::ServiceTier as u8
+                    && !SIGNATURE_KINDS
+                        .iter()
+                        .any(|signature| *signature as u8 == kind)
+            })
+            .collect();
         let matched = std::sync::Arc::new(Matched {
             by_kind,
             api_keys: exact_api_keys,
             analytics,
             effective: effective.clone(),
+            uncertain,
             keyed,
         });
         let mut texts: Vec<TextTerms> = Vec::new();
