@@ -1675,23 +1675,17 @@ impl SqliteStore {
                 needle: ask.needle.clone(),
             };
             let mut expected: BTreeMap<i64, u64> = BTreeMap::new();
-            {
-                let mut statement = transaction
-                    .prepare_cached(
-                        "SELECT bucket_ms, terms FROM usage_search_h \
-                         WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
-                    )
-                    .map_err(&sqlite)?;
-                let mut rows = statement.query((from, to)).map_err(&sqlite)?;
-                while let Some(row) = rows.next().map_err(&sqlite)? {
-                    let hour: i64 = row.get(0).map_err(&sqlite)?;
-                    if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)?
-                        && let Some(count) = search_index::matched_count(blob, &ask, &keyed)
-                    {
+            each_blob(
+                &transaction,
+                "SELECT bucket_ms, terms FROM usage_search_h WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
+                (from, to),
+                |hour, blob| {
+                    if let Some(count) = search_index::matched_count(blob, &ask, &keyed) {
                         expected.insert(hour, count);
                     }
-                }
-            }
+                },
+            )
+            .map_err(&sqlite)?;
             let mut fold = RollupFold::new(request, true, model_ids);
             let mut verdicts = Verdicts::default();
             // Hours whose matches the rollup entries hold: an indexed hour without
@@ -1701,26 +1695,21 @@ impl SqliteStore {
                 .filter(|(_, count)| **count == 0)
                 .map(|(hour, _)| *hour)
                 .collect();
-            {
-                let mut statement = transaction
-                    .prepare_cached(
-                        "SELECT bucket_ms, entries FROM usage_rollup_ident_h \
-                         WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
-                    )
-                    .map_err(&sqlite)?;
-                let mut rows = statement.query((from, to)).map_err(&sqlite)?;
-                while let Some(row) = rows.next().map_err(&sqlite)? {
-                    let hour: i64 = row.get(0).map_err(&sqlite)?;
-                    if let ValueRef::Blob(blob) = row.get_ref(1).map_err(&sqlite)? {
-                        let held = fold.add_searched(self, hour, blob, &matched, &mut verdicts);
-                        if expected.get(&hour) == Some(&held) {
-                            proven.insert(hour);
-                        } else {
-                            proven.remove(&hour);
-                        }
+            each_blob(
+                &transaction,
+                "SELECT bucket_ms, entries FROM usage_rollup_ident_h \
+                 WHERE bucket_ms >= ?1 AND bucket_ms < ?2",
+                (from, to),
+                |hour, blob| {
+                    let held = fold.add_searched(self, hour, blob, &matched, &mut verdicts);
+                    if expected.get(&hour) == Some(&held) {
+                        proven.insert(hour);
+                    } else {
+                        proven.remove(&hour);
                     }
-                }
-            }
+                },
+            )
+            .map_err(&sqlite)?;
             // The other matches of the hours not proven, without the events of
             // the entries taken.
             let mut sums = GroupSums::default();
@@ -3164,6 +3153,25 @@ fn step_pieces(
         let mut rows = statement.query(params.as_slice())?;
         while let Some(row) = rows.next()? {
             each(row);
+        }
+    }
+    Ok(())
+}
+
+/// Calls `each` with the block and blob of every row `sql` (a block and a blob,
+/// `?1` and `?2` the range) reads in `[from, to)`.
+fn each_blob(
+    transaction: &rusqlite::Connection,
+    sql: &str,
+    (from, to): (i64, i64),
+    mut each: impl FnMut(i64, &[u8]),
+) -> rusqlite::Result<()> {
+    let mut statement = transaction.prepare_cached(sql)?;
+    let mut rows = statement.query((from, to))?;
+    while let Some(row) = rows.next()? {
+        let block: i64 = row.get(0)?;
+        if let ValueRef::Blob(blob) = row.get_ref(1)? {
+            each(block, blob);
         }
     }
     Ok(())

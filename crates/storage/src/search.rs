@@ -301,36 +301,21 @@ impl SearchSql {
         terms.extend(exact_api_keys.iter().copied());
         terms.sort_unstable();
         terms.dedup();
-        const KEYED: [DimKind; 12] = [
-            DimKind::ExecutorType,
-            DimKind::AuthIndex,
-            DimKind::Source,
-            DimKind::SourceHash,
-            DimKind::ApiKeyHash,
-            DimKind::Account,
-            DimKind::AuthLabel,
-            DimKind::AuthFile,
-            DimKind::AuthProvider,
-            DimKind::AuthProject,
-            DimKind::ServiceTier,
-            DimKind::Model,
-        ];
+        // Credential and client-key columns and service tiers put every event
+        // holding a matching id into a taken rollup entry; models may.
+        let certain = |id: &i64| {
+            let kind = state.kind(*id);
+            kind == DimKind::ServiceTier as u8
+                || SIGNATURE_KINDS
+                    .iter()
+                    .any(|signature| *signature as u8 == kind)
+        };
         let keyed: Vec<i64> = terms
             .iter()
             .copied()
-            .filter(|id| KEYED.iter().any(|kind| *kind as u8 == state.kind(*id)))
+            .filter(|id| certain(id) || state.kind(*id) == DimKind::Model as u8)
             .collect();
-        let uncertain: Vec<i64> = terms
-            .iter()
-            .copied()
-            .filter(|id| {
-                let kind = state.kind(*id);
-                kind != DimKind::ServiceTier as u8
-                    && !SIGNATURE_KINDS
-                        .iter()
-                        .any(|signature| *signature as u8 == kind)
-            })
-            .collect();
+        let uncertain: Vec<i64> = terms.iter().copied().filter(|id| !certain(id)).collect();
         let matched = std::sync::Arc::new(Matched {
             by_kind,
             api_keys: exact_api_keys,
