@@ -1461,8 +1461,8 @@ impl SqliteStore {
         if level == Level::Raw {
             let mut folder = RawFolder::new(&request);
             if let Some(search) = self.search_only(scope) {
-                // Whole hours the index proves the identity rollups exact for are
-                // summed from them; the rest is read raw.
+                // Whole hours take the matching identity rollup entries and read
+                // only the other matches raw; the edges are read raw.
                 let mut raw = vec![(scope.from_ms, scope.to_ms)];
                 if let Some((rows, rest)) = self
                     .searched_hours(&mut connection, &request, &search)
@@ -1578,12 +1578,11 @@ impl SqliteStore {
             return Ok(None);
         }
         let (from, to) = (scope.from_ms, scope.to_ms);
-        let first = from
-            .div_euclid(HOUR_MS)
-            .saturating_add(i64::from(from.rem_euclid(HOUR_MS) != 0))
-            .saturating_mul(HOUR_MS);
-        let last = to.div_euclid(HOUR_MS).saturating_mul(HOUR_MS);
-        if first >= last || from < 0 {
+        if from < 0 {
+            return Ok(None);
+        }
+        let (first, last) = (ceil_to(from, HOUR_MS), floor_to(to, HOUR_MS));
+        if first >= last {
             return Ok(None);
         }
         if let Some((zone, granularity)) = request.timeline.as_ref()
@@ -2607,6 +2606,21 @@ impl Stream {
     }
 }
 
+/// Whether `request`'s scope takes the events of a rollup entry by its failed
+/// flag and model (`model_ids`: the scope's models, empty for any).
+fn entry_accepted(request: &GroupRequest, model_ids: &[i64], key: &EntryKey) -> bool {
+    request.scope.filters.matches_failed(key.failed)
+        && (model_ids.is_empty() || model_ids.contains(&key.model))
+}
+
+/// Whether `request`'s scope takes the events of identity `id`.
+fn identity_accepted(request: &GroupRequest, state: &CacheState, id: i64) -> bool {
+    state
+        .identities
+        .get(&id)
+        .is_some_and(|found| request.scope.matches_identity(found))
+}
+
 /// The group rows of rollup blobs, summed per local bucket as they are read.
 struct RollupFold<'r> {
     request: &'r GroupRequest,
@@ -2641,19 +2655,14 @@ impl<'r> RollupFold<'r> {
             None => 0,
         };
         let (request, identity, model_ids) = (self.request, self.identity, self.model_ids);
-        let filters = &request.scope.filters;
         let identity_ok = &mut self.identity_ok;
         let into = self.merged.entry(local).or_default();
         // Refused entries' sums are stepped over, not decoded.
         let keep = |key: &EntryKey| {
-            filters.matches_failed(key.failed)
-                && (model_ids.is_empty() || model_ids.contains(&key.model))
+            entry_accepted(request, model_ids, key)
                 && (!identity
                     || identity_ok.get(key.identity, |id| {
-                        lock_read(store.read_cache())
-                            .identities
-                            .get(&id)
-                            .is_some_and(|found| request.scope.matches_identity(found))
+                        identity_accepted(request, &lock_read(store.read_cache()), id)
                     }))
         };
         decode_entries_where(bucket, identity, blob, keep, |key, sums| {
@@ -2673,45 +2682,32 @@ impl<'r> RollupFold<'r> {
         search: &Matched,
         matched: &mut Verdicts,
     ) -> u64 {
-        let mut taken: Vec<(EntryKey, Sums)> = Vec::new();
-        let mut events = 0_u64;
-        {
-            let state = lock_read(store.read_cache());
-            let keep = |key: &EntryKey| {
-                search.band(key.model, key.billing, key.tier)
-                    || matched.get(key.identity, |id| {
-                        state
-                            .identity_keys
-                            .get(&id)
-                            .is_some_and(|ids| search.identity(ids))
-                    })
-            };
-            decode_entries_where(bucket, true, blob, keep, |key, sums| {
-                events = events.saturating_add(u64::try_from(sums.metrics.calls).unwrap_or(0));
-                taken.push((key, sums));
-            });
-        }
         let local = match self.bucketer.as_mut() {
             Some(bucketer) => bucketer.bucket(bucket),
             None => 0,
         };
         let (request, model_ids) = (self.request, self.model_ids);
-        let filters = &request.scope.filters;
         let identity_ok = &mut self.identity_ok;
         let into = self.merged.entry(local).or_default();
-        for (key, sums) in taken {
-            let accepted = filters.matches_failed(key.failed)
-                && (model_ids.is_empty() || model_ids.contains(&key.model))
-                && identity_ok.get(key.identity, |id| {
-                    lock_read(store.read_cache())
-                        .identities
+        let state = lock_read(store.read_cache());
+        let keep = |key: &EntryKey| {
+            search.band(key.model, key.billing, key.tier)
+                || matched.get(key.identity, |id| {
+                    state
+                        .identity_keys
                         .get(&id)
-                        .is_some_and(|found| request.scope.matches_identity(found))
-                });
-            if accepted {
+                        .is_some_and(|ids| search.identity(ids))
+                })
+        };
+        let mut events = 0_u64;
+        decode_entries_where(bucket, true, blob, keep, |key, sums| {
+            events = events.saturating_add(u64::try_from(sums.metrics.calls).unwrap_or(0));
+            if entry_accepted(request, model_ids, &key)
+                && identity_ok.get(key.identity, |id| identity_accepted(request, &state, id))
+            {
                 into.entry(key).or_default().merge(&sums);
             }
-        }
+        });
         events
     }
 
